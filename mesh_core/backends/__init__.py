@@ -1,0 +1,31 @@
+"""Backends by protocol name (a registry, so new media plug in without touching the manager)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import codec
+from ..config import MeshConfig
+from ..errors import ConfigError
+from .base import Backend
+
+
+def _sqlite(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
+    from .sqlite import SqliteBackend
+    return SqliteBackend(config.sqlite_db_path, limits=limits)
+
+
+FACTORIES: dict[str, Callable[[MeshConfig, codec.CodecLimits], Backend]] = {"sqlite_local": _sqlite}
+
+
+def create_backend(config: MeshConfig, limits: codec.CodecLimits) -> tuple[Backend, str]:
+    """The backend for ``config.protocol`` and a sentence saying which and why."""
+    protocol = config.protocol
+    if protocol == "hybrid":
+        # Only the embedded backend exists in this release; hybrid picks it and says so.
+        return FACTORIES["sqlite_local"](config, limits), "hybrid chose sqlite_local: the only backend available"
+    factory = FACTORIES.get(protocol)
+    if factory is None:
+        raise ConfigError(f"config: agent_mesh.protocol = {protocol!r} is not available in this release "
+                          f"(available: {', '.join(sorted(FACTORIES))}, hybrid)")
+    return factory(config, limits), f"{protocol} as configured"

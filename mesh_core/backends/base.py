@@ -1,0 +1,237 @@
+"""The backend contract: what every medium (SQLite, Redis, gRPC) must do.
+
+Backends move and store records; they make no policy decisions. Routing,
+retry and conflict decisions are made by the manager with the pure modules,
+and handed to the backend as already-decided, *fenced* operations: each one
+names the state it expects (task id + attempt number + node) and the backend
+applies it atomically only if that state still holds, so a stale actor can
+never overwrite a newer decision. That one rule gives exactly-once result
+recording on every medium.
+
+Each method's docstring says how the SQLite backend does it and how the Redis
+and peer-to-peer gRPC backends will.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import Attempt, NodeInfo, Task, TaskStatus
+
+# Topics a backend can wake a node about. Wake-ups are hints only: a node that
+# misses one still finds the work on its next periodic poll.
+TOPIC_TASKS = "tasks"  # new work was assigned to you
+TOPIC_RESULTS = "results"  # a task you submitted changed state
+TOPIC_MEMBERS = "members"  # a node joined, left or changed
+TOPIC_MEMORY = "memory"  # new memory entries were published
+
+SignalHandler = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A routed task ready to be stored, with the capacity the target accepts."""
+
+    task: Task
+    node_id: str
+    node_name: str
+    why: str
+    capacity: int
+
+
+@dataclass(frozen=True)
+class Reassignment:
+    """Move a task that ``expected_node`` held at ``expected_attempt`` elsewhere.
+
+    ``bump_attempt`` gives the new holder a new fencing token (always when the
+    old holder may have started it). ``error`` is kept on the old attempt.
+    ``node_id`` None puts the task in dead letter instead.
+    """
+
+    task_id: str
+    expected_attempt: int
+    expected_node: str | None
+    node_id: str | None
+    node_name: str | None
+    why: str
+    not_before: float = 0.0
+    bump_attempt: bool = True
+    error: str | None = None
+    count_failure: bool = False
+    final_status: TaskStatus = TaskStatus.DEAD_LETTER
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Record the end of one attempt; applied only if that attempt still holds the task."""
+
+    task_id: str
+    attempt: int
+    node_id: str
+    status: TaskStatus  # succeeded | failed
+    result_frame: bytes | None = None
+    error: str | None = None
+
+
+@dataclass
+class MeshSnapshot:
+    """Node records plus the current time on the clock that judges liveness."""
+
+    nodes: list[NodeInfo]
+    now: float
+    queued: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """One medium that joins nodes into a mesh."""
+
+    name: str = "base"
+
+    def __init__(self) -> None:
+        self._signal_handler: SignalHandler | None = None
+
+    def on_signal(self, handler: SignalHandler) -> None:
+        """Register the callback that receives wake-up topics for the local node."""
+        self._signal_handler = handler
+
+    def _deliver(self, topic: str) -> None:
+        if self._signal_handler is not None:
+            self._signal_handler(topic)
+
+    # -- lifecycle ------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self, local: NodeInfo) -> None:
+        """Connect and start listening for wake-ups for ``local``.
+
+        SQLite: open the shared file (WAL, busy_timeout), create the schema,
+        bind a unix datagram socket named after the node. Redis: connection
+        pool plus a pub/sub subscription on the node's channel. gRPC: start
+        this node's server and dial the seed peers.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and listening sockets; safe to call twice."""
+
+    # -- membership -----------------------------------------------------------
+    @abc.abstractmethod
+    async def heartbeat(self, node: NodeInfo) -> None:
+        """Upsert ``node``'s record and refresh its presence on the judging clock.
+
+        SQLite: one UPSERT setting ``last_seen`` from the machine clock.
+        Redis: HSET the record and SET a presence key with a TTL of the node
+        timeout (Redis's clock decides expiry); PUBLISH on join. gRPC: the
+        record is gossiped to peers, each of which stamps it with its own
+        monotonic clock on receipt.
+        """
+
+    @abc.abstractmethod
+    async def leave(self, node: NodeInfo) -> None:
+        """Mark the node as having left gracefully and tell the others now."""
+
+    @abc.abstractmethod
+    async def snapshot(self) -> MeshSnapshot:
+        """Every node record, ``now`` on the judging clock and tasks held per node.
+
+        SQLite: one read transaction over ``nodes`` and a GROUP BY on tasks.
+        Redis: HGETALL of the records, presence TTLs and TIME in one pipeline.
+        gRPC: the local gossip table with receive times on the monotonic clock.
+        """
+
+    # -- tasks ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
+        """Store routed tasks; each is refused (False) if its node is at capacity.
+
+        The capacity check and the insert are one atomic step. SQLite: one
+        ``BEGIN IMMEDIATE`` transaction for the batch. Redis: a Lua script
+        that checks the inbox depth and XADDs. gRPC: the target node's server
+        accepts or refuses. Wakes each target node.
+        """
+
+    @abc.abstractmethod
+    async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+        """Atomically start up to ``limit`` tasks assigned to ``node_id`` whose time has come.
+
+        Highest priority first, FIFO within a priority. SQLite: ``UPDATE …
+        RETURNING`` under ``BEGIN IMMEDIATE``. Redis: XREADGROUP on the
+        node's per-priority streams, highest first, plus a Lua lease write.
+        gRPC: the node's own inbox, which it holds itself.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+        """Extend the leases on ``(task_id, attempt)`` still held; return the ids still held.
+
+        A task missing from the answer was taken away (re-routed); its
+        executor must stop working on it.
+        """
+
+    @abc.abstractmethod
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record each attempt's end if the attempt still holds its task (fencing).
+
+        False means the result was refused as stale. Wakes each submitter.
+        SQLite: conditional UPDATE in one transaction. Redis: a Lua
+        compare-and-set on the task hash. gRPC: the submitter-owned record.
+        """
+
+    @abc.abstractmethod
+    async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
+        """Apply fenced moves (re-route, retry with backoff, or dead letter)."""
+
+    @abc.abstractmethod
+    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
+        """Unfinished tasks held by a dead or departed node, or whose lease lapsed."""
+
+    @abc.abstractmethod
+    async def finished_for(self, submitter_id: str, since: float) -> list[Task]:
+        """Tasks submitted by ``submitter_id`` that reached a final state at or after ``since``.
+
+        SQLite: an indexed range on (submitter_id, finished_at). Redis: the
+        submitter's result stream read from a cursor. gRPC: results pushed to
+        the submitter, kept in its own table.
+        """
+
+    @abc.abstractmethod
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        """Tasks by id, with their attempts."""
+
+    @abc.abstractmethod
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
+        """Most recent tasks first, optionally of one status."""
+
+    @abc.abstractmethod
+    async def task_counts(self) -> dict[str, int]:
+        """Tasks per status across the whole mesh."""
+
+    # -- memory ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        """Append ``(memory_type, key, frame)`` entries to the mesh's memory stream.
+
+        SQLite: rows in an append-only log table. Redis: XADD to one stream
+        (consumers keep their own cursors). gRPC: pushed to peers and kept
+        in the sender's outbox until acknowledged. Wakes every node.
+        """
+
+    @abc.abstractmethod
+    async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
+        """Entries after cursor ``after`` (None for the start), and the new cursor."""
+
+    @abc.abstractmethod
+    async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
+        """Every stored entry for one key (any memory type when None)."""
+
+    # -- diagnostics ----------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What the status block shows about this backend."""
+        return {"backend": self.name}
+
+
+def attempts_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Attempt]:
+    return [Attempt(attempt=r[0], node_id=r[1], node_name=r[2] or "", started_at=r[3],
+                    finished_at=r[4], error=r[5]) for r in rows]

@@ -1,0 +1,150 @@
+"""Hybrid logical clock and version vectors (pure; no I/O).
+
+An HLC stamp is one int: ``physical_ms << 16 | logical``. It never goes
+backwards even when the wall clock does, and it moves past any stamp it has
+seen, so it orders causally related events across nodes while staying close
+to real time.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+LOGICAL_BITS = 16
+LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
+
+
+def hlc_physical_ms(stamp: int) -> int:
+    return stamp >> LOGICAL_BITS
+
+
+def hlc_logical(stamp: int) -> int:
+    return stamp & LOGICAL_MASK
+
+
+def hlc_to_seconds(stamp: int) -> float:
+    return hlc_physical_ms(stamp) / 1000.0
+
+
+class HybridLogicalClock:
+    """Thread-safe HLC. ``now()`` stamps a local event, ``update()`` merges a remote stamp."""
+
+    def __init__(self, wall_ms: Callable[[], int] | None = None, last: int = 0) -> None:
+        self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self._last = last
+        self._lock = threading.Lock()
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    def _advance(self, floor: int) -> int:
+        physical = self._wall_ms() << LOGICAL_BITS
+        candidate = max(physical, floor + 1)
+        if hlc_logical(candidate) == LOGICAL_MASK and candidate != physical:
+            # Logical counter exhausted within one millisecond: borrow the next millisecond.
+            candidate = (hlc_physical_ms(candidate) + 1) << LOGICAL_BITS
+        self._last = candidate
+        return candidate
+
+    def now(self) -> int:
+        with self._lock:
+            return self._advance(self._last)
+
+    def update(self, remote: int) -> int:
+        """Merge a stamp received from another node; the result exceeds both."""
+        with self._lock:
+            return self._advance(max(self._last, remote))
+
+
+class Ordering(enum.Enum):
+    EQUAL = "equal"
+    BEFORE = "before"  # self happened before other (other dominates)
+    AFTER = "after"  # self dominates other
+    CONCURRENT = "concurrent"
+
+
+class VersionVector(Mapping[str, int]):
+    """Immutable map node id → counter. Missing entries count as 0."""
+
+    __slots__ = ("_entries", "_hash")
+
+    def __init__(self, entries: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
+        items = entries.items() if isinstance(entries, Mapping) else entries
+        self._entries: dict[str, int] = {}
+        for node, counter in items:
+            if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
+                raise ValueError(f"version vector counter for {node!r} must be a non-negative int")
+            if counter:
+                self._entries[str(node)] = counter
+        self._hash: int | None = None
+
+    def __getitem__(self, node: str) -> int:
+        return self._entries.get(node, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._entries
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, VersionVector):
+            return self._entries == other._entries
+        if isinstance(other, Mapping):
+            return self._entries == {k: v for k, v in other.items() if v}
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._entries.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k[:8]}:{v}" for k, v in sorted(self._entries.items()))
+        return f"VV({inner})"
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self._entries)
+
+    def increment(self, node: str) -> VersionVector:
+        entries = dict(self._entries)
+        entries[node] = entries.get(node, 0) + 1
+        return VersionVector(entries)
+
+    def merge(self, other: Mapping[str, int]) -> VersionVector:
+        """Pointwise maximum: the smallest vector that dominates both."""
+        entries = dict(self._entries)
+        for node, counter in other.items():
+            if counter > entries.get(node, 0):
+                entries[node] = counter
+        return VersionVector(entries)
+
+    def compare(self, other: Mapping[str, int]) -> Ordering:
+        less = greater = False
+        for node in set(self._entries) | set(other):
+            a, b = self._entries.get(node, 0), other.get(node, 0)
+            if a < b:
+                less = True
+            elif a > b:
+                greater = True
+            if less and greater:
+                return Ordering.CONCURRENT
+        if less:
+            return Ordering.BEFORE
+        if greater:
+            return Ordering.AFTER
+        return Ordering.EQUAL
+
+    def dominates(self, other: Mapping[str, int]) -> bool:
+        """True when self has seen everything other has (self ≥ other)."""
+        return self.compare(other) in (Ordering.AFTER, Ordering.EQUAL)
+
+    def descends_strictly(self, other: Mapping[str, int]) -> bool:
+        return self.compare(other) is Ordering.AFTER

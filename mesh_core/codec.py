@@ -1,0 +1,102 @@
+"""Wire and storage framing: msgpack body, lz4 above a threshold, CRC32, size limits.
+
+Frame layout (12-byte header, big endian)::
+
+    b"MF" | version u8 | flags u8 | crc32(body) u32 | len(body) u32 | body
+
+``flags & 1`` means the body is an lz4 block whose first 4 bytes (little
+endian, as lz4 stores it) give the decompressed size; that size is checked
+against the limit before anything is decompressed.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import lz4.block
+import msgpack
+
+from .errors import CodecError, FrameTooLarge
+
+MAGIC = b"MF"
+VERSION = 1
+FLAG_LZ4 = 0x01
+HEADER = struct.Struct(">2sBBII")
+HEADER_SIZE = HEADER.size
+
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+DEFAULT_COMPRESS_THRESHOLD = 1024
+
+
+@dataclass(frozen=True)
+class CodecLimits:
+    max_frame_bytes: int = DEFAULT_MAX_FRAME
+    compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
+    compression_enabled: bool = True
+
+
+DEFAULT_LIMITS = CodecLimits()
+
+
+def pack(obj: Any) -> bytes:
+    """Plain msgpack (no frame); for values inside a framed record."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True, datetime=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"value cannot be encoded: {exc}",
+                         hint="use JSON-like data: dict, list, str, int, float, bool, None, bytes") from None
+
+
+def unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CodecError(f"malformed msgpack: {type(exc).__name__}") from None
+
+
+def encode(obj: Any, limits: CodecLimits = DEFAULT_LIMITS) -> bytes:
+    """Frame ``obj``; raises FrameTooLarge when it would exceed the limit."""
+    body = pack(obj)
+    if len(body) > limits.max_frame_bytes:
+        raise FrameTooLarge(f"frame of {len(body)} bytes is over the {limits.max_frame_bytes}-byte limit")
+    flags = 0
+    if limits.compression_enabled and len(body) >= limits.compress_threshold:
+        compressed = lz4.block.compress(body, store_size=True)
+        if len(compressed) < len(body):
+            body, flags = compressed, FLAG_LZ4
+    return HEADER.pack(MAGIC, VERSION, flags, zlib.crc32(body), len(body)) + body
+
+
+def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_LIMITS) -> Any:
+    """Check and unframe; raises CodecError naming what is wrong, never anything else."""
+    frame = bytes(frame)
+    if len(frame) < HEADER_SIZE:
+        raise CodecError(f"frame of {len(frame)} bytes is shorter than its {HEADER_SIZE}-byte header")
+    magic, version, flags, crc, length = HEADER.unpack_from(frame)
+    if magic != MAGIC:
+        raise CodecError("not a mesh frame (bad magic)")
+    if version != VERSION:
+        raise CodecError(f"frame version {version} is not supported (this node speaks {VERSION})")
+    if length > limits.max_frame_bytes:
+        raise FrameTooLarge(f"frame of {length} bytes is over the {limits.max_frame_bytes}-byte limit")
+    body = frame[HEADER_SIZE:]
+    if len(body) != length:
+        raise CodecError(f"frame body is {len(body)} bytes, header says {length}")
+    if zlib.crc32(body) != crc:
+        raise CodecError("frame checksum mismatch (corrupted in transit or at rest)")
+    if flags & FLAG_LZ4:
+        if len(body) < 4:
+            raise CodecError("compressed frame too short")
+        size = int.from_bytes(body[:4], "little", signed=True)
+        if size < 0 or size > limits.max_frame_bytes:
+            raise FrameTooLarge(f"frame expands to {size} bytes, over the {limits.max_frame_bytes}-byte limit")
+        try:
+            body = lz4.block.decompress(body)
+        except Exception:
+            raise CodecError("lz4 body does not decompress") from None
+    elif flags:
+        raise CodecError(f"unknown frame flags {flags:#x}")
+    return unpack(body)

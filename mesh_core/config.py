@@ -1,0 +1,355 @@
+"""Configuration: defaults < YAML file < MESH_* environment < CLI flags.
+
+Every value is checked; a bad one raises ``ConfigError`` whose message names
+the key, the value and what is allowed. Unknown keys are collected in
+``MeshConfig.warnings`` (the CLI prints them) rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PROTOCOLS = ("sqlite_local", "redis_distributed", "grpc_mesh", "hybrid")
+NODE_TYPES = ("general", "language_expert", "planning_only", "sensor_connected", "coordination_hub")
+ALGORITHMS = ("least_loaded", "round_robin", "capability_based", "random")
+CONFLICT_STRATEGIES = ("latest_wins", "merge_compatible", "source_priority", "manual", "version_vector")
+SYNC_STRATEGIES = ("eventual", "strong", "master_slave", "peer_to_peer")
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _positive() -> dict[str, Any]:
+    return {"min": 0, "exclusive": True}
+
+
+def _non_negative() -> dict[str, Any]:
+    return {"min": 0}
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str | None = None
+    host: str = "localhost"
+    port: int = field(default=6379, metadata={"min": 1, "max": 65535})
+    db: int = field(default=0, metadata=_non_negative())
+    username: str | None = None
+    password: str | None = None
+    cluster: str = "default"
+    socket_timeout_seconds: float = field(default=5.0, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = False
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    port: int = field(default=9901, metadata={"min": 0, "max": 65535})
+    host: str = "127.0.0.1"
+    compression: bool = True
+    seeds: tuple[str, ...] = ()
+    keepalive_seconds: float = field(default=10.0, metadata=_positive())
+    max_message_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+
+@dataclass(frozen=True)
+class TaskDistributionConfig:
+    load_balancing_algorithm: str = field(default="least_loaded", metadata=_choice(*ALGORITHMS))
+    retry_failed_tasks: bool = True
+    max_task_retries: int = field(default=3, metadata=_non_negative())
+    task_affinity_enabled: bool = True
+    retry_backoff_seconds: float = field(default=0.2, metadata=_non_negative())
+    retry_backoff_max_seconds: float = field(default=30.0, metadata=_non_negative())
+
+
+@dataclass(frozen=True)
+class MemorySyncConfig:
+    enabled: bool = True
+    strategy: str = field(default="eventual", metadata=_choice(*SYNC_STRATEGIES))
+    conflict_resolution_strategy: str = field(default="latest_wins", metadata=_choice(*CONFLICT_STRATEGIES))
+    strategies: dict[str, str] = field(default_factory=dict, metadata={"value_choices": CONFLICT_STRATEGIES})
+    compression_enabled: bool = True
+    compression_threshold_bytes: int = field(default=1024, metadata=_non_negative())
+    max_sync_batch_size: int = field(default=50, metadata=_positive())
+    max_item_bytes: int = field(default=1024 * 1024, metadata=_positive())
+    history_size: int = field(default=20, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    api_key: str | None = None
+    allowlist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    enabled: bool = True
+    protocol: str = field(default="sqlite_local", metadata=_choice(*PROTOCOLS))
+    node_type: str = field(default="general", metadata=_choice(*NODE_TYPES))
+    node_name: str | None = None
+    state_dir: str = ".mesh"
+    port: int = field(default=9900, metadata={"min": 0, "max": 65535})
+    heartbeat_interval_seconds: float = field(default=1.0, metadata=_positive())
+    suspect_after_seconds: float = field(default=2.0, metadata=_positive())
+    node_timeout_seconds: float = field(default=3.0, metadata=_positive())
+    sync_interval_seconds: float = field(default=10.0, metadata=_positive())
+    task_timeout_seconds: float = field(default=300.0, metadata=_positive())
+    max_capacity: int = field(default=100, metadata=_positive())
+    concurrency: int = field(default=16, metadata=_positive())
+    shutdown_grace_seconds: float = field(default=2.0, metadata=_non_negative())
+    max_frame_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
+    sqlite_db_path: str = ".mesh/mesh_coordination.db"
+    handlers: tuple[str, ...] = ()
+    log_format: str = field(default="text", metadata=_choice(*LOG_FORMATS))
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    task_distribution: TaskDistributionConfig = field(default_factory=TaskDistributionConfig)
+    memory_sync: MemorySyncConfig = field(default_factory=MemorySyncConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    node_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = field(default=(), compare=False, metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        if self.suspect_after_seconds > self.node_timeout_seconds:
+            raise ConfigError(
+                f"config: agent_mesh.suspect_after_seconds = {self.suspect_after_seconds} is over "
+                f"node_timeout_seconds = {self.node_timeout_seconds} (allowed: at most the timeout)")
+        if self.heartbeat_interval_seconds >= self.node_timeout_seconds:
+            raise ConfigError(
+                f"config: agent_mesh.heartbeat_interval_seconds = {self.heartbeat_interval_seconds} is not "
+                f"below node_timeout_seconds = {self.node_timeout_seconds} (allowed: a shorter interval)")
+
+    def conflict_strategy_for(self, memory_type: str) -> str:
+        strategies = self.memory_sync.strategies
+        return strategies.get(memory_type) or strategies.get("*") or self.memory_sync.conflict_resolution_strategy
+
+    def node_config(self, node_type: str | None = None) -> dict[str, Any]:
+        return dict(self.node_configs.get(node_type or self.node_type) or {})
+
+    def replace(self, **changes: Any) -> MeshConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# --- building and checking -------------------------------------------------------
+
+def _describe(allowed: Any) -> str:
+    return ", ".join(str(a) for a in allowed)
+
+
+def _bad(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config: {path} = {value!r} is not allowed (allowed: {allowed})")
+
+
+def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        return _coerce(path, value, tp, meta)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise _bad(path, value, "a mapping of keys")
+        return _build(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise _bad(path, value, "true or false")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise _bad(path, value, "a number")
+        try:
+            number = tp(value) if isinstance(value, str) else value
+        except ValueError:
+            raise _bad(path, value, "a whole number" if tp is int else "a number") from None
+        if tp is int and not isinstance(number, int):
+            if isinstance(number, float) and number.is_integer():
+                number = int(number)
+            else:
+                raise _bad(path, value, "a whole number")
+        if tp is float and not isinstance(number, (int, float)):
+            raise _bad(path, value, "a number")
+        number = tp(number)
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and (number <= low if meta.get("exclusive") else number < low):
+            raise _bad(path, value, f"a number {'above' if meta.get('exclusive') else 'of at least'} {low}"
+                       + (f" and at most {high}" if high is not None else ""))
+        if high is not None and number > high:
+            raise _bad(path, value, f"a number from {low} to {high}")
+        return number
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise _bad(path, value, "a string")
+        value = str(value)
+        if "choices" in meta and value not in meta["choices"]:
+            raise _bad(path, value, _describe(meta["choices"]))
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _bad(path, value, "a list")
+        return tuple(_coerce(f"{path}[{i}]", v, args[0], {}) for i, v in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise _bad(path, value, "a mapping")
+        choices = meta.get("value_choices")
+        if choices:
+            for k, v in value.items():
+                if v not in choices:
+                    raise _bad(f"{path}.{k}", v, _describe(choices))
+        return {str(k): (dict(v) if isinstance(v, Mapping) else v) for k, v in value.items()}
+    raise TypeError(f"config field {path} has an unsupported type {tp!r}")
+
+
+def _build(cls: Any, data: Mapping[str, Any], path: str, warnings: list[str] | None = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = fields.get(str(key))
+        if f is None:
+            if warnings is not None:
+                warnings.append(f"unknown config key {path}.{key} (ignored)")
+            continue
+        kwargs[f.name] = _coerce(f"{path}.{key}", value, hints[f.name], f.metadata)
+    if warnings is not None:
+        for f in fields.values():
+            if dataclasses.is_dataclass(hints[f.name]) and f.name in data and isinstance(data[f.name], Mapping):
+                sub_fields = {sf.name for sf in dataclasses.fields(hints[f.name])}
+                for key in data[f.name]:
+                    if key not in sub_fields:
+                        warnings.append(f"unknown config key {path}.{f.name}.{key} (ignored)")
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# environment variable → dotted key; the seed's MERNSTA_* names are aliases
+ENV_KEYS: dict[str, str] = {
+    "MESH_NODE_TYPE": "node_type",
+    "MERNSTA_NODE_TYPE": "node_type",
+    "MESH_PROTOCOL": "protocol",
+    "MERNSTA_MESH_PROTOCOL": "protocol",
+    "MESH_NODE_NAME": "node_name",
+    "MESH_STATE_DIR": "state_dir",
+    "MESH_DB": "sqlite_db_path",
+    "MESH_SQLITE_DB_PATH": "sqlite_db_path",
+    "MESH_LOG_FORMAT": "log_format",
+    "MESH_HANDLERS": "handlers",
+    "MESH_MAX_CAPACITY": "max_capacity",
+    "MESH_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
+    "MESH_NODE_TIMEOUT_SECONDS": "node_timeout_seconds",
+    "MESH_SUSPECT_AFTER_SECONDS": "suspect_after_seconds",
+    "MESH_TASK_TIMEOUT_SECONDS": "task_timeout_seconds",
+    "MESH_REDIS_URL": "redis.url",
+    "MESH_REDIS_CLUSTER": "redis.cluster",
+    "MESH_GRPC_PORT": "grpc.port",
+    "MESH_GRPC_SEEDS": "grpc.seeds",
+    "MESH_API_KEY": "security.api_key",
+    "MESH_LOAD_BALANCING_ALGORITHM": "task_distribution.load_balancing_algorithm",
+    "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",
+}
+
+# keys whose relative paths are resolved against the folder of the file that set them
+PATH_KEYS = ("state_dir", "sqlite_db_path")
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[last] = value
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``agent_mesh:`` section of a YAML file, with relative paths made absolute."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p}: {exc.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config: {p}{where}: {problem}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"config: {p} must hold a mapping with an agent_mesh: section")
+    section = doc.get("agent_mesh", {} if "agent_mesh" in doc else None)
+    if section is None:
+        raise ConfigError(f"config: {p} has no agent_mesh: section")
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"config: {p}: agent_mesh must be a mapping")
+    section = dict(section)
+    for key in PATH_KEYS:
+        if isinstance(section.get(key), str) and not os.path.isabs(section[key]):
+            section[key] = str((p.parent / section[key]).resolve())
+    return section
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None, use_default_file: bool = True) -> MeshConfig:
+    """Build the effective config. ``overrides`` are dotted keys from CLI flags."""
+    env = os.environ if env is None else env
+    layers: dict[str, Any] = {}
+    config_path = path or env.get("MESH_CONFIG")
+    if config_path is None and use_default_file and Path("config.yaml").is_file():
+        config_path = "config.yaml"
+    if config_path:
+        layers = read_file(config_path)
+    env_layer: dict[str, Any] = {}
+    for var, dotted in ENV_KEYS.items():
+        if var.startswith("MERNSTA_") and env.get(var) is not None:
+            _set_dotted(env_layer, dotted, env[var])
+    for var, dotted in ENV_KEYS.items():
+        if not var.startswith("MERNSTA_") and env.get(var) is not None:
+            _set_dotted(env_layer, dotted, env[var])
+    layers = _deep_merge(layers, env_layer)
+    cli_layer: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(cli_layer, dotted, value)
+    layers = _deep_merge(layers, cli_layer)
+    warnings: list[str] = []
+    config = _build(MeshConfig, layers, "agent_mesh", warnings)
+    return dataclasses.replace(config, warnings=tuple(warnings))

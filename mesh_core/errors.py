@@ -1,0 +1,124 @@
+"""Error hierarchy: one root, each error says what to do next.
+
+Every error carries ``retriable`` (may the same call succeed if tried again)
+and a ``hint`` telling the user what to do; the CLI prints ``str(err)`` as one
+line and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every error the mesh raises on purpose."""
+
+    retriable: bool = False
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class ConfigError(MeshError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+class UsageError(MeshError):
+    """A command was called with arguments it does not take."""
+
+    exit_code = 2
+
+
+class CodecError(MeshError):
+    """A frame could not be decoded: corrupt, truncated or of an unknown version."""
+
+
+class FrameTooLarge(CodecError):
+    """A frame (or the value it would hold) is over the configured size limit."""
+
+
+class BackendError(MeshError):
+    """The backend failed; ``retriable`` says whether trying again can help."""
+
+    retriable = True
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached now; the node keeps working locally."""
+
+
+class IdentityError(MeshError):
+    """The node's state folder cannot give this process an identity."""
+
+    exit_code = 2
+
+
+class TaskError(MeshError):
+    """Base for errors about one task."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, hint: str | None = None) -> None:
+        self.task_id = task_id
+        super().__init__(message, hint=hint)
+
+
+class UnknownTaskType(TaskError):
+    """No live node has a handler for this task type."""
+
+    exit_code = 3
+
+
+class NoCapacity(TaskError):
+    """Every node that could run the task is full or overloaded (backpressure)."""
+
+    exit_code = 3
+    retriable = True
+
+
+class TaskFailed(TaskError):
+    """The task ended failed, dead-lettered or cancelled; ``errors`` lists each attempt's error."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, task_id: str | None = None, status: str = "failed",
+                 errors: list[str] | None = None) -> None:
+        self.status = status
+        self.errors = errors or []
+        super().__init__(message, task_id=task_id)
+
+
+class TaskTimeout(TaskError):
+    """Waiting for a task's result took longer than the caller allowed."""
+
+    exit_code = 3
+    retriable = True
+
+
+class StaleAttempt(TaskError):
+    """A result came from an attempt that no longer holds the task (fencing)."""
+
+
+class TaskNotFound(TaskError):
+    """No task with this id exists in the mesh."""
+
+    exit_code = 2
+
+
+class MemoryNotFound(MeshError):
+    """No memory item with this key exists in the local replica."""
+
+
+class SyncTimeout(MeshError):
+    """A strong write was not applied by every active node in time."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(message, hint="the write is still delivered when they return")
+
+
+class Rejected(MeshError):
+    """A peer or record was refused by security policy (allowlist, key, signature)."""

@@ -1,0 +1,131 @@
+"""Frozen engine events and the ``subscribe()`` fan-out.
+
+Each subscriber has its own bounded queue; a slow subscriber loses its oldest
+events (counted in ``dropped``) rather than slowing the engine or growing
+memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["event"] = self.kind
+        return data
+
+
+@dataclass(frozen=True)
+class NodeJoined(Event):
+    node_id: str
+    name: str
+    node_type: str
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class NodeStatusChanged(Event):
+    node_id: str
+    name: str
+    old: str
+    new: str
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class TaskUpdated(Event):
+    task_id: str
+    task_type: str
+    status: str
+    node_id: str | None = None
+    node_name: str | None = None
+    attempt: int = 0
+    why: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryChanged(Event):
+    memory_type: str
+    key: str
+    origin: str
+    outcome: str  # applied | ignored | resolved | sibling | local
+    strategy: str = ""
+
+
+@dataclass(frozen=True)
+class ConflictOpened(Event):
+    conflict_id: str
+    memory_type: str
+    key: str
+    nodes: tuple[str, ...]
+    strategy: str
+
+
+@dataclass(frozen=True)
+class ConflictResolved(Event):
+    conflict_id: str
+    key: str
+    choice: str
+
+
+@dataclass(frozen=True)
+class BackendStatus(Event):
+    backend: str
+    healthy: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Problem(Event):
+    """Something was refused or went wrong without stopping the node (counted)."""
+
+    counter: str
+    detail: str
+
+
+class EventBus:
+    """Fan-out of events to any number of async subscribers."""
+
+    def __init__(self, queue_size: int = 10_000) -> None:
+        self._queue_size = queue_size
+        self._queues: set[asyncio.Queue[Event | None]] = set()
+        self.dropped = 0
+
+    def publish(self, event: Event) -> None:
+        for queue in tuple(self._queues):
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(event)
+
+    async def subscribe(self) -> AsyncIterator[Event]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size)
+        self._queues.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self._queues.discard(queue)
+
+    def close(self) -> None:
+        for queue in tuple(self._queues):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)

@@ -1,0 +1,794 @@
+"""AgentMeshManager: one node's lifecycle and the public API; wires the rooms together.
+
+Loops (all on one event loop):
+- heartbeat: publish this node's record and load, renew the leases of running tasks;
+- membership: read the mesh, judge liveness, publish events, and (on the
+  sweeping node) re-route work stranded on dead nodes or lapsed leases;
+- claim: start tasks assigned here, woken by the backend the moment work lands;
+- results: resolve ``wait_for`` callers when their tasks finish;
+- memory: apply other nodes' memory writes to the local replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from . import codec
+from .backends import create_backend
+from .backends.base import (
+    TOPIC_MEMBERS,
+    TOPIC_MEMORY,
+    TOPIC_RESULTS,
+    TOPIC_TASKS,
+    Assignment,
+    Backend,
+    Completion,
+    MeshSnapshot,
+    Reassignment,
+)
+from .clock import HybridLogicalClock
+from .config import MeshConfig
+from .errors import (
+    BackendError,
+    CodecError,
+    MemoryNotFound,
+    MeshError,
+    NoCapacity,
+    TaskFailed,
+    TaskNotFound,
+    TaskTimeout,
+    UnknownTaskType,
+)
+from .events import (
+    BackendStatus,
+    Event,
+    EventBus,
+    MemoryChanged,
+    NodeJoined,
+    NodeStatusChanged,
+    Problem,
+    TaskUpdated,
+)
+from .handlers import HandlerRegistry, TaskContext, load_plugins, make_spec
+from .identity import Identity, acquire, ephemeral
+from .membership import DetectorConfig, MembershipTable
+from .memory.resolve import IMPLEMENTED, apply_remote, local_write
+from .memory.store import ReplicaStore, item_from_wire, item_to_wire
+from .model import (
+    MemoryItem,
+    NodeInfo,
+    NodeRole,
+    NodeStatus,
+    NodeType,
+    Task,
+    TaskPriority,
+    TaskStatus,
+)
+from .nodes import NodeProfile, create_specialized_node
+from .routing import AffinityBook, AffinityStats, RouteRequest, route
+from .tasks import DeadLetter, RetryPolicy, after_failure, classify_stranded
+
+log = logging.getLogger("mesh")
+
+CLAIM_POLL_SECONDS = 0.5
+RESULTS_POLL_SECONDS = 0.5
+
+
+@dataclass
+class _Running:
+    task: Task
+    job: asyncio.Task[None] | None = None
+    lost: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Recollection:
+    """What ``recall_item`` found: the value, and every concurrent sibling when in conflict."""
+
+    key: str
+    memory_type: str
+    value: Any
+    siblings: tuple[MemoryItem, ...]
+    origin: str
+    hlc: int
+
+
+class AgentMeshManager:
+    """One node of the mesh. ``async with AgentMeshManager(config) as mesh: ...``"""
+
+    def __init__(self, config: MeshConfig | None = None, *, role: NodeRole = NodeRole.WORKER,
+                 backend: Backend | None = None) -> None:
+        self.config = config or MeshConfig()
+        self.role = role
+        self.events = EventBus()
+        self.handlers = HandlerRegistry()
+        self.counters: Counter[str] = Counter()
+        self.table = MembershipTable(DetectorConfig(self.config.suspect_after_seconds,
+                                                    self.config.node_timeout_seconds))
+        self.hlc = HybridLogicalClock()
+        self.limits = codec.CodecLimits(
+            max_frame_bytes=self.config.max_frame_bytes,
+            compress_threshold=self.config.memory_sync.compression_threshold_bytes,
+            compression_enabled=self.config.memory_sync.compression_enabled)
+        td = self.config.task_distribution
+        self.retry_policy = RetryPolicy(td.retry_failed_tasks, td.max_task_retries, td.retry_backoff_seconds,
+                                        td.retry_backoff_max_seconds)
+        self._backend = backend
+        self.backend_reason = "given by the caller" if backend else ""
+        self.identity: Identity | None = None
+        self.profile: NodeProfile | None = None
+        self.replica: ReplicaStore | None = None
+        self.enabled = False
+        self.healthy = True
+        self.started_at = 0.0
+        self._accepting = False
+        self._running: dict[str, _Running] = {}
+        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY)}
+        self._loops: list[asyncio.Task[None]] = []
+        self._view = MeshSnapshot([], 0.0)
+        self._rr: Counter[str] = Counter()
+        self._stats: dict[str, list[float]] = {}  # task type -> [success ewma, latency ewma, samples]
+        self._done = 0
+        self._failed = 0
+        self._latency_ms = 0.0
+        self._finished_cursor = 0.0
+        self._memory_cursor: Any = None
+        self._process = psutil.Process()
+        self._rng = random.Random()
+        self._stopping = False
+        self._closing = False
+
+    # -- properties ------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise MeshError("the mesh manager is not started", hint="await mesh.start() first")
+        return self._backend
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id if self.identity else ""
+
+    @property
+    def name(self) -> str:
+        return self.identity.name if self.identity else ""
+
+    @property
+    def is_worker(self) -> bool:
+        return self.role is NodeRole.WORKER
+
+    def local_info(self) -> NodeInfo:
+        assert self.identity is not None and self.profile is not None
+        queued = max(0, self._view.queued.get(self.node_id, 0) - len(self._running))
+        return NodeInfo(
+            node_id=self.identity.node_id, name=self.identity.name, node_type=self.profile.node_type,
+            role=self.role, host=socket.gethostname(), port=self.config.port, pid=os.getpid(),
+            incarnation=self.identity.incarnation,
+            capabilities=self.handlers.capabilities() | self.profile.capabilities,
+            task_types=self.handlers.task_types() if self.is_worker else frozenset(),
+            capacity=self.config.max_capacity, running=len(self._running), queued=queued,
+            metrics=self.metrics(), started_at=self.started_at, last_seen=time.time(), left=not self.enabled)
+
+    def metrics(self) -> dict[str, Any]:
+        finished = self._done + self._failed
+        with contextlib.suppress(psutil.Error):
+            cpu = psutil.cpu_percent(interval=None)
+            rss_mb = self._process.memory_info().rss / 2**20
+        return {
+            "cpu_percent": cpu, "memory_mb": round(rss_mb, 1), "tasks_done": self._done,
+            "tasks_failed": self._failed, "error_rate": (self._failed / finished) if finished else 0.0,
+            "avg_response_ms": round(self._latency_ms, 2),
+            "affinity": {k: [round(v[0], 3), round(v[1], 4), int(v[2])] for k, v in self._stats.items()},
+            "counters": dict(self.counters), "memory_items": self.replica.count() if self.replica else 0,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def __aenter__(self) -> AgentMeshManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.started_at = time.time()
+        self.identity = acquire(cfg.state_dir, cfg.node_name) if self.is_worker else ephemeral()
+        try:
+            self.profile = create_specialized_node(cfg.node_type, cfg)
+            if self.is_worker:
+                for spec in self.profile.handlers:
+                    self.handlers.add(spec)
+                for spec in load_plugins(cfg.handlers):
+                    self.handlers.add(spec)
+            strategy = cfg.memory_sync.conflict_resolution_strategy
+            if strategy not in IMPLEMENTED:
+                self._problem("config", f"conflict strategy {strategy} is not implemented yet; using latest_wins")
+            self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
+            self.hlc = HybridLogicalClock(last=int(self.replica.get_meta("hlc") or 0))
+            self._memory_cursor = self.replica.get_meta("memory_cursor")
+            if self._backend is None:
+                self._backend, self.backend_reason = create_backend(cfg, self.limits)
+            self._backend.on_signal(self._on_signal)
+            await self._backend.open(self.local_info())
+            self._finished_cursor = time.time() - 1.0
+            await self._refresh_view()
+            if cfg.enabled and self.is_worker:
+                await self.enable(rejoin=False)
+        except BaseException:
+            await self._teardown()
+            raise
+        self._spawn(self._membership_loop(), self._results_loop())
+        if self.is_worker:
+            self._spawn(self._heartbeat_loop(), self._claim_loop(), self._memory_loop())
+
+    def _spawn(self, *coros: Any) -> None:
+        for coro in coros:
+            self._loops.append(asyncio.get_running_loop().create_task(coro))
+
+    async def stop(self) -> None:
+        """Leave gracefully: running tasks get the grace period, then are handed back."""
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            if self.enabled and self._backend is not None:
+                await self.disable()
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        self._closing = True
+        for loop_task in self._loops:
+            loop_task.cancel()
+        for loop_task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop_task
+        self._loops.clear()
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.cancel()
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                await self._backend.close()
+        if self.replica is not None:
+            self.replica.set_meta("hlc", str(self.hlc.last))
+            self.replica.close()
+            self.replica = None
+        if self.identity is not None:
+            self.identity.release()
+        self.events.close()
+
+    async def enable(self, *, rejoin: bool = True) -> None:
+        """Join (or rejoin, as a new incarnation) and start taking work."""
+        if self.enabled:
+            return
+        if rejoin and self.identity is not None:
+            self.identity.bump()
+        self.enabled = True
+        self._accepting = self.is_worker
+        await self.backend.heartbeat(self.local_info())
+        await self._refresh_view()
+        self._wake[TOPIC_TASKS].set()
+
+    async def disable(self) -> None:
+        """Stop taking work, let running tasks finish within the grace period, hand back the rest, leave."""
+        if not self.enabled:
+            return
+        self._accepting = False
+        deadline = time.monotonic() + self.config.shutdown_grace_seconds
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for entry in list(self._running.values()):
+            entry.lost = True
+            if entry.job:
+                entry.job.cancel()
+        for entry in list(self._running.values()):
+            if entry.job:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await entry.job
+        try:
+            await self._hand_back()
+        finally:
+            self.enabled = False
+            with contextlib.suppress(BackendError):
+                await self.backend.leave(self.local_info())
+
+    async def _hand_back(self) -> None:
+        mine = await self.backend.stranded([self.node_id], time.time())
+        moves = []
+        for task in mine:
+            if task.node_id != self.node_id:
+                continue
+            moves.append(self._move(task, bump=task.status is TaskStatus.RUNNING, exclude={self.node_id},
+                                    error=f"handed back by {self.name} (leaving)" if task.status is TaskStatus.RUNNING
+                                    else None))
+        if moves:
+            await self.backend.reassign(moves)
+
+    # -- signals and events ------------------------------------------------------
+    def _on_signal(self, topic: str) -> None:
+        event = self._wake.get(topic)
+        if event is not None:
+            event.set()
+
+    def _publish(self, event: Event) -> None:
+        self.events.publish(event)
+
+    def _problem(self, counter: str, detail: str) -> None:
+        self.counters[counter] += 1
+        log.warning("%s: %s", counter, detail)
+        self._publish(Problem(counter=counter, detail=detail))
+
+    async def subscribe(self) -> AsyncIterator[Event]:
+        async for event in self.events.subscribe():
+            yield event
+
+    async def _wait_wake(self, topic: str, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races a wake-up.
+        event = self._wake[topic]
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            pass
+        event.clear()
+
+    def _backend_ok(self, ok: bool, detail: str = "") -> None:
+        if ok != self.healthy:
+            self.healthy = ok
+            self._publish(BackendStatus(backend=self.backend.name, healthy=ok, detail=detail))
+
+    # -- membership ----------------------------------------------------------------
+    async def _refresh_view(self) -> MeshSnapshot:
+        snap = await self.backend.snapshot()
+        self._view = snap
+        visible = [n for n in snap.nodes if n.role is NodeRole.WORKER]
+        for change in self.table.observe(visible, snap.now):
+            node = change.node
+            if change.joined:
+                self._publish(NodeJoined(node_id=node.node_id, name=node.name, node_type=node.node_type.value,
+                                         incarnation=node.incarnation))
+                if change.new is not NodeStatus.ACTIVE:
+                    self._publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old="new",
+                                                    new=change.new.value, incarnation=node.incarnation))
+            else:
+                assert change.old is not None
+                self._publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
+                                                new=change.new.value, incarnation=node.incarnation))
+        return snap
+
+    def _affinity(self) -> AffinityBook | None:
+        if not self.config.task_distribution.task_affinity_enabled:
+            return None
+        book = AffinityBook()
+        for member in self.table.members():
+            for task_type, stats in (member.info.metrics.get("affinity") or {}).items():
+                try:
+                    success, latency, samples = float(stats[0]), float(stats[1]), int(stats[2])
+                except (TypeError, ValueError, IndexError):
+                    continue
+                entry = book.stats.setdefault((member.info.node_id, task_type), AffinityStats())
+                entry.success, entry.latency_s, entry.samples = success, latency, samples
+        return book
+
+    async def _membership_loop(self) -> None:
+        period = min(0.5, self.config.heartbeat_interval_seconds / 2)
+        while not self._closing:
+            await self._wait_wake(TOPIC_MEMBERS, period)
+            try:
+                await self._refresh_view()
+                if self.is_worker and self.enabled and self._is_sweeper():
+                    await self._sweep()
+                self._backend_ok(True)
+            except BackendError as exc:
+                self._backend_ok(False, str(exc))
+                self._problem("backend_errors", str(exc))
+                await asyncio.sleep(period)
+
+    def _is_sweeper(self) -> bool:
+        active = [m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE]
+        return bool(active) and min(active) == self.node_id
+
+    async def _sweep(self) -> None:
+        statuses = {m.info.node_id: m.status.value for m in self.table.members()}
+        gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
+        now = self._view.now
+        candidates = await self.backend.stranded(gone, now)
+        moves = []
+        for s in classify_stranded(candidates, statuses, now):
+            if s.task.not_before > now:
+                continue
+            held_by = {s.task.node_id} if s.task.node_id else set()
+            moves.append(self._move(s.task, bump=s.started, exclude=held_by,
+                                    error=f"re-routed: {s.reason} ({s.task.node_name})" if s.started else None))
+        pending = [t for t in candidates if t.status is TaskStatus.PENDING and t.not_before <= now]
+        moves += [self._move(t, bump=False, exclude=set()) for t in pending]
+        if moves:
+            results = await self.backend.reassign(moves)
+            for move, ok in zip(moves, results, strict=True):
+                if ok:
+                    self.counters["rerouted"] += 1
+                    self._publish(TaskUpdated(task_id=move.task_id, task_type="", status="assigned" if move.node_id
+                                              else "pending", node_id=move.node_id, node_name=move.node_name,
+                                              why=move.why))
+
+    def _move(self, task: Task, *, bump: bool, exclude: set[str], error: str | None = None,
+              count_failure: bool = False, not_before: float = 0.0) -> Reassignment:
+        """A fenced move of ``task`` to the best other node, or back to the mesh-wide pending list."""
+        try:
+            decision = self._route(task, exclude)
+        except MeshError:
+            try:
+                decision = self._route(task, set())
+            except MeshError as exc:
+                return Reassignment(task.task_id, task.attempt, task.node_id, None, None, f"waiting: {exc.message}",
+                                    not_before=not_before, bump_attempt=bump, error=error,
+                                    count_failure=count_failure, final_status=TaskStatus.PENDING)
+        return Reassignment(task.task_id, task.attempt, task.node_id, decision.node_id, decision.node_name,
+                            decision.why, not_before=not_before, bump_attempt=bump, error=error,
+                            count_failure=count_failure)
+
+    def _route(self, task: Task, exclude: set[str]) -> Any:
+        workers = [m.info for m in self.table.members()
+                   if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
+        req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
+        algorithm = self.config.task_distribution.load_balancing_algorithm
+        decision = route(req, workers, self._view.queued, algorithm=algorithm, affinity=self._affinity(),
+                         round_robin_counter=self._rr[task.task_type], rng=self._rng)
+        self._rr[task.task_type] += 1
+        return decision
+
+    # -- heartbeat and leases --------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval_seconds
+        lease = self.config.node_timeout_seconds
+        while not self._closing:
+            await asyncio.sleep(interval)
+            if not self.enabled:
+                continue
+            try:
+                await self.backend.heartbeat(self.local_info())
+                held = [(e.task.task_id, e.task.attempt) for e in self._running.values() if not e.lost]
+                if held:
+                    kept = await self.backend.renew(self.node_id, held, lease)
+                    for task_id, _ in held:
+                        if task_id not in kept:
+                            self._lose(task_id, "lease lost (the task was re-routed)")
+                self._backend_ok(True)
+            except BackendError as exc:
+                self._backend_ok(False, str(exc))
+                self._problem("backend_errors", str(exc))
+
+    def _lose(self, task_id: str, why: str) -> None:
+        entry = self._running.get(task_id)
+        if entry is None or entry.lost:
+            return
+        entry.lost = True
+        self._problem("tasks_lost", f"task {task_id} attempt {entry.task.attempt}: {why}")
+        if entry.job:
+            entry.job.cancel()
+
+    # -- executing tasks --------------------------------------------------------------
+    def register_handler(self, task_type: str, fn: Callable[..., Any], capabilities: Iterable[str] = ()) -> None:
+        """Serve ``task_type`` on this node; peers learn it with the next heartbeat."""
+        self.handlers.add(make_spec(task_type, fn, capabilities))
+
+    async def _claim_loop(self) -> None:
+        lease = self.config.node_timeout_seconds
+        poll = CLAIM_POLL_SECONDS
+        while not self._closing:
+            await self._wait_wake(TOPIC_TASKS, poll)
+            poll = CLAIM_POLL_SECONDS
+            if not self._accepting:
+                continue
+            free = self.config.concurrency - len(self._running)
+            if free <= 0:
+                continue
+            try:
+                tasks = await self.backend.claim(self.node_id, free, lease)
+                self._backend_ok(True)
+            except BackendError as exc:
+                self._backend_ok(False, str(exc))
+                self._problem("backend_errors", str(exc))
+                continue
+            for task in tasks:
+                entry = _Running(task)
+                self._running[task.task_id] = entry
+                entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
+            if len(tasks) == free:
+                self._wake[TOPIC_TASKS].set()
+            due = getattr(self.backend, "next_due", None)
+            if due is not None and not tasks:
+                with contextlib.suppress(BackendError):
+                    when = await due(self.node_id)
+                    if when is not None:
+                        poll = min(CLAIM_POLL_SECONDS, max(0.001, when - time.time()))
+
+    async def _execute(self, entry: _Running) -> None:
+        task = entry.task
+        spec = self.handlers.get(task.task_type)
+        self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="running",
+                                  node_id=self.node_id, node_name=self.name, attempt=task.attempt))
+        started = time.monotonic()
+        error: str | None = None
+        frame: bytes | None = None
+        timeout = task.timeout_s or self.config.task_timeout_seconds
+        try:
+            if spec is None:
+                raise UnknownTaskType(f"node {self.name} has no handler for {task.task_type!r}")
+            args = (task.payload, TaskContext(task, self)) if spec.takes_context else (task.payload,)
+            async with asyncio.timeout(timeout):
+                if spec.is_async:
+                    result = await spec.fn(*args)
+                else:
+                    result = await asyncio.to_thread(spec.fn, *args)
+            frame = codec.encode(result, self.limits)
+        except asyncio.CancelledError:
+            if entry.lost:
+                self._running.pop(task.task_id, None)
+                return
+            raise
+        except TimeoutError:
+            error = f"timed out after {timeout:g} s"
+        except CodecError as exc:
+            error = f"result cannot be stored: {exc}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            await self._record(entry, frame, error, time.monotonic() - started)
+        except BackendError as exc:
+            self._problem("backend_errors", f"result of {task.task_id} not recorded yet: {exc}")
+            # The lease lapses and the task is re-run elsewhere: at-least-once execution.
+        finally:
+            self._running.pop(task.task_id, None)
+            self._wake[TOPIC_TASKS].set()
+
+    def _learn(self, task_type: str, ok: bool, seconds: float) -> None:
+        stats = self._stats.setdefault(task_type, [0.5, seconds, 0])
+        stats[0] += 0.2 * ((1.0 if ok else 0.0) - stats[0])
+        stats[1] = seconds if stats[2] == 0 else stats[1] + 0.2 * (seconds - stats[1])
+        stats[2] += 1
+
+    async def _record(self, entry: _Running, frame: bytes | None, error: str | None, seconds: float) -> None:
+        task = entry.task
+        self._learn(task.task_type, error is None, seconds)
+        self._latency_ms += 0.1 * (seconds * 1000 - self._latency_ms) if (self._done + self._failed) else \
+            seconds * 1000 - self._latency_ms
+        if error is None:
+            self._done += 1
+            ok = (await self.backend.complete([Completion(task.task_id, task.attempt, self.node_id,
+                                                          TaskStatus.SUCCEEDED, frame)]))[0]
+            status = "succeeded"
+        else:
+            self._failed += 1
+            decision = after_failure(task, self.retry_policy, time.time(), self._rng)
+            if isinstance(decision, DeadLetter):
+                final = TaskStatus.DEAD_LETTER if self.retry_policy.enabled else TaskStatus.FAILED
+                move = Reassignment(task.task_id, task.attempt, self.node_id, None, None, decision.reason,
+                                    error=error, count_failure=True, final_status=final)
+                status = final.value
+            else:
+                move = self._move(task, bump=True, exclude={self.node_id}, error=error, count_failure=True,
+                                  not_before=decision.not_before)
+                status = "retry"
+            ok = (await self.backend.reassign([move]))[0]
+        if not ok:
+            self._problem("stale_results", f"result of task {task.task_id} attempt {task.attempt} refused: "
+                                           "the task moved on (fencing)")
+            return
+        self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status=status,
+                                  node_id=self.node_id, node_name=self.name, attempt=task.attempt, error=error))
+
+    # -- submitting and waiting -------------------------------------------------------
+    async def submit_task(self, task_type: str, payload: Any = None, *,
+                          priority: TaskPriority | str | int = TaskPriority.NORMAL,
+                          preferred_node_types: Iterable[NodeType | str] = (),
+                          required_capabilities: Iterable[str] = (), timeout_s: float | None = None,
+                          context: dict[str, Any] | None = None, task_id: str | None = None,
+                          max_retries: int | None = None) -> str:
+        """Route and store one task; returns its id. Raises UnknownTaskType or NoCapacity."""
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        task_id = task_id or uuid.uuid4().hex
+        context = dict(context or {})
+        context.setdefault("trace_id", task_id)
+        task = Task(task_id=task_id, task_type=task_type, payload=payload, priority=TaskPriority.parse(priority),
+                    preferred_node_types=tuple(NodeType(p) for p in preferred_node_types),
+                    required_capabilities=frozenset(required_capabilities), timeout_s=timeout_s, context=context,
+                    submitter_id=self.node_id, submitted_at=time.time(),
+                    max_retries=self.config.task_distribution.max_task_retries if max_retries is None else max_retries)
+        codec.encode(payload, self.limits)  # refuse an oversized or unencodable payload before routing
+        if not self.table.active():
+            await self._refresh_view()
+        exclude: set[str] = set()
+        for _ in range(8):
+            try:
+                decision = self._route(task, exclude)
+            except UnknownTaskType:
+                if exclude:
+                    raise NoCapacity(f"every node that can run {task_type!r} is full", task_id=task_id) from None
+                raise
+            capacity = next((m.info.capacity for m in self.table.members() if m.info.node_id == decision.node_id),
+                            self.config.max_capacity)
+            accepted = (await self.backend.enqueue([Assignment(task, decision.node_id, decision.node_name,
+                                                               decision.why, capacity)]))[0]
+            if accepted:
+                self._view.queued[decision.node_id] = self._view.queued.get(decision.node_id, 0) + 1
+                self._publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
+                                          node_id=decision.node_id, node_name=decision.node_name, why=decision.why))
+                return task_id
+            exclude.add(decision.node_id)
+            self._view.queued[decision.node_id] = capacity
+        raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
+
+    async def get_task(self, task_id: str) -> Task:
+        found = await self.backend.get_tasks([task_id])
+        if not found:
+            raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
+        return found[0]
+
+    async def wait_task(self, task_id: str, timeout: float | None = None) -> Task:
+        """Wait until the task is final and return it (whatever its final status)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Task] = loop.create_future()
+        self._waiters.setdefault(task_id, []).append(fut)
+        try:
+            current = await self.get_task(task_id)
+            if current.status.is_final:
+                return current
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise TaskTimeout(f"task {task_id} did not finish within {timeout:g} s", task_id=task_id) from None
+        finally:
+            waiters = self._waiters.get(task_id, [])
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters:
+                self._waiters.pop(task_id, None)
+
+    async def wait_for(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's result; raises TaskFailed (failed, dead letter, cancelled) or TaskTimeout."""
+        task = await self.wait_task(task_id, timeout)
+        if task.status is TaskStatus.SUCCEEDED:
+            return task.result
+        errors = [a.error for a in task.attempts if a.error] or ([task.error] if task.error else [])
+        raise TaskFailed(f"task {task_id} {task.status.value}: {task.error or 'no error recorded'}",
+                         task_id=task_id, status=task.status.value, errors=errors)
+
+    async def _results_loop(self) -> None:
+        while not self._closing:
+            await self._wait_wake(TOPIC_RESULTS, RESULTS_POLL_SECONDS)
+            if not self._waiters:
+                continue
+            try:
+                since = self._finished_cursor
+                self._finished_cursor = time.time() - 1.0
+                finished = await self.backend.finished_for(self.node_id, since)
+                ready = {t.task_id: t for t in finished if t.task_id in self._waiters and t.status.is_final}
+                stale = [tid for tid in self._waiters if tid not in ready]
+                if len(stale) <= 50 and (not finished):
+                    for t in await self.backend.get_tasks(stale):
+                        if t.status.is_final:
+                            ready[t.task_id] = t
+                if ready:
+                    full = {t.task_id: t for t in await self.backend.get_tasks(list(ready))} \
+                        if len(ready) <= 50 else ready
+                    for task_id, task in full.items():
+                        for fut in self._waiters.get(task_id, []):
+                            if not fut.done():
+                                fut.set_result(task)
+            except BackendError as exc:
+                self._problem("backend_errors", str(exc))
+
+    # -- memory -----------------------------------------------------------------------
+    async def sync_memory_item(self, memory_type: str, memory_data: Any, priority: int = 5,
+                               key: str | None = None) -> str:
+        """Write a fact to the local replica and push it to the mesh; returns its key."""
+        assert self.replica is not None
+        key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
+        if not self.is_worker:
+            await self._catch_up_key(memory_type, key)
+        siblings = self.replica.siblings(memory_type, key)
+        draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority)
+        item = local_write(siblings, draft, self.node_id)
+        frame = codec.encode(item_to_wire(item), self.limits)
+        if len(frame) > self.config.memory_sync.max_item_bytes:
+            raise codec.FrameTooLarge(f"memory item {key!r} is {len(frame)} bytes, over max_item_bytes "
+                                      f"{self.config.memory_sync.max_item_bytes}")
+        self.replica.replace_siblings(memory_type, key, (item,), tuple(siblings), "local write")
+        self.replica.set_meta("hlc", str(self.hlc.last))
+        await self.backend.publish_memory(self.node_id, [(memory_type, key, frame)])
+        self._publish(MemoryChanged(memory_type=memory_type, key=key, origin=self.node_id, outcome="local"))
+        return key
+
+    def _apply_frame(self, frame: bytes) -> bool:
+        assert self.replica is not None
+        try:
+            item = item_from_wire(codec.decode(frame, self.limits))
+        except CodecError as exc:
+            self._problem("corrupt_memory_frames", f"memory frame refused: {exc}")
+            return False
+        if item.origin == self.node_id:
+            return False
+        self.hlc.update(item.hlc)
+        strategy = self.config.conflict_strategy_for(item.memory_type)
+        result = apply_remote(self.replica.siblings(item.memory_type, item.key), item,
+                              strategy if strategy in IMPLEMENTED else "latest_wins")
+        if result.outcome == "ignored":
+            return False
+        self.replica.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy)
+        self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
+                                    outcome=result.outcome, strategy=result.strategy))
+        return True
+
+    async def _catch_up_key(self, memory_type: str | None, key: str) -> None:
+        for frame in await self.backend.memory_for_key(memory_type, key):
+            self._apply_frame(frame)
+
+    async def sync_now(self) -> dict[str, int]:
+        """Pull every memory entry not yet applied here; returns what moved."""
+        assert self.replica is not None
+        applied = seen = 0
+        batch = max(100, self.config.memory_sync.max_sync_batch_size)
+        while True:
+            frames, cursor = await self.backend.read_memory(self._memory_cursor, batch)
+            for frame in frames:
+                seen += 1
+                applied += self._apply_frame(frame)
+            self._memory_cursor = cursor
+            if len(frames) < batch:
+                break
+        self.replica.set_meta("memory_cursor", str(self._memory_cursor or 0))
+        self.replica.set_meta("hlc", str(self.hlc.last))
+        return {"seen": seen, "applied": applied}
+
+    async def _memory_loop(self) -> None:
+        while not self._closing:
+            await self._wait_wake(TOPIC_MEMORY, self.config.sync_interval_seconds)
+            if not self.config.memory_sync.enabled:
+                continue
+            try:
+                await self.sync_now()
+            except BackendError as exc:
+                self._problem("backend_errors", str(exc))
+
+    async def recall_item(self, key: str, memory_type: str | None = None) -> Recollection:
+        assert self.replica is not None
+        if not self.is_worker:
+            await self._catch_up_key(memory_type, key)
+        siblings = [s for s in self.replica.find(key, memory_type) if not s.tombstone]
+        if not siblings:
+            raise MemoryNotFound(f"no memory item {key!r}" + (f" of type {memory_type!r}" if memory_type else ""))
+        local = max(siblings, key=lambda s: (s.hlc, s.origin))
+        return Recollection(key, local.memory_type, local.value, tuple(siblings) if len(siblings) > 1 else (),
+                            local.origin, local.hlc)
+
+    async def recall(self, key: str, memory_type: str | None = None) -> Any:
+        """The value of ``key`` (the local sibling when in conflict; see ``recall_item``)."""
+        return (await self.recall_item(key, memory_type)).value
+
+    # -- views for commands -----------------------------------------------------------------
+    async def mesh_view(self) -> dict[str, Any]:
+        """The mesh as this node sees it now: nodes with judged status, task counts."""
+        snap = await self._refresh_view()
+        counts = await self.backend.task_counts()
+        return {"snapshot": snap, "members": self.table.members(), "task_counts": counts}
+

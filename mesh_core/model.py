@@ -1,0 +1,194 @@
+"""The mesh's nouns: nodes, tasks, memory items and conflicts (plain data, no I/O)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class NodeType(enum.StrEnum):
+    GENERAL = "general"
+    LANGUAGE_EXPERT = "language_expert"
+    PLANNING_ONLY = "planning_only"
+    SENSOR_CONNECTED = "sensor_connected"
+    COORDINATION_HUB = "coordination_hub"
+
+
+class NodeRole(enum.StrEnum):
+    """A worker executes tasks; a client (one-shot CLI command) only submits and reads."""
+
+    WORKER = "worker"
+    CLIENT = "client"
+
+
+class NodeStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+    @property
+    def light(self) -> str:
+        return STATUS_LIGHTS[self]
+
+
+STATUS_LIGHTS = {
+    NodeStatus.ACTIVE: "🟢",
+    NodeStatus.SUSPECT: "🟡",
+    NodeStatus.DEAD: "🔴",
+    NodeStatus.LEFT: "⚪",
+}
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_TASK_STATUSES
+
+
+FINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED}
+)
+
+
+class TaskPriority(enum.IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+    @classmethod
+    def parse(cls, value: str | int | TaskPriority) -> TaskPriority:
+        if isinstance(value, TaskPriority):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            allowed = ", ".join(p.name.lower() for p in cls)
+            raise ValueError(f"priority {value!r} is not one of {allowed}") from None
+
+
+@dataclass
+class NodeInfo:
+    """One node as the mesh sees it: identity, abilities and its last heartbeat."""
+
+    node_id: str
+    name: str
+    node_type: NodeType = NodeType.GENERAL
+    role: NodeRole = NodeRole.WORKER
+    host: str = ""
+    port: int = 0
+    pid: int = 0
+    incarnation: int = 1
+    capabilities: frozenset[str] = frozenset()
+    task_types: frozenset[str] = frozenset()
+    capacity: int = 100
+    running: int = 0
+    queued: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    last_seen: float = 0.0
+    left: bool = False
+
+    @property
+    def load(self) -> float:
+        """Fraction of capacity in use: (running + queued) / capacity."""
+        return (self.running + self.queued) / self.capacity if self.capacity > 0 else 1.0
+
+    @property
+    def short_id(self) -> str:
+        return self.node_id[:12]
+
+
+@dataclass
+class Attempt:
+    """One try of a task on one node; kept for every attempt, including failures."""
+
+    attempt: int
+    node_id: str
+    node_name: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass
+class Task:
+    """A unit of work routed to one node at a time, with its full history."""
+
+    task_id: str
+    task_type: str
+    payload: Any = None
+    priority: TaskPriority = TaskPriority.NORMAL
+    status: TaskStatus = TaskStatus.PENDING
+    node_id: str | None = None
+    node_name: str | None = None
+    attempt: int = 0
+    failures: int = 0
+    max_retries: int = 3
+    timeout_s: float | None = None
+    preferred_node_types: tuple[NodeType, ...] = ()
+    required_capabilities: frozenset[str] = frozenset()
+    context: dict[str, Any] = field(default_factory=dict)
+    submitter_id: str | None = None
+    why: str = ""
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_expires: float | None = None
+    not_before: float = 0.0
+    result: Any = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.context.get("trace_id")
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.context.get("parent_id")
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One version of one memory fact, as stored in a replica and carried on the wire."""
+
+    memory_type: str
+    key: str
+    value: Any
+    vv: dict[str, int]
+    hlc: int
+    origin: str
+    priority: int = 5
+    tombstone: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Concurrent versions of one key that a strategy did not settle on its own."""
+
+    conflict_id: str
+    memory_type: str
+    key: str
+    siblings: tuple[MemoryItem, ...]
+    strategy: str
+    opened_at: float
+    reason: str = ""

@@ -1,0 +1,156 @@
+"""``mesh-tui --no-ui``: one node, events as log lines, ``/mesh_*`` commands on standard input.
+
+Never imports textual. SIGTERM or SIGINT leaves the mesh gracefully (running
+tasks get the grace period, then are handed back) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from mesh_core.commands import run_command
+from mesh_core.config import MeshConfig
+from mesh_core.errors import MeshError
+from mesh_core.events import Event
+from mesh_core.manager import AgentMeshManager
+
+
+def _stamp(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_event(event: Event, fmt: str) -> str:
+    data = event.to_dict()
+    if fmt == "json":
+        return json.dumps(data, default=str, separators=(",", ":"))
+    at = data.pop("at")
+    kind = data.pop("event")
+    fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v not in (None, "", ()))
+    return f"{_stamp(at)} {kind:<18} {fields}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]
+    if isinstance(value, (list, tuple)):
+        return ",".join(_short(v) for v in value)
+    text = str(value)
+    return json.dumps(text) if " " in text else text
+
+
+class Output:
+    """Line-oriented output shared by the event printer and the command replies."""
+
+    def __init__(self, fmt: str, stream: TextIO = sys.stdout) -> None:
+        self.fmt = fmt
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # nobody is reading any more; the node keeps running
+
+    def reply(self, command: str, text: str, data: Any, ok: bool) -> None:
+        if self.fmt == "json":
+            self.line(json.dumps({"command": command, "ok": ok, "data": data, "text": text}, default=str))
+        else:
+            self.line(text)
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+    except (OSError, ValueError, RuntimeError):
+        pass
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+async def serve(config: MeshConfig) -> int:
+    out = Output(config.log_format)
+    logging.getLogger("mesh").setLevel(logging.ERROR)  # problems are printed as events instead
+    mesh = AgentMeshManager(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    printer = loop.create_task(_print_events(mesh, out))
+    try:
+        await mesh.start()
+    except MeshError as exc:
+        printer.cancel()
+        print(f"mesh-tui: {exc}", file=sys.stderr)
+        return exc.exit_code
+    out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
+                                   protocol=mesh.backend.name, where=mesh.backend.describe().get("path", ""),
+                                   incarnation=mesh.identity.incarnation if mesh.identity else 0),
+                          config.log_format))
+    commands: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_read_stdin, args=(loop, commands), daemon=True, name="mesh-stdin").start()
+    reader = loop.create_task(_run_commands(mesh, commands, out))
+    await stop.wait()
+    reader.cancel()
+    try:
+        await mesh.stop()
+    finally:
+        await asyncio.sleep(0)
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
+    out.line(format_event(_Stopped(name=mesh.name, node_id=mesh.node_id), config.log_format))
+    return 0
+
+
+async def _print_events(mesh: AgentMeshManager, out: Output) -> None:
+    async for event in mesh.subscribe():
+        out.line(format_event(event, out.fmt))
+
+
+async def _run_commands(mesh: AgentMeshManager, queue: asyncio.Queue[str | None], out: Output) -> None:
+    while True:
+        line = await queue.get()
+        if line is None:
+            return  # stdin closed: keep running headless without commands
+        line = line.strip()
+        if not line:
+            continue
+        result = await run_command(mesh, line)
+        out.reply(line, result.text, result.data, result.ok)
+
+
+# Lifecycle lines use the same format as engine events.
+
+@dataclass(frozen=True)
+class _Started(Event):
+    name: str
+    node_id: str
+    node_type: str
+    protocol: str
+    where: str
+    incarnation: int
+
+    @property
+    def kind(self) -> str:
+        return "NodeStarted"
+
+
+@dataclass(frozen=True)
+class _Stopped(Event):
+    name: str
+    node_id: str
+
+    @property
+    def kind(self) -> str:
+        return "NodeStopped"

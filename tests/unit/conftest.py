@@ -1,0 +1,31 @@
+"""Shared set-up for the unit tests: hypothesis settings profiles.
+
+Profiles: ``ci`` (default, 2000 examples), ``dev`` (200, quick local runs) and
+``deep`` (10000, for an occasional long soak). Pick one with the environment
+variable ``HYPOTHESIS_PROFILE`` or with pytest's ``--hypothesis-profile`` flag;
+the flag wins when both are given.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+
+settings.register_profile("ci", max_examples=2000, **_COMMON)
+settings.register_profile("dev", max_examples=200, **_COMMON)
+settings.register_profile("deep", max_examples=10000, **_COMMON)
+
+PROFILE_ENV = "HYPOTHESIS_PROFILE"
+DEFAULT_PROFILE = "ci"
+
+settings.load_profile(os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
+
+
+def pytest_configure(config):
+    # ``pytest_configure`` is a historic hook, so this runs even when this conftest is
+    # only discovered during collection; it keeps ``--hypothesis-profile`` authoritative.
+    cli_profile = config.getoption("hypothesis_profile", default=None)
+    settings.load_profile(cli_profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)

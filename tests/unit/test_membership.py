@@ -1,0 +1,332 @@
+"""Failure detector and node table (mesh_core/membership.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mesh_core.membership import Change, DetectorConfig, MembershipTable, judge
+from mesh_core.model import NodeInfo, NodeStatus
+
+CFG = DetectorConfig(suspect_after=2.0, dead_after=5.0)
+
+
+def rec(node_id: str = "a", *, last_seen: float = 0.0, incarnation: int = 1, left: bool = False,
+        **extra) -> NodeInfo:
+    return NodeInfo(node_id=node_id, name=f"name-{node_id}", last_seen=last_seen,
+                    incarnation=incarnation, left=left, **extra)
+
+
+def transitions(changes: list[Change]) -> list[tuple[str, NodeStatus | None, NodeStatus]]:
+    return [(c.node.node_id, c.old, c.new) for c in changes]
+
+
+# --- DetectorConfig and judge -----------------------------------------------------
+
+@pytest.mark.parametrize(("suspect", "dead"), [(1.0, 1.0), (0.001, 100.0), (2, 3)])
+def test_detector_config_accepts_ordered_positive_thresholds(suspect, dead):
+    cfg = DetectorConfig(suspect, dead)
+    assert (cfg.suspect_after, cfg.dead_after) == (suspect, dead)
+
+
+@pytest.mark.parametrize(("suspect", "dead"), [(0, 5), (-1, 5), (6, 5), (0, 0), (-2, -1)])
+def test_detector_config_rejects_bad_thresholds(suspect, dead):
+    with pytest.raises(ValueError, match="suspect_after"):
+        DetectorConfig(suspect, dead)
+
+
+def test_detector_config_is_frozen():
+    with pytest.raises(AttributeError):
+        CFG.suspect_after = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("age", "expected"), [
+    (0.0, NodeStatus.ACTIVE),
+    (1.999, NodeStatus.ACTIVE),
+    (2.0, NodeStatus.SUSPECT),  # thresholds are inclusive
+    (4.999, NodeStatus.SUSPECT),
+    (5.0, NodeStatus.DEAD),
+    (1e9, NodeStatus.DEAD),
+    (-3.0, NodeStatus.ACTIVE),  # a heartbeat "from the future" is fresh, not an error
+])
+def test_judge_thresholds(age, expected):
+    assert judge(last_seen=100.0, left=False, now=100.0 + age, cfg=CFG) is expected
+
+
+@pytest.mark.parametrize("age", [0.0, 3.0, 100.0])
+def test_judge_left_wins_over_age(age):
+    assert judge(last_seen=10.0, left=True, now=10.0 + age, cfg=CFG) is NodeStatus.LEFT
+
+
+def test_judge_with_equal_thresholds_skips_suspect():
+    cfg = DetectorConfig(3.0, 3.0)
+    assert judge(0.0, False, 2.9, cfg) is NodeStatus.ACTIVE
+    assert judge(0.0, False, 3.0, cfg) is NodeStatus.DEAD
+
+
+@given(st.floats(0.01, 100), st.floats(0, 100), st.floats(-1e6, 1e6), st.floats(0, 1e3))
+def test_judge_matches_the_thresholds(suspect, extra, last_seen, age):
+    cfg = DetectorConfig(suspect, suspect + extra)
+    status = judge(last_seen, False, last_seen + age, cfg)
+    real_age = (last_seen + age) - last_seen  # what judge sees after float rounding
+    if real_age >= cfg.dead_after:
+        assert status is NodeStatus.DEAD
+    elif real_age >= cfg.suspect_after:
+        assert status is NodeStatus.SUSPECT
+    else:
+        assert status is NodeStatus.ACTIVE
+
+
+# --- MembershipTable.observe ------------------------------------------------------
+
+def test_first_sighting_is_a_joined_change():
+    table = MembershipTable(CFG)
+    changes = table.observe([rec("a", last_seen=10.0), rec("b", last_seen=10.0)], now=10.5)
+    assert transitions(changes) == [("a", None, NodeStatus.ACTIVE), ("b", None, NodeStatus.ACTIVE)]
+    assert all(c.joined for c in changes)
+    assert len(table) == 2
+    assert table.status_of("a") is NodeStatus.ACTIVE
+    assert table.status_of("zzz") is None
+    assert table.get("zzz") is None
+    assert table.get("a").info.name == "name-a"
+    assert {n.node_id for n in table.active()} == {"a", "b"}
+    assert {m.info.node_id for m in table.members()} == {"a", "b"}
+
+
+def test_first_sighting_of_an_old_record_joins_with_its_judged_status():
+    table = MembershipTable(CFG)
+    changes = table.observe([rec("a", last_seen=0.0), rec("b", last_seen=0.0, left=True)], now=3.0)
+    assert transitions(changes) == [("a", None, NodeStatus.SUSPECT), ("b", None, NodeStatus.LEFT)]
+    assert table.active() == []
+
+
+def test_no_change_reported_when_nothing_changes():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    assert table.observe([rec("a", last_seen=1.0)], now=1.0) == []
+    assert table.tick(1.5) == []
+
+
+def test_active_suspect_dead_via_tick():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    assert table.tick(1.9) == []
+    changes = table.tick(2.0)
+    assert transitions(changes) == [("a", NodeStatus.ACTIVE, NodeStatus.SUSPECT)]
+    assert not changes[0].joined
+    assert table.tick(4.0) == []
+    assert transitions(table.tick(5.0)) == [("a", NodeStatus.SUSPECT, NodeStatus.DEAD)]
+    assert table.tick(50.0) == []
+    assert table.status_of("a") is NodeStatus.DEAD
+    assert table.active() == []
+
+
+def test_active_straight_to_dead_when_time_jumps():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    assert transitions(table.tick(9.0)) == [("a", NodeStatus.ACTIVE, NodeStatus.DEAD)]
+
+
+def test_active_suspect_dead_via_observe_with_unchanged_records():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    assert transitions(table.observe([rec("a", last_seen=0.0)], now=2.5)) == [
+        ("a", NodeStatus.ACTIVE, NodeStatus.SUSPECT)]
+    assert transitions(table.observe([rec("a", last_seen=0.0)], now=6.0)) == [
+        ("a", NodeStatus.SUSPECT, NodeStatus.DEAD)]
+
+
+def test_fresh_heartbeat_brings_a_suspect_back():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    table.tick(3.0)
+    assert table.status_of("a") is NodeStatus.SUSPECT
+    changes = table.observe([rec("a", last_seen=3.0)], now=3.1)
+    assert transitions(changes) == [("a", NodeStatus.SUSPECT, NodeStatus.ACTIVE)]
+
+
+def test_older_heartbeat_of_the_same_incarnation_does_not_age_the_node():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=10.0)], now=10.0)
+    # a lagging snapshot still carries an older heartbeat
+    assert table.observe([rec("a", last_seen=1.0, queued=7)], now=10.5) == []
+    member = table.get("a")
+    assert member.status is NodeStatus.ACTIVE
+    assert member.info.last_seen == 10.0
+    assert member.info.queued == 7  # the rest of the record is still taken
+
+
+def test_record_updates_are_kept():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    table.observe([rec("a", last_seen=1.0, queued=3, capacity=9)], now=1.0)
+    info = table.get("a").info
+    assert (info.queued, info.capacity, info.last_seen) == (3, 9, 1.0)
+
+
+def test_graceful_leave():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    changes = table.observe([rec("a", last_seen=1.0, left=True)], now=1.0)
+    assert transitions(changes) == [("a", NodeStatus.ACTIVE, NodeStatus.LEFT)]
+    assert table.active() == []
+    # left stays left as time passes: it never turns suspect or dead
+    assert table.tick(100.0) == []
+    assert table.status_of("a") is NodeStatus.LEFT
+
+
+def test_leave_sticks_against_a_late_heartbeat_of_the_same_incarnation():
+    """Module contract: "a graceful leave sticks until the node comes back with a higher incarnation"."""
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    table.observe([rec("a", last_seen=1.0, left=True)], now=1.0)
+    # a heartbeat written just before the leave, delivered after it
+    late = table.observe([rec("a", last_seen=0.9)], now=1.2)
+    assert late == []
+    assert table.status_of("a") is NodeStatus.LEFT
+    # nor does a record of the same life that simply lacks the left flag
+    again = table.observe([rec("a", last_seen=1.5)], now=1.6)
+    assert again == []
+    assert table.status_of("a") is NodeStatus.LEFT
+
+
+def test_rejoin_with_higher_incarnation_after_dead():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0, incarnation=1)], now=0.0)
+    table.tick(10.0)
+    assert table.status_of("a") is NodeStatus.DEAD
+    changes = table.observe([rec("a", last_seen=10.0, incarnation=2)], now=10.1)
+    assert transitions(changes) == [("a", None, NodeStatus.ACTIVE)]
+    assert changes[0].joined
+    assert table.get("a").info.incarnation == 2
+    assert table.status_of("a") is NodeStatus.ACTIVE
+
+
+def test_rejoin_with_higher_incarnation_after_leave():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    table.observe([rec("a", last_seen=1.0, left=True)], now=1.0)
+    changes = table.observe([rec("a", last_seen=3.0, incarnation=2)], now=3.0)
+    assert transitions(changes) == [("a", None, NodeStatus.ACTIVE)]
+
+
+def test_higher_incarnation_replaces_record_even_with_older_last_seen():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=10.0, incarnation=1)], now=10.0)
+    changes = table.observe([rec("a", last_seen=9.5, incarnation=2)], now=10.0)
+    assert transitions(changes) == [("a", None, NodeStatus.ACTIVE)]
+    assert table.get("a").info.last_seen == 9.5
+
+
+def test_lower_incarnation_is_a_stale_rumour():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=10.0, incarnation=3)], now=10.0)
+    # an old "dead"/"left" view of a previous life must not override the new one
+    assert table.observe([rec("a", last_seen=0.0, incarnation=2, left=True)], now=10.0) == []
+    assert table.observe([rec("a", last_seen=99.0, incarnation=1)], now=10.0) == []
+    member = table.get("a")
+    assert member.status is NodeStatus.ACTIVE
+    assert member.info.incarnation == 3
+    assert member.info.last_seen == 10.0
+
+
+def test_stale_rumour_does_not_make_the_node_forgotten():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=10.0, incarnation=3)], now=10.0)
+    table.observe([rec("a", last_seen=0.0, incarnation=1)], now=11.0, complete=True)
+    assert table.get("a") is not None
+
+
+def test_complete_snapshot_forgets_missing_nodes():
+    table = MembershipTable(CFG)
+    table.observe([rec("a"), rec("b"), rec("c")], now=0.0)
+    changes = table.observe([rec("b")], now=0.5)
+    assert changes == []
+    assert [m.info.node_id for m in table.members()] == ["b"]
+    assert table.get("a") is None and table.status_of("c") is None
+    # forgotten nodes come back as newly joined
+    assert transitions(table.observe([rec("a", last_seen=1.0)], now=1.0, complete=False)) == [
+        ("a", None, NodeStatus.ACTIVE)]
+
+
+def test_partial_snapshot_keeps_missing_nodes():
+    table = MembershipTable(CFG)
+    table.observe([rec("a"), rec("b")], now=0.0)
+    table.observe([rec("b", last_seen=1.0)], now=1.0, complete=False)
+    assert {m.info.node_id for m in table.members()} == {"a", "b"}
+
+
+def test_empty_complete_snapshot_forgets_everyone():
+    table = MembershipTable(CFG)
+    table.observe([rec("a"), rec("b")], now=0.0)
+    assert table.observe([], now=1.0) == []
+    assert len(table) == 0
+
+
+def test_observe_accepts_any_iterable():
+    table = MembershipTable(CFG)
+    changes = table.observe((rec(i) for i in "xyz"), now=0.0)
+    assert [c.node.node_id for c in changes] == ["x", "y", "z"]
+
+
+# --- properties ------------------------------------------------------------------
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("tick"), st.floats(0, 4)),
+        st.tuples(st.just("heartbeat"), st.sampled_from("abc"), st.floats(-3, 1), st.integers(1, 3),
+                  st.booleans()),
+    ),
+    max_size=30,
+)
+
+
+@given(events)
+def test_table_stays_consistent_with_judge(run):
+    """After any sequence of heartbeats and ticks, every status is what judge() says of the record."""
+    table = MembershipTable(CFG)
+    now = 0.0
+    for event in run:
+        if event[0] == "tick":
+            now += event[1]
+            changes = table.tick(now)
+        else:
+            _, node_id, offset, incarnation, left = event
+            before = table.get(node_id)
+            old_status = before.status if before else None
+            old_incarnation = before.info.incarnation if before else None
+            changes = table.observe([rec(node_id, last_seen=now + offset, incarnation=incarnation, left=left)],
+                                    now=now, complete=False)
+            after = table.get(node_id)
+            if old_incarnation is not None and incarnation < old_incarnation:
+                assert changes == []  # stale rumour ignored
+                assert after.info.incarnation == old_incarnation
+            elif old_incarnation is None or incarnation > old_incarnation:
+                assert len(changes) == 1 and changes[0].joined
+            else:
+                assert all(c.old is old_status for c in changes)
+        for change in changes:
+            assert change.old is not change.new
+            assert table.status_of(change.node.node_id) is change.new
+        for member in table.members():
+            assert member.status is judge(member.info.last_seen, member.info.left, now, CFG)
+        # incarnations never go down
+        for member in table.members():
+            assert member.info.incarnation >= 1
+
+
+@given(st.lists(st.floats(0, 3), min_size=1, max_size=20))
+def test_without_heartbeats_status_only_gets_worse(steps):
+    order = [NodeStatus.ACTIVE, NodeStatus.SUSPECT, NodeStatus.DEAD]
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0)], now=0.0)
+    now = 0.0
+    previous = NodeStatus.ACTIVE
+    for step in steps:
+        now += step
+        for change in table.tick(now):
+            assert order.index(change.new) > order.index(change.old)
+        current = table.status_of("a")
+        assert order.index(current) >= order.index(previous)
+        previous = current
