@@ -2,7 +2,10 @@
 
 Frame layout (12-byte header, big endian)::
 
-    b"MF" | version u8 | flags u8 | crc32(body) u32 | len(body) u32 | body
+    b"MF" | version u8 | flags u8 | crc32 u32 | len(body) u32 | body
+
+The CRC covers version, flags, length and body, so no flipped bit anywhere
+after the magic can turn one valid frame into another.
 
 ``flags & 1`` means the body is an lz4 block whose first 4 bytes (little
 endian, as lz4 stores it) give the decompressed size; that size is checked
@@ -57,6 +60,11 @@ def unpack(data: bytes) -> Any:
         raise CodecError(f"malformed msgpack: {type(exc).__name__}") from None
 
 
+def frame_checksum(version: int, flags: int, body: bytes) -> int:
+    """CRC32 over everything the header says about the body, and the body itself."""
+    return zlib.crc32(body, zlib.crc32(struct.pack(">BBI", version, flags, len(body))))
+
+
 def encode(obj: Any, limits: CodecLimits = DEFAULT_LIMITS) -> bytes:
     """Frame ``obj``; raises FrameTooLarge when it would exceed the limit."""
     body = pack(obj)
@@ -67,7 +75,7 @@ def encode(obj: Any, limits: CodecLimits = DEFAULT_LIMITS) -> bytes:
         compressed = lz4.block.compress(body, store_size=True)
         if len(compressed) < len(body):
             body, flags = compressed, FLAG_LZ4
-    return HEADER.pack(MAGIC, VERSION, flags, zlib.crc32(body), len(body)) + body
+    return HEADER.pack(MAGIC, VERSION, flags, frame_checksum(VERSION, flags, body), len(body)) + body
 
 
 def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_LIMITS) -> Any:
@@ -85,8 +93,10 @@ def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_
     body = frame[HEADER_SIZE:]
     if len(body) != length:
         raise CodecError(f"frame body is {len(body)} bytes, header says {length}")
-    if zlib.crc32(body) != crc:
+    if frame_checksum(version, flags, body) != crc:
         raise CodecError("frame checksum mismatch (corrupted in transit or at rest)")
+    if flags & ~FLAG_LZ4:
+        raise CodecError(f"unknown frame flags {flags:#x}")
     if flags & FLAG_LZ4:
         if len(body) < 4:
             raise CodecError("compressed frame too short")
@@ -97,6 +107,4 @@ def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_
             body = lz4.block.decompress(body)
         except Exception:
             raise CodecError("lz4 body does not decompress") from None
-    elif flags:
-        raise CodecError(f"unknown frame flags {flags:#x}")
     return unpack(body)

@@ -7,6 +7,7 @@ each command builds its data first and renders text from that data, so
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -298,3 +299,28 @@ async def _help(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
     lines += [f"  {c.usage:<{width}}  {c.summary}" for c in REGISTRY.values()]
     return CommandResult("\n".join(lines), [{"name": c.name, "usage": c.usage, "summary": c.summary}
                                             for c in REGISTRY.values()])
+
+
+@command("/mesh_remember", "Write a memory fact and share it", "/mesh_remember KEY VALUE_JSON [TYPE]")
+async def _remember(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) not in (2, 3):
+        raise UsageError("usage: /mesh_remember KEY VALUE_JSON [TYPE]")
+    try:
+        value = json.loads(args[1])
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"/mesh_remember: VALUE_JSON is not valid JSON: {exc.msg}") from None
+    key = await mesh.sync_memory_item(args[2] if len(args) == 3 else "fact", value, key=args[0])
+    return CommandResult(f"🧠 Remembered {key}.", {"key": key, "value": value})
+
+
+@command("/mesh_recall", "Read a memory fact from this node's replica", "/mesh_recall KEY [TYPE]")
+async def _recall(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) not in (1, 2):
+        raise UsageError("usage: /mesh_recall KEY [TYPE]")
+    found = await mesh.recall_item(args[0], args[1] if len(args) == 2 else None)
+    siblings = [{"value": s.value, "origin": s.origin, "hlc": s.hlc} for s in found.siblings]
+    text = f"🧠 {found.key} ({found.memory_type}) = {json.dumps(found.value, ensure_ascii=False, default=str)}"
+    if siblings:
+        text += f"\n  ⚠️ {len(siblings)} siblings in conflict"
+    return CommandResult(text, {"key": found.key, "memory_type": found.memory_type, "value": found.value,
+                                "siblings": siblings, "origin": found.origin})

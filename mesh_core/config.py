@@ -8,6 +8,7 @@ the key, the value and what is allowed. Unknown keys are collected in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -160,20 +161,20 @@ def _bad(path: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"config: {path} = {value!r} is not allowed (allowed: {allowed})")
 
 
-def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any], warnings: list[str] | None = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (tp,) = [a for a in args if a is not type(None)]
-        return _coerce(path, value, tp, meta)
+        return _coerce(path, value, tp, meta, warnings)
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
             raise _bad(path, value, "a mapping of keys")
-        return _build(tp, value, path)
+        return _build(tp, value, path, warnings)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -195,6 +196,8 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
         if tp is float and not isinstance(number, (int, float)):
             raise _bad(path, value, "a number")
         number = tp(number)
+        if not math.isfinite(number):
+            raise _bad(path, value, "a finite number")
         low, high = meta.get("min"), meta.get("max")
         if low is not None and (number <= low if meta.get("exclusive") else number < low):
             raise _bad(path, value, f"a number {'above' if meta.get('exclusive') else 'of at least'} {low}"
@@ -239,14 +242,7 @@ def _build(cls: Any, data: Mapping[str, Any], path: str, warnings: list[str] | N
             if warnings is not None:
                 warnings.append(f"unknown config key {path}.{key} (ignored)")
             continue
-        kwargs[f.name] = _coerce(f"{path}.{key}", value, hints[f.name], f.metadata)
-    if warnings is not None:
-        for f in fields.values():
-            if dataclasses.is_dataclass(hints[f.name]) and f.name in data and isinstance(data[f.name], Mapping):
-                sub_fields = {sf.name for sf in dataclasses.fields(hints[f.name])}
-                for key in data[f.name]:
-                    if key not in sub_fields:
-                        warnings.append(f"unknown config key {path}.{f.name}.{key} (ignored)")
+        kwargs[f.name] = _coerce(f"{path}.{key}", value, hints[f.name], f.metadata, warnings)
     return cls(**kwargs)
 
 
@@ -315,9 +311,9 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(doc, Mapping):
         raise ConfigError(f"config: {p} must hold a mapping with an agent_mesh: section")
-    section = doc.get("agent_mesh", {} if "agent_mesh" in doc else None)
-    if section is None:
+    if "agent_mesh" not in doc:
         raise ConfigError(f"config: {p} has no agent_mesh: section")
+    section = doc["agent_mesh"] if doc["agent_mesh"] is not None else {}
     if not isinstance(section, Mapping):
         raise ConfigError(f"config: {p}: agent_mesh must be a mapping")
     section = dict(section)

@@ -141,6 +141,7 @@ class AgentMeshManager:
         self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY)}
         self._loops: list[asyncio.Task[None]] = []
         self._view = MeshSnapshot([], 0.0)
+        self._affinity: AffinityBook | None = None
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, list[float]] = {}  # task type -> [success ewma, latency ewma, samples]
         self._done = 0
@@ -360,7 +361,9 @@ class AgentMeshManager:
         snap = await self.backend.snapshot()
         self._view = snap
         visible = [n for n in snap.nodes if n.role is NodeRole.WORKER]
-        for change in self.table.observe(visible, snap.now):
+        changes = self.table.observe(visible, snap.now)
+        self._affinity = self._build_affinity()
+        for change in changes:
             node = change.node
             if change.joined:
                 self._publish(NodeJoined(node_id=node.node_id, name=node.name, node_type=node.node_type.value,
@@ -374,7 +377,8 @@ class AgentMeshManager:
                                                 new=change.new.value, incarnation=node.incarnation))
         return snap
 
-    def _affinity(self) -> AffinityBook | None:
+    def _build_affinity(self) -> AffinityBook | None:
+        """Every node's smoothed success per task type, from the metrics in its heartbeat."""
         if not self.config.task_distribution.task_affinity_enabled:
             return None
         book = AffinityBook()
@@ -450,7 +454,7 @@ class AgentMeshManager:
                    if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
         req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
         algorithm = self.config.task_distribution.load_balancing_algorithm
-        decision = route(req, workers, self._view.queued, algorithm=algorithm, affinity=self._affinity(),
+        decision = route(req, workers, self._view.queued, algorithm=algorithm, affinity=self._affinity,
                          round_robin_counter=self._rr[task.task_type], rng=self._rng)
         self._rr[task.task_type] += 1
         return decision
@@ -762,7 +766,8 @@ class AgentMeshManager:
 
     async def _memory_loop(self) -> None:
         while not self._closing:
-            await self._wait_wake(TOPIC_MEMORY, self.config.sync_interval_seconds)
+            # Wake-ups make this immediate; the short poll covers a missed one.
+            await self._wait_wake(TOPIC_MEMORY, min(1.0, self.config.sync_interval_seconds))
             if not self.config.memory_sync.enabled:
                 continue
             try:

@@ -97,6 +97,10 @@ class MembershipTable:
                 self._members[record.node_id] = Member(record, status)
                 changes.append(Change(record, None, status))
                 continue
+            if known.status is NodeStatus.LEFT and not record.left:
+                # A heartbeat that raced the leave: the leave sticks until a new incarnation.
+                record = replace(record, left=True)
+                status = NodeStatus.LEFT
             known.info = record
             if status is not known.status:
                 changes.append(Change(record, known.status, status))

@@ -318,7 +318,9 @@ class SqliteBackend(Backend):
                 " port=excluded.port, pid=excluded.pid, incarnation=excluded.incarnation,"
                 " capabilities=excluded.capabilities, task_types=excluded.task_types, capacity=excluded.capacity,"
                 " running=excluded.running, queued=excluded.queued, metrics=excluded.metrics,"
-                " started_at=excluded.started_at, last_seen=excluded.last_seen, left_mesh=0",
+                " started_at=excluded.started_at, last_seen=excluded.last_seen,"
+                # a heartbeat racing a leave must not undo it; a new incarnation rejoins
+                " left_mesh=CASE WHEN excluded.incarnation > nodes.incarnation THEN 0 ELSE nodes.left_mesh END",
                 (node.node_id, node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
                  node.incarnation, json.dumps(sorted(node.capabilities)), json.dumps(sorted(node.task_types)),
                  node.capacity, node.running, node.queued, json.dumps(node.metrics, default=str),
@@ -556,9 +558,15 @@ class SqliteBackend(Backend):
     # -- memory ----------------------------------------------------------------
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
         now = time.time()
-        await self._write(lambda c: c.executemany(
-            "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
-            [(origin, mt, key, frame, now) for mt, key, frame in entries]))
+
+        def append(conn: sqlite3.Connection) -> list[str]:
+            conn.executemany(
+                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
+                [(origin, mt, key, frame, now) for mt, key, frame in entries])
+            # Read the peers in the same transaction so a node that joined a moment ago is woken too.
+            return [r[0] for r in conn.execute(
+                "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
+        self._peer_ids = await self._write(append)
         self._broadcast(TOPIC_MEMORY)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:

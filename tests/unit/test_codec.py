@@ -23,6 +23,7 @@ from mesh_core.codec import (
     CodecLimits,
     decode,
     encode,
+    frame_checksum,
     pack,
     unpack,
 )
@@ -66,7 +67,7 @@ def frame_of(body: bytes, *, flags: int = 0, version: int = VERSION, magic: byte
              crc: int | None = None, length: int | None = None) -> bytes:
     """A frame built by hand, with a valid checksum and length unless told otherwise."""
     return HEADER.pack(magic, version, flags,
-                       zlib.crc32(body) if crc is None else crc,
+                       frame_checksum(version, flags, body) if crc is None else crc,
                        len(body) if length is None else length) + body
 
 
@@ -106,7 +107,7 @@ def test_round_trip_and_header_with_any_threshold(value, threshold, enabled):
     raw = pack(value)
     assert (magic, version) == (MAGIC, VERSION)
     assert length == len(body)
-    assert crc == zlib.crc32(body)
+    assert crc == frame_checksum(version, flags, body)
     if flags == 0:
         assert body == raw
         # left plain only when compression is off, the body is small, or lz4 would not shrink it
@@ -280,7 +281,7 @@ def test_length_mismatch_both_ways():
 
 def test_checksum_mismatch():
     body = pack({"k": "v"})
-    exc = assert_codec_error_only(frame_of(body, crc=zlib.crc32(body) ^ 1))
+    exc = assert_codec_error_only(frame_of(body, crc=frame_checksum(VERSION, 0, body) ^ 1))
     assert "checksum" in str(exc)
 
 

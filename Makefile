@@ -1,0 +1,49 @@
+# Two commands for a newcomer on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test test-fast lint typecheck bench screenshots clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.run-installed
+
+## run: create .venv, install, start a node on the embedded SQLite default (ARGS="--name n1 --no-ui")
+run: $(VENV)/.run-installed
+	$(BIN)/mesh-tui $(ARGS)
+
+## test: create .venv with the test extra and run the whole suite (slow cluster tests included)
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check mesh_core mesh_tui tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+## test-fast: everything but the slow multi-process tests
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check mesh_core mesh_tui tests bench
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/python -m pip install --quiet mypy
+	$(BIN)/python -m mypy mesh_core
+
+## bench: end-to-end benchmarks; a table on stdout, JSON in bench/results/
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m bench $(ARGS)
+
+screenshots: $(VENV)/.test-installed
+	@echo "The terminal UI (and its screenshot script) arrives with the Textual app."
+
+clean:
+	rm -rf $(VENV) .mesh .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,241 @@
+"""A throw-away local mesh: N ``mesh-tui --no-ui`` worker processes on one temporary SQLite file.
+
+Everything lives in one temporary folder (database, state, worker logs). ``stop()``
+always terminates (SIGTERM: graceful leave), then kills what is left; ``cleanup()``
+removes the folder. Use it as a context manager so both happen on any error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import psutil
+
+from mesh_core.config import MeshConfig, load_config
+from mesh_core.manager import AgentMeshManager
+from mesh_core.model import NodeRole, NodeStatus
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a worker died, the mesh never formed, ...)."""
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment for workers: no MESH_*/MERNSTA_* settings leak into the benchmark."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "MERNSTA_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: str
+    log_file: IO[bytes]
+    ps: psutil.Process | None = None
+    node_id: str = ""
+
+    def cpu_seconds(self) -> float:
+        if self.ps is None:
+            return 0.0
+        try:
+            t = self.ps.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                data = f.read()[-8000:].decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(data.splitlines()[-lines:])
+
+
+@dataclass
+class Cluster:
+    """``n`` workers on a fresh SQLite file in a temporary folder."""
+
+    n: int
+    capacity: int = 100_000
+    log_format: str = "text"
+    prefix: str = "w"
+    keep_dir: bool = False
+    extra_args: tuple[str, ...] = ()
+    workers: list[Worker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="mesh-bench-")
+        self.db = os.path.join(self.dir, "mesh.db")
+        self.state = os.path.join(self.dir, "state")
+        self.client_state = os.path.join(self.dir, "client-state")
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
+
+    def start(self) -> None:
+        env = _clean_env()
+        for i in range(1, self.n + 1):
+            name = f"{self.prefix}{i}"
+            log_path = os.path.join(self.dir, f"{name}.log")
+            log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+            cmd = [sys.executable, "-m", "mesh_tui", "--no-ui", "--db", self.db, "--state-dir", self.state,
+                   "--name", name, "--capacity", str(self.capacity), "--log-format", self.log_format,
+                   *self.extra_args]
+            # Own session: a Ctrl-C in the terminal reaches only the bench, which then stops the workers.
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    cwd=self.dir, env=env, start_new_session=True)
+            worker = Worker(name, proc, log_path, log_file)
+            with contextlib.suppress(psutil.Error):
+                worker.ps = psutil.Process(proc.pid)
+            self.workers.append(worker)
+
+    def check_alive(self) -> None:
+        for w in self.workers:
+            code = w.proc.poll()
+            if code is not None:
+                raise BenchError(f"worker {w.name} exited with code {code}; last log lines:\n{w.log_tail()}")
+
+    def stop(self, grace: float = 6.0) -> None:
+        """SIGTERM every worker (graceful leave), wait up to ``grace`` s, then SIGKILL the rest."""
+        for w in self.workers:
+            if w.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for w in self.workers:
+            try:
+                w.proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    w.proc.wait(timeout=5)
+        for w in self.workers:
+            with contextlib.suppress(OSError):
+                w.log_file.close()
+
+    def cleanup(self) -> None:
+        if not self.keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the client side -------------------------------------------------------------
+    def client_config(self, max_capacity: int | None = None) -> MeshConfig:
+        return load_config(overrides={"sqlite_db_path": self.db, "state_dir": self.client_state,
+                                      "max_capacity": max_capacity or self.capacity},
+                           env={}, use_default_file=False)
+
+    @contextlib.asynccontextmanager
+    async def client(self, max_capacity: int | None = None) -> Any:
+        mesh = AgentMeshManager(self.client_config(max_capacity), role=NodeRole.CLIENT)
+        await mesh.start()
+        try:
+            yield mesh
+        finally:
+            await mesh.stop()
+
+    async def wait_active(self, mesh: AgentMeshManager, timeout: float = 30.0) -> float:
+        """Poll the mesh until every worker is active; returns the seconds it took."""
+        names = {w.name for w in self.workers}
+        started = time.monotonic()
+        while True:
+            self.check_alive()
+            view = await mesh.mesh_view()
+            active = {m.info.name: m.info.node_id for m in view["members"]
+                      if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER and not m.info.left}
+            if names <= set(active):
+                for w in self.workers:
+                    w.node_id = active[w.name]
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise BenchError(f"workers not active after {timeout:g} s: have {sorted(active)}, want "
+                                 f"{sorted(names)}; last log lines of {self.workers[0].name}:\n"
+                                 f"{self.workers[0].log_tail()}")
+            await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {w.name: w.cpu_seconds() for w in self.workers}
+
+
+class CpuMeter:
+    """CPU seconds used by the bench process and each worker over a section of code."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.me = psutil.Process()
+
+    def _now(self) -> dict[str, float]:
+        t = self.me.cpu_times()
+        data = {"bench": t.user + t.system}
+        data.update(self.cluster.cpu_seconds())
+        return data
+
+    @contextlib.contextmanager
+    def measure(self, into: dict[str, Any]) -> Iterator[None]:
+        before, wall = self._now(), time.perf_counter()
+        try:
+            yield
+        finally:
+            wall = time.perf_counter() - wall
+            after = self._now()
+            used = {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
+            into["cpu_seconds"] = used
+            into["cpu_utilisation"] = {k: round(v / wall, 3) if wall > 0 else 0.0 for k, v in used.items()}
+            into["wall_seconds"] = round(wall, 3)
+
+
+class LogTail:
+    """Incremental reader of a worker's JSON-lines log: first ``at`` of each MemoryChanged key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._offset = 0
+        self._rest = b""
+        self.seen: dict[str, float] = {}
+        self.lines = 0
+        self.bad_lines = 0
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        if not data:
+            return
+        self._offset += len(data)
+        data = self._rest + data
+        *complete, self._rest = data.split(b"\n")
+        for raw in complete:
+            self.lines += 1
+            if b"MemoryChanged" not in raw:
+                continue
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            if event.get("event") == "MemoryChanged" and isinstance(event.get("key"), str):
+                self.seen.setdefault(event["key"], float(event["at"]))

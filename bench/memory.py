@@ -1,0 +1,147 @@
+"""``memory``: write→visible latency of shared memory items on 3 worker nodes.
+
+The bench process writes with a client-role manager (``sync_memory_item``). Workers
+run with ``--log-format json``; each applied remote write prints a ``MemoryChanged``
+line whose ``at`` is when that node applied it. write→visible = ``at`` minus the
+wall-clock time taken just before the write call (same machine, same clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mesh_core.manager import AgentMeshManager
+
+from .cluster import Cluster, CpuMeter, LogTail
+from .stats import summary_ms
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    writes: int = 300
+    spacing_s: float = 0.005
+    burst: int = 2000
+    burst_inflight: int = 64
+    workers: int = 3
+    visible_timeout_s: float = 30.0
+    keep_dir: bool = False
+
+
+async def _wait_visible(tails: list[LogTail], keys: list[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        for tail in tails:
+            tail.poll()
+        if all(all(k in tail.seen for k in keys) for tail in tails):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def _visibility(tails: dict[str, LogTail], written: dict[str, float]) -> dict[str, Any]:
+    per_node: dict[str, Any] = {}
+    every: list[float] = []
+    all_nodes: list[float] = []  # per key: when the last node saw it
+    missing = 0
+    for name, tail in tails.items():
+        lags = [tail.seen[k] - t for k, t in written.items() if k in tail.seen]
+        missing += sum(1 for k in written if k not in tail.seen)
+        per_node[name] = summary_ms(lags)
+        every += lags
+    for k, t in written.items():
+        seen = [tail.seen[k] for tail in tails.values() if k in tail.seen]
+        if len(seen) == len(tails):
+            all_nodes.append(max(seen) - t)
+    return {"any_node": summary_ms(every), "all_nodes": summary_ms(all_nodes), "per_node": per_node,
+            "missing": missing}
+
+
+async def _spaced_writes(mesh: AgentMeshManager, n: int, spacing: float) -> tuple[dict[str, float], list[float]]:
+    written: dict[str, float] = {}
+    call: list[float] = []
+    for i in range(n):
+        key = f"k{i}"
+        t = time.time()
+        p0 = time.perf_counter()
+        await mesh.sync_memory_item("bench", {"i": i, "t": t}, key=key)
+        call.append(time.perf_counter() - p0)
+        written[key] = t
+        await asyncio.sleep(spacing)
+    return written, call
+
+
+async def _burst(mesh: AgentMeshManager, n: int, inflight: int) -> tuple[dict[str, float], float, float]:
+    """Write ``n`` items as fast as the client can; returns (key -> write time, first write, last write done)."""
+    written: dict[str, float] = {}
+    next_i = 0
+
+    async def writer() -> None:
+        nonlocal next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            key = f"b{i}"
+            t = time.time()
+            await mesh.sync_memory_item("bench", {"i": i, "t": t, "burst": True}, key=key)
+            written[key] = t
+
+    start = time.time()
+    await asyncio.gather(*(writer() for _ in range(min(inflight, n))))
+    return written, start, time.time()
+
+
+async def run(opts: MemoryOptions, log: Any = print) -> dict[str, Any]:
+    result: dict[str, Any] = {"options": opts.__dict__.copy()}
+    with Cluster(opts.workers, log_format="json", prefix="m", keep_dir=opts.keep_dir) as cluster:
+        t0 = time.monotonic()
+        cluster.start()
+        tails = {w.name: LogTail(w.log_path) for w in cluster.workers}
+        async with cluster.client() as mesh:
+            await cluster.wait_active(mesh)
+            # the client wakes the nodes it knows of: make sure its peer list holds all of them
+            await mesh.mesh_view()
+            result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
+            log(f"memory: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
+            meter = CpuMeter(cluster)
+
+            log(f"memory: {opts.writes} writes, {opts.spacing_s * 1000:g} ms apart ...")
+            lat: dict[str, Any] = {}
+            with meter.measure(lat):
+                written, call = await _spaced_writes(mesh, opts.writes, opts.spacing_s)
+                ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
+            lat.update(_visibility(tails, written))
+            lat["all_visible"] = ok
+            lat["write_call"] = summary_ms(call)
+            result["write_to_visible"] = lat
+            cluster.check_alive()
+            log(f"memory: write→visible p50 {lat['any_node'].get('p50_ms')} ms, "
+                f"p99 {lat['any_node'].get('p99_ms')} ms")
+
+            log(f"memory: burst of {opts.burst} writes, {opts.burst_inflight} in flight ...")
+            burst: dict[str, Any] = {}
+            with meter.measure(burst):
+                bw, start, end_writes = await _burst(mesh, opts.burst, opts.burst_inflight)
+                ok = await _wait_visible(list(tails.values()), list(bw), opts.visible_timeout_s)
+            per_node = {}
+            for name, tail in tails.items():
+                got = [tail.seen[k] for k in bw if k in tail.seen]
+                last = max(got) if got else start
+                per_node[name] = {"applied": len(got), "seconds": round(last - start, 3),
+                                  "items_per_second": round(len(got) / (last - start), 1) if last > start else 0.0}
+            last_all = max((tail.seen[k] for tail in tails.values() for k in bw if k in tail.seen), default=start)
+            burst.update({
+                "items": opts.burst, "all_visible": ok, "write_seconds": round(end_writes - start, 3),
+                "writes_per_second": round(opts.burst / (end_writes - start), 1) if end_writes > start else 0.0,
+                "applied_everywhere_seconds": round(last_all - start, 3),
+                "applied_items_per_second": round(opts.burst / (last_all - start), 1) if last_all > start else 0.0,
+                "per_node": per_node, "lag": _visibility(tails, bw)})
+            result["burst"] = burst
+            cluster.check_alive()
+            log(f"memory: burst {burst['writes_per_second']} writes/s, applied on all nodes at "
+                f"{burst['applied_items_per_second']} items/s")
+        result["log_lines"] = {name: {"lines": t.lines, "unparsable": t.bad_lines} for name, t in tails.items()}
+    return result

@@ -1,0 +1,171 @@
+"""``tasks``: no-op ``echo`` tasks end to end on SQLite, 1 in-process submitter, 2 worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh_core.errors import MeshError
+from mesh_core.manager import AgentMeshManager
+from mesh_core.model import TaskStatus
+
+from .cluster import Cluster, CpuMeter
+from .stats import summary_ms
+
+
+@dataclass(frozen=True)
+class TasksOptions:
+    latency_n: int = 500
+    throughput_n: int = 20_000
+    inflight: int = 512
+    workers: int = 2
+    capacity: int = 100_000
+    warmup: int = 50
+    task_timeout: float = 30.0
+    throughput_budget_s: float = 75.0  # stop submitting after this long, report what finished
+    keep_dir: bool = False
+
+
+@dataclass
+class Trace:
+    """Wall-clock marks of the tasks of one phase, joined later with the stored timestamps."""
+
+    marks: dict[str, tuple[float, float]] = field(default_factory=dict)  # task id -> (submit start, wait end)
+
+
+async def _round_trip(mesh: AgentMeshManager, payload: Any, timeout: float,
+                      trace: Trace | None = None) -> tuple[float, float, TaskStatus]:
+    """(submit seconds, submit→final seconds, final status) of one echo task."""
+    wall0 = time.time()
+    t0 = time.perf_counter()
+    task_id = await mesh.submit_task("echo", payload)
+    t1 = time.perf_counter()
+    task = await mesh.wait_task(task_id, timeout)
+    t2 = time.perf_counter()
+    if trace is not None:
+        trace.marks[task_id] = (wall0, wall0 + (t2 - t0))
+    return t1 - t0, t2 - t0, task.status
+
+
+def _breakdown(db: str, trace: Trace) -> dict[str, Any]:
+    """Where the time of a round trip goes, from the timestamps the engine stores on each task.
+
+    submit→claimed: submit call start to ``started_at`` (enqueue commit, wake-up, claim);
+    claimed→finished: ``started_at`` to ``finished_at`` (handler run and result write);
+    finished→seen: ``finished_at`` to the submitter's ``wait_task`` returning (result notification).
+    """
+    rows = _read_rows(db, "SELECT task_id, started_at, finished_at, node_name FROM tasks")
+    queue, run_, notify = [], [], []
+    per_node: dict[str, int] = {}
+    for task_id, started, finished, node in rows:
+        mark = trace.marks.get(task_id)
+        if mark is None or started is None or finished is None:
+            continue
+        per_node[node] = per_node.get(node, 0) + 1
+        queue.append(started - mark[0])
+        run_.append(finished - started)
+        notify.append(mark[1] - finished)
+    return {"submit_to_claimed": summary_ms(queue), "claimed_to_finished": summary_ms(run_),
+            "finished_to_seen": summary_ms(notify), "tasks_per_worker": per_node}
+
+
+def _read_rows(db: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def _latency(mesh: AgentMeshManager, n: int, timeout: float, trace: Trace) -> dict[str, Any]:
+    submit, total, failed = [], [], 0
+    started = time.perf_counter()
+    for i in range(n):
+        s, t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
+        submit.append(s)
+        total.append(t)
+        failed += status is not TaskStatus.SUCCEEDED
+    wall = time.perf_counter() - started
+    return {"round_trips": n, "failed": failed, "wall_seconds": round(wall, 3),
+            "round_trip": summary_ms(total), "submit_call": summary_ms(submit)}
+
+
+async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: float,
+                      budget_s: float, trace: Trace) -> dict[str, Any]:
+    total: list[float] = []
+    submit: list[float] = []
+    failed = errors = 0
+    next_i = 0
+    last_done = 0.0
+    first_submit = time.perf_counter()
+    deadline = first_submit + budget_s
+    error_samples: list[str] = []
+
+    async def runner() -> None:
+        nonlocal next_i, failed, errors, last_done
+        while next_i < n and time.perf_counter() < deadline:
+            i = next_i
+            next_i += 1
+            try:
+                s, t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
+            except (MeshError, TimeoutError) as exc:
+                errors += 1
+                if len(error_samples) < 5:
+                    error_samples.append(f"{type(exc).__name__}: {exc}")
+                continue
+            last_done = time.perf_counter()
+            submit.append(s)
+            total.append(t)
+            failed += status is not TaskStatus.SUCCEEDED
+
+    await asyncio.gather(*(runner() for _ in range(min(inflight, n))))
+    wall = (last_done or time.perf_counter()) - first_submit
+    done = len(total)
+    return {"tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
+            "error_samples": error_samples, "truncated_by_budget": done + errors < n, "inflight": inflight,
+            "wall_seconds": round(wall, 3), "tasks_per_second": round(done / wall, 1) if wall > 0 else 0.0,
+            "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
+
+
+async def run(opts: TasksOptions, log: Any = print) -> dict[str, Any]:
+    result: dict[str, Any] = {"options": opts.__dict__.copy()}
+    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir) as cluster:
+        t0 = time.monotonic()
+        cluster.start()
+        async with cluster.client() as mesh:
+            await cluster.wait_active(mesh)
+            result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
+            log(f"tasks: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
+            for i in range(opts.warmup):
+                await _round_trip(mesh, {"warmup": i}, opts.task_timeout)
+            meter = CpuMeter(cluster)
+
+            log(f"tasks: idle latency, {opts.latency_n} sequential round trips ...")
+            lat: dict[str, Any] = {}
+            lat_trace = Trace()
+            with meter.measure(lat):
+                lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
+            result["idle_latency"] = lat
+            cluster.check_alive()
+            log(f"tasks: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
+
+            log(f"tasks: throughput, {opts.throughput_n} tasks with {opts.inflight} in flight ...")
+            thr: dict[str, Any] = {}
+            thr_trace = Trace()
+            with meter.measure(thr):
+                thr.update(await _throughput(mesh, opts.throughput_n, opts.inflight, opts.task_timeout,
+                                             opts.throughput_budget_s, thr_trace))
+            result["throughput"] = thr
+            cluster.check_alive()
+            log(f"tasks: {thr['tasks_per_second']} tasks/s, under load p50 "
+                f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
+
+            result["task_counts"] = await mesh.backend.task_counts()
+            result["client_counters"] = dict(mesh.counters)
+            result["client_sqlite_lock_waits"] = getattr(mesh.backend, "lock_waits", None)
+        lat["breakdown"] = _breakdown(cluster.db, lat_trace)
+        thr["breakdown"] = _breakdown(cluster.db, thr_trace)
+    return result

@@ -1,0 +1,311 @@
+"""Behaviour every backend must give (ARCHITECTURE.md § Semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mesh_core import NoCapacity, TaskFailed, UnknownTaskType
+from mesh_core.model import NodeStatus, NodeType, TaskStatus
+
+from .conftest import Cluster, eventually
+
+
+def statuses(mesh) -> dict[str, str]:
+    return {m.info.name: m.status.value for m in mesh.table.members()}
+
+
+# -- membership -------------------------------------------------------------------------
+
+async def test_nodes_join_and_see_each_other(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+
+    async def both_see_both():
+        return all(statuses(m) == {"a": "active", "b": "active"} for m in (a, b))
+    await eventually(both_see_both)
+
+
+async def test_graceful_stop_is_left_not_dead(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await eventually(lambda: _async(statuses(a).get("b") == "active"))
+    await b.stop()
+    await eventually(lambda: _async(statuses(a).get("b") == "left"))
+    await asyncio.sleep(1.3)  # past the timeout: a leave stays a leave
+    assert statuses(a)["b"] == "left"
+
+
+async def test_crashed_node_goes_suspect_then_dead(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await eventually(lambda: _async(statuses(a).get("b") == "active"))
+    seen = []
+
+    async def watch():
+        async for event in a.subscribe():
+            if getattr(event, "name", None) == "b" and event.kind == "NodeStatusChanged":
+                seen.append(event.new)
+    watcher = asyncio.create_task(watch())
+    await cluster.crash(b)
+    await eventually(lambda: _async(statuses(a).get("b") == "dead"), timeout=3)
+    watcher.cancel()
+    assert seen[:2] == ["suspect", "dead"]
+
+
+async def test_restart_keeps_identity_with_higher_incarnation(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    first_id, first_inc = a.node_id, a.identity.incarnation
+    await a.sync_memory_item("fact", {"colour": "blue"}, key="sky")
+    await a.stop()
+    cluster.nodes.remove(a)
+    again = await cluster.node("a")
+    assert again.node_id == first_id
+    assert again.identity.incarnation == first_inc + 1
+    assert await again.recall("sky") == {"colour": "blue"}
+
+
+async def test_two_unnamed_nodes_in_one_folder_are_distinct(cluster: Cluster) -> None:
+    x = await cluster.node()
+    y = await cluster.node()
+    assert x.node_id != y.node_id and x.name != y.name
+
+
+async def test_rejoin_after_disable(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await eventually(lambda: _async(statuses(a).get("b") == "active"))
+    await b.disable()
+    await eventually(lambda: _async(statuses(a).get("b") == "left"))
+    await b.enable()
+    await eventually(lambda: _async(statuses(a).get("b") == "active"))
+    assert a.table.get(b.node_id).info.incarnation == 2
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+async def test_submit_and_wait_from_a_client(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    task_id = await client.submit_task("echo", {"hello": "mesh"})
+    assert await client.wait_for(task_id, timeout=5) == {"hello": "mesh"}
+    task = await client.get_task(task_id)
+    assert task.status is TaskStatus.SUCCEEDED and task.node_name == "w1" and task.attempt == 1
+    assert "least_loaded" in task.why
+
+
+async def test_clients_are_not_workers(cluster: Cluster) -> None:
+    w = await cluster.node("w1")
+    await cluster.client()
+    await asyncio.sleep(0.3)
+    assert set(statuses(w)) == {"w1"}
+
+
+async def test_routing_spreads_by_load(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    await cluster.node("w2")
+    client = await cluster.client()
+    ids = [await client.submit_task("sleep", {"seconds": 0.3}) for _ in range(6)]
+    tasks = [await client.get_task(i) for i in ids]
+    by_node = {t.node_name for t in tasks}
+    assert by_node == {"w1", "w2"}
+    for i in ids:
+        await client.wait_for(i, timeout=10)
+
+
+async def test_preferred_node_type_wins(cluster: Cluster) -> None:
+    await cluster.node("gen")
+    await cluster.node("hub", node_type="coordination_hub")
+    client = await cluster.client()
+    task_id = await client.submit_task("echo", 1, preferred_node_types=[NodeType.COORDINATION_HUB])
+    await client.wait_for(task_id, timeout=5)
+    task = await client.get_task(task_id)
+    assert task.node_name == "hub" and "preferred coordination_hub" in task.why
+
+
+async def test_unknown_task_type_is_refused(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    with pytest.raises(UnknownTaskType):
+        await client.submit_task("no_such_type")
+    with pytest.raises(UnknownTaskType):
+        await client.submit_task("echo", required_capabilities={"quantum"})
+
+
+async def test_full_mesh_answers_no_capacity(cluster: Cluster) -> None:
+    await cluster.node("w1", max_capacity=2, concurrency=1)
+    client = await cluster.client()
+    for _ in range(2):
+        await client.submit_task("sleep", {"seconds": 2})
+    with pytest.raises(NoCapacity):
+        await client.submit_task("sleep", {"seconds": 2})
+
+
+async def test_failing_task_retries_then_dead_letters_with_every_error(cluster: Cluster) -> None:
+    await cluster.node("w1", **{"task_distribution": {"max_task_retries": 2, "retry_backoff_seconds": 0.01}})
+    client = await cluster.client()
+    task_id = await client.submit_task("fail", {"message": "boom"}, max_retries=2)
+    with pytest.raises(TaskFailed) as info:
+        await client.wait_for(task_id, timeout=10)
+    assert info.value.status == "dead_letter"
+    task = await client.get_task(task_id)
+    assert task.attempt == 3 and task.failures == 3
+    assert [a.error for a in task.attempts] == ["DiagnosticFailure: boom"] * 3
+
+
+async def test_handler_timeout_fails_the_attempt(cluster: Cluster) -> None:
+    await cluster.node("w1", **{"task_distribution": {"max_task_retries": 0}})
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 5}, timeout_s=0.2, max_retries=0)
+    with pytest.raises(TaskFailed) as info:
+        await client.wait_for(task_id, timeout=5)
+    assert "timed out" in info.value.errors[0]
+
+
+async def test_task_on_crashed_node_is_rerouted_with_new_attempt(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1")
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 0.5})
+    await eventually(lambda: _async(bool(w1._running)))
+    w2 = await cluster.node("w2")
+    await cluster.crash(w1)
+    assert await client.wait_for(task_id, timeout=8) == {"slept": 0.5}
+    task = await client.get_task(task_id)
+    assert task.attempt == 2 and task.node_id == w2.node_id
+    assert len(task.attempts) == 2 and task.attempts[0].error.startswith("re-routed")
+
+
+async def test_late_result_from_old_attempt_is_refused(cluster: Cluster) -> None:
+    """A paused executor's lease lapses; its work runs elsewhere; its late result is refused."""
+    w1 = await cluster.node("w1")
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 1.5})
+    await eventually(lambda: _async(bool(w1._running)))
+    # Stop w1's heartbeats and lease renewals (as SIGSTOP would) while its handler keeps going.
+    w1.enabled = False
+    w1._accepting = False
+    w2 = await cluster.node("w2")
+    await eventually(lambda: _async(w2.table.status_of(w1.node_id) is NodeStatus.DEAD), timeout=4)
+    result = await client.wait_task(task_id, timeout=8)
+    assert result.status is TaskStatus.SUCCEEDED and result.node_id == w2.node_id and result.attempt == 2
+    await eventually(lambda: _async(w1.counters["stale_results"] == 1), timeout=3)
+    after = await client.get_task(task_id)
+    assert after.node_id == w2.node_id and after.finished_at == result.finished_at
+
+
+async def test_exactly_once_recording_under_crash(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1", concurrency=8)
+    await cluster.node("w2", concurrency=8)
+    client = await cluster.client()
+    ids = [await client.submit_task("sleep", {"seconds": 0.05}, task_id=f"t{i:03d}") for i in range(120)]
+    await eventually(lambda: _async(len(w1._running) > 0))
+    await cluster.crash(w1)
+    finals = [await client.wait_task(i, timeout=20) for i in ids]
+    assert all(t.status is TaskStatus.SUCCEEDED for t in finals)
+    assert len({t.task_id for t in finals}) == 120
+    for t in await client.backend.get_tasks(ids[:50]):
+        successes = [a for a in t.attempts if a.finished_at is not None and a.error is None]
+        assert len(successes) == 1, t.attempts
+
+
+async def test_submitting_the_same_task_id_twice_makes_one_task(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    await client.submit_task("echo", 1, task_id="same")
+    await client.submit_task("echo", 2, task_id="same")
+    assert await client.wait_for("same", timeout=5) == 1
+
+
+async def test_graceful_stop_hands_back_running_work(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1", shutdown_grace_seconds=0.1)
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 1.0})
+    await eventually(lambda: _async(bool(w1._running)))
+    w2 = await cluster.node("w2")
+    await eventually(lambda: _async(w1.table.status_of(w2.node_id) is NodeStatus.ACTIVE))
+    await w1.stop()
+    task = await client.wait_task(task_id, timeout=8)
+    assert task.status is TaskStatus.SUCCEEDED and task.node_id == w2.node_id
+    assert "handed back" in (task.attempts[0].error or "")
+
+
+async def test_plugin_handler_via_register(cluster: Cluster) -> None:
+    w = await cluster.node("w1")
+
+    async def shout(payload, ctx):
+        return {"text": str(payload).upper(), "attempt": ctx.attempt}
+    w.register_handler("shout", shout, capabilities={"loud"})
+    client = await cluster.client()
+    await eventually(lambda: _async("shout" in (client.table.get(w.node_id) or _Nil).info.task_types), timeout=3)
+    task_id = await client.submit_task("shout", "hi", required_capabilities={"loud"})
+    assert await client.wait_for(task_id, timeout=5) == {"text": "HI", "attempt": 1}
+
+
+# -- memory -----------------------------------------------------------------------------
+
+async def test_memory_write_is_recalled_on_other_nodes(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.sync_memory_item("important_fact", {"fact": "the mesh is alive"}, priority=9, key="alive")
+
+    async def on_b():
+        try:
+            return await b.recall("alive") == {"fact": "the mesh is alive"}
+        except Exception:
+            return False
+    await eventually(on_b)
+    client = await cluster.client()
+    assert (await client.recall_item("alive")).value == {"fact": "the mesh is alive"}
+
+
+async def test_concurrent_writes_converge_latest_wins(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    # Make the writes concurrent: neither node applies the other's write before writing its own.
+    for mesh in (a, b):
+        for loop_task in mesh._loops:
+            if loop_task.get_coro().__name__ == "_memory_loop":
+                loop_task.cancel()
+    key_a = await a.sync_memory_item("fact", "from a", key="k")
+    key_b = await b.sync_memory_item("fact", "from b", key="k")
+    assert key_a == key_b == "k"
+    own_a, own_b = a.replica.siblings("fact", "k")[0], b.replica.siblings("fact", "k")[0]
+    assert set(own_a.vv) == {a.node_id} and set(own_b.vv) == {b.node_id}  # truly concurrent
+    await a.sync_now()
+    await b.sync_now()
+    va, vb = await a.recall_item("k"), await b.recall_item("k")
+    expected = max((own_a, own_b), key=lambda i: (i.hlc, i.origin)).value
+    assert va.value == vb.value == expected
+    assert not va.siblings and not vb.siblings
+    assert a.replica.siblings("fact", "k")[0].vv == b.replica.siblings("fact", "k")[0].vv == {a.node_id: 1,
+                                                                                              b.node_id: 1}
+    loser = "from b" if expected == "from a" else "from a"
+    assert a.replica.history("fact", "k")[0]["value"] == loser or b.replica.history("fact", "k")[0]["value"] == loser
+
+
+async def test_corrupt_memory_frame_is_refused_and_counted(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.backend.publish_memory(a.node_id, [("fact", "bad", b"MF\x01\x00garbage")])
+    await a.sync_memory_item("fact", "fine", key="good")
+    await eventually(lambda: _async(b.counters["corrupt_memory_frames"] >= 1))
+    await eventually(lambda: _recall_is(b, "good", "fine"))
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+async def _async(value):
+    return value
+
+
+async def _recall_is(mesh, key, value) -> bool:
+    try:
+        return await mesh.recall(key) == value
+    except Exception:
+        return False
+
+
+class _Nil:
+    class info:  # noqa: N801
+        task_types: frozenset = frozenset()
