@@ -14,7 +14,7 @@ from . import memory, report, tasks
 from .cluster import BenchError
 
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
-QUICK_MEMORY = {"writes": 50, "burst": 300}
+QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short smoke run (100 + 2,000 tasks, 50 writes)")
     p.add_argument("--latency-n", type=int, help="sequential idle round trips (default 500, quick 100)")
     p.add_argument("--throughput-n", type=int, help="tasks in the throughput run (default 20,000, quick 2,000)")
-    p.add_argument("--inflight", type=int, help="concurrent submit+wait coroutines (default 512)")
-    p.add_argument("--budget", type=float, help="stop the throughput run after this many seconds (default 75)")
+    p.add_argument("--inflight", type=_levels, metavar="N[,N...]",
+                   help="concurrent submit+wait coroutines; one throughput run per value (default 256,1024)")
+    p.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
     p.add_argument("--writes", type=int, help="spaced memory writes (default 300, quick 50)")
     p.add_argument("--spacing-ms", type=float, help="gap between spaced memory writes (default 5)")
     p.add_argument("--burst", type=int, help="memory burst size (default 2,000, quick 300)")
@@ -34,17 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of whole numbers: {text!r}") from None
+    if not levels or min(levels) <= 0:
+        raise argparse.ArgumentTypeError("in-flight levels must be positive")
+    return levels
+
+
 def _options(args: argparse.Namespace) -> tuple[tasks.TasksOptions, memory.MemoryOptions]:
     t: dict[str, Any] = dict(QUICK_TASKS) if args.quick else {}
     m: dict[str, Any] = dict(QUICK_MEMORY) if args.quick else {}
     for src, dst, key in (("latency_n", t, "latency_n"), ("throughput_n", t, "throughput_n"),
-                          ("inflight", t, "inflight"), ("budget", t, "throughput_budget_s"),
+                          ("budget", t, "throughput_budget_s"),
                           ("writes", m, "writes"), ("burst", m, "burst")):
         value = getattr(args, src)
         if value is not None:
             if value <= 0:
                 raise SystemExit(f"python -m bench: --{src.replace('_', '-')} must be positive")
             dst[key] = value
+    if args.inflight is not None:
+        t["inflight"] = args.inflight
     if args.spacing_ms is not None:
         m["spacing_s"] = max(0.0, args.spacing_ms) / 1000.0
     if args.keep_temp:

@@ -117,12 +117,23 @@ class Cluster:
             if code is not None:
                 raise BenchError(f"worker {w.name} exited with code {code}; last log lines:\n{w.log_tail()}")
 
-    def stop(self, grace: float = 6.0) -> None:
-        """SIGTERM every worker (graceful leave), wait up to ``grace`` s, then SIGKILL the rest."""
+    def pause(self) -> None:
+        """SIGSTOP every worker (to queue up work they then catch up on)."""
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: int) -> None:
         for w in self.workers:
             if w.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    w.proc.send_signal(signal.SIGTERM)
+                    w.proc.send_signal(sig)
+
+    def stop(self, grace: float = 6.0) -> None:
+        """SIGTERM every worker (graceful leave), wait up to ``grace`` s, then SIGKILL the rest."""
+        self.resume()  # a paused worker would not act on SIGTERM
+        self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for w in self.workers:
             try:

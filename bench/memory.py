@@ -25,6 +25,7 @@ class MemoryOptions:
     spacing_s: float = 0.005
     burst: int = 2000
     burst_inflight: int = 64
+    catch_up: int = 2000  # items written while the workers are paused (SIGSTOP), then applied on resume
     workers: int = 3
     visible_timeout_s: float = 30.0
     keep_dir: bool = False
@@ -74,7 +75,8 @@ async def _spaced_writes(mesh: AgentMeshManager, n: int, spacing: float) -> tupl
     return written, call
 
 
-async def _burst(mesh: AgentMeshManager, n: int, inflight: int) -> tuple[dict[str, float], float, float]:
+async def _burst(mesh: AgentMeshManager, n: int, inflight: int,
+                 prefix: str = "b") -> tuple[dict[str, float], float, float]:
     """Write ``n`` items as fast as the client can; returns (key -> write time, first write, last write done)."""
     written: dict[str, float] = {}
     next_i = 0
@@ -84,14 +86,40 @@ async def _burst(mesh: AgentMeshManager, n: int, inflight: int) -> tuple[dict[st
         while next_i < n:
             i = next_i
             next_i += 1
-            key = f"b{i}"
+            key = f"{prefix}{i}"
             t = time.time()
-            await mesh.sync_memory_item("bench", {"i": i, "t": t, "burst": True}, key=key)
+            await mesh.sync_memory_item("bench", {"i": i, "t": t, "burst": prefix}, key=key)
             written[key] = t
 
     start = time.time()
     await asyncio.gather(*(writer() for _ in range(min(inflight, n))))
     return written, start, time.time()
+
+
+async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, LogTail], opts: MemoryOptions,
+                    meter: CpuMeter) -> dict[str, Any]:
+    """How fast nodes apply a backlog: write ``catch_up`` items with the workers paused, then resume them."""
+    out: dict[str, Any] = {"items": opts.catch_up}
+    cluster.pause()
+    try:
+        written, start, end_writes = await _burst(mesh, opts.catch_up, opts.burst_inflight, prefix="c")
+    finally:
+        resumed = time.time()
+        cluster.resume()
+    with meter.measure(out):
+        ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
+    per_node = {}
+    for name, tail in tails.items():
+        got = [tail.seen[k] for k in written if k in tail.seen]
+        last = max(got) if got else resumed
+        per_node[name] = {"applied": len(got), "seconds": round(last - resumed, 3),
+                          "items_per_second": round(len(got) / (last - resumed), 1) if last > resumed else 0.0}
+    out.update({"all_visible": ok, "paused_seconds": round(resumed - start, 3),
+                "writes_per_second_while_paused": round(opts.catch_up / (end_writes - start), 1)
+                if end_writes > start else 0.0,
+                "applied_items_per_second": min(v["items_per_second"] for v in per_node.values()),
+                "per_node": per_node})
+    return out
 
 
 async def run(opts: MemoryOptions, log: Any = print) -> dict[str, Any]:
@@ -143,5 +171,9 @@ async def run(opts: MemoryOptions, log: Any = print) -> dict[str, Any]:
             cluster.check_alive()
             log(f"memory: burst {burst['writes_per_second']} writes/s, applied on all nodes at "
                 f"{burst['applied_items_per_second']} items/s")
+            if opts.catch_up:
+                result["catch_up"] = await _catch_up(cluster, mesh, tails, opts, meter)
+                log(f"memory: catch-up of {opts.catch_up} queued items at "
+                    f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node)")
         result["log_lines"] = {name: {"lines": t.lines, "unparsable": t.bad_lines} for name, t in tails.items()}
     return result

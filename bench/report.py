@@ -82,7 +82,7 @@ def render(data: dict[str, Any]) -> str:
     rows: list[list[str]] = []
     tasks = data.get("tasks")
     if tasks and "error" not in tasks:
-        idle, thr = tasks.get("idle_latency", {}), tasks.get("throughput", {})
+        idle = tasks.get("idle_latency", {})
         rows.append(_row("tasks: idle round trip", idle.get("round_trip"),
                          _target(idle.get("round_trip", {}).get("p50_ms"), TARGET_IDLE_P50_MS, "p50 ≤", " ms",
                                  lower=True)))
@@ -91,14 +91,16 @@ def render(data: dict[str, Any]) -> str:
         rows.append(_row("  submit→claimed (idle)", bd.get("submit_to_claimed")))
         rows.append(_row("  claimed→finished (idle)", bd.get("claimed_to_finished")))
         rows.append(_row("  finished→seen (idle)", bd.get("finished_to_seen")))
-        rows.append(_row("tasks: submit→result under load", thr.get("latency_under_load"),
-                         f"{thr.get('tasks_per_second', 0):,.0f} tasks/s "
-                         + _target(thr.get("tasks_per_second"), TARGET_TASKS_PER_SECOND, "≥", "/s")))
-        bd = thr.get("breakdown", {})
-        rows.append(_row("  submit call (load)", thr.get("submit_call_under_load")))
-        rows.append(_row("  submit→claimed (load)", bd.get("submit_to_claimed")))
-        rows.append(_row("  claimed→finished (load)", bd.get("claimed_to_finished")))
-        rows.append(_row("  finished→seen (load)", bd.get("finished_to_seen")))
+        for thr in _runs(tasks):
+            k = thr.get("inflight")
+            bd = thr.get("breakdown", {})
+            rows.append(_row(f"tasks: submit→result, {k} in flight", thr.get("latency_under_load"),
+                             f"{thr.get('tasks_per_second', 0):,.0f} tasks/s "
+                             + _target(thr.get("tasks_per_second"), TARGET_TASKS_PER_SECOND, "≥", "/s")))
+            rows.append(_row(f"  submit call ({k})", thr.get("submit_call_under_load")))
+            rows.append(_row(f"  submit→claimed ({k})", bd.get("submit_to_claimed")))
+            rows.append(_row(f"  claimed→finished ({k})", bd.get("claimed_to_finished")))
+            rows.append(_row(f"  finished→seen ({k})", bd.get("finished_to_seen")))
     mem = data.get("memory")
     if mem and "error" not in mem:
         vis, burst = mem.get("write_to_visible", {}), mem.get("burst", {})
@@ -108,6 +110,10 @@ def render(data: dict[str, Any]) -> str:
         rows.append(_row("memory: burst write→visible", burst.get("lag", {}).get("any_node"),
                          f"{burst.get('applied_items_per_second', 0):,.0f} items/s applied on all nodes "
                          f"({burst.get('writes_per_second', 0):,.0f} writes/s)"))
+        catch = mem.get("catch_up")
+        if catch:
+            rows.append(["memory: catch-up after pause", str(catch["items"]), "-", "-", "-", "-",
+                         f"{catch['applied_items_per_second']:,.0f} items/s applied per node (slowest)"])
     header = ["measure", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "notes"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
@@ -117,9 +123,9 @@ def render(data: dict[str, Any]) -> str:
     info = data.get("machine", {})
     lines.insert(0, f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs, "
                     f"Python {info.get('python')}, SQLite {info.get('sqlite')}, {info.get('platform')}")
-    if tasks and "throughput" in tasks:
-        thr = tasks["throughput"]
-        lines.append(f"throughput: {thr['tasks_finished']}/{thr['tasks_requested']} tasks in "
+    for thr in _runs(tasks):
+        lines.append(f"throughput ({thr['inflight']} in flight): "
+                     f"{thr['tasks_finished']}/{thr['tasks_requested']} tasks in "
                      f"{thr['wall_seconds']} s, {thr['failed']} failed, {thr['errors']} errors"
                      + (" (stopped by the time budget)" if thr.get("truncated_by_budget") else "")
                      + f"; CPU use (cores): {thr.get('cpu_utilisation')}")
@@ -131,6 +137,13 @@ def render(data: dict[str, Any]) -> str:
         if data.get(part, {}).get("error"):
             lines.append(f"{part}: FAILED: {data[part]['error']}")
     return "\n".join(lines)
+
+
+def _runs(tasks: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not tasks or "error" in tasks:
+        return []
+    runs = tasks.get("throughput") or []
+    return runs if isinstance(runs, list) else [runs]
 
 
 def _target(value: float | None, target: float, word: str, unit: str, lower: bool = False) -> str:

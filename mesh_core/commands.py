@@ -8,6 +8,7 @@ each command builds its data first and renders text from that data, so
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -40,14 +41,16 @@ class Command:
     usage: str
     run: Runner
     aliases: tuple[str, ...] = field(default=())
+    raw: bool = False  # gets the rest of the line as one argument (for JSON values)
 
 
 REGISTRY: dict[str, Command] = {}
 
 
-def command(name: str, summary: str, usage: str = "", aliases: tuple[str, ...] = ()) -> Callable[[Runner], Runner]:
+def command(name: str, summary: str, usage: str = "", aliases: tuple[str, ...] = (),
+            raw: bool = False) -> Callable[[Runner], Runner]:
     def wrap(fn: Runner) -> Runner:
-        REGISTRY[name] = Command(name, summary, usage or name, fn, aliases)
+        REGISTRY[name] = Command(name, summary, usage or name, fn, aliases, raw)
         return fn
     return wrap
 
@@ -72,17 +75,18 @@ def complete(prefix: str) -> list[str]:
 
 async def run_command(mesh: AgentMeshManager, line: str) -> CommandResult:
     """Parse and run one command line; errors come back as a failed result, never raised."""
+    head, _, rest = line.strip().partition(" ")
+    if not head:
+        return CommandResult("", ok=True)
+    cmd = lookup(head)
+    if cmd is None:
+        return CommandResult(f"error: unknown command {head!r} (try /mesh_help)", ok=False)
     try:
-        words = shlex.split(line)
+        words = [rest.strip()] if cmd.raw else shlex.split(rest)
     except ValueError as exc:
         return CommandResult(f"error: {exc}", ok=False)
-    if not words:
-        return CommandResult("", ok=True)
-    cmd = lookup(words[0])
-    if cmd is None:
-        return CommandResult(f"error: unknown command {words[0]!r} (try /mesh_help)", ok=False)
     try:
-        return await cmd.run(mesh, words[1:])
+        return await cmd.run(mesh, words)
     except MeshError as exc:
         return CommandResult(f"error: {exc}", ok=False)
 
@@ -301,15 +305,19 @@ async def _help(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
                                             for c in REGISTRY.values()])
 
 
-@command("/mesh_remember", "Write a memory fact and share it", "/mesh_remember KEY VALUE_JSON [TYPE]")
+_REMEMBER = re.compile(r"^(?:--type\s+(?P<type>\S+)\s+)?(?P<key>\S+)\s+(?P<value>.+)$", re.DOTALL)
+
+
+@command("/mesh_remember", "Write a memory fact and share it", "/mesh_remember [--type T] KEY VALUE_JSON", raw=True)
 async def _remember(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
-    if len(args) not in (2, 3):
-        raise UsageError("usage: /mesh_remember KEY VALUE_JSON [TYPE]")
+    match = _REMEMBER.match(args[0] if args else "")
+    if match is None:
+        raise UsageError("usage: /mesh_remember [--type T] KEY VALUE_JSON")
     try:
-        value = json.loads(args[1])
+        value = json.loads(match["value"])
     except json.JSONDecodeError as exc:
         raise UsageError(f"/mesh_remember: VALUE_JSON is not valid JSON: {exc.msg}") from None
-    key = await mesh.sync_memory_item(args[2] if len(args) == 3 else "fact", value, key=args[0])
+    key = await mesh.sync_memory_item(match["type"] or "fact", value, key=match["key"])
     return CommandResult(f"🧠 Remembered {key}.", {"key": key, "value": value})
 
 

@@ -622,6 +622,7 @@ class AgentMeshManager:
         if not self.table.active():
             await self._refresh_view()
         exclude: set[str] = set()
+        refreshed = False
         for _ in range(8):
             try:
                 decision = self._route(task, exclude)
@@ -629,6 +630,14 @@ class AgentMeshManager:
                 if exclude:
                     raise NoCapacity(f"every node that can run {task_type!r} is full", task_id=task_id) from None
                 raise
+            except NoCapacity:
+                if refreshed:
+                    raise
+                # The local count of queued work may be stale: look at the mesh once before refusing.
+                await self._refresh_view()
+                refreshed = True
+                exclude.clear()
+                continue
             capacity = next((m.info.capacity for m in self.table.members() if m.info.node_id == decision.node_id),
                             self.config.max_capacity)
             accepted = (await self.backend.enqueue([Assignment(task, decision.node_id, decision.node_name,

@@ -1,0 +1,111 @@
+"""Bad input at the command line: one clear line, the right exit code, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "MERNSTA_"))}
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mesh_tui", "--db", str(tmp_path / "m.db"),
+                           "--state-dir", str(tmp_path / "s"), *args],
+                          capture_output=True, text=True, timeout=timeout, env=base, cwd=tmp_path)
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent_mesh:\n  protocol: [unclosed\n")
+    done = run(tmp_path, "--config", str(bad), "status")
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "bad.yaml" in line and "line" in line
+
+
+def test_unknown_protocol_flag(tmp_path: Path) -> None:
+    done = run(tmp_path, "--protocol", "carrier_pigeon", "status")
+    assert done.returncode == 2
+    assert "carrier_pigeon" in one_line_error(done)
+
+
+@pytest.mark.parametrize("var", ["MESH_PROTOCOL", "MERNSTA_MESH_PROTOCOL"])
+def test_unknown_protocol_env(tmp_path: Path, var: str) -> None:
+    done = run(tmp_path, "status", env={var: "carrier_pigeon"})
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "agent_mesh.protocol" in line and "carrier_pigeon" in line and "sqlite_local" in line
+
+
+def test_negative_timeout_in_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "neg.yaml"
+    cfg.write_text("agent_mesh:\n  node_timeout_seconds: -5\n")
+    done = run(tmp_path, "--config", str(cfg), "--no-ui")
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "agent_mesh.node_timeout_seconds" in line and "-5" in line and "above 0" in line
+
+
+def test_unknown_key_is_a_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("agent_mesh:\n  heartbeat_intervall_seconds: 1\n")
+    done = run(tmp_path, "--config", str(cfg), "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "unknown config key agent_mesh.heartbeat_intervall_seconds" in done.stderr
+
+
+def test_unknown_task_type_exits_3(tmp_path: Path) -> None:
+    done = run(tmp_path, "submit", "no_such_task", "--wait")
+    assert done.returncode == 3
+    assert "no_such_task" in one_line_error(done)
+
+
+def test_malformed_payload_json_exits_2(tmp_path: Path) -> None:
+    done = run(tmp_path, "submit", "echo", "--payload", "{not json")
+    assert done.returncode == 2
+    assert "--payload is not valid JSON" in one_line_error(done)
+
+
+def test_malformed_memory_value_exits_2(tmp_path: Path) -> None:
+    done = run(tmp_path, "remember", "k", "{oops")
+    assert done.returncode == 2
+    assert "VALUE_JSON is not valid JSON" in one_line_error(done)
+
+
+def test_recall_of_missing_key_exits_1(tmp_path: Path) -> None:
+    done = run(tmp_path, "recall", "nothing-here")
+    assert done.returncode == 1
+    assert "nothing-here" in one_line_error(done)
+
+
+def test_name_already_running_is_refused(tmp_path: Path) -> None:
+    first = subprocess.Popen([sys.executable, "-m", "mesh_tui", "--no-ui", "--db", str(tmp_path / "m.db"),
+                              "--state-dir", str(tmp_path / "s"), "--name", "solo"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None
+        assert "NodeStarted" in first.stdout.readline()
+        done = run(tmp_path, "--no-ui", "--name", "solo")
+        assert done.returncode == 2
+        assert "already running" in one_line_error(done)
+    finally:
+        first.terminate()
+        assert first.wait(15) == 0
+
+
+def test_not_a_database_file(tmp_path: Path) -> None:
+    (tmp_path / "m.db").write_bytes(b"this is not sqlite" * 100)
+    done = run(tmp_path, "status")
+    assert done.returncode == 1
+    assert "m.db" in one_line_error(done)
