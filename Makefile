@@ -25,6 +25,7 @@ run: $(VENV)/.run-installed
 ## test: create .venv with the test extra and run the whole suite (slow cluster tests included)
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui tests bench
+	$(BIN)/python -m mypy mesh_core
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 ## test-fast: everything but the slow multi-process tests
@@ -35,7 +36,6 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui tests bench
 
 typecheck: $(VENV)/.test-installed
-	$(BIN)/python -m pip install --quiet mypy
 	$(BIN)/python -m mypy mesh_core
 
 ## bench: end-to-end benchmarks; a table on stdout, JSON in bench/results/

@@ -79,6 +79,7 @@ from .model import (
 )
 from .nodes import NodeProfile, create_specialized_node
 from .routing import AffinityBook, AffinityStats, RouteRequest, route
+from .security import allowed
 from .tasks import DeadLetter, RetryPolicy, after_failure, classify_stranded
 
 log = logging.getLogger("mesh")
@@ -142,6 +143,7 @@ class AgentMeshManager:
         self._loops: list[asyncio.Task[None]] = []
         self._view = MeshSnapshot([], 0.0)
         self._affinity: AffinityBook | None = None
+        self._refused: set[str] = set()
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, list[float]] = {}  # task type -> [success ewma, latency ewma, samples]
         self._done = 0
@@ -217,6 +219,8 @@ class AgentMeshManager:
                     self.handlers.add(spec)
                 for spec in load_plugins(cfg.handlers):
                     self.handlers.add(spec)
+            if cfg.security.api_key:
+                self._problem("config", "security.api_key is set but record signing is not enforced yet")
             strategy = cfg.memory_sync.conflict_resolution_strategy
             if strategy not in IMPLEMENTED:
                 self._problem("config", f"conflict strategy {strategy} is not implemented yet; using latest_wins")
@@ -360,7 +364,17 @@ class AgentMeshManager:
     async def _refresh_view(self) -> MeshSnapshot:
         snap = await self.backend.snapshot()
         self._view = snap
-        visible = [n for n in snap.nodes if n.role is NodeRole.WORKER]
+        visible = []
+        for node in snap.nodes:
+            if node.role is not NodeRole.WORKER:
+                continue
+            if not allowed(node, self.config.security.allowlist):
+                if node.node_id not in self._refused:
+                    self._refused.add(node.node_id)
+                    self._problem("rejected_nodes", f"node {node.name} ({node.node_id[:12]}, host {node.host}) "
+                                                    "is not on the allowlist: ignored, no work routed to it")
+                continue
+            visible.append(node)
         changes = self.table.observe(visible, snap.now)
         self._affinity = self._build_affinity()
         for change in changes:

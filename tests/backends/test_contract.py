@@ -309,3 +309,10 @@ async def _recall_is(mesh, key, value) -> bool:
 class _Nil:
     class info:  # noqa: N801
         task_types: frozenset = frozenset()
+
+
+async def test_allowlist_keeps_other_nodes_out(cluster: Cluster) -> None:
+    await cluster.node("intruder")
+    trusted = await cluster.node("trusted-1", **{"security": {"allowlist": ["trusted-*"]}})
+    await eventually(lambda: _async(trusted.counters["rejected_nodes"] == 1))
+    assert set(statuses(trusted)) == {"trusted-1"}
