@@ -97,9 +97,13 @@ def _pct(load: float) -> str:
     return f"{load * 100:.1f}%"
 
 
+OVERLOADED = 0.9
+
+
 def node_dict(info: Any, status: NodeStatus, now: float) -> dict[str, Any]:
     return {
         "node_id": info.node_id, "name": info.name, "node_type": info.node_type.value, "status": status.value,
+        "overloaded": status is NodeStatus.ACTIVE and info.load > OVERLOADED,
         "load": round(info.load, 4), "capacity": info.capacity, "running": info.running, "queued": info.queued,
         "capabilities": sorted(info.capabilities), "task_types": sorted(info.task_types),
         "last_seen_s": round(max(0.0, now - info.last_seen), 3), "incarnation": info.incarnation,
@@ -155,7 +159,9 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
 
 # -- text layouts -------------------------------------------------------------------------
 
-def _light(status: str) -> str:
+def _light(status: str, overloaded: bool = False) -> str:
+    if overloaded:
+        return "🟡"  # alive but over 90% load: it gets no new work until it drops
     try:
         return STATUS_LIGHTS[NodeStatus(status)]
     except ValueError:
@@ -184,8 +190,11 @@ def render_status(d: dict[str, Any]) -> str:
     others = [n for n in nodes if n["node_id"] != local["node_id"]]
     lines += ["", f"🤖 Known Nodes ({len(others)}):"]
     for n in others:
-        lines.append(f"  • {_light(n['status'])} {n['name']} ({n['node_id'][:12]}..., {n['node_type']})"
-                     f" - Load: {_pct(n['load'])}" + ("" if n["status"] == "active" else f" - {n['status']}"))
+        note = "" if n["status"] == "active" else f" - {n['status']}"
+        if n.get("overloaded"):
+            note = " - overloaded"
+        lines.append(f"  • {_light(n['status'], n.get('overloaded', False))} {n['name']} ({n['node_id'][:12]}...,"
+                     f" {n['node_type']}) - Load: {_pct(n['load'])}{note}")
     if not others:
         lines.append("  (none yet)")
     return "\n".join(lines)
@@ -221,6 +230,20 @@ def render_agents(d: dict[str, Any]) -> str:
     if not d["nodes"]:
         lines.append("(no worker nodes in the mesh)")
     return "\n".join(lines).rstrip()
+
+
+def render_tree(tree: dict[str, Any], depth: int = 0) -> list[str]:
+    t = tree["task"]
+    line = (f"{'  ' * depth}{'└─ ' if depth else ''}{t.task_id[:12]} {t.task_type} {t.status.value}"
+            f" on {t.node_name or '-'} (attempt {t.attempt})")
+    out = [line]
+    for child in tree["children"]:
+        out += render_tree(child, depth + 1)
+    return out
+
+
+def tree_dict(tree: dict[str, Any]) -> dict[str, Any]:
+    return {**task_dict(tree["task"]), "children": [tree_dict(c) for c in tree["children"]]}
 
 
 def render_tasks(tasks: list[dict[str, Any]]) -> str:
@@ -266,6 +289,24 @@ async def _tasks(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
             raise UsageError(f"/mesh_tasks: unknown status {args[0]!r} (allowed: {allowed})") from None
     tasks = [task_dict(t) for t in await mesh.backend.list_tasks(status, limit=50)]
     return CommandResult(render_tasks(tasks), tasks)
+
+
+@command("/mesh_cancel", "Cancel a task (queued: at once; running: cooperatively) and its subtasks",
+         "/mesh_cancel TASK_ID")
+async def _cancel(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) != 1:
+        raise UsageError("usage: /mesh_cancel TASK_ID")
+    outcomes = await mesh.cancel_task(args[0])
+    lines = [f"🛑 {task_id[:12]}: {outcome}" for task_id, outcome in outcomes.items()]
+    return CommandResult("\n".join(lines), outcomes)
+
+
+@command("/mesh_retry", "Replay a dead-lettered, failed or cancelled task", "/mesh_retry TASK_ID")
+async def _retry(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) != 1:
+        raise UsageError("usage: /mesh_retry TASK_ID")
+    where = await mesh.retry_task(args[0])
+    return CommandResult(f"🔁 {args[0][:12]} replayed on {where}.", {"task_id": args[0], "node_name": where})
 
 
 @command("/mesh_enable", "Join the mesh (again) and take work")

@@ -117,6 +117,7 @@ class MeshConfig:
     task_timeout_seconds: float = field(default=300.0, metadata=_positive())
     max_capacity: int = field(default=100, metadata=_positive())
     concurrency: int = field(default=16, metadata=_positive())
+    max_pending_tasks: int = field(default=10_000, metadata=_non_negative())
     shutdown_grace_seconds: float = field(default=2.0, metadata=_non_negative())
     max_frame_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
     sqlite_db_path: str = ".mesh/mesh_coordination.db"
@@ -269,6 +270,7 @@ ENV_KEYS: dict[str, str] = {
     "MESH_LOG_FORMAT": "log_format",
     "MESH_HANDLERS": "handlers",
     "MESH_MAX_CAPACITY": "max_capacity",
+    "MESH_CONCURRENCY": "concurrency",
     "MESH_HEARTBEAT_INTERVAL_SECONDS": "heartbeat_interval_seconds",
     "MESH_NODE_TIMEOUT_SECONDS": "node_timeout_seconds",
     "MESH_SUSPECT_AFTER_SECONDS": "suspect_after_seconds",

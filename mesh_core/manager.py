@@ -29,6 +29,7 @@ import psutil
 from . import codec
 from .backends import create_backend
 from .backends.base import (
+    TOPIC_CANCEL,
     TOPIC_MEMBERS,
     TOPIC_MEMORY,
     TOPIC_RESULTS,
@@ -51,6 +52,7 @@ from .errors import (
     TaskNotFound,
     TaskTimeout,
     UnknownTaskType,
+    UsageError,
 )
 from .events import (
     BackendStatus,
@@ -86,6 +88,7 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+VIEW_FRESH_SECONDS = 0.05  # a refusal looks at the mesh again only if its view is older than this
 
 
 @dataclass
@@ -93,6 +96,7 @@ class _Running:
     task: Task
     job: asyncio.Task[None] | None = None
     lost: bool = False
+    cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -139,11 +143,13 @@ class AgentMeshManager:
         self._accepting = False
         self._running: dict[str, _Running] = {}
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
-        self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY)}
+        self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
+                                                    TOPIC_CANCEL)}
         self._loops: list[asyncio.Task[None]] = []
         self._view = MeshSnapshot([], 0.0)
         self._affinity: AffinityBook | None = None
         self._refused: set[str] = set()
+        self._view_at = 0.0
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, list[float]] = {}  # task type -> [success ewma, latency ewma, samples]
         self._done = 0
@@ -240,7 +246,7 @@ class AgentMeshManager:
             raise
         self._spawn(self._membership_loop(), self._results_loop())
         if self.is_worker:
-            self._spawn(self._heartbeat_loop(), self._claim_loop(), self._memory_loop())
+            self._spawn(self._heartbeat_loop(), self._claim_loop(), self._memory_loop(), self._cancel_loop())
 
     def _spawn(self, *coros: Any) -> None:
         for coro in coros:
@@ -364,6 +370,7 @@ class AgentMeshManager:
     async def _refresh_view(self) -> MeshSnapshot:
         snap = await self.backend.snapshot()
         self._view = snap
+        self._view_at = time.monotonic()
         visible = []
         for node in snap.nodes:
             if node.role is not NodeRole.WORKER:
@@ -436,8 +443,16 @@ class AgentMeshManager:
             held_by = {s.task.node_id} if s.task.node_id else set()
             moves.append(self._move(s.task, bump=s.started, exclude=held_by,
                                     error=f"re-routed: {s.reason} ({s.task.node_name})" if s.started else None))
-        pending = [t for t in candidates if t.status is TaskStatus.PENDING and t.not_before <= now]
-        moves += [self._move(t, bump=False, exclude=set()) for t in pending]
+        for task in candidates:
+            if task.status is not TaskStatus.PENDING or task.not_before > now:
+                continue
+            try:
+                decision = self._route(task, set())
+            except MeshError:
+                continue  # still no room: it stays pending, untouched
+            self._view.queued[decision.node_id] = self._view.queued.get(decision.node_id, 0) + 1
+            moves.append(Reassignment(task.task_id, task.attempt, None, decision.node_id, decision.node_name,
+                                      decision.why, bump_attempt=False))
         if moves:
             results = await self.backend.reassign(moves)
             for move, ok in zip(moves, results, strict=True):
@@ -459,6 +474,7 @@ class AgentMeshManager:
                 return Reassignment(task.task_id, task.attempt, task.node_id, None, None, f"waiting: {exc.message}",
                                     not_before=not_before, bump_attempt=bump, error=error,
                                     count_failure=count_failure, final_status=TaskStatus.PENDING)
+        self._view.queued[decision.node_id] = self._view.queued.get(decision.node_id, 0) + 1
         return Reassignment(task.task_id, task.attempt, task.node_id, decision.node_id, decision.node_name,
                             decision.why, not_before=not_before, bump_attempt=bump, error=error,
                             count_failure=count_failure)
@@ -502,6 +518,68 @@ class AgentMeshManager:
         self._problem("tasks_lost", f"task {task_id} attempt {entry.task.attempt}: {why}")
         if entry.job:
             entry.job.cancel()
+
+    async def _cancel_loop(self) -> None:
+        """Stop running tasks whose cancel was asked for (woken at once; polled while work runs)."""
+        while not self._closing:
+            await self._wait_wake(TOPIC_CANCEL, 1.0)
+            if not self._running:
+                continue
+            try:
+                asked = await self.backend.cancel_requests(self.node_id)
+            except BackendError as exc:
+                self._problem("backend_errors", str(exc))
+                continue
+            for task_id, attempt in asked:
+                entry = self._running.get(task_id)
+                if entry and entry.task.attempt == attempt and not entry.cancelled and entry.job:
+                    entry.cancelled = True
+                    entry.job.cancel()
+
+    async def cancel_task(self, task_id: str) -> dict[str, str]:
+        """Cancel a task and every subtask under it; returns what happened to each."""
+        ids = [task_id] + [t.task_id for t in await self._descendants(task_id)]
+        outcomes = await self.backend.cancel(ids)
+        if outcomes[0] == "missing":
+            raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
+        return dict(zip(ids, outcomes, strict=True))
+
+    async def _descendants(self, task_id: str) -> list[Task]:
+        out: list[Task] = []
+        frontier = [task_id]
+        while frontier and len(out) < 10_000:
+            children = []
+            for parent in frontier:
+                children += await self.backend.children(parent)
+            out += children
+            frontier = [c.task_id for c in children]
+        return out
+
+    async def task_tree(self, task_id: str) -> dict[str, Any]:
+        """The task and its subtasks, nested: ``{"task": Task, "children": [...]}``."""
+        root = await self.get_task(task_id)
+
+        async def grow(task: Task, depth: int) -> dict[str, Any]:
+            kids = await self.backend.children(task.task_id) if depth < 32 else []
+            return {"task": task, "children": [await grow(k, depth + 1) for k in kids]}
+        return await grow(root, 0)
+
+    async def retry_task(self, task_id: str) -> str:
+        """Replay a dead-lettered, failed or cancelled task as a new attempt; returns where it went."""
+        task = await self.get_task(task_id)
+        if task.status not in (TaskStatus.DEAD_LETTER, TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise UsageError(f"task {task_id} is {task.status.value}; only dead_letter, failed or cancelled "
+                             "tasks can be retried")
+        if not self.table.active():
+            await self._refresh_view()
+        try:
+            decision = self._route(task, set())
+            node_id, node_name, why = decision.node_id, decision.node_name, f"replayed; {decision.why}"
+        except NoCapacity as exc:
+            node_id, node_name, why = None, None, f"replayed; waiting: {exc.message}"
+        if not await self.backend.replay(task_id, node_id, node_name, why):
+            raise UsageError(f"task {task_id} changed state meanwhile; not replayed")
+        return node_name or "pending"
 
     # -- executing tasks --------------------------------------------------------------
     def register_handler(self, task_type: str, fn: Callable[..., Any], capabilities: Iterable[str] = ()) -> None:
@@ -562,7 +640,9 @@ class AgentMeshManager:
             if entry.lost:
                 self._running.pop(task.task_id, None)
                 return
-            raise
+            if not entry.cancelled:
+                raise
+            error = "cancelled while running"
         except TimeoutError:
             error = f"timed out after {timeout:g} s"
         except CodecError as exc:
@@ -589,7 +669,11 @@ class AgentMeshManager:
         self._learn(task.task_type, error is None, seconds)
         self._latency_ms += 0.1 * (seconds * 1000 - self._latency_ms) if (self._done + self._failed) else \
             seconds * 1000 - self._latency_ms
-        if error is None:
+        if entry.cancelled:
+            ok = (await self.backend.complete([Completion(task.task_id, task.attempt, self.node_id,
+                                                          TaskStatus.CANCELLED, None, error)]))[0]
+            status = "cancelled"
+        elif error is None:
             self._done += 1
             ok = (await self.backend.complete([Completion(task.task_id, task.attempt, self.node_id,
                                                           TaskStatus.SUCCEEDED, frame)]))[0]
@@ -620,8 +704,12 @@ class AgentMeshManager:
                           preferred_node_types: Iterable[NodeType | str] = (),
                           required_capabilities: Iterable[str] = (), timeout_s: float | None = None,
                           context: dict[str, Any] | None = None, task_id: str | None = None,
-                          max_retries: int | None = None) -> str:
-        """Route and store one task; returns its id. Raises UnknownTaskType or NoCapacity."""
+                          max_retries: int | None = None, queue: bool = False) -> str:
+        """Route and store one task; returns its id. Raises UnknownTaskType or NoCapacity.
+
+        With ``queue`` a task no node can take now waits in the bounded mesh-wide
+        pending list (``max_pending_tasks``) and is routed as soon as a node frees up.
+        """
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         task_id = task_id or uuid.uuid4().hex
@@ -645,7 +733,9 @@ class AgentMeshManager:
                     raise NoCapacity(f"every node that can run {task_type!r} is full", task_id=task_id) from None
                 raise
             except NoCapacity:
-                if refreshed:
+                if refreshed or time.monotonic() - self._view_at < VIEW_FRESH_SECONDS:
+                    if queue:
+                        return await self._enqueue_pending(task)
                     raise
                 # The local count of queued work may be stale: look at the mesh once before refusing.
                 await self._refresh_view()
@@ -664,6 +754,16 @@ class AgentMeshManager:
             exclude.add(decision.node_id)
             self._view.queued[decision.node_id] = capacity
         raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
+
+    async def _enqueue_pending(self, task: Task) -> str:
+        limit = self.config.max_pending_tasks
+        pending = Assignment(task, None, None, "waiting: every able node is full", limit)
+        if not (await self.backend.enqueue([pending]))[0]:
+            raise NoCapacity(f"every node is full and the mesh-wide pending list holds {limit} tasks",
+                             task_id=task.task_id, hint="retry later or raise max_pending_tasks")
+        self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="pending",
+                                  why=pending.why))
+        return task.task_id
 
     async def get_task(self, task_id: str) -> Task:
         found = await self.backend.get_tasks([task_id])

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--status", choices=[s.value for s in TaskStatus])
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--tree", metavar="TASK_ID", help="show one task and its subtasks as a tree")
     p = add("submit", "submit a task to the mesh")
     p.add_argument("task_type")
     p.add_argument("--payload", default="null", metavar="JSON")
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--wait-timeout", type=float, metavar="S", help="give up waiting after S seconds (exit 3)")
     p.add_argument("--task-id", help="idempotency key: submitting the same id twice makes one task")
+    p.add_argument("--queue", action="store_true",
+                   help="when every node is full, wait in the mesh-wide pending list instead of exit 3")
+    p.add_argument("--json", action="store_true")
+    p = add("cancel", "cancel a task and its subtasks")
+    p.add_argument("task_id")
+    p.add_argument("--json", action="store_true")
+    p = add("retry", "replay a dead-lettered, failed or cancelled task")
+    p.add_argument("task_id")
+    p.add_argument("--wait", action="store_true")
     p.add_argument("--json", action="store_true")
     p = add("remember", "write a memory fact and share it with the mesh")
     p.add_argument("key")
@@ -130,7 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _oneshot(config: MeshConfig, args: argparse.Namespace) -> int:
-    from mesh_core.commands import render_agents, render_status, render_tasks, status_data, task_dict
+    from mesh_core.commands import (
+        render_agents,
+        render_status,
+        render_tasks,
+        render_tree,
+        status_data,
+        task_dict,
+        tree_dict,
+    )
     from mesh_core.manager import AgentMeshManager
 
     payload = _json_arg("--payload", args.payload) if args.command == "submit" else None
@@ -145,6 +163,20 @@ async def _oneshot(config: MeshConfig, args: argparse.Namespace) -> int:
             else:
                 print(render_status(data) if args.command == "status" else render_agents(data))
             return EXIT_OK
+        if args.command == "tasks" and args.tree:
+            tree = await mesh.task_tree(args.tree)
+            _print_json(tree_dict(tree)) if args.json else print("\n".join(render_tree(tree)))
+            return EXIT_OK
+        if args.command == "cancel":
+            outcomes = await mesh.cancel_task(args.task_id)
+            _print_json(outcomes) if args.json else print("\n".join(f"{k}: {v}" for k, v in outcomes.items()))
+            return EXIT_OK
+        if args.command == "retry":
+            where = await mesh.retry_task(args.task_id)
+            if not args.wait:
+                _print_json({"task_id": args.task_id, "node_name": where}) if args.json else print(where)
+                return EXIT_OK
+            return await _report(await mesh.wait_task(args.task_id), args.json)
         if args.command == "tasks":
             status = TaskStatus(args.status) if args.status else None
             tasks = [task_dict(t) for t in await mesh.backend.list_tasks(status, args.limit)]
@@ -176,7 +208,7 @@ async def _submit(mesh: Any, args: argparse.Namespace, payload: Any) -> int:
     try:
         task_id = await mesh.submit_task(args.task_type, payload, priority=args.priority,
                                          preferred_node_types=args.prefer, required_capabilities=args.require,
-                                         timeout_s=args.timeout, task_id=args.task_id)
+                                         timeout_s=args.timeout, task_id=args.task_id, queue=args.queue)
     except (UnknownTaskType, NoCapacity) as exc:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -188,8 +220,12 @@ async def _submit(mesh: Any, args: argparse.Namespace, payload: Any) -> int:
     except TaskTimeout as exc:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    return await _report(task, args.json)
+
+
+async def _report(task: Any, as_json: bool) -> int:
     ok = task.status is TaskStatus.SUCCEEDED
-    if args.json:
+    if as_json:
         _print_json({"task_id": task.task_id, "status": task.status.value, "result": task.result,
                      "node_id": task.node_id, "node_name": task.node_name, "attempts": task.attempt,
                      "error": task.error, "errors": [a.error for a in task.attempts if a.error]})

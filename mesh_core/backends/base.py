@@ -27,17 +27,22 @@ TOPIC_TASKS = "tasks"  # new work was assigned to you
 TOPIC_RESULTS = "results"  # a task you submitted changed state
 TOPIC_MEMBERS = "members"  # a node joined, left or changed
 TOPIC_MEMORY = "memory"  # new memory entries were published
+TOPIC_CANCEL = "cancel"  # a task you are running was asked to stop
 
 SignalHandler = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Assignment:
-    """A routed task ready to be stored, with the capacity the target accepts."""
+    """A routed task ready to be stored, with the capacity the target accepts.
+
+    ``node_id`` None stores it in the mesh-wide pending list instead, which
+    holds at most ``capacity`` tasks (bounded backpressure queue).
+    """
 
     task: Task
-    node_id: str
-    node_name: str
+    node_id: str | None
+    node_name: str | None
     why: str
     capacity: int
 
@@ -186,6 +191,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
         """Unfinished tasks held by a dead or departed node, or whose lease lapsed."""
+
+    @abc.abstractmethod
+    async def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        """Cancel tasks: queued ones at once, running ones by asking their holder.
+
+        Returns per task ``cancelled``, ``cancelling`` (holder asked and woken),
+        the final status it already had, or ``missing``.
+        """
+
+    @abc.abstractmethod
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        """``(task_id, attempt)`` of running tasks held by ``node_id`` that were asked to stop."""
+
+    @abc.abstractmethod
+    async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        """Send a dead-lettered, failed or cancelled task round again (new attempt, failures reset)."""
+
+    @abc.abstractmethod
+    async def children(self, parent_id: str) -> list[Task]:
+        """Tasks submitted by a handler of ``parent_id`` (subtasks)."""
 
     @abc.abstractmethod
     async def finished_for(self, submitter_id: str, since: float) -> list[Task]:

@@ -33,6 +33,7 @@ from .. import codec
 from ..errors import BackendError, BackendUnavailable
 from ..model import NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
 from .base import (
+    TOPIC_CANCEL,
     TOPIC_MEMBERS,
     TOPIC_MEMORY,
     TOPIC_RESULTS,
@@ -62,11 +63,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempt INTEGER NOT NULL DEFAULT 1, failures INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL,
     timeout_s REAL, preferred TEXT, required TEXT, context BLOB, submitter_id TEXT, why TEXT,
     submitted_at REAL, started_at REAL, finished_at REAL, lease_expires REAL,
-    not_before REAL NOT NULL DEFAULT 0, result BLOB, error TEXT
+    not_before REAL NOT NULL DEFAULT 0, result BLOB, error TEXT,
+    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (submitter_id, finished_at);
+CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id);
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT, node_name TEXT,
     started_at REAL, finished_at REAL, error TEXT, PRIMARY KEY (task_id, attempt)
@@ -85,7 +88,7 @@ TASK_COLUMNS = (
 )
 ACTIVE = ("assigned", "running")
 LOCK_GIVE_UP_SECONDS = 60.0
-TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y"}
+TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y", TOPIC_CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 
 T = TypeVar("T")
@@ -188,6 +191,7 @@ class SqliteBackend(Backend):
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=OFF")
         self._retrying(lambda c: c.executescript(SCHEMA), conn)
+        self._retrying(_migrate, conn)
         return conn
 
     def _retrying(self, fn: Callable[[sqlite3.Connection], R], conn: sqlite3.Connection) -> R:
@@ -358,7 +362,8 @@ class SqliteBackend(Backend):
     # -- tasks -----------------------------------------------------------------
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
         results = await self._enqueue(assignments)
-        self._signal((a.node_id for a, ok in zip(assignments, results, strict=True) if ok), TOPIC_TASKS)
+        self._signal((a.node_id for a, ok in zip(assignments, results, strict=True) if ok and a.node_id),
+                     TOPIC_TASKS)
         return results
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
@@ -369,21 +374,23 @@ class SqliteBackend(Backend):
             for a in items:
                 t = a.task
                 out.append((
-                    t.task_id, t.task_type, codec.encode(t.payload, limits), int(t.priority), "assigned",
-                    a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
+                    t.task_id, t.task_type, codec.encode(t.payload, limits), int(t.priority),
+                    "assigned" if a.node_id else "pending", a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
                     json.dumps([p.value for p in t.preferred_node_types]),
                     json.dumps(sorted(t.required_capabilities)), codec.pack(t.context), t.submitter_id, a.why,
-                    t.submitted_at, t.not_before))
+                    t.submitted_at, t.not_before, t.context.get("parent_id")))
             return out
 
         prepared = rows()
 
         def insert(conn: sqlite3.Connection) -> list[bool]:
-            targets = sorted({a.node_id for a in items})
+            targets = sorted({a.node_id for a in items if a.node_id})
             marks = ",".join("?" * len(targets))
-            depth = dict(conn.execute(
+            depth: dict[str | None, int] = dict(conn.execute(
                 f"SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running')"
                 f" AND node_id IN ({marks}) GROUP BY node_id", targets).fetchall())
+            if any(a.node_id is None for a in items):
+                depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 if depth.get(a.node_id, 0) >= a.capacity:
@@ -392,7 +399,7 @@ class SqliteBackend(Backend):
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
                     " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
-                    " submitted_at, not_before) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                    " submitted_at, not_before, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
                 if cur.rowcount:
                     depth[a.node_id] = depth.get(a.node_id, 0) + 1
                 accepted.append(True)
@@ -462,7 +469,15 @@ class SqliteBackend(Backend):
             now = time.time()
             ok, targets, submitters = [], set(), set()
             for m in moves:
-                if m.node_id is None and m.final_status is TaskStatus.PENDING:
+                # A task whose cancel was asked for ends cancelled instead of moving on.
+                row = conn.execute(
+                    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL,"
+                    " error=coalesce(?, 'cancelled') WHERE task_id=? AND attempt=? AND node_id IS ?"
+                    " AND cancel_requested=1 AND status IN ('assigned','running') RETURNING submitter_id",
+                    (now, m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
+                if row is not None:
+                    pass
+                elif m.node_id is None and m.final_status is TaskStatus.PENDING:
                     row = conn.execute(
                         "UPDATE tasks SET status='pending', node_id=NULL, node_name=NULL, why=?,"
                         " attempt=attempt+?, failures=failures+?, not_before=?, lease_expires=NULL,"
@@ -515,6 +530,56 @@ class SqliteBackend(Backend):
                 " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
             return [_task_from_row(r, self.limits) for r in rows]
         return await self._read(read)
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        def cancel(conn: sqlite3.Connection) -> tuple[list[str], set[str], set[str]]:
+            now = time.time()
+            out, holders, submitters = [], set(), set()
+            for task_id in task_ids:
+                row = conn.execute("SELECT status, node_id, submitter_id FROM tasks WHERE task_id=?",
+                                   (task_id,)).fetchone()
+                if row is None:
+                    out.append("missing")
+                elif row[0] in ("pending", "assigned"):
+                    conn.execute("UPDATE tasks SET status='cancelled', finished_at=?, error='cancelled before it ran'"
+                                 " WHERE task_id=?", (now, task_id))
+                    submitters.add(row[2])
+                    out.append("cancelled")
+                elif row[0] == "running":
+                    conn.execute("UPDATE tasks SET cancel_requested=1 WHERE task_id=?", (task_id,))
+                    holders.add(row[1])
+                    out.append("cancelling")
+                else:
+                    out.append(row[0])
+            return out, holders, submitters
+        out, holders, submitters = await self._write(cancel)
+        self._signal(holders, TOPIC_CANCEL)
+        self._signal(submitters, TOPIC_RESULTS)
+        return out
+
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT task_id, attempt FROM tasks WHERE node_id=? AND status='running' AND cancel_requested=1",
+            (node_id,)).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        def replay(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
+                " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
+                " cancel_requested=0 WHERE task_id=? AND status IN ('dead_letter','failed','cancelled')",
+                ("assigned" if node_id else "pending", node_id, node_name, why, task_id))
+            return cur.rowcount == 1
+        ok = await self._write(replay)
+        if ok and node_id:
+            self._signal([node_id], TOPIC_TASKS)
+        return ok
+
+    async def children(self, parent_id: str) -> list[Task]:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq", (parent_id,)).fetchall())
+        return [_task_from_row(r, self.limits) for r in rows]
 
     async def finished_for(self, submitter_id: str, since: float) -> list[Task]:
         rows = await self._read(lambda c: c.execute(
@@ -587,6 +652,15 @@ class SqliteBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "path": self.path, "lock_waits": self.lock_waits}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add columns that later releases introduced to a file made by an earlier one."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for column, ddl in (("parent_id", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
+    conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
 
 
 def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..handlers import HandlerSpec, make_spec
+from ..handlers import HandlerSpec, TaskContext, make_spec
 
 CAPABILITIES = frozenset({"basic_processing", "memory_storage"})
 
@@ -32,9 +32,12 @@ class DiagnosticFailure(RuntimeError):
     """Raised on purpose by the ``fail`` task type."""
 
 
-async def fail(payload: Any) -> None:
-    """Always raises, with ``{"message": …}`` as the error."""
+async def fail(payload: Any, ctx: TaskContext) -> dict[str, int]:
+    """Raises ``{"message": …}``; with ``{"times": n}`` only the first n attempts fail (a flaky task)."""
     message = payload.get("message") if isinstance(payload, dict) else payload
+    times = payload.get("times") if isinstance(payload, dict) else None
+    if times is not None and ctx.attempt > int(times):
+        return {"attempt": ctx.attempt, "failed_before": int(times)}
     raise DiagnosticFailure(str(message or "failed on purpose"))
 
 

@@ -316,3 +316,128 @@ async def test_allowlist_keeps_other_nodes_out(cluster: Cluster) -> None:
     trusted = await cluster.node("trusted-1", **{"security": {"allowlist": ["trusted-*"]}})
     await eventually(lambda: _async(trusted.counters["rejected_nodes"] == 1))
     assert set(statuses(trusted)) == {"trusted-1"}
+
+
+# -- task engine: retries, replay, cancel, priorities, backpressure, subtasks ----------------
+
+async def test_flaky_task_fails_twice_then_succeeds_on_attempt_three(cluster: Cluster) -> None:
+    await cluster.node("w1", **{"task_distribution": {"retry_backoff_seconds": 0.01}})
+    await cluster.node("w2", **{"task_distribution": {"retry_backoff_seconds": 0.01}})
+    client = await cluster.client()
+    task_id = await client.submit_task("fail", {"message": "flaky", "times": 2})
+    assert await client.wait_for(task_id, timeout=10) == {"attempt": 3, "failed_before": 2}
+    task = await client.get_task(task_id)
+    assert task.attempt == 3 and len(task.attempts) == 3
+    assert [a.error for a in task.attempts] == ["DiagnosticFailure: flaky", "DiagnosticFailure: flaky", None]
+
+
+async def test_dead_letter_is_replayed(cluster: Cluster) -> None:
+    await cluster.node("w1", **{"task_distribution": {"retry_backoff_seconds": 0.01}})
+    client = await cluster.client()
+    task_id = await client.submit_task("fail", {"message": "until replay", "times": 2}, max_retries=1)
+    with pytest.raises(TaskFailed):
+        await client.wait_for(task_id, timeout=10)
+    assert (await client.get_task(task_id)).status is TaskStatus.DEAD_LETTER
+    assert await client.retry_task(task_id) == "w1"
+    assert await client.wait_for(task_id, timeout=10) == {"attempt": 3, "failed_before": 2}
+
+
+async def test_cancel_queued_at_once_and_running_cooperatively(cluster: Cluster) -> None:
+    w = await cluster.node("w1", concurrency=1)
+    client = await cluster.client()
+    running = await client.submit_task("sleep", {"seconds": 30})
+    await eventually(lambda: _async(bool(w._running)))
+    queued = await client.submit_task("sleep", {"seconds": 30})
+    assert await client.cancel_task(queued) == {queued: "cancelled"}
+    assert (await client.get_task(queued)).status is TaskStatus.CANCELLED
+    assert await client.cancel_task(running) == {running: "cancelling"}
+    task = await client.wait_task(running, timeout=5)
+    assert task.status is TaskStatus.CANCELLED and task.error == "cancelled while running"
+    assert not w._running
+
+
+async def test_critical_task_never_waits_behind_normal_ones(cluster: Cluster) -> None:
+    w = await cluster.node("w1", concurrency=1)
+    client = await cluster.client()
+    blocker = await client.submit_task("sleep", {"seconds": 0.3})
+    await eventually(lambda: _async(bool(w._running)))
+    normal = [await client.submit_task("echo", i, priority="normal") for i in range(3)]
+    low = await client.submit_task("echo", "low", priority="low")
+    critical = await client.submit_task("echo", "critical", priority="critical")
+    high = await client.submit_task("echo", "high", priority="high")
+    for task_id in [blocker, *normal, low, critical, high]:
+        await client.wait_for(task_id, timeout=10)
+    started = sorted([await client.get_task(t) for t in [*normal, low, critical, high]], key=lambda t: t.started_at)
+    assert [t.task_id for t in started] == [critical, high, *normal, low]
+
+
+async def test_queue_option_waits_in_pending_list_until_a_node_frees_up(cluster: Cluster) -> None:
+    await cluster.node("w1", max_capacity=1, concurrency=1)
+    client = await cluster.client()
+    first = await client.submit_task("sleep", {"seconds": 0.3})
+    with pytest.raises(NoCapacity):
+        await client.submit_task("echo", "refused")
+    waiting = await client.submit_task("echo", "queued", queue=True)
+    assert (await client.get_task(waiting)).status is TaskStatus.PENDING
+    await client.wait_for(first, timeout=5)
+    assert await client.wait_for(waiting, timeout=5) == "queued"
+
+
+async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
+    import tracemalloc
+    await cluster.node("w1", max_capacity=1, concurrency=1)
+    client = await cluster.client()
+    await client.submit_task("sleep", {"seconds": 30})
+    tracemalloc.start()
+    refused = 0
+    for i in range(20_000):
+        try:
+            await client.submit_task("echo", {"i": i})
+        except NoCapacity:
+            refused += 1
+        if i == 2_000:
+            baseline = tracemalloc.get_traced_memory()[0]
+    grown = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    assert refused == 20_000
+    assert grown < 2_000_000, f"memory grew by {grown} bytes over 18,000 refusals"
+    assert (await client.backend.task_counts()).get("assigned", 0) + \
+        (await client.backend.task_counts()).get("running", 0) == 1
+
+
+async def test_parent_fans_out_fifty_children_across_three_nodes(cluster: Cluster) -> None:
+    async def fan_out(payload, ctx):
+        ids = [await ctx.submit("echo", {"i": i}) for i in range(payload["n"])]
+        return [await ctx.wait(i, timeout=20) for i in ids]
+    nodes = [await cluster.node(f"w{i}", concurrency=8) for i in range(3)]
+    for node in nodes:
+        node.register_handler("fan_out", fan_out)
+    client = await cluster.client()
+    await eventually(lambda: _async(all("fan_out" in m.info.task_types for m in client.table.members())
+                                    and len(client.table.members()) == 3), timeout=3)
+    parent = await client.submit_task("fan_out", {"n": 50}, context={"caller": "test"})
+    results = await client.wait_for(parent, timeout=30)
+    assert results == [{"i": i} for i in range(50)]
+    children = await client.backend.children(parent)
+    assert len(children) == 50
+    assert {c.context["trace_id"] for c in children} == {parent}
+    assert {c.context["caller"] for c in children} == {"test"}
+    assert len({c.node_id for c in children}) == 3
+    tree = await client.task_tree(parent)
+    assert len(tree["children"]) == 50
+
+
+async def test_cancelling_a_parent_cancels_its_children(cluster: Cluster) -> None:
+    async def spawner(payload, ctx):
+        ids = [await ctx.submit("sleep", {"seconds": 30}) for _ in range(3)]
+        return [await ctx.wait(i) for i in ids]
+    w = await cluster.node("w1", concurrency=8)
+    w.register_handler("spawner", spawner)
+    client = await cluster.client()
+    await eventually(lambda: _async("spawner" in (client.table.get(w.node_id) or _Nil).info.task_types), timeout=3)
+    parent = await client.submit_task("spawner")
+    await eventually(lambda: _async(len(w._running) == 4), timeout=5)
+    outcomes = await client.cancel_task(parent)
+    assert len(outcomes) == 4 and set(outcomes.values()) == {"cancelling"}
+    for task_id in outcomes:
+        assert (await client.wait_task(task_id, timeout=5)).status is TaskStatus.CANCELLED
