@@ -50,11 +50,13 @@ async def _thousand(cluster: Cluster, victim) -> tuple[list, int]:
     async with _client(cluster) as mesh:
         ids, in_flight_at_kill = [], 0
         for i in range(1000):
-            ids.append(await mesh.submit_task("sleep", {"seconds": 0.05, "i": i}, task_id=f"job-{i:04d}"))
-            if i == 300:
+            ids.append(await mesh.submit_task("sleep", {"seconds": 0.2, "i": i}, task_id=f"job-{i:04d}"))
+            if not in_flight_at_kill and i >= 100 and i % 10 == 0:
                 counts = await mesh.backend.task_counts()
-                in_flight_at_kill = counts.get("assigned", 0) + counts.get("running", 0)
-                victim.kill(signal.SIGKILL)
+                in_flight = counts.get("assigned", 0) + counts.get("running", 0)
+                if in_flight >= 120:
+                    in_flight_at_kill = in_flight
+                    victim.kill(signal.SIGKILL)
         for task_id in ids:
             await mesh.wait_task(task_id, timeout=120)
         finals = []

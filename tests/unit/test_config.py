@@ -165,6 +165,7 @@ ENV_SAMPLES = {
     "log_format": ("json", "json"),
     "handlers": ("a.b,c", ("a.b", "c")),
     "max_capacity": ("5", 5),
+    "concurrency": ("4", 4),
     "heartbeat_interval_seconds": ("0.5", 0.5),
     "node_timeout_seconds": ("9", 9.0),
     "suspect_after_seconds": ("1.5", 1.5),
