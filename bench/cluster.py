@@ -8,6 +8,7 @@ removes the folder. Use it as a context manager so both happen on any error.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -22,10 +23,22 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import psutil
+import yaml
 
 from mesh_core.config import MeshConfig, load_config
 from mesh_core.manager import AgentMeshManager
 from mesh_core.model import NodeRole, NodeStatus
+
+_LIVE: list[Cluster] = []  # clusters not stopped yet, for the exit hook
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Last line of defence: no worker outlives the bench process (normal exit or unhandled error)."""
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):
+            cluster.stop(grace=2.0)
+            cluster.cleanup()
 
 
 class BenchError(RuntimeError):
@@ -76,6 +89,7 @@ class Cluster:
     prefix: str = "w"
     keep_dir: bool = False
     extra_args: tuple[str, ...] = ()
+    worker_config: dict[str, Any] | None = None  # written as the workers' --config YAML (agent_mesh: section)
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -95,14 +109,21 @@ class Cluster:
             self.cleanup()
 
     def start(self) -> None:
+        _LIVE.append(self)
         env = _clean_env()
+        extra = list(self.extra_args)
+        if self.worker_config:
+            path = os.path.join(self.dir, "worker-config.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump({"agent_mesh": self.worker_config}, f)
+            extra += ["--config", path]
         for i in range(1, self.n + 1):
             name = f"{self.prefix}{i}"
             log_path = os.path.join(self.dir, f"{name}.log")
             log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
             cmd = [sys.executable, "-m", "mesh_tui", "--no-ui", "--db", self.db, "--state-dir", self.state,
                    "--name", name, "--capacity", str(self.capacity), "--log-format", self.log_format,
-                   *self.extra_args]
+                   *extra]
             # Own session: a Ctrl-C in the terminal reaches only the bench, which then stops the workers.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                     cwd=self.dir, env=env, start_new_session=True)
@@ -146,6 +167,8 @@ class Cluster:
         for w in self.workers:
             with contextlib.suppress(OSError):
                 w.log_file.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
 
     def cleanup(self) -> None:
         if not self.keep_dir:

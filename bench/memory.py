@@ -127,6 +127,8 @@ async def run(opts: MemoryOptions, log: Any = print) -> dict[str, Any]:
     with Cluster(opts.workers, log_format="json", prefix="m", keep_dir=opts.keep_dir) as cluster:
         t0 = time.monotonic()
         cluster.start()
+        if opts.keep_dir:
+            log(f"memory: keeping the temporary folder {cluster.dir} (db, worker logs)")
         tails = {w.name: LogTail(w.log_path) for w in cluster.workers}
         async with cluster.client() as mesh:
             await cluster.wait_active(mesh)

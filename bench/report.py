@@ -30,10 +30,15 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
     info.update(_git())
     return info
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load: other work on the machine (tests, builds) skews every figure."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _cpu_model() -> str:
@@ -65,6 +70,37 @@ def save(name: str, data: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     path = folder / f"{name}-{stamp}.json"
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
+
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, flat, for quick comparison between result files."""
+    out: dict[str, Any] = {}
+    tasks = data.get("tasks") or {}
+    if "idle_latency" in tasks:
+        rt = tasks["idle_latency"]["round_trip"]
+        out.update(idle_p50_ms=rt.get("p50_ms"), idle_p99_ms=rt.get("p99_ms"), idle_mean_ms=rt.get("mean_ms"))
+    for thr in _runs(tasks):
+        k = thr["inflight"]
+        out[f"tasks_per_second_{k}_inflight"] = thr["tasks_per_second"]
+        out[f"load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
+        out[f"load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
+    if "best_tasks_per_second" in tasks:
+        out["best_tasks_per_second"] = tasks["best_tasks_per_second"]
+        out["target_tasks_per_second_met"] = tasks["best_tasks_per_second"] >= TARGET_TASKS_PER_SECOND
+    if "idle_p50_ms" in out:
+        out["target_idle_p50_met"] = out["idle_p50_ms"] <= TARGET_IDLE_P50_MS
+    mem = data.get("memory") or {}
+    if "write_to_visible" in mem:
+        vis = mem["write_to_visible"]
+        out.update(memory_visible_p50_ms=vis["any_node"].get("p50_ms"), memory_visible_p99_ms=vis["any_node"].get(
+            "p99_ms"), memory_visible_all_nodes_p50_ms=vis["all_nodes"].get("p50_ms"),
+            memory_visible_all_nodes_p99_ms=vis["all_nodes"].get("p99_ms"))
+    if "burst" in mem:
+        out["memory_burst_items_per_second"] = mem["burst"]["applied_items_per_second"]
+        out["memory_burst_writes_per_second"] = mem["burst"]["writes_per_second"]
+    if "catch_up" in mem:
+        out["memory_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
+    return out
 
 
 def _ms(block: dict[str, Any] | None, key: str) -> str:
@@ -122,7 +158,8 @@ def render(data: dict[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     info = data.get("machine", {})
     lines.insert(0, f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs, "
-                    f"Python {info.get('python')}, SQLite {info.get('sqlite')}, {info.get('platform')}")
+                    f"Python {info.get('python')}, SQLite {info.get('sqlite')}, {info.get('platform')}; "
+                    f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}")
     for thr in _runs(tasks):
         lines.append(f"throughput ({thr['inflight']} in flight): "
                      f"{thr['tasks_finished']}/{thr['tasks_requested']} tasks in "

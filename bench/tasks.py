@@ -26,6 +26,7 @@ class TasksOptions:
     warmup: int = 50
     task_timeout: float = 30.0
     throughput_budget_s: float = 45.0  # per level: stop submitting after this long, report what finished
+    worker_concurrency: int | None = None  # None: the engine default (config ``concurrency``, 16)
     keep_dir: bool = False
 
 
@@ -132,9 +133,12 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
 
 async def run(opts: TasksOptions, log: Any = print) -> dict[str, Any]:
     result: dict[str, Any] = {"options": opts.__dict__.copy()}
-    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir) as cluster:
+    worker_config = {"concurrency": opts.worker_concurrency} if opts.worker_concurrency else None
+    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir, worker_config=worker_config) as cluster:
         t0 = time.monotonic()
         cluster.start()
+        if opts.keep_dir:
+            log(f"tasks: keeping the temporary folder {cluster.dir} (db, worker logs)")
         async with cluster.client() as mesh:
             await cluster.wait_active(mesh)
             result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)

@@ -116,7 +116,7 @@ class MeshConfig:
     sync_interval_seconds: float = field(default=10.0, metadata=_positive())
     task_timeout_seconds: float = field(default=300.0, metadata=_positive())
     max_capacity: int = field(default=100, metadata=_positive())
-    concurrency: int = field(default=16, metadata=_positive())
+    concurrency: int = field(default=64, metadata=_positive())
     max_pending_tasks: int = field(default=10_000, metadata=_non_negative())
     shutdown_grace_seconds: float = field(default=2.0, metadata=_non_negative())
     max_frame_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())

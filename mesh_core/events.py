@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -23,7 +23,8 @@ class Event:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow on purpose: event fields are flat values, and this runs once per event per printer.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["event"] = self.kind
         return data
 

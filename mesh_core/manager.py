@@ -155,7 +155,8 @@ class AgentMeshManager:
         self._done = 0
         self._failed = 0
         self._latency_ms = 0.0
-        self._finished_cursor = 0.0
+        self._finished_cursor: Any = None
+        self._waiter_generation = 0
         self._memory_cursor: Any = None
         self._process = psutil.Process()
         self._rng = random.Random()
@@ -237,7 +238,7 @@ class AgentMeshManager:
                 self._backend, self.backend_reason = create_backend(cfg, self.limits)
             self._backend.on_signal(self._on_signal)
             await self._backend.open(self.local_info())
-            self._finished_cursor = time.time() - 1.0
+            _, self._finished_cursor = await self._backend.finished_for(self.node_id, None)
             await self._refresh_view()
             if cfg.enabled and self.is_worker:
                 await self.enable(rejoin=False)
@@ -776,10 +777,14 @@ class AgentMeshManager:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Task] = loop.create_future()
         self._waiters.setdefault(task_id, []).append(fut)
+        self._waiter_generation += 1
         try:
-            current = await self.get_task(task_id)
-            if current.status.is_final:
-                return current
+            # Registered before this check, so a result landing now is seen by one or the other.
+            state = (await self.backend.task_states([task_id])).get(task_id)
+            if state is None:
+                raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
+            if state.is_final:
+                return await self.get_task(task_id)
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
@@ -803,25 +808,23 @@ class AgentMeshManager:
     async def _results_loop(self) -> None:
         while not self._closing:
             await self._wait_wake(TOPIC_RESULTS, RESULTS_POLL_SECONDS)
-            if not self._waiters:
-                continue
             try:
-                since = self._finished_cursor
-                self._finished_cursor = time.time() - 1.0
-                finished = await self.backend.finished_for(self.node_id, since)
-                ready = {t.task_id: t for t in finished if t.task_id in self._waiters and t.status.is_final}
-                stale = [tid for tid in self._waiters if tid not in ready]
-                if len(stale) <= 50 and (not finished):
-                    for t in await self.backend.get_tasks(stale):
-                        if t.status.is_final:
-                            ready[t.task_id] = t
-                if ready:
-                    full = {t.task_id: t for t in await self.backend.get_tasks(list(ready))} \
-                        if len(ready) <= 50 else ready
-                    for task_id, task in full.items():
-                        for fut in self._waiters.get(task_id, []):
-                            if not fut.done():
-                                fut.set_result(task)
+                if not self._waiters:
+                    # Nobody waits: skip ahead. A later waiter checks its task's state when it registers;
+                    # one that registered during this read keeps the old cursor, so nothing is skipped.
+                    generation = self._waiter_generation
+                    _, head = await self.backend.finished_for(self.node_id, None)
+                    if generation == self._waiter_generation:
+                        self._finished_cursor = head
+                    continue
+                ids, self._finished_cursor = await self.backend.finished_for(self.node_id, self._finished_cursor)
+                ready = [i for i in ids if i in self._waiters]
+                if not ready:
+                    continue
+                for task in await self.backend.get_tasks(ready):
+                    for fut in self._waiters.get(task.task_id, []):
+                        if not fut.done():
+                            fut.set_result(task)
             except BackendError as exc:
                 self._problem("backend_errors", str(exc))
 

@@ -53,13 +53,27 @@ class Output:
     def __init__(self, fmt: str, stream: TextIO = sys.stdout) -> None:
         self.fmt = fmt
         self.stream = stream
+        self._flush_scheduled = False
 
     def line(self, text: str) -> None:
         try:
             self.stream.write(text + "\n")
+        except (BrokenPipeError, ValueError):
+            return  # nobody is reading any more; the node keeps running
+        # One flush per event-loop pass, not per line: many events arrive together under load.
+        if not self._flush_scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+                self._flush_scheduled = True
+            except RuntimeError:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        try:
             self.stream.flush()
         except (BrokenPipeError, ValueError):
-            pass  # nobody is reading any more; the node keeps running
+            pass
 
     def reply(self, command: str, text: str, data: Any, ok: bool) -> None:
         if self.fmt == "json":

@@ -213,13 +213,18 @@ class Backend(abc.ABC):
         """Tasks submitted by a handler of ``parent_id`` (subtasks)."""
 
     @abc.abstractmethod
-    async def finished_for(self, submitter_id: str, since: float) -> list[Task]:
-        """Tasks submitted by ``submitter_id`` that reached a final state at or after ``since``.
+    async def finished_for(self, submitter_id: str, after: Any) -> tuple[list[str], Any]:
+        """Ids of ``submitter_id``'s tasks that reached a final state after cursor ``after``.
 
-        SQLite: an indexed range on (submitter_id, finished_at). Redis: the
-        submitter's result stream read from a cursor. gRPC: results pushed to
-        the submitter, kept in its own table.
+        ``after`` None answers no ids and the cursor of "now". SQLite: a feed
+        table filled by a trigger on every final transition. Redis: the
+        submitter's result stream read with XREAD from a cursor. gRPC:
+        results pushed to the submitter and kept in its own table.
         """
+
+    @abc.abstractmethod
+    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        """Current status of each task that exists (a cheap read, batched across callers)."""
 
     @abc.abstractmethod
     async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:

@@ -70,6 +70,17 @@ CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC,
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (submitter_id, finished_at);
 CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id);
+CREATE TABLE IF NOT EXISTS finished (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, submitter_id TEXT, task_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS finished_submitter ON finished (submitter_id, seq);
+-- One place records every move into a final state, whichever statement made it.
+CREATE TRIGGER IF NOT EXISTS tasks_finished AFTER UPDATE OF status ON tasks
+WHEN NEW.status IN ('succeeded','failed','dead_letter','cancelled')
+ AND OLD.status NOT IN ('succeeded','failed','dead_letter','cancelled')
+BEGIN
+    INSERT INTO finished (submitter_id, task_id) VALUES (NEW.submitter_id, NEW.task_id);
+END;
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT, node_name TEXT,
     started_at REAL, finished_at REAL, error TEXT, PRIMARY KEY (task_id, attempt)
@@ -88,6 +99,7 @@ TASK_COLUMNS = (
 )
 ACTIVE = ("assigned", "running")
 LOCK_GIVE_UP_SECONDS = 60.0
+FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
 TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y", TOPIC_CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 
@@ -172,7 +184,10 @@ class SqliteBackend(Backend):
         self._transport: asyncio.DatagramTransport | None = None
         self._send_sock: socket.socket | None = None
         self._peer_ids: list[str] = []
+        self._addresses: dict[str, str | bytes] = {}
         self._enqueue = _Coalescer(self._enqueue_batch)
+        self._publish = _Coalescer(self._publish_batch)
+        self._states = _Coalescer(self._states_batch)
         self._complete = _Coalescer(self._complete_batch)
         self.lock_waits = 0
 
@@ -257,7 +272,10 @@ class SqliteBackend(Backend):
                 self._deliver(topic)
                 continue
             try:
-                self._send_sock.sendto(payload, _wake_address(self.path, node_id))
+                address = self._addresses.get(node_id)
+                if address is None:
+                    address = self._addresses[node_id] = _wake_address(self.path, node_id)
+                self._send_sock.sendto(payload, address)
             except OSError:
                 pass  # peer gone or its buffer full: a hint only, it polls anyway
 
@@ -329,6 +347,7 @@ class SqliteBackend(Backend):
                  node.incarnation, json.dumps(sorted(node.capabilities)), json.dumps(sorted(node.task_types)),
                  node.capacity, node.running, node.queued, json.dumps(node.metrics, default=str),
                  node.started_at, time.time()))
+            conn.execute("DELETE FROM finished WHERE seq < (SELECT max(seq) FROM finished) - ?", (FINISHED_KEEP,))
             return row is None or row[0] != node.incarnation or bool(row[1])
         changed = await self._write(upsert)
         if changed:
@@ -581,11 +600,32 @@ class SqliteBackend(Backend):
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq", (parent_id,)).fetchall())
         return [_task_from_row(r, self.limits) for r in rows]
 
-    async def finished_for(self, submitter_id: str, since: float) -> list[Task]:
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE submitter_id=? AND finished_at>=?", (submitter_id, since)
-        ).fetchall())
-        return [_task_from_row(r, self.limits) for r in rows]
+    async def finished_for(self, submitter_id: str, after: int | None) -> tuple[list[str], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[str], int]:
+            if after is None:
+                top = conn.execute("SELECT coalesce(max(seq), 0) FROM finished").fetchone()[0]
+                return [], top
+            rows = conn.execute("SELECT seq, task_id FROM finished WHERE submitter_id=? AND seq>? ORDER BY seq",
+                                (submitter_id, after)).fetchall()
+            return [r[1] for r in rows], (rows[-1][0] if rows else after)
+        return await self._read(read)
+
+    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        ids = list(task_ids)
+        states = await self._states(ids)
+        return {i: s for i, s in zip(ids, states, strict=True) if s is not None}
+
+    async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
+        def read(conn: sqlite3.Connection) -> list[TaskStatus | None]:
+            found: dict[str, str] = {}
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(f"SELECT task_id, status FROM tasks WHERE task_id IN ({marks})",
+                                          chunk).fetchall())
+            return [TaskStatus(found[i]) if i in found else None for i in ids]
+        return await self._read(read)
 
     async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         ids = list(dict.fromkeys(task_ids))
@@ -622,17 +662,21 @@ class SqliteBackend(Backend):
 
     # -- memory ----------------------------------------------------------------
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
+        self._broadcast(TOPIC_MEMORY)
+
+    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[None]:
         now = time.time()
 
         def append(conn: sqlite3.Connection) -> list[str]:
             conn.executemany(
                 "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
-                [(origin, mt, key, frame, now) for mt, key, frame in entries])
+                [(origin, mt, key, frame, now) for origin, mt, key, frame in items])
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
             return [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
         self._peer_ids = await self._write(append)
-        self._broadcast(TOPIC_MEMORY)
+        return [None] * len(items)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)
