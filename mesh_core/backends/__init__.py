@@ -15,7 +15,17 @@ def _sqlite(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
     return SqliteBackend(config.sqlite_db_path, limits=limits)
 
 
-FACTORIES: dict[str, Callable[[MeshConfig, codec.CodecLimits], Backend]] = {"sqlite_local": _sqlite}
+def _redis(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
+    try:
+        from .redis import RedisBackend
+    except ImportError:
+        raise ConfigError("config: agent_mesh.protocol = 'redis_distributed' needs the redis package",
+                          hint="pip install 'mesh-tui[redis]'") from None
+    return RedisBackend(config.redis, limits=limits)
+
+
+FACTORIES: dict[str, Callable[[MeshConfig, codec.CodecLimits], Backend]] = {
+    "sqlite_local": _sqlite, "redis_distributed": _redis}
 
 
 def create_backend(config: MeshConfig, limits: codec.CodecLimits) -> tuple[Backend, str]:

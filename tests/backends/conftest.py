@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ import pytest
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole
 
-BACKENDS = ["sqlite"]
+from tests.redis_server import RedisServer
+
+BACKENDS = ["sqlite", "redis"]
 
 FAST = {
     "heartbeat_interval_seconds": 0.2,
@@ -30,15 +32,20 @@ FAST = {
 
 
 class Cluster:
-    def __init__(self, root: Path, backend: str) -> None:
+    def __init__(self, root: Path, backend: str, redis_url: str | None = None) -> None:
         self.root = root
         self.backend = backend
+        self.redis_url = redis_url
         self.nodes: list[AgentMeshManager] = []
 
     def overrides(self, **extra: Any) -> dict[str, Any]:
         base: dict[str, Any] = dict(FAST)
         if self.backend == "sqlite":
             base.update({"protocol": "sqlite_local", "sqlite_db_path": str(self.root / "mesh.db")})
+        else:
+            # one server per session; a cluster name per test keeps tests apart
+            base.update({"protocol": "redis_distributed",
+                         "redis": {"url": self.redis_url, "cluster": self.root.name}})
         base["state_dir"] = str(self.root / "state")
         base.update(extra)
         return base
@@ -73,9 +80,19 @@ class Cluster:
         self.nodes.clear()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture(params=BACKENDS)
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, request.param)
+    url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    c = Cluster(tmp_path, request.param, url)
     try:
         yield c
     finally:

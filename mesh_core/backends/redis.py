@@ -1,0 +1,433 @@
+"""``redis_distributed``: machines on a network join one mesh through a Redis server.
+
+Layout under one prefix ``mesh:{cluster}:`` (the braces are a Cluster hash tag):
+node records, Redis-clock heartbeat times and leave marks in hashes; each task
+a hash; per-node inboxes as sorted sets scored by priority then arrival (one
+ZRANGE gives strict priority with FIFO inside it), a delayed set for retry
+backoff, a held set and a lease sorted set for running work; a mesh-wide
+pending set; per-status sorted sets for listing and counting; a result feed
+stream per submitter; the memory log as a stream with a per-key hash of each
+origin's latest frame for catch-up. Every task transition is one Lua script
+that checks the fencing token (task, attempt, holder), so a stale actor can
+never record a result. Wake-ups go over pub/sub; the periodic polls remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+from .. import codec
+from ..config import RedisConfig
+from ..errors import BackendError, BackendUnavailable, ConfigError
+from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
+from . import redis_scripts as lua
+from .base import (
+    TOPIC_CANCEL,
+    TOPIC_MEMBERS,
+    TOPIC_MEMORY,
+    TOPIC_RESULTS,
+    TOPIC_TASKS,
+    Assignment,
+    Backend,
+    Completion,
+    MeshSnapshot,
+    Reassignment,
+)
+
+log = logging.getLogger("mesh.redis")
+GHOST_SECONDS = 3600.0
+ALL = "all"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _f(value: Any) -> float | None:
+    if value in (None, b"", "", False):
+        return None
+    return float(value)
+
+
+class RedisBackend(Backend):
+    name = "redis_distributed"
+
+    def __init__(self, cfg: RedisConfig, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.limits = limits
+        self.prefix = f"mesh:{{{cfg.cluster}}}:"
+        self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._local: NodeInfo | None = None
+        self._scripts: dict[str, Any] = {}
+        self.reconnects = 0
+        self._closing = False
+
+    # -- plumbing ----------------------------------------------------------------
+    def _where(self) -> str:
+        return self.cfg.url or f"redis://{self.cfg.host}:{self.cfg.port}/{self.cfg.db}"
+
+    def _connect(self) -> aioredis.Redis:
+        common: dict[str, Any] = {"socket_timeout": self.cfg.socket_timeout_seconds,
+                  "socket_connect_timeout": self.cfg.socket_timeout_seconds, "health_check_interval": 15}
+        if self.cfg.url:
+            return aioredis.Redis.from_url(self.cfg.url, username=self.cfg.username, password=self.cfg.password,
+                                           **common)
+        return aioredis.Redis(host=self.cfg.host, port=self.cfg.port, db=self.cfg.db, username=self.cfg.username,
+                              password=self.cfg.password, **common)
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except AuthenticationError as exc:
+            raise ConfigError(f"config: Redis at {self._where()} refused the credentials: {exc}",
+                              hint="check redis.username and redis.password") from None
+        except ResponseError as exc:
+            if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
+                raise ConfigError(f"config: Redis at {self._where()} denied access: {exc}",
+                                  hint=f"the ACL user needs ~{self.prefix}* and &{self.prefix}*") from None
+            raise BackendError(f"Redis error: {exc}") from None
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
+
+    async def _script(self, name: str, *args: Any) -> Any:
+        return await self._call(self._scripts[name](args=[self.prefix, *args]))
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + "".join(parts)
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def open(self, local: NodeInfo) -> None:
+        self._local = local
+        self._client = self._connect()
+        await self._call(self._client.ping())
+        for name in ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN",
+                     "STRANDED", "CANCEL", "REPLAY"):
+            self._scripts[name] = self._client.register_script(getattr(lua, name))
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            self._listener.cancel()
+            # redis-py can swallow a cancel mid-read; the loop also checks the flag every half second.
+            await asyncio.wait({self._listener}, timeout=1.5)
+            self._listener = None
+        if self._client is not None:
+            await _close_quickly(self._client)
+            self._client = None
+
+    async def _listen(self) -> None:
+        """Subscribe to this node's wake channel and the broadcast one; reconnect with backoff."""
+        assert self._local is not None and self._client is not None
+        channels = [self._key("wake:", self._local.node_id), self._key("wake:", ALL)]
+        delay = 0.1
+        while not self._closing:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                delay = 0.1
+                while not self._closing:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if message and message.get("type") == "message":
+                        self._deliver(_s(message["data"]))
+            except asyncio.CancelledError:
+                await _close_quickly(pubsub)
+                raise
+            except (RedisError, OSError):
+                self.reconnects += 1
+            await _close_quickly(pubsub)
+            if self._closing:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            for topic in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY, TOPIC_CANCEL):
+                self._deliver(topic)  # anything may have happened while we were away
+
+    async def _wake(self, node_ids: Iterable[str | None], topic: str) -> None:
+        assert self._client is not None
+        own = self._local.node_id if self._local else None
+        targets = {n for n in node_ids if n}
+        if not targets:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for node_id in targets:
+            if node_id == own:
+                self._deliver(topic)
+            else:
+                pipe.publish(self._key("wake:", node_id), topic)
+        with contextlib.suppress(BackendError):
+            await self._call(pipe.execute())
+
+    async def _broadcast(self, topic: str) -> None:
+        assert self._client is not None
+        with contextlib.suppress(BackendError):
+            await self._call(self._client.publish(self._key("wake:", ALL), topic))
+
+    # -- membership --------------------------------------------------------------------
+    async def heartbeat(self, node: NodeInfo) -> None:
+        record = codec.pack({
+            "name": node.name, "type": node.node_type.value, "role": node.role.value, "host": node.host,
+            "port": node.port, "pid": node.pid, "inc": node.incarnation, "caps": sorted(node.capabilities),
+            "types": sorted(node.task_types), "cap": node.capacity, "running": node.running, "queued": node.queued,
+            "metrics": json.loads(json.dumps(node.metrics, default=str)), "started": node.started_at})
+        changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record)
+        if changed:
+            await self._broadcast(TOPIC_MEMBERS)
+
+    async def leave(self, node: NodeInfo) -> None:
+        await self._script("LEAVE", node.node_id, node.incarnation)
+        await self._broadcast(TOPIC_MEMBERS)
+
+    async def snapshot(self) -> MeshSnapshot:
+        raw = await self._script("SNAPSHOT", GHOST_SECONDS)
+        now = float(_s(raw[0]))
+        records = {_s(raw[1][i]): raw[1][i + 1] for i in range(0, len(raw[1]), 2)}
+        seen = {_s(raw[2][i]): float(_s(raw[2][i + 1])) for i in range(0, len(raw[2]), 2)}
+        left = {_s(raw[3][i]): int(_s(raw[3][i + 1])) for i in range(0, len(raw[3]), 2)}
+        depths = {_s(raw[4][i]): int(raw[4][i + 1]) for i in range(0, len(raw[4]), 2)}
+        nodes = []
+        for node_id, blob in records.items():
+            if node_id not in seen:
+                continue
+            try:
+                r = codec.unpack(blob)
+                node_type = NodeType(r["type"]) if r["type"] in NodeType._value2member_map_ else NodeType.GENERAL
+                nodes.append(NodeInfo(
+                    node_id=node_id, name=r["name"], node_type=node_type, role=NodeRole(r["role"]), host=r["host"],
+                    port=r["port"], pid=r["pid"], incarnation=r["inc"], capabilities=frozenset(r["caps"]),
+                    task_types=frozenset(r["types"]), capacity=r["cap"], running=r["running"], queued=r["queued"],
+                    metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
+                    left=node_id in left and left[node_id] >= r["inc"]))
+            except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
+                log.warning("node record %s refused: %s", node_id, exc)
+        return MeshSnapshot(nodes, now, depths)
+
+    # -- tasks ----------------------------------------------------------------------------
+    async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
+        args: list[Any] = []
+        for a in assignments:
+            t = a.task
+            spec = codec.pack({"type": t.task_type, "payload": codec.encode(t.payload, self.limits),
+                               "max_retries": t.max_retries, "timeout": t.timeout_s,
+                               "preferred": [p.value for p in t.preferred_node_types],
+                               "required": sorted(t.required_capabilities), "context": t.context})
+            args += [t.task_id, a.node_id or "", a.node_name or "", a.capacity, int(t.priority), t.not_before, a.why,
+                     spec, t.submitter_id or "", t.submitted_at, t.context.get("parent_id") or ""]
+        results = [bool(x) for x in await self._script("ENQUEUE", *args)]
+        await self._wake((a.node_id for a, ok in zip(assignments, results, strict=True) if ok), TOPIC_TASKS)
+        return results
+
+    async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+        ids = [_s(i) for i in await self._script("CLAIM", node_id, limit, lease_seconds)]
+        return await self.get_tasks(ids, with_attempts=False) if ids else []
+
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+        if not held:
+            return set()
+        args: list[Any] = [node_id, lease_seconds]
+        for task_id, attempt in held:
+            args += [task_id, attempt]
+        return {_s(i) for i in await self._script("RENEW", *args)}
+
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        args: list[Any] = []
+        for c in completions:
+            args += [c.task_id, c.attempt, c.node_id, c.status.value, c.result_frame or b"", c.error or ""]
+        raw = await self._script("COMPLETE", *args)
+        submitters = [_s(x) for x in raw if x]
+        await self._wake(submitters, TOPIC_RESULTS)
+        return [x is not None and x is not False for x in raw]
+
+    async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
+        args: list[Any] = []
+        for m in moves:
+            args += [m.task_id, m.expected_attempt, m.expected_node or "", m.node_id or "", m.node_name or "", m.why,
+                     m.not_before, int(m.bump_attempt), m.error or "", int(m.count_failure), m.final_status.value]
+        raw = await self._script("REASSIGN", *args)
+        await self._wake((_s(r[2]) for r in raw if r[0]), TOPIC_TASKS)
+        await self._wake((_s(r[1]) for r in raw if r[0]), TOPIC_RESULTS)
+        return [bool(r[0]) for r in raw]
+
+    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
+        raw = await self._script("STRANDED", now, *sorted(set(dead_nodes)))
+        ids = [_s(i) for i in raw[1]]
+        return await self.get_tasks(ids, with_attempts=False) if ids else []
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        raw = await self._script("CANCEL", *task_ids)
+        await self._wake((_s(r[1]) for r in raw), TOPIC_CANCEL)
+        await self._wake((_s(r[2]) for r in raw), TOPIC_RESULTS)
+        return [_s(r[0]) for r in raw]
+
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        assert self._client is not None
+        ids = [_s(i) for i in await self._call(self._client.smembers(self._key("held:", node_id)))]
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self._key("t:", task_id), "cancel", "attempt", "status")
+        rows = await self._call(pipe.execute())
+        return [(task_id, int(r[1])) for task_id, r in zip(ids, rows, strict=True)
+                if r[0] == b"1" and r[2] == b"running"]
+
+    async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        ok = bool(await self._script("REPLAY", task_id, node_id or "", node_name or "", why))
+        if ok and node_id:
+            await self._wake([node_id], TOPIC_TASKS)
+        return ok
+
+    async def children(self, parent_id: str) -> list[Task]:
+        assert self._client is not None
+        ids = sorted(_s(i) for i in await self._call(self._client.smembers(self._key("ch:", parent_id))))
+        tasks = await self.get_tasks(ids, with_attempts=False)
+        return sorted(tasks, key=lambda t: t.submitted_at)
+
+    async def finished_for(self, submitter_id: str, after: Any) -> tuple[list[str], Any]:
+        assert self._client is not None
+        feed = self._key("fin:", submitter_id)
+        if after is None:
+            last = await self._call(self._client.xrevrange(feed, count=1))
+            return [], (_s(last[0][0]) if last else "0-0")
+        rows = await self._call(self._client.xrange(feed, min=f"({after}", count=10_000))
+        if not rows:
+            return [], after
+        return [_s(fields[b"id"]) for _, fields in rows], _s(rows[-1][0])
+
+    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self._key("t:", task_id), "status")
+        rows = await self._call(pipe.execute())
+        return {i: TaskStatus(_s(s)) for i, s in zip(task_ids, rows, strict=True) if s}
+
+    async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
+        assert self._client is not None
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return []
+        attempts = len(ids) <= 50 if with_attempts is None else with_attempts
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self._key("t:", task_id))
+            if attempts:
+                pipe.hgetall(self._key("a:", task_id))
+        rows = await self._call(pipe.execute())
+        step = 2 if attempts else 1
+        out = []
+        for n, task_id in enumerate(ids):
+            fields = rows[n * step]
+            if not fields or b"status" not in fields:
+                continue
+            task = self._task(task_id, fields)
+            if attempts:
+                task.attempts = _attempts(rows[n * step + 1])
+            out.append(task)
+        return out
+
+    def _task(self, task_id: str, h: dict[bytes, bytes]) -> Task:
+        g = lambda k: h.get(k.encode(), b"")  # noqa: E731
+        try:
+            spec = codec.unpack(g("spec"))
+            payload = codec.decode(spec["payload"], self.limits)
+        except (codec.CodecError, KeyError, TypeError) as exc:
+            spec, payload = {"type": "?", "max_retries": 0, "context": {}}, {"__corrupt__": str(exc)}
+        result: Any = None
+        if g("result"):
+            try:
+                result = codec.decode(g("result"), self.limits)
+            except codec.CodecError as exc:
+                result = {"__corrupt__": str(exc)}
+        preferred = tuple(NodeType(p) for p in spec.get("preferred", []) if p in NodeType._value2member_map_)
+        return Task(
+            task_id=task_id, task_type=spec["type"], payload=payload, priority=TaskPriority(int(g("prio") or 1)),
+            status=TaskStatus(_s(g("status"))), node_id=_s(g("node")) or None, node_name=_s(g("node_name")) or None,
+            attempt=int(g("attempt") or 1), failures=int(g("failures") or 0), max_retries=spec.get("max_retries", 0),
+            timeout_s=spec.get("timeout"), preferred_node_types=preferred,
+            required_capabilities=frozenset(spec.get("required", [])), context=spec.get("context") or {},
+            submitter_id=_s(g("submitter")) or None, why=_s(g("why")), submitted_at=_f(g("submitted")) or 0.0,
+            started_at=_f(g("started")), finished_at=_f(g("finished")), lease_expires=_f(g("lease")),
+            not_before=_f(g("not_before")) or 0.0, result=result, error=_s(g("error")) or None)
+
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
+        assert self._client is not None
+        index = self._key("st:", status.value) if status else self._key("tasks")
+        ids = [_s(i) for i in await self._call(self._client.zrevrange(index, 0, limit - 1))]
+        return await self.get_tasks(ids, with_attempts=False)
+
+    async def task_counts(self) -> dict[str, int]:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        for status in TaskStatus:
+            pipe.zcard(self._key("st:", status.value))
+        counts = await self._call(pipe.execute())
+        return {s.value: n for s, n in zip(TaskStatus, counts, strict=True) if n}
+
+    # -- memory ---------------------------------------------------------------------------
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=True)
+        for memory_type, key, frame in entries:
+            pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
+            pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
+            pipe.sadd(self._key("mtypes:", key), memory_type)
+        await self._call(pipe.execute())
+        await self._broadcast(TOPIC_MEMORY)
+
+    async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
+        assert self._client is not None
+        start = f"({after}" if after else "-"
+        rows = await self._call(self._client.xrange(self._key("memlog"), min=start, count=limit))
+        if not rows:
+            return [], after
+        return [fields[b"f"] for _, fields in rows], _s(rows[-1][0])
+
+    async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
+        assert self._client is not None
+        types = [memory_type] if memory_type else sorted(
+            _s(t) for t in await self._call(self._client.smembers(self._key("mtypes:", key))))
+        frames: list[bytes] = []
+        for mt in types:
+            frames += list((await self._call(self._client.hgetall(self._key("mk:", mt, "\0", key)))).values())
+        return frames
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
+
+
+async def _close_quickly(thing: Any) -> None:
+    """Close a client or pub/sub without waiting out a socket timeout on a half-read connection."""
+    try:
+        async with asyncio.timeout(0.5):
+            await thing.aclose()
+    except (TimeoutError, Exception):
+        pool = getattr(thing, "connection_pool", None)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=True)
+
+
+def _attempts(raw: dict[bytes, bytes]) -> list[Attempt]:
+    out = []
+    for attempt, blob in raw.items():
+        try:
+            node, name, started, finished, error = codec.unpack(blob)
+        except (codec.CodecError, ValueError, TypeError):
+            continue
+        out.append(Attempt(int(attempt), _s(node), _s(name), started or None, finished or None, error or None))
+    return sorted(out, key=lambda a: a.attempt)
+
+
+__all__ = ["RedisBackend"]
