@@ -18,7 +18,6 @@ import pytest
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole
-
 from tests.redis_server import RedisServer
 
 BACKENDS = ["sqlite", "redis"]
