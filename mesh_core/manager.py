@@ -651,13 +651,32 @@ class AgentMeshManager:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         try:
-            await self._record(entry, frame, error, time.monotonic() - started)
-        except BackendError as exc:
-            self._problem("backend_errors", f"result of {task.task_id} not recorded yet: {exc}")
-            # The lease lapses and the task is re-run elsewhere: at-least-once execution.
+            await self._record_until_stored(entry, frame, error, time.monotonic() - started)
         finally:
             self._running.pop(task.task_id, None)
             self._wake[TOPIC_TASKS].set()
+
+    async def _record_until_stored(self, entry: _Running, frame: bytes | None, error: str | None,
+                                   seconds: float) -> None:
+        """Record the outcome, holding it and retrying while the backend is away.
+
+        If the lease lapses meanwhile the task is re-run elsewhere and this
+        late result is refused by fencing: execution is at-least-once,
+        recording stays exactly-once.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self._record(entry, frame, error, seconds)
+                return
+            except BackendError as exc:
+                self._backend_ok(False, str(exc))
+                self._problem("backend_errors", f"result of {entry.task.task_id} held until the backend returns: "
+                                                f"{exc}")
+                if self._closing:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _learn(self, task_type: str, ok: bool, seconds: float) -> None:
         stats = self._stats.setdefault(task_type, [0.5, seconds, 0])
@@ -845,7 +864,15 @@ class AgentMeshManager:
                                       f"{self.config.memory_sync.max_item_bytes}")
         self.replica.replace_siblings(memory_type, key, (item,), tuple(siblings), "local write")
         self.replica.set_meta("hlc", str(self.hlc.last))
-        await self.backend.publish_memory(self.node_id, [(memory_type, key, frame)])
+        try:
+            if self.replica.outgoing(1):
+                raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
+            await self.backend.publish_memory(self.node_id, [(memory_type, key, frame)])
+        except BackendError as exc:
+            # Accepted locally; delivered in order when the backend is back.
+            self.replica.queue_outgoing(memory_type, key, frame)
+            self._backend_ok(False, str(exc))
+            self._wake[TOPIC_MEMORY].set()
         self._publish(MemoryChanged(memory_type=memory_type, key=key, origin=self.node_id, outcome="local"))
         return key
 
@@ -890,6 +917,16 @@ class AgentMeshManager:
         self.replica.set_meta("hlc", str(self.hlc.last))
         return {"seen": seen, "applied": applied}
 
+    async def flush_outbox(self) -> int:
+        """Deliver memory writes queued while the backend was away; returns how many went out."""
+        assert self.replica is not None
+        sent = 0
+        while batch := self.replica.outgoing(self.config.memory_sync.max_sync_batch_size):
+            await self.backend.publish_memory(self.node_id, [(mt, key, frame) for _, mt, key, frame in batch])
+            self.replica.delivered(batch[-1][0])
+            sent += len(batch)
+        return sent
+
     async def _memory_loop(self) -> None:
         while not self._closing:
             # Wake-ups make this immediate; the short poll covers a missed one.
@@ -897,6 +934,8 @@ class AgentMeshManager:
             if not self.config.memory_sync.enabled:
                 continue
             try:
+                if await self.flush_outbox():
+                    self._backend_ok(True)
                 await self.sync_now()
             except BackendError as exc:
                 self._problem("backend_errors", str(exc))

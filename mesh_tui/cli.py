@@ -35,6 +35,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument("--node-type", choices=NODE_TYPES, default=d)
     g.add_argument("--protocol", choices=PROTOCOLS, default=d)
     g.add_argument("--db", metavar="PATH", default=d, help="shared SQLite file (sqlite_local)")
+    g.add_argument("--redis-url", metavar="URL", default=d,
+                   help="redis://[user:pass@]host:port/db, rediss:// (TLS) or unix:// (redis_distributed)")
     g.add_argument("--state-dir", metavar="DIR", default=d, help="folder for node identity and memory replica")
     g.add_argument("--log-format", choices=LOG_FORMATS, default=d)
     g.add_argument("--handlers", metavar="MODULE", action="append", default=d,
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     get = lambda name: getattr(args, name, None)  # noqa: E731
     return {"node_name": get("name"), "node_type": get("node_type"), "protocol": get("protocol"),
-            "sqlite_db_path": get("db"), "state_dir": get("state_dir"), "log_format": get("log_format"),
+            "sqlite_db_path": get("db"), "redis.url": get("redis_url"), "state_dir": get("state_dir"),
+            "log_format": get("log_format"),
             "handlers": get("handlers"), "max_capacity": get("capacity")}
 
 
@@ -124,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from .headless import serve
         if not args.no_ui:
-            print("mesh-tui: the terminal UI arrives with a later release; running headless (--no-ui).",
-                  file=sys.stderr)
+            from .app import run_app  # the only place textual is imported: never on the --no-ui path
+            return run_app(config)
         try:
             return asyncio.run(serve(config))
         except KeyboardInterrupt:

@@ -9,8 +9,13 @@ the flag wins when both are given.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pytest
 
 from hypothesis import HealthCheck, settings
+
+from tests.redis_server import RedisServer
 
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
@@ -29,3 +34,13 @@ def pytest_configure(config):
     # only discovered during collection; it keeps ``--hypothesis-profile`` authoritative.
     cli_profile = config.getoption("hypothesis_profile", default=None)
     settings.load_profile(cli_profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests keep apart by cluster name (key prefix)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -71,6 +71,7 @@ class RedisBackend(Backend):
         self._local: NodeInfo | None = None
         self._scripts: dict[str, Any] = {}
         self.reconnects = 0
+        self.refused_records = 0
         self._closing = False
 
     # -- plumbing ----------------------------------------------------------------
@@ -210,6 +211,7 @@ class RedisBackend(Backend):
                     metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
                     left=node_id in left and left[node_id] >= r["inc"]))
             except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
+                self.refused_records += 1
                 log.warning("node record %s refused: %s", node_id, exc)
         return MeshSnapshot(nodes, now, depths)
 
@@ -303,7 +305,7 @@ class RedisBackend(Backend):
         rows = await self._call(self._client.xrange(feed, min=f"({after}", count=10_000))
         if not rows:
             return [], after
-        return [_s(fields[b"id"]) for _, fields in rows], _s(rows[-1][0])
+        return [_s(fields[b"id"]) for _, fields in rows if b"id" in fields], _s(rows[-1][0])
 
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         assert self._client is not None
@@ -392,7 +394,8 @@ class RedisBackend(Backend):
         rows = await self._call(self._client.xrange(self._key("memlog"), min=start, count=limit))
         if not rows:
             return [], after
-        return [fields[b"f"] for _, fields in rows], _s(rows[-1][0])
+        # An entry without a frame (garbage written by someone else) becomes an empty frame the codec refuses.
+        return [fields.get(b"f", b"") for _, fields in rows], _s(rows[-1][0])
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         assert self._client is not None
@@ -404,7 +407,8 @@ class RedisBackend(Backend):
         return frames
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
+        return {"backend": self.name, "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects,
+                "refused_records": self.refused_records}
 
 
 async def _close_quickly(thing: Any) -> None:

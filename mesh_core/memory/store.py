@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_key ON history (memory_type, key, id);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, memory_type TEXT NOT NULL, key TEXT NOT NULL, frame BLOB NOT NULL
+);
 """
 
 
@@ -144,6 +147,17 @@ class ReplicaStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    # -- outbox: local writes not yet delivered to the mesh (backend away) ---------
+    def queue_outgoing(self, memory_type: str, key: str, frame: bytes) -> None:
+        self._db.execute("INSERT INTO outbox (memory_type, key, frame) VALUES (?,?,?)", (memory_type, key, frame))
+
+    def outgoing(self, limit: int = 500) -> list[tuple[int, str, str, bytes]]:
+        return self._db.execute("SELECT id, memory_type, key, frame FROM outbox ORDER BY id LIMIT ?",
+                                (limit,)).fetchall()
+
+    def delivered(self, up_to_id: int) -> None:
+        self._db.execute("DELETE FROM outbox WHERE id <= ?", (up_to_id,))
 
     def get_meta(self, k: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()

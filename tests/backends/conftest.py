@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ import pytest
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole
-from tests.redis_server import RedisServer
-
 BACKENDS = ["sqlite", "redis"]
 
 FAST = {
@@ -77,15 +75,6 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await mesh.stop()
         self.nodes.clear()
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(params=BACKENDS)

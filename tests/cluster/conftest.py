@@ -114,16 +114,20 @@ class NodeProcess:
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend: str = "sqlite", redis_url: str | None = None) -> None:
         self.root = root
+        self.backend = backend
         self.db = root / "mesh.db"
         self.state = root / "state"
         self.config = root / "mesh.yaml"
-        self.config.write_text(yaml.safe_dump({"agent_mesh": {
+        settings: dict[str, Any] = {
             "heartbeat_interval_seconds": HEARTBEAT, "suspect_after_seconds": SUSPECT,
             "node_timeout_seconds": TIMEOUT, "shutdown_grace_seconds": 1.0,
             "task_distribution": {"retry_backoff_seconds": 0.05},
-        }}))
+        }
+        if backend == "redis":
+            settings.update({"protocol": "redis_distributed", "redis": {"url": redis_url, "cluster": root.name}})
+        self.config.write_text(yaml.safe_dump({"agent_mesh": settings}))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "MERNSTA_"))}
         self.env["PYTHONUNBUFFERED"] = "1"
         self.nodes: list[NodeProcess] = []
@@ -151,9 +155,10 @@ class Cluster:
             node.close()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
+@pytest.fixture(params=["sqlite", "redis"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    c = Cluster(tmp_path, request.param, url)
     try:
         yield c
     finally:
