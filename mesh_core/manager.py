@@ -825,6 +825,7 @@ class AgentMeshManager:
                          task_id=task_id, status=task.status.value, errors=errors)
 
     async def _results_loop(self) -> None:
+        last_sweep = 0.0
         while not self._closing:
             await self._wait_wake(TOPIC_RESULTS, RESULTS_POLL_SECONDS)
             try:
@@ -838,6 +839,11 @@ class AgentMeshManager:
                     continue
                 ids, self._finished_cursor = await self.backend.finished_for(self.node_id, self._finished_cursor)
                 ready = [i for i in ids if i in self._waiters]
+                if time.monotonic() - last_sweep >= RESULTS_POLL_SECONDS:
+                    # Tasks submitted by someone else (a replay, another client) are not in our feed.
+                    last_sweep = time.monotonic()
+                    states = await self.backend.task_states(list(self._waiters))
+                    ready += [i for i, state in states.items() if state.is_final and i not in ready]
                 if not ready:
                     continue
                 for task in await self.backend.get_tasks(ready):

@@ -51,7 +51,9 @@ class RedisServer:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
                 *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = Path(self.folder) / "redis.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -63,7 +65,8 @@ class RedisServer:
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {tail}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

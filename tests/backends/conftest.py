@@ -18,6 +18,7 @@ import pytest
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole
+
 BACKENDS = ["sqlite", "redis"]
 
 FAST = {

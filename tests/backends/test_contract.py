@@ -441,3 +441,11 @@ async def test_cancelling_a_parent_cancels_its_children(cluster: Cluster) -> Non
     assert len(outcomes) == 4 and set(outcomes.values()) == {"cancelling"}
     for task_id in outcomes:
         assert (await client.wait_task(task_id, timeout=5)).status is TaskStatus.CANCELLED
+
+
+async def test_a_client_can_wait_for_a_task_another_client_submitted(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    first = await cluster.client()
+    task_id = await first.submit_task("sleep", {"seconds": 0.3})
+    second = await cluster.client()
+    assert await second.wait_for(task_id, timeout=5) == {"slept": 0.3}
