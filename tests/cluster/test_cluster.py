@@ -185,3 +185,20 @@ def _client(cluster: Cluster) -> AgentMeshManager:
 async def _fetch(cluster: Cluster, task_id: str):
     async with _client(cluster) as mesh:
         return await mesh.get_task(task_id)
+
+
+def test_plugin_module_registers_handlers_with_the_decorator(cluster: Cluster) -> None:
+    plugins = cluster.root / "plugins"
+    plugins.mkdir()
+    (plugins / "shouting.py").write_text(
+        "from mesh_core import handler\n\n"
+        "@handler('shout', capabilities={'loud'})\n"
+        "async def shout(payload, ctx):\n"
+        "    return {'text': str(payload['text']).upper(), 'node': ctx.node_id[:6]}\n")
+    cluster.env["PYTHONPATH"] = str(plugins)
+    node = cluster.start("loud", "--handlers", "shouting")
+    done = cluster.cli("submit", "shout", "--payload", '{"text": "hello"}', "--require", "loud", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"text": "HELLO", "node": node.node_id[:6]}
+    broken = cluster.cli("--handlers", "no_such_plugin_module", "--no-ui")
+    assert broken.returncode == 2 and "no_such_plugin_module" in broken.stderr
