@@ -24,8 +24,9 @@ is again an order-free choice.
 What readers see
 ----------------
 ``resolve(frontier, strategy)`` turns a frontier into the *visible* siblings, as
-a pure function of the frontier (which is sorted first), so every replica with
-the same frontier shows the same siblings, values and vectors:
+a pure function of the frontier (kept sorted by ``(hlc, origin, vector)``, a
+total order on an antichain), so every replica with the same frontier shows the
+same siblings, values and vectors:
 
 - ``latest_wins``: the frontier member with the highest ``(hlc, origin)``, carrying
   the merged (pointwise max) vector of the whole frontier so it dominates all.
@@ -229,9 +230,14 @@ def lww_key(item: MemoryItem) -> tuple[int, str]:
     return (item.hlc, item.origin)
 
 
-def item_sort_key(item: MemoryItem) -> tuple[int, str, str, str]:
-    """A total order on items, used to make every output independent of arrival order."""
-    return (item.hlc, item.origin, canonical(item.vv), _content(item))
+def order_key(item: MemoryItem) -> tuple[int, str, tuple[tuple[str, int], ...]]:
+    """``(hlc, origin, vector)``: a total order on items with distinct vectors, such as a frontier's."""
+    return (item.hlc, item.origin, tuple(sorted((k, v) for k, v in item.vv.items() if v)))
+
+
+def item_sort_key(item: MemoryItem) -> tuple[int, str, tuple[tuple[str, int], ...], str]:
+    """A total order on all items (content last), for the rare equal-vector tie."""
+    return (*order_key(item), _content(item))
 
 
 def _content(item: MemoryItem) -> str:
@@ -252,7 +258,7 @@ def merged_vector(items: Iterable[MemoryItem]) -> dict[str, int]:
 
 def latest_wins(items: Sequence[MemoryItem]) -> tuple[MemoryItem, tuple[MemoryItem, ...]]:
     """One winner carrying the merged vector (so it dominates every input), and the losers."""
-    winner = max(items, key=lambda i: (lww_key(i), item_sort_key(i)))
+    winner = max(items, key=item_sort_key)
     losers = tuple(i for i in items if i is not winner)
     return replace(winner, vv=merged_vector(items)), losers
 
@@ -278,13 +284,13 @@ def add_to_frontier(frontier: Sequence[MemoryItem], incoming: MemoryItem
         else:
             kept.append(member)
     kept.append(incoming)
-    return tuple(sorted(kept, key=item_sort_key)), tuple(superseded), False
+    return tuple(sorted(kept, key=order_key)), tuple(superseded), False
 
 
 def frontier(items: Iterable[MemoryItem]) -> tuple[MemoryItem, ...]:
     """The maximal items (duplicates and dominated ones dropped), in a deterministic order."""
     out: tuple[MemoryItem, ...] = ()
-    for item in sorted(items, key=item_sort_key):
+    for item in items:
         out, _, _ = add_to_frontier(out, item)
     return out
 
@@ -376,12 +382,12 @@ def resolve(items: Iterable[MemoryItem], strategy: str = "latest_wins", *, ranki
     vv = merged_vector(front)
     writers = ", ".join(_short(i.origin) for i in front)
     if strategy == "latest_wins":
-        winner = max(front, key=lambda i: (lww_key(i), item_sort_key(i)))
+        winner = max(front, key=order_key)
         return Resolution((replace(winner, vv=vv),), RESOLVED, tuple(i for i in front if i is not winner), strategy,
                           reason=f"latest of {writers}: {_short(winner.origin)}", sources=front)
     if strategy == "source_priority":
         rank = (ranking or Ranking()).rank
-        winner = max(front, key=lambda i: (rank(i.origin), lww_key(i), item_sort_key(i)))
+        winner = max(front, key=lambda i: (rank(i.origin), order_key(i)))
         tied = sum(1 for i in front if rank(i.origin) == rank(winner.origin)) > 1
         how = "equal rank, latest wins" if tied else f"rank {rank(winner.origin)}"
         return Resolution((replace(winner, vv=vv),), RESOLVED, tuple(i for i in front if i is not winner), strategy,
@@ -389,7 +395,7 @@ def resolve(items: Iterable[MemoryItem], strategy: str = "latest_wins", *, ranki
     if strategy == "merge_compatible":
         merged = merge_items(front)
         if merged.ok:
-            top = max(front, key=lambda i: (lww_key(i), item_sort_key(i)))
+            top = max(front, key=order_key)
             item = replace(top, value=merged.value, vv=vv, priority=max(i.priority for i in front))
             return Resolution((item,), MERGED, (), strategy, reason=f"merged {writers}", sources=front)
         paths = ", ".join(merged.disagreements)
@@ -422,12 +428,13 @@ def apply_remote(local: Sequence[MemoryItem], incoming: MemoryItem, strategy: st
 
     ``local`` is what readers saw (the stored visible siblings); ``sources`` is the
     stored frontier of originals (``Resolution.sources`` from the last fold or
-    ``(item,)`` after a local write). Without ``sources`` the frontier is taken to
-    be ``local``, which is exact for latest_wins, manual and version_vector only.
+    ``(item,)`` after a local write). Without ``sources`` (None or empty, e.g. a key
+    stored before sources were kept) the frontier is taken to be ``local``, which
+    is exact for latest_wins, manual and version_vector only.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown conflict strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    base = frontier(sources if sources is not None else local)
+    base = frontier(sources if sources else local)
     new, _superseded, ignored = add_to_frontier(base, incoming)
     if ignored:
         return Resolution(tuple(local), IGNORED, strategy=strategy, sources=base)
@@ -472,4 +479,4 @@ def resolve_manually(siblings: Sequence[MemoryItem], chosen_value: Any, node_id:
 def local_sibling(siblings: Sequence[MemoryItem], node_id: str) -> MemoryItem:
     """The sibling a reader on ``node_id`` is shown while in conflict: its own write, else the latest."""
     own = [s for s in siblings if s.origin == node_id]
-    return max(own or siblings, key=lambda i: (lww_key(i), item_sort_key(i)))
+    return max(own or siblings, key=item_sort_key)

@@ -107,7 +107,7 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path):
     cfg = load(p)
     assert (cfg.protocol, cfg.node_type, cfg.node_name, cfg.max_capacity) == (
         "grpc_mesh", "planning_only", "file-name", 7)
-    assert cfg.concurrency == 16  # untouched: default
+    assert cfg.concurrency == MeshConfig().concurrency  # untouched: default
 
     env = {"MESH_PROTOCOL": "redis_distributed", "MESH_NODE_TYPE": "sensor_connected"}
     cfg = load(p, env=env)
