@@ -337,18 +337,6 @@ async def _sync(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
                          f"{mesh.replica.count() if mesh.replica else 0} items in the local replica.", moved)
 
 
-@command("/mesh_help", "List the commands", aliases=("/help", "/?"))
-async def _help(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
-    width = max(len(c.usage) for c in REGISTRY.values())
-    lines = ["🧭 Mesh commands", RULE]
-    lines += [f"  {c.usage:<{width}}  {c.summary}" for c in REGISTRY.values()]
-    return CommandResult("\n".join(lines), [{"name": c.name, "usage": c.usage, "summary": c.summary}
-                                            for c in REGISTRY.values()])
-
-
-_REMEMBER = re.compile(r"^(?:--type\s+(?P<type>\S+)\s+)?(?P<key>\S+)\s+(?P<value>.+)$", re.DOTALL)
-
-
 @command("/mesh_remember", "Write a memory fact and share it", "/mesh_remember [--type T] KEY VALUE_JSON", raw=True)
 async def _remember(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
     match = _REMEMBER.match(args[0] if args else "")
@@ -373,3 +361,96 @@ async def _recall(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
         text += f"\n  ⚠️ {len(siblings)} siblings in conflict"
     return CommandResult(text, {"key": found.key, "memory_type": found.memory_type, "value": found.value,
                                 "siblings": siblings, "origin": found.origin})
+
+
+def conflict_dict(c: Any) -> dict[str, Any]:
+    return {"conflict_id": c.conflict_id, "memory_type": c.memory_type, "key": c.key, "strategy": c.strategy,
+            "reason": c.reason, "opened_at": c.opened_at,
+            "siblings": [{"value": s.value, "origin": s.origin, "hlc": s.hlc, "vv": s.vv} for s in c.siblings]}
+
+
+@command("/mesh_conflicts", "Open memory conflicts waiting for a person")
+async def _conflicts(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    _no_args("/mesh_conflicts", args)
+    data = [conflict_dict(c) for c in mesh.conflicts()]
+    if not data:
+        return CommandResult("✅ No open conflicts.", data)
+    lines = ["⚔️ Open conflicts", RULE]
+    for c in data:
+        lines.append(f"  {c['conflict_id'][:12]}  {c['memory_type']}/{c['key']}  {len(c['siblings'])} siblings"
+                     f"  ({c['strategy']}) {c['reason']}")
+        for s in c["siblings"]:
+            lines.append(f"      from {s['origin'][:12]}: {json.dumps(s['value'], ensure_ascii=False, default=str)}")
+    return CommandResult("\n".join(lines), data)
+
+
+_RESOLVE = re.compile(r"^(?P<id>\S+)\s+(?P<choice>.+)$", re.DOTALL)
+
+
+@command("/mesh_resolve", "Settle a conflict", "/mesh_resolve ID keep-local|keep-remote|merge|VALUE_JSON", raw=True)
+async def _resolve(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    match = _RESOLVE.match(args[0] if args else "")
+    if match is None:
+        raise UsageError("usage: /mesh_resolve ID keep-local|keep-remote|merge|VALUE_JSON")
+    choice: Any = match["choice"].strip()
+    if choice not in ("keep-local", "keep-remote", "merge"):
+        try:
+            choice = json.loads(choice)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"/mesh_resolve: the choice is neither keep-local, keep-remote, merge nor JSON: "
+                             f"{exc.msg}") from None
+    item = await mesh.resolve_conflict(match["id"], choice)
+    return CommandResult(f"✅ {item.memory_type}/{item.key} = {json.dumps(item.value, ensure_ascii=False, default=str)}"
+                         " (wins on every node)", {"key": item.key, "value": item.value, "vv": item.vv})
+
+
+@command("/mesh_memory", "Keys in this node's replica", "/mesh_memory [PATTERN]")
+async def _memory(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    pattern = args[0] if args else "*"
+    assert mesh.replica is not None
+    found = list(mesh.replica.keys(pattern))
+    rows = [{"memory_type": mt, "key": key, "siblings": n} for mt, key, n in found]
+    lines = [f"🧠 {len(rows)} keys matching {pattern}"]
+    lines += [f"  {mt}/{key}" + (f"  ⚠️ {n} siblings" if n > 1 else "") for mt, key, n in found[:200]]
+    return CommandResult("\n".join(lines), rows)
+
+
+@command("/mesh_history", "Earlier values of a key, newest first", "/mesh_history KEY")
+async def _history(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) != 1:
+        raise UsageError("usage: /mesh_history KEY")
+    rows = mesh.history(args[0])
+    lines = [f"📜 History of {args[0]} ({len(rows)} versions)"]
+    lines += [f"  v{h['version']}  {json.dumps(h['value'], ensure_ascii=False, default=str)}  from {h['origin'][:12]}"
+              f"  ({h['strategy']})" for h in rows]
+    return CommandResult("\n".join(lines), rows)
+
+
+@command("/mesh_rollback", "Write an earlier value back as a new version", "/mesh_rollback KEY VERSION")
+async def _rollback(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) != 2 or not args[1].lstrip("v").isdigit():
+        raise UsageError("usage: /mesh_rollback KEY VERSION")
+    item = await mesh.rollback(args[0], int(args[1].lstrip("v")))
+    return CommandResult(f"⏪ {item.key} = {json.dumps(item.value, ensure_ascii=False, default=str)}",
+                         {"key": item.key, "value": item.value})
+
+
+@command("/mesh_forget", "Delete a fact on every node", "/mesh_forget KEY")
+async def _forget(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    if len(args) != 1:
+        raise UsageError("usage: /mesh_forget KEY")
+    await mesh.forget(args[0])
+    return CommandResult(f"🗑️ Forgot {args[0]}.", {"key": args[0]})
+
+
+@command("/mesh_help", "List the commands", aliases=("/help", "/?"))
+async def _help(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
+    width = max(len(c.usage) for c in REGISTRY.values())
+    lines = ["🧭 Mesh commands", RULE]
+    lines += [f"  {c.usage:<{width}}  {c.summary}" for c in REGISTRY.values()]
+    return CommandResult("\n".join(lines), [{"name": c.name, "usage": c.usage, "summary": c.summary}
+                                            for c in REGISTRY.values()])
+
+
+_REMEMBER = re.compile(r"^(?:--type\s+(?P<type>\S+)\s+)?(?P<key>\S+)\s+(?P<value>.+)$", re.DOTALL)
+

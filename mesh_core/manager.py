@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -56,6 +57,8 @@ from .errors import (
 )
 from .events import (
     BackendStatus,
+    ConflictOpened,
+    ConflictResolved,
     Event,
     EventBus,
     MemoryChanged,
@@ -67,9 +70,19 @@ from .events import (
 from .handlers import HandlerRegistry, TaskContext, load_plugins, make_spec
 from .identity import Identity, acquire, ephemeral
 from .membership import DetectorConfig, MembershipTable
-from .memory.resolve import IMPLEMENTED, apply_remote, local_write
+from .memory.resolve import (
+    SIBLING_WARNING,
+    Ranking,
+    Resolution,
+    apply_remote,
+    local_sibling,
+    local_write,
+    merge_items,
+    resolve_manually,
+)
 from .memory.store import ReplicaStore, item_from_wire, item_to_wire
 from .model import (
+    Conflict,
     MemoryItem,
     NodeInfo,
     NodeRole,
@@ -148,6 +161,7 @@ class AgentMeshManager:
         self._loops: list[asyncio.Task[None]] = []
         self._view = MeshSnapshot([], 0.0)
         self._affinity: AffinityBook | None = None
+        self._ranking: Ranking | None = None
         self._refused: set[str] = set()
         self._view_at = 0.0
         self._rr: Counter[str] = Counter()
@@ -228,9 +242,6 @@ class AgentMeshManager:
                     self.handlers.add(spec)
             if cfg.security.api_key:
                 self._problem("config", "security.api_key is set but record signing is not enforced yet")
-            strategy = cfg.memory_sync.conflict_resolution_strategy
-            if strategy not in IMPLEMENTED:
-                self._problem("config", f"conflict strategy {strategy} is not implemented yet; using latest_wins")
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
             self.hlc = HybridLogicalClock(last=int(self.replica.get_meta("hlc") or 0))
             self._memory_cursor = self.replica.get_meta("memory_cursor")
@@ -385,6 +396,8 @@ class AgentMeshManager:
             visible.append(node)
         changes = self.table.observe(visible, snap.now)
         self._affinity = self._build_affinity()
+        if changes and self.config.memory_sync.source_priority:
+            self._ranking = self._build_ranking()
         for change in changes:
             node = change.node
             if change.joined:
@@ -854,33 +867,51 @@ class AgentMeshManager:
                 self._problem("backend_errors", str(exc))
 
     # -- memory -----------------------------------------------------------------------
+    def _build_ranking(self) -> Ranking:
+        nodes = [(m.info.node_id, m.info.name, m.info.node_type.value) for m in self.table.members()]
+        if self.identity and self.profile:
+            nodes.append((self.node_id, self.name, self.profile.node_type.value))
+        return Ranking.from_order(self.config.memory_sync.source_priority, nodes)
+
     async def sync_memory_item(self, memory_type: str, memory_data: Any, priority: int = 5,
-                               key: str | None = None) -> str:
-        """Write a fact to the local replica and push it to the mesh; returns its key."""
+                               key: str | None = None, *, tombstone: bool = False) -> str:
+        """Write a fact to the local replica and push it to the mesh; returns its key.
+
+        The write has seen every version this replica holds, so it settles any
+        conflict on the key (a write is also how a person resolves one).
+        """
         assert self.replica is not None
         key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
         if not self.is_worker:
             await self._catch_up_key(memory_type, key)
-        siblings = self.replica.siblings(memory_type, key)
-        draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority)
-        item = local_write(siblings, draft, self.node_id)
+        base = self.replica.sources(memory_type, key) or self.replica.siblings(memory_type, key)
+        draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority, tombstone)
+        await self._write_local(local_write(base, draft, self.node_id), "local write")
+        return key
+
+    async def _write_local(self, item: MemoryItem, why: str) -> None:
+        assert self.replica is not None
         frame = codec.encode(item_to_wire(item), self.limits)
         if len(frame) > self.config.memory_sync.max_item_bytes:
-            raise codec.FrameTooLarge(f"memory item {key!r} is {len(frame)} bytes, over max_item_bytes "
+            raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
                                       f"{self.config.memory_sync.max_item_bytes}")
-        self.replica.replace_siblings(memory_type, key, (item,), tuple(siblings), "local write")
+        self.hlc.update(item.hlc)
+        siblings = self.replica.siblings(item.memory_type, item.key)
+        self.replica.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
         self.replica.set_meta("hlc", str(self.hlc.last))
+        for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, why):
+            self._publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=why))
         try:
             if self.replica.outgoing(1):
                 raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
-            await self.backend.publish_memory(self.node_id, [(memory_type, key, frame)])
+            await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)])
         except BackendError as exc:
             # Accepted locally; delivered in order when the backend is back.
-            self.replica.queue_outgoing(memory_type, key, frame)
+            self.replica.queue_outgoing(item.memory_type, item.key, frame)
             self._backend_ok(False, str(exc))
             self._wake[TOPIC_MEMORY].set()
-        self._publish(MemoryChanged(memory_type=memory_type, key=key, origin=self.node_id, outcome="local"))
-        return key
+        self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
+                                    outcome="local", strategy=why))
 
     def _apply_frame(self, frame: bytes) -> bool:
         assert self.replica is not None
@@ -893,14 +924,103 @@ class AgentMeshManager:
             return False
         self.hlc.update(item.hlc)
         strategy = self.config.conflict_strategy_for(item.memory_type)
-        result = apply_remote(self.replica.siblings(item.memory_type, item.key), item,
-                              strategy if strategy in IMPLEMENTED else "latest_wins")
+        result = apply_remote(self.replica.siblings(item.memory_type, item.key), item, strategy,
+                              ranking=self._ranking, sources=self.replica.sources(item.memory_type, item.key),
+                              sibling_warning=SIBLING_WARNING)
         if result.outcome == "ignored":
             return False
-        self.replica.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy)
+        self.replica.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy,
+                                      sources=result.sources or None)
+        self._track_conflict(item, result)
+        if result.warning:
+            self._problem("sibling_warnings", f"{item.memory_type}/{item.key}: {result.warning}")
         self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
                                     outcome=result.outcome, strategy=result.strategy))
         return True
+
+    def _track_conflict(self, item: MemoryItem, result: Resolution) -> None:
+        """Open (or close) the key's conflict record; its id is the same on every replica."""
+        assert self.replica is not None
+        if not result.conflict:
+            for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, "superseded"):
+                self._publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
+            return
+        marks = sorted((s.origin, s.vv.get(s.origin, 0)) for s in result.siblings)
+        digest = hashlib.sha1(repr((item.memory_type, item.key, marks)).encode()).hexdigest()[:16]
+        for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, "superseded", keep=digest):
+            self._publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
+        if self.replica.open_conflict(digest, item.memory_type, item.key, result.strategy, result.reason,
+                                      tuple(result.disagreements)):
+            self._publish(ConflictOpened(conflict_id=digest, memory_type=item.memory_type, key=item.key,
+                                         nodes=tuple(s.origin for s in result.siblings), strategy=result.strategy))
+
+    def conflicts(self) -> list[Conflict]:
+        """Open conflicts in this replica, each with its siblings."""
+        assert self.replica is not None
+        out = []
+        for c in self.replica.conflicts():
+            siblings = tuple(self.replica.siblings(c["memory_type"], c["key"]))
+            reason = c["reason"] or ""
+            if c["disagreements"]:
+                reason += f" (disagree at {', '.join(c['disagreements'])})"
+            out.append(Conflict(c["conflict_id"], c["memory_type"], c["key"], siblings, c["strategy"],
+                                c["opened_at"], reason))
+        return out
+
+    async def resolve_conflict(self, conflict_id: str, choice: str | Any) -> MemoryItem:
+        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new value.
+
+        The result is a new version whose vector dominates every sibling, so it
+        wins on every replica without opening a new conflict.
+        """
+        found = [c for c in self.conflicts() if c.conflict_id == conflict_id or c.conflict_id.startswith(conflict_id)]
+        if len(found) != 1:
+            raise UsageError(f"no open conflict {conflict_id!r}" if not found else f"{conflict_id!r} is ambiguous")
+        conflict = found[0]
+        siblings = list(conflict.siblings)
+        mine = local_sibling(siblings, self.node_id)
+        if choice == "keep-local":
+            value = mine.value
+        elif choice == "keep-remote":
+            others = [s for s in siblings if s is not mine]
+            if len(others) != 1:
+                raise UsageError(f"keep-remote needs exactly one remote sibling; this conflict has {len(others)}",
+                                 hint="resolve with a value instead")
+            value = others[0].value
+        elif choice == "merge":
+            merged = merge_items(siblings)
+            if not merged.ok:
+                raise UsageError(f"the siblings disagree at {', '.join(merged.disagreements)}; cannot merge",
+                                 hint="keep one side or give a new value")
+            value = merged.value
+        else:
+            value = choice
+        item = resolve_manually(siblings, value, self.node_id, self.hlc.now())
+        await self._write_local(item, f"resolved: {choice if isinstance(choice, str) else 'new value'}")
+        return item
+
+    async def forget(self, key: str, memory_type: str | None = None) -> None:
+        """Delete a fact everywhere (a tombstone version that dominates what this replica has seen)."""
+        found = await self.recall_item(key, memory_type)
+        await self.sync_memory_item(found.memory_type, None, key=key, tombstone=True)
+
+    def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
+        """Values this key held before (replaced or lost a conflict), newest first."""
+        assert self.replica is not None
+        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.replica.keys(key) if k == key})
+        out = []
+        for mt in types:
+            out += [{"memory_type": mt, **h} for h in self.replica.history(mt, key)]
+        return sorted(out, key=lambda h: -h["version"])
+
+    async def rollback(self, key: str, version: int, memory_type: str | None = None) -> MemoryItem:
+        """Write an old value from the history back as a new version (which wins everywhere)."""
+        entry = next((h for h in self.history(key, memory_type) if h["version"] == version), None)
+        if entry is None:
+            raise UsageError(f"{key!r} has no history version {version}", hint="see /mesh_history KEY")
+        await self.sync_memory_item(entry["memory_type"], entry["value"], key=key)
+        assert self.replica is not None
+        return local_sibling(self.replica.siblings(entry["memory_type"], key), self.node_id)
 
     async def _catch_up_key(self, memory_type: str | None, key: str) -> None:
         for frame in await self.backend.memory_for_key(memory_type, key):
@@ -953,7 +1073,7 @@ class AgentMeshManager:
         siblings = [s for s in self.replica.find(key, memory_type) if not s.tombstone]
         if not siblings:
             raise MemoryNotFound(f"no memory item {key!r}" + (f" of type {memory_type!r}" if memory_type else ""))
-        local = max(siblings, key=lambda s: (s.hlc, s.origin))
+        local = local_sibling(siblings, self.node_id)
         return Recollection(key, local.memory_type, local.value, tuple(siblings) if len(siblings) > 1 else (),
                             local.origin, local.hlc)
 

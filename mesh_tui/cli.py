@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", metavar="VALUE_JSON")
     p.add_argument("--type", default="fact", dest="memory_type")
     p.add_argument("--priority", type=int, default=5, dest="memory_priority")
+    p = add("conflicts", "open memory conflicts")
+    p.add_argument("--json", action="store_true")
+    p = add("resolve", "settle a memory conflict")
+    p.add_argument("conflict_id")
+    p.add_argument("choice", metavar="keep-local|keep-remote|merge|VALUE_JSON")
+    p.add_argument("--json", action="store_true")
+    p = add("history", "earlier values of a memory key")
+    p.add_argument("key")
+    p.add_argument("--json", action="store_true")
+    p = add("rollback", "write an earlier value back as a new version")
+    p.add_argument("key")
+    p.add_argument("version")
+    p.add_argument("--json", action="store_true")
+    p = add("memory", "keys in the replica")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--json", action="store_true")
+    p = add("forget", "delete a memory fact everywhere")
+    p.add_argument("key")
+    p.add_argument("--json", action="store_true")
     p = add("recall", "read a memory fact")
     p.add_argument("key")
     p.add_argument("--type", default=None, dest="memory_type")
@@ -202,6 +221,8 @@ async def _oneshot(config: MeshConfig, args: argparse.Namespace) -> int:
                 if siblings:
                     print(f"⚠️ {len(siblings)} siblings in conflict", file=sys.stderr)
             return EXIT_OK
+        if args.command in ("conflicts", "resolve", "history", "rollback", "memory", "forget"):
+            return await _memory_command(mesh, args)
         raise UsageError(f"unknown command {args.command!r}")
     finally:
         await mesh.stop()
@@ -237,3 +258,27 @@ async def _report(task: Any, as_json: bool) -> int:
     else:
         print(f"mesh-tui: task {task.task_id} {task.status.value}: {task.error}", file=sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+async def _memory_command(mesh: Any, args: argparse.Namespace) -> int:
+    """Memory subcommands share the /mesh_* implementations (one behaviour, one place)."""
+    from mesh_core.commands import run_command
+
+    if args.command in ("history", "rollback", "memory", "forget", "conflicts", "resolve"):
+        # A client's replica is empty: bring the keys it is asked about up to date first.
+        if getattr(args, "key", None):
+            await mesh._catch_up_key(None, args.key)
+        else:
+            await mesh.sync_now()
+    words = {"conflicts": [], "resolve": [args.conflict_id if args.command == "resolve" else "",
+                                          getattr(args, "choice", "")],
+             "history": [getattr(args, "key", "")], "rollback": [getattr(args, "key", ""),
+                                                                  getattr(args, "version", "")],
+             "memory": [getattr(args, "pattern", "*")], "forget": [getattr(args, "key", "")]}[args.command]
+    line = " ".join([f"/mesh_{args.command}", *(w for w in words if w)])
+    result = await run_command(mesh, line)
+    if not result.ok:
+        print(f"mesh-tui: {result.text.removeprefix('error: ')}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_json(result.data) if args.json else print(result.text)
+    return EXIT_OK

@@ -31,6 +31,18 @@ CREATE TABLE IF NOT EXISTS history (
     hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, strategy TEXT, replaced_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_key ON history (memory_type, key, id);
+-- The frontier: original writes no other received write dominates. What readers see
+-- (items) is computed from it, so replicas agree whatever order writes arrived in.
+CREATE TABLE IF NOT EXISTS sources (
+    memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, hlc INTEGER NOT NULL,
+    value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL, tombstone INTEGER NOT NULL,
+    checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin, hlc)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    conflict_id TEXT PRIMARY KEY, memory_type TEXT NOT NULL, key TEXT NOT NULL, strategy TEXT NOT NULL,
+    reason TEXT, disagreements TEXT, opened_at REAL NOT NULL, closed_at REAL, choice TEXT
+);
+CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts (memory_type, key, closed_at);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, memory_type TEXT NOT NULL, key TEXT NOT NULL, frame BLOB NOT NULL
@@ -91,6 +103,12 @@ class ReplicaStore:
             " WHERE memory_type=? AND key=? ORDER BY hlc, origin", (memory_type, key)).fetchall()
         return self._rows_to_items(rows)
 
+    def sources(self, memory_type: str, key: str) -> list[MemoryItem]:
+        rows = self._db.execute(
+            "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
+            " WHERE memory_type=? AND key=? ORDER BY hlc, origin", (memory_type, key)).fetchall()
+        return self._rows_to_items(rows)
+
     def find(self, key: str, memory_type: str | None = None) -> list[MemoryItem]:
         """Siblings of ``key``; with no type, those of the most recently written type."""
         if memory_type is not None:
@@ -122,17 +140,20 @@ class ReplicaStore:
 
     # -- writes -----------------------------------------------------------------
     def replace_siblings(self, memory_type: str, key: str, siblings: tuple[MemoryItem, ...],
-                         losers: tuple[MemoryItem, ...], strategy: str) -> None:
-        """Make ``siblings`` the key's state and file ``losers`` in its history, atomically."""
+                         losers: tuple[MemoryItem, ...], strategy: str,
+                         sources: tuple[MemoryItem, ...] | None = None) -> None:
+        """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("DELETE FROM items WHERE memory_type=? AND key=?", (memory_type, key))
-            for s in siblings:
-                value = codec.pack(s.value)
-                db.execute("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
-                           (s.memory_type, s.key, s.origin, s.hlc, value, json.dumps(s.vv, sort_keys=True),
-                            s.priority, int(s.tombstone), zlib.crc32(value)))
+            tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
+            for table, rows in tables:
+                db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (memory_type, key))
+                for s in rows:
+                    value = codec.pack(s.value)
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?,?,?,?,?)",
+                               (s.memory_type, s.key, s.origin, s.hlc, value, json.dumps(s.vv, sort_keys=True),
+                                s.priority, int(s.tombstone), zlib.crc32(value)))
             now = time.time()
             for loser in losers:
                 db.execute("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"
@@ -147,6 +168,37 @@ class ReplicaStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    # -- conflicts: open until a person (or a write that saw every sibling) settles them --------
+    def open_conflict(self, conflict_id: str, memory_type: str, key: str, strategy: str, reason: str,
+                      disagreements: tuple[str, ...]) -> bool:
+        """Record an open conflict; False when this very conflict is already open."""
+        if self._db.execute("SELECT 1 FROM conflicts WHERE conflict_id=? AND closed_at IS NULL",
+                            (conflict_id,)).fetchone():
+            return False
+        self._db.execute(
+            "INSERT OR REPLACE INTO conflicts (conflict_id, memory_type, key, strategy, reason, disagreements,"
+            " opened_at) VALUES (?,?,?,?,?,?,?)",
+            (conflict_id, memory_type, key, strategy, reason, json.dumps(list(disagreements)), time.time()))
+        return True
+
+    def close_conflicts(self, memory_type: str, key: str, choice: str, keep: str | None = None) -> list[str]:
+        """Close the key's open conflicts (but ``keep``); returns the ids closed."""
+        rows = self._db.execute("SELECT conflict_id FROM conflicts WHERE memory_type=? AND key=? AND closed_at IS NULL",
+                                (memory_type, key)).fetchall()
+        closed = [r[0] for r in rows if r[0] != keep]
+        for conflict_id in closed:
+            self._db.execute("UPDATE conflicts SET closed_at=?, choice=? WHERE conflict_id=?",
+                             (time.time(), choice, conflict_id))
+        return closed
+
+    def conflicts(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_closed else " WHERE closed_at IS NULL"
+        rows = self._db.execute("SELECT conflict_id, memory_type, key, strategy, reason, disagreements, opened_at,"
+                                f" closed_at, choice FROM conflicts{where} ORDER BY opened_at").fetchall()
+        return [{"conflict_id": r[0], "memory_type": r[1], "key": r[2], "strategy": r[3], "reason": r[4],
+                 "disagreements": json.loads(r[5] or "[]"), "opened_at": r[6], "closed_at": r[7], "choice": r[8]}
+                for r in rows]
 
     # -- outbox: local writes not yet delivered to the mesh (backend away) ---------
     def queue_outgoing(self, memory_type: str, key: str, frame: bytes) -> None:

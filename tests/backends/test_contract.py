@@ -395,6 +395,8 @@ async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
             await client.submit_task("echo", {"i": i})
         except NoCapacity:
             refused += 1
+        if i % 200 == 0:
+            await asyncio.sleep(0.001)  # the worker shares this event loop: let its heartbeat run
         if i == 2_000:
             baseline = tracemalloc.get_traced_memory()[0]
     grown = tracemalloc.get_traced_memory()[0] - baseline
@@ -449,3 +451,101 @@ async def test_a_client_can_wait_for_a_task_another_client_submitted(cluster: Cl
     task_id = await first.submit_task("sleep", {"seconds": 0.3})
     second = await cluster.client()
     assert await second.wait_for(task_id, timeout=5) == {"slept": 0.3}
+
+
+# -- memory: every conflict strategy, resolution, history -------------------------------------
+
+async def _two_concurrent(cluster: Cluster, strategy: str, value_a, value_b, **extra):
+    """Two nodes write one key without seeing each other's write, then exchange."""
+    memory_sync = {"conflict_resolution_strategy": strategy, **extra}
+    a = await cluster.node("a", sync_interval_seconds=60, memory_sync=memory_sync)
+    b = await cluster.node("b", sync_interval_seconds=60, memory_sync=memory_sync)
+    for mesh in (a, b):
+        for loop_task in mesh._loops:
+            if loop_task.get_coro().__name__ == "_memory_loop":
+                loop_task.cancel()
+    await eventually(lambda: _async(len(a.table.members()) == 2 and len(b.table.members()) == 2))
+    a._ranking = a._build_ranking() if extra.get("source_priority") else None
+    b._ranking = b._build_ranking() if extra.get("source_priority") else None
+    await a.sync_memory_item("fact", value_a, key="k")
+    await b.sync_memory_item("fact", value_b, key="k")
+    await a.sync_now()
+    await b.sync_now()
+    return a, b
+
+
+async def test_merge_compatible_merges_disjoint_fields(cluster: Cluster) -> None:
+    a, b = await _two_concurrent(cluster, "merge_compatible", {"name": "x", "tags": ["p"]}, {"age": 3, "tags": ["q"]})
+    for mesh in (a, b):
+        found = await mesh.recall_item("k")
+        assert found.value == {"name": "x", "age": 3, "tags": ["p", "q"]} and not found.siblings
+        assert mesh.conflicts() == []
+
+
+async def test_merge_compatible_falls_back_to_manual_naming_the_paths(cluster: Cluster) -> None:
+    a, b = await _two_concurrent(cluster, "merge_compatible", {"city": "Oslo", "n": 1}, {"city": "Rome", "n": 1})
+    (ca,), (cb,) = a.conflicts(), b.conflicts()
+    assert ca.conflict_id == cb.conflict_id and "city" in ca.reason and len(ca.siblings) == 2
+
+
+async def test_source_priority_prefers_the_ranked_node(cluster: Cluster) -> None:
+    a, b = await _two_concurrent(cluster, "source_priority", "from a", "from b", source_priority=["a"])
+    assert (await a.recall("k")) == (await b.recall("k")) == "from a"  # a ranks higher though b wrote later
+
+
+async def test_version_vector_keeps_siblings_until_a_write_that_saw_them(cluster: Cluster) -> None:
+    a, b = await _two_concurrent(cluster, "version_vector", "from a", "from b")
+    for mesh in (a, b):
+        found = await mesh.recall_item("k")
+        assert sorted(s.value for s in found.siblings) == ["from a", "from b"]
+        assert mesh.conflicts() == []
+    await a.sync_memory_item("fact", "settled", key="k")
+    await b.sync_now()
+    for mesh in (a, b):
+        found = await mesh.recall_item("k")
+        assert found.value == "settled" and not found.siblings
+
+
+async def test_manual_conflict_is_resolved_once_for_everyone(cluster: Cluster) -> None:
+    a, b = await _two_concurrent(cluster, "manual", {"v": "a"}, {"v": "b"})
+    (conflict,) = a.conflicts()
+    assert [c.conflict_id for c in b.conflicts()] == [conflict.conflict_id]
+    assert (await a.recall_item("k")).value == {"v": "a"}  # the local sibling, flagged
+    events = []
+
+    async def watch():
+        async for event in b.subscribe():
+            events.append(event.kind)
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.01)  # let the watcher subscribe
+    await a.resolve_conflict(conflict.conflict_id, "keep-remote")
+    await b.sync_now()
+    await asyncio.sleep(0.01)
+    watcher.cancel()
+    for mesh in (a, b):
+        found = await mesh.recall_item("k")
+        assert found.value == {"v": "b"} and not found.siblings
+        assert mesh.conflicts() == []
+    assert "ConflictResolved" in events and "ConflictOpened" not in events
+
+
+async def test_history_and_rollback(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    for value in ("one", "two", "three"):
+        await a.sync_memory_item("fact", value, key="h")
+    history = a.history("h")
+    assert [h["value"] for h in history] == ["two", "one"]
+    await a.rollback("h", history[-1]["version"])
+    assert await a.recall("h") == "one"
+    b = await cluster.node("b")
+    await eventually(lambda: _recall_is(b, "h", "one"))
+    await a.forget("h")
+    await eventually(lambda: _missing(b, "h"))
+
+
+async def _missing(mesh, key) -> bool:
+    try:
+        await mesh.recall(key)
+    except Exception:
+        return True
+    return False
