@@ -1,0 +1,65 @@
+"""Memory acceptance on real processes (issue 3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from .conftest import Cluster, until
+
+pytestmark = pytest.mark.slow
+
+
+def _config(cluster: Cluster, name: str, **memory_sync) -> str:
+    base = yaml.safe_load(cluster.config.read_text())
+    base["agent_mesh"]["memory_sync"] = {"conflict_resolution_strategy": "manual", **memory_sync}
+    path = cluster.root / name
+    path.write_text(yaml.safe_dump(base))
+    return str(path)
+
+
+def test_manual_conflict_survives_restarts_and_is_resolved_from_the_cli(cluster: Cluster) -> None:
+    manual = _config(cluster, "manual.yaml")
+    deaf = _config(cluster, "deaf.yaml", enabled=False)  # b does not pull, so its write is concurrent
+    a = cluster.start("a", "--config", manual)
+    b = cluster.start("b", "--config", deaf)
+    assert a.command('/mesh_remember plan {"owner": "alice"}')["ok"]
+    assert b.command('/mesh_remember plan {"owner": "bob"}')["ok"]
+    assert b.terminate() == 0
+    b = cluster.start("b", "--config", manual)
+    for node in (a, b):
+        until(lambda node=node: node.command("/mesh_conflicts")["data"], timeout=10)
+    ids = {node.command("/mesh_conflicts")["data"][0]["conflict_id"] for node in (a, b)}
+    assert len(ids) == 1  # the same conflict on every replica
+    conflict_id = ids.pop()
+    assert a.terminate() == 0 and b.terminate() == 0
+    a = cluster.start("a", "--config", manual)
+    b = cluster.start("b", "--config", manual)
+    for node in (a, b):
+        assert [c["conflict_id"] for c in node.command("/mesh_conflicts")["data"]] == [conflict_id]
+    listed = cluster.cli("--config", manual, "conflicts", "--json")
+    assert [c["conflict_id"] for c in json.loads(listed.stdout)] == [conflict_id], listed.stderr
+    done = cluster.cli("--config", manual, "resolve", conflict_id[:8], '{"owner": "both"}')
+    assert done.returncode == 0, done.stderr
+    for node in (a, b):
+        until(lambda node=node: node.command("/mesh_recall plan")["data"]["value"] == {"owner": "both"}, timeout=10)
+        assert node.command("/mesh_recall plan")["data"]["siblings"] == []
+        assert node.command("/mesh_conflicts")["data"] == []
+    recalled = cluster.cli("--config", manual, "recall", "plan", "--json")
+    assert json.loads(recalled.stdout)["value"] == {"owner": "both"}
+    assert json.loads(recalled.stdout)["siblings"] == []
+
+
+def test_node_stopped_during_writes_converges_after_restart(cluster: Cluster) -> None:
+    a = cluster.start("a")
+    b = cluster.start("b")
+    until(lambda: a.view() == {"a": "active", "b": "active"}, timeout=5)
+    assert b.terminate() == 0
+    for i in range(500):
+        assert a.command(f"/mesh_remember k{i} {i}")["ok"]
+    b = cluster.start("b")
+    until(lambda: b.command("/mesh_memory k*")["data"] and len(b.command("/mesh_memory k*")["data"]) == 500,
+          timeout=10)
+    assert b.command("/mesh_recall k499")["data"]["value"] == 499
