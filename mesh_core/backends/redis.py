@@ -37,6 +37,7 @@ from .base import (
     TOPIC_TASKS,
     Assignment,
     Backend,
+    Coalescer,
     Completion,
     MeshSnapshot,
     Reassignment,
@@ -72,6 +73,8 @@ class RedisBackend(Backend):
         self._scripts: dict[str, Any] = {}
         self.reconnects = 0
         self.refused_records = 0
+        self._enqueue = Coalescer(self._enqueue_batch)
+        self._complete = Coalescer(self._complete_batch)
         self._closing = False
 
     # -- plumbing ----------------------------------------------------------------
@@ -217,6 +220,12 @@ class RedisBackend(Backend):
 
     # -- tasks ----------------------------------------------------------------------------
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
+        # Concurrent callers share one script call (one round trip for the whole batch).
+        results = await self._enqueue(assignments)
+        await self._wake((a.node_id for a, ok in zip(assignments, results, strict=True) if ok), TOPIC_TASKS)
+        return results
+
+    async def _enqueue_batch(self, assignments: list[Assignment]) -> list[bool]:
         args: list[Any] = []
         for a in assignments:
             t = a.task
@@ -226,9 +235,7 @@ class RedisBackend(Backend):
                                "required": sorted(t.required_capabilities), "context": t.context})
             args += [t.task_id, a.node_id or "", a.node_name or "", a.capacity, int(t.priority), t.not_before, a.why,
                      spec, t.submitter_id or "", t.submitted_at, t.context.get("parent_id") or ""]
-        results = [bool(x) for x in await self._script("ENQUEUE", *args)]
-        await self._wake((a.node_id for a, ok in zip(assignments, results, strict=True) if ok), TOPIC_TASKS)
-        return results
+        return [bool(x) for x in await self._script("ENQUEUE", *args)]
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         ids = [_s(i) for i in await self._script("CLAIM", node_id, limit, lease_seconds)]
@@ -243,6 +250,9 @@ class RedisBackend(Backend):
         return {_s(i) for i in await self._script("RENEW", *args)}
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        return await self._complete(completions)
+
+    async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
         args: list[Any] = []
         for c in completions:
             args += [c.task_id, c.attempt, c.node_id, c.status.value, c.result_frame or b"", c.error or ""]

@@ -25,9 +25,9 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from .. import codec
 from ..errors import BackendError, BackendUnavailable
@@ -40,6 +40,7 @@ from .base import (
     TOPIC_TASKS,
     Assignment,
     Backend,
+    Coalescer,
     Completion,
     MeshSnapshot,
     Reassignment,
@@ -112,45 +113,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class _Coalescer(Generic[T, R]):
-    """Runs concurrent calls of one kind as one batch: items in, one result per item out."""
-
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
-        self._run = run
-        self._pending: list[tuple[list[T], asyncio.Future[list[R]]]] = []
-        self._flushing = False
-
-    async def __call__(self, items: Sequence[T]) -> list[R]:
-        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(items), future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                flat = [item for items, _ in batch for item in items]
-                try:
-                    results = await self._run(flat)
-                except BaseException as exc:  # hand the error to every waiter, keep flushing
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                start = 0
-                for items, future in batch:
-                    if not future.done():
-                        future.set_result(results[start:start + len(items)])
-                    start += len(items)
-        finally:
-            self._flushing = False
-
-
 def _wake_address(db_path: str, node_id: str) -> str | bytes:
     digest = hashlib.sha1(os.path.realpath(db_path).encode()).hexdigest()[:16]
     if sys.platform.startswith("linux"):
@@ -185,10 +147,10 @@ class SqliteBackend(Backend):
         self._send_sock: socket.socket | None = None
         self._peer_ids: list[str] = []
         self._addresses: dict[str, str | bytes] = {}
-        self._enqueue = _Coalescer(self._enqueue_batch)
-        self._publish = _Coalescer(self._publish_batch)
-        self._states = _Coalescer(self._states_batch)
-        self._complete = _Coalescer(self._complete_batch)
+        self._enqueue = Coalescer(self._enqueue_batch)
+        self._publish = Coalescer(self._publish_batch)
+        self._states = Coalescer(self._states_batch)
+        self._complete = Coalescer(self._complete_batch)
         self.lock_waits = 0
 
     # -- plumbing --------------------------------------------------------------
