@@ -104,7 +104,6 @@ FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursor
 TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y", TOPIC_CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 
