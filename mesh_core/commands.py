@@ -218,6 +218,7 @@ def render_agent(n: dict[str, Any], *, local: bool = False) -> list[str]:
         f"  🛠️ Capabilities: {', '.join(n['capabilities']) or '-'}",
         f"  📋 Task Types: {', '.join(n['task_types']) or '-'}",
         f"  💓 Last Heartbeat: {n['last_seen_s']:.1f}s ago",
+        *(f"  📝 Note: {note}" for note in m.get("notes", [])),
     ]
 
 

@@ -94,6 +94,7 @@ class MemorySyncConfig:
     max_sync_batch_size: int = field(default=50, metadata=_positive())
     max_item_bytes: int = field(default=1024 * 1024, metadata=_positive())
     history_size: int = field(default=20, metadata=_positive())
+    strong_timeout_seconds: float = field(default=2.0, metadata=_positive())
     source_priority: tuple[str, ...] = ()  # node ids, names or node types, best first (source_priority strategy)
 
 

@@ -49,6 +49,7 @@ from .errors import (
     MemoryNotFound,
     MeshError,
     NoCapacity,
+    SyncTimeout,
     TaskFailed,
     TaskNotFound,
     TaskTimeout,
@@ -219,6 +220,7 @@ class AgentMeshManager:
             "avg_response_ms": round(self._latency_ms, 2),
             "affinity": {k: [round(v[0], 3), round(v[1], 4), int(v[2])] for k, v in self._stats.items()},
             "counters": dict(self.counters), "memory_items": self.replica.count() if self.replica else 0,
+            **(self.profile.metrics() if self.profile is not None and self.profile.metrics is not None else {}),
         }
 
     # -- lifecycle ---------------------------------------------------------------
@@ -238,7 +240,8 @@ class AgentMeshManager:
             if self.is_worker:
                 for spec in self.profile.handlers:
                     self.handlers.add(spec)
-                for spec in load_plugins(cfg.handlers):
+                # A planning_only node with disable_execution serves its planning types and nothing else.
+                for spec in load_plugins(cfg.handlers) if not self.profile.disable_execution else ():
                     self.handlers.add(spec)
             if cfg.security.api_key:
                 self._problem("config", "security.api_key is set but record signing is not enforced yet")
@@ -259,6 +262,8 @@ class AgentMeshManager:
         self._spawn(self._membership_loop(), self._results_loop())
         if self.is_worker:
             self._spawn(self._heartbeat_loop(), self._claim_loop(), self._memory_loop(), self._cancel_loop())
+            if self.profile.on_start is not None:
+                await self.profile.on_start(self)
 
     def _spawn(self, *coros: Any) -> None:
         for coro in coros:
@@ -276,6 +281,9 @@ class AgentMeshManager:
             await self._teardown()
 
     async def _teardown(self) -> None:
+        if self.profile is not None and self.profile.on_stop is not None:
+            with contextlib.suppress(Exception):
+                await self.profile.on_stop(self)
         self._closing = True
         for loop_task in self._loops:
             loop_task.cancel()
@@ -598,6 +606,9 @@ class AgentMeshManager:
     # -- executing tasks --------------------------------------------------------------
     def register_handler(self, task_type: str, fn: Callable[..., Any], capabilities: Iterable[str] = ()) -> None:
         """Serve ``task_type`` on this node; peers learn it with the next heartbeat."""
+        if self.profile is not None and self.profile.disable_execution:
+            raise UsageError(f"{self.name} is planning_only with disable_execution: it runs no {task_type!r}",
+                             hint="set node_configs.planning_only.disable_execution: false to allow it")
         self.handlers.add(make_spec(task_type, fn, capabilities))
 
     async def _claim_loop(self) -> None:
@@ -904,14 +915,35 @@ class AgentMeshManager:
         try:
             if self.replica.outgoing(1):
                 raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
-            await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)])
+            position = await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)])
         except BackendError as exc:
             # Accepted locally; delivered in order when the backend is back.
             self.replica.queue_outgoing(item.memory_type, item.key, frame)
             self._backend_ok(False, str(exc))
             self._wake[TOPIC_MEMORY].set()
+            position = None
         self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
                                     outcome="local", strategy=why))
+        if self.config.memory_sync.strategy == "strong":
+            await self._await_applied(item.key, position)
+
+    async def _await_applied(self, key: str, position: Any) -> None:
+        """Strong writes: return once every active node has applied ``position``; else say who did not."""
+        deadline = time.monotonic() + self.config.memory_sync.strong_timeout_seconds
+        while True:
+            peers = {m.info.node_id: m.info.name for m in self.table.members()
+                     if m.status is NodeStatus.ACTIVE and m.info.node_id != self.node_id}
+            if position is not None:
+                acks = await self.backend.memory_acks()
+                peers = {n: name for n, name in peers.items() if not self.backend.cursor_reached(acks.get(n), position)}
+            if not peers:
+                return
+            if time.monotonic() >= deadline:
+                names = ", ".join(sorted(peers.values()))
+                raise SyncTimeout(f"write to {key!r} not applied within "
+                                  f"{self.config.memory_sync.strong_timeout_seconds:g} s by: {names}",
+                                  missing=sorted(peers.values()))
+            await asyncio.sleep(0.005)
 
     def _apply_frame(self, frame: bytes) -> bool:
         assert self.replica is not None
@@ -1039,6 +1071,8 @@ class AgentMeshManager:
             self._memory_cursor = cursor
             if len(frames) < batch:
                 break
+        if seen and self.is_worker:
+            await self.backend.ack_memory(self.node_id, self._memory_cursor)
         self.replica.set_meta("memory_cursor", str(self._memory_cursor or 0))
         self.replica.set_meta("hlc", str(self.hlc.last))
         return {"seen": seen, "applied": applied}

@@ -282,8 +282,8 @@ class Backend(abc.ABC):
 
     # -- memory ---------------------------------------------------------------
     @abc.abstractmethod
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
-        """Append ``(memory_type, key, frame)`` entries to the mesh's memory stream.
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
+        """Append ``(memory_type, key, frame)`` entries to the mesh's memory stream; return the last one's cursor.
 
         SQLite: rows in an append-only log table. Redis: XADD to one stream
         (consumers keep their own cursors). gRPC: pushed to peers and kept
@@ -293,6 +293,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         """Entries after cursor ``after`` (None for the start), and the new cursor."""
+
+    @abc.abstractmethod
+    async def ack_memory(self, node_id: str, cursor: Any) -> None:
+        """Record that ``node_id`` has applied the memory stream up to ``cursor``."""
+
+    @abc.abstractmethod
+    async def memory_acks(self) -> dict[str, Any]:
+        """How far each node has applied the memory stream."""
+
+    @abc.abstractmethod
+    def cursor_reached(self, cursor: Any, target: Any) -> bool:
+        """True when ``cursor`` is at or past ``target`` in the memory stream."""
 
     @abc.abstractmethod
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:

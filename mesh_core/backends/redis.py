@@ -388,15 +388,31 @@ class RedisBackend(Backend):
         return {s.value: n for s, n in zip(TaskStatus, counts, strict=True) if n}
 
     # -- memory ---------------------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
         for memory_type, key, frame in entries:
             pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
             pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
             pipe.sadd(self._key("mtypes:", key), memory_type)
-        await self._call(pipe.execute())
+        results = await self._call(pipe.execute())
         await self._broadcast(TOPIC_MEMORY)
+        return _s(results[-3]) if entries else None
+
+    async def ack_memory(self, node_id: str, cursor: Any) -> None:
+        assert self._client is not None
+        if cursor:
+            await self._call(self._client.hset(self._key("acks"), node_id, cursor))
+
+    async def memory_acks(self) -> dict[str, Any]:
+        assert self._client is not None
+        return {_s(k): _s(v) for k, v in (await self._call(self._client.hgetall(self._key("acks")))).items()}
+
+    def cursor_reached(self, cursor: Any, target: Any) -> bool:
+        def parse(stream_id: Any) -> tuple[int, int]:
+            ms, _, seq = _s(stream_id or "0-0").partition("-")
+            return int(ms), int(seq or 0)
+        return parse(cursor) >= parse(target)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         assert self._client is not None

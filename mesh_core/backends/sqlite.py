@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS memory_log (
     key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
+CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 TASK_COLUMNS = (
@@ -622,22 +623,34 @@ class SqliteBackend(Backend):
         return dict(rows)
 
     # -- memory ----------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> None:
-        await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
+        seqs = await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
         self._broadcast(TOPIC_MEMORY)
+        return seqs[-1] if seqs else None
 
-    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[None]:
+    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[int]:
         now = time.time()
 
-        def append(conn: sqlite3.Connection) -> list[str]:
-            conn.executemany(
+        def append(conn: sqlite3.Connection) -> tuple[list[int], list[str]]:
+            seqs = [conn.execute(
                 "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
-                [(origin, mt, key, frame, now) for origin, mt, key, frame in items])
+                (origin, mt, key, frame, now)).lastrowid or 0 for origin, mt, key, frame in items]
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
-            return [r[0] for r in conn.execute(
+            return seqs, [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
-        self._peer_ids = await self._write(append)
-        return [None] * len(items)
+        seqs, self._peer_ids = await self._write(append)
+        return seqs
+
+    async def ack_memory(self, node_id: str, cursor: Any) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO memory_acks (node_id, seq) VALUES (?, ?) ON CONFLICT(node_id) DO UPDATE SET"
+            " seq=max(seq, excluded.seq)", (node_id, int(cursor or 0))))
+
+    async def memory_acks(self) -> dict[str, Any]:
+        return dict(await self._read(lambda c: c.execute("SELECT node_id, seq FROM memory_acks").fetchall()))
+
+    def cursor_reached(self, cursor: Any, target: Any) -> bool:
+        return int(cursor or 0) >= int(target or 0)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)

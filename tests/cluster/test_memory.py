@@ -63,3 +63,21 @@ def test_node_stopped_during_writes_converges_after_restart(cluster: Cluster) ->
     until(lambda: b.command("/mesh_memory k*")["data"] and len(b.command("/mesh_memory k*")["data"]) == 500,
           timeout=10)
     assert b.command("/mesh_recall k499")["data"]["value"] == 499
+
+
+def test_strong_write_waits_for_every_node_and_names_a_stopped_one(cluster: Cluster) -> None:
+    import signal
+
+    strong = _config(cluster, "strong.yaml", strategy="strong", strong_timeout_seconds=0.8,
+                     conflict_resolution_strategy="latest_wins")
+    a, b, c = (cluster.start(name, "--config", strong) for name in ("a", "b", "c"))
+    until(lambda: a.view() == {"a": "active", "b": "active", "c": "active"}, timeout=5)
+    assert a.command('/mesh_remember first "everyone has it"')["ok"]
+    for node in (b, c):  # applied before the write returned: no waiting here
+        assert node.command("/mesh_recall first")["data"]["value"] == "everyone has it"
+    c.kill(signal.SIGSTOP)
+    reply = a.command('/mesh_remember second "c was asleep"')
+    assert not reply["ok"] and "not applied" in reply["text"] and ": c" in reply["text"], reply
+    assert b.command("/mesh_recall second")["data"]["value"] == "c was asleep"
+    c.kill(signal.SIGCONT)
+    until(lambda: (c.command("/mesh_recall second")["data"] or {}).get("value") == "c was asleep", timeout=5)
