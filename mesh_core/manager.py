@@ -243,6 +243,9 @@ class AgentMeshManager:
                 # A planning_only node with disable_execution serves its planning types and nothing else.
                 for spec in load_plugins(cfg.handlers) if not self.profile.disable_execution else ():
                     self.handlers.add(spec)
+            if cfg.memory_sync.strategy in ("master_slave", "peer_to_peer"):
+                self._problem("config", f"memory_sync.strategy {cfg.memory_sync.strategy} is not implemented yet; "
+                                        "writes sync as eventual")
             if cfg.security.api_key:
                 self._problem("config", "security.api_key is set but record signing is not enforced yet")
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
