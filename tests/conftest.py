@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from hypothesis import HealthCheck, settings
 
 from tests.redis_server import RedisServer
