@@ -1,45 +1,99 @@
-"""``python -m bench [tasks|memory|all] [--quick]`` (``make bench ARGS="tasks --quick"``)."""
+"""``python -m bench [tasks|memory|peers|algorithms|all] [--backend sqlite|redis|all] [--quick]``.
+
+``make bench ARGS="tasks --quick"``. ``all`` runs tasks and memory on both backends, the
+load-balancing algorithms on SQLite, and Celery and Huey next to the mesh on the same
+private redis-server.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import os
 import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
 
-from . import memory, report, tasks
+from . import algorithms, memory, peers, report, tasks
 from .cluster import BenchError
+from .redis_server import RedisServer
 
+PARTS = ("tasks", "memory", "peers", "algorithms", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
-QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300}
+QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
+QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
+QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
+# The engine's Redis client fails past ~100 concurrent calls (see bench/redis_fix.py): 64 is the level that
+# works as shipped, 256 matches the SQLite run and the peers' default window.
+REDIS_INFLIGHT = (64, 256)
+VARIANT_INFLIGHT = (256, 1024)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("which", nargs="?", choices=("tasks", "memory", "all"), default="all")
-    p.add_argument("--quick", action="store_true", help="a short smoke run (100 + 2,000 tasks, 50 writes)")
-    p.add_argument("--latency-n", type=int, help="sequential idle round trips (default 500, quick 100)")
-    p.add_argument("--throughput-n", type=int, help="tasks in the throughput run (default 20,000, quick 2,000)")
-    p.add_argument("--inflight", type=_levels, metavar="N[,N...]",
-                   help="concurrent submit+wait coroutines; one throughput run per value (default 256,1024)")
-    p.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
-    p.add_argument("--worker-concurrency", type=int, metavar="N",
-                   help="tasks each worker runs at once (written to a worker --config file; default: engine's 16)")
-    p.add_argument("--writes", type=int, help="spaced memory writes (default 300, quick 50)")
-    p.add_argument("--spacing-ms", type=float, help="gap between spaced memory writes (default 5)")
-    p.add_argument("--burst", type=int, help="memory burst size (default 2,000, quick 300)")
-    p.add_argument("--catch-up", type=int, metavar="N",
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="?", choices=PARTS, default="all")
+    p.add_argument("--quick", action="store_true", help="a short smoke run (under a minute for all)")
+    p.add_argument("--backend", choices=("sqlite", "redis", "all"),
+                   help="backend of the tasks and memory benches (default sqlite; all: both; 'all' part: both)")
+    p.add_argument("--peers", action="store_true",
+                   help="with tasks: also run Celery and Huey on the same redis-server (adds the redis backend)")
+    g = p.add_argument_group("tasks")
+    g.add_argument("--latency-n", type=int, help="sequential idle round trips (default 500, quick 100)")
+    g.add_argument("--throughput-n", type=int, help="tasks per throughput level (default 20,000, quick 2,000)")
+    g.add_argument("--inflight", type=_levels, metavar="N[,N...]",
+                   help="concurrent submit+wait coroutines; one throughput run per value "
+                        f"(default 256,1024 on SQLite, {','.join(map(str, REDIS_INFLIGHT))} on Redis)")
+    g.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
+    g.add_argument("--worker-concurrency", type=int, metavar="N",
+                   help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
+    g.add_argument("--redis-variant", choices=("on", "off"),
+                   help="also run the mesh on Redis with the bench-only blocking connection pool of "
+                        "bench/redis_fix.py at 256,1024 in flight, labelled as such (default on, off with --quick)")
+    g = p.add_argument_group("memory")
+    g.add_argument("--memory-nodes", type=int, metavar="N",
+                   help="worker nodes in the memory bench (default 5, quick 3)")
+    g.add_argument("--writes", type=int, help="spaced memory writes (default 300, quick 50)")
+    g.add_argument("--spacing-ms", type=float, help="gap between spaced memory writes (default 5)")
+    g.add_argument("--burst", type=int, help="memory burst size (default 2,000, quick 300)")
+    g.add_argument("--sustained", type=float, metavar="S",
+                   help="seconds of continuous memory writing (default 8, quick 2; 0 skips)")
+    g.add_argument("--catch-up", type=int, metavar="N",
                    help="memory items written while the workers are paused, then caught up (default 2,000, "
                         "quick 300; 0 skips)")
-    p.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
-    p.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
-    p.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (db, worker logs)")
+    g = p.add_argument_group("peers (Celery, Huey)")
+    g.add_argument("--peer-n", type=int, help="tasks per peer window level (default 5,000, quick 1,000)")
+    g.add_argument("--peer-windows", type=_levels, metavar="N[,N...]",
+                   help=f"tasks in flight for the peers (default {','.join(map(str, REDIS_INFLIGHT))})")
+    g.add_argument("--celery-pool", choices=("threads", "prefork", "solo"),
+                   help=f"Celery worker pool (default {peers.CELERY_POOL})")
+    g.add_argument("--celery-concurrency", type=int, metavar="N",
+                   help=f"Celery pool size per worker (default {peers.CELERY_CONCURRENCY})")
+    g.add_argument("--huey-workers", type=int, metavar="N",
+                   help=f"Huey worker threads per consumer (default {peers.HUEY_WORKERS})")
+    g.add_argument("--only-peers", metavar="NAME[,NAME]", help="celery, huey or both (default both)")
+    g = p.add_argument_group("algorithms")
+    g.add_argument("--algorithms", metavar="NAME[,NAME...]", help=f"default {','.join(ALGORITHMS)}")
+    g.add_argument("--algo-n", type=int, help="tasks per algorithm throughput run (default 5,000, quick 1,000)")
+    g.add_argument("--algo-inflight", type=_levels, metavar="N[,N...]", help="default 256")
+    g.add_argument("--algo-rounds", type=int, metavar="N",
+                   help="rounds over the algorithms, order alternating (default 2, quick 1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
+    g.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
+    g.add_argument("--keep-temp", action="store_true", help="keep the temporary folders (db, worker logs)")
     return p
 
 
@@ -53,62 +107,243 @@ def _levels(text: str) -> tuple[int, ...]:
     return levels
 
 
-def _options(args: argparse.Namespace) -> tuple[tasks.TasksOptions, memory.MemoryOptions]:
-    t: dict[str, Any] = dict(QUICK_TASKS) if args.quick else {}
-    m: dict[str, Any] = dict(QUICK_MEMORY) if args.quick else {}
-    for src, dst, key in (("latency_n", t, "latency_n"), ("throughput_n", t, "throughput_n"),
-                          ("budget", t, "throughput_budget_s"), ("worker_concurrency", t, "worker_concurrency"),
-                          ("writes", m, "writes"), ("burst", m, "burst")):
-        value = getattr(args, src)
-        if value is not None:
-            if value <= 0:
-                raise SystemExit(f"python -m bench: --{src.replace('_', '-')} must be positive")
-            dst[key] = value
-    if args.catch_up is not None:
-        m["catch_up"] = max(0, args.catch_up)
+def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise SystemExit(f"python -m bench: {flag}: unknown {', '.join(bad) or 'empty list'} "
+                         f"(allowed: {', '.join(allowed)})")
+    return names
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one invocation runs, in order."""
+
+    tasks_backends: list[str]
+    memory_backends: list[str]
+    peers: bool
+    algorithms: bool
+    redis_variant: bool
+    tasks: tasks.TasksOptions
+    redis_inflight: tuple[int, ...]
+    memory: memory.MemoryOptions
+    peer: peers.PeersOptions
+    algo: algorithms.AlgorithmsOptions
+
+    @property
+    def needs_redis(self) -> bool:
+        return "redis" in self.tasks_backends or "redis" in self.memory_backends or self.peers or (
+            self.algorithms and self.algo.backend == "redis")
+
+
+def _positive(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    if value is not None and value <= 0:
+        raise SystemExit(f"python -m bench: --{name.replace('_', '-')} must be positive")
+    return value
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    which, quick = args.which, args.quick
+    both = ["sqlite", "redis"]
+    chosen = None if args.backend is None else (both if args.backend == "all" else [args.backend])
+    if which == "all":
+        tb = mb = chosen or both
+    else:
+        tb = (chosen or ["sqlite"]) if which == "tasks" else []
+        mb = (chosen or ["sqlite"]) if which == "memory" else []
+    run_peers = which == "peers" or (which == "all" and "redis" in tb) or (which == "tasks" and args.peers)
+    if run_peers and "redis" not in tb:
+        tb = [*tb, "redis"]  # the mesh on the same redis-server, in the same run
+    run_algos = which in ("algorithms", "all")
+
+    t: dict[str, Any] = dict(QUICK_TASKS) if quick else {}
+    for src, key in (("latency_n", "latency_n"), ("throughput_n", "throughput_n"), ("budget", "throughput_budget_s"),
+                     ("worker_concurrency", "worker_concurrency")):
+        if _positive(args, src) is not None:
+            t[key] = getattr(args, src)
     if args.inflight is not None:
         t["inflight"] = args.inflight
+    t["keep_dir"] = args.keep_temp
+
+    m: dict[str, Any] = dict(QUICK_MEMORY) if quick else {}
+    for src, key in (("writes", "writes"), ("burst", "burst"), ("memory_nodes", "workers")):
+        if _positive(args, src) is not None:
+            m[key] = getattr(args, src)
+    if args.catch_up is not None:
+        m["catch_up"] = max(0, args.catch_up)
+    if args.sustained is not None:
+        m["sustained_s"] = max(0.0, args.sustained)
     if args.spacing_ms is not None:
         m["spacing_s"] = max(0.0, args.spacing_ms) / 1000.0
-    if args.keep_temp:
-        t["keep_dir"] = m["keep_dir"] = True
-    return tasks.TasksOptions(**t), memory.MemoryOptions(**m)
+    m["keep_dir"] = args.keep_temp
+
+    pe: dict[str, Any] = dict(QUICK_PEERS) if quick else {}
+    for src, key in (("peer_n", "n"), ("celery_concurrency", "celery_concurrency"), ("huey_workers", "huey_workers")):
+        if _positive(args, src) is not None:
+            pe[key] = getattr(args, src)
+    pe["windows"] = args.peer_windows or args.inflight or REDIS_INFLIGHT
+    if args.celery_pool:
+        pe["celery_pool"] = args.celery_pool
+    only = _names(args.only_peers, ("celery", "huey"), "--only-peers")
+    if only:
+        pe["which"] = only
+    pe["keep_dir"] = args.keep_temp
+    if args.latency_n is not None:
+        pe["latency_n"] = args.latency_n
+
+    a: dict[str, Any] = dict(QUICK_ALGORITHMS) if quick else {}
+    names = _names(args.algorithms, ALGORITHMS, "--algorithms")
+    if names:
+        a["algorithms"] = names
+    if _positive(args, "algo_n") is not None:
+        a["throughput_n"] = args.algo_n
+    if args.algo_inflight:
+        a["inflight"] = args.algo_inflight
+    if _positive(args, "algo_rounds") is not None:
+        a["rounds"] = args.algo_rounds
+    if which == "algorithms" and chosen:
+        a["backend"] = chosen[0]
+    if args.worker_concurrency:
+        a["worker_concurrency"] = args.worker_concurrency
+    a["keep_dir"] = args.keep_temp
+
+    variant = args.redis_variant == "on" if args.redis_variant else not quick
+    return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
+                redis_variant=variant and "redis" in tb, tasks=tasks.TasksOptions(**t),
+                redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
+                memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
+                algo=algorithms.AlgorithmsOptions(**a))
 
 
 def _log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-async def _run(which: str, topts: tasks.TasksOptions, mopts: memory.MemoryOptions) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    me = asyncio.current_task()
-    if me is not None:  # SIGTERM unwinds like Ctrl-C: every cluster stops its workers on the way out
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
-    parts = [("tasks", tasks.run, topts), ("memory", memory.run, mopts)]
-    for name, fn, opts in parts:
-        if which not in (name, "all"):
-            continue
-        started = time.monotonic()
+class LoadProbe:
+    """The machine's load over one part: load average, and CPU busy on the whole machine vs. this run's processes."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+
+    def _ours(self) -> float:
+        total = 0.0
+        for p in [self.me, *self.me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        return total
+
+    @contextlib.contextmanager
+    def measure(self, into: dict[str, Any]) -> Any:
+        cpu0, ours0, wall0 = psutil.cpu_times(), self._ours(), time.monotonic()
+        load0 = report.load_average()
         try:
-            out[name] = await fn(opts, _log)  # type: ignore[operator]
-        except (BenchError, MeshError, OSError, RuntimeError, ValueError) as exc:  # report it, run the other part
-            _log(f"{name}: FAILED: {exc}")
+            yield
+        finally:
+            wall = max(1e-9, time.monotonic() - wall0)
+            cpu1, ours1 = psutil.cpu_times(), self._ours()
+            busy = (sum(cpu1) - cpu1.idle - getattr(cpu1, "iowait", 0.0)) - (
+                sum(cpu0) - cpu0.idle - getattr(cpu0, "iowait", 0.0))
+            # children that exited during the part (workers) are counted by the children_* fields above
+            into["machine"] = {"load_average_start": load0, "load_average_end": report.load_average(),
+                               "busy_cores": round(busy / wall, 2), "this_run_cores": round((ours1 - ours0) / wall, 2),
+                               "other_cores": round(max(0.0, busy - (ours1 - ours0)) / wall, 2),
+                               "cpus": os.cpu_count()}
+
+
+async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    probe = LoadProbe()
+    server: RedisServer | None = None
+
+    async def part(section: str, key: str | None, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        started = time.monotonic()
+        result: dict[str, Any] = {}
+        try:
+            with probe.measure(result):
+                result.update(await fn())
+        except (BenchError, MeshError, OSError, RuntimeError, ValueError) as exc:  # report it, run the next part
+            label = f"{section}[{key}]" if key else section
+            _log(f"{label}: FAILED: {exc}")
             traceback.print_exc(file=sys.stderr)
-            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        out[name]["seconds"] = round(time.monotonic() - started, 2)
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        result["seconds"] = round(time.monotonic() - started, 2)
+        if key is None:
+            out[section] = result
+        else:
+            out.setdefault(section, {})[key] = result
+        return result
+
+    try:
+        if plan.needs_redis:
+            server = RedisServer().start()
+            out["redis_server"] = {"version": server.version, "binary": server.binary, "url": server.url,
+                                   "persistence": "--save '' --appendonly no"}
+            _log(f"redis-server {server.version} on {server.url} ({server.binary})")
+        for backend in plan.tasks_backends:
+            opts = plan.tasks
+            if backend == "redis":
+                opts = dataclasses.replace(opts, backend="redis", inflight=plan.redis_inflight)
+            await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
+            if backend == "redis" and plan.redis_variant:
+                variant = dataclasses.replace(opts, redis_client_pool="blocking", inflight=VARIANT_INFLIGHT,
+                                              latency_n=min(opts.latency_n, 100),
+                                              throughput_n=min(opts.throughput_n, 10_000))
+                await part("tasks", "redis_blocking_pool", lambda o=variant: tasks.run(o, _log, server))
+        if plan.peers and server is not None:
+            url = server.url
+            cpu = {"redis-server": server.cpu_seconds}
+
+            async def run_peers() -> dict[str, Any]:
+                def extra() -> dict[str, float]:
+                    return {k: fn() for k, fn in cpu.items()}
+                return await asyncio.to_thread(peers.run, url, plan.peer, _log, extra, stop)
+
+            await part("peers", None, run_peers)
+        if plan.algorithms:
+            await part("algorithms", None, lambda: algorithms.run(plan.algo, _log, server))
+        for backend in plan.memory_backends:
+            opts_m = dataclasses.replace(plan.memory, backend=backend)
+            await part("memory", backend, lambda o=opts_m: memory.run(o, _log, server))
+    finally:
+        if server is not None:
+            server.cleanup()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    topts, mopts = _options(args)
+    plan = make_plan(args)
     started = time.monotonic()
-    data: dict[str, Any] = {"mode": f"{args.which}{' quick' if args.quick else ''}",
+    mode = f"{args.which}{' quick' if args.quick else ''}"
+    if args.which in ("tasks", "memory", "algorithms") and args.backend:
+        mode += f" --backend {args.backend}"
+    data: dict[str, Any] = {"mode": mode, "argv": sys.argv[1:] if argv is None else argv,
                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "machine": report.machine_info()}
+    stop = threading.Event()
+
+    async def guarded() -> dict[str, Any]:
+        me = asyncio.current_task()
+        if me is not None:  # SIGTERM unwinds like Ctrl-C: every cluster and peer stops its workers on the way out
+            def on_term() -> None:
+                stop.set()
+                me.cancel()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+        try:
+            return await _run(plan, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
     try:
-        data.update(asyncio.run(_run(args.which, topts, mopts)))
+        data.update(asyncio.run(guarded()))
     except (KeyboardInterrupt, asyncio.CancelledError):
+        stop.set()
         _log("interrupted; workers stopped, temporary folders removed")
         return 130
     data["total_seconds"] = round(time.monotonic() - started, 2)
@@ -119,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.which + ("-quick" if args.quick else "")
         path = report.save(name, data, args.out)
         print(f"results: {path}")
-    failed = any("error" in data.get(k, {}) for k in ("tasks", "memory"))
-    return 1 if failed else 0
+    return 1 if report.failures(data) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""A throw-away local mesh: N ``mesh-tui --no-ui`` worker processes on one temporary SQLite file.
+"""A throw-away local mesh: N ``mesh-tui --no-ui`` worker processes on SQLite or Redis.
 
-Everything lives in one temporary folder (database, state, worker logs). ``stop()``
+On SQLite the workers share one temporary database file; on Redis they join the
+bench's private redis-server under a cluster name of their own (``mesh:{name}:``),
+so phases that share the server never see each other's nodes or tasks.
+Everything else lives in one temporary folder (state, worker logs). ``stop()``
 always terminates (SIGTERM: graceful leave), then kills what is left; ``cleanup()``
 removes the folder. Use it as a context manager so both happen on any error.
 """
@@ -18,13 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import psutil
 import yaml
 
+from mesh_core import codec
 from mesh_core.config import MeshConfig, load_config
 from mesh_core.manager import AgentMeshManager
 from mesh_core.model import NodeRole, NodeStatus
@@ -79,9 +84,12 @@ class Worker:
         return "\n".join(data.splitlines()[-lines:])
 
 
+BACKENDS = ("sqlite", "redis")
+
+
 @dataclass
 class Cluster:
-    """``n`` workers on a fresh SQLite file in a temporary folder."""
+    """``n`` workers on a fresh SQLite file in a temporary folder, or on a fresh cluster name in Redis."""
 
     n: int
     capacity: int = 100_000
@@ -90,11 +98,19 @@ class Cluster:
     keep_dir: bool = False
     extra_args: tuple[str, ...] = ()
     worker_config: dict[str, Any] | None = None  # written as the workers' --config YAML (agent_mesh: section)
+    backend: str = "sqlite"  # "sqlite" or "redis"
+    redis_url: str | None = None  # the bench's private redis-server (backend "redis")
+    extra_cpu: dict[str, Callable[[], float]] = field(default_factory=dict)  # e.g. the redis-server's CPU seconds
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r} (allowed: {', '.join(BACKENDS)})")
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("the redis backend needs the bench's redis-server url")
         self.dir = tempfile.mkdtemp(prefix="mesh-bench-")
         self.db = os.path.join(self.dir, "mesh.db")
+        self.redis_cluster = f"bench-{self.prefix}-{uuid.uuid4().hex[:8]}"
         self.state = os.path.join(self.dir, "state")
         self.client_state = os.path.join(self.dir, "client-state")
 
@@ -112,16 +128,23 @@ class Cluster:
         _LIVE.append(self)
         env = _clean_env()
         extra = list(self.extra_args)
-        if self.worker_config:
+        config = dict(self.worker_config or {})
+        if self.backend == "redis":
+            assert self.redis_url is not None
+            config["redis"] = {**config.get("redis", {}), "cluster": self.redis_cluster}
+            extra += ["--protocol", "redis_distributed", "--redis-url", self.redis_url]
+        else:
+            extra += ["--db", self.db]
+        if config:
             path = os.path.join(self.dir, "worker-config.yaml")
             with open(path, "w") as f:
-                yaml.safe_dump({"agent_mesh": self.worker_config}, f)
+                yaml.safe_dump({"agent_mesh": config}, f)
             extra += ["--config", path]
         for i in range(1, self.n + 1):
             name = f"{self.prefix}{i}"
             log_path = os.path.join(self.dir, f"{name}.log")
             log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-            cmd = [sys.executable, "-m", "mesh_tui", "--no-ui", "--db", self.db, "--state-dir", self.state,
+            cmd = [sys.executable, "-m", "mesh_tui", "--no-ui", "--state-dir", self.state,
                    "--name", name, "--capacity", str(self.capacity), "--log-format", self.log_format,
                    *extra]
             # Own session: a Ctrl-C in the terminal reaches only the bench, which then stops the workers.
@@ -175,14 +198,30 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- the client side -------------------------------------------------------------
-    def client_config(self, max_capacity: int | None = None) -> MeshConfig:
-        return load_config(overrides={"sqlite_db_path": self.db, "state_dir": self.client_state,
-                                      "max_capacity": max_capacity or self.capacity},
-                           env={}, use_default_file=False)
+    def client_config(self, max_capacity: int | None = None, overrides: dict[str, Any] | None = None) -> MeshConfig:
+        """The bench client's config; ``overrides`` are dotted keys (``task_distribution.load_balancing_algorithm``)."""
+        base: dict[str, Any] = {"state_dir": self.client_state, "max_capacity": max_capacity or self.capacity}
+        if self.backend == "redis":
+            base.update({"protocol": "redis_distributed", "redis.url": self.redis_url,
+                         "redis.cluster": self.redis_cluster})
+        else:
+            base["sqlite_db_path"] = self.db
+        return load_config(overrides={**base, **(overrides or {})}, env={}, use_default_file=False)
 
     @contextlib.asynccontextmanager
-    async def client(self, max_capacity: int | None = None) -> Any:
-        mesh = AgentMeshManager(self.client_config(max_capacity), role=NodeRole.CLIENT)
+    async def client(self, max_capacity: int | None = None, overrides: dict[str, Any] | None = None,
+                     redis_pool: str = "engine") -> Any:
+        """The in-process client. ``redis_pool="blocking"``: the bench-only variant of ``bench/redis_fix.py``."""
+        config = self.client_config(max_capacity, overrides)
+        backend = None
+        if self.backend == "redis" and redis_pool == "blocking":
+            from .redis_fix import BlockingRedisBackend
+
+            backend = BlockingRedisBackend(config.redis, limits=codec.CodecLimits(
+                max_frame_bytes=config.max_frame_bytes,
+                compress_threshold=config.memory_sync.compression_threshold_bytes,
+                compression_enabled=config.memory_sync.compression_enabled))
+        mesh = AgentMeshManager(config, role=NodeRole.CLIENT, backend=backend)
         await mesh.start()
         try:
             yield mesh
@@ -209,7 +248,44 @@ class Cluster:
             await asyncio.sleep(0.1)
 
     def cpu_seconds(self) -> dict[str, float]:
-        return {w.name: w.cpu_seconds() for w in self.workers}
+        data = {w.name: w.cpu_seconds() for w in self.workers}
+        data.update({name: fn() for name, fn in self.extra_cpu.items()})
+        return data
+
+    def task_times(self, task_ids: Sequence[str]) -> list[tuple[str, float | None, float | None, str | None]]:
+        """(task id, started_at, finished_at, node name) as the engine stored them, read after the run."""
+        if self.backend == "sqlite":
+            rows = _read_sqlite(self.db, "SELECT task_id, started_at, finished_at, node_name FROM tasks")
+            wanted = set(task_ids)
+            return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] in wanted]
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url or "", socket_timeout=30)
+        prefix = f"mesh:{{{self.redis_cluster}}}:t:"
+        out: list[tuple[str, float | None, float | None, str | None]] = []
+        try:
+            ids = list(task_ids)
+            for start in range(0, len(ids), 2000):
+                chunk = ids[start:start + 2000]
+                pipe = client.pipeline(transaction=False)
+                for task_id in chunk:
+                    pipe.hmget(prefix + task_id, "started", "finished", "node_name")
+                for task_id, (started, finished, node) in zip(chunk, pipe.execute(), strict=True):
+                    out.append((task_id, float(started) if started else None, float(finished) if finished else None,
+                                node.decode() if node else None))
+        finally:
+            client.close()
+        return out
+
+
+def _read_sqlite(db: str, sql: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 class CpuMeter:

@@ -15,8 +15,11 @@ from typing import Any
 import psutil
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGET_TASKS_PER_SECOND = 5000
-TARGET_IDLE_P50_MS = 2.0
+# targets from the issue
+TARGET_TASKS_PER_SECOND = {"sqlite": 5000, "redis": 10_000}
+TARGET_IDLE_P50_MS = {"sqlite": 2.0, "redis": 0.5}
+TARGET_VS_HUEY = 3.0
+TARGET_VISIBLE_P99_MS = {"sqlite": 50.0, "redis": 20.0}
 
 
 def machine_info() -> dict[str, Any]:
@@ -72,119 +75,327 @@ def save(name: str, data: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     return path
 
 
-def summary(data: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures, flat, for quick comparison between result files."""
-    out: dict[str, Any] = {}
-    tasks = data.get("tasks") or {}
-    if "idle_latency" in tasks:
-        rt = tasks["idle_latency"]["round_trip"]
-        out.update(idle_p50_ms=rt.get("p50_ms"), idle_p99_ms=rt.get("p99_ms"), idle_mean_ms=rt.get("mean_ms"))
-    for thr in _runs(tasks):
-        k = thr["inflight"]
-        out[f"tasks_per_second_{k}_inflight"] = thr["tasks_per_second"]
-        out[f"load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
-        out[f"load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
-    if "best_tasks_per_second" in tasks:
-        out["best_tasks_per_second"] = tasks["best_tasks_per_second"]
-        out["target_tasks_per_second_met"] = tasks["best_tasks_per_second"] >= TARGET_TASKS_PER_SECOND
-    if "idle_p50_ms" in out:
-        out["target_idle_p50_met"] = out["idle_p50_ms"] <= TARGET_IDLE_P50_MS
-    mem = data.get("memory") or {}
-    if "write_to_visible" in mem:
-        vis = mem["write_to_visible"]
-        out.update(memory_visible_p50_ms=vis["any_node"].get("p50_ms"), memory_visible_p99_ms=vis["any_node"].get(
-            "p99_ms"), memory_visible_all_nodes_p50_ms=vis["all_nodes"].get("p50_ms"),
-            memory_visible_all_nodes_p99_ms=vis["all_nodes"].get("p99_ms"))
-    if "burst" in mem:
-        out["memory_burst_items_per_second"] = mem["burst"]["applied_items_per_second"]
-        out["memory_burst_writes_per_second"] = mem["burst"]["writes_per_second"]
-    if "catch_up" in mem:
-        out["memory_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
+def failures(data: dict[str, Any]) -> list[str]:
+    """Labels of the parts that could not run."""
+    out = []
+    for section in ("tasks", "memory"):
+        for key, block in (data.get(section) or {}).items():
+            if isinstance(block, dict) and "error" in block:
+                out.append(f"{section}[{key}]")
+    for section in ("peers", "algorithms"):
+        block = data.get(section) or {}
+        if "error" in block:
+            out.append(section)
+        for key, sub in {**block.get("runs", {}), **{k: block[k] for k in ("celery", "huey") if k in block}}.items():
+            if isinstance(sub, dict) and "error" in sub:
+                out.append(f"{section}[{key}]")
     return out
 
 
-def _ms(block: dict[str, Any] | None, key: str) -> str:
-    if not block or key not in block:
-        return "-"
-    return f"{block[key]:.2f}"
-
-
-def _row(label: str, block: dict[str, Any] | None, extra: str = "") -> list[str]:
-    return [label, str(block.get("n", "-")) if block else "-", _ms(block, "p50_ms"), _ms(block, "p99_ms"),
-            _ms(block, "mean_ms"), _ms(block, "max_ms"), extra]
-
-
-def render(data: dict[str, Any]) -> str:
-    rows: list[list[str]] = []
-    tasks = data.get("tasks")
-    if tasks and "error" not in tasks:
-        idle = tasks.get("idle_latency", {})
-        rows.append(_row("tasks: idle round trip", idle.get("round_trip"),
-                         _target(idle.get("round_trip", {}).get("p50_ms"), TARGET_IDLE_P50_MS, "p50 ≤", " ms",
-                                 lower=True)))
-        rows.append(_row("  submit call (idle)", idle.get("submit_call")))
-        bd = idle.get("breakdown", {})
-        rows.append(_row("  submit→claimed (idle)", bd.get("submit_to_claimed")))
-        rows.append(_row("  claimed→finished (idle)", bd.get("claimed_to_finished")))
-        rows.append(_row("  finished→seen (idle)", bd.get("finished_to_seen")))
-        for thr in _runs(tasks):
-            k = thr.get("inflight")
-            bd = thr.get("breakdown", {})
-            rows.append(_row(f"tasks: submit→result, {k} in flight", thr.get("latency_under_load"),
-                             f"{thr.get('tasks_per_second', 0):,.0f} tasks/s "
-                             + _target(thr.get("tasks_per_second"), TARGET_TASKS_PER_SECOND, "≥", "/s")))
-            rows.append(_row(f"  submit call ({k})", thr.get("submit_call_under_load")))
-            rows.append(_row(f"  submit→claimed ({k})", bd.get("submit_to_claimed")))
-            rows.append(_row(f"  claimed→finished ({k})", bd.get("claimed_to_finished")))
-            rows.append(_row(f"  finished→seen ({k})", bd.get("finished_to_seen")))
-    mem = data.get("memory")
-    if mem and "error" not in mem:
-        vis, burst = mem.get("write_to_visible", {}), mem.get("burst", {})
-        rows.append(_row("memory: write→visible (each node)", vis.get("any_node")))
-        rows.append(_row("  write→visible on all 3 nodes", vis.get("all_nodes")))
-        rows.append(_row("  sync_memory_item call", vis.get("write_call")))
-        rows.append(_row("memory: burst write→visible", burst.get("lag", {}).get("any_node"),
-                         f"{burst.get('applied_items_per_second', 0):,.0f} items/s applied on all nodes "
-                         f"({burst.get('writes_per_second', 0):,.0f} writes/s)"))
-        catch = mem.get("catch_up")
-        if catch:
-            rows.append(["memory: catch-up after pause", str(catch["items"]), "-", "-", "-", "-",
-                         f"{catch['applied_items_per_second']:,.0f} items/s applied per node (slowest)"])
-    header = ["measure", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "notes"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
-                                                                                           strict=True)))
-             for r in [header, *rows]]
-    lines.insert(1, "-" * len(lines[0]))
-    info = data.get("machine", {})
-    lines.insert(0, f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs, "
-                    f"Python {info.get('python')}, SQLite {info.get('sqlite')}, {info.get('platform')}; "
-                    f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}")
-    for thr in _runs(tasks):
-        lines.append(f"throughput ({thr['inflight']} in flight): "
-                     f"{thr['tasks_finished']}/{thr['tasks_requested']} tasks in "
-                     f"{thr['wall_seconds']} s, {thr['failed']} failed, {thr['errors']} errors"
-                     + (" (stopped by the time budget)" if thr.get("truncated_by_budget") else "")
-                     + f"; CPU use (cores): {thr.get('cpu_utilisation')}")
-    if mem and "burst" in mem:
-        lines.append(f"memory burst: {mem['burst']['items']} items; per node: "
-                     + ", ".join(f"{k} {v['items_per_second']:,.0f}/s" for k, v in mem['burst']['per_node'].items())
-                     + f"; CPU use (cores): {mem['burst'].get('cpu_utilisation')}")
-    for part in ("tasks", "memory"):
-        if data.get(part, {}).get("error"):
-            lines.append(f"{part}: FAILED: {data[part]['error']}")
-    return "\n".join(lines)
-
-
-def _runs(tasks: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if not tasks or "error" in tasks:
+def _runs(block: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not block or "error" in block:
         return []
-    runs = tasks.get("throughput") or []
+    runs = block.get("throughput") or []
     return runs if isinstance(runs, list) else [runs]
 
 
-def _target(value: float | None, target: float, word: str, unit: str, lower: bool = False) -> str:
+def _at(block: dict[str, Any] | None, inflight: int) -> dict[str, Any] | None:
+    return next((r for r in _runs(block) if r.get("inflight") == inflight), None)
+
+
+def ratios(data: dict[str, Any]) -> dict[str, Any]:
+    """mesh on Redis ÷ each peer, at each in-flight level both ran, and best against best (same run, same server)."""
+    mesh = (data.get("tasks") or {}).get("redis") or {}
+    variant = (data.get("tasks") or {}).get("redis_blocking_pool") or {}
+    peer_block = data.get("peers") or {}
+    out: dict[str, Any] = {}
+    for peer in ("huey", "celery"):
+        pb = peer_block.get(peer) or {}
+        if not _runs(pb) or not _runs(mesh):
+            continue
+        for run in _runs(pb):
+            k = run["inflight"]
+            m = _at(mesh, k)
+            if m and run["tasks_per_second"]:
+                out[f"mesh_vs_{peer}_tasks_per_second_{k}_inflight"] = round(m["tasks_per_second"] /
+                                                                             run["tasks_per_second"], 2)
+            v = _at(variant, k)
+            if v and run["tasks_per_second"]:
+                out[f"mesh_blocking_pool_vs_{peer}_tasks_per_second_{k}_inflight"] = round(
+                    v["tasks_per_second"] / run["tasks_per_second"], 2)
+        if pb.get("best_tasks_per_second"):
+            out[f"mesh_vs_{peer}_best_tasks_per_second"] = round(mesh.get("best_tasks_per_second", 0.0)
+                                                                 / pb["best_tasks_per_second"], 2)
+        mp50 = mesh.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+        pp50 = pb.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+        if mp50 and pp50:
+            out[f"mesh_vs_{peer}_idle_p50"] = round(mp50 / pp50, 2)
+    return out
+
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, flat, for quick comparison between result files."""
+    out: dict[str, Any] = {}
+    for backend, block in (data.get("tasks") or {}).items():
+        if not isinstance(block, dict) or "error" in block:
+            continue
+        rt = block.get("idle_latency", {}).get("round_trip", {})
+        out[f"tasks_{backend}_idle_p50_ms"] = rt.get("p50_ms")
+        out[f"tasks_{backend}_idle_p99_ms"] = rt.get("p99_ms")
+        for thr in _runs(block):
+            k = thr["inflight"]
+            out[f"tasks_{backend}_per_second_{k}_inflight"] = thr["tasks_per_second"]
+            out[f"tasks_{backend}_load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
+            out[f"tasks_{backend}_load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
+            if thr.get("errors"):
+                out[f"tasks_{backend}_errors_{k}_inflight"] = thr["errors"]
+        out[f"tasks_{backend}_best_per_second"] = block.get("best_tasks_per_second")
+        if backend in TARGET_TASKS_PER_SECOND:
+            out[f"tasks_{backend}_target_per_second_met"] = (block.get("best_tasks_per_second") or 0) >= \
+                TARGET_TASKS_PER_SECOND[backend]
+            if rt.get("p50_ms") is not None:
+                out[f"tasks_{backend}_target_idle_p50_met"] = rt["p50_ms"] <= TARGET_IDLE_P50_MS[backend]
+    algos = (data.get("algorithms") or {}).get("runs") or {}
+    for name, block in algos.items():
+        if "error" in block:
+            continue
+        out[f"algorithm_{name}_idle_p50_ms"] = block["idle_latency"]["round_trip"].get("p50_ms")
+        out[f"algorithm_{name}_idle_p99_ms"] = block["idle_latency"]["round_trip"].get("p99_ms")
+        out[f"algorithm_{name}_tasks_per_second"] = block.get("mean_tasks_per_second",
+                                                              block.get("best_tasks_per_second"))
+        out[f"algorithm_{name}_tasks_per_second_per_round"] = block.get("best_tasks_per_second_per_round")
+        best = max(_runs(block), key=lambda r: r["tasks_per_second"])
+        out[f"algorithm_{name}_load_p50_ms"] = best["latency_under_load"].get("p50_ms")
+        out[f"algorithm_{name}_load_p99_ms"] = best["latency_under_load"].get("p99_ms")
+    for peer in ("celery", "huey"):
+        block = (data.get("peers") or {}).get(peer) or {}
+        if not block or "error" in block:
+            continue
+        out[f"peer_{peer}_idle_p50_ms"] = block["idle_latency"]["round_trip"].get("p50_ms")
+        out[f"peer_{peer}_idle_p99_ms"] = block["idle_latency"]["round_trip"].get("p99_ms")
+        for thr in _runs(block):
+            k = thr["inflight"]
+            out[f"peer_{peer}_per_second_{k}_inflight"] = thr["tasks_per_second"]
+            out[f"peer_{peer}_load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
+            out[f"peer_{peer}_load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
+    r = ratios(data)
+    out.update(r)
+    if "mesh_vs_huey_best_tasks_per_second" in r:
+        out["target_3x_huey_met"] = r["mesh_vs_huey_best_tasks_per_second"] >= TARGET_VS_HUEY
+    for backend, mem in (data.get("memory") or {}).items():
+        if not isinstance(mem, dict) or "error" in mem:
+            continue
+        vis = mem.get("write_to_visible", {})
+        out[f"memory_{backend}_nodes"] = mem.get("nodes")
+        out[f"memory_{backend}_visible_p50_ms"] = vis.get("any_node", {}).get("p50_ms")
+        out[f"memory_{backend}_visible_p99_ms"] = vis.get("any_node", {}).get("p99_ms")
+        out[f"memory_{backend}_visible_all_nodes_p50_ms"] = vis.get("all_nodes", {}).get("p50_ms")
+        out[f"memory_{backend}_visible_all_nodes_p99_ms"] = vis.get("all_nodes", {}).get("p99_ms")
+        out[f"memory_{backend}_target_p99_met"] = vis.get("target_met")
+        if "burst" in mem:
+            out[f"memory_{backend}_burst_items_per_second"] = mem["burst"]["applied_items_per_second"]
+        if "sustained" in mem:
+            out[f"memory_{backend}_sustained_writes_per_second"] = mem["sustained"]["writes_per_second"]
+            out[f"memory_{backend}_sustained_items_per_second"] = mem["sustained"]["applied_items_per_second"]
+        if "catch_up" in mem:
+            out[f"memory_{backend}_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
+    return out
+
+
+# -- the printed tables -------------------------------------------------------------------------------
+def _f(value: Any, digits: int = 2) -> str:
     if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]], notes: list[str] | None = None) -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["", title]
+    for n, r in enumerate([header, *rows]):
+        lines.append("  ".join(c.ljust(w) if i == 0 or i == len(header) - 1 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[-1]))
+    return lines + (notes or [])
+
+
+def _mark(value: float | None, target: float | None, lower: bool = False) -> str:
+    if value is None or target is None:
         return ""
     met = value <= target if lower else value >= target
-    return f"[target {word} {target:g}{unit}: {'met' if met else 'missed'}]"
+    return "met" if met else "MISSED"
+
+
+def _cores(util: dict[str, float] | None) -> str:
+    if not util:
+        return ""
+    return " ".join(f"{k} {v:.2f}" for k, v in util.items())
+
+
+def _tasks_rows(label: str, block: dict[str, Any], backend: str | None) -> list[list[str]]:
+    rows = []
+    rt = block.get("idle_latency", {}).get("round_trip", {})
+    p50_target = TARGET_IDLE_P50_MS.get(backend or "")
+    rows.append([f"{label}: idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")),
+                 "" if p50_target is None else f"p50 ≤ {p50_target:g} ms: {_mark(rt.get('p50_ms'), p50_target, True)}"])
+    bd = block.get("idle_latency", {}).get("breakdown", {})
+    rows.append([f"{label}:   submit→claimed / →finished / →seen (p50)", "", "",
+                 " / ".join(_f(bd.get(k, {}).get("p50_ms")) for k in ("submit_to_claimed", "claimed_to_finished",
+                                                                      "finished_to_seen")), "", ""])
+    tps_target = TARGET_TASKS_PER_SECOND.get(backend or "")
+    for thr in _runs(block):
+        lat = thr.get("latency_under_load", {})
+        note = f"{thr['tasks_finished']:,}/{thr['tasks_requested']:,} done"
+        if thr.get("errors"):
+            sample = (thr.get("error_samples") or [""])[0]
+            note += f", {thr['errors']:,} ERRORS ({sample[:70]})"
+        if thr.get("truncated_by_budget"):
+            note += ", stopped by the time budget"
+        if tps_target:
+            note += f"; ≥ {tps_target:,}/s: {_mark(thr['tasks_per_second'], tps_target)}"
+        rows.append([f"{label}: {thr['inflight']} in flight", _f(lat.get("n")), _f(thr["tasks_per_second"], 0),
+                     _f(lat.get("p50_ms")), _f(lat.get("p99_ms")), note])
+    return rows
+
+
+def render(data: dict[str, Any]) -> str:
+    info = data.get("machine", {})
+    lines = [f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs ({info.get('cpu_model')}), "
+             f"Python {info.get('python')}, SQLite {info.get('sqlite')}, "
+             f"redis-server {(data.get('redis_server') or {}).get('version', '-')}; "
+             f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}; "
+             f"{data.get('total_seconds')} s in all"]
+    header = ["measure", "n", "tasks/s", "p50 ms", "p99 ms", "notes"]
+
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for key, block in (data.get("tasks") or {}).items():
+        if "error" in block:
+            rows.append([f"tasks {key}", "-", "-", "-", "-", f"FAILED: {block['error']}"])
+            continue
+        backend = key if key in TARGET_TASKS_PER_SECOND else None
+        label = "redis, bench-only blocking pool" if key == "redis_blocking_pool" else key
+        rows += _tasks_rows(label, block, backend)
+        for thr in _runs(block):
+            rc = thr.get("redis_commands") or {}
+            extra = (f"; redis: {rc.get('calls_per_task')} commands/task, {rc.get('server_usec_per_task')} µs "
+                     "server time/task") if rc else ""
+            notes.append(f"  {label} {thr['inflight']} in flight: CPU (cores) {_cores(thr.get('cpu_utilisation'))}"
+                         f"{extra}")
+    lines += _table("Tasks: no-op echo, 1 submitter + 2 workers (submit→result)", header, rows, notes)
+
+    algos = (data.get("algorithms") or {}).get("runs") or {}
+    rows, notes = [], []
+    for name, block in algos.items():
+        if "error" in block:
+            rows.append([name, "-", "-", "-", "-", f"FAILED: {block['error']}"])
+            continue
+        rt = block["idle_latency"]["round_trip"]
+        rows.append([f"{name}: idle", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")), ""])
+        for thr in _runs(block):
+            lat = thr["latency_under_load"]
+            split = thr.get("breakdown", {}).get("tasks_per_worker", {})
+            rnd = f" (round {thr['round']})" if "round" in thr else ""
+            rows.append([f"{name}: {thr['inflight']} in flight{rnd}", _f(lat.get("n")), _f(thr["tasks_per_second"], 0),
+                         _f(lat.get("p50_ms")), _f(lat.get("p99_ms")),
+                         "per worker " + ", ".join(f"{k} {v:,}" for k, v in sorted(split.items()))
+                         + (f"; {thr['errors']:,} ERRORS" if thr.get("errors") else "")])
+        if "mean_tasks_per_second" in block:
+            notes.append(f"  {name}: mean {block['mean_tasks_per_second']:,.0f} tasks/s over "
+                         f"{len(block['best_tasks_per_second_per_round'])} round(s)")
+    backend = (data.get("algorithms") or {}).get("backend", "sqlite")
+    lines += _table(f"Load-balancing algorithms on {backend} (submitter's task_distribution.load_balancing_algorithm)",
+                    header, rows, notes)
+
+    peer_block = data.get("peers") or {}
+    rows, notes = [], []
+    mesh = (data.get("tasks") or {}).get("redis")
+    if peer_block and mesh and "error" not in mesh:
+        rows += _tasks_rows("mesh (redis)", mesh, None)
+    for peer in ("celery", "huey"):
+        block = peer_block.get(peer)
+        if not block:
+            continue
+        if "error" in block:
+            rows.append([peer, "-", "-", "-", "-", f"FAILED: {block['error']}"])
+            continue
+        rt = block["idle_latency"]["round_trip"]
+        cfg = block.get("config", {})
+        desc = (f"pool={cfg.get('pool')} concurrency={cfg.get('concurrency')}" if peer == "celery"
+                else f"{cfg.get('threads_per_consumer')} threads/consumer")
+        rows.append([f"{peer}: idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")),
+                     f"2 workers, {desc}"])
+        for thr in _runs(block):
+            lat = thr["latency_under_load"]
+            rows.append([f"{peer}: {thr['inflight']} in flight", _f(lat.get("n")), _f(thr["tasks_per_second"], 0),
+                         _f(lat.get("p50_ms")), _f(lat.get("p99_ms")),
+                         f"{thr['tasks_finished']:,}/{thr['tasks_requested']:,} done"
+                         + (f", {thr['errors']:,} ERRORS" if thr.get("errors") else "")])
+            notes.append(f"  {peer} {thr['inflight']} in flight: CPU (cores) {_cores(thr.get('cpu_utilisation'))}")
+    r = ratios(data)
+    if r:
+        notes.append("  ratios (mesh ÷ peer; tasks/s higher is better for the mesh, idle p50 lower is): "
+                     + ", ".join(f"{k.removeprefix('mesh_')} {v:g}" for k, v in r.items()))
+        if "mesh_vs_huey_best_tasks_per_second" in r:
+            notes.append(f"  target mesh ≥ {TARGET_VS_HUEY:g}× Huey (best vs best): "
+                         f"{_mark(r['mesh_vs_huey_best_tasks_per_second'], TARGET_VS_HUEY)}")
+    lines += _table("Peers on the same redis-server (1 submitter + 2 worker processes each)", header, rows, notes)
+
+    rows, notes = [], []
+    mheader = ["measure", "n", "items/s", "p50 ms", "p99 ms", "notes"]
+    for backend, mem in (data.get("memory") or {}).items():
+        if "error" in mem:
+            rows.append([f"{backend}", "-", "-", "-", "-", f"FAILED: {mem['error']}"])
+            continue
+        nodes = mem.get("nodes")
+        vis = mem.get("write_to_visible", {})
+        target = TARGET_VISIBLE_P99_MS.get(backend)
+        rows.append([f"{backend}: write→visible, each node", _f(vis.get("any_node", {}).get("n")), "-",
+                     _f(vis.get("any_node", {}).get("p50_ms")), _f(vis.get("any_node", {}).get("p99_ms")), ""])
+        allv = vis.get("all_nodes", {})
+        rows.append([f"{backend}: write→visible on all {nodes} nodes", _f(allv.get("n")), "-", _f(allv.get("p50_ms")),
+                     _f(allv.get("p99_ms")),
+                     "" if target is None else f"p99 ≤ {target:g} ms: {_mark(allv.get('p99_ms'), target, True)}"])
+        rows.append([f"{backend}: sync_memory_item call", _f(vis.get("write_call", {}).get("n")), "-",
+                     _f(vis.get("write_call", {}).get("p50_ms")), _f(vis.get("write_call", {}).get("p99_ms")), ""])
+        for phase, what in (("burst", "burst"), ("sustained", "sustained")):
+            b = mem.get(phase)
+            if not b:
+                continue
+            lag = b.get("lag", {}).get("all_nodes", {})
+            rows.append([f"{backend}: {what} ({b.get('inflight', mem['options'].get('burst_inflight'))} in flight)",
+                         _f(b.get("items")), _f(b.get("applied_items_per_second"), 0), _f(lag.get("p50_ms")),
+                         _f(lag.get("p99_ms")),
+                         f"written {_f(b.get('writes_per_second'), 0)}/s; applied on all {nodes} nodes (slowest); "
+                         "lag = write→visible on all nodes"])
+        c = mem.get("catch_up")
+        if c:
+            rows.append([f"{backend}: catch-up after pause", _f(c.get("items")),
+                         _f(c.get("applied_items_per_second"), 0), "-", "-", "applied per node (slowest)"])
+        for phase in ("burst", "sustained"):
+            if mem.get(phase):
+                notes.append(f"  {backend} {phase}: CPU (cores) {_cores(mem[phase].get('cpu_utilisation'))}")
+    lines += _table("Memory: write→visible and items/s", mheader, rows, notes)
+
+    machine = []
+    for section in ("tasks", "peers", "algorithms", "memory"):
+        block = data.get(section) or {}
+        items = [(section, block)] if "machine" in block else [(f"{section}[{k}]", v) for k, v in block.items()
+                                                                 if isinstance(v, dict) and "machine" in v]
+        for label, b in items:
+            m = b["machine"]
+            machine.append(f"  {label}: {b.get('seconds')} s; load average {m['load_average_start']} → "
+                           f"{m['load_average_end']}; machine busy {m['busy_cores']} of {m['cpus']} cores, this run "
+                           f"{m['this_run_cores']}, other processes {m['other_cores']}")
+    if machine:
+        lines += ["", "Machine load per part", *machine]
+    for label in failures(data):
+        lines.append(f"FAILED: {label}")
+    return "\n".join(lines)

@@ -1,9 +1,14 @@
-"""``tasks``: no-op ``echo`` tasks end to end on SQLite, 1 in-process submitter, 2 worker processes."""
+"""``tasks``: no-op ``echo`` tasks end to end on SQLite or Redis, 1 in-process submitter, 2 worker processes.
+
+The submitter's config can set the load-balancing algorithm (``algorithm``); the
+workers keep the engine defaults. On Redis the server's command statistics are
+reset before each throughput level and read after it: calls per finished task
+show where the round trips go.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +18,7 @@ from mesh_core.manager import AgentMeshManager
 from mesh_core.model import TaskStatus
 
 from .cluster import Cluster, CpuMeter
+from .redis_server import RedisServer
 from .stats import summary_ms
 
 
@@ -26,7 +32,10 @@ class TasksOptions:
     warmup: int = 50
     task_timeout: float = 30.0
     throughput_budget_s: float = 45.0  # per level: stop submitting after this long, report what finished
-    worker_concurrency: int | None = None  # None: the engine default (config ``concurrency``, 16)
+    worker_concurrency: int | None = None  # None: the engine default (config ``concurrency``)
+    backend: str = "sqlite"  # "sqlite" or "redis"
+    algorithm: str | None = None  # the submitter's task_distribution.load_balancing_algorithm; None: default
+    redis_client_pool: str = "engine"  # "blocking": the bench-only pool variant of bench/redis_fix.py
     keep_dir: bool = False
 
 
@@ -51,14 +60,14 @@ async def _round_trip(mesh: AgentMeshManager, payload: Any, timeout: float,
     return t1 - t0, t2 - t0, task.status
 
 
-def _breakdown(db: str, trace: Trace) -> dict[str, Any]:
+def _breakdown(cluster: Cluster, trace: Trace) -> dict[str, Any]:
     """Where the time of a round trip goes, from the timestamps the engine stores on each task.
 
     submit→claimed: submit call start to ``started_at`` (enqueue commit, wake-up, claim);
     claimed→finished: ``started_at`` to ``finished_at`` (handler run and result write);
     finished→seen: ``finished_at`` to the submitter's ``wait_task`` returning (result notification).
     """
-    rows = _read_rows(db, "SELECT task_id, started_at, finished_at, node_name FROM tasks")
+    rows = cluster.task_times(list(trace.marks))
     queue, run_, notify = [], [], []
     per_node: dict[str, int] = {}
     for task_id, started, finished, node in rows:
@@ -73,12 +82,38 @@ def _breakdown(db: str, trace: Trace) -> dict[str, Any]:
             "finished_to_seen": summary_ms(notify), "tasks_per_worker": per_node}
 
 
-def _read_rows(db: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+class RedisStats:
+    """``INFO commandstats`` of the bench's redis-server around a section: calls and µs per finished task."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10)
+
+    def reset(self) -> None:
+        self.client.config_resetstat()
+
+    def read(self, tasks_done: int) -> dict[str, Any]:
+        stats = self.client.info("commandstats")
+        per: dict[str, Any] = {}
+        total_calls = total_usec = 0
+        for key, v in stats.items():
+            name = key.removeprefix("cmdstat_")
+            if name in ("config", "info"):
+                continue
+            calls, usec = int(v["calls"]), int(v["usec"])
+            total_calls += calls
+            total_usec += usec
+            per[name] = {"calls": calls, "calls_per_task": round(calls / tasks_done, 2) if tasks_done else None,
+                         "usec_per_call": float(v["usec_per_call"]),
+                         "usec_per_task": round(usec / tasks_done, 1) if tasks_done else None}
+        per = dict(sorted(per.items(), key=lambda kv: -kv[1]["calls"]))
+        return {"calls_per_task": round(total_calls / tasks_done, 2) if tasks_done else None,
+                "server_usec_per_task": round(total_usec / tasks_done, 1) if tasks_done else None,
+                "commands": per}
+
+    def close(self) -> None:
+        self.client.close()
 
 
 async def _latency(mesh: AgentMeshManager, n: int, timeout: float, trace: Trace) -> dict[str, Any]:
@@ -131,49 +166,62 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
             "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
 
 
-async def run(opts: TasksOptions, log: Any = print) -> dict[str, Any]:
-    result: dict[str, Any] = {"options": opts.__dict__.copy()}
+async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"options": opts.__dict__.copy(), "backend": opts.backend}
+    tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}" \
+          f"{'/blocking-pool' if opts.backend == 'redis' and opts.redis_client_pool == 'blocking' else ''}]"
     worker_config = {"concurrency": opts.worker_concurrency} if opts.worker_concurrency else None
-    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir, worker_config=worker_config) as cluster:
+    overrides = {"task_distribution.load_balancing_algorithm": opts.algorithm} if opts.algorithm else None
+    extra_cpu = {"redis-server": redis.cpu_seconds} if redis is not None and opts.backend == "redis" else {}
+    stats = RedisStats(redis.url) if redis is not None and opts.backend == "redis" else None
+    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir, worker_config=worker_config,
+                 backend=opts.backend, redis_url=redis.url if redis else None, extra_cpu=extra_cpu) as cluster:
         t0 = time.monotonic()
         cluster.start()
         if opts.keep_dir:
-            log(f"tasks: keeping the temporary folder {cluster.dir} (db, worker logs)")
-        async with cluster.client() as mesh:
+            log(f"{tag}: keeping the temporary folder {cluster.dir} (db, worker logs)")
+        async with cluster.client(overrides=overrides, redis_pool=opts.redis_client_pool) as mesh:
             await cluster.wait_active(mesh)
             result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
-            log(f"tasks: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
+            result["load_balancing_algorithm"] = mesh.config.task_distribution.load_balancing_algorithm
+            log(f"{tag}: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
             for i in range(opts.warmup):
                 await _round_trip(mesh, {"warmup": i}, opts.task_timeout)
             meter = CpuMeter(cluster)
 
-            log(f"tasks: idle latency, {opts.latency_n} sequential round trips ...")
+            log(f"{tag}: idle latency, {opts.latency_n} sequential round trips ...")
             lat: dict[str, Any] = {}
             lat_trace = Trace()
             with meter.measure(lat):
                 lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
             result["idle_latency"] = lat
             cluster.check_alive()
-            log(f"tasks: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
+            log(f"{tag}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
 
             runs = []
             for inflight in opts.inflight:
-                log(f"tasks: throughput, {opts.throughput_n} tasks with {inflight} in flight ...")
+                log(f"{tag}: throughput, {opts.throughput_n} tasks with {inflight} in flight ...")
                 thr: dict[str, Any] = {}
                 trace = Trace()
+                if stats is not None:
+                    stats.reset()
                 with meter.measure(thr):
                     thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
                                                  opts.throughput_budget_s, trace))
+                if stats is not None:
+                    thr["redis_commands"] = stats.read(thr["tasks_finished"])
                 runs.append((thr, trace))
                 cluster.check_alive()
-                log(f"tasks: {thr['tasks_per_second']} tasks/s, under load p50 "
+                log(f"{tag}: {thr['tasks_per_second']} tasks/s, under load p50 "
                     f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
             result["throughput"] = [thr for thr, _ in runs]
             result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr, _ in runs)
             result["task_counts"] = await mesh.backend.task_counts()
             result["client_counters"] = dict(mesh.counters)
             result["client_sqlite_lock_waits"] = getattr(mesh.backend, "lock_waits", None)
-        lat["breakdown"] = _breakdown(cluster.db, lat_trace)
+        lat["breakdown"] = _breakdown(cluster, lat_trace)
         for thr, trace in runs:
-            thr["breakdown"] = _breakdown(cluster.db, trace)
+            thr["breakdown"] = _breakdown(cluster, trace)
+    if stats is not None:
+        stats.close()
     return result

@@ -82,13 +82,18 @@ class RedisBackend(Backend):
         return self.cfg.url or f"redis://{self.cfg.host}:{self.cfg.port}/{self.cfg.db}"
 
     def _connect(self) -> aioredis.Redis:
+        # A blocking pool makes a burst of concurrent calls wait for a connection instead of failing
+        # with "Too many connections" (redis-py's default pool refuses past its limit).
         common: dict[str, Any] = {"socket_timeout": self.cfg.socket_timeout_seconds,
-                  "socket_connect_timeout": self.cfg.socket_timeout_seconds, "health_check_interval": 15}
+                                  "socket_connect_timeout": self.cfg.socket_timeout_seconds,
+                                  "health_check_interval": 15, "username": self.cfg.username,
+                                  "password": self.cfg.password, "max_connections": 64,
+                                  "timeout": self.cfg.socket_timeout_seconds}
         if self.cfg.url:
-            return aioredis.Redis.from_url(self.cfg.url, username=self.cfg.username, password=self.cfg.password,
-                                           **common)
-        return aioredis.Redis(host=self.cfg.host, port=self.cfg.port, db=self.cfg.db, username=self.cfg.username,
-                              password=self.cfg.password, **common)
+            pool = aioredis.BlockingConnectionPool.from_url(self.cfg.url, **common)
+        else:
+            pool = aioredis.BlockingConnectionPool(host=self.cfg.host, port=self.cfg.port, db=self.cfg.db, **common)
+        return aioredis.Redis(connection_pool=pool)
 
     async def _call(self, coro: Any) -> Any:
         try:
