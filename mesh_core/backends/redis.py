@@ -75,6 +75,7 @@ class RedisBackend(Backend):
         self.refused_records = 0
         self._enqueue = Coalescer(self._enqueue_batch)
         self._complete = Coalescer(self._complete_batch)
+        self._states = Coalescer(self._states_batch)
         self._closing = False
 
     # -- plumbing ----------------------------------------------------------------
@@ -225,10 +226,8 @@ class RedisBackend(Backend):
 
     # -- tasks ----------------------------------------------------------------------------
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
-        # Concurrent callers share one script call (one round trip for the whole batch).
-        results = await self._enqueue(assignments)
-        await self._wake((a.node_id for a, ok in zip(assignments, results, strict=True) if ok), TOPIC_TASKS)
-        return results
+        # Concurrent callers share one script call (one round trip for the whole batch); the script wakes targets.
+        return await self._enqueue(assignments)
 
     async def _enqueue_batch(self, assignments: list[Assignment]) -> list[bool]:
         args: list[Any] = []
@@ -261,9 +260,7 @@ class RedisBackend(Backend):
         args: list[Any] = []
         for c in completions:
             args += [c.task_id, c.attempt, c.node_id, c.status.value, c.result_frame or b"", c.error or ""]
-        raw = await self._script("COMPLETE", *args)
-        submitters = [_s(x) for x in raw if x]
-        await self._wake(submitters, TOPIC_RESULTS)
+        raw = await self._script("COMPLETE", *args)  # the script wakes each submitter
         return [x is not None and x is not False for x in raw]
 
     async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
@@ -323,12 +320,17 @@ class RedisBackend(Backend):
         return [_s(fields[b"id"]) for _, fields in rows if b"id" in fields], _s(rows[-1][0])
 
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        ids = list(task_ids)
+        states = await self._states(ids)
+        return {i: st for i, st in zip(ids, states, strict=True) if st is not None}
+
+    async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=False)
-        for task_id in task_ids:
+        for task_id in ids:
             pipe.hget(self._key("t:", task_id), "status")
         rows = await self._call(pipe.execute())
-        return {i: TaskStatus(_s(s)) for i, s in zip(task_ids, rows, strict=True) if s}
+        return [TaskStatus(_s(st)) if st else None for st in rows]
 
     async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
         assert self._client is not None

@@ -100,6 +100,7 @@ ENQUEUE = COMMON + r"""
 --       then submitter, submitted_at, parent  (11 values per item)
 local t = now()
 local out = {}
+local woken = {}
 local n = (#ARGV - 1) / 11
 for k = 0, n - 1 do
   local b = 1 + k * 11
@@ -127,6 +128,10 @@ for k = 0, n - 1 do
       else
         set_status(id, nil, 'assigned', seq)
         place(id, node, prio, seq, nb, t)
+        if not woken[node] then
+          woken[node] = true
+          redis.call('PUBLISH', P .. 'wake:' .. node, 'tasks')
+        end
       end
       table.insert(out, 1)
     end
@@ -200,7 +205,9 @@ for i = 2, #ARGV, 6 do
       rec[5] = (err ~= '') and err or false
       redis.call('HSET', P .. 'a:' .. id, att, cmsgpack.pack(rec))
     end
-    table.insert(out, finish(id, t))
+    local sub = finish(id, t)
+    if sub ~= '' then redis.call('PUBLISH', P .. 'wake:' .. sub, 'results') end
+    table.insert(out, sub)
   else
     table.insert(out, false)
   end
