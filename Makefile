@@ -42,8 +42,9 @@ typecheck: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench $(ARGS)
 
+## screenshots: start a seeded demo mesh and save SVGs of the cockpit into screenshots/
 screenshots: $(VENV)/.test-installed
-	@echo "The terminal UI (and its screenshot script) arrives with the Textual app."
+	$(BIN)/python -m mesh_tui.screenshots --out screenshots
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .hypothesis *.egg-info

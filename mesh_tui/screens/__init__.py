@@ -1,0 +1,1 @@
+"""Screens over the main view: help, node detail, task detail and the conflict resolver."""
