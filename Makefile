@@ -41,6 +41,7 @@ typecheck: $(VENV)/.test-installed
 ## bench: end-to-end benchmarks; a table on stdout, JSON in bench/results/
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench.tui
 
 ## screenshots: start a seeded demo mesh and save SVGs of the cockpit into screenshots/
 screenshots: $(VENV)/.test-installed
