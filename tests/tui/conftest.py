@@ -21,6 +21,7 @@ import pytest
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.config import MeshConfig
 from mesh_tui.app import MeshApp
+from tests.crash import crash
 
 FAST = {
     "heartbeat_interval_seconds": 0.2,
@@ -55,13 +56,7 @@ class Mesh:
 
     async def crash(self, mesh: AgentMeshManager) -> None:
         """Stop ``mesh`` as kill -9 would: no leave, no hand-back, leases left to lapse."""
-        mesh._stopping = True
-        mesh._closing = True
-        for entry in list(mesh._running.values()):
-            entry.lost = True
-            if entry.job:
-                entry.job.cancel()
-        await mesh._teardown()
+        await crash(mesh)
         if mesh in self.nodes:
             self.nodes.remove(mesh)
 

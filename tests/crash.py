@@ -1,0 +1,15 @@
+"""Stop an in-process node the way kill -9 would: no leave, no hand-back, leases left to lapse."""
+
+from __future__ import annotations
+
+from mesh_core import AgentMeshManager
+
+
+async def crash(mesh: AgentMeshManager) -> None:
+    mesh._stopping = True
+    mesh._closing = True
+    for entry in list(mesh._running.values()):
+        entry.lost = True
+        if entry.job:
+            entry.job.cancel()
+    await mesh._teardown()
