@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sys
 
-import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
@@ -224,8 +224,6 @@ async def test_enter_on_a_node_opens_its_detail_and_a_task_opens_from_there(mesh
         assert type(app.screen).__name__ == "Screen"
 
 
-needs_conflicts = pytest.mark.skipif(not callable(getattr(AgentMeshManager, "conflicts", None)),
-                                     reason="the engine has no manual conflict inbox (conflicts()) yet")
 MANUAL = {"memory_sync": {"strategies": {"important_fact": "manual"}}}
 
 
@@ -243,16 +241,23 @@ async def open_conflict(mesh: Mesh, app: MeshApp, pilot: Pilot[MeshApp], mine: o
     return other
 
 
-async def settles_everywhere(app: MeshApp, other: AgentMeshManager, value: object) -> None:
+async def settles_everywhere(mesh: Mesh, app: MeshApp, other: AgentMeshManager, value: object) -> None:
     await eventually(lambda: app.mesh_state is not None and not app.mesh_state.conflicts, timeout=10)
 
     async def settled() -> bool:
         found = await other.recall_item("k")
-        return found.value == value and not found.siblings and not other.conflicts()  # type: ignore[attr-defined]
+        return found.value == value and not found.siblings and not other.conflicts()
     await eventually(settled, timeout=10)
+    # And as a user on another terminal sees it: the real CLI, `recall --json`.
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mesh_tui", "--db", str(mesh.root / "mesh.db"), "--state-dir", str(mesh.root / "cli"),
+        "recall", "k", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await cli.communicate()
+    assert cli.returncode == 0, err
+    recalled = json.loads(out)
+    assert recalled["value"] == value and recalled["siblings"] == []
 
 
-@needs_conflicts
 async def test_a_conflict_is_resolved_by_keys_alone(mesh: Mesh) -> None:
     app = mesh.app(**MANUAL)
     async with app.run_test(size=SIZE) as pilot:
@@ -261,10 +266,9 @@ async def test_a_conflict_is_resolved_by_keys_alone(mesh: Mesh) -> None:
         assert isinstance(screen, ConflictScreen)
         assert screen.left.value == {"v": "cockpit"} and screen.differing == ["$.v"]
         await pilot.press("1")  # keep left: this node's own version
-        await settles_everywhere(app, other, {"v": "cockpit"})  # type: ignore[arg-type]
+        await settles_everywhere(mesh, app, other, {"v": "cockpit"})  # type: ignore[arg-type]
 
 
-@needs_conflicts
 async def test_a_conflict_is_merged_or_edited_from_the_modal(mesh: Mesh) -> None:
     app = mesh.app(**MANUAL)
     async with app.run_test(size=SIZE) as pilot:
@@ -274,4 +278,4 @@ async def test_a_conflict_is_merged_or_edited_from_the_modal(mesh: Mesh) -> None
         assert json.loads(area.text) == {"a": 1, "tags": ["x", "y"], "b": 2}  # prefilled with the merge
         area.text = '{"a": 1, "b": 2, "note": "edited"}'
         await pilot.press("ctrl+s")
-        await settles_everywhere(app, other, {"a": 1, "b": 2, "note": "edited"})  # type: ignore[arg-type]
+        await settles_everywhere(mesh, app, other, {"a": 1, "b": 2, "note": "edited"})  # type: ignore[arg-type]
