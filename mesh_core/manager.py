@@ -1065,12 +1065,13 @@ class AgentMeshManager:
         """Pull every memory entry not yet applied here; returns what moved."""
         assert self.replica is not None
         applied = seen = 0
-        batch = max(100, self.config.memory_sync.max_sync_batch_size)
+        batch = max(500, self.config.memory_sync.max_sync_batch_size)
         while True:
             frames, cursor = await self.backend.read_memory(self._memory_cursor, batch)
-            for frame in frames:
-                seen += 1
-                applied += self._apply_frame(frame)
+            with self.replica.batch():
+                for frame in frames:
+                    seen += 1
+                    applied += self._apply_frame(frame)
             self._memory_cursor = cursor
             if len(frames) < batch:
                 break

@@ -76,6 +76,7 @@ class RedisBackend(Backend):
         self._enqueue = Coalescer(self._enqueue_batch)
         self._complete = Coalescer(self._complete_batch)
         self._states = Coalescer(self._states_batch)
+        self._publish = Coalescer(self._publish_batch)
         self._closing = False
 
     # -- plumbing ----------------------------------------------------------------
@@ -396,15 +397,20 @@ class RedisBackend(Backend):
 
     # -- memory ---------------------------------------------------------------------------
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
+        # Concurrent writers share one MULTI/EXEC (with the wake-up inside it).
+        positions = await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
+        return positions[-1] if positions else None
+
+    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[str]:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
-        for memory_type, key, frame in entries:
+        for origin, memory_type, key, frame in items:
             pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
             pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
             pipe.sadd(self._key("mtypes:", key), memory_type)
+        pipe.publish(self._key("wake:", ALL), TOPIC_MEMORY)
         results = await self._call(pipe.execute())
-        await self._broadcast(TOPIC_MEMORY)
-        return _s(results[-3]) if entries else None
+        return [_s(results[i * 3]) for i in range(len(items))]
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         assert self._client is not None

@@ -7,6 +7,7 @@ The replica is private to one process, so calls are synchronous and short.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -144,7 +145,8 @@ class ReplicaStore:
                          sources: tuple[MemoryItem, ...] | None = None) -> None:
         """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        # A savepoint works alone or inside a batch() transaction.
+        db.execute("SAVEPOINT replace_siblings")
         try:
             tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
             for table, rows in tables:
@@ -164,10 +166,22 @@ class ReplicaStore:
                 db.execute("DELETE FROM history WHERE memory_type=? AND key=? AND id NOT IN ("
                            " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC LIMIT ?)",
                            (memory_type, key, memory_type, key, self.history_size))
-            db.execute("COMMIT")
+            db.execute("RELEASE replace_siblings")
         except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("ROLLBACK TO replace_siblings")
+            db.execute("RELEASE replace_siblings")
             raise
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply many writes in one transaction (one commit instead of one per item)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------
     def open_conflict(self, conflict_id: str, memory_type: str, key: str, strategy: str, reason: str,
