@@ -832,7 +832,10 @@ class AgentMeshManager:
             if state.is_final:
                 return await self.get_task(task_id)
             async with asyncio.timeout(timeout):
-                return await fut
+                task = await fut
+            if task.status is not TaskStatus.SUCCEEDED or task.attempt > 1:
+                task = await self.get_task(task_id)  # with every attempt and its error
+            return task
         except TimeoutError:
             raise TaskTimeout(f"task {task_id} did not finish within {timeout:g} s", task_id=task_id) from None
         finally:
@@ -873,7 +876,7 @@ class AgentMeshManager:
                     ready += [i for i, state in states.items() if state.is_final and i not in ready]
                 if not ready:
                     continue
-                for task in await self.backend.get_tasks(ready):
+                for task in await self.backend.get_tasks(ready, with_attempts=False):
                     for fut in self._waiters.get(task.task_id, []):
                         if not fut.done():
                             fut.set_result(task)

@@ -269,8 +269,8 @@ class Backend(abc.ABC):
         """Current status of each task that exists (a cheap read, batched across callers)."""
 
     @abc.abstractmethod
-    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
-        """Tasks by id, with their attempts."""
+    async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
+        """Tasks by id; with their attempts when asked (None: only for a few tasks)."""
 
     @abc.abstractmethod
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:

@@ -589,8 +589,9 @@ class SqliteBackend(Backend):
             return [TaskStatus(found[i]) if i in found else None for i in ids]
         return await self._read(read)
 
-    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+    async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
         ids = list(dict.fromkeys(task_ids))
+        attempts = len(ids) <= 50 if with_attempts is None else with_attempts
 
         def read(conn: sqlite3.Connection) -> list[Task]:
             out = []
@@ -600,7 +601,7 @@ class SqliteBackend(Backend):
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({marks})", chunk).fetchall()
                 out += [_task_from_row(r, self.limits) for r in rows]
             by_id: dict[str, Task] = {t.task_id: t for t in out}
-            if len(ids) <= 50:
+            if attempts:
                 for t in out:
                     t.attempts = attempts_from_rows(conn.execute(
                         "SELECT attempt, node_id, node_name, started_at, finished_at, error FROM attempts"
