@@ -334,8 +334,12 @@ async def _disable(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
 async def _sync(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
     _no_args("/mesh_sync", args)
     moved = await mesh.sync_now()
-    return CommandResult(f"🔄 Memory sync: {moved['seen']} entries read, {moved['applied']} applied; "
-                         f"{mesh.replica.count() if mesh.replica else 0} items in the local replica.", moved)
+    repaired = await mesh.anti_entropy() if mesh.is_worker else {"buckets": 0, "applied": 0, "resent": 0}
+    moved.update({f"anti_entropy_{k}": v for k, v in repaired.items()})
+    return CommandResult(f"🔄 Memory sync: {moved['seen']} entries read, {moved['applied']} applied; anti-entropy: "
+                         f"{repaired['buckets']} differing buckets, {repaired['applied']} repaired here, "
+                         f"{repaired['resent']} re-sent; {mesh.replica.count() if mesh.replica else 0} items in the "
+                         "local replica.", moved)
 
 
 @command("/mesh_remember", "Write a memory fact and share it", "/mesh_remember [--type T] KEY VALUE_JSON", raw=True)

@@ -71,6 +71,7 @@ from .events import (
 from .handlers import HandlerRegistry, TaskContext, load_plugins, make_spec
 from .identity import Identity, acquire, ephemeral
 from .membership import DetectorConfig, MembershipTable
+from .memory.digest import bucket_of, differing, digests
 from .memory.resolve import (
     SIBLING_WARNING,
     Ranking,
@@ -1094,7 +1095,36 @@ class AgentMeshManager:
             sent += len(batch)
         return sent
 
+    async def anti_entropy(self) -> dict[str, int]:
+        """Compare bucket digests with every active node; pull what differs, re-send our own writes there.
+
+        Repairs whatever the stream did not deliver: a refused (corrupted) entry,
+        a write lost by the medium, a replica that was restored from an old copy.
+        """
+        assert self.replica is not None
+        mine = digests(self.replica.frontier_marks())
+        await self.backend.put_digests(self.node_id, mine)
+        active = {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
+        buckets: set[int] = set()
+        for node_id, theirs in (await self.backend.peer_digests()).items():
+            if node_id != self.node_id and node_id in active:
+                buckets |= differing(mine, theirs)
+        applied = resent = 0
+        for bucket in sorted(buckets):
+            frames = await self.backend.memory_bucket(bucket)
+            with self.replica.batch():
+                applied += sum(self._apply_frame(frame) for frame in frames)
+            own = [s for s in self.replica.own_sources(self.node_id) if bucket_of(s.memory_type, s.key) == bucket]
+            if own:
+                await self.backend.publish_memory(self.node_id, [(s.memory_type, s.key, codec.encode(
+                    item_to_wire(s), self.limits)) for s in own])
+                resent += len(own)
+        if buckets:
+            await self.backend.put_digests(self.node_id, digests(self.replica.frontier_marks()))
+        return {"buckets": len(buckets), "applied": applied, "resent": resent}
+
     async def _memory_loop(self) -> None:
+        last_round = time.monotonic()
         while not self._closing:
             # Wake-ups make this immediate; the short poll covers a missed one.
             await self._wait_wake(TOPIC_MEMORY, min(1.0, self.config.sync_interval_seconds))
@@ -1104,6 +1134,11 @@ class AgentMeshManager:
                 if await self.flush_outbox():
                     self._backend_ok(True)
                 await self.sync_now()
+                if time.monotonic() - last_round >= self.config.sync_interval_seconds:
+                    last_round = time.monotonic()
+                    moved = await self.anti_entropy()
+                    if moved["applied"] or moved["resent"]:
+                        self.counters["anti_entropy_repairs"] += moved["applied"] + moved["resent"]
             except BackendError as exc:
                 self._problem("backend_errors", str(exc))
 

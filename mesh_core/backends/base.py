@@ -307,6 +307,22 @@ class Backend(abc.ABC):
         """True when ``cursor`` is at or past ``target`` in the memory stream."""
 
     @abc.abstractmethod
+    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
+        """Publish this node's anti-entropy digests (bucket → hash of its frontier)."""
+
+    @abc.abstractmethod
+    async def peer_digests(self) -> dict[str, dict[int, str]]:
+        """Every node's last published digests."""
+
+    @abc.abstractmethod
+    async def memory_bucket(self, bucket: int) -> list[bytes]:
+        """Every stored entry whose key falls in ``bucket`` (for repairing a differing bucket).
+
+        SQLite: the log rows with that bucket (an indexed column). Redis: the
+        per-key latest frames of the keys listed in the bucket's set.
+        """
+
+    @abc.abstractmethod
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         """Every stored entry for one key (any memory type when None)."""
 

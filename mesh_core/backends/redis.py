@@ -27,6 +27,7 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from .. import codec
 from ..config import RedisConfig
 from ..errors import BackendError, BackendUnavailable, ConfigError
+from ..memory.digest import bucket_of
 from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
 from . import redis_scripts as lua
 from .base import (
@@ -408,9 +409,10 @@ class RedisBackend(Backend):
             pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
             pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
             pipe.sadd(self._key("mtypes:", key), memory_type)
+            pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
         pipe.publish(self._key("wake:", ALL), TOPIC_MEMORY)
         results = await self._call(pipe.execute())
-        return [_s(results[i * 3]) for i in range(len(items))]
+        return [_s(results[i * 4]) for i in range(len(items))]
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         assert self._client is not None
@@ -420,6 +422,32 @@ class RedisBackend(Backend):
     async def memory_acks(self) -> dict[str, Any]:
         assert self._client is not None
         return {_s(k): _s(v) for k, v in (await self._call(self._client.hgetall(self._key("acks")))).items()}
+
+    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
+        assert self._client is not None
+        await self._call(self._client.hset(self._key("digests"), node_id, json.dumps(digests)))
+
+    async def peer_digests(self) -> dict[str, dict[int, str]]:
+        assert self._client is not None
+        out: dict[str, dict[int, str]] = {}
+        for node_id, blob in (await self._call(self._client.hgetall(self._key("digests")))).items():
+            try:
+                out[_s(node_id)] = {int(b): str(d) for b, d in json.loads(blob).items()}
+            except (ValueError, TypeError, AttributeError):
+                self.refused_records += 1
+        return out
+
+    async def memory_bucket(self, bucket: int) -> list[bytes]:
+        assert self._client is not None
+        members = await self._call(self._client.smembers(self._key("bk:", str(bucket))))
+        pipe = self._client.pipeline(transaction=False)
+        for member in members:
+            memory_type, _, key = _s(member).partition("\0")
+            pipe.hvals(self._key("mk:", memory_type, "\0", key))
+        frames: list[bytes] = []
+        for values in await self._call(pipe.execute()):
+            frames += values
+        return frames
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:
         def parse(stream_id: Any) -> tuple[int, int]:

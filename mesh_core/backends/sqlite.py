@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from .. import codec
 from ..errors import BackendError, BackendUnavailable
+from ..memory.digest import bucket_of
 from ..model import NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
 from .base import (
     TOPIC_CANCEL,
@@ -88,10 +89,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memory_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, memory_type TEXT NOT NULL,
-    key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL
+    key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
 );
 CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
 CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
 """
 
 TASK_COLUMNS = (
@@ -634,8 +637,8 @@ class SqliteBackend(Backend):
 
         def append(conn: sqlite3.Connection) -> tuple[list[int], list[str]]:
             seqs = [conn.execute(
-                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
-                (origin, mt, key, frame, now)).lastrowid or 0 for origin, mt, key, frame in items]
+                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at, bucket) VALUES (?,?,?,?,?,?)",
+                (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0 for origin, mt, key, frame in items]
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
             return seqs, [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
@@ -652,6 +655,28 @@ class SqliteBackend(Backend):
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:
         return int(cursor or 0) >= int(target or 0)
+
+    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM memory_digests WHERE node_id=?", (node_id,))
+            # bucket -1 marks "this node has published", so an empty replica still counts as a peer
+            rows = [(node_id, -1, "")] + [(node_id, b, d) for b, d in digests.items()]
+            conn.executemany("INSERT INTO memory_digests VALUES (?,?,?)", rows)
+        await self._write(put)
+
+    async def peer_digests(self) -> dict[str, dict[int, str]]:
+        rows = await self._read(lambda c: c.execute("SELECT node_id, bucket, digest FROM memory_digests").fetchall())
+        out: dict[str, dict[int, str]] = {}
+        for node_id, bucket, digest in rows:
+            marks = out.setdefault(node_id, {})
+            if bucket >= 0:
+                marks[bucket] = digest
+        return out
+
+    async def memory_bucket(self, bucket: int) -> list[bytes]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT frame FROM memory_log WHERE bucket=? ORDER BY seq", (bucket,)).fetchall())
+        return [r[0] for r in rows]
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)
@@ -680,6 +705,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if column not in have:
             conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
     conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
+    if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
+        conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
+    conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
 
 
 def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:

@@ -123,6 +123,19 @@ class ReplicaStore:
         newest_type = max(items, key=lambda i: i.hlc).memory_type
         return [i for i in items if i.memory_type == newest_type]
 
+    def frontier_marks(self) -> list[tuple[str, str, str, int]]:
+        """``(memory_type, key, origin, hlc)`` of every frontier write (sources, else the visible items)."""
+        return self._db.execute(
+            "SELECT memory_type, key, origin, hlc FROM sources UNION "
+            "SELECT memory_type, key, origin, hlc FROM items i WHERE NOT EXISTS ("
+            " SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type AND s.key=i.key)").fetchall()
+
+    def own_sources(self, origin: str) -> list[MemoryItem]:
+        rows = self._db.execute(
+            "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
+            " WHERE origin=?", (origin,)).fetchall()
+        return self._rows_to_items(rows)
+
     def keys(self, pattern: str = "*") -> Iterator[tuple[str, str, int]]:
         like = pattern.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
         yield from self._db.execute(

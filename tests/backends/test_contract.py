@@ -549,3 +549,33 @@ async def _missing(mesh, key) -> bool:
     except Exception:
         return True
     return False
+
+
+async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    for loop_task in b._loops:
+        if loop_task.get_coro().__name__ == "_memory_loop":
+            loop_task.cancel()
+    await eventually(lambda: _async(len(a.table.members()) == 2 and len(b.table.members()) == 2))
+    await a.sync_memory_item("fact", "dropped on the way", key="lost")
+    _, head = await b.backend.read_memory(b._memory_cursor, 10_000)
+    b._memory_cursor = head  # b never sees that entry
+    publish = a.backend.publish_memory
+
+    async def flip_a_byte(origin, entries):
+        mt, key, frame = entries[0]
+        return await publish(origin, [(mt, key, frame[:-1] + bytes([frame[-1] ^ 0xFF]))])
+    a.backend.publish_memory = flip_a_byte  # type: ignore[method-assign]
+    await a.sync_memory_item("fact", "corrupted on the way", key="mangled")
+    a.backend.publish_memory = publish  # type: ignore[method-assign]
+    await b.sync_now()
+    assert b.counters["corrupt_memory_frames"] == 1
+    assert await _missing(b, "lost") and await _missing(b, "mangled")
+    await b.anti_entropy()
+    repaired = await a.anti_entropy()
+    assert repaired["buckets"] >= 1 and repaired["resent"] >= 2
+    await b.sync_now()
+    assert await b.recall("lost") == "dropped on the way"
+    assert await b.recall("mangled") == "corrupted on the way"
+    assert (await b.anti_entropy())["buckets"] == 0 and (await a.anti_entropy())["buckets"] == 0
