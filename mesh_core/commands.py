@@ -146,7 +146,8 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
     else:
         local = {"node_id": mesh.node_id, "name": mesh.name, "role": "client", "status": "client"}
     local.update({"protocol": mesh.config.protocol, "backend": mesh.backend.describe(),
-                  "backend_reason": mesh.backend_reason, "healthy": mesh.healthy})
+                  "backend_reason": mesh.backend_reason, "healthy": mesh.healthy,
+                  "memory_sync": mesh.config.memory_sync.strategy, "memory_primary": mesh._primary})
     return {
         "enabled": mesh.enabled or not mesh.is_worker,
         "local": local,

@@ -103,6 +103,7 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+FORWARD_WRITE = "_memory_write"  # master_slave: a write handed to the primary
 VIEW_FRESH_SECONDS = 0.05  # a refusal looks at the mesh again only if its view is older than this
 
 
@@ -164,6 +165,7 @@ class AgentMeshManager:
         self._view = MeshSnapshot([], 0.0)
         self._affinity: AffinityBook | None = None
         self._ranking: Ranking | None = None
+        self._primary: str | None = None
         self._refused: set[str] = set()
         self._view_at = 0.0
         self._rr: Counter[str] = Counter()
@@ -244,9 +246,12 @@ class AgentMeshManager:
                 # A planning_only node with disable_execution serves its planning types and nothing else.
                 for spec in load_plugins(cfg.handlers) if not self.profile.disable_execution else ():
                     self.handlers.add(spec)
-            if cfg.memory_sync.strategy in ("master_slave", "peer_to_peer"):
-                self._problem("config", f"memory_sync.strategy {cfg.memory_sync.strategy} is not implemented yet; "
+            if cfg.memory_sync.strategy == "peer_to_peer":
+                self._problem("config", "memory_sync.strategy peer_to_peer is not implemented yet; "
                                         "writes sync as eventual")
+            if cfg.memory_sync.strategy == "master_slave" and self.is_worker:
+                # Infrastructure, not work: even a planning_only node accepts a forwarded write.
+                self.handlers.add(make_spec(FORWARD_WRITE, self._apply_forwarded_write))
             if cfg.security.api_key:
                 self._problem("config", "security.api_key is set but record signing is not enforced yet")
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
@@ -525,6 +530,8 @@ class AgentMeshManager:
                 continue
             try:
                 await self.backend.heartbeat(self.local_info())
+                if self.config.memory_sync.strategy == "master_slave":
+                    await self._elect_primary()
                 held = [(e.task.task_id, e.task.attempt) for e in self._running.values() if not e.lost]
                 if held:
                     kept = await self.backend.renew(self.node_id, held, lease)
@@ -769,9 +776,15 @@ class AgentMeshManager:
                     submitter_id=self.node_id, submitted_at=time.time(),
                     max_retries=self.config.task_distribution.max_task_retries if max_retries is None else max_retries)
         codec.encode(payload, self.limits)  # refuse an oversized or unencodable payload before routing
+        return await self._enqueue_routed(task, set(), queue=queue)
+
+    async def _enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
+        """Route ``task`` (never to ``exclude``) and store it; backpressure as in ``submit_task``."""
+        task_id, task_type = task.task_id, task.task_type
         if not self.table.active():
             await self._refresh_view()
-        exclude: set[str] = set()
+        exclude = set(exclude)
+        fixed = set(exclude)
         refreshed = False
         for _ in range(8):
             try:
@@ -788,7 +801,7 @@ class AgentMeshManager:
                 # The local count of queued work may be stale: look at the mesh once before refusing.
                 await self._refresh_view()
                 refreshed = True
-                exclude.clear()
+                exclude = set(fixed)
                 continue
             capacity = next((m.info.capacity for m in self.table.members() if m.info.node_id == decision.node_id),
                             self.config.max_capacity)
@@ -900,12 +913,62 @@ class AgentMeshManager:
         """
         assert self.replica is not None
         key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
+        if self.config.memory_sync.strategy == "master_slave":
+            primary = await self._current_primary() if self.is_worker else None
+            if primary != self.node_id:
+                await self._forward_write(primary, memory_type, memory_data, priority, key, tombstone)
+                return key
         if not self.is_worker:
             await self._catch_up_key(memory_type, key)
         base = self.replica.sources(memory_type, key) or self.replica.siblings(memory_type, key)
         draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority, tombstone)
         await self._write_local(local_write(base, draft, self.node_id), "local write")
         return key
+
+    # -- master_slave: one primary orders every write ---------------------------------------------
+    async def _elect_primary(self) -> None:
+        """The configured primary if it is alive, else whoever holds the lease (taken when it lapses)."""
+        named = self.config.memory_sync.primary
+        if named:
+            if named == self.name:
+                self._primary = self.node_id
+            else:
+                self._primary = next((m.info.node_id for m in self.table.members()
+                                      if m.info.name == named and m.status is NodeStatus.ACTIVE), None)
+            return
+        self._primary = await self.backend.hold_lease("memory-primary", self.node_id,
+                                                      self.config.node_timeout_seconds)
+
+    async def _current_primary(self) -> str:
+        deadline = time.monotonic() + 3 * self.config.node_timeout_seconds
+        while True:
+            alive = self._primary == self.node_id or self.table.status_of(self._primary or "") is NodeStatus.ACTIVE
+            if self._primary and alive:
+                return self._primary
+            if time.monotonic() > deadline:
+                raise SyncTimeout("no memory primary is alive (master_slave)", missing=["primary"])
+            await self._elect_primary()
+            if not (self._primary == self.node_id or self.table.status_of(self._primary or "") is
+                    NodeStatus.ACTIVE):
+                await asyncio.sleep(min(0.2, self.config.heartbeat_interval_seconds))
+
+    async def _forward_write(self, primary: str | None, memory_type: str, value: Any, priority: int, key: str,
+                             tombstone: bool) -> None:
+        """Hand a write to the primary (or, from a client, to any node, which forwards it) and wait for it."""
+        exclude = set() if primary is None else {m.info.node_id for m in self.table.members()} - {primary}
+        payload = {"memory_type": memory_type, "value": value, "priority": priority, "key": key,
+                   "tombstone": tombstone}
+        task = Task(task_id=uuid.uuid4().hex, task_type=FORWARD_WRITE, payload=payload, submitter_id=self.node_id,
+                    submitted_at=time.time(), max_retries=20, context={})
+        await self._enqueue_routed(task, exclude)
+        await self.wait_for(task.task_id, timeout=6 * self.config.node_timeout_seconds)
+        if self.is_worker:
+            await self.sync_now()  # read your own write
+
+    async def _apply_forwarded_write(self, payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+        key = await self.sync_memory_item(payload["memory_type"], payload["value"], payload.get("priority", 5),
+                                          key=payload["key"], tombstone=bool(payload.get("tombstone")))
+        return {"key": key, "primary": self._primary}
 
     async def _write_local(self, item: MemoryItem, why: str) -> None:
         assert self.replica is not None

@@ -307,6 +307,14 @@ class Backend(abc.ABC):
         """True when ``cursor`` is at or past ``target`` in the memory stream."""
 
     @abc.abstractmethod
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        """Take or renew lease ``name`` for ``holder`` if it is free, lapsed or already ours; return its holder.
+
+        Judged by the store's clock. SQLite: a conditional UPSERT. Redis: SET NX PX
+        plus a compare-and-renew script.
+        """
+
+    @abc.abstractmethod
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
         """Publish this node's anti-entropy digests (bucket → hash of its frontier)."""
 

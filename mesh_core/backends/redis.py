@@ -124,7 +124,7 @@ class RedisBackend(Backend):
         self._client = self._connect()
         await self._call(self._client.ping())
         for name in ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN",
-                     "STRANDED", "CANCEL", "REPLAY"):
+                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -422,6 +422,9 @@ class RedisBackend(Backend):
     async def memory_acks(self) -> dict[str, Any]:
         assert self._client is not None
         return {_s(k): _s(v) for k, v in (await self._call(self._client.hgetall(self._key("acks")))).items()}
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        return _s(await self._script("HOLD_LEASE", name, holder, max(1, int(ttl * 1000))))
 
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
         assert self._client is not None

@@ -330,3 +330,14 @@ else
 end
 return 1
 """
+
+HOLD_LEASE = r"""
+-- ARGV: P, name, holder, ttl_ms
+local k = ARGV[1] .. 'lease:' .. ARGV[2]
+local cur = redis.call('GET', k)
+if not cur or cur == ARGV[3] then
+  redis.call('SET', k, ARGV[3], 'PX', ARGV[4])
+  return ARGV[3]
+end
+return cur
+"""

@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS memory_log (
     key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
 );
 CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
     PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
@@ -655,6 +656,15 @@ class SqliteBackend(Backend):
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:
         return int(cursor or 0) >= int(target or 0)
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        def hold(conn: sqlite3.Connection) -> str:
+            now = time.time()
+            conn.execute("INSERT INTO leases (name, holder, expires) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
+                         " holder=excluded.holder, expires=excluded.expires"
+                         " WHERE leases.holder=excluded.holder OR leases.expires<?", (name, holder, now + ttl, now))
+            return str(conn.execute("SELECT holder FROM leases WHERE name=?", (name,)).fetchone()[0])
+        return await self._write(hold)
 
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
         def put(conn: sqlite3.Connection) -> None:

@@ -579,3 +579,32 @@ async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Clu
     assert await b.recall("lost") == "dropped on the way"
     assert await b.recall("mangled") == "corrupted on the way"
     assert (await b.anti_entropy())["buckets"] == 0 and (await a.anti_entropy())["buckets"] == 0
+
+
+async def test_master_slave_orders_writes_through_the_primary_and_fails_over(cluster: Cluster) -> None:
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
+    client = await cluster.client(**ms)
+    await eventually(lambda: _async(all(len(n.table.members()) == 3 and n._primary for n in nodes)), timeout=5)
+    primary = next(n for n in nodes if n._primary == n.node_id)
+    assert {n._primary for n in nodes} == {primary.node_id}
+    follower = next(n for n in nodes if n is not primary)
+    for i in range(10):
+        await follower.sync_memory_item("fact", i, key=f"before-{i}")
+    await client.sync_memory_item("fact", "from a client", key="client-write")
+    for i in range(10):  # every write was made by the primary: one writer, so no conflicts are possible
+        found = primary.replica.siblings("fact", f"before-{i}")
+        assert [s.origin for s in found] == [primary.node_id] and found[0].value == i
+    await cluster.crash(primary)
+    survivors = [n for n in nodes if n is not primary]
+    await eventually(lambda: _async(all(n._primary and n._primary != primary.node_id for n in survivors)
+                                    and len({n._primary for n in survivors}) == 1), timeout=8)
+    for i in range(5):
+        await survivors[0].sync_memory_item("fact", f"after-{i}", key=f"after-{i}")
+    for node in survivors:
+        await node.sync_now()
+        for i in range(10):  # no acknowledged write lost
+            assert await node.recall(f"before-{i}") == i
+        assert await node.recall("client-write") == "from a client"
+        for i in range(5):
+            assert await node.recall(f"after-{i}") == f"after-{i}"

@@ -81,3 +81,30 @@ def test_strong_write_waits_for_every_node_and_names_a_stopped_one(cluster: Clus
     assert b.command("/mesh_recall second")["data"]["value"] == "c was asleep"
     c.kill(signal.SIGCONT)
     until(lambda: (c.command("/mesh_recall second")["data"] or {}).get("value") == "c was asleep", timeout=5)
+
+
+def test_master_slave_fails_over_when_the_primary_is_killed(cluster: Cluster) -> None:
+    import signal
+
+    ms = _config(cluster, "ms.yaml", strategy="master_slave", conflict_resolution_strategy="latest_wins")
+    nodes = {name: cluster.start(name, "--config", ms) for name in ("p1", "p2", "p3")}
+    ids = {node.node_id: name for name, node in nodes.items()}
+    primary_id, _ = until(lambda: {n.status()["local"]["memory_primary"] for n in nodes.values()} == {
+        nodes["p1"].status()["local"]["memory_primary"]} and nodes["p1"].status()["local"]["memory_primary"],
+        timeout=10)
+    primary = nodes[ids[primary_id]]
+    follower, other = [n for n in nodes.values() if n is not primary]
+    for i in range(20):
+        assert follower.command(f"/mesh_remember before-{i} {i}")["ok"]
+    primary.kill(signal.SIGKILL)
+    for i in range(10):
+        reply = follower.command(f"/mesh_remember after-{i} {i}", timeout=30)
+        assert reply["ok"], reply
+    for node in (follower, other):
+        for i in range(20):
+            until(lambda node=node, i=i: (node.command(f"/mesh_recall before-{i}")["data"] or {}).get("value") == i,
+                  timeout=10)
+        for i in range(10):
+            until(lambda node=node, i=i: (node.command(f"/mesh_recall after-{i}")["data"] or {}).get("value") == i,
+                  timeout=10)
+    assert {n.status()["local"]["memory_primary"] for n in (follower, other)} != {primary_id}
