@@ -95,6 +95,7 @@ class MemorySyncConfig:
     max_item_bytes: int = field(default=1024 * 1024, metadata=_positive())
     history_size: int = field(default=20, metadata=_positive())
     strong_timeout_seconds: float = field(default=2.0, metadata=_positive())
+    gossip_fanout: int = field(default=2, metadata=_positive())  # peer_to_peer: peers woken per hop
     primary: str | None = None  # master_slave: the primary's node name; unset = whoever holds the lease
     source_priority: tuple[str, ...] = ()  # node ids, names or node types, best first (source_priority strategy)
 

@@ -246,9 +246,6 @@ class AgentMeshManager:
                 # A planning_only node with disable_execution serves its planning types and nothing else.
                 for spec in load_plugins(cfg.handlers) if not self.profile.disable_execution else ():
                     self.handlers.add(spec)
-            if cfg.memory_sync.strategy == "peer_to_peer":
-                self._problem("config", "memory_sync.strategy peer_to_peer is not implemented yet; "
-                                        "writes sync as eventual")
             if cfg.memory_sync.strategy == "master_slave" and self.is_worker:
                 # Infrastructure, not work: even a planning_only node accepts a forwarded write.
                 self.handlers.add(make_spec(FORWARD_WRITE, self._apply_forwarded_write))
@@ -985,7 +982,11 @@ class AgentMeshManager:
         try:
             if self.replica.outgoing(1):
                 raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
-            position = await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)])
+            gossip = self.config.memory_sync.strategy == "peer_to_peer"
+            position = await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)],
+                                                         broadcast=not gossip)
+            if gossip:
+                await self._gossip()
         except BackendError as exc:
             # Accepted locally; delivered in order when the backend is back.
             self.replica.queue_outgoing(item.memory_type, item.key, frame)
@@ -1148,6 +1149,15 @@ class AgentMeshManager:
         self.replica.set_meta("hlc", str(self.hlc.last))
         return {"seen": seen, "applied": applied}
 
+    async def _gossip(self) -> None:
+        """peer_to_peer: wake a few random active peers; each that learns something relays the same way."""
+        peers = [m.info.node_id for m in self.table.members()
+                 if m.status is NodeStatus.ACTIVE and m.info.node_id != self.node_id]
+        chosen = self._rng.sample(peers, min(len(peers), self.config.memory_sync.gossip_fanout))
+        if chosen:
+            self.counters["gossip_sent"] += len(chosen)
+            await self.backend.wake(chosen, TOPIC_MEMORY)
+
     async def flush_outbox(self) -> int:
         """Deliver memory writes queued while the backend was away; returns how many went out."""
         assert self.replica is not None
@@ -1196,7 +1206,9 @@ class AgentMeshManager:
             try:
                 if await self.flush_outbox():
                     self._backend_ok(True)
-                await self.sync_now()
+                moved = await self.sync_now()
+                if moved["applied"] and self.config.memory_sync.strategy == "peer_to_peer":
+                    await self._gossip()  # pass on what was new here; a node that learned nothing stays quiet
                 if time.monotonic() - last_round >= self.config.sync_interval_seconds:
                     last_round = time.monotonic()
                     moved = await self.anti_entropy()

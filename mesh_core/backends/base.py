@@ -282,8 +282,16 @@ class Backend(abc.ABC):
 
     # -- memory ---------------------------------------------------------------
     @abc.abstractmethod
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        """Send a wake-up hint to these nodes (gossip, relays). SQLite: datagrams. Redis: PUBLISH."""
+
+    @abc.abstractmethod
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
+                             broadcast: bool = True) -> Any:
         """Append ``(memory_type, key, frame)`` entries to the mesh's memory stream; return the last one's cursor.
+
+        With ``broadcast`` every node is woken; without, the caller wakes whom it
+        chooses (peer_to_peer gossip).
 
         SQLite: rows in an append-only log table. Redis: XADD to one stream
         (consumers keep their own cursors). gRPC: pushed to peers and kept

@@ -397,20 +397,26 @@ class RedisBackend(Backend):
         return {s.value: n for s, n in zip(TaskStatus, counts, strict=True) if n}
 
     # -- memory ---------------------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
-        # Concurrent writers share one MULTI/EXEC (with the wake-up inside it).
-        positions = await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
+                             broadcast: bool = True) -> Any:
+        # Concurrent writers share one MULTI/EXEC (with the broadcast wake-up inside it).
+        items = [(origin, mt, key, frame, broadcast) for mt, key, frame in entries]
+        positions = await self._publish(items)
         return positions[-1] if positions else None
 
-    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[str]:
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        await self._wake(node_ids, topic)
+
+    async def _publish_batch(self, items: list[tuple[str, str, str, bytes, bool]]) -> list[str]:
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
-        for origin, memory_type, key, frame in items:
+        for origin, memory_type, key, frame, _ in items:
             pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
             pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
             pipe.sadd(self._key("mtypes:", key), memory_type)
             pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
-        pipe.publish(self._key("wake:", ALL), TOPIC_MEMORY)
+        if any(broadcast for *_, broadcast in items):
+            pipe.publish(self._key("wake:", ALL), TOPIC_MEMORY)
         results = await self._call(pipe.execute())
         return [_s(results[i * 4]) for i in range(len(items))]
 

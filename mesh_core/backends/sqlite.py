@@ -628,10 +628,15 @@ class SqliteBackend(Backend):
         return dict(rows)
 
     # -- memory ----------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]]) -> Any:
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
+                             broadcast: bool = True) -> Any:
         seqs = await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
-        self._broadcast(TOPIC_MEMORY)
+        if broadcast:
+            self._broadcast(TOPIC_MEMORY)
         return seqs[-1] if seqs else None
+
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        self._signal(node_ids, topic)
 
     async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[int]:
         now = time.time()

@@ -608,3 +608,16 @@ async def test_master_slave_orders_writes_through_the_primary_and_fails_over(clu
         assert await node.recall("client-write") == "from a client"
         for i in range(5):
             assert await node.recall(f"after-{i}") == f"after-{i}"
+
+
+async def test_peer_to_peer_gossip_reaches_every_node_through_relays(cluster: Cluster) -> None:
+    p2p = {"memory_sync": {"strategy": "peer_to_peer", "gossip_fanout": 1}, "sync_interval_seconds": 60}
+    nodes = [await cluster.node(f"g{i}", **p2p) for i in range(5)]
+    await eventually(lambda: _async(all(len(n.table.members()) == 5 for n in nodes)), timeout=5)
+    for i in range(5):
+        await nodes[0].sync_memory_item("fact", f"rumour {i}", key=f"r{i}")
+    for node in nodes[1:]:
+        for i in range(5):
+            await eventually(lambda node=node, i=i: _recall_is(node, f"r{i}", f"rumour {i}"), timeout=5)
+    assert nodes[0].counters["gossip_sent"] == 5  # the writer woke one peer per write, no broadcast
+    assert sum(n.counters["gossip_sent"] for n in nodes[1:]) >= 1  # peers passed it on
