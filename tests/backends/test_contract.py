@@ -563,9 +563,9 @@ async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Clu
     b._memory_cursor = head  # b never sees that entry
     publish = a.backend.publish_memory
 
-    async def flip_a_byte(origin, entries):
+    async def flip_a_byte(origin, entries, broadcast=True):
         mt, key, frame = entries[0]
-        return await publish(origin, [(mt, key, frame[:-1] + bytes([frame[-1] ^ 0xFF]))])
+        return await publish(origin, [(mt, key, frame[:-1] + bytes([frame[-1] ^ 0xFF]))], broadcast=broadcast)
     a.backend.publish_memory = flip_a_byte  # type: ignore[method-assign]
     await a.sync_memory_item("fact", "corrupted on the way", key="mangled")
     a.backend.publish_memory = publish  # type: ignore[method-assign]
