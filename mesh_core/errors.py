@@ -96,10 +96,6 @@ class TaskTimeout(TaskError):
     retriable = True
 
 
-class StaleAttempt(TaskError):
-    """A result came from an attempt that no longer holds the task (fencing)."""
-
-
 class TaskNotFound(TaskError):
     """No task with this id exists in the mesh."""
 

@@ -169,7 +169,7 @@ class AgentMeshManager:
         self._refused: set[str] = set()
         self._view_at = 0.0
         self._rr: Counter[str] = Counter()
-        self._stats: dict[str, list[float]] = {}  # task type -> [success ewma, latency ewma, samples]
+        self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
         self._done = 0
         self._failed = 0
         self._latency_ms = 0.0
@@ -221,7 +221,7 @@ class AgentMeshManager:
             "cpu_percent": cpu, "memory_mb": round(rss_mb, 1), "tasks_done": self._done,
             "tasks_failed": self._failed, "error_rate": (self._failed / finished) if finished else 0.0,
             "avg_response_ms": round(self._latency_ms, 2),
-            "affinity": {k: [round(v[0], 3), round(v[1], 4), int(v[2])] for k, v in self._stats.items()},
+            "affinity": {k: [round(v.success, 3), round(v.latency_s, 4), v.samples] for k, v in self._stats.items()},
             "counters": dict(self.counters), "memory_items": self.replica.count() if self.replica else 0,
             **(self.profile.metrics() if self.profile is not None and self.profile.metrics is not None else {}),
         }
@@ -710,17 +710,11 @@ class AgentMeshManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _learn(self, task_type: str, ok: bool, seconds: float) -> None:
-        stats = self._stats.setdefault(task_type, [0.5, seconds, 0])
-        stats[0] += 0.2 * ((1.0 if ok else 0.0) - stats[0])
-        stats[1] = seconds if stats[2] == 0 else stats[1] + 0.2 * (seconds - stats[1])
-        stats[2] += 1
-
     async def _record(self, entry: _Running, frame: bytes | None, error: str | None, seconds: float) -> None:
         task = entry.task
-        self._learn(task.task_type, error is None, seconds)
-        self._latency_ms += 0.1 * (seconds * 1000 - self._latency_ms) if (self._done + self._failed) else \
-            seconds * 1000 - self._latency_ms
+        self._stats.setdefault(task.task_type, AffinityStats()).observe(error is None, seconds)
+        first = self._done + self._failed == 0
+        self._latency_ms = seconds * 1000 if first else self._latency_ms + 0.1 * (seconds * 1000 - self._latency_ms)
         if entry.cancelled:
             ok = (await self.backend.complete([Completion(task.task_id, task.attempt, self.node_id,
                                                           TaskStatus.CANCELLED, None, error)]))[0]

@@ -103,7 +103,6 @@ TASK_COLUMNS = (
     "timeout_s, preferred, required, context, submitter_id, why, submitted_at, started_at, finished_at, "
     "lease_expires, not_before, result, error"
 )
-ACTIVE = ("assigned", "running")
 LOCK_GIVE_UP_SECONDS = 60.0
 FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
 TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y", TOPIC_CANCEL: b"c"}

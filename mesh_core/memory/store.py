@@ -84,6 +84,7 @@ class ReplicaStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._count: int | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -143,7 +144,11 @@ class ReplicaStore:
             " GROUP BY memory_type, key ORDER BY key", (like,))
 
     def count(self) -> int:
-        return self._db.execute("SELECT count(*) FROM (SELECT DISTINCT memory_type, key FROM items)").fetchone()[0]
+        """Distinct keys held; recounted only after a write (the heartbeat asks every second)."""
+        if self._count is None:
+            self._count = self._db.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT memory_type, key FROM items)").fetchone()[0]
+        return self._count
 
     def history(self, memory_type: str, key: str) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -158,6 +163,7 @@ class ReplicaStore:
                          sources: tuple[MemoryItem, ...] | None = None) -> None:
         """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically."""
         db = self._db
+        self._count = None
         # A savepoint works alone or inside a batch() transaction.
         db.execute("SAVEPOINT replace_siblings")
         try:
