@@ -35,10 +35,8 @@ QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
 QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
 QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
 QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
-# The engine's Redis client fails past ~100 concurrent calls (see bench/redis_fix.py): 64 is the level that
-# works as shipped, 256 matches the SQLite run and the peers' default window.
-REDIS_INFLIGHT = (64, 256)
-VARIANT_INFLIGHT = (256, 1024)
+# In-flight levels on Redis, for the mesh and the peers alike (the peers' windows).
+REDIS_INFLIGHT = (64, 256, 1024)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
     g.add_argument("--worker-concurrency", type=int, metavar="N",
                    help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
-    g.add_argument("--redis-variant", choices=("on", "off"),
-                   help="also run the mesh on Redis with the bench-only blocking connection pool of "
-                        "bench/redis_fix.py at 256,1024 in flight, labelled as such (default on, off with --quick)")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-nodes", type=int, metavar="N",
                    help="worker nodes in the memory bench (default 5, quick 3)")
@@ -126,7 +121,6 @@ class Plan:
     memory_backends: list[str]
     peers: bool
     algorithms: bool
-    redis_variant: bool
     tasks: tasks.TasksOptions
     redis_inflight: tuple[int, ...]
     memory: memory.MemoryOptions
@@ -211,9 +205,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         a["worker_concurrency"] = args.worker_concurrency
     a["keep_dir"] = args.keep_temp
 
-    variant = args.redis_variant == "on" if args.redis_variant else not quick
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
-                redis_variant=variant and "redis" in tb, tasks=tasks.TasksOptions(**t),
+                tasks=tasks.TasksOptions(**t),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
@@ -289,11 +282,6 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
             if backend == "redis":
                 opts = dataclasses.replace(opts, backend="redis", inflight=plan.redis_inflight)
             await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
-            if backend == "redis" and plan.redis_variant:
-                variant = dataclasses.replace(opts, redis_client_pool="blocking", inflight=VARIANT_INFLIGHT,
-                                              latency_n=min(opts.latency_n, 100),
-                                              throughput_n=min(opts.throughput_n, 10_000))
-                await part("tasks", "redis_blocking_pool", lambda o=variant: tasks.run(o, _log, server))
         if plan.peers and server is not None:
             url = server.url
             cpu = {"redis-server": server.cpu_seconds}

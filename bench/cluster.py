@@ -29,7 +29,6 @@ from typing import IO, Any
 import psutil
 import yaml
 
-from mesh_core import codec
 from mesh_core.config import MeshConfig, load_config
 from mesh_core.manager import AgentMeshManager
 from mesh_core.model import NodeRole, NodeStatus
@@ -209,19 +208,9 @@ class Cluster:
         return load_config(overrides={**base, **(overrides or {})}, env={}, use_default_file=False)
 
     @contextlib.asynccontextmanager
-    async def client(self, max_capacity: int | None = None, overrides: dict[str, Any] | None = None,
-                     redis_pool: str = "engine") -> Any:
-        """The in-process client. ``redis_pool="blocking"``: the bench-only variant of ``bench/redis_fix.py``."""
-        config = self.client_config(max_capacity, overrides)
-        backend = None
-        if self.backend == "redis" and redis_pool == "blocking":
-            from .redis_fix import BlockingRedisBackend
-
-            backend = BlockingRedisBackend(config.redis, limits=codec.CodecLimits(
-                max_frame_bytes=config.max_frame_bytes,
-                compress_threshold=config.memory_sync.compression_threshold_bytes,
-                compression_enabled=config.memory_sync.compression_enabled))
-        mesh = AgentMeshManager(config, role=NodeRole.CLIENT, backend=backend)
+    async def client(self, max_capacity: int | None = None, overrides: dict[str, Any] | None = None) -> Any:
+        """The in-process client."""
+        mesh = AgentMeshManager(self.client_config(max_capacity, overrides), role=NodeRole.CLIENT)
         await mesh.start()
         try:
             yield mesh

@@ -43,7 +43,7 @@ HUEY_WORKERS = 8
 class PeersOptions:
     latency_n: int = 300
     n: int = 5000  # tasks per window level
-    windows: tuple[int, ...] = (64, 256)  # tasks in flight; one throughput run per level
+    windows: tuple[int, ...] = (64, 256, 1024)  # tasks in flight; one throughput run per level
     budget_s: float = 20.0  # per level: stop sending after this long
     warmup: int = 50
     task_timeout: float = 30.0

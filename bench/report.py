@@ -106,7 +106,6 @@ def _at(block: dict[str, Any] | None, inflight: int) -> dict[str, Any] | None:
 def ratios(data: dict[str, Any]) -> dict[str, Any]:
     """mesh on Redis ÷ each peer, at each in-flight level both ran, and best against best (same run, same server)."""
     mesh = (data.get("tasks") or {}).get("redis") or {}
-    variant = (data.get("tasks") or {}).get("redis_blocking_pool") or {}
     peer_block = data.get("peers") or {}
     out: dict[str, Any] = {}
     for peer in ("huey", "celery"):
@@ -119,10 +118,6 @@ def ratios(data: dict[str, Any]) -> dict[str, Any]:
             if m and run["tasks_per_second"]:
                 out[f"mesh_vs_{peer}_tasks_per_second_{k}_inflight"] = round(m["tasks_per_second"] /
                                                                              run["tasks_per_second"], 2)
-            v = _at(variant, k)
-            if v and run["tasks_per_second"]:
-                out[f"mesh_blocking_pool_vs_{peer}_tasks_per_second_{k}_inflight"] = round(
-                    v["tasks_per_second"] / run["tasks_per_second"], 2)
         if pb.get("best_tasks_per_second"):
             out[f"mesh_vs_{peer}_best_tasks_per_second"] = round(mesh.get("best_tasks_per_second", 0.0)
                                                                  / pb["best_tasks_per_second"], 2)
@@ -281,7 +276,7 @@ def render(data: dict[str, Any]) -> str:
             rows.append([f"tasks {key}", "-", "-", "-", "-", f"FAILED: {block['error']}"])
             continue
         backend = key if key in TARGET_TASKS_PER_SECOND else None
-        label = "redis, bench-only blocking pool" if key == "redis_blocking_pool" else key
+        label = key
         rows += _tasks_rows(label, block, backend)
         for thr in _runs(block):
             rc = thr.get("redis_commands") or {}

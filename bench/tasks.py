@@ -1,5 +1,7 @@
 """``tasks``: no-op ``echo`` tasks end to end on SQLite or Redis, 1 in-process submitter, 2 worker processes.
 
+Workers run with ``--log-level warning`` (no line per task), like the Huey consumers at WARNING.
+
 The submitter's config can set the load-balancing algorithm (``algorithm``); the
 workers keep the engine defaults. On Redis the server's command statistics are
 reset before each throughput level and read after it: calls per finished task
@@ -35,7 +37,6 @@ class TasksOptions:
     worker_concurrency: int | None = None  # None: the engine default (config ``concurrency``)
     backend: str = "sqlite"  # "sqlite" or "redis"
     algorithm: str | None = None  # the submitter's task_distribution.load_balancing_algorithm; None: default
-    redis_client_pool: str = "engine"  # "blocking": the bench-only pool variant of bench/redis_fix.py
     keep_dir: bool = False
 
 
@@ -169,18 +170,20 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
 async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"options": opts.__dict__.copy(), "backend": opts.backend}
     tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}" \
-          f"{'/blocking-pool' if opts.backend == 'redis' and opts.redis_client_pool == 'blocking' else ''}]"
+          "]"
     worker_config = {"concurrency": opts.worker_concurrency} if opts.worker_concurrency else None
     overrides = {"task_distribution.load_balancing_algorithm": opts.algorithm} if opts.algorithm else None
     extra_cpu = {"redis-server": redis.cpu_seconds} if redis is not None and opts.backend == "redis" else {}
     stats = RedisStats(redis.url) if redis is not None and opts.backend == "redis" else None
+    # Workers log at level warning, as the Huey consumers do: a line per task would measure the log file.
     with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir, worker_config=worker_config,
-                 backend=opts.backend, redis_url=redis.url if redis else None, extra_cpu=extra_cpu) as cluster:
+                 extra_args=("--log-level", "warning"), backend=opts.backend,
+                 redis_url=redis.url if redis else None, extra_cpu=extra_cpu) as cluster:
         t0 = time.monotonic()
         cluster.start()
         if opts.keep_dir:
             log(f"{tag}: keeping the temporary folder {cluster.dir} (db, worker logs)")
-        async with cluster.client(overrides=overrides, redis_pool=opts.redis_client_pool) as mesh:
+        async with cluster.client(overrides=overrides) as mesh:
             await cluster.wait_active(mesh)
             result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
             result["load_balancing_algorithm"] = mesh.config.task_distribution.load_balancing_algorithm

@@ -27,6 +27,7 @@ ALGORITHMS = ("least_loaded", "round_robin", "capability_based", "random")
 CONFLICT_STRATEGIES = ("latest_wins", "merge_compatible", "source_priority", "manual", "version_vector")
 SYNC_STRATEGIES = ("eventual", "strong", "master_slave", "peer_to_peer")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("info", "warning")  # warning: no line per task or memory item
 
 
 def _choice(*allowed: str) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class MeshConfig:
     sqlite_db_path: str = ".mesh/mesh_coordination.db"
     handlers: tuple[str, ...] = ()
     log_format: str = field(default="text", metadata=_choice(*LOG_FORMATS))
+    log_level: str = field(default="info", metadata=_choice(*LOG_LEVELS))
     redis: RedisConfig = field(default_factory=RedisConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     task_distribution: TaskDistributionConfig = field(default_factory=TaskDistributionConfig)
@@ -272,6 +274,7 @@ ENV_KEYS: dict[str, str] = {
     "MESH_DB": "sqlite_db_path",
     "MESH_SQLITE_DB_PATH": "sqlite_db_path",
     "MESH_LOG_FORMAT": "log_format",
+    "MESH_LOG_LEVEL": "log_level",
     "MESH_HANDLERS": "handlers",
     "MESH_MAX_CAPACITY": "max_capacity",
     "MESH_CONCURRENCY": "concurrency",

@@ -11,12 +11,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per event class, filled on first use
 
 
 @dataclass(frozen=True)
 class Event:
     at: float = field(default_factory=time.time, kw_only=True)
+    # One per task transition or memory item: a log at level warning leaves these out.
+    routine: ClassVar[bool] = False
 
     @property
     def kind(self) -> str:
@@ -24,7 +28,10 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: event fields are flat values, and this runs once per event per printer.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        data = {name: getattr(self, name) for name in names}
         data["event"] = self.kind
         return data
 
@@ -48,6 +55,7 @@ class NodeStatusChanged(Event):
 
 @dataclass(frozen=True)
 class TaskUpdated(Event):
+    routine: ClassVar[bool] = True
     task_id: str
     task_type: str
     status: str
@@ -60,6 +68,7 @@ class TaskUpdated(Event):
 
 @dataclass(frozen=True)
 class MemoryChanged(Event):
+    routine: ClassVar[bool] = True
     memory_type: str
     key: str
     origin: str
@@ -104,10 +113,13 @@ class EventBus:
     def __init__(self, queue_size: int = 10_000) -> None:
         self._queue_size = queue_size
         self._queues: set[asyncio.Queue[Event | None]] = set()
+        self._quiet: set[asyncio.Queue[Event | None]] = set()  # subscribers that skip routine events
         self.dropped = 0
 
     def publish(self, event: Event) -> None:
         for queue in tuple(self._queues):
+            if event.routine and queue in self._quiet:
+                continue
             if queue.full():
                 queue.get_nowait()
                 self.dropped += 1
@@ -124,6 +136,28 @@ class EventBus:
                 yield event
         finally:
             self._queues.discard(queue)
+
+    async def subscribe_batches(self, limit: int = 1000, *, routine: bool = True) -> AsyncIterator[list[Event]]:
+        """Like ``subscribe``, but everything already queued comes at once (up to ``limit``):
+        one wake-up per burst for a printer that writes many lines in one go. Without
+        ``routine`` the per-task and per-item events are never queued for this subscriber."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size)
+        self._queues.add(queue)
+        if not routine:
+            self._quiet.add(queue)
+        try:
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < limit and not queue.empty():
+                    batch.append(queue.get_nowait())
+                events = [e for e in batch if e is not None]
+                if events:
+                    yield events
+                if len(events) < len(batch):
+                    return
+        finally:
+            self._queues.discard(queue)
+            self._quiet.discard(queue)
 
     def close(self) -> None:
         for queue in tuple(self._queues):

@@ -20,7 +20,7 @@ import random
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,7 @@ from .backends.base import (
     Assignment,
     Backend,
     Completion,
+    Finished,
     MeshSnapshot,
     Reassignment,
 )
@@ -103,6 +104,9 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+OWN_TRACK_LIMIT = 100_000  # own submissions kept in memory so their results need no read of the task
+RECENT_KEEP = 10_000  # results of own tasks that arrived before anyone waited for them
+OWN_STALE_SECONDS = 5.0  # an own task without a result after this long is checked by the periodic sweep
 FORWARD_WRITE = "_memory_write"  # master_slave: a write handed to the primary
 VIEW_FRESH_SECONDS = 0.05  # a refusal looks at the mesh again only if its view is older than this
 
@@ -159,6 +163,8 @@ class AgentMeshManager:
         self._accepting = False
         self._running: dict[str, _Running] = {}
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._own: dict[str, Task] = {}  # own submissions not finished yet, oldest first
+        self._recent: OrderedDict[str, Task] = OrderedDict()  # own finished tasks nobody waited for yet
         self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
                                                     TOPIC_CANCEL)}
         self._loops: list[asyncio.Task[None]] = []
@@ -168,6 +174,7 @@ class AgentMeshManager:
         self._primary: str | None = None
         self._refused: set[str] = set()
         self._view_at = 0.0
+        self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
         self._done = 0
@@ -377,6 +384,12 @@ class AgentMeshManager:
         async for event in self.events.subscribe():
             yield event
 
+    async def subscribe_batches(self, *, routine: bool = True) -> AsyncIterator[list[Event]]:
+        """Events in bursts: whatever was published since the last batch, in order (without the
+        per-task and per-item ones when ``routine`` is False)."""
+        async for batch in self.events.subscribe_batches(routine=routine):
+            yield batch
+
     async def _wait_wake(self, topic: str, timeout: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races a wake-up.
         event = self._wake[topic]
@@ -409,6 +422,7 @@ class AgentMeshManager:
                 continue
             visible.append(node)
         changes = self.table.observe(visible, snap.now)
+        self._workers = None  # the router's list is rebuilt from the new records on next use
         self._affinity = self._build_affinity()
         if changes and self.config.memory_sync.source_priority:
             self._ranking = self._build_ranking()
@@ -508,8 +522,10 @@ class AgentMeshManager:
                             count_failure=count_failure)
 
     def _route(self, task: Task, exclude: set[str]) -> Any:
-        workers = [m.info for m in self.table.members()
-                   if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
+        workers = self._workers
+        if workers is None:
+            workers = self._workers = [m.info for m in self.table.members()
+                                       if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
         req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
         algorithm = self.config.task_distribution.load_balancing_algorithm
         decision = route(req, workers, self._view.queued, algorithm=algorithm, affinity=self._affinity,
@@ -766,13 +782,24 @@ class AgentMeshManager:
                     required_capabilities=frozenset(required_capabilities), timeout_s=timeout_s, context=context,
                     submitter_id=self.node_id, submitted_at=time.time(),
                     max_retries=self.config.task_distribution.max_task_retries if max_retries is None else max_retries)
-        codec.encode(payload, self.limits)  # refuse an oversized or unencodable payload before routing
-        return await self._enqueue_routed(task, set(), queue=queue)
+        task.encoded_payload(self.limits)  # refuse an oversized or unencodable payload before routing
+        # Tracked before it is stored, so a result that lands at once is matched (see _results_loop).
+        tracked = len(self._own) < OWN_TRACK_LIMIT
+        if tracked:
+            self._own[task_id] = task
+            self._waiter_generation += 1
+            self._wake[TOPIC_RESULTS].set()
+        try:
+            return await self._enqueue_routed(task, set(), queue=queue)
+        except BaseException:
+            if tracked:
+                self._own.pop(task_id, None)
+            raise
 
     async def _enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
         """Route ``task`` (never to ``exclude``) and store it; backpressure as in ``submit_task``."""
         task_id, task_type = task.task_id, task.task_type
-        if not self.table.active():
+        if not self._workers and not self.table.active():
             await self._refresh_view()
         exclude = set(exclude)
         fixed = set(exclude)
@@ -794,8 +821,7 @@ class AgentMeshManager:
                 refreshed = True
                 exclude = set(fixed)
                 continue
-            capacity = next((m.info.capacity for m in self.table.members() if m.info.node_id == decision.node_id),
-                            self.config.max_capacity)
+            capacity = decision.capacity or self.config.max_capacity
             accepted = (await self.backend.enqueue([Assignment(task, decision.node_id, decision.node_name,
                                                                decision.why, capacity)]))[0]
             if accepted:
@@ -825,22 +851,25 @@ class AgentMeshManager:
 
     async def wait_task(self, task_id: str, timeout: float | None = None) -> Task:
         """Wait until the task is final and return it (whatever its final status)."""
+        task = self._recent.pop(task_id, None)
+        if task is not None:
+            return await self._with_attempts(task)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Task] = loop.create_future()
         self._waiters.setdefault(task_id, []).append(fut)
         self._waiter_generation += 1
+        self._wake[TOPIC_RESULTS].set()
         try:
-            # Registered before this check, so a result landing now is seen by one or the other.
-            state = (await self.backend.task_states([task_id])).get(task_id)
-            if state is None:
-                raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
-            if state.is_final:
-                return await self.get_task(task_id)
+            if task_id not in self._own:
+                # Registered before this check, so a result landing now is seen by one or the other.
+                state = (await self.backend.task_states([task_id])).get(task_id)
+                if state is None:
+                    raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
+                if state.is_final:
+                    return await self.get_task(task_id)
             async with asyncio.timeout(timeout):
                 task = await fut
-            if task.status is not TaskStatus.SUCCEEDED or task.attempt > 1:
-                task = await self.get_task(task_id)  # with every attempt and its error
-            return task
+            return await self._with_attempts(task)
         except TimeoutError:
             raise TaskTimeout(f"task {task_id} did not finish within {timeout:g} s", task_id=task_id) from None
         finally:
@@ -849,6 +878,12 @@ class AgentMeshManager:
                 waiters.remove(fut)
             if not waiters:
                 self._waiters.pop(task_id, None)
+
+    async def _with_attempts(self, task: Task) -> Task:
+        """A failed, cancelled or retried task is read again, with every attempt and its error."""
+        if task.status is not TaskStatus.SUCCEEDED or task.attempt > 1:
+            return await self.get_task(task.task_id)
+        return task
 
     async def wait_for(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's result; raises TaskFailed (failed, dead letter, cancelled) or TaskTimeout."""
@@ -860,33 +895,85 @@ class AgentMeshManager:
                          task_id=task_id, status=task.status.value, errors=errors)
 
     async def _results_loop(self) -> None:
+        """Answer waiters from this node's result feed; own submissions need no read of the task.
+
+        On a backend with ``blocking_results`` the read itself waits for the next
+        entry; otherwise a TOPIC_RESULTS wake-up (or the poll) starts each read.
+        """
+        blocking = self.backend.blocking_results
         last_sweep = 0.0
+        delay = 0.1
         while not self._closing:
-            await self._wait_wake(TOPIC_RESULTS, RESULTS_POLL_SECONDS)
+            if not blocking or not (self._waiters or self._own):
+                await self._wait_wake(TOPIC_RESULTS, RESULTS_POLL_SECONDS)
             try:
-                if not self._waiters:
+                if not (self._waiters or self._own):
                     # Nobody waits: skip ahead. A later waiter checks its task's state when it registers;
-                    # one that registered during this read keeps the old cursor, so nothing is skipped.
+                    # one that registered (or a submit) during this read keeps the old cursor: nothing skipped.
                     generation = self._waiter_generation
                     _, head = await self.backend.finished_for(self.node_id, None)
                     if generation == self._waiter_generation:
                         self._finished_cursor = head
                     continue
-                ids, self._finished_cursor = await self.backend.finished_for(self.node_id, self._finished_cursor)
-                ready = [i for i in ids if i in self._waiters]
+                done, self._finished_cursor = await self.backend.finished_for(
+                    self.node_id, self._finished_cursor, RESULTS_POLL_SECONDS if blocking else 0.0)
+                ready = self._settle(done)
                 if time.monotonic() - last_sweep >= RESULTS_POLL_SECONDS:
-                    # Tasks submitted by someone else (a replay, another client) are not in our feed.
                     last_sweep = time.monotonic()
-                    states = await self.backend.task_states(list(self._waiters))
-                    ready += [i for i, state in states.items() if state.is_final and i not in ready]
-                if not ready:
-                    continue
-                for task in await self.backend.get_tasks(ready, with_attempts=False):
-                    for fut in self._waiters.get(task.task_id, []):
-                        if not fut.done():
-                            fut.set_result(task)
+                    ready += await self._sweep_waiters(ready)
+                if ready:
+                    for task in await self.backend.get_tasks(ready, with_attempts=False):
+                        for fut in self._waiters.get(task.task_id, []):
+                            if not fut.done():
+                                fut.set_result(task)
+                delay = 0.1
             except BackendError as exc:
                 self._problem("backend_errors", str(exc))
+                if blocking:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+    def _settle(self, done: list[Finished]) -> list[str]:
+        """Hand finished own tasks to their waiters (or keep them for one); ids that need a read."""
+        fetch = []
+        for f in done:
+            task = self._own.pop(f.task_id, None)
+            if task is None or not f.complete:
+                if f.task_id in self._waiters:
+                    fetch.append(f.task_id)
+                continue
+            task.status, task.attempt, task.node_id, task.node_name = f.status, f.attempt, f.node_id, f.node_name
+            task.finished_at, task.result, task.error = f.finished_at, f.result, f.error
+            waiters = self._waiters.get(f.task_id)
+            if waiters:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(task)
+            else:
+                self._recent[f.task_id] = task
+                if len(self._recent) > RECENT_KEEP:
+                    self._recent.popitem(last=False)
+        return fetch
+
+    async def _sweep_waiters(self, ready: list[str]) -> list[str]:
+        """The periodic check behind the feed: waiters on tasks someone else submitted (a replay,
+        another client), and own tasks whose feed entry never came (trimmed, lost in an outage)."""
+        now = time.time()
+        stale: list[str] = []
+        for task_id, task in self._own.items():  # oldest first
+            if now - task.submitted_at < OWN_STALE_SECONDS or len(stale) >= 500:
+                break
+            stale.append(task_id)
+        wanted = [i for i in self._waiters if i not in ready and i not in self._own]
+        states = await self.backend.task_states(list(dict.fromkeys(wanted + stale)))
+        for task_id in stale:
+            state = states.get(task_id)
+            kept = self._own.pop(task_id, None)
+            if kept is not None and state is not None and not state.is_final:
+                self._own[task_id] = kept  # still running: to the back, so the next sweep looks at others
+            elif task_id in self._waiters:
+                wanted.append(task_id)  # final (or gone): its waiter is answered by a read
+        return [i for i in dict.fromkeys(wanted) if (st := states.get(i)) is not None and st.is_final]
 
     # -- memory -----------------------------------------------------------------------
     def _build_ranking(self) -> Ranking:

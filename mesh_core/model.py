@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec
+
 
 class NodeType(enum.StrEnum):
     GENERAL = "general"
@@ -157,6 +159,13 @@ class Task:
     result: Any = None
     error: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    # The payload as encoded once by the submitter (size checked); backends store it as is.
+    payload_frame: bytes | None = field(default=None, repr=False, compare=False)
+
+    def encoded_payload(self, limits: codec.CodecLimits) -> bytes:
+        if self.payload_frame is None:
+            self.payload_frame = codec.encode(self.payload, limits)
+        return self.payload_frame
 
     @property
     def trace_id(self) -> str | None:

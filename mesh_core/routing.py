@@ -35,6 +35,7 @@ class RouteDecision:
     node_id: str
     node_name: str
     why: str
+    capacity: int = 0  # the chosen node's max_capacity (the backend checks it atomically on enqueue)
 
 
 @dataclass
@@ -145,4 +146,4 @@ def route(req: RouteRequest, nodes: Sequence[NodeInfo], queued: Mapping[str, int
             why += f"; affinity {s:.2f} on {req.task_type}"
     if tier_why:
         why = f"{tier_why}; {why}"
-    return RouteDecision(chosen.node_id, chosen.name, why)
+    return RouteDecision(chosen.node_id, chosen.name, why, chosen.capacity)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mesh_core.config import LOG_FORMATS, NODE_TYPES, PROTOCOLS, MeshConfig, load_config
+from mesh_core.config import LOG_FORMATS, LOG_LEVELS, NODE_TYPES, PROTOCOLS, MeshConfig, load_config
 from mesh_core.errors import MeshError, NoCapacity, TaskTimeout, UnknownTaskType, UsageError
 from mesh_core.model import NodeRole, TaskPriority, TaskStatus
 
@@ -39,6 +39,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                    help="redis://[user:pass@]host:port/db, rediss:// (TLS) or unix:// (redis_distributed)")
     g.add_argument("--state-dir", metavar="DIR", default=d, help="folder for node identity and memory replica")
     g.add_argument("--log-format", choices=LOG_FORMATS, default=d)
+    g.add_argument("--log-level", choices=LOG_LEVELS, default=d,
+                   help="info: every event; warning: no line per task or memory item (busy workers)")
     g.add_argument("--handlers", metavar="MODULE", action="append", default=d,
                    help="python module registering task handlers (repeatable)")
     g.add_argument("--capacity", type=int, metavar="N", default=d, help="max tasks held at once")
@@ -119,7 +121,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     get = lambda name: getattr(args, name, None)  # noqa: E731
     return {"node_name": get("name"), "node_type": get("node_type"), "protocol": get("protocol"),
             "sqlite_db_path": get("db"), "redis.url": get("redis_url"), "state_dir": get("state_dir"),
-            "log_format": get("log_format"),
+            "log_format": get("log_format"), "log_level": get("log_level"),
             "handlers": get("handlers"), "max_capacity": get("capacity")}
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
+import re
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -23,9 +24,13 @@ from mesh_core.errors import MeshError
 from mesh_core.events import Event
 from mesh_core.manager import AgentMeshManager
 
+_HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
+
 
 def _stamp(at: float) -> str:
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # time.strftime on the whole second plus the milliseconds: a worker prints two lines per task.
+    seconds = int(at)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((at - seconds) * 1000):03d}Z"
 
 
 def format_event(event: Event, fmt: str) -> str:
@@ -39,7 +44,7 @@ def format_event(event: Event, fmt: str) -> str:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+    if isinstance(value, str) and len(value) == 32 and _HEX_ID.fullmatch(value):
         return value[:12]
     if isinstance(value, (list, tuple)):
         return ",".join(_short(v) for v in value)
@@ -56,8 +61,11 @@ class Output:
         self._flush_scheduled = False
 
     def line(self, text: str) -> None:
+        self.lines([text])
+
+    def lines(self, texts: list[str]) -> None:
         try:
-            self.stream.write(text + "\n")
+            self.stream.write("\n".join(texts) + "\n")
         except (BrokenPipeError, ValueError):
             return  # nobody is reading any more; the node keeps running
         # One flush per event-loop pass, not per line: many events arrive together under load.
@@ -128,8 +136,9 @@ async def serve(config: MeshConfig) -> int:
 
 
 async def _print_events(mesh: AgentMeshManager, out: Output) -> None:
-    async for event in mesh.subscribe():
-        out.line(format_event(event, out.fmt))
+    # A busy worker publishes two events per task: format a burst and write it in one go.
+    async for batch in mesh.subscribe_batches(routine=mesh.config.log_level == "info"):
+        out.lines([format_event(event, out.fmt) for event in batch])
 
 
 async def _run_commands(mesh: AgentMeshManager, queue: asyncio.Queue[str | None], out: Output) -> None:

@@ -123,6 +123,24 @@ class Completion:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Finished:
+    """One entry of a submitter's result feed: how a task ended, enough to answer its waiter.
+
+    ``complete`` False means the result was too large for the feed: read the task itself.
+    """
+
+    task_id: str
+    status: TaskStatus
+    attempt: int
+    node_id: str | None
+    node_name: str | None
+    finished_at: float | None
+    result: Any = None
+    error: str | None = None
+    complete: bool = True
+
+
 @dataclass
 class MeshSnapshot:
     """Node records plus the current time on the clock that judges liveness."""
@@ -136,6 +154,9 @@ class Backend(abc.ABC):
     """One medium that joins nodes into a mesh."""
 
     name: str = "base"
+    # True when ``finished_for`` can block server-side for new entries (``wait``); otherwise the
+    # manager waits for a TOPIC_RESULTS wake-up between reads.
+    blocking_results: bool = False
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
@@ -255,13 +276,15 @@ class Backend(abc.ABC):
         """Tasks submitted by a handler of ``parent_id`` (subtasks)."""
 
     @abc.abstractmethod
-    async def finished_for(self, submitter_id: str, after: Any) -> tuple[list[str], Any]:
-        """Ids of ``submitter_id``'s tasks that reached a final state after cursor ``after``.
+    async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
+        """How ``submitter_id``'s tasks ended, for those that reached a final state after cursor ``after``.
 
-        ``after`` None answers no ids and the cursor of "now". SQLite: a feed
-        table filled by a trigger on every final transition. Redis: the
-        submitter's result stream read with XREAD from a cursor. gRPC:
-        results pushed to the submitter and kept in its own table.
+        ``after`` None answers nothing and the cursor of "now". A backend with
+        ``blocking_results`` waits up to ``wait`` seconds for a first entry.
+        SQLite: a feed table filled by a trigger on every final transition,
+        joined with the task rows. Redis: the submitter's result stream (each
+        entry carries the outcome, small results inline) read with XREAD BLOCK.
+        gRPC: results pushed to the submitter and kept in its own table.
         """
 
     @abc.abstractmethod

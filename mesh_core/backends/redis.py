@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
@@ -40,12 +41,17 @@ from .base import (
     Backend,
     Coalescer,
     Completion,
+    Finished,
     MeshSnapshot,
     Reassignment,
 )
 
 log = logging.getLogger("mesh.redis")
 GHOST_SECONDS = 3600.0
+_STATUS = {s.value.encode(): s for s in TaskStatus}
+_BINARY_FIELDS = {b"spec", b"result"}  # msgpack frames; every other task field is text
+INDEXED_STATES = {"pending", "failed", "dead_letter", "cancelled"}  # as INDEXED in the scripts
+LIST_SCAN = 100_000  # newest tasks looked through when listing succeeded ones
 ALL = "all"
 
 
@@ -61,6 +67,7 @@ def _f(value: Any) -> float | None:
 
 class RedisBackend(Backend):
     name = "redis_distributed"
+    blocking_results = True
 
     def __init__(self, cfg: RedisConfig, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
         super().__init__()
@@ -124,7 +131,7 @@ class RedisBackend(Backend):
         self._client = self._connect()
         await self._call(self._client.ping())
         for name in ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN",
-                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE"):
+                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE", "LIST"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -235,17 +242,19 @@ class RedisBackend(Backend):
         args: list[Any] = []
         for a in assignments:
             t = a.task
-            spec = codec.pack({"type": t.task_type, "payload": codec.encode(t.payload, self.limits),
+            spec = codec.pack({"type": t.task_type, "payload": t.encoded_payload(self.limits),
                                "max_retries": t.max_retries, "timeout": t.timeout_s,
                                "preferred": [p.value for p in t.preferred_node_types],
                                "required": sorted(t.required_capabilities), "context": t.context})
-            args += [t.task_id, a.node_id or "", a.node_name or "", a.capacity, int(t.priority), t.not_before, a.why,
-                     spec, t.submitter_id or "", t.submitted_at, t.context.get("parent_id") or ""]
+            args.append(_lua_pack([t.task_id, a.node_id or "", a.node_name or "", str(a.capacity),
+                                    str(int(t.priority)), repr(float(t.not_before)), a.why, spec,
+                                    t.submitter_id or "", repr(float(t.submitted_at)),
+                                    t.context.get("parent_id") or ""]))
         return [bool(x) for x in await self._script("ENQUEUE", *args)]
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
-        ids = [_s(i) for i in await self._script("CLAIM", node_id, limit, lease_seconds)]
-        return await self.get_tasks(ids, with_attempts=False) if ids else []
+        raw = await self._script("CLAIM", node_id, limit, lease_seconds)
+        return [self._task(_s(raw[i]), _pairs(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         if not held:
@@ -261,7 +270,8 @@ class RedisBackend(Backend):
     async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
         args: list[Any] = []
         for c in completions:
-            args += [c.task_id, c.attempt, c.node_id, c.status.value, c.result_frame or b"", c.error or ""]
+            args.append(_lua_pack([c.task_id, str(c.attempt), c.node_id, c.status.value, c.result_frame or b"",
+                                    c.error or ""]))
         raw = await self._script("COMPLETE", *args)  # the script wakes each submitter
         return [x is not None and x is not False for x in raw]
 
@@ -310,16 +320,39 @@ class RedisBackend(Backend):
         tasks = await self.get_tasks(ids, with_attempts=False)
         return sorted(tasks, key=lambda t: t.submitted_at)
 
-    async def finished_for(self, submitter_id: str, after: Any) -> tuple[list[str], Any]:
+    async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
         assert self._client is not None
         feed = self._key("fin:", submitter_id)
         if after is None:
             last = await self._call(self._client.xrevrange(feed, count=1))
             return [], (_s(last[0][0]) if last else "0-0")
-        rows = await self._call(self._client.xrange(feed, min=f"({after}", count=10_000))
+        block = int(wait * 1000) if wait > 0 else None
+        answer = await self._call(self._client.xread({feed: after}, count=10_000, block=block))
+        rows = answer[0][1] if answer else []
         if not rows:
             return [], after
-        return [_s(fields[b"id"]) for _, fields in rows if b"id" in fields], _s(rows[-1][0])
+        out = []
+        for _, fields in rows:
+            try:
+                out.append(self._finished(fields))
+            except (KeyError, ValueError, TypeError, codec.CodecError) as exc:
+                self.refused_records += 1
+                log.warning("result feed entry refused: %s", exc)
+        return out, _s(rows[-1][0])
+
+    def _finished(self, f: dict[bytes, bytes]) -> Finished:
+        full = f.get(b"full") == b"1"
+        res = f.get(b"res")
+        result: Any = None
+        if full and res:
+            try:
+                result = codec.decode(res, self.limits)
+            except codec.CodecError as exc:
+                result = {"__corrupt__": str(exc)}
+        node, name, err = f.get(b"node"), f.get(b"nn"), f.get(b"err")
+        return Finished(f[b"id"].decode(), _STATUS[f[b"st"]], int(f[b"att"]), node.decode() if node else None,
+                        name.decode() if name else None, _f(f.get(b"fin")), result, err.decode() if err else None,
+                        full)
 
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         ids = list(task_ids)
@@ -354,47 +387,55 @@ class RedisBackend(Backend):
                 continue
             task = self._task(task_id, fields)
             if attempts:
-                task.attempts = _attempts(rows[n * step + 1])
+                task.attempts = _attempts(rows[n * step + 1], task)
             out.append(task)
         return out
 
-    def _task(self, task_id: str, h: dict[bytes, bytes]) -> Task:
-        g = lambda k: h.get(k.encode(), b"")  # noqa: E731
+    def _task(self, task_id: str, raw: dict[bytes, bytes]) -> Task:
+        # Every worker parses each task it claims: plain lookups, each field decoded once.
+        h = {k.decode(): v.decode(errors="replace") for k, v in raw.items() if k not in _BINARY_FIELDS}
+        frame = raw.get(b"result")
         try:
-            spec = codec.unpack(g("spec"))
+            spec = codec.unpack(raw[b"spec"])
             payload = codec.decode(spec["payload"], self.limits)
         except (codec.CodecError, KeyError, TypeError) as exc:
             spec, payload = {"type": "?", "max_retries": 0, "context": {}}, {"__corrupt__": str(exc)}
         result: Any = None
-        if g("result"):
+        if frame:
             try:
-                result = codec.decode(g("result"), self.limits)
+                result = codec.decode(frame, self.limits)
             except codec.CodecError as exc:
                 result = {"__corrupt__": str(exc)}
-        preferred = tuple(NodeType(p) for p in spec.get("preferred", []) if p in NodeType._value2member_map_)
+        preferred = tuple(NodeType(p) for p in spec.get("preferred", ()) if p in NodeType._value2member_map_)
+        g = h.get
         return Task(
             task_id=task_id, task_type=spec["type"], payload=payload, priority=TaskPriority(int(g("prio") or 1)),
-            status=TaskStatus(_s(g("status"))), node_id=_s(g("node")) or None, node_name=_s(g("node_name")) or None,
+            status=TaskStatus(h["status"]), node_id=g("node") or None, node_name=g("node_name") or None,
             attempt=int(g("attempt") or 1), failures=int(g("failures") or 0), max_retries=spec.get("max_retries", 0),
             timeout_s=spec.get("timeout"), preferred_node_types=preferred,
-            required_capabilities=frozenset(spec.get("required", [])), context=spec.get("context") or {},
-            submitter_id=_s(g("submitter")) or None, why=_s(g("why")), submitted_at=_f(g("submitted")) or 0.0,
+            required_capabilities=frozenset(spec.get("required", ())), context=spec.get("context") or {},
+            submitter_id=g("submitter") or None, why=g("why", ""), submitted_at=_f(g("submitted")) or 0.0,
             started_at=_f(g("started")), finished_at=_f(g("finished")), lease_expires=_f(g("lease")),
-            not_before=_f(g("not_before")) or 0.0, result=result, error=_s(g("error")) or None)
+            not_before=_f(g("not_before")) or 0.0, result=result, error=g("error") or None)
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
         assert self._client is not None
-        index = self._key("st:", status.value) if status else self._key("tasks")
-        ids = [_s(i) for i in await self._call(self._client.zrevrange(index, 0, limit - 1))]
-        return await self.get_tasks(ids, with_attempts=False)
+        if status is None:
+            ids = [_s(i) for i in await self._call(self._client.lrange(self._key("tasks"), 0, limit - 1))]
+            return await self.get_tasks(ids, with_attempts=False)
+        if status.value in INDEXED_STATES:
+            index = self._key("st:", status.value)
+            ids = [_s(i) for i in await self._call(self._client.zrevrange(index, 0, limit - 1))]
+            return await self.get_tasks(ids, with_attempts=False)
+        # assigned and running come from the inboxes and the lease set, succeeded from the newest tasks
+        ids = [_s(i) for i in await self._script("LIST", status.value, limit, LIST_SCAN)]
+        tasks = await self.get_tasks(ids, with_attempts=False)
+        return sorted(tasks, key=lambda t: -t.submitted_at)[:limit]
 
     async def task_counts(self) -> dict[str, int]:
         assert self._client is not None
-        pipe = self._client.pipeline(transaction=False)
-        for status in TaskStatus:
-            pipe.zcard(self._key("st:", status.value))
-        counts = await self._call(pipe.execute())
-        return {s.value: n for s, n in zip(TaskStatus, counts, strict=True) if n}
+        counts = await self._call(self._client.hgetall(self._key("counts")))
+        return {_s(k): int(v) for k, v in counts.items() if int(v) > 0}
 
     # -- memory ---------------------------------------------------------------------------
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
@@ -499,15 +540,31 @@ async def _close_quickly(thing: Any) -> None:
                 await pool.disconnect(inuse_connections=True)
 
 
-def _attempts(raw: dict[bytes, bytes]) -> list[Attempt]:
-    out = []
+def _lua_pack(values: list[Any]) -> bytes:
+    """One script argument per record; Redis's Lua cmsgpack reads strings, not msgpack's bin type."""
+    return msgpack.packb(values, use_bin_type=False)
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _attempts(raw: dict[bytes, bytes], task: Task) -> list[Attempt]:
+    """Recorded attempts (those that ended other than by success) plus the task's current one."""
+    out = {}
     for attempt, blob in raw.items():
         try:
             node, name, started, finished, error = codec.unpack(blob)
         except (codec.CodecError, ValueError, TypeError):
             continue
-        out.append(Attempt(int(attempt), _s(node), _s(name), started or None, finished or None, error or None))
-    return sorted(out, key=lambda a: a.attempt)
+        out[int(attempt)] = Attempt(int(attempt), _s(node), _s(name), started or None, finished or None,
+                                    error or None)
+    if task.started_at and task.attempt not in out:
+        final = task.status.is_final
+        out[task.attempt] = Attempt(task.attempt, task.node_id or "", task.node_name or "", task.started_at,
+                                    task.finished_at if final else None,
+                                    task.error if final and task.status is not TaskStatus.SUCCEEDED else None)
+    return [out[k] for k in sorted(out)]
 
 
 __all__ = ["RedisBackend"]

@@ -11,9 +11,19 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+-- Tasks per status are counters; only the rare states keep an index of their own for listing
+-- (assigned and running are listed from the inboxes and the lease set, succeeded from the newest tasks).
+local INDEXED = {pending=true, failed=true, dead_letter=true, cancelled=true}
+local function index_status(id, old, new, seq)
+  if old and old ~= '' then
+    redis.call('HINCRBY', P .. 'counts', old, -1)
+    if INDEXED[old] then redis.call('ZREM', P .. 'st:' .. old, id) end
+  end
+  redis.call('HINCRBY', P .. 'counts', new, 1)
+  if INDEXED[new] then redis.call('ZADD', P .. 'st:' .. new, seq, id) end
+end
 local function set_status(id, old, new, seq)
-  if old and old ~= '' then redis.call('ZREM', P .. 'st:' .. old, id) end
-  redis.call('ZADD', P .. 'st:' .. new, seq, id)
+  index_status(id, old, new, seq)
   redis.call('HSET', P .. 't:' .. id, 'status', new)
 end
 local FINAL = {succeeded=true, failed=true, dead_letter=true, cancelled=true}
@@ -26,14 +36,38 @@ local function unhold(id, node)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('ZREM', P .. 'pending', id)
 end
+local FEED_RESULT_BYTES = 512  -- larger results stay only in the task hash; the feed says 'read it'
+local fed = {}  -- feeds written by this script call: their expiry is pushed once
+local function feed(id, sub, st, att, node, name, res, err, t_now)
+  -- The submitter's result feed: each entry carries the outcome, so its waiter needs no read.
+  local full = '1'
+  if #res > FEED_RESULT_BYTES then res, full = '', '0' end
+  local key = P .. 'fin:' .. sub
+  redis.call('XADD', key, 'MAXLEN', '~', 100000, '*', 'id', id, 'st', st, 'att', att, 'node', node,
+             'nn', name, 'res', res, 'err', err, 'fin', t_now, 'full', full)
+  if not fed[key] then
+    fed[key] = true
+    redis.call('PEXPIRE', key, 86400000)
+  end
+end
 local function finish(id, t_now)
+  -- Called after the final status, result and error are set.
   local h = P .. 't:' .. id
-  local sub = redis.call('HGET', h, 'submitter') or ''
   redis.call('HSET', h, 'finished', t_now)
-  local feed = P .. 'fin:' .. sub
-  redis.call('XADD', feed, 'MAXLEN', '~', 100000, '*', 'id', id)
-  redis.call('PEXPIRE', feed, 86400000)
+  local f = redis.call('HMGET', h, 'submitter', 'status', 'attempt', 'node', 'node_name', 'result', 'error')
+  local sub = f[1] or ''
+  feed(id, sub, f[2], f[3], f[4] or '', f[5] or '', f[6] or '', f[7] or '', t_now)
   return sub
+end
+local function end_attempt(id, att, t_now, err)
+  -- A started attempt that did not simply succeed keeps its record (node, times, error); the last
+  -- attempt is otherwise read from the task hash itself.
+  local h = P .. 't:' .. id
+  local f = redis.call('HMGET', h, 'node', 'node_name', 'started')
+  if f[3] and f[3] ~= '' then
+    redis.call('HSET', P .. 'a:' .. id, att,
+               cmsgpack.pack({f[1] or '', f[2] or '', tonumber(f[3]), t_now, (err ~= '') and err or false}))
+  end
 end
 local function depth(node)
   return redis.call('ZCARD', P .. 'inbox:' .. node) + redis.call('ZCARD', P .. 'delayed:' .. node)
@@ -96,37 +130,43 @@ return {tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, redis.call('
 """
 
 ENQUEUE = COMMON + r"""
--- ARGV: P, then per item 8 values: id, node ('' = pending), node_name, capacity, prio, not_before, why, spec,
---       then submitter, submitted_at, parent  (11 values per item)
+-- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
+--       not_before, why, spec, submitter, submitted_at, parent (one argument per task: cheap for the client)
 local t = now()
 local out = {}
 local woken = {}
-local n = (#ARGV - 1) / 11
-for k = 0, n - 1 do
-  local b = 1 + k * 11
-  local id, node, name, cap = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
-  local prio, nb, why, spec = tonumber(ARGV[b + 5]), ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local sub, at, parent = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11]
+local depths = {}
+for i = 2, #ARGV do
+  local a = cmsgpack.unpack(ARGV[i])
+  local id, node, name, cap = a[1], a[2], a[3], tonumber(a[4])
+  local prio, nb, why, spec = tonumber(a[5]), a[6], a[7], a[8]
+  local sub, at, parent = a[9], a[10], a[11]
   local h = P .. 't:' .. id
   if redis.call('EXISTS', h) == 1 then
     table.insert(out, 1)
   else
     local full
-    if node == '' then full = redis.call('ZCARD', P .. 'pending') >= cap else full = depth(node) >= cap end
+    if node == '' then
+      full = redis.call('ZCARD', P .. 'pending') >= cap
+    else
+      depths[node] = depths[node] or depth(node)
+      full = depths[node] >= cap
+    end
     if full then
       table.insert(out, 0)
     else
       local seq = redis.call('INCR', P .. 'seq')
+      local status = (node == '') and 'pending' or 'assigned'
       redis.call('HSET', h, 'spec', spec, 'node', node, 'node_name', name, 'attempt', 1, 'failures', 0,
                  'prio', prio, 'seq', seq, 'submitter', sub, 'why', why, 'not_before', nb, 'submitted', at,
-                 'parent', parent, 'cancel', 0)
-      redis.call('ZADD', P .. 'tasks', seq, id)
+                 'parent', parent, 'cancel', 0, 'status', status)
+      index_status(id, nil, status, seq)
+      redis.call('LPUSH', P .. 'tasks', id)  -- newest first; a list is cheaper than an index
       if parent ~= '' then redis.call('SADD', P .. 'ch:' .. parent, id) end
       if node == '' then
-        set_status(id, nil, 'pending', seq)
         redis.call('ZADD', P .. 'pending', (3 - prio) * 1e13 + seq, id)
       else
-        set_status(id, nil, 'assigned', seq)
+        depths[node] = depths[node] + 1
         place(id, node, prio, seq, nb, t)
         if not woken[node] then
           woken[node] = true
@@ -141,7 +181,7 @@ return out
 """
 
 CLAIM = COMMON + r"""
--- ARGV: P, node, limit, lease_seconds
+-- ARGV: P, node, limit, lease_seconds. Returns id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = now()
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed:' .. node, '-inf', t)
@@ -156,14 +196,14 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'seq', 'attempt', 'node_name')
+  local f = redis.call('HMGET', h, 'status', 'seq')
   if f[1] == 'assigned' then
-    set_status(id, 'assigned', 'running', f[2])
-    redis.call('HSET', h, 'started', t, 'lease', t + lease)
+    index_status(id, 'assigned', 'running', f[2])
+    redis.call('HSET', h, 'status', 'running', 'started', t, 'lease', t + lease)
     redis.call('SADD', P .. 'held:' .. node, id)
     redis.call('ZADD', P .. 'leases', t + lease, id)
-    redis.call('HSET', P .. 'a:' .. id, f[3], cmsgpack.pack({node, f[4] or '', t, false, false}))
     table.insert(out, id)
+    table.insert(out, redis.call('HGETALL', h))  -- the claimer needs no second round trip
   end
 end
 return out
@@ -187,26 +227,22 @@ return kept
 """
 
 COMPLETE = COMMON + r"""
--- ARGV: P, then per item: id, attempt, node, status, result, error  (6 values)
+-- ARGV: P, then per item one msgpack array of strings: id, attempt, node, status, result, error
 local t = now()
 local out = {}
-for i = 2, #ARGV, 6 do
-  local id, att, node, st, res, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for i = 2, #ARGV do
+  local a = cmsgpack.unpack(ARGV[i])
+  local id, att, node, st, res, err = a[1], a[2], a[3], a[4], a[5], a[6]
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq')
+  local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq', 'submitter', 'node_name')
   if f[1] == 'running' and f[2] == node and f[3] == att then
-    set_status(id, 'running', st, f[4])
-    redis.call('HSET', h, 'result', res, 'error', err)
-    unhold(id, node)
-    local a = redis.call('HGET', P .. 'a:' .. id, att)
-    if a then
-      local rec = cmsgpack.unpack(a)
-      rec[4] = t
-      rec[5] = (err ~= '') and err or false
-      redis.call('HSET', P .. 'a:' .. id, att, cmsgpack.pack(rec))
-    end
-    local sub = finish(id, t)
-    if sub ~= '' then redis.call('PUBLISH', P .. 'wake:' .. sub, 'results') end
+    index_status(id, 'running', st, f[4])
+    redis.call('HSET', h, 'status', st, 'result', res, 'error', err, 'finished', t)
+    redis.call('SREM', P .. 'held:' .. node, id)  -- a running task is only held and leased
+    redis.call('ZREM', P .. 'leases', id)
+    if st ~= 'succeeded' then end_attempt(id, att, t, err) end
+    local sub = f[5] or ''
+    feed(id, sub, st, att, node, f[6] or '', res, err, t)  -- the submitter blocks on its feed: no wake-up
     table.insert(out, sub)
   else
     table.insert(out, false)
@@ -228,13 +264,7 @@ for i = 2, #ARGV, 11 do
   local st = f[1]
   if (st == 'assigned' or st == 'running' or st == 'pending') and (f[2] or '') == enode and f[3] == eatt then
     unhold(id, f[2])
-    local a = redis.call('HGET', P .. 'a:' .. id, eatt)
-    if a then
-      local rec = cmsgpack.unpack(a)
-      if not rec[4] then rec[4] = t end
-      if err ~= '' then rec[5] = err end
-      redis.call('HSET', P .. 'a:' .. id, eatt, cmsgpack.pack(rec))
-    end
+    end_attempt(id, eatt, t, err)
     if err ~= '' then redis.call('HSET', h, 'error', err) end
     redis.call('HINCRBY', h, 'failures', cf)
     local target = ''
@@ -329,6 +359,31 @@ else
   place(id, node, tonumber(f[3]), tonumber(f[2]), 0, t)
 end
 return 1
+"""
+
+LIST = COMMON + r"""
+-- ARGV: P, status, limit, max_scan. Ids of the newest tasks in a state without an index of its own.
+local st, limit, max_scan = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+if st == 'running' then
+  out = redis.call('ZRANGE', P .. 'leases', 0, -1)
+elseif st == 'assigned' then
+  for _, node in ipairs(redis.call('HKEYS', P .. 'nodes')) do
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'inbox:' .. node, 0, limit - 1)) do table.insert(out, id) end
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'delayed:' .. node, 0, limit - 1)) do table.insert(out, id) end
+  end
+else
+  local start = 0
+  while #out < limit and start < max_scan do
+    local ids = redis.call('LRANGE', P .. 'tasks', start, start + 499)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      if #out < limit and redis.call('HGET', P .. 't:' .. id, 'status') == st then table.insert(out, id) end
+    end
+    start = start + 500
+  end
+end
+return out
 """
 
 HOLD_LEASE = r"""

@@ -43,6 +43,7 @@ from .base import (
     Backend,
     Coalescer,
     Completion,
+    Finished,
     MeshSnapshot,
     Reassignment,
     attempts_from_rows,
@@ -358,7 +359,7 @@ class SqliteBackend(Backend):
             for a in items:
                 t = a.task
                 out.append((
-                    t.task_id, t.task_type, codec.encode(t.payload, limits), int(t.priority),
+                    t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority),
                     "assigned" if a.node_id else "pending", a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
                     json.dumps([p.value for p in t.preferred_node_types]),
                     json.dumps(sorted(t.required_capabilities)), codec.pack(t.context), t.submitter_id, a.why,
@@ -565,14 +566,21 @@ class SqliteBackend(Backend):
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq", (parent_id,)).fetchall())
         return [_task_from_row(r, self.limits) for r in rows]
 
-    async def finished_for(self, submitter_id: str, after: int | None) -> tuple[list[str], int]:
-        def read(conn: sqlite3.Connection) -> tuple[list[str], int]:
+    async def finished_for(self, submitter_id: str, after: int | None,
+                           wait: float = 0.0) -> tuple[list[Finished], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[Finished], int]:
             if after is None:
                 top = conn.execute("SELECT coalesce(max(seq), 0) FROM finished").fetchone()[0]
                 return [], top
-            rows = conn.execute("SELECT seq, task_id FROM finished WHERE submitter_id=? AND seq>? ORDER BY seq",
-                                (submitter_id, after)).fetchall()
-            return [r[1] for r in rows], (rows[-1][0] if rows else after)
+            rows = conn.execute(
+                "SELECT f.seq, t.task_id, t.status, t.attempt, t.node_id, t.node_name, t.finished_at, t.result,"
+                " t.error FROM finished f JOIN tasks t ON t.task_id = f.task_id"
+                " WHERE f.submitter_id=? AND f.seq>? ORDER BY f.seq", (submitter_id, after)).fetchall()
+            out = []
+            for _, task_id, status, attempt, node_id, node_name, finished_at, result, error in rows:
+                out.append(Finished(task_id, TaskStatus(status), attempt, node_id, node_name, finished_at,
+                                    _decode_or_error(result, self.limits), error))
+            return out, (rows[-1][0] if rows else after)
         return await self._read(read)
 
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -451,6 +452,30 @@ async def test_a_client_can_wait_for_a_task_another_client_submitted(cluster: Cl
     task_id = await first.submit_task("sleep", {"seconds": 0.3})
     second = await cluster.client()
     assert await second.wait_for(task_id, timeout=5) == {"slept": 0.3}
+
+
+async def test_a_result_that_lands_before_anyone_waits_is_kept_for_the_waiter(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    ids = [await client.submit_task("echo", {"i": i}) for i in range(20)]
+    await eventually(lambda: _finished(client, ids))
+    results = [await client.wait_for(task_id, timeout=5) for task_id in ids]
+    assert results == [{"i": i} for i in range(20)]
+    task = await client.wait_task(ids[0], timeout=5)  # a second wait reads the stored task
+    assert task.status is TaskStatus.SUCCEEDED and task.result == {"i": 0} and task.node_name == "w1"
+
+
+async def test_a_large_result_reaches_its_waiter_whole(cluster: Cluster) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    payload = {"blob": "x" * 20_000, "noise": os.urandom(4000).hex(), "n": list(range(500))}
+    task_id = await client.submit_task("echo", payload)
+    task = await client.wait_task(task_id, timeout=5)
+    assert task.status is TaskStatus.SUCCEEDED and task.result == payload and task.attempt == 1
+
+
+async def _finished(mesh, ids) -> bool:
+    return all(t.status.is_final for t in await mesh.backend.get_tasks(ids, with_attempts=False))
 
 
 # -- memory: every conflict strategy, resolution, history -------------------------------------

@@ -41,6 +41,25 @@ def test_submit_echo_wait_returns_payload_from_a_worker(cluster: Cluster) -> Non
     assert listed[0]["task_id"] == reply["task_id"] and listed[0]["why"]
 
 
+def test_log_level_warning_leaves_out_task_and_memory_lines_but_not_the_rest(cluster: Cluster) -> None:
+    quiet = cluster.start("quiet", "--log-level", "warning")
+    loud = cluster.start("loud")
+    for i in range(8):
+        done = cluster.cli("submit", "echo", "--payload", str(i), "--wait", "--json")
+        assert done.returncode == 0, done.stderr
+    assert cluster.cli("remember", "k1", '"hello"').returncode == 0
+    for node in (quiet, loud):
+        until(lambda node=node: _recall(node, "k1") == "hello", timeout=5)
+    loud.wait_event(lambda e: e.get("event") == "MemoryChanged" and e.get("key") == "k1")
+    ran = [e for e in loud.lines if e.get("event") == "TaskUpdated"]
+    done_here = {n: n_.status()["local"]["metrics"]["tasks_done"] for n, n_ in (("quiet", quiet), ("loud", loud))}
+    assert sum(done_here.values()) == 8
+    # the default level prints every transition of every task this node ran
+    assert len([e for e in ran if e["status"] == "succeeded"]) == done_here["loud"]
+    assert not [e for e in quiet.lines if e.get("event") in ("TaskUpdated", "MemoryChanged")]
+    assert [e for e in quiet.lines if e.get("event") == "NodeJoined" and e.get("name") == "loud"]  # still logged
+
+
 def test_killed_node_is_shown_dead_within_timeout_plus_heartbeat(cluster: Cluster) -> None:
     a = cluster.start("a")
     b = cluster.start("b")
