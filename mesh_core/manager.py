@@ -259,7 +259,7 @@ class AgentMeshManager:
             if cfg.security.api_key:
                 self._problem("config", "security.api_key is set but record signing is not enforced yet")
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
-            self.hlc = HybridLogicalClock(last=int(self.replica.get_meta("hlc") or 0))
+            self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()))
             self._memory_cursor = self.replica.get_meta("memory_cursor")
             if self._backend is None:
                 self._backend, self.backend_reason = create_backend(cfg, self.limits)
@@ -998,7 +998,8 @@ class AgentMeshManager:
                 return key
         if not self.is_worker:
             await self._catch_up_key(memory_type, key)
-        base = self.replica.sources(memory_type, key) or self.replica.siblings(memory_type, key)
+        siblings, sources = self.replica.state(memory_type, key)
+        base = sources or siblings
         draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority, tombstone)
         await self._write_local(local_write(base, draft, self.node_id), "local write")
         return key
@@ -1056,12 +1057,12 @@ class AgentMeshManager:
                                       f"{self.config.memory_sync.max_item_bytes}")
         self.hlc.update(item.hlc)
         siblings = self.replica.siblings(item.memory_type, item.key)
+        # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
         self.replica.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
-        self.replica.set_meta("hlc", str(self.hlc.last))
         for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, why):
             self._publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=why))
         try:
-            if self.replica.outgoing(1):
+            if self.replica.has_outgoing():
                 raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
             gossip = self.config.memory_sync.strategy == "peer_to_peer"
             position = await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)],
@@ -1108,8 +1109,8 @@ class AgentMeshManager:
             return False
         self.hlc.update(item.hlc)
         strategy = self.config.conflict_strategy_for(item.memory_type)
-        result = apply_remote(self.replica.siblings(item.memory_type, item.key), item, strategy,
-                              ranking=self._ranking, sources=self.replica.sources(item.memory_type, item.key),
+        siblings, sources = self.replica.state(item.memory_type, item.key)
+        result = apply_remote(siblings, item, strategy, ranking=self._ranking, sources=sources,
                               sibling_warning=SIBLING_WARNING)
         if result.outcome == "ignored":
             return False

@@ -85,6 +85,7 @@ class ReplicaStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._count: int | None = None
+        self._outbox_empty: bool | None = None  # None: not looked yet
 
     def close(self) -> None:
         self._db.close()
@@ -104,6 +105,24 @@ class ReplicaStore:
             "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
             " WHERE memory_type=? AND key=? ORDER BY hlc, origin", (memory_type, key)).fetchall()
         return self._rows_to_items(rows)
+
+    def state(self, memory_type: str, key: str) -> tuple[list[MemoryItem], list[MemoryItem]]:
+        """(siblings, sources) of one key in one read: what applying a remote write needs."""
+        rows = self._db.execute(
+            "SELECT 0, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
+            " WHERE memory_type=? AND key=? UNION ALL"
+            " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
+            " WHERE memory_type=? AND key=? ORDER BY 1, 5, 4", (memory_type, key, memory_type, key)).fetchall()
+        if not rows:
+            return [], []
+        return (self._rows_to_items([r[1:] for r in rows if r[0] == 0]),
+                self._rows_to_items([r[1:] for r in rows if r[0] == 1]))
+
+    def max_hlc(self) -> int:
+        """The newest HLC stamp this replica holds (a restarted clock never goes below it)."""
+        row = self._db.execute("SELECT max(m) FROM (SELECT max(hlc) AS m FROM items UNION ALL"
+                               " SELECT max(hlc) FROM sources UNION ALL SELECT max(hlc) FROM history)").fetchone()
+        return int(row[0] or 0)
 
     def sources(self, memory_type: str, key: str) -> list[MemoryItem]:
         rows = self._db.execute(
@@ -168,13 +187,17 @@ class ReplicaStore:
         db.execute("SAVEPOINT replace_siblings")
         try:
             tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
+            packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
             for table, rows in tables:
                 db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (memory_type, key))
                 for s in rows:
-                    value = codec.pack(s.value)
-                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?,?,?,?,?)",
-                               (s.memory_type, s.key, s.origin, s.hlc, value, json.dumps(s.vv, sort_keys=True),
-                                s.priority, int(s.tombstone), zlib.crc32(value)))
+                    row = packed.get(id(s))
+                    if row is None:
+                        value = codec.pack(s.value)
+                        row = packed[id(s)] = (s.memory_type, s.key, s.origin, s.hlc, value,
+                                               json.dumps(s.vv, sort_keys=True), s.priority, int(s.tombstone),
+                                               zlib.crc32(value))
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?,?,?,?,?)", row)
             now = time.time()
             for loser in losers:
                 db.execute("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"
@@ -236,6 +259,13 @@ class ReplicaStore:
     # -- outbox: local writes not yet delivered to the mesh (backend away) ---------
     def queue_outgoing(self, memory_type: str, key: str, frame: bytes) -> None:
         self._db.execute("INSERT INTO outbox (memory_type, key, frame) VALUES (?,?,?)", (memory_type, key, frame))
+        self._outbox_empty = False
+
+    def has_outgoing(self) -> bool:
+        """Cheap check before every write: known empty until something is queued."""
+        if self._outbox_empty is None or not self._outbox_empty:
+            self._outbox_empty = not self.outgoing(1)
+        return not self._outbox_empty
 
     def outgoing(self, limit: int = 500) -> list[tuple[int, str, str, bytes]]:
         return self._db.execute("SELECT id, memory_type, key, frame FROM outbox ORDER BY id LIMIT ?",
@@ -243,6 +273,7 @@ class ReplicaStore:
 
     def delivered(self, up_to_id: int) -> None:
         self._db.execute("DELETE FROM outbox WHERE id <= ?", (up_to_id,))
+        self._outbox_empty = None
 
     def get_meta(self, k: str) -> str | None:
         row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
