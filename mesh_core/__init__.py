@@ -9,6 +9,7 @@ from .errors import (
     NoCapacity,
     SyncTimeout,
     TaskFailed,
+    TaskNotFound,
     TaskTimeout,
     UnknownTaskType,
 )
@@ -31,7 +32,7 @@ __all__ = [
     "AgentMeshManager", "BackendStatus", "COMMANDS", "CommandResult", "ConfigError", "Conflict", "ConflictOpened",
     "ConflictResolved", "Event", "MemoryChanged", "MemoryItem", "MeshConfig", "MeshError", "NoCapacity",
     "NodeInfo", "NodeJoined", "NodeRole", "NodeStatus", "NodeStatusChanged", "NodeType", "Recollection",
-    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskPriority", "TaskStatus", "TaskTimeout",
-    "TaskUpdated", "UnknownTaskType", "create_specialized_node", "get_recommended_node_type", "handler",
+    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskNotFound", "TaskPriority", "TaskStatus",
+    "TaskTimeout", "TaskUpdated", "UnknownTaskType", "create_specialized_node", "get_recommended_node_type", "handler",
     "load_config", "run_command",
 ]

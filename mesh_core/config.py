@@ -82,6 +82,11 @@ class TaskDistributionConfig:
     task_affinity_enabled: bool = True
     retry_backoff_seconds: float = field(default=0.2, metadata=_non_negative())
     retry_backoff_max_seconds: float = field(default=30.0, metadata=_non_negative())
+    # Retention: the newest tasks_kept tasks stay whatever their state; older finished ones are deleted
+    # (with their attempts). Dead letters stay until there are more than dead_letters_kept. Unfinished
+    # tasks are never deleted.
+    tasks_kept: int = field(default=100_000, metadata=_positive())
+    dead_letters_kept: int = field(default=10_000, metadata=_positive())
 
 
 @dataclass(frozen=True)

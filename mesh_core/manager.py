@@ -104,6 +104,8 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+PRUNE_EVERY_SECONDS = 5.0  # how often the sweeping node applies task retention
+PRUNE_BATCH = 5000  # tasks deleted per backend call
 OWN_TRACK_LIMIT = 100_000  # own submissions kept in memory so their results need no read of the task
 RECENT_KEEP = 10_000  # results of own tasks that arrived before anyone waited for them
 OWN_STALE_SECONDS = 5.0  # an own task without a result after this long is checked by the periodic sweep
@@ -174,6 +176,7 @@ class AgentMeshManager:
         self._primary: str | None = None
         self._refused: set[str] = set()
         self._view_at = 0.0
+        self._pruned_at = 0.0
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
@@ -463,11 +466,28 @@ class AgentMeshManager:
                 await self._refresh_view()
                 if self.is_worker and self.enabled and self._is_sweeper():
                     await self._sweep()
+                    if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                        self._pruned_at = time.monotonic()
+                        await self.prune_tasks()
                 self._backend_ok(True)
             except BackendError as exc:
                 self._backend_ok(False, str(exc))
                 self._problem("backend_errors", str(exc))
                 await asyncio.sleep(period)
+
+    async def prune_tasks(self) -> int:
+        """Delete finished tasks past the retention limits (the sweeping node does this every few seconds)."""
+        td = self.config.task_distribution
+        gone = 0
+        while True:
+            n = await self.backend.prune(td.tasks_kept, td.dead_letters_kept, PRUNE_BATCH)
+            gone += n
+            if n < PRUNE_BATCH or self._closing:
+                break
+            await asyncio.sleep(0)  # a big backlog goes in slices; the node keeps serving between them
+        if gone:
+            self.counters["tasks_pruned"] += gone
+        return gone
 
     def _is_sweeper(self) -> bool:
         active = [m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE]

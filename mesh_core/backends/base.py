@@ -288,6 +288,16 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
+        """Delete finished tasks older than the newest ``tasks_kept`` and the oldest dead letters past
+        ``dead_letters_kept``, with their attempts; at most ``limit`` per call. Returns how many went.
+
+        Unfinished tasks are never deleted. SQLite: DELETE by ``seq`` under one
+        write transaction. Redis: a script that walks the task list from its
+        oldest end. gRPC: each node prunes the records it owns.
+        """
+
+    @abc.abstractmethod
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         """Current status of each task that exists (a cheap read, batched across callers)."""
 

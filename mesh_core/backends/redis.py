@@ -131,7 +131,7 @@ class RedisBackend(Backend):
         self._client = self._connect()
         await self._call(self._client.ping())
         for name in ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN",
-                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE", "LIST"):
+                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE", "LIST", "PRUNE"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -353,6 +353,9 @@ class RedisBackend(Backend):
         return Finished(f[b"id"].decode(), _STATUS[f[b"st"]], int(f[b"att"]), node.decode() if node else None,
                         name.decode() if name else None, _f(f.get(b"fin")), result, err.decode() if err else None,
                         full)
+
+    async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
+        return int(await self._script("PRUNE", tasks_kept, dead_letters_kept, limit))
 
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         ids = list(task_ids)

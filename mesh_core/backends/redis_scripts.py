@@ -361,6 +361,38 @@ end
 return 1
 """
 
+PRUNE = COMMON + r"""
+-- ARGV: P, tasks_kept, dead_letters_kept, limit. Finished tasks past the newest tasks_kept leave the
+-- task list from its oldest end and are deleted; unfinished and dead-lettered ones only leave the list
+-- (their state's own index still lists them). Dead letters past dead_letters_kept go, oldest first.
+local kept, dead_kept, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local gone = 0
+local PRUNABLE = {succeeded=true, failed=true, cancelled=true}
+local function drop(id, st)
+  local h = P .. 't:' .. id
+  local parent = redis.call('HGET', h, 'parent')
+  if parent and parent ~= '' then redis.call('SREM', P .. 'ch:' .. parent, id) end
+  redis.call('DEL', h, P .. 'a:' .. id)
+  redis.call('HINCRBY', P .. 'counts', st, -1)
+  if INDEXED[st] then redis.call('ZREM', P .. 'st:' .. st, id) end
+  gone = gone + 1
+end
+local over = math.min(redis.call('LLEN', P .. 'tasks') - kept, limit)
+for _ = 1, over do
+  local id = redis.call('RPOP', P .. 'tasks')
+  if not id then break end
+  local st = redis.call('HGET', P .. 't:' .. id, 'status')
+  if st and PRUNABLE[st] then drop(id, st) end
+end
+local dead = redis.call('ZCARD', P .. 'st:dead_letter') - dead_kept
+if dead > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'st:dead_letter', 0, math.min(dead, limit) - 1)) do
+    drop(id, 'dead_letter')
+  end
+end
+return gone
+"""
+
 LIST = COMMON + r"""
 -- ARGV: P, status, limit, max_scan. Ids of the newest tasks in a state without an index of its own.
 local st, limit, max_scan = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

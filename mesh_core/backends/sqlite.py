@@ -583,6 +583,24 @@ class SqliteBackend(Backend):
             return out, (rows[-1][0] if rows else after)
         return await self._read(read)
 
+    async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            edge = conn.execute("SELECT seq FROM tasks ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                                (tasks_kept,)).fetchone()
+            ids = [r[0] for r in conn.execute(
+                "SELECT task_id FROM tasks WHERE seq <= ? AND status IN ('succeeded','failed','cancelled')"
+                " ORDER BY seq LIMIT ?", (edge[0], limit))] if edge else []
+            ids += [r[0] for r in conn.execute(
+                "SELECT task_id FROM tasks WHERE status='dead_letter' ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (max(0, limit - len(ids)), dead_letters_kept))]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM attempts WHERE task_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
+            return len(ids)
+        return await self._write(prune)
+
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         ids = list(task_ids)
         states = await self._states(ids)

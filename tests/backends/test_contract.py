@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mesh_core import NoCapacity, TaskFailed, UnknownTaskType
+from mesh_core import NoCapacity, TaskFailed, TaskNotFound, UnknownTaskType
 from mesh_core.model import NodeStatus, NodeType, TaskStatus
 
 from .conftest import Cluster, eventually
@@ -472,6 +472,29 @@ async def test_a_large_result_reaches_its_waiter_whole(cluster: Cluster) -> None
     task_id = await client.submit_task("echo", payload)
     task = await client.wait_task(task_id, timeout=5)
     assert task.status is TaskStatus.SUCCEEDED and task.result == payload and task.attempt == 1
+
+
+async def test_retention_deletes_old_finished_tasks_and_extra_dead_letters_never_unfinished(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1", **{"task_distribution": {"tasks_kept": 20, "dead_letters_kept": 3}})
+    client = await cluster.client()
+    sleeper = await client.submit_task("sleep", {"seconds": 30})  # the oldest task, still running at the end
+    echoes = [await client.submit_task("echo", i) for i in range(40)]
+    fails = [await client.submit_task("fail", {"message": f"no {i}"}, max_retries=0) for i in range(6)]
+    for task_id in echoes + fails:
+        await client.wait_task(task_id, timeout=10)
+    assert (await client.get_task(sleeper)).status is TaskStatus.RUNNING
+
+    assert await w1.prune_tasks() == 26 + 3
+    assert await w1.prune_tasks() == 0  # nothing more to do
+    assert (await client.get_task(sleeper)).status is TaskStatus.RUNNING
+    kept = {t.task_id for t in await client.backend.get_tasks(echoes + fails, with_attempts=False)}
+    assert kept == set(echoes[-14:]) | set(fails[-3:])  # the newest 20 tasks, less 3 surplus dead letters
+    counts = await client.backend.task_counts()
+    assert counts.get("succeeded") == 14 and counts.get("dead_letter") == 3 and counts.get("running") == 1
+    assert [t.task_id for t in await client.backend.list_tasks(TaskStatus.DEAD_LETTER)] == fails[-3:][::-1]
+    with pytest.raises(TaskNotFound):
+        await client.get_task(echoes[0])
+    assert w1.counters["tasks_pruned"] == 29
 
 
 async def _finished(mesh, ids) -> bool:
