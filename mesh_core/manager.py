@@ -97,7 +97,7 @@ from .model import (
 )
 from .nodes import NodeProfile, create_specialized_node
 from .routing import AffinityBook, AffinityStats, RouteRequest, route
-from .security import allowed
+from .security import allowed, memory_parts, node_parts, sign, task_parts, verify
 from .tasks import DeadLetter, RetryPolicy, after_failure, classify_stranded
 
 log = logging.getLogger("mesh")
@@ -119,6 +119,7 @@ class _Running:
     job: asyncio.Task[None] | None = None
     lost: bool = False
     cancelled: bool = False
+    refused: bool = False  # not signed with the mesh's api_key: never run, failed without retry
     started: float = field(default_factory=time.monotonic)
 
 
@@ -213,7 +214,7 @@ class AgentMeshManager:
     def local_info(self) -> NodeInfo:
         assert self.identity is not None and self.profile is not None
         queued = max(0, self._view.queued.get(self.node_id, 0) - len(self._running))
-        return NodeInfo(
+        info = NodeInfo(
             node_id=self.identity.node_id, name=self.identity.name, node_type=self.profile.node_type,
             role=self.role, host=socket.gethostname(), port=self.config.port, pid=os.getpid(),
             incarnation=self.identity.incarnation,
@@ -221,6 +222,9 @@ class AgentMeshManager:
             task_types=self.handlers.task_types() if self.is_worker else frozenset(),
             capacity=self.config.max_capacity, running=len(self._running), queued=queued,
             metrics=self.metrics(), started_at=self.started_at, last_seen=time.time(), left=not self.enabled)
+        if self.config.security.api_key:
+            info.signature = sign(self.config.security.api_key, *node_parts(info))
+        return info
 
     def metrics(self) -> dict[str, Any]:
         finished = self._done + self._failed
@@ -259,8 +263,6 @@ class AgentMeshManager:
             if cfg.memory_sync.strategy == "master_slave" and self.is_worker:
                 # Infrastructure, not work: even a planning_only node accepts a forwarded write.
                 self.handlers.add(make_spec(FORWARD_WRITE, self._apply_forwarded_write))
-            if cfg.security.api_key:
-                self._problem("config", "security.api_key is set but record signing is not enforced yet")
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
             self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()))
             self._memory_cursor = self.replica.get_meta("memory_cursor")
@@ -417,11 +419,12 @@ class AgentMeshManager:
         for node in snap.nodes:
             if node.role is not NodeRole.WORKER:
                 continue
-            if not allowed(node, self.config.security.allowlist):
+            why = self._distrust(node)
+            if why:
                 if node.node_id not in self._refused:
                     self._refused.add(node.node_id)
                     self._problem("rejected_nodes", f"node {node.name} ({node.node_id[:12]}, host {node.host}) "
-                                                    "is not on the allowlist: ignored, no work routed to it")
+                                                    f"{why}: ignored, no work routed to it")
                 continue
             visible.append(node)
         changes = self.table.observe(visible, snap.now)
@@ -442,6 +445,15 @@ class AgentMeshManager:
                 self._publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
                                                 new=change.new.value, incarnation=node.incarnation))
         return snap
+
+    def _distrust(self, node: NodeInfo) -> str:
+        """Why a node record is not trusted ('' when it is): allowlist, then the api_key signature."""
+        if not allowed(node, self.config.security.allowlist):
+            return "is not on the allowlist"
+        key = self.config.security.api_key
+        if key and not verify(key, node.signature, *node_parts(node)):
+            return "is not signed with this mesh's api_key" if not node.signature else "has a bad signature"
+        return ""
 
     def _build_affinity(self) -> AffinityBook | None:
         """Every node's smoothed success per task type, from the metrics in its heartbeat."""
@@ -695,7 +707,14 @@ class AgentMeshManager:
         error: str | None = None
         frame: bytes | None = None
         timeout = task.timeout_s or self.config.task_timeout_seconds
+        key = self.config.security.api_key
         try:
+            if key and not verify(key, task.signature, *task_parts(task)):
+                entry.refused = True
+                why = "not signed with this mesh's api_key" if not task.signature else "its signature does not match"
+                self._problem("unsigned_tasks", f"task {task.task_id} ({task.task_type}) from "
+                                                f"{(task.submitter_id or '?')[:12]} refused: {why}")
+                raise PermissionError(f"refused by {self.name}: {why}")
             if spec is None:
                 raise UnknownTaskType(f"node {self.name} has no handler for {task.task_type!r}")
             args = (task.payload, TaskContext(task, self)) if spec.takes_context else (task.payload,)
@@ -748,7 +767,8 @@ class AgentMeshManager:
 
     async def _record(self, entry: _Running, frame: bytes | None, error: str | None, seconds: float) -> None:
         task = entry.task
-        self._stats.setdefault(task.task_type, AffinityStats()).observe(error is None, seconds)
+        if not entry.refused:  # a refused task says nothing about how well this node does the work
+            self._stats.setdefault(task.task_type, AffinityStats()).observe(error is None, seconds)
         first = self._done + self._failed == 0
         self._latency_ms = seconds * 1000 if first else self._latency_ms + 0.1 * (seconds * 1000 - self._latency_ms)
         if entry.cancelled:
@@ -763,7 +783,11 @@ class AgentMeshManager:
         else:
             self._failed += 1
             decision = after_failure(task, self.retry_policy, time.time(), self._rng)
-            if isinstance(decision, DeadLetter):
+            if entry.refused:  # every node with the key would refuse it too: no retry
+                move = Reassignment(task.task_id, task.attempt, self.node_id, None, None, "refused: unsigned",
+                                    error=error, count_failure=True, final_status=TaskStatus.FAILED)
+                status = TaskStatus.FAILED.value
+            elif isinstance(decision, DeadLetter):
                 final = TaskStatus.DEAD_LETTER if self.retry_policy.enabled else TaskStatus.FAILED
                 move = Reassignment(task.task_id, task.attempt, self.node_id, None, None, decision.reason,
                                     error=error, count_failure=True, final_status=final)
@@ -803,6 +827,8 @@ class AgentMeshManager:
                     submitter_id=self.node_id, submitted_at=time.time(),
                     max_retries=self.config.task_distribution.max_task_retries if max_retries is None else max_retries)
         task.encoded_payload(self.limits)  # refuse an oversized or unencodable payload before routing
+        if self.config.security.api_key:
+            task.signature = sign(self.config.security.api_key, *task_parts(task))
         # Tracked before it is stored, so a result that lands at once is matched (see _results_loop).
         tracked = len(self._own) < OWN_TRACK_LIMIT
         if tracked:
@@ -1071,7 +1097,7 @@ class AgentMeshManager:
 
     async def _write_local(self, item: MemoryItem, why: str) -> None:
         assert self.replica is not None
-        frame = codec.encode(item_to_wire(item), self.limits)
+        frame = self._frame_of(item)
         if len(frame) > self.config.memory_sync.max_item_bytes:
             raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
                                       f"{self.config.memory_sync.max_item_bytes}")
@@ -1118,12 +1144,25 @@ class AgentMeshManager:
                                   missing=sorted(peers.values()))
             await asyncio.sleep(0.005)
 
+    def _frame_of(self, item: MemoryItem) -> bytes:
+        """One memory item as it travels: the wire form, signed when the mesh has an api_key."""
+        wire = item_to_wire(item)
+        if self.config.security.api_key:
+            wire["s"] = sign(self.config.security.api_key, *memory_parts(wire))
+        return codec.encode(wire, self.limits)
+
     def _apply_frame(self, frame: bytes) -> bool:
         assert self.replica is not None
         try:
-            item = item_from_wire(codec.decode(frame, self.limits))
+            wire = codec.decode(frame, self.limits)
+            item = item_from_wire(wire)
         except CodecError as exc:
             self._problem("corrupt_memory_frames", f"memory frame refused: {exc}")
+            return False
+        key = self.config.security.api_key
+        if key and item.origin != self.node_id and not verify(key, wire.get("s"), *memory_parts(wire)):
+            self._problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
+                                                    f"{item.origin[:12]} refused: not signed with this mesh's api_key")
             return False
         if item.origin == self.node_id:
             return False
@@ -1291,8 +1330,8 @@ class AgentMeshManager:
                 applied += sum(self._apply_frame(frame) for frame in frames)
             own = [s for s in self.replica.own_sources(self.node_id) if bucket_of(s.memory_type, s.key) == bucket]
             if own:
-                await self.backend.publish_memory(self.node_id, [(s.memory_type, s.key, codec.encode(
-                    item_to_wire(s), self.limits)) for s in own])
+                await self.backend.publish_memory(self.node_id, [(s.memory_type, s.key, self._frame_of(s))
+                                                                  for s in own])
                 resent += len(own)
         if buckets:
             await self.backend.put_digests(self.node_id, digests(self.replica.frontier_marks()))

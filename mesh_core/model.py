@@ -102,6 +102,7 @@ class NodeInfo:
     started_at: float = 0.0
     last_seen: float = 0.0
     left: bool = False
+    signature: str = ""  # HMAC of the record's identity with the mesh's api_key (empty without one)
 
     @property
     def load(self) -> float:
@@ -159,6 +160,7 @@ class Task:
     result: Any = None
     error: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    signature: str = ""  # the submitter's HMAC over what the task asks (empty without an api_key)
     # The payload as encoded once by the submitter (size checked); backends store it as is.
     payload_frame: bytes | None = field(default=None, repr=False, compare=False)
 

@@ -199,7 +199,8 @@ class RedisBackend(Backend):
             "name": node.name, "type": node.node_type.value, "role": node.role.value, "host": node.host,
             "port": node.port, "pid": node.pid, "inc": node.incarnation, "caps": sorted(node.capabilities),
             "types": sorted(node.task_types), "cap": node.capacity, "running": node.running, "queued": node.queued,
-            "metrics": json.loads(json.dumps(node.metrics, default=str)), "started": node.started_at})
+            "metrics": json.loads(json.dumps(node.metrics, default=str)), "started": node.started_at,
+            "sig": node.signature})
         changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record)
         if changed:
             await self._broadcast(TOPIC_MEMBERS)
@@ -227,7 +228,7 @@ class RedisBackend(Backend):
                     port=r["port"], pid=r["pid"], incarnation=r["inc"], capabilities=frozenset(r["caps"]),
                     task_types=frozenset(r["types"]), capacity=r["cap"], running=r["running"], queued=r["queued"],
                     metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
-                    left=node_id in left and left[node_id] >= r["inc"]))
+                    left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or ""))
             except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
                 self.refused_records += 1
                 log.warning("node record %s refused: %s", node_id, exc)
@@ -249,7 +250,7 @@ class RedisBackend(Backend):
             args.append(_lua_pack([t.task_id, a.node_id or "", a.node_name or "", str(a.capacity),
                                     str(int(t.priority)), repr(float(t.not_before)), a.why, spec,
                                     t.submitter_id or "", repr(float(t.submitted_at)),
-                                    t.context.get("parent_id") or ""]))
+                                    t.context.get("parent_id") or "", t.signature]))
         return [bool(x) for x in await self._script("ENQUEUE", *args)]
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
@@ -419,7 +420,7 @@ class RedisBackend(Backend):
             required_capabilities=frozenset(spec.get("required", ())), context=spec.get("context") or {},
             submitter_id=g("submitter") or None, why=g("why", ""), submitted_at=_f(g("submitted")) or 0.0,
             started_at=_f(g("started")), finished_at=_f(g("finished")), lease_expires=_f(g("lease")),
-            not_before=_f(g("not_before")) or 0.0, result=result, error=g("error") or None)
+            not_before=_f(g("not_before")) or 0.0, result=result, error=g("error") or None, signature=g("sig", ""))
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
         assert self._client is not None

@@ -131,7 +131,7 @@ return {tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, redis.call('
 
 ENQUEUE = COMMON + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
---       not_before, why, spec, submitter, submitted_at, parent (one argument per task: cheap for the client)
+--       not_before, why, spec, submitter, submitted_at, parent, signature (one argument per task)
 local t = now()
 local out = {}
 local woken = {}
@@ -140,7 +140,7 @@ for i = 2, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
   local id, node, name, cap = a[1], a[2], a[3], tonumber(a[4])
   local prio, nb, why, spec = tonumber(a[5]), a[6], a[7], a[8]
-  local sub, at, parent = a[9], a[10], a[11]
+  local sub, at, parent, sig = a[9], a[10], a[11], a[12] or ''
   local h = P .. 't:' .. id
   if redis.call('EXISTS', h) == 1 then
     table.insert(out, 1)
@@ -159,7 +159,7 @@ for i = 2, #ARGV do
       local status = (node == '') and 'pending' or 'assigned'
       redis.call('HSET', h, 'spec', spec, 'node', node, 'node_name', name, 'attempt', 1, 'failures', 0,
                  'prio', prio, 'seq', seq, 'submitter', sub, 'why', why, 'not_before', nb, 'submitted', at,
-                 'parent', parent, 'cancel', 0, 'status', status)
+                 'parent', parent, 'cancel', 0, 'status', status, 'sig', sig)
       index_status(id, nil, status, seq)
       redis.call('LPUSH', P .. 'tasks', id)  -- newest first; a list is cheaper than an index
       if parent ~= '' then redis.call('SADD', P .. 'ch:' .. parent, id) end

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     host TEXT, port INTEGER, pid INTEGER, incarnation INTEGER NOT NULL,
     capabilities TEXT NOT NULL, task_types TEXT NOT NULL, capacity INTEGER NOT NULL,
     running INTEGER NOT NULL DEFAULT 0, queued INTEGER NOT NULL DEFAULT 0, metrics TEXT,
-    started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0
+    started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0, signature TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     timeout_s REAL, preferred TEXT, required TEXT, context BLOB, submitter_id TEXT, why TEXT,
     submitted_at REAL, started_at REAL, finished_at REAL, lease_expires REAL,
     not_before REAL NOT NULL DEFAULT 0, result BLOB, error TEXT,
-    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0
+    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, signature TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
 TASK_COLUMNS = (
     "task_id, task_type, payload, priority, status, node_id, node_name, attempt, failures, max_retries, "
     "timeout_s, preferred, required, context, submitter_id, why, submitted_at, started_at, finished_at, "
-    "lease_expires, not_before, result, error"
+    "lease_expires, not_before, result, error, signature"
 )
 LOCK_GIVE_UP_SECONDS = 60.0
 FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
@@ -300,19 +300,19 @@ class SqliteBackend(Backend):
                                (node.node_id,)).fetchone()
             conn.execute(
                 "INSERT INTO nodes (node_id, name, node_type, role, host, port, pid, incarnation, capabilities,"
-                " task_types, capacity, running, queued, metrics, started_at, last_seen, left_mesh)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0) ON CONFLICT(node_id) DO UPDATE SET"
+                " task_types, capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?) ON CONFLICT(node_id) DO UPDATE SET"
                 " name=excluded.name, node_type=excluded.node_type, role=excluded.role, host=excluded.host,"
                 " port=excluded.port, pid=excluded.pid, incarnation=excluded.incarnation,"
                 " capabilities=excluded.capabilities, task_types=excluded.task_types, capacity=excluded.capacity,"
                 " running=excluded.running, queued=excluded.queued, metrics=excluded.metrics,"
-                " started_at=excluded.started_at, last_seen=excluded.last_seen,"
+                " started_at=excluded.started_at, last_seen=excluded.last_seen, signature=excluded.signature,"
                 # a heartbeat racing a leave must not undo it; a new incarnation rejoins
                 " left_mesh=CASE WHEN excluded.incarnation > nodes.incarnation THEN 0 ELSE nodes.left_mesh END",
                 (node.node_id, node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
                  node.incarnation, json.dumps(sorted(node.capabilities)), json.dumps(sorted(node.task_types)),
                  node.capacity, node.running, node.queued, json.dumps(node.metrics, default=str),
-                 node.started_at, time.time()))
+                 node.started_at, time.time(), node.signature))
             conn.execute("DELETE FROM finished WHERE seq < (SELECT max(seq) FROM finished) - ?", (FINISHED_KEEP,))
             return row is None or row[0] != node.incarnation or bool(row[1])
         changed = await self._write(upsert)
@@ -335,7 +335,8 @@ class SqliteBackend(Backend):
         def read(conn: sqlite3.Connection) -> MeshSnapshot:
             rows = conn.execute(
                 "SELECT node_id, name, node_type, role, host, port, pid, incarnation, capabilities, task_types,"
-                " capacity, running, queued, metrics, started_at, last_seen, left_mesh FROM nodes").fetchall()
+                " capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature FROM nodes"
+            ).fetchall()
             queued = dict(conn.execute(
                 "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
             ).fetchall())
@@ -363,7 +364,7 @@ class SqliteBackend(Backend):
                     "assigned" if a.node_id else "pending", a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
                     json.dumps([p.value for p in t.preferred_node_types]),
                     json.dumps(sorted(t.required_capabilities)), codec.pack(t.context), t.submitter_id, a.why,
-                    t.submitted_at, t.not_before, t.context.get("parent_id")))
+                    t.submitted_at, t.not_before, t.context.get("parent_id"), t.signature))
             return out
 
         prepared = rows()
@@ -384,7 +385,8 @@ class SqliteBackend(Backend):
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
                     " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
-                    " submitted_at, not_before, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                    " submitted_at, not_before, parent_id, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row)
                 if cur.rowcount:
                     depth[a.node_id] = depth.get(a.node_id, 0) + 1
                 accepted.append(True)
@@ -741,9 +743,12 @@ class SqliteBackend(Backend):
 def _migrate(conn: sqlite3.Connection) -> None:
     """Add columns that later releases introduced to a file made by an earlier one."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
-    for column, ddl in (("parent_id", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0")):
+    for column, ddl in (("parent_id", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+                        ("signature", "TEXT")):
         if column not in have:
             conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
+    if "signature" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        conn.execute("ALTER TABLE nodes ADD COLUMN signature TEXT")
     conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
@@ -759,7 +764,8 @@ def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:
         node_id=r[0], name=r[1], node_type=node_type, role=NodeRole(r[3]), host=r[4] or "", port=r[5] or 0,
         pid=r[6] or 0, incarnation=r[7], capabilities=frozenset(json.loads(r[8])),
         task_types=frozenset(json.loads(r[9])), capacity=r[10], running=r[11], queued=r[12],
-        metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0, last_seen=r[15], left=bool(r[16]))
+        metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0, last_seen=r[15], left=bool(r[16]),
+        signature=r[17] or "")
 
 
 def _decode_or_error(frame: bytes | None, limits: codec.CodecLimits) -> Any:
@@ -785,7 +791,7 @@ def _task_from_row(r: tuple[Any, ...], limits: codec.CodecLimits) -> Task:
         required_capabilities=frozenset(json.loads(r[12] or "[]")),
         context=codec.unpack(r[13]) if r[13] else {}, submitter_id=r[14], why=r[15] or "", submitted_at=r[16] or 0.0,
         started_at=r[17], finished_at=r[18], lease_expires=r[19], not_before=r[20] or 0.0,
-        result=_decode_or_error(r[21], limits), error=r[22])
+        result=_decode_or_error(r[21], limits), error=r[22], signature=r[23] or "")
 
 
 __all__ = ["SqliteBackend"]

@@ -497,6 +497,33 @@ async def test_retention_deletes_old_finished_tasks_and_extra_dead_letters_never
     assert w1.counters["tasks_pruned"] == 29
 
 
+async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluster) -> None:
+    keyed = {"security": {"api_key": "mesh-secret"}}
+    ran: list[int] = []
+    w1 = await cluster.node("w1", **keyed)
+    w1.register_handler("count", lambda payload: ran.append(payload) or len(ran))
+    rogue = await cluster.node("rogue")  # no key: its records are unsigned
+    await cluster.node("wrong", security={"api_key": "another-secret"})
+    client = await cluster.client(**keyed)
+    await eventually(lambda: _async(client.counters["rejected_nodes"] == 2 and set(statuses(client)) == {"w1"}))
+    ids = [await client.submit_task("echo", i) for i in range(6)]
+    assert {(await client.wait_task(t, timeout=5)).node_name for t in ids} == {"w1"}  # never the untrusted two
+
+    outsider = await cluster.client()  # no key: it trusts everyone, but the keyed worker does not trust it
+    await eventually(lambda: _async(any("count" in m.info.task_types for m in outsider.table.members())))
+    task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
+    assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
+    assert ran == [] and w1.counters["unsigned_tasks"] == 1
+    signed = await client.wait_task(await client.submit_task("count", 8), timeout=5)
+    assert signed.status is TaskStatus.SUCCEEDED and ran == [8]
+
+    await rogue.sync_memory_item("fact", "forged", key="k1")
+    await client.sync_memory_item("fact", "genuine", key="k2")
+    await eventually(lambda: _async(w1.replica.siblings("fact", "k2") != []))
+    await eventually(lambda: _async(w1.counters["unsigned_memory_frames"] >= 1))
+    assert w1.replica.siblings("fact", "k1") == [] and (await w1.recall("k2")) == "genuine"
+
+
 async def _finished(mesh, ids) -> bool:
     return all(t.status.is_final for t in await mesh.backend.get_tasks(ids, with_attempts=False))
 
