@@ -481,6 +481,7 @@ class AgentMeshManager:
                     if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
                         self._pruned_at = time.monotonic()
                         await self.prune_tasks()
+                        await self.compact_memory()
                 self._backend_ok(True)
             except BackendError as exc:
                 self._backend_ok(False, str(exc))
@@ -500,6 +501,26 @@ class AgentMeshManager:
         if gone:
             self.counters["tasks_pruned"] += gone
         return gone
+
+    async def compact_memory(self) -> int:
+        """Drop memory stream entries that every active node has applied (the sweeping node does this).
+
+        A node that was away, or joins later, gets what was dropped from anti-entropy, which reads the
+        newest entry per key and origin.
+        """
+        acks = await self.backend.memory_acks()
+        active = {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
+        cursors = [acks.get(node_id) for node_id in active]
+        if not cursors or any(c is None for c in cursors):
+            return 0  # someone has applied nothing yet: keep everything for it
+        low = cursors[0]
+        for cursor in cursors[1:]:
+            if not self.backend.cursor_reached(cursor, low):
+                low = cursor
+        dropped = await self.backend.compact_memory(low)
+        if dropped:
+            self.counters["memory_log_compacted"] += dropped
+        return dropped
 
     def _is_sweeper(self) -> bool:
         active = [m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE]

@@ -372,6 +372,16 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def compact_memory(self, applied_everywhere: Any) -> int:
+        """Drop memory stream entries before cursor ``applied_everywhere`` (every active node has applied them);
+        returns how many went. The newest entry per (key, origin) stays for ``memory_bucket`` and
+        ``memory_for_key``, so a node that was away converges by anti-entropy.
+
+        SQLite: DELETE from the log below the cursor (a per-key table keeps the latest). Redis: XTRIM MINID
+        (the per-key hashes keep the latest). gRPC: each node drops what every peer acknowledged.
+        """
+
+    @abc.abstractmethod
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         """Every stored entry for one key (any memory type when None)."""
 

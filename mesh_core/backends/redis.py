@@ -518,6 +518,13 @@ class RedisBackend(Backend):
         # An entry without a frame (garbage written by someone else) becomes an empty frame the codec refuses.
         return [fields.get(b"f", b"") for _, fields in rows], _s(rows[-1][0])
 
+    async def compact_memory(self, applied_everywhere: Any) -> int:
+        assert self._client is not None
+        if not applied_everywhere:
+            return 0
+        return int(await self._call(self._client.xtrim(self._key("memlog"), minid=_s(applied_everywhere),
+                                                       approximate=False)))
+
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         assert self._client is not None
         types = [memory_type] if memory_type else sorted(

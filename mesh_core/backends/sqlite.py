@@ -93,6 +93,13 @@ CREATE TABLE IF NOT EXISTS memory_log (
     key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
 );
 CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
+-- The newest entry per (key, origin): what anti-entropy and key catch-up read, so the log can be compacted.
+CREATE TABLE IF NOT EXISTS memory_latest (
+    memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, frame BLOB NOT NULL, bucket INTEGER NOT NULL,
+    PRIMARY KEY (memory_type, key, origin)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_latest_bucket ON memory_latest (bucket);
+CREATE INDEX IF NOT EXISTS memory_latest_key ON memory_latest (key);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
@@ -672,6 +679,10 @@ class SqliteBackend(Backend):
             seqs = [conn.execute(
                 "INSERT INTO memory_log (origin, memory_type, key, frame, created_at, bucket) VALUES (?,?,?,?,?,?)",
                 (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0 for origin, mt, key, frame in items]
+            conn.executemany(
+                "INSERT INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (memory_type, key, origin) DO UPDATE SET frame=excluded.frame",
+                [(mt, key, origin, frame, bucket_of(mt, key)) for origin, mt, key, frame in items])
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
             return seqs, [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
@@ -717,8 +728,12 @@ class SqliteBackend(Backend):
 
     async def memory_bucket(self, bucket: int) -> list[bytes]:
         rows = await self._read(lambda c: c.execute(
-            "SELECT frame FROM memory_log WHERE bucket=? ORDER BY seq", (bucket,)).fetchall())
+            "SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall())
         return [r[0] for r in rows]
+
+    async def compact_memory(self, applied_everywhere: Any) -> int:
+        upto = int(applied_everywhere or 0)
+        return await self._write(lambda c: c.execute("DELETE FROM memory_log WHERE seq < ?", (upto,)).rowcount)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)
@@ -729,11 +744,10 @@ class SqliteBackend(Backend):
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         if memory_type is None:
             rows = await self._read(lambda c: c.execute(
-                "SELECT frame FROM memory_log WHERE key=? ORDER BY seq", (key,)).fetchall())
+                "SELECT frame FROM memory_latest WHERE key=?", (key,)).fetchall())
         else:
             rows = await self._read(lambda c: c.execute(
-                "SELECT frame FROM memory_log WHERE key=? AND memory_type=? ORDER BY seq",
-                (key, memory_type)).fetchall())
+                "SELECT frame FROM memory_latest WHERE key=? AND memory_type=?", (key, memory_type)).fetchall())
         return [r[0] for r in rows]
 
     def describe(self) -> dict[str, Any]:
@@ -753,6 +767,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
     conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
+    if conn.execute("SELECT 1 FROM memory_latest LIMIT 1").fetchone() is None:
+        # A file from before memory_latest: fill it from the log, newest entry per (key, origin) last.
+        conn.executemany(
+            "INSERT OR REPLACE INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)",
+            [(mt, key, origin, frame, bucket_of(mt, key)) for mt, key, origin, frame in conn.execute(
+                "SELECT memory_type, key, origin, frame FROM memory_log ORDER BY seq")])
 
 
 def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:
