@@ -72,7 +72,7 @@ from .events import (
 from .handlers import HandlerRegistry, TaskContext, load_plugins, make_spec
 from .identity import Identity, acquire, ephemeral
 from .membership import DetectorConfig, MembershipTable
-from .memory.digest import bucket_of, differing, digests
+from .memory.digest import BUCKETS, bucket_of, differing, digests
 from .memory.resolve import (
     SIBLING_WARNING,
     Ranking,
@@ -1295,6 +1295,8 @@ class AgentMeshManager:
         """Pull every memory entry not yet applied here; returns what moved."""
         assert self.replica is not None
         applied = seen = 0
+        if self.replica.get_meta("memory_bootstrapped") is None:
+            applied += await self._bootstrap_memory()
         batch = max(500, self.config.memory_sync.max_sync_batch_size)
         while True:
             frames, cursor = await self.backend.read_memory(self._memory_cursor, batch)
@@ -1310,6 +1312,19 @@ class AgentMeshManager:
         self.replica.set_meta("memory_cursor", str(self._memory_cursor or 0))
         self.replica.set_meta("hlc", str(self.hlc.last))
         return {"seen": seen, "applied": applied}
+
+    async def _bootstrap_memory(self) -> int:
+        """A replica that never synced starts from every key's newest entries, then reads the stream:
+        the stream's older entries may be compacted away (``compact_memory``)."""
+        assert self.replica is not None
+        applied = 0
+        for bucket in range(BUCKETS):
+            frames = await self.backend.memory_bucket(bucket)
+            if frames:
+                with self.replica.batch():
+                    applied += sum(self._apply_frame(frame) for frame in frames)
+        self.replica.set_meta("memory_bootstrapped", "1")
+        return applied
 
     async def _gossip(self) -> None:
         """peer_to_peer: wake a few random active peers; each that learns something relays the same way."""

@@ -549,6 +549,8 @@ async def test_compaction_drops_applied_log_entries_and_a_late_node_still_conver
     assert await late.recall("k0") == "second version" and await late.recall("k29") == {"i": 29}
     client = await cluster.client()
     assert await client.recall("k7") == {"i": 7}  # a key read straight from the mesh still finds it
+    await client.sync_now()  # a fresh replica starts from every key's newest entries, then the stream
+    assert len(list(client.replica.keys("*"))) == 30 and await client.recall("k0") == "second version"
 
 
 async def _finished(mesh, ids) -> bool:
@@ -660,6 +662,7 @@ async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Clu
         if loop_task.get_coro().__name__ == "_memory_loop":
             loop_task.cancel()
     await eventually(lambda: _async(len(a.table.members()) == 2 and len(b.table.members()) == 2))
+    await b.sync_now()  # b is an established replica: from here on it reads only the stream
     await a.sync_memory_item("fact", "dropped on the way", key="lost")
     _, head = await b.backend.read_memory(b._memory_cursor, 10_000)
     b._memory_cursor = head  # b never sees that entry
