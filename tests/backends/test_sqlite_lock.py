@@ -1,0 +1,59 @@
+"""SQLite only: another process holding the write lock makes a node wait, not fail; a lock held too long is a
+clear error, not a hang or a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from mesh_core.backends import sqlite as sqlite_backend
+from mesh_core.errors import BackendUnavailable
+from mesh_core.model import NodeInfo
+
+from .conftest import Cluster
+
+
+def _hold_write_lock(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None, timeout=5)
+    conn.execute("BEGIN IMMEDIATE")  # what another process mid-write holds
+    return conn
+
+
+async def test_a_write_waits_for_a_lock_held_elsewhere_then_goes_through(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, "sqlite")
+    try:
+        node = await cluster.node("w1")
+        client = await cluster.client()
+        holder = _hold_write_lock(tmp_path / "mesh.db")
+        waits_before = client.backend.lock_waits
+        submit = asyncio.ensure_future(client.submit_task("echo", {"after": "the lock"}))
+        await asyncio.sleep(0.4)
+        assert not submit.done()  # waiting for the lock, not failed
+        holder.execute("COMMIT")
+        holder.close()
+        task_id = await asyncio.wait_for(submit, 5)
+        assert await client.wait_for(task_id, timeout=5) == {"after": "the lock"}
+        assert client.backend.lock_waits > waits_before and node.healthy
+    finally:
+        await cluster.close()
+
+
+async def test_a_lock_held_past_the_limit_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_backend, "LOCK_GIVE_UP_SECONDS", 0.5)
+    db = tmp_path / "mesh.db"
+    backend = sqlite_backend.SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id="a" * 32, name="w1"))
+    holder = _hold_write_lock(db)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="stayed locked by another process"):
+            await backend.heartbeat(NodeInfo(node_id="a" * 32, name="w1"))
+        assert 0.4 < time.monotonic() - started < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        await backend.close()
