@@ -104,6 +104,7 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+ACK_EVERY_SECONDS = 0.5  # memory stream acks (they feed compaction; strong writes ack at once)
 PRUNE_EVERY_SECONDS = 5.0  # how often the sweeping node applies task retention
 PRUNE_BATCH = 5000  # tasks deleted per backend call
 OWN_TRACK_LIMIT = 100_000  # own submissions kept in memory so their results need no read of the task
@@ -178,6 +179,8 @@ class AgentMeshManager:
         self._refused: set[str] = set()
         self._view_at = 0.0
         self._pruned_at = 0.0
+        self._acked_cursor: Any = None
+        self._acked_at = 0.0
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
@@ -1195,7 +1198,7 @@ class AgentMeshManager:
         if result.outcome == "ignored":
             return False
         self.replica.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy,
-                                      sources=result.sources or None)
+                                      sources=result.sources or None, fresh=not siblings and not sources)
         self._track_conflict(item, result)
         if result.warning:
             self._problem("sibling_warnings", f"{item.memory_type}/{item.key}: {result.warning}")
@@ -1300,18 +1303,28 @@ class AgentMeshManager:
         batch = max(500, self.config.memory_sync.max_sync_batch_size)
         while True:
             frames, cursor = await self.backend.read_memory(self._memory_cursor, batch)
-            with self.replica.batch():
-                for frame in frames:
-                    seen += 1
-                    applied += self._apply_frame(frame)
-            self._memory_cursor = cursor
+            if frames:
+                with self.replica.batch():  # the items, the cursor and the clock in one commit
+                    for frame in frames:
+                        seen += 1
+                        applied += self._apply_frame(frame)
+                    self._memory_cursor = cursor
+                    self.replica.set_meta("memory_cursor", str(cursor or 0))
+                    self.replica.set_meta("hlc", str(self.hlc.last))
             if len(frames) < batch:
                 break
-        if seen and self.is_worker:
-            await self.backend.ack_memory(self.node_id, self._memory_cursor)
-        self.replica.set_meta("memory_cursor", str(self._memory_cursor or 0))
-        self.replica.set_meta("hlc", str(self.hlc.last))
+        # strong writers wait for acks: answer at once; otherwise they only feed compaction (see _ack_memory)
+        await self._ack_memory(force=self.config.memory_sync.strategy == "strong")
         return {"seen": seen, "applied": applied}
+
+    async def _ack_memory(self, *, force: bool = False) -> None:
+        """Tell the mesh how far this node has applied the memory stream, at most every ACK_EVERY_SECONDS."""
+        if not self.is_worker or self._memory_cursor is None or self._memory_cursor == self._acked_cursor:
+            return
+        if not force and time.monotonic() - self._acked_at < ACK_EVERY_SECONDS:
+            return
+        await self.backend.ack_memory(self.node_id, self._memory_cursor)
+        self._acked_cursor, self._acked_at = self._memory_cursor, time.monotonic()
 
     async def _bootstrap_memory(self) -> int:
         """A replica that never synced starts from every key's newest entries, then reads the stream:
@@ -1384,6 +1397,7 @@ class AgentMeshManager:
                 if await self.flush_outbox():
                     self._backend_ok(True)
                 moved = await self.sync_now()
+                await self._ack_memory()  # a deferred ack goes out even when nothing new arrives
                 if moved["applied"] and self.config.memory_sync.strategy == "peer_to_peer":
                     await self._gossip()  # pass on what was new here; a node that learned nothing stays quiet
                 if time.monotonic() - last_round >= self.config.sync_interval_seconds:

@@ -434,6 +434,8 @@ def apply_remote(local: Sequence[MemoryItem], incoming: MemoryItem, strategy: st
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown conflict strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if not local and not sources:  # a key new here: what the general fold gives, without comparing contents
+        return Resolution((incoming,), APPLIED, strategy=strategy, sources=(incoming,))
     base = frontier(sources if sources else local)
     new, _superseded, ignored = add_to_frontier(base, incoming)
     if ignored:

@@ -179,8 +179,10 @@ class ReplicaStore:
     # -- writes -----------------------------------------------------------------
     def replace_siblings(self, memory_type: str, key: str, siblings: tuple[MemoryItem, ...],
                          losers: tuple[MemoryItem, ...], strategy: str,
-                         sources: tuple[MemoryItem, ...] | None = None) -> None:
-        """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically."""
+                         sources: tuple[MemoryItem, ...] | None = None, *, fresh: bool = False) -> None:
+        """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically.
+
+        ``fresh``: the caller has just read that the key has no rows here (nothing to delete)."""
         db = self._db
         self._count = None
         # A savepoint works alone or inside a batch() transaction.
@@ -189,7 +191,8 @@ class ReplicaStore:
             tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
             packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
             for table, rows in tables:
-                db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (memory_type, key))
+                if not fresh:
+                    db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (memory_type, key))
                 for s in rows:
                     row = packed.get(id(s))
                     if row is None:

@@ -390,3 +390,13 @@ def test_a_manual_resolution_dominates_all_siblings_and_settles_every_replica(op
             assert apply_remote(result.siblings, late, "manual", sources=result.sources).outcome == IGNORED
         finals.append(result.siblings)
     assert finals == [(fix,)] * 3
+
+
+@pytest.mark.parametrize("strategy", IMPLEMENTED)
+def test_a_key_new_here_is_applied_as_the_general_fold_would(strategy: str) -> None:
+    incoming = MemoryItem("fact", "k", {"v": 1}, {"n1": 1}, 10, "n1", 5, False)
+    fast = apply_remote([], incoming, strategy)
+    # the same fold through the general path: an empty frontier plus the incoming original
+    general = resolve([incoming], strategy)
+    assert fast.siblings == general.siblings == (incoming,) and fast.sources == general.sources
+    assert fast.outcome == "applied" and fast.losers == () and fast.strategy == strategy
