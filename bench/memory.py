@@ -8,7 +8,8 @@ wall-clock time taken just before the write call (same machine, same clock).
 Phases: spaced writes (idle latency), a burst, a *sustained* run (writers keep
 ``burst_inflight`` writes in flight for ``sustained_s`` seconds: concurrent writes
 are batched by the engine on the way in — one transaction per batch on SQLite — and
-every node reads the log in batches), and a catch-up after the workers were paused.
+every node reads the log in batches), a catch-up after the workers were paused, and
+the sustained run again with ``sync_memory_items`` batches (``batch`` items per call).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class MemoryOptions:
     burst_inflight: int = 64
     catch_up: int = 2000  # items written while the workers are paused (SIGSTOP), then applied on resume
     sustained_s: float = 8.0  # seconds of continuous writing with burst_inflight writes in flight (0 skips)
+    batch: int = 100  # the batched sustained run: items per sync_memory_items call (0 skips that run)
+    batch_inflight: int = 4  # batches in flight in that run
     workers: int = 5
     backend: str = "sqlite"  # "sqlite" or "redis"
     visible_timeout_s: float = 30.0
@@ -87,8 +90,9 @@ async def _spaced_writes(mesh: AgentMeshManager, n: int, spacing: float) -> tupl
 
 
 async def _burst(mesh: AgentMeshManager, n: int, inflight: int, prefix: str = "b",
-                 for_s: float | None = None) -> tuple[dict[str, float], float, float]:
-    """Write ``n`` items (or for ``for_s`` seconds) as fast as the client can with ``inflight`` writes at once.
+                 for_s: float | None = None, batch: int = 1) -> tuple[dict[str, float], float, float]:
+    """Write ``n`` items (or for ``for_s`` seconds) as fast as the client can with ``inflight`` calls at once,
+    each call one item (``sync_memory_item``) or ``batch`` items (``sync_memory_items``).
 
     Returns (key -> write time, first write, last write done).
     """
@@ -99,12 +103,16 @@ async def _burst(mesh: AgentMeshManager, n: int, inflight: int, prefix: str = "b
     async def writer() -> None:
         nonlocal next_i
         while next_i < n and (until is None or time.monotonic() < until):
-            i = next_i
-            next_i += 1
-            key = f"{prefix}{i}"
+            first = next_i
+            next_i += batch
             t = time.time()
-            await mesh.sync_memory_item("bench", {"i": i, "t": t, "burst": prefix}, key=key)
-            written[key] = t
+            if batch == 1:
+                await mesh.sync_memory_item("bench", {"i": first, "t": t, "burst": prefix}, key=f"{prefix}{first}")
+                written[f"{prefix}{first}"] = t
+                continue
+            values = {f"{prefix}{i}": {"i": i, "t": t, "burst": prefix} for i in range(first, first + batch)}
+            await mesh.sync_memory_items("bench", values)
+            written.update(dict.fromkeys(values, t))
 
     start = time.time()
     await asyncio.gather(*(writer() for _ in range(min(inflight, n))))
@@ -138,12 +146,13 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
 
 
 async def _sustained(mesh: AgentMeshManager, tails: dict[str, LogTail], opts: MemoryOptions,
-                     meter: CpuMeter) -> dict[str, Any]:
+                     meter: CpuMeter, batch: int = 1) -> dict[str, Any]:
     """Write continuously for ``sustained_s`` seconds; items/s written and applied on the slowest node."""
-    out: dict[str, Any] = {"seconds_requested": opts.sustained_s, "inflight": opts.burst_inflight}
+    inflight = opts.burst_inflight if batch == 1 else opts.batch_inflight
+    out: dict[str, Any] = {"seconds_requested": opts.sustained_s, "inflight": inflight, "batch": batch}
     with meter.measure(out):
-        written, start, end_writes = await _burst(mesh, 10**9, opts.burst_inflight, prefix="s",
-                                                  for_s=opts.sustained_s)
+        written, start, end_writes = await _burst(mesh, 10**9, inflight, prefix="s" if batch == 1 else "sb",
+                                                  for_s=opts.sustained_s, batch=batch)
         ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
     per_node = {}
     for name, tail in tails.items():
@@ -232,5 +241,14 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
                 result["catch_up"] = await _catch_up(cluster, mesh, tails, opts, meter)
                 log(f"{tag}: catch-up of {opts.catch_up} queued items at "
                     f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node)")
+            # last: the batched run leaves the nodes with the biggest replicas
+            if opts.batch > 1 and opts.sustained_s:
+                log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "
+                    f"{opts.batch_inflight} in flight ...")
+                sb = await _sustained(mesh, tails, opts, meter, batch=opts.batch)
+                result["sustained_batched"] = sb
+                cluster.check_alive()
+                log(f"{tag}: batched {sb['writes_per_second']} writes/s, applied at "
+                    f"{sb['applied_items_per_second']} items/s on the slowest node")
         result["log_lines"] = {name: {"lines": t.lines, "unparsable": t.bad_lines} for name, t in tails.items()}
     return result

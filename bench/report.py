@@ -192,6 +192,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         if "sustained" in mem:
             out[f"memory_{backend}_sustained_writes_per_second"] = mem["sustained"]["writes_per_second"]
             out[f"memory_{backend}_sustained_items_per_second"] = mem["sustained"]["applied_items_per_second"]
+        if "sustained_batched" in mem:
+            out[f"memory_{backend}_batched_items_per_second"] = mem["sustained_batched"]["applied_items_per_second"]
         if "catch_up" in mem:
             out[f"memory_{backend}_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
     return out
@@ -360,12 +362,14 @@ def render(data: dict[str, Any]) -> str:
                      "" if target is None else f"p99 ≤ {target:g} ms: {_mark(allv.get('p99_ms'), target, True)}"])
         rows.append([f"{backend}: sync_memory_item call", _f(vis.get("write_call", {}).get("n")), "-",
                      _f(vis.get("write_call", {}).get("p50_ms")), _f(vis.get("write_call", {}).get("p99_ms")), ""])
-        for phase, what in (("burst", "burst"), ("sustained", "sustained")):
+        for phase, what in (("burst", "burst"), ("sustained", "sustained"), ("sustained_batched", "sustained")):
             b = mem.get(phase)
             if not b:
                 continue
             lag = b.get("lag", {}).get("all_nodes", {})
-            rows.append([f"{backend}: {what} ({b.get('inflight', mem['options'].get('burst_inflight'))} in flight)",
+            size = f"batches of {b['batch']}, " if b.get("batch", 1) > 1 else ""
+            inflight = b.get("inflight", mem["options"].get("burst_inflight"))
+            rows.append([f"{backend}: {what} ({size}{inflight} in flight)",
                          _f(b.get("items")), _f(b.get("applied_items_per_second"), 0), _f(lag.get("p50_ms")),
                          _f(lag.get("p99_ms")),
                          f"written {_f(b.get('writes_per_second'), 0)}/s; applied on all {nodes} nodes (slowest); "
@@ -374,7 +378,7 @@ def render(data: dict[str, Any]) -> str:
         if c:
             rows.append([f"{backend}: catch-up after pause", _f(c.get("items")),
                          _f(c.get("applied_items_per_second"), 0), "-", "-", "applied per node (slowest)"])
-        for phase in ("burst", "sustained"):
+        for phase in ("burst", "sustained", "sustained_batched"):
             if mem.get(phase):
                 notes.append(f"  {backend} {phase}: CPU (cores) {_cores(mem[phase].get('cpu_utilisation'))}")
     lines += _table("Memory: write→visible and items/s", mheader, rows, notes)

@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1074,6 +1074,33 @@ class AgentMeshManager:
         await self._write_local(local_write(base, draft, self.node_id), "local write")
         return key
 
+    async def sync_memory_items(self, memory_type: str, values: Mapping[str, Any], priority: int = 5) -> list[str]:
+        """Write many facts of one type at once (key → value): one replica commit and one publish for all.
+
+        All or nothing here: a value that cannot be stored stops the batch before any of it is kept.
+        Under ``strong`` and ``master_slave`` each is written as ``sync_memory_item`` would, in order.
+        """
+        assert self.replica is not None
+        keys = list(values)
+        if self.config.memory_sync.strategy in ("strong", "master_slave"):
+            return [await self.sync_memory_item(memory_type, values[k], priority, k) for k in keys]
+        if not self.is_worker:  # a client's replica is empty: learn what each key holds first
+            frames = await self.backend.memory_for_keys(memory_type, keys)
+            if frames:
+                with self.replica.batch():
+                    for frame in frames:
+                        self._apply_frame(frame)
+        stored = []
+        with self.replica.batch():
+            for key in keys:
+                siblings, sources = self.replica.state(memory_type, key)
+                draft = MemoryItem(memory_type, key, values[key], {}, self.hlc.now(), self.node_id, priority, False)
+                item = local_write(sources or siblings, draft, self.node_id)
+                stored.append((item, self._store_local(item, "local write")))
+        if stored:
+            await self._ship(stored, "local write")
+        return keys
+
     # -- master_slave: one primary orders every write ---------------------------------------------
     async def _elect_primary(self) -> None:
         """The configured primary if it is alive, else whoever holds the lease (taken when it lapses)."""
@@ -1120,6 +1147,13 @@ class AgentMeshManager:
         return {"key": key, "primary": self._primary}
 
     async def _write_local(self, item: MemoryItem, why: str) -> None:
+        frame = self._store_local(item, why)
+        position = await self._ship([(item, frame)], why)
+        if self.config.memory_sync.strategy == "strong":
+            await self._await_applied(item.key, position)
+
+    def _store_local(self, item: MemoryItem, why: str) -> bytes:
+        """Make ``item`` this replica's state of its key; returns its frame for the mesh."""
         assert self.replica is not None
         frame = self._frame_of(item)
         if len(frame) > self.config.memory_sync.max_item_bytes:
@@ -1131,24 +1165,30 @@ class AgentMeshManager:
         self.replica.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
         for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, why):
             self._publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=why))
+        return frame
+
+    async def _ship(self, stored: list[tuple[MemoryItem, bytes]], why: str) -> Any:
+        """Publish locally stored writes in one go; kept in the outbox (in order) while the backend is away."""
+        assert self.replica is not None
         try:
             if self.replica.has_outgoing():
                 raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
             gossip = self.config.memory_sync.strategy == "peer_to_peer"
-            position = await self.backend.publish_memory(self.node_id, [(item.memory_type, item.key, frame)],
-                                                         broadcast=not gossip)
+            position = await self.backend.publish_memory(
+                self.node_id, [(item.memory_type, item.key, frame) for item, frame in stored], broadcast=not gossip)
             if gossip:
                 await self._gossip()
         except BackendError as exc:
             # Accepted locally; delivered in order when the backend is back.
-            self.replica.queue_outgoing(item.memory_type, item.key, frame)
+            for item, frame in stored:
+                self.replica.queue_outgoing(item.memory_type, item.key, frame)
             self._backend_ok(False, str(exc))
             self._wake[TOPIC_MEMORY].set()
             position = None
-        self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
-                                    outcome="local", strategy=why))
-        if self.config.memory_sync.strategy == "strong":
-            await self._await_applied(item.key, position)
+        for item, _ in stored:
+            self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
+                                        outcome="local", strategy=why))
+        return position
 
     async def _await_applied(self, key: str, position: Any) -> None:
         """Strong writes: return once every active node has applied ``position``; else say who did not."""

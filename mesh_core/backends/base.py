@@ -382,6 +382,14 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
+        """The newest entries (per origin) of many keys of one type, in one round trip.
+
+        SQLite: one IN query per 500 keys. Redis: a pipeline of HGETALL on the per-key hashes.
+        gRPC: one request to each peer.
+        """
+
+    @abc.abstractmethod
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         """Every stored entry for one key (any memory type when None)."""
 

@@ -525,6 +525,19 @@ class RedisBackend(Backend):
         return int(await self._call(self._client.xtrim(self._key("memlog"), minid=_s(applied_everywhere),
                                                        approximate=False)))
 
+    async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
+        assert self._client is not None
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for key in wanted:
+            pipe.hvals(self._key("mk:", memory_type, "\0", key))
+        frames: list[bytes] = []
+        for values in await self._call(pipe.execute()):
+            frames += values
+        return frames
+
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         assert self._client is not None
         types = [memory_type] if memory_type else sorted(

@@ -742,6 +742,20 @@ class SqliteBackend(Backend):
             "SELECT seq, frame FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?", (start, limit)).fetchall())
         return [r[1] for r in rows], (rows[-1][0] if rows else start)
 
+    async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
+        wanted = list(dict.fromkeys(keys))
+
+        def read(conn: sqlite3.Connection) -> list[bytes]:
+            out: list[bytes] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                out += [r[0] for r in conn.execute(
+                    f"SELECT frame FROM memory_latest WHERE memory_type=? AND key IN ({marks})",
+                    [memory_type, *chunk])]
+            return out
+        return await self._read(read) if wanted else []
+
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         if memory_type is None:
             rows = await self._read(lambda c: c.execute(

@@ -553,6 +553,27 @@ async def test_compaction_drops_applied_log_entries_and_a_late_node_still_conver
     assert len(list(client.replica.keys("*"))) == 30 and await client.recall("k0") == "second version"
 
 
+async def test_a_batch_of_writes_reaches_every_node_and_is_all_or_nothing(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await a.sync_memory_item("fact", "old", key="k0")
+    keys = await a.sync_memory_items("fact", {f"k{i}": {"i": i} for i in range(200)})
+    assert keys == [f"k{i}" for i in range(200)]
+    await eventually(lambda: _async(len(list(b.replica.keys("k*"))) == 200), timeout=10)
+    assert await b.recall("k0") == {"i": 0} and await b.recall("k199") == {"i": 199}
+    assert (await b.recall_item("k0")).siblings == ()  # the batch write saw the old value: no conflict
+
+    client = await cluster.client()
+    await client.sync_memory_items("fact", {"k1": "from a client", "new": [1, 2]})
+    for node in (a, b):
+        await eventually(lambda node=node: _async(node.replica.siblings("fact", "new") != []), timeout=10)
+        assert await node.recall("k1") == "from a client" and (await node.recall_item("k1")).siblings == ()
+
+    with pytest.raises(Exception, match="cannot be encoded|max_item_bytes"):
+        await a.sync_memory_items("fact", {"fine": 1, "bad": object()})
+    assert a.replica.siblings("fact", "fine") == []  # nothing of a refused batch is kept
+
+
 async def _finished(mesh, ids) -> bool:
     return all(t.status.is_final for t in await mesh.backend.get_tasks(ids, with_attempts=False))
 
