@@ -190,8 +190,8 @@ class Backend(abc.ABC):
         """Upsert ``node``'s record and refresh its presence on the judging clock.
 
         SQLite: one UPSERT setting ``last_seen`` from the machine clock.
-        Redis: HSET the record and SET a presence key with a TTL of the node
-        timeout (Redis's clock decides expiry); PUBLISH on join. gRPC: the
+        Redis: one script HSETs the record and stamps it with Redis ``TIME``
+        (Redis's clock judges liveness for everyone); PUBLISH on join. gRPC: the
         record is gossiped to peers, each of which stamps it with its own
         monotonic clock on receipt.
         """
@@ -205,7 +205,8 @@ class Backend(abc.ABC):
         """Every node record, ``now`` on the judging clock and tasks held per node.
 
         SQLite: one read transaction over ``nodes`` and a GROUP BY on tasks.
-        Redis: HGETALL of the records, presence TTLs and TIME in one pipeline.
+        Redis: one script reads the records, their stamps, leave marks, inbox
+        depths and TIME (and drops ghosts dead past the retention period).
         gRPC: the local gossip table with receive times on the monotonic clock.
         """
 
@@ -215,8 +216,8 @@ class Backend(abc.ABC):
         """Store routed tasks; each is refused (False) if its node is at capacity.
 
         The capacity check and the insert are one atomic step. SQLite: one
-        ``BEGIN IMMEDIATE`` transaction for the batch. Redis: a Lua script
-        that checks the inbox depth and XADDs. gRPC: the target node's server
+        ``BEGIN IMMEDIATE`` transaction for the batch. Redis: one Lua script
+        per batch checks each inbox's depth and ZADDs to it. gRPC: the target node's server
         accepts or refuses. Wakes each target node.
         """
 
@@ -225,8 +226,9 @@ class Backend(abc.ABC):
         """Atomically start up to ``limit`` tasks assigned to ``node_id`` whose time has come.
 
         Highest priority first, FIFO within a priority. SQLite: ``UPDATE …
-        RETURNING`` under ``BEGIN IMMEDIATE``. Redis: XREADGROUP on the
-        node's per-priority streams, highest first, plus a Lua lease write.
+        RETURNING`` under ``BEGIN IMMEDIATE``. Redis: one Lua script takes the
+        head of the node's inbox sorted set (scored by priority, then arrival),
+        writes the leases and returns the tasks.
         gRPC: the node's own inbox, which it holds itself.
         """
 
@@ -367,8 +369,8 @@ class Backend(abc.ABC):
     async def memory_bucket(self, bucket: int) -> list[bytes]:
         """Every stored entry whose key falls in ``bucket`` (for repairing a differing bucket).
 
-        SQLite: the log rows with that bucket (an indexed column). Redis: the
-        per-key latest frames of the keys listed in the bucket's set.
+        SQLite: the newest entry per key and origin (``memory_latest``, indexed by
+        bucket). Redis: the per-key latest frames of the keys listed in the bucket's set.
         """
 
     @abc.abstractmethod
