@@ -104,6 +104,7 @@ log = logging.getLogger("mesh")
 
 CLAIM_POLL_SECONDS = 0.5
 RESULTS_POLL_SECONDS = 0.5
+HORIZON_CHECK_SECONDS = 5.0  # how often a node looks whether compaction dropped entries it never read
 ACK_EVERY_SECONDS = 0.5  # memory stream acks (they feed compaction; strong writes ack at once)
 PRUNE_EVERY_SECONDS = 5.0  # how often the sweeping node applies task retention
 PRUNE_BATCH = 5000  # tasks deleted per backend call
@@ -180,6 +181,7 @@ class AgentMeshManager:
         self._view_at = 0.0
         self._pruned_at = 0.0
         self._acked_cursor: Any = None
+        self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._acked_at = 0.0
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self._rr: Counter[str] = Counter()
@@ -1338,7 +1340,7 @@ class AgentMeshManager:
         """Pull every memory entry not yet applied here; returns what moved."""
         assert self.replica is not None
         applied = seen = 0
-        if self.replica.get_meta("memory_bootstrapped") is None:
+        if self.replica.get_meta("memory_bootstrapped") is None or await self._behind_horizon():
             applied += await self._bootstrap_memory()
         batch = max(500, self.config.memory_sync.max_sync_batch_size)
         while True:
@@ -1365,6 +1367,15 @@ class AgentMeshManager:
             return
         await self.backend.ack_memory(self.node_id, self._memory_cursor)
         self._acked_cursor, self._acked_at = self._memory_cursor, time.monotonic()
+
+    async def _behind_horizon(self) -> bool:
+        """True when compaction dropped stream entries this replica never read (it was away): checked at the
+        first sync and then every few seconds, so a returning node need not wait for anti-entropy."""
+        if time.monotonic() - self._horizon_checked_at < HORIZON_CHECK_SECONDS:
+            return False
+        self._horizon_checked_at = time.monotonic()
+        horizon = await self.backend.memory_horizon()
+        return horizon is not None and not self.backend.cursor_reached(self._memory_cursor, horizon)
 
     async def _bootstrap_memory(self) -> int:
         """A replica that never synced starts from every key's newest entries, then reads the stream:

@@ -384,6 +384,14 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def memory_horizon(self) -> Any:
+        """A cursor such that a reader at or past it has missed nothing to compaction; None if nothing was dropped.
+
+        A node whose cursor is behind it starts again from every key's newest entries.
+        SQLite: one before the oldest row left. Redis: the highest cursor compaction trimmed to.
+        """
+
+    @abc.abstractmethod
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         """The newest entries (per origin) of many keys of one type, in one round trip.
 

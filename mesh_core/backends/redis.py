@@ -131,7 +131,8 @@ class RedisBackend(Backend):
         self._client = self._connect()
         await self._call(self._client.ping())
         for name in ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN",
-                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE", "LIST", "PRUNE"):
+                     "STRANDED", "CANCEL", "REPLAY", "HOLD_LEASE", "LIST", "PRUNE",
+                     "COMPACT"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -522,8 +523,12 @@ class RedisBackend(Backend):
         assert self._client is not None
         if not applied_everywhere:
             return 0
-        return int(await self._call(self._client.xtrim(self._key("memlog"), minid=_s(applied_everywhere),
-                                                       approximate=False)))
+        return int(await self._script("COMPACT", _s(applied_everywhere)))
+
+    async def memory_horizon(self) -> Any:
+        assert self._client is not None
+        horizon = await self._call(self._client.get(self._key("memlog:horizon")))
+        return _s(horizon) if horizon else None
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         assert self._client is not None

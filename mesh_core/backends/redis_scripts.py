@@ -393,6 +393,25 @@ end
 return gone
 """
 
+COMPACT = r"""
+-- ARGV: P, cursor. Trim the memory stream below the cursor and raise the horizon to it (never lower it).
+local P, id = ARGV[1], ARGV[2]
+local k = P .. 'memlog:horizon'
+local function parse(s)
+  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(ms or 0), tonumber(seq or 0)
+end
+local dropped = redis.call('XTRIM', P .. 'memlog', 'MINID', id)
+local cur = redis.call('GET', k)
+local a, b = parse(id)
+if cur then
+  local c, d = parse(cur)
+  if c > a or (c == a and d >= b) then return dropped end
+end
+if dropped > 0 or cur then redis.call('SET', k, id) end
+return dropped
+"""
+
 LIST = COMMON + r"""
 -- ARGV: P, status, limit, max_scan. Ids of the newest tasks in a state without an index of its own.
 local st, limit, max_scan = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

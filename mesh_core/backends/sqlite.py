@@ -732,6 +732,15 @@ class SqliteBackend(Backend):
             "SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall())
         return [r[0] for r in rows]
 
+    async def memory_horizon(self) -> Any:
+        def read(conn: sqlite3.Connection) -> int | None:
+            oldest = conn.execute("SELECT min(seq) FROM memory_log").fetchone()[0]
+            if oldest is not None:
+                return oldest - 1 if oldest > 1 else None
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='memory_log'").fetchone()
+            return int(top[0]) if top and top[0] else None  # everything written so far was dropped
+        return await self._read(read)
+
     async def compact_memory(self, applied_everywhere: Any) -> int:
         upto = int(applied_everywhere or 0)
         return await self._write(lambda c: c.execute("DELETE FROM memory_log WHERE seq < ?", (upto,)).rowcount)

@@ -574,6 +574,22 @@ async def test_a_batch_of_writes_reaches_every_node_and_is_all_or_nothing(cluste
     assert a.replica.siblings("fact", "fine") == []  # nothing of a refused batch is kept
 
 
+async def test_a_node_back_from_an_absence_past_compaction_converges_without_waiting_for_anti_entropy(
+        cluster: Cluster) -> None:
+    quiet = {"sync_interval_seconds": 60}  # anti-entropy would take a minute: the stream and the horizon must do
+    a = await cluster.node("a", **quiet)
+    b = await cluster.node("b", **quiet)
+    await a.sync_memory_item("fact", "before", key="seen")
+    await eventually(lambda: _async(b.replica.siblings("fact", "seen") != []))
+    await b.stop()  # away; its replica and cursor stay on disk
+    await a.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
+    await eventually(a.compact_memory)  # b is gone: a alone decides what every active node has applied
+    assert await a.backend.memory_horizon() is not None
+    b = await cluster.node("b", **quiet)
+    await eventually(lambda: _async(len(list(b.replica.keys("k*"))) == 20), timeout=5)
+    assert await b.recall("k19") == 19 and await b.recall("seen") == "before"
+
+
 async def _finished(mesh, ids) -> bool:
     return all(t.status.is_final for t in await mesh.backend.get_tasks(ids, with_attempts=False))
 
