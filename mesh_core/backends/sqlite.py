@@ -153,6 +153,10 @@ class SqliteBackend(Backend):
         self.busy_timeout_ms = busy_timeout_ms
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a
+        # result or state read is not queued behind a write that waits for another process.
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._local: NodeInfo | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._send_sock: socket.socket | None = None
@@ -183,6 +187,12 @@ class SqliteBackend(Backend):
         self._retrying(_migrate, conn)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
     def _retrying(self, fn: Callable[[sqlite3.Connection], R], conn: sqlite3.Connection) -> R:
         delay, deadline = 0.00005, time.monotonic() + LOCK_GIVE_UP_SECONDS
         while True:
@@ -206,11 +216,11 @@ class SqliteBackend(Backend):
                 raise BackendError(f"SQLite file {self.path} is not usable: {exc}",
                                    hint="is it a mesh database? move it aside to start fresh") from None
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        if self._pool is None or self._conn is None:
+    async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
+        pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
+        if pool is None or conn is None:
             raise BackendUnavailable("the SQLite backend is not open")
-        conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._retrying, fn, conn)
+        return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         def tx(conn: sqlite3.Connection) -> R:
@@ -231,7 +241,7 @@ class SqliteBackend(Backend):
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
-        return await self._run(tx)
+        return await self._run(tx, reader=True)
 
     # -- wake-ups --------------------------------------------------------------
     def _signal(self, node_ids: Iterable[str | None], topic: str) -> None:
@@ -271,6 +281,8 @@ class SqliteBackend(Backend):
             self._pool.shutdown(wait=False)
             self._pool = None
             raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc.strerror}") from None
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite-read")
+        self._read_conn = await loop.run_in_executor(self._read_pool, self._connect_reader)
         address = _wake_address(self.path, local.node_id)
         if isinstance(address, str) and os.path.exists(address):
             os.unlink(address)
@@ -293,13 +305,15 @@ class SqliteBackend(Backend):
         if self._send_sock is not None:
             self._send_sock.close()
             self._send_sock = None
-        if self._pool is not None:
-            pool, conn = self._pool, self._conn
-            self._conn = None
+        for pool_attr, conn_attr in (("_read_pool", "_read_conn"), ("_pool", "_conn")):
+            pool, conn = getattr(self, pool_attr), getattr(self, conn_attr)
+            if pool is None:
+                continue
+            setattr(self, conn_attr, None)
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(pool, conn.close)
             pool.shutdown(wait=True)
-            self._pool = None
+            setattr(self, pool_attr, None)
 
     # -- membership ------------------------------------------------------------
     async def heartbeat(self, node: NodeInfo) -> None:
