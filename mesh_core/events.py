@@ -116,6 +116,10 @@ class EventBus:
         self._quiet: set[asyncio.Queue[Event | None]] = set()  # subscribers that skip routine events
         self.dropped = 0
 
+    def wants_routine(self) -> bool:
+        """Whether any subscriber takes per-task and per-item events (else they need not be built at all)."""
+        return len(self._quiet) < len(self._queues)
+
     def publish(self, event: Event) -> None:
         for queue in tuple(self._queues):
             if event.routine and queue in self._quiet:

@@ -727,8 +727,9 @@ class AgentMeshManager:
     async def _execute(self, entry: _Running) -> None:
         task = entry.task
         spec = self.handlers.get(task.task_type)
-        self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="running",
-                                  node_id=self.node_id, node_name=self.name, attempt=task.attempt))
+        if self.events.wants_routine():
+            self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="running",
+                                      node_id=self.node_id, node_name=self.name, attempt=task.attempt))
         started = time.monotonic()
         error: str | None = None
         frame: bytes | None = None
@@ -827,8 +828,9 @@ class AgentMeshManager:
             self._problem("stale_results", f"result of task {task.task_id} attempt {task.attempt} refused: "
                                            "the task moved on (fencing)")
             return
-        self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status=status,
-                                  node_id=self.node_id, node_name=self.name, attempt=task.attempt, error=error))
+        if self.events.wants_routine():
+            self._publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status=status,
+                                      node_id=self.node_id, node_name=self.name, attempt=task.attempt, error=error))
 
     # -- submitting and waiting -------------------------------------------------------
     async def submit_task(self, task_type: str, payload: Any = None, *,
@@ -898,8 +900,9 @@ class AgentMeshManager:
                                                                decision.why, capacity)]))[0]
             if accepted:
                 self._view.queued[decision.node_id] = self._view.queued.get(decision.node_id, 0) + 1
-                self._publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
-                                          node_id=decision.node_id, node_name=decision.node_name, why=decision.why))
+                if self.events.wants_routine():
+                    self._publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
+                                              node_id=decision.node_id, node_name=decision.node_name, why=decision.why))
                 return task_id
             exclude.add(decision.node_id)
             self._view.queued[decision.node_id] = capacity
@@ -1188,8 +1191,9 @@ class AgentMeshManager:
             self._wake[TOPIC_MEMORY].set()
             position = None
         for item, _ in stored:
-            self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
-                                        outcome="local", strategy=why))
+            if self.events.wants_routine():
+                self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
+                                            outcome="local", strategy=why))
         return position
 
     async def _await_applied(self, key: str, position: Any) -> None:
@@ -1244,8 +1248,9 @@ class AgentMeshManager:
         self._track_conflict(item, result)
         if result.warning:
             self._problem("sibling_warnings", f"{item.memory_type}/{item.key}: {result.warning}")
-        self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
-                                    outcome=result.outcome, strategy=result.strategy))
+        if self.events.wants_routine():
+            self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
+                                        outcome=result.outcome, strategy=result.strategy))
         return True
 
     def _track_conflict(self, item: MemoryItem, result: Resolution) -> None:
