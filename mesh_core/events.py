@@ -130,16 +130,9 @@ class EventBus:
             queue.put_nowait(event)
 
     async def subscribe(self) -> AsyncIterator[Event]:
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size)
-        self._queues.add(queue)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
+        async for batch in self.subscribe_batches():
+            for event in batch:
                 yield event
-        finally:
-            self._queues.discard(queue)
 
     async def subscribe_batches(self, limit: int = 1000, *, routine: bool = True) -> AsyncIterator[list[Event]]:
         """Like ``subscribe``, but everything already queued comes at once (up to ``limit``):

@@ -183,6 +183,7 @@ class AgentMeshManager:
         self._acked_cursor: Any = None
         self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._acked_at = 0.0
+        self._bootstrapped = False  # this replica has loaded every key's newest entries once
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self._rr: Counter[str] = Counter()
         self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
@@ -271,6 +272,7 @@ class AgentMeshManager:
             self.replica = ReplicaStore(self.identity.replica_path, cfg.memory_sync.history_size)
             self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()))
             self._memory_cursor = self.replica.get_meta("memory_cursor")
+            self._bootstrapped = self.replica.get_meta("memory_bootstrapped") is not None
             if self._backend is None:
                 self._backend, self.backend_reason = create_backend(cfg, self.limits)
             self._backend.on_signal(self._on_signal)
@@ -809,12 +811,11 @@ class AgentMeshManager:
             status = "succeeded"
         else:
             self._failed += 1
-            decision = after_failure(task, self.retry_policy, time.time(), self._rng)
             if entry.refused:  # every node with the key would refuse it too: no retry
                 move = Reassignment(task.task_id, task.attempt, self.node_id, None, None, "refused: unsigned",
                                     error=error, count_failure=True, final_status=TaskStatus.FAILED)
                 status = TaskStatus.FAILED.value
-            elif isinstance(decision, DeadLetter):
+            elif isinstance(decision := after_failure(task, self.retry_policy, time.time(), self._rng), DeadLetter):
                 final = TaskStatus.DEAD_LETTER if self.retry_policy.enabled else TaskStatus.FAILED
                 move = Reassignment(task.task_id, task.attempt, self.node_id, None, None, decision.reason,
                                     error=error, count_failure=True, final_status=final)
@@ -1074,9 +1075,8 @@ class AgentMeshManager:
         if not self.is_worker:
             await self._catch_up_key(memory_type, key)
         siblings, sources = self.replica.state(memory_type, key)
-        base = sources or siblings
         draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.node_id, priority, tombstone)
-        await self._write_local(local_write(base, draft, self.node_id), "local write")
+        await self._write_local(local_write(sources or siblings, draft, self.node_id), "local write", siblings)
         return key
 
     async def sync_memory_items(self, memory_type: str, values: Mapping[str, Any], priority: int = 5) -> list[str]:
@@ -1090,18 +1090,14 @@ class AgentMeshManager:
         if self.config.memory_sync.strategy in ("strong", "master_slave"):
             return [await self.sync_memory_item(memory_type, values[k], priority, k) for k in keys]
         if not self.is_worker:  # a client's replica is empty: learn what each key holds first
-            frames = await self.backend.memory_for_keys(memory_type, keys)
-            if frames:
-                with self.replica.batch():
-                    for frame in frames:
-                        self._apply_frame(frame)
+            self._apply_frames(await self.backend.memory_for_keys(memory_type, keys))
         stored = []
         with self.replica.batch():
             for key in keys:
                 siblings, sources = self.replica.state(memory_type, key)
                 draft = MemoryItem(memory_type, key, values[key], {}, self.hlc.now(), self.node_id, priority, False)
                 item = local_write(sources or siblings, draft, self.node_id)
-                stored.append((item, self._store_local(item, "local write")))
+                stored.append((item, self._store_local(item, "local write", siblings)))
         if stored:
             await self._ship(stored, "local write")
         return keys
@@ -1151,21 +1147,24 @@ class AgentMeshManager:
                                           key=payload["key"], tombstone=bool(payload.get("tombstone")))
         return {"key": key, "primary": self._primary}
 
-    async def _write_local(self, item: MemoryItem, why: str) -> None:
-        frame = self._store_local(item, why)
+    async def _write_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> None:
+        frame = self._store_local(item, why, siblings)
         position = await self._ship([(item, frame)], why)
         if self.config.memory_sync.strategy == "strong":
             await self._await_applied(item.key, position)
 
-    def _store_local(self, item: MemoryItem, why: str) -> bytes:
-        """Make ``item`` this replica's state of its key; returns its frame for the mesh."""
+    def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> bytes:
+        """Make ``item`` this replica's state of its key; returns its frame for the mesh.
+
+        ``siblings``: the key's visible items if the caller has just read them (else they are read here)."""
         assert self.replica is not None
         frame = self._frame_of(item)
         if len(frame) > self.config.memory_sync.max_item_bytes:
             raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
                                       f"{self.config.memory_sync.max_item_bytes}")
         self.hlc.update(item.hlc)
-        siblings = self.replica.siblings(item.memory_type, item.key)
+        if siblings is None:
+            siblings = self.replica.siblings(item.memory_type, item.key)
         # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
         self.replica.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
         for conflict_id in self.replica.close_conflicts(item.memory_type, item.key, why):
@@ -1190,8 +1189,8 @@ class AgentMeshManager:
             self._backend_ok(False, str(exc))
             self._wake[TOPIC_MEMORY].set()
             position = None
-        for item, _ in stored:
-            if self.events.wants_routine():
+        if self.events.wants_routine():
+            for item, _ in stored:
                 self._publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=self.node_id,
                                             outcome="local", strategy=why))
         return position
@@ -1229,12 +1228,12 @@ class AgentMeshManager:
         except CodecError as exc:
             self._problem("corrupt_memory_frames", f"memory frame refused: {exc}")
             return False
+        if item.origin == self.node_id:
+            return False
         key = self.config.security.api_key
-        if key and item.origin != self.node_id and not verify(key, wire.get("s"), *memory_parts(wire)):
+        if key and not verify(key, wire.get("s"), *memory_parts(wire)):
             self._problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
                                                     f"{item.origin[:12]} refused: not signed with this mesh's api_key")
-            return False
-        if item.origin == self.node_id:
             return False
         self.hlc.update(item.hlc)
         strategy = self.config.conflict_strategy_for(item.memory_type)
@@ -1338,14 +1337,21 @@ class AgentMeshManager:
         return local_sibling(self.replica.siblings(entry["memory_type"], key), self.node_id)
 
     async def _catch_up_key(self, memory_type: str | None, key: str) -> None:
-        for frame in await self.backend.memory_for_key(memory_type, key):
-            self._apply_frame(frame)
+        self._apply_frames(await self.backend.memory_for_key(memory_type, key))
+
+    def _apply_frames(self, frames: list[bytes]) -> int:
+        """Apply pulled entries (a bucket, a key's newest) in one replica commit; returns how many changed it."""
+        assert self.replica is not None
+        if not frames:
+            return 0
+        with self.replica.batch():
+            return sum(self._apply_frame(frame) for frame in frames)
 
     async def sync_now(self) -> dict[str, int]:
         """Pull every memory entry not yet applied here; returns what moved."""
         assert self.replica is not None
         applied = seen = 0
-        if self.replica.get_meta("memory_bootstrapped") is None or await self._behind_horizon():
+        if not self._bootstrapped or await self._behind_horizon():
             applied += await self._bootstrap_memory()
         batch = max(500, self.config.memory_sync.max_sync_batch_size)
         while True:
@@ -1388,11 +1394,9 @@ class AgentMeshManager:
         assert self.replica is not None
         applied = 0
         for bucket in range(BUCKETS):
-            frames = await self.backend.memory_bucket(bucket)
-            if frames:
-                with self.replica.batch():
-                    applied += sum(self._apply_frame(frame) for frame in frames)
+            applied += self._apply_frames(await self.backend.memory_bucket(bucket))
         self.replica.set_meta("memory_bootstrapped", "1")
+        self._bootstrapped = True
         return applied
 
     async def _gossip(self) -> None:
@@ -1430,9 +1434,7 @@ class AgentMeshManager:
                 buckets |= differing(mine, theirs)
         applied = resent = 0
         for bucket in sorted(buckets):
-            frames = await self.backend.memory_bucket(bucket)
-            with self.replica.batch():
-                applied += sum(self._apply_frame(frame) for frame in frames)
+            applied += self._apply_frames(await self.backend.memory_bucket(bucket))
             own = [s for s in self.replica.own_sources(self.node_id) if bucket_of(s.memory_type, s.key) == bucket]
             if own:
                 await self.backend.publish_memory(self.node_id, [(s.memory_type, s.key, self._frame_of(s))

@@ -145,12 +145,10 @@ class _WakeProtocol(asyncio.DatagramProtocol):
 class SqliteBackend(Backend):
     name = "sqlite_local"
 
-    def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
-                 busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
         super().__init__()
         self.path = os.path.abspath(path)
         self.limits = limits
-        self.busy_timeout_ms = busy_timeout_ms
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a

@@ -124,12 +124,6 @@ class ReplicaStore:
                                " SELECT max(hlc) FROM sources UNION ALL SELECT max(hlc) FROM history)").fetchone()
         return int(row[0] or 0)
 
-    def sources(self, memory_type: str, key: str) -> list[MemoryItem]:
-        rows = self._db.execute(
-            "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
-            " WHERE memory_type=? AND key=? ORDER BY hlc, origin", (memory_type, key)).fetchall()
-        return self._rows_to_items(rows)
-
     def find(self, key: str, memory_type: str | None = None) -> list[MemoryItem]:
         """Siblings of ``key``; with no type, those of the most recently written type."""
         if memory_type is not None:
