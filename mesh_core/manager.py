@@ -29,7 +29,7 @@ import psutil
 
 from . import codec
 from .backends import create_backend
-from .backends.base import (
+from .backends.contracts import (
     TOPIC_CANCEL,
     TOPIC_MEMBERS,
     TOPIC_MEMORY,
@@ -71,7 +71,7 @@ from .events import (
 )
 from .handlers import HandlerRegistry, TaskContext, load_plugins, make_spec
 from .identity import Identity, acquire, ephemeral
-from .membership import DetectorConfig, MembershipTable
+from .membership import DetectorConfig, Member, MembershipTable
 from .memory.digest import BUCKETS, bucket_of, differing, digests
 from .memory.resolve import (
     SIBLING_WARNING,
@@ -376,7 +376,7 @@ class AgentMeshManager:
                                     error=f"handed back by {self.name} (leaving)" if task.status is TaskStatus.RUNNING
                                     else None))
         if moves:
-            await self.backend.reassign(moves)
+            await self.backend.move(moves)
 
     # -- signals and events ------------------------------------------------------
     def _on_signal(self, topic: str) -> None:
@@ -556,7 +556,7 @@ class AgentMeshManager:
             moves.append(Reassignment(task.task_id, task.attempt, None, decision.node_id, decision.node_name,
                                       decision.why, bump_attempt=False))
         if moves:
-            results = await self.backend.reassign(moves)
+            results = await self.backend.move(moves)
             for move, ok in zip(moves, results, strict=True):
                 if ok:
                     self.counters["rerouted"] += 1
@@ -656,7 +656,7 @@ class AgentMeshManager:
         while frontier and len(out) < 10_000:
             children = []
             for parent in frontier:
-                children += await self.backend.children(parent)
+                children += await self.backend.list_tasks(parent_id=parent, limit=10_000)
             out += children
             frontier = [c.task_id for c in children]
         return out
@@ -666,7 +666,7 @@ class AgentMeshManager:
         root = await self.get_task(task_id)
 
         async def grow(task: Task, depth: int) -> dict[str, Any]:
-            kids = await self.backend.children(task.task_id) if depth < 32 else []
+            kids = await self.backend.list_tasks(parent_id=task.task_id, limit=10_000) if depth < 32 else []
             return {"task": task, "children": [await grow(k, depth + 1) for k in kids]}
         return await grow(root, 0)
 
@@ -719,10 +719,9 @@ class AgentMeshManager:
                 entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
             if len(tasks) == free:
                 self._wake[TOPIC_TASKS].set()
-            due = getattr(self.backend, "next_due", None)
-            if due is not None and not tasks:
+            if not tasks:
                 with contextlib.suppress(BackendError):
-                    when = await due(self.node_id)
+                    when = await self.backend.next_due(self.node_id)
                     if when is not None:
                         poll = min(CLAIM_POLL_SECONDS, max(0.001, when - time.time()))
 
@@ -824,7 +823,7 @@ class AgentMeshManager:
                 move = self._move(task, bump=True, exclude={self.node_id}, error=error, count_failure=True,
                                   not_before=decision.not_before)
                 status = "retry"
-            ok = (await self.backend.reassign([move]))[0]
+            ok = (await self.backend.move([move]))[0]
         if not ok:
             self._problem("stale_results", f"result of task {task.task_id} attempt {task.attempt} refused: "
                                            "the task moved on (fencing)")
@@ -1488,3 +1487,54 @@ class AgentMeshManager:
         counts = await self.backend.task_counts()
         return {"snapshot": snap, "members": self.table.members(), "task_counts": counts}
 
+
+    # -- the front door: what the CLI, the commands, the cockpit and the handlers read ---------------
+    def members(self) -> list[Member]:
+        """Every known worker node with the status this node judges it to have."""
+        return self.table.members()
+
+    def status_of(self, node_id: str) -> NodeStatus | None:
+        """The judged status of one node (None when it is not known here)."""
+        return self.table.status_of(node_id)
+
+    @property
+    def incarnation(self) -> int:
+        return self.identity.incarnation if self.identity else 0
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What this node's type wants an operator to know (e.g. a missing optional package)."""
+        return tuple(self.profile.notes) if self.profile else ()
+
+    @property
+    def memory_primary(self) -> str | None:
+        """master_slave: the node id of the memory primary as last elected here."""
+        return self._primary
+
+    def backend_info(self) -> dict[str, Any]:
+        """What the status block shows about the medium: its name, where it is, its own counters."""
+        return self.backend.describe()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
+        """Most recent tasks in the mesh first, optionally of one status."""
+        return await self.backend.list_tasks(status, limit)
+
+    async def task_counts(self) -> dict[str, int]:
+        """Tasks per status across the whole mesh."""
+        return await self.backend.task_counts()
+
+    def memory_count(self) -> int:
+        """Items in this node's replica."""
+        return self.replica.count() if self.replica else 0
+
+    def memory_keys(self, pattern: str = "*") -> list[tuple[str, str, int]]:
+        """``(memory_type, key, siblings)`` of the keys in this replica matching a glob ``pattern``."""
+        return list(self.replica.keys(pattern)) if self.replica else []
+
+    async def catch_up(self, key: str, memory_type: str | None = None) -> None:
+        """Bring one key of this replica up to date with the mesh now (a client's replica starts empty)."""
+        await self._catch_up_key(memory_type, key)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from .. import codec
 from ..config import MeshConfig
 from ..errors import ConfigError
-from .base import Backend
+from .contracts import Backend
 
 
 def _sqlite(config: MeshConfig, limits: codec.CodecLimits) -> Backend:

@@ -31,7 +31,7 @@ from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..memory.digest import bucket_of
 from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
 from . import redis_scripts as lua
-from .base import (
+from .contracts import (
     TOPIC_CANCEL,
     TOPIC_MEMBERS,
     TOPIC_MEMORY,
@@ -39,12 +39,12 @@ from .base import (
     TOPIC_TASKS,
     Assignment,
     Backend,
-    Coalescer,
     Completion,
     Finished,
     MeshSnapshot,
     Reassignment,
 )
+from .shared import Coalescer
 
 log = logging.getLogger("mesh.redis")
 GHOST_SECONDS = 3600.0
@@ -258,6 +258,11 @@ class RedisBackend(Backend):
         raw = await self._script("CLAIM", node_id, limit, lease_seconds)
         return [self._task(_s(raw[i]), _pairs(raw[i + 1])) for i in range(0, len(raw), 2)]
 
+    async def next_due(self, node_id: str) -> float | None:
+        assert self._client is not None
+        head = await self._call(self._client.zrange(self._key("delayed:", node_id), 0, 0, withscores=True))
+        return float(head[0][1]) if head else None
+
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         if not held:
             return set()
@@ -277,7 +282,7 @@ class RedisBackend(Backend):
         raw = await self._script("COMPLETE", *args)  # the script wakes each submitter
         return [x is not None and x is not False for x in raw]
 
-    async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
+    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
         args: list[Any] = []
         for m in moves:
             args += [m.task_id, m.expected_attempt, m.expected_node or "", m.node_id or "", m.node_name or "", m.why,
@@ -315,12 +320,6 @@ class RedisBackend(Backend):
         if ok and node_id:
             await self._wake([node_id], TOPIC_TASKS)
         return ok
-
-    async def children(self, parent_id: str) -> list[Task]:
-        assert self._client is not None
-        ids = sorted(_s(i) for i in await self._call(self._client.smembers(self._key("ch:", parent_id))))
-        tasks = await self.get_tasks(ids, with_attempts=False)
-        return sorted(tasks, key=lambda t: t.submitted_at)
 
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
         assert self._client is not None
@@ -423,8 +422,13 @@ class RedisBackend(Backend):
             started_at=_f(g("started")), finished_at=_f(g("finished")), lease_expires=_f(g("lease")),
             not_before=_f(g("not_before")) or 0.0, result=result, error=g("error") or None, signature=g("sig", ""))
 
-    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
+                         parent_id: str | None = None) -> list[Task]:
         assert self._client is not None
+        if parent_id is not None:
+            ids = sorted(_s(i) for i in await self._call(self._client.smembers(self._key("ch:", parent_id))))
+            tasks = await self.get_tasks(ids, with_attempts=False)
+            return sorted(tasks, key=lambda t: t.submitted_at)[:limit]
         if status is None:
             ids = [_s(i) for i in await self._call(self._client.lrange(self._key("tasks"), 0, limit - 1))]
             return await self.get_tasks(ids, with_attempts=False)

@@ -33,7 +33,7 @@ from .. import codec
 from ..errors import BackendError, BackendUnavailable
 from ..memory.digest import bucket_of
 from ..model import NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
-from .base import (
+from .contracts import (
     TOPIC_CANCEL,
     TOPIC_MEMBERS,
     TOPIC_MEMORY,
@@ -41,13 +41,12 @@ from .base import (
     TOPIC_TASKS,
     Assignment,
     Backend,
-    Coalescer,
     Completion,
     Finished,
     MeshSnapshot,
     Reassignment,
-    attempts_from_rows,
 )
+from .shared import Coalescer, attempts_from_rows
 
 log = logging.getLogger("mesh.sqlite")
 
@@ -471,7 +470,7 @@ class SqliteBackend(Backend):
         self._signal(submitters, TOPIC_RESULTS)
         return done
 
-    async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
+    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
         def move(conn: sqlite3.Connection) -> tuple[list[bool], set[str], set[str]]:
             now = time.time()
             ok, targets, submitters = [], set(), set()
@@ -583,11 +582,6 @@ class SqliteBackend(Backend):
             self._signal([node_id], TOPIC_TASKS)
         return ok
 
-    async def children(self, parent_id: str) -> list[Task]:
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq", (parent_id,)).fetchall())
-        return [_task_from_row(r, self.limits) for r in rows]
-
     async def finished_for(self, submitter_id: str, after: int | None,
                            wait: float = 0.0) -> tuple[list[Finished], int]:
         def read(conn: sqlite3.Connection) -> tuple[list[Finished], int]:
@@ -660,9 +654,13 @@ class SqliteBackend(Backend):
             return [by_id[i] for i in ids if i in by_id]
         return await self._read(read)
 
-    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
+                         parent_id: str | None = None) -> list[Task]:
         def read(conn: sqlite3.Connection) -> list[Task]:
-            if status is None:
+            if parent_id is not None:
+                rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq LIMIT ?",
+                                    (parent_id, limit))
+            elif status is None:
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY seq DESC LIMIT ?", (limit,))
             else:
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status=? ORDER BY seq DESC LIMIT ?",

@@ -421,7 +421,7 @@ async def test_parent_fans_out_fifty_children_across_three_nodes(cluster: Cluste
     parent = await client.submit_task("fan_out", {"n": 50}, context={"caller": "test"})
     results = await client.wait_for(parent, timeout=30)
     assert results == [{"i": i} for i in range(50)]
-    children = await client.backend.children(parent)
+    children = await client.backend.list_tasks(parent_id=parent)
     assert len(children) == 50
     assert {c.context["trace_id"] for c in children} == {parent}
     assert {c.context["caller"] for c in children} == {"test"}

@@ -1,4 +1,10 @@
-"""The backend contract: what every medium (SQLite, Redis, gRPC) must do.
+"""The backend contracts: what every medium (SQLite, Redis, gRPC) must do, as three small interfaces.
+
+- ``MembershipMedium``: node records, heartbeats, the clock that judges liveness, wake-ups;
+- ``TaskTransport``: store, claim, renew, complete and move tasks under fencing; read them back;
+- ``MemoryLog``: an append-only log of memory frames read from a cursor, digests, compaction.
+
+A medium gives all three (``Backend``); the node's services each hold only the one they use.
 
 Backends move and store records; they make no policy decisions. Routing,
 retry and conflict decisions are made by the manager with the pure modules,
@@ -15,12 +21,11 @@ and peer-to-peer gRPC backends will.
 from __future__ import annotations
 
 import abc
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from ..model import Attempt, NodeInfo, Task, TaskStatus
+from ..model import NodeInfo, Task, TaskStatus
 
 # Topics a backend can wake a node about. Wake-ups are hints only: a node that
 # misses one still finds the work on its next periodic poll.
@@ -31,47 +36,6 @@ TOPIC_MEMORY = "memory"  # new memory entries were published
 TOPIC_CANCEL = "cancel"  # a task you are running was asked to stop
 
 SignalHandler = Callable[[str], None]
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class Coalescer(Generic[T, R]):
-    """Runs concurrent calls of one kind as one batch: items in, one result per item out."""
-
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
-        self._run = run
-        self._pending: list[tuple[list[T], asyncio.Future[list[R]]]] = []
-        self._flushing = False
-
-    async def __call__(self, items: Sequence[T]) -> list[R]:
-        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(items), future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                flat = [item for items, _ in batch for item in items]
-                try:
-                    results = await self._run(flat)
-                except BaseException as exc:  # hand the error to every waiter, keep flushing
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                start = 0
-                for items, future in batch:
-                    if not future.done():
-                        future.set_result(results[start:start + len(items)])
-                    start += len(items)
-        finally:
-            self._flushing = False
 
 
 @dataclass(frozen=True)
@@ -150,13 +114,10 @@ class MeshSnapshot:
     queued: dict[str, int] = field(default_factory=dict)
 
 
-class Backend(abc.ABC):
-    """One medium that joins nodes into a mesh."""
+class MembershipMedium(abc.ABC):
+    """Node records, heartbeats and the clock that judges liveness; wake-ups between nodes."""
 
     name: str = "base"
-    # True when ``finished_for`` can block server-side for new entries (``wait``); otherwise the
-    # manager waits for a TOPIC_RESULTS wake-up between reads.
-    blocking_results: bool = False
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
@@ -169,7 +130,6 @@ class Backend(abc.ABC):
         if self._signal_handler is not None:
             self._signal_handler(topic)
 
-    # -- lifecycle ------------------------------------------------------------
     @abc.abstractmethod
     async def open(self, local: NodeInfo) -> None:
         """Connect and start listening for wake-ups for ``local``.
@@ -184,7 +144,6 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release connections and listening sockets; safe to call twice."""
 
-    # -- membership -----------------------------------------------------------
     @abc.abstractmethod
     async def heartbeat(self, node: NodeInfo) -> None:
         """Upsert ``node``'s record and refresh its presence on the judging clock.
@@ -210,7 +169,30 @@ class Backend(abc.ABC):
         gRPC: the local gossip table with receive times on the monotonic clock.
         """
 
-    # -- tasks ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        """Send a wake-up hint to these nodes (gossip, relays). SQLite: datagrams. Redis: PUBLISH."""
+
+    @abc.abstractmethod
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        """Take or renew lease ``name`` for ``holder`` if it is free, lapsed or already ours; return its holder.
+
+        Judged by the store's clock. SQLite: a conditional UPSERT. Redis: SET NX PX
+        plus a compare-and-renew script.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What the status block shows about this backend."""
+        return {"backend": self.name}
+
+
+class TaskTransport(abc.ABC):
+    """Tasks under fencing: store routed work, claim it, hold leases, record outcomes, move it."""
+
+    # True when ``finished_for`` can block server-side for new entries (``wait``); otherwise the
+    # node waits for a TOPIC_RESULTS wake-up between reads.
+    blocking_results: bool = False
+
     @abc.abstractmethod
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
         """Store routed tasks; each is refused (False) if its node is at capacity.
@@ -233,6 +215,11 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def next_due(self, node_id: str) -> float | None:
+        """When the earliest task assigned to ``node_id`` but held back (retry backoff) becomes due, on the
+        medium's clock; None when nothing is held back. The claim loop sleeps until then, not a full poll."""
+
+    @abc.abstractmethod
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         """Extend the leases on ``(task_id, attempt)`` still held; return the ids still held.
 
@@ -250,12 +237,11 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def reassign(self, moves: Sequence[Reassignment]) -> list[bool]:
-        """Apply fenced moves (re-route, retry with backoff, or dead letter)."""
+    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
+        """Apply fenced moves (re-route, retry with backoff, dead letter, back to pending); True per move applied.
 
-    @abc.abstractmethod
-    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
-        """Unfinished tasks held by a dead or departed node, or whose lease lapsed."""
+        Which moves are allowed from which state is declared once in ``mesh_core.tasks.TASK_MOVES``.
+        """
 
     @abc.abstractmethod
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
@@ -266,16 +252,16 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
-        """``(task_id, attempt)`` of running tasks held by ``node_id`` that were asked to stop."""
-
-    @abc.abstractmethod
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         """Send a dead-lettered, failed or cancelled task round again (new attempt, failures reset)."""
 
     @abc.abstractmethod
-    async def children(self, parent_id: str) -> list[Task]:
-        """Tasks submitted by a handler of ``parent_id`` (subtasks)."""
+    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
+        """Unfinished tasks held by a dead or departed node, or whose lease lapsed."""
+
+    @abc.abstractmethod
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        """``(task_id, attempt)`` of running tasks held by ``node_id`` that were asked to stop."""
 
     @abc.abstractmethod
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
@@ -308,17 +294,18 @@ class Backend(abc.ABC):
         """Tasks by id; with their attempts when asked (None: only for a few tasks)."""
 
     @abc.abstractmethod
-    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100) -> list[Task]:
-        """Most recent tasks first, optionally of one status."""
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
+                         parent_id: str | None = None) -> list[Task]:
+        """Most recent tasks first, optionally of one status; with ``parent_id``, that task's subtasks
+        (submitted by its handler) in the order they were submitted."""
 
     @abc.abstractmethod
     async def task_counts(self) -> dict[str, int]:
         """Tasks per status across the whole mesh."""
 
-    # -- memory ---------------------------------------------------------------
-    @abc.abstractmethod
-    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
-        """Send a wake-up hint to these nodes (gossip, relays). SQLite: datagrams. Redis: PUBLISH."""
+
+class MemoryLog(abc.ABC):
+    """The mesh's memory: an append-only log of codec frames read from a cursor, plus what anti-entropy needs."""
 
     @abc.abstractmethod
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
@@ -350,14 +337,6 @@ class Backend(abc.ABC):
         """True when ``cursor`` is at or past ``target`` in the memory stream."""
 
     @abc.abstractmethod
-    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
-        """Take or renew lease ``name`` for ``holder`` if it is free, lapsed or already ours; return its holder.
-
-        Judged by the store's clock. SQLite: a conditional UPSERT. Redis: SET NX PX
-        plus a compare-and-renew script.
-        """
-
-    @abc.abstractmethod
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
         """Publish this node's anti-entropy digests (bucket → hash of its frontier)."""
 
@@ -374,24 +353,6 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def compact_memory(self, applied_everywhere: Any) -> int:
-        """Drop memory stream entries before cursor ``applied_everywhere`` (every active node has applied them);
-        returns how many went. The newest entry per (key, origin) stays for ``memory_bucket`` and
-        ``memory_for_key``, so a node that was away converges by anti-entropy.
-
-        SQLite: DELETE from the log below the cursor (a per-key table keeps the latest). Redis: XTRIM MINID
-        (the per-key hashes keep the latest). gRPC: each node drops what every peer acknowledged.
-        """
-
-    @abc.abstractmethod
-    async def memory_horizon(self) -> Any:
-        """A cursor such that a reader at or past it has missed nothing to compaction; None if nothing was dropped.
-
-        A node whose cursor is behind it starts again from every key's newest entries.
-        SQLite: one before the oldest row left. Redis: the highest cursor compaction trimmed to.
-        """
-
-    @abc.abstractmethod
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         """The newest entries (per origin) of many keys of one type, in one round trip.
 
@@ -403,12 +364,24 @@ class Backend(abc.ABC):
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         """Every stored entry for one key (any memory type when None)."""
 
-    # -- diagnostics ----------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """What the status block shows about this backend."""
-        return {"backend": self.name}
+    @abc.abstractmethod
+    async def memory_horizon(self) -> Any:
+        """A cursor such that a reader at or past it has missed nothing to compaction; None if nothing was dropped.
+
+        A node whose cursor is behind it starts again from every key's newest entries.
+        SQLite: one before the oldest row left. Redis: the highest cursor compaction trimmed to.
+        """
+
+    @abc.abstractmethod
+    async def compact_memory(self, applied_everywhere: Any) -> int:
+        """Drop memory stream entries before cursor ``applied_everywhere`` (every active node has applied them);
+        returns how many went. The newest entry per (key, origin) stays for ``memory_bucket`` and
+        ``memory_for_key``, so a node that was away converges by anti-entropy.
+
+        SQLite: DELETE from the log below the cursor (a per-key table keeps the latest). Redis: XTRIM MINID
+        (the per-key hashes keep the latest). gRPC: each node drops what every peer acknowledged.
+        """
 
 
-def attempts_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Attempt]:
-    return [Attempt(attempt=r[0], node_id=r[1], node_name=r[2] or "", started_at=r[3],
-                    finished_at=r[4], error=r[5]) for r in rows]
+class Backend(MembershipMedium, TaskTransport, MemoryLog):
+    """A medium that gives all three contracts (SQLite, Redis)."""
