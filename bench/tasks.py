@@ -219,9 +219,9 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
                     f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
             result["throughput"] = [thr for thr, _ in runs]
             result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr, _ in runs)
-            result["task_counts"] = await mesh.backend.task_counts()
+            result["task_counts"] = await mesh.task_counts()
             result["client_counters"] = dict(mesh.counters)
-            result["client_sqlite_lock_waits"] = getattr(mesh.backend, "lock_waits", None)
+            result["client_sqlite_lock_waits"] = mesh.backend_info().get("lock_waits")
         lat["breakdown"] = _breakdown(cluster, lat_trace)
         for thr, trace in runs:
             thr["breakdown"] = _breakdown(cluster, trace)

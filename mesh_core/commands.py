@@ -139,21 +139,21 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
     local: dict[str, Any]
     if mesh.is_worker:
         info = mesh.local_info()
-        judged = mesh.table.status_of(mesh.node_id)
+        judged = mesh.status_of(mesh.node_id)
         status = NodeStatus.LEFT if not mesh.enabled else (judged or NodeStatus.ACTIVE)
         local = node_dict(info, status, time.time())
-        local["notes"] = list(mesh.profile.notes) if mesh.profile else []
+        local["notes"] = list(mesh.notes)
     else:
         local = {"node_id": mesh.node_id, "name": mesh.name, "role": "client", "status": "client"}
-    local.update({"protocol": mesh.config.protocol, "backend": mesh.backend.describe(),
+    local.update({"protocol": mesh.config.protocol, "backend": mesh.backend_info(),
                   "backend_reason": mesh.backend_reason, "healthy": mesh.healthy,
-                  "memory_sync": mesh.config.memory_sync.strategy, "memory_primary": mesh._primary})
+                  "memory_sync": mesh.config.memory_sync.strategy, "memory_primary": mesh.memory_primary})
     return {
         "enabled": mesh.enabled or not mesh.is_worker,
         "local": local,
         "nodes": nodes,
         "tasks": task_summary(view["task_counts"]),
-        "memory_items": mesh.replica.count() if mesh.replica else 0,
+        "memory_items": mesh.memory_count(),
         "counters": dict(mesh.counters),
     }
 
@@ -289,7 +289,7 @@ async def _tasks(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
         except ValueError:
             allowed = ", ".join(s.value for s in TaskStatus)
             raise UsageError(f"/mesh_tasks: unknown status {args[0]!r} (allowed: {allowed})") from None
-    tasks = [task_dict(t) for t in await mesh.backend.list_tasks(status, limit=50)]
+    tasks = [task_dict(t) for t in await mesh.list_tasks(status, limit=50)]
     return CommandResult(render_tasks(tasks), tasks)
 
 
@@ -318,7 +318,7 @@ async def _enable(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
         return CommandResult("🟢 Mesh already enabled.", {"enabled": True})
     await mesh.enable()
     return CommandResult(f"🟢 Mesh enabled: {mesh.name} joined as incarnation "
-                         f"{mesh.identity.incarnation if mesh.identity else 0}.", {"enabled": True})
+                         f"{mesh.incarnation}.", {"enabled": True})
 
 
 @command("/mesh_disable", "Hand back work and leave the mesh (the node stays up)")
@@ -339,7 +339,7 @@ async def _sync(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
     moved.update({f"anti_entropy_{k}": v for k, v in repaired.items()})
     return CommandResult(f"🔄 Memory sync: {moved['seen']} entries read, {moved['applied']} applied; anti-entropy: "
                          f"{repaired['buckets']} differing buckets, {repaired['applied']} repaired here, "
-                         f"{repaired['resent']} re-sent; {mesh.replica.count() if mesh.replica else 0} items in the "
+                         f"{repaired['resent']} re-sent; {mesh.memory_count()} items in the "
                          "local replica.", moved)
 
 
@@ -413,8 +413,7 @@ async def _resolve(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
 @command("/mesh_memory", "Keys in this node's replica", "/mesh_memory [PATTERN]")
 async def _memory(mesh: AgentMeshManager, args: list[str]) -> CommandResult:
     pattern = args[0] if args else "*"
-    assert mesh.replica is not None
-    found = list(mesh.replica.keys(pattern))
+    found = mesh.memory_keys(pattern)
     rows = [{"memory_type": mt, "key": key, "siblings": n} for mt, key, n in found]
     lines = [f"🧠 {len(rows)} keys matching {pattern}"]
     lines += [f"  {mt}/{key}" + (f"  ⚠️ {n} siblings" if n > 1 else "") for mt, key, n in found[:200]]

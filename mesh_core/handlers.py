@@ -12,12 +12,16 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
+from .model import NodeInfo, NodeRole, NodeStatus
 
 if TYPE_CHECKING:
-    from .model import Task, TaskPriority
+    from .events import Event
+    from .membership import Member
+    from .model import NodeType, Task, TaskPriority
+    from .node.memory import Recollection
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,49 @@ def load_plugins(modules: Iterable[str]) -> list[HandlerSpec]:
     return list(PLUGIN_REGISTRY)
 
 
-class TaskContext:
-    """What a running handler knows about its task, and how it fans out subtasks."""
+class NodePort(Protocol):
+    """What a running handler (or a node type's background hook) may ask of the node it runs on."""
 
-    def __init__(self, task: Task, mesh: Any) -> None:
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    async def submit_task(self, task_type: str, payload: Any = None, *,
+                          priority: TaskPriority | str | int = ...,
+                          preferred_node_types: Iterable[NodeType | str] = (),
+                          required_capabilities: Iterable[str] = (), timeout_s: float | None = None,
+                          context: dict[str, Any] | None = None, task_id: str | None = None,
+                          max_retries: int | None = None, queue: bool = False) -> str: ...
+
+    async def wait_for(self, task_id: str, timeout: float | None = None) -> Any: ...
+
+    async def wait_task(self, task_id: str, timeout: float | None = None) -> Task: ...
+
+    async def cancel_task(self, task_id: str) -> dict[str, str]: ...
+
+    async def recall_item(self, key: str, memory_type: str | None = None) -> Recollection: ...
+
+    async def sync_memory_item(self, memory_type: str, memory_data: Any, priority: int = 5,
+                               key: str | None = None) -> str: ...
+
+    def members(self) -> list[Member]: ...
+
+    def publish(self, event: Event) -> None: ...
+
+
+class TaskContext:
+    """What a running handler knows about its task, and what it may do on the mesh.
+
+    Subtasks inherit the task's trace id and context; ``cancelled`` turns true
+    when someone asked for this attempt to stop (a long handler may check it).
+    """
+
+    def __init__(self, task: Task, node: NodePort, cancelled: Callable[[], bool] = lambda: False) -> None:
         self.task = task
-        self._mesh = mesh
+        self._node = node
+        self._cancelled = cancelled
 
     @property
     def task_id(self) -> str:
@@ -107,7 +148,20 @@ class TaskContext:
 
     @property
     def node_id(self) -> str:
-        return str(self._mesh.node_id)
+        return self._node.node_id
+
+    @property
+    def node_name(self) -> str:
+        return self._node.name
+
+    @property
+    def node(self) -> NodePort:
+        """The node this task runs on, through its typed port (for a node type's background work)."""
+        return self._node
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled()
 
     async def submit(self, task_type: str, payload: Any = None, *, priority: TaskPriority | str | None = None,
                      **kwargs: Any) -> str:
@@ -116,9 +170,31 @@ class TaskContext:
         context.update(kwargs.pop("context", None) or {})
         context["parent_id"] = self.task.task_id
         context.setdefault("trace_id", self.task.context.get("trace_id", self.task.task_id))
-        return str(await self._mesh.submit_task(task_type=task_type, payload=payload,
-                                                priority=priority if priority is not None else self.task.priority,
-                                                context=context, **kwargs))
+        return await self._node.submit_task(task_type, payload,
+                                            priority=priority if priority is not None else self.task.priority,
+                                            context=context, **kwargs)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Any:
-        return await self._mesh.wait_for(task_id, timeout=timeout)
+        """A subtask's result (raises TaskFailed or TaskTimeout like ``wait_for``)."""
+        return await self._node.wait_for(task_id, timeout=timeout)
+
+    async def wait_task(self, task_id: str, timeout: float | None = None) -> Task:
+        """A subtask once it is final, whatever its status."""
+        return await self._node.wait_task(task_id, timeout)
+
+    async def cancel(self, task_id: str) -> dict[str, str]:
+        """Cancel a subtask (and its own subtasks)."""
+        return await self._node.cancel_task(task_id)
+
+    async def recall(self, key: str, memory_type: str | None = None) -> Recollection:
+        """A fact from this node's replica, with its siblings when in conflict."""
+        return await self._node.recall_item(key, memory_type)
+
+    async def remember(self, memory_type: str, value: Any, *, priority: int = 5, key: str | None = None) -> str:
+        """Write a fact to the shared memory; returns its key."""
+        return await self._node.sync_memory_item(memory_type, value, priority, key)
+
+    def workers(self) -> list[NodeInfo]:
+        """Active worker nodes as this node sees them now."""
+        return [m.info for m in self._node.members()
+                if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]

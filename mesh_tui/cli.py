@@ -203,7 +203,7 @@ async def _oneshot(config: MeshConfig, args: argparse.Namespace) -> int:
             return await _report(await mesh.wait_task(args.task_id), args.json)
         if args.command == "tasks":
             status = TaskStatus(args.status) if args.status else None
-            tasks = [task_dict(t) for t in await mesh.backend.list_tasks(status, args.limit)]
+            tasks = [task_dict(t) for t in await mesh.list_tasks(status, args.limit)]
             _print_json(tasks) if args.json else print(render_tasks(tasks))
             return EXIT_OK
         if args.command == "submit":
@@ -269,7 +269,7 @@ async def _memory_command(mesh: Any, args: argparse.Namespace) -> int:
     if args.command in ("history", "rollback", "memory", "forget", "conflicts", "resolve"):
         # A client's replica is empty: bring the keys it is asked about up to date first.
         if getattr(args, "key", None):
-            await mesh._catch_up_key(None, args.key)
+            await mesh.catch_up(args.key)
         else:
             await mesh.sync_now()
     words = {"conflicts": [], "resolve": [args.conflict_id if args.command == "resolve" else "",

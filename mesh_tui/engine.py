@@ -94,7 +94,7 @@ class EngineSource(MeshSource):
         for view, statuses in TASK_VIEWS.items():
             found: list[Task] = []
             for status in statuses:
-                found += await mesh.backend.list_tasks(TaskStatus(status), limit=self.task_limit)
+                found += await mesh.list_tasks(TaskStatus(status), limit=self.task_limit)
             found.sort(key=lambda t: t.submitted_at, reverse=True)
             tasks[view] = tuple(found[: self.task_limit])
         conflicts, supported = await self._conflicts()

@@ -6,10 +6,4 @@ from mesh_core import AgentMeshManager
 
 
 async def crash(mesh: AgentMeshManager) -> None:
-    mesh._stopping = True
-    mesh._closing = True
-    for entry in list(mesh._running.values()):
-        entry.lost = True
-        if entry.job:
-            entry.job.cancel()
-    await mesh._teardown()
+    await mesh.stop(graceful=False)

@@ -1,8 +1,8 @@
 """Node types: what abilities, capabilities and handlers a node of each type brings.
 
 ``create_specialized_node(type, config)`` builds a type's profile from its
-``node_configs.<type>`` section. A profile may carry ``on_start(mesh)`` /
-``on_stop(mesh)`` for background work (the sensor's sampler), ``metrics()`` for
+``node_configs.<type>`` section. A profile may carry ``on_start(node)`` /
+``on_stop(node)`` for background work (the sensor's sampler), ``metrics()`` for
 what its heartbeat shows (the language expert's cache), and
 ``disable_execution`` (the planner serves nothing but planning task types).
 """
@@ -18,11 +18,11 @@ import psutil
 
 from ..config import NODE_TYPES, MeshConfig
 from ..errors import ConfigError
-from ..handlers import HandlerSpec
+from ..handlers import HandlerSpec, NodePort
 from ..model import NodeType
 from . import general
 
-Hook = Callable[[Any], Awaitable[None]]
+Hook = Callable[[NodePort], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class NodeProfile:
     handlers: tuple[HandlerSpec, ...]
     notes: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
-    on_start: Hook | None = None        # awaited with the manager once the node has started
-    on_stop: Hook | None = None         # awaited with the manager before it tears down
+    on_start: Hook | None = None        # awaited with the node (its typed port) once it has started
+    on_stop: Hook | None = None         # awaited with the node before it tears down
     metrics: Callable[[], dict[str, Any]] | None = None  # merged into the node's heartbeat metrics
     disable_execution: bool = False     # serve only this profile's handlers: no plugins, nothing else
 

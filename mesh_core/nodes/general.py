@@ -12,11 +12,6 @@ from ..handlers import HandlerSpec, TaskContext, make_spec
 CAPABILITIES = frozenset({"basic_processing", "memory_storage", "statistics"})
 
 
-def mesh_of(ctx: TaskContext) -> Any:
-    """The manager running this task (handlers reach the memory API and the live node table through it)."""
-    return ctx._mesh
-
-
 async def echo(payload: Any) -> Any:
     """Returns its payload unchanged."""
     return payload
@@ -55,8 +50,8 @@ async def memory_store(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     memory_type = str(payload.get("memory_type") or "fact")
     priority = int(payload.get("priority", 5))
     key = payload.get("key")
-    stored = await mesh_of(ctx).sync_memory_item(memory_type=memory_type, memory_data=payload["value"],
-                                                 priority=priority, key=str(key) if key is not None else None)
+    stored = await ctx.remember(memory_type, payload["value"], priority=priority,
+                                key=str(key) if key is not None else None)
     return {"key": stored, "memory_type": memory_type, "node_id": ctx.node_id}
 
 
@@ -66,7 +61,7 @@ async def memory_recall(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     if not key:
         raise ValueError('memory_recall needs {"key": …}')
     memory_type = payload.get("memory_type") if isinstance(payload, dict) else None
-    found = await mesh_of(ctx).recall_item(str(key), memory_type)
+    found = await ctx.recall(str(key), memory_type)
     return {"key": found.key, "memory_type": found.memory_type, "value": found.value, "origin": found.origin,
             "siblings": [s.value for s in found.siblings]}
 

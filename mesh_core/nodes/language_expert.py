@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from ..handlers import HandlerSpec, make_spec
+from ..handlers import HandlerSpec, NodePort, make_spec
 
 CAPABILITIES = frozenset({"nlp", "text_analysis", "language_detection", "sentiment", "keywords", "entities",
                           "summarization"})
@@ -403,12 +403,12 @@ class LanguageExpert:
         self._count_lock = threading.Lock()
         self._warming: asyncio.Task[None] | None = None
 
-    async def on_start(self, mesh: Any) -> None:
+    async def on_start(self, node: NodePort) -> None:
         """Load the models in the background, so the first task does not pay for it."""
         if self._warming is None:
             self._warming = asyncio.get_running_loop().create_task(self._warm_up(), name="language-warm-up")
 
-    async def on_stop(self, mesh: Any) -> None:
+    async def on_stop(self, node: NodePort) -> None:
         if self._warming is not None and not self._warming.done():
             self._warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):

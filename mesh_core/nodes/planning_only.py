@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..handlers import HandlerSpec, TaskContext, make_spec
-from ..model import NodeInfo, NodeRole, NodeStatus, TaskStatus
-from .general import mesh_of
+from ..model import NodeInfo, TaskStatus
 
 CAPABILITIES = frozenset({"planning", "goal_decomposition", "scheduling", "resource_allocation"})
 MAX_STEPS = 500
@@ -457,12 +456,6 @@ def contingency_for(steps: Sequence[Step], nodes: Sequence[NodeInfo]) -> dict[st
     return {"contingency": plan, "single_points_of_failure": single}
 
 
-def live_workers(mesh: Any) -> list[NodeInfo]:
-    """Active worker nodes in the mesh's node table (this planner included only for planning task types)."""
-    return [m.info for m in mesh.table.members()
-            if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
-
-
 # -- handlers ----------------------------------------------------------------------------------
 
 def handle_plan(payload: Any) -> dict[str, Any]:
@@ -484,12 +477,12 @@ def handle_schedule(payload: Any) -> dict[str, Any]:
 
 async def handle_allocate(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     _, steps, _ = steps_of(payload)
-    return allocate_steps(steps, live_workers(mesh_of(ctx)))
+    return allocate_steps(steps, ctx.workers())
 
 
 async def handle_contingency(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     _, steps, _ = steps_of(payload)
-    return contingency_for(steps, live_workers(mesh_of(ctx)))
+    return contingency_for(steps, ctx.workers())
 
 
 def _fill(payload: Any, results: dict[str, Any]) -> Any:
@@ -512,7 +505,6 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     goal, steps, decomposition = steps_of(payload)
     plan = plan_of(goal, steps, decomposition)
     by_id = {s.id: s for s in steps}
-    mesh = mesh_of(ctx)
     options = payload if isinstance(payload, dict) else {}
     default_timeout = options.get("step_timeout_s")
     began = time.monotonic()
@@ -555,7 +547,7 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
                     continue
                 submitted.append(sid)
                 entry.update(status="running", task_id=task_id, submitted_s=round(time.monotonic() - began, 4))
-                running[asyncio.get_running_loop().create_task(mesh.wait_task(task_id))] = sid
+                running[asyncio.get_running_loop().create_task(ctx.wait_task(task_id))] = sid
 
     try:
         await launch_ready()
@@ -582,7 +574,7 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
         for job, sid in running.items():
             job.cancel()
             with contextlib.suppress(Exception):
-                await mesh.cancel_task(state[sid]["task_id"])
+                await ctx.cancel(state[sid]["task_id"])
         raise
     failed = [sid for sid, e in state.items() if e["status"] in ("failed", "skipped")]
     return {"goal": plan["goal"], "ok": not failed, "failed": failed, "results": results,

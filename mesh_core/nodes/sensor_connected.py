@@ -44,8 +44,7 @@ import psutil
 
 from ..errors import ConfigError
 from ..events import Event
-from ..handlers import HandlerSpec, TaskContext, make_spec
-from .general import mesh_of
+from ..handlers import HandlerSpec, NodePort, TaskContext, make_spec
 
 CAPABILITIES = frozenset({"monitoring", "metrics", "alerts"})
 DEFAULTS: dict[str, Any] = {
@@ -462,18 +461,18 @@ class SensorNode:
         self.source_errors: dict[str, str] = {}
         self.samples_taken = 0
         self.sync_errors = 0
-        self._mesh: Any = None
+        self._node: NodePort | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def on_start(self, mesh: Any) -> None:
+    async def on_start(self, node: NodePort) -> None:
         """Start sampling (idempotent); the manager calls this once the node has joined."""
-        self._mesh = mesh
+        self._node = node
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="sensor-sampler")
 
-    async def on_stop(self, mesh: Any) -> None:
+    async def on_stop(self, node: NodePort) -> None:
         task, self._loop_task = self._loop_task, None
         if task is not None:
             task.cancel()
@@ -524,7 +523,7 @@ class SensorNode:
                 await self._clear(alert, value, sample["t"])
 
     def _key(self, rule: Rule) -> str:
-        name = getattr(self._mesh, "name", "") or "sensor"
+        name = (self._node.name if self._node else "") or "sensor"
         slug = re.sub(r"[^\w.\-]+", "_", rule.name).strip("_")
         return f"alert:{name}:{slug}"
 
@@ -534,7 +533,8 @@ class SensorNode:
         alert.record = {"key": key, "rule": rule.name, "condition": rule.text(), "metric": rule.metric, "op": rule.op,
                         "threshold": rule.threshold, "for_seconds": rule.for_seconds, "severity": rule.severity,
                         "value": value, "active": True, "raised_at": at, "cleared_at": None,
-                        "node_id": getattr(self._mesh, "node_id", ""), "node_name": getattr(self._mesh, "name", "")}
+                        "node_id": self._node.node_id if self._node else "",
+                        "node_name": self._node.name if self._node else ""}
         self.recent_alerts.append(dict(alert.record))
         self._publish(AlertRaised(rule=rule.name, metric=rule.metric, value=value, threshold=rule.threshold, key=key,
                                   node_id=alert.record["node_id"], severity=rule.severity))
@@ -552,15 +552,14 @@ class SensorNode:
         await self._share(record)
 
     def _publish(self, event: Event) -> None:
-        events = getattr(self._mesh, "events", None)
-        if events is not None:
-            events.publish(event)
+        if self._node is not None:
+            self._node.publish(event)
 
     async def _share(self, record: dict[str, Any]) -> None:
-        if self._mesh is None:
+        if self._node is None:
             return
         try:
-            await self._mesh.sync_memory_item(memory_type=str(self.settings["alert_memory_type"]),
+            await self._node.sync_memory_item(memory_type=str(self.settings["alert_memory_type"]),
                                               memory_data=record, priority=int(self.settings["alert_priority"]),
                                               key=record["key"])
         except Exception as exc:
@@ -580,7 +579,7 @@ class SensorNode:
     async def _ensure(self, ctx: TaskContext) -> None:
         # Without the manager's on_start hook, the first task starts the sampler.
         if self._loop_task is None:
-            await self.on_start(mesh_of(ctx))
+            await self.on_start(ctx.node)
 
     async def handle_snapshot(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         """The newest sample (a fresh one with ``{"fresh": true}`` or when none exists yet)."""

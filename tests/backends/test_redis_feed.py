@@ -56,4 +56,4 @@ async def test_garbage_in_a_result_feed_is_refused_counted_and_the_waiter_still_
     task_id = await client.submit_task("echo", {"still": "fine"})
     task = await client.wait_task(task_id, timeout=5)
     assert task.status is TaskStatus.SUCCEEDED and task.result == {"still": "fine"}
-    assert client.backend.describe()["refused_records"] >= 2
+    assert client.backend_info()["refused_records"] >= 2

@@ -29,7 +29,7 @@ async def test_a_write_waits_for_a_lock_held_elsewhere_then_goes_through(tmp_pat
         node = await cluster.node("w1")
         client = await cluster.client()
         holder = _hold_write_lock(tmp_path / "mesh.db")
-        waits_before = client.backend.lock_waits
+        waits_before = client.backend_info()["lock_waits"]
         submit = asyncio.ensure_future(client.submit_task("echo", {"after": "the lock"}))
         await asyncio.sleep(0.4)
         assert not submit.done()  # waiting for the lock, not failed
@@ -37,7 +37,7 @@ async def test_a_write_waits_for_a_lock_held_elsewhere_then_goes_through(tmp_pat
         holder.close()
         task_id = await asyncio.wait_for(submit, 5)
         assert await client.wait_for(task_id, timeout=5) == {"after": "the lock"}
-        assert client.backend.lock_waits > waits_before and node.healthy
+        assert client.backend_info()["lock_waits"] > waits_before and node.healthy
     finally:
         await cluster.close()
 

@@ -127,7 +127,7 @@ async def _two_hundred(cluster: Cluster, victim) -> list:
         finals = [await mesh.wait_task(i, timeout=60) for i in ids]
         full = []
         for start in range(0, 200, 40):
-            full += await mesh.backend.get_tasks(ids[start:start + 40])
+            full += await mesh.get_tasks(ids[start:start + 40])
         for t in full:
             t.result = {"i": t.payload["i"]} if t.result == {"slept": 0.05} else t.result
         assert {t.task_id for t in finals} == set(ids)

@@ -119,7 +119,7 @@ async def _scenario(cluster: Cluster, general: NodeProcess, lang: NodeProcess, p
                                           preferred_node_types=[NodeType.PLANNING_ONLY]))
         for task_id in ids:
             await mesh.wait_for(task_id, timeout=20)
-        done = await mesh.backend.get_tasks(ids)
+        done = await mesh.get_tasks(ids)
         assert len(done) == 21 and all(t.node_id != planner.node_id for t in done)
         assert {t.node_id for t in done} <= {general.node_id, lang.node_id}
     ran_on_planner = {e.get("task_type") for e in planner.lines

@@ -81,7 +81,7 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
             async with AgentMeshManager(config, role=NodeRole.CLIENT) as mesh:
                 for task_id in ids:
                     await mesh.wait_task(task_id, timeout=60)
-                return await mesh.backend.get_tasks(ids[:40])
+                return await mesh.get_tasks(ids[:40])
         finals = asyncio.run(finish())
         assert len(finals) == 40 and all(t.status is TaskStatus.SUCCEEDED for t in finals)
         for t in finals:

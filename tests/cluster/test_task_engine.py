@@ -52,7 +52,7 @@ async def _thousand(cluster: Cluster, victim) -> tuple[list, int]:
         for i in range(1000):
             ids.append(await mesh.submit_task("sleep", {"seconds": 0.2, "i": i}, task_id=f"job-{i:04d}"))
             if not in_flight_at_kill and i >= 100 and i % 10 == 0:
-                counts = await mesh.backend.task_counts()
+                counts = await mesh.task_counts()
                 in_flight = counts.get("assigned", 0) + counts.get("running", 0)
                 if in_flight >= 120:
                     in_flight_at_kill = in_flight
@@ -61,7 +61,7 @@ async def _thousand(cluster: Cluster, victim) -> tuple[list, int]:
             await mesh.wait_task(task_id, timeout=120)
         finals = []
         for start in range(0, 1000, 50):
-            finals += await mesh.backend.get_tasks(ids[start:start + 50])
+            finals += await mesh.get_tasks(ids[start:start + 50])
         return finals, in_flight_at_kill
 
 

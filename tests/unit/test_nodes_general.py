@@ -104,7 +104,7 @@ async def test_memory_store_and_recall_through_the_mesh(tmp_path) -> None:
         stored = await a.wait_for(await a.submit_task("memory_store", {"key": "colour", "value": {"sky": "blue"}}),
                                   timeout=5)
         assert stored["key"] == "colour"
-        await eventually(lambda: asyncio.sleep(0, b.replica.count() if b.replica else 0))
+        await eventually(lambda: asyncio.sleep(0, b.memory_count()))
         recalled = await b.wait_for(await b.submit_task("memory_recall", {"key": "colour"}), timeout=5)
         assert recalled["value"] == {"sky": "blue"}
     finally:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from mesh_core.errors import ConfigError
+from mesh_core.handlers import TaskContext
+from mesh_core.model import Task
 from mesh_core.nodes.sensor_connected import (
     AlertCleared,
     AlertRaised,
@@ -91,13 +93,12 @@ def test_bad_sources_are_refused(raw: dict[str, Any], message: str) -> None:
 
 
 class FakeMesh:
-    """What the sensor needs from the manager: a name, an id, an event bus and sync_memory_item."""
+    """What the sensor needs from its node: a name, an id, publish and sync_memory_item."""
 
     name = "sensor-1"
     node_id = "n" * 32
 
     def __init__(self) -> None:
-        self.events = self
         self.published: list[Any] = []
         self.memory: dict[str, Any] = {}
 
@@ -129,7 +130,7 @@ async def test_threshold_rule_on_a_file_source_raises_and_clears(tmp_path: Path)
     sensor = SensorNode({"rules": ["room > 50 for 0.2s"], "sources": [{"name": "room", "kind": "file",
                                                                            "path": str(path)}]})
     mesh = FakeMesh()
-    sensor._mesh = mesh
+    sensor._node = mesh  # type: ignore[assignment]  # a stand-in port that records what it is given
     await sensor.sample_once()
     assert sensor.history[-1]["room"] == 20.0 and not mesh.published
     with path.open("a") as f:
@@ -202,7 +203,7 @@ async def test_handlers_and_lifecycle(tmp_path: Path) -> None:
             if sensor.samples_taken >= 3:
                 break
             await asyncio.sleep(0.02)
-        ctx: Any = type("Ctx", (), {"_mesh": mesh})()
+        ctx = TaskContext(Task("t1", "sensor_snapshot"), mesh)  # type: ignore[arg-type]
         snap = await sensor.handle_snapshot({"fresh": True}, ctx)
         assert "cpu_percent" in snap["sample"] and snap["active_alerts"]
         history = await sensor.handle_history({"metric": "memory_percent", "limit": 2}, ctx)

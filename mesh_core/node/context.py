@@ -1,0 +1,170 @@
+"""What one node's services share: config, identity, the medium, events, wake-ups, counters, health.
+
+Each service (membership, tasks, memory) holds this context and the one
+contract of the medium it needs; none of them reaches into another's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from .. import codec
+from ..backends.contracts import (
+    TOPIC_CANCEL,
+    TOPIC_MEMBERS,
+    TOPIC_MEMORY,
+    TOPIC_RESULTS,
+    TOPIC_TASKS,
+    Backend,
+)
+from ..config import MeshConfig
+from ..errors import MeshError
+from ..events import BackendStatus, Event, EventBus, Problem
+from ..handlers import HandlerRegistry
+from ..identity import Identity
+from ..model import NodeRole
+from ..nodes import NodeProfile
+
+log = logging.getLogger("mesh")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every period derived from ``node_timeout_seconds``, each named for what it bounds."""
+
+    dead_after_s: float
+    # A running task's lease lapses when its holder would be judged dead anyway: one re-route rule, not two.
+    task_lease_s: float
+    # The master_slave primary's lease: a primary that stops renewing is replaced when it would be judged dead.
+    primary_lease_s: float
+    # A writer waits for a primary through one failover: the old lease lapses (1×), a node takes it on its next
+    # heartbeat, and the new primary is seen alive (1× more); 3× leaves a round of margin.
+    primary_wait_s: float
+    # A forwarded write waits for a failover (3×) and then for the write to run on the new primary, which may
+    # itself retry once through another failover (3×).
+    forwarded_write_wait_s: float
+
+    @classmethod
+    def of(cls, config: MeshConfig) -> Timings:
+        t = config.node_timeout_seconds
+        return cls(dead_after_s=t, task_lease_s=t, primary_lease_s=t, primary_wait_s=3 * t,
+                   forwarded_write_wait_s=6 * t)
+
+
+class NodeContext:
+    """One node's shared plumbing. Services get it at construction; the manager owns its lifecycle."""
+
+    def __init__(self, config: MeshConfig, role: NodeRole, backend: Backend | None) -> None:
+        self.config = config
+        self.role = role
+        self.timings = Timings.of(config)
+        self.events = EventBus()
+        self.handlers = HandlerRegistry()
+        self.counters: Counter[str] = Counter()
+        self.limits = codec.CodecLimits(
+            max_frame_bytes=config.max_frame_bytes,
+            compress_threshold=config.memory_sync.compression_threshold_bytes,
+            compression_enabled=config.memory_sync.compression_enabled)
+        self.rng = random.Random()
+        self.identity: Identity | None = None
+        self.profile: NodeProfile | None = None
+        self.started_at = 0.0
+        self.enabled = False
+        self.healthy = True
+        self.closing = False
+        self._backend = backend
+        self.backend_reason = "given by the caller" if backend else ""
+        self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
+                                                    TOPIC_CANCEL)}
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id if self.identity else ""
+
+    @property
+    def name(self) -> str:
+        return self.identity.name if self.identity else ""
+
+    @property
+    def is_worker(self) -> bool:
+        return self.role is NodeRole.WORKER
+
+    # -- the medium ------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise MeshError("the mesh manager is not started", hint="await mesh.start() first")
+        return self._backend
+
+    @property
+    def has_backend(self) -> bool:
+        return self._backend is not None
+
+    def use_backend(self, backend: Backend, reason: str) -> None:
+        self._backend, self.backend_reason = backend, reason
+        backend.on_signal(self.on_signal)
+
+    def backend_ok(self, ok: bool, detail: str = "") -> None:
+        """Record the medium's health; a change is published once, not per call."""
+        if ok != self.healthy:
+            self.healthy = ok
+            self.publish(BackendStatus(backend=self.backend.name, healthy=ok, detail=detail))
+
+    # -- events and counters -----------------------------------------------------------------------
+    def publish(self, event: Event) -> None:
+        self.events.publish(event)
+
+    def problem(self, counter: str, detail: str) -> None:
+        """Count a problem, log it, and tell subscribers."""
+        self.counters[counter] += 1
+        log.warning("%s: %s", counter, detail)
+        self.publish(Problem(counter=counter, detail=detail))
+
+    # -- wake-ups ------------------------------------------------------------------------------------
+    def on_signal(self, topic: str) -> None:
+        event = self._wake.get(topic)
+        if event is not None:
+            event.set()
+
+    def wake(self, topic: str) -> None:
+        self._wake[topic].set()
+
+    async def wait_wake(self, topic: str, timeout: float) -> None:
+        """Until a wake-up on ``topic`` or ``timeout`` seconds, whichever comes first."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races a wake-up.
+        event = self._wake[topic]
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            pass
+        event.clear()
+
+    # -- loops -----------------------------------------------------------------------------------------
+    @property
+    def loops(self) -> list[asyncio.Task[None]]:
+        """The node's long-running loops, each named after what it does (``claim``, ``memory`` …)."""
+        return list(self._loops)
+
+    def spawn(self, *named: tuple[str, Coroutine[Any, Any, None]]) -> None:
+        for name, coro in named:
+            self._loops.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def stop_loops(self) -> None:
+        self.closing = True
+        for loop_task in self._loops:
+            loop_task.cancel()
+        for loop_task in self._loops:
+            try:
+                await loop_task
+            except (asyncio.CancelledError, Exception):  # a loop's own error was reported where it happened
+                pass
+        self._loops.clear()

@@ -1,0 +1,220 @@
+"""Membership: this node's record and heartbeat, the view of the mesh, trust, and who sweeps.
+
+The failure detector itself is the pure ``mesh_core.membership`` table; this
+service feeds it the medium's records and judges them on the medium's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
+from ..errors import BackendError
+from ..events import NodeJoined, NodeStatusChanged
+from ..membership import DetectorConfig, Member, MembershipTable
+from ..model import NodeInfo, NodeRole, NodeStatus
+from ..routing import AffinityBook, AffinityStats
+from ..security import allowed, node_parts, sign, verify
+from .context import NodeContext
+
+Hook = Callable[[], Awaitable[Any]]
+
+
+class MembershipService:
+    """The judged view of the mesh, refreshed from the medium; this node's heartbeat."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        cfg = ctx.config
+        self.table = MembershipTable(DetectorConfig(cfg.suspect_after_seconds, ctx.timings.dead_after_s))
+        self.view = MeshSnapshot([], 0.0)
+        self.view_at = 0.0
+        self.affinity: AffinityBook | None = None
+        self.generation = 0  # bumped on every membership change (joins, status changes)
+        self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
+        self._refused: set[str] = set()
+        self._process = psutil.Process()
+        # Wired by the manager: what the other services add to this node's record and rounds.
+        self.running: Callable[[], int] = lambda: 0
+        self.metric_sources: list[Callable[[], dict[str, Any]]] = []
+        self.heartbeat_hooks: list[Hook] = []  # after each heartbeat (lease renewal, primary election)
+        self.sweep_hooks: list[tuple[float, Hook]] = []  # on the sweeping node: (every seconds, hook)
+        self._swept_at: dict[int, float] = {}
+
+    @property
+    def medium(self) -> MembershipMedium:
+        return self.ctx.backend
+
+    # -- this node -------------------------------------------------------------------------------
+    def local_info(self) -> NodeInfo:
+        ctx = self.ctx
+        assert ctx.identity is not None and ctx.profile is not None
+        running = self.running()
+        queued = max(0, self.view.queued.get(ctx.node_id, 0) - running)
+        handlers = ctx.handlers
+        info = NodeInfo(
+            node_id=ctx.identity.node_id, name=ctx.identity.name, node_type=ctx.profile.node_type,
+            role=ctx.role, host=socket.gethostname(), port=ctx.config.port, pid=os.getpid(),
+            incarnation=ctx.identity.incarnation,
+            capabilities=handlers.capabilities() | ctx.profile.capabilities,
+            task_types=handlers.task_types() if ctx.is_worker else frozenset(),
+            capacity=ctx.config.max_capacity, running=running, queued=queued,
+            metrics=self.metrics(), started_at=ctx.started_at, last_seen=time.time(), left=not ctx.enabled)
+        if ctx.config.security.api_key:
+            info.signature = sign(ctx.config.security.api_key, *node_parts(info))
+        return info
+
+    def metrics(self) -> dict[str, Any]:
+        cpu = rss_mb = 0.0
+        with contextlib.suppress(psutil.Error):
+            cpu = psutil.cpu_percent(interval=None)
+            rss_mb = self._process.memory_info().rss / 2**20
+        out: dict[str, Any] = {"cpu_percent": cpu, "memory_mb": round(rss_mb, 1)}
+        for source in self.metric_sources:
+            out.update(source())
+        out["counters"] = dict(self.ctx.counters)
+        profile = self.ctx.profile
+        if profile is not None and profile.metrics is not None:
+            out.update(profile.metrics())
+        return out
+
+    async def heartbeat(self) -> None:
+        await self.medium.heartbeat(self.local_info())
+
+    async def leave(self) -> None:
+        with contextlib.suppress(BackendError):
+            await self.medium.leave(self.local_info())
+
+    # -- the view ----------------------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        return self.table.members()
+
+    def status_of(self, node_id: str) -> NodeStatus | None:
+        return self.table.status_of(node_id)
+
+    def active_ids(self) -> set[str]:
+        return {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
+
+    def workers(self) -> list[NodeInfo]:
+        """Active worker nodes, as the router sees them (rebuilt once per view)."""
+        if self._workers is None:
+            self._workers = [m.info for m in self.table.members()
+                             if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
+        return self._workers
+
+    def note_queued(self, node_id: str, depth: int | None = None) -> None:
+        """Count one more task queued on ``node_id`` in this view (or set its depth), until the next refresh."""
+        queued = self.view.queued
+        queued[node_id] = depth if depth is not None else queued.get(node_id, 0) + 1
+
+    def is_fresh(self, seconds: float) -> bool:
+        return time.monotonic() - self.view_at < seconds
+
+    async def refresh(self) -> MeshSnapshot:
+        """Read the mesh from the medium, judge every node, publish what changed."""
+        snap = await self.medium.snapshot()
+        self.view = snap
+        self.view_at = time.monotonic()
+        visible = []
+        for node in snap.nodes:
+            if node.role is not NodeRole.WORKER:
+                continue
+            why = self._distrust(node)
+            if why:
+                if node.node_id not in self._refused:
+                    self._refused.add(node.node_id)
+                    self.ctx.problem("rejected_nodes", f"node {node.name} ({node.node_id[:12]}, host {node.host}) "
+                                                       f"{why}: ignored, no work routed to it")
+                continue
+            visible.append(node)
+        changes = self.table.observe(visible, snap.now)
+        self._workers = None  # the router's list is rebuilt from the new records on next use
+        self.affinity = self._build_affinity()
+        if changes:
+            self.generation += 1
+        for change in changes:
+            node = change.node
+            if change.joined:
+                self.ctx.publish(NodeJoined(node_id=node.node_id, name=node.name, node_type=node.node_type.value,
+                                            incarnation=node.incarnation))
+                if change.new is not NodeStatus.ACTIVE:
+                    self.ctx.publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old="new",
+                                                       new=change.new.value, incarnation=node.incarnation))
+            else:
+                assert change.old is not None
+                self.ctx.publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
+                                                   new=change.new.value, incarnation=node.incarnation))
+        return snap
+
+    def _distrust(self, node: NodeInfo) -> str:
+        """Why a node record is not trusted ('' when it is): allowlist, then the api_key signature."""
+        security = self.ctx.config.security
+        if not allowed(node, security.allowlist):
+            return "is not on the allowlist"
+        if security.api_key and not verify(security.api_key, node.signature, *node_parts(node)):
+            return "is not signed with this mesh's api_key" if not node.signature else "has a bad signature"
+        return ""
+
+    def _build_affinity(self) -> AffinityBook | None:
+        """Every node's smoothed success per task type, from the metrics in its heartbeat."""
+        if not self.ctx.config.task_distribution.task_affinity_enabled:
+            return None
+        book = AffinityBook()
+        for member in self.table.members():
+            for task_type, stats in (member.info.metrics.get("affinity") or {}).items():
+                try:
+                    success, latency, samples = float(stats[0]), float(stats[1]), int(stats[2])
+                except (TypeError, ValueError, IndexError):
+                    continue
+                entry = book.stats.setdefault((member.info.node_id, task_type), AffinityStats())
+                entry.success, entry.latency_s, entry.samples = success, latency, samples
+        return book
+
+    def is_sweeper(self) -> bool:
+        """One node sweeps (re-routes stranded work, prunes, compacts): the active one with the lowest id."""
+        active = self.active_ids()
+        return bool(active) and min(active) == self.ctx.node_id
+
+    # -- loops ---------------------------------------------------------------------------------------
+    async def view_loop(self) -> None:
+        """Refresh the view; on the sweeping node, run the sweep hooks each at its own period."""
+        ctx = self.ctx
+        period = min(0.5, ctx.config.heartbeat_interval_seconds / 2)
+        while not ctx.closing:
+            await ctx.wait_wake(TOPIC_MEMBERS, period)
+            try:
+                await self.refresh()
+                if ctx.is_worker and ctx.enabled and self.is_sweeper():
+                    for index, (every, hook) in enumerate(self.sweep_hooks):
+                        if time.monotonic() - self._swept_at.get(index, -every) >= every:
+                            self._swept_at[index] = time.monotonic()
+                            await hook()
+                ctx.backend_ok(True)
+            except BackendError as exc:
+                ctx.backend_ok(False, str(exc))
+                ctx.problem("backend_errors", str(exc))
+                await asyncio.sleep(period)
+
+    async def heartbeat_loop(self) -> None:
+        """Publish this node's record every heartbeat interval, then run the heartbeat hooks."""
+        ctx = self.ctx
+        while not ctx.closing:
+            await asyncio.sleep(ctx.config.heartbeat_interval_seconds)
+            if not ctx.enabled:
+                continue
+            try:
+                await self.heartbeat()
+                for hook in self.heartbeat_hooks:
+                    await hook()
+                ctx.backend_ok(True)
+            except BackendError as exc:
+                ctx.backend_ok(False, str(exc))
+                ctx.problem("backend_errors", str(exc))

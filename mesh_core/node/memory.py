@@ -1,0 +1,352 @@
+"""Memory: this node's replica, local writes, applying others' writes, conflicts, history and rollback.
+
+Conflict decisions come from the pure ``mesh_core.memory.resolve``; the
+replica is the node's own SQLite file. Reading the mesh's memory log and
+anti-entropy live in ``sync.py``; the master_slave primary in ``primary.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import codec
+from ..backends.contracts import TOPIC_MEMORY, MemoryLog
+from ..clock import HybridLogicalClock
+from ..errors import BackendError, CodecError, MemoryNotFound, SyncTimeout, UsageError
+from ..events import ConflictOpened, ConflictResolved, MemoryChanged
+from ..memory.resolve import (
+    SIBLING_WARNING,
+    Ranking,
+    Resolution,
+    apply_remote,
+    local_sibling,
+    local_write,
+    merge_items,
+    resolve_manually,
+)
+from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
+from ..model import Conflict, MemoryItem, NodeStatus
+from ..security import memory_parts, sign, verify
+from .context import NodeContext
+from .membership import MembershipService
+
+STRONG_POLL_SECONDS = 0.005  # how often a strong write looks whether every active node has applied it
+
+# master_slave: hands a write to the primary when this node is not it; True when the write went there.
+Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Recollection:
+    """What ``recall_item`` found: the value, and every concurrent sibling when in conflict."""
+
+    key: str
+    memory_type: str
+    value: Any
+    siblings: tuple[MemoryItem, ...]
+    origin: str
+    hlc: int
+
+
+class MemoryService:
+    """The local replica and every change to it, local or from the mesh."""
+
+    def __init__(self, ctx: NodeContext, members: MembershipService) -> None:
+        self.ctx = ctx
+        self.members = members
+        self.replica: ReplicaStore | None = None
+        self.hlc = HybridLogicalClock()
+        self.forwarder: Forwarder | None = None
+        self._ranking: Ranking | None = None
+        self._ranking_generation = -1
+
+    @property
+    def log(self) -> MemoryLog:
+        return self.ctx.backend
+
+    @property
+    def store(self) -> ReplicaStore:
+        if self.replica is None:
+            raise UsageError("this node's memory replica is not open", hint="await mesh.start() first")
+        return self.replica
+
+    def open(self, path: str | None) -> None:
+        self.replica = ReplicaStore(path, self.ctx.config.memory_sync.history_size)
+        self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()))
+
+    def close(self) -> None:
+        if self.replica is not None:
+            self.replica.set_meta("hlc", str(self.hlc.last))
+            self.replica.close()
+            self.replica = None
+
+    def count(self) -> int:
+        return self.replica.count() if self.replica else 0
+
+    def metrics(self) -> dict[str, Any]:
+        return {"memory_items": self.count()}
+
+    def _ranking_now(self) -> Ranking | None:
+        """source_priority: the configured ranking of nodes, rebuilt when membership changed."""
+        order = self.ctx.config.memory_sync.source_priority
+        if not order:
+            return None
+        if self._ranking is None or self._ranking_generation != self.members.generation:
+            ctx = self.ctx
+            nodes = [(m.info.node_id, m.info.name, m.info.node_type.value) for m in self.members.members()]
+            if ctx.identity and ctx.profile:
+                nodes.append((ctx.node_id, ctx.name, ctx.profile.node_type.value))
+            self._ranking = Ranking.from_order(order, nodes)
+            self._ranking_generation = self.members.generation
+        return self._ranking
+
+    # -- local writes ----------------------------------------------------------------------------
+    async def write(self, memory_type: str, memory_data: Any, priority: int = 5, key: str | None = None, *,
+                    tombstone: bool = False) -> str:
+        """Write a fact to the local replica and push it to the mesh (see ``sync_memory_item``)."""
+        key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
+        if self.forwarder is not None and await self.forwarder(memory_type, memory_data, priority, key, tombstone):
+            return key
+        if not self.ctx.is_worker:
+            await self.catch_up(key, memory_type)
+        siblings, sources = self.store.state(memory_type, key)
+        draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.ctx.node_id, priority, tombstone)
+        await self._write_local(local_write(sources or siblings, draft, self.ctx.node_id), "local write", siblings)
+        return key
+
+    async def write_many(self, memory_type: str, values: Mapping[str, Any], priority: int = 5) -> list[str]:
+        """Many facts of one type in one replica commit and one publish (see ``sync_memory_items``)."""
+        keys = list(values)
+        if self.ctx.config.memory_sync.strategy in ("strong", "master_slave"):
+            return [await self.write(memory_type, values[k], priority, k) for k in keys]
+        if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
+            self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
+        stored = []
+        with self.store.batch():
+            for key in keys:
+                siblings, sources = self.store.state(memory_type, key)
+                draft = MemoryItem(memory_type, key, values[key], {}, self.hlc.now(), self.ctx.node_id, priority,
+                                   False)
+                item = local_write(sources or siblings, draft, self.ctx.node_id)
+                stored.append((item, self._store_local(item, "local write", siblings)))
+        if stored:
+            await self._ship(stored, "local write")
+        return keys
+
+    async def _write_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> None:
+        frame = self._store_local(item, why, siblings)
+        position = await self._ship([(item, frame)], why)
+        if self.ctx.config.memory_sync.strategy == "strong":
+            await self._await_applied(item.key, position)
+
+    def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> bytes:
+        """Make ``item`` this replica's state of its key; returns its frame for the mesh.
+
+        ``siblings``: the key's visible items if the caller has just read them (else they are read here)."""
+        frame = self.frame_of(item)
+        limit = self.ctx.config.memory_sync.max_item_bytes
+        if len(frame) > limit:
+            raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes {limit}")
+        self.hlc.update(item.hlc)
+        if siblings is None:
+            siblings = self.store.siblings(item.memory_type, item.key)
+        # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
+        self.store.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
+        for conflict_id in self.store.close_conflicts(item.memory_type, item.key, why):
+            self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=why))
+        return frame
+
+    async def _ship(self, stored: list[tuple[MemoryItem, bytes]], why: str) -> Any:
+        """Publish locally stored writes in one go; kept in the outbox (in order) while the medium is away."""
+        ctx = self.ctx
+        try:
+            if self.store.has_outgoing():
+                raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
+            gossip = ctx.config.memory_sync.strategy == "peer_to_peer"
+            position = await self.log.publish_memory(
+                ctx.node_id, [(item.memory_type, item.key, frame) for item, frame in stored], broadcast=not gossip)
+            if gossip:
+                await self.gossip()
+        except BackendError as exc:
+            # Accepted locally; delivered in order when the medium is back.
+            for item, frame in stored:
+                self.store.queue_outgoing(item.memory_type, item.key, frame)
+            ctx.backend_ok(False, str(exc))
+            ctx.wake(TOPIC_MEMORY)
+            position = None
+        if ctx.events.wants_routine():
+            for item, _ in stored:
+                ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=ctx.node_id,
+                                          outcome="local", strategy=why))
+        return position
+
+    async def gossip(self) -> None:
+        """peer_to_peer: wake a few random active peers; each that learns something relays the same way."""
+        peers = sorted(self.members.active_ids() - {self.ctx.node_id})
+        chosen = self.ctx.rng.sample(peers, min(len(peers), self.ctx.config.memory_sync.gossip_fanout))
+        if chosen:
+            self.ctx.counters["gossip_sent"] += len(chosen)
+            await self.ctx.backend.wake(chosen, TOPIC_MEMORY)
+
+    async def _await_applied(self, key: str, position: Any) -> None:
+        """Strong writes: return once every active node has applied ``position``; else say who did not."""
+        timeout = self.ctx.config.memory_sync.strong_timeout_seconds
+        deadline = time.monotonic() + timeout
+        while True:
+            peers = {m.info.node_id: m.info.name for m in self.members.members()
+                     if m.status is NodeStatus.ACTIVE and m.info.node_id != self.ctx.node_id}
+            if position is not None:
+                acks = await self.log.memory_acks()
+                peers = {n: name for n, name in peers.items() if not self.log.cursor_reached(acks.get(n), position)}
+            if not peers:
+                return
+            if time.monotonic() >= deadline:
+                names = ", ".join(sorted(peers.values()))
+                raise SyncTimeout(f"write to {key!r} not applied within {timeout:g} s by: {names}",
+                                  missing=sorted(peers.values()))
+            await asyncio.sleep(STRONG_POLL_SECONDS)
+
+    def frame_of(self, item: MemoryItem) -> bytes:
+        """One memory item as it travels: the wire form, signed when the mesh has an api_key."""
+        wire = item_to_wire(item)
+        key = self.ctx.config.security.api_key
+        if key:
+            wire["s"] = sign(key, *memory_parts(wire))
+        return codec.encode(wire, self.ctx.limits)
+
+    # -- others' writes ------------------------------------------------------------------------------
+    def apply_frames(self, frames: list[bytes]) -> int:
+        """Apply pulled entries (a bucket, a key's newest) in one replica commit; returns how many changed it."""
+        if not frames:
+            return 0
+        with self.store.batch():
+            return sum(self.apply_frame(frame) for frame in frames)
+
+    def apply_frame(self, frame: bytes) -> bool:
+        ctx = self.ctx
+        try:
+            wire = codec.decode(frame, ctx.limits)
+            item = item_from_wire(wire)
+        except CodecError as exc:
+            ctx.problem("corrupt_memory_frames", f"memory frame refused: {exc}")
+            return False
+        if item.origin == ctx.node_id:
+            return False
+        key = ctx.config.security.api_key
+        if key and not verify(key, wire.get("s"), *memory_parts(wire)):
+            ctx.problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
+                                                  f"{item.origin[:12]} refused: not signed with this mesh's api_key")
+            return False
+        self.hlc.update(item.hlc)
+        strategy = ctx.config.conflict_strategy_for(item.memory_type)
+        siblings, sources = self.store.state(item.memory_type, item.key)
+        result = apply_remote(siblings, item, strategy, ranking=self._ranking_now(), sources=sources,
+                              sibling_warning=SIBLING_WARNING)
+        if result.outcome == "ignored":
+            return False
+        self.store.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy,
+                                    sources=result.sources or None, fresh=not siblings and not sources)
+        self._track_conflict(item, result)
+        if result.warning:
+            ctx.problem("sibling_warnings", f"{item.memory_type}/{item.key}: {result.warning}")
+        if ctx.events.wants_routine():
+            ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
+                                      outcome=result.outcome, strategy=result.strategy))
+        return True
+
+    def _track_conflict(self, item: MemoryItem, result: Resolution) -> None:
+        """Open (or close) the key's conflict record; its id is the same on every replica."""
+        publish = self.ctx.publish
+        if not result.conflict:
+            for conflict_id in self.store.close_conflicts(item.memory_type, item.key, "superseded"):
+                publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
+            return
+        marks = sorted((s.origin, s.vv.get(s.origin, 0)) for s in result.siblings)
+        digest = hashlib.sha1(repr((item.memory_type, item.key, marks)).encode()).hexdigest()[:16]
+        for conflict_id in self.store.close_conflicts(item.memory_type, item.key, "superseded", keep=digest):
+            publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
+        if self.store.open_conflict(digest, item.memory_type, item.key, result.strategy, result.reason,
+                                    tuple(result.disagreements)):
+            publish(ConflictOpened(conflict_id=digest, memory_type=item.memory_type, key=item.key,
+                                   nodes=tuple(s.origin for s in result.siblings), strategy=result.strategy))
+
+    async def catch_up(self, key: str, memory_type: str | None = None) -> None:
+        """Bring one key of this replica up to date with the mesh now (a client's replica starts empty)."""
+        self.apply_frames(await self.log.memory_for_key(memory_type, key))
+
+    # -- reading, conflicts, history ---------------------------------------------------------------------
+    async def recall_item(self, key: str, memory_type: str | None = None) -> Recollection:
+        if not self.ctx.is_worker:
+            await self.catch_up(key, memory_type)
+        siblings = [s for s in self.store.find(key, memory_type) if not s.tombstone]
+        if not siblings:
+            raise MemoryNotFound(f"no memory item {key!r}" + (f" of type {memory_type!r}" if memory_type else ""))
+        local = local_sibling(siblings, self.ctx.node_id)
+        return Recollection(key, local.memory_type, local.value, tuple(siblings) if len(siblings) > 1 else (),
+                            local.origin, local.hlc)
+
+    def conflicts(self) -> list[Conflict]:
+        """Open conflicts in this replica, each with its siblings."""
+        out = []
+        for c in self.store.conflicts():
+            siblings = tuple(self.store.siblings(c["memory_type"], c["key"]))
+            reason = c["reason"] or ""
+            if c["disagreements"]:
+                reason += f" (disagree at {', '.join(c['disagreements'])})"
+            out.append(Conflict(c["conflict_id"], c["memory_type"], c["key"], siblings, c["strategy"],
+                                c["opened_at"], reason))
+        return out
+
+    async def resolve_conflict(self, conflict_id: str, choice: str | Any) -> MemoryItem:
+        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new value (see the manager)."""
+        found = [c for c in self.conflicts() if c.conflict_id == conflict_id or c.conflict_id.startswith(conflict_id)]
+        if len(found) != 1:
+            raise UsageError(f"no open conflict {conflict_id!r}" if not found else f"{conflict_id!r} is ambiguous")
+        siblings = list(found[0].siblings)
+        mine = local_sibling(siblings, self.ctx.node_id)
+        if choice == "keep-local":
+            value = mine.value
+        elif choice == "keep-remote":
+            others = [s for s in siblings if s is not mine]
+            if len(others) != 1:
+                raise UsageError(f"keep-remote needs exactly one remote sibling; this conflict has {len(others)}",
+                                 hint="resolve with a value instead")
+            value = others[0].value
+        elif choice == "merge":
+            merged = merge_items(siblings)
+            if not merged.ok:
+                raise UsageError(f"the siblings disagree at {', '.join(merged.disagreements)}; cannot merge",
+                                 hint="keep one side or give a new value")
+            value = merged.value
+        else:
+            value = choice
+        item = resolve_manually(siblings, value, self.ctx.node_id, self.hlc.now())
+        await self._write_local(item, f"resolved: {choice if isinstance(choice, str) else 'new value'}")
+        return item
+
+    async def forget(self, key: str, memory_type: str | None = None) -> None:
+        """Delete a fact everywhere (a tombstone version that dominates what this replica has seen)."""
+        found = await self.recall_item(key, memory_type)
+        await self.write(found.memory_type, None, key=key, tombstone=True)
+
+    def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
+        """Values this key held before (replaced or lost a conflict), newest first."""
+        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.store.keys(key) if k == key})
+        out = []
+        for mt in types:
+            out += [{"memory_type": mt, **h} for h in self.store.history(mt, key)]
+        return sorted(out, key=lambda h: -h["version"])
+
+    async def rollback(self, key: str, version: int, memory_type: str | None = None) -> MemoryItem:
+        """Write an old value from the history back as a new version (which wins everywhere)."""
+        entry = next((h for h in self.history(key, memory_type) if h["version"] == version), None)
+        if entry is None:
+            raise UsageError(f"{key!r} has no history version {version}", hint="see /mesh_history KEY")
+        await self.write(entry["memory_type"], entry["value"], key=key)
+        return local_sibling(self.store.siblings(entry["memory_type"], key), self.ctx.node_id)

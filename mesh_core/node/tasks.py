@@ -1,0 +1,262 @@
+"""Tasks: submit and route, fenced moves, the sweep of stranded work, cancel, retry, trees, retention.
+
+Routing decisions come from the pure ``mesh_core.routing``; retry decisions
+from ``mesh_core.tasks``. The medium applies each decision as a fenced move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from ..backends.contracts import Assignment, Reassignment, TaskTransport
+from ..errors import MeshError, NoCapacity, TaskNotFound, UnknownTaskType, UsageError
+from ..events import TaskUpdated
+from ..model import NodeType, Task, TaskPriority, TaskStatus
+from ..routing import RouteDecision, RouteRequest, route
+from ..security import sign, task_parts
+from ..tasks import classify_stranded
+from .context import NodeContext
+from .membership import MembershipService
+from .results import Results
+
+PRUNE_EVERY_SECONDS = 5.0  # how often the sweeping node applies task retention
+PRUNE_BATCH = 5000  # tasks deleted per medium call
+VIEW_FRESH_SECONDS = 0.05  # a refusal looks at the mesh again only if its view is older than this
+TREE_DEPTH = 32  # subtask levels shown by task_tree
+DESCENDANTS_LIMIT = 10_000  # subtasks cancelled with their parent, at most
+
+
+class TaskService:
+    """Where tasks go, and every move this node decides for them."""
+
+    def __init__(self, ctx: NodeContext, members: MembershipService, results: Results) -> None:
+        self.ctx = ctx
+        self.members = members
+        self.results = results
+        self._rr: Counter[str] = Counter()
+
+    @property
+    def transport(self) -> TaskTransport:
+        return self.ctx.backend
+
+    # -- routing ---------------------------------------------------------------------------------
+    def route(self, task: Task, exclude: set[str]) -> RouteDecision:
+        req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
+        algorithm = self.ctx.config.task_distribution.load_balancing_algorithm
+        decision = route(req, self.members.workers(), self.members.view.queued, algorithm=algorithm,
+                         affinity=self.members.affinity, round_robin_counter=self._rr[task.task_type],
+                         rng=self.ctx.rng)
+        self._rr[task.task_type] += 1
+        return decision
+
+    def move(self, task: Task, *, bump: bool, exclude: set[str], error: str | None = None,
+             count_failure: bool = False, not_before: float = 0.0) -> Reassignment:
+        """A fenced move of ``task`` to the best other node, or back to the mesh-wide pending list."""
+        try:
+            decision = self.route(task, exclude)
+        except MeshError:
+            try:
+                decision = self.route(task, set())
+            except MeshError as exc:
+                return Reassignment(task.task_id, task.attempt, task.node_id, None, None, f"waiting: {exc.message}",
+                                    not_before=not_before, bump_attempt=bump, error=error,
+                                    count_failure=count_failure, final_status=TaskStatus.PENDING)
+        self.members.note_queued(decision.node_id)
+        return Reassignment(task.task_id, task.attempt, task.node_id, decision.node_id, decision.node_name,
+                            decision.why, not_before=not_before, bump_attempt=bump, error=error,
+                            count_failure=count_failure)
+
+    # -- submitting --------------------------------------------------------------------------------
+    async def submit(self, task_type: str, payload: Any = None, *,
+                     priority: TaskPriority | str | int = TaskPriority.NORMAL,
+                     preferred_node_types: Iterable[NodeType | str] = (),
+                     required_capabilities: Iterable[str] = (), timeout_s: float | None = None,
+                     context: dict[str, Any] | None = None, task_id: str | None = None,
+                     max_retries: int | None = None, queue: bool = False) -> str:
+        """Route and store one task; returns its id (see ``AgentMeshManager.submit_task``)."""
+        ctx = self.ctx
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        task_id = task_id or uuid.uuid4().hex
+        context = dict(context or {})
+        context.setdefault("trace_id", task_id)
+        retries = ctx.config.task_distribution.max_task_retries if max_retries is None else max_retries
+        task = Task(task_id=task_id, task_type=task_type, payload=payload, priority=TaskPriority.parse(priority),
+                    preferred_node_types=tuple(NodeType(p) for p in preferred_node_types),
+                    required_capabilities=frozenset(required_capabilities), timeout_s=timeout_s, context=context,
+                    submitter_id=ctx.node_id, submitted_at=time.time(), max_retries=retries)
+        task.encoded_payload(ctx.limits)  # refuse an oversized or unencodable payload before routing
+        if ctx.config.security.api_key:
+            task.signature = sign(ctx.config.security.api_key, *task_parts(task))
+        # Tracked before it is stored, so a result that lands at once is matched (see Results.loop).
+        tracked = self.results.track(task)
+        try:
+            return await self.enqueue_routed(task, set(), queue=queue)
+        except BaseException:
+            if tracked:
+                self.results.untrack(task_id)
+            raise
+
+    async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
+        """Route ``task`` (never to ``exclude``) and store it; backpressure as in ``submit``."""
+        task_id, task_type = task.task_id, task.task_type
+        if not self.members.workers():
+            await self.members.refresh()
+        exclude = set(exclude)
+        fixed = set(exclude)
+        refreshed = False
+        for _ in range(8):
+            try:
+                decision = self.route(task, exclude)
+            except UnknownTaskType:
+                if exclude:
+                    raise NoCapacity(f"every node that can run {task_type!r} is full", task_id=task_id) from None
+                raise
+            except NoCapacity:
+                if refreshed or self.members.is_fresh(VIEW_FRESH_SECONDS):
+                    if queue:
+                        return await self._enqueue_pending(task)
+                    raise
+                # The local count of queued work may be stale: look at the mesh once before refusing.
+                await self.members.refresh()
+                refreshed = True
+                exclude = set(fixed)
+                continue
+            capacity = decision.capacity or self.ctx.config.max_capacity
+            accepted = (await self.transport.enqueue([Assignment(task, decision.node_id, decision.node_name,
+                                                                 decision.why, capacity)]))[0]
+            if accepted:
+                self.members.note_queued(decision.node_id)
+                if self.ctx.events.wants_routine():
+                    self.ctx.publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
+                                                 node_id=decision.node_id, node_name=decision.node_name,
+                                                 why=decision.why))
+                return task_id
+            exclude.add(decision.node_id)
+            self.members.note_queued(decision.node_id, capacity)
+        raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
+
+    async def _enqueue_pending(self, task: Task) -> str:
+        limit = self.ctx.config.max_pending_tasks
+        pending = Assignment(task, None, None, "waiting: every able node is full", limit)
+        if not (await self.transport.enqueue([pending]))[0]:
+            raise NoCapacity(f"every node is full and the mesh-wide pending list holds {limit} tasks",
+                             task_id=task.task_id, hint="retry later or raise max_pending_tasks")
+        self.ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="pending",
+                                     why=pending.why))
+        return task.task_id
+
+    # -- the sweep (on the sweeping node) -------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Re-route work held by dead or departed nodes or whose lease lapsed; route the pending list."""
+        statuses = {m.info.node_id: m.status.value for m in self.members.members()}
+        gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
+        now = self.members.view.now
+        candidates = await self.transport.stranded(gone, now)
+        moves = []
+        for s in classify_stranded(candidates, statuses, now):
+            if s.task.not_before > now:
+                continue
+            held_by = {s.task.node_id} if s.task.node_id else set()
+            moves.append(self.move(s.task, bump=s.started, exclude=held_by,
+                                   error=f"re-routed: {s.reason} ({s.task.node_name})" if s.started else None))
+        for task in candidates:
+            if task.status is not TaskStatus.PENDING or task.not_before > now:
+                continue
+            try:
+                decision = self.route(task, set())
+            except MeshError:
+                continue  # still no room: it stays pending, untouched
+            self.members.note_queued(decision.node_id)
+            moves.append(Reassignment(task.task_id, task.attempt, None, decision.node_id, decision.node_name,
+                                      decision.why, bump_attempt=False))
+        if moves:
+            results = await self.transport.move(moves)
+            for done, ok in zip(moves, results, strict=True):
+                if ok:
+                    self.ctx.counters["rerouted"] += 1
+                    self.ctx.publish(TaskUpdated(task_id=done.task_id, task_type="",
+                                                 status="assigned" if done.node_id else "pending",
+                                                 node_id=done.node_id, node_name=done.node_name, why=done.why))
+
+    async def hand_back(self) -> None:
+        """Leaving: every task queued or running here goes to another node (running ones as a new attempt)."""
+        ctx = self.ctx
+        mine = await self.transport.stranded([ctx.node_id], time.time())
+        moves = []
+        for task in mine:
+            if task.node_id != ctx.node_id:
+                continue
+            running = task.status is TaskStatus.RUNNING
+            moves.append(self.move(task, bump=running, exclude={ctx.node_id},
+                                   error=f"handed back by {ctx.name} (leaving)" if running else None))
+        if moves:
+            await self.transport.move(moves)
+
+    async def prune(self) -> int:
+        """Delete finished tasks past the retention limits (the sweeping node does this every few seconds)."""
+        td = self.ctx.config.task_distribution
+        gone = 0
+        while True:
+            n = await self.transport.prune(td.tasks_kept, td.dead_letters_kept, PRUNE_BATCH)
+            gone += n
+            if n < PRUNE_BATCH or self.ctx.closing:
+                break
+            await asyncio.sleep(0)  # a big backlog goes in slices; the node keeps serving between them
+        if gone:
+            self.ctx.counters["tasks_pruned"] += gone
+        return gone
+
+    # -- cancel, retry, trees ---------------------------------------------------------------------------
+    async def cancel(self, task_id: str) -> dict[str, str]:
+        """Cancel a task and every subtask under it; returns what happened to each."""
+        ids = [task_id] + [t.task_id for t in await self._descendants(task_id)]
+        outcomes = await self.transport.cancel(ids)
+        if outcomes[0] == "missing":
+            raise TaskNotFound(f"no task {task_id} in the mesh", task_id=task_id)
+        return dict(zip(ids, outcomes, strict=True))
+
+    async def _descendants(self, task_id: str) -> list[Task]:
+        out: list[Task] = []
+        frontier = [task_id]
+        while frontier and len(out) < DESCENDANTS_LIMIT:
+            children: list[Task] = []
+            for parent in frontier:
+                children += await self.transport.list_tasks(parent_id=parent, limit=DESCENDANTS_LIMIT)
+            out += children
+            frontier = [c.task_id for c in children]
+        return out
+
+    async def tree(self, task_id: str) -> dict[str, Any]:
+        """The task and its subtasks, nested: ``{"task": Task, "children": [...]}``."""
+        root = await self.results.get_task(task_id)
+
+        async def grow(task: Task, depth: int) -> dict[str, Any]:
+            kids = await self.transport.list_tasks(parent_id=task.task_id, limit=DESCENDANTS_LIMIT) \
+                if depth < TREE_DEPTH else []
+            return {"task": task, "children": [await grow(k, depth + 1) for k in kids]}
+        return await grow(root, 0)
+
+    async def retry(self, task_id: str) -> str:
+        """Replay a dead-lettered, failed or cancelled task as a new attempt; returns where it went."""
+        task = await self.results.get_task(task_id)
+        if task.status not in (TaskStatus.DEAD_LETTER, TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise UsageError(f"task {task_id} is {task.status.value}; only dead_letter, failed or cancelled "
+                             "tasks can be retried")
+        if not self.members.table.active():
+            await self.members.refresh()
+        node_id: str | None
+        node_name: str | None
+        try:
+            decision = self.route(task, set())
+            node_id, node_name, why = decision.node_id, decision.node_name, f"replayed; {decision.why}"
+        except NoCapacity as exc:
+            node_id, node_name, why = None, None, f"replayed; waiting: {exc.message}"
+        if not await self.transport.replay(task_id, node_id, node_name, why):
+            raise UsageError(f"task {task_id} changed state meanwhile; not replayed")
+        return node_name or "pending"

@@ -1,0 +1,279 @@
+"""The worker: claim the tasks assigned here, run their handlers, hold their leases, record each outcome.
+
+Execution is at-least-once; recording is exactly-once because every record
+is fenced by the attempt number (a late result from an old attempt is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import codec
+from ..backends.contracts import TOPIC_CANCEL, TOPIC_TASKS, Completion, Reassignment, TaskTransport
+from ..errors import BackendError, CodecError, UnknownTaskType
+from ..events import TaskUpdated
+from ..handlers import NodePort, TaskContext
+from ..model import Task, TaskStatus
+from ..routing import AffinityStats
+from ..security import task_parts, verify
+from ..tasks import DeadLetter, RetryPolicy, after_failure
+from .context import NodeContext
+from .tasks import TaskService
+
+CLAIM_POLL_SECONDS = 0.5  # the claim loop's safety net when a wake-up is missed
+CANCEL_POLL_SECONDS = 1.0  # running tasks' cancel requests are looked for at least this often
+RECORD_RETRY_MAX_SECONDS = 2.0  # the longest pause between attempts to record an outcome while the medium is away
+LATENCY_SMOOTHING = 0.1  # weight of the newest task in the average response time
+
+
+@dataclass
+class Running:
+    task: Task
+    job: asyncio.Task[None] | None = None
+    lost: bool = False
+    cancelled: bool = False
+    refused: bool = False  # not signed with the mesh's api_key: never run, failed without retry
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Runs the work assigned to this node, ``config.concurrency`` tasks at a time."""
+
+    def __init__(self, ctx: NodeContext, tasks: TaskService, port: NodePort) -> None:
+        self.ctx = ctx
+        self.tasks = tasks
+        self.port = port
+        td = ctx.config.task_distribution
+        self.retry_policy = RetryPolicy(td.retry_failed_tasks, td.max_task_retries, td.retry_backoff_seconds,
+                                        td.retry_backoff_max_seconds)
+        self.accepting = False
+        self.running: dict[str, Running] = {}
+        self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
+        self._done = 0
+        self._failed = 0
+        self._latency_ms = 0.0
+
+    @property
+    def transport(self) -> TaskTransport:
+        return self.ctx.backend
+
+    def metrics(self) -> dict[str, Any]:
+        """What this node's heartbeat says about the work it did (routers read the affinity)."""
+        finished = self._done + self._failed
+        return {
+            "tasks_done": self._done, "tasks_failed": self._failed,
+            "error_rate": (self._failed / finished) if finished else 0.0,
+            "avg_response_ms": round(self._latency_ms, 2),
+            "affinity": {k: [round(v.success, 3), round(v.latency_s, 4), v.samples] for k, v in self._stats.items()},
+        }
+
+    # -- leases and cancels ------------------------------------------------------------------------
+    async def renew_leases(self) -> None:
+        """Extend the leases of running tasks; stop working on any the medium says was taken away."""
+        held = [(e.task.task_id, e.task.attempt) for e in self.running.values() if not e.lost]
+        if held:
+            kept = await self.transport.renew(self.ctx.node_id, held, self.ctx.timings.task_lease_s)
+            for task_id, _ in held:
+                if task_id not in kept:
+                    self._lose(task_id, "lease lost (the task was re-routed)")
+
+    def _lose(self, task_id: str, why: str) -> None:
+        entry = self.running.get(task_id)
+        if entry is None or entry.lost:
+            return
+        entry.lost = True
+        self.ctx.problem("tasks_lost", f"task {task_id} attempt {entry.task.attempt}: {why}")
+        if entry.job:
+            entry.job.cancel()
+
+    async def cancel_loop(self) -> None:
+        """Stop running tasks whose cancel was asked for (woken at once; polled while work runs)."""
+        ctx = self.ctx
+        while not ctx.closing:
+            await ctx.wait_wake(TOPIC_CANCEL, CANCEL_POLL_SECONDS)
+            if not self.running:
+                continue
+            try:
+                asked = await self.transport.cancel_requests(ctx.node_id)
+            except BackendError as exc:
+                ctx.problem("backend_errors", str(exc))
+                continue
+            for task_id, attempt in asked:
+                entry = self.running.get(task_id)
+                if entry and entry.task.attempt == attempt and not entry.cancelled and entry.job:
+                    entry.cancelled = True
+                    entry.job.cancel()
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Stop taking work; give running tasks ``grace_seconds`` to finish, then stop them (handed back)."""
+        self.accepting = False
+        deadline = time.monotonic() + grace_seconds
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for entry in list(self.running.values()):
+            entry.lost = True
+            if entry.job:
+                entry.job.cancel()
+        for entry in list(self.running.values()):
+            if entry.job:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await entry.job
+
+    def abandon(self) -> None:
+        """Stop every running task at once and record nothing (a crash: their leases lapse and they re-route)."""
+        self.accepting = False
+        for entry in list(self.running.values()):
+            entry.lost = True
+            if entry.job:
+                entry.job.cancel()
+
+    # -- claiming and running ---------------------------------------------------------------------------
+    async def claim_loop(self) -> None:
+        ctx = self.ctx
+        poll = CLAIM_POLL_SECONDS
+        while not ctx.closing:
+            await ctx.wait_wake(TOPIC_TASKS, poll)
+            poll = CLAIM_POLL_SECONDS
+            if not self.accepting:
+                continue
+            free = ctx.config.concurrency - len(self.running)
+            if free <= 0:
+                continue
+            try:
+                tasks = await self.transport.claim(ctx.node_id, free, ctx.timings.task_lease_s)
+                ctx.backend_ok(True)
+            except BackendError as exc:
+                ctx.backend_ok(False, str(exc))
+                ctx.problem("backend_errors", str(exc))
+                continue
+            for task in tasks:
+                entry = Running(task)
+                self.running[task.task_id] = entry
+                entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
+            if len(tasks) == free:
+                ctx.wake(TOPIC_TASKS)
+            if not tasks:
+                with contextlib.suppress(BackendError):
+                    when = await self.transport.next_due(ctx.node_id)
+                    if when is not None:
+                        poll = min(CLAIM_POLL_SECONDS, max(0.001, when - time.time()))
+
+    async def _execute(self, entry: Running) -> None:
+        ctx = self.ctx
+        task = entry.task
+        spec = ctx.handlers.get(task.task_type)
+        if ctx.events.wants_routine():
+            ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="running",
+                                    node_id=ctx.node_id, node_name=ctx.name, attempt=task.attempt))
+        started = time.monotonic()
+        error: str | None = None
+        frame: bytes | None = None
+        timeout = task.timeout_s or ctx.config.task_timeout_seconds
+        key = ctx.config.security.api_key
+        try:
+            if key and not verify(key, task.signature, *task_parts(task)):
+                entry.refused = True
+                why = "not signed with this mesh's api_key" if not task.signature else "its signature does not match"
+                ctx.problem("unsigned_tasks", f"task {task.task_id} ({task.task_type}) from "
+                                              f"{(task.submitter_id or '?')[:12]} refused: {why}")
+                raise PermissionError(f"refused by {ctx.name}: {why}")
+            if spec is None:
+                raise UnknownTaskType(f"node {ctx.name} has no handler for {task.task_type!r}")
+            args = (task.payload, TaskContext(task, self.port, lambda: entry.cancelled)) if spec.takes_context \
+                else (task.payload,)
+            async with asyncio.timeout(timeout):
+                if spec.is_async:
+                    result = await spec.fn(*args)
+                else:
+                    result = await asyncio.to_thread(spec.fn, *args)
+            frame = codec.encode(result, ctx.limits)
+        except asyncio.CancelledError:
+            if entry.lost:
+                self.running.pop(task.task_id, None)
+                return
+            if not entry.cancelled:
+                raise
+            error = "cancelled while running"
+        except TimeoutError:
+            error = f"timed out after {timeout:g} s"
+        except CodecError as exc:
+            error = f"result cannot be stored: {exc}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            await self._record_until_stored(entry, frame, error, time.monotonic() - started)
+        finally:
+            self.running.pop(task.task_id, None)
+            ctx.wake(TOPIC_TASKS)
+
+    async def _record_until_stored(self, entry: Running, frame: bytes | None, error: str | None,
+                                   seconds: float) -> None:
+        """Record the outcome, holding it and retrying while the medium is away.
+
+        If the lease lapses meanwhile the task is re-run elsewhere and this
+        late result is refused by fencing: execution is at-least-once,
+        recording stays exactly-once.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self._record(entry, frame, error, seconds)
+                return
+            except BackendError as exc:
+                self.ctx.backend_ok(False, str(exc))
+                self.ctx.problem("backend_errors", f"result of {entry.task.task_id} held until the backend returns: "
+                                                   f"{exc}")
+                if self.ctx.closing:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_SECONDS)
+
+    def _observe(self, entry: Running, ok: bool, seconds: float) -> None:
+        if not entry.refused:  # a refused task says nothing about how well this node does the work
+            self._stats.setdefault(entry.task.task_type, AffinityStats()).observe(ok, seconds)
+        ms = seconds * 1000
+        first = self._done + self._failed == 0
+        self._latency_ms = ms if first else self._latency_ms + LATENCY_SMOOTHING * (ms - self._latency_ms)
+
+    async def _record(self, entry: Running, frame: bytes | None, error: str | None, seconds: float) -> None:
+        ctx = self.ctx
+        task = entry.task
+        self._observe(entry, error is None, seconds)
+        if entry.cancelled:
+            ok = (await self.transport.complete([Completion(task.task_id, task.attempt, ctx.node_id,
+                                                            TaskStatus.CANCELLED, None, error)]))[0]
+            status = "cancelled"
+        elif error is None:
+            self._done += 1
+            ok = (await self.transport.complete([Completion(task.task_id, task.attempt, ctx.node_id,
+                                                            TaskStatus.SUCCEEDED, frame)]))[0]
+            status = "succeeded"
+        else:
+            self._failed += 1
+            move, status = self._after_failure(entry, error)
+            ok = (await self.transport.move([move]))[0]
+        if not ok:
+            ctx.problem("stale_results", f"result of task {task.task_id} attempt {task.attempt} refused: "
+                                         "the task moved on (fencing)")
+            return
+        if ctx.events.wants_routine():
+            ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status=status,
+                                    node_id=ctx.node_id, node_name=ctx.name, attempt=task.attempt, error=error))
+
+    def _after_failure(self, entry: Running, error: str) -> tuple[Reassignment, str]:
+        """The move a failed attempt leads to: refused for good, dead letter, or a retry elsewhere."""
+        task, node_id = entry.task, self.ctx.node_id
+        if entry.refused:  # every node with the key would refuse it too: no retry
+            return Reassignment(task.task_id, task.attempt, node_id, None, None, "refused: unsigned", error=error,
+                                count_failure=True, final_status=TaskStatus.FAILED), TaskStatus.FAILED.value
+        decision = after_failure(task, self.retry_policy, time.time(), self.ctx.rng)
+        if isinstance(decision, DeadLetter):
+            final = TaskStatus.DEAD_LETTER if self.retry_policy.enabled else TaskStatus.FAILED
+            return Reassignment(task.task_id, task.attempt, node_id, None, None, decision.reason, error=error,
+                                count_failure=True, final_status=final), final.value
+        return self.tasks.move(task, bump=True, exclude={node_id}, error=error, count_failure=True,
+                               not_before=decision.not_before), "retry"
