@@ -21,19 +21,31 @@ and peer-to-peer gRPC backends will.
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import NodeInfo, Task, TaskStatus
 
-# Topics a backend can wake a node about. Wake-ups are hints only: a node that
-# misses one still finds the work on its next periodic poll.
-TOPIC_TASKS = "tasks"  # new work was assigned to you
-TOPIC_RESULTS = "results"  # a task you submitted changed state
-TOPIC_MEMBERS = "members"  # a node joined, left or changed
-TOPIC_MEMORY = "memory"  # new memory entries were published
-TOPIC_CANCEL = "cancel"  # a task you are running was asked to stop
+
+class Topic(enum.StrEnum):
+    """What a backend can wake a node about. Wake-ups are hints only: a node that misses one still finds
+    the work on its next periodic poll."""
+
+    TASKS = "tasks"  # new work was assigned to you
+    RESULTS = "results"  # a task you submitted changed state
+    MEMBERS = "members"  # a node joined, left or changed
+    MEMORY = "memory"  # new memory entries were published
+    CANCEL = "cancel"  # a task you are running was asked to stop
+
+
+# The topics as plain strings, as the node's services key their wake-up events.
+TOPIC_TASKS: str = Topic.TASKS
+TOPIC_RESULTS: str = Topic.RESULTS
+TOPIC_MEMBERS: str = Topic.MEMBERS
+TOPIC_MEMORY: str = Topic.MEMORY
+TOPIC_CANCEL: str = Topic.CANCEL
 
 SignalHandler = Callable[[str], None]
 
