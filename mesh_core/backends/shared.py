@@ -232,19 +232,23 @@ def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_or_none(value: Any) -> str | None:
-    return _text(value) if value not in (None, b"", "", False) else None
+    if type(value) is str:
+        return value or None
+    return None if value is None or value == b"" else _text(value)
 
 
 def _float_or_none(value: Any) -> float | None:
-    return float(value) if value not in (None, b"", "", False) else None
+    return None if value is None or value == "" or value == b"" else float(value)
 
 
 def _names(value: Any) -> list[str]:
-    if not value:
+    if not value or value == "[]" or value == b"[]":  # the common case, without a JSON parse
         return []
     if isinstance(value, str | bytes):
         value = json.loads(value)
