@@ -1,16 +1,96 @@
-"""Task lifecycle policy (pure): retries with backoff, dead letters, re-routing of stranded work.
+"""Task lifecycle (pure): the allowed task moves, retries with backoff, dead letters, re-routing of stranded work.
 
 The manager asks these functions what to do and hands the answer to the
-backend as fenced operations; nothing here performs I/O.
+backend as fenced operations; nothing here performs I/O. ``TASK_MOVES`` is the
+one statement of which move may start from which status: the SQLite backend
+builds its ``status IN (...)`` checks from it and the Redis backend's Lua
+scripts read it as a generated table, so the two media cannot disagree.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from .model import Task, TaskStatus
+
+_S = TaskStatus
+
+
+class Move(enum.StrEnum):
+    """Every kind of fenced task move a backend applies."""
+
+    CLAIM = "claim"  # a worker starts an assigned task
+    COMPLETE = "complete"  # the holder records how its attempt ended
+    REROUTE = "reroute"  # to a node (re-route, retry with backoff, or routing a pending task)
+    REQUEUE = "requeue"  # back to the mesh-wide pending list (no node can take it now)
+    FINAL = "final"  # ends in dead_letter or failed (retries spent or refused)
+    CANCEL_QUEUED = "cancel_queued"  # a cancel of a task that has not started ends it at once
+    CANCEL_REQUEST = "cancel_request"  # a cancel of a running task asks its holder to stop
+    CANCELLED = "cancelled"  # a move of a task whose cancel was asked ends it cancelled instead
+    REPLAY = "replay"  # a finished, unsuccessful task goes round again
+
+
+@dataclass(frozen=True)
+class MoveRule:
+    """The statuses a move may start from and those it may lead to."""
+
+    sources: frozenset[TaskStatus]
+    targets: frozenset[TaskStatus]
+
+    def allows(self, source: TaskStatus) -> bool:
+        return source in self.sources
+
+
+def _rule(sources: Collection[TaskStatus], targets: Collection[TaskStatus]) -> MoveRule:
+    return MoveRule(frozenset(sources), frozenset(targets))
+
+
+# Decisions worth a line each:
+# - FINAL only from assigned or running: a pending task has no attempt that could have failed; it leaves the
+#   pending list by routing or by cancel, never to dead letter.
+# - REQUEUE only from assigned or running: the manager sends back to pending only work a node held.
+# - CANCELLED starts from running only, as CANCEL_REQUEST is the only way a task gets its cancel mark; it counts
+#   no failure (the task ends because someone asked, not because it failed).
+TASK_MOVES: Mapping[Move, MoveRule] = {
+    Move.CLAIM: _rule({_S.ASSIGNED}, {_S.RUNNING}),
+    Move.COMPLETE: _rule({_S.RUNNING}, {_S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    Move.REROUTE: _rule({_S.PENDING, _S.ASSIGNED, _S.RUNNING}, {_S.ASSIGNED}),
+    Move.REQUEUE: _rule({_S.ASSIGNED, _S.RUNNING}, {_S.PENDING}),
+    Move.FINAL: _rule({_S.ASSIGNED, _S.RUNNING}, {_S.DEAD_LETTER, _S.FAILED}),
+    Move.CANCEL_QUEUED: _rule({_S.PENDING, _S.ASSIGNED}, {_S.CANCELLED}),
+    Move.CANCEL_REQUEST: _rule({_S.RUNNING}, {_S.RUNNING}),
+    Move.CANCELLED: _rule({_S.RUNNING}, {_S.CANCELLED}),
+    Move.REPLAY: _rule({_S.DEAD_LETTER, _S.FAILED, _S.CANCELLED}, {_S.ASSIGNED, _S.PENDING}),
+}
+
+
+def move_of(node_id: str | None, final_status: TaskStatus) -> Move:
+    """Which move a fenced reassignment is (before any cancel mark is considered)."""
+    if node_id:
+        return Move.REROUTE
+    return Move.REQUEUE if final_status is TaskStatus.PENDING else Move.FINAL
+
+
+def check_target(move: Move, target: TaskStatus) -> None:
+    """Raise ValueError when ``move`` can never lead to ``target`` (a caller's mistake, not a stale state)."""
+    if target not in TASK_MOVES[move].targets:
+        allowed = ", ".join(sorted(TASK_MOVES[move].targets))
+        raise ValueError(f"a {move.value} move leads to {allowed}, not {target.value}")
+
+
+def sql_sources(move: Move) -> str:
+    """The move's source statuses as an SQL list: ``'assigned','running'``."""
+    return ",".join(f"'{s.value}'" for s in sorted(TASK_MOVES[move].sources))
+
+
+def lua_moves() -> str:
+    """A Lua table literal ``FROM`` (move → set of source statuses) for the Redis scripts."""
+    rows = ", ".join(f"{m.value}={{{', '.join(f'{s.value}=true' for s in sorted(r.sources))}}}"
+                     for m, r in TASK_MOVES.items())
+    return f"local FROM = {{{rows}}}\n"
 
 
 @dataclass(frozen=True)

@@ -12,28 +12,43 @@ and handed to the backend as already-decided, *fenced* operations: each one
 names the state it expects (task id + attempt number + node) and the backend
 applies it atomically only if that state still holds, so a stale actor can
 never overwrite a newer decision. That one rule gives exactly-once result
-recording on every medium.
+recording on every medium. Which move may start from which status is declared
+once, in ``mesh_core.tasks.TASK_MOVES``; both media read their checks from it.
 
-Each method's docstring says how the SQLite backend does it and how the Redis
-and peer-to-peer gRPC backends will.
+Each method's docstring says how the SQLite and Redis backends do it (and how
+the peer-to-peer gRPC backend will). What SQLite and Redis share (coalesced hot
+paths, decoding of stored records, the corrupt-value convention) lives in
+``shared.SharedStoreBackend``.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import NodeInfo, Task, TaskStatus
 
-# Topics a backend can wake a node about. Wake-ups are hints only: a node that
-# misses one still finds the work on its next periodic poll.
-TOPIC_TASKS = "tasks"  # new work was assigned to you
-TOPIC_RESULTS = "results"  # a task you submitted changed state
-TOPIC_MEMBERS = "members"  # a node joined, left or changed
-TOPIC_MEMORY = "memory"  # new memory entries were published
-TOPIC_CANCEL = "cancel"  # a task you are running was asked to stop
+
+class Topic(enum.StrEnum):
+    """What a backend can wake a node about. Wake-ups are hints only: a node that misses one still finds
+    the work on its next periodic poll."""
+
+    TASKS = "tasks"  # new work was assigned to you
+    RESULTS = "results"  # a task you submitted changed state
+    MEMBERS = "members"  # a node joined, left or changed
+    MEMORY = "memory"  # new memory entries were published
+    CANCEL = "cancel"  # a task you are running was asked to stop
+
+
+# The topics as plain strings, as the node's services key their wake-up events.
+TOPIC_TASKS: str = Topic.TASKS
+TOPIC_RESULTS: str = Topic.RESULTS
+TOPIC_MEMBERS: str = Topic.MEMBERS
+TOPIC_MEMORY: str = Topic.MEMORY
+TOPIC_CANCEL: str = Topic.CANCEL
 
 SignalHandler = Callable[[str], None]
 
@@ -57,9 +72,13 @@ class Assignment:
 class Reassignment:
     """Move a task that ``expected_node`` held at ``expected_attempt`` elsewhere.
 
-    ``bump_attempt`` gives the new holder a new fencing token (always when the
-    old holder may have started it). ``error`` is kept on the old attempt.
-    ``node_id`` None puts the task in dead letter instead.
+    With ``node_id`` it is re-routed (or retried after ``not_before``) to that
+    node; without, it goes to ``final_status``: back to the pending list
+    (PENDING) or to an end (DEAD_LETTER, FAILED). ``bump_attempt`` gives the
+    new holder a new fencing token (always when the old holder may have started
+    it). ``error`` is kept on the old attempt; ``count_failure`` adds one to the
+    task's failures. A task whose cancel was asked for ends cancelled instead,
+    with no failure counted.
     """
 
     task_id: str
@@ -134,10 +153,12 @@ class MembershipMedium(abc.ABC):
     async def open(self, local: NodeInfo) -> None:
         """Connect and start listening for wake-ups for ``local``.
 
-        SQLite: open the shared file (WAL, busy_timeout), create the schema,
-        bind a unix datagram socket named after the node. Redis: connection
-        pool plus a pub/sub subscription on the node's channel. gRPC: start
-        this node's server and dial the seed peers.
+        SQLite: open the shared file (WAL; a locked file is waited for with
+        backoff), create or migrate the schema, bind a unix datagram socket
+        named after the node. Redis: a blocking connection pool, the Lua
+        scripts, and a pub/sub listener on the node's channel and the broadcast
+        one (resubscribed with backoff). gRPC: start this node's server and
+        dial the seed peers.
         """
 
     @abc.abstractmethod
@@ -148,16 +169,21 @@ class MembershipMedium(abc.ABC):
     async def heartbeat(self, node: NodeInfo) -> None:
         """Upsert ``node``'s record and refresh its presence on the judging clock.
 
+        A heartbeat never undoes a leave of the same incarnation; a higher one rejoins.
         SQLite: one UPSERT setting ``last_seen`` from the machine clock.
         Redis: one script HSETs the record and stamps it with Redis ``TIME``
-        (Redis's clock judges liveness for everyone); PUBLISH on join. gRPC: the
+        (Redis's clock judges liveness for everyone). Both wake every node when
+        the node joins or changes incarnation. gRPC: the
         record is gossiped to peers, each of which stamps it with its own
         monotonic clock on receipt.
         """
 
     @abc.abstractmethod
     async def leave(self, node: NodeInfo) -> None:
-        """Mark the node as having left gracefully and tell the others now."""
+        """Mark the node as having left gracefully and tell the others now.
+
+        SQLite: ``left_mesh`` on its row. Redis: a leave mark holding the incarnation that left.
+        """
 
     @abc.abstractmethod
     async def snapshot(self) -> MeshSnapshot:
@@ -177,8 +203,8 @@ class MembershipMedium(abc.ABC):
     async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
         """Take or renew lease ``name`` for ``holder`` if it is free, lapsed or already ours; return its holder.
 
-        Judged by the store's clock. SQLite: a conditional UPSERT. Redis: SET NX PX
-        plus a compare-and-renew script.
+        Judged by the store's clock. SQLite: a conditional UPSERT against the machine clock.
+        Redis: one script sets the lease key with a PX expiry when it is absent or already ours.
         """
 
     def describe(self) -> dict[str, Any]:
@@ -187,7 +213,11 @@ class MembershipMedium(abc.ABC):
 
 
 class TaskTransport(abc.ABC):
-    """Tasks under fencing: store routed work, claim it, hold leases, record outcomes, move it."""
+    """Tasks under fencing: store routed work, claim it, hold leases, record outcomes, move it.
+
+    Every status change is one of the moves of ``mesh_core.tasks.TASK_MOVES`` and is applied only from
+    the statuses it lists; anything else is refused (False), never half-applied.
+    """
 
     # True when ``finished_for`` can block server-side for new entries (``wait``); otherwise the
     # node waits for a TOPIC_RESULTS wake-up between reads.
@@ -197,20 +227,24 @@ class TaskTransport(abc.ABC):
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
         """Store routed tasks; each is refused (False) if its node is at capacity.
 
+        A node's depth counts the tasks assigned to it or running on it; ``node_id`` None is checked
+        against the pending list. A task id already stored is accepted (True) and left as it is.
         The capacity check and the insert are one atomic step. SQLite: one
         ``BEGIN IMMEDIATE`` transaction for the batch. Redis: one Lua script
         per batch checks each inbox's depth and ZADDs to it. gRPC: the target node's server
-        accepts or refuses. Wakes each target node.
+        accepts or refuses. Concurrent callers share one batch; each target node is woken once.
         """
 
     @abc.abstractmethod
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         """Atomically start up to ``limit`` tasks assigned to ``node_id`` whose time has come.
 
-        Highest priority first, FIFO within a priority. SQLite: ``UPDATE …
-        RETURNING`` under ``BEGIN IMMEDIATE``. Redis: one Lua script takes the
-        head of the node's inbox sorted set (scored by priority, then arrival),
-        writes the leases and returns the tasks.
+        Highest priority first, FIFO within a priority; each gets a lease of
+        ``lease_seconds`` on the medium's clock. SQLite: ``UPDATE … RETURNING``
+        under ``BEGIN IMMEDIATE``, with the attempt recorded. Redis: one Lua
+        script moves due tasks from the delayed set into the inbox, takes the
+        head of the inbox sorted set (scored by priority, then arrival), writes
+        the leases and returns the task hashes (no second round trip).
         gRPC: the node's own inbox, which it holds itself.
         """
 
@@ -224,44 +258,65 @@ class TaskTransport(abc.ABC):
         """Extend the leases on ``(task_id, attempt)`` still held; return the ids still held.
 
         A task missing from the answer was taken away (re-routed); its
-        executor must stop working on it.
+        executor must stop working on it. SQLite: one conditional UPDATE per
+        task in one transaction. Redis: one script for the batch.
         """
 
     @abc.abstractmethod
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         """Record each attempt's end if the attempt still holds its task (fencing).
 
-        False means the result was refused as stale. Wakes each submitter.
-        SQLite: conditional UPDATE in one transaction. Redis: a Lua
-        compare-and-set on the task hash. gRPC: the submitter-owned record.
+        False means the result was refused as stale. A status outside
+        ``TASK_MOVES[Move.COMPLETE].targets`` (succeeded, failed, cancelled) is
+        a caller's mistake: ValueError, nothing written. Concurrent callers
+        share one batch. SQLite: conditional UPDATEs in one transaction, then a
+        wake-up datagram to each submitter. Redis: one Lua compare-and-set per
+        batch that also appends each outcome to its submitter's result feed
+        (which wakes a submitter blocked on it). gRPC: the submitter-owned record.
         """
 
     @abc.abstractmethod
     async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
-        """Apply fenced moves (re-route, retry with backoff, dead letter, back to pending); True per move applied.
+        """Apply fenced moves (re-route, retry with backoff, back to pending, dead letter or failed); True per
+        move applied.
 
-        Which moves are allowed from which state is declared once in ``mesh_core.tasks.TASK_MOVES``.
+        Each is applied only if the task is still at ``expected_attempt`` held by ``expected_node`` and its
+        status is a source of that move in ``mesh_core.tasks.TASK_MOVES``; a task with a cancel asked for
+        ends cancelled instead. A ``final_status`` no move leads to is a ValueError. Wakes each new holder
+        and each submitter. SQLite: one conditional UPDATE per move in one transaction. Redis: one script
+        for the batch.
         """
 
     @abc.abstractmethod
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks: queued ones at once, running ones by asking their holder.
 
-        Returns per task ``cancelled``, ``cancelling`` (holder asked and woken),
-        the final status it already had, or ``missing``.
+        Returns per task ``cancelled`` (it had not started: ``Move.CANCEL_QUEUED``),
+        ``cancelling`` (running: its holder is marked and woken, ``Move.CANCEL_REQUEST``),
+        the final status it already had, or ``missing``. The submitter of a task cancelled at once is woken.
+        SQLite: one transaction. Redis: one script.
         """
 
     @abc.abstractmethod
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
-        """Send a dead-lettered, failed or cancelled task round again (new attempt, failures reset)."""
+        """Send a dead-lettered, failed or cancelled task round again (new attempt, failures, result and
+        cancel mark reset) to ``node_id``, or to the pending list when None. False if its status is not a
+        source of ``Move.REPLAY``."""
 
     @abc.abstractmethod
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
-        """Unfinished tasks held by a dead or departed node, or whose lease lapsed."""
+        """What the sweeper looks at: unfinished tasks held by one of ``dead_nodes``, running tasks whose
+        lease lapsed, and the tasks in the pending list; about 5000 at most per call.
+
+        SQLite judges the lease against ``now``; Redis against its own ``TIME`` (``now`` is not used).
+        """
 
     @abc.abstractmethod
     async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
-        """``(task_id, attempt)`` of running tasks held by ``node_id`` that were asked to stop."""
+        """``(task_id, attempt)`` of running tasks held by ``node_id`` that were asked to stop.
+
+        SQLite: one indexed SELECT. Redis: the node's held set, then one pipelined read of the marks.
+        """
 
     @abc.abstractmethod
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
@@ -272,7 +327,9 @@ class TaskTransport(abc.ABC):
         SQLite: a feed table filled by a trigger on every final transition,
         joined with the task rows. Redis: the submitter's result stream (each
         entry carries the outcome, small results inline) read with XREAD BLOCK.
-        gRPC: results pushed to the submitter and kept in its own table.
+        gRPC: results pushed to the submitter and kept in its own table. An
+        entry that cannot be read is skipped and counted (``refused_records``);
+        a result that does not decode reads as ``{"__corrupt__": reason}``.
         """
 
     @abc.abstractmethod
@@ -287,21 +344,37 @@ class TaskTransport(abc.ABC):
 
     @abc.abstractmethod
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
-        """Current status of each task that exists (a cheap read, batched across callers)."""
+        """Current status of each task that exists (a cheap read, batched across callers).
+
+        SQLite: one IN query per 500 ids on the read connection. Redis: one pipeline of HGETs.
+        """
 
     @abc.abstractmethod
     async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
-        """Tasks by id; with their attempts when asked (None: only for a few tasks)."""
+        """Tasks by id, in the order asked, missing ones left out; with their attempts when asked (None: only
+        for 50 tasks or fewer).
+
+        A stored task that cannot be read is left out and counted (``refused_records``); a payload or
+        result that does not decode reads as ``{"__corrupt__": reason}`` (``corrupt_values``).
+        SQLite: IN queries on the read connection. Redis: one pipeline of HGETALLs.
+        """
 
     @abc.abstractmethod
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
                          parent_id: str | None = None) -> list[Task]:
         """Most recent tasks first, optionally of one status; with ``parent_id``, that task's subtasks
-        (submitted by its handler) in the order they were submitted."""
+        (submitted by its handler) in the order they were submitted.
+
+        SQLite: indexed SELECTs. Redis: pending, failed, dead_letter and cancelled from their own sorted
+        sets; assigned and running from the inboxes and the lease set; succeeded by scanning the newest
+        tasks (up to 100 000)."""
 
     @abc.abstractmethod
     async def task_counts(self) -> dict[str, int]:
-        """Tasks per status across the whole mesh."""
+        """Tasks per status across the whole mesh (statuses with none may be left out).
+
+        SQLite: one GROUP BY. Redis: a hash of counters every script keeps up to date.
+        """
 
 
 class MemoryLog(abc.ABC):
@@ -315,9 +388,12 @@ class MemoryLog(abc.ABC):
         With ``broadcast`` every node is woken; without, the caller wakes whom it
         chooses (peer_to_peer gossip).
 
-        SQLite: rows in an append-only log table. Redis: XADD to one stream
-        (consumers keep their own cursors). gRPC: pushed to peers and kept
-        in the sender's outbox until acknowledged. Wakes every node.
+        Concurrent callers share one write. SQLite: rows in an append-only log
+        table plus the newest entry per (key, origin) in ``memory_latest``, one
+        transaction. Redis: one MULTI/EXEC of XADD to one stream (consumers keep
+        their own cursors), the per-key hash of each origin's latest frame and
+        the bucket's key set. gRPC: pushed to peers and kept in the sender's
+        outbox until acknowledged.
         """
 
     @abc.abstractmethod
@@ -326,7 +402,10 @@ class MemoryLog(abc.ABC):
 
     @abc.abstractmethod
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
-        """Record that ``node_id`` has applied the memory stream up to ``cursor``."""
+        """Record that ``node_id`` has applied the memory stream up to ``cursor``.
+
+        SQLite keeps the highest cursor acknowledged; Redis the latest (a node's own cursor only grows).
+        """
 
     @abc.abstractmethod
     async def memory_acks(self) -> dict[str, Any]:
@@ -338,11 +417,15 @@ class MemoryLog(abc.ABC):
 
     @abc.abstractmethod
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
-        """Publish this node's anti-entropy digests (bucket → hash of its frontier)."""
+        """Publish this node's anti-entropy digests (bucket → hash of its frontier), replacing its last ones.
+
+        SQLite: rows per bucket. Redis: one JSON value per node in a hash.
+        """
 
     @abc.abstractmethod
     async def peer_digests(self) -> dict[str, dict[int, str]]:
-        """Every node's last published digests."""
+        """Every node's last published digests (a node that published none of its buckets maps to {}).
+        Unreadable ones are skipped and counted."""
 
     @abc.abstractmethod
     async def memory_bucket(self, bucket: int) -> list[bytes]:
@@ -384,4 +467,4 @@ class MemoryLog(abc.ABC):
 
 
 class Backend(MembershipMedium, TaskTransport, MemoryLog):
-    """A medium that gives all three contracts (SQLite, Redis)."""
+    """A medium that gives all three contracts (SQLite, Redis: both built on ``shared.SharedStoreBackend``)."""

@@ -29,27 +29,13 @@ from .. import codec
 from ..config import RedisConfig
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..memory.digest import bucket_of
-from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
+from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskStatus
 from . import redis_scripts as lua
-from .contracts import (
-    TOPIC_CANCEL,
-    TOPIC_MEMBERS,
-    TOPIC_MEMORY,
-    TOPIC_RESULTS,
-    TOPIC_TASKS,
-    Assignment,
-    Backend,
-    Completion,
-    Finished,
-    MeshSnapshot,
-    Reassignment,
-)
-from .shared import Coalescer
+from .contracts import Assignment, Completion, Finished, MeshSnapshot, Reassignment, Topic
+from .shared import CORRUPT, CorruptRecord, MemoryEntry, SharedStoreBackend, attempts_from_rows
 
 log = logging.getLogger("mesh.redis")
 GHOST_SECONDS = 3600.0
-_STATUS = {s.value.encode(): s for s in TaskStatus}
-_BINARY_FIELDS = {b"spec", b"result"}  # msgpack frames; every other task field is text
 INDEXED_STATES = {"pending", "failed", "dead_letter", "cancelled"}  # as INDEXED in the scripts
 LIST_SCAN = 100_000  # newest tasks looked through when listing succeeded ones
 ALL = "all"
@@ -59,20 +45,13 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _f(value: Any) -> float | None:
-    if value in (None, b"", "", False):
-        return None
-    return float(value)
-
-
-class RedisBackend(Backend):
+class RedisBackend(SharedStoreBackend):
     name = "redis_distributed"
     blocking_results = True
 
     def __init__(self, cfg: RedisConfig, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
-        super().__init__()
+        super().__init__(limits)
         self.cfg = cfg
-        self.limits = limits
         self.prefix = f"mesh:{{{cfg.cluster}}}:"
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
@@ -80,11 +59,6 @@ class RedisBackend(Backend):
         self._local: NodeInfo | None = None
         self._scripts: dict[str, Any] = {}
         self.reconnects = 0
-        self.refused_records = 0
-        self._enqueue = Coalescer(self._enqueue_batch)
-        self._complete = Coalescer(self._complete_batch)
-        self._states = Coalescer(self._states_batch)
-        self._publish = Coalescer(self._publish_batch)
         self._closing = False
 
     # -- plumbing ----------------------------------------------------------------
@@ -171,7 +145,7 @@ class RedisBackend(Backend):
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-            for topic in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY, TOPIC_CANCEL):
+            for topic in Topic:
                 self._deliver(topic)  # anything may have happened while we were away
 
     async def _wake(self, node_ids: Iterable[str | None], topic: str) -> None:
@@ -204,11 +178,11 @@ class RedisBackend(Backend):
             "sig": node.signature})
         changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record)
         if changed:
-            await self._broadcast(TOPIC_MEMBERS)
+            await self._broadcast(Topic.MEMBERS)
 
     async def leave(self, node: NodeInfo) -> None:
         await self._script("LEAVE", node.node_id, node.incarnation)
-        await self._broadcast(TOPIC_MEMBERS)
+        await self._broadcast(Topic.MEMBERS)
 
     async def snapshot(self) -> MeshSnapshot:
         raw = await self._script("SNAPSHOT", GHOST_SECONDS)
@@ -231,15 +205,10 @@ class RedisBackend(Backend):
                     metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
                     left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or ""))
             except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
-                self.refused_records += 1
-                log.warning("node record %s refused: %s", node_id, exc)
+                self.refuse(f"node record {node_id}", exc)
         return MeshSnapshot(nodes, now, depths)
 
     # -- tasks ----------------------------------------------------------------------------
-    async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
-        # Concurrent callers share one script call (one round trip for the whole batch); the script wakes targets.
-        return await self._enqueue(assignments)
-
     async def _enqueue_batch(self, assignments: list[Assignment]) -> list[bool]:
         args: list[Any] = []
         for a in assignments:
@@ -252,11 +221,12 @@ class RedisBackend(Backend):
                                     str(int(t.priority)), repr(float(t.not_before)), a.why, spec,
                                     t.submitter_id or "", repr(float(t.submitted_at)),
                                     t.context.get("parent_id") or "", t.signature]))
-        return [bool(x) for x in await self._script("ENQUEUE", *args)]
+        return [bool(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         raw = await self._script("CLAIM", node_id, limit, lease_seconds)
-        return [self._task(_s(raw[i]), _pairs(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(0, len(raw), 2)),
+                             lambda r: self._task(*r))
 
     async def next_due(self, node_id: str) -> float | None:
         assert self._client is not None
@@ -271,9 +241,6 @@ class RedisBackend(Backend):
             args += [task_id, attempt]
         return {_s(i) for i in await self._script("RENEW", *args)}
 
-    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
-        return await self._complete(completions)
-
     async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
         args: list[Any] = []
         for c in completions:
@@ -282,14 +249,14 @@ class RedisBackend(Backend):
         raw = await self._script("COMPLETE", *args)  # the script wakes each submitter
         return [x is not None and x is not False for x in raw]
 
-    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
+    async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
         args: list[Any] = []
         for m in moves:
             args += [m.task_id, m.expected_attempt, m.expected_node or "", m.node_id or "", m.node_name or "", m.why,
                      m.not_before, int(m.bump_attempt), m.error or "", int(m.count_failure), m.final_status.value]
         raw = await self._script("REASSIGN", *args)
-        await self._wake((_s(r[2]) for r in raw if r[0]), TOPIC_TASKS)
-        await self._wake((_s(r[1]) for r in raw if r[0]), TOPIC_RESULTS)
+        await self._wake((_s(r[2]) for r in raw if r[0]), Topic.TASKS)
+        await self._wake((_s(r[1]) for r in raw if r[0]), Topic.RESULTS)
         return [bool(r[0]) for r in raw]
 
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
@@ -299,8 +266,8 @@ class RedisBackend(Backend):
 
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
         raw = await self._script("CANCEL", *task_ids)
-        await self._wake((_s(r[1]) for r in raw), TOPIC_CANCEL)
-        await self._wake((_s(r[2]) for r in raw), TOPIC_RESULTS)
+        await self._wake((_s(r[1]) for r in raw), Topic.CANCEL)
+        await self._wake((_s(r[2]) for r in raw), Topic.RESULTS)
         return [_s(r[0]) for r in raw]
 
     async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
@@ -318,7 +285,7 @@ class RedisBackend(Backend):
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         ok = bool(await self._script("REPLAY", task_id, node_id or "", node_name or "", why))
         if ok and node_id:
-            await self._wake([node_id], TOPIC_TASKS)
+            await self._wake([node_id], Topic.TASKS)
         return ok
 
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
@@ -332,36 +299,17 @@ class RedisBackend(Backend):
         rows = answer[0][1] if answer else []
         if not rows:
             return [], after
-        out = []
-        for _, fields in rows:
-            try:
-                out.append(self._finished(fields))
-            except (KeyError, ValueError, TypeError, codec.CodecError) as exc:
-                self.refused_records += 1
-                log.warning("result feed entry refused: %s", exc)
-        return out, _s(rows[-1][0])
+        return self.readable("result feed entry", (fields for _, fields in rows), self._finished), _s(rows[-1][0])
 
     def _finished(self, f: dict[bytes, bytes]) -> Finished:
-        full = f.get(b"full") == b"1"
-        res = f.get(b"res")
-        result: Any = None
-        if full and res:
-            try:
-                result = codec.decode(res, self.limits)
-            except codec.CodecError as exc:
-                result = {"__corrupt__": str(exc)}
-        node, name, err = f.get(b"node"), f.get(b"nn"), f.get(b"err")
-        return Finished(f[b"id"].decode(), _STATUS[f[b"st"]], int(f[b"att"]), node.decode() if node else None,
-                        name.decode() if name else None, _f(f.get(b"fin")), result, err.decode() if err else None,
-                        full)
+        g = f.get
+        return self.finished_from_fields(
+            {"task_id": g(b"id"), "status": g(b"st"), "attempt": g(b"att"), "node_id": g(b"node"),
+             "node_name": g(b"nn"), "finished_at": g(b"fin"), "result": g(b"res"), "error": g(b"err")},
+            complete=g(b"full") == b"1")
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         return int(await self._script("PRUNE", tasks_kept, dead_letters_kept, limit))
-
-    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
-        ids = list(task_ids)
-        states = await self._states(ids)
-        return {i: st for i, st in zip(ids, states, strict=True) if st is not None}
 
     async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
         assert self._client is not None
@@ -389,38 +337,35 @@ class RedisBackend(Backend):
             fields = rows[n * step]
             if not fields or b"status" not in fields:
                 continue
-            task = self._task(task_id, fields)
+            try:
+                task = self._task(task_id, fields)
+            except CorruptRecord as exc:
+                self.refuse("task hash", exc)
+                continue
             if attempts:
                 task.attempts = _attempts(rows[n * step + 1], task)
             out.append(task)
         return out
 
     def _task(self, task_id: str, raw: dict[bytes, bytes]) -> Task:
-        # Every worker parses each task it claims: plain lookups, each field decoded once.
-        h = {k.decode(): v.decode(errors="replace") for k, v in raw.items() if k not in _BINARY_FIELDS}
-        frame = raw.get(b"result")
-        try:
-            spec = codec.unpack(raw[b"spec"])
-            payload = codec.decode(spec["payload"], self.limits)
-        except (codec.CodecError, KeyError, TypeError) as exc:
-            spec, payload = {"type": "?", "max_retries": 0, "context": {}}, {"__corrupt__": str(exc)}
-        result: Any = None
-        if frame:
-            try:
-                result = codec.decode(frame, self.limits)
-            except codec.CodecError as exc:
-                result = {"__corrupt__": str(exc)}
-        preferred = tuple(NodeType(p) for p in spec.get("preferred", ()) if p in NodeType._value2member_map_)
-        g = h.get
-        return Task(
-            task_id=task_id, task_type=spec["type"], payload=payload, priority=TaskPriority(int(g("prio") or 1)),
-            status=TaskStatus(h["status"]), node_id=g("node") or None, node_name=g("node_name") or None,
-            attempt=int(g("attempt") or 1), failures=int(g("failures") or 0), max_retries=spec.get("max_retries", 0),
-            timeout_s=spec.get("timeout"), preferred_node_types=preferred,
-            required_capabilities=frozenset(spec.get("required", ())), context=spec.get("context") or {},
-            submitter_id=g("submitter") or None, why=g("why", ""), submitted_at=_f(g("submitted")) or 0.0,
-            started_at=_f(g("started")), finished_at=_f(g("finished")), lease_expires=_f(g("lease")),
-            not_before=_f(g("not_before")) or 0.0, result=result, error=g("error") or None, signature=g("sig", ""))
+        # The spec holds what never changes after submission; a corrupt one still shows the task (type "?"),
+        # so its worker fails it and it ends in dead letter instead of circling.
+        spec = self._unpacked(raw.get(b"spec"))
+        if not isinstance(spec, dict):
+            spec = self._corrupt(TypeError("task spec is not a map"))
+        g = raw.get
+        task = self.task_from_fields({
+            "task_id": task_id, "task_type": spec.get("type", "?"), "payload": spec.get("payload"),
+            "priority": g(b"prio") or 1, "status": g(b"status"), "node_id": g(b"node"), "node_name": g(b"node_name"),
+            "attempt": g(b"attempt"), "failures": g(b"failures"), "max_retries": spec.get("max_retries", 0),
+            "timeout_s": spec.get("timeout"), "preferred": spec.get("preferred"), "required": spec.get("required"),
+            "context": spec.get("context"), "submitter_id": g(b"submitter"), "why": g(b"why"),
+            "submitted_at": g(b"submitted"), "started_at": g(b"started"), "finished_at": g(b"finished"),
+            "lease_expires": g(b"lease"), "not_before": g(b"not_before"), "result": g(b"result"),
+            "error": g(b"error"), "signature": g(b"sig")})
+        if CORRUPT in spec:
+            task.payload = spec
+        return task
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
                          parent_id: str | None = None) -> list[Task]:
@@ -447,17 +392,11 @@ class RedisBackend(Backend):
         return {_s(k): int(v) for k, v in counts.items() if int(v) > 0}
 
     # -- memory ---------------------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
-                             broadcast: bool = True) -> Any:
-        # Concurrent writers share one MULTI/EXEC (with the broadcast wake-up inside it).
-        items = [(origin, mt, key, frame, broadcast) for mt, key, frame in entries]
-        positions = await self._publish(items)
-        return positions[-1] if positions else None
-
     async def wake(self, node_ids: Iterable[str], topic: str) -> None:
         await self._wake(node_ids, topic)
 
-    async def _publish_batch(self, items: list[tuple[str, str, str, bytes, bool]]) -> list[str]:
+    async def _publish_batch(self, items: list[MemoryEntry]) -> list[str]:
+        # One MULTI/EXEC for the batch, with the broadcast wake-up inside it.
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
         for origin, memory_type, key, frame, _ in items:
@@ -466,7 +405,7 @@ class RedisBackend(Backend):
             pipe.sadd(self._key("mtypes:", key), memory_type)
             pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
         if any(broadcast for *_, broadcast in items):
-            pipe.publish(self._key("wake:", ALL), TOPIC_MEMORY)
+            pipe.publish(self._key("wake:", ALL), Topic.MEMORY)
         results = await self._call(pipe.execute())
         return [_s(results[i * 4]) for i in range(len(items))]
 
@@ -492,8 +431,8 @@ class RedisBackend(Backend):
         for node_id, blob in (await self._call(self._client.hgetall(self._key("digests")))).items():
             try:
                 out[_s(node_id)] = {int(b): str(d) for b, d in json.loads(blob).items()}
-            except (ValueError, TypeError, AttributeError):
-                self.refused_records += 1
+            except (ValueError, TypeError, AttributeError) as exc:
+                self.refuse(f"digests of {_s(node_id)}", exc)
         return out
 
     async def memory_bucket(self, bucket: int) -> list[bytes]:
@@ -557,8 +496,7 @@ class RedisBackend(Backend):
         return frames
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects,
-                "refused_records": self.refused_records}
+        return {**super().describe(), "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
 
 
 async def _close_quickly(thing: Any) -> None:
@@ -584,14 +522,13 @@ def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
 
 def _attempts(raw: dict[bytes, bytes], task: Task) -> list[Attempt]:
     """Recorded attempts (those that ended other than by success) plus the task's current one."""
-    out = {}
+    rows = []
     for attempt, blob in raw.items():
         try:
-            node, name, started, finished, error = codec.unpack(blob)
+            rows.append((int(attempt), *codec.unpack(blob)))
         except (codec.CodecError, ValueError, TypeError):
-            continue
-        out[int(attempt)] = Attempt(int(attempt), _s(node), _s(name), started or None, finished or None,
-                                    error or None)
+            continue  # an unreadable record of a past attempt: the task itself still reads
+    out = {a.attempt: a for a in attempts_from_rows(r for r in rows if len(r) == 6)}
     if task.started_at and task.attempt not in out:
         final = task.status.is_final
         out[task.attempt] = Attempt(task.attempt, task.node_id or "", task.node_name or "", task.started_at,

@@ -2,10 +2,15 @@
 
 All keys share the hash tag ``{cluster}`` so a Redis Cluster keeps one mesh in
 one slot. ARGV[1] is always the key prefix ``mesh:{cluster}:``. Time comes from
-Redis ``TIME`` so liveness and leases are judged by one clock.
+Redis ``TIME`` so liveness and leases are judged by one clock. Which task move
+may start from which status is not written here: ``FROM`` (move → source
+statuses) is generated from ``mesh_core.tasks.TASK_MOVES`` and prepended, so
+the scripts and the SQLite backend read the one table.
 """
 
-COMMON = r"""
+from ..tasks import lua_moves
+
+COMMON = lua_moves() + r"""
 local P = ARGV[1]
 local function now()
   local t = redis.call('TIME')
@@ -26,7 +31,6 @@ local function set_status(id, old, new, seq)
   index_status(id, old, new, seq)
   redis.call('HSET', P .. 't:' .. id, 'status', new)
 end
-local FINAL = {succeeded=true, failed=true, dead_letter=true, cancelled=true}
 local function unhold(id, node)
   if node and node ~= '' then
     redis.call('SREM', P .. 'held:' .. node, id)
@@ -197,7 +201,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id
   local f = redis.call('HMGET', h, 'status', 'seq')
-  if f[1] == 'assigned' then
+  if f[1] and FROM.claim[f[1]] then
     index_status(id, 'assigned', 'running', f[2])
     redis.call('HSET', h, 'status', 'running', 'started', t, 'lease', t + lease)
     redis.call('SADD', P .. 'held:' .. node, id)
@@ -235,8 +239,8 @@ for i = 2, #ARGV do
   local id, att, node, st, res, err = a[1], a[2], a[3], a[4], a[5], a[6]
   local h = P .. 't:' .. id
   local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq', 'submitter', 'node_name')
-  if f[1] == 'running' and f[2] == node and f[3] == att then
-    index_status(id, 'running', st, f[4])
+  if f[1] and FROM.complete[f[1]] and f[2] == node and f[3] == att then
+    index_status(id, f[1], st, f[4])
     redis.call('HSET', h, 'status', st, 'result', res, 'error', err, 'finished', t)
     redis.call('SREM', P .. 'held:' .. node, id)  -- a running task is only held and leased
     redis.call('ZREM', P .. 'leases', id)
@@ -261,24 +265,30 @@ for i = 2, #ARGV, 11 do
   local nb, bump, err, cf, final = ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8], tonumber(ARGV[i + 9]), ARGV[i + 10]
   local h = P .. 't:' .. id
   local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq', 'prio', 'cancel', 'submitter')
-  local st = f[1]
-  if (st == 'assigned' or st == 'running' or st == 'pending') and (f[2] or '') == enode and f[3] == eatt then
+  local st = f[1] or ''
+  -- A task whose cancel was asked for ends cancelled instead of moving on (and counts no failure).
+  local kind
+  if f[6] == '1' and FROM.cancelled[st] then kind = 'cancelled'
+  elseif node ~= '' then kind = 'reroute'
+  elseif final == 'pending' then kind = 'requeue'
+  else kind = 'final' end
+  if FROM[kind][st] and (f[2] or '') == enode and f[3] == eatt then
     unhold(id, f[2])
     end_attempt(id, eatt, t, err)
     if err ~= '' then redis.call('HSET', h, 'error', err) end
-    redis.call('HINCRBY', h, 'failures', cf)
+    if kind ~= 'cancelled' then redis.call('HINCRBY', h, 'failures', cf) end
     local target = ''
-    if f[6] == '1' and st ~= 'pending' then
+    if kind == 'cancelled' then
       set_status(id, st, 'cancelled', f[4])
       if err == '' then redis.call('HSET', h, 'error', 'cancelled') end
       finish(id, t)
-    elseif node ~= '' then
+    elseif kind == 'reroute' then
       redis.call('HINCRBY', h, 'attempt', bump)
       redis.call('HSET', h, 'node', node, 'node_name', name, 'why', why, 'not_before', nb, 'lease', '', 'started', '')
       set_status(id, st, 'assigned', f[4])
       place(id, node, tonumber(f[5]), tonumber(f[4]), nb, t)
       target = node
-    elseif final == 'pending' then
+    elseif kind == 'requeue' then
       redis.call('HINCRBY', h, 'attempt', bump)
       redis.call('HSET', h, 'node', '', 'node_name', '', 'why', why, 'not_before', nb, 'lease', '', 'started', '')
       set_status(id, st, 'pending', f[4])
@@ -325,13 +335,13 @@ for i = 2, #ARGV do
   local f = redis.call('HMGET', h, 'status', 'node', 'seq', 'submitter')
   if not f[1] then
     table.insert(out, {'missing', '', ''})
-  elseif f[1] == 'pending' or f[1] == 'assigned' then
+  elseif FROM.cancel_queued[f[1]] then
     unhold(id, f[2])
     set_status(id, f[1], 'cancelled', f[3])
     redis.call('HSET', h, 'error', 'cancelled before it ran')
     finish(id, t)
     table.insert(out, {'cancelled', '', f[4] or ''})
-  elseif f[1] == 'running' then
+  elseif FROM.cancel_request[f[1]] then
     redis.call('HSET', h, 'cancel', 1)
     table.insert(out, {'cancelling', f[2] or '', ''})
   else
@@ -347,7 +357,7 @@ local id, node, name, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local t = now()
 local h = P .. 't:' .. id
 local f = redis.call('HMGET', h, 'status', 'seq', 'prio')
-if not FINAL[f[1] or ''] or f[1] == 'succeeded' then return 0 end
+if not FROM.replay[f[1] or ''] then return 0 end
 redis.call('HINCRBY', h, 'attempt', 1)
 redis.call('HSET', h, 'failures', 0, 'node', node, 'node_name', name, 'why', why, 'not_before', 0, 'lease', '',
            'started', '', 'finished', '', 'result', '', 'error', '', 'cancel', 0)

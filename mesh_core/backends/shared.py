@@ -1,19 +1,50 @@
-"""What every shared-store medium has in common, written once.
+"""What every shared-store medium (SQLite, Redis) has in common, written once.
 
-Coalescers (concurrent calls of one kind run as one batch) and the reading of
-stored task attempts. Backends build on these so each concrete medium stays small.
+- ``Coalescer``: concurrent calls of one kind run as one batch;
+- ``SharedStoreBackend``: the four coalesced hot paths (enqueue, complete, task states, memory publish) built
+  from each medium's batch methods, the checks of move targets against ``mesh_core.tasks.TASK_MOVES``, and
+  the edge where stored records become typed values;
+- the corrupt-value convention: a stored value that fails to decode reads as ``{"__corrupt__": reason}``
+  and is counted (``corrupt_values``); a record whose identity or state fails to decode is refused and
+  counted (``refused_records``). Neither ever crashes a reader.
+
+A medium only turns its storage format into a plain field mapping (``TASK_FIELDS``, ``FINISHED_FIELDS``);
+``task_from_fields`` and ``finished_from_fields`` validate and type it, the same way for every medium.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..model import Attempt
+from .. import codec
+from ..model import Attempt, NodeType, Task, TaskPriority, TaskStatus
+from ..tasks import Move, check_target, move_of
+from . import contracts
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = logging.getLogger("mesh.backend")
+
+CORRUPT = "__corrupt__"
+# What a medium hands to ``task_from_fields``: the Task's own field names, raw stored values.
+TASK_FIELDS = (
+    "task_id", "task_type", "payload", "priority", "status", "node_id", "node_name", "attempt", "failures",
+    "max_retries", "timeout_s", "preferred", "required", "context", "submitter_id", "why", "submitted_at",
+    "started_at", "finished_at", "lease_expires", "not_before", "result", "error", "signature",
+)
+FINISHED_FIELDS = ("task_id", "status", "attempt", "node_id", "node_name", "finished_at", "result", "error")
+_NODE_TYPES = {t.value: t for t in NodeType}
+_STATUSES: dict[str | bytes, TaskStatus] = {**{s.value: s for s in TaskStatus},
+                                            **{s.value.encode(): s for s in TaskStatus}}
+
+
+class CorruptRecord(ValueError):
+    """A stored record whose identity or state cannot be read; the reader skips it and counts it."""
 
 
 class Coalescer(Generic[T, R]):
@@ -55,6 +86,170 @@ class Coalescer(Generic[T, R]):
             self._flushing = False
 
 
-def attempts_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Attempt]:
-    return [Attempt(attempt=r[0], node_id=r[1], node_name=r[2] or "", started_at=r[3],
-                    finished_at=r[4], error=r[5]) for r in rows]
+# One memory entry on its way to the log: origin, memory type, key, frame, whether to wake every node.
+MemoryEntry = tuple[str, str, str, bytes, bool]
+
+
+class SharedStoreBackend(contracts.Backend):
+    """A medium every node reads and writes (SQLite file, Redis server): the parts they share."""
+
+    def __init__(self, limits: codec.CodecLimits) -> None:
+        super().__init__()
+        self.limits = limits
+        self.corrupt_values = 0
+        self.refused_records = 0
+        self._enqueue = Coalescer(self._enqueue_batch)
+        self._complete = Coalescer(self._complete_batch)
+        self._states = Coalescer(self._states_batch)
+        self._publish = Coalescer(self._publish_batch)
+
+    # -- the coalesced hot paths: each medium writes one batch method per kind -------------
+    @abc.abstractmethod
+    async def _enqueue_batch(self, items: list[contracts.Assignment]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    async def _complete_batch(self, items: list[contracts.Completion]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]: ...
+
+    @abc.abstractmethod
+    async def _publish_batch(self, items: list[MemoryEntry]) -> list[Any]:
+        """Append the entries in one write; one cursor per entry. Wakes every node if any entry asks."""
+
+    @abc.abstractmethod
+    async def _move_batch(self, moves: Sequence[contracts.Reassignment]) -> list[bool]: ...
+
+    async def enqueue(self, assignments: Sequence[contracts.Assignment]) -> list[bool]:
+        # Concurrent callers share one write; its targets are woken once per batch.
+        return await self._enqueue(assignments)
+
+    async def complete(self, completions: Sequence[contracts.Completion]) -> list[bool]:
+        for c in completions:
+            check_target(Move.COMPLETE, c.status)
+        return await self._complete(completions)
+
+    async def move(self, moves: Sequence[contracts.Reassignment]) -> list[bool]:
+        for m in moves:
+            kind = move_of(m.node_id, m.final_status)
+            if kind is not Move.REROUTE:
+                check_target(kind, m.final_status)
+        return await self._move_batch(moves) if moves else []
+
+    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        ids = list(task_ids)
+        states = await self._states(ids)
+        return {i: s for i, s in zip(ids, states, strict=True) if s is not None}
+
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
+                             broadcast: bool = True) -> Any:
+        cursors = await self._publish([(origin, mt, key, frame, broadcast) for mt, key, frame in entries])
+        return cursors[-1] if cursors else None
+
+    # -- the edge: stored values into typed ones ---------------------------------------------
+    def stored_value(self, frame: bytes | None) -> Any:
+        """A stored codec frame decoded; ``{"__corrupt__": reason}`` (counted) when it does not decode."""
+        if not frame:
+            return None
+        try:
+            return codec.decode(frame, self.limits)
+        except (codec.CodecError, ValueError, TypeError) as exc:
+            return self._corrupt(exc)
+
+    def _unpacked(self, blob: Any) -> Any:
+        try:
+            return codec.unpack(blob)
+        except (codec.CodecError, ValueError, TypeError) as exc:
+            return self._corrupt(exc)
+
+    def _corrupt(self, exc: Exception) -> dict[str, str]:
+        self.corrupt_values += 1
+        return {CORRUPT: str(exc) or type(exc).__name__}
+
+    def refuse(self, what: str, exc: Exception) -> None:
+        """Count and log a stored record that was skipped because it cannot be read."""
+        self.refused_records += 1
+        log.warning("%s refused: %s", what, exc)
+
+    def task_from_fields(self, f: Mapping[str, Any]) -> Task:
+        """One stored task (``TASK_FIELDS`` → raw values) as a Task; raises CorruptRecord if its state is unreadable.
+
+        Values may be text or bytes (Redis), numbers or None (SQLite). ``payload`` and ``result`` are codec
+        frames, ``context`` a dict or a packed one, ``preferred`` and ``required`` lists or JSON text.
+        """
+        try:
+            context = f["context"]
+            if isinstance(context, bytes | bytearray):
+                context = self._unpacked(context)
+            return Task(
+                task_id=_text(f["task_id"]), task_type=_text(f["task_type"]), payload=self.stored_value(f["payload"]),
+                priority=TaskPriority(int(f["priority"])), status=_STATUSES[f["status"]],
+                node_id=_text_or_none(f["node_id"]), node_name=_text_or_none(f["node_name"]),
+                attempt=int(f["attempt"] or 1), failures=int(f["failures"] or 0),
+                max_retries=int(f["max_retries"] or 0), timeout_s=_float_or_none(f["timeout_s"]),
+                preferred_node_types=tuple(_NODE_TYPES[p] for p in _names(f["preferred"]) if p in _NODE_TYPES),
+                required_capabilities=frozenset(_names(f["required"])), context=context or {},
+                submitter_id=_text_or_none(f["submitter_id"]), why=_text_or_none(f["why"]) or "",
+                submitted_at=_float_or_none(f["submitted_at"]) or 0.0, started_at=_float_or_none(f["started_at"]),
+                finished_at=_float_or_none(f["finished_at"]), lease_expires=_float_or_none(f["lease_expires"]),
+                not_before=_float_or_none(f["not_before"]) or 0.0, result=self.stored_value(f["result"]),
+                error=_text_or_none(f["error"]), signature=_text_or_none(f["signature"]) or "")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecord(f"task {f.get('task_id')!r}: {type(exc).__name__} {exc}") from None
+
+    def finished_from_fields(self, f: Mapping[str, Any], complete: bool = True) -> contracts.Finished:
+        """One result-feed entry (``FINISHED_FIELDS`` → raw values); raises CorruptRecord if it cannot be read.
+
+        ``complete`` False: the feed did not carry the result, the waiter reads the task.
+        """
+        try:
+            return contracts.Finished(_text(f["task_id"]), _STATUSES[f["status"]], int(f["attempt"]),
+                            _text_or_none(f["node_id"]), _text_or_none(f["node_name"]),
+                            _float_or_none(f["finished_at"]), self.stored_value(f["result"]) if complete else None,
+                            _text_or_none(f["error"]), complete)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecord(f"result feed entry: {type(exc).__name__} {exc}") from None
+
+    def readable(self, what: str, records: Iterable[T], decode: Callable[[T], R]) -> list[R]:
+        """Each record decoded; those that cannot be read are skipped and counted (the reader goes on)."""
+        out = []
+        for record in records:
+            try:
+                out.append(decode(record))
+            except CorruptRecord as exc:
+                self.refuse(what, exc)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "corrupt_values": self.corrupt_values, "refused_records": self.refused_records}
+
+
+def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:
+    """Attempts from ``(attempt, node_id, node_name, started_at, finished_at, error)`` rows (text or bytes)."""
+    return [Attempt(attempt=int(r[0]), node_id=_text(r[1] or ""), node_name=_text(r[2] or ""),
+                    started_at=r[3] or None, finished_at=r[4] or None, error=_text_or_none(r[5]))
+            for r in rows]
+
+
+def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _text_or_none(value: Any) -> str | None:
+    if type(value) is str:
+        return value or None
+    return None if value is None or value == b"" else _text(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or value == "" or value == b"" else float(value)
+
+
+def _names(value: Any) -> list[str]:
+    if not value or value == "[]" or value == b"[]":  # the common case, without a JSON parse
+        return []
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    return [_text(v) for v in value]

@@ -32,21 +32,10 @@ from typing import Any, TypeVar
 from .. import codec
 from ..errors import BackendError, BackendUnavailable
 from ..memory.digest import bucket_of
-from ..model import NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
-from .contracts import (
-    TOPIC_CANCEL,
-    TOPIC_MEMBERS,
-    TOPIC_MEMORY,
-    TOPIC_RESULTS,
-    TOPIC_TASKS,
-    Assignment,
-    Backend,
-    Completion,
-    Finished,
-    MeshSnapshot,
-    Reassignment,
-)
-from .shared import Coalescer, attempts_from_rows
+from ..model import NodeInfo, NodeRole, NodeType, Task, TaskStatus
+from ..tasks import TASK_MOVES, Move, sql_sources
+from .contracts import Assignment, Completion, Finished, MeshSnapshot, Reassignment, Topic
+from .shared import FINISHED_FIELDS, TASK_FIELDS, MemoryEntry, SharedStoreBackend, attempts_from_rows
 
 log = logging.getLogger("mesh.sqlite")
 
@@ -105,14 +94,44 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
     PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
 """
 
-TASK_COLUMNS = (
-    "task_id, task_type, payload, priority, status, node_id, node_name, attempt, failures, max_retries, "
-    "timeout_s, preferred, required, context, submitter_id, why, submitted_at, started_at, finished_at, "
-    "lease_expires, not_before, result, error, signature"
-)
+TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
+# Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
+CLAIM_SQL = (
+    "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE seq IN ("
+    f" SELECT seq FROM tasks WHERE node_id=? AND status IN ({sql_sources(Move.CLAIM)}) AND not_before<=?"
+    f" ORDER BY priority DESC, seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}")
+COMPLETE_SQL = (
+    "UPDATE tasks SET status=?, result=?, error=?, finished_at=?, lease_expires=NULL"
+    f" WHERE task_id=? AND attempt=? AND node_id=? AND status IN ({sql_sources(Move.COMPLETE)})"
+    " RETURNING submitter_id")
+CANCELLED_SQL = (  # a task whose cancel was asked for ends cancelled instead of moving on
+    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL,"
+    " error=coalesce(?, 'cancelled') WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND cancel_requested=1 AND status IN ({sql_sources(Move.CANCELLED)}) RETURNING submitter_id")
+REQUEUE_SQL = (
+    "UPDATE tasks SET status='pending', node_id=NULL, node_name=NULL, why=?,"
+    " attempt=attempt+?, failures=failures+?, not_before=?, lease_expires=NULL,"
+    " started_at=NULL, error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.REQUEUE)}) RETURNING submitter_id")
+FINAL_SQL = (
+    "UPDATE tasks SET status=?, error=?, finished_at=?, lease_expires=NULL,"
+    " failures=failures+? WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.FINAL)}) RETURNING submitter_id")
+REROUTE_SQL = (
+    "UPDATE tasks SET status='assigned', node_id=?, node_name=?, why=?, attempt=attempt+?,"
+    " failures=failures+?, not_before=?, lease_expires=NULL, started_at=NULL,"
+    " error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.REROUTE)}) RETURNING submitter_id")
+REPLAY_SQL = (
+    "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
+    " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
+    f" cancel_requested=0 WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
+CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
+CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 LOCK_GIVE_UP_SECONDS = 60.0
 FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
-TOPIC_BYTES = {TOPIC_TASKS: b"t", TOPIC_RESULTS: b"r", TOPIC_MEMBERS: b"m", TOPIC_MEMORY: b"y", TOPIC_CANCEL: b"c"}
+TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
+                                  Topic.CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 
 R = TypeVar("R")
@@ -141,13 +160,12 @@ class _WakeProtocol(asyncio.DatagramProtocol):
                 self._deliver(topic)
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(SharedStoreBackend):
     name = "sqlite_local"
 
     def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
-        super().__init__()
+        super().__init__(limits)
         self.path = os.path.abspath(path)
-        self.limits = limits
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a
@@ -159,10 +177,6 @@ class SqliteBackend(Backend):
         self._send_sock: socket.socket | None = None
         self._peer_ids: list[str] = []
         self._addresses: dict[str, str | bytes] = {}
-        self._enqueue = Coalescer(self._enqueue_batch)
-        self._publish = Coalescer(self._publish_batch)
-        self._states = Coalescer(self._states_batch)
-        self._complete = Coalescer(self._complete_batch)
         self.lock_waits = 0
 
     # -- plumbing --------------------------------------------------------------
@@ -337,12 +351,12 @@ class SqliteBackend(Backend):
         changed = await self._write(upsert)
         if changed:
             await self._refresh_peers()
-            self._broadcast(TOPIC_MEMBERS)
+            self._broadcast(Topic.MEMBERS)
 
     async def leave(self, node: NodeInfo) -> None:
         await self._write(lambda c: c.execute("UPDATE nodes SET left_mesh=1, running=0, queued=0 WHERE node_id=?",
                                               (node.node_id,)))
-        self._broadcast(TOPIC_MEMBERS)
+        self._broadcast(Topic.MEMBERS)
 
     async def _refresh_peers(self) -> None:
         horizon = time.time() - 3600
@@ -365,9 +379,8 @@ class SqliteBackend(Backend):
         return snap
 
     # -- tasks -----------------------------------------------------------------
-    async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
-        # Concurrent callers share one transaction; its targets are woken once per batch (one datagram each).
-        return await self._enqueue(assignments)
+    def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
+        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))))
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
         limits = self.limits
@@ -409,22 +422,18 @@ class SqliteBackend(Backend):
                 accepted.append(True)
             return accepted
         accepted = await self._write(insert)
-        self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), TOPIC_TASKS)
+        self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), Topic.TASKS)
         return accepted
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         def claim(conn: sqlite3.Connection) -> list[Task]:
             now = time.time()
-            rows = conn.execute(
-                f"UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE seq IN ("
-                f" SELECT seq FROM tasks WHERE node_id=? AND status='assigned' AND not_before<=?"
-                f" ORDER BY priority DESC, seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}",
-                (now, now + lease_seconds, node_id, now, limit)).fetchall()
+            rows = conn.execute(CLAIM_SQL, (now, now + lease_seconds, node_id, now, limit)).fetchall()
             rows.sort(key=lambda r: (-r[4], r[0]))
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
-            return [_task_from_row(r[1:], self.limits) for r in rows]
+            return self._tasks(r[1:] for r in rows)
         return await self._write(claim)
 
     async def next_due(self, node_id: str) -> float | None:
@@ -448,18 +457,13 @@ class SqliteBackend(Backend):
             return set()
         return await self._write(renew)
 
-    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
-        return await self._complete(completions)
-
     async def _complete_batch(self, items: list[Completion]) -> list[bool]:
         def record(conn: sqlite3.Connection) -> tuple[list[bool], set[str]]:
             now = time.time()
             done, submitters = [], set()
             for c in items:
-                row = conn.execute(
-                    "UPDATE tasks SET status=?, result=?, error=?, finished_at=?, lease_expires=NULL"
-                    " WHERE task_id=? AND attempt=? AND node_id=? AND status='running' RETURNING submitter_id",
-                    (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt, c.node_id)).fetchone()
+                row = conn.execute(COMPLETE_SQL, (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt,
+                                                  c.node_id)).fetchone()
                 if row is not None:
                     conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
                                  (now, c.error, c.task_id, c.attempt))
@@ -467,46 +471,30 @@ class SqliteBackend(Backend):
                 done.append(row is not None)
             return done, submitters
         done, submitters = await self._write(record)
-        self._signal(submitters, TOPIC_RESULTS)
+        self._signal(submitters, Topic.RESULTS)
         return done
 
-    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
+    async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
         def move(conn: sqlite3.Connection) -> tuple[list[bool], set[str], set[str]]:
             now = time.time()
             ok, targets, submitters = [], set(), set()
             for m in moves:
-                # A task whose cancel was asked for ends cancelled instead of moving on.
-                row = conn.execute(
-                    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL,"
-                    " error=coalesce(?, 'cancelled') WHERE task_id=? AND attempt=? AND node_id IS ?"
-                    " AND cancel_requested=1 AND status IN ('assigned','running') RETURNING submitter_id",
-                    (now, m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
+                row = conn.execute(CANCELLED_SQL, (now, m.error, m.task_id, m.expected_attempt,
+                                                   m.expected_node)).fetchone()
                 if row is not None:
                     pass
                 elif m.node_id is None and m.final_status is TaskStatus.PENDING:
-                    row = conn.execute(
-                        "UPDATE tasks SET status='pending', node_id=NULL, node_name=NULL, why=?,"
-                        " attempt=attempt+?, failures=failures+?, not_before=?, lease_expires=NULL,"
-                        " started_at=NULL, error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
-                        " AND status IN ('assigned','running','pending') RETURNING submitter_id",
-                        (m.why, int(m.bump_attempt), int(m.count_failure), m.not_before, m.error, m.task_id,
-                         m.expected_attempt, m.expected_node)).fetchone()
+                    row = conn.execute(REQUEUE_SQL, (
+                        m.why, int(m.bump_attempt), int(m.count_failure), m.not_before, m.error, m.task_id,
+                        m.expected_attempt, m.expected_node)).fetchone()
                 elif m.node_id is None:
-                    row = conn.execute(
-                        "UPDATE tasks SET status=?, error=?, finished_at=?, lease_expires=NULL,"
-                        " failures=failures+? WHERE task_id=? AND attempt=? AND node_id IS ?"
-                        " AND status IN ('assigned','running') RETURNING submitter_id",
-                        (m.final_status.value, m.error, now, int(m.count_failure), m.task_id,
-                         m.expected_attempt, m.expected_node)).fetchone()
+                    row = conn.execute(FINAL_SQL, (
+                        m.final_status.value, m.error, now, int(m.count_failure), m.task_id, m.expected_attempt,
+                        m.expected_node)).fetchone()
                 else:
-                    row = conn.execute(
-                        "UPDATE tasks SET status='assigned', node_id=?, node_name=?, why=?, attempt=attempt+?,"
-                        " failures=failures+?, not_before=?, lease_expires=NULL, started_at=NULL,"
-                        " error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
-                        " AND status IN ('assigned','running','pending')"
-                        " RETURNING submitter_id",
-                        (m.node_id, m.node_name, m.why, int(m.bump_attempt), int(m.count_failure), m.not_before,
-                         m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
+                    row = conn.execute(REROUTE_SQL, (
+                        m.node_id, m.node_name, m.why, int(m.bump_attempt), int(m.count_failure), m.not_before,
+                        m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
                 if row is not None:
                     conn.execute(
                         "UPDATE attempts SET finished_at=coalesce(finished_at, ?), error=coalesce(?, error)"
@@ -517,8 +505,8 @@ class SqliteBackend(Backend):
                 ok.append(row is not None)
             return ok, targets, submitters
         ok, targets, submitters = await self._write(move)
-        self._signal(targets, TOPIC_TASKS)
-        self._signal(submitters, TOPIC_RESULTS)
+        self._signal(targets, Topic.TASKS)
+        self._signal(submitters, Topic.RESULTS)
         return ok
 
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
@@ -534,7 +522,7 @@ class SqliteBackend(Backend):
             rows = conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
                 " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
-            return [_task_from_row(r, self.limits) for r in rows]
+            return self._tasks(rows)
         return await self._read(read)
 
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
@@ -546,12 +534,12 @@ class SqliteBackend(Backend):
                                    (task_id,)).fetchone()
                 if row is None:
                     out.append("missing")
-                elif row[0] in ("pending", "assigned"):
+                elif row[0] in CANCEL_QUEUED_FROM:
                     conn.execute("UPDATE tasks SET status='cancelled', finished_at=?, error='cancelled before it ran'"
                                  " WHERE task_id=?", (now, task_id))
                     submitters.add(row[2])
                     out.append("cancelled")
-                elif row[0] == "running":
+                elif row[0] in CANCEL_REQUEST_FROM:
                     conn.execute("UPDATE tasks SET cancel_requested=1 WHERE task_id=?", (task_id,))
                     holders.add(row[1])
                     out.append("cancelling")
@@ -559,8 +547,8 @@ class SqliteBackend(Backend):
                     out.append(row[0])
             return out, holders, submitters
         out, holders, submitters = await self._write(cancel)
-        self._signal(holders, TOPIC_CANCEL)
-        self._signal(submitters, TOPIC_RESULTS)
+        self._signal(holders, Topic.CANCEL)
+        self._signal(submitters, Topic.RESULTS)
         return out
 
     async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
@@ -571,15 +559,11 @@ class SqliteBackend(Backend):
 
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         def replay(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
-                " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
-                " cancel_requested=0 WHERE task_id=? AND status IN ('dead_letter','failed','cancelled')",
-                ("assigned" if node_id else "pending", node_id, node_name, why, task_id))
+            cur = conn.execute(REPLAY_SQL, ("assigned" if node_id else "pending", node_id, node_name, why, task_id))
             return cur.rowcount == 1
         ok = await self._write(replay)
         if ok and node_id:
-            self._signal([node_id], TOPIC_TASKS)
+            self._signal([node_id], Topic.TASKS)
         return ok
 
     async def finished_for(self, submitter_id: str, after: int | None,
@@ -592,10 +576,8 @@ class SqliteBackend(Backend):
                 "SELECT f.seq, t.task_id, t.status, t.attempt, t.node_id, t.node_name, t.finished_at, t.result,"
                 " t.error FROM finished f JOIN tasks t ON t.task_id = f.task_id"
                 " WHERE f.submitter_id=? AND f.seq>? ORDER BY f.seq", (submitter_id, after)).fetchall()
-            out = []
-            for _, task_id, status, attempt, node_id, node_name, finished_at, result, error in rows:
-                out.append(Finished(task_id, TaskStatus(status), attempt, node_id, node_name, finished_at,
-                                    _decode_or_error(result, self.limits), error))
+            out = self.readable("result feed entry", rows,
+                                lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))))
             return out, (rows[-1][0] if rows else after)
         return await self._read(read)
 
@@ -616,11 +598,6 @@ class SqliteBackend(Backend):
                 conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
             return len(ids)
         return await self._write(prune)
-
-    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
-        ids = list(task_ids)
-        states = await self._states(ids)
-        return {i: s for i, s in zip(ids, states, strict=True) if s is not None}
 
     async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
         def read(conn: sqlite3.Connection) -> list[TaskStatus | None]:
@@ -644,7 +621,7 @@ class SqliteBackend(Backend):
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({marks})", chunk).fetchall()
-                out += [_task_from_row(r, self.limits) for r in rows]
+                out += self._tasks(rows)
             by_id: dict[str, Task] = {t.task_id: t for t in out}
             if attempts:
                 for t in out:
@@ -665,7 +642,7 @@ class SqliteBackend(Backend):
             else:
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status=? ORDER BY seq DESC LIMIT ?",
                                     (status.value, limit))
-            return [_task_from_row(r, self.limits) for r in rows.fetchall()]
+            return self._tasks(rows.fetchall())
         return await self._read(read)
 
     async def task_counts(self) -> dict[str, int]:
@@ -673,31 +650,27 @@ class SqliteBackend(Backend):
         return dict(rows)
 
     # -- memory ----------------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
-                             broadcast: bool = True) -> Any:
-        seqs = await self._publish([(origin, mt, key, frame) for mt, key, frame in entries])
-        if broadcast:
-            self._broadcast(TOPIC_MEMORY)
-        return seqs[-1] if seqs else None
-
     async def wake(self, node_ids: Iterable[str], topic: str) -> None:
         self._signal(node_ids, topic)
 
-    async def _publish_batch(self, items: list[tuple[str, str, str, bytes]]) -> list[int]:
+    async def _publish_batch(self, items: list[MemoryEntry]) -> list[int]:
         now = time.time()
 
         def append(conn: sqlite3.Connection) -> tuple[list[int], list[str]]:
             seqs = [conn.execute(
                 "INSERT INTO memory_log (origin, memory_type, key, frame, created_at, bucket) VALUES (?,?,?,?,?,?)",
-                (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0 for origin, mt, key, frame in items]
+                (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0
+                for origin, mt, key, frame, _ in items]
             conn.executemany(
                 "INSERT INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (memory_type, key, origin) DO UPDATE SET frame=excluded.frame",
-                [(mt, key, origin, frame, bucket_of(mt, key)) for origin, mt, key, frame in items])
+                [(mt, key, origin, frame, bucket_of(mt, key)) for origin, mt, key, frame, _ in items])
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
             return seqs, [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
         seqs, self._peer_ids = await self._write(append)
+        if any(broadcast for *_, broadcast in items):
+            self._broadcast(Topic.MEMORY)
         return seqs
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
@@ -785,7 +758,7 @@ class SqliteBackend(Backend):
         return [r[0] for r in rows]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "path": self.path, "lock_waits": self.lock_waits}
+        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -820,32 +793,6 @@ def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:
         task_types=frozenset(json.loads(r[9])), capacity=r[10], running=r[11], queued=r[12],
         metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0, last_seen=r[15], left=bool(r[16]),
         signature=r[17] or "")
-
-
-def _decode_or_error(frame: bytes | None, limits: codec.CodecLimits) -> Any:
-    if frame is None:
-        return None
-    try:
-        return codec.decode(frame, limits)
-    except Exception as exc:  # a corrupt stored value is shown, never crashes a reader
-        return {"__corrupt__": str(exc)}
-
-
-def _task_from_row(r: tuple[Any, ...], limits: codec.CodecLimits) -> Task:
-    preferred = []
-    for p in json.loads(r[11] or "[]"):
-        try:
-            preferred.append(NodeType(p))
-        except ValueError:
-            continue
-    return Task(
-        task_id=r[0], task_type=r[1], payload=_decode_or_error(r[2], limits), priority=TaskPriority(r[3]),
-        status=TaskStatus(r[4]), node_id=r[5], node_name=r[6], attempt=r[7], failures=r[8], max_retries=r[9],
-        timeout_s=r[10], preferred_node_types=tuple(preferred),
-        required_capabilities=frozenset(json.loads(r[12] or "[]")),
-        context=codec.unpack(r[13]) if r[13] else {}, submitter_id=r[14], why=r[15] or "", submitted_at=r[16] or 0.0,
-        started_at=r[17], finished_at=r[18], lease_expires=r[19], not_before=r[20] or 0.0,
-        result=_decode_or_error(r[21], limits), error=r[22], signature=r[23] or "")
 
 
 __all__ = ["SqliteBackend"]
