@@ -116,8 +116,8 @@ async def serve(config: MeshConfig) -> int:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
     out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
-                                   protocol=mesh.backend.name, where=mesh.backend.describe().get("path", ""),
-                                   incarnation=mesh.identity.incarnation if mesh.identity else 0),
+                                   protocol=mesh.backend_name, where=mesh.backend_info().get("path", ""),
+                                   incarnation=mesh.incarnation),
                           config.log_format))
     commands: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_stdin, args=(loop, commands), daemon=True, name="mesh-stdin").start()

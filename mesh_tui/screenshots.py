@@ -65,9 +65,8 @@ async def take(out: Path) -> list[Path]:
                     return next((n["status"] for n in state.nodes if n["name"] == name), "") if state else ""
 
                 await until(lambda: status_of("crash-01") == "dead", what="the killed node dead")
-                if app.mesh_state is not None and app.mesh_state.conflicts_supported:
-                    await until(lambda: app.mesh_state is not None and len(app.mesh_state.conflicts) >= 2,
-                                what="the two demo conflicts")
+                await until(lambda: app.mesh_state is not None and len(app.mesh_state.conflicts) >= 2,
+                            what="the two demo conflicts")
                 await pilot.press("colon", *"/mesh_status", "enter")
                 demo.pause("paused-01")
                 await until(lambda: status_of("paused-01") == "suspect", what="the paused node suspect")

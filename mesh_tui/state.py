@@ -42,7 +42,6 @@ class MeshState:
     task_counts: Mapping[str, int]           # raw counts per task status
     tasks: Mapping[str, tuple[Task, ...]]    # newest first, per TASK_VIEWS key
     conflicts: tuple[Conflict, ...] = ()
-    conflicts_supported: bool = False
     memory_items: int = 0
     counters: Mapping[str, int] = field(default_factory=dict)
     task_types: tuple[str, ...] = ()
