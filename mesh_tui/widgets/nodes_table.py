@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.reactive import var
 from textual.widgets import DataTable, Input
 
@@ -118,7 +119,7 @@ class NodesTable(Vertical):
     def shown_ids(self) -> list[str]:
         """Row keys in display order (for tests and the detail screen)."""
         table = self.table
-        return [table.coordinate_to_cell_key((i, 0)).row_key.value or "" for i in range(table.row_count)]
+        return [table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value or "" for i in range(table.row_count)]
 
     # -- data --------------------------------------------------------------------------
     def watch_mesh_state(self, state: MeshState | None) -> None:
