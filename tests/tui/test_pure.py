@@ -7,7 +7,7 @@ from collections import deque
 from mesh_core.events import NodeStatusChanged, TaskUpdated
 from mesh_tui.app import TASK_LINES_PER_BATCH, fold
 from mesh_tui.diff import differing_paths, is_marked, merge, pretty_lines
-from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline
+from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline, status_light
 from mesh_tui.widgets.command_input import takes_arguments
 from mesh_tui.widgets.nodes_table import heartbeat_age, matches
 
@@ -42,6 +42,7 @@ def test_text_helpers() -> None:
     assert heartbeat_age(0.3) == "<1s" and heartbeat_age(2.7) == "2s"
     assert sparkline([0, 0.5, 1.0], 5) == "  ▁▅█"
     assert common_prefix(["/mesh_status", "/mesh_sync"]) == "/mesh_s"
+    assert status_light("suspect") == "🟡" and status_light("?") == "⚫" and status_light("?", unknown="•") == "•"
 
 
 def test_history_takes_one_sample_per_half_second() -> None:
