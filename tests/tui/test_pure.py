@@ -7,6 +7,7 @@ from collections import deque
 from mesh_core.events import NodeStatusChanged, TaskUpdated
 from mesh_tui.app import TASK_LINES_PER_BATCH, fold
 from mesh_tui.diff import differing_paths, is_marked, merge, pretty_lines
+from mesh_tui.headless import without_password
 from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline, status_light
 from mesh_tui.widgets.command_input import takes_arguments
 from mesh_tui.widgets.nodes_table import heartbeat_age, matches
@@ -71,3 +72,8 @@ def test_a_burst_of_task_updates_is_folded_but_membership_is_kept() -> None:
 
 def test_completion_knows_which_commands_take_arguments() -> None:
     assert not takes_arguments("/mesh_status") and takes_arguments("/mesh_recall")
+
+
+def test_the_headless_start_line_never_shows_a_redis_password() -> None:
+    assert without_password("redis://mesh:s3cr%40t@host:6379/0") == "redis://mesh:***@host:6379/0"
+    assert without_password("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
