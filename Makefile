@@ -25,7 +25,7 @@ run: $(VENV)/.run-installed
 ## test: create .venv with the test extra and run the whole suite (slow cluster tests included)
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui tests bench
-	$(BIN)/python -m mypy mesh_core
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 ## test-fast: everything but the slow multi-process tests
@@ -35,8 +35,9 @@ test-fast: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui tests bench
 
+## typecheck: mypy on the packages listed in pyproject.toml [tool.mypy] (mesh_core and mesh_tui)
 typecheck: $(VENV)/.test-installed
-	$(BIN)/python -m mypy mesh_core
+	$(BIN)/python -m mypy
 
 ## bench: end-to-end benchmarks; a table on stdout, JSON in bench/results/
 bench: $(VENV)/.test-installed

@@ -114,7 +114,3 @@ class SyncTimeout(MeshError):
     def __init__(self, message: str, *, missing: list[str]) -> None:
         self.missing = missing
         super().__init__(message, hint="the write is still delivered when they return")
-
-
-class Rejected(MeshError):
-    """A peer or record was refused by security policy (allowlist, key, signature)."""

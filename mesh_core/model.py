@@ -30,10 +30,6 @@ class NodeStatus(enum.StrEnum):
     DEAD = "dead"
     LEFT = "left"
 
-    @property
-    def light(self) -> str:
-        return STATUS_LIGHTS[self]
-
 
 STATUS_LIGHTS = {
     NodeStatus.ACTIVE: "🟢",
@@ -108,10 +104,6 @@ class NodeInfo:
     def load(self) -> float:
         """Fraction of capacity in use: (running + queued) / capacity."""
         return (self.running + self.queued) / self.capacity if self.capacity > 0 else 1.0
-
-    @property
-    def short_id(self) -> str:
-        return self.node_id[:12]
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""mesh-tui: the command line and (later) the Textual app for an Agent Mesh node."""
+"""mesh-tui: the command line, the headless runner and the Textual cockpit for an Agent Mesh node."""

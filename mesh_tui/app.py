@@ -75,8 +75,8 @@ class MeshApp(App[int]):
     ]
 
     # Screen classes for small terminals (see styles/app.tcss).
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (130, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (36, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (130, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     mesh_state: var[MeshState | None] = var(None, always_update=True)
 
@@ -133,7 +133,7 @@ class MeshApp(App[int]):
         except Exception as exc:
             self.log.error(f"stopping the node failed: {exc}")
 
-    def action_quit(self) -> None:
+    async def action_quit(self) -> None:
         if self._quitting:
             return
         self._quitting = True

@@ -1,17 +1,14 @@
 """The app's one door to the engine: a small adapter contract and its AgentMeshManager implementation.
 
 Only the app's workers call a ``MeshSource``; widgets never do. The adapter
-uses the manager's public surface (``start``/``stop``, ``subscribe``,
-``status_data``, ``backend.list_tasks``, ``get_task``, ``run_command``) and
-probes with ``getattr`` for engine features that are still landing
-(``conflicts()``, ``resolve_conflict()``), so the UI works on today's engine
-and lights up as the engine grows.
+uses only the manager's public surface (``start``/``stop``, ``subscribe``,
+``list_tasks``, ``get_task``, ``conflicts``, ``resolve_conflict``) and the
+shared command code (``status_data``, ``run_command``).
 """
 
 from __future__ import annotations
 
 import abc
-import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +22,7 @@ from mesh_core.model import Conflict, Task, TaskStatus
 from .state import TASK_VIEWS, MeshState
 
 KEEP_LEFT, KEEP_RIGHT, MERGE, EDIT = "keep-left", "keep-right", "merge", "edit"
+ENGINE_CHOICES = ("keep-local", "keep-remote", "merge")
 
 
 class MeshSource(abc.ABC):
@@ -97,24 +95,14 @@ class EngineSource(MeshSource):
                 found += await mesh.list_tasks(TaskStatus(status), limit=self.task_limit)
             found.sort(key=lambda t: t.submitted_at, reverse=True)
             tasks[view] = tuple(found[: self.task_limit])
-        conflicts, supported = await self._conflicts()
         now = time.time()
         local = dict(data["local"])
         local["uptime_s"] = max(0.0, now - mesh.started_at) if mesh.started_at else 0.0
         task_types = sorted({t for n in data["nodes"] for t in n.get("task_types", ())})
         return MeshState(now=now, enabled=bool(data["enabled"]), local=local, nodes=tuple(data["nodes"]),
-                         task_counts=dict(data["tasks"]), tasks=tasks, conflicts=conflicts,
-                         conflicts_supported=supported, memory_items=int(data.get("memory_items", 0)),
+                         task_counts=dict(data["tasks"]), tasks=tasks, conflicts=tuple(mesh.conflicts()),
+                         memory_items=int(data.get("memory_items", 0)),
                          counters=dict(data.get("counters", {})), task_types=tuple(task_types))
-
-    async def _conflicts(self) -> tuple[tuple[Conflict, ...], bool]:
-        fn = getattr(self.mesh, "conflicts", None)
-        if not callable(fn):
-            return (), False
-        found = fn()
-        if inspect.isawaitable(found):
-            found = await found
-        return tuple(found or ()), True
 
     async def run(self, line: str) -> CommandResult:
         return await run_command(self.mesh, line)
@@ -123,24 +111,20 @@ class EngineSource(MeshSource):
         return await self.mesh.get_task(task_id)
 
     async def resolve_conflict(self, conflict: Conflict, choice: str, value: Any = None) -> str:
-        fn = getattr(self.mesh, "resolve_conflict", None)
-        if not callable(fn):
-            raise MeshError("this engine cannot resolve conflicts yet", hint="the memory engine brings it")
         left, right = order_siblings(conflict, self.mesh.node_id)
+        keeps = choice in (KEEP_LEFT, KEEP_RIGHT)
+        arg: Any
         if choice == MERGE:
-            arg: Any = "merge"
-        elif choice in (KEEP_LEFT, KEEP_RIGHT):
-            keep = left if choice == KEEP_LEFT else right
-            local = left.origin == self.mesh.node_id and len(conflict.siblings) == 2
-            arg = ("keep-local" if keep is left else "keep-remote") if local else keep.value
+            arg = "merge"
+        elif keeps and left.origin == self.mesh.node_id and len(conflict.siblings) == 2:
+            arg = "keep-local" if choice == KEEP_LEFT else "keep-remote"
         else:
-            arg = value
-        params = inspect.signature(fn).parameters
-        # An edited value that happens to be the string "merge" must not be read as the choice.
-        done = fn(conflict.conflict_id, value=arg) if choice == EDIT and "value" in params \
-            else fn(conflict.conflict_id, arg)
-        if inspect.isawaitable(done):
-            done = await done
+            arg = (left if choice == KEEP_LEFT else right).value if keeps else value
+            # The engine reads these words as its own choices, so such a value would be misread.
+            if isinstance(arg, str) and arg in ENGINE_CHOICES:
+                raise MeshError(f"the engine reads the text {arg!r} as a choice, not as a value",
+                                hint="write it inside a JSON object or list instead")
+        await self.mesh.resolve_conflict(conflict.conflict_id, arg)
         return f"conflict on {conflict.key} resolved ({choice})"
 
 

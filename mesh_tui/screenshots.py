@@ -1,9 +1,7 @@
 """``make screenshots``: start the seeded demo mesh, drive the app by keys, save SVGs into ``screenshots/``.
 
-Saves main.svg, node_detail.svg, task_detail.svg and conflict.svg. The conflict
-modal shows the engine's own open conflict when it has a manual inbox; until
-then it shows two versions of the demo's ``cluster`` key built from the real
-nodes' ids and clocks, and the file says so in its title.
+Saves main.svg, node_detail.svg, task_detail.svg and conflict.svg (the oldest
+of the demo's open conflicts, opened from the conflict inbox).
 """
 
 from __future__ import annotations
@@ -18,11 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mesh_core.model import Conflict, MemoryItem
-
 from .app import MeshApp
-from .demo import DemoMesh, start_demo
-from .screens.conflict import ConflictScreen
+from .demo import start_demo
 from .widgets.nodes_table import NodesTable
 from .widgets.task_queues import TaskQueues
 
@@ -36,16 +31,6 @@ async def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "co
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"screenshots: {what} not reached within {timeout:g} s")
-
-
-def sample_conflict(demo: DemoMesh) -> Conflict:
-    hub, plan = demo.peers["hub-01"], demo.peers["plan-01"]
-    left = MemoryItem("important_fact", "cluster", {"owner": "hub-01", "region": "eu", "tags": ["prod"]},
-                      {hub.node_id: 3, plan.node_id: 1}, hub.hlc.now(), hub.node_id)
-    right = MemoryItem("important_fact", "cluster", {"owner": "plan-01", "region": "eu", "tags": ["prod", "gpu"]},
-                       {hub.node_id: 2, plan.node_id: 2}, plan.hlc.now(), plan.node_id)
-    return Conflict("demo-cluster", "important_fact", "cluster", (left, right), "manual", time.time() - 42,
-                    "concurrent writes")
 
 
 async def take(out: Path) -> list[Path]:
@@ -65,9 +50,8 @@ async def take(out: Path) -> list[Path]:
                     return next((n["status"] for n in state.nodes if n["name"] == name), "") if state else ""
 
                 await until(lambda: status_of("crash-01") == "dead", what="the killed node dead")
-                if app.mesh_state is not None and app.mesh_state.conflicts_supported:
-                    await until(lambda: app.mesh_state is not None and len(app.mesh_state.conflicts) >= 2,
-                                what="the two demo conflicts")
+                await until(lambda: app.mesh_state is not None and len(app.mesh_state.conflicts) >= 2,
+                            what="the two demo conflicts")
                 await pilot.press("colon", *"/mesh_status", "enter")
                 demo.pause("paused-01")
                 await until(lambda: status_of("paused-01") == "suspect", what="the paused node suspect")
@@ -97,14 +81,7 @@ async def take(out: Path) -> list[Path]:
                 save("task_detail.svg")
                 await pilot.press("escape")
 
-                state = app.mesh_state
-                assert state is not None
-                if state.conflicts:
-                    await pilot.press("c", "enter")
-                else:
-                    conflict = sample_conflict(demo)
-                    app.push_screen(ConflictScreen(conflict, {n["node_id"]: n["name"] for n in state.nodes},
-                                                   state.local_id, time.time()))
+                await pilot.press("c", "enter")
                 await pilot.pause(0.5)
                 save("conflict.svg")
                 await pilot.press("escape")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh_core.model import Conflict, Task
+from mesh_core.model import STATUS_LIGHTS, Conflict, NodeStatus, Task
 
 # The task pane's views and the task statuses each one shows.
 TASK_VIEWS: dict[str, tuple[str, ...]] = {
@@ -42,7 +42,6 @@ class MeshState:
     task_counts: Mapping[str, int]           # raw counts per task status
     tasks: Mapping[str, tuple[Task, ...]]    # newest first, per TASK_VIEWS key
     conflicts: tuple[Conflict, ...] = ()
-    conflicts_supported: bool = False
     memory_items: int = 0
     counters: Mapping[str, int] = field(default_factory=dict)
     task_types: tuple[str, ...] = ()
@@ -76,6 +75,14 @@ def bar(fraction: float, width: int = 10) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = round(fraction * width)
     return "█" * full + "░" * (width - full)
+
+
+def status_light(status: str, unknown: str = "⚫") -> str:
+    """The coloured light for a node status name (``🟢`` for active); ``unknown`` for any other text."""
+    try:
+        return STATUS_LIGHTS[NodeStatus(status)]
+    except ValueError:
+        return unknown
 
 
 def load_style(fraction: float) -> str:

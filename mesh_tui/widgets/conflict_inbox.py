@@ -46,9 +46,6 @@ class ConflictInbox(Vertical):
     def options(self) -> OptionList:
         return self.query_one("#conflicts", OptionList)
 
-    def conflict_ids(self) -> list[str]:
-        return list(self._shown)
-
     def watch_mesh_state(self, state: MeshState | None) -> None:
         if state is None:
             return
@@ -71,9 +68,7 @@ class ConflictInbox(Vertical):
         options.display = bool(wanted)
         empty.display = not wanted
         if not wanted:
-            empty.update("✔ No open conflicts." if state.conflicts_supported
-                         else "✔ No open conflicts.\n[dim]This engine settles every conflict on its own "
-                              "(no manual inbox yet).[/]")
+            empty.update("✔ No open conflicts.")
         self.border_title = f"Conflicts ({len(wanted)})" if wanted else "Conflicts"
         self.border_subtitle = "enter resolves" if wanted else ""
         self.set_class(bool(wanted), "-has-conflicts")

@@ -21,18 +21,10 @@ from mesh_core.events import (
     Problem,
     TaskUpdated,
 )
-from mesh_core.model import STATUS_LIGHTS, NodeStatus
 
-from ..state import STATUS_STYLES, TASK_STYLES, clock_time, short
+from ..state import STATUS_STYLES, TASK_STYLES, clock_time, short, status_light
 
 MAX_LINES = 1000
-
-
-def _light(status: str) -> str:
-    try:
-        return STATUS_LIGHTS[NodeStatus(status)]
-    except ValueError:
-        return "•"
 
 
 def describe(event: Event) -> Text:
@@ -42,7 +34,8 @@ def describe(event: Event) -> Text:
                              f"incarnation {event.incarnation})")
     if isinstance(event, NodeStatusChanged):
         style = STATUS_STYLES.get(event.new, "")
-        return Text.assemble(f"{_light(event.new)} ", (event.name, "bold"), f" {event.old} → ", (event.new, style))
+        light = status_light(event.new, unknown="•")
+        return Text.assemble(f"{light} ", (event.name, "bold"), f" {event.old} → ", (event.new, style))
     if isinstance(event, TaskUpdated):
         style = TASK_STYLES.get(event.status, "")
         line = Text.assemble(("▸ ", style), "task ", (short(event.task_id, 8), "bold"),

@@ -13,18 +13,9 @@ from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import Sparkline, Static
 
-from mesh_core.model import STATUS_LIGHTS, NodeStatus
-
-from ..state import STATUS_STYLES, MeshState, age, bar, load_style, push_sample
+from ..state import STATUS_STYLES, MeshState, age, bar, load_style, push_sample, status_light
 
 HISTORY = 60
-
-
-def _light(status: str) -> str:
-    try:
-        return STATUS_LIGHTS[NodeStatus(status)]
-    except ValueError:
-        return "⚫"
 
 
 def render_local(state: MeshState) -> RenderableType:
@@ -36,7 +27,7 @@ def render_local(state: MeshState) -> RenderableType:
     status = str(n.get("status", "?"))
     grid.add_row("Name", Text.assemble((str(n.get("name", "-")), "bold"), "  ", (n.get("node_id", "")[:12], "dim")))
     grid.add_row("Type", str(n.get("node_type", "-")))
-    grid.add_row("Status", Text(f"{_light(status)} {status.upper()}", style=STATUS_STYLES.get(status, "")))
+    grid.add_row("Status", Text(f"{status_light(status)} {status.upper()}", style=STATUS_STYLES.get(status, "")))
     backend = n.get("backend") or {}
     health = Text("✔ healthy", style="green") if n.get("healthy", True) else Text("⚠ degraded", style="bold red")
     grid.add_row("Backend", Text.assemble(str(n.get("protocol", "-")), " ", health))

@@ -10,13 +10,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.reactive import var
 from textual.widgets import DataTable, Input
 
-from mesh_core.model import STATUS_LIGHTS, NodeStatus
-
 from ..messages import NodeChosen
-from ..state import SAMPLE_EVERY, STATUS_STYLES, MeshState, age, bar, load_style, sparkline
+from ..state import SAMPLE_EVERY, STATUS_STYLES, MeshState, age, bar, load_style, sparkline, status_light
 from ._rows import Spec, cursor_key, sort_value, spec, sync_rows
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -58,7 +57,7 @@ def matches(node: Mapping[str, Any], query: str) -> bool:
 def node_cells(n: Mapping[str, Any], history: deque[float], local_id: str) -> tuple[Spec, ...]:
     status = str(n["status"])
     load = float(n["load"])
-    light = STATUS_LIGHTS.get(NodeStatus(status), "⚫") if status in STATUS_RANK else "⚫"
+    light = status_light(status)
     local = n["node_id"] == local_id
     return (
         spec(light, "", STATUS_RANK.get(status, 9)),
@@ -118,7 +117,7 @@ class NodesTable(Vertical):
     def shown_ids(self) -> list[str]:
         """Row keys in display order (for tests and the detail screen)."""
         table = self.table
-        return [table.coordinate_to_cell_key((i, 0)).row_key.value or "" for i in range(table.row_count)]
+        return [table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value or "" for i in range(table.row_count)]
 
     # -- data --------------------------------------------------------------------------
     def watch_mesh_state(self, state: MeshState | None) -> None:

@@ -141,7 +141,7 @@ def state(step: int) -> MeshState:
                   "backend_reason": "sqlite_local as configured", "healthy": True, "uptime_s": 3723.0, "notes": []})
     by_view = {view: tuple(t for t in TASKS if t.status.value in statuses) for view, statuses in TASK_VIEWS.items()}
     return MeshState(now=now, enabled=True, local=local, nodes=tuple(nodes), task_counts=COUNTS, tasks=by_view,
-                     conflicts=conflicts(NOW), conflicts_supported=True, memory_items=42,
+                     conflicts=conflicts(NOW), memory_items=42,
                      task_types=tuple(sorted(TYPES)))
 
 

@@ -7,7 +7,8 @@ from collections import deque
 from mesh_core.events import NodeStatusChanged, TaskUpdated
 from mesh_tui.app import TASK_LINES_PER_BATCH, fold
 from mesh_tui.diff import differing_paths, is_marked, merge, pretty_lines
-from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline
+from mesh_tui.headless import without_password
+from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline, status_light
 from mesh_tui.widgets.command_input import takes_arguments
 from mesh_tui.widgets.nodes_table import heartbeat_age, matches
 
@@ -42,6 +43,7 @@ def test_text_helpers() -> None:
     assert heartbeat_age(0.3) == "<1s" and heartbeat_age(2.7) == "2s"
     assert sparkline([0, 0.5, 1.0], 5) == "  ▁▅█"
     assert common_prefix(["/mesh_status", "/mesh_sync"]) == "/mesh_s"
+    assert status_light("suspect") == "🟡" and status_light("?") == "⚫" and status_light("?", unknown="•") == "•"
 
 
 def test_history_takes_one_sample_per_half_second() -> None:
@@ -70,3 +72,8 @@ def test_a_burst_of_task_updates_is_folded_but_membership_is_kept() -> None:
 
 def test_completion_knows_which_commands_take_arguments() -> None:
     assert not takes_arguments("/mesh_status") and takes_arguments("/mesh_recall")
+
+
+def test_the_headless_start_line_never_shows_a_redis_password() -> None:
+    assert without_password("redis://mesh:s3cr%40t@host:6379/0") == "redis://mesh:***@host:6379/0"
+    assert without_password("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
