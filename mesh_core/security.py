@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import codec
 from .model import NodeInfo, Task
@@ -55,3 +56,11 @@ def memory_parts(wire: dict[str, Any]) -> tuple[str | bytes, ...]:
     vv = ",".join(f"{k}={v}" for k, v in sorted(wire.get("vv", {}).items()))
     return (str(wire.get("t")), str(wire.get("k")), str(wire.get("o")), str(wire.get("h")), vv,
             codec.pack(wire.get("v")), str(wire.get("p", 5)), str(bool(wire.get("d", False))))
+
+
+def without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (log lines must not carry secrets)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))

@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from mesh_core.commands import run_command
 from mesh_core.config import MeshConfig
@@ -26,14 +25,6 @@ from mesh_core.events import Event
 from mesh_core.manager import AgentMeshManager
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
-
-
-def without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (log lines must not carry secrets)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def _stamp(at: float) -> str:
@@ -125,7 +116,7 @@ async def serve(config: MeshConfig) -> int:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
     medium = mesh.backend_info()
-    where = str(medium.get("path") or without_password(str(medium.get("url", ""))))
+    where = str(medium.get("path") or medium.get("url", ""))
     out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
                                    protocol=mesh.backend_name, where=where,
                                    incarnation=mesh.incarnation),

@@ -30,6 +30,7 @@ from ..config import RedisConfig
 from ..errors import BackendError, BackendUnavailable, ConfigError
 from ..memory.digest import bucket_of
 from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskStatus
+from ..security import without_password
 from . import redis_scripts as lua
 from .contracts import Assignment, Completion, Finished, MeshSnapshot, Reassignment, Topic
 from .shared import CORRUPT, CorruptRecord, MemoryEntry, SharedStoreBackend, attempts_from_rows
@@ -63,7 +64,8 @@ class RedisBackend(SharedStoreBackend):
 
     # -- plumbing ----------------------------------------------------------------
     def _where(self) -> str:
-        return self.cfg.url or f"redis://{self.cfg.host}:{self.cfg.port}/{self.cfg.db}"
+        # Shown in status and error lines: never with its password.
+        return without_password(self.cfg.url) if self.cfg.url else f"redis://{self.cfg.host}:{self.cfg.port}/{self.cfg.db}"
 
     def _connect(self) -> aioredis.Redis:
         # A blocking pool makes a burst of concurrent calls wait for a connection instead of failing

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import deque
 
 from mesh_core.events import NodeStatusChanged, TaskUpdated
+from mesh_core.security import without_password
 from mesh_tui.app import TASK_LINES_PER_BATCH, fold
 from mesh_tui.diff import differing_paths, is_marked, merge, pretty_lines
-from mesh_tui.headless import without_password
 from mesh_tui.state import age, bar, common_prefix, push_sample, sparkline, status_light
 from mesh_tui.widgets.command_input import takes_arguments
 from mesh_tui.widgets.nodes_table import heartbeat_age, matches
