@@ -26,7 +26,9 @@ from typing import IO, Any
 
 import psutil
 
-from .cluster import BenchError, _clean_env
+from mesh_testing import clean_env
+
+from .cluster import BenchError
 from .stats import summary_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +136,7 @@ class PeerProcs:
 
 
 def _peer_env(redis_url: str) -> dict[str, str]:
-    env = _clean_env()
+    env = clean_env()
     env["BENCH_REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
