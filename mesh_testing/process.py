@@ -29,6 +29,17 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def cpu_seconds(ps: psutil.Process | None) -> float:
+    """CPU (user + system) a process has used so far; 0 when it is unknown or gone."""
+    if ps is None:
+        return 0.0
+    try:
+        t = ps.cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0
+
+
 class JsonLog:
     """Incremental reader of a JSON-lines file: each ``poll()`` parses only what was appended since the last.
 
@@ -204,10 +215,4 @@ class NodeProcess:
 
     def cpu_seconds(self) -> float:
         """CPU (user + system) it has used so far."""
-        if self.ps is None:
-            return 0.0
-        try:
-            t = self.ps.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
+        return cpu_seconds(self.ps)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from mesh_testing.process import cpu_seconds
+
 _LIVE: list[RedisServer] = []  # started and not cleaned up yet, for the exit hook
 
 
@@ -119,13 +121,7 @@ class RedisServer:
 
     def cpu_seconds(self) -> float:
         """CPU (user + system) the server has used so far."""
-        if self.ps is None:
-            return 0.0
-        try:
-            t = self.ps.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
+        return cpu_seconds(self.ps)
 
     def kill(self) -> None:
         """kill -9: no shutdown save; the folder stays for a ``start()`` again."""
