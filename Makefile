@@ -24,7 +24,7 @@ run: $(VENV)/.run-installed
 
 ## test: create .venv with the test extra and run the whole suite (slow cluster tests included)
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check mesh_core mesh_tui tests bench
+	$(BIN)/ruff check mesh_core mesh_tui mesh_testing tests bench
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
@@ -33,7 +33,7 @@ test-fast: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check mesh_core mesh_tui tests bench
+	$(BIN)/ruff check mesh_core mesh_tui mesh_testing tests bench
 
 ## typecheck: mypy on the packages listed in pyproject.toml [tool.mypy] (mesh_core and mesh_tui)
 typecheck: $(VENV)/.test-installed

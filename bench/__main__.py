@@ -25,10 +25,10 @@ import psutil
 
 from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
+from mesh_testing import RedisServer
 
 from . import algorithms, memory, peers, report, tasks
 from .cluster import BenchError
-from .redis_server import RedisServer
 
 PARTS = ("tasks", "memory", "peers", "algorithms", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
@@ -273,7 +273,8 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
 
     try:
         if plan.needs_redis:
-            server = RedisServer().start()
+            # one server for every part: many worker and peer connections at once
+            server = RedisServer(extra=("--maxclients", "4000")).start()
             out["redis_server"] = {"version": server.version, "binary": server.binary, "url": server.url,
                                    "persistence": "--save '' --appendonly no"}
             _log(f"redis-server {server.version} on {server.url} ({server.binary})")

@@ -15,10 +15,10 @@ from typing import Any
 
 from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
+from mesh_testing import RedisServer
 
 from . import tasks
 from .cluster import BenchError
-from .redis_server import RedisServer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mesh_core.manager import AgentMeshManager
+from mesh_testing import Cluster, JsonLog, RedisServer
 
-from .cluster import Cluster, CpuMeter, LogTail
-from .redis_server import RedisServer
+from .cluster import CpuMeter, worker_mesh
 from .stats import summary_ms
 
 # p99 of write→visible on every node, from the issue
@@ -43,6 +44,30 @@ class MemoryOptions:
     backend: str = "sqlite"  # "sqlite" or "redis"
     visible_timeout_s: float = 30.0
     keep_dir: bool = False
+
+
+class LogTail:
+    """A worker's JSON log, read incrementally: when it first applied each memory key (``MemoryChanged`` ``at``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.log = JsonLog(path, only=b"MemoryChanged", keep=False)
+        self.seen: dict[str, float] = {}
+
+    def poll(self) -> None:
+        for event in self.log.poll():
+            if event.get("event") == "MemoryChanged" and isinstance(event.get("key"), str):
+                self.seen.setdefault(event["key"], float(event["at"]))
+
+
+def _applied(tails: dict[str, LogTail], written: dict[str, float], since: float) -> dict[str, dict[str, Any]]:
+    """Per node: how many of ``written`` it applied, and how fast from ``since`` to its last one."""
+    per_node = {}
+    for name, tail in tails.items():
+        got = [tail.seen[k] for k in written if k in tail.seen]
+        last = max(got) if got else since
+        per_node[name] = {"applied": len(got), "seconds": round(last - since, 3),
+                          "items_per_second": round(len(got) / (last - since), 1) if last > since else 0.0}
+    return per_node
 
 
 async def _wait_visible(tails: list[LogTail], keys: list[str], timeout: float) -> bool:
@@ -131,12 +156,7 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
         cluster.resume()
     with meter.measure(out):
         ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
-    per_node = {}
-    for name, tail in tails.items():
-        got = [tail.seen[k] for k in written if k in tail.seen]
-        last = max(got) if got else resumed
-        per_node[name] = {"applied": len(got), "seconds": round(last - resumed, 3),
-                          "items_per_second": round(len(got) / (last - resumed), 1) if last > resumed else 0.0}
+    per_node = _applied(tails, written, resumed)
     out.update({"all_visible": ok, "paused_seconds": round(resumed - start, 3),
                 "writes_per_second_while_paused": round(opts.catch_up / (end_writes - start), 1)
                 if end_writes > start else 0.0,
@@ -154,12 +174,7 @@ async def _sustained(mesh: AgentMeshManager, tails: dict[str, LogTail], opts: Me
         written, start, end_writes = await _burst(mesh, 10**9, inflight, prefix="s" if batch == 1 else "sb",
                                                   for_s=opts.sustained_s, batch=batch)
         ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
-    per_node = {}
-    for name, tail in tails.items():
-        got = [tail.seen[k] for k in written if k in tail.seen]
-        last = max(got) if got else start
-        per_node[name] = {"applied": len(got), "seconds": round(last - start, 3),
-                          "items_per_second": round(len(got) / (last - start), 1) if last > start else 0.0}
+    per_node = _applied(tails, written, start)
     n = len(written)
     out.update({"items": n, "all_visible": ok, "write_seconds": round(end_writes - start, 3),
                 "writes_per_second": round(n / (end_writes - start), 1) if end_writes > start else 0.0,
@@ -173,82 +188,70 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
                               "target_visible_p99_ms": TARGET_VISIBLE_P99_MS.get(opts.backend)}
     tag = f"memory[{opts.backend}, {opts.workers} nodes]"
     extra_cpu = {"redis-server": redis.cpu_seconds} if redis is not None and opts.backend == "redis" else {}
-    with Cluster(opts.workers, log_format="json", prefix="m", keep_dir=opts.keep_dir, backend=opts.backend,
-                 redis_url=redis.url if redis else None, extra_cpu=extra_cpu) as cluster:
-        t0 = time.monotonic()
-        cluster.start()
-        if opts.keep_dir:
-            log(f"{tag}: keeping the temporary folder {cluster.dir} (db, worker logs)")
-        tails = {w.name: LogTail(w.log_path) for w in cluster.workers}
-        async with cluster.client() as mesh:
-            await cluster.wait_active(mesh)
-            # the client wakes the nodes it knows of: make sure its peer list holds all of them
-            await mesh.mesh_view()
-            result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
-            log(f"{tag}: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
-            meter = CpuMeter(cluster)
+    async with worker_mesh(tag, log, workers=opts.workers, prefix="m", backend=opts.backend,
+                           redis_url=redis.url if redis else None, keep_dir=opts.keep_dir) as (cluster, mesh, ready):
+        result["cluster_ready_seconds"] = ready
+        tails = {node.name: LogTail(node.log_path) for node in cluster.processes}
+        # the client wakes the nodes it knows of: make sure its peer list holds all of them
+        await mesh.mesh_view()
+        meter = CpuMeter(cluster, extra_cpu)
 
-            log(f"{tag}: {opts.writes} writes, {opts.spacing_s * 1000:g} ms apart ...")
-            lat: dict[str, Any] = {}
-            with meter.measure(lat):
-                written, call = await _spaced_writes(mesh, opts.writes, opts.spacing_s)
-                ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
-            lat.update(_visibility(tails, written))
-            lat["all_visible"] = ok
-            lat["write_call"] = summary_ms(call)
-            result["write_to_visible"] = lat
-            cluster.check_alive()
-            target = TARGET_VISIBLE_P99_MS.get(opts.backend)
-            p99_all = lat["all_nodes"].get("p99_ms")
-            lat["target_p99_ms"] = target
-            lat["target_met"] = None if target is None or p99_all is None else p99_all <= target
-            log(f"{tag}: write→visible p50 {lat['any_node'].get('p50_ms')} ms, p99 {lat['any_node'].get('p99_ms')} "
-                f"ms (each node); on all {opts.workers} nodes p50 {lat['all_nodes'].get('p50_ms')} ms, p99 {p99_all} ms"
-                + (f" [target ≤ {target:g} ms: {'met' if lat['target_met'] else 'missed'}]" if target else ""))
+        log(f"{tag}: {opts.writes} writes, {opts.spacing_s * 1000:g} ms apart ...")
+        lat: dict[str, Any] = {}
+        with meter.measure(lat):
+            written, call = await _spaced_writes(mesh, opts.writes, opts.spacing_s)
+            ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
+        lat.update(_visibility(tails, written))
+        lat["all_visible"] = ok
+        lat["write_call"] = summary_ms(call)
+        result["write_to_visible"] = lat
+        cluster.check_alive()
+        target = TARGET_VISIBLE_P99_MS.get(opts.backend)
+        p99_all = lat["all_nodes"].get("p99_ms")
+        lat["target_p99_ms"] = target
+        lat["target_met"] = None if target is None or p99_all is None else p99_all <= target
+        log(f"{tag}: write→visible p50 {lat['any_node'].get('p50_ms')} ms, p99 {lat['any_node'].get('p99_ms')} "
+            f"ms (each node); on all {opts.workers} nodes p50 {lat['all_nodes'].get('p50_ms')} ms, p99 {p99_all} ms"
+            + (f" [target ≤ {target:g} ms: {'met' if lat['target_met'] else 'missed'}]" if target else ""))
 
-            log(f"{tag}: burst of {opts.burst} writes, {opts.burst_inflight} in flight ...")
-            burst: dict[str, Any] = {}
-            with meter.measure(burst):
-                bw, start, end_writes = await _burst(mesh, opts.burst, opts.burst_inflight)
-                ok = await _wait_visible(list(tails.values()), list(bw), opts.visible_timeout_s)
-            per_node = {}
-            for name, tail in tails.items():
-                got = [tail.seen[k] for k in bw if k in tail.seen]
-                last = max(got) if got else start
-                per_node[name] = {"applied": len(got), "seconds": round(last - start, 3),
-                                  "items_per_second": round(len(got) / (last - start), 1) if last > start else 0.0}
-            last_all = max((tail.seen[k] for tail in tails.values() for k in bw if k in tail.seen), default=start)
-            burst.update({
-                "items": opts.burst, "all_visible": ok, "write_seconds": round(end_writes - start, 3),
-                "writes_per_second": round(opts.burst / (end_writes - start), 1) if end_writes > start else 0.0,
-                "applied_everywhere_seconds": round(last_all - start, 3),
-                "applied_items_per_second": round(opts.burst / (last_all - start), 1) if last_all > start else 0.0,
-                "per_node": per_node, "lag": _visibility(tails, bw)})
-            result["burst"] = burst
+        log(f"{tag}: burst of {opts.burst} writes, {opts.burst_inflight} in flight ...")
+        burst: dict[str, Any] = {}
+        with meter.measure(burst):
+            bw, start, end_writes = await _burst(mesh, opts.burst, opts.burst_inflight)
+            ok = await _wait_visible(list(tails.values()), list(bw), opts.visible_timeout_s)
+        per_node = _applied(tails, bw, start)
+        last_all = max((tail.seen[k] for tail in tails.values() for k in bw if k in tail.seen), default=start)
+        burst.update({
+            "items": opts.burst, "all_visible": ok, "write_seconds": round(end_writes - start, 3),
+            "writes_per_second": round(opts.burst / (end_writes - start), 1) if end_writes > start else 0.0,
+            "applied_everywhere_seconds": round(last_all - start, 3),
+            "applied_items_per_second": round(opts.burst / (last_all - start), 1) if last_all > start else 0.0,
+            "per_node": per_node, "lag": _visibility(tails, bw)})
+        result["burst"] = burst
+        cluster.check_alive()
+        log(f"{tag}: burst {burst['writes_per_second']} writes/s, applied on all nodes at "
+            f"{burst['applied_items_per_second']} items/s")
+        if opts.sustained_s:
+            log(f"{tag}: sustained writes for {opts.sustained_s:g} s, {opts.burst_inflight} in flight ...")
+            sus = await _sustained(mesh, tails, opts, meter)
+            result["sustained"] = sus
             cluster.check_alive()
-            log(f"{tag}: burst {burst['writes_per_second']} writes/s, applied on all nodes at "
-                f"{burst['applied_items_per_second']} items/s")
-            if opts.sustained_s:
-                log(f"{tag}: sustained writes for {opts.sustained_s:g} s, {opts.burst_inflight} in flight ...")
-                sus = await _sustained(mesh, tails, opts, meter)
-                result["sustained"] = sus
-                cluster.check_alive()
-                log(f"{tag}: sustained {sus['writes_per_second']} writes/s, applied at "
-                    f"{sus['applied_items_per_second']} items/s on the slowest node; lag p50 "
-                    f"{sus['lag']['all_nodes'].get('p50_ms')} ms, p99 {sus['lag']['all_nodes'].get('p99_ms')} ms "
-                    "(all nodes)")
-            if opts.catch_up:
-                result["catch_up"] = await _catch_up(cluster, mesh, tails, opts, meter)
-                log(f"{tag}: catch-up of {opts.catch_up} queued items at "
-                    f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node)")
-            # last: the batched run leaves the nodes with the biggest replicas
-            if opts.batch > 1 and opts.sustained_s:
-                log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "
-                    f"{opts.batch_inflight} in flight ...")
-                sb = await _sustained(mesh, tails, opts, meter, batch=opts.batch)
-                result["sustained_batched"] = sb
-                cluster.check_alive()
-                log(f"{tag}: batched {sb['writes_per_second']} writes/s, applied at "
-                    f"{sb['applied_items_per_second']} items/s on the slowest node")
-        result["log_lines"] = {name: {"lines": t.lines, "unparsable": t.bad_lines} for name, t in tails.items()}
+            log(f"{tag}: sustained {sus['writes_per_second']} writes/s, applied at "
+                f"{sus['applied_items_per_second']} items/s on the slowest node; lag p50 "
+                f"{sus['lag']['all_nodes'].get('p50_ms')} ms, p99 {sus['lag']['all_nodes'].get('p99_ms')} ms "
+                "(all nodes)")
+        if opts.catch_up:
+            result["catch_up"] = await _catch_up(cluster, mesh, tails, opts, meter)
+            log(f"{tag}: catch-up of {opts.catch_up} queued items at "
+                f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node)")
+        # last: the batched run leaves the nodes with the biggest replicas
+        if opts.batch > 1 and opts.sustained_s:
+            log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "
+                f"{opts.batch_inflight} in flight ...")
+            sb = await _sustained(mesh, tails, opts, meter, batch=opts.batch)
+            result["sustained_batched"] = sb
+            cluster.check_alive()
+            log(f"{tag}: batched {sb['writes_per_second']} writes/s, applied at "
+                f"{sb['applied_items_per_second']} items/s on the slowest node")
+        result["log_lines"] = {name: {"lines": t.log.read, "unparsable": t.log.unparsable} for name, t in tails.items()}
     return result

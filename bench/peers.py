@@ -26,7 +26,9 @@ from typing import IO, Any
 
 import psutil
 
-from .cluster import BenchError, _clean_env
+from mesh_testing import clean_env
+
+from .cluster import BenchError
 from .stats import summary_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +136,7 @@ class PeerProcs:
 
 
 def _peer_env(redis_url: str) -> dict[str, str]:
-    env = _clean_env()
+    env = clean_env()
     env["BENCH_REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -241,42 +243,66 @@ def _measure(name: str, procs: PeerProcs, send: Send, get: Get, opts: PeersOptio
     return out
 
 
+@dataclass
+class Peer:
+    """One peer set up for a run: how to start its workers, know they are ready, send, get, and let go."""
+
+    name: str
+    cmds: list[list[str]]
+    ready: str  # a line every worker's log shows once it takes work
+    send: Send
+    get: Get
+    config: dict[str, Any]
+    close: Callable[[], Any]
+    warm: Callable[[], Any] = lambda: None  # once the workers are ready, before anything is timed
+
+
+def _run_peer(peer: Peer, redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[], dict[str, float]],
+              stop: threading.Event) -> dict[str, Any]:
+    """Start the peer's workers, measure it, and always stop the workers and close its client."""
+    procs = PeerProcs(peer.name)
+    try:
+        procs.start(peer.cmds, _peer_env(redis_url))
+        procs.wait_logs(peer.ready, 60)
+        peer.warm()
+        out = _measure(peer.name, procs, peer.send, peer.get, opts, log, extra_cpu, stop)
+        out["config"] = peer.config
+        return out
+    finally:
+        procs.stop()
+        procs.cleanup(opts.keep_dir)
+        with contextlib.suppress(Exception):
+            peer.close()
+
+
 # -- Celery ------------------------------------------------------------------------------------------
 def run_celery(redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[], dict[str, float]],
                stop: threading.Event) -> dict[str, Any]:
     os.environ["BENCH_REDIS_URL"] = redis_url
     from . import peer_celery
 
-    peer_celery.app.conf.broker_url = redis_url
-    peer_celery.app.conf.result_backend = redis_url
+    app = peer_celery.app
+    app.conf.broker_url = redis_url
+    app.conf.result_backend = redis_url
+    cmds = [[_bin("celery"), "-A", "bench.peer_celery", "worker", "-Q", peer_celery.QUEUE,
+             f"--pool={opts.celery_pool}", f"--concurrency={opts.celery_concurrency}", "--loglevel=INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h"]
+            for i in (1, 2)]
     config = {"pool": opts.celery_pool, "concurrency": opts.celery_concurrency, "workers": 2,
               "broker": "redis", "result_backend": "redis", "prefetch_multiplier": 64, "serializer": "json"}
-    procs = PeerProcs("celery")
-    try:
-        cmds = [[_bin("celery"), "-A", "bench.peer_celery", "worker", "-Q", peer_celery.QUEUE,
-                 f"--pool={opts.celery_pool}", f"--concurrency={opts.celery_concurrency}", "--loglevel=INFO",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h"]
-                for i in (1, 2)]
-        procs.start(cmds, _peer_env(redis_url))
-        procs.wait_logs(" ready.", 60)
-        app = peer_celery.app
+
+    def send(i: int) -> Any:
+        return peer_celery.noop.apply_async((i,))
+
+    def get(handle: Any, timeout: float) -> Any:
+        return handle.get(timeout=timeout, interval=0.005, propagate=True)
+
+    def warm() -> None:
         # A fresh backend: the result consumer's pub/sub connection is made for this run's server.
         app.backend  # noqa: B018 - builds the backend now, not inside the timed loop
 
-        def send(i: int) -> Any:
-            return peer_celery.noop.apply_async((i,))
-
-        def get(handle: Any, timeout: float) -> Any:
-            return handle.get(timeout=timeout, interval=0.005, propagate=True)
-
-        out = _measure("celery", procs, send, get, opts, log, extra_cpu, stop)
-        out["config"] = config
-        return out
-    finally:
-        procs.stop()
-        procs.cleanup(opts.keep_dir)
-        with contextlib.suppress(Exception):
-            peer_celery.app.close()
+    peer = Peer("celery", cmds, " ready.", send, get, config, app.close, warm)
+    return _run_peer(peer, redis_url, opts, log, extra_cpu, stop)
 
 
 # -- Huey --------------------------------------------------------------------------------------------
@@ -290,29 +316,16 @@ def run_huey(redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[
     # The module-level instance was built from the environment at first import: rebuild it for this server.
     peer_huey.huey = RedisHuey("bench", url=redis_url, notify_result=True, results=True, store_none=True)
     noop = peer_huey.huey.task(name="bench.noop")(peer_huey.noop.func)
+    cmds = [[sys.executable, "-c", "from bench.peer_huey import main; main()", str(opts.huey_workers)]
+            for _ in (1, 2)]
     config = {"workers": 2, "worker_type": "thread", "threads_per_consumer": opts.huey_workers,
               "storage": "RedisStorage(notify_result=True, blocking dequeue)", "serializer": "pickle"}
-    procs = PeerProcs("huey")
-    try:
-        cmds = [[sys.executable, "-c", "from bench.peer_huey import main; main()", str(opts.huey_workers)]
-                for _ in (1, 2)]
-        procs.start(cmds, _peer_env(redis_url))
-        procs.wait_logs("Huey consumer started", 60)
 
-        def send(i: int) -> Any:
-            return noop(i)
+    def get(handle: Any, timeout: float) -> Any:
+        return handle.get(blocking=True, timeout=timeout)
 
-        def get(handle: Any, timeout: float) -> Any:
-            return handle.get(blocking=True, timeout=timeout)
-
-        out = _measure("huey", procs, send, get, opts, log, extra_cpu, stop)
-        out["config"] = config
-        return out
-    finally:
-        procs.stop()
-        procs.cleanup(opts.keep_dir)
-        with contextlib.suppress(Exception):
-            peer_huey.huey.storage.pool.disconnect()
+    peer = Peer("huey", cmds, "Huey consumer started", noop, get, config, peer_huey.huey.storage.pool.disconnect)
+    return _run_peer(peer, redis_url, opts, log, extra_cpu, stop)
 
 
 def run(redis_url: str, opts: PeersOptions, log: Any = print,

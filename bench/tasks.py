@@ -18,9 +18,9 @@ from typing import Any
 from mesh_core.errors import MeshError
 from mesh_core.manager import AgentMeshManager
 from mesh_core.model import TaskStatus
+from mesh_testing import Cluster, RedisServer
 
-from .cluster import Cluster, CpuMeter
-from .redis_server import RedisServer
+from .cluster import CpuMeter, task_times, worker_mesh
 from .stats import summary_ms
 
 
@@ -68,7 +68,7 @@ def _breakdown(cluster: Cluster, trace: Trace) -> dict[str, Any]:
     claimed→finished: ``started_at`` to ``finished_at`` (handler run and result write);
     finished→seen: ``finished_at`` to the submitter's ``wait_task`` returning (result notification).
     """
-    rows = cluster.task_times(list(trace.marks))
+    rows = task_times(cluster, list(trace.marks))
     queue, run_, notify = [], [], []
     per_node: dict[str, int] = {}
     for task_id, started, finished, node in rows:
@@ -169,59 +169,52 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
 
 async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"options": opts.__dict__.copy(), "backend": opts.backend}
-    tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}" \
-          "]"
+    tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}]"
     worker_config = {"concurrency": opts.worker_concurrency} if opts.worker_concurrency else None
     overrides = {"task_distribution.load_balancing_algorithm": opts.algorithm} if opts.algorithm else None
     extra_cpu = {"redis-server": redis.cpu_seconds} if redis is not None and opts.backend == "redis" else {}
     stats = RedisStats(redis.url) if redis is not None and opts.backend == "redis" else None
     # Workers log at level warning, as the Huey consumers do: a line per task would measure the log file.
-    with Cluster(opts.workers, capacity=opts.capacity, keep_dir=opts.keep_dir, worker_config=worker_config,
-                 extra_args=("--log-level", "warning"), backend=opts.backend,
-                 redis_url=redis.url if redis else None, extra_cpu=extra_cpu) as cluster:
-        t0 = time.monotonic()
-        cluster.start()
-        if opts.keep_dir:
-            log(f"{tag}: keeping the temporary folder {cluster.dir} (db, worker logs)")
-        async with cluster.client(overrides=overrides) as mesh:
-            await cluster.wait_active(mesh)
-            result["cluster_ready_seconds"] = round(time.monotonic() - t0, 3)
-            result["load_balancing_algorithm"] = mesh.config.task_distribution.load_balancing_algorithm
-            log(f"{tag}: {opts.workers} workers active after {result['cluster_ready_seconds']:.2f} s")
-            for i in range(opts.warmup):
-                await _round_trip(mesh, {"warmup": i}, opts.task_timeout)
-            meter = CpuMeter(cluster)
+    async with worker_mesh(tag, log, workers=opts.workers, prefix="w", backend=opts.backend,
+                           redis_url=redis.url if redis else None, capacity=opts.capacity, keep_dir=opts.keep_dir,
+                           worker_config=worker_config, worker_args=("--log-format", "text", "--log-level", "warning"),
+                           client_overrides=overrides) as (cluster, mesh, ready):
+        result["cluster_ready_seconds"] = ready
+        result["load_balancing_algorithm"] = mesh.config.task_distribution.load_balancing_algorithm
+        for i in range(opts.warmup):
+            await _round_trip(mesh, {"warmup": i}, opts.task_timeout)
+        meter = CpuMeter(cluster, extra_cpu)
 
-            log(f"{tag}: idle latency, {opts.latency_n} sequential round trips ...")
-            lat: dict[str, Any] = {}
-            lat_trace = Trace()
-            with meter.measure(lat):
-                lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
-            result["idle_latency"] = lat
+        log(f"{tag}: idle latency, {opts.latency_n} sequential round trips ...")
+        lat: dict[str, Any] = {}
+        lat_trace = Trace()
+        with meter.measure(lat):
+            lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
+        result["idle_latency"] = lat
+        cluster.check_alive()
+        log(f"{tag}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
+
+        runs = []
+        for inflight in opts.inflight:
+            log(f"{tag}: throughput, {opts.throughput_n} tasks with {inflight} in flight ...")
+            thr: dict[str, Any] = {}
+            trace = Trace()
+            if stats is not None:
+                stats.reset()
+            with meter.measure(thr):
+                thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
+                                             opts.throughput_budget_s, trace))
+            if stats is not None:
+                thr["redis_commands"] = stats.read(thr["tasks_finished"])
+            runs.append((thr, trace))
             cluster.check_alive()
-            log(f"{tag}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
-
-            runs = []
-            for inflight in opts.inflight:
-                log(f"{tag}: throughput, {opts.throughput_n} tasks with {inflight} in flight ...")
-                thr: dict[str, Any] = {}
-                trace = Trace()
-                if stats is not None:
-                    stats.reset()
-                with meter.measure(thr):
-                    thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
-                                                 opts.throughput_budget_s, trace))
-                if stats is not None:
-                    thr["redis_commands"] = stats.read(thr["tasks_finished"])
-                runs.append((thr, trace))
-                cluster.check_alive()
-                log(f"{tag}: {thr['tasks_per_second']} tasks/s, under load p50 "
-                    f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
-            result["throughput"] = [thr for thr, _ in runs]
-            result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr, _ in runs)
-            result["task_counts"] = await mesh.task_counts()
-            result["client_counters"] = dict(mesh.counters)
-            result["client_sqlite_lock_waits"] = mesh.backend_info().get("lock_waits")
+            log(f"{tag}: {thr['tasks_per_second']} tasks/s, under load p50 "
+                f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
+        result["throughput"] = [thr for thr, _ in runs]
+        result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr, _ in runs)
+        result["task_counts"] = await mesh.task_counts()
+        result["client_counters"] = dict(mesh.counters)
+        result["client_sqlite_lock_waits"] = mesh.backend_info().get("lock_waits")
         lat["breakdown"] = _breakdown(cluster, lat_trace)
         for thr, trace in runs:
             thr["breakdown"] = _breakdown(cluster, trace)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.redis_server import RedisServer
+from mesh_testing import RedisServer
 
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 

@@ -1,26 +1,23 @@
-"""The backend contract suite: every test runs on every backend (sqlite now; redis and grpc join later).
+"""The backend contract suite: every test runs on every backend (sqlite and redis; grpc joins later).
 
 Nodes here are in-process managers sharing one event loop, each with its own
-state folder; ``crash()`` stops one the way kill -9 would (no leave, no hand
-back), so death and lease expiry are judged by the real failure detector.
+state folder; ``cluster.crash()`` stops one the way kill -9 would (no leave, no
+hand back), so death and lease expiry are judged by the real failure detector.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mesh_core import AgentMeshManager, load_config
-from mesh_core.model import NodeRole
-from tests.crash import crash
+import mesh_testing
+from mesh_testing import eventually
 
-BACKENDS = ["sqlite", "redis"]
+__all__ = ["BACKENDS", "FAST", "Cluster", "eventually"]
+
+BACKENDS = list(mesh_testing.BACKENDS)
 
 FAST = {
     "heartbeat_interval_seconds": 0.2,
@@ -30,47 +27,11 @@ FAST = {
 }
 
 
-class Cluster:
+class Cluster(mesh_testing.Cluster):
+    """The shared cluster with the contract suite's fast timings."""
+
     def __init__(self, root: Path, backend: str, redis_url: str | None = None) -> None:
-        self.root = root
-        self.backend = backend
-        self.redis_url = redis_url
-        self.nodes: list[AgentMeshManager] = []
-
-    def overrides(self, **extra: Any) -> dict[str, Any]:
-        base: dict[str, Any] = dict(FAST)
-        if self.backend == "sqlite":
-            base.update({"protocol": "sqlite_local", "sqlite_db_path": str(self.root / "mesh.db")})
-        else:
-            # one server per session; a cluster name per test keeps tests apart
-            base.update({"protocol": "redis_distributed",
-                         "redis": {"url": self.redis_url, "cluster": self.root.name}})
-        base["state_dir"] = str(self.root / "state")
-        base.update(extra)
-        return base
-
-    async def node(self, name: str | None = None, *, role: NodeRole = NodeRole.WORKER,
-                   **extra: Any) -> AgentMeshManager:
-        config = load_config(overrides=self.overrides(node_name=name, **extra), use_default_file=False)
-        mesh = AgentMeshManager(config, role=role)
-        await mesh.start()
-        self.nodes.append(mesh)
-        return mesh
-
-    async def client(self, **extra: Any) -> AgentMeshManager:
-        return await self.node(role=NodeRole.CLIENT, **extra)
-
-    async def crash(self, mesh: AgentMeshManager) -> None:
-        """Stop ``mesh`` as kill -9 would: no leave, no hand-back, leases left to lapse."""
-        await crash(mesh)
-        if mesh in self.nodes:
-            self.nodes.remove(mesh)
-
-    async def close(self) -> None:
-        for mesh in reversed(self.nodes):
-            with contextlib.suppress(Exception):
-                await mesh.stop()
-        self.nodes.clear()
+        super().__init__(root, backend, redis_url, settings=FAST)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -81,15 +42,3 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield c
     finally:
         await c.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last answer."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh_core.model import TaskStatus
-from tests.redis_server import RedisServer
+from mesh_testing import RedisServer
 
 from .conftest import Cluster
 

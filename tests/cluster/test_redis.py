@@ -15,7 +15,7 @@ import redis
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole, TaskStatus
-from tests.redis_server import RedisServer
+from mesh_testing import RedisServer
 
 from .conftest import Cluster, until
 
@@ -40,7 +40,7 @@ def test_acl_user_limited_to_mesh_keys_works_and_wrong_password_is_one_line(tmp_
             admin = redis.Redis(port=server.port, password="admin-secret")
             assert admin.keys("mesh:*") and not [k for k in admin.keys("*") if not k.startswith(b"mesh:")]
         finally:
-            cluster.close()
+            cluster.stop()
         bad = f"redis://mesh:wrong@127.0.0.1:{server.port}/0"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         for args in (["--no-ui", "--name", "bad"], ["status"]):
@@ -89,7 +89,7 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
         found, _ = until(lambda: (b.command("/mesh_recall during-outage")["data"] or {}).get("value"), timeout=15)
         assert found == {"written": "while redis was down"}
     finally:
-        cluster.close()
+        cluster.stop()
         server.cleanup()
 
 
@@ -114,6 +114,6 @@ def test_garbage_in_the_streams_is_refused_and_counted(tmp_path: Path, redis_ser
         assert done.returncode == 0 and json.loads(done.stdout)["result"] == 1
         assert a.proc.poll() is None and b.proc.poll() is None
     finally:
-        cluster.close()
+        cluster.stop()
 
 

