@@ -237,16 +237,17 @@ class _LineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"usage: {self.usage}")
 
 
-_PARSERS: dict[str, argparse.ArgumentParser] = {}
+_PARSERS: dict[str, tuple[Command, argparse.ArgumentParser]] = {}
 
 
 def line_parser(cmd: Command) -> argparse.ArgumentParser:
     """The argparse parser of ``cmd``'s ``/mesh_*`` line; it raises UsageError and never exits."""
-    parser = _PARSERS.get(cmd.name)
-    if parser is None:
-        parser = _LineParser(prog=cmd.name, usage=cmd.usage, add_help=False)
-        add_arguments(parser, cmd)
-        _PARSERS[cmd.name] = parser
+    cached = _PARSERS.get(cmd.name)
+    if cached is not None and cached[0] is cmd:
+        return cached[1]
+    parser = _LineParser(prog=cmd.name, usage=cmd.usage, add_help=False)
+    add_arguments(parser, cmd)
+    _PARSERS[cmd.name] = (cmd, parser)
     return parser
 
 
