@@ -1,6 +1,8 @@
 """The ``mesh-tui`` command: run a node (UI or ``--no-ui``) or one scriptable one-shot command.
 
-One-shot commands join as short-lived client nodes that execute nothing and
+The subcommands are the command registry's (``mesh_core.commands``): each
+declares its arguments once, and the same declaration parses a ``/mesh_*``
+line. One-shot commands join as short-lived client nodes that execute nothing and
 are not shown as workers. Exit codes: 0 ok, 1 task failed or dead-lettered,
 2 usage or config error, 3 no node can take the task or timed out.
 This module never imports textual; the UI is imported only when it runs.
@@ -13,17 +15,18 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from mesh_core.commands import CLI, Command, add_arguments, finish, lookup, on_surface
 from mesh_core.config import LOG_FORMATS, LOG_LEVELS, NODE_TYPES, PROTOCOLS, MeshConfig, load_config
-from mesh_core.errors import MeshError, NoCapacity, TaskTimeout, UnknownTaskType, UsageError
-from mesh_core.model import NodeRole, TaskPriority, TaskStatus
+from mesh_core.errors import MeshError
+from mesh_core.model import NodeRole
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -47,73 +50,16 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mesh-tui`` parser: node options, and one subcommand per registry command on the CLI surface."""
     parser = _Parser(prog="mesh-tui", description="Run an Agent Mesh node, or talk to the mesh.")
     _global_options(parser, suppress=False)
     parser.add_argument("--no-ui", action="store_true", help="run the node headless (log lines, commands on stdin)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for cmd in on_surface(CLI):
+        p = sub.add_parser(cmd.cli_name, help=cmd.summary, description=cmd.summary)
         _global_options(p, suppress=True)
-        return p
-
-    p = add("status", "mesh overview: local view, nodes, task counts")
-    p.add_argument("--json", action="store_true")
-    p = add("agents", "every node in detail")
-    p.add_argument("--json", action="store_true")
-    p = add("tasks", "recent tasks, newest first")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--status", choices=[s.value for s in TaskStatus])
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--tree", metavar="TASK_ID", help="show one task and its subtasks as a tree")
-    p = add("submit", "submit a task to the mesh")
-    p.add_argument("task_type")
-    p.add_argument("--payload", default="null", metavar="JSON")
-    p.add_argument("--priority", default="normal", choices=[x.name.lower() for x in TaskPriority])
-    p.add_argument("--prefer", action="append", default=[], choices=NODE_TYPES, metavar="NODE_TYPE")
-    p.add_argument("--require", action="append", default=[], metavar="CAP")
-    p.add_argument("--timeout", type=float, metavar="S", help="per-attempt timeout of the task")
-    p.add_argument("--wait", action="store_true", help="wait for the result")
-    p.add_argument("--wait-timeout", type=float, metavar="S", help="give up waiting after S seconds (exit 3)")
-    p.add_argument("--task-id", help="idempotency key: submitting the same id twice makes one task")
-    p.add_argument("--queue", action="store_true",
-                   help="when every node is full, wait in the mesh-wide pending list instead of exit 3")
-    p.add_argument("--json", action="store_true")
-    p = add("cancel", "cancel a task and its subtasks")
-    p.add_argument("task_id")
-    p.add_argument("--json", action="store_true")
-    p = add("retry", "replay a dead-lettered, failed or cancelled task")
-    p.add_argument("task_id")
-    p.add_argument("--wait", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p = add("remember", "write a memory fact and share it with the mesh")
-    p.add_argument("key")
-    p.add_argument("value", metavar="VALUE_JSON")
-    p.add_argument("--type", default="fact", dest="memory_type")
-    p.add_argument("--priority", type=int, default=5, dest="memory_priority")
-    p = add("conflicts", "open memory conflicts")
-    p.add_argument("--json", action="store_true")
-    p = add("resolve", "settle a memory conflict")
-    p.add_argument("conflict_id")
-    p.add_argument("choice", metavar="keep-local|keep-remote|merge|VALUE_JSON")
-    p.add_argument("--json", action="store_true")
-    p = add("history", "earlier values of a memory key")
-    p.add_argument("key")
-    p.add_argument("--json", action="store_true")
-    p = add("rollback", "write an earlier value back as a new version")
-    p.add_argument("key")
-    p.add_argument("version")
-    p.add_argument("--json", action="store_true")
-    p = add("memory", "keys in the replica")
-    p.add_argument("pattern", nargs="?", default="*")
-    p.add_argument("--json", action="store_true")
-    p = add("forget", "delete a memory fact everywhere")
-    p.add_argument("key")
-    p.add_argument("--json", action="store_true")
-    p = add("recall", "read a memory fact")
-    p.add_argument("key")
-    p.add_argument("--type", default=None, dest="memory_type")
-    p.add_argument("--json", action="store_true")
+        add_arguments(p, cmd)
+        p.add_argument("--json", action="store_true", help="print the data as one JSON document")
     return parser
 
 
@@ -125,27 +71,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "handlers": get("handlers"), "max_capacity": get("capacity")}
 
 
-def _json_arg(flag: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{flag} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-
-
 def _print_json(data: Any) -> None:
     print(json.dumps(data, default=str, ensure_ascii=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cmd = lookup(args.command) if args.command else None
     try:
+        if cmd is not None:
+            finish(cmd, args)  # bad JSON and the like: exit 2 before joining the mesh
         config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     except MeshError as exc:
         print(f"mesh-tui: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     for warning in config.warnings:
         print(f"mesh-tui: warning: {warning}", file=sys.stderr)
-    if args.command is None:
+    if cmd is None:
         from .headless import serve
         if not args.no_ui:
             from .app import run_app  # the only place textual is imported: never on the --no-ui path
@@ -155,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return EXIT_OK
     try:
-        return asyncio.run(_oneshot(config, args))
+        return asyncio.run(_oneshot(config, cmd, args))
     except MeshError as exc:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -163,124 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-async def _oneshot(config: MeshConfig, args: argparse.Namespace) -> int:
-    from mesh_core.commands import (
-        render_agents,
-        render_status,
-        render_tasks,
-        render_tree,
-        status_data,
-        task_dict,
-        tree_dict,
-    )
+async def _oneshot(config: MeshConfig, cmd: Command, args: argparse.Namespace) -> int:
+    """Join as a client that executes nothing, run one command, leave; print what a script wants."""
     from mesh_core.manager import AgentMeshManager
 
-    payload = _json_arg("--payload", args.payload) if args.command == "submit" else None
-    value = _json_arg("VALUE_JSON", args.value) if args.command == "remember" else None
     mesh = AgentMeshManager(config, role=NodeRole.CLIENT)
     await mesh.start()
     try:
-        if args.command in ("status", "agents"):
-            data = await status_data(mesh)
-            if args.json:
-                _print_json(data if args.command == "status" else data["nodes"])
-            else:
-                print(render_status(data) if args.command == "status" else render_agents(data))
-            return EXIT_OK
-        if args.command == "tasks" and args.tree:
-            tree = await mesh.task_tree(args.tree)
-            _print_json(tree_dict(tree)) if args.json else print("\n".join(render_tree(tree)))
-            return EXIT_OK
-        if args.command == "cancel":
-            outcomes = await mesh.cancel_task(args.task_id)
-            _print_json(outcomes) if args.json else print("\n".join(f"{k}: {v}" for k, v in outcomes.items()))
-            return EXIT_OK
-        if args.command == "retry":
-            where = await mesh.retry_task(args.task_id)
-            if not args.wait:
-                _print_json({"task_id": args.task_id, "node_name": where}) if args.json else print(where)
-                return EXIT_OK
-            return await _report(await mesh.wait_task(args.task_id), args.json)
-        if args.command == "tasks":
-            status = TaskStatus(args.status) if args.status else None
-            tasks = [task_dict(t) for t in await mesh.list_tasks(status, args.limit)]
-            _print_json(tasks) if args.json else print(render_tasks(tasks))
-            return EXIT_OK
-        if args.command == "submit":
-            return await _submit(mesh, args, payload)
-        if args.command == "remember":
-            key = await mesh.sync_memory_item(args.memory_type, value, args.memory_priority, key=args.key)
-            print(key)
-            return EXIT_OK
-        if args.command == "recall":
-            found = await mesh.recall_item(args.key, args.memory_type)
-            siblings = [{"value": s.value, "origin": s.origin, "hlc": s.hlc} for s in found.siblings]
-            if args.json:
-                _print_json({"key": found.key, "memory_type": found.memory_type, "value": found.value,
-                             "siblings": siblings, "origin": found.origin})
-            else:
-                print(json.dumps(found.value, ensure_ascii=False))
-                if siblings:
-                    print(f"⚠️ {len(siblings)} siblings in conflict", file=sys.stderr)
-            return EXIT_OK
-        if args.command in ("conflicts", "resolve", "history", "rollback", "memory", "forget"):
-            return await _memory_command(mesh, args)
-        raise UsageError(f"unknown command {args.command!r}")
+        result = await cmd.run(mesh, args)
     finally:
         await mesh.stop()
-
-
-async def _submit(mesh: Any, args: argparse.Namespace, payload: Any) -> int:
-    try:
-        task_id = await mesh.submit_task(args.task_type, payload, priority=args.priority,
-                                         preferred_node_types=args.prefer, required_capabilities=args.require,
-                                         timeout_s=args.timeout, task_id=args.task_id, queue=args.queue)
-    except (UnknownTaskType, NoCapacity) as exc:
-        print(f"mesh-tui: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    if not args.wait:
-        _print_json({"task_id": task_id}) if args.json else print(task_id)
-        return EXIT_OK
-    try:
-        task = await mesh.wait_task(task_id, args.wait_timeout)
-    except TaskTimeout as exc:
-        print(f"mesh-tui: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    return await _report(task, args.json)
-
-
-async def _report(task: Any, as_json: bool) -> int:
-    ok = task.status is TaskStatus.SUCCEEDED
-    if as_json:
-        _print_json({"task_id": task.task_id, "status": task.status.value, "result": task.result,
-                     "node_id": task.node_id, "node_name": task.node_name, "attempts": task.attempt,
-                     "error": task.error, "errors": [a.error for a in task.attempts if a.error]})
-    elif ok:
-        print(json.dumps(task.result, ensure_ascii=False, default=str))
+    if args.json:
+        _print_json(result.data)
+    elif result.ok:
+        print(result.text if result.bare is None else result.bare)
     else:
-        print(f"mesh-tui: task {task.task_id} {task.status.value}: {task.error}", file=sys.stderr)
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-async def _memory_command(mesh: Any, args: argparse.Namespace) -> int:
-    """Memory subcommands share the /mesh_* implementations (one behaviour, one place)."""
-    from mesh_core.commands import run_command
-
-    if args.command in ("history", "rollback", "memory", "forget", "conflicts", "resolve"):
-        # A client's replica is empty: bring the keys it is asked about up to date first.
-        if getattr(args, "key", None):
-            await mesh.catch_up(args.key)
-        else:
-            await mesh.sync_now()
-    words = {"conflicts": [], "resolve": [args.conflict_id if args.command == "resolve" else "",
-                                          getattr(args, "choice", "")],
-             "history": [getattr(args, "key", "")], "rollback": [getattr(args, "key", ""),
-                                                                  getattr(args, "version", "")],
-             "memory": [getattr(args, "pattern", "*")], "forget": [getattr(args, "key", "")]}[args.command]
-    line = " ".join([f"/mesh_{args.command}", *(w for w in words if w)])
-    result = await run_command(mesh, line)
-    if not result.ok:
-        print(f"mesh-tui: {result.text.removeprefix('error: ')}", file=sys.stderr)
-        return EXIT_USAGE
-    _print_json(result.data) if args.json else print(result.text)
-    return EXIT_OK
+        print(f"mesh-tui: {result.text}", file=sys.stderr)
+    if result.warning and not args.json:
+        print(result.warning, file=sys.stderr)
+    return EXIT_OK if result.ok else (result.exit_code or EXIT_FAILED)

@@ -1,4 +1,4 @@
-"""Command palette (ctrl+p) fed by the one command registry, ``mesh_core.commands.REGISTRY``."""
+"""Command palette (ctrl+p) fed by the one command registry: every command on its palette surface."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from mesh_core.commands import REGISTRY, Command
+from mesh_core.commands import PALETTE, Command, on_surface
 
 if TYPE_CHECKING:
     from .app import MeshApp
@@ -24,12 +24,12 @@ class MeshCommands(Provider):
         self.mesh_app.offer_command(cmd.name)
 
     async def discover(self) -> Hits:
-        for cmd in REGISTRY.values():
+        for cmd in on_surface(PALETTE):
             yield DiscoveryHit(cmd.usage, partial(self._pick, cmd), help=cmd.summary)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for cmd in REGISTRY.values():
+        for cmd in on_surface(PALETTE):
             score = max(matcher.match(cmd.name), matcher.match(cmd.summary) * 0.8)
             if score > 0:
                 yield Hit(score, matcher.highlight(cmd.usage), partial(self._pick, cmd), text=cmd.name,

@@ -1,51 +1,101 @@
-"""The help screen: every key and every command, from the same bindings and registry the app uses."""
+"""The help screen: every key, read from the BINDINGS of the app, its panes and screens; commands from the registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.dom import DOMNode
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Static
 
-from mesh_core.commands import REGISTRY
+from mesh_core.commands import HELP, on_surface
 
-KEYS: tuple[tuple[str, str], ...] = (
-    ("q", "quit (leaves the mesh gracefully)"),
-    ("?", "this help"),
-    ("ctrl+p", "command palette (every /mesh_* command)"),
-    (":", "focus the command line"),
-    ("tab / shift+tab", "next / previous pane"),
-    ("n · t · c · l", "jump to nodes · tasks · conflicts · log"),
-    ("enter", "open the selected node, task or conflict"),
-    ("/", "filter the node table (words or type:, status:, name:, cap:)"),
-    ("s · S", "sort the node table by the next column · reverse"),
-    ("x · R", "cancel the selected task · retry a dead letter"),
-    ("↑ ↓ (command line)", "command history"),
-    ("tab (command line)", "complete commands, task types, node names"),
-    ("1 2 m e d (conflict)", "keep left · keep right · merge · edit · defer"),
-    ("escape", "close a screen, clear the filter"),
+from ..widgets.command_input import CommandLine
+from ..widgets.nodes_table import NodesTable
+from ..widgets.task_queues import TaskQueues
+from .conflict import ConflictScreen
+from .node_detail import NodeDetailScreen
+from .task_detail import TaskDetailScreen
+
+# Textual's own bindings worth telling about; the rest of its defaults (copy, scrolling) go without saying.
+FROM_TEXTUAL = frozenset({"app.focus_next", "app.focus_previous", "select_cursor"})
+
+# Where each group of keys works; the keys themselves come from each class's BINDINGS.
+PLACES: tuple[tuple[str, tuple[type[DOMNode], ...]], ...] = (
+    ("Node table", (NodesTable, DataTable)),
+    ("Task queues", (TaskQueues, DataTable)),
+    ("Command line", (CommandLine,)),
+    ("Node detail", (NodeDetailScreen,)),
+    ("Task detail", (TaskDetailScreen,)),
+    ("Conflict", (ConflictScreen,)),
 )
 
+KeyRow = tuple[str, str]  # (keys as shown, what they do)
 
-def help_text() -> Group:
+
+def bindings_of(cls: type[DOMNode]) -> list[Binding]:
+    """The bindings ``cls`` declares, its own and its project bases', plus the few from Textual worth telling."""
+    found: list[Binding] = []
+    for klass in reversed(cls.__mro__):
+        declared = klass.__dict__.get("BINDINGS")
+        if not declared:
+            continue
+        ours = klass.__module__.startswith("mesh_tui")
+        found += [b for b in Binding.make_bindings(declared) if ours or b.action in FROM_TEXTUAL]
+    return found
+
+
+def key_rows(bindings: Iterable[Binding], display: Callable[[Binding], str],
+             shown: set[tuple[str, str]]) -> list[KeyRow]:
+    """One row per action: every key bound to it, and what it does; a key already ``shown`` (everywhere) is left out."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for b in bindings:
+        if (b.key, b.action) in shown:
+            continue
+        shown.add((b.key, b.action))
+        keys = rows.setdefault((b.action, b.tooltip or b.description or b.action), [])
+        if display(b) not in keys:
+            keys.append(display(b))
+    return [(" · ".join(keys), what) for (_, what), keys in rows.items()]
+
+
+def key_sections(app_class: type[App[object]], display: Callable[[Binding], str]) -> list[tuple[str, list[KeyRow]]]:
+    """Every key of the cockpit, grouped by where it works."""
+    palette = Binding(app_class.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (every /mesh_* command)")
+    shown: set[tuple[str, str]] = set()
+    everywhere = [*bindings_of(app_class), palette, *bindings_of(Screen)]
+    return [("Everywhere", key_rows(everywhere, display, shown)),
+            *((place, key_rows([b for c in classes for b in bindings_of(c)], display, set(shown)))
+              for place, classes in PLACES)]
+
+
+def _plain_key(binding: Binding) -> str:
+    return binding.key_display or binding.key
+
+
+def help_text(app_class: type[App[object]], display: Callable[[Binding], str] = _plain_key) -> Group:
+    """The help as one renderable: keys by place, then every command on the help surface."""
     keys = Table(box=None, show_header=False, padding=(0, 2))
     keys.add_column(style="bold cyan", no_wrap=True, width=22)
     keys.add_column()
-    for key, what in KEYS:
-        keys.add_row(key, what)
-    commands = Table(box=None, show_header=False, padding=(0, 2))
-    commands.add_column(style="bold green", no_wrap=True)
-    commands.add_column()
-    for cmd in REGISTRY.values():
-        commands.add_row(cmd.usage, cmd.summary)
-    return Group(Text("Keys", style="bold"), keys, Text(""), Text("Commands (type them after :)", style="bold"),
-                 commands)
+    for place, rows in key_sections(app_class, display):
+        if not rows:
+            continue
+        keys.add_row(Text(place, style="bold"), "")
+        for key, what in rows:
+            keys.add_row(f"  {key}", what)
+    parts: list[Text | Table] = [Text("Keys", style="bold underline"), keys, Text(""),
+                                 Text("Commands (type them after :)", style="bold underline")]
+    for cmd in on_surface(HELP):
+        parts += [Text(cmd.usage, style="bold green"), Text(f"    {cmd.summary}")]
+    return Group(*parts)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -55,7 +105,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box", classes="dialog"):
-            yield Static(help_text())
+            yield Static(help_text(type(self.app), self.app.get_key_display))
 
     def on_mount(self) -> None:
         self.query_one("#help-box").border_title = "Keys and commands"

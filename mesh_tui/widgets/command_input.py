@@ -20,7 +20,7 @@ HISTORY_SIZE = 200
 
 def takes_arguments(name: str) -> bool:
     cmd = REGISTRY.get(name)
-    return cmd is not None and cmd.usage.strip() != cmd.name
+    return cmd is not None and cmd.takes_arguments
 
 
 class CommandLine(Input):

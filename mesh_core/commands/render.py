@@ -1,0 +1,155 @@
+"""Text layouts of the command data, modelled on the seed's ``/mesh_status`` and ``/mesh_agents`` blocks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..model import STATUS_LIGHTS, NodeStatus
+
+RULE = "=" * 50
+
+
+def _pct(load: float) -> str:
+    return f"{load * 100:.1f}%"
+
+
+def as_json(value: Any) -> str:
+    """A value on one line as the text views show it."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _light(status: str, overloaded: bool = False) -> str:
+    if overloaded:
+        return "🟡"  # alive but over 90% load: it gets no new work until it drops
+    try:
+        return STATUS_LIGHTS[NodeStatus(status)]
+    except ValueError:
+        return "⚫"
+
+
+def render_status(d: dict[str, Any]) -> str:
+    local, tasks, nodes = d["local"], d["tasks"], d["nodes"]
+    state = "🟢 ENABLED" if d["enabled"] else "🔴 DISABLED"
+    lines = [f"🌐 Agent Mesh Status: {state}", RULE, "🏠 Local Node:", f"  • Node ID: {local['node_id'][:12]}...",
+             f"  • Name: {local['name']}"]
+    if "node_type" in local:
+        load_count = local["running"] + local["queued"]
+        lines += [f"  • Type: {local['node_type']}",
+                  f"  • Status: {_light(local['status'])} {local['status'].upper()}",
+                  f"  • Protocol: {local['protocol']}" + ("" if local["healthy"] else " (⚠️ degraded)"),
+                  f"  • Load: {_pct(local['load'])} ({load_count}/{local['capacity']})"]
+        lines += [f"  • Note: {note}" for note in local.get("notes", [])]
+    else:
+        lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {local['protocol']}"]
+    active = sum(1 for n in nodes if n["status"] == "active")
+    lines += ["", "📊 Mesh Statistics:", f"  • Total Nodes: {len(nodes)}", f"  • Active Nodes: {active}",
+              f"  • Pending Tasks: {tasks['pending']}", f"  • Running Tasks: {tasks['running']}",
+              f"  • Completed Tasks: {tasks['succeeded']}", f"  • Failed Tasks: {tasks['failed']}",
+              f"  • Dead Letters: {tasks['dead_letter']}", f"  • Memory Sync Items: {d['memory_items']}"]
+    others = [n for n in nodes if n["node_id"] != local["node_id"]]
+    lines += ["", f"🤖 Known Nodes ({len(others)}):"]
+    for n in others:
+        note = "" if n["status"] == "active" else f" - {n['status']}"
+        if n.get("overloaded"):
+            note = " - overloaded"
+        lines.append(f"  • {_light(n['status'], n.get('overloaded', False))} {n['name']} ({n['node_id'][:12]}...,"
+                     f" {n['node_type']}) - Load: {_pct(n['load'])}{note}")
+    if not others:
+        lines.append("  (none yet)")
+    return "\n".join(lines)
+
+
+def render_agent(n: dict[str, Any], *, local: bool = False) -> list[str]:
+    m = n.get("metrics") or {}
+    load_count = n["running"] + n["queued"]
+    return [
+        "🏠 Local Node (This Instance):" if local else f"{_light(n['status'])} {n['name']}:",
+        f"  📧 ID: {n['node_id']}",
+        f"  🏷️ Type: {n['node_type']}",
+        f"  📊 Status: {_light(n['status'])} {n['status'].upper()}",
+        f"  🖥️ Host: {n['host']}:{n['port']} (pid {n['pid']}, incarnation {n['incarnation']})",
+        f"  ⚡ Load: {_pct(n['load'])} ({load_count}/{n['capacity']})",
+        f"  💾 Memory: {m.get('memory_mb', 0):.1f}MB",
+        f"  🔧 CPU: {m.get('cpu_percent', 0):.1f}%",
+        f"  ⏱️ Avg Response: {m.get('avg_response_ms', 0):.1f}ms",
+        f"  ✅ Tasks Done: {m.get('tasks_done', 0)}",
+        f"  ❌ Error Rate: {m.get('error_rate', 0) * 100:.1f}%",
+        f"  🛠️ Capabilities: {', '.join(n['capabilities']) or '-'}",
+        f"  📋 Task Types: {', '.join(n['task_types']) or '-'}",
+        f"  💓 Last Heartbeat: {n['last_seen_s']:.1f}s ago",
+        *(f"  📝 Note: {note}" for note in m.get("notes", [])),
+    ]
+
+
+def render_agents(d: dict[str, Any]) -> str:
+    lines = ["🤖 Mesh Agents Overview", "=" * 60]
+    local_id = d["local"]["node_id"]
+    for n in d["nodes"]:
+        lines += render_agent(n, local=n["node_id"] == local_id)
+        lines.append("")
+    if not d["nodes"]:
+        lines.append("(no worker nodes in the mesh)")
+    return "\n".join(lines).rstrip()
+
+
+def render_tree(tree: dict[str, Any], depth: int = 0) -> list[str]:
+    t = tree["task"]
+    line = (f"{'  ' * depth}{'└─ ' if depth else ''}{t.task_id[:12]} {t.task_type} {t.status.value}"
+            f" on {t.node_name or '-'} (attempt {t.attempt})")
+    out = [line]
+    for child in tree["children"]:
+        out += render_tree(child, depth + 1)
+    return out
+
+
+def render_tasks(tasks: list[dict[str, Any]]) -> str:
+    if not tasks:
+        return "📋 No tasks."
+    lines = ["📋 Tasks (newest first)", "=" * 60]
+    for t in tasks:
+        where = t["node_name"] or "-"
+        lines.append(f"  {t['task_id'][:12]}  {t['task_type']:<14} {t['status']:<11} {t['priority']:<8}"
+                     f" on {where:<16} attempt {t['attempts']}  {t['why']}")
+    return "\n".join(lines)
+
+
+def render_conflicts(conflicts: list[dict[str, Any]]) -> str:
+    if not conflicts:
+        return "✅ No open conflicts."
+    lines = ["⚔️ Open conflicts", RULE]
+    for c in conflicts:
+        lines.append(f"  {c['conflict_id'][:12]}  {c['memory_type']}/{c['key']}  {len(c['siblings'])} siblings"
+                     f"  ({c['strategy']}) {c['reason']}")
+        lines += [f"      from {s['origin'][:12]}: {as_json(s['value'])}" for s in c["siblings"]]
+    return "\n".join(lines)
+
+
+MEMORY_LINES = 200  # the text view of /mesh_memory stops here; --json has every key
+
+
+def render_memory(pattern: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"🧠 {len(rows)} keys matching {pattern}"]
+    lines += [f"  {r['memory_type']}/{r['key']}" + (f"  ⚠️ {r['siblings']} siblings" if r["siblings"] > 1 else "")
+              for r in rows[:MEMORY_LINES]]
+    return "\n".join(lines)
+
+
+def render_history(key: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"📜 History of {key} ({len(rows)} versions)"]
+    lines += [f"  v{h['version']}  {as_json(h['value'])}  from {h['origin'][:12]}  ({h['strategy']})" for h in rows]
+    return "\n".join(lines)
+
+
+USAGE_COLUMN = 40  # a longer usage puts its summary on the next line
+
+
+def render_help(commands: list[dict[str, str]]) -> str:
+    width = min(USAGE_COLUMN, max((len(c["usage"]) for c in commands), default=0))
+    lines = ["🧭 Mesh commands", RULE]
+    for c in commands:
+        if len(c["usage"]) > width:
+            lines += [f"  {c['usage']}", f"  {'':<{width}}  {c['summary']}"]
+        else:
+            lines.append(f"  {c['usage']:<{width}}  {c['summary']}")
+    return "\n".join(lines)
