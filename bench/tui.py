@@ -1,6 +1,6 @@
 """``python -m bench.tui``: time the cockpit applying one refresh with 1,000 nodes and 10,000 tasks.
 
-Uses the same state builder as ``tests/tui/test_scale.py`` and posts it
+Uses the same state builder as ``tests/tui/test_scale.py`` (``mesh_testing.cockpit``) and posts it
 through the same ``MeshRefreshed`` message the app's refresh worker posts;
 the figure is the time the app spends applying it to every pane. Target
 (issue 6): ≤ 50 ms. Prints a line and writes JSON to bench/results/.
@@ -16,9 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
+from mesh_testing.cockpit import NODES, TASKS, QuietSource, big_state
 from mesh_tui.app import MeshApp
 from mesh_tui.messages import MeshRefreshed
-from tests.tui.test_scale import NODES, TASKS, QuietSource, big_state
 
 
 async def measure(ticks: int = 20) -> dict[str, float]:

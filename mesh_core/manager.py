@@ -22,7 +22,7 @@ from .handlers import load_plugins, make_spec
 from .identity import acquire, ephemeral
 from .membership import Member
 from .model import Conflict, MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType, Task, TaskPriority, TaskStatus
-from .node.memory import Recollection
+from .node.memory import NO_VALUE, Recollection
 from .node.services import NodeServices
 from .nodes import create_specialized_node
 
@@ -333,13 +333,14 @@ class AgentMeshManager:
         """Open conflicts in this replica, each with its siblings."""
         return self.services.memory.conflicts()
 
-    async def resolve_conflict(self, conflict_id: str, choice: str | Any) -> MemoryItem:
-        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new value.
+    async def resolve_conflict(self, conflict_id: str, choice: str | Any = None, *,
+                               value: Any = NO_VALUE) -> MemoryItem:
+        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new ``value=``.
 
-        The result is a new version whose vector dominates every sibling, so it
-        wins on every replica without opening a new conflict.
+        (A ``choice`` that is not one of the three words is taken as the new value.) The result is a new
+        version whose vector dominates every sibling, so it wins on every replica without opening a new conflict.
         """
-        return await self.services.memory.resolve_conflict(conflict_id, choice)
+        return await self.services.memory.resolve_conflict(conflict_id, choice, value=value)
 
     async def sync_now(self) -> dict[str, int]:
         """Pull every memory entry not yet applied here; returns what moved."""

@@ -22,7 +22,6 @@ from mesh_core.model import Conflict, Task, TaskStatus
 from .state import TASK_VIEWS, MeshState
 
 KEEP_LEFT, KEEP_RIGHT, MERGE, EDIT = "keep-left", "keep-right", "merge", "edit"
-ENGINE_CHOICES = ("keep-local", "keep-remote", "merge")
 
 
 class MeshSource(abc.ABC):
@@ -113,18 +112,14 @@ class EngineSource(MeshSource):
     async def resolve_conflict(self, conflict: Conflict, choice: str, value: Any = None) -> str:
         left, right = order_siblings(conflict, self.mesh.node_id)
         keeps = choice in (KEEP_LEFT, KEEP_RIGHT)
-        arg: Any
         if choice == MERGE:
-            arg = "merge"
+            await self.mesh.resolve_conflict(conflict.conflict_id, "merge")
         elif keeps and left.origin == self.mesh.node_id and len(conflict.siblings) == 2:
-            arg = "keep-local" if choice == KEEP_LEFT else "keep-remote"
+            await self.mesh.resolve_conflict(conflict.conflict_id, "keep-local" if choice == KEEP_LEFT
+                                             else "keep-remote")
         else:
-            arg = (left if choice == KEEP_LEFT else right).value if keeps else value
-            # The engine reads these words as its own choices, so such a value would be misread.
-            if isinstance(arg, str) and arg in ENGINE_CHOICES:
-                raise MeshError(f"the engine reads the text {arg!r} as a choice, not as a value",
-                                hint="write it inside a JSON object or list instead")
-        await self.mesh.resolve_conflict(conflict.conflict_id, arg)
+            kept = (left if choice == KEEP_LEFT else right).value if keeps else value
+            await self.mesh.resolve_conflict(conflict.conflict_id, value=kept)
         return f"conflict on {conflict.key} resolved ({choice})"
 
 

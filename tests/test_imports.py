@@ -1,4 +1,4 @@
-"""mesh_core and the headless path never import textual (STYLE.md: the engine is UI-free)."""
+"""mesh_core and the headless path never import textual (the engine is UI-free)."""
 
 from __future__ import annotations
 

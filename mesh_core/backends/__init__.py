@@ -32,8 +32,8 @@ def create_backend(config: MeshConfig, limits: codec.CodecLimits) -> tuple[Backe
     """The backend for ``config.protocol`` and a sentence saying which and why."""
     protocol = config.protocol
     if protocol == "hybrid":
-        # Only the embedded backend exists in this release; hybrid picks it and says so.
-        return FACTORIES["sqlite_local"](config, limits), "hybrid chose sqlite_local: the only backend available"
+        # Until grpc_mesh lands, hybrid has nothing to probe for: it takes the zero-set-up medium and says so.
+        return FACTORIES["sqlite_local"](config, limits), "hybrid chose sqlite_local: grpc_mesh is not built yet"
     factory = FACTORIES.get(protocol)
     if factory is None:
         raise ConfigError(f"config: agent_mesh.protocol = {protocol!r} is not available in this release "

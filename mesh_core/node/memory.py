@@ -37,6 +37,7 @@ from .context import NodeContext
 from .membership import MembershipService
 
 STRONG_POLL_SECONDS = 0.005  # how often a strong write looks whether every active node has applied it
+NO_VALUE: Any = object()  # resolve_conflict was given no value (None is a value: a fact may be null)
 
 # master_slave: hands a write to the primary when this node is not it; True when the write went there.
 Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
@@ -303,14 +304,17 @@ class MemoryService:
                                 c["opened_at"], reason))
         return out
 
-    async def resolve_conflict(self, conflict_id: str, choice: str | Any) -> MemoryItem:
-        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new value (see the manager)."""
+    async def resolve_conflict(self, conflict_id: str, choice: str | Any = None, *,
+                               value: Any = NO_VALUE) -> MemoryItem:
+        """Settle a conflict: ``keep-local``, ``keep-remote``, ``merge``, or a new ``value`` (see the manager)."""
         found = [c for c in self.conflicts() if c.conflict_id == conflict_id or c.conflict_id.startswith(conflict_id)]
         if len(found) != 1:
             raise UsageError(f"no open conflict {conflict_id!r}" if not found else f"{conflict_id!r} is ambiguous")
         siblings = list(found[0].siblings)
         mine = local_sibling(siblings, self.ctx.node_id)
-        if choice == "keep-local":
+        if value is not NO_VALUE:
+            choice = None
+        elif choice == "keep-local":
             value = mine.value
         elif choice == "keep-remote":
             others = [s for s in siblings if s is not mine]
@@ -325,9 +329,9 @@ class MemoryService:
                                  hint="keep one side or give a new value")
             value = merged.value
         else:
-            value = choice
+            value, choice = choice, None
         item = resolve_manually(siblings, value, self.ctx.node_id, self.hlc.now())
-        await self._write_local(item, f"resolved: {choice if isinstance(choice, str) else 'new value'}")
+        await self._write_local(item, f"resolved: {choice or 'new value'}")
         return item
 
     async def forget(self, key: str, memory_type: str | None = None) -> None:

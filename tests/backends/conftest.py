@@ -1,4 +1,4 @@
-"""The backend contract suite: every test runs on every backend (sqlite and redis; grpc joins later).
+"""The backend contract suite: every test runs on every backend (sqlite and redis).
 
 Nodes here are in-process managers sharing one event loop, each with its own
 state folder; ``cluster.crash()`` stops one the way kill -9 would (no leave, no

@@ -1,4 +1,4 @@
-"""Behaviour every backend must give (ARCHITECTURE.md § Semantics)."""
+"""Behaviour every backend must give: membership, routing, leases, fencing, memory, restarts."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ so here every id, time and metric is fixed. The data are real model objects
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,17 +27,13 @@ from mesh_core.model import (
     TaskPriority,
     TaskStatus,
 )
+from mesh_testing.cockpit import NOW, hex_id  # 2025-06-15 15:06:40 UTC, and ids from names
 from mesh_tui.engine import MeshSource
 from mesh_tui.state import TASK_VIEWS, MeshState
 
-NOW = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
 HISTORY_STEPS = 12
 CAPS = frozenset({"basic_processing", "memory_storage"})
 TYPES = frozenset({"echo", "sleep", "fail"})
-
-
-def hex_id(name: str) -> str:
-    return hashlib.md5(name.encode()).hexdigest()
 
 
 def hlc(at: float, logical: int = 0) -> int:
