@@ -1,0 +1,178 @@
+"""``sqlite_local``: one shared SQLite file in WAL mode joins the processes of one machine.
+
+All SQL runs on one dedicated thread per backend, one whole transaction per
+hop, so the event loop never blocks on a lock. Concurrent calls of the same
+kind are coalesced into one transaction (batched writes), which is what makes
+thousands of tasks a second possible. Writers take ``BEGIN IMMEDIATE``; a
+busy file is waited for (``busy_timeout``, then retries with backoff) and
+never shown to a user as "database is locked".
+
+The parts, along the three contracts: ``store`` (file, connections, wake-ups),
+``tasks`` (TaskTransport), ``memory`` (MemoryLog); ``SqliteBackend`` here adds
+membership and the lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ... import codec
+from ...errors import BackendUnavailable
+from ...model import NodeInfo, NodeRole, NodeType
+from ..contracts import MeshSnapshot, Topic
+from .memory import SqliteMemory
+from .store import _wake_address, _WakeProtocol
+from .tasks import SqliteTasks
+
+# Read when a backend is made, from this module, so a test can shorten it.
+LOCK_GIVE_UP_SECONDS = 60.0
+FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
+
+
+class SqliteBackend(SqliteTasks, SqliteMemory):
+    """The whole ``sqlite_local`` medium: the tasks and memory parts on one store, plus membership."""
+
+    name = "sqlite_local"
+
+    def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
+        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS)
+
+    # -- lifecycle -------------------------------------------------------------
+    async def open(self, local: NodeInfo) -> None:
+        self._local = local
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._pool, self._connect)
+        except sqlite3.Error as exc:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc}") from None
+        except OSError as exc:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc.strerror}") from None
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite-read")
+        self._read_conn = await loop.run_in_executor(self._read_pool, self._connect_reader)
+        address = _wake_address(self.path, local.node_id)
+        if isinstance(address, str) and os.path.exists(address):
+            os.unlink(address)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(address)
+        sock.setblocking(False)
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _WakeProtocol(self._deliver), sock=sock)
+        self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._send_sock.setblocking(False)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            if self._local is not None:
+                address = _wake_address(self.path, self._local.node_id)
+                if isinstance(address, str) and os.path.exists(address):
+                    os.unlink(address)
+        if self._send_sock is not None:
+            self._send_sock.close()
+            self._send_sock = None
+        for pool_attr, conn_attr in (("_read_pool", "_read_conn"), ("_pool", "_conn")):
+            pool, conn = getattr(self, pool_attr), getattr(self, conn_attr)
+            if pool is None:
+                continue
+            setattr(self, conn_attr, None)
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+            pool.shutdown(wait=True)
+            setattr(self, pool_attr, None)
+
+    # -- membership ------------------------------------------------------------
+    async def heartbeat(self, node: NodeInfo) -> None:
+        def upsert(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT incarnation, left_mesh FROM nodes WHERE node_id=?",
+                               (node.node_id,)).fetchone()
+            conn.execute(
+                "INSERT INTO nodes (node_id, name, node_type, role, host, port, pid, incarnation, capabilities,"
+                " task_types, capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?) ON CONFLICT(node_id) DO UPDATE SET"
+                " name=excluded.name, node_type=excluded.node_type, role=excluded.role, host=excluded.host,"
+                " port=excluded.port, pid=excluded.pid, incarnation=excluded.incarnation,"
+                " capabilities=excluded.capabilities, task_types=excluded.task_types, capacity=excluded.capacity,"
+                " running=excluded.running, queued=excluded.queued, metrics=excluded.metrics,"
+                " started_at=excluded.started_at, last_seen=excluded.last_seen, signature=excluded.signature,"
+                # a heartbeat racing a leave must not undo it; a new incarnation rejoins
+                " left_mesh=CASE WHEN excluded.incarnation > nodes.incarnation THEN 0 ELSE nodes.left_mesh END",
+                (node.node_id, node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
+                 node.incarnation, json.dumps(sorted(node.capabilities)), json.dumps(sorted(node.task_types)),
+                 node.capacity, node.running, node.queued, json.dumps(node.metrics, default=str),
+                 node.started_at, time.time(), node.signature))
+            conn.execute("DELETE FROM finished WHERE seq < (SELECT max(seq) FROM finished) - ?", (FINISHED_KEEP,))
+            return row is None or row[0] != node.incarnation or bool(row[1])
+        changed = await self._write(upsert)
+        if changed:
+            await self._refresh_peers()
+            self._broadcast(Topic.MEMBERS)
+
+    async def leave(self, node: NodeInfo) -> None:
+        await self._write(lambda c: c.execute("UPDATE nodes SET left_mesh=1, running=0, queued=0 WHERE node_id=?",
+                                              (node.node_id,)))
+        self._broadcast(Topic.MEMBERS)
+
+    async def _refresh_peers(self) -> None:
+        horizon = time.time() - 3600
+        rows = await self._read(lambda c: c.execute(
+            "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (horizon,)).fetchall())
+        self._peer_ids = [r[0] for r in rows]
+
+    async def snapshot(self) -> MeshSnapshot:
+        def read(conn: sqlite3.Connection) -> MeshSnapshot:
+            rows = conn.execute(
+                "SELECT node_id, name, node_type, role, host, port, pid, incarnation, capabilities, task_types,"
+                " capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature FROM nodes"
+            ).fetchall()
+            queued = dict(conn.execute(
+                "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
+            ).fetchall())
+            return MeshSnapshot([_node_from_row(r) for r in rows], time.time(), queued)
+        snap = await self._read(read)
+        self._peer_ids = [n.node_id for n in snap.nodes if not n.left and snap.now - n.last_seen < 3600]
+        return snap
+
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        self._signal(node_ids, topic)
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        def hold(conn: sqlite3.Connection) -> str:
+            now = time.time()
+            conn.execute("INSERT INTO leases (name, holder, expires) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
+                         " holder=excluded.holder, expires=excluded.expires"
+                         " WHERE leases.holder=excluded.holder OR leases.expires<?", (name, holder, now + ttl, now))
+            return str(conn.execute("SELECT holder FROM leases WHERE name=?", (name,)).fetchone()[0])
+        return await self._write(hold)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
+
+
+def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:
+    try:
+        node_type = NodeType(r[2])
+    except ValueError:
+        node_type = NodeType.GENERAL
+    return NodeInfo(
+        node_id=r[0], name=r[1], node_type=node_type, role=NodeRole(r[3]), host=r[4] or "", port=r[5] or 0,
+        pid=r[6] or 0, incarnation=r[7], capabilities=frozenset(json.loads(r[8])),
+        task_types=frozenset(json.loads(r[9])), capacity=r[10], running=r[11], queued=r[12],
+        metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0, last_seen=r[15], left=bool(r[16]),
+        signature=r[17] or "")
+
+
+__all__ = ["LOCK_GIVE_UP_SECONDS", "SqliteBackend"]

@@ -1,0 +1,112 @@
+"""``sqlite_local`` memory: the append-only log of memory frames, its cursors, digests and compaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ...memory.digest import bucket_of
+from ..contracts import Topic
+from ..shared import MemoryEntry
+from .store import SqliteStore
+
+
+class SqliteMemory(SqliteStore):
+    """The MemoryLog part of ``sqlite_local``: ``memory_log`` holds every entry, ``memory_latest`` the newest."""
+
+    async def _publish_batch(self, items: list[MemoryEntry]) -> list[int]:
+        now = time.time()
+
+        def append(conn: sqlite3.Connection) -> tuple[list[int], list[str]]:
+            seqs = [conn.execute(
+                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at, bucket) VALUES (?,?,?,?,?,?)",
+                (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0
+                for origin, mt, key, frame, _ in items]
+            conn.executemany(
+                "INSERT INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (memory_type, key, origin) DO UPDATE SET frame=excluded.frame",
+                [(mt, key, origin, frame, bucket_of(mt, key)) for origin, mt, key, frame, _ in items])
+            # Read the peers in the same transaction so a node that joined a moment ago is woken too.
+            return seqs, [r[0] for r in conn.execute(
+                "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
+        seqs, self._peer_ids = await self._write(append)
+        if any(broadcast for *_, broadcast in items):
+            self._broadcast(Topic.MEMORY)
+        return seqs
+
+    async def ack_memory(self, node_id: str, cursor: Any) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO memory_acks (node_id, seq) VALUES (?, ?) ON CONFLICT(node_id) DO UPDATE SET"
+            " seq=max(seq, excluded.seq)", (node_id, int(cursor or 0))))
+
+    async def memory_acks(self) -> dict[str, Any]:
+        return dict(await self._read(lambda c: c.execute("SELECT node_id, seq FROM memory_acks").fetchall()))
+
+    def cursor_reached(self, cursor: Any, target: Any) -> bool:
+        return int(cursor or 0) >= int(target or 0)
+
+    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM memory_digests WHERE node_id=?", (node_id,))
+            # bucket -1 marks "this node has published", so an empty replica still counts as a peer
+            rows = [(node_id, -1, "")] + [(node_id, b, d) for b, d in digests.items()]
+            conn.executemany("INSERT INTO memory_digests VALUES (?,?,?)", rows)
+        await self._write(put)
+
+    async def peer_digests(self) -> dict[str, dict[int, str]]:
+        rows = await self._read(lambda c: c.execute("SELECT node_id, bucket, digest FROM memory_digests").fetchall())
+        out: dict[str, dict[int, str]] = {}
+        for node_id, bucket, digest in rows:
+            marks = out.setdefault(node_id, {})
+            if bucket >= 0:
+                marks[bucket] = digest
+        return out
+
+    async def memory_bucket(self, bucket: int) -> list[bytes]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall())
+        return [r[0] for r in rows]
+
+    async def memory_horizon(self) -> Any:
+        def read(conn: sqlite3.Connection) -> int | None:
+            oldest = conn.execute("SELECT min(seq) FROM memory_log").fetchone()[0]
+            if oldest is not None:
+                return oldest - 1 if oldest > 1 else None
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='memory_log'").fetchone()
+            return int(top[0]) if top and top[0] else None  # everything written so far was dropped
+        return await self._read(read)
+
+    async def compact_memory(self, applied_everywhere: Any) -> int:
+        upto = int(applied_everywhere or 0)
+        return await self._write(lambda c: c.execute("DELETE FROM memory_log WHERE seq < ?", (upto,)).rowcount)
+
+    async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
+        start = int(after or 0)
+        rows = await self._read(lambda c: c.execute(
+            "SELECT seq, frame FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?", (start, limit)).fetchall())
+        return [r[1] for r in rows], (rows[-1][0] if rows else start)
+
+    async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
+        wanted = list(dict.fromkeys(keys))
+
+        def read(conn: sqlite3.Connection) -> list[bytes]:
+            out: list[bytes] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                out += [r[0] for r in conn.execute(
+                    f"SELECT frame FROM memory_latest WHERE memory_type=? AND key IN ({marks})",
+                    [memory_type, *chunk])]
+            return out
+        return await self._read(read) if wanted else []
+
+    async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
+        if memory_type is None:
+            rows = await self._read(lambda c: c.execute(
+                "SELECT frame FROM memory_latest WHERE key=?", (key,)).fetchall())
+        else:
+            rows = await self._read(lambda c: c.execute(
+                "SELECT frame FROM memory_latest WHERE key=? AND memory_type=?", (key, memory_type)).fetchall())
+        return [r[0] for r in rows]

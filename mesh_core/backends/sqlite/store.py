@@ -1,0 +1,262 @@
+"""The SQLite store every part of ``sqlite_local`` is built on: schema, migrations, connections, wake-ups.
+
+All SQL runs on one dedicated thread per backend, one whole transaction per
+hop, so the event loop never blocks on a lock. Writers take ``BEGIN IMMEDIATE``; a
+busy file is waited for (retries with backoff) and never shown to a user as
+"database is locked".
+
+Wake-ups between processes go over unix datagram sockets in Linux's abstract
+namespace (named after the database file and node id), so an idle node
+answers in well under a millisecond instead of after a poll period; the
+periodic poll stays as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ... import codec
+from ...errors import BackendError, BackendUnavailable
+from ...memory.digest import bucket_of
+from ...model import NodeInfo
+from ..contracts import Topic
+from ..shared import SharedStoreBackend
+
+log = logging.getLogger("mesh.sqlite")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY, name TEXT NOT NULL, node_type TEXT NOT NULL, role TEXT NOT NULL,
+    host TEXT, port INTEGER, pid INTEGER, incarnation INTEGER NOT NULL,
+    capabilities TEXT NOT NULL, task_types TEXT NOT NULL, capacity INTEGER NOT NULL,
+    running INTEGER NOT NULL DEFAULT 0, queued INTEGER NOT NULL DEFAULT 0, metrics TEXT,
+    started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0, signature TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL UNIQUE, task_type TEXT NOT NULL, payload BLOB,
+    priority INTEGER NOT NULL, status TEXT NOT NULL, node_id TEXT, node_name TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1, failures INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL,
+    timeout_s REAL, preferred TEXT, required TEXT, context BLOB, submitter_id TEXT, why TEXT,
+    submitted_at REAL, started_at REAL, finished_at REAL, lease_expires REAL,
+    not_before REAL NOT NULL DEFAULT 0, result BLOB, error TEXT,
+    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, signature TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (submitter_id, finished_at);
+CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id);
+CREATE TABLE IF NOT EXISTS finished (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, submitter_id TEXT, task_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS finished_submitter ON finished (submitter_id, seq);
+-- One place records every move into a final state, whichever statement made it.
+CREATE TRIGGER IF NOT EXISTS tasks_finished AFTER UPDATE OF status ON tasks
+WHEN NEW.status IN ('succeeded','failed','dead_letter','cancelled')
+ AND OLD.status NOT IN ('succeeded','failed','dead_letter','cancelled')
+BEGIN
+    INSERT INTO finished (submitter_id, task_id) VALUES (NEW.submitter_id, NEW.task_id);
+END;
+CREATE TABLE IF NOT EXISTS attempts (
+    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT, node_name TEXT,
+    started_at REAL, finished_at REAL, error TEXT, PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memory_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, memory_type TEXT NOT NULL,
+    key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
+);
+CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
+-- The newest entry per (key, origin): what anti-entropy and key catch-up read, so the log can be compacted.
+CREATE TABLE IF NOT EXISTS memory_latest (
+    memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, frame BLOB NOT NULL, bucket INTEGER NOT NULL,
+    PRIMARY KEY (memory_type, key, origin)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_latest_bucket ON memory_latest (bucket);
+CREATE INDEX IF NOT EXISTS memory_latest_key ON memory_latest (key);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
+"""
+
+TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
+                                  Topic.CANCEL: b"c"}
+BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
+
+R = TypeVar("R")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _wake_address(db_path: str, node_id: str) -> str | bytes:
+    digest = hashlib.sha1(os.path.realpath(db_path).encode()).hexdigest()[:16]
+    if sys.platform.startswith("linux"):
+        return b"\0agent-mesh/" + digest.encode() + b"/" + node_id.encode()
+    return os.path.join(tempfile.gettempdir(), f"am-{digest[:8]}-{node_id[:12]}.sock")
+
+
+class _WakeProtocol(asyncio.DatagramProtocol):
+    def __init__(self, deliver: Callable[[str], None]) -> None:
+        self._deliver = deliver
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        for byte in data[:8]:
+            topic = BYTE_TOPICS.get(byte)
+            if topic:
+                self._deliver(topic)
+
+
+class SqliteStore(SharedStoreBackend):
+    """The file, its two connections (each on its own thread) and the wake-up sockets; no mesh records."""
+
+    def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float) -> None:
+        super().__init__(limits)
+        self.path = os.path.abspath(path)
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a
+        # result or state read is not queued behind a write that waits for another process.
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._local: NodeInfo | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._send_sock: socket.socket | None = None
+        self._peer_ids: list[str] = []
+        self._addresses: dict[str, str | bytes] = {}
+        self.lock_waits = 0
+        self.lock_give_up_seconds = lock_give_up_seconds
+
+    # -- plumbing --------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        # No busy timeout inside SQLite: its handler sleeps 1, 2, 5, 10 ms … per wait, far longer than the
+        # lock is held here. _retrying waits instead, from 50 µs up, until LOCK_GIVE_UP_SECONDS.
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=0")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BackendError(f"SQLite file {self.path} cannot use WAL mode (got {mode})",
+                               hint="put it on a local disk, not a network share")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        self._retrying(lambda c: c.executescript(SCHEMA), conn)
+        self._retrying(_migrate, conn)
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
+    def _retrying(self, fn: Callable[[sqlite3.Connection], R], conn: sqlite3.Connection) -> R:
+        delay, deadline = 0.00005, time.monotonic() + self.lock_give_up_seconds
+        while True:
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_busy(exc):
+                    raise BackendError(f"SQLite error on {self.path}: {exc}") from None
+                self.lock_waits += 1
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"SQLite file {self.path} stayed locked by another process"
+                        f" for {self.lock_give_up_seconds:.0f} s",
+                        hint="check for a stuck process holding it") from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.02)
+            except sqlite3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise BackendError(f"SQLite file {self.path} is not usable: {exc}",
+                                   hint="is it a mesh database? move it aside to start fresh") from None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
+        pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
+        if pool is None or conn is None:
+            raise BackendUnavailable("the SQLite backend is not open")
+        return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        def tx(conn: sqlite3.Connection) -> R:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        return await self._run(tx)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        def tx(conn: sqlite3.Connection) -> R:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        return await self._run(tx, reader=True)
+
+    # -- wake-ups --------------------------------------------------------------
+    def _signal(self, node_ids: Iterable[str | None], topic: str) -> None:
+        if self._send_sock is None:
+            return
+        payload = TOPIC_BYTES[topic]
+        own = self._local.node_id if self._local else None
+        for node_id in set(node_ids):
+            if not node_id:
+                continue
+            if node_id == own:
+                self._deliver(topic)
+                continue
+            try:
+                address = self._addresses.get(node_id)
+                if address is None:
+                    address = self._addresses[node_id] = _wake_address(self.path, node_id)
+                self._send_sock.sendto(payload, address)
+            except OSError:
+                pass  # peer gone or its buffer full: a hint only, it polls anyway
+
+    def _broadcast(self, topic: str) -> None:
+        self._signal(self._peer_ids, topic)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add columns that later releases introduced to a file made by an earlier one."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for column, ddl in (("parent_id", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+                        ("signature", "TEXT")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
+    if "signature" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        conn.execute("ALTER TABLE nodes ADD COLUMN signature TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
+    if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
+        conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
+    conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
+    if conn.execute("SELECT 1 FROM memory_latest LIMIT 1").fetchone() is None:
+        # A file from before memory_latest: fill it from the log, newest entry per (key, origin) last.
+        conn.executemany(
+            "INSERT OR REPLACE INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)",
+            [(mt, key, origin, frame, bucket_of(mt, key)) for mt, key, origin, frame in conn.execute(
+                "SELECT memory_type, key, origin, frame FROM memory_log ORDER BY seq")])
+

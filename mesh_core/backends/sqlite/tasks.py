@@ -1,0 +1,325 @@
+"""``sqlite_local`` tasks: store, claim, renew, complete and move them under fencing; read them back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ... import codec
+from ...model import Task, TaskStatus
+from ...tasks import TASK_MOVES, Move, sql_sources
+from ..contracts import Assignment, Completion, Finished, Reassignment, Topic
+from ..shared import FINISHED_FIELDS, TASK_FIELDS, attempts_from_rows
+from .store import SqliteStore
+
+TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
+# Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
+CLAIM_SQL = (
+    "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE seq IN ("
+    f" SELECT seq FROM tasks WHERE node_id=? AND status IN ({sql_sources(Move.CLAIM)}) AND not_before<=?"
+    f" ORDER BY priority DESC, seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}")
+COMPLETE_SQL = (
+    "UPDATE tasks SET status=?, result=?, error=?, finished_at=?, lease_expires=NULL"
+    f" WHERE task_id=? AND attempt=? AND node_id=? AND status IN ({sql_sources(Move.COMPLETE)})"
+    " RETURNING submitter_id")
+CANCELLED_SQL = (  # a task whose cancel was asked for ends cancelled instead of moving on
+    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL,"
+    " error=coalesce(?, 'cancelled') WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND cancel_requested=1 AND status IN ({sql_sources(Move.CANCELLED)}) RETURNING submitter_id")
+REQUEUE_SQL = (
+    "UPDATE tasks SET status='pending', node_id=NULL, node_name=NULL, why=?,"
+    " attempt=attempt+?, failures=failures+?, not_before=?, lease_expires=NULL,"
+    " started_at=NULL, error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.REQUEUE)}) RETURNING submitter_id")
+FINAL_SQL = (
+    "UPDATE tasks SET status=?, error=?, finished_at=?, lease_expires=NULL,"
+    " failures=failures+? WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.FINAL)}) RETURNING submitter_id")
+REROUTE_SQL = (
+    "UPDATE tasks SET status='assigned', node_id=?, node_name=?, why=?, attempt=attempt+?,"
+    " failures=failures+?, not_before=?, lease_expires=NULL, started_at=NULL,"
+    " error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    f" AND status IN ({sql_sources(Move.REROUTE)}) RETURNING submitter_id")
+REPLAY_SQL = (
+    "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
+    " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
+    f" cancel_requested=0 WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
+CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
+CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
+
+
+class SqliteTasks(SqliteStore):
+    """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
+
+    def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
+        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))))
+
+    async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
+        limits = self.limits
+
+        def rows() -> list[tuple[Any, ...]]:
+            out = []
+            for a in items:
+                t = a.task
+                out.append((
+                    t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority),
+                    "assigned" if a.node_id else "pending", a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
+                    json.dumps([p.value for p in t.preferred_node_types]),
+                    json.dumps(sorted(t.required_capabilities)), codec.pack(t.context), t.submitter_id, a.why,
+                    t.submitted_at, t.not_before, t.context.get("parent_id"), t.signature))
+            return out
+
+        prepared = rows()
+
+        def insert(conn: sqlite3.Connection) -> list[bool]:
+            targets = sorted({a.node_id for a in items if a.node_id})
+            marks = ",".join("?" * len(targets))
+            depth: dict[str | None, int] = dict(conn.execute(
+                f"SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running')"
+                f" AND node_id IN ({marks}) GROUP BY node_id", targets).fetchall())
+            if any(a.node_id is None for a in items):
+                depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
+            accepted = []
+            for a, row in zip(items, prepared, strict=True):
+                if depth.get(a.node_id, 0) >= a.capacity:
+                    accepted.append(False)
+                    continue
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
+                    " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
+                    " submitted_at, not_before, parent_id, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row)
+                if cur.rowcount:
+                    depth[a.node_id] = depth.get(a.node_id, 0) + 1
+                accepted.append(True)
+            return accepted
+        accepted = await self._write(insert)
+        self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), Topic.TASKS)
+        return accepted
+
+    async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+        def claim(conn: sqlite3.Connection) -> list[Task]:
+            now = time.time()
+            rows = conn.execute(CLAIM_SQL, (now, now + lease_seconds, node_id, now, limit)).fetchall()
+            rows.sort(key=lambda r: (-r[4], r[0]))
+            conn.executemany(
+                "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
+                " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
+            return self._tasks(r[1:] for r in rows)
+        return await self._write(claim)
+
+    async def next_due(self, node_id: str) -> float | None:
+        """Earliest ``not_before`` of tasks waiting for this node (backoff), if any."""
+        row = await self._read(lambda c: c.execute(
+            "SELECT min(not_before) FROM tasks WHERE node_id=? AND status='assigned'", (node_id,)).fetchone())
+        return row[0] if row else None
+
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+        def renew(conn: sqlite3.Connection) -> set[str]:
+            until = time.time() + lease_seconds
+            kept = set()
+            for task_id, attempt in held:
+                cur = conn.execute(
+                    "UPDATE tasks SET lease_expires=? WHERE task_id=? AND attempt=? AND node_id=? AND status='running'",
+                    (until, task_id, attempt, node_id))
+                if cur.rowcount:
+                    kept.add(task_id)
+            return kept
+        if not held:
+            return set()
+        return await self._write(renew)
+
+    async def _complete_batch(self, items: list[Completion]) -> list[bool]:
+        def record(conn: sqlite3.Connection) -> tuple[list[bool], set[str]]:
+            now = time.time()
+            done, submitters = [], set()
+            for c in items:
+                row = conn.execute(COMPLETE_SQL, (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt,
+                                                  c.node_id)).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
+                                 (now, c.error, c.task_id, c.attempt))
+                    submitters.add(row[0])
+                done.append(row is not None)
+            return done, submitters
+        done, submitters = await self._write(record)
+        self._signal(submitters, Topic.RESULTS)
+        return done
+
+    async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
+        def move(conn: sqlite3.Connection) -> tuple[list[bool], set[str], set[str]]:
+            now = time.time()
+            ok, targets, submitters = [], set(), set()
+            for m in moves:
+                row = conn.execute(CANCELLED_SQL, (now, m.error, m.task_id, m.expected_attempt,
+                                                   m.expected_node)).fetchone()
+                if row is not None:
+                    pass
+                elif m.node_id is None and m.final_status is TaskStatus.PENDING:
+                    row = conn.execute(REQUEUE_SQL, (
+                        m.why, int(m.bump_attempt), int(m.count_failure), m.not_before, m.error, m.task_id,
+                        m.expected_attempt, m.expected_node)).fetchone()
+                elif m.node_id is None:
+                    row = conn.execute(FINAL_SQL, (
+                        m.final_status.value, m.error, now, int(m.count_failure), m.task_id, m.expected_attempt,
+                        m.expected_node)).fetchone()
+                else:
+                    row = conn.execute(REROUTE_SQL, (
+                        m.node_id, m.node_name, m.why, int(m.bump_attempt), int(m.count_failure), m.not_before,
+                        m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "UPDATE attempts SET finished_at=coalesce(finished_at, ?), error=coalesce(?, error)"
+                        " WHERE task_id=? AND attempt=?", (now, m.error, m.task_id, m.expected_attempt))
+                    submitters.add(row[0])
+                    if m.node_id:
+                        targets.add(m.node_id)
+                ok.append(row is not None)
+            return ok, targets, submitters
+        ok, targets, submitters = await self._write(move)
+        self._signal(targets, Topic.TASKS)
+        self._signal(submitters, Topic.RESULTS)
+        return ok
+
+    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
+        dead = sorted(set(dead_nodes))
+
+        def read(conn: sqlite3.Connection) -> list[Task]:
+            marks = ",".join("?" * len(dead))
+            where = "(status='running' AND lease_expires<?) OR status='pending'"
+            params: list[Any] = [now]
+            if dead:
+                where += f" OR node_id IN ({marks})"
+                params += dead
+            rows = conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
+                " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
+            return self._tasks(rows)
+        return await self._read(read)
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        def cancel(conn: sqlite3.Connection) -> tuple[list[str], set[str], set[str]]:
+            now = time.time()
+            out, holders, submitters = [], set(), set()
+            for task_id in task_ids:
+                row = conn.execute("SELECT status, node_id, submitter_id FROM tasks WHERE task_id=?",
+                                   (task_id,)).fetchone()
+                if row is None:
+                    out.append("missing")
+                elif row[0] in CANCEL_QUEUED_FROM:
+                    conn.execute("UPDATE tasks SET status='cancelled', finished_at=?, error='cancelled before it ran'"
+                                 " WHERE task_id=?", (now, task_id))
+                    submitters.add(row[2])
+                    out.append("cancelled")
+                elif row[0] in CANCEL_REQUEST_FROM:
+                    conn.execute("UPDATE tasks SET cancel_requested=1 WHERE task_id=?", (task_id,))
+                    holders.add(row[1])
+                    out.append("cancelling")
+                else:
+                    out.append(row[0])
+            return out, holders, submitters
+        out, holders, submitters = await self._write(cancel)
+        self._signal(holders, Topic.CANCEL)
+        self._signal(submitters, Topic.RESULTS)
+        return out
+
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT task_id, attempt FROM tasks WHERE node_id=? AND status='running' AND cancel_requested=1",
+            (node_id,)).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        def replay(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(REPLAY_SQL, ("assigned" if node_id else "pending", node_id, node_name, why, task_id))
+            return cur.rowcount == 1
+        ok = await self._write(replay)
+        if ok and node_id:
+            self._signal([node_id], Topic.TASKS)
+        return ok
+
+    async def finished_for(self, submitter_id: str, after: int | None,
+                           wait: float = 0.0) -> tuple[list[Finished], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[Finished], int]:
+            if after is None:
+                top = conn.execute("SELECT coalesce(max(seq), 0) FROM finished").fetchone()[0]
+                return [], top
+            rows = conn.execute(
+                "SELECT f.seq, t.task_id, t.status, t.attempt, t.node_id, t.node_name, t.finished_at, t.result,"
+                " t.error FROM finished f JOIN tasks t ON t.task_id = f.task_id"
+                " WHERE f.submitter_id=? AND f.seq>? ORDER BY f.seq", (submitter_id, after)).fetchall()
+            out = self.readable("result feed entry", rows,
+                                lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))))
+            return out, (rows[-1][0] if rows else after)
+        return await self._read(read)
+
+    async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            edge = conn.execute("SELECT seq FROM tasks ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                                (tasks_kept,)).fetchone()
+            ids = [r[0] for r in conn.execute(
+                "SELECT task_id FROM tasks WHERE seq <= ? AND status IN ('succeeded','failed','cancelled')"
+                " ORDER BY seq LIMIT ?", (edge[0], limit))] if edge else []
+            ids += [r[0] for r in conn.execute(
+                "SELECT task_id FROM tasks WHERE status='dead_letter' ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (max(0, limit - len(ids)), dead_letters_kept))]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM attempts WHERE task_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
+            return len(ids)
+        return await self._write(prune)
+
+    async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
+        def read(conn: sqlite3.Connection) -> list[TaskStatus | None]:
+            found: dict[str, str] = {}
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(conn.execute(f"SELECT task_id, status FROM tasks WHERE task_id IN ({marks})",
+                                          chunk).fetchall())
+            return [TaskStatus(found[i]) if i in found else None for i in ids]
+        return await self._read(read)
+
+    async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
+        ids = list(dict.fromkeys(task_ids))
+        attempts = len(ids) <= 50 if with_attempts is None else with_attempts
+
+        def read(conn: sqlite3.Connection) -> list[Task]:
+            out = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({marks})", chunk).fetchall()
+                out += self._tasks(rows)
+            by_id: dict[str, Task] = {t.task_id: t for t in out}
+            if attempts:
+                for t in out:
+                    t.attempts = attempts_from_rows(conn.execute(
+                        "SELECT attempt, node_id, node_name, started_at, finished_at, error FROM attempts"
+                        " WHERE task_id=? ORDER BY attempt", (t.task_id,)).fetchall())
+            return [by_id[i] for i in ids if i in by_id]
+        return await self._read(read)
+
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
+                         parent_id: str | None = None) -> list[Task]:
+        def read(conn: sqlite3.Connection) -> list[Task]:
+            if parent_id is not None:
+                rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE parent_id=? ORDER BY seq LIMIT ?",
+                                    (parent_id, limit))
+            elif status is None:
+                rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY seq DESC LIMIT ?", (limit,))
+            else:
+                rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status=? ORDER BY seq DESC LIMIT ?",
+                                    (status.value, limit))
+            return self._tasks(rows.fetchall())
+        return await self._read(read)
+
+    async def task_counts(self) -> dict[str, int]:
+        rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+        return dict(rows)
