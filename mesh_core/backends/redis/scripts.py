@@ -8,7 +8,7 @@ statuses) is generated from ``mesh_core.tasks.TASK_MOVES`` and prepended, so
 the scripts and the SQLite backend read the one table.
 """
 
-from ..tasks import lua_moves
+from ...tasks import lua_moves
 
 COMMON = lua_moves() + r"""
 local P = ARGV[1]

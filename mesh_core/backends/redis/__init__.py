@@ -1,0 +1,106 @@
+"""``redis_distributed``: machines on a network join one mesh through a Redis server.
+
+Layout under one prefix ``mesh:{cluster}:`` (the braces are a Cluster hash tag):
+node records, Redis-clock heartbeat times and leave marks in hashes; each task
+a hash; per-node inboxes as sorted sets scored by priority then arrival (one
+ZRANGE gives strict priority with FIFO inside it), a delayed set for retry
+backoff, a held set and a lease sorted set for running work; a mesh-wide
+pending set; per-status sorted sets for listing and counting; a result feed
+stream per submitter; the memory log as a stream with a per-key hash of each
+origin's latest frame for catch-up. Every task transition is one Lua script
+that checks the fencing token (task, attempt, holder), so a stale actor can
+never record a result. Wake-ups go over pub/sub; the periodic polls remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from ... import codec
+from ...model import NodeInfo, NodeRole, NodeType
+from ..contracts import MeshSnapshot, Topic
+from .client import _close_quickly, _s
+from .memory import RedisMemory
+from .tasks import RedisTasks
+
+GHOST_SECONDS = 3600.0
+
+
+class RedisBackend(RedisTasks, RedisMemory):
+    """All three contracts over one Redis server: membership and lifecycle here, tasks and memory in their parts."""
+
+    name = "redis_distributed"
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def open(self, local: NodeInfo) -> None:
+        self._local = local
+        self._client = self._connect()
+        await self._call(self._client.ping())
+        self._register_scripts(self._client)
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            self._listener.cancel()
+            # redis-py can swallow a cancel mid-read; the loop also checks the flag every half second.
+            await asyncio.wait({self._listener}, timeout=1.5)
+            self._listener = None
+        if self._client is not None:
+            await _close_quickly(self._client)
+            self._client = None
+
+    # -- membership --------------------------------------------------------------------
+    async def heartbeat(self, node: NodeInfo) -> None:
+        record = codec.pack({
+            "name": node.name, "type": node.node_type.value, "role": node.role.value, "host": node.host,
+            "port": node.port, "pid": node.pid, "inc": node.incarnation, "caps": sorted(node.capabilities),
+            "types": sorted(node.task_types), "cap": node.capacity, "running": node.running, "queued": node.queued,
+            "metrics": json.loads(json.dumps(node.metrics, default=str)), "started": node.started_at,
+            "sig": node.signature})
+        changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record)
+        if changed:
+            await self._broadcast(Topic.MEMBERS)
+
+    async def leave(self, node: NodeInfo) -> None:
+        await self._script("LEAVE", node.node_id, node.incarnation)
+        await self._broadcast(Topic.MEMBERS)
+
+    async def snapshot(self) -> MeshSnapshot:
+        raw = await self._script("SNAPSHOT", GHOST_SECONDS)
+        now = float(_s(raw[0]))
+        records = {_s(raw[1][i]): raw[1][i + 1] for i in range(0, len(raw[1]), 2)}
+        seen = {_s(raw[2][i]): float(_s(raw[2][i + 1])) for i in range(0, len(raw[2]), 2)}
+        left = {_s(raw[3][i]): int(_s(raw[3][i + 1])) for i in range(0, len(raw[3]), 2)}
+        depths = {_s(raw[4][i]): int(raw[4][i + 1]) for i in range(0, len(raw[4]), 2)}
+        nodes = []
+        for node_id, blob in records.items():
+            if node_id not in seen:
+                continue
+            try:
+                r = codec.unpack(blob)
+                node_type = NodeType(r["type"]) if r["type"] in NodeType._value2member_map_ else NodeType.GENERAL
+                nodes.append(NodeInfo(
+                    node_id=node_id, name=r["name"], node_type=node_type, role=NodeRole(r["role"]), host=r["host"],
+                    port=r["port"], pid=r["pid"], incarnation=r["inc"], capabilities=frozenset(r["caps"]),
+                    task_types=frozenset(r["types"]), capacity=r["cap"], running=r["running"], queued=r["queued"],
+                    metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
+                    left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or ""))
+            except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
+                self.refuse(f"node record {node_id}", exc)
+        return MeshSnapshot(nodes, now, depths)
+
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        await self._wake(node_ids, topic)
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        return _s(await self._script("HOLD_LEASE", name, holder, max(1, int(ttl * 1000))))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
+
+
+__all__ = ["GHOST_SECONDS", "RedisBackend"]
