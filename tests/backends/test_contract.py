@@ -528,6 +528,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
     assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
     assert ran == [] and w1.counters["unsigned_tasks"] == 1
+    await eventually(lambda: _async(any("count" in m.info.task_types for m in client.members())))
     signed = await client.wait_task(await client.submit_task("count", 8), timeout=5)
     assert signed.status is TaskStatus.SUCCEEDED and ran == [8]
 
