@@ -20,8 +20,7 @@ from .model import NodeInfo, NodeRole, NodeStatus
 if TYPE_CHECKING:
     from .events import Event
     from .membership import Member
-    from .model import NodeType, Task, TaskPriority
-    from .node.memory import Recollection
+    from .model import NodeType, Recollection, Task, TaskPriority
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,19 @@ from .events import Event
 from .handlers import load_plugins, make_spec
 from .identity import acquire, ephemeral
 from .membership import Member
-from .model import Conflict, MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType, Task, TaskPriority, TaskStatus
-from .node.memory import NO_VALUE, Recollection
+from .model import (
+    Conflict,
+    MemoryItem,
+    NodeInfo,
+    NodeRole,
+    NodeStatus,
+    NodeType,
+    Recollection,
+    Task,
+    TaskPriority,
+    TaskStatus,
+)
+from .node.memory import NO_VALUE
 from .node.services import NodeServices
 from .nodes import create_specialized_node
 

@@ -195,3 +195,15 @@ class Conflict:
     strategy: str
     opened_at: float
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Recollection:
+    """What ``recall_item`` found: the value, and every concurrent sibling when in conflict."""
+
+    key: str
+    memory_type: str
+    value: Any
+    siblings: tuple[MemoryItem, ...]
+    origin: str
+    hlc: int

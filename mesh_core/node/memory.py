@@ -12,7 +12,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
@@ -31,7 +30,7 @@ from ..memory.resolve import (
     resolve_manually,
 )
 from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
-from ..model import Conflict, MemoryItem, NodeStatus
+from ..model import Conflict, MemoryItem, NodeStatus, Recollection
 from ..security import memory_parts, sign, verify
 from .context import NodeContext
 from .membership import MembershipService
@@ -41,18 +40,6 @@ NO_VALUE: Any = object()  # resolve_conflict was given no value (None is a value
 
 # master_slave: hands a write to the primary when this node is not it; True when the write went there.
 Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class Recollection:
-    """What ``recall_item`` found: the value, and every concurrent sibling when in conflict."""
-
-    key: str
-    memory_type: str
-    value: Any
-    siblings: tuple[MemoryItem, ...]
-    origin: str
-    hlc: int
 
 
 class MemoryService:
