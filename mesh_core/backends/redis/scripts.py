@@ -185,7 +185,8 @@ return out
 """
 
 CLAIM = COMMON + r"""
--- ARGV: P, node, limit, lease_seconds. Returns id, {field, value, ...} per claimed task
+-- ARGV: P, node, limit, lease_seconds. Returns when the earliest task still held back becomes due ('' when
+-- none), then id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = now()
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed:' .. node, '-inf', t)
@@ -196,7 +197,8 @@ for _, id in ipairs(due) do
   redis.call('ZADD', P .. 'inbox:' .. node, (3 - tonumber(f[1])) * 1e13 + tonumber(f[2]), id)
 end
 local ids = redis.call('ZRANGE', P .. 'inbox:' .. node, 0, limit - 1)
-local out = {}
+local later = redis.call('ZRANGE', P .. 'delayed:' .. node, 0, 0, 'WITHSCORES')
+local out = {later[2] or ''}
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id

@@ -36,15 +36,20 @@ class RedisTasks(RedisClient):
                                     t.context.get("parent_id") or "", t.signature]))
         return [bool(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._due: dict[str, float | None] = {}  # node → when its earliest held-back task is due, as of its claim
+
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         raw = await self._script("CLAIM", node_id, limit, lease_seconds)
-        return self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(0, len(raw), 2)),
+        self._due[node_id] = float(_s(raw[0])) if raw[0] else None
+        return self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)),
                              lambda r: self._task(*r))
 
     async def next_due(self, node_id: str) -> float | None:
-        assert self._client is not None
-        head = await self._call(self._client.zrange(self._key("delayed:", node_id), 0, 0, withscores=True))
-        return float(head[0][1]) if head else None
+        # The claim script says when the next held-back task is due: no round trip of its own. A retry placed
+        # here later wakes this node, whose next claim brings the new answer.
+        return self._due.get(node_id)
 
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         if not held:
