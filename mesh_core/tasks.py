@@ -86,10 +86,13 @@ def sql_sources(move: Move) -> str:
     return ",".join(f"'{s.value}'" for s in sorted(TASK_MOVES[move].sources))
 
 
-def lua_moves() -> str:
-    """A Lua table literal ``FROM`` (move → set of source statuses) for the Redis scripts."""
-    rows = ", ".join(f"{m.value}={{{', '.join(f'{s.value}=true' for s in sorted(r.sources))}}}"
-                     for m, r in TASK_MOVES.items())
+def lua_moves(*moves: Move) -> str:
+    """A Lua table literal ``FROM`` (move → set of source statuses) for a Redis script that applies ``moves``.
+
+    Only the moves the script applies: the table is built on every call of the script (the hot ones run per task).
+    """
+    rows = ", ".join(f"{m.value}={{{', '.join(f'{s.value}=true' for s in sorted(TASK_MOVES[m].sources))}}}"
+                     for m in moves)
     return f"local FROM = {{{rows}}}\n"
 
 

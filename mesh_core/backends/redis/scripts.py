@@ -4,13 +4,14 @@ All keys share the hash tag ``{cluster}`` so a Redis Cluster keeps one mesh in
 one slot. ARGV[1] is always the key prefix ``mesh:{cluster}:``. Time comes from
 Redis ``TIME`` so liveness and leases are judged by one clock. Which task move
 may start from which status is not written here: ``FROM`` (move → source
-statuses) is generated from ``mesh_core.tasks.TASK_MOVES`` and prepended, so
+statuses, only for the moves a script applies) is generated from
+``mesh_core.tasks.TASK_MOVES`` and prepended, so
 the scripts and the SQLite backend read the one table.
 """
 
-from ...tasks import lua_moves
+from ...tasks import Move, lua_moves
 
-COMMON = lua_moves() + r"""
+COMMON = r"""
 local P = ARGV[1]
 local function now()
   local t = redis.call('TIME')
@@ -184,7 +185,7 @@ end
 return out
 """
 
-CLAIM = COMMON + r"""
+CLAIM = COMMON + lua_moves(Move.CLAIM) + r"""
 -- ARGV: P, node, limit, lease_seconds. Returns when the earliest task still held back becomes due ('' when
 -- none), then id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -232,7 +233,7 @@ end
 return kept
 """
 
-COMPLETE = COMMON + r"""
+COMPLETE = COMMON + lua_moves(Move.COMPLETE) + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, attempt, node, status, result, error
 local t = now()
 local out = {}
@@ -257,7 +258,7 @@ end
 return out
 """
 
-REASSIGN = COMMON + r"""
+REASSIGN = COMMON + lua_moves(Move.REROUTE, Move.REQUEUE, Move.FINAL, Move.CANCELLED) + r"""
 -- ARGV: P, then per move: id, expected_attempt, expected_node, node, node_name, why, not_before, bump,
 --       error, count_failure, final_status  (11 values). Returns per move {ok, submitter, target}
 local t = now()
@@ -328,7 +329,7 @@ add(redis.call('ZRANGE', P .. 'pending', 0, 4999))
 return {tostring(t), ids}
 """
 
-CANCEL = COMMON + r"""
+CANCEL = COMMON + lua_moves(Move.CANCEL_QUEUED, Move.CANCEL_REQUEST) + r"""
 local t = now()
 local out = {}
 for i = 2, #ARGV do
@@ -353,7 +354,7 @@ end
 return out
 """
 
-REPLAY = COMMON + r"""
+REPLAY = COMMON + lua_moves(Move.REPLAY) + r"""
 -- ARGV: P, id, node, node_name, why
 local id, node, name, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local t = now()
