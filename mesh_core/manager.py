@@ -130,9 +130,7 @@ class AgentMeshManager:
                     ctx.handlers.add(spec)
             s.memory.open(ctx.identity.replica_path)
             s.sync.open()
-            if ctx.has_backend:
-                ctx.backend.on_signal(ctx.on_signal)
-            else:
+            if not ctx.has_backend:
                 ctx.use_backend(*create_backend(cfg, ctx.limits))
             await ctx.backend.open(self.local_info())
             await s.results.open()
@@ -379,8 +377,7 @@ class AgentMeshManager:
 
     def memory_keys(self, pattern: str = "*") -> list[tuple[str, str, int]]:
         """``(memory_type, key, siblings)`` of the keys in this replica matching a glob ``pattern``."""
-        replica = self.services.memory.replica
-        return list(replica.keys(pattern)) if replica else []
+        return self.services.memory.keys(pattern)
 
     @property
     def memory_primary(self) -> str | None:

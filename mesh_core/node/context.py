@@ -78,8 +78,10 @@ class NodeContext:
         self.enabled = False
         self.healthy = True
         self.closing = False
-        self._backend = backend
-        self.backend_reason = "given by the caller" if backend else ""
+        self._backend: Backend | None = None
+        self.backend_reason = ""
+        if backend is not None:
+            self.use_backend(backend, "given by the caller")
         self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
                                                     TOPIC_CANCEL)}
         self._loops: list[asyncio.Task[None]] = []
@@ -109,6 +111,7 @@ class NodeContext:
         return self._backend is not None
 
     def use_backend(self, backend: Backend, reason: str) -> None:
+        """Take ``backend`` as this node's medium; its wake-ups reach this node's loops."""
         self._backend, self.backend_reason = backend, reason
         backend.on_signal(self.on_signal)
 

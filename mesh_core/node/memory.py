@@ -77,6 +77,10 @@ class MemoryService:
     def count(self) -> int:
         return self.replica.count() if self.replica else 0
 
+    def keys(self, pattern: str = "*") -> list[tuple[str, str, int]]:
+        """``(memory_type, key, siblings)`` of the keys in the replica matching a glob ``pattern``."""
+        return list(self.replica.keys(pattern)) if self.replica else []
+
     def metrics(self) -> dict[str, Any]:
         return {"memory_items": self.count()}
 

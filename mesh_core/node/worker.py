@@ -114,10 +114,7 @@ class Worker:
         deadline = time.monotonic() + grace_seconds
         while self.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for entry in list(self.running.values()):
-            entry.lost = True
-            if entry.job:
-                entry.job.cancel()
+        self.abandon()
         for entry in list(self.running.values()):
             if entry.job:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
