@@ -160,7 +160,10 @@ class NodeContext:
     # -- loops -----------------------------------------------------------------------------------------
     @property
     def loops(self) -> list[asyncio.Task[None]]:
-        """The node's long-running loops, each named after what it does (``claim``, ``memory`` …)."""
+        """The node's long-running loops, each named after what it does (``claim``, ``memory`` …).
+
+        Each is its supervisor's task: cancelling one stops that loop for good (a stop, not a failure).
+        """
         return list(self._loops)
 
     @property
@@ -203,7 +206,7 @@ class NodeContext:
                 await asyncio.sleep(delay)
                 health.running(time.time())
                 if self.loops_ok:
-                    log.warning("loop %s restarted; every loop is running", name)
+                    log.info("loop %s restarted; every loop is running", name)
         finally:
             health.stopped(time.time())
 
