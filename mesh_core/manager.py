@@ -76,8 +76,18 @@ class AgentMeshManager:
 
     @property
     def healthy(self) -> bool:
+        """False while the medium is unreachable or a loop is down after a failure (see ``loops()``)."""
+        return self._ctx.healthy and self._ctx.loops_ok
+
+    @property
+    def backend_healthy(self) -> bool:
         """False while the medium is unreachable (the node keeps working locally and catches up)."""
         return self._ctx.healthy
+
+    def loops(self) -> list[dict[str, Any]]:
+        """Each supervised loop: ``name``, ``state`` (running, restarting, dead, stopped), ``restarts``,
+        ``last_error`` (one line) and ``since`` (wall-clock time of its last state change)."""
+        return [health.as_dict() for health in self._ctx.loop_health()]
 
     @property
     def started_at(self) -> float:

@@ -23,6 +23,7 @@ from mesh_core.config import MeshConfig
 from mesh_core.errors import MeshError
 from mesh_core.events import Event
 from mesh_core.manager import AgentMeshManager
+from mesh_core.supervision import one_line
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
 
@@ -151,7 +152,15 @@ async def _run_commands(mesh: AgentMeshManager, queue: asyncio.Queue[str | None]
         line = line.strip()
         if not line:
             continue
-        result = await run_command(mesh, line)
+        try:
+            result = await run_command(mesh, line)
+        except Exception as exc:  # one bad command (or one bad record it read) never ends the reader
+            mesh.counters["command_errors"] += 1
+            error = one_line(exc)
+            print(f"mesh-tui: command {line!r} failed: {error}", file=sys.stderr, flush=True)
+            if out.fmt == "json":  # a script pairing each command with its reply still gets one
+                out.reply(line, f"error: {error}", None, False)
+            continue
         out.reply(line, result.text, result.data, result.ok)
 
 

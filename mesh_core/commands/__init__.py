@@ -34,6 +34,7 @@ from .registry import (
 )
 from .render import (
     RULE,
+    loop_line,
     render_agent,
     render_agents,
     render_conflicts,
@@ -43,6 +44,7 @@ from .render import (
     render_status,
     render_tasks,
     render_tree,
+    troubled_loops,
 )
 from .views import (
     OVERLOADED,
@@ -59,7 +61,8 @@ from .views import (
 __all__ = [
     "CLI", "EVERYWHERE", "HELP", "IN_A_NODE", "LINE", "OVERLOADED", "PALETTE", "REGISTRY", "RULE", "SURFACES",
     "Arg", "Command", "CommandResult", "add_arguments", "complete", "conflict_dict", "finish", "line_parser",
-    "lookup", "node_dict", "on_surface", "parse_line", "recollection_dict", "render_agent", "render_agents",
-    "render_conflicts", "render_help", "render_history", "render_memory", "render_status", "render_tasks",
-    "render_tree", "run_command", "status_data", "task_dict", "task_outcome", "task_summary", "tree_dict",
+    "lookup", "loop_line", "node_dict", "on_surface", "parse_line", "recollection_dict", "render_agent",
+    "render_agents", "render_conflicts", "render_help", "render_history", "render_memory", "render_status",
+    "render_tasks", "render_tree", "run_command", "status_data", "task_dict", "task_outcome", "task_summary",
+    "tree_dict", "troubled_loops",
 ]

@@ -28,6 +28,18 @@ def _light(status: str, overloaded: bool = False) -> str:
         return "⚫"
 
 
+def troubled_loops(loops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The loops worth a line: down now, or restarted since the node started (a healthy node shows none)."""
+    return [loop for loop in loops if loop["restarts"] or loop["state"] in ("restarting", "dead")]
+
+
+def loop_line(loop: dict[str, Any]) -> str:
+    """``claim: ⚠️ restarting (3 restarts; last ValueError: bad value)``."""
+    mark = "" if loop["state"] == "running" else "⚠️ "
+    last = f"; last {loop['last_error']}" if loop["last_error"] else ""
+    return f"{loop['name']}: {mark}{loop['state']} ({loop['restarts']} restarts{last})"
+
+
 def render_status(d: dict[str, Any]) -> str:
     local, tasks, nodes = d["local"], d["tasks"], d["nodes"]
     state = "🟢 ENABLED" if d["enabled"] else "🔴 DISABLED"
@@ -37,11 +49,12 @@ def render_status(d: dict[str, Any]) -> str:
         load_count = local["running"] + local["queued"]
         lines += [f"  • Type: {local['node_type']}",
                   f"  • Status: {_light(local['status'])} {local['status'].upper()}",
-                  f"  • Protocol: {local['protocol']}" + ("" if local["healthy"] else " (⚠️ degraded)"),
+                  f"  • Protocol: {local['protocol']}" + ("" if local["backend_healthy"] else " (⚠️ degraded)"),
                   f"  • Load: {_pct(local['load'])} ({load_count}/{local['capacity']})"]
         lines += [f"  • Note: {note}" for note in local.get("notes", [])]
     else:
         lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {local['protocol']}"]
+    lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
     active = sum(1 for n in nodes if n["status"] == "active")
     lines += ["", "📊 Mesh Statistics:", f"  • Total Nodes: {len(nodes)}", f"  • Active Nodes: {active}",
               f"  • Pending Tasks: {tasks['pending']}", f"  • Running Tasks: {tasks['running']}",

@@ -89,6 +89,7 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
         local = {"node_id": mesh.node_id, "name": mesh.name, "role": "client", "status": "client"}
     local.update({"protocol": mesh.config.protocol, "backend": mesh.backend_info(),
                   "backend_reason": mesh.backend_reason, "healthy": mesh.healthy,
+                  "backend_healthy": mesh.backend_healthy, "loops": mesh.loops(),
                   "memory_sync": mesh.config.memory_sync.strategy, "memory_primary": mesh.memory_primary})
     return {
         "enabled": mesh.enabled or not mesh.is_worker,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +31,11 @@ from ..handlers import HandlerRegistry
 from ..identity import Identity
 from ..model import NodeRole
 from ..nodes import NodeProfile
+from ..supervision import LoopHealth, RestartPolicy, one_line
 
 log = logging.getLogger("mesh")
+
+LoopFactory = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class NodeContext:
         self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
                                                     TOPIC_CANCEL)}
         self._loops: list[asyncio.Task[None]] = []
+        self._loop_health: dict[str, LoopHealth] = {}
+        self.restart_policy = RestartPolicy()
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -154,12 +160,65 @@ class NodeContext:
     # -- loops -----------------------------------------------------------------------------------------
     @property
     def loops(self) -> list[asyncio.Task[None]]:
-        """The node's long-running loops, each named after what it does (``claim``, ``memory`` …)."""
+        """The node's long-running loops, each named after what it does (``claim``, ``memory`` …).
+
+        Each is its supervisor's task: cancelling one stops that loop for good (a stop, not a failure).
+        """
         return list(self._loops)
 
-    def spawn(self, *named: tuple[str, Coroutine[Any, Any, None]]) -> None:
-        for name, coro in named:
-            self._loops.append(asyncio.get_running_loop().create_task(coro, name=name))
+    @property
+    def loops_ok(self) -> bool:
+        """False while any loop is down after a failure (restarting or dead): the node is degraded."""
+        return not any(h.down for h in self._loop_health.values())
+
+    def loop_health(self) -> list[LoopHealth]:
+        """Every supervised loop's health record, in the order they were started."""
+        return list(self._loop_health.values())
+
+    def loop_metrics(self) -> dict[str, Any]:
+        """What the heartbeat adds about this node's loops: those down after a failure (restarts are counters)."""
+        down = [h.name for h in self._loop_health.values() if h.down]
+        return {"loops_down": down} if down else {}
+
+    def spawn(self, *named: tuple[str, LoopFactory]) -> None:
+        """Run each ``(name, factory)`` under the supervisor: a loop that fails or returns is restarted."""
+        for name, factory in named:
+            self._loop_health[name] = LoopHealth(name, since=time.time())
+            self._loops.append(asyncio.get_running_loop().create_task(self._supervise(name, factory), name=name))
+
+    async def _supervise(self, name: str, factory: LoopFactory) -> None:
+        health = self._loop_health[name]
+        policy = self.restart_policy
+        failures = 0
+        try:
+            while True:
+                started = time.monotonic()
+                error: Exception | None = None
+                try:
+                    await factory()
+                except Exception as exc:  # anything but cancellation: the loop is restarted, never lost
+                    error = exc
+                if self.closing:
+                    return
+                failures = policy.failures_in_row(failures, time.monotonic() - started)
+                delay = policy.delay(failures, self.rng)
+                self._loop_failed(health, error, failures, delay)
+                await asyncio.sleep(delay)
+                health.running(time.time())
+                if self.loops_ok:
+                    log.info("loop %s restarted; every loop is running", name)
+        finally:
+            health.stopped(time.time())
+
+    def _loop_failed(self, health: LoopHealth, error: Exception | None, failures: int, delay: float) -> None:
+        line = one_line(error)
+        first = health.failed(line, failures, self.restart_policy.state_after(failures), time.time())
+        self.counters["loop_restarts"] += 1
+        self.counters[f"loop_restarts_{health.name}"] += 1
+        detail = f"{health.name} loop failed ({line}); restart {health.restarts} in {delay:.2f}s"
+        # The traceback once per distinct error: a loop failing the same way every few seconds logs one line each.
+        log.error("%s", detail, exc_info=error if first and error is not None else None)
+        self.publish(Problem(counter="loop_restarts", detail=detail))
 
     async def stop_loops(self) -> None:
         self.closing = True

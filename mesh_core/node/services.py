@@ -34,7 +34,7 @@ class NodeServices:
         self.primary = Primary(ctx, self.members, self.tasks, self.results, self.memory, self.sync)
         members = self.members
         members.running = lambda: len(self.worker.running)
-        members.metric_sources += [self.worker.metrics, self.memory.metrics]
+        members.metric_sources += [self.worker.metrics, self.memory.metrics, ctx.loop_metrics]
         members.heartbeat_hooks.append(self.worker.renew_leases)
         members.sweep_hooks += [(0.0, self.tasks.sweep), (PRUNE_EVERY_SECONDS, self.tasks.prune),
                                 (PRUNE_EVERY_SECONDS, self.sync.compact)]
@@ -46,7 +46,7 @@ class NodeServices:
     def spawn_loops(self) -> None:
         """Every long-running loop of this node (a client runs only the view and its results)."""
         ctx = self.ctx
-        ctx.spawn(("view", self.members.view_loop()), ("results", self.results.loop()))
+        ctx.spawn(("view", self.members.view_loop), ("results", self.results.loop))
         if ctx.is_worker:
-            ctx.spawn(("heartbeat", self.members.heartbeat_loop()), ("claim", self.worker.claim_loop()),
-                      ("memory", self.sync.loop()), ("cancel", self.worker.cancel_loop()))
+            ctx.spawn(("heartbeat", self.members.heartbeat_loop), ("claim", self.worker.claim_loop),
+                      ("memory", self.sync.loop), ("cancel", self.worker.cancel_loop))

@@ -1,4 +1,4 @@
-"""This node: identity, status light, backend health, load, process metrics, capabilities, uptime."""
+"""This node: identity, status light, backend and loop health, load, process metrics, capabilities, uptime."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import Sparkline, Static
+
+from mesh_core.commands import loop_line, troubled_loops
 
 from ..state import STATUS_STYLES, MeshState, age, bar, load_style, push_sample, status_light
 
@@ -29,10 +31,13 @@ def render_local(state: MeshState) -> RenderableType:
     grid.add_row("Type", str(n.get("node_type", "-")))
     grid.add_row("Status", Text(f"{status_light(status)} {status.upper()}", style=STATUS_STYLES.get(status, "")))
     backend = n.get("backend") or {}
-    health = Text("✔ healthy", style="green") if n.get("healthy", True) else Text("⚠ degraded", style="bold red")
+    healthy = n.get("backend_healthy", n.get("healthy", True))
+    health = Text("✔ healthy", style="green") if healthy else Text("⚠ degraded", style="bold red")
     grid.add_row("Backend", Text.assemble(str(n.get("protocol", "-")), " ", health))
     if backend.get("path"):
         grid.add_row("", Text(str(backend["path"]), style="dim", overflow="ellipsis", no_wrap=True))
+    for loop in troubled_loops(n.get("loops") or []):
+        grid.add_row("Loop", Text(loop_line(loop), style="yellow" if loop["state"] == "running" else "bold red"))
     if "load" in n:
         load = float(n["load"])
         count = int(n.get("running", 0)) + int(n.get("queued", 0))
