@@ -1,7 +1,16 @@
 """Membership: this node's record and heartbeat, the view of the mesh, trust, and who sweeps.
 
 The failure detector itself is the pure ``mesh_core.membership`` table; this
-service feeds it the medium's records and judges them on the medium's clock.
+service feeds it the medium's records, read at a time on this process's
+monotonic clock (records' ages on the medium's clock count only at first
+sight; see that module).
+
+Self-knowledge: the heartbeat loop bounds each heartbeat by half of
+``suspect_after_seconds``; when its last successful heartbeat is older than
+``suspect_after_seconds`` on this process's monotonic clock, the node is cut
+off: it shows itself degraded and suspect in its own view (never dead), and the
+claim loop takes no new work, all before the others can judge it dead
+(``node_timeout_seconds``). The next successful heartbeat ends it.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import psutil
 from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
 from ..errors import BackendError
 from ..events import NodeJoined, NodeStatusChanged
-from ..membership import DetectorConfig, Member, MembershipTable
+from ..membership import Change, DetectorConfig, Member, MembershipTable
 from ..model import NodeInfo, NodeRole, NodeStatus
 from ..routing import AffinityBook, AffinityStats
 from ..security import allowed, node_parts, sign, verify
@@ -35,6 +44,7 @@ class MembershipService:
         self.ctx = ctx
         cfg = ctx.config
         self.table = MembershipTable(DetectorConfig(cfg.suspect_after_seconds, ctx.timings.dead_after_s))
+        self._last_beat_ok = time.monotonic()
         self.view = MeshSnapshot([], 0.0)
         self.view_at = 0.0
         self.affinity: AffinityBook | None = None
@@ -135,11 +145,16 @@ class MembershipService:
                                                        f"{why}: ignored, no work routed to it")
                 continue
             visible.append(node)
-        changes = self.table.observe(visible, snap.now)
+        self.table.self_id = self.ctx.node_id
+        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now)
         self._workers = None  # the router's list is rebuilt from the new records on next use
         self.affinity = self._build_affinity()
         if changes:
             self.generation += 1
+        self._publish(changes)
+        return snap
+
+    def _publish(self, changes: list[Change]) -> None:
         for change in changes:
             node = change.node
             if change.joined:
@@ -152,7 +167,6 @@ class MembershipService:
                 assert change.old is not None
                 self.ctx.publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
                                                    new=change.new.value, incarnation=node.incarnation))
-        return snap
 
     def _distrust(self, node: NodeInfo) -> str:
         """Why a node record is not trusted ('' when it is): allowlist, then the api_key signature."""
@@ -204,17 +218,42 @@ class MembershipService:
                 await asyncio.sleep(period)
 
     async def heartbeat_loop(self) -> None:
-        """Publish this node's record every heartbeat interval, then run the heartbeat hooks."""
+        """Publish this node's record every heartbeat interval, then run the heartbeat hooks; notice being cut off."""
         ctx = self.ctx
+        suspect_after = ctx.config.suspect_after_seconds
+        self._last_beat_ok = time.monotonic()
         while not ctx.closing:
-            await asyncio.sleep(ctx.config.heartbeat_interval_seconds)
+            interval = ctx.config.heartbeat_interval_seconds
+            # Until cut off, wake by the deadline too, so a failing medium is noticed at suspect_after.
+            await asyncio.sleep(interval if ctx.cut_off else min(
+                interval, max(0.05, self._last_beat_ok + suspect_after - time.monotonic())))
             if not ctx.enabled:
+                self._last_beat_ok = time.monotonic()  # not heartbeating on purpose is not being cut off
                 continue
             try:
-                await self.heartbeat()
-                for hook in self.heartbeat_hooks:
-                    await hook()
+                # Bounded well within suspect_after, so a hung medium is noticed in time (see the module doc).
+                async with asyncio.timeout(suspect_after / 2):
+                    await self.heartbeat()
+                    for hook in self.heartbeat_hooks:
+                        await hook()
+                self._last_beat_ok = time.monotonic()
+                self._cut_off(False)
                 ctx.backend_ok(True)
-            except BackendError as exc:
-                ctx.backend_ok(False, str(exc))
-                ctx.problem("backend_errors", str(exc))
+            except (BackendError, TimeoutError) as exc:
+                detail = str(exc) or f"a heartbeat took over {suspect_after / 2:g} s"
+                ctx.backend_ok(False, detail)
+                ctx.problem("backend_errors", detail)
+            if time.monotonic() - self._last_beat_ok >= suspect_after:
+                self._cut_off(True)
+
+    def _cut_off(self, cut: bool) -> None:
+        """Mark this node cut off from its medium (degraded, suspect in its own view, claiming nothing) or back."""
+        ctx = self.ctx
+        if cut == ctx.cut_off:
+            return
+        if cut:
+            ctx.problem("cut_off", f"no heartbeat reached the medium for {ctx.config.suspect_after_seconds:g} s: "
+                                   "degraded, claiming no new work")
+            ctx.backend_ok(False, "cut off from the medium")
+        ctx.cut_off = cut
+        self._publish(self.table.set_self_suspect(cut, time.monotonic()))
