@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 
 from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
+from ..clock import HybridLogicalClock
 from ..errors import BackendError
 from ..events import NodeJoined, NodeStatusChanged
 from ..membership import Change, DetectorConfig, Member, MembershipTable
@@ -35,6 +36,8 @@ from ..security import allowed, node_parts, sign, verify
 from .context import NodeContext
 
 Hook = Callable[[], Awaitable[Any]]
+# A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
+SKEW_FLAG_SECONDS = 60.0
 
 
 class MembershipService:
@@ -58,6 +61,7 @@ class MembershipService:
         self.heartbeat_hooks: list[Hook] = []  # after each heartbeat (lease renewal, primary election)
         self.sweep_hooks: list[tuple[float, Hook]] = []  # on the sweeping node: (every seconds, hook)
         self._swept_at: dict[int, float] = {}
+        self._skew: dict[str, tuple[float, float]] = {}  # node id → (seconds ahead, monotonic time of last clamp)
 
     @property
     def medium(self) -> MembershipMedium:
@@ -91,6 +95,7 @@ class MembershipService:
         for source in self.metric_sources:
             out.update(source())
         out["counters"] = dict(self.ctx.counters)
+        out["clock_skewed"] = self._own_skew()  # so every reader, one-shot clients too, sees the flag
         profile = self.ctx.profile
         if profile is not None and profile.metrics is not None:
             out.update(profile.metrics())
@@ -102,6 +107,37 @@ class MembershipService:
     async def leave(self) -> None:
         with contextlib.suppress(BackendError):
             await self.medium.leave(self.local_info())
+
+    # -- clocks -------------------------------------------------------------------------------------
+    def merge_clock(self, hlc: HybridLogicalClock, stamp: int, origin: str) -> None:
+        """Merge a stamp from node ``origin`` into ``hlc``; one too far ahead is clamped, counted, its node flagged."""
+        _, ahead = hlc.merge(stamp)
+        if not ahead:
+            return
+        if origin not in self._own_skew():
+            self.ctx.problem("clock_skew_clamped", f"node {origin[:12]} stamps {ahead:.1f} s ahead of this clock "
+                                                   f"(over max_clock_offset_seconds): clamped, flagged skewed")
+        else:
+            self.ctx.counters["clock_skew_clamped"] += 1
+        self._skew[origin] = (ahead, time.monotonic())
+
+    def _own_skew(self) -> dict[str, float]:
+        horizon = time.monotonic() - SKEW_FLAG_SECONDS
+        return {node: round(ahead, 3) for node, (ahead, at) in self._skew.items() if at >= horizon}
+
+    def skewed(self) -> dict[str, float]:
+        """Nodes whose clocks run ahead past ``max_clock_offset_seconds``: node id → seconds ahead.
+
+        Seen here, or reported by any known node in its heartbeat (the largest report wins)."""
+        out = self._own_skew()
+        for member in self.table.members():
+            reported = member.info.metrics.get("clock_skewed")
+            if not isinstance(reported, dict):
+                continue
+            for node, ahead in reported.items():
+                if isinstance(node, str) and isinstance(ahead, (int, float)) and not isinstance(ahead, bool):
+                    out[node] = max(out.get(node, 0.0), float(ahead))
+        return out
 
     # -- the view ----------------------------------------------------------------------------------
     def members(self) -> list[Member]:
