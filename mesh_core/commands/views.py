@@ -70,7 +70,7 @@ def recollection_dict(found: Any) -> dict[str, Any]:
     """What ``recall_item`` found, with the siblings when the key is in conflict."""
     siblings = [{"value": s.value, "origin": s.origin, "hlc": s.hlc} for s in found.siblings]
     return {"key": found.key, "memory_type": found.memory_type, "value": found.value,
-            "siblings": siblings, "origin": found.origin}
+            "siblings": siblings, "origin": found.origin, "hlc": found.hlc}
 
 
 async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
