@@ -22,7 +22,9 @@ not the kernel's uptime. A snapshot gives each record's age on that clock as
 ``now - last_seen`` (both in the reader's wall-clock frame), which is what a
 one-shot client, seeing each record once, judges by; a running node judges by
 watching ``beat`` change on its own monotonic clock. A row written by an older
-release (no ``beat_at``) is taken as fresh at first sight.
+release (no ``beat_at``) is taken as fresh at first sight. Not yet on that
+clock: task leases and retry backoff (``tasks``), stamped with the writing
+process's wall clock.
 """
 
 from __future__ import annotations
