@@ -4,6 +4,13 @@ An HLC stamp is one int: ``physical_ms << 16 | logical``. It never goes
 backwards even when the wall clock does, and it moves past any stamp it has
 seen, so it orders causally related events across nodes while staying close
 to real time.
+
+A remote stamp may pull the clock ahead of the local wall clock by at most
+``max_offset_ms`` (as production HLC systems bound it): a stamp further ahead
+comes from a node whose clock is wrong, and following it would make every
+later local write look that far in the future. Such a stamp is clamped to the
+bound, and ``merge`` reports how far ahead it was so the caller can count it
+and flag its node.
 """
 
 from __future__ import annotations
@@ -29,20 +36,33 @@ def hlc_to_seconds(stamp: int) -> float:
     return hlc_physical_ms(stamp) / 1000.0
 
 
-class HybridLogicalClock:
-    """Thread-safe HLC. ``now()`` stamps a local event, ``update()`` merges a remote stamp."""
+def clamp_remote(remote: int, wall_ms: int, max_offset_ms: int | None) -> int:
+    """``remote``, or the latest stamp a clock reading ``wall_ms`` accepts when ``remote`` is further ahead."""
+    if max_offset_ms is None or hlc_physical_ms(remote) <= wall_ms + max_offset_ms:
+        return remote
+    return (wall_ms + max_offset_ms) << LOGICAL_BITS
 
-    def __init__(self, wall_ms: Callable[[], int] | None = None, last: int = 0) -> None:
+
+class HybridLogicalClock:
+    """Thread-safe HLC. ``now()`` stamps a local event, ``update()``/``merge()`` merge a remote stamp.
+
+    ``max_offset_ms``: how far ahead of the wall clock a remote stamp may pull it (None: no bound).
+    """
+
+    def __init__(self, wall_ms: Callable[[], int] | None = None, last: int = 0,
+                 max_offset_ms: int | None = None) -> None:
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self._last = last
         self._lock = threading.Lock()
+        self.max_offset_ms = max_offset_ms
+        self.clamped = 0  # remote stamps refused as too far ahead
 
     @property
     def last(self) -> int:
         return self._last
 
-    def _advance(self, floor: int) -> int:
-        physical = self._wall_ms() << LOGICAL_BITS
+    def _advance(self, floor: int, wall_ms: int | None = None) -> int:
+        physical = (self._wall_ms() if wall_ms is None else wall_ms) << LOGICAL_BITS
         candidate = max(physical, floor + 1)
         if hlc_logical(candidate) == LOGICAL_MASK and candidate != physical:
             # Logical counter exhausted within one millisecond: borrow the next millisecond.
@@ -55,9 +75,20 @@ class HybridLogicalClock:
             return self._advance(self._last)
 
     def update(self, remote: int) -> int:
-        """Merge a stamp received from another node; the result exceeds both."""
+        """Merge a stamp received from another node; the result exceeds both (``remote`` clamped, see ``merge``)."""
+        return self.merge(remote)[0]
+
+    def merge(self, remote: int) -> tuple[int, float]:
+        """Merge a remote stamp: the new stamp, and how many seconds ``remote`` was ahead of this wall clock
+        when that is past ``max_offset_ms`` (then it was clamped to the bound), else 0.0."""
         with self._lock:
-            return self._advance(max(self._last, remote))
+            wall = self._wall_ms()
+            bounded = clamp_remote(remote, wall, self.max_offset_ms)
+            ahead = 0.0
+            if bounded != remote:
+                self.clamped += 1
+                ahead = (hlc_physical_ms(remote) - wall) / 1000.0
+            return self._advance(max(self._last, bounded), wall), ahead
 
 
 class Ordering(enum.Enum):

@@ -123,6 +123,8 @@ class MeshConfig:
     heartbeat_interval_seconds: float = field(default=1.0, metadata=_positive())
     suspect_after_seconds: float = field(default=2.0, metadata=_positive())
     node_timeout_seconds: float = field(default=3.0, metadata=_positive())
+    # How far ahead of this node's clock a remote memory stamp may pull its HLC; beyond it: clamped, flagged.
+    max_clock_offset_seconds: float = field(default=0.5, metadata=_positive())
     sync_interval_seconds: float = field(default=10.0, metadata=_positive())
     task_timeout_seconds: float = field(default=300.0, metadata=_positive())
     max_capacity: int = field(default=100, metadata=_positive())

@@ -235,6 +235,10 @@ class AgentMeshManager:
         """The judged status of one node (None when it is not known here)."""
         return self.services.members.status_of(node_id)
 
+    def skewed(self) -> dict[str, float]:
+        """Nodes flagged as having a clock ahead past ``max_clock_offset_seconds``: node id → seconds ahead."""
+        return self.services.members.skewed()
+
     async def mesh_view(self) -> dict[str, Any]:
         """The mesh as this node sees it now: nodes with judged status, task counts."""
         snap = await self.services.members.refresh()

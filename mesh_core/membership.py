@@ -1,11 +1,29 @@
 """Failure detector and node table (pure state machine, no I/O).
 
-Input: snapshots of node records, each with the time of its last heartbeat as
-judged by one clock (the store's clock on hub backends, the receiver's
-monotonic clock on gRPC), and ``now`` on that same clock. Output: the status of
-every node and the changes since the last snapshot. A higher incarnation
-overrides anything said about an older one; a graceful leave sticks until the
-node comes back with a higher incarnation.
+Liveness is judged by observation, never by comparing another process's
+wall-clock stamp with one's own. Every record carries a heartbeat sequence
+number that changes with each heartbeat. The table remembers, per node and
+incarnation, the time on the *reader's* monotonic clock (``now``) at which that
+sequence last changed; a node's age is ``now`` minus that time. A clock that is
+wrong in another process therefore cannot make a live node look dead, nor a
+dead one look alive.
+
+First sight (a new node, or a new incarnation) counts as a fresh observation,
+minus the age of the record on the medium's own clock when the medium has one
+(``store_now`` minus ``record.last_seen``; clamped to ``[0, dead_after]``).
+That age is what lets a one-shot client, which sees every record once, tell a
+dead node from a live one; the backends supply it from a clock that is not any
+node's wall clock: Redis ``TIME`` on Redis, the machine's boot clock on SQLite
+(see ``mesh_core.backends.sqlite``). After first sight only the sequence
+counts: a changed one is a heartbeat seen at ``now``, whatever any stamp says,
+so detection lags a death by at most one refresh period.
+
+Output: the status of every node and the changes since the last snapshot. A
+higher incarnation overrides anything said about an older one; a graceful
+leave sticks until the node comes back with a higher incarnation. The table's
+own node (``self_id``) is never judged from its record: the owner says whether
+it is cut off from the medium (suspect) or not (active), so a node's own view
+never shows itself dead.
 """
 
 from __future__ import annotations
@@ -27,7 +45,7 @@ class DetectorConfig:
 
 
 def judge(last_seen: float, left: bool, now: float, cfg: DetectorConfig) -> NodeStatus:
-    """Status of one node from the age of its last heartbeat."""
+    """Status of one node from the age of its last heartbeat (``last_seen`` and ``now`` on one clock)."""
     if left:
         return NodeStatus.LEFT
     age = now - last_seen
@@ -53,15 +71,20 @@ class Change:
 
 @dataclass
 class Member:
+    """A node as this table judges it; ``beat_at`` is on the reader's clock (when its sequence last changed)."""
+
     info: NodeInfo
     status: NodeStatus
+    beat_at: float = 0.0
 
 
 class MembershipTable:
     """Every known node with its judged status."""
 
-    def __init__(self, cfg: DetectorConfig) -> None:
+    def __init__(self, cfg: DetectorConfig, self_id: str = "") -> None:
         self.cfg = cfg
+        self.self_id = self_id
+        self.self_suspect = False
         self._members: dict[str, Member] = {}
 
     def __len__(self) -> int:
@@ -80,28 +103,41 @@ class MembershipTable:
     def active(self) -> list[NodeInfo]:
         return [m.info for m in self._members.values() if m.status is NodeStatus.ACTIVE]
 
-    def observe(self, records: Iterable[NodeInfo], now: float, *, complete: bool = True) -> list[Change]:
-        """Fold in a snapshot; with ``complete`` a node missing from it is forgotten."""
+    def _status(self, member: Member, now: float) -> NodeStatus:
+        if member.info.node_id == self.self_id and not member.info.left:
+            return NodeStatus.SUSPECT if self.self_suspect else NodeStatus.ACTIVE
+        return judge(member.beat_at, member.info.left, now, self.cfg)
+
+    def observe(self, records: Iterable[NodeInfo], now: float, *, store_now: float | None = None,
+                complete: bool = True) -> list[Change]:
+        """Fold in a snapshot read at ``now`` (reader's monotonic clock); missing nodes are forgotten if ``complete``.
+
+        ``store_now``: the time on the clock of the records' ``last_seen`` (the medium's); None means ``now``.
+        """
         changes: list[Change] = []
         seen: set[str] = set()
+        clock = now if store_now is None else store_now
         for record in records:
             seen.add(record.node_id)
             known = self._members.get(record.node_id)
             if known is not None and record.incarnation < known.info.incarnation:
                 continue  # stale rumour about an older life of this node
-            if known is not None and record.incarnation == known.info.incarnation \
-                    and record.last_seen < known.info.last_seen and not record.left:
-                record = replace(record, last_seen=known.info.last_seen)
-            status = judge(record.last_seen, record.left, now, self.cfg)
+            age = max(0.0, clock - record.last_seen)
             if known is None or record.incarnation > known.info.incarnation:
-                self._members[record.node_id] = Member(record, status)
-                changes.append(Change(record, None, status))
+                member = Member(record, NodeStatus.ACTIVE, now - min(age, self.cfg.dead_after))
+                member.status = self._status(member, now)
+                self._members[record.node_id] = member
+                changes.append(Change(record, None, member.status))
                 continue
-            if known.status is NodeStatus.LEFT and not record.left:
+            if record.heartbeat_seq != known.info.heartbeat_seq:
+                known.beat_at = now  # seen to change: alive now, whatever any stamp on the record says
+            if record.last_seen < known.info.last_seen and not record.left:
+                record = replace(record, last_seen=known.info.last_seen)
+            if known.info.left and not record.left:
                 # A heartbeat that raced the leave: the leave sticks until a new incarnation.
                 record = replace(record, left=True)
-                status = NodeStatus.LEFT
             known.info = record
+            status = self._status(known, now)
             if status is not known.status:
                 changes.append(Change(record, known.status, status))
                 known.status = status
@@ -114,8 +150,13 @@ class MembershipTable:
         """Re-judge every known node at ``now`` with no new records."""
         changes: list[Change] = []
         for member in self._members.values():
-            status = judge(member.info.last_seen, member.info.left, now, self.cfg)
+            status = self._status(member, now)
             if status is not member.status:
                 changes.append(Change(member.info, member.status, status))
                 member.status = status
         return changes
+
+    def set_self_suspect(self, suspect: bool, now: float) -> list[Change]:
+        """The owner's word on its own node: cut off from the medium (suspect) or not."""
+        self.self_suspect = suspect
+        return self.tick(now)

@@ -98,6 +98,7 @@ class NodeInfo:
     started_at: float = 0.0
     last_seen: float = 0.0
     left: bool = False
+    heartbeat_seq: int = 0  # changes with every heartbeat: liveness is judged by seeing it change
     signature: str = ""  # HMAC of the record's identity with the mesh's api_key (empty without one)
 
     @property

@@ -66,6 +66,8 @@ def render_status(d: dict[str, Any]) -> str:
         note = "" if n["status"] == "active" else f" - {n['status']}"
         if n.get("overloaded"):
             note = " - overloaded"
+        if n.get("clock_ahead_s"):
+            note += f" - ⏱ clock skewed ({n['clock_ahead_s']:+.0f} s)"
         lines.append(f"  • {_light(n['status'], n.get('overloaded', False))} {n['name']} ({n['node_id'][:12]}...,"
                      f" {n['node_type']}) - Load: {_pct(n['load'])}{note}")
     if not others:

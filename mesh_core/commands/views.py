@@ -70,7 +70,7 @@ def recollection_dict(found: Any) -> dict[str, Any]:
     """What ``recall_item`` found, with the siblings when the key is in conflict."""
     siblings = [{"value": s.value, "origin": s.origin, "hlc": s.hlc} for s in found.siblings]
     return {"key": found.key, "memory_type": found.memory_type, "value": found.value,
-            "siblings": siblings, "origin": found.origin}
+            "siblings": siblings, "origin": found.origin, "hlc": found.hlc}
 
 
 async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
@@ -78,6 +78,9 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
     view = await mesh.mesh_view()
     now = view["snapshot"].now
     nodes = [node_dict(m.info, m.status, now) for m in view["members"]]
+    skewed = mesh.skewed()
+    for n in nodes:
+        n["clock_ahead_s"] = skewed.get(n["node_id"])  # None unless flagged as skewed
     nodes.sort(key=lambda n: (n["status"] != "active", n["name"]))
     local: dict[str, Any]
     if mesh.is_worker:

@@ -81,6 +81,7 @@ class NodeContext:
         self.started_at = 0.0
         self.enabled = False
         self.healthy = True
+        self.cut_off = False  # no heartbeat reached the medium for suspect_after: degraded, claims nothing new
         self.closing = False
         self._backend: Backend | None = None
         self.backend_reason = ""
@@ -122,7 +123,9 @@ class NodeContext:
         backend.on_signal(self.on_signal)
 
     def backend_ok(self, ok: bool, detail: str = "") -> None:
-        """Record the medium's health; a change is published once, not per call."""
+        """Record the medium's health; a change is published once, not per call. Cut off stays degraded."""
+        if ok and self.cut_off:
+            return
         if ok != self.healthy:
             self.healthy = ok
             self.publish(BackendStatus(backend=self.backend.name, healthy=ok, detail=detail))

@@ -1,7 +1,18 @@
 """Membership: this node's record and heartbeat, the view of the mesh, trust, and who sweeps.
 
 The failure detector itself is the pure ``mesh_core.membership`` table; this
-service feeds it the medium's records and judges them on the medium's clock.
+service feeds it the medium's records, read at a time on this process's
+monotonic clock (records' ages on the medium's clock count only at first
+sight; see that module).
+
+Self-knowledge: while a heartbeat is under way the loop keeps watching the
+clock (a hung medium call is not cancelled: its hooks renew leases); when the
+last successful heartbeat is older than ``suspect_after_seconds`` on this
+process's monotonic clock, the node is cut off: it shows itself degraded and
+suspect in its own view (never dead), and the claim loop takes no new work,
+all before the others can judge it dead (``node_timeout_seconds``). The next
+successful heartbeat ends it. A Redis call hangs at most
+``redis.socket_timeout_seconds``; meanwhile no new heartbeat is started.
 """
 
 from __future__ import annotations
@@ -17,15 +28,18 @@ from typing import Any
 import psutil
 
 from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
+from ..clock import HybridLogicalClock
 from ..errors import BackendError
 from ..events import NodeJoined, NodeStatusChanged
-from ..membership import DetectorConfig, Member, MembershipTable
+from ..membership import Change, DetectorConfig, Member, MembershipTable
 from ..model import NodeInfo, NodeRole, NodeStatus
 from ..routing import AffinityBook, AffinityStats
 from ..security import allowed, node_parts, sign, verify
 from .context import NodeContext
 
 Hook = Callable[[], Awaitable[Any]]
+# A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
+SKEW_FLAG_SECONDS = 60.0
 
 
 class MembershipService:
@@ -35,6 +49,7 @@ class MembershipService:
         self.ctx = ctx
         cfg = ctx.config
         self.table = MembershipTable(DetectorConfig(cfg.suspect_after_seconds, ctx.timings.dead_after_s))
+        self._last_beat_ok = time.monotonic()
         self.view = MeshSnapshot([], 0.0)
         self.view_at = 0.0
         self.affinity: AffinityBook | None = None
@@ -48,6 +63,7 @@ class MembershipService:
         self.heartbeat_hooks: list[Hook] = []  # after each heartbeat (lease renewal, primary election)
         self.sweep_hooks: list[tuple[float, Hook]] = []  # on the sweeping node: (every seconds, hook)
         self._swept_at: dict[int, float] = {}
+        self._skew: dict[str, tuple[float, float]] = {}  # node id → (seconds ahead, monotonic time of last clamp)
 
     @property
     def medium(self) -> MembershipMedium:
@@ -81,6 +97,7 @@ class MembershipService:
         for source in self.metric_sources:
             out.update(source())
         out["counters"] = dict(self.ctx.counters)
+        out["clock_skewed"] = self._own_skew()  # so every reader, one-shot clients too, sees the flag
         profile = self.ctx.profile
         if profile is not None and profile.metrics is not None:
             out.update(profile.metrics())
@@ -92,6 +109,37 @@ class MembershipService:
     async def leave(self) -> None:
         with contextlib.suppress(BackendError):
             await self.medium.leave(self.local_info())
+
+    # -- clocks -------------------------------------------------------------------------------------
+    def merge_clock(self, hlc: HybridLogicalClock, stamp: int, origin: str) -> None:
+        """Merge a stamp from node ``origin`` into ``hlc``; one too far ahead is clamped, counted, its node flagged."""
+        _, ahead = hlc.merge(stamp)
+        if not ahead:
+            return
+        if origin not in self._own_skew():
+            self.ctx.problem("clock_skew_clamped", f"node {origin[:12]} stamps {ahead:.1f} s ahead of this clock "
+                                                   f"(over max_clock_offset_seconds): clamped, flagged skewed")
+        else:
+            self.ctx.counters["clock_skew_clamped"] += 1
+        self._skew[origin] = (ahead, time.monotonic())
+
+    def _own_skew(self) -> dict[str, float]:
+        horizon = time.monotonic() - SKEW_FLAG_SECONDS
+        return {node: round(ahead, 3) for node, (ahead, at) in self._skew.items() if at >= horizon}
+
+    def skewed(self) -> dict[str, float]:
+        """Nodes whose clocks run ahead past ``max_clock_offset_seconds``: node id → seconds ahead.
+
+        Seen here, or reported by any known node in its heartbeat (the largest report wins)."""
+        out = self._own_skew()
+        for member in self.table.members():
+            reported = member.info.metrics.get("clock_skewed")
+            if not isinstance(reported, dict):
+                continue
+            for node, ahead in reported.items():
+                if isinstance(node, str) and isinstance(ahead, (int, float)) and not isinstance(ahead, bool):
+                    out[node] = max(out.get(node, 0.0), float(ahead))
+        return out
 
     # -- the view ----------------------------------------------------------------------------------
     def members(self) -> list[Member]:
@@ -135,11 +183,16 @@ class MembershipService:
                                                        f"{why}: ignored, no work routed to it")
                 continue
             visible.append(node)
-        changes = self.table.observe(visible, snap.now)
+        self.table.self_id = self.ctx.node_id
+        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now)
         self._workers = None  # the router's list is rebuilt from the new records on next use
         self.affinity = self._build_affinity()
         if changes:
             self.generation += 1
+        self._publish(changes)
+        return snap
+
+    def _publish(self, changes: list[Change]) -> None:
         for change in changes:
             node = change.node
             if change.joined:
@@ -152,7 +205,6 @@ class MembershipService:
                 assert change.old is not None
                 self.ctx.publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
                                                    new=change.new.value, incarnation=node.incarnation))
-        return snap
 
     def _distrust(self, node: NodeInfo) -> str:
         """Why a node record is not trusted ('' when it is): allowlist, then the api_key signature."""
@@ -204,17 +256,49 @@ class MembershipService:
                 await asyncio.sleep(period)
 
     async def heartbeat_loop(self) -> None:
-        """Publish this node's record every heartbeat interval, then run the heartbeat hooks."""
+        """Publish this node's record every heartbeat interval, then run the heartbeat hooks; notice being cut off."""
         ctx = self.ctx
+        suspect_after = ctx.config.suspect_after_seconds
+        self._last_beat_ok = time.monotonic()
         while not ctx.closing:
-            await asyncio.sleep(ctx.config.heartbeat_interval_seconds)
+            interval = ctx.config.heartbeat_interval_seconds
+            # Until cut off, wake by the deadline too, so a failing medium is noticed at suspect_after.
+            await asyncio.sleep(interval if ctx.cut_off else min(
+                interval, max(0.05, self._last_beat_ok + suspect_after - time.monotonic())))
             if not ctx.enabled:
+                self._last_beat_ok = time.monotonic()  # not heartbeating on purpose is not being cut off
                 continue
+            beat = asyncio.ensure_future(self._beat())
+            # A hung medium call is not cancelled (its hooks renew leases), but the deadline is watched meanwhile.
+            while not (await asyncio.wait({beat}, timeout=suspect_after / 4))[0]:
+                self._check_cut_off()
             try:
-                await self.heartbeat()
-                for hook in self.heartbeat_hooks:
-                    await hook()
+                beat.result()
+                self._last_beat_ok = time.monotonic()
+                self._cut_off(False)
                 ctx.backend_ok(True)
             except BackendError as exc:
                 ctx.backend_ok(False, str(exc))
                 ctx.problem("backend_errors", str(exc))
+            self._check_cut_off()
+
+    async def _beat(self) -> None:
+        await self.heartbeat()
+        for hook in self.heartbeat_hooks:
+            await hook()
+
+    def _check_cut_off(self) -> None:
+        if time.monotonic() - self._last_beat_ok >= self.ctx.config.suspect_after_seconds:
+            self._cut_off(True)
+
+    def _cut_off(self, cut: bool) -> None:
+        """Mark this node cut off from its medium (degraded, suspect in its own view, claiming nothing) or back."""
+        ctx = self.ctx
+        if cut == ctx.cut_off:
+            return
+        if cut:
+            ctx.problem("cut_off", f"no heartbeat reached the medium for {ctx.config.suspect_after_seconds:g} s: "
+                                   "degraded, claiming no new work")
+            ctx.backend_ok(False, "cut off from the medium")
+        ctx.cut_off = cut
+        self._publish(self.table.set_self_suspect(cut, time.monotonic()))

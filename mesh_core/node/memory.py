@@ -66,7 +66,8 @@ class MemoryService:
 
     def open(self, path: str | None) -> None:
         self.replica = ReplicaStore(path, self.ctx.config.memory_sync.history_size)
-        self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()))
+        self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()),
+                                      max_offset_ms=round(self.ctx.config.max_clock_offset_seconds * 1000))
 
     def close(self) -> None:
         if self.replica is not None:
@@ -235,7 +236,7 @@ class MemoryService:
             ctx.problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
                                                   f"{item.origin[:12]} refused: not signed with this mesh's api_key")
             return False
-        self.hlc.update(item.hlc)
+        self.members.merge_clock(self.hlc, item.hlc, item.origin)
         strategy = ctx.config.conflict_strategy_for(item.memory_type)
         siblings, sources = self.store.state(item.memory_type, item.key)
         result = apply_remote(siblings, item, strategy, ranking=self._ranking_now(), sources=sources,

@@ -135,7 +135,7 @@ class Worker:
         while not ctx.closing:
             await ctx.wait_wake(TOPIC_TASKS, poll)
             poll = CLAIM_POLL_SECONDS
-            if not self.accepting:
+            if not self.accepting or ctx.cut_off:  # cut off: its work is the others' to re-route
                 continue
             free = ctx.config.concurrency - len(self.running)
             if free <= 0:

@@ -14,6 +14,7 @@ from mesh_core.clock import (
     HybridLogicalClock,
     Ordering,
     VersionVector,
+    clamp_remote,
     hlc_logical,
     hlc_physical_ms,
     hlc_to_seconds,
@@ -156,6 +157,43 @@ def test_update_with_remote_at_logical_limit_borrows_next_ms():
     # a remote stamp already holding the maximal logical value is also passed
     merged2 = clock.update(stamp(3_000, LOGICAL_MASK))
     assert merged2 == stamp(3_001, 0)
+
+
+def test_a_remote_stamp_far_ahead_is_clamped_counted_and_reported():
+    """Defect 10: one node 300 s ahead pulled everyone's clock 300 s into the future."""
+    wall = FakeWall(1_000_000)
+    clock = HybridLogicalClock(wall, max_offset_ms=500)
+    merged, ahead = clock.merge(stamp(1_300_000, 9))
+    assert merged == stamp(1_000_500, 1)
+    assert ahead == pytest.approx(300.0)
+    assert clock.clamped == 1
+    wall.ms += 10
+    assert hlc_physical_ms(clock.now()) <= wall.ms + 500  # local writes stay within the bound
+
+
+def test_a_remote_stamp_within_the_bound_is_followed():
+    wall = FakeWall(1_000_000)
+    clock = HybridLogicalClock(wall, max_offset_ms=500)
+    assert clock.merge(stamp(1_000_500, 3)) == (stamp(1_000_500, 4), 0.0)
+    assert clock.clamped == 0
+
+
+def test_without_a_bound_the_clock_follows_any_remote_stamp():
+    clock = HybridLogicalClock(FakeWall(1_000_000))
+    assert clock.update(stamp(1_300_000)) == stamp(1_300_000, 1)
+    assert clock.clamped == 0
+
+
+@given(st.integers(0, 2**40), st.integers(0, 2**47), st.integers(0, 5000), st.integers(0, 2**47))
+def test_merge_never_goes_further_ahead_than_the_bound_nor_backwards(wall_ms, last, bound, remote):
+    clock = HybridLogicalClock(FakeWall(wall_ms), last=last, max_offset_ms=bound)
+    merged, ahead = clock.merge(remote)
+    assert merged > last
+    assert merged > min(remote, clamp_remote(remote, wall_ms, bound))
+    # never pulled past the bound by this stamp: only an earlier state (last) may already be ahead
+    assert hlc_physical_ms(merged) <= max(wall_ms + bound, hlc_physical_ms(last)) + 1
+    assert (ahead > bound / 1000) == (hlc_physical_ms(remote) > wall_ms + bound)
+    assert clock.clamped == (1 if ahead else 0)
 
 
 def test_now_is_unique_across_threads():

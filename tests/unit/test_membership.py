@@ -13,9 +13,10 @@ CFG = DetectorConfig(suspect_after=2.0, dead_after=5.0)
 
 
 def rec(node_id: str = "a", *, last_seen: float = 0.0, incarnation: int = 1, left: bool = False,
-        **extra) -> NodeInfo:
-    return NodeInfo(node_id=node_id, name=f"name-{node_id}", last_seen=last_seen,
-                    incarnation=incarnation, left=left, **extra)
+        seq: int | None = None, **extra) -> NodeInfo:
+    """A record; by default each distinct ``last_seen`` is a distinct heartbeat (sequence = its milliseconds)."""
+    return NodeInfo(node_id=node_id, name=f"name-{node_id}", last_seen=last_seen, incarnation=incarnation,
+                    left=left, heartbeat_seq=round(last_seen * 1000) if seq is None else seq, **extra)
 
 
 def transitions(changes: list[Change]) -> list[tuple[str, NodeStatus | None, NodeStatus]]:
@@ -270,6 +271,78 @@ def test_observe_accepts_any_iterable():
     assert [c.node.node_id for c in changes] == ["x", "y", "z"]
 
 
+# --- liveness by observation --------------------------------------------------------
+
+def test_a_stamp_from_the_future_is_fresh_at_first_sight_and_then_ages_on_the_readers_clock():
+    """Defect 10: a node whose clock runs 300 s ahead, once killed, was never declared dead."""
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=300.0, seq=7)], now=0.0)
+    assert table.status_of("a") is NodeStatus.ACTIVE
+    table.observe([rec("a", last_seen=300.0, seq=7)], now=2.0)
+    assert table.status_of("a") is NodeStatus.SUSPECT
+    assert transitions(table.observe([rec("a", last_seen=300.0, seq=7)], now=5.0)) == [
+        ("a", NodeStatus.SUSPECT, NodeStatus.DEAD)]
+
+
+def test_a_changing_sequence_keeps_a_node_alive_whatever_its_stamps_say():
+    """Defect 10: stamps 300 s in the past from a live node must not make it dead."""
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=-300.0, seq=0)], now=0.0)
+    assert table.status_of("a") is NodeStatus.DEAD  # at first sight the stamp is all there is
+    for beat in range(1, 20):
+        table.observe([rec("a", last_seen=-300.0, seq=beat)], now=float(beat))
+        assert table.status_of("a") is NodeStatus.ACTIVE
+    table.observe([rec("a", last_seen=-300.0, seq=19)], now=21.0)
+    assert table.status_of("a") is NodeStatus.SUSPECT
+
+
+def test_first_sight_takes_the_age_on_the_mediums_clock():
+    """A one-shot reader sees each record once: the medium's clock tells it which are dead."""
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=99.5, seq=1), rec("b", last_seen=97.0, seq=1),
+                   rec("c", last_seen=10.0, seq=1), rec("d", last_seen=400.0, seq=1)], now=5.0, store_now=100.0)
+    assert [table.status_of(n) for n in "abcd"] == [NodeStatus.ACTIVE, NodeStatus.SUSPECT, NodeStatus.DEAD,
+                                                    NodeStatus.ACTIVE]
+    assert table.get("c").beat_at == 5.0 - CFG.dead_after  # clamped: the reader's clock may be young
+
+
+def test_an_unchanged_sequence_with_a_newer_stamp_is_not_a_heartbeat():
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=0.0, seq=1)], now=0.0)
+    table.observe([rec("a", last_seen=4.0, seq=1)], now=4.0, store_now=4.0)
+    assert table.status_of("a") is NodeStatus.SUSPECT
+
+
+def test_own_node_is_never_judged_from_its_record():
+    """Defect 7: a node cut off from the medium kept a view in which it was itself dead."""
+    table = MembershipTable(CFG, self_id="me")
+    table.observe([rec("me", last_seen=0.0, seq=1), rec("b", last_seen=0.0, seq=1)], now=0.0)
+    table.observe([rec("me", last_seen=0.0, seq=1), rec("b", last_seen=0.0, seq=1)], now=60.0)
+    assert table.status_of("me") is NodeStatus.ACTIVE
+    assert table.status_of("b") is NodeStatus.DEAD
+    assert transitions(table.set_self_suspect(True, 61.0)) == [("me", NodeStatus.ACTIVE, NodeStatus.SUSPECT)]
+    assert table.tick(1000.0) == []
+    assert transitions(table.set_self_suspect(False, 1001.0)) == [("me", NodeStatus.SUSPECT, NodeStatus.ACTIVE)]
+    table.observe([rec("me", last_seen=0.0, seq=2, left=True)], now=1002.0)
+    assert table.status_of("me") is NodeStatus.LEFT
+
+
+@given(st.lists(st.tuples(st.floats(0, 3), st.booleans(), st.floats(-1e6, 1e6)), min_size=1, max_size=30))
+def test_status_depends_only_on_when_the_sequence_changed(steps):
+    """Whatever the stamps say, a node is active iff its sequence changed within suspect_after of now."""
+    table = MembershipTable(CFG)
+    now, seq = 0.0, 0
+    table.observe([rec("a", last_seen=0.0, seq=seq)], now=now)
+    changed_at = now
+    for step, beats, stamp in steps:
+        now += step
+        if beats:
+            seq += 1
+            changed_at = now
+        table.observe([rec("a", last_seen=stamp, seq=seq)], now=now, store_now=now)
+        assert table.status_of("a") is judge(changed_at, False, now, CFG)
+
+
 # --- properties ------------------------------------------------------------------
 
 events = st.lists(
@@ -310,7 +383,8 @@ def test_table_stays_consistent_with_judge(run):
             assert change.old is not change.new
             assert table.status_of(change.node.node_id) is change.new
         for member in table.members():
-            assert member.status is judge(member.info.last_seen, member.info.left, now, CFG)
+            assert member.beat_at <= now
+            assert member.status is judge(member.beat_at, member.info.left, now, CFG)
         # incarnations never go down
         for member in table.members():
             assert member.info.incarnation >= 1

@@ -7,7 +7,10 @@ ZRANGE gives strict priority with FIFO inside it), a delayed set for retry
 backoff, a held set and a lease sorted set for running work; a mesh-wide
 pending set; per-status sorted sets for listing and counting; a result feed
 stream per submitter; the memory log as a stream with a per-key hash of each
-origin's latest frame for catch-up. Every task transition is one Lua script
+origin's latest frame for catch-up. Liveness: a heartbeat's stamp is Redis
+``TIME``, one clock for every node; it changes with every heartbeat, so it is
+also the heartbeat sequence the failure detector watches (in microseconds).
+Every task transition is one Lua script
 that checks the fencing token (task, attempt, holder), so a stale actor can
 never record a result. Wake-ups go over pub/sub; the periodic polls remain.
 """
@@ -88,7 +91,8 @@ class RedisBackend(RedisTasks, RedisMemory):
                     port=r["port"], pid=r["pid"], incarnation=r["inc"], capabilities=frozenset(r["caps"]),
                     task_types=frozenset(r["types"]), capacity=r["cap"], running=r["running"], queued=r["queued"],
                     metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
-                    left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or ""))
+                    left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or "",
+                    heartbeat_seq=round(seen[node_id] * 1e6)))
             except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
                 self.refuse(f"node record {node_id}", exc)
         return MeshSnapshot(nodes, now, depths)

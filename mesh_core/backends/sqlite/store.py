@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     host TEXT, port INTEGER, pid INTEGER, incarnation INTEGER NOT NULL,
     capabilities TEXT NOT NULL, task_types TEXT NOT NULL, capacity INTEGER NOT NULL,
     running INTEGER NOT NULL DEFAULT 0, queued INTEGER NOT NULL DEFAULT 0, metrics TEXT,
-    started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0, signature TEXT
+    started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0, signature TEXT,
+    beat INTEGER NOT NULL DEFAULT 0, beat_at REAL
 );
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -247,8 +248,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
                         ("signature", "TEXT")):
         if column not in have:
             conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
-    if "signature" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
-        conn.execute("ALTER TABLE nodes ADD COLUMN signature TEXT")
+    node_columns = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
+    for column, ddl in (("signature", "TEXT"), ("beat", "INTEGER NOT NULL DEFAULT 0"), ("beat_at", "REAL")):
+        if column not in node_columns:
+            conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} {ddl}")
     conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
