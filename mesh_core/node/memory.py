@@ -30,7 +30,7 @@ from ..memory.resolve import (
     resolve_manually,
 )
 from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
-from ..model import Conflict, MemoryItem, NodeStatus, Recollection
+from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import memory_parts, sign, verify
 from .context import NodeContext
 from .membership import MembershipService
@@ -187,21 +187,24 @@ class MemoryService:
             await self.ctx.backend.wake(chosen, TOPIC_MEMORY)
 
     async def _await_applied(self, key: str, position: Any) -> None:
-        """Strong writes: return once every active node has applied ``position``; else say who did not."""
+        """Strong writes: return once every worker not declared dead when the write began has applied
+        ``position`` (suspect ones included, and one that dies meanwhile still counts); else say who did not."""
         timeout = self.ctx.config.memory_sync.strong_timeout_seconds
         deadline = time.monotonic() + timeout
+        waiting = {m.info.node_id: m.info.name for m in self.members.members()
+                   if m.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT) and m.info.role is NodeRole.WORKER
+                   and m.info.node_id != self.ctx.node_id}
         while True:
-            peers = {m.info.node_id: m.info.name for m in self.members.members()
-                     if m.status is NodeStatus.ACTIVE and m.info.node_id != self.ctx.node_id}
-            if position is not None:
+            if position is not None and waiting:
                 acks = await self.log.memory_acks()
-                peers = {n: name for n, name in peers.items() if not self.log.cursor_reached(acks.get(n), position)}
-            if not peers:
+                waiting = {n: name for n, name in waiting.items() if not self.log.cursor_reached(acks.get(n), position)
+                           and self.members.status_of(n) is not NodeStatus.LEFT}  # a graceful leave is no silence
+            if not waiting:
                 return
             if time.monotonic() >= deadline:
-                names = ", ".join(sorted(peers.values()))
+                names = ", ".join(sorted(waiting.values()))
                 raise SyncTimeout(f"write to {key!r} not applied within {timeout:g} s by: {names}",
-                                  missing=sorted(peers.values()))
+                                  missing=sorted(waiting.values()))
             await asyncio.sleep(STRONG_POLL_SECONDS)
 
     def frame_of(self, item: MemoryItem) -> bytes:
