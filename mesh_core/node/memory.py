@@ -19,6 +19,7 @@ from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..clock import HybridLogicalClock
 from ..errors import BackendError, CodecError, MemoryNotFound, SyncTimeout, UsageError
 from ..events import ConflictOpened, ConflictResolved, MemoryChanged
+from ..memory.history import earlier_versions, pick_version
 from ..memory.resolve import (
     SIBLING_WARNING,
     Ranking,
@@ -223,20 +224,29 @@ class MemoryService:
         with self.store.batch():
             return sum(self.apply_frame(frame) for frame in frames)
 
-    def apply_frame(self, frame: bytes) -> bool:
+    def _item_of(self, frame: bytes, *, skip_origin: str | None = None) -> MemoryItem | None:
+        """The item in a frame from the medium; None (counted) when it is corrupt or not signed with the
+        mesh's api_key, and (uncounted) when it comes from ``skip_origin``."""
         ctx = self.ctx
         try:
             wire = codec.decode(frame, ctx.limits)
             item = item_from_wire(wire)
         except CodecError as exc:
             ctx.problem("corrupt_memory_frames", f"memory frame refused: {exc}")
-            return False
-        if item.origin == ctx.node_id:
-            return False
+            return None
+        if item.origin == skip_origin:
+            return None
         key = ctx.config.security.api_key
         if key and not verify(key, wire.get("s"), *memory_parts(wire)):
             ctx.problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
                                                   f"{item.origin[:12]} refused: not signed with this mesh's api_key")
+            return None
+        return item
+
+    def apply_frame(self, frame: bytes) -> bool:
+        ctx = self.ctx
+        item = self._item_of(frame, skip_origin=ctx.node_id)
+        if item is None:
             return False
         self.hlc.update(item.hlc)
         strategy = ctx.config.conflict_strategy_for(item.memory_type)
@@ -333,18 +343,33 @@ class MemoryService:
         found = await self.recall_item(key, memory_type)
         await self.write(found.memory_type, None, key=key, tombstone=True)
 
-    def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
-        """Values this key held before (replaced or lost a conflict), newest first."""
-        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.store.keys(key) if k == key})
-        out = []
-        for mt in types:
-            out += [{"memory_type": mt, **h} for h in self.store.history(mt, key)]
-        return sorted(out, key=lambda h: -h["version"])
+    async def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
+        """The key's earlier versions, newest first, the same on every replica and client: the versions the
+        medium keeps for it less its current value(s), at most ``history_size``. ``index`` 1 is the version
+        just before the current one; ``version`` names each by its stamp (see ``memory.history``)."""
+        if not self.ctx.is_worker:
+            await self.catch_up(key, memory_type)
+        try:
+            frames = await self.log.memory_versions(memory_type, key)
+            versions = [item for frame in frames if (item := self._item_of(frame)) is not None]
+        except BackendError as exc:
+            self.ctx.problem("backend_errors", f"history of {key!r} from this replica only: {exc}")
+            versions = self._replica_history(key, memory_type)
+        types = {v.memory_type for v in versions}
+        current = [s for mt in sorted(types) for s in self.store.siblings(mt, key)]
+        return earlier_versions(versions, current, self.ctx.config.memory_sync.history_size)
 
-    async def rollback(self, key: str, version: int, memory_type: str | None = None) -> MemoryItem:
-        """Write an old value from the history back as a new version (which wins everywhere)."""
-        entry = next((h for h in self.history(key, memory_type) if h["version"] == version), None)
+    def _replica_history(self, key: str, memory_type: str | None) -> list[MemoryItem]:
+        """What this replica saw replaced, for when the medium cannot be read."""
+        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.store.keys(key) if k == key})
+        return [MemoryItem(mt, key, h["value"], h["vv"], h["hlc"], h["origin"]) for mt in types
+                for h in self.store.history(mt, key)]
+
+    async def rollback(self, key: str, version: int | str, memory_type: str | None = None) -> MemoryItem:
+        """Write an earlier value back as a new version (which wins everywhere). ``version`` is an index in
+        ``history`` (1 = the version just before the current one) or a version id (a unique prefix will do)."""
+        entry = pick_version(await self.history(key, memory_type), version)
         if entry is None:
-            raise UsageError(f"{key!r} has no history version {version}", hint="see /mesh_history KEY")
+            raise UsageError(f"{key!r} has no earlier version {version}", hint=f"see /mesh_history {key}")
         await self.write(entry["memory_type"], entry["value"], key=key)
         return local_sibling(self.store.siblings(entry["memory_type"], key), self.ctx.node_id)

@@ -76,3 +76,31 @@ def test_configured_primary_is_a_preference_a_standby_takes_over_and_hands_back(
     for node in (n1, n2, n3):
         for key, value in acknowledged.items():
             until(lambda node=node, key=key, value=value: _has(node, key, value), timeout=15)
+
+
+def test_history_is_replicated_and_rollback_works_from_a_one_shot_cli(cluster: Cluster) -> None:
+    a, b = cluster.start("a"), cluster.start("b")
+    for value in ("one", "two", "three"):
+        assert a.command(f'/mesh_remember h "{value}"')["ok"]
+    until(lambda: _has(b, "h", "three"), timeout=10)
+
+    def views() -> list[list[dict[str, object]]]:
+        return [a.command("/mesh_history h")["data"], b.command("/mesh_history h")["data"],
+                cluster.cli_json("history", "h")]
+
+    node_a, node_b, one_shot = views()
+    assert [h["value"] for h in one_shot] == ["two", "one"]  # a one-shot client sees the mesh's history
+    assert [h["index"] for h in one_shot] == [1, 2]
+    assert node_a == node_b == one_shot  # same versions, same ids, same indexes on every replica and client
+    done = cluster.cli("rollback", "h", "2")  # index 2: the version two writes back
+    assert done.returncode == 0, done.stderr
+    for node in (a, b):
+        until(lambda node=node: _has(node, "h", "one"), timeout=10)
+    until(lambda: (v := views())[0] == v[1] == v[2] and [h["value"] for h in v[0]] == ["three", "two", "one"],
+          timeout=10)
+    two = next(h["version"] for h in views()[2] if h["value"] == "two")
+    reply = b.command(f"/mesh_rollback h {two}")  # by version id, from another replica
+    assert reply["ok"], reply
+    for node in (a, b):
+        until(lambda node=node: _has(node, "h", "two"), timeout=10)
+    assert cluster.cli_json("recall", "h")["value"] == "two"
