@@ -104,3 +104,23 @@ def test_history_is_replicated_and_rollback_works_from_a_one_shot_cli(cluster: C
     for node in (a, b):
         until(lambda node=node: _has(node, "h", "two"), timeout=10)
     assert cluster.cli_json("recall", "h")["value"] == "two"
+
+
+def test_a_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
+    ms = _config(cluster, "ms.yaml", strategy="master_slave", conflict_resolution_strategy="latest_wins")
+    w = cluster.start("w", "--config", ms)
+    until(lambda: w.status()["local"]["memory_primary"] == w.node_id, timeout=10)
+    w.kill(signal.SIGSTOP)  # the one-shot client still sees it active and hands it the write
+    try:
+        done = cluster.cli("--config", ms, "remember", "lost", '"never"', timeout=60)
+    finally:
+        w.kill(signal.SIGCONT)
+    failed = done
+    assert failed.returncode != 0, failed
+    # A later write through the same queue is applied: the failed one had its chance and was not applied.
+    done = cluster.cli("--config", ms, "remember", "later", '"applied"', timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert _has(w, "later", "applied")
+    assert w.command("/mesh_recall lost")["data"] is None
+    assert cluster.cli("--config", ms, "recall", "lost").returncode != 0
+    assert "withdrawn" in failed.stderr and "still delivered" not in failed.stderr, failed.stderr
