@@ -204,8 +204,10 @@ class MemoryService:
                 return
             if time.monotonic() >= deadline:
                 names = ", ".join(sorted(waiting.values()))
+                where = "in the mesh's log" if position is not None else "queued here until the medium is back"
                 raise SyncTimeout(f"write to {key!r} not applied within {timeout:g} s by: {names}",
-                                  missing=sorted(waiting.values()))
+                                  missing=sorted(waiting.values()),
+                                  hint=f"the write is {where}: they apply it when they return")
             await asyncio.sleep(STRONG_POLL_SECONDS)
 
     def frame_of(self, item: MemoryItem) -> bytes:
