@@ -246,7 +246,6 @@ async def _memory(mesh: AgentMeshManager, args: Args) -> CommandResult:
 
 @command("/mesh_history", "Earlier values of a key, newest first (the same on every node)", Arg("key", metavar="KEY"))
 async def _history(mesh: AgentMeshManager, args: Args) -> CommandResult:
-    await _fresh(mesh, args.key)
     rows = await mesh.history(args.key)
     return CommandResult(render_history(args.key, rows), rows)
 
@@ -254,7 +253,7 @@ async def _history(mesh: AgentMeshManager, args: Args) -> CommandResult:
 @command("/mesh_rollback", "Write an earlier value back as a new version",
          Arg("key", metavar="KEY"), Arg("version", metavar="VERSION", decode=version_ref))
 async def _rollback(mesh: AgentMeshManager, args: Args) -> CommandResult:
-    await _fresh(mesh, args.key)
+    # No _fresh here: history reads the medium, and a client's history catches the key up itself.
     item = await mesh.rollback(args.key, args.version)
     return CommandResult(f"⏪ {item.key} = {as_json(item.value)}", {"key": item.key, "value": item.value})
 
