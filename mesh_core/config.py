@@ -153,6 +153,12 @@ class MeshConfig:
             raise ConfigError(
                 f"config: agent_mesh.heartbeat_interval_seconds = {self.heartbeat_interval_seconds} is not "
                 f"below node_timeout_seconds = {self.node_timeout_seconds} (allowed: a shorter interval)")
+        sync = self.memory_sync
+        # A strong write must give its verdict before any node it waits for could be declared dead and dropped.
+        if sync.strategy == "strong" and sync.strong_timeout_seconds >= self.node_timeout_seconds:
+            raise ConfigError(
+                f"config: agent_mesh.memory_sync.strong_timeout_seconds = {sync.strong_timeout_seconds} is not "
+                f"below node_timeout_seconds = {self.node_timeout_seconds} (allowed: a shorter timeout)")
 
     def conflict_strategy_for(self, memory_type: str) -> str:
         strategies = self.memory_sync.strategies

@@ -111,6 +111,7 @@ class SyncTimeout(MeshError):
 
     retriable = True
 
-    def __init__(self, message: str, *, missing: list[str]) -> None:
+    def __init__(self, message: str, *, missing: list[str],
+                 hint: str = "the write is in the mesh's log: they apply it when they return") -> None:
         self.missing = missing
-        super().__init__(message, hint="the write is still delivered when they return")
+        super().__init__(message, hint=hint)

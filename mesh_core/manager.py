@@ -344,12 +344,14 @@ class AgentMeshManager:
         """Delete a fact everywhere (a tombstone version that dominates what this replica has seen)."""
         await self.services.memory.forget(key, memory_type)
 
-    def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
-        """Values this key held before (replaced or lost a conflict), newest first."""
-        return self.services.memory.history(key, memory_type)
+    async def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
+        """The key's earlier versions, newest first, read from the medium: the same on every replica and client.
+        ``index`` 1 is the version just before the current one; ``version`` is the version's id (its stamp)."""
+        return await self.services.memory.history(key, memory_type)
 
-    async def rollback(self, key: str, version: int, memory_type: str | None = None) -> MemoryItem:
-        """Write an old value from the history back as a new version (which wins everywhere)."""
+    async def rollback(self, key: str, version: int | str, memory_type: str | None = None) -> MemoryItem:
+        """Write an earlier value back as a new version (which wins everywhere); ``version`` is an index in
+        ``history`` or a version id."""
         return await self.services.memory.rollback(key, version, memory_type)
 
     def conflicts(self) -> list[Conflict]:

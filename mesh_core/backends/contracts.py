@@ -31,6 +31,9 @@ from typing import Any
 
 from ..model import NodeInfo, Task, TaskStatus
 
+# The medium keeps this many versions per key (memory type and key) for the replicated history.
+MEMORY_VERSIONS_KEPT = 100
+
 
 class Topic(enum.StrEnum):
     """What a backend can wake a node about. Wake-ups are hints only: a node that misses one still finds
@@ -446,6 +449,14 @@ class MemoryLog(abc.ABC):
     @abc.abstractmethod
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         """Every stored entry for one key (any memory type when None)."""
+
+    @abc.abstractmethod
+    async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
+        """The newest ``MEMORY_VERSIONS_KEPT`` entries published for one key (any memory type when None):
+        the replicated history, the same for every reader, kept through compaction.
+
+        SQLite: the ``memory_versions`` table, trimmed per key as it is appended to. Redis: a capped list per key.
+        """
 
     @abc.abstractmethod
     async def memory_horizon(self) -> Any:

@@ -7,6 +7,7 @@ worker node (cockpit, headless stdin) and a one-shot CLI client.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..config import NODE_TYPES
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 Args = argparse.Namespace
 RESOLUTIONS = ("keep-local", "keep-remote", "merge")
+VERSION_ID = re.compile(r"[0-9a-f]+(\.[0-9a-f]*)?")  # see memory.history.version_id; a prefix will do
 
 
 def resolution(text: str) -> Any:
@@ -53,12 +55,15 @@ def resolution(text: str) -> Any:
             from None
 
 
-def version_number(text: str) -> int:
-    """A history version, written ``3`` or ``v3``."""
+def version_ref(text: str) -> int | str:
+    """A history version: its index, written ``3`` or ``v3`` (1 = the one before the current value), or its id."""
     digits = text.removeprefix("v")
-    if not digits.isdigit():
-        raise ValueError(f"{text!r} is not a version number (like 3 or v3; see /mesh_history KEY)")
-    return int(digits)
+    if digits.isdigit():
+        return int(digits)
+    if VERSION_ID.fullmatch(text):
+        return text
+    raise ValueError(f"{text!r} is neither a history index (like 1 or v1) nor a version id"
+                     " (like 18c0f3e2a0001.1a2b3c4d; see /mesh_history KEY)")
 
 
 async def _fresh(mesh: AgentMeshManager, key: str | None = None) -> None:
@@ -239,17 +244,16 @@ async def _memory(mesh: AgentMeshManager, args: Args) -> CommandResult:
     return CommandResult(render_memory(args.pattern, rows), rows)
 
 
-@command("/mesh_history", "Earlier values of a key, newest first", Arg("key", metavar="KEY"))
+@command("/mesh_history", "Earlier values of a key, newest first (the same on every node)", Arg("key", metavar="KEY"))
 async def _history(mesh: AgentMeshManager, args: Args) -> CommandResult:
-    await _fresh(mesh, args.key)
-    rows = mesh.history(args.key)
+    rows = await mesh.history(args.key)
     return CommandResult(render_history(args.key, rows), rows)
 
 
 @command("/mesh_rollback", "Write an earlier value back as a new version",
-         Arg("key", metavar="KEY"), Arg("version", metavar="VERSION", decode=version_number))
+         Arg("key", metavar="KEY"), Arg("version", metavar="VERSION", decode=version_ref))
 async def _rollback(mesh: AgentMeshManager, args: Args) -> CommandResult:
-    await _fresh(mesh, args.key)
+    # No _fresh here: history reads the medium, and a client's history catches the key up itself.
     item = await mesh.rollback(args.key, args.version)
     return CommandResult(f"⏪ {item.key} = {as_json(item.value)}", {"key": item.key, "value": item.value})
 

@@ -151,8 +151,8 @@ def render_memory(pattern: str, rows: list[dict[str, Any]]) -> str:
 
 
 def render_history(key: str, rows: list[dict[str, Any]]) -> str:
-    lines = [f"📜 History of {key} ({len(rows)} versions)"]
-    lines += [f"  v{h['version']}  {as_json(h['value'])}  from {h['origin'][:12]}  ({h['strategy']})" for h in rows]
+    lines = [f"📜 History of {key} ({len(rows)} earlier versions, newest first; roll back by index or id)"]
+    lines += [f"  {h['index']:>2}  {h['version']}  {as_json(h['value'])}  from {h['origin'][:12]}" for h in rows]
     return "\n".join(lines)
 
 

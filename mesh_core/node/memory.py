@@ -19,6 +19,7 @@ from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..clock import HybridLogicalClock
 from ..errors import BackendError, CodecError, MemoryNotFound, SyncTimeout, UsageError
 from ..events import ConflictOpened, ConflictResolved, MemoryChanged
+from ..memory.history import earlier_versions, pick_version
 from ..memory.resolve import (
     SIBLING_WARNING,
     Ranking,
@@ -30,7 +31,7 @@ from ..memory.resolve import (
     resolve_manually,
 )
 from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
-from ..model import Conflict, MemoryItem, NodeStatus, Recollection
+from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import memory_parts, sign, verify
 from .context import NodeContext
 from .membership import MembershipService
@@ -188,21 +189,26 @@ class MemoryService:
             await self.ctx.backend.wake(chosen, TOPIC_MEMORY)
 
     async def _await_applied(self, key: str, position: Any) -> None:
-        """Strong writes: return once every active node has applied ``position``; else say who did not."""
+        """Strong writes: return once every worker not declared dead when the write began has applied
+        ``position`` (suspect ones included, and one that dies meanwhile still counts); else say who did not."""
         timeout = self.ctx.config.memory_sync.strong_timeout_seconds
         deadline = time.monotonic() + timeout
+        waiting = {m.info.node_id: m.info.name for m in self.members.members()
+                   if m.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT) and m.info.role is NodeRole.WORKER
+                   and m.info.node_id != self.ctx.node_id}
         while True:
-            peers = {m.info.node_id: m.info.name for m in self.members.members()
-                     if m.status is NodeStatus.ACTIVE and m.info.node_id != self.ctx.node_id}
-            if position is not None:
+            if position is not None and waiting:
                 acks = await self.log.memory_acks()
-                peers = {n: name for n, name in peers.items() if not self.log.cursor_reached(acks.get(n), position)}
-            if not peers:
+                waiting = {n: name for n, name in waiting.items() if not self.log.cursor_reached(acks.get(n), position)
+                           and self.members.status_of(n) is not NodeStatus.LEFT}  # a graceful leave is no silence
+            if not waiting:
                 return
             if time.monotonic() >= deadline:
-                names = ", ".join(sorted(peers.values()))
+                names = ", ".join(sorted(waiting.values()))
+                where = "in the mesh's log" if position is not None else "queued here until the medium is back"
                 raise SyncTimeout(f"write to {key!r} not applied within {timeout:g} s by: {names}",
-                                  missing=sorted(peers.values()))
+                                  missing=sorted(waiting.values()),
+                                  hint=f"the write is {where}: they apply it when they return")
             await asyncio.sleep(STRONG_POLL_SECONDS)
 
     def frame_of(self, item: MemoryItem) -> bytes:
@@ -221,20 +227,29 @@ class MemoryService:
         with self.store.batch():
             return sum(self.apply_frame(frame) for frame in frames)
 
-    def apply_frame(self, frame: bytes) -> bool:
+    def _item_of(self, frame: bytes, *, skip_origin: str | None = None) -> MemoryItem | None:
+        """The item in a frame from the medium; None (counted) when it is corrupt or not signed with the
+        mesh's api_key, and (uncounted) when it comes from ``skip_origin``."""
         ctx = self.ctx
         try:
             wire = codec.decode(frame, ctx.limits)
             item = item_from_wire(wire)
         except CodecError as exc:
             ctx.problem("corrupt_memory_frames", f"memory frame refused: {exc}")
-            return False
-        if item.origin == ctx.node_id:
-            return False
+            return None
+        if item.origin == skip_origin:
+            return None
         key = ctx.config.security.api_key
         if key and not verify(key, wire.get("s"), *memory_parts(wire)):
             ctx.problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
                                                   f"{item.origin[:12]} refused: not signed with this mesh's api_key")
+            return None
+        return item
+
+    def apply_frame(self, frame: bytes) -> bool:
+        ctx = self.ctx
+        item = self._item_of(frame, skip_origin=ctx.node_id)
+        if item is None:
             return False
         self.members.merge_clock(self.hlc, item.hlc, item.origin)
         strategy = ctx.config.conflict_strategy_for(item.memory_type)
@@ -331,18 +346,33 @@ class MemoryService:
         found = await self.recall_item(key, memory_type)
         await self.write(found.memory_type, None, key=key, tombstone=True)
 
-    def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
-        """Values this key held before (replaced or lost a conflict), newest first."""
-        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.store.keys(key) if k == key})
-        out = []
-        for mt in types:
-            out += [{"memory_type": mt, **h} for h in self.store.history(mt, key)]
-        return sorted(out, key=lambda h: -h["version"])
+    async def history(self, key: str, memory_type: str | None = None) -> list[dict[str, Any]]:
+        """The key's earlier versions, newest first, the same on every replica and client: the versions the
+        medium keeps for it less its current value(s), at most ``history_size``. ``index`` 1 is the version
+        just before the current one; ``version`` names each by its stamp (see ``memory.history``)."""
+        if not self.ctx.is_worker:
+            await self.catch_up(key, memory_type)
+        try:
+            frames = await self.log.memory_versions(memory_type, key)
+            versions = [item for frame in frames if (item := self._item_of(frame)) is not None]
+        except BackendError as exc:
+            self.ctx.problem("backend_errors", f"history of {key!r} from this replica only: {exc}")
+            versions = self._replica_history(key, memory_type)
+        types = {v.memory_type for v in versions}
+        current = [s for mt in sorted(types) for s in self.store.siblings(mt, key)]
+        return earlier_versions(versions, current, self.ctx.config.memory_sync.history_size)
 
-    async def rollback(self, key: str, version: int, memory_type: str | None = None) -> MemoryItem:
-        """Write an old value from the history back as a new version (which wins everywhere)."""
-        entry = next((h for h in self.history(key, memory_type) if h["version"] == version), None)
+    def _replica_history(self, key: str, memory_type: str | None) -> list[MemoryItem]:
+        """What this replica saw replaced, for when the medium cannot be read."""
+        types = [memory_type] if memory_type else sorted({mt for mt, k, _ in self.store.keys(key) if k == key})
+        return [MemoryItem(mt, key, h["value"], h["vv"], h["hlc"], h["origin"]) for mt in types
+                for h in self.store.history(mt, key)]
+
+    async def rollback(self, key: str, version: int | str, memory_type: str | None = None) -> MemoryItem:
+        """Write an earlier value back as a new version (which wins everywhere). ``version`` is an index in
+        ``history`` (1 = the version just before the current one) or a version id (a unique prefix will do)."""
+        entry = pick_version(await self.history(key, memory_type), version)
         if entry is None:
-            raise UsageError(f"{key!r} has no history version {version}", hint="see /mesh_history KEY")
+            raise UsageError(f"{key!r} has no earlier version {version}", hint=f"see /mesh_history {key}")
         await self.write(entry["memory_type"], entry["value"], key=key)
         return local_sibling(self.store.siblings(entry["memory_type"], key), self.ctx.node_id)

@@ -1,22 +1,28 @@
 """master_slave memory sync: one primary orders every write; the others hand theirs to it.
 
-The primary is the node named by ``memory_sync.primary`` while it is alive,
-otherwise whoever holds the medium's ``memory-primary`` lease (taken when it
-lapses). A write is forwarded to it as an internal task, so it survives a
-failover like any task does.
+The primary is whoever holds the medium's ``memory-primary`` lease. A node
+named by ``memory_sync.primary`` is a preference, not a single point of
+failure: it always contends for the lease; the others contend only while it
+is not active, so a standby takes over when it dies, and a standby that sees
+it active again stops renewing and acts as primary no longer once its own
+lease would have lapsed, after which the named node takes the lease (never
+two primaries at once). A write is forwarded to the primary as an internal
+task, so it survives a failover like any task does; a forwarded write that
+fails is cancelled, so it is never applied behind its caller's back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
 
 from ..backends.contracts import MembershipMedium
-from ..errors import SyncTimeout
+from ..errors import MeshError, SyncTimeout, TaskFailed, TaskTimeout
 from ..handlers import TaskContext, make_spec
-from ..model import NodeStatus, Task
+from ..model import NodeStatus, Task, TaskStatus
 from .context import NodeContext
 from .membership import MembershipService
 from .memory import MemoryService
@@ -41,6 +47,7 @@ class Primary:
         self.memory = memory
         self.sync = sync
         self.node_id: str | None = None  # the primary as last elected here
+        self._held_until = 0.0  # monotonic time until which this node's own lease surely holds
 
     @property
     def medium(self) -> MembershipMedium:
@@ -53,31 +60,45 @@ class Primary:
             self.ctx.handlers.add(make_spec(FORWARD_WRITE, self._apply_forwarded_write))
 
     def _alive(self, node_id: str | None) -> bool:
-        return bool(node_id) and (node_id == self.ctx.node_id or self.members.status_of(node_id or "")
-                                  is NodeStatus.ACTIVE)
+        if node_id == self.ctx.node_id:
+            return time.monotonic() < self._held_until  # our own lease, judged without asking the medium
+        return bool(node_id) and self.members.status_of(node_id or "") is NodeStatus.ACTIVE
+
+    def _preferred(self) -> str | None:
+        """The configured primary's node id while it is active (this node's own id when it is the one)."""
+        named = self.ctx.config.memory_sync.primary
+        if not named:
+            return None
+        if named == self.ctx.name:
+            return self.ctx.node_id
+        return next((m.info.node_id for m in self.members.members()
+                     if m.info.name == named and m.status is NodeStatus.ACTIVE), None)
 
     async def elect(self) -> None:
-        """The configured primary if it is alive, else whoever holds the lease (taken when it lapses)."""
-        named = self.ctx.config.memory_sync.primary
-        if named:
-            if named == self.ctx.name:
-                self.node_id = self.ctx.node_id
-            else:
-                self.node_id = next((m.info.node_id for m in self.members.members()
-                                     if m.info.name == named and m.status is NodeStatus.ACTIVE), None)
+        """Take or renew the lease, unless the configured primary is active and this node is not it."""
+        me, preferred = self.ctx.node_id, self._preferred()
+        if preferred is not None and preferred != me:
+            # Hand the role back: stop renewing; our lease lapses, then the preferred node takes it.
+            self.node_id = me if self._alive(me) else preferred
             return
-        self.node_id = await self.medium.hold_lease(PRIMARY_LEASE, self.ctx.node_id,
-                                                    self.ctx.timings.primary_lease_s)
+        asked = time.monotonic()
+        ttl = self.ctx.timings.primary_lease_s
+        self.node_id = await self.medium.hold_lease(PRIMARY_LEASE, me, ttl)
+        # Measured from before the call, so we stop acting as primary before the medium frees the lease.
+        self._held_until = asked + ttl if self.node_id == me else 0.0
 
     async def current(self) -> str:
         """The primary, electing one if needed; raises SyncTimeout when none is alive through a failover."""
         deadline = time.monotonic() + self.ctx.timings.primary_wait_s
+        if self.node_id != self.ctx.node_id and self._preferred() == self.ctx.node_id:
+            await self.elect()  # the preferred node takes the role back as soon as the standby's lease is free
         while True:
             if self._alive(self.node_id):
                 assert self.node_id is not None
                 return self.node_id
             if time.monotonic() > deadline:
-                raise SyncTimeout("no memory primary is alive (master_slave)", missing=["primary"])
+                raise SyncTimeout("no memory primary is alive (master_slave)", missing=["primary"],
+                                  hint="the write was not applied anywhere; retry it")
             await self.elect()
             if not self._alive(self.node_id):
                 await asyncio.sleep(min(0.2, self.ctx.config.heartbeat_interval_seconds))
@@ -85,7 +106,8 @@ class Primary:
     async def forward(self, memory_type: str, value: Any, priority: int, key: str, tombstone: bool) -> bool:
         """Hand the write to the primary unless this node is it; True when it went there and was applied.
 
-        A client hands it to any worker, which forwards it in turn."""
+        A client hands it to any worker, which forwards it in turn. A forwarded write that does not
+        succeed in time is cancelled, so a failed write is never applied later."""
         primary = await self.current() if self.ctx.is_worker else None
         if primary == self.ctx.node_id:
             return False
@@ -95,10 +117,23 @@ class Primary:
         task = Task(task_id=uuid.uuid4().hex, task_type=FORWARD_WRITE, payload=payload,
                     submitter_id=self.ctx.node_id, submitted_at=time.time(), max_retries=FORWARD_RETRIES, context={})
         await self.tasks.enqueue_routed(task, exclude)
-        await self.results.wait_for(task.task_id, timeout=self.ctx.timings.forwarded_write_wait_s)
+        try:
+            await self.results.wait_for(task.task_id, timeout=self.ctx.timings.forwarded_write_wait_s)
+        except (TaskTimeout, TaskFailed) as exc:
+            await self._withdraw(task.task_id, key, exc)
         if self.ctx.is_worker:
             await self.sync.sync_now()  # read your own write
         return True
+
+    async def _withdraw(self, task_id: str, key: str, failure: MeshError) -> None:
+        """Cancel a forwarded write that failed or took too long; raise unless it succeeded meanwhile."""
+        with contextlib.suppress(MeshError):
+            await self.tasks.cancel(task_id)
+        states = await self.tasks.transport.task_states([task_id])
+        if states.get(task_id) is TaskStatus.SUCCEEDED:
+            return
+        raise SyncTimeout(f"write to {key!r} was not applied by a memory primary: {failure.message}",
+                          missing=["primary"], hint="it was withdrawn and will not be applied; retry it")
 
     async def _apply_forwarded_write(self, payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         key = await self.memory.write(payload["memory_type"], payload["value"], payload.get("priority", 5),

@@ -687,7 +687,7 @@ async def test_history_and_rollback(cluster: Cluster) -> None:
     a = await cluster.node("a")
     for value in ("one", "two", "three"):
         await a.sync_memory_item("fact", value, key="h")
-    history = a.history("h")
+    history = await a.history("h")
     assert [h["value"] for h in history] == ["two", "one"]
     await a.rollback("h", history[-1]["version"])
     assert await a.recall("h") == "one"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...memory.digest import bucket_of
-from ..contracts import Topic
+from ..contracts import MEMORY_VERSIONS_KEPT, Topic
 from ..shared import MemoryEntry
 from .client import ALL, RedisClient, _s
 
@@ -22,12 +22,14 @@ class RedisMemory(RedisClient):
         for origin, memory_type, key, frame, _ in items:
             pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
             pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
+            pipe.rpush(self._key("mv:", memory_type, "\0", key), frame)
+            pipe.ltrim(self._key("mv:", memory_type, "\0", key), -MEMORY_VERSIONS_KEPT, -1)
             pipe.sadd(self._key("mtypes:", key), memory_type)
             pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
         if any(broadcast for *_, broadcast in items):
             pipe.publish(self._key("wake:", ALL), Topic.MEMORY)
         results = await self._call(pipe.execute())
-        return [_s(results[i * 4]) for i in range(len(items))]
+        return [_s(results[i * 6]) for i in range(len(items))]
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         assert self._client is not None
@@ -85,6 +87,13 @@ class RedisMemory(RedisClient):
             return 0
         return int(await self._script("COMPACT", _s(applied_everywhere)))
 
+    async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
+        assert self._client is not None
+        frames: list[bytes] = []
+        for mt in await self._types_of(memory_type, key):
+            frames += await self._call(self._client.lrange(self._key("mv:", mt, "\0", key), 0, -1))
+        return frames
+
     async def memory_horizon(self) -> Any:
         assert self._client is not None
         horizon = await self._call(self._client.get(self._key("memlog:horizon")))
@@ -103,11 +112,15 @@ class RedisMemory(RedisClient):
             frames += values
         return frames
 
+    async def _types_of(self, memory_type: str | None, key: str) -> list[str]:
+        """``[memory_type]``, or every memory type the key was written with when None."""
+        assert self._client is not None
+        return [memory_type] if memory_type else sorted(
+            _s(t) for t in await self._call(self._client.smembers(self._key("mtypes:", key))))
+
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         assert self._client is not None
-        types = [memory_type] if memory_type else sorted(
-            _s(t) for t in await self._call(self._client.smembers(self._key("mtypes:", key))))
         frames: list[bytes] = []
-        for mt in types:
+        for mt in await self._types_of(memory_type, key):
             frames += list((await self._call(self._client.hgetall(self._key("mk:", mt, "\0", key)))).values())
         return frames

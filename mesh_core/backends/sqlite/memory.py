@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...memory.digest import bucket_of
-from ..contracts import Topic
+from ..contracts import MEMORY_VERSIONS_KEPT, Topic
 from ..shared import MemoryEntry
 from .store import SqliteStore
 
@@ -28,6 +28,12 @@ class SqliteMemory(SqliteStore):
                 "INSERT INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (memory_type, key, origin) DO UPDATE SET frame=excluded.frame",
                 [(mt, key, origin, frame, bucket_of(mt, key)) for origin, mt, key, frame, _ in items])
+            conn.executemany("INSERT INTO memory_versions (memory_type, key, seq, frame) VALUES (?,?,?,?)",
+                             [(mt, key, seq, frame) for seq, (_, mt, key, frame, _) in zip(seqs, items, strict=True)])
+            conn.executemany(
+                "DELETE FROM memory_versions WHERE memory_type=? AND key=? AND seq < (SELECT seq FROM memory_versions"
+                " WHERE memory_type=? AND key=? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                [(mt, key, mt, key, MEMORY_VERSIONS_KEPT - 1) for mt, key in {(i[1], i[2]): None for i in items}])
             # Read the peers in the same transaction so a node that joined a moment ago is woken too.
             return seqs, [r[0] for r in conn.execute(
                 "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (now - 3600,)).fetchall()]
@@ -69,6 +75,9 @@ class SqliteMemory(SqliteStore):
             "SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall())
         return [r[0] for r in rows]
 
+    async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
+        return await self._frames_of_key("memory_versions", memory_type, key, " ORDER BY seq")
+
     async def memory_horizon(self) -> Any:
         def read(conn: sqlite3.Connection) -> int | None:
             oldest = conn.execute("SELECT min(seq) FROM memory_log").fetchone()[0]
@@ -103,10 +112,14 @@ class SqliteMemory(SqliteStore):
         return await self._read(read) if wanted else []
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        if memory_type is None:
-            rows = await self._read(lambda c: c.execute(
-                "SELECT frame FROM memory_latest WHERE key=?", (key,)).fetchall())
-        else:
-            rows = await self._read(lambda c: c.execute(
-                "SELECT frame FROM memory_latest WHERE key=? AND memory_type=?", (key, memory_type)).fetchall())
+        return await self._frames_of_key("memory_latest", memory_type, key)
+
+    async def _frames_of_key(self, table: str, memory_type: str | None, key: str, order: str = "") -> list[bytes]:
+        """One key's frames in ``table``; with no memory type, those of every type the key was written with."""
+        # Both tables are indexed by (memory_type, key): the types come from memory_latest's key index.
+        types = "memory_type=?" if memory_type is not None else \
+            "memory_type IN (SELECT memory_type FROM memory_latest WHERE key=?)"
+        args = (key if memory_type is None else memory_type, key)
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT frame FROM {table} WHERE {types} AND key=?{order}", args).fetchall())
         return [r[0] for r in rows]

@@ -85,6 +85,11 @@ CREATE TABLE IF NOT EXISTS memory_latest (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_latest_bucket ON memory_latest (bucket);
 CREATE INDEX IF NOT EXISTS memory_latest_key ON memory_latest (key);
+-- Every key's newest published versions (its replicated history), kept through compaction.
+CREATE TABLE IF NOT EXISTS memory_versions (
+    memory_type TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL,
+    PRIMARY KEY (memory_type, key, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_acks (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
