@@ -81,7 +81,7 @@ class TaskService:
         """Route and store one task; returns its id (see ``AgentMeshManager.submit_task``)."""
         ctx = self.ctx
         if timeout_s is not None and timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            raise UsageError(f"timeout_s must be a number above 0, not {timeout_s!r}")
         task_id = task_id or uuid.uuid4().hex
         context = dict(context or {})
         context.setdefault("trace_id", task_id)
