@@ -104,8 +104,7 @@ class TaskService:
                     required_capabilities=frozenset(required_capabilities), timeout_s=timeout_s, context=context,
                     submitter_id=ctx.node_id, submitted_at=time.time(), max_retries=retries)
         task.encoded_payload(ctx.limits)  # refuse an oversized or unencodable payload before routing
-        if ctx.config.security.api_key:
-            task.signature = sign(ctx.config.security.api_key, *task_parts(task))
+        self.sign(task)
         if keyed and await self._stored_as(task) is not None:
             return task_id  # the same request again: the first task answers it
         # Tracked before it is stored, so a result that lands at once is matched (see Results.loop).
@@ -139,8 +138,15 @@ class TaskService:
         raise TaskIdInUse(f"task id {task.task_id} is already used by a task with {differs}", task_id=task.task_id,
                           hint="submit the same request again, or use a new --task-id")
 
+    def sign(self, task: Task) -> None:
+        """With an api_key, sign what the worker acts on (see ``security.task_parts``)."""
+        key = self.ctx.config.security.api_key
+        if key and not task.signature:
+            task.signature = sign(key, *task_parts(task))
+
     async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
-        """Route ``task`` (never to ``exclude``) and store it; backpressure as in ``submit``."""
+        """Route ``task`` (never to ``exclude``) and store it, signed; backpressure as in ``submit``."""
+        self.sign(task)  # internal tasks (forwarded memory writes) too
         task_id, task_type = task.task_id, task.task_type
         if not self.members.workers():
             await self.members.refresh()
@@ -193,6 +199,7 @@ class TaskService:
         """Re-route work held by dead or departed nodes or whose lease lapsed; route the pending list."""
         statuses = {m.info.node_id: m.status.value for m in self.members.members()}
         gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
+        gone += sorted(self.members.untrusted - {self.ctx.node_id})  # work held by an untrusted node moves
         now = self.members.view.now
         candidates = await self.transport.stranded(gone, now)
         moves = []

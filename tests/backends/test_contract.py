@@ -348,7 +348,7 @@ class _Nil:
 async def test_allowlist_keeps_other_nodes_out(cluster: Cluster) -> None:
     await cluster.node("intruder")
     trusted = await cluster.node("trusted-1", **{"security": {"allowlist": ["trusted-*"]}})
-    await eventually(lambda: _async(trusted.counters["rejected_nodes"] == 1))
+    await eventually(lambda: _async(trusted.counters["refused_nodes"] == 1))
     assert set(statuses(trusted)) == {"trusted-1"}
 
 
@@ -540,7 +540,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     rogue = await cluster.node("rogue")  # no key: its records are unsigned
     await cluster.node("wrong", security={"api_key": "another-secret"})
     client = await cluster.client(**keyed)
-    await eventually(lambda: _async(client.counters["rejected_nodes"] == 2 and set(statuses(client)) == {"w1"}))
+    await eventually(lambda: _async(client.counters["refused_nodes"] == 2 and set(statuses(client)) == {"w1"}))
     ids = [await client.submit_task("echo", i) for i in range(6)]
     assert {(await client.wait_task(t, timeout=5)).node_name for t in ids} == {"w1"}  # never the untrusted two
 
@@ -548,7 +548,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     await eventually(lambda: _async(any("count" in m.info.task_types for m in outsider.members())))
     task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
     assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
-    assert ran == [] and w1.counters["unsigned_tasks"] == 1
+    assert ran == [] and w1.counters["refused_tasks"] == 1
     await eventually(lambda: _async(any("count" in m.info.task_types for m in client.members())))
     signed = await client.wait_task(await client.submit_task("count", 8), timeout=5)
     assert signed.status is TaskStatus.SUCCEEDED and ran == [8]
@@ -556,7 +556,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     await rogue.sync_memory_item("fact", "forged", key="k1")
     await client.sync_memory_item("fact", "genuine", key="k2")
     await eventually(lambda: _async(_replica(w1).siblings("fact", "k2") != []))
-    await eventually(lambda: _async(w1.counters["unsigned_memory_frames"] >= 1))
+    await eventually(lambda: _async(w1.counters["refused_memory"] >= 1))
     assert _replica(w1).siblings("fact", "k1") == [] and (await w1.recall("k2")) == "genuine"
 
 
