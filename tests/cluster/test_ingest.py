@@ -64,7 +64,7 @@ def test_the_allowlist_covers_memory_tasks_and_deletions(cluster: Cluster) -> No
     ran = outsider.command("/mesh_submit inside --payload 1 --wait", timeout=20)
     assert not ran["ok"] and "allowlist" in json.dumps(ran), ran
     assert _counter(t1, "refused_tasks") + _counter(t2, "refused_tasks") == 1
-    # Anti-entropy (every second) offers the refused entries again: still refused, never applied.
+    # The outsider's anti-entropy sends its writes again every second: still refused, never applied.
     for node in (t1, t2):
         seen = _counter(node, "refused_memory")
         until(lambda node=node, seen=seen: _counter(node, "refused_memory") > seen, timeout=15)
