@@ -9,6 +9,7 @@ from .errors import (
     NoCapacity,
     SyncTimeout,
     TaskFailed,
+    TaskIdInUse,
     TaskNotFound,
     TaskTimeout,
     UnknownTaskType,
@@ -32,7 +33,7 @@ __all__ = [
     "AgentMeshManager", "BackendStatus", "COMMANDS", "CommandResult", "ConfigError", "Conflict", "ConflictOpened",
     "ConflictResolved", "Event", "MemoryChanged", "MemoryItem", "MeshConfig", "MeshError", "NoCapacity",
     "NodeInfo", "NodeJoined", "NodeRole", "NodeStatus", "NodeStatusChanged", "NodeType", "Recollection",
-    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskNotFound", "TaskPriority", "TaskStatus",
+    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskIdInUse", "TaskNotFound", "TaskPriority", "TaskStatus",
     "TaskTimeout", "TaskUpdated", "UnknownTaskType", "create_specialized_node", "get_recommended_node_type", "handler",
     "load_config", "run_command",
 ]

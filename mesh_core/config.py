@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from .errors import ConfigError
+from .security import without_password
 
 PROTOCOLS = ("sqlite_local", "redis_distributed", "grpc_mesh", "hybrid")
 NODE_TYPES = ("general", "language_expert", "planning_only", "sensor_connected", "coordination_hub")
@@ -42,9 +44,27 @@ def _non_negative() -> dict[str, Any]:
     return {"min": 0}
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL the client can open (None when it is)."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        return "a URL starting redis://, rediss:// or unix://"
+    if parts.scheme == "unix":
+        return None if parts.path else "unix:// followed by a socket path"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+        parts.password  # noqa: B018 - and for a malformed authority
+    except ValueError:
+        return "a URL whose port is a number from 1 to 65535"
+    return None
+
+
 @dataclass(frozen=True)
 class RedisConfig:
-    url: str | None = None
+    url: str | None = field(default=None, metadata={"check": _redis_url})
     host: str = "localhost"
     port: int = field(default=6379, metadata={"min": 1, "max": 65535})
     db: int = field(default=0, metadata=_non_negative())
@@ -231,6 +251,9 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any], warnings: l
         value = str(value)
         if "choices" in meta and value not in meta["choices"]:
             raise _bad(path, value, _describe(meta["choices"]))
+        wrong = meta["check"](value) if "check" in meta else None
+        if wrong:
+            raise _bad(path, without_password(value), wrong)  # a URL's password stays out of the message
         return value
     if origin is tuple:
         if isinstance(value, str):
@@ -322,6 +345,8 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config: cannot read {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config: {p} is not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

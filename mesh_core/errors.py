@@ -96,6 +96,12 @@ class TaskTimeout(TaskError):
     retriable = True
 
 
+class TaskIdInUse(TaskError):
+    """A task id (idempotency key) was submitted again with a different task type or payload."""
+
+    exit_code = 2
+
+
 class TaskNotFound(TaskError):
     """No task with this id exists in the mesh."""
 

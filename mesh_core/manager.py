@@ -129,7 +129,7 @@ class AgentMeshManager:
     async def start(self) -> None:
         ctx, s, cfg = self._ctx, self.services, self.config
         ctx.started_at = time.time()
-        ctx.identity = acquire(cfg.state_dir, cfg.node_name) if self.is_worker else ephemeral()
+        ctx.identity = acquire(cfg.state_dir, cfg.node_name) if self.is_worker else ephemeral(cfg.node_name or "cli")
         try:
             ctx.profile = profile = create_specialized_node(cfg.node_type, cfg)
             if self.is_worker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,12 +14,37 @@ from . import codec
 from .model import NodeInfo, Task
 
 
-def allowed(node: NodeInfo, patterns: Sequence[str]) -> bool:
-    """True when no allowlist is set, or a glob pattern matches the node's id, name or host."""
+def permitted(patterns: Sequence[str], *identity: str | None) -> bool:
+    """True when no allowlist is set, or a glob pattern matches one of ``identity`` (a node's id, name, host)."""
     if not patterns:
         return True
-    return any(fnmatchcase(value, pattern) for pattern in patterns
-               for value in (node.node_id, node.name, node.host) if value)
+    return any(fnmatchcase(value, pattern) for pattern in patterns for value in identity if value)
+
+
+def allowed(node: NodeInfo, patterns: Sequence[str]) -> bool:
+    """True when no allowlist is set, or a glob pattern matches the node's id, name or host."""
+    return permitted(patterns, node.node_id, node.name, node.host)
+
+
+NOT_ALLOWED = "is not on the allowlist"
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The mesh's one rule for whose records to believe, asked by every ingest path (node records, tasks,
+    memory writes, whatever reached the medium): the origin must be on the allowlist, and with an api_key
+    the record must carry a valid signature over ``parts``."""
+
+    allowlist: tuple[str, ...] = ()
+    api_key: str | None = None
+
+    def refuses(self, identity: Sequence[str | None], signature: str | None, parts: Sequence[str | bytes]) -> str:
+        """Why the record is not believed ('' when it is). ``identity``: its origin's id, name and host."""
+        if not permitted(self.allowlist, *identity):
+            return NOT_ALLOWED
+        if self.api_key and not verify(self.api_key, signature, *parts):
+            return "is not signed with this mesh's api_key" if not signature else "has a bad signature"
+        return ""
 
 
 # -- record signing: with a shared api_key every record a node writes carries an HMAC ------------------
@@ -51,11 +77,24 @@ def task_parts(task: Task) -> tuple[str | bytes, ...]:
             "" if task.timeout_s is None else repr(float(task.timeout_s)))
 
 
+# A memory frame names its origin's name and host beside its id, so every replica judges the allowlist the
+# same way from the frame alone (the origin's node record may be gone by the time a late replica reads it).
+ORIGIN_NAME, ORIGIN_HOST = "on", "oh"
+
+
 def memory_parts(wire: dict[str, Any]) -> tuple[str | bytes, ...]:
-    """A memory item on the wire (``item_to_wire``): key, origin, clock, vector, value, flags."""
+    """A memory item on the wire (``item_to_wire``): key, origin (id, name, host), clock, vector, value, flags."""
     vv = ",".join(f"{k}={v}" for k, v in sorted(wire.get("vv", {}).items()))
     return (str(wire.get("t")), str(wire.get("k")), str(wire.get("o")), str(wire.get("h")), vv,
-            codec.pack(wire.get("v")), str(wire.get("p", 5)), str(bool(wire.get("d", False))))
+            codec.pack(wire.get("v")), str(wire.get("p", 5)), str(bool(wire.get("d", False))),
+            str(wire.get(ORIGIN_NAME, "")), str(wire.get(ORIGIN_HOST, "")))
+
+
+
+def memory_origin(wire: dict[str, Any]) -> tuple[str | None, ...]:
+    """The origin of a memory frame as the allowlist sees it: id, name, host."""
+    return tuple(v if isinstance(v, str) else None for v in (wire.get("o"), wire.get(ORIGIN_NAME),
+                                                              wire.get(ORIGIN_HOST)))
 
 
 def without_password(url: str) -> str:

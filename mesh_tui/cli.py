@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -76,15 +77,28 @@ def _print_json(data: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cmd = lookup(args.command) if args.command else None
+    """Run ``mesh-tui``; every error ends here as one line on stderr and an exit code, never a traceback."""
     try:
-        if cmd is not None:
-            finish(cmd, args)  # bad JSON and the like: exit 2 before joining the mesh
-        config = load_config(getattr(args, "config", None), overrides=_overrides(args))
+        return _main(argv)
     except MeshError as exc:
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    except Exception as exc:  # a bug or an unforeseen failure: still one line; MESH_TRACEBACK=1 shows where
+        if os.environ.get("MESH_TRACEBACK"):
+            raise
+        print(f"mesh-tui: unexpected error: {type(exc).__name__}: {exc} (set MESH_TRACEBACK=1 for details)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = lookup(args.command) if args.command else None
+    if cmd is not None:
+        finish(cmd, args)  # bad JSON and the like: exit 2 before joining the mesh
+    config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     for warning in config.warnings:
         print(f"mesh-tui: warning: {warning}", file=sys.stderr)
     if cmd is None:
@@ -96,13 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(config))
         except KeyboardInterrupt:
             return EXIT_OK
-    try:
-        return asyncio.run(_oneshot(config, cmd, args))
-    except MeshError as exc:
-        print(f"mesh-tui: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_FAILED
+    return asyncio.run(_oneshot(config, cmd, args))
 
 
 async def _oneshot(config: MeshConfig, cmd: Command, args: argparse.Namespace) -> int:

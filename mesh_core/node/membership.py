@@ -32,14 +32,21 @@ from ..clock import HybridLogicalClock
 from ..errors import BackendError
 from ..events import NodeJoined, NodeStatusChanged
 from ..membership import Change, DetectorConfig, Member, MembershipTable
-from ..model import NodeInfo, NodeRole, NodeStatus
+from ..model import NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
-from ..security import allowed, node_parts, sign, verify
+from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts
 from .context import NodeContext
 
 Hook = Callable[[], Awaitable[Any]]
 # A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
 SKEW_FLAG_SECONDS = 60.0
+
+
+def _whose(why: str, origin: str) -> str:
+    """A refusal said of a record: the allowlist judges its ``origin``, the signature the record itself."""
+    if not why:
+        return ""
+    return f"{origin} {why}" if why == NOT_ALLOWED else f"it {why}"
 
 
 class MembershipService:
@@ -55,7 +62,10 @@ class MembershipService:
         self.affinity: AffinityBook | None = None
         self.generation = 0  # bumped on every membership change (joins, status changes)
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
-        self._refused: set[str] = set()
+        self.trust = Trust(tuple(cfg.security.allowlist), cfg.security.api_key)
+        self.known: dict[str, NodeInfo] = {}  # every node record of the last view, clients included
+        self.untrusted: set[str] = set()  # nodes whose records were refused in the last view
+        self._refused: set[tuple[str, str]] = set()  # (kind, origin) already logged
         self._process = psutil.Process()
         # Wired by the manager: what the other services add to this node's record and rounds.
         self.running: Callable[[], int] = lambda: 0
@@ -172,17 +182,18 @@ class MembershipService:
         self.view = snap
         self.view_at = time.monotonic()
         visible = []
+        self.known = {node.node_id: node for node in snap.nodes}
+        untrusted = set()
         for node in snap.nodes:
-            if node.role is not NodeRole.WORKER:
-                continue
-            why = self._distrust(node)
+            why = self.distrust(node)
             if why:
-                if node.node_id not in self._refused:
-                    self._refused.add(node.node_id)
-                    self.ctx.problem("rejected_nodes", f"node {node.name} ({node.node_id[:12]}, host {node.host}) "
-                                                       f"{why}: ignored, no work routed to it")
-                continue
-            visible.append(node)
+                untrusted.add(node.node_id)
+                if node.node_id not in self.untrusted:  # a record re-read every view is refused once, not each time
+                    self.refuse("nodes", node.node_id, f"node {node.name} ({node.node_id[:12]}, host {node.host}) "
+                                f"{why}: ignored, no work routed to it, nothing it writes applied")
+            elif node.role is NodeRole.WORKER:
+                visible.append(node)
+        self.untrusted = untrusted
         self.table.self_id = self.ctx.node_id
         changes = self.table.observe(visible, time.monotonic(), store_now=snap.now)
         self._workers = None  # the router's list is rebuilt from the new records on next use
@@ -206,14 +217,36 @@ class MembershipService:
                 self.ctx.publish(NodeStatusChanged(node_id=node.node_id, name=node.name, old=change.old.value,
                                                    new=change.new.value, incarnation=node.incarnation))
 
-    def _distrust(self, node: NodeInfo) -> str:
+    # -- trust: every ingest path asks these, and nothing refused is applied ------------------------------
+    def distrust(self, node: NodeInfo) -> str:
         """Why a node record is not trusted ('' when it is): allowlist, then the api_key signature."""
-        security = self.ctx.config.security
-        if not allowed(node, security.allowlist):
-            return "is not on the allowlist"
-        if security.api_key and not verify(security.api_key, node.signature, *node_parts(node)):
-            return "is not signed with this mesh's api_key" if not node.signature else "has a bad signature"
-        return ""
+        return self.trust.refuses((node.node_id, node.name, node.host), node.signature, node_parts(node))
+
+    def distrust_task(self, task: Task) -> str:
+        """Why a task is not to be run ('' when it may): its submitter (judged by its node record when this
+        node has seen one, else by its id) and the task's own signature."""
+        submitter = self.known.get(task.submitter_id or "")
+        if submitter is not None and (why := self.distrust(submitter)):
+            return f"its submitter {why}"
+        identity = (submitter.node_id, submitter.name, submitter.host) if submitter else (task.submitter_id,)
+        return _whose(self.trust.refuses(identity, task.signature, task_parts(task)), "its submitter")
+
+    def distrust_memory(self, wire: dict[str, Any]) -> str:
+        """Why a memory frame is not to be applied ('' when it may): its origin as the frame names it
+        (covered by the signature) and the signature."""
+        return _whose(self.trust.refuses(memory_origin(wire), wire.get("s"), memory_parts(wire)), "its origin")
+
+    async def learn(self) -> None:
+        """Read the node records again (not judging liveness): for a record from a node joined since the view."""
+        self.known = {node.node_id: node for node in (await self.medium.snapshot()).nodes}
+
+    def refuse(self, kind: str, origin: str, detail: str) -> None:
+        """Count a refused record as ``refused_<kind>``; log it once per origin."""
+        if (kind, origin) in self._refused:
+            self.ctx.counters[f"refused_{kind}"] += 1
+            return
+        self._refused.add((kind, origin))
+        self.ctx.problem(f"refused_{kind}", detail)
 
     def _build_affinity(self) -> AffinityBook | None:
         """Every node's smoothed success per task type, from the metrics in its heartbeat."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +33,7 @@ from ..memory.resolve import (
 )
 from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
-from ..security import memory_parts, sign, verify
+from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .context import NodeContext
 from .membership import MembershipService
 
@@ -54,6 +55,7 @@ class MemoryService:
         self.forwarder: Forwarder | None = None
         self._ranking: Ranking | None = None
         self._ranking_generation = -1
+        self._host = socket.gethostname()
 
     @property
     def log(self) -> MemoryLog:
@@ -214,6 +216,8 @@ class MemoryService:
     def frame_of(self, item: MemoryItem) -> bytes:
         """One memory item as it travels: the wire form, signed when the mesh has an api_key."""
         wire = item_to_wire(item)
+        if item.origin == self.ctx.node_id:  # who wrote it, for the allowlists of the replicas that read it
+            wire[ORIGIN_NAME], wire[ORIGIN_HOST] = self.ctx.name, self._host
         key = self.ctx.config.security.api_key
         if key:
             wire["s"] = sign(key, *memory_parts(wire))
@@ -239,10 +243,10 @@ class MemoryService:
             return None
         if item.origin == skip_origin:
             return None
-        key = ctx.config.security.api_key
-        if key and not verify(key, wire.get("s"), *memory_parts(wire)):
-            ctx.problem("unsigned_memory_frames", f"memory write to {item.memory_type}/{item.key} from "
-                                                  f"{item.origin[:12]} refused: not signed with this mesh's api_key")
+        why = self.members.distrust_memory(wire)
+        if why:
+            self.members.refuse("memory", item.origin, f"memory write to {item.memory_type}/{item.key} from "
+                                                       f"{item.origin[:12]} refused: {why}")
             return None
         return item
 

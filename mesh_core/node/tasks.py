@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from .. import codec
 from ..backends.contracts import Assignment, Reassignment, TaskTransport
-from ..errors import MeshError, NoCapacity, TaskNotFound, UnknownTaskType, UsageError
+from ..errors import MeshError, NoCapacity, TaskIdInUse, TaskNotFound, UnknownTaskType, UsageError
 from ..events import TaskUpdated
 from ..model import NodeType, Task, TaskPriority, TaskStatus
 from ..routing import RouteDecision, RouteRequest, route
@@ -29,6 +30,17 @@ PRUNE_BATCH = 5000  # tasks deleted per medium call
 VIEW_FRESH_SECONDS = 0.05  # a refusal looks at the mesh again only if its view is older than this
 TREE_DEPTH = 32  # subtask levels shown by task_tree
 DESCENDANTS_LIMIT = 10_000  # subtasks cancelled with their parent, at most
+
+
+def request_form(payload: Any) -> bytes:
+    """A payload in a canonical form (mapping keys sorted): two equal requests give the same bytes."""
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))}
+        if isinstance(value, (list, tuple)):
+            return [canonical(v) for v in value]
+        return value
+    return codec.pack(canonical(payload))
 
 
 class TaskService:
@@ -81,7 +93,8 @@ class TaskService:
         """Route and store one task; returns its id (see ``AgentMeshManager.submit_task``)."""
         ctx = self.ctx
         if timeout_s is not None and timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            raise UsageError(f"timeout_s must be a number above 0, not {timeout_s!r}")
+        keyed = task_id is not None  # the caller's own id is an idempotency key
         task_id = task_id or uuid.uuid4().hex
         context = dict(context or {})
         context.setdefault("trace_id", task_id)
@@ -91,19 +104,49 @@ class TaskService:
                     required_capabilities=frozenset(required_capabilities), timeout_s=timeout_s, context=context,
                     submitter_id=ctx.node_id, submitted_at=time.time(), max_retries=retries)
         task.encoded_payload(ctx.limits)  # refuse an oversized or unencodable payload before routing
-        if ctx.config.security.api_key:
-            task.signature = sign(ctx.config.security.api_key, *task_parts(task))
+        self.sign(task)
+        if keyed and await self._stored_as(task) is not None:
+            return task_id  # the same request again: the first task answers it
         # Tracked before it is stored, so a result that lands at once is matched (see Results.loop).
         tracked = self.results.track(task)
         try:
-            return await self.enqueue_routed(task, set(), queue=queue)
+            stored_id = await self.enqueue_routed(task, set(), queue=queue)
+            # A concurrent submission with the same key may have won the insert: then its submitter hears the result.
+            if keyed and (stored := await self._stored_as(task)) is not None and stored.submitter_id != ctx.node_id:
+                self.results.untrack(task_id)
+            return stored_id
         except BaseException:
             if tracked:
                 self.results.untrack(task_id)
             raise
 
+    async def _stored_as(self, task: Task) -> Task | None:
+        """The stored task when ``task.task_id`` is stored as this very request (None when not stored); raises
+        TaskIdInUse when it is stored as another (a different task type or payload). An idempotency key names
+        one request, never two."""
+        found = await self.transport.get_tasks([task.task_id], with_attempts=False)
+        if not found:
+            return None
+        stored = found[0]
+        mine = codec.decode(task.encoded_payload(self.ctx.limits), self.ctx.limits)
+        if stored.task_type != task.task_type:
+            differs = f"task type {stored.task_type!r}, not {task.task_type!r}"
+        elif request_form(stored.payload) != request_form(mine):
+            differs = "a different payload"
+        else:
+            return stored
+        raise TaskIdInUse(f"task id {task.task_id} is already used by a task with {differs}", task_id=task.task_id,
+                          hint="submit the same request again, or use a new --task-id")
+
+    def sign(self, task: Task) -> None:
+        """With an api_key, sign what the worker acts on (see ``security.task_parts``)."""
+        key = self.ctx.config.security.api_key
+        if key and not task.signature:
+            task.signature = sign(key, *task_parts(task))
+
     async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
-        """Route ``task`` (never to ``exclude``) and store it; backpressure as in ``submit``."""
+        """Route ``task`` (never to ``exclude``) and store it, signed; backpressure as in ``submit``."""
+        self.sign(task)  # internal tasks (forwarded memory writes) too
         task_id, task_type = task.task_id, task.task_type
         if not self.members.workers():
             await self.members.refresh()
@@ -156,6 +199,7 @@ class TaskService:
         """Re-route work held by dead or departed nodes or whose lease lapsed; route the pending list."""
         statuses = {m.info.node_id: m.status.value for m in self.members.members()}
         gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
+        gone += sorted(self.members.untrusted - {self.ctx.node_id})  # work held by an untrusted node moves
         now = self.members.view.now
         candidates = await self.transport.stranded(gone, now)
         moves = []

@@ -19,7 +19,6 @@ from ..events import TaskUpdated
 from ..handlers import NodePort, TaskContext
 from ..model import Task, TaskStatus
 from ..routing import AffinityStats
-from ..security import task_parts, verify
 from ..tasks import DeadLetter, RetryPolicy, after_failure
 from .context import NodeContext
 from .tasks import TaskService
@@ -170,13 +169,16 @@ class Worker:
         error: str | None = None
         frame: bytes | None = None
         timeout = task.timeout_s or ctx.config.task_timeout_seconds
-        key = ctx.config.security.api_key
+        members = self.tasks.members
         try:
-            if key and not verify(key, task.signature, *task_parts(task)):
+            if task.submitter_id not in members.known:  # a submitter that joined since the last view
+                with contextlib.suppress(BackendError):
+                    await members.learn()
+            why = members.distrust_task(task)
+            if why:
                 entry.refused = True
-                why = "not signed with this mesh's api_key" if not task.signature else "its signature does not match"
-                ctx.problem("unsigned_tasks", f"task {task.task_id} ({task.task_type}) from "
-                                              f"{(task.submitter_id or '?')[:12]} refused: {why}")
+                members.refuse("tasks", task.submitter_id or "?", f"task {task.task_id} ({task.task_type}) from "
+                                                                  f"{(task.submitter_id or '?')[:12]} refused: {why}")
                 raise PermissionError(f"refused by {ctx.name}: {why}")
             if spec is None:
                 raise UnknownTaskType(f"node {ctx.name} has no handler for {task.task_type!r}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from mesh_core import AgentMeshManager, NoCapacity, TaskFailed, TaskNotFound, UnknownTaskType
+from mesh_core import AgentMeshManager, NoCapacity, TaskFailed, TaskIdInUse, TaskNotFound, UnknownTaskType
+from mesh_core.errors import UsageError
 from mesh_core.model import NodeStatus, NodeType, TaskStatus
 
 from .conftest import Cluster, eventually
@@ -225,9 +226,29 @@ async def test_exactly_once_recording_under_crash(cluster: Cluster) -> None:
 async def test_submitting_the_same_task_id_twice_makes_one_task(cluster: Cluster) -> None:
     await cluster.node("w1")
     client = await cluster.client()
-    await client.submit_task("echo", 1, task_id="same")
-    await client.submit_task("echo", 2, task_id="same")
-    assert await client.wait_for("same", timeout=5) == 1
+    other = await cluster.client()
+    assert await client.submit_task("echo", {"a": 1, "b": [1, 2]}, task_id="same") == "same"
+    assert await client.wait_for("same", timeout=5) == {"a": 1, "b": [1, 2]}
+    # The same request again, from another client and with its keys in another order: the first task answers.
+    assert await other.submit_task("echo", {"b": [1, 2], "a": 1}, task_id="same") == "same"
+    assert await other.wait_for("same", timeout=5) == {"a": 1, "b": [1, 2]}
+    assert len(await client.list_tasks()) == 1
+
+
+@pytest.mark.parametrize(("first", "task_type", "payload", "why"), [
+    (1, "echo", 2, "a different payload"),
+    ({"a": 1}, "echo", {"a": True}, "a different payload"),  # True is not 1: the payloads' bytes are compared
+    (1, "sleep", 1, "task type 'echo'"),
+])
+async def test_a_task_id_is_refused_for_a_different_request(cluster: Cluster, first: object, task_type: str,
+                                                             payload: object, why: str) -> None:
+    await cluster.node("w1")
+    client = await cluster.client()
+    await client.submit_task("echo", first, task_id="key")
+    with pytest.raises(TaskIdInUse, match=why) as refused:
+        await client.submit_task(task_type, payload, task_id="key")
+    assert refused.value.exit_code == 2 and refused.value.task_id == "key"
+    assert [t.task_id for t in await client.list_tasks()] == ["key"]
 
 
 async def test_graceful_stop_hands_back_running_work(cluster: Cluster) -> None:
@@ -327,7 +348,7 @@ class _Nil:
 async def test_allowlist_keeps_other_nodes_out(cluster: Cluster) -> None:
     await cluster.node("intruder")
     trusted = await cluster.node("trusted-1", **{"security": {"allowlist": ["trusted-*"]}})
-    await eventually(lambda: _async(trusted.counters["rejected_nodes"] == 1))
+    await eventually(lambda: _async(trusted.counters["refused_nodes"] == 1))
     assert set(statuses(trusted)) == {"trusted-1"}
 
 
@@ -519,7 +540,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     rogue = await cluster.node("rogue")  # no key: its records are unsigned
     await cluster.node("wrong", security={"api_key": "another-secret"})
     client = await cluster.client(**keyed)
-    await eventually(lambda: _async(client.counters["rejected_nodes"] == 2 and set(statuses(client)) == {"w1"}))
+    await eventually(lambda: _async(client.counters["refused_nodes"] == 2 and set(statuses(client)) == {"w1"}))
     ids = [await client.submit_task("echo", i) for i in range(6)]
     assert {(await client.wait_task(t, timeout=5)).node_name for t in ids} == {"w1"}  # never the untrusted two
 
@@ -527,7 +548,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     await eventually(lambda: _async(any("count" in m.info.task_types for m in outsider.members())))
     task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
     assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
-    assert ran == [] and w1.counters["unsigned_tasks"] == 1
+    assert ran == [] and w1.counters["refused_tasks"] == 1
     await eventually(lambda: _async(any("count" in m.info.task_types for m in client.members())))
     signed = await client.wait_task(await client.submit_task("count", 8), timeout=5)
     assert signed.status is TaskStatus.SUCCEEDED and ran == [8]
@@ -535,7 +556,7 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     await rogue.sync_memory_item("fact", "forged", key="k1")
     await client.sync_memory_item("fact", "genuine", key="k2")
     await eventually(lambda: _async(_replica(w1).siblings("fact", "k2") != []))
-    await eventually(lambda: _async(w1.counters["unsigned_memory_frames"] >= 1))
+    await eventually(lambda: _async(w1.counters["refused_memory"] >= 1))
     assert _replica(w1).siblings("fact", "k1") == [] and (await w1.recall("k2")) == "genuine"
 
 
@@ -776,3 +797,9 @@ async def test_peer_to_peer_gossip_reaches_every_node_through_relays(cluster: Cl
             await eventually(lambda node=node, i=i: _recall_is(node, f"r{i}", f"rumour {i}"), timeout=5)
     assert nodes[0].counters["gossip_sent"] == 5  # the writer woke one peer per write, no broadcast
     assert sum(n.counters["gossip_sent"] for n in nodes[1:]) >= 1  # peers passed it on
+
+
+async def test_a_bad_timeout_is_a_usage_error(cluster: Cluster) -> None:
+    client = await cluster.client()
+    with pytest.raises(UsageError, match="timeout_s"):
+        await client.submit_task("echo", 1, timeout_s=-1)

@@ -109,3 +109,83 @@ def test_not_a_database_file(tmp_path: Path) -> None:
     done = run(tmp_path, "status")
     assert done.returncode == 1
     assert "m.db" in one_line_error(done)
+
+
+# -- issue #11 defect 6: each of these printed a traceback (or exited 1) before -----------------------------
+
+def test_config_file_of_random_bytes(tmp_path: Path) -> None:
+    bad = tmp_path / "noise.yaml"
+    bad.write_bytes(bytes(range(128, 256)) * 4)
+    done = run(tmp_path, "--config", str(bad), "status")
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "noise.yaml" in line and "UTF-8" in line
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("htp:/x", "redis://"),
+    ("redis://localhost:99999/0", "port"),
+    ("redis://localhost:six/0", "port"),
+    ("unix://", "socket path"),
+])
+@pytest.mark.parametrize("protocol", ["redis_distributed", "sqlite_local"])
+def test_bad_redis_url(tmp_path: Path, url: str, why: str, protocol: str) -> None:
+    done = run(tmp_path, "--protocol", protocol, "--redis-url", url, "status")
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "agent_mesh.redis.url" in line and why in line
+
+
+def test_bad_redis_url_keeps_its_password_out_of_the_message(tmp_path: Path) -> None:
+    done = run(tmp_path, "--redis-url", "redis://u:hunter2@host:70000/0", "status")
+    assert done.returncode == 2
+    line = one_line_error(done)
+    assert "hunter2" not in line and "***" in line
+
+
+def test_redis_url_of_the_wrong_type_in_a_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "url.yaml"
+    cfg.write_text("agent_mesh:\n  protocol: redis_distributed\n  redis:\n    url: 5\n")
+    done = run(tmp_path, "--config", str(cfg), "status")
+    assert done.returncode == 2
+    assert "agent_mesh.redis.url" in one_line_error(done)
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (("--config", "missing.yaml", "status"), {}, "missing.yaml"),
+    (("--config", ".", "status"), {}, "cannot read"),
+    (("--capacity", "lots", "status"), {}, "--capacity"),
+    (("status",), {"MESH_MAX_CAPACITY": "lots"}, "agent_mesh.max_capacity"),
+    (("status",), {"MESH_HEARTBEAT_INTERVAL_SECONDS": "nan"}, "finite"),
+    (("status",), {"MESH_LOAD_BALANCING_ALGORITHM": "psychic"}, "psychic"),
+    (("status",), {"MESH_CONFLICT_STRATEGY": "coin_flip"}, "coin_flip"),
+    (("submit", "echo", "--priority", "urgentest"), {}, "urgentest"),
+    (("submit", "echo", "--timeout", "-1"), {}, "--timeout"),
+    (("submit", "echo", "--timeout", "soon"), {}, "soon"),
+    (("submit", "echo", "--payload", "[1,"), {}, "--payload"),
+    (("tasks", "--limit", "-4"), {}, "--limit"),
+    (("rollback", "k", "latest"), {}, "version"),
+    (("--state-dir", "/dev/null/s", "--no-ui"), {}, "state folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], env: dict[str, str],
+                                          needle: str) -> None:
+    done = run(tmp_path, *args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert needle in one_line_error(done)
+
+
+@pytest.mark.parametrize("text", [
+    "agent_mesh:\n  security: {allowlist: {a: 1}}\n",
+    "agent_mesh:\n  node_configs: [1, 2]\n",
+    "agent_mesh: [1]\n",
+    "- just a list\n",
+    "agent_mesh:\n  grpc: {seeds: [[1]]}\n",
+    "agent_mesh:\n  memory_sync: {strategies: {fact: [1]}}\n",
+    "agent_mesh: !!python/object:os.system {}\n",
+])
+def test_bad_config_shapes(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "shape.yaml"
+    cfg.write_text(text)
+    done = run(tmp_path, "--config", str(cfg), "status")
+    assert done.returncode == 2
+    assert "config:" in one_line_error(done)

@@ -7,7 +7,19 @@ from hypothesis import strategies as st
 
 from mesh_core.memory.store import item_to_wire
 from mesh_core.model import MemoryItem, NodeInfo, NodeRole, Task
-from mesh_core.security import allowed, memory_parts, node_parts, sign, task_parts, verify
+from mesh_core.security import (
+    NOT_ALLOWED,
+    ORIGIN_HOST,
+    ORIGIN_NAME,
+    Trust,
+    allowed,
+    memory_origin,
+    memory_parts,
+    node_parts,
+    sign,
+    task_parts,
+    verify,
+)
 
 KEY = "mesh-secret"
 
@@ -59,3 +71,25 @@ def test_a_memory_signature_covers_value_clock_and_vector() -> None:
 def test_different_part_lists_never_share_a_signature(a: list[str], b: list[str]) -> None:
     if a != b:
         assert sign(KEY, *a) != sign(KEY, *b)  # parts are length-prefixed: ("ab", "c") is not ("a", "bc")
+
+
+def test_one_trust_rule_judges_origin_and_signature() -> None:
+    open_mesh = Trust()
+    assert open_mesh.refuses(("id1", "anyone", "host"), None, ("x",)) == ""
+    guarded = Trust(("lab-*",), KEY)
+    parts = ("a", b"b")
+    good = sign(KEY, *parts)
+    assert guarded.refuses(("id1", "w1", "lab-1"), good, parts) == ""
+    assert guarded.refuses(("id1", "w1", "prod-1"), good, parts) == NOT_ALLOWED
+    assert guarded.refuses(("id1", "w1", "lab-1"), None, parts) == "is not signed with this mesh's api_key"
+    assert guarded.refuses(("id1", "w1", "lab-1"), sign("other", *parts), parts) == "has a bad signature"
+
+
+def test_a_memory_signature_covers_the_origin_name_and_host() -> None:
+    wire = {**item_to_wire(MemoryItem("fact", "k", 1, {"n1": 1}, 1, "n1", 5, False)),
+            ORIGIN_NAME: "lab-w1", ORIGIN_HOST: "lab-1"}
+    signature = sign(KEY, *memory_parts(wire))
+    assert memory_origin(wire) == ("n1", "lab-w1", "lab-1")
+    for field in (ORIGIN_NAME, ORIGIN_HOST):
+        assert not verify(KEY, signature, *memory_parts({**wire, field: "lab-9"})), field
+    assert memory_origin({"o": 5, ORIGIN_NAME: ["x"]}) == (None, None, None)  # a wrong type names no one
