@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import random
 import socket
 import sqlite3
 import sys
@@ -90,6 +91,9 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
     PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
 """
 
+# Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
+SCHEMA_VERSION = 1
+
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
@@ -100,6 +104,65 @@ R = TypeVar("R")
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _refused(path: str, exc: sqlite3.Error) -> BackendError:
+    """The one-line error for a file that did not take a write (or cannot be read): it says why and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        return BackendError(f"SQLite file {path} did not store the write: the disk is full ({text})",
+                            hint="free space on that disk; nothing was acknowledged")
+    if "readonly" in low or "read-only" in low:
+        return BackendError(f"SQLite file {path} is read-only ({text})",
+                            hint="make the file, its folder and its -wal/-shm files writable")
+    if isinstance(exc, sqlite3.OperationalError) and "disk i/o" not in low:
+        return BackendError(f"SQLite error on {path}: {text}")
+    return BackendError(f"SQLite file {path} is not usable: {text}",
+                        hint="is it a mesh database? move it aside to start fresh")
+
+
+def _statements(script: str) -> list[str]:
+    """``script`` split into whole statements (a trigger body's ``;`` does not end one)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
+
+
+SCHEMA_STATEMENTS = _statements(SCHEMA)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema in one write transaction, once per file, whoever gets there first.
+
+    Any number of processes may open a new file at once: each takes ``BEGIN IMMEDIATE``
+    (the busy ones wait and retry), looks at the version inside the transaction and finds
+    the work already done if another process did it first."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            _migrate(conn)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _use_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL (a no-op when it already is); returns the journal mode it has."""
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    return str(mode)
 
 
 def _wake_address(db_path: str, node_id: str) -> str | bytes:
@@ -149,14 +212,18 @@ class SqliteStore(SharedStoreBackend):
         # lock is held here. _retrying waits instead, from 50 µs up, until LOCK_GIVE_UP_SECONDS.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=0")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise BackendError(f"SQLite file {self.path} cannot use WAL mode (got {mode})",
-                               hint="put it on a local disk, not a network share")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        self._retrying(lambda c: c.executescript(SCHEMA), conn)
-        self._retrying(_migrate, conn)
+        try:
+            # Every step may meet another process creating the same file: each is retried while busy.
+            mode = self._retrying(_use_wal, conn)
+            if mode.lower() != "wal":
+                raise BackendError(f"SQLite file {self.path} cannot use WAL mode (got {mode})",
+                                   hint="put it on a local disk, not a network share")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._retrying(_create_schema, conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -174,20 +241,20 @@ class SqliteStore(SharedStoreBackend):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if not _is_busy(exc):
-                    raise BackendError(f"SQLite error on {self.path}: {exc}") from None
+                    raise _refused(self.path, exc) from None
                 self.lock_waits += 1
                 if time.monotonic() > deadline:
                     raise BackendUnavailable(
                         f"SQLite file {self.path} stayed locked by another process"
                         f" for {self.lock_give_up_seconds:.0f} s",
                         hint="check for a stuck process holding it") from None
-                time.sleep(delay)
+                # Jittered, so processes that collided (a mesh starting at once) do not collide again in step.
+                time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 1.5, 0.02)
             except sqlite3.DatabaseError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise BackendError(f"SQLite file {self.path} is not usable: {exc}",
-                                   hint="is it a mesh database? move it aside to start fresh") from None
+                raise _refused(self.path, exc) from None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
         pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
