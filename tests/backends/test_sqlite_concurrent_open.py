@@ -7,6 +7,7 @@ now and then with ``cannot open SQLite file …: database is locked``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import sqlite3
 import subprocess
@@ -67,6 +68,14 @@ def test_many_processes_open_a_new_file_at_the_same_instant(tmp_path: Path) -> N
             assert conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == PROCESSES
 
 
+def _all_joined(root: Path, procs: list[subprocess.Popen[bytes]]) -> bool:
+    """Every node's record is in the file; a node that failed to open has exited (and says why)."""
+    exited = {i: (root / f"n{i}.err").read_text() for i, p in enumerate(procs) if p.poll() is not None}
+    assert not exited, exited
+    with sqlite3.connect(root / "mesh.db") as conn:
+        return bool(conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == len(procs))
+
+
 @pytest.mark.slow
 def test_nodes_and_clients_started_at_once_on_a_new_file(tmp_path: Path) -> None:
     """Real ``mesh-tui`` processes: four nodes and four one-shot clients at once on a fresh file, a few rounds."""
@@ -85,13 +94,7 @@ def test_nodes_and_clients_started_at_once_on_a_new_file(tmp_path: Path) -> None
             for client in clients:
                 _, err = client.communicate(timeout=120)
                 assert client.returncode == 0, err
-
-            def joined() -> bool:  # every node's record is in the file; a node that failed to open has exited
-                exited = {i: (root / f"n{i}.err").read_text() for i, p in enumerate(procs) if p.poll() is not None}
-                assert not exited, exited
-                with sqlite3.connect(root / "mesh.db") as conn:
-                    return bool(conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == 4)
-            until(joined, timeout=120)
+            until(functools.partial(_all_joined, root, procs), timeout=120)
         finally:
             for p in procs:
                 p.kill()
