@@ -111,15 +111,21 @@ def _refused(path: str, exc: sqlite3.Error) -> BackendError:
     text = str(exc)
     low = text.lower()
     if "full" in low:
-        return BackendError(f"SQLite file {path} did not store the write: the disk is full ({text})",
-                            hint="free space on that disk; nothing was acknowledged")
-    if "readonly" in low or "read-only" in low:
-        return BackendError(f"SQLite file {path} is read-only ({text})",
+        return BackendError(f"SQLite file {path} did not store the write: {text}",
+                            hint="free space on its disk; the write was not acknowledged")
+    if "readonly" in low or "read-only" in low or _read_only(path):
+        return BackendError(f"SQLite file {path} is read-only: {text}",
                             hint="make the file, its folder and its -wal/-shm files writable")
     if isinstance(exc, sqlite3.OperationalError) and "disk i/o" not in low:
         return BackendError(f"SQLite error on {path}: {text}")
     return BackendError(f"SQLite file {path} is not usable: {text}",
                         hint="is it a mesh database? move it aside to start fresh")
+
+
+def _read_only(path: str) -> bool:
+    """The file (or, before it exists, its folder) cannot be written: a read-only mount or permissions."""
+    target = path if os.path.exists(path) else os.path.dirname(path) or "."
+    return os.path.exists(target) and not os.access(target, os.W_OK)
 
 
 def _statements(script: str) -> list[str]:
