@@ -111,6 +111,12 @@ def test_full_disk_refuses_writes_keeps_reads_and_loses_nothing_acknowledged(tmp
         assert recalled.returncode == 0 and json.loads(recalled.stdout) == "written with room to spare", recalled
         assert cluster.cli("status").returncode == 0
         assert node.command("/mesh_recall before")["ok"]
+        # A submission is acknowledged only once stored: it runs (exit 0), or it is refused in one line (the
+        # full disk; or no active node, as a node whose heartbeats the full disk refuses is judged dead).
+        submitted = cluster.cli("submit", "echo", "--payload", '{"while": "full"}', "--wait", "--wait-timeout", "20")
+        if submitted.returncode != 0:
+            line = _one_line(submitted)
+            assert (submitted.returncode, "full" in line) in ((EXIT_RUNTIME, True), (3, False)), submitted
 
         filler.unlink()
         for key in acknowledged:  # every write that exited 0 was stored
