@@ -148,19 +148,26 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     Any number of processes may open a new file at once: each takes ``BEGIN IMMEDIATE``
     (the busy ones wait and retry), looks at the version inside the transaction and finds
     the work already done if another process did it first."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-        return
+    def create(c: sqlite3.Connection) -> None:
+        if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in SCHEMA_STATEMENTS:
+                c.execute(statement)
+            _migrate(c)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        _write_transaction(conn, create)
+
+
+def _write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], R]) -> R:
+    """``fn`` in one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled back when it raises."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            for statement in SCHEMA_STATEMENTS:
-                conn.execute(statement)
-            _migrate(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        result = fn(conn)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return result
 
 
 def _use_wal(conn: sqlite3.Connection) -> str:
@@ -269,16 +276,8 @@ class SqliteStore(SharedStoreBackend):
         return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        def tx(conn: sqlite3.Connection) -> R:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-        return await self._run(tx)
+        """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge)."""
+        return await self._run(lambda conn: _write_transaction(conn, fn))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         def tx(conn: sqlite3.Connection) -> R:
