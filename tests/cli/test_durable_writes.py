@@ -111,6 +111,9 @@ def test_full_disk_refuses_writes_keeps_reads_and_loses_nothing_acknowledged(tmp
         assert recalled.returncode == 0 and json.loads(recalled.stdout) == "written with room to spare", recalled
         assert cluster.cli("status").returncode == 0
         assert node.command("/mesh_recall before")["ok"]
+        # The node itself refuses a write it cannot store, in one line, and keeps going.
+        reply = node.command('/mesh_remember on-node "refused"')
+        assert not reply["ok"] and "full" in reply["text"] and "\n" not in reply["text"], reply
         # A submission is acknowledged only once stored: it runs (exit 0), or it is refused in one line (the
         # full disk; or no active node, as a node whose heartbeats the full disk refuses is judged dead).
         submitted = cluster.cli("submit", "echo", "--payload", '{"while": "full"}', "--wait", "--wait-timeout", "20")
@@ -126,6 +129,7 @@ def test_full_disk_refuses_writes_keeps_reads_and_loses_nothing_acknowledged(tmp
         # With space again the mesh takes writes, and the node is still there to apply them.
         assert cluster.cli("remember", "after", '"room again"').returncode == 0
         until(lambda: node.command("/mesh_recall after")["ok"], timeout=30, interval=0.2)
+        assert node.command('/mesh_remember on-node "room again"')["ok"]
         assert node.alive
     finally:
         cluster.stop()
