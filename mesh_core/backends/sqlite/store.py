@@ -116,7 +116,10 @@ def _refused(path: str, exc: sqlite3.Error) -> BackendError:
     if "readonly" in low or "read-only" in low or _read_only(path):
         return BackendError(f"SQLite file {path} is read-only: {text}",
                             hint="make the file, its folder and its -wal/-shm files writable")
-    if isinstance(exc, sqlite3.OperationalError) and "disk i/o" not in low:
+    if "disk i/o" in low:
+        return BackendError(f"SQLite file {path} did not store the write: {text}",
+                            hint="check its disk: full, failing or gone")
+    if isinstance(exc, sqlite3.OperationalError):
         return BackendError(f"SQLite error on {path}: {text}")
     return BackendError(f"SQLite file {path} is not usable: {text}",
                         hint="is it a mesh database? move it aside to start fresh")
