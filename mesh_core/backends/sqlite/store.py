@@ -112,7 +112,7 @@ def _refused(path: str, exc: sqlite3.Error) -> BackendError:
     low = text.lower()
     if "full" in low:
         return BackendError(f"SQLite file {path} did not store the write: {text}",
-                            hint="free space on its disk; the write was not acknowledged")
+                            hint="free space on its disk")
     if "readonly" in low or "read-only" in low or _read_only(path):
         return BackendError(f"SQLite file {path} is read-only: {text}",
                             hint="make the file, its folder and its -wal/-shm files writable")
