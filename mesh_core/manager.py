@@ -321,6 +321,9 @@ class AgentMeshManager:
 
         The write has seen every version this replica holds, so it settles any
         conflict on the key (a write is also how a person resolves one).
+        It returns only once the medium has stored it (or, while the medium is away, once a
+        worker node has committed it to its outbox file); a refusal (disk full, read-only file,
+        medium unreachable from a client) raises ``BackendError``.
         """
         return await self.services.memory.write(memory_type, memory_data, priority, key, tombstone=tombstone)
 

@@ -3,7 +3,8 @@
 The subcommands are the command registry's (``mesh_core.commands``): each
 declares its arguments once, and the same declaration parses a ``/mesh_*``
 line. One-shot commands join as short-lived client nodes that execute nothing and
-are not shown as workers. Exit codes: 0 ok, 1 task failed or dead-lettered,
+are not shown as workers. Exit codes: 0 ok, 1 task failed or dead-lettered or the
+medium did not store a write (disk full, read-only or corrupt file, unreachable),
 2 usage or config error, 3 no node can take the task or timed out.
 This module never imports textual; the UI is imported only when it runs.
 """

@@ -8,17 +8,19 @@ anti-entropy live in ``sync.py``; the master_slave primary in ``primary.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
+import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from .. import codec
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..clock import HybridLogicalClock
-from ..errors import BackendError, CodecError, MemoryNotFound, SyncTimeout, UsageError
+from ..errors import BackendError, BackendUnavailable, CodecError, MemoryNotFound, MeshError, SyncTimeout, UsageError
 from ..events import ConflictOpened, ConflictResolved, MemoryChanged
 from ..memory.history import earlier_versions, pick_version
 from ..memory.resolve import (
@@ -124,7 +126,7 @@ class MemoryService:
         if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
             self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
         stored = []
-        with self.store.batch():
+        with self._replica_write(), self.store.batch():
             for key in keys:
                 siblings, sources = self.store.state(memory_type, key)
                 draft = MemoryItem(memory_type, key, values[key], {}, self.hlc.now(), self.ctx.node_id, priority,
@@ -136,7 +138,8 @@ class MemoryService:
         return keys
 
     async def _write_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> None:
-        frame = self._store_local(item, why, siblings)
+        with self._replica_write():
+            frame = self._store_local(item, why, siblings)
         position = await self._ship([(item, frame)], why)
         if self.ctx.config.memory_sync.strategy == "strong":
             await self._await_applied(item.key, position)
@@ -159,28 +162,55 @@ class MemoryService:
         return frame
 
     async def _ship(self, stored: list[tuple[MemoryItem, bytes]], why: str) -> Any:
-        """Publish locally stored writes in one go; kept in the outbox (in order) while the medium is away."""
+        """Publish locally stored writes in one go; returns once the medium has stored them.
+
+        While the medium is away (``BackendUnavailable``) a node whose replica is a file keeps the
+        writes in its outbox (committed there, delivered in order when the medium is back); a
+        client, whose replica lives in memory, raises instead. A medium that refuses the write
+        (disk full, read-only or corrupt file, a Redis error reply) raises to the caller: nothing
+        is acknowledged that nothing stored."""
         ctx = self.ctx
         try:
             if self.store.has_outgoing():
-                raise BackendError("earlier writes are still queued")  # keep the order of this node's writes
+                # keep the order of this node's writes
+                raise BackendUnavailable("earlier writes are still queued for the mesh")
             gossip = ctx.config.memory_sync.strategy == "peer_to_peer"
             position = await self.log.publish_memory(
                 ctx.node_id, [(item.memory_type, item.key, frame) for item, frame in stored], broadcast=not gossip)
             if gossip:
                 await self.gossip()
-        except BackendError as exc:
-            # Accepted locally; delivered in order when the medium is back.
-            for item, frame in stored:
-                self.store.queue_outgoing(item.memory_type, item.key, frame)
+        except BackendUnavailable as exc:
+            if self.store.path == ":memory:":  # a client's outbox would die with it: not a place to keep a write
+                ctx.counters["memory_writes_refused"] += 1
+                raise
+            self._queue(stored)
             ctx.backend_ok(False, str(exc))
             ctx.wake(TOPIC_MEMORY)
             position = None
+        except BackendError:
+            ctx.counters["memory_writes_refused"] += 1
+            raise
         if ctx.events.wants_routine():
             for item, _ in stored:
                 ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=ctx.node_id,
                                           outcome="local", strategy=why))
         return position
+
+    def _queue(self, stored: list[tuple[MemoryItem, bytes]]) -> None:
+        """Commit writes the medium did not take to this node's outbox, in order, in one replica transaction."""
+        with self._replica_write(), self.store.batch():
+            for item, frame in stored:
+                self.store.queue_outgoing(item.memory_type, item.key, frame)
+
+    @contextlib.contextmanager
+    def _replica_write(self) -> Iterator[None]:
+        """A replica write that fails (its disk is full, its file read-only) is one clear error, not a raw one."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.ctx.counters["memory_writes_refused"] += 1
+            raise MeshError(f"this node's memory replica {self.store.path} did not store the write: {exc}",
+                            hint="free space on its disk or make it writable") from None
 
     async def gossip(self) -> None:
         """peer_to_peer: wake a few random active peers; each that learns something relays the same way."""

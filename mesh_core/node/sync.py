@@ -7,6 +7,7 @@ was away) is repaired by comparing bucket digests and pulling what differs.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -98,7 +99,9 @@ class MemorySync:
         return applied
 
     async def flush_outbox(self) -> int:
-        """Deliver memory writes queued while the medium was away; returns how many went out."""
+        """Deliver memory writes queued while the medium was away; returns how many went out.
+
+        An entry leaves the outbox only after the medium has stored it (``publish_memory`` returned)."""
         store = self.memory.store
         sent = 0
         while batch := store.outgoing(self.ctx.config.memory_sync.max_sync_batch_size):
@@ -175,3 +178,5 @@ class MemorySync:
                         ctx.counters["anti_entropy_repairs"] += moved["applied"] + moved["resent"]
             except BackendError as exc:
                 ctx.problem("backend_errors", str(exc))
+            except sqlite3.Error as exc:  # this node's replica did not take a batch (disk full): retried next round
+                ctx.problem("replica_errors", f"memory replica {self.memory.store.path}: {exc}")

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import random
 import socket
 import sqlite3
 import sys
@@ -96,6 +97,9 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
     PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
 """
 
+# Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
+SCHEMA_VERSION = 1
+
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
@@ -106,6 +110,81 @@ R = TypeVar("R")
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _refused(path: str, exc: sqlite3.Error) -> BackendError:
+    """The one-line error for a file that did not take a write (or cannot be read): it says why and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        return BackendError(f"SQLite file {path} did not store the write: {text}",
+                            hint="free space on its disk")
+    if "readonly" in low or "read-only" in low or _read_only(path):
+        return BackendError(f"SQLite file {path} is read-only: {text}",
+                            hint="make the file, its folder and its -wal/-shm files writable")
+    if "disk i/o" in low:
+        return BackendError(f"SQLite file {path} did not store the write: {text}",
+                            hint="check its disk: full, failing or gone")
+    if isinstance(exc, sqlite3.OperationalError):
+        return BackendError(f"SQLite error on {path}: {text}")
+    return BackendError(f"SQLite file {path} is not usable: {text}",
+                        hint="is it a mesh database? move it aside to start fresh")
+
+
+def _read_only(path: str) -> bool:
+    """The file (or, before it exists, its folder) cannot be written: a read-only mount or permissions."""
+    target = path if os.path.exists(path) else os.path.dirname(path) or "."
+    return os.path.exists(target) and not os.access(target, os.W_OK)
+
+
+def _statements(script: str) -> list[str]:
+    """``script`` split into whole statements (a trigger body's ``;`` does not end one)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
+
+
+SCHEMA_STATEMENTS = _statements(SCHEMA)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create or migrate the schema in one write transaction, once per file, whoever gets there first.
+
+    Any number of processes may open a new file at once: each takes ``BEGIN IMMEDIATE``
+    (the busy ones wait and retry), looks at the version inside the transaction and finds
+    the work already done if another process did it first."""
+    def create(c: sqlite3.Connection) -> None:
+        if c.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in SCHEMA_STATEMENTS:
+                c.execute(statement)
+            _migrate(c)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        _write_transaction(conn, create)
+
+
+def _write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], R]) -> R:
+    """``fn`` in one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _use_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL (a no-op when it already is); returns the journal mode it has."""
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    return str(mode)
 
 
 def _wake_address(db_path: str, node_id: str) -> str | bytes:
@@ -155,14 +234,18 @@ class SqliteStore(SharedStoreBackend):
         # lock is held here. _retrying waits instead, from 50 µs up, until LOCK_GIVE_UP_SECONDS.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=0")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise BackendError(f"SQLite file {self.path} cannot use WAL mode (got {mode})",
-                               hint="put it on a local disk, not a network share")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        self._retrying(lambda c: c.executescript(SCHEMA), conn)
-        self._retrying(_migrate, conn)
+        try:
+            # Every step may meet another process creating the same file: each is retried while busy.
+            mode = self._retrying(_use_wal, conn)
+            if mode.lower() != "wal":
+                raise BackendError(f"SQLite file {self.path} cannot use WAL mode (got {mode})",
+                                   hint="put it on a local disk, not a network share")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._retrying(_create_schema, conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -180,20 +263,20 @@ class SqliteStore(SharedStoreBackend):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if not _is_busy(exc):
-                    raise BackendError(f"SQLite error on {self.path}: {exc}") from None
+                    raise _refused(self.path, exc) from None
                 self.lock_waits += 1
                 if time.monotonic() > deadline:
                     raise BackendUnavailable(
                         f"SQLite file {self.path} stayed locked by another process"
                         f" for {self.lock_give_up_seconds:.0f} s",
                         hint="check for a stuck process holding it") from None
-                time.sleep(delay)
+                # Jittered, so processes that collided (a mesh starting at once) do not collide again in step.
+                time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 1.5, 0.02)
             except sqlite3.DatabaseError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise BackendError(f"SQLite file {self.path} is not usable: {exc}",
-                                   hint="is it a mesh database? move it aside to start fresh") from None
+                raise _refused(self.path, exc) from None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
         pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
@@ -202,16 +285,8 @@ class SqliteStore(SharedStoreBackend):
         return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        def tx(conn: sqlite3.Connection) -> R:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-        return await self._run(tx)
+        """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge)."""
+        return await self._run(lambda conn: _write_transaction(conn, fn))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         def tx(conn: sqlite3.Connection) -> R:
