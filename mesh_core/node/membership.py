@@ -162,10 +162,12 @@ class MembershipService:
         return {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
 
     def workers(self) -> list[NodeInfo]:
-        """Active worker nodes, as the router sees them (rebuilt once per view)."""
+        """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is
+        down (restarting after a failure, as its heartbeat says) gets no new work until it is back."""
         if self._workers is None:
             self._workers = [m.info for m in self.table.members()
-                             if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER]
+                             if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
+                             and "claim" not in m.info.metrics.get("loops_down", ())]
         return self._workers
 
     def note_queued(self, node_id: str, depth: int | None = None) -> None:

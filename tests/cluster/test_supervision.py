@@ -57,6 +57,32 @@ async def test_a_claim_loop_that_raises_keeps_claiming_after_its_restart(tmp_pat
         await cluster.close()
 
 
+async def test_a_node_whose_claim_loop_is_down_gets_no_new_work(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        healthy = await cluster.node("w1")
+        broken = await cluster.node("w2")
+        client = await cluster.client()
+
+        async def claim_always_raising(node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+            raise ValueError("injected: this node cannot claim")
+
+        broken.services.worker.transport.claim = claim_always_raising  # type: ignore[method-assign]
+
+        def claim_down_seen() -> bool:
+            return any(m.info.node_id == broken.node_id and "claim" in m.info.metrics.get("loops_down", ())
+                       for m in client.members())
+
+        await eventually(claim_down_seen, timeout=20)
+        ids = [await client.submit_task("echo", {"n": n}) for n in range(10)]
+        for task_id in ids:  # routed to w2 they would stay assigned: it is active but cannot claim
+            assert await client.wait_for(task_id, timeout=20) is not None
+        done = [await client.get_task(task_id) for task_id in ids]
+        assert {task.node_id for task in done} == {healthy.node_id}
+    finally:
+        await cluster.close()
+
+
 # -- real processes: a plugin module injects the fault inside a `mesh-tui --no-ui` node ---------------------
 
 FAULTS = '''
