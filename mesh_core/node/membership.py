@@ -49,6 +49,12 @@ def _whose(why: str, origin: str) -> str:
     return f"{origin} {why}" if why == NOT_ALLOWED else f"it {why}"
 
 
+def _claim_down(node: NodeInfo) -> bool:
+    """Whether ``node``'s heartbeat says its claim loop is down (a malformed field says nothing)."""
+    down = node.metrics.get("loops_down")
+    return isinstance(down, list) and "claim" in down
+
+
 class MembershipService:
     """The judged view of the mesh, refreshed from the medium; this node's heartbeat."""
 
@@ -167,7 +173,7 @@ class MembershipService:
         if self._workers is None:
             self._workers = [m.info for m in self.table.members()
                              if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
-                             and "claim" not in m.info.metrics.get("loops_down", ())]
+                             and not _claim_down(m.info)]
         return self._workers
 
     def note_queued(self, node_id: str, depth: int | None = None) -> None:
