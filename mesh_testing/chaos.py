@@ -297,6 +297,196 @@ def outcome_of(task: Any) -> Outcome:
                    result_attempt=result_attempt if isinstance(result_attempt, int) else None)
 
 
+@dataclass(frozen=True)
+class Scale:
+    """How big a chaos run is: the short one runs in ``make test``, the long one in ``make chaos``."""
+
+    name: str
+    tasks: int
+    writes: int
+    in_flight: int  # tasks assigned or running when the kill -9 lands
+    task_seconds: float
+    partition_s: float
+    loss_s: float
+    fuzz_entries: int
+    skews: tuple[float, ...]  # clock offsets tried, seconds
+
+
+SHORT = Scale("short", tasks=200, writes=40, in_flight=40, task_seconds=0.2, partition_s=5.0, loss_s=5.0,
+              fuzz_entries=2000, skews=(300.0,))
+LONG = Scale("long", tasks=1000, writes=200, in_flight=100, task_seconds=0.2, partition_s=10.0, loss_s=20.0,
+             fuzz_entries=10_000, skews=(300.0, -300.0))
+SCALE_ENV = "CHAOS_SCALE"
+
+
+def scale_from_env(env: Mapping[str, str]) -> Scale:
+    """``CHAOS_SCALE=long`` picks the long run; anything else (or nothing) the short one."""
+    return LONG if env.get(SCALE_ENV, "").strip().lower() == "long" else SHORT
+
+
+class ChaosRun:
+    """One nemesis on one mesh: worker processes running ``chaos_probe``, a workload, a fault, and the history.
+
+    ``cluster`` is a ``mesh_testing.Cluster`` whose settings give the timings;
+    ``sync_interval`` is its ``sync_interval_seconds``. The nemesis is a plain
+    function of this run, run in a thread beside the workload; it calls
+    ``healed()`` when its last fault ends, and may use ``in_flight()``,
+    ``kill()``, ``detect_dead()``.
+    """
+
+    def __init__(self, cluster: Any, scale: Scale, *, sync_interval: float) -> None:
+        from mesh_testing.chaos_probe import EXECUTION_LOG_ENV
+
+        self.cluster = cluster
+        self.scale = scale
+        self.sync_interval = sync_interval
+        self.execution_log = Path(cluster.logs if hasattr(cluster, "logs") else cluster.root) / "executions.log"
+        self.execution_log.parent.mkdir(parents=True, exist_ok=True)
+        cluster.env[EXECUTION_LOG_ENV] = str(self.execution_log)
+        self.workers: list[Any] = []
+        self.gone: set[str] = set()  # node names the nemesis killed for good
+        self.history = History()
+        self.rss_before: dict[str, float] = {}
+        self._mesh: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._healed_at: float | None = None
+
+    # -- the mesh ----------------------------------------------------------------------------
+    def start_workers(self, count: int = 3, *, prefixes: Mapping[str, list[str]] | None = None,
+                      capacity: int = 1000) -> list[Any]:
+        """Start ``w0``…: node processes with the probe handler; wait until each sees all as active."""
+        from mesh_testing.wait import until
+
+        names = [f"w{i}" for i in range(count)]
+        for name in names:
+            self.workers.append(self.cluster.spawn(name, "--handlers", "mesh_testing.chaos_probe", "--capacity",
+                                                   str(capacity), prefix=(prefixes or {}).get(name, ())))
+        for node in self.workers:
+            node.wait_started(timeout=30)
+        everyone = {name: "active" for name in names}
+        for node in self.workers:
+            until(lambda node=node: everyone.items() <= node.view().items(), timeout=30)
+        self.rss_before = {n.name: rss_mb(n.proc.pid) for n in self.workers}
+        return self.workers
+
+    def worker(self, name: str) -> Any:
+        return next(n for n in self.workers if n.name == name)
+
+    def survivors(self) -> list[Any]:
+        return [n for n in self.workers if n.name not in self.gone and n.alive]
+
+    # -- for the nemesis ---------------------------------------------------------------------
+    def healed(self) -> None:
+        """The last fault has ended now: convergence is timed from here."""
+        self._healed_at = time.monotonic()
+
+    def in_flight(self) -> int:
+        """Tasks assigned or running, from the in-process client (in-process runs only)."""
+        assert self._mesh is not None and self._loop is not None, "in_flight() needs an in-process workload"
+        counts = asyncio.run_coroutine_threadsafe(self._mesh.task_counts(), self._loop).result(30)
+        return int(counts.get("assigned", 0)) + int(counts.get("running", 0))
+
+    def wait_in_flight(self, at_least: int, timeout: float = 60.0) -> int:
+        """Block until at least ``at_least`` tasks are in flight; how many there were."""
+        from mesh_testing.wait import until
+
+        return int(until(lambda: (n := self.in_flight()) >= at_least and n, timeout=timeout, interval=0.05)[0])
+
+    def kill(self, name: str, sig: int = 9) -> float:
+        """Signal a worker (kill -9 by default; such a node is gone for good); the monotonic time it was sent."""
+        node = self.worker(name)
+        node.kill(sig)
+        if sig == 9:
+            self.gone.add(name)
+        return time.monotonic()
+
+    def detect_dead(self, name: str, since: float, timeout: float = 30.0) -> float | None:
+        """Seconds from ``since`` until a surviving worker's own view calls ``name`` dead (None: never)."""
+        watchers = [n for n in self.survivors() if n.name != name]
+        deadline = time.monotonic() + timeout
+        while watchers and time.monotonic() < deadline:
+            try:
+                if watchers[0].view().get(name) == "dead":
+                    self.history.detection_s = time.monotonic() - since
+                    return self.history.detection_s
+            except AssertionError:
+                pass  # a busy watcher missed the reply deadline: ask again
+            time.sleep(0.1)
+        return None
+
+    def views(self) -> dict[str, dict[str, str]]:
+        """Each surviving worker's own view of every node."""
+        return {n.name: n.view() for n in self.survivors()}
+
+    # -- the run -----------------------------------------------------------------------------
+    async def run(self, nemesis: Any, *, workload: Workload | None = None, collect_timeout: float = 120.0) -> History:
+        """Run the workload with ``nemesis(self)`` beside it, then settle and record the history."""
+        workload = workload or Workload(self.scale.tasks, self.scale.writes, task_seconds=self.scale.task_seconds,
+                                        history=self.history)
+        workload.history = self.history
+        self._mesh = mesh = await self.cluster.client(node_name="chaos-client")
+        self._loop = asyncio.get_running_loop()
+        await asyncio.gather(workload.run(mesh), asyncio.to_thread(nemesis, self))
+        await asyncio.to_thread(self.settle)
+        await workload.collect(mesh, timeout=collect_timeout)
+        self.finish()
+        return self.history
+
+    def run_outside(self, nemesis: Any, driver_prefix: list[str], *, timeout: float = 300.0) -> History:
+        """Run the workload as its own process (``python -m mesh_testing.chaos`` after ``driver_prefix``)."""
+        import subprocess
+
+        out = self.execution_log.with_name("workload.json")
+        cmd = [*driver_prefix, sys.executable, "-m", "mesh_testing.chaos", "--config", str(self.cluster.config),
+               "--tasks", str(self.scale.tasks), "--writes", str(self.scale.writes), "--task-seconds",
+               str(self.scale.task_seconds), "--spread", str(self.scale.partition_s), "--out", str(out)]
+        err = self.execution_log.with_name("workload.err")
+        with open(err, "wb") as errors:
+            driver = subprocess.Popen(cmd, env=self.cluster.env, stdout=errors, stderr=subprocess.STDOUT)
+            try:
+                nemesis(self)
+                driver.wait(timeout)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait(10)
+        if driver.returncode != 0:
+            raise RuntimeError(f"the workload process failed ({driver.returncode}): "
+                               f"{err.read_text(errors='replace')[-3000:]}")
+        self.history.merge(History.from_json(json.loads(out.read_text())))
+        self.settle()
+        self.finish()
+        return self.history
+
+    def settle(self, patience: float = 30.0) -> None:
+        """Poll every surviving replica until it holds every acknowledged write (or ``patience`` s pass).
+
+        Convergence is timed from the later of the last fault's end and now
+        (the last write's answer), so writes made after the fault count too.
+        """
+        start = time.monotonic()
+        self.history.last_fault_at = max(self._healed_at or start, start)
+        want = {k for k, ok in self.history.writes.items() if ok}
+        while True:
+            replicas = {n.name: replica_keys(n) for n in self.survivors()}
+            have = {name: keys for name, keys in replicas.items() if keys is not None}
+            self.history.replicas = have
+            if len(have) == len(replicas) and all(want <= keys for keys in have.values()):
+                self.history.converged_at = time.monotonic()
+                return
+            if time.monotonic() - start > patience:
+                return
+            time.sleep(0.2)
+
+    def finish(self) -> None:
+        self.history.executions = read_executions(self.execution_log)
+        self.history.rss_growth_mb = {n.name: rss_mb(n.proc.pid) - self.rss_before.get(n.name, 0.0)
+                                      for n in self.survivors()}
+
+    def verdict(self, *, rss_limit_mb: float | None = None) -> Verdict:
+        return check(self.history, converge_within=2 * self.sync_interval, rss_limit_mb=rss_limit_mb)
+
+
 async def _drive(args: argparse.Namespace) -> History:
     from mesh_core.config import load_config
     from mesh_core.manager import AgentMeshManager

@@ -61,7 +61,7 @@ def unavailable() -> str | None:
 
 
 class NetLab:
-    """Namespaces ``hosts`` (each with ``eth0`` at ``address(host)``) on one bridge; ``exec_prefix(host)`` runs in one."""
+    """Namespaces ``hosts`` (each with ``eth0`` at ``address(host)``) on one bridge."""
 
     def __init__(self, hosts: Sequence[str]) -> None:
         self.tag = uuid.uuid4().hex[:5]
