@@ -358,14 +358,15 @@ class ChaosRun:
         from mesh_testing.wait import until
 
         names = [f"w{i}" for i in range(count)]
-        for name in names:
-            self.workers.append(self.cluster.spawn(name, "--handlers", "mesh_testing.chaos_probe", "--capacity",
+        for name in names:  # one after the other: a concurrent start is a nemesis of its own (issue #11 defect 4)
+            self.workers.append(self.cluster.start(name, "--handlers", "mesh_testing.chaos_probe", "--capacity",
                                                    str(capacity), prefix=(prefixes or {}).get(name, ())))
-        for node in self.workers:
-            node.wait_started(timeout=30)
         everyone = {name: "active" for name in names}
         for node in self.workers:
-            until(lambda node=node: everyone.items() <= node.view().items(), timeout=30)
+            try:
+                until(lambda node=node: everyone.items() <= node.view().items(), timeout=30)
+            except AssertionError:
+                raise AssertionError(f"{node.name} does not see every worker active: {node.view()}") from None
         self.rss_before = {n.name: rss_mb(n.proc.pid) for n in self.workers}
         return self.workers
 

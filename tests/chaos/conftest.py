@@ -8,6 +8,7 @@ by ``CHAOS_REPORT`` when it is set).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     made: list[Cluster] = []
 
     def make(backend: str, redis_url: str | None = None, root: Path | None = None) -> ChaosRun:
-        root = root or tmp_path / f"mesh{len(made)}"
+        root = root or tmp_path / f"mesh-{uuid.uuid4().hex[:8]}"  # the name keys the mesh on a shared server
         root.mkdir(parents=True, exist_ok=True)
         cluster = Cluster(root, backend, redis_url, settings=SETTINGS)
         made.append(cluster)
