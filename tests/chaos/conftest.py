@@ -86,3 +86,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def mesh_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """The session's redis-server for the redis backend, None for sqlite."""
     return str(request.getfixturevalue("redis_server").url) if backend == "redis" else None
+
+
+def known_defect(request: pytest.FixtureRequest, reason: str, *, when: bool = True) -> None:
+    """Mark this test as failing today for a named defect of issue #11 (non-strict: a fix turns it green)."""
+    if when:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
