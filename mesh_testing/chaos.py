@@ -239,9 +239,10 @@ class Workload:
     task_seconds: float = 0.05
     submit_timeout: float = 10.0
     history: History = field(default_factory=History)
+    first: int = 0  # number of the first task and write: a second workload on the same mesh starts past the first
 
     def task_id(self, i: int) -> str:
-        return f"chaos-t{i:05d}"
+        return f"chaos-t{self.first + i:05d}"
 
     async def submit(self, mesh: Any, i: int) -> None:
         task_id = self.task_id(i)
@@ -254,7 +255,7 @@ class Workload:
             self.history.submitted[task_id] = False
 
     async def write(self, mesh: Any, i: int) -> None:
-        key = write_key(i)
+        key = write_key(self.first + i)
         try:
             await asyncio.wait_for(mesh.sync_memory_item(WRITE_TYPE, {"i": i}, key=key), self.submit_timeout)
             self.history.writes[key] = True
@@ -353,8 +354,9 @@ class ChaosRun:
 
     # -- the mesh ----------------------------------------------------------------------------
     def start_workers(self, count: int = 3, *, prefixes: Mapping[str, list[str]] | None = None,
-                      capacity: int = 1000) -> list[Any]:
-        """Start ``w0``…: node processes with the probe handler; wait until each sees all as active."""
+                      capacity: int = 1000, watchers: Iterable[str] | None = None) -> list[Any]:
+        """Start ``w0``…: node processes with the probe handler; wait until each (or each of ``watchers``) sees all
+        as active."""
         from mesh_testing.wait import until
 
         names = [f"w{i}" for i in range(count)]
@@ -362,13 +364,17 @@ class ChaosRun:
             self.workers.append(self.cluster.start(name, "--handlers", "mesh_testing.chaos_probe", "--capacity",
                                                    str(capacity), prefix=(prefixes or {}).get(name, ())))
         everyone = {name: "active" for name in names}
-        for node in self.workers:
+        for node in self.workers if watchers is None else [self.worker(name) for name in watchers]:
             try:
                 until(lambda node=node: everyone.items() <= node.view().items(), timeout=30)
             except AssertionError:
                 raise AssertionError(f"{node.name} does not see every worker active: {node.view()}") from None
-        self.rss_before = {n.name: rss_mb(n.proc.pid) for n in self.workers}
+        self.mark_rss()
         return self.workers
+
+    def mark_rss(self) -> None:
+        """RSS growth is measured from now."""
+        self.rss_before = {n.name: rss_mb(n.proc.pid) for n in self.workers}
 
     def worker(self, name: str) -> Any:
         return next(n for n in self.workers if n.name == name)
@@ -415,9 +421,28 @@ class ChaosRun:
             time.sleep(0.1)
         return None
 
-    def views(self) -> dict[str, dict[str, str]]:
-        """Each surviving worker's own view of every node."""
-        return {n.name: n.view() for n in self.survivors()}
+    def remember(self, name: str, i: int) -> bool:
+        """Write fact number ``i`` through worker ``name``'s own command line; record whether it was acknowledged."""
+        key = write_key(i)
+        try:
+            ok = bool(self.worker(name).command(f'/mesh_remember --type {WRITE_TYPE} {key} {{"i": {i}}}',
+                                                timeout=10).get("ok"))
+        except AssertionError:
+            ok = False
+        self.history.writes[key] = ok
+        return ok
+
+    def views(self, timeout: float = 5.0) -> dict[str, dict[str, str]]:
+        """Each surviving worker's own view of every node (left out: a worker that did not answer in ``timeout``)."""
+        out: dict[str, dict[str, str]] = {}
+        for node in self.survivors():
+            try:
+                reply = node.command("/mesh_status", timeout=timeout)
+            except AssertionError:
+                continue
+            if reply.get("ok"):
+                out[node.name] = {n["name"]: n["status"] for n in reply["data"]["nodes"]}
+        return out
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self, nemesis: Any, *, workload: Workload | None = None, collect_timeout: float = 120.0) -> History:
@@ -425,11 +450,13 @@ class ChaosRun:
         workload = workload or Workload(self.scale.tasks, self.scale.writes, task_seconds=self.scale.task_seconds,
                                         history=self.history)
         workload.history = self.history
+        self._healed_at = None
         self._mesh = mesh = await self.cluster.client(node_name="chaos-client")
         self._loop = asyncio.get_running_loop()
         await asyncio.gather(workload.run(mesh), asyncio.to_thread(nemesis, self))
         await asyncio.to_thread(self.settle)
         await workload.collect(mesh, timeout=collect_timeout)
+        await mesh.stop()
         self.finish()
         return self.history
 

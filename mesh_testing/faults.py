@@ -3,12 +3,13 @@
 ``SmallDisk`` mounts a tmpfs of a few MB (root only; ``unavailable()`` says why
 not) and ``fill()`` takes its last free bytes. ``skewed_clock(seconds)`` is the
 command prefix that runs a program with its wall clock moved (Debian's
-``faketime``; ``faketime_missing()`` says when it is absent).
+libfaketime; ``faketime_missing()`` says when it is absent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import subprocess
@@ -82,11 +83,28 @@ class SmallDisk:
         self.close()
 
 
+def libfaketime() -> str | None:
+    """Debian's libfaketime (the threaded build when there is one), or None."""
+    for name in ("libfaketimeMT.so.1", "libfaketime.so.1"):
+        found = sorted(glob.glob(f"/usr/lib/*/faketime/{name}")) + sorted(glob.glob(f"/usr/lib/faketime/{name}"))
+        if found:
+            return found[0]
+    return None
+
+
 def faketime_missing() -> str | None:
     """Why a skewed clock cannot be made here (None: it can)."""
-    return None if shutil.which("faketime") else "faketime not installed (Debian package faketime)"
+    return None if libfaketime() else "libfaketime not installed (Debian package faketime)"
 
 
 def skewed_clock(seconds: float) -> list[str]:
-    """The command prefix that runs a program with its wall clock ``seconds`` off (monotonic left alone)."""
-    return ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", f"{seconds:+g}s"]
+    """The command prefix that runs a program with its wall clock ``seconds`` off (monotonic left alone).
+
+    The library is preloaded by ``env``, which execs the program: the pid the
+    harness holds is the program's own, so kill -9 reaches it (the ``faketime``
+    wrapper forks, and a signal to it would leave the program running).
+    """
+    lib = libfaketime()
+    if lib is None:
+        raise RuntimeError(faketime_missing())
+    return ["env", f"LD_PRELOAD={lib}", f"FAKETIME={seconds:+g}s", "FAKETIME_DONT_FAKE_MONOTONIC=1"]

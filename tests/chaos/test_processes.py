@@ -43,11 +43,11 @@ def test_sigstop_shorter_than_suspect_after_is_no_death(make_run: MakeRun, backe
         run.kill("w1", signal.SIGSTOP)
         stopped = time.monotonic()
         while time.monotonic() - stopped < SUSPECT / 2:
-            views.append({n.name: n.view() for n in run.survivors() if n.name != "w1"})
+            views.append({k: v for k, v in run.views().items() if k != "w1"})
         run.kill("w1", signal.SIGCONT)
         run.healed()
         for _ in range(10):  # a false death would show within the timeout after the pause
-            views.append({n.name: n.view() for n in run.survivors() if n.name != "w1"})
+            views.append({k: v for k, v in run.views().items() if k != "w1"})
             time.sleep(TIMEOUT / 10)
 
     asyncio.run(run.run(nemesis))
