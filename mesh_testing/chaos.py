@@ -460,14 +460,19 @@ class ChaosRun:
         self.finish()
         return self.history
 
-    def run_outside(self, nemesis: Any, driver_prefix: list[str], *, timeout: float = 300.0) -> History:
-        """Run the workload as its own process (``python -m mesh_testing.chaos`` after ``driver_prefix``)."""
+    def run_outside(self, nemesis: Any, driver_prefix: list[str], *, spread_s: float = 0.0,
+                    timeout: float = 300.0) -> History:
+        """Run the workload as its own process (``python -m mesh_testing.chaos`` after ``driver_prefix``).
+
+        Its submissions and writes are spread over ``spread_s`` seconds; ``nemesis(self)`` runs here meanwhile.
+        """
         import subprocess
 
+        self._healed_at = None
         out = self.execution_log.with_name("workload.json")
         cmd = [*driver_prefix, sys.executable, "-m", "mesh_testing.chaos", "--config", str(self.cluster.config),
                "--tasks", str(self.scale.tasks), "--writes", str(self.scale.writes), "--task-seconds",
-               str(self.scale.task_seconds), "--spread", str(self.scale.partition_s), "--out", str(out)]
+               str(self.scale.task_seconds), "--spread", str(spread_s), "--out", str(out)]
         err = self.execution_log.with_name("workload.err")
         with open(err, "wb") as errors:
             driver = subprocess.Popen(cmd, env=self.cluster.env, stdout=errors, stderr=subprocess.STDOUT)
