@@ -365,8 +365,11 @@ class ChaosRun:
                                                    str(capacity), prefix=(prefixes or {}).get(name, ())))
         everyone = {name: "active" for name in names}
         for node in self.workers if watchers is None else [self.worker(name) for name in watchers]:
+            def sees_everyone(node: Any = node) -> bool:
+                return everyone.items() <= node.view().items()
+
             try:
-                until(lambda node=node: everyone.items() <= node.view().items(), timeout=30)
+                until(sees_everyone, timeout=30)
             except AssertionError:
                 raise AssertionError(f"{node.name} does not see every worker active: {node.view()}") from None
         self.mark_rss()

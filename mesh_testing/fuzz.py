@@ -118,10 +118,10 @@ def fuzz_redis(url: str, prefix: str, count: int, seed: int = 0) -> Counter[str]
         pipe = client.pipeline(transaction=False)
         for n in range(count):
             key = rng.choice(keys)
-            kind = client.type(key).decode()
+            kind = _as_bytes(client.type(key)).decode()
             target = key if rng.random() < 0.6 else _family(key, rng)
             if rng.random() < 0.1:  # the wrong type under a name the mesh reads
-                pipe.set(_family(key, rng), garbage(rng))
+                pipe.set(_family(key, rng), _as_bytes(garbage(rng)))
                 written["wrong_type"] += 1
             elif kind == "hash":
                 fields = client.hkeys(key) or [b"f"]
@@ -132,9 +132,9 @@ def fuzz_redis(url: str, prefix: str, count: int, seed: int = 0) -> Counter[str]
                 written["hash"] += 1
             elif kind == "stream":
                 last = client.xrevrange(key, count=1)
-                fields = last[0][1] if last else {b"f": b"x"}
+                entry: dict[Any, Any] = dict(last[0][1] or {}) if last else {b"f": b"x"}
                 pipe.xadd(key, {f: _as_bytes(garbage(rng, v)) if rng.random() < 0.5 else v
-                                for f, v in fields.items()}, maxlen=None)
+                                for f, v in entry.items()}, maxlen=None)
                 written["stream"] += 1
             elif kind == "set":
                 pipe.sadd(key, _as_bytes(garbage(rng, client.srandmember(key))))
