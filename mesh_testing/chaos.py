@@ -221,9 +221,10 @@ def replica_keys(node: Any, pattern: str = WRITE_PREFIX + "*") -> set[str] | Non
         reply = node.command(f"/mesh_memory {pattern}", timeout=5)
     except AssertionError:
         return None
-    if not reply.get("ok"):
+    rows = reply.get("data")
+    if not reply.get("ok") or not isinstance(rows, list):
         return None
-    return {row["key"] for row in reply["data"]}
+    return {row["key"] for row in rows if isinstance(row, dict) and "key" in row}
 
 
 @dataclass

@@ -31,11 +31,11 @@ def test_one_node_with_a_skewed_clock(make_run: MakeRun, backend: str, mesh_url:
         run.wait_in_flight(SCALE.in_flight // 2)
         for i in range(SKEWED_WRITES):  # its stamps travel to the others' replicas and clocks
             run.remember("w2", 90_000 + i)
-        for view in (run.views() for _ in range(5)):
+        for view in (run.views(timeout=3) for _ in range(3)):
             if any(status == "dead" for node_view in view.values() for status in node_view.values()):
                 false_deaths.append(view)
         killed = run.kill("w2")
-        run.detect_dead("w2", since=killed)
+        run.detect_dead("w2", since=killed, timeout=3 * TIMEOUT)
         run.healed()
 
     asyncio.run(run.run(nemesis))

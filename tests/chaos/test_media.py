@@ -43,8 +43,8 @@ def test_redis_killed_and_restarted_mid_run(make_run: MakeRun) -> None:
 @pytest.mark.skipif(NO_SMALL_DISK is not None, reason=f"no small disk: {NO_SMALL_DISK}")
 def test_a_disk_that_fills_mid_run(make_run: MakeRun, backend: str, mesh_url: str | None,
                                    request: pytest.FixtureRequest) -> None:
-    known_defect(request, "issue #11 defect 3: with the client's state folder full, memory writes acknowledged "
-                 "on redis never reach any replica", when=backend == "redis")
+    known_defect(request, "issue #11 defect 3: a full disk loses acknowledged memory writes (acknowledged, then "
+                 "on no replica)")
     with SmallDisk(64) as disk:
         run = make_run(backend, mesh_url)
         cluster = run.cluster
