@@ -425,16 +425,22 @@ class ChaosRun:
             time.sleep(0.1)
         return None
 
-    def remember(self, name: str, i: int) -> bool:
+    def remember(self, name: str, i: int, timeout: float = 5.0) -> bool:
         """Write fact number ``i`` through worker ``name``'s own command line; record whether it was acknowledged."""
         key = write_key(i)
         try:
             ok = bool(self.worker(name).command(f'/mesh_remember --type {WRITE_TYPE} {key} {{"i": {i}}}',
-                                                timeout=10).get("ok"))
+                                                timeout=timeout).get("ok"))
         except AssertionError:
             ok = False
         self.history.writes[key] = ok
         return ok
+
+    def deaths_seen(self, name: str) -> list[dict[str, Any]]:
+        """Every ``dead`` verdict on ``name`` in the other workers' own event logs so far."""
+        return [{"watcher": node.name, **line} for node in self.workers if node.name != name for line in node.lines
+                if line.get("event") == "NodeStatusChanged" and line.get("name") == name
+                and line.get("new") == "dead"]
 
     def views(self, timeout: float = 5.0) -> dict[str, dict[str, str]]:
         """Each surviving worker's own view of every node (left out: a worker that did not answer in ``timeout``)."""
@@ -449,7 +455,7 @@ class ChaosRun:
         return out
 
     # -- the run -----------------------------------------------------------------------------
-    async def run(self, nemesis: Any, *, workload: Workload | None = None, collect_timeout: float = 120.0) -> History:
+    async def run(self, nemesis: Any, *, workload: Workload | None = None, collect_timeout: float = 60.0) -> History:
         """Run the workload with ``nemesis(self)`` beside it, then settle and record the history."""
         workload = workload or Workload(self.scale.tasks, self.scale.writes, task_seconds=self.scale.task_seconds,
                                         history=self.history)
@@ -495,13 +501,17 @@ class ChaosRun:
         self.finish()
         return self.history
 
-    def settle(self, patience: float = 30.0) -> None:
+    def settle(self, patience: float | None = None) -> None:
         """Poll every surviving replica until it holds every acknowledged write (or ``patience`` s pass).
+
+        The default patience, 5 × ``sync_interval``, is long enough to time a convergence the checker then finds
+        too slow (it allows 2 ×).
 
         Convergence is timed from the later of the last fault's end and now
         (the last write's answer), so writes made after the fault count too.
         """
         start = time.monotonic()
+        patience = 5 * self.sync_interval if patience is None else patience
         self.history.last_fault_at = max(self._healed_at or start, start)
         want = {k for k, ok in self.history.writes.items() if ok}
         while True:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mesh_testing.chaos import Execution, History, Outcome, check, parse_executions
+import random
+
+from mesh_testing.chaos import LONG, SHORT, Execution, History, Outcome, check, parse_executions, scale_from_env
+from mesh_testing.fuzz import HUGE, garbage
 
 
 def _clean() -> History:
@@ -84,3 +87,19 @@ def test_execution_lines_skip_a_torn_last_line() -> None:
 def test_history_round_trips_through_json() -> None:
     h = _clean()
     assert History.from_json(h.to_json()) == h
+
+
+def test_the_scale_comes_from_the_environment() -> None:
+    assert scale_from_env({"CHAOS_SCALE": "long"}) is LONG and scale_from_env({}) is SHORT
+    assert LONG.tasks == 1000 and LONG.in_flight >= 100 and LONG.fuzz_entries == 10_000
+    assert LONG.partition_s == 10 and LONG.loss_s == 20 and set(LONG.skews) == {300.0, -300.0}
+
+
+def test_the_fuzzer_makes_every_kind_of_bad_value_and_is_repeatable() -> None:
+    real = b"\x85\xa1k\xa3key\xa1v\x01"
+    values = [garbage(random.Random(seed), real) for seed in range(400)]
+    assert values == [garbage(random.Random(seed), real) for seed in range(400)]
+    assert any(isinstance(v, bytes) and 0 < len(v) < len(real) and real.startswith(v) for v in values)  # truncated
+    assert any(isinstance(v, bytes) and len(v) == len(real) and v != real for v in values)  # bit flips
+    assert any(isinstance(v, bytes) and len(v) >= HUGE for v in values)
+    assert any(isinstance(v, int) and v >= 2**63 - 1 for v in values) and any(isinstance(v, str) for v in values)
