@@ -312,12 +312,13 @@ class Scale:
     loss_s: float
     fuzz_entries: int
     skews: tuple[float, ...]  # clock offsets tried, seconds
+    collect_s: float  # how long the acknowledged tasks get to end after the workload (a lost one waits it out)
 
 
-SHORT = Scale("short", tasks=200, writes=40, in_flight=40, task_seconds=0.2, partition_s=5.0, loss_s=5.0,
-              fuzz_entries=2000, skews=(300.0,))
+SHORT = Scale("short", tasks=1000, writes=100, in_flight=100, task_seconds=0.2, partition_s=5.0, loss_s=5.0,
+              fuzz_entries=2000, skews=(300.0,), collect_s=30.0)
 LONG = Scale("long", tasks=1000, writes=200, in_flight=100, task_seconds=0.2, partition_s=10.0, loss_s=20.0,
-             fuzz_entries=10_000, skews=(300.0, -300.0))
+             fuzz_entries=10_000, skews=(300.0, -300.0), collect_s=90.0)
 SCALE_ENV = "CHAOS_SCALE"
 
 
@@ -455,7 +456,7 @@ class ChaosRun:
         return out
 
     # -- the run -----------------------------------------------------------------------------
-    async def run(self, nemesis: Any, *, workload: Workload | None = None, collect_timeout: float = 60.0) -> History:
+    async def run(self, nemesis: Any, *, workload: Workload | None = None) -> History:
         """Run the workload with ``nemesis(self)`` beside it, then settle and record the history."""
         workload = workload or Workload(self.scale.tasks, self.scale.writes, task_seconds=self.scale.task_seconds,
                                         history=self.history)
@@ -465,7 +466,7 @@ class ChaosRun:
         self._loop = asyncio.get_running_loop()
         await asyncio.gather(workload.run(mesh), asyncio.to_thread(nemesis, self))
         await asyncio.to_thread(self.settle)
-        await workload.collect(mesh, timeout=collect_timeout)
+        await workload.collect(mesh, timeout=self.scale.collect_s)
         await mesh.stop()
         self.finish()
         return self.history
@@ -482,7 +483,8 @@ class ChaosRun:
         out = self.execution_log.with_name("workload.json")
         cmd = [*driver_prefix, sys.executable, "-m", "mesh_testing.chaos", "--config", str(self.cluster.config),
                "--tasks", str(self.scale.tasks), "--writes", str(self.scale.writes), "--task-seconds",
-               str(self.scale.task_seconds), "--spread", str(spread_s), "--out", str(out)]
+               str(self.scale.task_seconds), "--spread", str(spread_s), "--timeout", str(self.scale.collect_s),
+               "--out", str(out)]
         err = self.execution_log.with_name("workload.err")
         with open(err, "wb") as errors:
             driver = subprocess.Popen(cmd, env=self.cluster.env, stdout=errors, stderr=subprocess.STDOUT)
