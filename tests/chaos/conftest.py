@@ -7,6 +7,7 @@ by ``CHAOS_REPORT`` when it is set).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,9 +34,12 @@ REPORT: list[str] = []
 MakeRun = Callable[..., ChaosRun]
 
 
-def report(nemesis: str, verdict: Verdict) -> None:
-    """Keep the checker's line for the session summary (and the ``CHAOS_REPORT`` file)."""
-    line = verdict.line(nemesis) + ("" if verdict.ok else f"  [{len(verdict.problems)} problems]")
+def report(nemesis: str, verdict: Verdict | str) -> None:
+    """Keep the checker's line (or why there is none) for the session summary (and the ``CHAOS_REPORT`` file)."""
+    if isinstance(verdict, str):
+        line = f"{nemesis}: {verdict}"
+    else:
+        line = verdict.line(nemesis) + ("" if verdict.ok else f"  [{len(verdict.problems)} problems]")
     REPORT.append(line)
     print(line)
     if path := os.environ.get("CHAOS_REPORT"):
@@ -49,6 +53,17 @@ def judge(nemesis: str, run: ChaosRun, *, rss_limit_mb: float | None = None) -> 
     report(f"{nemesis} [{run.cluster.backend}, {SCALE.name}]", verdict)
     assert verdict.ok, f"{nemesis}: {verdict}\n{verdict.line(nemesis)}"
     return verdict
+
+
+@contextlib.contextmanager
+def reported(nemesis: str, run: ChaosRun) -> Iterator[None]:
+    """A run that breaks before the checker can judge it is reported with the error that broke it."""
+    try:
+        yield
+    except Exception as exc:
+        report(f"{nemesis} [{run.cluster.backend}, {SCALE.name}]",
+               f"the run broke before the checker: {type(exc).__name__}: {str(exc)[:200]}")
+        raise
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

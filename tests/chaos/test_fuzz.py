@@ -9,7 +9,7 @@ import pytest
 from mesh_testing.chaos import ChaosRun, Workload
 from mesh_testing.fuzz import fuzz_redis, fuzz_sqlite
 
-from .conftest import RSS_LIMIT_MB, SCALE, MakeRun, judge, known_defect
+from .conftest import RSS_LIMIT_MB, SCALE, MakeRun, judge, known_defect, reported
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(900 if SCALE.name == "long" else 240)]
 
@@ -34,7 +34,8 @@ def test_fuzzed_entries_everywhere_then_tasks_flow_and_memory_converges(
         written = fuzz_redis(str(mesh_url), f"mesh:{{{cluster.name}}}:", SCALE.fuzz_entries, seed=11)
     print(f"fuzzed {sum(written.values())} entries: {dict(written)}")
     assert sum(written.values()) >= SCALE.fuzz_entries * 0.8, written
-    cluster.check_alive()
-    asyncio.run(run.run(_quiet, workload=Workload(SCALE.tasks, SCALE.writes, task_seconds=0.01, first=1000)))
-    judge("fuzzer", run, rss_limit_mb=RSS_LIMIT_MB)
+    with reported(f"fuzzer ({sum(written.values())} entries)", run):
+        cluster.check_alive()
+        asyncio.run(run.run(_quiet, workload=Workload(SCALE.tasks, SCALE.writes, task_seconds=0.01, first=10_000)))
+    judge(f"fuzzer ({sum(written.values())} entries)", run, rss_limit_mb=RSS_LIMIT_MB)
     cluster.check_alive()
