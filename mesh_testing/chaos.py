@@ -6,7 +6,8 @@ a history is plain data and ``check`` judges it. The recording half
 history from a real mesh: every task the workload submits (acknowledged or
 not), every attempt start the ``chaos_probe`` handler appended to its file,
 every result the mesh recorded, every memory write the mesh acknowledged, and
-what each node's replica holds.
+what each node's replica holds. ``ChaosRun`` puts the two together for one
+nemesis on one ``Cluster``; ``Scale`` says how big a run is (``CHAOS_SCALE``).
 
 ``python -m mesh_testing.chaos --config FILE --tasks N --writes M --out FILE``
 runs the workload as its own process (the partition and packet-loss nemeses
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -404,11 +406,11 @@ class ChaosRun:
 
         return int(until(lambda: (n := self.in_flight()) >= at_least and n, timeout=timeout, interval=0.05)[0])
 
-    def kill(self, name: str, sig: int = 9) -> float:
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal a worker (kill -9 by default; such a node is gone for good); the monotonic time it was sent."""
         node = self.worker(name)
         node.kill(sig)
-        if sig == 9:
+        if sig == signal.SIGKILL:
             self.gone.add(name)
         return time.monotonic()
 
