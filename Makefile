@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test test-fast lint typecheck bench screenshots clean
+.PHONY: run test test-fast chaos lint typecheck bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(VENV)/.test-installed
 ## test-fast: everything but the slow multi-process tests
 test-fast: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+## chaos: the long chaos suite (1,000 tasks a nemesis, 10,000 fuzzed entries, a 10 s partition, 20 s of loss);
+## `make test` runs its short version. Network namespaces, tmpfs and faketime need root (skipped otherwise).
+chaos: $(VENV)/.test-installed
+	CHAOS_SCALE=long $(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos $(ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui mesh_testing tests bench

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +105,15 @@ class Cluster:
         """The ``mesh-tui`` arguments that put a command on this mesh."""
         return ["--config", str(self.config)]
 
-    def spawn(self, name: str, *args: str) -> NodeProcess:
-        """Launch ``mesh-tui --no-ui --name NAME`` (JSON log lines unless ``args`` say otherwise); do not wait."""
+    def spawn(self, name: str, *args: str, prefix: Sequence[str] = ()) -> NodeProcess:
+        """Launch ``mesh-tui --no-ui --name NAME`` (JSON log lines unless ``args`` say otherwise); do not wait.
+
+        ``prefix``: a command that runs the node (``ip netns exec NS``, ``faketime +300s``).
+        """
         self.logs.mkdir(parents=True, exist_ok=True)
         self._starts[name] = n = self._starts.get(name, 0) + 1
         log_path = self.logs / (f"{name}.log" if n == 1 else f"{name}.{n}.log")
-        cmd = [sys.executable, "-m", "mesh_tui", *self.global_args(), "--name", name, "--log-format", "json",
+        cmd = [*prefix, sys.executable, "-m", "mesh_tui", *self.global_args(), "--name", name, "--log-format", "json",
                "--no-ui", *args]
         if self not in _LIVE:
             _LIVE.append(self)
@@ -118,9 +121,9 @@ class Cluster:
         self.processes.append(node)
         return node
 
-    def start(self, name: str, *args: str) -> NodeProcess:
+    def start(self, name: str, *args: str, prefix: Sequence[str] = ()) -> NodeProcess:
         """Launch a node process and wait until it has started (its ``NodeStarted`` line)."""
-        return self.spawn(name, *args).wait_started()
+        return self.spawn(name, *args, prefix=prefix).wait_started()
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """A one-shot ``mesh-tui`` command against this mesh."""

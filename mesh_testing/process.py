@@ -174,6 +174,7 @@ class NodeProcess:
                 self._replies_taken += 1
                 return self._replies[want]
             if time.monotonic() > deadline:
+                self._replies_taken += 1  # its reply, when it comes, is this command's: never the next one's
                 raise AssertionError(f"{self.name}: no reply to {line!r} within {timeout} s")
             time.sleep(POLL_SECONDS)
 

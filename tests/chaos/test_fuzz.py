@@ -1,0 +1,41 @@
+"""The fuzzer: malformed entries over everything the mesh reads; then tasks still flow and memory converges."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mesh_testing.chaos import ChaosRun, Workload
+from mesh_testing.fuzz import fuzz_redis, fuzz_sqlite
+
+from .conftest import RSS_LIMIT_MB, SCALE, MakeRun, judge, known_defect, reported
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(900 if SCALE.name == "long" else 240)]
+
+
+def _quiet(run: ChaosRun) -> None:
+    run.healed()
+
+
+def test_fuzzed_entries_everywhere_then_tasks_flow_and_memory_converges(
+        make_run: MakeRun, backend: str, mesh_url: str | None, request: pytest.FixtureRequest) -> None:
+    known_defect(request, "issue #11 defects 1-2: one malformed record stops a node's claim or memory loop "
+                 "(sqlite) or breaks the shared membership script for every node (redis)")
+    run = make_run(backend, mesh_url)
+    run.start_workers(3)
+    # a first workload leaves a real record of every kind (task, attempt, memory, ack, digest) to copy and break
+    asyncio.run(run.run(_quiet, workload=Workload(30, 10, task_seconds=0.01)))
+    run.mark_rss()
+    cluster = run.cluster
+    if backend == "sqlite":
+        written = fuzz_sqlite(str(cluster.db), SCALE.fuzz_entries, seed=11)
+    else:
+        written = fuzz_redis(str(mesh_url), f"mesh:{{{cluster.name}}}:", SCALE.fuzz_entries, seed=11)
+    print(f"fuzzed {sum(written.values())} entries: {dict(written)}")
+    assert sum(written.values()) >= SCALE.fuzz_entries * 0.8, written
+    with reported(f"fuzzer ({sum(written.values())} entries)", run):
+        cluster.check_alive()
+        asyncio.run(run.run(_quiet, workload=Workload(SCALE.tasks, SCALE.writes, task_seconds=0.01, first=10_000)))
+    judge(f"fuzzer ({sum(written.values())} entries)", run, rss_limit_mb=RSS_LIMIT_MB)
+    cluster.check_alive()
