@@ -61,9 +61,10 @@ class MemorySync:
                     for frame in frames:
                         seen += 1
                         applied += self.memory.apply_frame(frame)
-                    self.cursor = cursor
                     store.set_meta("memory_cursor", str(cursor or 0))
                     store.set_meta("hlc", str(self.memory.hlc.last))
+                # only past a commit that held: a failed one (disk full) is read again, not skipped
+                self.cursor = cursor
             if len(frames) < batch:
                 break
         # strong writers wait for acks: answer at once; otherwise they only feed compaction (see _ack)

@@ -9,7 +9,7 @@ import pytest
 from mesh_testing.chaos import ChaosRun
 from mesh_testing.faults import faketime_missing, skewed_clock
 
-from .conftest import SCALE, TIMEOUT, MakeRun, judge, known_defect
+from .conftest import SCALE, TIMEOUT, MakeRun, judge
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600 if SCALE.name == "long" else 180),
               pytest.mark.skipif(faketime_missing() is not None, reason=str(faketime_missing()))]
@@ -18,11 +18,7 @@ SKEWED_WRITES = 10
 
 
 @pytest.mark.parametrize("skew", SCALE.skews, ids=lambda s: f"{s:+g}s")
-def test_one_node_with_a_skewed_clock(make_run: MakeRun, backend: str, mesh_url: str | None, skew: float,
-                                      request: pytest.FixtureRequest) -> None:
-    known_defect(request, "issue #11 defect 10: on sqlite liveness compares wall-clock stamps, so a node ahead "
-                 "declares the others dead and, once killed, is never declared dead itself",
-                 when=backend == "sqlite")
+def test_one_node_with_a_skewed_clock(make_run: MakeRun, backend: str, mesh_url: str | None, skew: float) -> None:
     run = make_run(backend, mesh_url)
     run.start_workers(3, prefixes={"w2": skewed_clock(skew)}, watchers=("w0", "w1"))
     false_deaths: list[dict[str, dict[str, str]]] = []

@@ -11,7 +11,7 @@ from mesh_testing import RedisServer
 from mesh_testing.chaos import ChaosRun
 from mesh_testing.faults import SmallDisk
 
-from .conftest import SCALE, SETTINGS, MakeRun, judge, known_defect
+from .conftest import SCALE, SETTINGS, MakeRun, judge
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(600 if SCALE.name == "long" else 180)]
 
@@ -41,10 +41,7 @@ def test_redis_killed_and_restarted_mid_run(make_run: MakeRun) -> None:
 
 
 @pytest.mark.skipif(NO_SMALL_DISK is not None, reason=f"no small disk: {NO_SMALL_DISK}")
-def test_a_disk_that_fills_mid_run(make_run: MakeRun, backend: str, mesh_url: str | None,
-                                   request: pytest.FixtureRequest) -> None:
-    known_defect(request, "issue #11 defect 3: a full disk loses acknowledged memory writes (acknowledged, then "
-                 "on no replica)")
+def test_a_disk_that_fills_mid_run(make_run: MakeRun, backend: str, mesh_url: str | None) -> None:
     with SmallDisk(64) as disk:
         run = make_run(backend, mesh_url)
         cluster = run.cluster
