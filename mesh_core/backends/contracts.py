@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,18 @@ class Finished:
     complete: bool = True
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """A stored record moved aside because it could not be read: its kind (``task``, ``node``, ``memory`` …),
+    where it was, its raw bytes as stored, why, and when (the mover's wall clock)."""
+
+    kind: str
+    key: str
+    reason: str
+    at: float
+    raw: bytes = b""
+
+
 @dataclass
 class MeshSnapshot:
     """Node records plus the current time on the clock that judges liveness."""
@@ -140,6 +153,13 @@ class MembershipMedium(abc.ABC):
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
+        # Problems the medium finds (``quarantined_<kind>``); a node hands its own counters in (``use_counters``).
+        self.counters: Counter[str] = Counter()
+
+    def use_counters(self, counters: Counter[str]) -> None:
+        """Count this medium's problems (records quarantined …) in ``counters`` from now on."""
+        counters.update(self.counters)
+        self.counters = counters
 
     def on_signal(self, handler: SignalHandler) -> None:
         """Register the callback that receives wake-up topics for the local node."""
@@ -468,3 +488,13 @@ class MemoryLog(abc.ABC):
 
 class Backend(MembershipMedium, TaskTransport, MemoryLog):
     """A medium that gives all three contracts (SQLite, Redis: both built on ``shared.SharedStoreBackend``)."""
+
+    @abc.abstractmethod
+    async def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        """The newest ``limit`` records moved aside, newest first.
+
+        A stored record that cannot be decoded, or has a field out of range, is never handed on: it is moved
+        aside with its reason (so no loop reads it again), counted as ``quarantined_<kind>`` and logged once.
+        SQLite: the ``quarantine`` table. Redis: a capped ``quarantine`` stream (scripts move bad entries
+        there themselves and skip them).
+        """

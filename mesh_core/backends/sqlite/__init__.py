@@ -26,8 +26,9 @@ from typing import Any
 
 from ... import codec
 from ...errors import BackendUnavailable
-from ...model import NodeInfo, NodeRole, NodeType
+from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
+from ..shared import NODE_FIELDS
 from .memory import SqliteMemory
 from .store import _wake_address, _WakeProtocol
 from .tasks import SqliteTasks
@@ -141,8 +142,12 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             queued = dict(conn.execute(
                 "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
             ).fetchall())
-            return MeshSnapshot([_node_from_row(r) for r in rows], time.time(), queued)
+            nodes = self.readable(
+                "node row", rows, lambda r: self.node_from_fields(dict(zip(NODE_FIELDS, r, strict=True))),
+                aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
+            return MeshSnapshot(nodes, time.time(), queued)
         snap = await self._read(read)
+        await self._settle_aside()
         self._peer_ids = [n.node_id for n in snap.nodes if not n.left and snap.now - n.last_seen < 3600]
         return snap
 
@@ -160,19 +165,6 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
-
-
-def _node_from_row(r: tuple[Any, ...]) -> NodeInfo:
-    try:
-        node_type = NodeType(r[2])
-    except ValueError:
-        node_type = NodeType.GENERAL
-    return NodeInfo(
-        node_id=r[0], name=r[1], node_type=node_type, role=NodeRole(r[3]), host=r[4] or "", port=r[5] or 0,
-        pid=r[6] or 0, incarnation=r[7], capabilities=frozenset(json.loads(r[8])),
-        task_types=frozenset(json.loads(r[9])), capacity=r[10], running=r[11], queued=r[12],
-        metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0, last_seen=r[15], left=bool(r[16]),
-        signature=r[17] or "")
 
 
 __all__ = ["LOCK_GIVE_UP_SECONDS", "SqliteBackend"]
