@@ -116,6 +116,7 @@ async def test_a_bad_task_in_a_queue_is_quarantined_and_the_claim_loop_goes_on(c
     for task_id in bad:
         await assert_quarantined(cluster, "task", task_id, "")
     await a_task_runs(client, 9)  # still claiming after the bad entries went
+    assert n1.counters["backend_errors"] == 0 and n1.healthy  # no claim failed as a whole
     assert {t.task_id for t in await client.list_tasks(limit=100)}.isdisjoint(bad)
     await cli_ok(cluster, "status")
     await cli_ok(cluster, "tasks")
@@ -195,6 +196,7 @@ async def test_a_bad_membership_record_breaks_neither_the_mesh_nor_the_cli(clust
         await assert_quarantined(cluster, "node", node_id, "")
     await eventually(lambda: sum(n.counters["quarantined_node"] for n in cluster.nodes) >= 1, timeout=10)
     assert n1.healthy and client.healthy
+    assert n1.counters["backend_errors"] == 0 and client.counters["backend_errors"] == 0
     assert {m.info.node_id for m in n1.members()}.isdisjoint(gone)
     await cli_ok(cluster, "status")
     await cli_ok(cluster, "tasks")
