@@ -164,3 +164,34 @@ def test_memory_wire_decoder_raises_only_codec_error(data: st.DataObject) -> Non
     except CodecError:
         return
     assert 0 <= item.hlc < 2 ** 63 and all(isinstance(v, int) and 0 <= v < 2 ** 63 for v in item.vv.values())
+
+
+EDGES = [("h", float("inf")), ("h", 2 ** 64), ("h", -1), ("vv", {"n1": 2 ** 64}), ("vv", {"n1": float("nan")}),
+         ("p", float("inf"))]
+
+
+def test_memory_wire_edges_are_codec_errors() -> None:
+    for name, value in EDGES:
+        wire = {**TYPICAL_WIRE, name: value}
+        try:
+            item_from_wire(wire)
+        except CodecError:
+            continue
+        raise AssertionError(f"{name}={value!r} was accepted")
+
+
+def test_task_and_feed_edges_are_corrupt_records() -> None:
+    for name, value in [("attempt", float("inf")), ("priority", float("nan")), ("failures", 2 ** 64),
+                        ("not_before", "inf"), ("context", [1]), ("submitted_at", float("-inf"))]:
+        fields = {name: TYPICAL_TASK.get(name) for name in TASK_FIELDS} | {name: value}
+        try:
+            EDGE.task_from_fields(fields)
+        except CorruptRecord:
+            continue
+        raise AssertionError(f"task {name}={value!r} was accepted")
+    try:
+        EDGE.finished_from_fields({"task_id": "t", "status": "failed", "attempt": float("inf"), "node_id": None,
+                                   "node_name": None, "finished_at": None, "result": None, "error": None})
+    except CorruptRecord:
+        return
+    raise AssertionError("a feed entry with an infinite attempt was accepted")
