@@ -146,8 +146,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
                 "node row", rows, lambda r: self.node_from_fields(dict(zip(NODE_FIELDS, r, strict=True))),
                 aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
             return MeshSnapshot(nodes, time.time(), queued)
-        snap = await self._read(read)
-        await self._settle_aside()
+        snap = await self._read_settled(read)
         self._peer_ids = [n.node_id for n in snap.nodes if not n.left and snap.now - n.last_seen < 3600]
         return snap
 

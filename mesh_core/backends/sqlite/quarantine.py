@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ...errors import BackendError
 from ..contracts import Quarantined
@@ -17,6 +18,7 @@ from ..shared import QUARANTINE_KEPT, Aside, raw_bytes
 from .store import SqliteStore
 
 log = logging.getLogger("mesh.sqlite")
+R = TypeVar("R")
 
 # Where a quarantined row is: the statements (with their parameters) that remove it.
 Removal = list[tuple[str, tuple[Any, ...]]]
@@ -51,6 +53,12 @@ class SqliteQuarantine(SqliteStore):
             log.warning("could not move %d unreadable rows aside: %s", len(taken), exc)
             return
         self.counted(moved)
+
+    async def _read_settled(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """A read (decoding its rows on the read thread), then the rows it found unreadable moved aside."""
+        found = await self._read(fn)
+        await self._settle_aside()
+        return found
 
     async def quarantined(self, limit: int = 100) -> list[Quarantined]:
         rows = await self._read(lambda c: c.execute(

@@ -214,9 +214,7 @@ class SqliteTasks(SqliteQuarantine):
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
                 " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
             return self._tasks(rows)
-        tasks = await self._read(read)
-        await self._settle_aside()
-        return tasks
+        return await self._read_settled(read)
 
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
         def cancel(conn: sqlite3.Connection) -> tuple[list[str], set[str], set[str]]:
@@ -273,9 +271,7 @@ class SqliteTasks(SqliteQuarantine):
                                 lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))),
                                 aside=lambda r: ("task", r[1], task_removal(r[1])))
             return out, (rows[-1][0] if rows else after)
-        found = await self._read(read)
-        await self._settle_aside()
-        return found
+        return await self._read_settled(read)
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
@@ -325,9 +321,7 @@ class SqliteTasks(SqliteQuarantine):
                         "SELECT attempt, node_id, node_name, started_at, finished_at, error FROM attempts"
                         " WHERE task_id=? ORDER BY attempt", (t.task_id,)).fetchall())
             return [by_id[i] for i in ids if i in by_id]
-        tasks = await self._read(read)
-        await self._settle_aside()
-        return tasks
+        return await self._read_settled(read)
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
                          parent_id: str | None = None) -> list[Task]:
@@ -341,9 +335,7 @@ class SqliteTasks(SqliteQuarantine):
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status=? ORDER BY seq DESC LIMIT ?",
                                     (status.value, limit))
             return self._tasks(rows.fetchall())
-        tasks = await self._read(read)
-        await self._settle_aside()
-        return tasks
+        return await self._read_settled(read)
 
     async def task_counts(self) -> dict[str, int]:
         rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
