@@ -576,7 +576,10 @@ return {out, Q}
 
 ASIDE = COMMON + r"""
 -- ARGV: P, then pairs id, reason: tasks a reader could not decode, moved aside (see task_aside)
-for i = 2, #ARGV, 2 do task_aside(ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 2 do
+  -- another reader may have moved it already: a task is moved (and counted) once
+  if redis.call('EXISTS', P .. 't:' .. ARGV[i]) == 1 then task_aside(ARGV[i], ARGV[i + 1]) end
+end
 return {#Q / 3, Q}
 """
 

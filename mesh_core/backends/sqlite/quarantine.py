@@ -32,15 +32,18 @@ class SqliteQuarantine(SqliteStore):
     """Moving unreadable rows aside, and reading them back."""
 
     def _store_aside(self, conn: sqlite3.Connection, taken: list[Aside]) -> list[Quarantined]:
-        """Inside a write transaction: store each queued record aside and remove its original."""
+        """Inside a write transaction: remove each queued record and store it aside; returns those moved (a
+        record another process moved first is not stored, counted or logged again)."""
+        moved = []
         for q, removal in taken:
-            conn.execute("INSERT INTO quarantine (kind, key, raw, reason, at) VALUES (?,?,?,?,?)",
-                         (q.kind, q.key, q.raw, q.reason, q.at))
-            for sql, params in removal:
-                conn.execute(sql, params)
-        if taken:
+            gone = [conn.execute(sql, params).rowcount for sql, params in removal]
+            if gone and gone[0]:
+                conn.execute("INSERT INTO quarantine (kind, key, raw, reason, at) VALUES (?,?,?,?,?)",
+                             (q.kind, q.key, q.raw, q.reason, q.at))
+                moved.append(q)
+        if moved:
             conn.execute("DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?", (QUARANTINE_KEPT,))
-        return [q for q, _ in taken]
+        return moved
 
     async def _settle_aside(self) -> None:
         """Move aside, in one write, what the reads since the last call found unreadable; count it."""
