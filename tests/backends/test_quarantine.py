@@ -226,3 +226,24 @@ async def test_memory_keys_of_the_wrong_type_do_not_stop_a_joining_node(cluster:
     await eventually(lambda: sum(n.counters["quarantined_memory"] for n in cluster.nodes) >= 100, timeout=10)
     await assert_quarantined(cluster, "memory", "junk-", "")
     await cli_ok(cluster, "recall", "good-1")
+
+
+async def test_redis_keys_every_script_reads_may_hold_anything(cluster: Cluster) -> None:
+    """Mesh-wide keys of the wrong type or value (the task counts, the pending and lease sets, a node's inbox):
+    each is moved aside by the first script that meets it, and work goes on."""
+    if cluster.backend != "redis":
+        return
+    n1 = await cluster.node("n1")
+    client = await cluster.client()
+    await a_task_runs(client, 0)
+    with raw_redis(cluster) as (r, p):
+        r.hset(f"{p}counts", mapping={"assigned": "many", "running": "1.5", "succeeded": "x"})
+        r.delete(f"{p}leases", f"{p}inbox:{n1.node_id}")
+        r.set(f"{p}leases", "not a sorted set")
+        r.set(f"{p}inbox:{n1.node_id}", "not a sorted set")
+    for n in range(1, 4):
+        await a_task_runs(client, n)
+    await assert_quarantined(cluster, "count", "assigned", "not an integer")
+    await assert_quarantined(cluster, "key", "inbox:", "WRONGTYPE")
+    await cli_ok(cluster, "status")
+    await cli_ok(cluster, "tasks")

@@ -64,12 +64,22 @@ end
 -- Tasks per status are counters; only the rare states keep an index of their own for listing
 -- (assigned and running are listed from the inboxes and the lease set, succeeded from the newest tasks).
 local INDEXED = {pending=true, failed=true, dead_letter=true, cancelled=true}
+local function count(st, by)
+  -- a counter that is not a whole number would fail every transition: it is set aside and starts again
+  local ok = redis.pcall('HINCRBY', P .. 'counts', st, by)
+  if type(ok) == 'table' then
+    hash_key(P .. 'counts')
+    local raw = redis.pcall('HGET', P .. 'counts', st)
+    quarantine('count', st, type(raw) == 'string' and raw or '', 'task count: ' .. tostring(ok['err']))
+    redis.call('HSET', P .. 'counts', st, math.max(by, 0))
+  end
+end
 local function index_status(id, old, new, seq)
   if old and old ~= '' then
-    redis.call('HINCRBY', P .. 'counts', old, -1)
+    count(old, -1)
     if INDEXED[old] then redis.call('ZREM', P .. 'st:' .. old, id) end
   end
-  redis.call('HINCRBY', P .. 'counts', new, 1)
+  count(new, 1)
   if INDEXED[new] then redis.call('ZADD', P .. 'st:' .. new, seq, id) end
 end
 local function set_status(id, old, new, seq)
@@ -118,6 +128,13 @@ local function end_attempt(id, att, t_now, err)
                cmsgpack.pack({f[1] or '', f[2] or '', tonumber(f[3]), t_now, (err ~= '') and err or false}))
   end
 end
+local function mesh_sets()
+  -- the lease and pending sets every transition writes: checked before anything is written (a script that
+  -- fails half way keeps its first writes)
+  card('ZCARD', P .. 'leases')
+  card('ZCARD', P .. 'pending')
+  hash_key(P .. 'counts')
+end
 local function depth(node)
   return card('ZCARD', P .. 'inbox:' .. node) + card('ZCARD', P .. 'delayed:' .. node)
     + card('SCARD', P .. 'held:' .. node)
@@ -138,7 +155,7 @@ local function task_aside(id, reason)
   unhold(id, node)
   if st and INDEXED[st] then redis.call('ZREM', P .. 'st:' .. st, id) end
   if st and (INDEXED[st] or st == 'assigned' or st == 'running' or st == 'succeeded') then
-    redis.call('HINCRBY', P .. 'counts', st, -1)
+    count(st, -1)
   end
   redis.call('DEL', h, P .. 'a:' .. id)
   quarantine('task', id, raw, reason)
@@ -238,6 +255,7 @@ return {{tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, out_left, d
 ENQUEUE = COMMON + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
 --       not_before, why, spec, submitter, submitted_at, parent, signature (one argument per task)
+mesh_sets()
 local t = now()
 local out = {}
 local woken = {}
@@ -290,6 +308,7 @@ CLAIM = COMMON + lua_moves(Move.CLAIM) + r"""
 -- ARGV: P, node, limit, lease_seconds. Returns when the earliest task still held back becomes due ('' when
 -- none), then id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+mesh_sets()
 local t = now()
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed:' .. node, '-inf', t)
 depth(node)  -- a queue key of the wrong type is moved aside before it is read
@@ -327,6 +346,7 @@ return {out, Q}
 RENEW = COMMON + r"""
 -- ARGV: P, node, lease_seconds, then pairs id, attempt
 local node, lease = ARGV[2], tonumber(ARGV[3])
+mesh_sets()
 local t = now()
 local kept = {}
 for i = 4, #ARGV, 2 do
@@ -343,6 +363,7 @@ return {kept, Q}
 
 COMPLETE = COMMON + lua_moves(Move.COMPLETE) + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, attempt, node, status, result, error
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV do
@@ -373,6 +394,7 @@ return {out, Q}
 REASSIGN = COMMON + lua_moves(Move.REROUTE, Move.REQUEUE, Move.FINAL, Move.CANCELLED) + r"""
 -- ARGV: P, then per move: id, expected_attempt, expected_node, node, node_name, why, not_before, bump,
 --       error, count_failure, final_status  (11 values). Returns per move {ok, submitter, target}
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV, 11 do
@@ -434,8 +456,10 @@ local function add(list)
     if not seen[id] then seen[id] = true; table.insert(ids, id) end
   end
 end
+mesh_sets()  -- a queue key of the wrong type is moved aside before it is read
 for i = 3, #ARGV do
   local node = ARGV[i]
+  depth(node)
   add(redis.call('SMEMBERS', P .. 'held:' .. node))
   add(redis.call('ZRANGE', P .. 'inbox:' .. node, 0, -1))
   add(redis.call('ZRANGE', P .. 'delayed:' .. node, 0, -1))
@@ -446,6 +470,7 @@ return {{tostring(t), ids}, Q}
 """
 
 CANCEL = COMMON + lua_moves(Move.CANCEL_QUEUED, Move.CANCEL_REQUEST) + r"""
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV do
@@ -477,6 +502,7 @@ return {out, Q}
 REPLAY = COMMON + lua_moves(Move.REPLAY) + r"""
 -- ARGV: P, id, node, node_name, why
 local id, node, name, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+mesh_sets()
 local t = now()
 local h = P .. 't:' .. id
 local f = tfields(id, 'status', 'seq', 'prio')
@@ -510,7 +536,7 @@ local function drop(id, st)
   local parent = redis.call('HGET', h, 'parent')
   if parent and parent ~= '' then redis.call('SREM', P .. 'ch:' .. parent, id) end
   redis.call('DEL', h, P .. 'a:' .. id)
-  redis.call('HINCRBY', P .. 'counts', st, -1)
+  count(st, -1)
   if INDEXED[st] then redis.call('ZREM', P .. 'st:' .. st, id) end
   gone = gone + 1
 end
@@ -518,7 +544,7 @@ local over = math.min(redis.call('LLEN', P .. 'tasks') - kept, limit)
 for _ = 1, over do
   local id = redis.call('RPOP', P .. 'tasks')
   if not id then break end
-  local st = redis.call('HGET', P .. 't:' .. id, 'status')
+  local st = tfields(id, 'status')[1]
   if st and PRUNABLE[st] then drop(id, st) end
 end
 local dead = redis.call('ZCARD', P .. 'st:dead_letter') - dead_kept
@@ -566,7 +592,7 @@ else
     local ids = redis.call('LRANGE', P .. 'tasks', start, start + 499)
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
-      if #out < limit and redis.call('HGET', P .. 't:' .. id, 'status') == st then table.insert(out, id) end
+      if #out < limit and tfields(id, 'status')[1] == st then table.insert(out, id) end
     end
     start = start + 500
   end
