@@ -247,3 +247,22 @@ async def test_redis_keys_every_script_reads_may_hold_anything(cluster: Cluster)
     await assert_quarantined(cluster, "key", "inbox:", "WRONGTYPE")
     await cli_ok(cluster, "status")
     await cli_ok(cluster, "tasks")
+
+
+async def test_redis_memory_log_keys_may_hold_anything(cluster: Cluster) -> None:
+    """The memory stream and its compaction horizon of the wrong type or value: moved aside, and a node that
+    joins afterwards still gets every key (from the per-key hashes)."""
+    if cluster.backend != "redis":
+        return
+    n1 = await cluster.node("n1")
+    await n1.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
+    with raw_redis(cluster) as (r, p):
+        r.delete(f"{p}memlog")
+        r.hset(f"{p}memlog", "not", "a stream")
+        r.set(f"{p}memlog:horizon", "yesterday")
+    await n1.sync_memory_item("fact", "after", key="k-after")  # its publish meets the bad stream first
+    late = await cluster.node("late")
+    for key in [f"k{i}" for i in range(20)] + ["k-after"]:
+        await eventually(lambda key=key: _recalled(late, key), timeout=20)
+    await assert_quarantined(cluster, "memory", "memlog", "")
+    assert n1.counters["backend_errors"] == 0 and late.counters["backend_errors"] == 0

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...errors import BackendError
 from ...memory.digest import bucket_of
 from ..contracts import Topic
 from ..shared import CorruptRecord, MemoryEntry
@@ -26,8 +27,32 @@ class RedisMemory(RedisClient):
             pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
         if any(broadcast for *_, broadcast in items):
             pipe.publish(self._key("wake:", ALL), Topic.MEMORY)
-        results = await self._call(pipe.execute())
+        try:
+            results = await self._call(pipe.execute())
+        except BackendError as exc:
+            if "WRONGTYPE" not in str(exc) or not await self._memory_keys_set_right(items):
+                raise
+            return await self._publish_batch(items)  # the keys in the way are aside now: once more
         return [_s(results[i * 4]) for i in range(len(items))]
+
+    async def _memory_keys_set_right(self, items: list[MemoryEntry]) -> bool:
+        """Move aside every key a publish writes that holds the wrong type; True if there was one."""
+        assert self._client is not None
+        want = {self._key("memlog"): b"stream"}
+        for _, memory_type, key, _, _ in items:
+            want[self._key("mk:", memory_type, "\0", key)] = b"hash"
+            want[self._key("mtypes:", key)] = b"set"
+            want[self._key("bk:", str(bucket_of(memory_type, key)))] = b"set"
+        pipe = self._client.pipeline(transaction=False)
+        for name in want:
+            pipe.type(name)
+        found = await self._call(pipe.execute())
+        wrong = [(name, kind) for (name, expected), kind in zip(want.items(), found, strict=True)
+                 if kind not in (expected, b"none", expected.decode(), "none")]
+        for name, kind in wrong:
+            await self._wrong_type("memory", name, f"a {_s(kind)} where a {_s(want[name])} belongs", [("delete", name)])
+        await self._settle_aside()
+        return bool(wrong)
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         assert self._client is not None
@@ -101,7 +126,14 @@ class RedisMemory(RedisClient):
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         assert self._client is not None
         start = f"({after}" if after else "-"
-        rows = await self._call(self._client.xrange(self._key("memlog"), min=start, count=limit))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xrange(self._key("memlog"), min=start, count=limit)
+        (rows,) = await self._call(pipe.execute(raise_on_error=False))
+        if isinstance(rows, Exception):  # not a stream: nothing of ours is in it
+            await self._wrong_type("memory", self._key("memlog"), f"memory log: {rows}",
+                                   [("delete", self._key("memlog"))])
+            await self._settle_aside()
+            return [], after
         if not rows:
             return [], after
         frames = self.readable("memory log entry", rows, lambda r: self.frame_checked(r[1].get(b"f")),
@@ -117,8 +149,20 @@ class RedisMemory(RedisClient):
 
     async def memory_horizon(self) -> Any:
         assert self._client is not None
-        horizon = await self._call(self._client.get(self._key("memlog:horizon")))
-        return _s(horizon) if horizon else None
+        key = self._key("memlog:horizon")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(key)
+        (horizon,) = await self._call(pipe.execute(raise_on_error=False))
+        if not horizon:
+            return None
+        try:
+            if isinstance(horizon, Exception):
+                raise CorruptRecord(f"memory horizon: {horizon}")
+            return _ack((b"horizon", horizon))[1]
+        except CorruptRecord as exc:
+            await self._wrong_type("memory", key, str(exc), [("delete", key)])
+            await self._settle_aside()
+            return None
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         assert self._client is not None
@@ -145,6 +189,7 @@ def _field_of(name: str) -> Callable[[tuple[bytes, bytes]], tuple[str, str, Any]
 
 
 def _ack(r: tuple[bytes, bytes]) -> tuple[str, str]:
+    """A node's memory-log cursor as stored (a stream id), or CorruptRecord."""
     cursor = _s(r[1])
     ms, dash, seq = cursor.partition("-")
     if not (ms.isdigit() and dash and seq.isdigit()):
