@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ TOPIC_MEMORY: str = Topic.MEMORY
 TOPIC_CANCEL: str = Topic.CANCEL
 
 SignalHandler = Callable[[str], None]
+ProblemSink = Callable[[str, str], None]  # (counter, detail)
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,22 @@ class MembershipMedium(abc.ABC):
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
-        # Problems the medium finds (``quarantined_<kind>``); a node hands its own counters in (``use_counters``).
+        # Problems the medium found (``quarantined_<kind>``), also told to the node that uses it (``report_to``).
         self.counters: Counter[str] = Counter()
+        self._problem_sink: ProblemSink | None = None
 
-    def use_counters(self, counters: Counter[str]) -> None:
-        """Count this medium's problems (records quarantined …) in ``counters`` from now on."""
-        counters.update(self.counters)
-        self.counters = counters
+    def report_to(self, sink: ProblemSink) -> None:
+        """Tell ``sink(counter, detail)`` each problem this medium finds (a record quarantined …): the node counts,
+        logs and publishes it as its own."""
+        self._problem_sink = sink
+
+    def found_problem(self, counter: str, detail: str) -> None:
+        """Count a problem here and tell the node's sink (or log it when no node listens)."""
+        self.counters[counter] += 1
+        if self._problem_sink is not None:
+            self._problem_sink(counter, detail)
+        else:
+            logging.getLogger("mesh.backend").warning("%s: %s", counter, detail)
 
     def on_signal(self, handler: SignalHandler) -> None:
         """Register the callback that receives wake-up topics for the local node."""

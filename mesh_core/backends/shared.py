@@ -211,8 +211,7 @@ class SharedStoreBackend(contracts.Backend):
 
     def counted_kind(self, kind: str, detail: str) -> None:
         self.refused_records += 1
-        self.counters[f"quarantined_{kind}"] += 1
-        log.warning("quarantined %s %s", kind, detail)
+        self.found_problem(f"quarantined_{kind}", f"moved aside: {detail}")
 
     def task_from_fields(self, f: Mapping[str, Any]) -> Task:
         """One stored task (``TASK_FIELDS`` → raw values) as a Task; raises CorruptRecord if its state is unreadable.

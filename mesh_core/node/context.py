@@ -114,7 +114,7 @@ class NodeContext:
         """Take ``backend`` as this node's medium; its wake-ups reach this node's loops, its problems its counters."""
         self._backend, self.backend_reason = backend, reason
         backend.on_signal(self.on_signal)
-        backend.use_counters(self.counters)
+        backend.report_to(self.problem)
 
     def backend_ok(self, ok: bool, detail: str = "") -> None:
         """Record the medium's health; a change is published once, not per call."""
