@@ -54,6 +54,9 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
+    """Plain msgpack back into a value; raises CodecError on anything that is not msgpack bytes."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"msgpack must be bytes, not {type(data).__name__}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -80,6 +83,28 @@ def encode(obj: Any, limits: CodecLimits = DEFAULT_LIMITS) -> bytes:
 
 def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_LIMITS) -> Any:
     """Check and unframe; raises CodecError naming what is wrong, never anything else."""
+    flags, body = verify(frame, limits)
+    if flags & FLAG_LZ4:
+        if len(body) < 4:
+            raise CodecError("compressed frame too short")
+        size = int.from_bytes(body[:4], "little", signed=True)
+        if size < 0 or size > limits.max_frame_bytes:
+            raise FrameTooLarge(f"frame expands to {size} bytes, over the {limits.max_frame_bytes}-byte limit")
+        try:
+            body = lz4.block.decompress(body)
+        except Exception:
+            raise CodecError("lz4 body does not decompress") from None
+    return unpack(body)
+
+
+def verify(frame: Any, limits: CodecLimits = DEFAULT_LIMITS) -> tuple[int, bytes]:
+    """A frame's flags and body once its type, header, length, size and checksum are right; raises CodecError.
+
+    What a store checks on a stored frame before handing it on: cheap, no value is built.
+    """
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        # a store column of another type (TEXT, a number); bytes() of an int would even allocate that many
+        raise CodecError(f"a frame must be bytes, not {type(frame).__name__}")
     frame = bytes(frame)
     if len(frame) < HEADER_SIZE:
         raise CodecError(f"frame of {len(frame)} bytes is shorter than its {HEADER_SIZE}-byte header")
@@ -97,14 +122,4 @@ def decode(frame: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_
         raise CodecError("frame checksum mismatch (corrupted in transit or at rest)")
     if flags & ~FLAG_LZ4:
         raise CodecError(f"unknown frame flags {flags:#x}")
-    if flags & FLAG_LZ4:
-        if len(body) < 4:
-            raise CodecError("compressed frame too short")
-        size = int.from_bytes(body[:4], "little", signed=True)
-        if size < 0 or size > limits.max_frame_bytes:
-            raise FrameTooLarge(f"frame expands to {size} bytes, over the {limits.max_frame_bytes}-byte limit")
-        try:
-            body = lz4.block.decompress(body)
-        except Exception:
-            raise CodecError("lz4 body does not decompress") from None
-    return unpack(body)
+    return flags, body

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,7 @@ TOPIC_MEMORY: str = Topic.MEMORY
 TOPIC_CANCEL: str = Topic.CANCEL
 
 SignalHandler = Callable[[str], None]
+ProblemSink = Callable[[str, str], None]  # (counter, detail)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,18 @@ class Finished:
     complete: bool = True
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """A stored record moved aside because it could not be read: its kind (``task``, ``node``, ``memory`` …),
+    where it was, its raw bytes as stored, why, and when (the mover's wall clock)."""
+
+    kind: str
+    key: str
+    reason: str
+    at: float
+    raw: bytes = b""
+
+
 @dataclass
 class MeshSnapshot:
     """Node records plus the current time on the clock that judges liveness."""
@@ -143,6 +158,22 @@ class MembershipMedium(abc.ABC):
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
+        # Problems the medium found (``quarantined_<kind>``), also told to the node that uses it (``report_to``).
+        self.counters: Counter[str] = Counter()
+        self._problem_sink: ProblemSink | None = None
+
+    def report_to(self, sink: ProblemSink) -> None:
+        """Tell ``sink(counter, detail)`` each problem this medium finds (a record quarantined …): the node counts,
+        logs and publishes it as its own."""
+        self._problem_sink = sink
+
+    def found_problem(self, counter: str, detail: str) -> None:
+        """Count a problem here and tell the node's sink (or log it when no node listens)."""
+        self.counters[counter] += 1
+        if self._problem_sink is not None:
+            self._problem_sink(counter, detail)
+        else:
+            logging.getLogger("mesh.backend").warning("%s: %s", counter, detail)
 
     def on_signal(self, handler: SignalHandler) -> None:
         """Register the callback that receives wake-up topics for the local node."""
@@ -479,3 +510,13 @@ class MemoryLog(abc.ABC):
 
 class Backend(MembershipMedium, TaskTransport, MemoryLog):
     """A medium that gives all three contracts (SQLite, Redis: both built on ``shared.SharedStoreBackend``)."""
+
+    @abc.abstractmethod
+    async def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        """The newest ``limit`` records moved aside, newest first.
+
+        A stored record that cannot be decoded, or has a field out of range, is never handed on: it is moved
+        aside with its reason (so no loop reads it again), counted as ``quarantined_<kind>`` and logged once.
+        SQLite: the ``quarantine`` table. Redis: a capped ``quarantine`` stream (scripts move bad entries
+        there themselves and skip them).
+        """

@@ -5,8 +5,9 @@
   from each medium's batch methods, the checks of move targets against ``mesh_core.tasks.TASK_MOVES``, and
   the edge where stored records become typed values;
 - the corrupt-value convention: a stored value that fails to decode reads as ``{"__corrupt__": reason}``
-  and is counted (``corrupt_values``); a record whose identity or state fails to decode is refused and
-  counted (``refused_records``). Neither ever crashes a reader.
+  and is counted (``corrupt_values``); a record whose identity or state fails to decode, or has a field out
+  of range, is quarantined: moved aside with its reason (each medium stores it and removes the original,
+  so no loop reads it again), counted as ``quarantined_<kind>`` and logged once. Neither ever crashes a reader.
 
 A medium only turns its storage format into a plain field mapping (``TASK_FIELDS``, ``FINISHED_FIELDS``);
 ``task_from_fields`` and ``finished_from_fields`` validate and type it, the same way for every medium.
@@ -18,11 +19,14 @@ import abc
 import asyncio
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from .. import codec
-from ..model import Attempt, NodeType, Task, TaskPriority, TaskStatus
+from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
 from ..tasks import Move, check_target, move_of
 from . import contracts
 
@@ -38,13 +42,24 @@ TASK_FIELDS = (
     "started_at", "finished_at", "lease_expires", "not_before", "result", "error", "signature",
 )
 FINISHED_FIELDS = ("task_id", "status", "attempt", "node_id", "node_name", "finished_at", "result", "error")
+NODE_FIELDS = ("node_id", "name", "node_type", "role", "host", "port", "pid", "incarnation", "capabilities",
+               "task_types", "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left",
+               "signature")
+MAX_STORED_INT = 2 ** 53  # counters, ports, attempts: anything larger is garbage, not a count
+QUARANTINE_KEPT = 10_000  # records kept aside per medium (the oldest go first)
+DECODE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError)
 _NODE_TYPES = {t.value: t for t in NodeType}
-_STATUSES: dict[str | bytes, TaskStatus] = {**{s.value: s for s in TaskStatus},
+STATUSES: dict[Any, TaskStatus] = {**{s.value: s for s in TaskStatus},
                                             **{s.value.encode(): s for s in TaskStatus}}
 
 
 class CorruptRecord(ValueError):
-    """A stored record whose identity or state cannot be read; the reader skips it and counts it."""
+    """A stored record whose identity or state cannot be read, or has a field out of range; the reader
+    quarantines it (or skips and counts it) and goes on."""
+
+
+# Where a medium finds a record again to move it aside (a row id, a key …); what it is depends on the medium.
+Aside = tuple[contracts.Quarantined, Any]
 
 
 class Coalescer(Generic[T, R]):
@@ -98,6 +113,8 @@ class SharedStoreBackend(contracts.Backend):
         self.limits = limits
         self.corrupt_values = 0
         self.refused_records = 0
+        self._aside: list[Aside] = []
+        self._aside_lock = threading.Lock()  # SQLite decodes on its own threads
         self._enqueue = Coalescer(self._enqueue_batch)
         self._complete = Coalescer(self._complete_batch)
         self._states = Coalescer(self._states_batch)
@@ -171,6 +188,31 @@ class SharedStoreBackend(contracts.Backend):
         self.refused_records += 1
         log.warning("%s refused: %s", what, exc)
 
+    # -- quarantine ----------------------------------------------------------------------------
+    def set_aside(self, kind: str, key: Any, raw: Any, reason: str, where: Any) -> None:
+        """Queue a record that cannot be read to be moved aside; ``where`` tells the medium how to find it.
+
+        The medium stores it and removes the original (``take_aside``), then counts it (``counted``).
+        """
+        with self._aside_lock:
+            self._aside.append((contracts.Quarantined(kind, _key_text(key), reason, time.time(), raw_bytes(raw)),
+                                where))
+
+    def take_aside(self) -> list[Aside]:
+        """The records queued to be moved aside since the last call."""
+        with self._aside_lock:
+            taken, self._aside = self._aside, []
+        return taken
+
+    def counted(self, records: Iterable[contracts.Quarantined]) -> None:
+        """Count and log records that were just moved aside (each is moved, so logged, once)."""
+        for q in records:
+            self.counted_kind(q.kind, f"{q.key}: {q.reason}")
+
+    def counted_kind(self, kind: str, detail: str) -> None:
+        self.refused_records += 1
+        self.found_problem(f"quarantined_{kind}", f"moved aside: {detail}")
+
     def task_from_fields(self, f: Mapping[str, Any]) -> Task:
         """One stored task (``TASK_FIELDS`` → raw values) as a Task; raises CorruptRecord if its state is unreadable.
 
@@ -181,12 +223,17 @@ class SharedStoreBackend(contracts.Backend):
             context = f["context"]
             if isinstance(context, bytes | bytearray):
                 context = self._unpacked(context)
+            if context is not None and not isinstance(context, dict):
+                raise TypeError(f"context is a {type(context).__name__}, not a map")
+            task_id = _text_or_none(f["task_id"])
+            if not task_id:
+                raise ValueError("no task id")
             return Task(
-                task_id=_text(f["task_id"]), task_type=_text(f["task_type"]), payload=self.stored_value(f["payload"]),
-                priority=TaskPriority(int(f["priority"])), status=_STATUSES[f["status"]],
+                task_id=task_id, task_type=_text(f["task_type"]), payload=self.stored_value(f["payload"]),
+                priority=TaskPriority(_int(f["priority"])), status=STATUSES[f["status"]],
                 node_id=_text_or_none(f["node_id"]), node_name=_text_or_none(f["node_name"]),
-                attempt=int(f["attempt"] or 1), failures=int(f["failures"] or 0),
-                max_retries=int(f["max_retries"] or 0), timeout_s=_float_or_none(f["timeout_s"]),
+                attempt=_int(f["attempt"] or 1, 1), failures=_int(f["failures"] or 0),
+                max_retries=_int(f["max_retries"] or 0), timeout_s=_float_or_none(f["timeout_s"]),
                 preferred_node_types=tuple(_NODE_TYPES[p] for p in _names(f["preferred"]) if p in _NODE_TYPES),
                 required_capabilities=frozenset(_names(f["required"])), context=context or {},
                 submitter_id=_text_or_none(f["submitter_id"]), why=_text_or_none(f["why"]) or "",
@@ -194,7 +241,7 @@ class SharedStoreBackend(contracts.Backend):
                 finished_at=_float_or_none(f["finished_at"]), lease_expires=_float_or_none(f["lease_expires"]),
                 not_before=_float_or_none(f["not_before"]) or 0.0, result=self.stored_value(f["result"]),
                 error=_text_or_none(f["error"]), signature=_text_or_none(f["signature"]) or "")
-        except (KeyError, TypeError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             raise CorruptRecord(f"task {f.get('task_id')!r}: {type(exc).__name__} {exc}") from None
 
     def finished_from_fields(self, f: Mapping[str, Any], complete: bool = True) -> contracts.Finished:
@@ -203,32 +250,113 @@ class SharedStoreBackend(contracts.Backend):
         ``complete`` False: the feed did not carry the result, the waiter reads the task.
         """
         try:
-            return contracts.Finished(_text(f["task_id"]), _STATUSES[f["status"]], int(f["attempt"]),
+            return contracts.Finished(_text(f["task_id"]), STATUSES[f["status"]], _int(f["attempt"], 1),
                             _text_or_none(f["node_id"]), _text_or_none(f["node_name"]),
                             _float_or_none(f["finished_at"]), self.stored_value(f["result"]) if complete else None,
                             _text_or_none(f["error"]), complete)
-        except (KeyError, TypeError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             raise CorruptRecord(f"result feed entry: {type(exc).__name__} {exc}") from None
 
-    def readable(self, what: str, records: Iterable[T], decode: Callable[[T], R]) -> list[R]:
-        """Each record decoded; those that cannot be read are skipped and counted (the reader goes on)."""
+    def node_from_fields(self, f: Mapping[str, Any]) -> NodeInfo:
+        """One stored node record (``NODE_FIELDS`` → raw values) as a NodeInfo; raises CorruptRecord if a field
+        is unreadable or out of range. An unknown node type reads as general (a newer release's type)."""
+        try:
+            node_id = _text_or_none(f["node_id"])
+            if not node_id:
+                raise ValueError("no node id")
+            metrics = f["metrics"]
+            if isinstance(metrics, str | bytes):
+                metrics = json.loads(metrics) if metrics else {}
+            if metrics is not None and not isinstance(metrics, dict):
+                raise TypeError(f"metrics is a {type(metrics).__name__}, not a map")
+            last_seen = _float_or_none(f["last_seen"])
+            if last_seen is None:
+                raise ValueError("no last_seen")
+            return NodeInfo(
+                node_id=node_id, name=_text(f["name"]),
+                node_type=_NODE_TYPES.get(_text(f["node_type"]), NodeType.GENERAL), role=NodeRole(_text(f["role"])),
+                host=_text_or_none(f["host"]) or "", port=_int(f["port"] or 0), pid=_int(f["pid"] or 0),
+                incarnation=_int(f["incarnation"]), capabilities=frozenset(_names(f["capabilities"])),
+                task_types=frozenset(_names(f["task_types"])), capacity=_int(f["capacity"]),
+                running=_int(f["running"] or 0), queued=_int(f["queued"] or 0), metrics=metrics or {},
+                started_at=_float_or_none(f["started_at"]) or 0.0, last_seen=last_seen, left=bool(_int(f["left"] or 0)),
+                signature=_text_or_none(f["signature"]) or "", heartbeat_seq=_int(f.get("heartbeat_seq") or 0))
+        except DECODE_ERRORS as exc:
+            raise CorruptRecord(f"node {f.get('node_id')!r}: {type(exc).__name__} {exc}") from None
+
+    def readable(self, what: str, records: Iterable[T], decode: Callable[[T], R],
+                 aside: Callable[[T], tuple[str, Any, Any]] | None = None) -> list[R]:
+        """Each record decoded; one that cannot be read is skipped and, with ``aside`` (record → kind, key,
+        where the medium finds it), queued to be quarantined, otherwise counted (the reader goes on)."""
         out = []
         for record in records:
             try:
                 out.append(decode(record))
             except CorruptRecord as exc:
-                self.refuse(what, exc)
+                if aside is None:
+                    self.refuse(what, exc)
+                else:
+                    kind, key, where = aside(record)
+                    self.set_aside(kind, key, record, str(exc), where)
         return out
 
+    def frame_checked(self, frame: Any) -> bytes:
+        """A stored memory frame whose type, header and checksum are right; raises CorruptRecord otherwise."""
+        try:
+            codec.verify(frame, self.limits)
+        except codec.CodecError as exc:
+            raise CorruptRecord(f"memory frame: {exc}") from None
+        return bytes(frame)
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "corrupt_values": self.corrupt_values, "refused_records": self.refused_records}
+        quarantined = {k: v for k, v in self.counters.items() if k.startswith("quarantined_")}
+        return {"backend": self.name, "corrupt_values": self.corrupt_values, "refused_records": self.refused_records,
+                **quarantined}
 
 
 def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:
-    """Attempts from ``(attempt, node_id, node_name, started_at, finished_at, error)`` rows (text or bytes)."""
-    return [Attempt(attempt=int(r[0]), node_id=_text(r[1] or ""), node_name=_text(r[2] or ""),
-                    started_at=r[3] or None, finished_at=r[4] or None, error=_text_or_none(r[5]))
-            for r in rows]
+    """Attempts from ``(attempt, node_id, node_name, started_at, finished_at, error)`` rows (text or bytes);
+    a row that cannot be read is left out (the task itself still reads)."""
+    out = []
+    for r in rows:
+        try:
+            out.append(Attempt(attempt=_int(r[0], 1), node_id=_text(r[1] or ""), node_name=_text(r[2] or ""),
+                               started_at=_float_or_none(r[3]) or None, finished_at=_float_or_none(r[4]) or None,
+                               error=_text_or_none(r[5])))
+        except DECODE_ERRORS + (IndexError,):
+            log.debug("attempt record left out: %r", r)
+    return out
+
+
+def raw_bytes(record: Any) -> bytes:
+    """A stored record as bytes for the quarantine: itself if it is bytes, else its msgpack (its repr if even
+    that fails), so what was stored can be looked at later."""
+    if isinstance(record, bytes | bytearray | memoryview):
+        return bytes(record)
+    if isinstance(record, Mapping):
+        record = dict(record)
+    elif isinstance(record, tuple):
+        record = list(record)
+    try:
+        return codec.pack(record)
+    except codec.CodecError:
+        return repr(record).encode(errors="replace")
+
+
+def _key_text(key: Any) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+
+
+def _int(value: Any, low: int = 0) -> int:
+    """A stored whole number in ``[low, MAX_STORED_INT]``; ValueError/TypeError otherwise (a bool is no number)."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{value!r} is not a whole number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    number = int(value)
+    if not low <= number <= MAX_STORED_INT:
+        raise ValueError(f"{number} is out of range")
+    return number
 
 
 def _text(value: Any) -> str:
@@ -244,7 +372,14 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _float_or_none(value: Any) -> float | None:
-    return None if value is None or value == "" or value == b"" else float(value)
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _names(value: Any) -> list[str]:
@@ -252,4 +387,6 @@ def _names(value: Any) -> list[str]:
         return []
     if isinstance(value, str | bytes):
         value = json.loads(value)
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"a list of names, not a {type(value).__name__}")
     return [_text(v) for v in value]

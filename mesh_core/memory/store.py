@@ -66,10 +66,12 @@ def item_from_wire(data: Any) -> MemoryItem:
         item = MemoryItem(memory_type=str(data["t"]), key=str(data["k"]), value=data["v"], vv=dict(vv),
                           hlc=int(data["h"]), origin=str(data["o"]), priority=int(data.get("p", 5)),
                           tombstone=bool(data.get("d", False)))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"memory item has a wrong shape: {type(exc).__name__} {exc}") from None
     if not item.key or not item.memory_type or not item.origin:
         raise CodecError("memory item lacks a key, type or origin")
+    if not 0 <= item.hlc < 2 ** 63 or any(v >= 2 ** 63 for v in item.vv.values()):
+        raise CodecError("memory item has a stamp or version past what a replica stores (64-bit)")
     return item
 
 

@@ -118,9 +118,10 @@ class NodeContext:
         return self._backend is not None
 
     def use_backend(self, backend: Backend, reason: str) -> None:
-        """Take ``backend`` as this node's medium; its wake-ups reach this node's loops."""
+        """Take ``backend`` as this node's medium; its wake-ups reach this node's loops, its problems its counters."""
         self._backend, self.backend_reason = backend, reason
         backend.on_signal(self.on_signal)
+        backend.report_to(self.problem)
 
     def backend_ok(self, ok: bool, detail: str = "") -> None:
         """Record the medium's health; a change is published once, not per call. Cut off stays degraded."""

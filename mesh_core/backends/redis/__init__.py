@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from ... import codec
-from ...model import NodeInfo, NodeRole, NodeType
+from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
+from ..shared import CorruptRecord
 from .client import _close_quickly, _s
 from .memory import RedisMemory
 from .tasks import RedisTasks
@@ -73,29 +75,35 @@ class RedisBackend(RedisTasks, RedisMemory):
         await self._broadcast(Topic.MEMBERS)
 
     async def snapshot(self) -> MeshSnapshot:
+        # The script has already moved aside heartbeat times and leave marks that are not numbers.
         raw = await self._script("SNAPSHOT", GHOST_SECONDS)
         now = float(_s(raw[0]))
         records = {_s(raw[1][i]): raw[1][i + 1] for i in range(0, len(raw[1]), 2)}
         seen = {_s(raw[2][i]): float(_s(raw[2][i + 1])) for i in range(0, len(raw[2]), 2)}
-        left = {_s(raw[3][i]): int(_s(raw[3][i + 1])) for i in range(0, len(raw[3]), 2)}
+        left = {_s(raw[3][i]): int(float(_s(raw[3][i + 1]))) for i in range(0, len(raw[3]), 2)}
         depths = {_s(raw[4][i]): int(raw[4][i + 1]) for i in range(0, len(raw[4]), 2)}
-        nodes = []
-        for node_id, blob in records.items():
-            if node_id not in seen:
-                continue
-            try:
-                r = codec.unpack(blob)
-                node_type = NodeType(r["type"]) if r["type"] in NodeType._value2member_map_ else NodeType.GENERAL
-                nodes.append(NodeInfo(
-                    node_id=node_id, name=r["name"], node_type=node_type, role=NodeRole(r["role"]), host=r["host"],
-                    port=r["port"], pid=r["pid"], incarnation=r["inc"], capabilities=frozenset(r["caps"]),
-                    task_types=frozenset(r["types"]), capacity=r["cap"], running=r["running"], queued=r["queued"],
-                    metrics=r["metrics"] or {}, started_at=r["started"], last_seen=seen[node_id],
-                    left=node_id in left and left[node_id] >= r["inc"], signature=r.get("sig") or "",
-                    heartbeat_seq=round(seen[node_id] * 1e6)))
-            except (KeyError, TypeError, ValueError, codec.CodecError) as exc:
-                self.refuse(f"node record {node_id}", exc)
+        nodes = self.readable("node record", ((i, b) for i, b in records.items() if i in seen),
+                              lambda r: self._node(r[0], r[1], seen, left),
+                              aside=lambda r: ("node", r[0], [("hdel", self._key("nodes"), r[0])]))
+        await self._settle_aside()
         return MeshSnapshot(nodes, now, depths)
+
+    def _node(self, node_id: str, blob: bytes, seen: dict[str, float], left: dict[str, int]) -> NodeInfo:
+        try:
+            r = codec.unpack(blob)
+            if not isinstance(r, dict):
+                raise TypeError(f"node record is a {type(r).__name__}, not a map")
+        except (codec.CodecError, TypeError) as exc:
+            raise CorruptRecord(f"node {node_id!r}: {exc}") from None
+        g = r.get
+        node = self.node_from_fields({
+            "node_id": node_id, "name": g("name"), "node_type": g("type"), "role": g("role"), "host": g("host"),
+            "port": g("port"), "pid": g("pid"), "incarnation": g("inc"), "capabilities": g("caps"),
+            "task_types": g("types"), "capacity": g("cap"), "running": g("running"), "queued": g("queued"),
+            "metrics": g("metrics"), "started_at": g("started"), "last_seen": seen[node_id], "left": 0,
+            "signature": g("sig"), "heartbeat_seq": _beat_of(seen[node_id])})
+        node.left = node_id in left and left[node_id] >= node.incarnation
+        return node
 
     async def wake(self, node_ids: Iterable[str], topic: str) -> None:
         await self._wake(node_ids, topic)
@@ -105,6 +113,13 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
+
+
+def _beat_of(seen: float) -> int:
+    """The heartbeat sequence of a node: its last heartbeat's server time in µs changes with every beat."""
+    if not math.isfinite(seen) or seen < 0:
+        raise CorruptRecord(f"heartbeat time {seen!r} is out of range")
+    return round(seen * 1e6)
 
 
 __all__ = ["GHOST_SECONDS", "RedisBackend"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,17 +16,20 @@ from ...config import RedisConfig
 from ...errors import BackendError, BackendUnavailable, ConfigError
 from ...model import NodeInfo
 from ...security import without_password
-from ..contracts import Topic
+from ..contracts import Quarantined, Topic
 from ..shared import SharedStoreBackend
 from . import scripts as lua
 
+log = logging.getLogger("mesh.redis")
 ALL = "all"
 SCRIPTS = ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPLETE", "REASSIGN", "STRANDED", "CANCEL",
-           "REPLAY", "HOLD_LEASE", "LIST", "PRUNE", "COMPACT")
+           "REPLAY", "HOLD_LEASE", "LIST", "PRUNE", "COMPACT", "ASIDE")
+PLAIN_SCRIPTS = {"HOLD_LEASE", "COMPACT"}  # the others are built on COMMON and answer {result, quarantined}
+QUARANTINE_KEPT = 10_000  # entries of the quarantine stream kept (approximately), as in the scripts
 
 
 def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RedisClient(SharedStoreBackend):
@@ -77,7 +81,60 @@ class RedisClient(SharedStoreBackend):
             raise BackendUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
 
     async def _script(self, name: str, *args: Any) -> Any:
-        return await self._call(self._scripts[name](args=[self.prefix, *args]))
+        raw = await self._call(self._scripts[name](args=[self.prefix, *args]))
+        if name in PLAIN_SCRIPTS:
+            return raw
+        result, moved = raw
+        for i in range(0, len(moved), 3):
+            self.counted_kind(_s(moved[i]), f"{_s(moved[i + 1])}: {_s(moved[i + 2])} (by {name.lower()})")
+        return result
+
+    # -- quarantine ------------------------------------------------------------------------------
+    async def _settle_aside(self) -> None:
+        """Move aside what reads found unreadable: tasks by the ASIDE script (it takes them out of every
+        queue), other records here, each with its raw bytes and reason in the quarantine stream."""
+        taken = self.take_aside()
+        if not taken or self._client is None:
+            return
+        tasks: list[Any] = []
+        pipe = self._client.pipeline(transaction=True)
+        others = []
+        for q, where in taken:
+            if where[0] == "task":  # ("task", id)
+                tasks += [where[1], q.reason]
+                continue
+            others.append(q)
+            pipe.xadd(self._key("quarantine"), {"kind": q.kind, "key": q.key, "raw": q.raw, "reason": q.reason,
+                                                "at": repr(q.at)}, maxlen=QUARANTINE_KEPT, approximate=True)
+            for op, *args in where:  # [(hdel | delete | xdel | srem, key, …)]: the original goes
+                getattr(pipe, op)(*args)
+        try:
+            if others:
+                await self._call(pipe.execute())
+                self.counted(others)
+            if tasks:
+                await self._script("ASIDE", *tasks)
+        except BackendError as exc:  # the read itself stands; the next read finds the records again
+            log.warning("could not move %d unreadable records aside: %s", len(taken), exc)
+
+    async def _wrong_type(self, kind: str, key: str, reason: str, removal: list[tuple[Any, ...]]) -> None:
+        """Queue a key of the wrong type where the mesh keeps one of its own, with its dump as the raw bytes."""
+        assert self._client is not None
+        raw = await self._call(self._client.dump(key))
+        self.set_aside(kind, key, raw or b"", reason, removal)
+
+    async def quarantined(self, limit: int = 100) -> list[Quarantined]:
+        assert self._client is not None
+        rows = await self._call(self._client.xrevrange(self._key("quarantine"), count=limit))
+        out = []
+        for entry_id, f in rows:
+            try:
+                when = float(_s(f.get(b"at") or b""))
+            except ValueError:  # the stream entry's own id says when, in milliseconds
+                when = int(_s(entry_id).partition("-")[0]) / 1000
+            out.append(Quarantined(_s(f.get(b"kind", b"?")), _s(f.get(b"key", b"")), _s(f.get(b"reason", b"")),
+                                   when, f.get(b"raw", b"")))
+        return out
 
     def _key(self, *parts: str) -> str:
         return self.prefix + "".join(parts)

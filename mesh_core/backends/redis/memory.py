@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...errors import BackendError
 from ...memory.digest import bucket_of
 from ..contracts import MEMORY_VERSIONS_KEPT, Topic
-from ..shared import MemoryEntry
+from ..shared import CorruptRecord, MemoryEntry
 from .client import ALL, RedisClient, _s
 
 
@@ -28,8 +29,33 @@ class RedisMemory(RedisClient):
             pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
         if any(broadcast for *_, broadcast in items):
             pipe.publish(self._key("wake:", ALL), Topic.MEMORY)
-        results = await self._call(pipe.execute())
+        try:
+            results = await self._call(pipe.execute())
+        except BackendError as exc:
+            if "WRONGTYPE" not in str(exc) or not await self._memory_keys_set_right(items):
+                raise
+            return await self._publish_batch(items)  # the keys in the way are aside now: once more
         return [_s(results[i * 6]) for i in range(len(items))]
+
+    async def _memory_keys_set_right(self, items: list[MemoryEntry]) -> bool:
+        """Move aside every key a publish writes that holds the wrong type; True if there was one."""
+        assert self._client is not None
+        want = {self._key("memlog"): b"stream"}
+        for _, memory_type, key, _, _ in items:
+            want[self._key("mk:", memory_type, "\0", key)] = b"hash"
+            want[self._key("mv:", memory_type, "\0", key)] = b"list"
+            want[self._key("mtypes:", key)] = b"set"
+            want[self._key("bk:", str(bucket_of(memory_type, key)))] = b"set"
+        pipe = self._client.pipeline(transaction=False)
+        for name in want:
+            pipe.type(name)
+        found = await self._call(pipe.execute())
+        wrong = [(name, kind) for (name, expected), kind in zip(want.items(), found, strict=True)
+                 if kind not in (expected, b"none", expected.decode(), "none")]
+        for name, kind in wrong:
+            await self._wrong_type("memory", name, f"a {_s(kind)} where a {_s(want[name])} belongs", [("delete", name)])
+        await self._settle_aside()
+        return bool(wrong)
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         assert self._client is not None
@@ -38,7 +64,11 @@ class RedisMemory(RedisClient):
 
     async def memory_acks(self) -> dict[str, Any]:
         assert self._client is not None
-        return {_s(k): _s(v) for k, v in (await self._call(self._client.hgetall(self._key("acks")))).items()}
+        rows = (await self._call(self._client.hgetall(self._key("acks")))).items()
+        acks_key = self._key("acks")
+        acks = dict(self.readable("memory ack", rows, _ack, aside=lambda r: ("ack", r[0], [("hdel", acks_key, r[0])])))
+        await self._settle_aside()
+        return acks
 
     async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
         assert self._client is not None
@@ -46,24 +76,48 @@ class RedisMemory(RedisClient):
 
     async def peer_digests(self) -> dict[str, dict[int, str]]:
         assert self._client is not None
-        out: dict[str, dict[int, str]] = {}
-        for node_id, blob in (await self._call(self._client.hgetall(self._key("digests")))).items():
-            try:
-                out[_s(node_id)] = {int(b): str(d) for b, d in json.loads(blob).items()}
-            except (ValueError, TypeError, AttributeError) as exc:
-                self.refuse(f"digests of {_s(node_id)}", exc)
+        rows = (await self._call(self._client.hgetall(self._key("digests")))).items()
+        out = dict(self.readable("digests", rows, _digests,
+                                 aside=lambda r: ("digest", r[0], [("hdel", self._key("digests"), r[0])])))
+        await self._settle_aside()
         return out
 
     async def memory_bucket(self, bucket: int) -> list[bytes]:
         assert self._client is not None
-        members = await self._call(self._client.smembers(self._key("bk:", str(bucket))))
+        bucket_key = self._key("bk:", str(bucket))
         pipe = self._client.pipeline(transaction=False)
-        for member in members:
-            memory_type, _, key = _s(member).partition("\0")
-            pipe.hvals(self._key("mk:", memory_type, "\0", key))
+        pipe.smembers(bucket_key)
+        (members,) = await self._call(pipe.execute(raise_on_error=False))
+        if isinstance(members, Exception):  # not a set: nothing of ours is in it
+            await self._wrong_type("memory", bucket_key, f"bucket key: {members}", [("delete", bucket_key)])
+            members = set()
+        pairs = [_s(m).partition("\0") for m in members]
+        return await self._latest_frames([(mt, key) for mt, _, key in pairs],
+                                         lambda mt, key: ("srem", bucket_key, f"{mt}\0{key}"))
+
+    def _frame_of(self, field: tuple[bytes, bytes]) -> bytes:
+        return self.frame_checked(field[1])
+
+    async def _latest_frames(self, wanted: Sequence[tuple[str, str]],
+                             unlist: Callable[[str, str], tuple[Any, ...]] | None = None) -> list[bytes]:
+        """Every origin's latest frame of each ``(memory_type, key)`` in one round trip. A key of the wrong
+        type is moved aside (and ``unlist`` says where else it is listed), so is a frame that does not check."""
+        assert self._client is not None
+        if not wanted:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for memory_type, key in wanted:
+            pipe.hgetall(self._key("mk:", memory_type, "\0", key))
         frames: list[bytes] = []
-        for values in await self._call(pipe.execute()):
-            frames += values
+        for (memory_type, key), found in zip(wanted, await self._call(pipe.execute(raise_on_error=False)),
+                                             strict=True):
+            name = self._key("mk:", memory_type, "\0", key)
+            if isinstance(found, Exception):
+                removal = [("delete", name)] + ([unlist(memory_type, key)] if unlist else [])
+                await self._wrong_type("memory", name, f"{memory_type}/{key}: {found}", removal)
+                continue
+            frames += self.readable("memory frame", list(found.items()), self._frame_of, aside=_field_of(name))
+        await self._settle_aside()
         return frames
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:
@@ -75,11 +129,20 @@ class RedisMemory(RedisClient):
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         assert self._client is not None
         start = f"({after}" if after else "-"
-        rows = await self._call(self._client.xrange(self._key("memlog"), min=start, count=limit))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xrange(self._key("memlog"), min=start, count=limit)
+        (rows,) = await self._call(pipe.execute(raise_on_error=False))
+        if isinstance(rows, Exception):  # not a stream: nothing of ours is in it
+            await self._wrong_type("memory", self._key("memlog"), f"memory log: {rows}",
+                                   [("delete", self._key("memlog"))])
+            await self._settle_aside()
+            return [], after
         if not rows:
             return [], after
-        # An entry without a frame (garbage written by someone else) becomes an empty frame the codec refuses.
-        return [fields.get(b"f", b"") for _, fields in rows], _s(rows[-1][0])
+        frames = self.readable("memory log entry", rows, lambda r: self.frame_checked(r[1].get(b"f")),
+                               aside=lambda r: ("memory", f"memlog {_s(r[0])}", [("xdel", self._key("memlog"), r[0])]))
+        await self._settle_aside()
+        return frames, _s(rows[-1][0])
 
     async def compact_memory(self, applied_everywhere: Any) -> int:
         assert self._client is not None
@@ -89,38 +152,77 @@ class RedisMemory(RedisClient):
 
     async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
         assert self._client is not None
+        names = [self._key("mv:", mt, "\0", key) for mt in await self._types_of(memory_type, key)]
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.lrange(name, 0, -1)
         frames: list[bytes] = []
-        for mt in await self._types_of(memory_type, key):
-            frames += await self._call(self._client.lrange(self._key("mv:", mt, "\0", key), 0, -1))
+        for name, found in zip(names, await self._call(pipe.execute(raise_on_error=False)), strict=True):
+            if isinstance(found, Exception):  # a wrong-typed list of versions: aside, the next write starts anew
+                await self._wrong_type("memory", name, f"versions of {key}: {found}", [("delete", name)])
+            else:
+                frames += found
+        await self._settle_aside()
         return frames
 
     async def memory_horizon(self) -> Any:
         assert self._client is not None
-        horizon = await self._call(self._client.get(self._key("memlog:horizon")))
-        return _s(horizon) if horizon else None
+        key = self._key("memlog:horizon")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(key)
+        (horizon,) = await self._call(pipe.execute(raise_on_error=False))
+        if not horizon:
+            return None
+        try:
+            if isinstance(horizon, Exception):
+                raise CorruptRecord(f"memory horizon: {horizon}")
+            return _ack((b"horizon", horizon))[1]
+        except CorruptRecord as exc:
+            await self._wrong_type("memory", key, str(exc), [("delete", key)])
+            await self._settle_aside()
+            return None
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         assert self._client is not None
-        wanted = list(dict.fromkeys(keys))
-        if not wanted:
-            return []
-        pipe = self._client.pipeline(transaction=False)
-        for key in wanted:
-            pipe.hvals(self._key("mk:", memory_type, "\0", key))
-        frames: list[bytes] = []
-        for values in await self._call(pipe.execute()):
-            frames += values
-        return frames
+        return await self._latest_frames([(memory_type, key) for key in dict.fromkeys(keys)])
 
     async def _types_of(self, memory_type: str | None, key: str) -> list[str]:
-        """``[memory_type]``, or every memory type the key was written with when None."""
+        """``[memory_type]``, or every memory type the key was written with when None (a wrong-typed set of
+        them is moved aside: none known)."""
         assert self._client is not None
-        return [memory_type] if memory_type else sorted(
-            _s(t) for t in await self._call(self._client.smembers(self._key("mtypes:", key))))
+        if memory_type:
+            return [memory_type]
+        types_key = self._key("mtypes:", key)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.smembers(types_key)
+        (types,) = await self._call(pipe.execute(raise_on_error=False))
+        if isinstance(types, Exception):
+            await self._wrong_type("memory", types_key, f"memory types of {key}: {types}", [("delete", types_key)])
+            await self._settle_aside()
+            return []
+        return sorted(_s(t) for t in types)
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        assert self._client is not None
-        frames: list[bytes] = []
-        for mt in await self._types_of(memory_type, key):
-            frames += list((await self._call(self._client.hgetall(self._key("mk:", mt, "\0", key)))).values())
-        return frames
+        return await self._latest_frames([(mt, key) for mt in await self._types_of(memory_type, key)])
+
+
+def _field_of(name: str) -> Callable[[tuple[bytes, bytes]], tuple[str, str, Any]]:
+    """Where one origin's frame in a per-key hash is, for the quarantine."""
+    return lambda r: ("memory", f"{name} from {_s(r[0])}", [("hdel", name, r[0])])
+
+
+def _ack(r: tuple[bytes, bytes]) -> tuple[str, str]:
+    """A node's memory-log cursor as stored (a stream id), or CorruptRecord."""
+    cursor = _s(r[1])
+    ms, dash, seq = cursor.partition("-")
+    if not (ms.isdigit() and dash and seq.isdigit()):
+        raise CorruptRecord(f"memory ack of {_s(r[0])!r}: {cursor!r} is not a stream cursor")
+    return _s(r[0]), cursor
+
+
+def _digests(r: tuple[bytes, bytes]) -> tuple[str, dict[int, str]]:
+    try:
+        marks = json.loads(r[1])
+        return _s(r[0]), {int(b): str(d) for b, d in marks.items()}
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise CorruptRecord(f"digests of {_s(r[0])!r}: {type(exc).__name__} {exc}") from None

@@ -7,6 +7,12 @@ may start from which status is not written here: ``FROM`` (move → source
 statuses, only for the moves a script applies) is generated from
 ``mesh_core.tasks.TASK_MOVES`` and prepended, so
 the scripts and the SQLite backend read the one table.
+
+No script trusts a stored field: numbers go through ``num``/``prio_of``, task hashes are read with
+``tfields`` (a key of the wrong type is no error), and an entry that cannot be used is moved to the capped
+``quarantine`` stream with its reason and skipped, never an error for the whole call. Every script built
+on ``COMMON`` returns ``{result, quarantined}``: the records it moved aside (kind, key, reason …), which the
+caller counts.
 """
 
 from ...tasks import Move, lua_moves
@@ -17,15 +23,63 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local Q = {}  -- records this call moved aside: kind, key, reason, ... (the caller counts them)
+local function quarantine(kind, key, raw, reason)
+  redis.call('XADD', P .. 'quarantine', 'MAXLEN', '~', 10000, '*', 'kind', kind, 'key', key, 'raw', raw or '',
+             'reason', reason, 'at', tostring(now()))
+  table.insert(Q, kind)
+  table.insert(Q, key)
+  table.insert(Q, reason)
+end
+local function num(v)
+  -- a stored finite number, or nil (Lua's tonumber also reads 'inf' and 'nan')
+  local n = v and tonumber(v)
+  if n and n == n and n > -math.huge and n < math.huge then return n end
+  return nil
+end
+local function prio_of(v)
+  local n = num(v)
+  if n and n >= 0 and n <= 3 and n % 1 == 0 then return n end
+  return nil
+end
+local function key_aside(key, why)
+  -- a key of the wrong type where the mesh keeps its own: its dump goes aside, the key goes
+  local raw = redis.call('DUMP', key) or ''
+  redis.call('DEL', key)
+  quarantine('key', key, raw, why)
+end
+local function hash_key(key)
+  -- a mesh-wide hash must be a hash: anything else would fail every script that reads it
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' and kind ~= 'none' then key_aside(key, 'a ' .. kind .. ' where a hash belongs') end
+end
+local function card(cmd, key)
+  local n = redis.pcall(cmd, key)
+  if type(n) == 'table' then
+    key_aside(key, cmd .. ' failed: ' .. tostring(n['err']))
+    return 0
+  end
+  return n
+end
 -- Tasks per status are counters; only the rare states keep an index of their own for listing
 -- (assigned and running are listed from the inboxes and the lease set, succeeded from the newest tasks).
 local INDEXED = {pending=true, failed=true, dead_letter=true, cancelled=true}
+local function count(st, by)
+  -- a counter that is not a whole number would fail every transition: it is set aside and starts again
+  local ok = redis.pcall('HINCRBY', P .. 'counts', st, by)
+  if type(ok) == 'table' then
+    hash_key(P .. 'counts')
+    local raw = redis.pcall('HGET', P .. 'counts', st)
+    quarantine('count', st, type(raw) == 'string' and raw or '', 'task count: ' .. tostring(ok['err']))
+    redis.call('HSET', P .. 'counts', st, math.max(by, 0))
+  end
+end
 local function index_status(id, old, new, seq)
   if old and old ~= '' then
-    redis.call('HINCRBY', P .. 'counts', old, -1)
+    count(old, -1)
     if INDEXED[old] then redis.call('ZREM', P .. 'st:' .. old, id) end
   end
-  redis.call('HINCRBY', P .. 'counts', new, 1)
+  count(new, 1)
   if INDEXED[new] then redis.call('ZADD', P .. 'st:' .. new, seq, id) end
 end
 local function set_status(id, old, new, seq)
@@ -74,13 +128,56 @@ local function end_attempt(id, att, t_now, err)
                cmsgpack.pack({f[1] or '', f[2] or '', tonumber(f[3]), t_now, (err ~= '') and err or false}))
   end
 end
+local function mesh_sets()
+  -- the lease and pending sets every transition writes: checked before anything is written (a script that
+  -- fails half way keeps its first writes)
+  card('ZCARD', P .. 'leases')
+  card('ZCARD', P .. 'pending')
+  hash_key(P .. 'counts')
+end
 local function depth(node)
-  return redis.call('ZCARD', P .. 'inbox:' .. node) + redis.call('ZCARD', P .. 'delayed:' .. node)
-    + redis.call('SCARD', P .. 'held:' .. node)
+  return card('ZCARD', P .. 'inbox:' .. node) + card('ZCARD', P .. 'delayed:' .. node)
+    + card('SCARD', P .. 'held:' .. node)
+end
+local function task_aside(id, reason)
+  -- a task that cannot be used: its hash goes aside, it leaves every queue and index, it is deleted
+  local h = P .. 't:' .. id
+  local flat = redis.pcall('HGETALL', h)
+  local raw, st, node = '', nil, nil
+  if type(flat) == 'table' and not flat['err'] then
+    raw = cmsgpack.pack(flat)
+    for i = 1, #flat, 2 do
+      if flat[i] == 'status' then st = flat[i + 1] elseif flat[i] == 'node' then node = flat[i + 1] end
+    end
+  else
+    raw = redis.call('DUMP', h) or ''
+  end
+  unhold(id, node)
+  if st and INDEXED[st] then redis.call('ZREM', P .. 'st:' .. st, id) end
+  if st and (INDEXED[st] or st == 'assigned' or st == 'running' or st == 'succeeded') then
+    count(st, -1)
+  end
+  redis.call('DEL', h, P .. 'a:' .. id)
+  quarantine('task', id, raw, reason)
+end
+local function tfields(id, ...)
+  -- HMGET on a task hash; a key of the wrong type is moved aside and reads as a missing task
+  local f = redis.pcall('HMGET', P .. 't:' .. id, ...)
+  if f['err'] then
+    task_aside(id, 'task key is not a hash: ' .. tostring(f['err']))
+    return {}
+  end
+  return f
+end
+local function bad(what, ...)
+  -- why a task was refused: its fields as stored
+  local parts = {}
+  for _, v in ipairs({...}) do table.insert(parts, tostring(v)) end
+  return what .. ' not usable: ' .. table.concat(parts, ' / ')
 end
 local function place(id, node, prio, seq, not_before, t_now)
   local score = (3 - prio) * 1e13 + seq
-  if tonumber(not_before) > t_now then
+  if (num(not_before) or 0) > t_now then
     redis.call('ZADD', P .. 'delayed:' .. node, not_before, id)
   else
     redis.call('ZADD', P .. 'inbox:' .. node, score, id)
@@ -92,33 +189,43 @@ HEARTBEAT = COMMON + r"""
 -- ARGV: P, node_id, incarnation, record, keep_seconds
 local id, inc = ARGV[2], tonumber(ARGV[3])
 local t = now()
+for _, name in ipairs({'nodes', 'inc', 'seen', 'left'}) do hash_key(P .. name) end
 local old = redis.call('HGET', P .. 'nodes', id)
-local prev_inc = tonumber(redis.call('HGET', P .. 'inc', id) or '-1')
+local prev_inc = num(redis.call('HGET', P .. 'inc', id)) or -1
 local left = redis.call('HGET', P .. 'left', id)
 redis.call('HSET', P .. 'nodes', id, ARGV[4])
 redis.call('HSET', P .. 'inc', id, inc)
 redis.call('HSET', P .. 'seen', id, t)
 local changed = (old == false) or (prev_inc ~= inc)
-if left and inc > tonumber(left) then
+if left and not num(left) then
+  redis.call('HDEL', P .. 'left', id)
+  quarantine('node', id, left, 'leave mark ' .. left .. ' is not a number')
+  changed = true
+elseif left and inc > num(left) then
   redis.call('HDEL', P .. 'left', id)
   changed = true
 end
-return changed and 1 or 0
+return {changed and 1 or 0, Q}
 """
 
 LEAVE = COMMON + r"""
+hash_key(P .. 'left')
 redis.call('HSET', P .. 'left', ARGV[2], ARGV[3])
-return 1
+return {1, Q}
 """
 
 SNAPSHOT = COMMON + r"""
 -- ARGV: P, ghost_seconds. Returns {now, records, seen, left, depths}
 local t = now()
+for _, name in ipairs({'nodes', 'inc', 'seen', 'left'}) do hash_key(P .. name) end
 local seen = redis.call('HGETALL', P .. 'seen')
-local out_seen, depths = {}, {}
+local out_seen, depths, out_left = {}, {}, {}
 for i = 1, #seen, 2 do
-  local id, ts = seen[i], tonumber(seen[i + 1])
-  if t - ts > tonumber(ARGV[2]) then
+  local id, ts = seen[i], num(seen[i + 1])
+  if not ts then
+    redis.call('HDEL', P .. 'seen', id)
+    quarantine('node', id, seen[i + 1], 'heartbeat time ' .. seen[i + 1] .. ' is not a number')
+  elseif t - ts > tonumber(ARGV[2]) then
     -- a ghost: dead (or left) for longer than the retention period
     redis.call('HDEL', P .. 'nodes', id)
     redis.call('HDEL', P .. 'seen', id)
@@ -131,12 +238,24 @@ for i = 1, #seen, 2 do
     table.insert(depths, depth(id))
   end
 end
-return {tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, redis.call('HGETALL', P .. 'left'), depths}
+local left = redis.call('HGETALL', P .. 'left')
+for i = 1, #left, 2 do
+  local n = num(left[i + 1])
+  if n and n % 1 == 0 then
+    table.insert(out_left, left[i])
+    table.insert(out_left, left[i + 1])
+  else
+    redis.call('HDEL', P .. 'left', left[i])
+    quarantine('node', left[i], left[i + 1], 'leave mark ' .. left[i + 1] .. ' is not a whole number')
+  end
+end
+return {{tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, out_left, depths}, Q}
 """
 
 ENQUEUE = COMMON + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
 --       not_before, why, spec, submitter, submitted_at, parent, signature (one argument per task)
+mesh_sets()
 local t = now()
 local out = {}
 local woken = {}
@@ -182,20 +301,26 @@ for i = 2, #ARGV do
     end
   end
 end
-return out
+return {out, Q}
 """
 
 CLAIM = COMMON + lua_moves(Move.CLAIM) + r"""
 -- ARGV: P, node, limit, lease_seconds. Returns when the earliest task still held back becomes due ('' when
 -- none), then id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+mesh_sets()
 local t = now()
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed:' .. node, '-inf', t)
+depth(node)  -- a queue key of the wrong type is moved aside before it is read
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. 'delayed:' .. node, id)
-  local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'prio', 'seq')
-  redis.call('ZADD', P .. 'inbox:' .. node, (3 - tonumber(f[1])) * 1e13 + tonumber(f[2]), id)
+  local f = tfields(id, 'prio', 'seq')
+  local prio, seq = prio_of(f[1]), num(f[2])
+  if prio and seq then
+    redis.call('ZADD', P .. 'inbox:' .. node, (3 - prio) * 1e13 + seq, id)
+  elseif f[1] or f[2] then
+    task_aside(id, bad('prio / seq', f[1], f[2]))
+  end
 end
 local ids = redis.call('ZRANGE', P .. 'inbox:' .. node, 0, limit - 1)
 local later = redis.call('ZRANGE', P .. 'delayed:' .. node, 0, 0, 'WITHSCORES')
@@ -203,8 +328,10 @@ local out = {later[2] or ''}
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'seq')
-  if f[1] and FROM.claim[f[1]] then
+  local f = tfields(id, 'status', 'seq', 'prio', 'attempt')
+  if f[1] and FROM.claim[f[1]] and not (num(f[2]) and prio_of(f[3]) and num(f[4])) then
+    task_aside(id, bad('seq / prio / attempt', f[2], f[3], f[4]))
+  elseif f[1] and FROM.claim[f[1]] then
     index_status(id, 'assigned', 'running', f[2])
     redis.call('HSET', h, 'status', 'running', 'started', t, 'lease', t + lease)
     redis.call('SADD', P .. 'held:' .. node, id)
@@ -213,36 +340,42 @@ for _, id in ipairs(ids) do
     table.insert(out, redis.call('HGETALL', h))  -- the claimer needs no second round trip
   end
 end
-return out
+return {out, Q}
 """
 
 RENEW = COMMON + r"""
 -- ARGV: P, node, lease_seconds, then pairs id, attempt
 local node, lease = ARGV[2], tonumber(ARGV[3])
+mesh_sets()
 local t = now()
 local kept = {}
 for i = 4, #ARGV, 2 do
   local id, att = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', P .. 't:' .. id, 'status', 'node', 'attempt')
+  local f = tfields(id, 'status', 'node', 'attempt')
   if f[1] == 'running' and f[2] == node and f[3] == att then
     redis.call('HSET', P .. 't:' .. id, 'lease', t + lease)
     redis.call('ZADD', P .. 'leases', t + lease, id)
     table.insert(kept, id)
   end
 end
-return kept
+return {kept, Q}
 """
 
 COMPLETE = COMMON + lua_moves(Move.COMPLETE) + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, attempt, node, status, result, error
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
   local id, att, node, st, res, err = a[1], a[2], a[3], a[4], a[5], a[6]
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq', 'submitter', 'node_name')
-  if f[1] and FROM.complete[f[1]] and f[2] == node and f[3] == att then
+  local f = tfields(id, 'status', 'node', 'attempt', 'seq', 'submitter', 'node_name')
+  local fenced = f[1] and FROM.complete[f[1]] and f[2] == node and f[3] == att
+  if fenced and not num(f[4]) then
+    task_aside(id, bad('seq', f[4]))
+    table.insert(out, false)
+  elseif fenced then
     index_status(id, f[1], st, f[4])
     redis.call('HSET', h, 'status', st, 'result', res, 'error', err, 'finished', t)
     redis.call('SREM', P .. 'held:' .. node, id)  -- a running task is only held and leased
@@ -255,19 +388,20 @@ for i = 2, #ARGV do
     table.insert(out, false)
   end
 end
-return out
+return {out, Q}
 """
 
 REASSIGN = COMMON + lua_moves(Move.REROUTE, Move.REQUEUE, Move.FINAL, Move.CANCELLED) + r"""
 -- ARGV: P, then per move: id, expected_attempt, expected_node, node, node_name, why, not_before, bump,
 --       error, count_failure, final_status  (11 values). Returns per move {ok, submitter, target}
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV, 11 do
   local id, eatt, enode, node, name, why = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local nb, bump, err, cf, final = ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8], tonumber(ARGV[i + 9]), ARGV[i + 10]
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'node', 'attempt', 'seq', 'prio', 'cancel', 'submitter')
+  local f = tfields(id, 'status', 'node', 'attempt', 'seq', 'prio', 'cancel', 'submitter')
   local st = f[1] or ''
   -- A task whose cancel was asked for ends cancelled instead of moving on (and counts no failure).
   local kind
@@ -275,7 +409,11 @@ for i = 2, #ARGV, 11 do
   elseif node ~= '' then kind = 'reroute'
   elseif final == 'pending' then kind = 'requeue'
   else kind = 'final' end
-  if FROM[kind][st] and (f[2] or '') == enode and f[3] == eatt then
+  local fenced = FROM[kind][st] and (f[2] or '') == enode and f[3] == eatt
+  if fenced and not (num(f[4]) and prio_of(f[5]) and num(f[3])) then
+    task_aside(id, bad('seq / prio / attempt', f[4], f[5], f[3]))
+    table.insert(out, {0, '', ''})
+  elseif fenced then
     unhold(id, f[2])
     end_attempt(id, eatt, t, err)
     if err ~= '' then redis.call('HSET', h, 'error', err) end
@@ -305,7 +443,7 @@ for i = 2, #ARGV, 11 do
     table.insert(out, {0, '', ''})
   end
 end
-return out
+return {out, Q}
 """
 
 STRANDED = COMMON + r"""
@@ -318,24 +456,31 @@ local function add(list)
     if not seen[id] then seen[id] = true; table.insert(ids, id) end
   end
 end
+mesh_sets()  -- a queue key of the wrong type is moved aside before it is read
 for i = 3, #ARGV do
   local node = ARGV[i]
+  depth(node)
   add(redis.call('SMEMBERS', P .. 'held:' .. node))
   add(redis.call('ZRANGE', P .. 'inbox:' .. node, 0, -1))
   add(redis.call('ZRANGE', P .. 'delayed:' .. node, 0, -1))
 end
 add(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', t))
 add(redis.call('ZRANGE', P .. 'pending', 0, 4999))
-return {tostring(t), ids}
+return {{tostring(t), ids}, Q}
 """
 
 CANCEL = COMMON + lua_moves(Move.CANCEL_QUEUED, Move.CANCEL_REQUEST) + r"""
+mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local h = P .. 't:' .. id
-  local f = redis.call('HMGET', h, 'status', 'node', 'seq', 'submitter')
+  local f = tfields(id, 'status', 'node', 'seq', 'submitter')
+  if f[1] and FROM.cancel_queued[f[1]] and not num(f[3]) then
+    task_aside(id, bad('seq', f[3]))
+    f = {}
+  end
   if not f[1] then
     table.insert(out, {'missing', '', ''})
   elseif FROM.cancel_queued[f[1]] then
@@ -351,16 +496,21 @@ for i = 2, #ARGV do
     table.insert(out, {f[1], '', ''})
   end
 end
-return out
+return {out, Q}
 """
 
 REPLAY = COMMON + lua_moves(Move.REPLAY) + r"""
 -- ARGV: P, id, node, node_name, why
 local id, node, name, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+mesh_sets()
 local t = now()
 local h = P .. 't:' .. id
-local f = redis.call('HMGET', h, 'status', 'seq', 'prio')
-if not FROM.replay[f[1] or ''] then return 0 end
+local f = tfields(id, 'status', 'seq', 'prio')
+if not FROM.replay[f[1] or ''] then return {0, Q} end
+if not (num(f[2]) and prio_of(f[3])) then
+  task_aside(id, bad('seq / prio', f[2], f[3]))
+  return {0, Q}
+end
 redis.call('HINCRBY', h, 'attempt', 1)
 redis.call('HSET', h, 'failures', 0, 'node', node, 'node_name', name, 'why', why, 'not_before', 0, 'lease', '',
            'started', '', 'finished', '', 'result', '', 'error', '', 'cancel', 0)
@@ -371,7 +521,7 @@ else
   set_status(id, f[1], 'assigned', f[2])
   place(id, node, tonumber(f[3]), tonumber(f[2]), 0, t)
 end
-return 1
+return {1, Q}
 """
 
 PRUNE = COMMON + r"""
@@ -386,7 +536,7 @@ local function drop(id, st)
   local parent = redis.call('HGET', h, 'parent')
   if parent and parent ~= '' then redis.call('SREM', P .. 'ch:' .. parent, id) end
   redis.call('DEL', h, P .. 'a:' .. id)
-  redis.call('HINCRBY', P .. 'counts', st, -1)
+  count(st, -1)
   if INDEXED[st] then redis.call('ZREM', P .. 'st:' .. st, id) end
   gone = gone + 1
 end
@@ -394,7 +544,7 @@ local over = math.min(redis.call('LLEN', P .. 'tasks') - kept, limit)
 for _ = 1, over do
   local id = redis.call('RPOP', P .. 'tasks')
   if not id then break end
-  local st = redis.call('HGET', P .. 't:' .. id, 'status')
+  local st = tfields(id, 'status')[1]
   if st and PRUNABLE[st] then drop(id, st) end
 end
 local dead = redis.call('ZCARD', P .. 'st:dead_letter') - dead_kept
@@ -403,7 +553,7 @@ if dead > 0 then
     drop(id, 'dead_letter')
   end
 end
-return gone
+return {gone, Q}
 """
 
 COMPACT = r"""
@@ -442,12 +592,21 @@ else
     local ids = redis.call('LRANGE', P .. 'tasks', start, start + 499)
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
-      if #out < limit and redis.call('HGET', P .. 't:' .. id, 'status') == st then table.insert(out, id) end
+      if #out < limit and tfields(id, 'status')[1] == st then table.insert(out, id) end
     end
     start = start + 500
   end
 end
-return out
+return {out, Q}
+"""
+
+ASIDE = COMMON + r"""
+-- ARGV: P, then pairs id, reason: tasks a reader could not decode, moved aside (see task_aside)
+for i = 2, #ARGV, 2 do
+  -- another reader may have moved it already: a task is moved (and counted) once
+  if redis.call('EXISTS', P .. 't:' .. ARGV[i]) == 1 then task_aside(ARGV[i], ARGV[i + 1]) end
+end
+return {#Q / 3, Q}
 """
 
 HOLD_LEASE = r"""

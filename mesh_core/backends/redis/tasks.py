@@ -10,7 +10,7 @@ import msgpack
 from ... import codec
 from ...model import Attempt, Task, TaskStatus
 from ..contracts import Assignment, Completion, Finished, Reassignment, Topic
-from ..shared import CORRUPT, CorruptRecord, attempts_from_rows
+from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows
 from .client import RedisClient, _s
 
 INDEXED_STATES = {"pending", "failed", "dead_letter", "cancelled"}  # as INDEXED in the scripts
@@ -43,8 +43,10 @@ class RedisTasks(RedisClient):
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         raw = await self._script("CLAIM", node_id, limit, lease_seconds)
         self._due[node_id] = float(_s(raw[0])) if raw[0] else None
-        return self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)),
-                             lambda r: self._task(*r))
+        tasks = self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)),
+                              lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0])))
+        await self._settle_aside()
+        return tasks
 
     async def next_due(self, node_id: str) -> float | None:
         # The claim script says when the next held-back task is due: no round trip of its own. A retry placed
@@ -96,9 +98,9 @@ class RedisTasks(RedisClient):
         pipe = self._client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hmget(self._key("t:", task_id), "cancel", "attempt", "status")
-        rows = await self._call(pipe.execute())
+        rows = await self._call(pipe.execute(raise_on_error=False))
         return [(task_id, int(r[1])) for task_id, r in zip(ids, rows, strict=True)
-                if r[0] == b"1" and r[2] == b"running"]
+                if isinstance(r, list) and r[0] == b"1" and r[2] == b"running" and (r[1] or b"").isdigit()]
 
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         ok = bool(await self._script("REPLAY", task_id, node_id or "", node_name or "", why))
@@ -117,7 +119,10 @@ class RedisTasks(RedisClient):
         rows = answer[0][1] if answer else []
         if not rows:
             return [], after
-        return self.readable("result feed entry", (fields for _, fields in rows), self._finished), _s(rows[-1][0])
+        found = self.readable("result feed entry", rows, lambda r: self._finished(r[1]),
+                              aside=lambda r: ("task", _s(r[1].get(b"id", b"?")), [("xdel", feed, r[0])]))
+        await self._settle_aside()
+        return found, _s(rows[-1][0])
 
     def _finished(self, f: dict[bytes, bytes]) -> Finished:
         g = f.get
@@ -134,8 +139,8 @@ class RedisTasks(RedisClient):
         pipe = self._client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hget(self._key("t:", task_id), "status")
-        rows = await self._call(pipe.execute())
-        return [TaskStatus(_s(st)) if st else None for st in rows]
+        rows = await self._call(pipe.execute(raise_on_error=False))
+        return [STATUSES.get(st) if isinstance(st, bytes) else None for st in rows]  # unreadable reads as missing
 
     async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
         assert self._client is not None
@@ -148,21 +153,25 @@ class RedisTasks(RedisClient):
             pipe.hgetall(self._key("t:", task_id))
             if attempts:
                 pipe.hgetall(self._key("a:", task_id))
-        rows = await self._call(pipe.execute())
+        rows = await self._call(pipe.execute(raise_on_error=False))
         step = 2 if attempts else 1
         out = []
         for n, task_id in enumerate(ids):
             fields = rows[n * step]
-            if not fields or b"status" not in fields:
-                continue
             try:
+                if isinstance(fields, Exception):  # a key of the wrong type where the task's hash belongs
+                    raise CorruptRecord(f"task {task_id!r}: {fields}")
+                if not fields or b"status" not in fields:
+                    continue
                 task = self._task(task_id, fields)
             except CorruptRecord as exc:
-                self.refuse("task hash", exc)
+                self.set_aside("task", task_id, b"", str(exc), ("task", task_id))
                 continue
             if attempts:
-                task.attempts = _attempts(rows[n * step + 1], task)
+                past = rows[n * step + 1]
+                task.attempts = _attempts(past if isinstance(past, dict) else {}, task)
             out.append(task)
+        await self._settle_aside()
         return out
 
     def _task(self, task_id: str, raw: dict[bytes, bytes]) -> Task:
@@ -207,7 +216,7 @@ class RedisTasks(RedisClient):
     async def task_counts(self) -> dict[str, int]:
         assert self._client is not None
         counts = await self._call(self._client.hgetall(self._key("counts")))
-        return {_s(k): int(v) for k, v in counts.items() if int(v) > 0}
+        return {_s(k): int(v) for k, v in counts.items() if v.lstrip(b"-").isdigit() and int(v) > 0}
 
 
 def _lua_pack(values: list[Any]) -> bytes:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -41,8 +42,9 @@ from typing import Any
 
 from ... import codec
 from ...errors import BackendUnavailable
-from ...model import NodeInfo, NodeRole, NodeType
+from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
+from ..shared import NODE_FIELDS, CorruptRecord
 from .memory import SqliteMemory
 from .store import _wake_address, _WakeProtocol
 from .tasks import SqliteTasks
@@ -158,8 +160,11 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
                 "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
             ).fetchall())
             now, booted = time.time(), machine_clock()
-            return MeshSnapshot([_node_from_row(r, now, booted) for r in rows], now, queued)
-        snap = await self._read(read)
+            nodes = self.readable(
+                "node row", rows, lambda r: self.node_from_fields(_node_fields(r, now, booted)),
+                aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
+            return MeshSnapshot(nodes, now, queued)
+        snap = await self._read_settled(read)
         self._peer_ids = [n.node_id for n in snap.nodes if not n.left and snap.now - n.last_seen < 3600]
         return snap
 
@@ -188,19 +193,19 @@ def machine_clock() -> float:
         return time.monotonic()  # elsewhere: the system-wide monotonic clock
 
 
-def _node_from_row(r: tuple[Any, ...], now: float, booted: float) -> NodeInfo:
-    """A node row; ``last_seen`` is put in the reader's frame: ``now`` less the age of its beat on the machine clock."""
-    try:
-        node_type = NodeType(r[2])
-    except ValueError:
-        node_type = NodeType.GENERAL
-    return NodeInfo(
-        node_id=r[0], name=r[1], node_type=node_type, role=NodeRole(r[3]), host=r[4] or "", port=r[5] or 0,
-        pid=r[6] or 0, incarnation=r[7], capabilities=frozenset(json.loads(r[8])),
-        task_types=frozenset(json.loads(r[9])), capacity=r[10], running=r[11], queued=r[12],
-        metrics=json.loads(r[13]) if r[13] else {}, started_at=r[14] or 0.0,
-        last_seen=now if r[19] is None else now - (booted - r[19]), left=bool(r[16]), signature=r[17] or "",
-        heartbeat_seq=r[18] or 0)
+def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any]:
+    """A node row's fields for ``node_from_fields``; ``last_seen`` in the reader's frame: ``now`` less the age of
+    its beat on the machine clock (a beat time that is not a number makes the row corrupt)."""
+    fields = dict(zip((*NODE_FIELDS, "heartbeat_seq", "beat_at"), r, strict=True))
+    beat_at = fields.pop("beat_at")
+    if beat_at is not None:
+        if isinstance(beat_at, bool) or not isinstance(beat_at, int | float) or not math.isfinite(beat_at):
+            raise CorruptRecord(f"node {r[0]!r}: beat time {beat_at!r} is not a number")
+        fields["last_seen"] = now - (booted - beat_at)
+    else:
+        fields["last_seen"] = now
+    fields["heartbeat_seq"] = fields["heartbeat_seq"] or 0
+    return fields
 
 
 __all__ = ["LOCK_GIVE_UP_SECONDS", "SqliteBackend"]

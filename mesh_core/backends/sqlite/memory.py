@@ -9,11 +9,23 @@ from typing import Any
 
 from ...memory.digest import bucket_of
 from ..contracts import MEMORY_VERSIONS_KEPT, Topic
-from ..shared import MemoryEntry
-from .store import SqliteStore
+from ..shared import CorruptRecord, MemoryEntry
+from .quarantine import Removal, SqliteQuarantine
+
+LATEST_ROW = "SELECT memory_type, key, origin, frame FROM memory_latest"
 
 
-class SqliteMemory(SqliteStore):
+def _latest_removal(r: Sequence[Any]) -> tuple[str, str, Removal]:
+    return "memory", f"{r[0]}/{r[1]} from {r[2]}", [
+        ("DELETE FROM memory_latest WHERE memory_type=? AND key=? AND origin=?", (r[0], r[1], r[2]))]
+
+
+def _version_removal(r: Sequence[Any]) -> tuple[str, str, Removal]:
+    return "memory", f"{r[0]}/{r[1]} version {r[2]}", [
+        ("DELETE FROM memory_versions WHERE memory_type=? AND key=? AND seq=?", (r[0], r[1], r[2]))]
+
+
+class SqliteMemory(SqliteQuarantine):
     """The MemoryLog part of ``sqlite_local``: ``memory_log`` holds every entry, ``memory_latest`` the newest."""
 
     async def _publish_batch(self, items: list[MemoryEntry]) -> list[int]:
@@ -48,7 +60,11 @@ class SqliteMemory(SqliteStore):
             " seq=max(seq, excluded.seq)", (node_id, int(cursor or 0))))
 
     async def memory_acks(self) -> dict[str, Any]:
-        return dict(await self._read(lambda c: c.execute("SELECT node_id, seq FROM memory_acks").fetchall()))
+        rows = await self._read(lambda c: c.execute("SELECT node_id, seq FROM memory_acks").fetchall())
+        acks = dict(self.readable("memory ack", rows, _ack, aside=lambda r: (
+            "ack", r[0], [("DELETE FROM memory_acks WHERE node_id=?", (r[0],))])))
+        await self._settle_aside()
+        return acks
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:
         return int(cursor or 0) >= int(target or 0)
@@ -64,19 +80,36 @@ class SqliteMemory(SqliteStore):
     async def peer_digests(self) -> dict[str, dict[int, str]]:
         rows = await self._read(lambda c: c.execute("SELECT node_id, bucket, digest FROM memory_digests").fetchall())
         out: dict[str, dict[int, str]] = {}
-        for node_id, bucket, digest in rows:
+        for node_id, bucket, digest in self.readable("digest row", rows, _digest, aside=lambda r: (
+                "digest", f"{r[0]} bucket {r[1]}", [("DELETE FROM memory_digests WHERE node_id=? AND bucket=?",
+                                                     (r[0], r[1]))])):
             marks = out.setdefault(node_id, {})
             if bucket >= 0:
                 marks[bucket] = digest
+        await self._settle_aside()
         return out
 
     async def memory_bucket(self, bucket: int) -> list[bytes]:
-        rows = await self._read(lambda c: c.execute(
-            "SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall())
-        return [r[0] for r in rows]
+        return await self._latest_frames(f"{LATEST_ROW} WHERE bucket=?", (bucket,))
+
+    async def _latest_frames(self, sql: str, params: Sequence[Any]) -> list[bytes]:
+        """The frames of ``memory_latest`` rows (``LATEST_ROW`` …); an unreadable one is quarantined."""
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        frames = self.readable("memory row", rows, lambda r: self.frame_checked(r[3]), aside=_latest_removal)
+        await self._settle_aside()
+        return frames
 
     async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
-        return await self._frames_of_key("memory_versions", memory_type, key, " ORDER BY seq")
+        # The types come from memory_latest's key index when none is given.
+        types = "memory_type=?" if memory_type is not None else \
+            "memory_type IN (SELECT memory_type FROM memory_latest WHERE key=?)"
+        args = (key if memory_type is None else memory_type, key)
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT memory_type, key, seq, frame FROM memory_versions WHERE {types} AND key=? ORDER BY seq",
+            args).fetchall())
+        frames = self.readable("memory version", rows, lambda r: self.frame_checked(r[3]), aside=_version_removal)
+        await self._settle_aside()
+        return frames
 
     async def memory_horizon(self) -> Any:
         def read(conn: sqlite3.Connection) -> int | None:
@@ -94,32 +127,37 @@ class SqliteMemory(SqliteStore):
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)
         rows = await self._read(lambda c: c.execute(
-            "SELECT seq, frame FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?", (start, limit)).fetchall())
-        return [r[1] for r in rows], (rows[-1][0] if rows else start)
+            "SELECT seq, frame, memory_type, key, origin FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?",
+            (start, limit)).fetchall())
+        frames = self.readable("memory log row", rows, lambda r: self.frame_checked(r[1]), aside=lambda r: (
+            "memory", f"log {r[0]} ({r[2]}/{r[3]} from {r[4]})", [("DELETE FROM memory_log WHERE seq=?", (r[0],))]))
+        await self._settle_aside()
+        return frames, (rows[-1][0] if rows else start)
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
         wanted = list(dict.fromkeys(keys))
 
-        def read(conn: sqlite3.Connection) -> list[bytes]:
-            out: list[bytes] = []
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                out += [r[0] for r in conn.execute(
-                    f"SELECT frame FROM memory_latest WHERE memory_type=? AND key IN ({marks})",
-                    [memory_type, *chunk])]
-            return out
-        return await self._read(read) if wanted else []
+        frames: list[bytes] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            frames += await self._latest_frames(f"{LATEST_ROW} WHERE memory_type=? AND key IN ({marks})",
+                                                [memory_type, *chunk])
+        return frames
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        return await self._frames_of_key("memory_latest", memory_type, key)
+        if memory_type is None:
+            return await self._latest_frames(f"{LATEST_ROW} WHERE key=?", (key,))
+        return await self._latest_frames(f"{LATEST_ROW} WHERE key=? AND memory_type=?", (key, memory_type))
 
-    async def _frames_of_key(self, table: str, memory_type: str | None, key: str, order: str = "") -> list[bytes]:
-        """One key's frames in ``table``; with no memory type, those of every type the key was written with."""
-        # Both tables are indexed by (memory_type, key): the types come from memory_latest's key index.
-        types = "memory_type=?" if memory_type is not None else \
-            "memory_type IN (SELECT memory_type FROM memory_latest WHERE key=?)"
-        args = (key if memory_type is None else memory_type, key)
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT frame FROM {table} WHERE {types} AND key=?{order}", args).fetchall())
-        return [r[0] for r in rows]
+
+def _ack(r: Sequence[Any]) -> tuple[str, int]:
+    if not isinstance(r[1], int) or isinstance(r[1], bool):
+        raise CorruptRecord(f"memory ack of {r[0]!r}: cursor {r[1]!r} is not a whole number")
+    return str(r[0]), r[1]
+
+
+def _digest(r: Sequence[Any]) -> tuple[str, int, str]:
+    if not isinstance(r[1], int) or not isinstance(r[2], str):
+        raise CorruptRecord(f"digest of {r[0]!r}: bucket {r[1]!r} / digest {r[2]!r} of the wrong type")
+    return str(r[0]), r[1], r[2]

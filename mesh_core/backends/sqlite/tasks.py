@@ -11,9 +11,9 @@ from typing import Any
 from ... import codec
 from ...model import Task, TaskStatus
 from ...tasks import TASK_MOVES, Move, sql_sources
-from ..contracts import Assignment, Completion, Finished, Reassignment, Topic
-from ..shared import FINISHED_FIELDS, TASK_FIELDS, attempts_from_rows
-from .store import SqliteStore
+from ..contracts import Assignment, Completion, Finished, Quarantined, Reassignment, Topic
+from ..shared import FINISHED_FIELDS, STATUSES, TASK_FIELDS, attempts_from_rows
+from .quarantine import SqliteQuarantine, task_removal
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
@@ -51,11 +51,13 @@ CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
 CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
 
-class SqliteTasks(SqliteStore):
+class SqliteTasks(SqliteQuarantine):
     """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
 
     def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
-        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))))
+        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``)."""
+        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
+                             aside=lambda r: ("task", r[0], task_removal(r[0])))
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
         limits = self.limits
@@ -101,21 +103,35 @@ class SqliteTasks(SqliteStore):
         return accepted
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
-        def claim(conn: sqlite3.Connection) -> list[Task]:
+        def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
             now = time.time()
             rows = conn.execute(CLAIM_SQL, (now, now + lease_seconds, node_id, now, limit)).fetchall()
-            rows.sort(key=lambda r: (-r[4], r[0]))
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
-            return self._tasks(r[1:] for r in rows)
-        return await self._write(claim)
+            seqs = {r[1]: r[0] for r in rows}
+            tasks = self._tasks(r[1:] for r in rows)  # an unreadable row leaves the inbox in this same transaction
+            tasks.sort(key=lambda t: (-t.priority, seqs[t.task_id]))
+            return tasks, self._store_aside(conn, self.take_aside())
+        tasks, moved = await self._write(claim)
+        self.counted(moved)
+        return tasks
 
     async def next_due(self, node_id: str) -> float | None:
-        """Earliest ``not_before`` of tasks waiting for this node (backoff), if any."""
-        row = await self._read(lambda c: c.execute(
-            "SELECT min(not_before) FROM tasks WHERE node_id=? AND status='assigned'", (node_id,)).fetchone())
-        return row[0] if row else None
+        """Earliest ``not_before`` of tasks waiting for this node (backoff), if any; a row whose ``not_before``
+        is not a number (it would never come due) is quarantined."""
+        due, bad = await self._read(lambda c: c.execute(
+            "SELECT min(not_before), max(typeof(not_before) NOT IN ('integer','real')) FROM tasks"
+            " WHERE node_id=? AND status='assigned'", (node_id,)).fetchone())
+        if bad:
+            rows = await self._read(lambda c: c.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE node_id=? AND status='assigned'"
+                " AND typeof(not_before) NOT IN ('integer','real')", (node_id,)).fetchall())
+            for r in rows:
+                self.set_aside("task", r[0], r, f"task {r[0]!r}: not_before {r[-4]!r} is not a number",
+                               task_removal(r[0]))
+            await self._settle_aside()
+        return float(due) if isinstance(due, int | float) else None
 
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         def renew(conn: sqlite3.Connection) -> set[str]:
@@ -198,7 +214,7 @@ class SqliteTasks(SqliteStore):
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
                 " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
             return self._tasks(rows)
-        return await self._read(read)
+        return await self._read_settled(read)
 
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
         def cancel(conn: sqlite3.Connection) -> tuple[list[str], set[str], set[str]]:
@@ -252,9 +268,10 @@ class SqliteTasks(SqliteStore):
                 " t.error FROM finished f JOIN tasks t ON t.task_id = f.task_id"
                 " WHERE f.submitter_id=? AND f.seq>? ORDER BY f.seq", (submitter_id, after)).fetchall()
             out = self.readable("result feed entry", rows,
-                                lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))))
+                                lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))),
+                                aside=lambda r: ("task", r[1], task_removal(r[1])))
             return out, (rows[-1][0] if rows else after)
-        return await self._read(read)
+        return await self._read_settled(read)
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
@@ -283,7 +300,7 @@ class SqliteTasks(SqliteStore):
                 marks = ",".join("?" * len(chunk))
                 found.update(conn.execute(f"SELECT task_id, status FROM tasks WHERE task_id IN ({marks})",
                                           chunk).fetchall())
-            return [TaskStatus(found[i]) if i in found else None for i in ids]
+            return [STATUSES.get(found.get(i)) for i in ids]  # an unreadable status reads as missing
         return await self._read(read)
 
     async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
@@ -304,7 +321,7 @@ class SqliteTasks(SqliteStore):
                         "SELECT attempt, node_id, node_name, started_at, finished_at, error FROM attempts"
                         " WHERE task_id=? ORDER BY attempt", (t.task_id,)).fetchall())
             return [by_id[i] for i in ids if i in by_id]
-        return await self._read(read)
+        return await self._read_settled(read)
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
                          parent_id: str | None = None) -> list[Task]:
@@ -318,7 +335,7 @@ class SqliteTasks(SqliteStore):
                 rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status=? ORDER BY seq DESC LIMIT ?",
                                     (status.value, limit))
             return self._tasks(rows.fetchall())
-        return await self._read(read)
+        return await self._read_settled(read)
 
     async def task_counts(self) -> dict[str, int]:
         rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
