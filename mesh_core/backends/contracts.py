@@ -59,6 +59,14 @@ SignalHandler = Callable[[str], None]
 ProblemSink = Callable[[str, str], None]  # (counter, detail)
 
 
+class Enqueued(enum.IntEnum):
+    """What ``enqueue`` did with one task: refused (false), stored, or found its id already stored (both true)."""
+
+    FULL = 0
+    STORED = 1
+    EXISTS = 2
+
+
 @dataclass(frozen=True)
 class Assignment:
     """A routed task ready to be stored, with the capacity the target accepts.
@@ -258,11 +266,11 @@ class TaskTransport(abc.ABC):
     blocking_results: bool = False
 
     @abc.abstractmethod
-    async def enqueue(self, assignments: Sequence[Assignment]) -> list[bool]:
-        """Store routed tasks; each is refused (False) if its node is at capacity.
+    async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
+        """Store routed tasks; each is refused (``FULL``) if its node is at capacity.
 
         A node's depth counts the tasks assigned to it or running on it; ``node_id`` None is checked
-        against the pending list. A task id already stored is accepted (True) and left as it is.
+        against the pending list. A task id already stored is left as it is (``EXISTS``, whatever the depth).
         The capacity check and the insert are one atomic step. SQLite: one
         ``BEGIN IMMEDIATE`` transaction for the batch. Redis: one Lua script
         per batch checks each inbox's depth and ZADDs to it. gRPC: the target node's server

@@ -122,7 +122,7 @@ class SharedStoreBackend(contracts.Backend):
 
     # -- the coalesced hot paths: each medium writes one batch method per kind -------------
     @abc.abstractmethod
-    async def _enqueue_batch(self, items: list[contracts.Assignment]) -> list[bool]: ...
+    async def _enqueue_batch(self, items: list[contracts.Assignment]) -> list[contracts.Enqueued]: ...
 
     @abc.abstractmethod
     async def _complete_batch(self, items: list[contracts.Completion]) -> list[bool]: ...
@@ -137,7 +137,7 @@ class SharedStoreBackend(contracts.Backend):
     @abc.abstractmethod
     async def _move_batch(self, moves: Sequence[contracts.Reassignment]) -> list[bool]: ...
 
-    async def enqueue(self, assignments: Sequence[contracts.Assignment]) -> list[bool]:
+    async def enqueue(self, assignments: Sequence[contracts.Assignment]) -> list[contracts.Enqueued]:
         # Concurrent callers share one write; its targets are woken once per batch.
         return await self._enqueue(assignments)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import codec
-from ..backends.contracts import Assignment, Reassignment, TaskTransport
+from ..backends.contracts import Assignment, Enqueued, Reassignment, TaskTransport
 from ..errors import MeshError, NoCapacity, TaskIdInUse, TaskNotFound, UnknownTaskType, UsageError
 from ..events import TaskUpdated
 from ..model import NodeType, Task, TaskPriority, TaskStatus
@@ -105,16 +105,23 @@ class TaskService:
                     submitter_id=ctx.node_id, submitted_at=time.time(), max_retries=retries)
         task.encoded_payload(ctx.limits)  # refuse an oversized or unencodable payload before routing
         self.sign(task)
-        if keyed and await self._stored_as(task) is not None:
-            return task_id  # the same request again: the first task answers it
         # Tracked before it is stored, so a result that lands at once is matched (see Results.loop).
         tracked = self.results.track(task)
         try:
-            stored_id = await self.enqueue_routed(task, set(), queue=queue)
-            # A concurrent submission with the same key may have won the insert: then its submitter hears the result.
-            if keyed and (stored := await self._stored_as(task)) is not None and stored.submitter_id != ctx.node_id:
-                self.results.untrack(task_id)
-            return stored_id
+            try:
+                outcome = await self.enqueue_routed(task, set(), queue=queue)
+            except (NoCapacity, UnknownTaskType):
+                if keyed and await self._stored_as(task) is not None:
+                    outcome = Enqueued.EXISTS  # the same request again, while the mesh is full: the first answers
+                else:
+                    raise
+            # An idempotency key already stored: the same request is answered by the first task (whose submitter
+            # hears its result), another request under the same key is refused. Checked only then: no extra trip.
+            if outcome is Enqueued.EXISTS and keyed:
+                stored = await self._stored_as(task)
+                if stored is not None and stored.submitter_id != ctx.node_id:
+                    self.results.untrack(task_id)
+            return task_id
         except BaseException:
             if tracked:
                 self.results.untrack(task_id)
@@ -144,8 +151,9 @@ class TaskService:
         if key and not task.signature:
             task.signature = sign(key, *task_parts(task))
 
-    async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> str:
-        """Route ``task`` (never to ``exclude``) and store it, signed; backpressure as in ``submit``."""
+    async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> Enqueued:
+        """Route ``task`` (never to ``exclude``) and store it, signed; backpressure as in ``submit``. ``EXISTS``
+        when its id was already stored (nothing changed)."""
         self.sign(task)  # internal tasks (forwarded memory writes) too
         task_id, task_type = task.task_id, task.task_type
         if not self.members.workers():
@@ -173,26 +181,31 @@ class TaskService:
             capacity = decision.capacity or self.ctx.config.max_capacity
             accepted = (await self.transport.enqueue([Assignment(task, decision.node_id, decision.node_name,
                                                                  decision.why, capacity)]))[0]
+            if accepted is Enqueued.EXISTS:
+                return accepted
             if accepted:
                 self.members.note_queued(decision.node_id)
                 if self.ctx.events.wants_routine():
                     self.ctx.publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
                                                  node_id=decision.node_id, node_name=decision.node_name,
                                                  why=decision.why))
-                return task_id
+                return accepted
             exclude.add(decision.node_id)
             self.members.note_queued(decision.node_id, capacity)
         raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
 
-    async def _enqueue_pending(self, task: Task) -> str:
+    async def _enqueue_pending(self, task: Task) -> Enqueued:
         limit = self.ctx.config.max_pending_tasks
         pending = Assignment(task, None, None, "waiting: every able node is full", limit)
-        if not (await self.transport.enqueue([pending]))[0]:
+        outcome = (await self.transport.enqueue([pending]))[0]
+        if outcome is Enqueued.EXISTS:
+            return outcome
+        if not outcome:
             raise NoCapacity(f"every node is full and the mesh-wide pending list holds {limit} tasks",
                              task_id=task.task_id, hint="retry later or raise max_pending_tasks")
         self.ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="pending",
                                      why=pending.why))
-        return task.task_id
+        return outcome
 
     # -- the sweep (on the sweeping node) -------------------------------------------------------------
     async def sweep(self) -> None:

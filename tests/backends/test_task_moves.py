@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh_core.backends.contracts import Assignment, Backend, Completion, Reassignment
+from mesh_core.backends.contracts import Assignment, Backend, Completion, Enqueued, Reassignment
 from mesh_core.backends.redis import RedisBackend
 from mesh_core.backends.sqlite import SqliteBackend
 from mesh_core.config import RedisConfig
@@ -168,3 +168,17 @@ async def test_a_held_back_task_is_claimed_once_due_and_next_due_says_when(backe
     await asyncio.sleep(max(0.0, due - time.time()) + 0.05)
     assert [t.task_id for t in await backend.claim(WORKER, 10, 30.0)] == [task.task_id]
     assert await backend.next_due(WORKER) is None  # nothing held back any more
+
+
+async def test_enqueue_says_stored_full_or_already_stored(backend: Backend) -> None:
+    """An id already stored is left as it is and said so (an idempotency key is checked only then), even when
+    the target is full; a new task to a full node is refused."""
+    first = await task_in(backend, S.ASSIGNED)
+    again = Task(first.task_id, "echo", {"n": 2}, submitter_id=OTHER, submitted_at=time.time())
+    other = Task(uuid.uuid4().hex, "echo", None, submitter_id=WORKER, submitted_at=time.time())
+    assert await backend.enqueue([Assignment(again, WORKER, "w1", "test", capacity=1),
+                                  Assignment(other, WORKER, "w1", "test", capacity=1)]) == \
+        [Enqueued.EXISTS, Enqueued.FULL]
+    stored = await read(backend, first.task_id)
+    assert (stored.payload, stored.submitter_id) == ({"n": 1}, WORKER)  # left as it was
+    assert await backend.enqueue([Assignment(other, WORKER, "w1", "test", capacity=5)]) == [Enqueued.STORED]

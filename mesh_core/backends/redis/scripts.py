@@ -253,6 +253,7 @@ return {{tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, out_left, d
 """
 
 ENQUEUE = COMMON + r"""
+-- Returns per item 0 (its node is full), 1 (stored) or 2 (the id was already stored: left as it is).
 -- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
 --       not_before, why, spec, submitter, submitted_at, parent, signature (one argument per task)
 mesh_sets()
@@ -267,7 +268,7 @@ for i = 2, #ARGV do
   local sub, at, parent, sig = a[9], a[10], a[11], a[12] or ''
   local h = P .. 't:' .. id
   if redis.call('EXISTS', h) == 1 then
-    table.insert(out, 1)
+    table.insert(out, 2)
   else
     local full
     if node == '' then

@@ -9,7 +9,7 @@ import msgpack
 
 from ... import codec
 from ...model import Attempt, Task, TaskStatus
-from ..contracts import Assignment, Completion, Finished, Reassignment, Topic
+from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
 from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows
 from .client import RedisClient, _s
 
@@ -22,7 +22,7 @@ class RedisTasks(RedisClient):
 
     blocking_results = True
 
-    async def _enqueue_batch(self, assignments: list[Assignment]) -> list[bool]:
+    async def _enqueue_batch(self, assignments: list[Assignment]) -> list[Enqueued]:
         args: list[Any] = []
         for a in assignments:
             t = a.task
@@ -34,7 +34,7 @@ class RedisTasks(RedisClient):
                                     str(int(t.priority)), repr(float(t.not_before)), a.why, spec,
                                     t.submitter_id or "", repr(float(t.submitted_at)),
                                     t.context.get("parent_id") or "", t.signature]))
-        return [bool(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
+        return [Enqueued(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -11,7 +11,7 @@ from typing import Any
 from ... import codec
 from ...model import Task, TaskStatus
 from ...tasks import TASK_MOVES, Move, sql_sources
-from ..contracts import Assignment, Completion, Finished, Quarantined, Reassignment, Topic
+from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
 from ..shared import FINISHED_FIELDS, STATUSES, TASK_FIELDS, attempts_from_rows
 from .quarantine import SqliteQuarantine, task_removal
 
@@ -59,7 +59,7 @@ class SqliteTasks(SqliteQuarantine):
         return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
                              aside=lambda r: ("task", r[0], task_removal(r[0])))
 
-    async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
+    async def _enqueue_batch(self, items: list[Assignment]) -> list[Enqueued]:
         limits = self.limits
 
         def rows() -> list[tuple[Any, ...]]:
@@ -76,7 +76,7 @@ class SqliteTasks(SqliteQuarantine):
 
         prepared = rows()
 
-        def insert(conn: sqlite3.Connection) -> list[bool]:
+        def insert(conn: sqlite3.Connection) -> list[Enqueued]:
             targets = sorted({a.node_id for a in items if a.node_id})
             marks = ",".join("?" * len(targets))
             depth: dict[str | None, int] = dict(conn.execute(
@@ -86,8 +86,11 @@ class SqliteTasks(SqliteQuarantine):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             accepted = []
             for a, row in zip(items, prepared, strict=True):
+                if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (a.task.task_id,)).fetchone():
+                    accepted.append(Enqueued.EXISTS)
+                    continue
                 if depth.get(a.node_id, 0) >= a.capacity:
-                    accepted.append(False)
+                    accepted.append(Enqueued.FULL)
                     continue
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
@@ -96,7 +99,7 @@ class SqliteTasks(SqliteQuarantine):
                     row)
                 if cur.rowcount:
                     depth[a.node_id] = depth.get(a.node_id, 0) + 1
-                accepted.append(True)
+                accepted.append(Enqueued.STORED if cur.rowcount else Enqueued.EXISTS)
             return accepted
         accepted = await self._write(insert)
         self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), Topic.TASKS)
