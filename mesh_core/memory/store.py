@@ -240,28 +240,24 @@ class ReplicaStore:
         closed_at = 7  # the column of a conflicts row
         return sorted(open_now - {r[0] for r in state.rows["conflicts"] if r[closed_at] is None})
 
-    @contextlib.contextmanager
-    def _savepoint(self) -> Iterator[None]:
+    def _savepoint(self) -> contextlib.AbstractContextManager[None]:
         """All of a change or none of it; works alone or inside a batch() transaction."""
-        self._db.execute("SAVEPOINT change")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK TO change")
-            self._db.execute("RELEASE change")
-            raise
-        self._db.execute("RELEASE change")
+        return self._all_or_nothing("SAVEPOINT change", "RELEASE change", "ROLLBACK TO change", "RELEASE change")
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Apply many writes in one transaction (one commit instead of one per item)."""
+        return self._all_or_nothing("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Apply many writes in one transaction (one commit instead of one per item)."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def _all_or_nothing(self, begin: str, commit: str, *undo: str) -> Iterator[None]:
+        self._db.execute(begin)
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            for statement in undo:
+                self._db.execute(statement)
             raise
-        self._db.execute("COMMIT")
+        self._db.execute(commit)
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------
     def open_conflict(self, conflict_id: str, memory_type: str, key: str, strategy: str, reason: str,

@@ -9,6 +9,7 @@ filesystem that is full (a tmpfs this test mounts; root only), or a redis-server
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,10 +19,12 @@ import pytest
 import redis
 
 from mesh_core import AgentMeshManager
+from mesh_core.backends import sqlite as sqlite_backend
 from mesh_core.errors import BackendError, BackendUnavailable, MemoryNotFound
 from mesh_core.memory.store import ReplicaStore
 from mesh_core.model import MemoryItem, NodeStatus
 from mesh_testing import Cluster, RedisServer, eventually
+from tests.backends.test_durable_ack import Outage
 from tests.cli.test_durable_writes import _fill, _mount_tmpfs, _unmount
 
 SETTINGS = {  # slow enough failure detection that a few seconds of refused heartbeats kill no one
@@ -194,3 +197,36 @@ def test_restore_puts_back_siblings_sources_history_and_conflicts(tmp_path: Path
         assert store.count() == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_write_that_arrives_while_a_refused_one_is_published_is_kept(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The undo keeps what others wrote to the key meanwhile. A client (its replica in memory: an unreachable
+    medium is an error for it, not a queued write) writes while the medium takes no writes; while it waits,
+    another node's write to the same key reaches its replica; the failed write is undone around it."""
+    outage = Outage(backend, tmp_path, monkeypatch)
+    monkeypatch.setattr(sqlite_backend, "LOCK_GIVE_UP_SECONDS", 2.0)  # time to slip the other write in
+    cluster = outage.cluster()
+    try:
+        w2 = await cluster.node("w2")
+        client = await cluster.client(**{"redis.socket_timeout_seconds": 2.0})
+        await w2.sync_memory_item("fact", "base", key="k")
+        [base] = _replica(w2).siblings("fact", "k")
+        outage.begin()
+        writing = asyncio.ensure_future(client.sync_memory_item("fact", "refused", key="k"))
+        replica = _replica(client)
+        await eventually(lambda: [s.value for s in replica.siblings("fact", "k")] == ["refused"], timeout=10,
+                         interval=0.005)
+        # w2's next write, which has not seen the client's: concurrent with it
+        theirs = MemoryItem("fact", "k", "theirs", {w2.node_id: base.vv[w2.node_id] + 1}, base.hlc + 1, w2.node_id)
+        assert client.services.memory.apply_frame(w2.services.memory.frame_of(theirs))
+        assert not writing.done()
+        with pytest.raises(BackendUnavailable):
+            await writing
+        assert [s.value for s in replica.siblings("fact", "k")] == ["theirs"]
+        assert [h["value"] for h in replica.history("fact", "k")] == ["base"]
+        assert client.conflicts() == []
+    finally:
+        outage.cleanup()
+        await cluster.close()
