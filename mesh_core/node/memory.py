@@ -191,7 +191,9 @@ class MemoryService:
 
     async def _commit(self, writes: list[tuple[MemoryItem, list[MemoryItem]]], why: str) -> Any:
         """Store local writes (each with the key's visible siblings it replaces) in the replica in one commit,
-        then publish them; returns the medium's position. A write the medium refuses leaves no trace here."""
+        then publish them; returns the medium's position. A write that is neither stored by the medium nor
+        queued here leaves no trace: each key returns to its state before it (an undo record, not a transaction
+        held open across the publish, since the sync loop commits to the same replica meanwhile)."""
         stored: list[tuple[MemoryItem, bytes]] = []
         before: list[KeyState] = []
         closed: list[tuple[str, str]] = []
