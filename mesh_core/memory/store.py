@@ -14,6 +14,7 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
@@ -49,6 +50,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, memory_type TEXT NOT NULL, key TEXT NOT NULL, frame BLOB NOT NULL
 );
 """
+
+
+KEY_TABLES = ("items", "sources", "history", "conflicts")  # every table that holds rows of one key
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """One key's rows in every table as they were at a moment: what ``ReplicaStore.restore`` puts back."""
+
+    memory_type: str
+    key: str
+    rows: dict[str, list[tuple[Any, ...]]]
 
 
 def item_to_wire(item: MemoryItem) -> dict[str, Any]:
@@ -181,9 +194,7 @@ class ReplicaStore:
         ``fresh``: the caller has just read that the key has no rows here (nothing to delete)."""
         db = self._db
         self._count = None
-        # A savepoint works alone or inside a batch() transaction.
-        db.execute("SAVEPOINT replace_siblings")
-        try:
+        with self._savepoint():
             tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
             packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
             for table, rows in tables:
@@ -207,22 +218,46 @@ class ReplicaStore:
                 db.execute("DELETE FROM history WHERE memory_type=? AND key=? AND id NOT IN ("
                            " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC LIMIT ?)",
                            (memory_type, key, memory_type, key, self.history_size))
-            db.execute("RELEASE replace_siblings")
-        except BaseException:
-            db.execute("ROLLBACK TO replace_siblings")
-            db.execute("RELEASE replace_siblings")
-            raise
+
+    def key_state(self, memory_type: str, key: str) -> KeyState:
+        """The key's rows as they are now (siblings, sources, history, conflicts), to undo a change with."""
+        return KeyState(memory_type, key, {
+            table: self._db.execute(f"SELECT * FROM {table} WHERE memory_type=? AND key=?",
+                                    (memory_type, key)).fetchall() for table in KEY_TABLES})
+
+    def restore(self, state: KeyState) -> list[str]:
+        """Put the key's rows back exactly as ``state`` holds them, atomically; returns the ids of the conflicts
+        open now that are not open in ``state`` (they were opened since, and are gone)."""
+        db = self._db
+        self._count = None
+        open_now = {r[0] for r in db.execute("SELECT conflict_id FROM conflicts WHERE memory_type=? AND key=?"
+                                             " AND closed_at IS NULL", (state.memory_type, state.key))}
+        with self._savepoint():
+            for table in KEY_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (state.memory_type, state.key))
+                for row in state.rows[table]:
+                    db.execute(f"INSERT INTO {table} VALUES ({','.join('?' * len(row))})", row)
+        closed_at = 7  # the column of a conflicts row
+        return sorted(open_now - {r[0] for r in state.rows["conflicts"] if r[closed_at] is None})
+
+    def _savepoint(self) -> contextlib.AbstractContextManager[None]:
+        """All of a change or none of it; works alone or inside a batch() transaction."""
+        return self._all_or_nothing("SAVEPOINT change", "RELEASE change", "ROLLBACK TO change", "RELEASE change")
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Apply many writes in one transaction (one commit instead of one per item)."""
+        return self._all_or_nothing("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Apply many writes in one transaction (one commit instead of one per item)."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def _all_or_nothing(self, begin: str, commit: str, *undo: str) -> Iterator[None]:
+        self._db.execute(begin)
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            for statement in undo:
+                self._db.execute(statement)
             raise
-        self._db.execute("COMMIT")
+        self._db.execute(commit)
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------
     def open_conflict(self, conflict_id: str, memory_type: str, key: str, strategy: str, reason: str,

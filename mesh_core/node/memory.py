@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import codec
@@ -33,7 +34,7 @@ from ..memory.resolve import (
     merge_items,
     resolve_manually,
 )
-from ..memory.store import ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyState, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .context import NodeContext
@@ -44,6 +45,17 @@ NO_VALUE: Any = object()  # resolve_conflict was given no value (None is a value
 
 # master_slave: hands a write to the primary when this node is not it; True when the write went there.
 Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
+KeyName = tuple[str, str]  # (memory_type, key)
+REFUSED = "write refused by the medium"  # why a conflict closed when the write that opened it is undone
+
+
+@dataclasses.dataclass
+class _Turn:
+    """One key's turn among local writes: the lock, and how many writes hold it or wait for it."""
+
+    name: KeyName
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class MemoryService:
@@ -58,6 +70,7 @@ class MemoryService:
         self._ranking: Ranking | None = None
         self._ranking_generation = -1
         self._host = socket.gethostname()
+        self._turns: dict[KeyName, _Turn] = {}  # keys local writes hold or wait for (see ``_turn``)
 
     @property
     def log(self) -> MemoryLog:
@@ -111,11 +124,12 @@ class MemoryService:
         key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
         if self.forwarder is not None and await self.forwarder(memory_type, memory_data, priority, key, tombstone):
             return key
-        if not self.ctx.is_worker:
-            await self.catch_up(key, memory_type)
-        siblings, sources = self.store.state(memory_type, key)
-        draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.ctx.node_id, priority, tombstone)
-        await self._write_local(local_write(sources or siblings, draft, self.ctx.node_id), "local write", siblings)
+        async with self._turn(memory_type, [key]):
+            if not self.ctx.is_worker:
+                await self.catch_up(key, memory_type)
+            position = await self._commit([self._local_item(memory_type, key, memory_data, priority, tombstone)],
+                                          "local write")
+        await self._settle(key, position)
         return key
 
     async def write_many(self, memory_type: str, values: Mapping[str, Any], priority: int = 5) -> list[str]:
@@ -123,43 +137,106 @@ class MemoryService:
         keys = list(values)
         if self.ctx.config.memory_sync.strategy in ("strong", "master_slave"):
             return [await self.write(memory_type, values[k], priority, k) for k in keys]
-        if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
-            self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
-        stored = []
-        with self._replica_write(), self.store.batch():
-            for key in keys:
-                siblings, sources = self.store.state(memory_type, key)
-                draft = MemoryItem(memory_type, key, values[key], {}, self.hlc.now(), self.ctx.node_id, priority,
-                                   False)
-                item = local_write(sources or siblings, draft, self.ctx.node_id)
-                stored.append((item, self._store_local(item, "local write", siblings)))
-        if stored:
-            await self._ship(stored, "local write")
+        if not keys:
+            return keys
+        async with self._turn(memory_type, keys):
+            if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
+                self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
+            await self._commit([self._local_item(memory_type, key, values[key], priority) for key in keys],
+                               "local write")
         return keys
 
-    async def _write_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> None:
-        with self._replica_write():
-            frame = self._store_local(item, why, siblings)
-        position = await self._ship([(item, frame)], why)
+    def _local_item(self, memory_type: str, key: str, value: Any, priority: int,
+                    tombstone: bool = False) -> tuple[MemoryItem, list[MemoryItem]]:
+        """A new write of this node to ``key`` over what the replica holds, with the key's visible siblings."""
+        siblings, sources = self.store.state(memory_type, key)
+        draft = MemoryItem(memory_type, key, value, {}, self.hlc.now(), self.ctx.node_id, priority, tombstone)
+        return local_write(sources or siblings, draft, self.ctx.node_id), siblings
+
+    async def _write_local(self, item: MemoryItem, why: str) -> None:
+        async with self._turn(item.memory_type, [item.key]):
+            position = await self._commit([(item, self.store.siblings(item.memory_type, item.key))], why)
+        await self._settle(item.key, position)
+
+    async def _settle(self, key: str, position: Any) -> None:
         if self.ctx.config.memory_sync.strategy == "strong":
-            await self._await_applied(item.key, position)
+            await self._await_applied(key, position)
 
-    def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem] | None = None) -> bytes:
-        """Make ``item`` this replica's state of its key; returns its frame for the mesh.
+    @contextlib.asynccontextmanager
+    async def _turn(self, memory_type: str, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Local writes to a key take turns, from reading its state until the medium took or refused them:
+        so a refused write is undone to a state that no other local write has built on."""
+        entered: list[_Turn] = []
+        acquired: list[_Turn] = []
+        try:
+            for name in sorted({(memory_type, key) for key in keys}):  # one order: two batches never deadlock
+                turn = self._turns.setdefault(name, _Turn(name))
+                turn.users += 1
+                entered.append(turn)
+                await turn.lock.acquire()
+                acquired.append(turn)
+            yield
+        finally:
+            for turn in acquired:
+                turn.lock.release()
+            for turn in entered:
+                turn.users -= 1
+                if not turn.users:
+                    del self._turns[turn.name]
 
-        ``siblings``: the key's visible items if the caller has just read them (else they are read here)."""
+    def own_sources(self) -> list[MemoryItem]:
+        """This node's writes in the replica's frontier that the medium has taken (anti-entropy re-sends them);
+        a write still being published is left out: it may yet be refused and undone."""
+        return [s for s in self.store.own_sources(self.ctx.node_id) if (s.memory_type, s.key) not in self._turns]
+
+    async def _commit(self, writes: list[tuple[MemoryItem, list[MemoryItem]]], why: str) -> Any:
+        """Store local writes (each with the key's visible siblings it replaces) in the replica in one commit,
+        then publish them; returns the medium's position. A write that is neither stored by the medium nor
+        queued here leaves no trace: each key returns to its state before it (an undo record, not a transaction
+        held open across the publish, since the sync loop commits to the same replica meanwhile)."""
+        stored: list[tuple[MemoryItem, bytes]] = []
+        before: list[KeyState] = []
+        closed: list[tuple[str, str]] = []
+        with self._replica_write(), self.store.batch():
+            for item, siblings in writes:
+                before.append(self.store.key_state(item.memory_type, item.key))
+                stored.append((item, self._store_local(item, why, siblings)))
+                closed += [(cid, item.key) for cid in self.store.close_conflicts(item.memory_type, item.key, why)]
+        try:
+            position = await self._ship(stored, why)
+        except MeshError:  # neither stored by the medium nor queued here: the caller hears the write failed
+            self._undo(before, [item for item, _ in stored])
+            raise
+        for conflict_id, key in closed:
+            self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=key, choice=why))
+        return position
+
+    def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem]) -> bytes:
+        """Make ``item`` this replica's state of its key, replacing ``siblings``; returns its frame for the mesh."""
         frame = self.frame_of(item)
         limit = self.ctx.config.memory_sync.max_item_bytes
         if len(frame) > limit:
             raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes {limit}")
         self.hlc.update(item.hlc)
-        if siblings is None:
-            siblings = self.store.siblings(item.memory_type, item.key)
         # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
         self.store.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
-        for conflict_id in self.store.close_conflicts(item.memory_type, item.key, why):
-            self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=why))
         return frame
+
+    def _undo(self, before: list[KeyState], refused: list[MemoryItem]) -> None:
+        """Return each key to its state before a refused write, keeping what others wrote to it meanwhile
+        (the frontier is order-free: the old state with the newcomers folded in is the state without the write)."""
+        try:
+            with self.store.batch():
+                for state, item in zip(before, refused, strict=True):
+                    siblings, sources = self.store.state(item.memory_type, item.key)
+                    arrived = [s for s in sources or siblings if (s.origin, s.hlc) != (item.origin, item.hlc)]
+                    for conflict_id in self.store.restore(state):
+                        self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=REFUSED))
+                    for other in arrived:
+                        self._fold(other)
+        except sqlite3.Error as exc:
+            self.ctx.problem("replica_errors", f"memory replica {self.store.path} kept {len(refused)} refused "
+                                               f"write(s) it could not undo: {exc}")
 
     async def _ship(self, stored: list[tuple[MemoryItem, bytes]], why: str) -> Any:
         """Publish locally stored writes in one go; returns once the medium has stored them.
@@ -170,15 +247,13 @@ class MemoryService:
         (disk full, read-only or corrupt file, a Redis error reply) raises to the caller: nothing
         is acknowledged that nothing stored."""
         ctx = self.ctx
+        gossip = ctx.config.memory_sync.strategy == "peer_to_peer"
         try:
             if self.store.has_outgoing():
                 # keep the order of this node's writes
                 raise BackendUnavailable("earlier writes are still queued for the mesh")
-            gossip = ctx.config.memory_sync.strategy == "peer_to_peer"
             position = await self.log.publish_memory(
                 ctx.node_id, [(item.memory_type, item.key, frame) for item, frame in stored], broadcast=not gossip)
-            if gossip:
-                await self.gossip()
         except BackendUnavailable as exc:
             if self.store.path == ":memory:":  # a client's outbox would die with it: not a place to keep a write
                 ctx.counters["memory_writes_refused"] += 1
@@ -186,10 +261,15 @@ class MemoryService:
             self._queue(stored)
             ctx.backend_ok(False, str(exc))
             ctx.wake(TOPIC_MEMORY)
-            position = None
+            position, gossip = None, False
         except BackendError:
             ctx.counters["memory_writes_refused"] += 1
             raise
+        if gossip:
+            try:  # the write is stored: a failed wake-up is no refusal (anti-entropy reaches the peers)
+                await self.gossip()
+            except BackendError as exc:
+                ctx.problem("backend_errors", f"gossip after a write: {exc}")
         if ctx.events.wants_routine():
             for item, _ in stored:
                 ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=ctx.node_id,
@@ -281,11 +361,15 @@ class MemoryService:
         return item
 
     def apply_frame(self, frame: bytes) -> bool:
-        ctx = self.ctx
-        item = self._item_of(frame, skip_origin=ctx.node_id)
+        item = self._item_of(frame, skip_origin=self.ctx.node_id)
         if item is None:
             return False
         self.members.merge_clock(self.hlc, item.hlc, item.origin)
+        return self._fold(item)
+
+    def _fold(self, item: MemoryItem) -> bool:
+        """Fold another node's write into the replica's state of its key; True when it changed it."""
+        ctx = self.ctx
         strategy = ctx.config.conflict_strategy_for(item.memory_type)
         siblings, sources = self.store.state(item.memory_type, item.key)
         result = apply_remote(siblings, item, strategy, ranking=self._ranking_now(), sources=sources,

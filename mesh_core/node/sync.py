@@ -128,7 +128,7 @@ class MemorySync:
         applied = resent = 0
         for bucket in sorted(buckets):
             applied += self.memory.apply_frames(await self.log.memory_bucket(bucket))
-            own = [s for s in store.own_sources(node_id) if bucket_of(s.memory_type, s.key) == bucket]
+            own = [s for s in self.memory.own_sources() if bucket_of(s.memory_type, s.key) == bucket]
             if own:
                 await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))
                                                         for s in own])
