@@ -46,6 +46,9 @@ NODE_FIELDS = ("node_id", "name", "node_type", "role", "host", "port", "pid", "i
                "task_types", "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left",
                "signature")
 MAX_STORED_INT = 2 ** 53  # counters, ports, attempts: anything larger is garbage, not a count
+MAX_NAME_BYTES = 1024  # ids, names, hosts, types, signatures, capabilities: anything longer is garbage, not a name
+MAX_LIST_BYTES = 64 * 1024  # a stored list of names (capabilities, task types) as JSON text
+MAX_TEXT_CHARS = 16 * 1024  # an error or a routing reason is read cut to this: a medium may hold any size
 QUARANTINE_KEPT = 10_000  # records kept aside per medium (the oldest go first)
 # What a quarantined record keeps of its raw value and its reason: a medium may hold values of any size.
 QUARANTINE_RAW_BYTES = 4096
@@ -239,11 +242,11 @@ class SharedStoreBackend(contracts.Backend):
                 max_retries=_int(f["max_retries"] or 0), timeout_s=_float_or_none(f["timeout_s"]),
                 preferred_node_types=tuple(_NODE_TYPES[p] for p in _names(f["preferred"]) if p in _NODE_TYPES),
                 required_capabilities=frozenset(_names(f["required"])), context=context or {},
-                submitter_id=_text_or_none(f["submitter_id"]), why=_text_or_none(f["why"]) or "",
+                submitter_id=_text_or_none(f["submitter_id"]), why=_free_text(f["why"]) or "",
                 submitted_at=_float_or_none(f["submitted_at"]) or 0.0, started_at=_float_or_none(f["started_at"]),
                 finished_at=_float_or_none(f["finished_at"]), lease_expires=_float_or_none(f["lease_expires"]),
                 not_before=_float_or_none(f["not_before"]) or 0.0, result=self.stored_value(f["result"]),
-                error=_text_or_none(f["error"]), signature=_text_or_none(f["signature"]) or "")
+                error=_free_text(f["error"]), signature=_text_or_none(f["signature"]) or "")
         except DECODE_ERRORS as exc:
             raise CorruptRecord(f"task {f.get('task_id')!r}: {type(exc).__name__} {exc}") from None
 
@@ -256,7 +259,7 @@ class SharedStoreBackend(contracts.Backend):
             return contracts.Finished(_text(f["task_id"]), STATUSES[f["status"]], _int(f["attempt"], 1),
                             _text_or_none(f["node_id"]), _text_or_none(f["node_name"]),
                             _float_or_none(f["finished_at"]), self.stored_value(f["result"]) if complete else None,
-                            _text_or_none(f["error"]), complete)
+                            _free_text(f["error"]), complete)
         except DECODE_ERRORS as exc:
             raise CorruptRecord(f"result feed entry: {type(exc).__name__} {exc}") from None
 
@@ -387,15 +390,27 @@ def _int(value: Any, low: int = 0) -> int:
 
 
 def _text(value: Any) -> str:
+    """A stored id, name or type as text; ValueError when it is longer than any name (``MAX_NAME_BYTES``)."""
+    if isinstance(value, str | bytes) and len(value) > MAX_NAME_BYTES:
+        raise ValueError(f"a name of {len(value)} characters (over {MAX_NAME_BYTES})")
     if type(value) is str:
         return value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_or_none(value: Any) -> str | None:
-    if type(value) is str:
+    if type(value) is str and len(value) <= MAX_NAME_BYTES:
         return value or None
     return None if value is None or value == b"" else _text(value)
+
+
+def _free_text(value: Any) -> str | None:
+    """A stored error or reason as text, cut to ``MAX_TEXT_CHARS`` (a long one is still a readable record)."""
+    if value is None or value == b"" or value == "":
+        return None
+    if isinstance(value, bytes):
+        return value[:MAX_TEXT_CHARS].decode(errors="replace")
+    return str(value)[:MAX_TEXT_CHARS]
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -415,6 +430,8 @@ def _names(value: Any) -> list[str]:
     if not value or value == "[]" or value == b"[]":  # the common case, without a JSON parse
         return []
     if isinstance(value, str | bytes):
+        if len(value) > MAX_LIST_BYTES:
+            raise ValueError(f"a list of names of {len(value)} bytes (over {MAX_LIST_BYTES})")
         value = json.loads(value)
     if not isinstance(value, list | tuple):
         raise TypeError(f"a list of names, not a {type(value).__name__}")
