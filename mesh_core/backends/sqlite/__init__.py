@@ -186,7 +186,7 @@ NODE_COLUMNS = bounded(
     ("node_id", "name", "node_type", "role", "host", "port", "pid", "incarnation", "capabilities", "task_types",
      "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left_mesh", "signature", "beat",
      "beat_at"),
-    {"capabilities": MAX_LIST_BYTES, "task_types": MAX_LIST_BYTES, "metrics": MAX_LIST_BYTES})
+    {"capabilities": MAX_LIST_BYTES, "task_types": MAX_LIST_BYTES, "metrics": MAX_LIST_BYTES}, whole=("node_id",))
 
 
 def machine_clock() -> float:

@@ -110,15 +110,17 @@ BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 R = TypeVar("R")
 
 
-def bounded(columns: Sequence[str], limits: Mapping[str, int] | None = None) -> str:
+def bounded(columns: Sequence[str], limits: Mapping[str, int] | None = None, whole: Sequence[str] = ()) -> str:
     """SELECT expressions for ``columns`` that never load a huge value into Python: a value longer than its limit
     (``limits``, else ``MAX_NAME_BYTES``) reads as its first 64 characters, and one more column names the first
-    column over its limit (NULL when none is); ``fitting`` turns that into CorruptRecord."""
+    column over its limit (NULL when none is); ``fitting`` turns that into CorruptRecord. The ``whole`` columns
+    (a key that finds the row again to move it aside) are read as they are."""
     limits = limits or {}
-    exprs = [f"CASE WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN substr({c}, 1, 64) ELSE {c} END"
-             for c in columns]
-    over = " ".join(f"WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN '{c}'" for c in columns)
-    return ", ".join(exprs) + f", CASE {over} END"
+    cut = [c for c in columns if c not in whole]
+    exprs = [c if c in whole else f"CASE WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN substr({c}, 1, 64)"
+             f" ELSE {c} END" for c in columns]
+    over = " ".join(f"WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN '{c}'" for c in cut)
+    return ", ".join(exprs) + (f", CASE {over} END" if over else ", NULL")
 
 
 def fitting(row: Sequence[Any], what: str) -> Sequence[Any]:
