@@ -35,5 +35,6 @@ def test_fuzzed_entries_everywhere_then_tasks_flow_and_memory_converges(
     with reported(f"fuzzer ({sum(written.values())} entries)", run):
         cluster.check_alive()
         asyncio.run(run.run(_quiet, workload=Workload(SCALE.tasks, SCALE.writes, task_seconds=0.01, first=10_000)))
+    print("RSS growth per node (MB):", {n: round(mb, 1) for n, mb in sorted(run.history.rss_growth_mb.items())})
     judge(f"fuzzer ({sum(written.values())} entries)", run, rss_limit_mb=RSS_LIMIT_MB)
     cluster.check_alive()
