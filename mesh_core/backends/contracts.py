@@ -348,7 +348,8 @@ class TaskTransport(abc.ABC):
     @abc.abstractmethod
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
         """What the sweeper looks at: unfinished tasks held by one of ``dead_nodes``, running tasks whose
-        lease lapsed, and the tasks in the pending list; about 5000 at most per call.
+        lease lapsed, and the tasks in the pending list; about 5000 at most per call. Their payload, result
+        and context may be left unread (None, empty): the sweeper moves tasks, it never runs them.
 
         SQLite judges the lease against ``now``; Redis against its own ``TIME`` (``now`` is not used).
         """

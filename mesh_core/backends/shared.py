@@ -46,7 +46,13 @@ NODE_FIELDS = ("node_id", "name", "node_type", "role", "host", "port", "pid", "i
                "task_types", "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left",
                "signature")
 MAX_STORED_INT = 2 ** 53  # counters, ports, attempts: anything larger is garbage, not a count
+MAX_NAME_BYTES = 1024  # ids, names, hosts, types, signatures, capabilities: anything longer is garbage, not a name
+MAX_LIST_BYTES = 64 * 1024  # a stored list of names (capabilities, task types) as JSON text
+MAX_TEXT_CHARS = 16 * 1024  # an error or a routing reason is read cut to this: a medium may hold any size
 QUARANTINE_KEPT = 10_000  # records kept aside per medium (the oldest go first)
+# What a quarantined record keeps of its raw value and its reason: a medium may hold values of any size.
+QUARANTINE_RAW_BYTES = 4096
+REASON_CHARS = 300
 DECODE_ERRORS = (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError)
 _NODE_TYPES = {t.value: t for t in NodeType}
 STATUSES: dict[Any, TaskStatus] = {**{s.value: s for s in TaskStatus},
@@ -181,12 +187,12 @@ class SharedStoreBackend(contracts.Backend):
 
     def _corrupt(self, exc: Exception) -> dict[str, str]:
         self.corrupt_values += 1
-        return {CORRUPT: str(exc) or type(exc).__name__}
+        return {CORRUPT: shortened(str(exc)) or type(exc).__name__}
 
     def refuse(self, what: str, exc: Exception) -> None:
         """Count and log a stored record that was skipped because it cannot be read."""
         self.refused_records += 1
-        log.warning("%s refused: %s", what, exc)
+        log.warning("%s refused: %s", what, shortened(str(exc)))
 
     # -- quarantine ----------------------------------------------------------------------------
     def set_aside(self, kind: str, key: Any, raw: Any, reason: str, where: Any) -> None:
@@ -195,8 +201,8 @@ class SharedStoreBackend(contracts.Backend):
         The medium stores it and removes the original (``take_aside``), then counts it (``counted``).
         """
         with self._aside_lock:
-            self._aside.append((contracts.Quarantined(kind, _key_text(key), reason, time.time(), raw_bytes(raw)),
-                                where))
+            self._aside.append((contracts.Quarantined(kind, shortened(_key_text(key)), shortened(reason), time.time(),
+                                                      raw_bytes(raw)), where))
 
     def take_aside(self) -> list[Aside]:
         """The records queued to be moved aside since the last call."""
@@ -236,11 +242,11 @@ class SharedStoreBackend(contracts.Backend):
                 max_retries=_int(f["max_retries"] or 0), timeout_s=_float_or_none(f["timeout_s"]),
                 preferred_node_types=tuple(_NODE_TYPES[p] for p in _names(f["preferred"]) if p in _NODE_TYPES),
                 required_capabilities=frozenset(_names(f["required"])), context=context or {},
-                submitter_id=_text_or_none(f["submitter_id"]), why=_text_or_none(f["why"]) or "",
+                submitter_id=_text_or_none(f["submitter_id"]), why=_free_text(f["why"]) or "",
                 submitted_at=_float_or_none(f["submitted_at"]) or 0.0, started_at=_float_or_none(f["started_at"]),
                 finished_at=_float_or_none(f["finished_at"]), lease_expires=_float_or_none(f["lease_expires"]),
                 not_before=_float_or_none(f["not_before"]) or 0.0, result=self.stored_value(f["result"]),
-                error=_text_or_none(f["error"]), signature=_text_or_none(f["signature"]) or "")
+                error=_free_text(f["error"]), signature=_text_or_none(f["signature"]) or "")
         except DECODE_ERRORS as exc:
             raise CorruptRecord(f"task {f.get('task_id')!r}: {type(exc).__name__} {exc}") from None
 
@@ -253,7 +259,7 @@ class SharedStoreBackend(contracts.Backend):
             return contracts.Finished(_text(f["task_id"]), STATUSES[f["status"]], _int(f["attempt"], 1),
                             _text_or_none(f["node_id"]), _text_or_none(f["node_name"]),
                             _float_or_none(f["finished_at"]), self.stored_value(f["result"]) if complete else None,
-                            _text_or_none(f["error"]), complete)
+                            _free_text(f["error"]), complete)
         except DECODE_ERRORS as exc:
             raise CorruptRecord(f"result feed entry: {type(exc).__name__} {exc}") from None
 
@@ -328,19 +334,41 @@ def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:
     return out
 
 
-def raw_bytes(record: Any) -> bytes:
-    """A stored record as bytes for the quarantine: itself if it is bytes, else its msgpack (its repr if even
-    that fails), so what was stored can be looked at later."""
+def shortened(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was: a reason or key read from a medium
+    may carry a value of any size."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def raw_bytes(record: Any, limit: int = QUARANTINE_RAW_BYTES) -> bytes:
+    """A stored record as bytes for the quarantine, at most ``limit`` of them: itself if it is bytes, else its
+    msgpack (its repr if even that fails), each field cut to ``limit``, so what was stored can be looked at later
+    and a huge field costs no more than a small one."""
     if isinstance(record, bytes | bytearray | memoryview):
-        return bytes(record)
+        return bytes(record[:limit])
+    if isinstance(record, Mapping | tuple | list):
+        record = _fields_cut(record, limit)
     if isinstance(record, Mapping):
         record = dict(record)
     elif isinstance(record, tuple):
         record = list(record)
     try:
-        return codec.pack(record)
+        return codec.pack(record)[:limit]
     except codec.CodecError:
-        return repr(record).encode(errors="replace")
+        return repr(record).encode(errors="replace")[:limit]
+
+
+def _fields_cut(record: Any, limit: int) -> Any:
+    def cut(value: Any) -> Any:
+        return value[:limit] if isinstance(value, str | bytes | bytearray) else value
+    if isinstance(record, Mapping):
+        return {cut(k): cut(v) for k, v in record.items()}
+    return [cut(v) for v in record]
+
+
+def _shown(value: Any) -> str:
+    """A stored value's repr for a message, cut short (it may be of any size)."""
+    return shortened(repr(value[:80]) if isinstance(value, str | bytes) else repr(value), 100)
 
 
 def _key_text(key: Any) -> str:
@@ -350,9 +378,11 @@ def _key_text(key: Any) -> str:
 def _int(value: Any, low: int = 0) -> int:
     """A stored whole number in ``[low, MAX_STORED_INT]``; ValueError/TypeError otherwise (a bool is no number)."""
     if isinstance(value, bool) or value is None:
-        raise TypeError(f"{value!r} is not a whole number")
+        raise TypeError(f"{_shown(value)} is not a whole number")
     if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
+        raise ValueError(f"{_shown(value)} is not a whole number")
+    if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; int() would echo it whole
+        raise ValueError(f"{_shown(value)} is not a whole number")
     number = int(value)
     if not low <= number <= MAX_STORED_INT:
         raise ValueError(f"{number} is out of range")
@@ -360,25 +390,39 @@ def _int(value: Any, low: int = 0) -> int:
 
 
 def _text(value: Any) -> str:
+    """A stored id, name or type as text; ValueError when it is longer than any name (``MAX_NAME_BYTES``)."""
+    if isinstance(value, str | bytes) and len(value) > MAX_NAME_BYTES:
+        raise ValueError(f"a name of {len(value)} characters (over {MAX_NAME_BYTES})")
     if type(value) is str:
         return value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_or_none(value: Any) -> str | None:
-    if type(value) is str:
+    if type(value) is str and len(value) <= MAX_NAME_BYTES:
         return value or None
     return None if value is None or value == b"" else _text(value)
+
+
+def _free_text(value: Any) -> str | None:
+    """A stored error or reason as text, cut to ``MAX_TEXT_CHARS`` (a long one is still a readable record)."""
+    if value is None or value == b"" or value == "":
+        return None
+    if isinstance(value, bytes):
+        return value[:MAX_TEXT_CHARS].decode(errors="replace")
+    return str(value)[:MAX_TEXT_CHARS]
 
 
 def _float_or_none(value: Any) -> float | None:
     if value is None or value == "" or value == b"":
         return None
     if isinstance(value, bool):
-        raise TypeError(f"{value!r} is not a number")
+        raise TypeError(f"{_shown(value)} is not a number")
+    if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; float() would echo it whole
+        raise ValueError(f"{_shown(value)} is not a number")
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{_shown(value)} is not a finite number")
     return number
 
 
@@ -386,6 +430,8 @@ def _names(value: Any) -> list[str]:
     if not value or value == "[]" or value == b"[]":  # the common case, without a JSON parse
         return []
     if isinstance(value, str | bytes):
+        if len(value) > MAX_LIST_BYTES:
+            raise ValueError(f"a list of names of {len(value)} bytes (over {MAX_LIST_BYTES})")
         value = json.loads(value)
     if not isinstance(value, list | tuple):
         raise TypeError(f"a list of names, not a {type(value).__name__}")

@@ -44,9 +44,9 @@ from ... import codec
 from ...errors import BackendUnavailable
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
-from ..shared import NODE_FIELDS, CorruptRecord
+from ..shared import MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord
 from .memory import SqliteMemory
-from .store import _wake_address, _WakeProtocol
+from .store import _wake_address, _WakeProtocol, bounded, fitting
 from .tasks import SqliteTasks
 
 # Read when a backend is made, from this module, so a test can shorten it.
@@ -152,10 +152,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     async def snapshot(self) -> MeshSnapshot:
         def read(conn: sqlite3.Connection) -> MeshSnapshot:
-            rows = conn.execute(
-                "SELECT node_id, name, node_type, role, host, port, pid, incarnation, capabilities, task_types,"
-                " capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature, beat, beat_at"
-                " FROM nodes").fetchall()
+            rows = conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes").fetchall()
             queued = dict(conn.execute(
                 "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
             ).fetchall())
@@ -184,6 +181,14 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
 
 
+# A node row as read: a field over its size limit is not loaded whole (``bounded``) and makes the row corrupt.
+NODE_COLUMNS = bounded(
+    ("node_id", "name", "node_type", "role", "host", "port", "pid", "incarnation", "capabilities", "task_types",
+     "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left_mesh", "signature", "beat",
+     "beat_at"),
+    {"capabilities": MAX_LIST_BYTES, "task_types": MAX_LIST_BYTES, "metrics": MAX_LIST_BYTES}, whole=("node_id",))
+
+
 def machine_clock() -> float:
     """Seconds since this machine booted, from the kernel: one clock for every process, whatever their wall clocks."""
     try:
@@ -196,7 +201,7 @@ def machine_clock() -> float:
 def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any]:
     """A node row's fields for ``node_from_fields``; ``last_seen`` in the reader's frame: ``now`` less the age of
     its beat on the machine clock (a beat time that is not a number makes the row corrupt)."""
-    fields = dict(zip((*NODE_FIELDS, "heartbeat_seq", "beat_at"), r, strict=True))
+    fields = dict(zip((*NODE_FIELDS, "heartbeat_seq", "beat_at"), fitting(r, f"node {r[0]!r}"), strict=True))
     beat_at = fields.pop("beat_at")
     if beat_at is not None:
         if isinstance(beat_at, bool) or not isinstance(beat_at, int | float) or not math.isfinite(beat_at):

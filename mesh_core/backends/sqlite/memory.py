@@ -11,8 +11,11 @@ from ...memory.digest import bucket_of
 from ..contracts import MEMORY_VERSIONS_KEPT, Topic
 from ..shared import CorruptRecord, MemoryEntry
 from .quarantine import Removal, SqliteQuarantine
+from .store import bounded, fitting
 
-LATEST_ROW = "SELECT memory_type, key, origin, frame FROM memory_latest"
+READ_BUDGET_BYTES = 8 * 1024 * 1024  # frames one log read loads at most (past its first row)
+ACK_COLUMNS = bounded(("node_id", "seq"), whole=("node_id",))
+DIGEST_COLUMNS = bounded(("node_id", "bucket", "digest"), whole=("node_id", "bucket"))
 
 
 def _latest_removal(r: Sequence[Any]) -> tuple[str, str, Removal]:
@@ -27,6 +30,15 @@ def _version_removal(r: Sequence[Any]) -> tuple[str, str, Removal]:
 
 class SqliteMemory(SqliteQuarantine):
     """The MemoryLog part of ``sqlite_local``: ``memory_log`` holds every entry, ``memory_latest`` the newest."""
+
+    def _memory_columns(self, *columns: str, whole: Sequence[str]) -> str:
+        """``columns`` of a memory table, bounded (a frame up to the frame limit); ``whole``: its key columns."""
+        return bounded(columns, {"frame": self.limits.max_frame_bytes}, whole)
+
+    @property
+    def _latest_row(self) -> str:
+        key = ("memory_type", "key", "origin")
+        return f"SELECT {self._memory_columns(*key, 'frame', whole=key)} FROM memory_latest"
 
     async def _publish_batch(self, items: list[MemoryEntry]) -> list[int]:
         now = time.time()
@@ -60,7 +72,8 @@ class SqliteMemory(SqliteQuarantine):
             " seq=max(seq, excluded.seq)", (node_id, int(cursor or 0))))
 
     async def memory_acks(self) -> dict[str, Any]:
-        rows = await self._read(lambda c: c.execute("SELECT node_id, seq FROM memory_acks").fetchall())
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {ACK_COLUMNS} FROM memory_acks").fetchall())
         acks = dict(self.readable("memory ack", rows, _ack, aside=lambda r: (
             "ack", r[0], [("DELETE FROM memory_acks WHERE node_id=?", (r[0],))])))
         await self._settle_aside()
@@ -78,7 +91,8 @@ class SqliteMemory(SqliteQuarantine):
         await self._write(put)
 
     async def peer_digests(self) -> dict[str, dict[int, str]]:
-        rows = await self._read(lambda c: c.execute("SELECT node_id, bucket, digest FROM memory_digests").fetchall())
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {DIGEST_COLUMNS} FROM memory_digests").fetchall())
         out: dict[str, dict[int, str]] = {}
         for node_id, bucket, digest in self.readable("digest row", rows, _digest, aside=lambda r: (
                 "digest", f"{r[0]} bucket {r[1]}", [("DELETE FROM memory_digests WHERE node_id=? AND bucket=?",
@@ -90,12 +104,13 @@ class SqliteMemory(SqliteQuarantine):
         return out
 
     async def memory_bucket(self, bucket: int) -> list[bytes]:
-        return await self._latest_frames(f"{LATEST_ROW} WHERE bucket=?", (bucket,))
+        return await self._latest_frames(f"{self._latest_row} WHERE bucket=?", (bucket,))
 
     async def _latest_frames(self, sql: str, params: Sequence[Any]) -> list[bytes]:
-        """The frames of ``memory_latest`` rows (``LATEST_ROW`` …); an unreadable one is quarantined."""
+        """The frames of ``memory_latest`` rows (``_latest_row`` …); an unreadable one is quarantined."""
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        frames = self.readable("memory row", rows, lambda r: self.frame_checked(r[3]), aside=_latest_removal)
+        frames = self.readable("memory row", rows, lambda r: self.frame_checked(fitting(r, "memory row")[3]),
+                               aside=_latest_removal)
         await self._settle_aside()
         return frames
 
@@ -105,9 +120,10 @@ class SqliteMemory(SqliteQuarantine):
             "memory_type IN (SELECT memory_type FROM memory_latest WHERE key=?)"
         args = (key if memory_type is None else memory_type, key)
         rows = await self._read(lambda c: c.execute(
-            f"SELECT memory_type, key, seq, frame FROM memory_versions WHERE {types} AND key=? ORDER BY seq",
-            args).fetchall())
-        frames = self.readable("memory version", rows, lambda r: self.frame_checked(r[3]), aside=_version_removal)
+            f"SELECT {self._memory_columns('memory_type', 'key', 'seq', 'frame', whole=('memory_type', 'key', 'seq'))}"
+            f" FROM memory_versions WHERE {types} AND key=? ORDER BY seq", args).fetchall())
+        frames = self.readable("memory version", rows, lambda r: self.frame_checked(fitting(r, "memory version")[3]),
+                               aside=_version_removal)
         await self._settle_aside()
         return frames
 
@@ -126,10 +142,20 @@ class SqliteMemory(SqliteQuarantine):
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)
-        rows = await self._read(lambda c: c.execute(
-            "SELECT seq, frame, memory_type, key, origin FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?",
-            (start, limit)).fetchall())
-        frames = self.readable("memory log row", rows, lambda r: self.frame_checked(r[1]), aside=lambda r: (
+        columns = self._memory_columns("seq", "frame", "memory_type", "key", "origin", whole=("seq",))
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            out, size = [], 0
+            for row in conn.execute(f"SELECT {columns} FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?",
+                                    (start, limit)):
+                out.append(row)
+                size += len(row[1]) if isinstance(row[1], bytes | str) else 0
+                if size > READ_BUDGET_BYTES:  # the next read goes on from this row
+                    break
+            return out
+        rows = await self._read(read)
+        frames = self.readable("memory log row", rows, lambda r: self.frame_checked(fitting(r, "memory log row")[1]),
+                               aside=lambda r: (
             "memory", f"log {r[0]} ({r[2]}/{r[3]} from {r[4]})", [("DELETE FROM memory_log WHERE seq=?", (r[0],))]))
         await self._settle_aside()
         return frames, (rows[-1][0] if rows else start)
@@ -141,23 +167,25 @@ class SqliteMemory(SqliteQuarantine):
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            frames += await self._latest_frames(f"{LATEST_ROW} WHERE memory_type=? AND key IN ({marks})",
+            frames += await self._latest_frames(f"{self._latest_row} WHERE memory_type=? AND key IN ({marks})",
                                                 [memory_type, *chunk])
         return frames
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         if memory_type is None:
-            return await self._latest_frames(f"{LATEST_ROW} WHERE key=?", (key,))
-        return await self._latest_frames(f"{LATEST_ROW} WHERE key=? AND memory_type=?", (key, memory_type))
+            return await self._latest_frames(f"{self._latest_row} WHERE key=?", (key,))
+        return await self._latest_frames(f"{self._latest_row} WHERE key=? AND memory_type=?", (key, memory_type))
 
 
 def _ack(r: Sequence[Any]) -> tuple[str, int]:
+    r = fitting(r, "memory ack")
     if not isinstance(r[1], int) or isinstance(r[1], bool):
         raise CorruptRecord(f"memory ack of {r[0]!r}: cursor {r[1]!r} is not a whole number")
     return str(r[0]), r[1]
 
 
 def _digest(r: Sequence[Any]) -> tuple[str, int, str]:
+    r = fitting(r, "digest")
     if not isinstance(r[1], int) or not isinstance(r[2], str):
         raise CorruptRecord(f"digest of {r[0]!r}: bucket {r[1]!r} / digest {r[2]!r} of the wrong type")
     return str(r[0]), r[1], r[2]

@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from ...errors import BackendError, BackendUnavailable
 from ...memory.digest import bucket_of
 from ...model import NodeInfo
 from ..contracts import Topic
-from ..shared import SharedStoreBackend
+from ..shared import MAX_NAME_BYTES, CorruptRecord, SharedStoreBackend
 
 log = logging.getLogger("mesh.sqlite")
 
@@ -108,6 +108,26 @@ TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.M
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 
 R = TypeVar("R")
+
+
+def bounded(columns: Sequence[str], limits: Mapping[str, int] | None = None, whole: Sequence[str] = ()) -> str:
+    """SELECT expressions for ``columns`` that never load a huge value into Python: a value longer than its limit
+    (``limits``, else ``MAX_NAME_BYTES``) reads as its first 64 characters, and one more column names the first
+    column over its limit (NULL when none is); ``fitting`` turns that into CorruptRecord. The ``whole`` columns
+    (a key that finds the row again to move it aside) are read as they are."""
+    limits = limits or {}
+    cut = [c for c in columns if c not in whole]
+    exprs = [c if c in whole else f"CASE WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN substr({c}, 1, 64)"
+             f" ELSE {c} END" for c in columns]
+    over = " ".join(f"WHEN length({c}) > {limits.get(c, MAX_NAME_BYTES)} THEN '{c}'" for c in cut)
+    return ", ".join(exprs) + (f", CASE {over} END" if over else ", NULL")
+
+
+def fitting(row: Sequence[Any], what: str) -> Sequence[Any]:
+    """A row read with ``bounded`` columns, without its last (the over-limit column); CorruptRecord if one was."""
+    if row[-1] is not None:
+        raise CorruptRecord(f"{what}: {row[-1]} is over its size limit")
+    return row[:-1]
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

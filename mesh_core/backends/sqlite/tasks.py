@@ -12,8 +12,9 @@ from ... import codec
 from ...model import Task, TaskStatus
 from ...tasks import TASK_MOVES, Move, sql_sources
 from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
-from ..shared import FINISHED_FIELDS, STATUSES, TASK_FIELDS, attempts_from_rows
+from ..shared import FINISHED_FIELDS, MAX_LIST_BYTES, MAX_TEXT_CHARS, STATUSES, TASK_FIELDS, attempts_from_rows
 from .quarantine import SqliteQuarantine, task_removal
+from .store import bounded, fitting
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
@@ -47,6 +48,12 @@ REPLAY_SQL = (
     "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
     " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
     f" cancel_requested=0 WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
+# The sweeper moves tasks and never runs them: it reads no payload, result or context, and every other field
+# bounded (a field over its limit makes the row corrupt), so a sweep of thousands of rows loads no huge value.
+UNSWEPT = ("payload", "result", "context")
+SWEEP_FIELDS = tuple(f for f in TASK_FIELDS if f not in UNSWEPT)
+SWEEP_COLUMNS = bounded(SWEEP_FIELDS, {"why": MAX_TEXT_CHARS, "error": MAX_TEXT_CHARS, "preferred": MAX_LIST_BYTES,
+                                       "required": MAX_LIST_BYTES}, whole=("task_id",))
 CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
 CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
@@ -214,9 +221,13 @@ class SqliteTasks(SqliteQuarantine):
                 where += f" OR node_id IN ({marks})"
                 params += dead
             rows = conn.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
+                f"SELECT {SWEEP_COLUMNS} FROM tasks WHERE status IN ('assigned','running','pending') AND ({where})"
                 " ORDER BY priority DESC, seq LIMIT 5000", params).fetchall()
-            return self._tasks(rows)
+            unswept = dict.fromkeys(UNSWEPT)
+            return self.readable(
+                "task row", rows, lambda r: self.task_from_fields(
+                    {**dict(zip(SWEEP_FIELDS, fitting(r, f"task {r[0]!r}"), strict=True)), **unswept}),
+                aside=lambda r: ("task", r[0], task_removal(r[0])))
         return await self._read_settled(read)
 
     async def cancel(self, task_ids: Sequence[str]) -> list[str]:
