@@ -97,7 +97,10 @@ class Results:
     async def _with_attempts(self, task: Task) -> Task:
         """A failed, cancelled or retried task is read again, with every attempt and its error."""
         if task.status is not TaskStatus.SUCCEEDED or task.attempt > 1:
-            return await self.get_task(task.task_id)
+            try:
+                return await self.get_task(task.task_id)
+            except TaskNotFound:  # pruned by retention since it finished: the feed's record is what is left
+                return task
         return task
 
     async def wait_for(self, task_id: str, timeout: float | None = None) -> Any:
