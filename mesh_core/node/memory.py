@@ -113,6 +113,7 @@ class MemoryService:
             return key
         if not self.ctx.is_worker:
             await self.catch_up(key, memory_type)
+        self.members.fence_writes()
         siblings, sources = self.store.state(memory_type, key)
         draft = MemoryItem(memory_type, key, memory_data, {}, self.hlc.now(), self.ctx.node_id, priority, tombstone)
         await self._write_local(local_write(sources or siblings, draft, self.ctx.node_id), "local write", siblings)
@@ -123,6 +124,7 @@ class MemoryService:
         keys = list(values)
         if self.ctx.config.memory_sync.strategy in ("strong", "master_slave"):
             return [await self.write(memory_type, values[k], priority, k) for k in keys]
+        self.members.fence_writes()
         if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
             self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
         stored = []
@@ -371,6 +373,7 @@ class MemoryService:
             value = merged.value
         else:
             value, choice = choice, None
+        self.members.fence_writes()
         item = resolve_manually(siblings, value, self.ctx.node_id, self.hlc.now())
         await self._write_local(item, f"resolved: {choice or 'new value'}")
         return item
