@@ -154,7 +154,7 @@ class MembershipService:
             return
         bound = self.ctx.config.max_clock_offset_seconds
         offset = own_clock_offset(snap.local_wall, snap.reference_wall, snap.reference_error, bound)
-        if offset is not None and self.clock_offset is None:
+        if offset is not None and self.clock_offset is None and self.ctx.is_worker:  # a client's write says it
             self.ctx.problem("clock_skewed_self", clock_refusal(offset, bound))
         elif offset is None and self.clock_offset is not None:
             log.info("this node's clock is back within max_clock_offset_seconds %g: writes resume", bound)
