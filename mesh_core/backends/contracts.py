@@ -149,8 +149,10 @@ class Quarantined:
 class MeshSnapshot:
     """Node records plus the current time on the clock that judges liveness.
 
-    ``clock``: now on the medium's scheduling clock, the one task leases and retry times are stamped with
-    (SQLite: the machine clock; Redis: ``TIME``). ``reference_wall``: the medium's idea of the wall time, read
+    ``clock``: now in the frame that task leases and retry times are read in (Redis: ``TIME``, which stamps
+    them; SQLite: the reader's wall clock, each time read as its now plus the time left on the machine clock
+    that stamps them), so the sweeper compares them without comparing two processes' clocks.
+    ``reference_wall``: the medium's idea of the wall time, read
     when this process's wall clock said ``local_wall``, known to within ± ``reference_error`` s (None: the
     medium has no reference); a node measures its own clock against it.
     """

@@ -164,7 +164,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             nodes = self.readable(
                 "node row", rows, lambda r: self.node_from_fields(_node_fields(r, now, booted)),
                 aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
-            snap = MeshSnapshot(nodes, now, queued, clock=booted)
+            snap = MeshSnapshot(nodes, now, queued, clock=now)  # task times are read in this same frame
             reference = wall_reference()
             if reference is not None:
                 snap.reference_wall, snap.local_wall, snap.reference_error = reference

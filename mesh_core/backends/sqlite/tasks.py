@@ -61,9 +61,20 @@ class SqliteTasks(SqliteQuarantine):
     """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
 
     def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
-        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``)."""
-        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
-                             aside=lambda r: ("task", r[0], task_removal(r[0])))
+        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``).
+
+        Lease and retry times come in the reader's wall-clock frame (its now plus the time left on the machine
+        clock), as ``MeshSnapshot.clock`` is: whatever the reader's wall clock says, the time left is right."""
+        tasks = self.readable("task row", rows,
+                              lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
+                              aside=lambda r: ("task", r[0], task_removal(r[0])))
+        shift = time.time() - machine_clock()
+        for t in tasks:
+            if t.lease_expires is not None:
+                t.lease_expires += shift
+            if t.not_before > 0:
+                t.not_before += shift
+        return tasks
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[bool]:
         limits = self.limits
