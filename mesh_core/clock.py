@@ -11,6 +11,11 @@ comes from a node whose clock is wrong, and following it would make every
 later local write look that far in the future. Such a stamp is clamped to the
 bound, and ``merge`` reports how far ahead it was so the caller can count it
 and flag its node.
+
+A node also measures its own wall clock against the medium's reference clock
+(``own_clock_offset``): when it is off by more than ``max_offset`` plus the
+reference reading's error, its own stamps would be wrong for everyone, so it
+refuses to stamp writes until the clock is back within bounds (self-fencing).
 """
 
 from __future__ import annotations
@@ -41,6 +46,21 @@ def clamp_remote(remote: int, wall_ms: int, max_offset_ms: int | None) -> int:
     if max_offset_ms is None or hlc_physical_ms(remote) <= wall_ms + max_offset_ms:
         return remote
     return (wall_ms + max_offset_ms) << LOGICAL_BITS
+
+
+def own_clock_offset(local_wall: float, reference_wall: float, reference_error: float,
+                     max_offset: float) -> float | None:
+    """How far this node's wall clock (``local_wall``, read when the reference was) is off the medium's
+    (``reference_wall``, known to within ± ``reference_error`` s), in seconds (+: ahead), when that is past
+    ``max_offset`` whatever the reading's error; None while the clock is within bounds."""
+    offset = local_wall - reference_wall
+    return offset if abs(offset) > max_offset + max(0.0, reference_error) else None
+
+
+def clock_refusal(offset: float, max_offset: float) -> str:
+    """The one line a write refused by a skewed clock says."""
+    return (f"this node's clock is {offset:+.1f} s off the mesh's (max_clock_offset_seconds {max_offset:g}): "
+            f"fix the clock; writes refused")
 
 
 class HybridLogicalClock:

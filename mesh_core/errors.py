@@ -50,6 +50,17 @@ class BackendUnavailable(BackendError):
     """The backend cannot be reached now; the node keeps working locally."""
 
 
+class ClockSkewed(MeshError):
+    """This node's wall clock is off the medium's past ``max_clock_offset_seconds``: its writes are refused until
+    the clock is fixed (``offset``: seconds ahead, negative when behind)."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, offset: float) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
 class IdentityError(MeshError):
     """The node's state folder cannot give this process an identity."""
 

@@ -76,8 +76,15 @@ class AgentMeshManager:
 
     @property
     def healthy(self) -> bool:
-        """False while the medium is unreachable or a loop is down after a failure (see ``loops()``)."""
-        return self._ctx.healthy and self._ctx.loops_ok
+        """False while the medium is unreachable, a loop is down after a failure (see ``loops()``) or this node's
+        clock is off the mesh's (see ``clock_offset``)."""
+        return self._ctx.healthy and self._ctx.loops_ok and self.clock_offset is None
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Seconds this node's wall clock is off the medium's (+: ahead) while that is past
+        ``max_clock_offset_seconds``: its memory writes are refused meanwhile. None while within bounds."""
+        return self.services.members.clock_offset
 
     @property
     def backend_healthy(self) -> bool:

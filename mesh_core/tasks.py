@@ -111,7 +111,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Retry:
-    not_before: float
+    delay: float  # seconds from now, on the medium's clock
     failures: int
 
 
@@ -121,7 +121,7 @@ class DeadLetter:
     reason: str
 
 
-def after_failure(task: Task, policy: RetryPolicy, now: float, rng: random.Random | None = None) -> Retry | DeadLetter:
+def after_failure(task: Task, policy: RetryPolicy, rng: random.Random | None = None) -> Retry | DeadLetter:
     """What happens to ``task`` whose current attempt just failed."""
     failures = task.failures + 1
     allowed = task.max_retries if task.max_retries >= 0 else policy.max_retries
@@ -129,7 +129,7 @@ def after_failure(task: Task, policy: RetryPolicy, now: float, rng: random.Rando
         return DeadLetter(failures, "retries are disabled")
     if failures > allowed:
         return DeadLetter(failures, f"failed {failures} time(s), over max_task_retries={allowed}")
-    return Retry(now + policy.delay(failures, rng), failures)
+    return Retry(policy.delay(failures, rng), failures)
 
 
 @dataclass(frozen=True)

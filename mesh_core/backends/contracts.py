@@ -72,7 +72,9 @@ class Assignment:
     """A routed task ready to be stored, with the capacity the target accepts.
 
     ``node_id`` None stores it in the mesh-wide pending list instead, which
-    holds at most ``capacity`` tasks (bounded backpressure queue).
+    holds at most ``capacity`` tasks (bounded backpressure queue). ``delay``:
+    the task is held back that many seconds on the medium's clock (the task's
+    own ``not_before`` is not read: the medium stamps it).
     """
 
     task: Task
@@ -80,13 +82,14 @@ class Assignment:
     node_name: str | None
     why: str
     capacity: int
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
 class Reassignment:
     """Move a task that ``expected_node`` held at ``expected_attempt`` elsewhere.
 
-    With ``node_id`` it is re-routed (or retried after ``not_before``) to that
+    With ``node_id`` it is re-routed (or retried ``delay`` seconds later on the medium's clock) to that
     node; without, it goes to ``final_status``: back to the pending list
     (PENDING) or to an end (DEAD_LETTER, FAILED). ``bump_attempt`` gives the
     new holder a new fencing token (always when the old holder may have started
@@ -101,7 +104,7 @@ class Reassignment:
     node_id: str | None
     node_name: str | None
     why: str
-    not_before: float = 0.0
+    delay: float = 0.0
     bump_attempt: bool = True
     error: str | None = None
     count_failure: bool = False
@@ -152,11 +155,23 @@ class Quarantined:
 
 @dataclass
 class MeshSnapshot:
-    """Node records plus the current time on the clock that judges liveness."""
+    """Node records plus the current time on the clock that judges liveness.
+
+    ``clock``: now in the frame that task leases and retry times are read in (Redis: ``TIME``, which stamps
+    them; SQLite: the reader's wall clock, each time read as its now plus the time left on the machine clock
+    that stamps them), so the sweeper compares them without comparing two processes' clocks.
+    ``reference_wall``: the medium's idea of the wall time, read
+    when this process's wall clock said ``local_wall``, known to within ± ``reference_error`` s (None: the
+    medium has no reference); a node measures its own clock against it.
+    """
 
     nodes: list[NodeInfo]
     now: float
     queued: dict[str, int] = field(default_factory=dict)
+    clock: float = 0.0
+    reference_wall: float | None = None
+    local_wall: float = 0.0
+    reference_error: float = 0.0
 
 
 class MembershipMedium(abc.ABC):
@@ -292,8 +307,9 @@ class TaskTransport(abc.ABC):
 
     @abc.abstractmethod
     async def next_due(self, node_id: str) -> float | None:
-        """When the earliest task assigned to ``node_id`` but held back (retry backoff) becomes due, on the
-        medium's clock; None when nothing is held back. The claim loop sleeps until then, not a full poll."""
+        """In how many seconds (≥ 0) the earliest task assigned to ``node_id`` but held back (retry backoff)
+        becomes due on the medium's clock; None when nothing is held back. The claim loop sleeps that long, not
+        a full poll, and compares no clocks."""
 
     @abc.abstractmethod
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
@@ -351,7 +367,8 @@ class TaskTransport(abc.ABC):
         lease lapsed, and the tasks in the pending list; about 5000 at most per call. Their payload, result
         and context may be left unread (None, empty): the sweeper moves tasks, it never runs them.
 
-        SQLite judges the lease against ``now``; Redis against its own ``TIME`` (``now`` is not used).
+        Each medium judges the lease on its own scheduling clock (SQLite: the machine clock; Redis: ``TIME``);
+        ``now`` is that clock as the caller last read it (``MeshSnapshot.clock``) and is not used to judge.
         """
 
     @abc.abstractmethod

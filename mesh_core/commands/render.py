@@ -55,6 +55,8 @@ def render_status(d: dict[str, Any]) -> str:
     else:
         lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {local['protocol']}"]
     lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
+    if local.get("clock_offset_s") is not None:
+        lines.append(f"  • Clock: ⚠️ degraded: {local['clock_offset_s']:+.1f} s off the mesh's: writes refused")
     active = sum(1 for n in nodes if n["status"] == "active")
     lines += ["", "📊 Mesh Statistics:", f"  • Total Nodes: {len(nodes)}", f"  • Active Nodes: {active}",
               f"  • Pending Tasks: {tasks['pending']}", f"  • Running Tasks: {tasks['running']}",

@@ -93,6 +93,7 @@ async def status_data(mesh: AgentMeshManager) -> dict[str, Any]:
     local.update({"protocol": mesh.config.protocol, "backend": mesh.backend_info(),
                   "backend_reason": mesh.backend_reason, "healthy": mesh.healthy,
                   "backend_healthy": mesh.backend_healthy, "loops": mesh.loops(),
+                  "clock_offset_s": mesh.clock_offset,
                   "memory_sync": mesh.config.memory_sync.strategy, "memory_primary": mesh.memory_primary})
     return {
         "enabled": mesh.enabled or not mesh.is_worker,

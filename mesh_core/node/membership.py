@@ -13,6 +13,12 @@ suspect in its own view (never dead), and the claim loop takes no new work,
 all before the others can judge it dead (``node_timeout_seconds``). The next
 successful heartbeat ends it. A Redis call hangs at most
 ``redis.socket_timeout_seconds``; meanwhile no new heartbeat is started.
+
+Its own clock: every view measures this process's wall clock against the
+medium's reference (``MeshSnapshot.reference_wall``). Off by more than
+``max_clock_offset_seconds`` plus the reading's error, the node fences itself:
+it refuses to stamp memory writes (``fence_writes``), shows itself degraded
+with the offset in its status and heartbeat, until a view finds it back.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ from typing import Any
 import psutil
 
 from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
-from ..clock import HybridLogicalClock
-from ..errors import BackendError
+from ..clock import HybridLogicalClock, clock_refusal, own_clock_offset
+from ..errors import BackendError, ClockSkewed
 from ..events import NodeJoined, NodeStatusChanged
 from ..membership import Change, DetectorConfig, Member, MembershipTable
 from ..model import NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
 from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts
-from .context import NodeContext
+from .context import NodeContext, log
 
 Hook = Callable[[], Awaitable[Any]]
 # A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
@@ -80,6 +86,7 @@ class MembershipService:
         self.sweep_hooks: list[tuple[float, Hook]] = []  # on the sweeping node: (every seconds, hook)
         self._swept_at: dict[int, float] = {}
         self._skew: dict[str, tuple[float, float]] = {}  # node id → (seconds ahead, monotonic time of last clamp)
+        self.clock_offset: float | None = None  # this node's wall clock off the medium's, past the bound
 
     @property
     def medium(self) -> MembershipMedium:
@@ -114,6 +121,8 @@ class MembershipService:
             out.update(source())
         out["counters"] = dict(self.ctx.counters)
         out["clock_skewed"] = self._own_skew()  # so every reader, one-shot clients too, sees the flag
+        if self.clock_offset is not None:
+            out["clock_offset_s"] = round(self.clock_offset, 3)  # measured by itself: writes refused
         profile = self.ctx.profile
         if profile is not None and profile.metrics is not None:
             out.update(profile.metrics())
@@ -139,6 +148,25 @@ class MembershipService:
             self.ctx.counters["clock_skew_clamped"] += 1
         self._skew[origin] = (ahead, time.monotonic())
 
+    def check_own_clock(self, snap: MeshSnapshot) -> None:
+        """Measure this node's wall clock against the medium's reference in ``snap``; fence or unfence writes."""
+        if snap.reference_wall is None:
+            return
+        bound = self.ctx.config.max_clock_offset_seconds
+        offset = own_clock_offset(snap.local_wall, snap.reference_wall, snap.reference_error, bound)
+        if offset is not None and self.clock_offset is None and self.ctx.is_worker:  # a client's write says it
+            self.ctx.problem("clock_skewed_self", clock_refusal(offset, bound))
+        elif offset is None and self.clock_offset is not None:
+            log.info("this node's clock is back within max_clock_offset_seconds %g: writes resume", bound)
+        self.clock_offset = offset
+
+    def fence_writes(self) -> None:
+        """Raise ``ClockSkewed`` (counted ``clock_skew_refused``) while this node's clock is off the mesh's."""
+        if self.clock_offset is not None:
+            self.ctx.counters["clock_skew_refused"] += 1
+            raise ClockSkewed(clock_refusal(self.clock_offset, self.ctx.config.max_clock_offset_seconds),
+                              offset=self.clock_offset)
+
     def _own_skew(self) -> dict[str, float]:
         horizon = time.monotonic() - SKEW_FLAG_SECONDS
         return {node: round(ahead, 3) for node, (ahead, at) in self._skew.items() if at >= horizon}
@@ -148,7 +176,12 @@ class MembershipService:
 
         Seen here, or reported by any known node in its heartbeat (the largest report wins)."""
         out = self._own_skew()
+        if self.clock_offset is not None:
+            out[self.ctx.node_id] = round(self.clock_offset, 3)
         for member in self.table.members():
+            measured = member.info.metrics.get("clock_offset_s")  # its own measure against the medium
+            if isinstance(measured, (int, float)) and not isinstance(measured, bool):
+                out[member.info.node_id] = float(measured)
             reported = member.info.metrics.get("clock_skewed")
             if not isinstance(reported, dict):
                 continue
@@ -189,6 +222,7 @@ class MembershipService:
         snap = await self.medium.snapshot()
         self.view = snap
         self.view_at = time.monotonic()
+        self.check_own_clock(snap)
         visible = []
         self.known = {node.node_id: node for node in snap.nodes}
         untrusted = set()

@@ -124,6 +124,7 @@ class MemoryService:
         key = key or f"{memory_type}:{uuid.uuid4().hex[:12]}"
         if self.forwarder is not None and await self.forwarder(memory_type, memory_data, priority, key, tombstone):
             return key
+        self.members.fence_writes()
         async with self._turn(memory_type, [key]):
             if not self.ctx.is_worker:
                 await self.catch_up(key, memory_type)
@@ -139,6 +140,7 @@ class MemoryService:
             return [await self.write(memory_type, values[k], priority, k) for k in keys]
         if not keys:
             return keys
+        self.members.fence_writes()
         async with self._turn(memory_type, keys):
             if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
                 self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
@@ -455,6 +457,7 @@ class MemoryService:
             value = merged.value
         else:
             value, choice = choice, None
+        self.members.fence_writes()
         item = resolve_manually(siblings, value, self.ctx.node_id, self.hlc.now())
         await self._write_local(item, f"resolved: {choice or 'new value'}")
         return item

@@ -67,8 +67,9 @@ class TaskService:
         return decision
 
     def move(self, task: Task, *, bump: bool, exclude: set[str], error: str | None = None,
-             count_failure: bool = False, not_before: float = 0.0) -> Reassignment:
-        """A fenced move of ``task`` to the best other node, or back to the mesh-wide pending list."""
+             count_failure: bool = False, delay: float = 0.0) -> Reassignment:
+        """A fenced move of ``task`` to the best other node, or back to the mesh-wide pending list (held back
+        ``delay`` seconds on the medium's clock)."""
         try:
             decision = self.route(task, exclude)
         except MeshError:
@@ -76,11 +77,11 @@ class TaskService:
                 decision = self.route(task, set())
             except MeshError as exc:
                 return Reassignment(task.task_id, task.attempt, task.node_id, None, None, f"waiting: {exc.message}",
-                                    not_before=not_before, bump_attempt=bump, error=error,
+                                    delay=delay, bump_attempt=bump, error=error,
                                     count_failure=count_failure, final_status=TaskStatus.PENDING)
         self.members.note_queued(decision.node_id)
         return Reassignment(task.task_id, task.attempt, task.node_id, decision.node_id, decision.node_name,
-                            decision.why, not_before=not_before, bump_attempt=bump, error=error,
+                            decision.why, delay=delay, bump_attempt=bump, error=error,
                             count_failure=count_failure)
 
     # -- submitting --------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ class TaskService:
         statuses = {m.info.node_id: m.status.value for m in self.members.members()}
         gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
         gone += sorted(self.members.untrusted - {self.ctx.node_id})  # work held by an untrusted node moves
-        now = self.members.view.now
+        now = self.members.view.clock  # leases and retry times are on the medium's clock
         candidates = await self.transport.stranded(gone, now)
         moves = []
         for s in classify_stranded(candidates, statuses, now):
@@ -244,7 +245,7 @@ class TaskService:
     async def hand_back(self) -> None:
         """Leaving: every task queued or running here goes to another node (running ones as a new attempt)."""
         ctx = self.ctx
-        mine = await self.transport.stranded([ctx.node_id], time.time())
+        mine = await self.transport.stranded([ctx.node_id], self.members.view.clock)
         moves = []
         for task in mine:
             if task.node_id != ctx.node_id:

@@ -156,7 +156,7 @@ class Worker:
                 with contextlib.suppress(BackendError):
                     when = await self.transport.next_due(ctx.node_id)
                     if when is not None:
-                        poll = min(CLAIM_POLL_SECONDS, max(0.001, when - time.time()))
+                        poll = min(CLAIM_POLL_SECONDS, max(0.001, when))
 
     async def _execute(self, entry: Running) -> None:
         ctx = self.ctx
@@ -269,10 +269,10 @@ class Worker:
         if entry.refused:  # every node with the key would refuse it too: no retry
             return Reassignment(task.task_id, task.attempt, node_id, None, None, "refused: unsigned", error=error,
                                 count_failure=True, final_status=TaskStatus.FAILED), TaskStatus.FAILED.value
-        decision = after_failure(task, self.retry_policy, time.time(), self.ctx.rng)
+        decision = after_failure(task, self.retry_policy, self.ctx.rng)
         if isinstance(decision, DeadLetter):
             final = TaskStatus.DEAD_LETTER if self.retry_policy.enabled else TaskStatus.FAILED
             return Reassignment(task.task_id, task.attempt, node_id, None, None, decision.reason, error=error,
                                 count_failure=True, final_status=final), final.value
         return self.tasks.move(task, bump=True, exclude={node_id}, error=error, count_failure=True,
-                               not_before=decision.not_before), "retry"
+                               delay=decision.delay), "retry"

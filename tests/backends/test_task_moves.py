@@ -157,15 +157,17 @@ async def test_a_move_to_a_status_the_table_never_leads_to_is_a_caller_error(bac
 
 
 async def test_a_held_back_task_is_claimed_once_due_and_next_due_says_when(backend: Backend) -> None:
-    """Retry backoff: a task assigned with ``not_before`` in the future waits; the claimer learns when to look."""
+    """Retry backoff: a task assigned held back 0.4 s on the medium's clock waits; the claimer learns in how many
+    seconds to look (no clocks compared)."""
     assert await backend.next_due(WORKER) is None or (await backend.claim(WORKER, 10, 30.0)) == []
-    due = time.time() + 0.4
-    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=WORKER, submitted_at=time.time(), not_before=due)
-    assert await backend.enqueue([Assignment(task, WORKER, "w1", "test", capacity=100)]) == [True]
+    sent = time.monotonic()
+    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=WORKER, submitted_at=time.time())
+    assert await backend.enqueue([Assignment(task, WORKER, "w1", "test", capacity=100, delay=0.4)]) == [True]
     assert await backend.claim(WORKER, 10, 30.0) == []
     when = await backend.next_due(WORKER)
-    assert when is not None and abs(when - due) < 0.05
-    await asyncio.sleep(max(0.0, due - time.time()) + 0.05)
+    elapsed = time.monotonic() - sent
+    assert when is not None and 0.4 - elapsed - 0.05 < when <= 0.4 + 0.05
+    await asyncio.sleep(when + 0.05)
     assert [t.task_id for t in await backend.claim(WORKER, 10, 30.0)] == [task.task_id]
     assert await backend.next_due(WORKER) is None  # nothing held back any more
 

@@ -15,9 +15,11 @@ from mesh_core.clock import (
     Ordering,
     VersionVector,
     clamp_remote,
+    clock_refusal,
     hlc_logical,
     hlc_physical_ms,
     hlc_to_seconds,
+    own_clock_offset,
 )
 
 
@@ -503,3 +505,33 @@ def test_negative_or_non_int_counters_are_rejected(node, value):
         VersionVector({node: value})
     with pytest.raises(ValueError):
         VersionVector([("ok", 1), (node, value)])
+
+
+# -- a node measuring its own clock against the medium's (self-fencing) ------------------------------------------
+def test_own_clock_within_the_bound_plus_the_readings_error_is_not_fenced() -> None:
+    assert own_clock_offset(1000.4, 1000.0, 0.0, 0.5) is None
+    assert own_clock_offset(999.6, 1000.0, 0.0, 0.5) is None
+    assert own_clock_offset(1001.0, 1000.0, 0.51, 0.5) is None  # 1.0 s off, but the reference is known to ±0.51 s
+
+
+def test_own_clock_past_the_bound_is_reported_with_its_sign() -> None:
+    assert own_clock_offset(1300.0, 1000.0, 0.01, 0.5) == pytest.approx(300.0)
+    assert own_clock_offset(700.0, 1000.0, 0.01, 0.5) == pytest.approx(-300.0)
+    assert own_clock_offset(1000.6, 1000.0, 0.0, 0.5) == pytest.approx(0.6)
+    assert own_clock_offset(1000.6, 1000.0, -5.0, 0.5) == pytest.approx(0.6)  # a negative error counts as none
+
+
+def test_the_refusal_is_one_line_naming_the_offset_and_the_setting() -> None:
+    line = clock_refusal(300.04, 0.5)
+    assert line == ("this node's clock is +300.0 s off the mesh's (max_clock_offset_seconds 0.5): fix the clock; "
+                    "writes refused")
+    assert "-12.5 s" in clock_refusal(-12.5, 0.5) and "\n" not in line
+
+
+@given(st.floats(-1e6, 1e6), st.floats(0, 10), st.floats(0.01, 5))
+def test_own_clock_offset_is_fenced_exactly_outside_the_window(offset: float, error: float, bound: float) -> None:
+    got = own_clock_offset(5000.0 + offset, 5000.0, error, bound)
+    if abs(offset) > bound + error + 1e-6:
+        assert got is not None and got == pytest.approx(offset, abs=1e-6)
+    elif abs(offset) < bound + error - 1e-6:
+        assert got is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -76,7 +77,9 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     async def snapshot(self) -> MeshSnapshot:
         # The script has already moved aside heartbeat times and leave marks that are not numbers.
+        sent = time.time()
         raw = await self._script("SNAPSHOT", GHOST_SECONDS)
+        answered = time.time()
         now = float(_s(raw[0]))
         records = {_s(raw[1][i]): raw[1][i + 1] for i in range(0, len(raw[1]), 2)}
         seen = {_s(raw[2][i]): float(_s(raw[2][i + 1])) for i in range(0, len(raw[2]), 2)}
@@ -86,7 +89,9 @@ class RedisBackend(RedisTasks, RedisMemory):
                               lambda r: self._node(r[0], r[1], seen, left),
                               aside=lambda r: ("node", r[0], [("hdel", self._key("nodes"), r[0])]))
         await self._settle_aside()
-        return MeshSnapshot(nodes, now, depths)
+        # TIME was read somewhere within the round trip: taken at its middle, off by at most half of it.
+        return MeshSnapshot(nodes, now, depths, clock=now, reference_wall=now, local_wall=(sent + answered) / 2,
+                            reference_error=max(0.0, answered - sent) / 2)
 
     def _node(self, node_id: str, blob: bytes, seen: dict[str, float], left: dict[str, int]) -> NodeInfo:
         try:

@@ -175,6 +175,12 @@ local function bad(what, ...)
   for _, v in ipairs({...}) do table.insert(parts, tostring(v)) end
   return what .. ' not usable: ' .. table.concat(parts, ' / ')
 end
+-- A task held back ``delay`` seconds from now on this server's clock: its not_before (0: due at once).
+local function due_at(delay, t_now)
+  local d = num(delay) or 0
+  if d > 0 then return t_now + d end
+  return 0
+end
 local function place(id, node, prio, seq, not_before, t_now)
   local score = (3 - prio) * 1e13 + seq
   if (num(not_before) or 0) > t_now then
@@ -255,7 +261,7 @@ return {{tostring(t), redis.call('HGETALL', P .. 'nodes'), out_seen, out_left, d
 ENQUEUE = COMMON + r"""
 -- Returns per item 0 (its node is full), 1 (stored) or 2 (the id was already stored: left as it is).
 -- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
---       not_before, why, spec, submitter, submitted_at, parent, signature (one argument per task)
+--       delay (seconds held back), why, spec, submitter, submitted_at, parent, signature (one argument per task)
 mesh_sets()
 local t = now()
 local out = {}
@@ -264,7 +270,7 @@ local depths = {}
 for i = 2, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
   local id, node, name, cap = a[1], a[2], a[3], tonumber(a[4])
-  local prio, nb, why, spec = tonumber(a[5]), a[6], a[7], a[8]
+  local prio, nb, why, spec = tonumber(a[5]), due_at(a[6], t), a[7], a[8]
   local sub, at, parent, sig = a[9], a[10], a[11], a[12] or ''
   local h = P .. 't:' .. id
   if redis.call('EXISTS', h) == 1 then
@@ -306,8 +312,8 @@ return {out, Q}
 """
 
 CLAIM = COMMON + lua_moves(Move.CLAIM) + r"""
--- ARGV: P, node, limit, lease_seconds. Returns when the earliest task still held back becomes due ('' when
--- none), then id, {field, value, ...} per claimed task
+-- ARGV: P, node, limit, lease_seconds. Returns in how many seconds the earliest task still held back becomes
+-- due ('' when none), then id, {field, value, ...} per claimed task
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 mesh_sets()
 local t = now()
@@ -325,7 +331,7 @@ for _, id in ipairs(due) do
 end
 local ids = redis.call('ZRANGE', P .. 'inbox:' .. node, 0, limit - 1)
 local later = redis.call('ZRANGE', P .. 'delayed:' .. node, 0, 0, 'WITHSCORES')
-local out = {later[2] or ''}
+local out = {later[2] and tostring(math.max(0, tonumber(later[2]) - t)) or ''}
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id
@@ -393,14 +399,15 @@ return {out, Q}
 """
 
 REASSIGN = COMMON + lua_moves(Move.REROUTE, Move.REQUEUE, Move.FINAL, Move.CANCELLED) + r"""
--- ARGV: P, then per move: id, expected_attempt, expected_node, node, node_name, why, not_before, bump,
+-- ARGV: P, then per move: id, expected_attempt, expected_node, node, node_name, why, delay, bump,
 --       error, count_failure, final_status  (11 values). Returns per move {ok, submitter, target}
 mesh_sets()
 local t = now()
 local out = {}
 for i = 2, #ARGV, 11 do
   local id, eatt, enode, node, name, why = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local nb, bump, err, cf, final = ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8], tonumber(ARGV[i + 9]), ARGV[i + 10]
+  local nb = due_at(ARGV[i + 6], t)
+  local bump, err, cf, final = tonumber(ARGV[i + 7]), ARGV[i + 8], tonumber(ARGV[i + 9]), ARGV[i + 10]
   local h = P .. 't:' .. id
   local f = tfields(id, 'status', 'node', 'attempt', 'seq', 'prio', 'cancel', 'submitter')
   local st = f[1] or ''

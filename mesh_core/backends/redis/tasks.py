@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,18 +32,19 @@ class RedisTasks(RedisClient):
                                "preferred": [p.value for p in t.preferred_node_types],
                                "required": sorted(t.required_capabilities), "context": t.context})
             args.append(_lua_pack([t.task_id, a.node_id or "", a.node_name or "", str(a.capacity),
-                                    str(int(t.priority)), repr(float(t.not_before)), a.why, spec,
+                                    str(int(t.priority)), repr(float(a.delay)), a.why, spec,
                                     t.submitter_id or "", repr(float(t.submitted_at)),
                                     t.context.get("parent_id") or "", t.signature]))
         return [Enqueued(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._due: dict[str, float | None] = {}  # node → when its earliest held-back task is due, as of its claim
+        # node → (seconds until its earliest held-back task is due, monotonic time of the claim that said so)
+        self._due: dict[str, tuple[float, float] | None] = {}
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         raw = await self._script("CLAIM", node_id, limit, lease_seconds)
-        self._due[node_id] = float(_s(raw[0])) if raw[0] else None
+        self._due[node_id] = (float(_s(raw[0])), time.monotonic()) if raw[0] else None
         tasks = self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)),
                               lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0])))
         await self._settle_aside()
@@ -51,7 +53,8 @@ class RedisTasks(RedisClient):
     async def next_due(self, node_id: str) -> float | None:
         # The claim script says when the next held-back task is due: no round trip of its own. A retry placed
         # here later wakes this node, whose next claim brings the new answer.
-        return self._due.get(node_id)
+        due = self._due.get(node_id)
+        return None if due is None else max(0.0, due[0] - (time.monotonic() - due[1]))
 
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         if not held:
@@ -73,7 +76,7 @@ class RedisTasks(RedisClient):
         args: list[Any] = []
         for m in moves:
             args += [m.task_id, m.expected_attempt, m.expected_node or "", m.node_id or "", m.node_name or "", m.why,
-                     m.not_before, int(m.bump_attempt), m.error or "", int(m.count_failure), m.final_status.value]
+                     m.delay, int(m.bump_attempt), m.error or "", int(m.count_failure), m.final_status.value]
         raw = await self._script("REASSIGN", *args)
         await self._wake((_s(r[2]) for r in raw if r[0]), Topic.TASKS)
         await self._wake((_s(r[1]) for r in raw if r[0]), Topic.RESULTS)

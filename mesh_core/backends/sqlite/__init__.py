@@ -22,9 +22,9 @@ not the kernel's uptime. A snapshot gives each record's age on that clock as
 ``now - last_seen`` (both in the reader's wall-clock frame), which is what a
 one-shot client, seeing each record once, judges by; a running node judges by
 watching ``beat`` change on its own monotonic clock. A row written by an older
-release (no ``beat_at``) is taken as fresh at first sight. Not yet on that
-clock: task leases and retry backoff (``tasks``), stamped with the writing
-process's wall clock.
+release (no ``beat_at``) is taken as fresh at first sight. Task leases and
+retry times (``tasks``) are on the machine clock too; the kernel's wall time
+(``clock.wall_reference``) is what a node measures its own wall clock against.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ...errors import BackendUnavailable
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
 from ..shared import MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord
+from .clock import machine_clock, wall_reference
 from .memory import SqliteMemory
 from .store import _wake_address, _WakeProtocol, bounded, fitting
 from .tasks import SqliteTasks
@@ -160,7 +161,11 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             nodes = self.readable(
                 "node row", rows, lambda r: self.node_from_fields(_node_fields(r, now, booted)),
                 aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
-            return MeshSnapshot(nodes, now, queued)
+            snap = MeshSnapshot(nodes, now, queued, clock=now)  # task times are read in this same frame
+            reference = wall_reference()
+            if reference is not None:
+                snap.reference_wall, snap.local_wall, snap.reference_error = reference
+            return snap
         snap = await self._read_settled(read)
         self._peer_ids = [n.node_id for n in snap.nodes if not n.left and snap.now - n.last_seen < 3600]
         return snap
@@ -170,7 +175,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
         def hold(conn: sqlite3.Connection) -> str:
-            now = time.time()
+            now = machine_clock()
             conn.execute("INSERT INTO leases (name, holder, expires) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
                          " holder=excluded.holder, expires=excluded.expires"
                          " WHERE leases.holder=excluded.holder OR leases.expires<?", (name, holder, now + ttl, now))
@@ -187,15 +192,6 @@ NODE_COLUMNS = bounded(
      "capacity", "running", "queued", "metrics", "started_at", "last_seen", "left_mesh", "signature", "beat",
      "beat_at"),
     {"capabilities": MAX_LIST_BYTES, "task_types": MAX_LIST_BYTES, "metrics": MAX_LIST_BYTES}, whole=("node_id",))
-
-
-def machine_clock() -> float:
-    """Seconds since this machine booted, from the kernel: one clock for every process, whatever their wall clocks."""
-    try:
-        with open("/proc/uptime", "rb") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return time.monotonic()  # elsewhere: the system-wide monotonic clock
 
 
 def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ...memory.digest import bucket_of
 from ...model import NodeInfo
 from ..contracts import Topic
 from ..shared import MAX_NAME_BYTES, CorruptRecord, SharedStoreBackend
+from .clock import machine_clock
 
 log = logging.getLogger("mesh.sqlite")
 
@@ -101,7 +102,7 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
 """
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
@@ -359,6 +360,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
     conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
+    # Leases and retry times were stamped with each process's wall clock; now on the machine clock (uptime,
+    # far below 1e9 s): move a file's old stamps over once.
+    shift = time.time() - machine_clock()
+    conn.execute("UPDATE tasks SET not_before=max(0, not_before-?) WHERE status IN ('assigned','pending')"
+                 " AND typeof(not_before)='real' AND not_before>1e9", (shift,))
+    conn.execute("UPDATE tasks SET lease_expires=lease_expires-? WHERE status='running'"
+                 " AND typeof(lease_expires)='real' AND lease_expires>1e9",
+                 (shift,))
+    conn.execute("UPDATE leases SET expires=expires-? WHERE typeof(expires)='real' AND expires>1e9", (shift,))
     if conn.execute("SELECT 1 FROM memory_latest LIMIT 1").fetchone() is None:
         # A file from before memory_latest: fill it from the log, newest entry per (key, origin) last.
         conn.executemany(

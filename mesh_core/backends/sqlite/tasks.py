@@ -1,4 +1,9 @@
-"""``sqlite_local`` tasks: store, claim, renew, complete and move them under fencing; read them back."""
+"""``sqlite_local`` tasks: store, claim, renew, complete and move them under fencing; read them back.
+
+Leases (``lease_expires``) and retry times (``not_before``) are on the machine clock (``clock.machine_clock``),
+one clock for every process on the machine, so a process whose wall clock is wrong neither takes running work
+away nor holds a retry back; the node gives durations. Display times (started, finished) are wall clock.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from ...model import Task, TaskStatus
 from ...tasks import TASK_MOVES, Move, sql_sources
 from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
 from ..shared import FINISHED_FIELDS, MAX_LIST_BYTES, MAX_TEXT_CHARS, STATUSES, TASK_FIELDS, attempts_from_rows
+from .clock import machine_clock
 from .quarantine import SqliteQuarantine, task_removal
 from .store import bounded, fitting
 
@@ -62,9 +68,20 @@ class SqliteTasks(SqliteQuarantine):
     """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
 
     def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
-        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``)."""
-        return self.readable("task row", rows, lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
-                             aside=lambda r: ("task", r[0], task_removal(r[0])))
+        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``).
+
+        Lease and retry times come in the reader's wall-clock frame (its now plus the time left on the machine
+        clock), as ``MeshSnapshot.clock`` is: whatever the reader's wall clock says, the time left is right."""
+        tasks = self.readable("task row", rows,
+                              lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
+                              aside=lambda r: ("task", r[0], task_removal(r[0])))
+        shift = time.time() - machine_clock()
+        for t in tasks:
+            if t.lease_expires is not None:
+                t.lease_expires += shift
+            if t.not_before > 0:
+                t.not_before += shift
+        return tasks
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[Enqueued]:
         limits = self.limits
@@ -78,12 +95,13 @@ class SqliteTasks(SqliteQuarantine):
                     "assigned" if a.node_id else "pending", a.node_id, a.node_name, 1, 0, t.max_retries, t.timeout_s,
                     json.dumps([p.value for p in t.preferred_node_types]),
                     json.dumps(sorted(t.required_capabilities)), codec.pack(t.context), t.submitter_id, a.why,
-                    t.submitted_at, t.not_before, t.context.get("parent_id"), t.signature))
+                    t.submitted_at, a.delay, t.context.get("parent_id"), t.signature))
             return out
 
         prepared = rows()
 
         def insert(conn: sqlite3.Connection) -> list[Enqueued]:
+            clock = machine_clock()
             targets = sorted({a.node_id for a in items if a.node_id})
             marks = ",".join("?" * len(targets))
             depth: dict[str | None, int] = dict(conn.execute(
@@ -99,11 +117,12 @@ class SqliteTasks(SqliteQuarantine):
                 if depth.get(a.node_id, 0) >= a.capacity:
                     accepted.append(Enqueued.FULL)
                     continue
+                delay = row[17]
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
                     " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
                     " submitted_at, not_before, parent_id, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    row)
+                    (*row[:17], _due(clock, delay), *row[18:]))
                 if cur.rowcount:
                     depth[a.node_id] = depth.get(a.node_id, 0) + 1
                 accepted.append(Enqueued.STORED if cur.rowcount else Enqueued.EXISTS)
@@ -114,8 +133,8 @@ class SqliteTasks(SqliteQuarantine):
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
-            now = time.time()
-            rows = conn.execute(CLAIM_SQL, (now, now + lease_seconds, node_id, now, limit)).fetchall()
+            now, clock = time.time(), machine_clock()
+            rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, limit)).fetchall()
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
@@ -128,11 +147,11 @@ class SqliteTasks(SqliteQuarantine):
         return tasks
 
     async def next_due(self, node_id: str) -> float | None:
-        """Earliest ``not_before`` of tasks waiting for this node (backoff), if any; a row whose ``not_before``
-        is not a number (it would never come due) is quarantined."""
-        due, bad = await self._read(lambda c: c.execute(
+        """Seconds until the earliest ``not_before`` of tasks waiting for this node (backoff), if any; a row whose
+        ``not_before`` is not a number (it would never come due) is quarantined."""
+        due, bad, clock = await self._read(lambda c: (*c.execute(
             "SELECT min(not_before), max(typeof(not_before) NOT IN ('integer','real')) FROM tasks"
-            " WHERE node_id=? AND status='assigned'", (node_id,)).fetchone())
+            " WHERE node_id=? AND status='assigned'", (node_id,)).fetchone(), machine_clock()))
         if bad:
             rows = await self._read(lambda c: c.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE node_id=? AND status='assigned'"
@@ -141,11 +160,11 @@ class SqliteTasks(SqliteQuarantine):
                 self.set_aside("task", r[0], r, f"task {r[0]!r}: not_before {r[-4]!r} is not a number",
                                task_removal(r[0]))
             await self._settle_aside()
-        return float(due) if isinstance(due, int | float) else None
+        return max(0.0, float(due) - clock) if isinstance(due, int | float) else None
 
     async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
         def renew(conn: sqlite3.Connection) -> set[str]:
-            until = time.time() + lease_seconds
+            until = machine_clock() + lease_seconds
             kept = set()
             for task_id, attempt in held:
                 cur = conn.execute(
@@ -177,7 +196,7 @@ class SqliteTasks(SqliteQuarantine):
 
     async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
         def move(conn: sqlite3.Connection) -> tuple[list[bool], set[str], set[str]]:
-            now = time.time()
+            now, clock = time.time(), machine_clock()
             ok, targets, submitters = [], set(), set()
             for m in moves:
                 row = conn.execute(CANCELLED_SQL, (now, m.error, m.task_id, m.expected_attempt,
@@ -186,7 +205,7 @@ class SqliteTasks(SqliteQuarantine):
                     pass
                 elif m.node_id is None and m.final_status is TaskStatus.PENDING:
                     row = conn.execute(REQUEUE_SQL, (
-                        m.why, int(m.bump_attempt), int(m.count_failure), m.not_before, m.error, m.task_id,
+                        m.why, int(m.bump_attempt), int(m.count_failure), _due(clock, m.delay), m.error, m.task_id,
                         m.expected_attempt, m.expected_node)).fetchone()
                 elif m.node_id is None:
                     row = conn.execute(FINAL_SQL, (
@@ -194,7 +213,8 @@ class SqliteTasks(SqliteQuarantine):
                         m.expected_node)).fetchone()
                 else:
                     row = conn.execute(REROUTE_SQL, (
-                        m.node_id, m.node_name, m.why, int(m.bump_attempt), int(m.count_failure), m.not_before,
+                        m.node_id, m.node_name, m.why, int(m.bump_attempt), int(m.count_failure),
+                        _due(clock, m.delay),
                         m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
                 if row is not None:
                     conn.execute(
@@ -216,7 +236,7 @@ class SqliteTasks(SqliteQuarantine):
         def read(conn: sqlite3.Connection) -> list[Task]:
             marks = ",".join("?" * len(dead))
             where = "(status='running' AND lease_expires<?) OR status='pending'"
-            params: list[Any] = [now]
+            params: list[Any] = [machine_clock()]  # leases are judged on the clock they were stamped with
             if dead:
                 where += f" OR node_id IN ({marks})"
                 params += dead
@@ -354,3 +374,8 @@ class SqliteTasks(SqliteQuarantine):
     async def task_counts(self) -> dict[str, int]:
         rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
         return dict(rows)
+
+
+def _due(clock: float, delay: float) -> float:
+    """``not_before`` for a task held back ``delay`` seconds from ``clock`` (0: due at once)."""
+    return clock + delay if delay > 0 else 0.0
