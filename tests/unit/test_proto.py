@@ -53,7 +53,7 @@ def test_committed_files_are_byte_identical_to_a_fresh_generation(fresh: Path) -
     from grpc_tools import grpc_version
 
     committed_by = _generated_by(gen.GENERATED / "mesh_pb2_grpc.py")
-    if grpc_version.VERSION != committed_by:
+    if committed_by != grpc_version.VERSION:
         pytest.skip(f"grpcio-tools {grpc_version.VERSION} is installed, the committed code was made by {committed_by}: "
                     "only the descriptor is compared")
     for name in gen.FILES:
