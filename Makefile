@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test test-fast chaos lint typecheck bench screenshots clean
+.PHONY: run test test-fast chaos lint typecheck proto bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: $(VENV)/.test-installed
 ## typecheck: mypy on the packages listed in pyproject.toml [tool.mypy] (mesh_core and mesh_tui)
 typecheck: $(VENV)/.test-installed
 	$(BIN)/python -m mypy
+
+## proto: regenerate mesh_core/backends/grpc/_generated/ from proto/mesh.proto (commit the result with the .proto)
+proto: $(VENV)/.test-installed
+	$(BIN)/python -m mesh_core.backends.grpc.gen
 
 ## bench: end-to-end benchmarks; a table on stdout, JSON in bench/results/
 bench: $(VENV)/.test-installed
