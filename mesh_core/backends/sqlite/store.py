@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import random
+import select
 import socket
 import sqlite3
 import sys
@@ -191,6 +192,15 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         _write_transaction(conn, create)
 
 
+def _pause(seconds: float) -> None:
+    """Sleep this worker thread; a clock-shifting preload (libfaketime) can make ``time.sleep`` fail with
+    EINVAL, and a failed pause must not fail the write it waits for: fall back to a relative select()."""
+    try:
+        time.sleep(seconds)
+    except OSError:
+        select.select([], [], [], seconds)
+
+
 def _write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], R]) -> R:
     """``fn`` in one ``BEGIN IMMEDIATE`` transaction: committed when it returns, rolled back when it raises."""
     conn.execute("BEGIN IMMEDIATE")
@@ -295,7 +305,7 @@ class SqliteStore(SharedStoreBackend):
                         f" for {self.lock_give_up_seconds:.0f} s",
                         hint="check for a stuck process holding it") from None
                 # Jittered, so processes that collided (a mesh starting at once) do not collide again in step.
-                time.sleep(delay * random.uniform(0.5, 1.5))
+                _pause(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 1.5, 0.02)
             except sqlite3.DatabaseError as exc:
                 if conn.in_transaction:
