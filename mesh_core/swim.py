@@ -289,6 +289,7 @@ class SwimNode:
         self._next_sync = now + cfg.sync_interval
         self._relays: dict[int, _Relay] = {}
         self._seq = 0
+        self._probe_suspect = False
         self._broadcast(self._alive_update())
 
     # -- reading ----------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ class SwimNode:
             if self._queue:
                 peers = self._live()
                 for peer in self.rng.sample(peers, min(self.cfg.gossip_fanout, len(peers))):
-                    updates = self._piggyback()
+                    updates = self._piggyback(peer.node_id)
                     if not updates:
                         break
                     out.append(Gossip(peer.addr, self.node_id, self.addr, 0, updates))
@@ -377,10 +378,12 @@ class SwimNode:
         if probe is not None and not probe.acked and not probe.indirect_sent and now >= probe.timeout_at:
             probe.indirect_sent = True
             probed = self._members[probe.target]
+            # A second direct try rides along with the indirect ones (one lost packet is not a failure).
+            out.append(Ping(probed.addr, self.node_id, self.addr, probe.seq, self._piggyback(probed.node_id)))
             helpers = self._live(probe.target)
             for helper in self.rng.sample(helpers, min(self.cfg.indirect_checks, len(helpers))):
                 probe.nacks_wanted += 1
-                out.append(PingReq(helper.addr, self.node_id, self.addr, probe.seq, self._piggyback(),
+                out.append(PingReq(helper.addr, self.node_id, self.addr, probe.seq, self._piggyback(helper.node_id),
                                    target=probed.node_id, target_addr=probed.addr))
         if probe is not None and now >= probe.end_at:
             self._probe = None
@@ -400,16 +403,15 @@ class SwimNode:
                 self._seq += 1
                 timeout = self.cfg.probe_timeout * self.health.multiplier
                 self._probe = _Probe(target.node_id, self._seq, now + timeout, now + interval)
-                updates = self._piggyback()
-                if target.status is NodeStatus.SUSPECT:
-                    # Tell a suspect so directly, so that it can refute at once.
-                    rumour = Update(Kind.SUSPECT, target.node_id, target.incarnation, self.node_id)
-                    updates = (rumour,) + tuple(u for u in updates if u.node != target.node_id)
-                out.append(Ping(target.addr, self.node_id, self.addr, self._seq, updates))
+                out.append(Ping(target.addr, self.node_id, self.addr, self._seq, self._piggyback(target.node_id)))
         return out
 
     def _next_target(self) -> SwimMember | None:
-        """The next live member of a round-robin over a shuffled list (reshuffled each round)."""
+        """The next live member of a round-robin over a shuffled list (reshuffled each round); every other
+        probe goes to a member held suspect while there is one, so that its refutation comes back early."""
+        self._probe_suspect = not self._probe_suspect and bool(self._suspicions)
+        if self._probe_suspect:
+            return self._members[min(self._suspicions, key=lambda node: self._suspicions[node].deadline)]
         for _ in range(2):
             while self._order:
                 member = self._members.get(self._order.pop())
@@ -424,13 +426,26 @@ class SwimNode:
         for update in message.updates:
             self._apply(update, now)
         out: list[Message] = []
+        # A sender that doubts this node is answered with its alive directly, not only by way of gossip.
+        doubted = self.me.status is NodeStatus.ACTIVE and any(
+            u.node == self.node_id and u.kind in (Kind.SUSPECT, Kind.DEAD) for u in message.updates)
+        refutation = (self._alive_update(),) if doubted else ()
         if isinstance(message, Ping):
-            out.append(Ack(message.sender_addr, self.node_id, self.addr, message.seq, self._piggyback()))
+            updates = refutation + tuple(u for u in self._piggyback(message.sender) if not (
+                doubted and u.node == self.node_id))
+            out.append(Ack(message.sender_addr, self.node_id, self.addr, message.seq, updates))
+        elif doubted and not (isinstance(message, Sync) and not message.reply):
+            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, refutation))
+        sender = self._members.get(message.sender)
+        if sender is not None and sender.status is NodeStatus.SUSPECT and not isinstance(message, Ping):
+            # A suspect that speaks is up: tell it that it is suspect, so that its refutation comes straight back.
+            rumour = Update(Kind.SUSPECT, sender.node_id, sender.incarnation, self.node_id)
+            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, (rumour,)))
         elif isinstance(message, PingReq):
             self._seq += 1
             timeout = self.cfg.probe_timeout * self.health.multiplier
             self._relays[self._seq] = _Relay(message.sender_addr, message.seq, now + timeout)
-            out.append(Ping(message.target_addr, self.node_id, self.addr, self._seq, self._piggyback()))
+            out.append(Ping(message.target_addr, self.node_id, self.addr, self._seq, self._piggyback(message.target)))
         elif isinstance(message, Ack):
             relay = self._relays.pop(message.seq, None)
             if relay is not None:
@@ -467,7 +482,7 @@ class SwimNode:
         self._broadcast(Update(Kind.LEFT, self.node_id, me.incarnation, self.node_id, self.addr))
         peers = self._live()
         fanout = retransmit_limit(1, self._size()) + self.cfg.gossip_fanout
-        return [Gossip(peer.addr, self.node_id, self.addr, 0, self._piggyback())
+        return [Gossip(peer.addr, self.node_id, self.addr, 0, self._piggyback(peer.node_id))
                 for peer in self.rng.sample(peers, min(fanout, len(peers)))]
 
     def update_info(self, info: NodeInfo) -> None:
@@ -552,6 +567,9 @@ class SwimNode:
             return
         if update.incarnation >= me.incarnation:
             self._refute(update.incarnation)
+        elif update.node not in self._queue:
+            # Its sender missed the refutation already made: say it again (it rides on the answer).
+            self._broadcast(self._alive_update())
 
     def _start_suspicion(self, node_id: str, origin: str, now: float) -> None:
         size = self._size()
@@ -578,17 +596,23 @@ class SwimNode:
             del self._queue[most_sent]
         self._queue[update.node] = _Broadcast(update)
 
-    def _piggyback(self) -> tuple[Update, ...]:
-        """Up to ``max_piggyback`` queued updates, least sent first; each dropped after its retransmit limit."""
-        if not self._queue:
-            return ()
-        limit = retransmit_limit(self.cfg.retransmit_mult, self._size())
-        chosen = sorted(self._queue.values(), key=lambda b: b.sent)[:self.cfg.max_piggyback]
-        for broadcast in chosen:
-            broadcast.sent += 1
-            if broadcast.sent >= limit:
-                del self._queue[broadcast.update.node]
-        return tuple(b.update for b in chosen)
+    def _piggyback(self, to: str = "") -> tuple[Update, ...]:
+        """Up to ``max_piggyback`` queued updates, least sent first; each dropped after its retransmit limit.
+
+        A message to a member held suspect always tells it so first, so that it can refute at once."""
+        updates: list[Update] = []
+        member = self._members.get(to)
+        if member is not None and member.status is NodeStatus.SUSPECT:
+            updates.append(Update(Kind.SUSPECT, to, member.incarnation, self.node_id))
+        if self._queue:
+            limit = retransmit_limit(self.cfg.retransmit_mult, self._size())
+            chosen = sorted(self._queue.values(), key=lambda b: b.sent)[:self.cfg.max_piggyback]
+            for broadcast in chosen:
+                broadcast.sent += 1
+                if broadcast.sent >= limit:
+                    del self._queue[broadcast.update.node]
+            updates.extend(b.update for b in chosen if not (updates and b.update.node == to))
+        return tuple(updates)
 
 
 __all__ = ["Ack", "Gossip", "Kind", "Message", "Nack", "Ping", "PingReq", "SwimConfig", "SwimMember",
