@@ -195,9 +195,15 @@ class _Suspicion:
     longest: float
     confirmed_by: set[str]
     deadline: float = 0.0
+    floor: float = 0.0  # no sooner than this: the suspect was heard from directly (see ``heard``)
 
     def __post_init__(self) -> None:
         self.deadline = self.start + (self.longest if self.wanted > 0 else self.shortest)
+
+    def heard(self, now: float) -> None:
+        """The suspect itself spoke at ``now``: it is up, so give its refutation the shortest timeout to arrive."""
+        self.floor = now + self.shortest
+        self.deadline = max(self.deadline, self.floor)
 
     def confirm(self, origin: str) -> bool:
         """Count an independent suspicion; True when it was new (and so worth gossiping on)."""
@@ -208,7 +214,7 @@ class _Suspicion:
         confirmations += 1
         fraction = math.log(confirmations + 1) / math.log(self.wanted + 1)
         timeout = max(self.shortest, self.longest - fraction * (self.longest - self.shortest))
-        self.deadline = self.start + timeout
+        self.deadline = max(self.start + timeout, self.floor)
         return True
 
 
@@ -219,6 +225,7 @@ class _Probe:
     timeout_at: float
     end_at: float
     acked: bool = False
+    late: bool = False  # acked only after the probe timeout
     indirect_sent: bool = False
     nacks_wanted: int = 0
     nacks: int = 0
@@ -388,7 +395,7 @@ class SwimNode:
         if probe is not None and now >= probe.end_at:
             self._probe = None
             if probe.acked:
-                self.health.add(-1)
+                self.health.add(1 if probe.late else -1)  # an ack that needed the second try was missed once
             else:
                 # Nacks that did not come back say the fault may be this node's own: count them against it.
                 self.health.add(probe.nacks_wanted - probe.nacks if probe.nacks_wanted else 1)
@@ -437,6 +444,8 @@ class SwimNode:
         elif doubted and not (isinstance(message, Sync) and not message.reply):
             out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, refutation))
         sender = self._members.get(message.sender)
+        if sender is not None and sender.node_id in self._suspicions:
+            self._suspicions[sender.node_id].heard(now)
         if sender is not None and sender.status is NodeStatus.SUSPECT and not isinstance(message, Ping):
             # A suspect that speaks is up: tell it that it is suspect, so that its refutation comes straight back.
             rumour = Update(Kind.SUSPECT, sender.node_id, sender.incarnation, self.node_id)
@@ -452,6 +461,7 @@ class SwimNode:
                 out.append(Ack(relay.asker_addr, self.node_id, self.addr, relay.asker_seq, self._piggyback()))
             elif self._probe is not None and message.seq == self._probe.seq:
                 self._probe.acked = True
+                self._probe.late = self._probe.late or now > self._probe.timeout_at
         elif isinstance(message, Nack):
             if self._probe is not None and message.seq == self._probe.seq:
                 self._probe.nacks += 1
