@@ -47,6 +47,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -142,6 +143,7 @@ class SwimConfig:
     gossip_fanout: int = 3
     max_health: int = 8  # the multiplier never exceeds this
     sync_interval: float = 10.0
+    forget_after: float = 300.0  # a member dead or left this long is dropped from the table
 
     def __post_init__(self) -> None:
         if not 0 < self.probe_timeout < self.probe_interval:
@@ -152,8 +154,8 @@ class SwimConfig:
             raise ValueError("indirect_checks, confirmations and gossip_fanout cannot be negative")
         if min(self.retransmit_mult, self.max_piggyback, self.queue_limit, self.max_health) < 1:
             raise ValueError("retransmit_mult, max_piggyback, queue_limit and max_health must be at least 1")
-        if self.gossip_interval <= 0 or self.sync_interval <= 0:
-            raise ValueError("gossip_interval and sync_interval must be positive")
+        if min(self.gossip_interval, self.sync_interval, self.forget_after) <= 0:
+            raise ValueError("gossip_interval, sync_interval and forget_after must be positive")
 
     @classmethod
     def from_timeouts(cls, suspect_after: float, node_timeout: float, **overrides: float) -> SwimConfig:
@@ -295,6 +297,8 @@ class SwimNode:
         self._next_gossip = now
         self._next_sync = now + cfg.sync_interval
         self._relays: dict[int, _Relay] = {}
+        self.counters: Counter[str] = Counter()  # swim_refused: messages that failed validation
+        self.last_refusal = ""  # why the last refused message was refused (for the driver's log)
         self._seq = 0
         self._probe_suspect = False
         self._broadcast(self._alive_update())
@@ -363,6 +367,11 @@ class SwimNode:
             live = self._live()
             if live:
                 out.append(self._sync_message(self.rng.choice(live).addr, reply=False))
+            # A dead member may be alive across a healed partition: one exchange lets either side refute.
+            dead = [m for m in self._members.values() if m.status is NodeStatus.DEAD]
+            if dead:
+                out.append(self._sync_message(self.rng.choice(dead).addr, reply=False))
+            self._forget(now)
         if now >= self._next_gossip:
             self._next_gossip = now + self.cfg.gossip_interval
             if self._queue:
@@ -430,6 +439,11 @@ class SwimNode:
 
     def receive(self, message: Message, now: float) -> list[Message]:
         """Handle one message received at ``now``; returns the messages to send in answer."""
+        why = _invalid(message, self.node_id)
+        if why:
+            self.counters["swim_refused"] += 1
+            self.last_refusal = why
+            return []
         for update in message.updates:
             self._apply(update, now)
         out: list[Message] = []
@@ -470,6 +484,13 @@ class SwimNode:
             if not message.reply:
                 out.append(self._sync_message(message.sender_addr, reply=True))
         return out
+
+    def _forget(self, now: float) -> None:
+        for member in list(self._members.values()):
+            gone = member.status in (NodeStatus.DEAD, NodeStatus.LEFT)
+            if gone and now - member.changed_at >= self.cfg.forget_after and member.node_id != self.node_id:
+                del self._members[member.node_id]
+                self._queue.pop(member.node_id, None)
 
     def sync_with(self, addr: str) -> Message:
         """A full-state exchange with the node at ``addr`` (it answers with its own state)."""
@@ -623,6 +644,34 @@ class SwimNode:
                     del self._queue[broadcast.update.node]
             updates.extend(b.update for b in chosen if not (updates and b.update.node == to))
         return tuple(updates)
+
+
+def _invalid(message: object, own_id: str) -> str:
+    """Why ``message`` cannot be handled ('' when it can): checked once, at the edge."""
+    if not isinstance(message, Message):
+        return f"not a SWIM message: {type(message).__name__}"
+    if not (isinstance(message.sender, str) and message.sender and isinstance(message.sender_addr, str)
+            and message.sender_addr):
+        return "no sender or sender address"
+    if message.sender == own_id:
+        return "claims to come from this node"
+    if not isinstance(message.seq, int) or isinstance(message.seq, bool):
+        return "sequence number is not an integer"
+    if isinstance(message, PingReq) and not (message.target and message.target_addr):
+        return "indirect probe without a target"
+    if not isinstance(message.updates, tuple):
+        return "updates are not a tuple"
+    for update in message.updates:
+        if not isinstance(update, Update) or not isinstance(update.kind, Kind):
+            return "an update of an unknown kind"
+        if not (isinstance(update.node, str) and update.node and isinstance(update.origin, str)):
+            return "an update without a node or origin"
+        if not isinstance(update.incarnation, int) or isinstance(update.incarnation, bool) or update.incarnation < 0:
+            return f"update about {update.node[:12]}: incarnation {update.incarnation!r} is not a count"
+        if update.kind is Kind.ALIVE and not (update.addr and isinstance(update.info, NodeInfo)
+                                              and update.info.node_id == update.node):
+            return f"alive about {update.node[:12]} without its address or its own record"
+    return ""
 
 
 __all__ = ["Ack", "Gossip", "Kind", "Message", "Nack", "Ping", "PingReq", "SwimConfig", "SwimMember",
