@@ -291,11 +291,12 @@ class SwimNode:
         self._suspicions: dict[str, _Suspicion] = {}
         self._queue: dict[str, _Broadcast] = {}
         self._changes: list[Change] = []
-        self._order: list[str] = []
+        self._ring: list[str] = []  # probe order: shuffled once, newcomers inserted at random places
+        self._ring_at = 0
         self._probe: _Probe | None = None
         self._next_probe = now
         self._next_gossip = now
-        self._next_sync = now + cfg.sync_interval
+        self._next_sync = now + cfg.sync_interval * rng.uniform(0.5, 1.0)
         self._relays: dict[int, _Relay] = {}
         self.counters: Counter[str] = Counter()  # swim_refused: messages that failed validation
         self.last_refusal = ""  # why the last refused message was refused (for the driver's log)
@@ -363,7 +364,7 @@ class SwimNode:
             self._join_next = now + 2 * self.cfg.probe_interval * self.health.multiplier
             out.extend(self._sync_message(addr, reply=False) for addr in self._join_addresses())
         if now >= self._next_sync:
-            self._next_sync = now + self.cfg.sync_interval
+            self._next_sync = now + self.cfg.sync_interval * self.rng.uniform(0.75, 1.25)  # nodes out of step
             live = self._live()
             if live:
                 out.append(self._sync_message(self.rng.choice(live).addr, reply=False))
@@ -423,18 +424,20 @@ class SwimNode:
         return out
 
     def _next_target(self) -> SwimMember | None:
-        """The next live member of a round-robin over a shuffled list (reshuffled each round); every other
-        probe goes to a member held suspect while there is one, so that its refutation comes back early."""
+        """The next live member of a round-robin over a shuffled ring; every other probe goes to a member
+        held suspect while there is one, so that its refutation comes back early.
+
+        The ring is not reshuffled each round (as memberlist does): with a fixed order each member is probed
+        by each prober exactly once a round, so the gap after a death is at most one round, never two."""
         self._probe_suspect = not self._probe_suspect and bool(self._suspicions)
         if self._probe_suspect:
             return self._members[min(self._suspicions, key=lambda node: self._suspicions[node].deadline)]
-        for _ in range(2):
-            while self._order:
-                member = self._members.get(self._order.pop())
-                if member is not None and member in self._live():
-                    return member
-            self._order = [m.node_id for m in self._live()]
-            self.rng.shuffle(self._order)
+        for _ in range(len(self._ring)):
+            self._ring_at %= len(self._ring)
+            member = self._members.get(self._ring[self._ring_at])
+            self._ring_at += 1
+            if member is not None and member.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT):
+                return member
         return None
 
     def receive(self, message: Message, now: float) -> list[Message]:
@@ -491,6 +494,7 @@ class SwimNode:
             if gone and now - member.changed_at >= self.cfg.forget_after and member.node_id != self.node_id:
                 del self._members[member.node_id]
                 self._queue.pop(member.node_id, None)
+                self._ring.remove(member.node_id)
 
     def sync_with(self, addr: str) -> Message:
         """A full-state exchange with the node at ``addr`` (it answers with its own state)."""
@@ -541,14 +545,18 @@ class SwimNode:
             return
         member = self._members.get(update.node)
         if member is None:
-            if update.kind is Kind.ALIVE and update.info is not None:
-                info = update.info
-                member = SwimMember(update.node, update.addr, info, update.incarnation, NodeStatus.ACTIVE, now)
+            # First sight needs the node's address and record (an alive, or a suspect in a full-state exchange);
+            # a node first heard of as dead or left is not worth a place in the table.
+            if update.info is not None and update.addr and update.kind in (Kind.ALIVE, Kind.SUSPECT):
+                status = _STATUS[update.kind]
+                member = SwimMember(update.node, update.addr, update.info, update.incarnation, status, now)
                 self._members[update.node] = member
-                self._order.insert(self.rng.randint(0, len(self._order)), update.node)
-                self._changes.append(Change(info, None, NodeStatus.ACTIVE))
+                self._ring.insert(self.rng.randint(0, len(self._ring)), update.node)
+                self._changes.append(Change(update.info, None, status))
+                if status is NodeStatus.SUSPECT:
+                    self._start_suspicion(update.node, update.origin, now)
                 self._broadcast(update)
-            return  # a rumour of trouble about a node never heard of alive carries nothing to act on
+            return
         if update.incarnation < member.incarnation:
             return
         if update.kind is Kind.ALIVE:
@@ -668,9 +676,11 @@ def _invalid(message: object, own_id: str) -> str:
             return "an update without a node or origin"
         if not isinstance(update.incarnation, int) or isinstance(update.incarnation, bool) or update.incarnation < 0:
             return f"update about {update.node[:12]}: incarnation {update.incarnation!r} is not a count"
-        if update.kind is Kind.ALIVE and not (update.addr and isinstance(update.info, NodeInfo)
-                                              and update.info.node_id == update.node):
+        if update.kind is Kind.ALIVE and not (update.addr and update.info is not None):
             return f"alive about {update.node[:12]} without its address or its own record"
+        if update.info is not None and not (isinstance(update.info, NodeInfo) and update.info.node_id == update.node
+                                            and isinstance(update.addr, str)):
+            return f"update about {update.node[:12]} carries another node's record"
     return ""
 
 
