@@ -458,15 +458,6 @@ class SwimNode:
             updates = refutation + tuple(u for u in self._piggyback(message.sender) if not (
                 doubted and u.node == self.node_id))
             out.append(Ack(message.sender_addr, self.node_id, self.addr, message.seq, updates))
-        elif doubted and not (isinstance(message, Sync) and not message.reply):
-            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, refutation))
-        sender = self._members.get(message.sender)
-        if sender is not None and sender.node_id in self._suspicions:
-            self._suspicions[sender.node_id].heard(now)
-        if sender is not None and sender.status is NodeStatus.SUSPECT and not isinstance(message, Ping):
-            # A suspect that speaks is up: tell it that it is suspect, so that its refutation comes straight back.
-            rumour = Update(Kind.SUSPECT, sender.node_id, sender.incarnation, self.node_id)
-            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, (rumour,)))
         elif isinstance(message, PingReq):
             self._seq += 1
             timeout = self.cfg.probe_timeout * self.health.multiplier
@@ -485,7 +476,17 @@ class SwimNode:
         elif isinstance(message, Sync):
             self._joined = True
             if not message.reply:
-                out.append(self._sync_message(message.sender_addr, reply=True))
+                out.append(self._sync_message(message.sender_addr, reply=True))  # holds the refutation too
+                doubted = False
+        if doubted and not isinstance(message, Ping):
+            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, refutation))
+        sender = self._members.get(message.sender)
+        if sender is not None and sender.node_id in self._suspicions:
+            self._suspicions[sender.node_id].heard(now)
+        if sender is not None and sender.status is NodeStatus.SUSPECT and not isinstance(message, Ping):
+            # A suspect that speaks is up: tell it that it is suspect, so that its refutation comes straight back.
+            rumour = Update(Kind.SUSPECT, sender.node_id, sender.incarnation, self.node_id)
+            out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, (rumour,)))
         return out
 
     def _forget(self, now: float) -> None:

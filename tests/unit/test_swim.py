@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from mesh_core.membership import Change
 from mesh_core.model import NodeInfo, NodeStatus
 from mesh_core.swim import (
+    Ack,
     Gossip,
     Kind,
     Message,
+    Ping,
     PingReq,
     SwimConfig,
     SwimNode,
@@ -334,3 +336,18 @@ def test_long_dead_members_are_forgotten() -> None:
     sim.run(30.0)
     assert all(n.member("n4") is None for n in sim.live())
     assert not sim.false_deaths()
+
+
+def test_an_ack_from_a_suspect_counts_as_an_answer() -> None:
+    """Regression: a message from a member held suspect used to skip the normal handling, so its ack was lost."""
+    node = SwimNode(info_of(0), addr_of(0), CFG, random.Random(1))
+    for i in (1, 2, 3):
+        node.receive(Gossip(addr_of(0), f"n{i}", addr_of(i), 0,
+                            (Update(Kind.ALIVE, f"n{i}", 0, f"n{i}", addr_of(i), info_of(i)),)), 0.0)
+    node.receive(Gossip(addr_of(0), "n2", addr_of(2), 0, (Update(Kind.SUSPECT, "n1", 0, "n2"),)), 0.0)
+    ping = next(m for m in node.tick(0.01) if isinstance(m, Ping))
+    assert ping.to == addr_of(1)  # a suspect is probed first, and told so
+    assert Update(Kind.SUSPECT, "n1", 0, "n0") in ping.updates
+    node.receive(Ack(addr_of(0), "n1", addr_of(1), ping.seq, ()), 0.02)
+    later = node.tick(0.01 + CFG.probe_timeout + 0.001)
+    assert not [m for m in later if isinstance(m, PingReq)]  # answered: no indirect probes
