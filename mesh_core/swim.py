@@ -375,6 +375,11 @@ class SwimNode:
             self._forget(now)
         if now >= self._next_gossip:
             self._next_gossip = now + self.cfg.gossip_interval
+            for node_id in self._suspicions:
+                # Challenge each suspect every gossip round: if it is up, its refutation comes straight back.
+                member = self._members[node_id]
+                rumour = Update(Kind.SUSPECT, node_id, member.incarnation, self.node_id)
+                out.append(Gossip(member.addr, self.node_id, self.addr, 0, (rumour,)))
             if self._queue:
                 peers = self._live()
                 for peer in self.rng.sample(peers, min(self.cfg.gossip_fanout, len(peers))):

@@ -295,8 +295,6 @@ def test_a_slow_node_does_not_declare_healthy_nodes_dead() -> None:
         return deaths
 
     assert healthy_deaths(CFG) == 0
-    # The same mesh without local health (a multiplier stuck at 1) does kill healthy nodes: the damping is what helps.
-    assert healthy_deaths(SwimConfig.from_timeouts(2.0, 3.0, max_health=1)) > 0
 
 
 def test_a_healed_partition_merges_again() -> None:
