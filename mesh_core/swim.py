@@ -26,6 +26,11 @@ The protocol, in the words of SWIM and Lifeguard:
   refutes it with a higher incarnation; a higher incarnation overrides
   anything said about a lower one. ``left`` (graceful stop) sticks until a
   higher incarnation.
+- **Refutation under loss.** Every message to a member held suspect tells it
+  so (and each suspect is challenged every gossip round); a node told it is
+  doubted answers the sender directly with its alive; a suspect heard from
+  directly gets at least ``suspicion_min`` more, on the receiver's clock, for
+  its refutation to arrive; every other probe goes to a suspect.
 - **Dissemination.** Updates wait in a bounded queue, one per node (a newer
   update about a node replaces an older one), and ride on every outgoing
   message, each about ``retransmit_mult * log10(n + 1)`` times; while the
