@@ -406,6 +406,19 @@ class ChaosRun:
 
         return int(until(lambda: (n := self.in_flight()) >= at_least and n, timeout=timeout, interval=0.05)[0])
 
+    def wait_running_on(self, name: str, timeout: float = 30.0) -> None:
+        """Block until worker ``name`` holds a running task (a nemesis on it then has work to move)."""
+        from mesh_core.model import TaskStatus
+        from mesh_testing.wait import until
+
+        def holds() -> bool:
+            assert self._mesh is not None and self._loop is not None, "wait_running_on() needs an in-process workload"
+            running = asyncio.run_coroutine_threadsafe(
+                self._mesh.list_tasks(TaskStatus.RUNNING, limit=1000), self._loop).result(30)
+            return any(task.node_name == name for task in running)
+
+        until(holds, timeout=timeout, interval=0.05)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal a worker (kill -9 by default; such a node is gone for good); the monotonic time it was sent."""
         node = self.worker(name)

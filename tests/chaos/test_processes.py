@@ -61,6 +61,7 @@ def test_sigstop_longer_than_twice_the_timeout_is_death_and_the_late_result_is_r
 
     def nemesis(run: ChaosRun) -> None:
         run.wait_in_flight(SCALE.in_flight)
+        run.wait_running_on("w1")  # stopped holding work, so there is work to move (once it held none)
         stopped = run.kill("w1", signal.SIGSTOP)
         run.detect_dead("w1", since=stopped)
         while time.monotonic() - stopped < 2 * TIMEOUT + 1.0:
