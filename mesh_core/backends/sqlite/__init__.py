@@ -205,7 +205,6 @@ def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any
         fields["last_seen"] = now - (booted - beat_at)
     else:
         fields["last_seen"] = now
-    fields["heartbeat_seq"] = fields["heartbeat_seq"] or 0
     return fields
 
 
