@@ -28,7 +28,7 @@ never shows itself dead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .model import NodeInfo, NodeStatus
@@ -76,6 +76,7 @@ class Member:
     info: NodeInfo
     status: NodeStatus
     beat_at: float = 0.0
+    verdict: NodeStatus | None = None  # the medium's own judgement, when it judges (gRPC's SWIM)
 
 
 class MembershipTable:
@@ -106,14 +107,18 @@ class MembershipTable:
     def _status(self, member: Member, now: float) -> NodeStatus:
         if member.info.node_id == self.self_id and not member.info.left:
             return NodeStatus.SUSPECT if self.self_suspect else NodeStatus.ACTIVE
+        if member.verdict is not None:
+            return NodeStatus.LEFT if member.info.left else member.verdict
         return judge(member.beat_at, member.info.left, now, self.cfg)
 
     def observe(self, records: Iterable[NodeInfo], now: float, *, store_now: float | None = None,
-                complete: bool = True) -> list[Change]:
+                complete: bool = True, judged: Mapping[str, NodeStatus] | None = None) -> list[Change]:
         """Fold in a snapshot read at ``now`` (reader's monotonic clock); missing nodes are forgotten if ``complete``.
 
         ``store_now``: the time on the clock of the records' ``last_seen`` (the medium's); None means ``now``.
+        ``judged``: the medium's verdicts by node id, taken instead of judging by age (gRPC's SWIM).
         """
+        verdicts = judged or {}
         changes: list[Change] = []
         seen: set[str] = set()
         clock = now if store_now is None else store_now
@@ -124,7 +129,8 @@ class MembershipTable:
                 continue  # stale rumour about an older life of this node
             age = max(0.0, clock - record.last_seen)
             if known is None or record.incarnation > known.info.incarnation:
-                member = Member(record, NodeStatus.ACTIVE, now - min(age, self.cfg.dead_after))
+                member = Member(record, NodeStatus.ACTIVE, now - min(age, self.cfg.dead_after),
+                                verdicts.get(record.node_id))
                 member.status = self._status(member, now)
                 self._members[record.node_id] = member
                 changes.append(Change(record, None, member.status))
@@ -137,6 +143,7 @@ class MembershipTable:
                 # A heartbeat that raced the leave: the leave sticks until a new incarnation.
                 record = replace(record, left=True)
             known.info = record
+            known.verdict = verdicts.get(record.node_id)
             status = self._status(known, now)
             if status is not known.status:
                 changes.append(Change(record, known.status, status))

@@ -17,6 +17,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from mesh_core.model import NodeRole, NodeStatus
 from mesh_testing.process import NodeProcess, clean_env
 
 BACKENDS = ("sqlite", "redis")
+KNOWN_BACKENDS = (*BACKENDS, "grpc")  # grpc joins BACKENDS (and so every parametrised suite) once it passes them
 
 _LIVE: list[Cluster] = []  # clusters with node processes not stopped yet, for the exit hook
 
@@ -47,6 +49,13 @@ def _stop_leftovers() -> None:
 
 class ClusterError(RuntimeError):
     """The cluster could not do what was asked: a node process exited, nodes never became active."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def crash(mesh: AgentMeshManager) -> None:
@@ -69,8 +78,8 @@ class Cluster:
 
     def __init__(self, root: Path | None = None, backend: str = "sqlite", redis_url: str | None = None, *,
                  settings: Mapping[str, Any] | None = None, stop_grace: float = 0.0, keep: bool = False) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(BACKENDS)})")
+        if backend not in KNOWN_BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(KNOWN_BACKENDS)})")
         if backend == "redis" and not redis_url:
             raise ValueError("the redis backend needs a redis-server url")
         self.made_root = root is None
@@ -88,12 +97,20 @@ class Cluster:
         self.processes: list[NodeProcess] = []
         self.nodes: list[AgentMeshManager] = []
         self._starts: dict[str, int] = {}
-        self.write_config(settings or {})
+        # grpc: where the nodes listen (every one is a seed for the next), and each process's fixed port
+        self.seeds: list[str] = []
+        self.ports: dict[str, int] = {}
+        self.settings: dict[str, Any] = dict(settings or {})
+        self.write_config(self.settings)
 
     def write_config(self, settings: Mapping[str, Any]) -> None:
         """(Re)write the config file every node reads: ``settings`` plus where this mesh lives."""
+        self.settings = dict(settings)
         section: dict[str, Any] = {**settings, "state_dir": str(self.state)}
-        if self.backend == "redis":
+        if self.backend == "grpc":
+            section["protocol"] = "grpc_mesh"
+            section["grpc"] = {"host": "127.0.0.1", "port": 0, **section.get("grpc", {}), "seeds": list(self.seeds)}
+        elif self.backend == "redis":
             section["protocol"] = "redis_distributed"
             section["redis"] = {**section.get("redis", {}), "url": self.redis_url, "cluster": self.name}
         else:
@@ -117,7 +134,13 @@ class Cluster:
                "--no-ui", *args]
         if self not in _LIVE:
             _LIVE.append(self)
-        node = NodeProcess(name, cmd, cwd=self.root, env=self.env, log_path=log_path)
+        env = self.env
+        if self.backend == "grpc":
+            if name not in self.ports:
+                self.ports[name] = free_port()
+                self.add_seed(f"127.0.0.1:{self.ports[name]}")
+            env = {**env, "MESH_GRPC_PORT": str(self.ports[name])}
+        node = NodeProcess(name, cmd, cwd=self.root, env=env, log_path=log_path)
         self.processes.append(node)
         return node
 
@@ -170,7 +193,15 @@ class Cluster:
         mesh = AgentMeshManager(self.node_config(name, node_type, **extra), role=role)
         await mesh.start()
         self.nodes.append(mesh)
+        if self.backend == "grpc" and role is NodeRole.WORKER:
+            self.add_seed(mesh.backend_info().get("address", ""))
         return mesh
+
+    def add_seed(self, address: str) -> None:
+        """grpc: one more address later nodes (and one-shot commands) may join through."""
+        if address and address not in self.seeds:
+            self.seeds.append(address)
+            self.write_config(self.settings)
 
     async def client(self, **extra: Any) -> AgentMeshManager:
         """A started in-process client (submits and reads, runs no tasks)."""

@@ -24,8 +24,17 @@ def _redis(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
     return RedisBackend(config.redis, limits=limits)
 
 
+def _grpc(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
+    try:
+        from .grpc import GrpcBackend
+    except ImportError as exc:
+        raise ConfigError(f"config: agent_mesh.protocol = 'grpc_mesh' is not available in this build ({exc})",
+                          hint="pip install grpcio protobuf") from None
+    return GrpcBackend(config, limits)
+
+
 FACTORIES: dict[str, Callable[[MeshConfig, codec.CodecLimits], Backend]] = {
-    "sqlite_local": _sqlite, "redis_distributed": _redis}
+    "sqlite_local": _sqlite, "redis_distributed": _redis, "grpc_mesh": _grpc}
 
 
 def create_backend(config: MeshConfig, limits: codec.CodecLimits) -> tuple[Backend, str]:

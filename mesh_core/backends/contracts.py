@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import NodeInfo, Task, TaskStatus
+from ..model import NodeInfo, NodeStatus, Task, TaskStatus
 
 # The medium keeps this many versions per key (memory type and key) for the replicated history.
 MEMORY_VERSIONS_KEPT = 100
@@ -163,6 +163,8 @@ class MeshSnapshot:
     ``reference_wall``: the medium's idea of the wall time, read
     when this process's wall clock said ``local_wall``, known to within ± ``reference_error`` s (None: the
     medium has no reference); a node measures its own clock against it.
+    ``judged``: the medium's own verdict per node (gRPC: its SWIM detector, on this process's monotonic
+    clock), taken by the membership table instead of judging records by age; None on the hub media.
     """
 
     nodes: list[NodeInfo]
@@ -172,6 +174,7 @@ class MeshSnapshot:
     reference_wall: float | None = None
     local_wall: float = 0.0
     reference_error: float = 0.0
+    judged: dict[str, NodeStatus] | None = None
 
 
 class MembershipMedium(abc.ABC):

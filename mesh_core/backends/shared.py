@@ -264,31 +264,8 @@ class SharedStoreBackend(contracts.Backend):
             raise CorruptRecord(f"result feed entry: {type(exc).__name__} {exc}") from None
 
     def node_from_fields(self, f: Mapping[str, Any]) -> NodeInfo:
-        """One stored node record (``NODE_FIELDS`` → raw values) as a NodeInfo; raises CorruptRecord if a field
-        is unreadable or out of range. An unknown node type reads as general (a newer release's type)."""
-        try:
-            node_id = _text_or_none(f["node_id"])
-            if not node_id:
-                raise ValueError("no node id")
-            metrics = f["metrics"]
-            if isinstance(metrics, str | bytes):
-                metrics = json.loads(metrics) if metrics else {}
-            if metrics is not None and not isinstance(metrics, dict):
-                raise TypeError(f"metrics is a {type(metrics).__name__}, not a map")
-            last_seen = _float_or_none(f["last_seen"])
-            if last_seen is None:
-                raise ValueError("no last_seen")
-            return NodeInfo(
-                node_id=node_id, name=_text(f["name"]),
-                node_type=_NODE_TYPES.get(_text(f["node_type"]), NodeType.GENERAL), role=NodeRole(_text(f["role"])),
-                host=_text_or_none(f["host"]) or "", port=_int(f["port"] or 0), pid=_int(f["pid"] or 0),
-                incarnation=_int(f["incarnation"]), capabilities=frozenset(_names(f["capabilities"])),
-                task_types=frozenset(_names(f["task_types"])), capacity=_int(f["capacity"]),
-                running=_int(f["running"] or 0), queued=_int(f["queued"] or 0), metrics=metrics or {},
-                started_at=_float_or_none(f["started_at"]) or 0.0, last_seen=last_seen, left=bool(_int(f["left"] or 0)),
-                signature=_text_or_none(f["signature"]) or "", heartbeat_seq=_int(f.get("heartbeat_seq") or 0))
-        except DECODE_ERRORS as exc:
-            raise CorruptRecord(f"node {f.get('node_id')!r}: {type(exc).__name__} {exc}") from None
+        """See ``node_from_fields`` (module level: the gRPC medium, which stores nothing, reads records too)."""
+        return node_from_fields(f)
 
     def readable(self, what: str, records: Iterable[T], decode: Callable[[T], R],
                  aside: Callable[[T], tuple[str, Any, Any]] | None = None) -> list[R]:
@@ -318,6 +295,34 @@ class SharedStoreBackend(contracts.Backend):
         quarantined = {k: v for k, v in self.counters.items() if k.startswith("quarantined_")}
         return {"backend": self.name, "corrupt_values": self.corrupt_values, "refused_records": self.refused_records,
                 **quarantined}
+
+
+def node_from_fields(f: Mapping[str, Any]) -> NodeInfo:
+    """One stored node record (``NODE_FIELDS`` → raw values) as a NodeInfo; raises CorruptRecord if a field
+    is unreadable or out of range. An unknown node type reads as general (a newer release's type)."""
+    try:
+        node_id = _text_or_none(f["node_id"])
+        if not node_id:
+            raise ValueError("no node id")
+        metrics = f["metrics"]
+        if isinstance(metrics, str | bytes):
+            metrics = json.loads(metrics) if metrics else {}
+        if metrics is not None and not isinstance(metrics, dict):
+            raise TypeError(f"metrics is a {type(metrics).__name__}, not a map")
+        last_seen = _float_or_none(f["last_seen"])
+        if last_seen is None:
+            raise ValueError("no last_seen")
+        return NodeInfo(
+            node_id=node_id, name=_text(f["name"]),
+            node_type=_NODE_TYPES.get(_text(f["node_type"]), NodeType.GENERAL), role=NodeRole(_text(f["role"])),
+            host=_text_or_none(f["host"]) or "", port=_int(f["port"] or 0), pid=_int(f["pid"] or 0),
+            incarnation=_int(f["incarnation"]), capabilities=frozenset(_names(f["capabilities"])),
+            task_types=frozenset(_names(f["task_types"])), capacity=_int(f["capacity"]),
+            running=_int(f["running"] or 0), queued=_int(f["queued"] or 0), metrics=metrics or {},
+            started_at=_float_or_none(f["started_at"]) or 0.0, last_seen=last_seen, left=bool(_int(f["left"] or 0)),
+            signature=_text_or_none(f["signature"]) or "", heartbeat_seq=_int(f.get("heartbeat_seq") or 0))
+    except DECODE_ERRORS as exc:
+        raise CorruptRecord(f"node {f.get('node_id')!r}: {type(exc).__name__} {exc}") from None
 
 
 def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:

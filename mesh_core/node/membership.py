@@ -237,7 +237,7 @@ class MembershipService:
                 visible.append(node)
         self.untrusted = untrusted
         self.table.self_id = self.ctx.node_id
-        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now)
+        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now, judged=snap.judged)
         self._workers = None  # the router's list is rebuilt from the new records on next use
         self.affinity = self._build_affinity()
         if changes:

@@ -109,7 +109,7 @@ class Nack(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class Gossip(_message.Message):
-    __slots__ = ("node_id", "incarnation", "state", "address", "node_name", "record_seq", "record")
+    __slots__ = ("node_id", "incarnation", "state", "address", "node_name", "record_seq", "record", "origin_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class Gossip(_message.Message):
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     RECORD_SEQ_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     incarnation: int
     state: MemberState
@@ -124,7 +125,8 @@ class Gossip(_message.Message):
     node_name: str
     record_seq: int
     record: bytes
-    def __init__(self, node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[_Union[MemberState, str]] = ..., address: _Optional[str] = ..., node_name: _Optional[str] = ..., record_seq: _Optional[int] = ..., record: _Optional[bytes] = ...) -> None: ...
+    origin_id: str
+    def __init__(self, node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[_Union[MemberState, str]] = ..., address: _Optional[str] = ..., node_name: _Optional[str] = ..., record_seq: _Optional[int] = ..., record: _Optional[bytes] = ..., origin_id: _Optional[str] = ...) -> None: ...
 
 class StateSync(_message.Message):
     __slots__ = ("join", "reply_wanted", "members")

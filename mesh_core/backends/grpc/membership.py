@@ -1,0 +1,242 @@
+"""``grpc_mesh`` membership: the SWIM detector of ``mesh_core.swim`` driven over the ``Membership`` streams.
+
+A node joins through ``grpc.seeds`` (any live member will do; a coordination hub is the natural seed) and
+learns the rest by gossip. Every judgement is made on this process's monotonic clock: SWIM decides who is
+alive, suspect, dead or left, and ``snapshot`` hands those verdicts to the node's membership table
+(``MeshSnapshot.judged``) instead of record ages. A heartbeat gossips this node's new record (load,
+capabilities) as an alive with a higher SWIM incarnation; a graceful leave gossips ``left`` and keeps
+ticking briefly so the word spreads. A node heard of as dead or gone has its streams closed.
+
+Wake-ups ride on the same stream (``wake_topics``). Leases (``hold_lease``) are judged by the members as
+this node sees them: the holder is kept while it is live and renews; a lapsed or dead holder is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from ... import swim
+from ...membership import Change
+from ...model import NodeInfo, NodeRole, NodeStatus
+from ..contracts import MeshSnapshot, Topic
+from ..shared import node_from_fields
+from ._generated import mesh_pb2 as pb
+from .core import LIVE, GrpcCore, log
+from .records import envelope_of, messages_of
+from .wire import Peer, Wire
+
+TICK_SECONDS = 0.02  # the detector's clock advances at least this often
+LEAVE_SPREAD_SECONDS = 0.5  # a leaving node keeps gossiping this long at most
+JOIN_WAIT_SECONDS = 2.0  # open() waits this long at most for a seed to answer (the join goes on after)
+
+
+class GrpcMembership(GrpcCore):
+    """MembershipMedium over SWIM."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wire: Wire | None = None
+        self.swim: swim.SwimNode | None = None
+        self._frames: dict[tuple[str, int], bytes] = {}
+        self._kick = asyncio.Event()
+        self._leases: dict[str, tuple[str, float]] = {}  # name → (holder, monotonic expiry) as seen here
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def open(self, local: NodeInfo) -> None:
+        cfg = self.config
+        grpc_cfg = cfg.grpc
+        self.node_id = local.node_id
+        self.info = None  # no record of this node in its own view until its first heartbeat
+        client = local.role is not NodeRole.WORKER
+        self.wire = wire = Wire(
+            node_id=local.node_id, name=local.name, incarnation=local.incarnation, host=grpc_cfg.host,
+            port=0 if client else grpc_cfg.port, advertise=getattr(grpc_cfg, "advertise", "") or "",
+            max_message_bytes=grpc_cfg.max_message_bytes, keepalive_seconds=grpc_cfg.keepalive_seconds,
+            api_key=cfg.security.api_key, counters=self.counters)
+        await self._open_store(local)
+        address = await wire.start() if not client else await self._client_address(wire)
+        wire.on_stream("membership", self._received)
+        swim_cfg = swim.SwimConfig.from_timeouts(cfg.suspect_after_seconds, cfg.node_timeout_seconds)
+        # Until its first heartbeat a node is known but takes no work: no task types, and not "left" (a leave
+        # sticks for its incarnation in every table); the hub media hold no record at all until then.
+        joining = replace(local, left=False, task_types=frozenset())
+        self.swim = swim.SwimNode(joining, address, swim_cfg, random.Random(), seeds=tuple(grpc_cfg.seeds),
+                                  now=time.monotonic())
+        await self._open_parts()
+        self.spawn(self._swim_loop(), "swim")
+        if grpc_cfg.seeds:
+            deadline = time.monotonic() + JOIN_WAIT_SECONDS
+            while not self.swim.joined and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+    async def _client_address(self, wire: Wire) -> str:
+        """A one-shot client still needs a server: answers to its calls and streams come back to it."""
+        wire.client = False
+        wire.port = 0
+        return await wire.start()
+
+    async def _open_parts(self) -> None:
+        """The tasks and memory parts register their stream handlers here (see ``GrpcBackend``)."""
+
+    async def _close_parts(self) -> None:
+        """The tasks and memory parts stop here, before the wire closes."""
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._close_parts()
+        await self._cancel_background()
+        if self.wire is not None:
+            await self.wire.stop(0)
+        await self._close_store()
+
+    # -- records -------------------------------------------------------------------------------------
+    async def heartbeat(self, node: NodeInfo) -> None:
+        node = replace(node, heartbeat_seq=node.heartbeat_seq)
+        previous = self.info
+        self.info = node
+        if self.swim is None:
+            return
+        if node.incarnation > (previous.incarnation if previous else 0) and self.wire is not None:
+            self.wire.incarnation = node.incarnation
+        self.swim.update_info(node)
+        self._kick.set()
+
+    async def leave(self, node: NodeInfo) -> None:
+        if self.swim is None:
+            return
+        self.info = replace(node, left=True)
+        self.swim.update_info(self.info)
+        self._send(self.swim.leave(time.monotonic()))
+        deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
+        while self.swim.pending_updates() and time.monotonic() < deadline:
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def snapshot(self) -> MeshSnapshot:
+        now = time.monotonic()
+        nodes: list[NodeInfo] = []
+        judged: dict[str, NodeStatus] = {}
+        for member in self.swim.members() if self.swim else ():
+            info = member.info
+            if member.node_id == self.node_id:
+                if self.info is None:
+                    continue
+                info = self.info
+            left = info.left or member.status is NodeStatus.LEFT
+            nodes.append(replace(info, left=left, last_seen=now))
+            judged[member.node_id] = member.status
+        return MeshSnapshot(nodes, now, queued=self._queued_counts(), clock=now, judged=judged)
+
+    def _queued_counts(self) -> dict[str, int]:
+        """Tasks held per node as this node knows them (the tasks part overrides)."""
+        return {}
+
+    # -- wake-ups ------------------------------------------------------------------------------------
+    async def wake(self, node_ids: Iterable[str], topic: str) -> None:
+        for node_id in set(node_ids):
+            if node_id == self.node_id:
+                self._deliver(topic)
+                continue
+            address = self.address_of(node_id)
+            if address and self.wire is not None:
+                self.wire.send(address, "membership", pb.MembershipMessage(wake_topics=[str(topic)]))
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        now = time.monotonic()
+        current = self._leases.get(name)
+        if current is not None:
+            who, until = current
+            alive = who == self.node_id or self.status_of(who) in LIVE
+            if who != holder and until > now and alive:
+                return who
+        self._leases[name] = (holder, now + ttl)
+        return holder
+
+    # -- members ------------------------------------------------------------------------------------
+    def address_of(self, node_id: str) -> str | None:
+        member = self.swim.member(node_id) if self.swim else None
+        return member.addr if member is not None else None
+
+    def status_of(self, node_id: str) -> NodeStatus | None:
+        return self.swim.status_of(node_id) if self.swim else None
+
+    def member_info(self, node_id: str) -> NodeInfo | None:
+        if node_id == self.node_id:
+            return self.info
+        member = self.swim.member(node_id) if self.swim else None
+        return member.info if member is not None else None
+
+    def live_peers(self, *, workers_only: bool = False) -> list[NodeInfo]:
+        if self.swim is None:
+            return []
+        out = [m.info for m in self.swim.members()
+               if m.node_id != self.node_id and m.status in LIVE
+               and not (workers_only and m.info.role is not NodeRole.WORKER)]
+        return sorted(out, key=lambda info: info.node_id)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.name}
+        if self.wire is not None:
+            out["address"] = self.wire.address
+        if self.swim is not None:
+            out["seeds"] = list(self.config.grpc.seeds)
+            out["members"] = len([m for m in self.swim.members() if m.status in LIVE])
+            out["swim_health"] = self.swim.health.score
+        return out
+
+    # -- the detector ---------------------------------------------------------------------------------
+    async def _swim_loop(self) -> None:
+        node = self.swim
+        assert node is not None
+        while not self._closed:
+            self._send(node.tick(time.monotonic()))
+            self._publish_changes()
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), TICK_SECONDS)
+
+    def _publish_changes(self) -> None:
+        assert self.swim is not None
+        changes: list[Change] = self.swim.take_changes()
+        for change in changes:
+            self._member_changed(change)
+            if change.new in (NodeStatus.DEAD, NodeStatus.LEFT) and self.wire is not None:
+                address = self.address_of(change.node.node_id)
+                if address:
+                    self.spawn(self.wire.forget(address), "forget")
+        if changes:
+            self._deliver(Topic.MEMBERS)
+
+    def _send(self, messages: Iterable[swim.Message]) -> None:
+        wire = self.wire
+        if wire is None:
+            return
+        for message in messages:
+            wire.send(message.to, "membership", envelope_of(message, self.limits, self._frames))
+        if len(self._frames) > 4096:
+            self._frames.clear()
+
+    def _received(self, peer: Peer, env: pb.MembershipMessage) -> None:
+        for topic in env.wake_topics:
+            if topic in Topic.__members__.values() or topic in {t.value for t in Topic}:
+                self._deliver(topic)
+        node = self.swim
+        if node is None or not peer.node_id or not peer.address or peer.client:
+            return
+        try:
+            messages = messages_of(env, peer.node_id, peer.address, node.addr, self.limits, node_from_fields)
+        except ValueError as exc:
+            self.counters["swim_refused"] += 1
+            log.warning("grpc membership: refused an envelope from %s: %s", peer.name or peer.address, exc)
+            return
+        now = time.monotonic()
+        for message in messages:
+            self._send(node.receive(message, now))
+        self._publish_changes()

@@ -1,0 +1,387 @@
+"""The wire of ``grpc_mesh``: this node's gRPC server, and one long-lived stream per peer and kind.
+
+Three kinds of bidirectional stream (``membership``, ``tasks``, ``memory``), one per contract. A node
+sends to a peer only on the stream it dialled itself (``send``): each direction of a pair of peers is its
+own stream, so neither side waits on the other to open one and a restart on either side heals by itself.
+The response direction of a dialled stream carries the peer's ``Hello`` and whatever the peer chooses to
+answer on it; everything received, on either direction, reaches the kind's handler with the sender's
+identity from its ``Hello``.
+
+Each outgoing stream has a bounded send queue (``queue_limit`` envelopes). A full queue refuses the
+envelope (``send`` returns False, ``wire_dropped_<kind>`` counts it): a slow or dead peer costs a bounded
+amount of memory, and the layers above recover what was dropped (leases, resends, anti-entropy). Queued
+envelopes are merged before they are written (repeated parts concatenate), so a burst of small messages
+travels as a few large ones.
+
+A dropped stream is dialled again with backoff while something is queued for it; ``forget(address)``
+(a peer declared dead or gone) closes its streams and channel and drops what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from ._generated import mesh_pb2 as pb
+from ._generated import mesh_pb2_grpc as pb_grpc
+
+log = logging.getLogger("mesh.grpc")
+
+PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
+API_KEY_HEADER = "x-mesh-api-key"
+KINDS = ("membership", "tasks", "memory")
+ENVELOPES: dict[str, Any] = {"membership": pb.MembershipMessage, "tasks": pb.TaskMessage,
+                             "memory": pb.MemoryMessage}
+_METHODS = {"membership": "Membership", "tasks": "Tasks", "memory": "Memory"}
+MERGE_MAX = 256  # queued envelopes merged into one write at most
+QUEUE_LIMIT = 4096  # envelopes queued per outgoing stream before sends are refused
+REDIAL_MIN, REDIAL_MAX = 0.05, 2.0  # seconds between attempts to reopen a dropped stream
+IDLE_CLOSE_SECONDS = 300.0  # an outgoing stream with nothing to send for this long is closed (dialled again on use)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is at the other end of a stream or call, as its ``Hello`` said."""
+
+    node_id: str
+    name: str
+    address: str
+    incarnation: int
+    client: bool
+
+    @classmethod
+    def of(cls, hello: pb.Hello) -> Peer:
+        return cls(hello.node_id, hello.node_name, hello.address, hello.incarnation, hello.client)
+
+
+StreamHandler = Callable[[Peer, Any], None]
+UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def version_refusal(version: int) -> str:
+    return (f"peer speaks mesh protocol {version}, this node speaks {PROTOCOL_VERSION}: "
+            f"run the same mesh-tui release on every node")
+
+
+def channel_options(max_message_bytes: int, keepalive_seconds: float) -> list[tuple[str, Any]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(max(1.0, keepalive_seconds / 2) * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.enable_retries", 0)]
+
+
+class Wire:
+    """This node's server and its outgoing streams. ``start()`` binds; ``send()`` writes; ``stop()`` ends all."""
+
+    def __init__(self, *, node_id: str, name: str, incarnation: int, host: str, port: int, advertise: str = "",
+                 client: bool = False, max_message_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 10.0,
+                 api_key: str | None = None, queue_limit: int = QUEUE_LIMIT,
+                 counters: Counter[str] | None = None) -> None:
+        self.node_id, self.name, self.incarnation, self.client = node_id, name, incarnation, client
+        self.host, self.port, self.advertise = host, port, advertise
+        self.max_message_bytes = max_message_bytes
+        self.keepalive_seconds = keepalive_seconds
+        self.api_key = api_key
+        self.queue_limit = queue_limit
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._stream_handlers: dict[str, StreamHandler] = {}
+        self._unary: dict[str, UnaryHandler] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._outgoing: dict[tuple[str, str], _Outgoing] = {}
+        self._closing = False
+        self.rng = random.Random()
+
+    # -- identity ----------------------------------------------------------------------------------
+    def hello(self) -> pb.Hello:
+        return pb.Hello(protocol_version=PROTOCOL_VERSION, node_id=self.node_id, node_name=self.name,
+                        incarnation=self.incarnation, address=self.address, client=self.client)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((API_KEY_HEADER, self.api_key),) if self.api_key else ()
+
+    # -- handlers ----------------------------------------------------------------------------------
+    def on_stream(self, kind: str, handler: StreamHandler) -> None:
+        """Call ``handler(peer, envelope)`` for every envelope of ``kind`` received (either direction)."""
+        self._stream_handlers[kind] = handler
+
+    def on_unary(self, method: str, handler: UnaryHandler) -> None:
+        """Serve unary (or server-streaming) method ``method`` of the Mesh service with ``handler``."""
+        self._unary[method] = handler
+
+    def dispatch(self, kind: str, peer: Peer, envelope: Any) -> None:
+        handler = self._stream_handlers.get(kind)
+        if handler is None:
+            return
+        try:
+            handler(peer, envelope)
+        except Exception:  # one bad envelope never ends a stream
+            self.counters[f"wire_handler_errors_{kind}"] += 1
+            log.exception("grpc %s handler failed on an envelope from %s", kind, peer.name or peer.address)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> str:
+        """Bind the server; return the address other nodes dial (``advertise`` or ``host:bound port``)."""
+        if self.client:
+            self.address = ""
+            return self.address
+        options = channel_options(self.max_message_bytes, self.keepalive_seconds)
+        options += [("grpc.so_reuseport", 0), ("grpc.http2.min_ping_interval_without_data_ms", 1000)]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_MeshServicer_to_server(_Servicer(self), server)
+        bound = server.add_insecure_port(f"{_bracketed(self.host)}:{self.port}")
+        if not bound:
+            raise OSError(f"grpc: could not listen on {self.host}:{self.port}")
+        await server.start()
+        self._server = server
+        self.port = bound
+        if self.advertise:
+            host, _, port = self.advertise.rpartition(":")
+            self.address = f"{host}:{bound}" if port in ("", "0") else self.advertise
+        else:
+            self.address = f"{_bracketed(self.host)}:{bound}"
+        return self.address
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Close every outgoing stream and channel and stop the server (``grace`` seconds for calls under way)."""
+        self._closing = True
+        for out in list(self._outgoing.values()):
+            out.close()
+        self._outgoing.clear()
+        for channel in list(self._channels.values()):
+            with contextlib.suppress(Exception):
+                await channel.close(grace=None)
+        self._channels.clear()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.stop(grace)
+            self._server = None
+
+    # -- dialling ----------------------------------------------------------------------------------
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(
+                address, options=channel_options(self.max_message_bytes, self.keepalive_seconds))
+            self._channels[address] = channel
+        return channel
+
+    def stub(self, address: str) -> pb_grpc.MeshStub:
+        return pb_grpc.MeshStub(self.channel(address))
+
+    def send(self, address: str, kind: str, envelope: Any) -> bool:
+        """Queue ``envelope`` for ``address`` on this node's stream of ``kind``; False when refused (queue full,
+        no address, stopping). The wire takes the envelope: do not change it afterwards."""
+        if self._closing or not address or address == self.address:
+            return False
+        key = (address, kind)
+        out = self._outgoing.get(key)
+        if out is None:
+            out = self._outgoing[key] = _Outgoing(self, address, kind)
+        if not out.put(envelope):
+            self.counters[f"wire_dropped_{kind}"] += 1
+            return False
+        return True
+
+    def queued(self, address: str, kind: str) -> int:
+        out = self._outgoing.get((address, kind))
+        return out.queue.qsize() if out is not None else 0
+
+    def peer_at(self, address: str, kind: str) -> Peer | None:
+        """Who answered at ``address`` on our stream of ``kind`` (None before its Hello came back)."""
+        out = self._outgoing.get((address, kind))
+        return out.peer if out is not None else None
+
+    async def forget(self, address: str) -> None:
+        """Close our streams and channel to ``address`` and drop what was queued for it."""
+        for kind in KINDS:
+            out = self._outgoing.pop((address, kind), None)
+            if out is not None:
+                out.close()
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close(grace=None)
+
+    # -- serving -----------------------------------------------------------------------------------
+    async def check_caller(self, hello: pb.Hello | None, context: grpc.aio.ServicerContext) -> Peer:
+        """Refuse a call with the wrong api key or protocol version (aborts the call); the caller's identity."""
+        if self.api_key:
+            given = dict(context.invocation_metadata() or ()).get(API_KEY_HEADER, "")
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                self.counters["refused_calls_api_key"] += 1
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong api key (x-mesh-api-key)")
+        if hello is None or hello.protocol_version != PROTOCOL_VERSION:
+            self.counters["refused_calls_version"] += 1
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                version_refusal(hello.protocol_version if hello is not None else 0))
+        assert hello is not None
+        return Peer.of(hello)
+
+    async def serve_stream(self, kind: str, requests: AsyncIterator[Any],
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        envelope_type = ENVELOPES[kind]
+        try:
+            first = await anext(aiter(requests))
+        except StopAsyncIteration:
+            return
+        peer = await self.check_caller(first.hello if first.HasField("hello") else None, context)
+        yield envelope_type(hello=self.hello())
+        first.ClearField("hello")
+        if first.ByteSize():
+            self.dispatch(kind, peer, first)
+        async for envelope in requests:
+            self.dispatch(kind, peer, envelope)
+
+    def unary_handler(self, method: str) -> UnaryHandler | None:
+        return self._unary.get(method)
+
+
+class _Outgoing:
+    """This node's stream of one kind to one address: a bounded queue drained by one task."""
+
+    def __init__(self, wire: Wire, address: str, kind: str) -> None:
+        self.wire, self.address, self.kind = wire, address, kind
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(wire.queue_limit)
+        self.peer: Peer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def put(self, envelope: Any) -> bool:
+        if self._closed:
+            return False
+        try:
+            self.queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            return False
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"grpc-{self.kind}-{self.address}")
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def _run(self) -> None:
+        wire = self.wire
+        delay = REDIAL_MIN
+        envelope_type = ENVELOPES[self.kind]
+        while not self._closed and not self.queue.empty():
+            call = getattr(wire.stub(self.address), _METHODS[self.kind])(self._requests(envelope_type),
+                                                                       metadata=wire.metadata())
+            try:
+                async for reply in call:
+                    if reply.HasField("hello"):
+                        if reply.hello.protocol_version != PROTOCOL_VERSION:
+                            wire.counters["refused_calls_version"] += 1
+                            log.warning("grpc %s at %s: %s", self.kind, self.address,
+                                        version_refusal(reply.hello.protocol_version))
+                            call.cancel()
+                            break
+                        self.peer = Peer.of(reply.hello)
+                        delay = REDIAL_MIN
+                        reply.ClearField("hello")
+                    if self.peer is not None and reply.ByteSize():
+                        wire.dispatch(self.kind, self.peer, reply)
+            except grpc.aio.AioRpcError as exc:
+                wire.counters[f"wire_stream_errors_{self.kind}"] += 1
+                log.debug("grpc %s stream to %s ended: %s %s", self.kind, self.address, exc.code(), exc.details())
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            self.peer = None
+            if self._closed:
+                return
+            await asyncio.sleep(delay * (0.5 + wire.rng.random()))
+            delay = min(REDIAL_MAX, delay * 2)
+
+    async def _requests(self, envelope_type: Any) -> AsyncIterator[Any]:
+        yield envelope_type(hello=self.wire.hello())
+        queue = self.queue
+        while True:
+            try:
+                envelope = await asyncio.wait_for(queue.get(), IDLE_CLOSE_SECONDS)
+            except TimeoutError:
+                return  # idle: end the stream; the next send dials again
+            merged = 1
+            while merged < MERGE_MAX and not queue.empty():
+                envelope.MergeFrom(queue.get_nowait())
+                merged += 1
+            yield envelope
+
+
+class _Servicer(pb_grpc.MeshServicer):
+    """The Mesh service: streams go to the wire's handlers, unary calls to the registered ones."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+
+    async def Handshake(self, request: pb.Hello, context: grpc.aio.ServicerContext) -> pb.Hello:
+        await self.wire.check_caller(request, context)
+        return self.wire.hello()
+
+    async def Membership(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for envelope in self.wire.serve_stream("membership", request_iterator, context):
+            yield envelope
+
+    async def Tasks(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for envelope in self.wire.serve_stream("tasks", request_iterator, context):
+            yield envelope
+
+    async def Memory(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for envelope in self.wire.serve_stream("memory", request_iterator, context):
+            yield envelope
+
+    async def _unary(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.wire.check_caller(request.caller if request.HasField("caller") else None, context)
+        handler = self.wire.unary_handler(method)
+        if handler is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"this node does not serve {method}")
+        assert handler is not None
+        return await handler(request, context)
+
+    async def Digest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Digest", request, context)
+
+    async def Pull(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        chunks = await self._unary("Pull", request, context)
+        for chunk in chunks:
+            yield chunk
+
+    async def Submit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Submit", request, context)
+
+    async def GetTasks(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("GetTasks", request, context)
+
+    async def Cancel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Cancel", request, context)
+
+    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Status", request, context)
+
+    async def Recall(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Recall", request, context)
+
+    async def Remember(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Remember", request, context)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
