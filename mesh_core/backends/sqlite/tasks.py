@@ -146,6 +146,61 @@ class SqliteTasks(SqliteQuarantine):
         self.counted(moved)
         return tasks
 
+    async def start_offered(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+        """Start the named attempts that are assigned to ``node_id`` (a claim by id, whatever their ``not_before``:
+        the peer-to-peer medium's worker accepted an offer); returns the ids started. Fenced like ``claim``."""
+        def start(conn: sqlite3.Connection) -> set[str]:
+            now, until = time.time(), machine_clock() + lease_seconds
+            started = set()
+            for task_id, attempt in held:
+                row = conn.execute(
+                    "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE task_id=? AND attempt=?"
+                    f" AND node_id=? AND status IN ({sql_sources(Move.CLAIM)}) RETURNING node_name",
+                    (now, until, task_id, attempt, node_id)).fetchone()
+                if row is not None:
+                    conn.execute("INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
+                                 " VALUES (?,?,?,?,?)", (task_id, attempt, node_id, row[0], now))
+                    started.add(task_id)
+            return started
+        if not held:
+            return set()
+        return await self._write(start)
+
+    async def adopt(self, tasks: Sequence[Task]) -> int:
+        """Store task records taken over from another store (a dead owner's, copied here by it); returns how many
+        were new. An unfinished one comes in on the pending list at its attempt (the next move gives it a new
+        one, fencing out whatever ran before); a finished one as it ended. An id already stored is left alone."""
+        limits = self.limits
+        unfinished = {TaskStatus.PENDING.value, TaskStatus.ASSIGNED.value, TaskStatus.RUNNING.value}
+
+        def insert(conn: sqlite3.Connection) -> int:
+            added = 0
+            for t in tasks:
+                status = t.status.value
+                waiting = status in unfinished
+                result = codec.encode(t.result, limits) if t.result is not None else None
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
+                    " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
+                    " submitted_at, started_at, finished_at, not_before, result, error, parent_id, signature)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority),
+                     "pending" if waiting else status, None if waiting else t.node_id,
+                     None if waiting else t.node_name, t.attempt, t.failures, t.max_retries, t.timeout_s,
+                     json.dumps([p.value for p in t.preferred_node_types]), json.dumps(sorted(t.required_capabilities)),
+                     codec.pack(t.context), t.submitter_id, t.why, t.submitted_at,
+                     None if waiting else t.started_at, None if waiting else t.finished_at, 0.0, result, t.error,
+                     t.context.get("parent_id"), t.signature))
+                if cur.rowcount:
+                    added += 1
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at, finished_at,"
+                        " error) VALUES (?,?,?,?,?,?,?)",
+                        [(t.task_id, a.attempt, a.node_id, a.node_name, a.started_at, a.finished_at, a.error)
+                         for a in t.attempts])
+            return added
+        return await self._write(insert) if tasks else 0
+
     async def next_due(self, node_id: str) -> float | None:
         """Seconds until the earliest ``not_before`` of tasks waiting for this node (backoff), if any; a row whose
         ``not_before`` is not a number (it would never come due) is quarantined."""

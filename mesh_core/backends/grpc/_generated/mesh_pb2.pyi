@@ -139,7 +139,7 @@ class StateSync(_message.Message):
     def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
-    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers")
+    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,9 @@ class TaskMessage(_message.Message):
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
     BACKUP_ACKS_FIELD_NUMBER: _ClassVar[int]
     HANDOVERS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITS_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     offers: _containers.RepeatedCompositeFieldContainer[TaskOffer]
     accepts: _containers.RepeatedCompositeFieldContainer[TaskAccept]
@@ -162,21 +165,60 @@ class TaskMessage(_message.Message):
     backups: _containers.RepeatedCompositeFieldContainer[BackupRecord]
     backup_acks: _containers.RepeatedCompositeFieldContainer[BackupAck]
     handovers: _containers.RepeatedCompositeFieldContainer[Handover]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ...) -> None: ...
+    submits: _containers.RepeatedCompositeFieldContainer[Submission]
+    submit_results: _containers.RepeatedCompositeFieldContainer[SubmissionResult]
+    finished: _containers.RepeatedCompositeFieldContainer[FinishedTask]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ...) -> None: ...
+
+class Submission(_message.Message):
+    __slots__ = ("request_id", "task", "node_id", "node_name", "why", "capacity", "delay_seconds")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    task: bytes
+    node_id: str
+    node_name: str
+    why: str
+    capacity: int
+    delay_seconds: float
+    def __init__(self, request_id: _Optional[int] = ..., task: _Optional[bytes] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ..., capacity: _Optional[int] = ..., delay_seconds: _Optional[float] = ...) -> None: ...
+
+class SubmissionResult(_message.Message):
+    __slots__ = ("request_id", "outcome", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    outcome: int
+    error: str
+    def __init__(self, request_id: _Optional[int] = ..., outcome: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FinishedTask(_message.Message):
+    __slots__ = ("entry",)
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    entry: bytes
+    def __init__(self, entry: _Optional[bytes] = ...) -> None: ...
 
 class TaskOffer(_message.Message):
-    __slots__ = ("task_id", "attempt", "owner_epoch", "lease_seconds", "task")
+    __slots__ = ("task_id", "attempt", "owner_epoch", "lease_seconds", "task", "delay_seconds")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     owner_epoch: int
     lease_seconds: float
     task: bytes
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., task: _Optional[bytes] = ...) -> None: ...
+    delay_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., task: _Optional[bytes] = ..., delay_seconds: _Optional[float] = ...) -> None: ...
 
 class TaskAccept(_message.Message):
     __slots__ = ("task_id", "attempt", "accepted", "reason")
@@ -443,7 +485,7 @@ class SubmitReply(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class GetTasksRequest(_message.Message):
-    __slots__ = ("caller", "task_ids", "status", "limit", "parent_id", "with_attempts", "wait_seconds")
+    __slots__ = ("caller", "task_ids", "status", "limit", "parent_id", "with_attempts", "wait_seconds", "counts", "local_only")
     CALLER_FIELD_NUMBER: _ClassVar[int]
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +493,8 @@ class GetTasksRequest(_message.Message):
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     WITH_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     caller: Hello
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     status: str
@@ -458,21 +502,34 @@ class GetTasksRequest(_message.Message):
     parent_id: str
     with_attempts: bool
     wait_seconds: float
-    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., limit: _Optional[int] = ..., parent_id: _Optional[str] = ..., with_attempts: _Optional[bool] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    counts: bool
+    local_only: bool
+    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., limit: _Optional[int] = ..., parent_id: _Optional[str] = ..., with_attempts: _Optional[bool] = ..., wait_seconds: _Optional[float] = ..., counts: _Optional[bool] = ..., local_only: _Optional[bool] = ...) -> None: ...
 
 class GetTasksReply(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "counts")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, tasks: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, tasks: _Optional[_Iterable[bytes]] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
-    __slots__ = ("caller", "task_ids")
+    __slots__ = ("caller", "task_ids", "local_only")
     CALLER_FIELD_NUMBER: _ClassVar[int]
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     caller: Hello
     task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    local_only: bool
+    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., local_only: _Optional[bool] = ...) -> None: ...
 
 class CancelReply(_message.Message):
     __slots__ = ("outcomes",)

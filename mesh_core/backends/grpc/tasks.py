@@ -1,0 +1,834 @@
+"""``grpc_mesh`` tasks: every task has an owner, which keeps it in its own store and answers for it.
+
+**Owner.** The worker node that accepts a submission owns the task: it stores it in its private SQLite
+file (a restarted owner still knows its tasks) and copies it to one backup peer (the next live worker
+after it by node id) before the submission is acknowledged. A worker's own submissions are its own; a
+client owns nothing: it hands each routed task to the worker it routed it to (``Submission``), which owns
+it and usually runs it itself, so that path costs no offer at all. The owner applies every fenced move on
+its own store (the same statements as ``sqlite_local``), and its sweeper sweeps only what it owns (every
+node sweeps: ``sweeps_own_tasks``).
+
+**Worker.** A task routed to another worker is offered to it over the Tasks stream (``TaskOffer``, the
+task with its attempt number, held back by any retry delay). The worker keeps offers in a bounded inbox
+(a full one refuses, and the owner puts the task back on its pending list for the sweeper to route
+again); ``claim`` takes due offers by priority and accepts them (``TaskAccept``), which starts the lease at
+the owner. Leases are renewed with the worker's heartbeats (``LeaseRenewal``: the answer names the tasks
+still held; any other was taken away). The result goes back to the owner with the attempt number as
+fencing token; the owner records it only while that attempt holds the task (exactly once) and says so
+(``ResultAck``). An offer not accepted within a few seconds is offered again (a lost message is not a lost
+task).
+
+**Results.** The owner pushes how each task ended to its submitter when that is another node
+(``FinishedTask``): a client's ``finished_for`` reads those. A worker's own submissions end in its own
+store's feed.
+
+**Takeover.** When SWIM declares an owner dead (or it leaves), each node that holds copies of its tasks
+adopts them: unfinished ones come in on its pending list at their attempt number, and its sweeper routes
+them again with a new attempt (so a result of the old attempt is refused); finished ones keep their
+outcome, so a waiter asking the mesh is answered by the backup.
+
+**Reads.** ``get_tasks``, ``task_states``, ``list_tasks`` and ``task_counts`` answer from this node's store
+and ask every live peer for the rest (``GetTasks`` with ``local_only``), so any node can answer for any task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sqlite3
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import grpc
+
+from ... import codec
+from ...errors import BackendUnavailable
+from ...membership import Change
+from ...model import NodeRole, NodeStatus, Task, TaskStatus
+from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
+from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord
+from ._generated import mesh_pb2 as pb
+from .core import LIVE, GrpcCore, log
+from .wire import Peer
+
+SUBMIT_TIMEOUT = 10.0  # a client waits this long for a worker to store its submission
+BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before acknowledging anyway (counted)
+RESULT_TIMEOUT = 10.0  # a worker waits this long for the owner to record a result
+RENEW_TIMEOUT = 2.0  # … and to answer a lease renewal (no answer: the tasks are kept, not abandoned)
+READ_TIMEOUT = 3.0  # a peer asked for its tasks answers within this or is left out
+REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
+FEED_KEPT = 100_000  # result feed entries a client keeps for its cursors
+DONE_KEPT = 50_000  # attempts a worker remembers having finished (re-offers of them are ignored)
+BACKUPS_SQL = """
+CREATE TABLE IF NOT EXISTS grpc_backups (
+    owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (owner_id, task_id)
+) WITHOUT ROWID;
+"""
+_OUTCOMES = {TaskStatus.SUCCEEDED: pb.TASK_OUTCOME_SUCCEEDED, TaskStatus.FAILED: pb.TASK_OUTCOME_FAILED,
+             TaskStatus.CANCELLED: pb.TASK_OUTCOME_CANCELLED}
+_STATUSES = {v: k for k, v in _OUTCOMES.items()}
+_FINAL = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD_LETTER, TaskStatus.CANCELLED}
+
+
+@dataclass
+class _Offer:
+    owner_id: str
+    owner_addr: str
+    task: Task
+    due_at: float  # on this process's monotonic clock
+    arrival: int
+
+
+@dataclass
+class _Sent:
+    worker_id: str
+    offer: pb.TaskOffer
+    sent_at: float
+
+
+def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
+    """A task as the plain fields ``shared.task_from_fields`` reads (``TASK_FIELDS``), plus its attempts."""
+    return {"task_id": task.task_id, "task_type": task.task_type, "payload": task.encoded_payload(limits),
+            "priority": int(task.priority), "status": task.status.value, "node_id": task.node_id,
+            "node_name": task.node_name, "attempt": task.attempt, "failures": task.failures,
+            "max_retries": task.max_retries, "timeout_s": task.timeout_s,
+            "preferred": [p.value for p in task.preferred_node_types],
+            "required": sorted(task.required_capabilities), "context": task.context,
+            "submitter_id": task.submitter_id, "why": task.why, "submitted_at": task.submitted_at,
+            "started_at": task.started_at, "finished_at": task.finished_at, "lease_expires": None,
+            "not_before": 0.0,
+            "result": codec.encode(task.result, limits) if task.result is not None else None,
+            "error": task.error, "signature": task.signature,
+            "attempts": [[a.attempt, a.node_id, a.node_name, a.started_at, a.finished_at, a.error]
+                         for a in task.attempts]}
+
+
+class GrpcTasks(GrpcCore):
+    """TaskTransport with an owner per task."""
+
+    blocking_results = False
+    sweeps_own_tasks = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inbox: dict[tuple[str, int], _Offer] = {}
+        self._held: dict[str, tuple[str, int]] = {}  # remote-owned attempts this node runs: task id → (owner, attempt)
+        self._cancels: set[tuple[str, int]] = set()
+        self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._unaccepted: dict[tuple[str, int], _Sent] = {}
+        self._waiting: dict[tuple[str, Any], asyncio.Future[Any]] = {}
+        self._requests = itertools.count(1)
+        self._arrivals = itertools.count()
+        self._feed: deque[tuple[int, Finished]] = deque(maxlen=FEED_KEPT)
+        self._feed_seq = 0
+        self._backup_of: dict[str, str] = {}
+        self._revision = time.time_ns()
+        self._inbound: dict[str, asyncio.Queue[pb.TaskMessage]] = {}
+        self._adopted_from: set[str] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def _open_parts(self) -> None:
+        await super()._open_parts()
+        assert self.wire is not None  # type: ignore[attr-defined]
+        wire = self.wire  # type: ignore[attr-defined]
+        wire.on_stream("tasks", self._on_tasks)
+        wire.on_unary("GetTasks", self._serve_get_tasks)
+        wire.on_unary("Cancel", self._serve_cancel)
+        await self.store._write(lambda conn: conn.executescript(BACKUPS_SQL))
+        self.on_member_change(self._member_change)
+        self.spawn(self._reoffer_loop(), "reoffer")
+        await self._offer_unaccepted_after_restart()
+
+    @property
+    def _is_client(self) -> bool:
+        return self.info is not None and self.info.role is not NodeRole.WORKER or self._client_role
+
+    @property
+    def _client_role(self) -> bool:
+        swim_node = getattr(self, "swim", None)
+        return swim_node is not None and swim_node.me.info.role is not NodeRole.WORKER
+
+    # -- the wire -------------------------------------------------------------------------------------------
+    def _send(self, node_id: str, envelope: pb.TaskMessage) -> bool:
+        address = self.address_of(node_id)
+        if not address:
+            return False
+        return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
+
+    def _expect(self, key: tuple[str, Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = future
+        return future
+
+    def _resolve(self, key: tuple[str, Any], value: Any) -> None:
+        future = self._waiting.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    async def _wait_all(self, futures: dict[Any, asyncio.Future[Any]], timeout: float) -> dict[Any, Any]:
+        """The answers that came within ``timeout`` (the others are forgotten)."""
+        if futures:
+            await asyncio.wait(futures.values(), timeout=timeout)
+        out = {}
+        for key, future in futures.items():
+            if future.done() and not future.cancelled():
+                out[key] = future.result()
+            else:
+                future.cancel()
+        for key in [k for k, f in self._waiting.items() if f.done()]:
+            self._waiting.pop(key, None)
+        return out
+
+    def _on_tasks(self, peer: Peer, env: pb.TaskMessage) -> None:
+        """Envelopes from one peer are handled in the order they came (an accept before its result)."""
+        queue = self._inbound.get(peer.node_id)
+        if queue is None:
+            queue = self._inbound[peer.node_id] = asyncio.Queue()
+            self.spawn(self._drain(peer, queue), f"tasks-from-{peer.name}")
+        queue.put_nowait(env)
+
+    async def _drain(self, peer: Peer, queue: asyncio.Queue[pb.TaskMessage]) -> None:
+        try:
+            while True:
+                try:
+                    env = await asyncio.wait_for(queue.get(), 60.0)
+                except TimeoutError:
+                    if queue.empty():
+                        return
+                    continue
+                try:
+                    await self._handle(peer, env)
+                except Exception as exc:  # one bad envelope never stops the peer's stream
+                    self.found_problem("backend_errors", f"grpc tasks from {peer.name or peer.address}: {exc!r}")
+        finally:
+            if self._inbound.get(peer.node_id) is queue:
+                del self._inbound[peer.node_id]
+
+    async def _handle(self, peer: Peer, env: pb.TaskMessage) -> None:
+        if env.offers:
+            self._take_offers(peer, env.offers)
+        if env.accepts:
+            await self._accepted(peer, env.accepts)
+        if env.renewals:
+            for renewal in env.renewals:
+                kept = await self.store.renew(peer.node_id, [(h.task_id, h.attempt) for h in renewal.held],
+                                              renewal.lease_seconds)
+                self._send(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
+                    request_id=renewal.request_id, task_ids=sorted(kept))]))
+        for renewed in env.renewed:
+            self._resolve(("renew", renewed.request_id), set(renewed.task_ids))
+        if env.results:
+            await self._record_results(peer, env.results)
+        for ack in env.result_acks:
+            self._resolve(("result", (ack.task_id, ack.attempt)), ack.recorded)
+        if env.cancels:
+            for cancel in env.cancels:
+                if self._held.get(cancel.task_id) == (peer.node_id, cancel.attempt):
+                    self._cancels.add((cancel.task_id, cancel.attempt))
+                self._inbox.pop((cancel.task_id, cancel.attempt), None)
+            self._deliver(Topic.CANCEL)
+        if env.backups:
+            await self._keep_backups(peer, env.backups)
+        for ack in env.backup_acks:
+            self._resolve(("backup", (ack.task_id, ack.revision)), True)
+        if env.submits:
+            await self._take_submissions(peer, env.submits)
+        for result in env.submit_results:
+            self._resolve(("submit", result.request_id), (result.outcome, result.error))
+        if env.finished:
+            self._take_finished(env.finished)
+
+    def _task_frame(self, task: Task) -> bytes:
+        return codec.encode(task_fields(task, self.limits), self.limits)
+
+    def _task_of(self, frame: bytes) -> Task:
+        fields = codec.decode(frame, self.limits)
+        if not isinstance(fields, dict):
+            raise CorruptRecord("a task record that is not a map")
+        task = self.store.task_from_fields({f: fields.get(f) for f in TASK_FIELDS})
+        attempts = fields.get("attempts") or []
+        try:
+            from ...model import Attempt
+            task.attempts = [Attempt(int(a[0]), str(a[1] or ""), str(a[2] or ""), a[3], a[4], a[5])
+                             for a in attempts]
+        except (TypeError, ValueError, IndexError) as exc:
+            raise CorruptRecord(f"task {task.task_id!r}: attempts unreadable: {exc}") from None
+        return task
+
+    # -- submitting -----------------------------------------------------------------------------------------
+    async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
+        if self._client_role:
+            return await self._hand_to_workers(assignments)
+        outcomes = await self.store.enqueue(assignments)
+        stored = [a for a, o in zip(assignments, outcomes, strict=True) if o is Enqueued.STORED]
+        if stored:
+            await self._back_up([replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
+                                         node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1)
+                                 for a in stored])
+            for a in stored:
+                if a.node_id and a.node_id != self.node_id:
+                    self._offer(a.node_id, replace(a.task, status=TaskStatus.ASSIGNED, node_id=a.node_id,
+                                                   node_name=a.node_name, why=a.why, attempt=1), a.delay)
+        return outcomes
+
+    async def _hand_to_workers(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
+        """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker)."""
+        futures: dict[int, asyncio.Future[Any]] = {}
+        targets: dict[int, str] = {}
+        for index, a in enumerate(assignments):
+            target = a.node_id or self._any_worker()
+            if target is None:
+                continue
+            request = next(self._requests)
+            futures[index] = self._expect(("submit", request))
+            targets[index] = target
+            self._send(target, pb.TaskMessage(submits=[pb.Submission(
+                request_id=request, task=self._task_frame(a.task), node_id=a.node_id or "",
+                node_name=a.node_name or "", why=a.why, capacity=a.capacity, delay_seconds=a.delay)]))
+        answers = await self._wait_all(futures, SUBMIT_TIMEOUT)
+        out = []
+        for index, _ in enumerate(assignments):
+            answer = answers.get(index)
+            if answer is None:
+                raise BackendUnavailable(f"grpc_mesh: no worker answered a submission within {SUBMIT_TIMEOUT:g} s "
+                                         f"(asked {targets.get(index, 'none: no live worker')})")
+            outcome, error = answer
+            if error:
+                raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
+            out.append(Enqueued(outcome))
+        return out
+
+    def _any_worker(self) -> str | None:
+        peers = self.live_peers(workers_only=True)
+        if not peers:
+            return None
+        return min(peers, key=lambda n: (n.running + n.queued) / max(1, n.capacity)).node_id
+
+    async def _take_submissions(self, peer: Peer, submits: Sequence[pb.Submission]) -> None:
+        assignments, answers = [], []
+        for sub in submits:
+            try:
+                task = self._task_of(sub.task)
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.found_problem("refused_records", f"a submission from {peer.name}: {exc}")
+                answers.append(pb.SubmissionResult(request_id=sub.request_id, outcome=0, error=str(exc)))
+                continue
+            assignments.append((sub.request_id, Assignment(task, sub.node_id or None, sub.node_name or None, sub.why,
+                                                           sub.capacity, max(0.0, sub.delay_seconds))))
+        if assignments:
+            try:
+                outcomes = await self.enqueue([a for _, a in assignments])
+                answers += [pb.SubmissionResult(request_id=r, outcome=int(o))
+                            for (r, _), o in zip(assignments, outcomes, strict=True)]
+            except Exception as exc:
+                answers += [pb.SubmissionResult(request_id=r, outcome=0, error=str(exc) or type(exc).__name__)
+                            for r, _ in assignments]
+        self._send(peer.node_id, pb.TaskMessage(submit_results=answers))
+
+    # -- backups --------------------------------------------------------------------------------------------
+    def _backup_peer(self) -> str | None:
+        """The next live worker after this node by id (wrapping round): the one that holds copies of its tasks."""
+        ids = sorted(n.node_id for n in self.live_peers(workers_only=True)
+                     if self.status_of(n.node_id) is NodeStatus.ACTIVE)
+        if not ids:
+            return None
+        after = [i for i in ids if i > self.node_id]
+        return after[0] if after else ids[0]
+
+    async def _back_up(self, tasks: Sequence[Task], *, wait: bool = True) -> None:
+        """Copy task records to their backup peer; with ``wait``, until it has stored them (or the timeout)."""
+        futures: dict[Any, asyncio.Future[Any]] = {}
+        by_peer: dict[str, list[pb.BackupRecord]] = {}
+        for task in tasks:
+            peer = self._backup_of.get(task.task_id)
+            if peer is None or self.status_of(peer) not in LIVE:
+                peer = self._backup_peer()
+                if peer is None:
+                    continue
+                self._backup_of[task.task_id] = peer
+            self._revision += 1
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
+                                     record=self._task_frame(task))
+            by_peer.setdefault(peer, []).append(record)
+            if wait:
+                futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)))
+        for peer, records in by_peer.items():
+            self._send(peer, pb.TaskMessage(backups=records))
+        if wait and futures:
+            answers = await self._wait_all(futures, BACKUP_TIMEOUT)
+            missed = len(futures) - len(answers)
+            if missed:
+                self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
+                                                    f"by the backup peer within {BACKUP_TIMEOUT:g} s")
+
+    async def _keep_backups(self, peer: Peer, records: Sequence[pb.BackupRecord]) -> None:
+        rows = [(r.owner_id or peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
+
+        def keep(conn: sqlite3.Connection) -> None:
+            for owner, task_id, revision, record, deleted in rows:
+                if deleted:
+                    conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
+                    continue
+                conn.execute(
+                    "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
+                    " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
+                    " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
+        await self.store._write(keep)
+        self._send(peer.node_id, pb.TaskMessage(backup_acks=[pb.BackupAck(task_id=r.task_id, revision=r.revision)
+                                                             for r in records]))
+
+    def _member_change(self, change: Change) -> None:
+        node = change.node
+        if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT) or node.node_id == self.node_id:
+            return
+        for key in [k for k, offer in self._inbox.items() if offer.owner_id == node.node_id]:
+            del self._inbox[key]  # its tasks will be routed again by whoever takes them over
+        if node.node_id not in self._adopted_from and not self._client_role:
+            self._adopted_from.add(node.node_id)
+            self.spawn(self._take_over(node.node_id, node.name), "takeover")
+
+    async def _take_over(self, owner_id: str, owner_name: str) -> None:
+        """Adopt the dead (or departed) owner's tasks this node holds copies of."""
+        rows = await self.store._read(lambda c: c.execute(
+            "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
+        tasks = []
+        for task_id, record in rows:
+            try:
+                tasks.append(self._task_of(record))
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.found_problem("refused_records", f"backup copy of task {task_id} from {owner_name}: {exc}")
+        added = await self.store.adopt(tasks)
+        await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+        if tasks:
+            log.info("took over %d task(s) of %s (%d new here)", len(tasks), owner_name, added)
+            self.counters["tasks_taken_over"] += added
+            await self._back_up([t for t in tasks if t.status not in _FINAL], wait=False)
+            self._deliver(Topic.MEMBERS)
+            self._deliver(Topic.RESULTS)
+        self._adopted_from.discard(owner_id)
+
+    # -- offering (owner) -----------------------------------------------------------------------------------
+    def _offer(self, worker_id: str, task: Task, delay: float = 0.0) -> None:
+        lease = max(1.0, self.config.node_timeout_seconds)
+        offer = pb.TaskOffer(task_id=task.task_id, attempt=task.attempt, lease_seconds=lease,
+                             task=self._task_frame(task), delay_seconds=max(0.0, delay))
+        self._unaccepted[(task.task_id, task.attempt)] = _Sent(worker_id, offer, time.monotonic())
+        self._send(worker_id, pb.TaskMessage(offers=[offer]))
+
+    async def _offer_moved(self, task_ids: Iterable[str], delays: dict[str, float]) -> None:
+        """Offer tasks just routed to other workers (a move, a replay) to them."""
+        ids = list(task_ids)
+        if not ids:
+            return
+        for task in await self.store.get_tasks(ids, with_attempts=False):
+            if task.status is TaskStatus.ASSIGNED and task.node_id and task.node_id != self.node_id:
+                self._offer(task.node_id, task, delays.get(task.task_id, 0.0))
+
+    async def _reoffer_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(REOFFER_SECONDS / 2)
+            now = time.monotonic()
+            for sent in list(self._unaccepted.values()):
+                if self.status_of(sent.worker_id) not in LIVE:
+                    continue  # the sweeper routes it elsewhere when the worker is declared dead
+                if now - sent.sent_at >= REOFFER_SECONDS:
+                    sent.sent_at = now
+                    self.counters["task_reoffers"] += 1
+                    self._send(sent.worker_id, pb.TaskMessage(offers=[sent.offer]))
+
+    async def _offer_unaccepted_after_restart(self) -> None:
+        if self._client_role:
+            return
+        rows = await self.store._read(lambda c: c.execute(
+            "SELECT task_id FROM tasks WHERE status='assigned' AND node_id IS NOT NULL AND node_id != ?",
+            (self.node_id,)).fetchall())
+        await self._offer_moved([r[0] for r in rows], {})
+
+    async def _accepted(self, peer: Peer, accepts: Sequence[pb.TaskAccept]) -> None:
+        taken = [(a.task_id, a.attempt) for a in accepts if a.accepted]
+        refused = [a for a in accepts if not a.accepted]
+        for a in accepts:
+            self._unaccepted.pop((a.task_id, a.attempt), None)
+        if taken:
+            lease = max(1.0, self.config.node_timeout_seconds)
+            await self.store.start_offered(peer.node_id, taken, lease)
+        if refused:
+            await self.store.move([Reassignment(a.task_id, a.attempt, peer.node_id, None, None,
+                                                f"waiting: {peer.name} refused it ({a.reason or 'no reason'})",
+                                                bump_attempt=False, final_status=TaskStatus.PENDING)
+                                   for a in refused])
+            self._deliver(Topic.MEMBERS)  # the sweeper routes the pending list
+
+    # -- running (worker) -----------------------------------------------------------------------------------
+    def _take_offers(self, peer: Peer, offers: Sequence[pb.TaskOffer]) -> None:
+        capacity = self.config.max_capacity
+        answers = []
+        now = time.monotonic()
+        for offer in offers:
+            key = (offer.task_id, offer.attempt)
+            if key in self._inbox or self._held.get(offer.task_id) == (peer.node_id, offer.attempt):
+                continue  # offered again: already here
+            if key in self._done:
+                continue
+            if self._client_role:
+                answers.append(pb.TaskAccept(task_id=offer.task_id, attempt=offer.attempt, reason="a client"))
+                continue
+            if len(self._inbox) + len(self._held) >= capacity:
+                answers.append(pb.TaskAccept(task_id=offer.task_id, attempt=offer.attempt, reason="full"))
+                continue
+            try:
+                task = self._task_of(offer.task)
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.found_problem("refused_records", f"an offer from {peer.name}: {exc}")
+                answers.append(pb.TaskAccept(task_id=offer.task_id, attempt=offer.attempt, reason="unreadable"))
+                continue
+            task.attempt = offer.attempt
+            self._inbox[key] = _Offer(peer.node_id, peer.address, task, now + max(0.0, offer.delay_seconds),
+                                      next(self._arrivals))
+        if answers:
+            self._send(peer.node_id, pb.TaskMessage(accepts=answers))
+        self._deliver(Topic.TASKS)
+
+    async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+        tasks = await self.store.claim(node_id, limit, lease_seconds) if limit > 0 else []
+        room = limit - len(tasks)
+        if room <= 0 or not self._inbox:
+            return tasks
+        now = time.monotonic()
+        due = sorted((o for o in self._inbox.values() if o.due_at <= now),
+                     key=lambda o: (-int(o.task.priority), o.arrival))[:room]
+        accepts: dict[str, list[pb.TaskAccept]] = {}
+        wall = time.time()
+        for offer in due:
+            task = offer.task
+            del self._inbox[(task.task_id, task.attempt)]
+            self._held[task.task_id] = (offer.owner_id, task.attempt)
+            task.status, task.node_id, task.started_at = TaskStatus.RUNNING, node_id, wall
+            accepts.setdefault(offer.owner_id, []).append(
+                pb.TaskAccept(task_id=task.task_id, attempt=task.attempt, accepted=True))
+            tasks.append(task)
+        for owner, parts in accepts.items():
+            self._send(owner, pb.TaskMessage(accepts=parts))
+        return tasks
+
+    async def next_due(self, node_id: str) -> float | None:
+        due = await self.store.next_due(node_id)
+        if self._inbox:
+            now = time.monotonic()
+            soonest = max(0.0, min(o.due_at for o in self._inbox.values()) - now)
+            due = soonest if due is None else min(due, soonest)
+        return due
+
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+        local = [(t, a) for t, a in held if t not in self._held]
+        remote: dict[str, list[pb.HeldAttempt]] = {}
+        for task_id, attempt in held:
+            owner = self._held.get(task_id)
+            if owner is not None and owner[1] == attempt:
+                remote.setdefault(owner[0], []).append(pb.HeldAttempt(task_id=task_id, attempt=attempt))
+        kept = await self.store.renew(node_id, local, lease_seconds) if local else set()
+        futures: dict[str, asyncio.Future[Any]] = {}
+        for owner, parts in remote.items():
+            if self.status_of(owner) not in LIVE:
+                continue  # its tasks are being taken over; a result to it would be refused anyway
+            request = next(self._requests)
+            futures[owner] = self._expect(("renew", request))
+            self._send(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
+                                                                       lease_seconds=lease_seconds)]))
+        answers = await self._wait_all(futures, RENEW_TIMEOUT)
+        for owner, parts in remote.items():
+            answer = answers.get(owner)
+            ids = {p.task_id for p in parts}
+            if answer is None:
+                if self.status_of(owner) in LIVE:
+                    kept |= ids  # no answer yet: keep running, the owner fences the result
+                continue
+            kept |= ids & answer
+            for task_id in ids - answer:
+                self._held.pop(task_id, None)
+        return kept
+
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        for c in completions:
+            if c.status not in _OUTCOMES:
+                raise ValueError(f"a completion cannot end a task {c.status.value}")
+        local = [c for c in completions if c.task_id not in self._held]
+        recorded: dict[tuple[str, int], bool] = {}
+        if local:
+            for c, ok in zip(local, await self._complete_owned(local), strict=True):
+                recorded[(c.task_id, c.attempt)] = ok
+        futures: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        by_owner: dict[str, list[pb.TaskResult]] = {}
+        for c in completions:
+            held = self._held.get(c.task_id)
+            if held is None:
+                continue
+            owner, attempt = held
+            key = (c.task_id, c.attempt)
+            self._done[key] = None
+            while len(self._done) > DONE_KEPT:
+                self._done.popitem(last=False)
+            self._cancels.discard(key)
+            if attempt != c.attempt or self.status_of(owner) not in LIVE:
+                recorded[key] = False
+                self._held.pop(c.task_id, None)
+                continue
+            futures[key] = self._expect(("result", key))
+            by_owner.setdefault(owner, []).append(pb.TaskResult(
+                task_id=c.task_id, attempt=c.attempt, outcome=_OUTCOMES[c.status], result=c.result_frame or b"",
+                error=c.error or ""))
+        for owner, results in by_owner.items():
+            self._send(owner, pb.TaskMessage(results=results))
+        answers = await self._wait_all(futures, RESULT_TIMEOUT)
+        for key in futures:
+            recorded[key] = bool(answers.get(key, False))
+            if self._held.get(key[0], (None, None))[1] == key[1]:
+                self._held.pop(key[0], None)
+        return [recorded.get((c.task_id, c.attempt), False) for c in completions]
+
+    async def _complete_owned(self, completions: Sequence[Completion]) -> list[bool]:
+        done = await self.store.complete(completions)
+        ended = [c.task_id for c, ok in zip(completions, done, strict=True) if ok]
+        await self._after_final(ended)
+        return done
+
+    async def _record_results(self, peer: Peer, results: Sequence[pb.TaskResult]) -> None:
+        """Owner: record results from a worker, fenced by attempt; answer each."""
+        completions, refused = [], []
+        for r in results:
+            status = _STATUSES.get(r.outcome)
+            if status is None:
+                refused.append(pb.ResultAck(task_id=r.task_id, attempt=r.attempt, reason="unknown outcome"))
+                continue
+            completions.append(Completion(r.task_id, r.attempt, peer.node_id, status, r.result or None,
+                                          r.error or None))
+        late = [(c.task_id, c.attempt) for c in completions if (c.task_id, c.attempt) in self._unaccepted]
+        if late:  # the acceptance was lost on the way: the result says the worker started it
+            for key in late:
+                self._unaccepted.pop(key, None)
+            await self.store.start_offered(peer.node_id, late, max(1.0, self.config.node_timeout_seconds))
+        done = await self._complete_owned(completions) if completions else []
+        acks = [pb.ResultAck(task_id=c.task_id, attempt=c.attempt, recorded=ok,
+                             reason="" if ok else "another attempt holds the task, or it has ended")
+                for c, ok in zip(completions, done, strict=True)]
+        self._send(peer.node_id, pb.TaskMessage(result_acks=acks + refused))
+
+    async def _after_final(self, task_ids: Sequence[str]) -> None:
+        """Tasks that just ended here: copy the outcome to the backup, tell a submitter on another node."""
+        if not task_ids:
+            return
+        tasks = await self.store.get_tasks(task_ids, with_attempts=False)
+        ended = [t for t in tasks if t.status in _FINAL]
+        await self._back_up(ended, wait=False)
+        by_submitter: dict[str, list[pb.FinishedTask]] = {}
+        for t in ended:
+            self._backup_of.pop(t.task_id, None)
+            if t.submitter_id and t.submitter_id != self.node_id:
+                entry = {"task_id": t.task_id, "status": t.status.value, "attempt": t.attempt, "node_id": t.node_id,
+                         "node_name": t.node_name, "finished_at": t.finished_at,
+                         "result": codec.encode(t.result, self.limits) if t.result is not None else None,
+                         "error": t.error}
+                by_submitter.setdefault(t.submitter_id, []).append(
+                    pb.FinishedTask(entry=codec.encode(entry, self.limits)))
+        for submitter, entries in by_submitter.items():
+            self._send(submitter, pb.TaskMessage(finished=entries))
+
+    def _take_finished(self, entries: Sequence[pb.FinishedTask]) -> None:
+        for entry in entries:
+            try:
+                fields = codec.decode(entry.entry, self.limits)
+                if not isinstance(fields, dict):
+                    raise CorruptRecord("a result entry that is not a map")
+                finished = self.store.finished_from_fields({f: fields.get(f) for f in FINISHED_FIELDS})
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.found_problem("refused_records", f"a result entry: {exc}")
+                continue
+            self._feed_seq += 1
+            self._feed.append((self._feed_seq, finished))
+        self._deliver(Topic.RESULTS)
+
+    async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
+        out = await self.store.cancel_requests(node_id)
+        out += [key for key in self._cancels if self._held.get(key[0], ("", -1))[1] == key[1]]
+        return out
+
+    # -- moving (owner) -------------------------------------------------------------------------------------
+    async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
+        done = await self.store.move(moves)
+        applied = [m for m, ok in zip(moves, done, strict=True) if ok]
+        await self._offer_moved([m.task_id for m in applied if m.node_id and m.node_id != self.node_id],
+                                {m.task_id: m.delay for m in applied})
+        for m in applied:
+            self._unaccepted.pop((m.task_id, m.expected_attempt), None)
+            if m.expected_node and m.expected_node != self.node_id and self.status_of(m.expected_node) in LIVE:
+                # the old holder may still run it: ask it to stop (its result would be refused anyway)
+                self._send(m.expected_node, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=m.task_id,
+                                                                                     attempt=m.expected_attempt)]))
+        await self._after_final([m.task_id for m in applied if m.node_id is None
+                                 and m.final_status is not TaskStatus.PENDING])
+        # a move of a task whose cancel was asked ends it cancelled: that is final too
+        await self._after_final([m.task_id for m in applied if m.node_id is not None])
+        return done
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        out = await self._cancel_owned(task_ids)
+        missing = [t for t, o in zip(task_ids, out, strict=True) if o == "missing"]
+        if missing:
+            found = await self._ask_peers_cancel(missing)
+            out = [found.get(t, o) if o == "missing" else o for t, o in zip(task_ids, out, strict=True)]
+        return out
+
+    async def _cancel_owned(self, task_ids: Sequence[str]) -> list[str]:
+        out = await self.store.cancel(task_ids)
+        cancelling = [t for t, o in zip(task_ids, out, strict=True) if o == "cancelling"]
+        if cancelling:
+            for task in await self.store.get_tasks(cancelling, with_attempts=False):
+                if task.node_id and task.node_id != self.node_id:
+                    self._send(task.node_id, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=task.task_id,
+                                                                                      attempt=task.attempt)]))
+        cancelled = [t for t, o in zip(task_ids, out, strict=True) if o == "cancelled"]
+        for task_id in cancelled:
+            for key in [k for k in self._unaccepted if k[0] == task_id]:
+                sent = self._unaccepted.pop(key)
+                self._send(sent.worker_id, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=key[0], attempt=key[1])]))
+        await self._after_final(cancelled)
+        return out
+
+    async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        ok = await self.store.replay(task_id, node_id, node_name, why)
+        if ok and node_id and node_id != self.node_id:
+            await self._offer_moved([task_id], {})
+        return ok
+
+    async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
+        return await self.store.stranded(dead_nodes, now)
+
+    async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
+        if not self._client_role:
+            return await self.store.finished_for(submitter_id, after, wait)
+        if after is None:
+            return [], self._feed_seq
+        return [f for seq, f in self._feed if seq > after], self._feed_seq
+
+    async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
+        return await self.store.prune(tasks_kept, dead_letters_kept, limit)
+
+    # -- reading: here first, then every live peer ----------------------------------------------------------
+    async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        states = await self.store.task_states(task_ids)
+        missing = [t for t in task_ids if t not in states]
+        if missing:
+            for task in await self._ask_peers(pb.GetTasksRequest(task_ids=missing, local_only=True)):
+                states.setdefault(task.task_id, task.status)
+        return states
+
+    async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
+        found = {t.task_id: t for t in await self.store.get_tasks(task_ids, with_attempts)}
+        missing = [t for t in dict.fromkeys(task_ids) if t not in found]
+        if missing:
+            attempts = len(missing) <= 50 if with_attempts is None else with_attempts
+            for task in await self._ask_peers(pb.GetTasksRequest(task_ids=missing, local_only=True,
+                                                                 with_attempts=attempts)):
+                found.setdefault(task.task_id, task)
+        return [found[t] for t in task_ids if t in found]
+
+    async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
+                         parent_id: str | None = None) -> list[Task]:
+        mine = await self.store.list_tasks(status, limit, parent_id=parent_id)
+        theirs = await self._ask_peers(pb.GetTasksRequest(status=status.value if status else "", limit=limit,
+                                                          parent_id=parent_id or "", local_only=True))
+        merged = {t.task_id: t for t in theirs}
+        merged.update({t.task_id: t for t in mine})
+        tasks = list(merged.values())
+        if parent_id is not None:
+            tasks.sort(key=lambda t: t.submitted_at)
+        else:
+            tasks.sort(key=lambda t: t.submitted_at, reverse=True)
+        return tasks[:limit]
+
+    async def task_counts(self) -> dict[str, int]:
+        counts = dict(await self.store.task_counts())
+        for reply in await self._gather(lambda stub: stub.GetTasks(
+                pb.GetTasksRequest(caller=self.wire.hello(), counts=True, local_only=True),  # type: ignore[attr-defined]
+                timeout=READ_TIMEOUT, metadata=self.wire.metadata())):  # type: ignore[attr-defined]
+            for status, n in reply.counts.items():
+                counts[status] = counts.get(status, 0) + int(n)
+        return counts
+
+    async def _gather(self, call: Any) -> list[Any]:
+        peers = [p for p in self.live_peers(workers_only=True) if self.address_of(p.node_id)]
+        if not peers:
+            return []
+
+        async def one(address: str) -> Any:
+            try:
+                return await call(self.wire.stub(address))  # type: ignore[attr-defined]
+            except (TimeoutError, grpc.aio.AioRpcError) as exc:
+                log.debug("grpc read from %s failed: %s", address, exc)
+                return None
+        replies = await asyncio.gather(*(one(self.address_of(p.node_id) or "") for p in peers))
+        return [r for r in replies if r is not None]
+
+    async def _ask_peers(self, request: pb.GetTasksRequest) -> list[Task]:
+        request.caller.CopyFrom(self.wire.hello())  # type: ignore[attr-defined]
+        replies = await self._gather(lambda stub: stub.GetTasks(request, timeout=READ_TIMEOUT,
+                                                                metadata=self.wire.metadata()))  # type: ignore[attr-defined]
+        out = []
+        for reply in replies:
+            for frame in reply.tasks:
+                try:
+                    out.append(self._task_of(frame))
+                except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                    self.found_problem("refused_records", f"a task read from a peer: {exc}")
+        return out
+
+    async def _ask_peers_cancel(self, task_ids: Sequence[str]) -> dict[str, str]:
+        request = pb.CancelRequest(caller=self.wire.hello(), task_ids=task_ids, local_only=True)  # type: ignore[attr-defined]
+        out: dict[str, str] = {}
+        for reply in await self._gather(lambda stub: stub.Cancel(request, timeout=READ_TIMEOUT,
+                                                                 metadata=self.wire.metadata())):  # type: ignore[attr-defined]
+            for task_id, outcome in reply.outcomes.items():
+                if outcome != "missing":
+                    out[task_id] = outcome
+        return out
+
+    async def _serve_get_tasks(self, request: pb.GetTasksRequest, context: grpc.aio.ServicerContext) -> Any:
+        store = self.store
+        if request.counts:
+            counts = await store.task_counts() if request.local_only else await self.task_counts()
+            return pb.GetTasksReply(counts={k: int(v) for k, v in counts.items()})
+        status = TaskStatus(request.status) if request.status else None
+        if request.task_ids:
+            ids = list(request.task_ids)
+            tasks = (await store.get_tasks(ids, request.with_attempts) if request.local_only
+                     else await self.get_tasks(ids, request.with_attempts))
+        else:
+            limit = request.limit or 100
+            tasks = (await store.list_tasks(status, limit, parent_id=request.parent_id or None) if request.local_only
+                     else await self.list_tasks(status, limit, parent_id=request.parent_id or None))
+        return pb.GetTasksReply(tasks=[self._task_frame(t) for t in tasks])
+
+    async def _serve_cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> Any:
+        ids = list(request.task_ids)
+        out = await self._cancel_owned(ids) if request.local_only else await self.cancel(ids)
+        return pb.CancelReply(outcomes=dict(zip(ids, out, strict=True)))
+
+    # -- load -----------------------------------------------------------------------------------------------
+    def _queued_counts(self) -> dict[str, int]:
+        counts = {n.node_id: n.running + n.queued for n in self.live_peers(workers_only=True)}
+        counts[self.node_id] = len(self._inbox) + len(self._held) + self._own_depth
+        return counts
+
+    _own_depth = 0
+
+    async def _refresh_own_depth(self) -> None:
+        with contextlib.suppress(Exception):
+            row = await self.store._read(lambda c: c.execute(
+                "SELECT count(*) FROM tasks WHERE node_id=? AND status IN ('assigned','running')",
+                (self.node_id,)).fetchone())
+            self._own_depth = int(row[0])
