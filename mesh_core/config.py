@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -49,7 +50,10 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 def _redis_url(url: str) -> str | None:
     """Why ``url`` is not a Redis URL the client can open (None when it is)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        return "a URL that parses (redis://host:port/db)"
     if parts.scheme not in REDIS_SCHEMES:
         return "a URL starting redis://, rediss:// or unix://"
     if parts.scheme == "unix":
@@ -60,6 +64,39 @@ def _redis_url(url: str) -> str | None:
     except ValueError:
         return "a URL whose port is a number from 1 to 65535"
     return None
+
+
+HOST_PORT = "host:port with a port from 1 to 65535, an IPv6 address in brackets"
+
+
+def _host_port(value: str) -> str | None:
+    """Why ``value`` is not a ``host:port`` another node can dial (None when it is)."""
+    return HOST_PORT if split_host_port(value) is None else None
+
+
+def _host_port_or_empty(value: str) -> str | None:
+    return f"{HOST_PORT}; or empty to derive it" if value and split_host_port(value) is None else None
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """``("host", port)`` from ``host:port`` or ``[v6addr]:port`` with a port from 1 to 65535; None otherwise."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host or ":" not in host:
+            return None
+    elif ":" in host:
+        return None  # a bare IPv6 address is ambiguous: it needs brackets
+    if not host or any(c.isspace() or c in "/@[]" for c in host):
+        return None
+    return host, int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -87,11 +124,47 @@ class TLSConfig:
 class GrpcConfig:
     port: int = field(default=9901, metadata={"min": 0, "max": 65535})
     host: str = "127.0.0.1"
+    # host:port other nodes dial to reach this one; empty = derived (see ``advertise_address``)
+    advertise: str = field(default="", metadata={"check": _host_port_or_empty})
     compression: bool = True
-    seeds: tuple[str, ...] = ()
+    seeds: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
     keepalive_seconds: float = field(default=10.0, metadata=_positive())
     max_message_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
     tls: TLSConfig = field(default_factory=TLSConfig)
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def advertise_address(grpc: GrpcConfig, bound_port: int) -> str:
+    """The ``host:port`` other nodes dial to reach this node: ``grpc.advertise`` when set; else ``grpc.host``
+    with the port the server bound (``grpc.port`` 0 binds an ephemeral one) when the host is a specific
+    address; else, for a wildcard host, this machine's hostname resolved to an address."""
+    if grpc.advertise:
+        return grpc.advertise
+    host = grpc.host.strip().removeprefix("[").removesuffix("]")
+    if host not in WILDCARD_HOSTS:
+        return join_host_port(host, bound_port)
+    return join_host_port(machine_address(), bound_port)
+
+
+def machine_address() -> str:
+    """This machine's address as others may reach it: its hostname resolved; when that fails or gives a
+    loopback address, the address of the interface that routes outward (found without sending anything)."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if address and not address.startswith("127."):
+        return address
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect picks a route and sends nothing
+            outward = str(probe.getsockname()[0])
+    except OSError:
+        outward = ""
+    return outward if outward and outward != "0.0.0.0" else (address or name)
 
 
 @dataclass(frozen=True)
@@ -260,7 +333,8 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any], warnings: l
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise _bad(path, value, "a list")
-        return tuple(_coerce(f"{path}[{i}]", v, args[0], {}) for i, v in enumerate(value))
+        item_meta = {"check": meta["item_check"]} if "item_check" in meta else {}
+        return tuple(_coerce(f"{path}[{i}]", v, args[0], item_meta) for i, v in enumerate(value))
     if origin is dict:
         if value is None:
             return {}
@@ -322,6 +396,8 @@ ENV_KEYS: dict[str, str] = {
     "MESH_REDIS_CLUSTER": "redis.cluster",
     "MESH_GRPC_PORT": "grpc.port",
     "MESH_GRPC_SEEDS": "grpc.seeds",
+    "MESH_GRPC_HOST": "grpc.host",
+    "MESH_GRPC_ADVERTISE": "grpc.advertise",
     "MESH_API_KEY": "security.api_key",
     "MESH_LOAD_BALANCING_ALGORITHM": "task_distribution.load_balancing_algorithm",
     "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",

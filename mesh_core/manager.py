@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from .backends import create_backend
+from .backends import Caller, choose_backend
 from .backends.contracts import TOPIC_TASKS, Backend
 from .config import MeshConfig
 from .errors import UsageError
@@ -148,7 +148,8 @@ class AgentMeshManager:
             s.memory.open(ctx.identity.replica_path)
             s.sync.open()
             if not ctx.has_backend:
-                ctx.use_backend(*create_backend(cfg, ctx.limits))
+                ctx.use_backend(*await choose_backend(cfg, ctx.limits, Caller(
+                    ctx.identity.node_id, ctx.identity.name, ctx.identity.incarnation, client=not self.is_worker)))
             await ctx.backend.open(self.local_info())
             await s.results.open()
             await s.members.refresh()

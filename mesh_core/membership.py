@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from .model import NodeInfo, NodeStatus
+from .model import NodeInfo, NodeRole, NodeStatus, NodeType
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,21 @@ def judge(last_seen: float, left: bool, now: float, cfg: DetectorConfig) -> Node
     if age >= cfg.suspect_after:
         return NodeStatus.SUSPECT
     return NodeStatus.ACTIVE
+
+
+def preferred_hub(active: Iterable[NodeInfo]) -> str | None:
+    """The coordination_hub worker with the lowest id among ``active`` nodes: the preferred sweeper and memory
+    primary on every backend (and the natural grpc_mesh seed). None when no hub is active."""
+    hubs = [n.node_id for n in active if n.node_type is NodeType.COORDINATION_HUB and n.role is NodeRole.WORKER]
+    return min(hubs, default=None)
+
+
+def sweeper(active: Iterable[NodeInfo]) -> str | None:
+    """The one node that sweeps (re-routes stranded work, prunes, compacts): the lowest-id active
+    coordination_hub worker if any, else the lowest-id active worker. Every node computes it from its own
+    view; views agree once membership settles, and a sweep run twice meanwhile is harmless."""
+    workers = [n for n in active if n.role is NodeRole.WORKER]
+    return preferred_hub(workers) or min((n.node_id for n in workers), default=None)
 
 
 @dataclass(frozen=True)

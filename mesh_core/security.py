@@ -99,7 +99,11 @@ def memory_origin(wire: dict[str, Any]) -> tuple[str | None, ...]:
 
 def without_password(url: str) -> str:
     """``url`` with any password replaced by ``***`` (log lines must not carry secrets)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable: hide whatever stands before the host
+        _, at, host = url.rpartition("@")
+        return f"***@{host}" if at else url
     if parts.password is None:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))

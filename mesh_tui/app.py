@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import var
 from textual.widgets import DataTable, Footer, Header
 
-from mesh_core.commands import REGISTRY, CommandResult
+from mesh_core.commands import REGISTRY, CommandResult, medium_label
 from mesh_core.config import MeshConfig
 from mesh_core.events import Event, NodeJoined, NodeStatusChanged, TaskUpdated
 from mesh_core.manager import AgentMeshManager
@@ -252,7 +252,7 @@ class MeshApp(App[int]):
     def watch_mesh_state(self, state: MeshState | None) -> None:
         if state is not None:
             local = state.local
-            self.sub_title = f"{local.get('node_type', '')} · {local.get('protocol', '')}"
+            self.sub_title = f"{local.get('node_type', '')} · {medium_label(local)}"
 
     @on(EngineEvents)
     def _events(self, message: EngineEvents) -> None:

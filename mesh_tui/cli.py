@@ -42,6 +42,12 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     g.add_argument("--db", metavar="PATH", default=d, help="shared SQLite file (sqlite_local)")
     g.add_argument("--redis-url", metavar="URL", default=d,
                    help="redis://[user:pass@]host:port/db, rediss:// (TLS) or unix:// (redis_distributed)")
+    g.add_argument("--grpc-port", type=int, metavar="N", default=d,
+                   help="port this node's gRPC server listens on; 0 picks a free one (grpc_mesh)")
+    g.add_argument("--grpc-host", metavar="H", default=d,
+                   help="address the gRPC server binds: 127.0.0.1 (this machine only) or 0.0.0.0 (grpc_mesh)")
+    g.add_argument("--seeds", metavar="HOST:PORT[,HOST:PORT...]", action="append", default=d,
+                   help="live members to join through, e.g. a coordination_hub node (repeatable; grpc_mesh, hybrid)")
     g.add_argument("--state-dir", metavar="DIR", default=d, help="folder for node identity and memory replica")
     g.add_argument("--log-format", choices=LOG_FORMATS, default=d)
     g.add_argument("--log-level", choices=LOG_LEVELS, default=d,
@@ -70,7 +76,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"node_name": get("name"), "node_type": get("node_type"), "protocol": get("protocol"),
             "sqlite_db_path": get("db"), "redis.url": get("redis_url"), "state_dir": get("state_dir"),
             "log_format": get("log_format"), "log_level": get("log_level"),
-            "handlers": get("handlers"), "max_capacity": get("capacity")}
+            "handlers": get("handlers"), "max_capacity": get("capacity"), "grpc.port": get("grpc_port"),
+            "grpc.host": get("grpc_host"), "grpc.seeds": _seeds(get("seeds"))}
+
+
+def _seeds(given: list[str] | None) -> list[str] | None:
+    """``--seeds a:1,b:2 --seeds c:3`` as one list; config validation checks each ``host:port``."""
+    if given is None:
+        return None
+    return [seed.strip() for item in given for seed in item.split(",") if seed.strip()]
 
 
 def _print_json(data: Any) -> None:

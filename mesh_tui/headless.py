@@ -120,7 +120,8 @@ async def serve(config: MeshConfig) -> int:
     where = str(medium.get("path") or medium.get("url", ""))
     out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
                                    protocol=mesh.backend_name, where=where,
-                                   incarnation=mesh.incarnation),
+                                   incarnation=mesh.incarnation,
+                                   why=mesh.backend_reason if config.protocol == "hybrid" else ""),
                           config.log_format))
     commands: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_stdin, args=(loop, commands), daemon=True, name="mesh-stdin").start()
@@ -174,6 +175,7 @@ class _Started(Event):
     protocol: str
     where: str
     incarnation: int
+    why: str = ""  # hybrid: which medium it chose and why
 
     @property
     def kind(self) -> str:

@@ -8,6 +8,7 @@ from .. import codec
 from ..config import MeshConfig
 from ..errors import ConfigError
 from .contracts import Backend
+from .hybrid import Caller, choose
 
 
 def _sqlite(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
@@ -37,14 +38,21 @@ FACTORIES: dict[str, Callable[[MeshConfig, codec.CodecLimits], Backend]] = {
     "sqlite_local": _sqlite, "redis_distributed": _redis, "grpc_mesh": _grpc}
 
 
-def create_backend(config: MeshConfig, limits: codec.CodecLimits) -> tuple[Backend, str]:
-    """The backend for ``config.protocol`` and a sentence saying which and why."""
-    protocol = config.protocol
-    if protocol == "hybrid":
-        # Until grpc_mesh lands, hybrid has nothing to probe for: it takes the zero-set-up medium and says so.
-        return FACTORIES["sqlite_local"](config, limits), "hybrid chose sqlite_local: grpc_mesh is not built yet"
+def create_backend(config: MeshConfig, limits: codec.CodecLimits, protocol: str | None = None) -> Backend:
+    """The backend for ``protocol`` (default ``config.protocol``), which must name a medium, not ``hybrid``."""
+    protocol = protocol or config.protocol
     factory = FACTORIES.get(protocol)
     if factory is None:
         raise ConfigError(f"config: agent_mesh.protocol = {protocol!r} is not available in this release "
                           f"(available: {', '.join(sorted(FACTORIES))}, hybrid)")
-    return factory(config, limits), f"{protocol} as configured"
+    return factory(config, limits)
+
+
+async def choose_backend(config: MeshConfig, limits: codec.CodecLimits,
+                         caller: Caller | None = None) -> tuple[Backend, str]:
+    """The backend for ``config.protocol`` and one line saying which and why. ``hybrid`` probes what is
+    configured first (about a second at most; see ``mesh_core.backends.hybrid``)."""
+    if config.protocol != "hybrid":
+        return create_backend(config, limits), f"{config.protocol} as configured"
+    choice = await choose(config, caller or Caller())
+    return create_backend(config, limits, choice.protocol), choice.reason

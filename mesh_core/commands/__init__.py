@@ -35,6 +35,7 @@ from .registry import (
 from .render import (
     RULE,
     loop_line,
+    medium_label,
     render_agent,
     render_agents,
     render_conflicts,
@@ -61,8 +62,8 @@ from .views import (
 __all__ = [
     "CLI", "EVERYWHERE", "HELP", "IN_A_NODE", "LINE", "OVERLOADED", "PALETTE", "REGISTRY", "RULE", "SURFACES",
     "Arg", "Command", "CommandResult", "add_arguments", "complete", "conflict_dict", "finish", "line_parser",
-    "lookup", "loop_line", "node_dict", "on_surface", "parse_line", "recollection_dict", "render_agent",
-    "render_agents", "render_conflicts", "render_help", "render_history", "render_memory", "render_status",
-    "render_tasks", "render_tree", "run_command", "status_data", "task_dict", "task_outcome", "task_summary",
-    "tree_dict", "troubled_loops",
+    "lookup", "loop_line", "medium_label", "node_dict", "on_surface", "parse_line", "recollection_dict",
+    "render_agent", "render_agents", "render_conflicts", "render_help", "render_history", "render_memory",
+    "render_status", "render_tasks", "render_tree", "run_command", "status_data", "task_dict", "task_outcome",
+    "task_summary", "tree_dict", "troubled_loops",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..model import STATUS_LIGHTS, NodeStatus
@@ -40,6 +41,13 @@ def loop_line(loop: dict[str, Any]) -> str:
     return f"{loop['name']}: {mark}{loop['state']} ({loop['restarts']} restarts{last})"
 
 
+def medium_label(local: Mapping[str, Any]) -> str:
+    """The protocol as configured, with the medium ``hybrid`` chose: ``hybrid→redis_distributed``."""
+    protocol = str(local.get("protocol", "-"))
+    chosen = (local.get("backend") or {}).get("backend")
+    return f"{protocol}→{chosen}" if protocol == "hybrid" and chosen else protocol
+
+
 def render_status(d: dict[str, Any]) -> str:
     local, tasks, nodes = d["local"], d["tasks"], d["nodes"]
     state = "🟢 ENABLED" if d["enabled"] else "🔴 DISABLED"
@@ -49,11 +57,13 @@ def render_status(d: dict[str, Any]) -> str:
         load_count = local["running"] + local["queued"]
         lines += [f"  • Type: {local['node_type']}",
                   f"  • Status: {_light(local['status'])} {local['status'].upper()}",
-                  f"  • Protocol: {local['protocol']}" + ("" if local["backend_healthy"] else " (⚠️ degraded)"),
+                  f"  • Protocol: {medium_label(local)}" + ("" if local["backend_healthy"] else " (⚠️ degraded)"),
                   f"  • Load: {_pct(local['load'])} ({load_count}/{local['capacity']})"]
         lines += [f"  • Note: {note}" for note in local.get("notes", [])]
     else:
-        lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {local['protocol']}"]
+        lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {medium_label(local)}"]
+    if local["protocol"] == "hybrid":
+        lines.append(f"  • Backend: {local['backend_reason']}")  # one line: which medium hybrid chose and why
     lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
     if local.get("clock_offset_s") is not None:
         lines.append(f"  • Clock: ⚠️ degraded: {local['clock_offset_s']:+.1f} s off the mesh's: writes refused")

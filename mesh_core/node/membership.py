@@ -37,7 +37,7 @@ from ..backends.contracts import TOPIC_MEMBERS, MembershipMedium, MeshSnapshot
 from ..clock import HybridLogicalClock, clock_refusal, own_clock_offset
 from ..errors import BackendError, ClockSkewed
 from ..events import NodeJoined, NodeStatusChanged
-from ..membership import Change, DetectorConfig, Member, MembershipTable
+from ..membership import Change, DetectorConfig, Member, MembershipTable, sweeper
 from ..model import NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
 from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts
@@ -306,9 +306,8 @@ class MembershipService:
         return book
 
     def is_sweeper(self) -> bool:
-        """One node sweeps (re-routes stranded work, prunes, compacts): the active one with the lowest id."""
-        active = self.active_ids()
-        return bool(active) and min(active) == self.ctx.node_id
+        """Whether this node sweeps (``mesh_core.membership.sweeper``: a coordination_hub first)."""
+        return sweeper(self.table.active()) == self.ctx.node_id
 
     # -- loops ---------------------------------------------------------------------------------------
     async def view_loop(self) -> None:

@@ -1,12 +1,15 @@
 """master_slave memory sync: one primary orders every write; the others hand theirs to it.
 
-The primary is whoever holds the medium's ``memory-primary`` lease. A node
-named by ``memory_sync.primary`` is a preference, not a single point of
-failure: it always contends for the lease; the others contend only while it
-is not active, so a standby takes over when it dies, and a standby that sees
-it active again stops renewing and acts as primary no longer once its own
-lease would have lapsed, after which the named node takes the lease (never
-two primaries at once). A write is forwarded to the primary as an internal
+The primary is whoever holds the medium's ``memory-primary`` lease. One node
+is preferred: the one named by ``memory_sync.primary``, or when none is named
+the active coordination_hub with the lowest id (``membership.preferred_hub``;
+with no hub active, nobody is preferred and every node contends). The
+preference is not a single point of failure: the preferred node always
+contends for the lease; the others contend only while it is not active, so a
+standby (the next hub first, since it becomes the preferred one) takes over
+when it dies, and a standby that sees it active again stops renewing and acts
+as primary no longer once its own lease would have lapsed, after which the
+preferred node takes the lease (never two primaries at once). A write is forwarded to the primary as an internal
 task, so it survives a failover like any task does; a forwarded write that
 fails is cancelled, so it is never applied behind its caller's back.
 """
@@ -22,7 +25,8 @@ from typing import Any
 from ..backends.contracts import MembershipMedium
 from ..errors import MeshError, SyncTimeout, TaskFailed, TaskTimeout
 from ..handlers import TaskContext, make_spec
-from ..model import NodeStatus, Task, TaskStatus
+from ..membership import preferred_hub
+from ..model import NodeInfo, NodeStatus, NodeType, Task, TaskStatus
 from .context import NodeContext
 from .membership import MembershipService
 from .memory import MemoryService
@@ -65,14 +69,18 @@ class Primary:
         return bool(node_id) and self.members.status_of(node_id or "") is NodeStatus.ACTIVE
 
     def _preferred(self) -> str | None:
-        """The configured primary's node id while it is active (this node's own id when it is the one)."""
-        named = self.ctx.config.memory_sync.primary
-        if not named:
-            return None
-        if named == self.ctx.name:
-            return self.ctx.node_id
-        return next((m.info.node_id for m in self.members.members()
-                     if m.info.name == named and m.status is NodeStatus.ACTIVE), None)
+        """The preferred primary's node id while it is active (this node's own id when it is the one): the
+        configured one, else the lowest-id active coordination_hub; None when there is neither."""
+        me, named = self.ctx.node_id, self.ctx.config.memory_sync.primary
+        if named:
+            if named == self.ctx.name:
+                return me
+            return next((m.info.node_id for m in self.members.members()
+                         if m.info.name == named and m.status is NodeStatus.ACTIVE), None)
+        active = [m.info for m in self.members.members() if m.status is NodeStatus.ACTIVE and m.info.node_id != me]
+        if self.ctx.is_worker and self.ctx.enabled and self.ctx.config.node_type == NodeType.COORDINATION_HUB:
+            active.append(NodeInfo(node_id=me, name=self.ctx.name, node_type=NodeType.COORDINATION_HUB))
+        return preferred_hub(active)
 
     async def elect(self) -> None:
         """Take or renew the lease, unless the configured primary is active and this node is not it."""

@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import Sparkline, Static
 
-from mesh_core.commands import loop_line, troubled_loops
+from mesh_core.commands import loop_line, medium_label, troubled_loops
 
 from ..state import STATUS_STYLES, MeshState, age, bar, load_style, push_sample, status_light
 
@@ -33,7 +33,9 @@ def render_local(state: MeshState) -> RenderableType:
     backend = n.get("backend") or {}
     healthy = n.get("backend_healthy", n.get("healthy", True))
     health = Text("✔ healthy", style="green") if healthy else Text("⚠ degraded", style="bold red")
-    grid.add_row("Backend", Text.assemble(str(n.get("protocol", "-")), " ", health))
+    grid.add_row("Backend", Text.assemble(medium_label(n), " ", health))
+    if n.get("protocol") == "hybrid" and n.get("backend_reason"):
+        grid.add_row("", Text(str(n["backend_reason"]), style="dim"))  # which medium hybrid chose and why
     if backend.get("path"):
         grid.add_row("", Text(str(backend["path"]), style="dim", overflow="ellipsis", no_wrap=True))
     for loop in troubled_loops(n.get("loops") or []):

@@ -56,6 +56,16 @@ async def test_mesh_status_shows_the_status_block(mesh: Mesh) -> None:
         assert "📊 Mesh Statistics:" in text and "🤖 Known Nodes" in text
 
 
+async def test_hybrid_shows_the_medium_it_chose_in_the_header_and_why_on_the_local_card(mesh: Mesh) -> None:
+    app = mesh.app(protocol="hybrid")
+    async with app.run_test(size=SIZE):
+        await started(app)
+        assert app.sub_title == "general · hybrid→sqlite_local"
+        card = plain(app.query_one("#local-body", Static))
+        assert "hybrid→sqlite_local" in card
+        assert "hybrid chose sqlite_local: no redis.url or grpc.seeds configured" in " ".join(card.split())
+
+
 async def test_the_palette_and_the_help_come_from_the_one_registry(mesh: Mesh) -> None:
     app = mesh.app()
     async with app.run_test(size=SIZE) as pilot:

@@ -175,6 +175,8 @@ ENV_SAMPLES = {
     "redis.cluster": ("blue", "blue"),
     "grpc.port": ("1234", 1234),
     "grpc.seeds": ("h:1", ("h:1",)),
+    "grpc.host": ("0.0.0.0", "0.0.0.0"),
+    "grpc.advertise": ("10.0.0.5:9901", "10.0.0.5:9901"),
     "security.api_key": ("k", "k"),
     "task_distribution.load_balancing_algorithm": ("random", "random"),
     "memory_sync.conflict_resolution_strategy": ("version_vector", "version_vector"),

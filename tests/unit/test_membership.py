@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh_core.membership import Change, DetectorConfig, MembershipTable, judge
-from mesh_core.model import NodeInfo, NodeStatus
+from mesh_core.membership import Change, DetectorConfig, MembershipTable, judge, preferred_hub, sweeper
+from mesh_core.model import NodeInfo, NodeRole, NodeStatus, NodeType
 
 CFG = DetectorConfig(suspect_after=2.0, dead_after=5.0)
 
@@ -404,3 +404,50 @@ def test_without_heartbeats_status_only_gets_worse(steps):
         current = table.status_of("a")
         assert order.index(current) >= order.index(previous)
         previous = current
+
+
+# -- who sweeps, who is the preferred memory primary ---------------------------------------------
+
+def _node(node_id: str, node_type: NodeType = NodeType.GENERAL, role: NodeRole = NodeRole.WORKER) -> NodeInfo:
+    return NodeInfo(node_id=node_id, name=node_id, node_type=node_type, role=role)
+
+
+def test_sweeper_is_the_lowest_id_worker_without_a_hub():
+    assert sweeper([_node("b"), _node("a"), _node("c")]) == "a"
+
+
+def test_sweeper_is_the_lowest_id_hub_when_one_is_active():
+    hub = NodeType.COORDINATION_HUB
+    assert sweeper([_node("a"), _node("z", hub), _node("m")]) == "z"
+    assert sweeper([_node("a"), _node("z", hub), _node("y", hub)]) == "y"
+
+
+def test_clients_never_sweep_and_are_never_preferred():
+    hub = NodeType.COORDINATION_HUB
+    assert sweeper([_node("0", role=NodeRole.CLIENT), _node("a")]) == "a"
+    assert sweeper([_node("0", hub, NodeRole.CLIENT), _node("a")]) == "a"
+    assert preferred_hub([_node("0", hub, NodeRole.CLIENT), _node("a")]) is None
+    assert sweeper([_node("0", role=NodeRole.CLIENT)]) is None
+    assert sweeper([]) is None
+
+
+def test_preferred_hub_is_none_without_a_hub():
+    assert preferred_hub([_node("a"), _node("b", NodeType.LANGUAGE_EXPERT)]) is None
+    assert preferred_hub([_node("b", NodeType.COORDINATION_HUB), _node("a")]) == "b"
+
+
+@given(st.lists(st.tuples(st.text("0123456789abcdef", min_size=1, max_size=4),
+                          st.sampled_from(list(NodeType)), st.sampled_from(list(NodeRole))),
+                max_size=8, unique_by=lambda row: row[0]))
+def test_sweeper_is_a_worker_and_a_hub_whenever_one_is_active(rows):
+    nodes = [_node(i, t, r) for i, t, r in rows]
+    chosen = sweeper(nodes)
+    workers = [n for n in nodes if n.role is NodeRole.WORKER]
+    if not workers:
+        assert chosen is None
+        return
+    pick = next(n for n in workers if n.node_id == chosen)
+    hubs = [n for n in workers if n.node_type is NodeType.COORDINATION_HUB]
+    assert pick.node_type is (NodeType.COORDINATION_HUB if hubs else pick.node_type)
+    assert chosen == min(n.node_id for n in (hubs or workers))
+    assert sweeper(list(reversed(nodes))) == chosen  # order of the view does not matter

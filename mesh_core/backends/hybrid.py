@@ -1,0 +1,165 @@
+"""``hybrid``'s start-up probes (I/O): PING the configured Redis, ``Handshake`` each configured gRPC seed.
+
+Every probe runs at once and gives up after ``PROBE_TIMEOUT_S``, so choosing costs about a second at
+worst. What they found goes to ``choice.decide`` (pure), which picks the medium and says why in one line.
+Nothing is probed that the user did not configure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import GrpcConfig, MeshConfig, RedisConfig
+from ..errors import ConfigError
+from ..security import without_password
+from .choice import Choice, RedisProbe, SeedOutcome, SeedProbe, decide
+
+PROBE_TIMEOUT_S = 1.0
+API_KEY_METADATA = "x-mesh-api-key"  # as proto/mesh.proto names it
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the ``Hello`` a seed gets (the node has no server of its own yet)."""
+
+    node_id: str = ""
+    node_name: str = ""
+    incarnation: int = 0
+    client: bool = False
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _connect_error(exc: BaseException, timeout: float) -> str:
+    """A failed connection in a few words: refused, timed out, or the error's first line."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # redis-py wraps the socket's error; a few links down is enough
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return "connection refused"
+        if isinstance(seen, TimeoutError) or "timed out" in str(seen).lower() or "timeout" in str(seen).lower():
+            return f"no answer within {timeout:g} s"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {_first_line(str(exc))}"
+
+
+async def probe_redis(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> RedisProbe:
+    """PING ``cfg.url`` once, without retries; the answer's round trip in ms, or why there was none."""
+    assert cfg.url is not None
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+    shown = without_password(cfg.url)
+    client = Redis.from_url(cfg.url, username=cfg.username, password=cfg.password, socket_timeout=timeout,
+                            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(client.ping(), timeout)
+        return RedisProbe(shown, answered=True, ms=_elapsed_ms(started))
+    except TimeoutError:
+        return RedisProbe(shown, answered=False, error=f"no answer within {timeout:g} s")
+    except AuthenticationError as exc:
+        return RedisProbe(shown, answered=False, error=f"refused the credentials: {_first_line(str(exc))}")
+    except ResponseError as exc:  # NOAUTH, NOPERM: it is there but will not serve us
+        return RedisProbe(shown, answered=False, error=_first_line(str(exc)))
+    except (RedisError, OSError) as exc:
+        return RedisProbe(shown, answered=False, error=_connect_error(exc, timeout))
+    finally:
+        try:
+            await client.aclose()
+        except (RedisError, OSError):
+            pass
+
+
+def _read(path: str | None, key: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: agent_mesh.grpc.tls.{key} = {path!r} cannot be read: {exc.strerror}") from None
+
+
+def _channel(seed: str, cfg: GrpcConfig) -> Any:
+    import grpc
+
+    options = [("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.enable_retries", 0)]
+    if cfg.tls.enabled:
+        creds = grpc.ssl_channel_credentials(root_certificates=_read(cfg.tls.ca_file, "ca_file"),
+                                             private_key=_read(cfg.tls.key_file, "key_file"),
+                                             certificate_chain=_read(cfg.tls.cert_file, "cert_file"))
+        return grpc.aio.secure_channel(seed, creds, options=options)
+    return grpc.aio.insecure_channel(seed, options=options)
+
+
+async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | None = None,
+                     timeout: float = PROBE_TIMEOUT_S) -> SeedProbe:
+    """One ``Handshake`` with ``seed``: who it is and whether it speaks this node's protocol version."""
+    import grpc
+
+    from .grpc._generated import mesh_pb2, mesh_pb2_grpc
+
+    ours = mesh_pb2.PROTOCOL_VERSION_CURRENT
+    hello = mesh_pb2.Hello(protocol_version=ours, node_id=caller.node_id, node_name=caller.node_name,
+                           incarnation=caller.incarnation, client=caller.client)
+    metadata = ((API_KEY_METADATA, api_key),) if api_key else None
+    started = time.perf_counter()
+    try:
+        async with _channel(seed, cfg) as channel:
+            stub = mesh_pb2_grpc.MeshStub(channel)
+            reply = await asyncio.wait_for(stub.Handshake(hello, timeout=timeout, metadata=metadata), timeout + 0.5)
+    except grpc.aio.AioRpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+        if code is grpc.StatusCode.FAILED_PRECONDITION:
+            return SeedProbe(seed, SeedOutcome.OTHER_VERSION, error=_first_line(details))
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return SeedProbe(seed, SeedOutcome.REFUSED, error=f"{code.name}: {_first_line(details)}")
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            return SeedProbe(seed, SeedOutcome.REFUSED, error="not a mesh node: no mesh.v1.Mesh/Handshake")
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return SeedProbe(seed, SeedOutcome.SILENT, error=f"no answer within {timeout:g} s")
+        if "refused" in details.lower():
+            return SeedProbe(seed, SeedOutcome.SILENT, error="connection refused")
+        return SeedProbe(seed, SeedOutcome.SILENT, error=f"{code.name}: {_first_line(details)}")
+    except TimeoutError:
+        return SeedProbe(seed, SeedOutcome.SILENT, error=f"no answer within {timeout:g} s")
+    ms = _elapsed_ms(started)
+    if reply.protocol_version != ours:
+        return SeedProbe(seed, SeedOutcome.OTHER_VERSION, ms=ms, node_name=reply.node_name,
+                         version=reply.protocol_version)
+    return SeedProbe(seed, SeedOutcome.ANSWERED, ms=ms, node_name=reply.node_name, version=reply.protocol_version)
+
+
+async def probe_all(config: MeshConfig, caller: Caller,
+                    timeout: float = PROBE_TIMEOUT_S) -> tuple[RedisProbe | None, list[SeedProbe]]:
+    """Probe what is configured, all at once: the Redis of ``redis.url`` (None when unset) and every seed."""
+    redis = asyncio.ensure_future(probe_redis(config.redis, timeout)) if config.redis.url is not None else None
+    try:
+        seeds = await asyncio.gather(*(probe_seed(seed, config.grpc, caller, config.security.api_key, timeout)
+                                       for seed in config.grpc.seeds))
+        return (await redis if redis is not None else None), list(seeds)
+    finally:
+        if redis is not None and not redis.done():
+            redis.cancel()
+
+
+async def choose(config: MeshConfig, caller: Caller, timeout: float = PROBE_TIMEOUT_S) -> Choice:
+    """Probe, then decide (``choice.decide``): the protocol for ``hybrid`` and the line saying why."""
+    from .grpc._generated import mesh_pb2
+
+    redis, seeds = await probe_all(config, caller, timeout)
+    return decide(redis, seeds, mesh_pb2.PROTOCOL_VERSION_CURRENT)
