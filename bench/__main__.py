@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("grpcpeers (references for the gRPC backend; not part of all)")
     g.add_argument("--which", dest="grpc_which", metavar="NAME[,NAME...]",
                    help=f"references to run (default {','.join(grpc_refs.REFERENCES)})")
-    g.add_argument("--n", dest="grpc_n", type=int, help="requests per window level (default 5,000, quick 2,000)")
+    g.add_argument("--n", dest="grpc_n", type=int, metavar="N",
+                   help="requests per window level (default 5,000, quick 2,000)")
     g.add_argument("--windows", dest="grpc_windows", type=_levels, metavar="N[,N...]",
                    help=f"requests in flight (default {','.join(map(str, REDIS_INFLIGHT))})")
     g.add_argument("--rounds", dest="grpc_rounds", type=int, metavar="N",
