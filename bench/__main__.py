@@ -1,8 +1,9 @@
-"""``python -m bench [tasks|memory|peers|algorithms|all] [--backend sqlite|redis|all] [--quick]``.
+"""``python -m bench [tasks|memory|peers|algorithms|grpcpeers|all] [--backend sqlite|redis|all] [--quick]``.
 
 ``make bench ARGS="tasks --quick"``. ``all`` runs tasks and memory on both backends, the
 load-balancing algorithms on SQLite, and Celery and Huey next to the mesh on the same
-private redis-server.
+private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
+backend: a raw ``grpc.aio`` echo, the same with mutual TLS, and AutoGen's distributed runtime.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
 from mesh_testing import RedisServer
 
-from . import algorithms, memory, peers, report, tasks
+from . import algorithms, grpc_refs, memory, peers, report, tasks
 from .cluster import BenchError
 
-PARTS = ("tasks", "memory", "peers", "algorithms", "all")
+PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
 QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
 QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
 QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
+QUICK_GRPC = {"latency_n": 100, "n": 2000, "warmup": 20}
 # In-flight levels on Redis, for the mesh and the peers alike (the peers' windows).
 REDIS_INFLIGHT = (64, 256, 1024)
 
@@ -85,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--algo-inflight", type=_levels, metavar="N[,N...]", help="default 256")
     g.add_argument("--algo-rounds", type=int, metavar="N",
                    help="rounds over the algorithms, order alternating (default 2, quick 1)")
+    g = p.add_argument_group("grpcpeers (references for the gRPC backend; not part of all)")
+    g.add_argument("--which", dest="grpc_which", metavar="NAME[,NAME...]",
+                   help=f"references to run (default {','.join(grpc_refs.REFERENCES)})")
+    g.add_argument("--n", dest="grpc_n", type=int, metavar="N",
+                   help="requests per window level (default 5,000, quick 2,000)")
+    g.add_argument("--windows", dest="grpc_windows", type=_levels, metavar="N[,N...]",
+                   help=f"requests in flight (default {','.join(map(str, REDIS_INFLIGHT))})")
+    g.add_argument("--rounds", dest="grpc_rounds", type=int, metavar="N",
+                   help="runs of each reference, order alternating; per level the median run counts (default 1)")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
     g.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
@@ -122,6 +133,8 @@ class Plan:
     peers: bool
     algorithms: bool
     tasks: tasks.TasksOptions
+    grpcpeers: bool
+    grpc: grpc_refs.GrpcRefOptions
     redis_inflight: tuple[int, ...]
     memory: memory.MemoryOptions
     peer: peers.PeersOptions
@@ -205,8 +218,25 @@ def make_plan(args: argparse.Namespace) -> Plan:
         a["worker_concurrency"] = args.worker_concurrency
     a["keep_dir"] = args.keep_temp
 
+    g: dict[str, Any] = dict(QUICK_GRPC) if quick else {}
+    if args.grpc_n is not None and args.grpc_n <= 0:
+        raise SystemExit("python -m bench: --n must be positive")
+    if args.grpc_n is not None:
+        g["n"] = args.grpc_n
+    if args.latency_n is not None:
+        g["latency_n"] = args.latency_n
+    if args.grpc_rounds is not None:
+        if args.grpc_rounds <= 0:
+            raise SystemExit("python -m bench: --rounds must be positive")
+        g["rounds"] = args.grpc_rounds
+    g["windows"] = args.grpc_windows or args.inflight or REDIS_INFLIGHT
+    refs = _names(args.grpc_which, grpc_refs.REFERENCES, "--which")
+    if refs:
+        g["which"] = refs
+    g["keep_dir"] = args.keep_temp
+
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
-                tasks=tasks.TasksOptions(**t),
+                tasks=tasks.TasksOptions(**t), grpcpeers=which == "grpcpeers", grpc=grpc_refs.GrpcRefOptions(**g),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
@@ -293,6 +323,8 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
                 return await asyncio.to_thread(peers.run, url, plan.peer, _log, extra, stop)
 
             await part("peers", None, run_peers)
+        if plan.grpcpeers:
+            await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(plan.grpc, _log, stop))
         if plan.algorithms:
             await part("algorithms", None, lambda: algorithms.run(plan.algo, _log, server))
         for backend in plan.memory_backends:

@@ -20,6 +20,7 @@ TARGET_TASKS_PER_SECOND = {"sqlite": 5000, "redis": 10_000}
 TARGET_IDLE_P50_MS = {"sqlite": 2.0, "redis": 0.5}
 TARGET_VS_HUEY = 3.0
 TARGET_VISIBLE_P99_MS = {"sqlite": 50.0, "redis": 20.0}
+GRPC_REFERENCES = ("raw", "raw-tls", "autogen")  # bench grpcpeers (grpc_refs.REFERENCES)
 
 
 def machine_info() -> dict[str, Any]:
@@ -82,11 +83,12 @@ def failures(data: dict[str, Any]) -> list[str]:
         for key, block in (data.get(section) or {}).items():
             if isinstance(block, dict) and "error" in block:
                 out.append(f"{section}[{key}]")
-    for section in ("peers", "algorithms"):
+    for section in ("peers", "algorithms", "grpcpeers"):
         block = data.get(section) or {}
         if "error" in block:
             out.append(section)
-        for key, sub in {**block.get("runs", {}), **{k: block[k] for k in ("celery", "huey") if k in block}}.items():
+        named = {k: block[k] for k in ("celery", "huey", *GRPC_REFERENCES) if k in block}
+        for key, sub in {**block.get("runs", {}), **named}.items():
             if isinstance(sub, dict) and "error" in sub:
                 out.append(f"{section}[{key}]")
     return out
@@ -125,6 +127,50 @@ def ratios(data: dict[str, Any]) -> dict[str, Any]:
         pp50 = pb.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
         if mp50 and pp50:
             out[f"mesh_vs_{peer}_idle_p50"] = round(mp50 / pp50, 2)
+    return out
+
+
+def cpu_ms_per_task(run: dict[str, Any]) -> float | None:
+    """CPU milliseconds of every process per finished task of one run (given, or from its ``cpu_seconds``)."""
+    if run.get("cpu_ms_per_task") is not None:
+        return float(run["cpu_ms_per_task"])
+    done, used = run.get("tasks_finished") or run.get("round_trips"), run.get("cpu_seconds")
+    return round(sum(used.values()) * 1000.0 / done, 3) if done and used else None
+
+
+def grpc_ratios(data: dict[str, Any], mesh_key: str = "grpc") -> dict[str, Any]:
+    """The mesh's ``tasks[mesh_key]`` ÷ each gRPC reference of the same run.
+
+    tasks/s at each in-flight level both ran and best against best (higher is better for
+    the mesh), idle p50 and CPU per task at the best level (lower is better for the mesh).
+    """
+    mesh = (data.get("tasks") or {}).get(mesh_key) or {}
+    refs = data.get("grpcpeers") or {}
+    out: dict[str, Any] = {}
+    if not _runs(mesh):
+        return out
+    for name in GRPC_REFERENCES:
+        ref = refs.get(name) or {}
+        if not _runs(ref):
+            continue
+        key = name.replace("-", "_")
+        for run in _runs(ref):
+            m = _at(mesh, run["inflight"])
+            if m and run["tasks_per_second"]:
+                out[f"mesh_vs_{key}_tasks_per_second_{run['inflight']}_inflight"] = round(
+                    m["tasks_per_second"] / run["tasks_per_second"], 3)
+        if ref.get("best_tasks_per_second"):
+            out[f"mesh_vs_{key}_best_tasks_per_second"] = round(
+                (mesh.get("best_tasks_per_second") or 0.0) / ref["best_tasks_per_second"], 3)
+        mp50 = mesh.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+        rp50 = ref.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+        if mp50 and rp50:
+            out[f"mesh_vs_{key}_idle_p50"] = round(mp50 / rp50, 2)
+        m_best = max(_runs(mesh), key=lambda r: r["tasks_per_second"])
+        r_best = max(_runs(ref), key=lambda r: r["tasks_per_second"])
+        mc, rc = cpu_ms_per_task(m_best), cpu_ms_per_task(r_best)
+        if mc and rc:
+            out[f"mesh_vs_{key}_cpu_per_task_at_best"] = round(mc / rc, 2)
     return out
 
 
@@ -173,6 +219,21 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
             out[f"peer_{peer}_per_second_{k}_inflight"] = thr["tasks_per_second"]
             out[f"peer_{peer}_load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
             out[f"peer_{peer}_load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
+    for name in GRPC_REFERENCES:
+        block = (data.get("grpcpeers") or {}).get(name) or {}
+        if not block or "error" in block:
+            continue
+        key = f"grpc_{name.replace('-', '_')}"
+        out[f"{key}_idle_p50_ms"] = block["idle_latency"]["round_trip"].get("p50_ms")
+        out[f"{key}_idle_p99_ms"] = block["idle_latency"]["round_trip"].get("p99_ms")
+        for thr in _runs(block):
+            k = thr["inflight"]
+            out[f"{key}_per_second_{k}_inflight"] = thr["tasks_per_second"]
+            out[f"{key}_cpu_ms_per_task_{k}_inflight"] = thr.get("cpu_ms_per_task")
+        out[f"{key}_best_per_second"] = block.get("best_tasks_per_second")
+    for k, v in ((data.get("grpcpeers") or {}).get("mtls_cost") or {}).items():
+        out[f"grpc_mtls_{k}"] = v
+    out.update(grpc_ratios(data))
     r = ratios(data)
     out.update(r)
     if "mesh_vs_huey_best_tasks_per_second" in r:
@@ -262,6 +323,53 @@ def _tasks_rows(label: str, block: dict[str, Any], backend: str | None) -> list[
     return rows
 
 
+def _grpc_table(data: dict[str, Any], header: list[str]) -> list[str]:
+    refs = data.get("grpcpeers") or {}
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    mesh = (data.get("tasks") or {}).get("grpc")
+    if refs and mesh and "error" not in mesh:
+        rows += _tasks_rows("mesh (grpc)", mesh, None)
+    for name in GRPC_REFERENCES:
+        block = refs.get(name)
+        if not block:
+            continue
+        if "error" in block:
+            rows.append([name, "-", "-", "-", "-", f"FAILED: {block['error']}"])
+            continue
+        lat = block["idle_latency"]
+        rt = lat["round_trip"]
+        cfg = block.get("config", {})
+        rows.append([f"{name}: idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")),
+                     f"CPU {_f(lat.get('cpu_ms_per_task'), 3)} ms/request; grpcio {cfg.get('grpcio')}"])
+        for thr in _runs(block):
+            load = thr["latency_under_load"]
+            rows.append([f"{name}: {thr['inflight']} in flight", _f(load.get("n")), _f(thr["tasks_per_second"], 0),
+                         _f(load.get("p50_ms")), _f(load.get("p99_ms")),
+                         f"CPU {_f(thr.get('cpu_ms_per_task'), 3)} ms/request; "
+                         f"{thr['tasks_finished']:,}/{thr['tasks_requested']:,} done"
+                         + (f", {thr['errors']:,} ERRORS ({(thr.get('error_samples') or [''])[0][:60]})"
+                            if thr.get("errors") else "")
+                         + (", stopped by the time budget" if thr.get("truncated_by_budget") else "")])
+            per_round = thr.get("tasks_per_second_per_round")
+            rounds = (f"; median of {len(per_round)} rounds: " + " / ".join(f"{v:,.0f}" for v in per_round)
+                      + " per s") if per_round else ""
+            notes.append(f"  {name} {thr['inflight']} in flight: CPU (cores) {_cores(thr.get('cpu_utilisation'))}"
+                         + rounds)
+    cost = refs.get("mtls_cost")
+    if cost:
+        levels = ", ".join(f"{k.split('_')[3]}: {v:g}%" for k, v in cost.items()
+                           if k.startswith("throughput_loss_pct_"))
+        notes.append(f"  mutual TLS costs the raw echo: throughput {levels} (best vs best "
+                     f"{cost.get('best_throughput_loss_pct')}%), idle p50 {cost.get('idle_p50_ms_added'):+g} ms")
+    r = grpc_ratios(data)
+    if r:
+        notes.append("  ratios (mesh ÷ reference; tasks/s higher is better for the mesh, idle p50 and CPU lower): "
+                     + ", ".join(f"{k.removeprefix('mesh_vs_')} {v:g}" for k, v in r.items()))
+    return _table("gRPC references (1 submitter + 2 worker processes each, no-op echo; CPU of all their processes)",
+                  header, rows, notes)
+
+
 def render(data: dict[str, Any]) -> str:
     info = data.get("machine", {})
     lines = [f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs ({info.get('cpu_model')}), "
@@ -345,6 +453,8 @@ def render(data: dict[str, Any]) -> str:
                          f"{_mark(r['mesh_vs_huey_best_tasks_per_second'], TARGET_VS_HUEY)}")
     lines += _table("Peers on the same redis-server (1 submitter + 2 worker processes each)", header, rows, notes)
 
+    lines += _grpc_table(data, header)
+
     rows, notes = [], []
     mheader = ["measure", "n", "items/s", "p50 ms", "p99 ms", "notes"]
     for backend, mem in (data.get("memory") or {}).items():
@@ -384,7 +494,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _table("Memory: write→visible and items/s", mheader, rows, notes)
 
     machine = []
-    for section in ("tasks", "peers", "algorithms", "memory"):
+    for section in ("tasks", "peers", "algorithms", "grpcpeers", "memory"):
         block = data.get(section) or {}
         items = [(section, block)] if "machine" in block else [(f"{section}[{k}]", v) for k, v in block.items()
                                                                  if isinstance(v, dict) and "machine" in v]
