@@ -181,6 +181,9 @@ class MembershipMedium(abc.ABC):
     """Node records, heartbeats and the clock that judges liveness; wake-ups between nodes."""
 
     name: str = "base"
+    # True when every node sweeps the tasks it owns (gRPC: no shared store, each owner answers for its own);
+    # False: one node sweeps the whole mesh (``mesh_core.membership.sweeper``).
+    sweeps_own_tasks: bool = False
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None

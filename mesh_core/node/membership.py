@@ -306,7 +306,10 @@ class MembershipService:
         return book
 
     def is_sweeper(self) -> bool:
-        """Whether this node sweeps (``mesh_core.membership.sweeper``: a coordination_hub first)."""
+        """Whether this node sweeps (``mesh_core.membership.sweeper``: a coordination_hub first; every node on a
+        medium where each owner sweeps its own tasks)."""
+        if self.medium.sweeps_own_tasks:
+            return True
         return sweeper(self.table.active()) == self.ctx.node_id
 
     # -- loops ---------------------------------------------------------------------------------------

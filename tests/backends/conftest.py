@@ -7,6 +7,7 @@ hand back), so death and lease expiry are judged by the real failure detector.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from mesh_testing import eventually
 
 __all__ = ["BACKENDS", "FAST", "Cluster", "eventually"]
 
-BACKENDS = list(mesh_testing.BACKENDS)
+# MESH_CONTRACT_GRPC=1 adds grpc_mesh while it is being built (it joins mesh_testing.BACKENDS when it passes).
+BACKENDS = list(mesh_testing.BACKENDS) + (["grpc"] if os.environ.get("MESH_CONTRACT_GRPC") else [])
 
 FAST = {
     "heartbeat_interval_seconds": 0.2,

@@ -110,6 +110,12 @@ class GrpcCore(Backend):
             with contextlib.suppress(BaseException):
                 await task
 
+    async def _open_parts(self) -> None:
+        """The parts register their stream handlers here, each calling ``super()._open_parts()`` first."""
+
+    async def _close_parts(self) -> None:
+        """The parts stop here, before the wire closes."""
+
     # -- members (filled by the membership part) ---------------------------------------------------------
     def on_member_change(self, listener: MemberListener) -> None:
         """Hear every join and status change SWIM decides (in order, on the event loop)."""

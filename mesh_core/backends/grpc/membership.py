@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from ... import swim
+from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
 from ..contracts import MeshSnapshot, Topic
@@ -60,7 +61,11 @@ class GrpcMembership(GrpcCore):
             max_message_bytes=grpc_cfg.max_message_bytes, keepalive_seconds=grpc_cfg.keepalive_seconds,
             api_key=cfg.security.api_key, counters=self.counters)
         await self._open_store(local)
-        address = await wire.start() if not client else await self._client_address(wire)
+        if client:
+            address = await self._client_address(wire)
+        else:
+            await wire.start()
+            wire.address = address = advertise_address(grpc_cfg, wire.port)
         wire.on_stream("membership", self._received)
         swim_cfg = swim.SwimConfig.from_timeouts(cfg.suspect_after_seconds, cfg.node_timeout_seconds)
         # Until its first heartbeat a node is known but takes no work: no task types, and not "left" (a leave
@@ -80,12 +85,6 @@ class GrpcMembership(GrpcCore):
         wire.client = False
         wire.port = 0
         return await wire.start()
-
-    async def _open_parts(self) -> None:
-        """The tasks and memory parts register their stream handlers here (see ``GrpcBackend``)."""
-
-    async def _close_parts(self) -> None:
-        """The tasks and memory parts stop here, before the wire closes."""
 
     async def close(self) -> None:
         if self._closed:

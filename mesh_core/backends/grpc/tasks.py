@@ -108,6 +108,26 @@ def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
                          for a in task.attempts]}
 
 
+def _move_fields(m: Reassignment) -> dict[str, Any]:
+    return {"task_id": m.task_id, "expected_attempt": m.expected_attempt, "expected_node": m.expected_node,
+            "node_id": m.node_id, "node_name": m.node_name, "why": m.why, "delay": m.delay,
+            "bump_attempt": m.bump_attempt, "error": m.error, "count_failure": m.count_failure,
+            "final_status": m.final_status.value}
+
+
+def _move_of(f: Any) -> Reassignment:
+    if not isinstance(f, dict):
+        raise TypeError("a move that is not a map")
+    text = (str, type(None))
+    if not (isinstance(f["task_id"], str) and isinstance(f["expected_node"], text) and isinstance(f["node_id"], text)
+            and isinstance(f["node_name"], text) and isinstance(f["error"], text) and isinstance(f["why"], str)):
+        raise TypeError("a move with a field of the wrong type")
+    return Reassignment(f["task_id"], int(f["expected_attempt"]), f["expected_node"], f["node_id"], f["node_name"],
+                        f["why"], delay=max(0.0, float(f["delay"])), bump_attempt=bool(f["bump_attempt"]),
+                        error=f["error"], count_failure=bool(f["count_failure"]),
+                        final_status=TaskStatus(f["final_status"]))
+
+
 class GrpcTasks(GrpcCore):
     """TaskTransport with an owner per task."""
 
@@ -119,7 +139,7 @@ class GrpcTasks(GrpcCore):
         self._inbox: dict[tuple[str, int], _Offer] = {}
         self._held: dict[str, tuple[str, int]] = {}  # remote-owned attempts this node runs: task id → (owner, attempt)
         self._cancels: set[tuple[str, int]] = set()
-        self._done: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._finished_attempts: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._unaccepted: dict[tuple[str, int], _Sent] = {}
         self._waiting: dict[tuple[str, Any], asyncio.Future[Any]] = {}
         self._requests = itertools.count(1)
@@ -130,6 +150,7 @@ class GrpcTasks(GrpcCore):
         self._revision = time.time_ns()
         self._inbound: dict[str, asyncio.Queue[pb.TaskMessage]] = {}
         self._adopted_from: set[str] = set()
+        self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -139,7 +160,8 @@ class GrpcTasks(GrpcCore):
         wire.on_stream("tasks", self._on_tasks)
         wire.on_unary("GetTasks", self._serve_get_tasks)
         wire.on_unary("Cancel", self._serve_cancel)
-        await self.store._write(lambda conn: conn.executescript(BACKUPS_SQL))
+        wire.on_unary("Replay", self._serve_replay)
+        await self.store._write(lambda conn: conn.execute(BACKUPS_SQL))
         self.on_member_change(self._member_change)
         self.spawn(self._reoffer_loop(), "reoffer")
         await self._offer_unaccepted_after_restart()
@@ -154,7 +176,7 @@ class GrpcTasks(GrpcCore):
         return swim_node is not None and swim_node.me.info.role is not NodeRole.WORKER
 
     # -- the wire -------------------------------------------------------------------------------------------
-    def _send(self, node_id: str, envelope: pb.TaskMessage) -> bool:
+    def _send_to(self, node_id: str, envelope: pb.TaskMessage) -> bool:
         address = self.address_of(node_id)
         if not address:
             return False
@@ -218,7 +240,7 @@ class GrpcTasks(GrpcCore):
             for renewal in env.renewals:
                 kept = await self.store.renew(peer.node_id, [(h.task_id, h.attempt) for h in renewal.held],
                                               renewal.lease_seconds)
-                self._send(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
+                self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
                     request_id=renewal.request_id, task_ids=sorted(kept))]))
         for renewed in env.renewed:
             self._resolve(("renew", renewed.request_id), set(renewed.task_ids))
@@ -236,12 +258,26 @@ class GrpcTasks(GrpcCore):
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
             self._resolve(("backup", (ack.task_id, ack.revision)), True)
+        for handover in env.handovers:
+            held = self._held.get(handover.task_id)
+            if held is not None and held[0] == handover.previous_owner_id:
+                self._held[handover.task_id] = (handover.owner_id or peer.node_id, held[1])
         if env.submits:
             await self._take_submissions(peer, env.submits)
         for result in env.submit_results:
             self._resolve(("submit", result.request_id), (result.outcome, result.error))
         if env.finished:
             self._take_finished(env.finished)
+        if env.moves:
+            await self._moves_from(peer, env.moves)
+        for result in env.move_results:
+            self._resolve(("move", result.request_id), result.applied)
+
+    @property
+    def _lease_seconds(self) -> float:
+        """A lease an owner grants: renewed by the worker's heartbeats, it lapses about when the worker would be
+        declared dead."""
+        return max(1.0, self.config.node_timeout_seconds)
 
     def _task_frame(self, task: Task) -> bytes:
         return codec.encode(task_fields(task, self.limits), self.limits)
@@ -287,12 +323,12 @@ class GrpcTasks(GrpcCore):
             request = next(self._requests)
             futures[index] = self._expect(("submit", request))
             targets[index] = target
-            self._send(target, pb.TaskMessage(submits=[pb.Submission(
+            self._send_to(target, pb.TaskMessage(submits=[pb.Submission(
                 request_id=request, task=self._task_frame(a.task), node_id=a.node_id or "",
                 node_name=a.node_name or "", why=a.why, capacity=a.capacity, delay_seconds=a.delay)]))
         answers = await self._wait_all(futures, SUBMIT_TIMEOUT)
         out = []
-        for index, _ in enumerate(assignments):
+        for index, a in enumerate(assignments):
             answer = answers.get(index)
             if answer is None:
                 raise BackendUnavailable(f"grpc_mesh: no worker answered a submission within {SUBMIT_TIMEOUT:g} s "
@@ -300,8 +336,27 @@ class GrpcTasks(GrpcCore):
             outcome, error = answer
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
+            if outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
+                self._submitted[a.task.task_id] = (targets[index], self._task_frame(a.task))
             out.append(Enqueued(outcome))
         return out
+
+    def _rehome(self, owner_id: str) -> None:
+        """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
+        to the worker that would hold the owner's backups (the next live one after it by id), which takes them
+        over as the backup does (so a task copied to both is taken over once)."""
+        orphans = [(task_id, frame) for task_id, (owner, frame) in self._submitted.items() if owner == owner_id]
+        ids = sorted(n.node_id for n in self.live_peers(workers_only=True) if n.node_id != owner_id)
+        if not orphans or not ids:
+            return
+        successor = next((i for i in ids if i > owner_id), ids[0])
+        subs = []
+        for task_id, frame in orphans:
+            self._submitted[task_id] = (successor, frame)
+            subs.append(pb.Submission(request_id=next(self._requests), task=frame, adopt=True,
+                                      previous_owner_id=owner_id))
+        self.counters["tasks_rehomed"] += len(subs)
+        self._send_to(successor, pb.TaskMessage(submits=subs))
 
     def _any_worker(self) -> str | None:
         peers = self.live_peers(workers_only=True)
@@ -310,6 +365,12 @@ class GrpcTasks(GrpcCore):
         return min(peers, key=lambda n: (n.running + n.queued) / max(1, n.capacity)).node_id
 
     async def _take_submissions(self, peer: Peer, submits: Sequence[pb.Submission]) -> None:
+        adopted = [s for s in submits if s.adopt]
+        if adopted:
+            await self._adopt_copies(peer, adopted)
+            submits = [s for s in submits if not s.adopt]
+            if not submits:
+                return
         assignments, answers = [], []
         for sub in submits:
             try:
@@ -328,7 +389,7 @@ class GrpcTasks(GrpcCore):
             except Exception as exc:
                 answers += [pb.SubmissionResult(request_id=r, outcome=0, error=str(exc) or type(exc).__name__)
                             for r, _ in assignments]
-        self._send(peer.node_id, pb.TaskMessage(submit_results=answers))
+        self._send_to(peer.node_id, pb.TaskMessage(submit_results=answers))
 
     # -- backups --------------------------------------------------------------------------------------------
     def _backup_peer(self) -> str | None:
@@ -358,7 +419,7 @@ class GrpcTasks(GrpcCore):
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)))
         for peer, records in by_peer.items():
-            self._send(peer, pb.TaskMessage(backups=records))
+            self._send_to(peer, pb.TaskMessage(backups=records))
         if wait and futures:
             answers = await self._wait_all(futures, BACKUP_TIMEOUT)
             missed = len(futures) - len(answers)
@@ -379,12 +440,20 @@ class GrpcTasks(GrpcCore):
                     " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
                     " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
         await self.store._write(keep)
-        self._send(peer.node_id, pb.TaskMessage(backup_acks=[pb.BackupAck(task_id=r.task_id, revision=r.revision)
+        self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[pb.BackupAck(task_id=r.task_id, revision=r.revision)
                                                              for r in records]))
 
     def _member_change(self, change: Change) -> None:
         node = change.node
-        if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT) or node.node_id == self.node_id:
+        if node.node_id == self.node_id:
+            return
+        if self._client_role:
+            if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):
+                self._rehome(node.node_id)
+            return
+        if change.new is NodeStatus.ACTIVE or node.node_id in self._backup_of.values():
+            self._rebackup_soon()  # a new peer may be the backup now; a backup that went has to be replaced
+        if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT):
             return
         for key in [k for k, offer in self._inbox.items() if offer.owner_id == node.node_id]:
             del self._inbox[key]  # its tasks will be routed again by whoever takes them over
@@ -392,33 +461,72 @@ class GrpcTasks(GrpcCore):
             self._adopted_from.add(node.node_id)
             self.spawn(self._take_over(node.node_id, node.name), "takeover")
 
+    def _rebackup_soon(self) -> None:
+        if not self._rebackup_due:
+            self._rebackup_due = True
+            self.spawn(self._rebackup(), "rebackup")
+
+    _rebackup_due = False
+
+    async def _rebackup(self) -> None:
+        """Copy every unfinished task this node owns whose copy is missing or held by a peer that is gone."""
+        await asyncio.sleep(0.05)  # one pass for a burst of membership changes
+        self._rebackup_due = False
+        rows = await self.store._read(lambda c: c.execute(
+            "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
+        ids = [r[0] for r in rows if self.status_of(self._backup_of.get(r[0], "")) not in LIVE
+               or self._backup_of.get(r[0]) != self._backup_peer()]
+        for start in range(0, len(ids), 500):
+            await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True), wait=False)
+
+    async def _adopt_copies(self, peer: Peer, subs: Sequence[pb.Submission]) -> None:
+        """A client's copies of tasks whose owner is gone: taken over as backups are."""
+        by_owner: dict[str, list[bytes]] = {}
+        for sub in subs:
+            by_owner.setdefault(sub.previous_owner_id, []).append(sub.task)
+        for owner_id, frames in by_owner.items():
+            await self._adopt(owner_id, f"{owner_id[:12]} (copies from {peer.name})", list(enumerate(frames)))
+
     async def _take_over(self, owner_id: str, owner_name: str) -> None:
         """Adopt the dead (or departed) owner's tasks this node holds copies of."""
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
+        await self._adopt(owner_id, owner_name, rows)
+        await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+        self._adopted_from.discard(owner_id)
+
+    async def _adopt(self, owner_id: str, owner_name: str, rows: Sequence[tuple[Any, bytes]]) -> None:
         tasks = []
         for task_id, record in rows:
             try:
                 tasks.append(self._task_of(record))
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
-                self.found_problem("refused_records", f"backup copy of task {task_id} from {owner_name}: {exc}")
-        added = await self.store.adopt(tasks)
-        await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+                self.found_problem("refused_records", f"copy of task {task_id} from {owner_name}: {exc}")
+        live = {n.node_id for n in self.live_peers(workers_only=True)} | {self.node_id}
+        added = await self.store.adopt(tasks, self._lease_seconds, live)
         if tasks:
             log.info("took over %d task(s) of %s (%d new here)", len(tasks), owner_name, added)
             self.counters["tasks_taken_over"] += added
             await self._back_up([t for t in tasks if t.status not in _FINAL], wait=False)
+            # Workers running them for the old owner report to this one from now on.
+            by_worker: dict[str, list[pb.Handover]] = {}
+            for t in tasks:
+                if t.status not in _FINAL and t.node_id and t.node_id in live and t.node_id != self.node_id:
+                    by_worker.setdefault(t.node_id, []).append(pb.Handover(
+                        task_id=t.task_id, owner_id=self.node_id, previous_owner_id=owner_id,
+                        owner_epoch=t.attempt, why=f"owner {owner_name} is gone"))
+            for worker, handovers in by_worker.items():
+                self._send_to(worker, pb.TaskMessage(handovers=handovers))
             self._deliver(Topic.MEMBERS)
             self._deliver(Topic.RESULTS)
-        self._adopted_from.discard(owner_id)
 
     # -- offering (owner) -----------------------------------------------------------------------------------
     def _offer(self, worker_id: str, task: Task, delay: float = 0.0) -> None:
-        lease = max(1.0, self.config.node_timeout_seconds)
+        lease = self._lease_seconds
         offer = pb.TaskOffer(task_id=task.task_id, attempt=task.attempt, lease_seconds=lease,
                              task=self._task_frame(task), delay_seconds=max(0.0, delay))
         self._unaccepted[(task.task_id, task.attempt)] = _Sent(worker_id, offer, time.monotonic())
-        self._send(worker_id, pb.TaskMessage(offers=[offer]))
+        self._send_to(worker_id, pb.TaskMessage(offers=[offer]))
 
     async def _offer_moved(self, task_ids: Iterable[str], delays: dict[str, float]) -> None:
         """Offer tasks just routed to other workers (a move, a replay) to them."""
@@ -439,7 +547,7 @@ class GrpcTasks(GrpcCore):
                 if now - sent.sent_at >= REOFFER_SECONDS:
                     sent.sent_at = now
                     self.counters["task_reoffers"] += 1
-                    self._send(sent.worker_id, pb.TaskMessage(offers=[sent.offer]))
+                    self._send_to(sent.worker_id, pb.TaskMessage(offers=[sent.offer]))
 
     async def _offer_unaccepted_after_restart(self) -> None:
         if self._client_role:
@@ -455,7 +563,7 @@ class GrpcTasks(GrpcCore):
         for a in accepts:
             self._unaccepted.pop((a.task_id, a.attempt), None)
         if taken:
-            lease = max(1.0, self.config.node_timeout_seconds)
+            lease = self._lease_seconds
             await self.store.start_offered(peer.node_id, taken, lease)
         if refused:
             await self.store.move([Reassignment(a.task_id, a.attempt, peer.node_id, None, None,
@@ -473,7 +581,7 @@ class GrpcTasks(GrpcCore):
             key = (offer.task_id, offer.attempt)
             if key in self._inbox or self._held.get(offer.task_id) == (peer.node_id, offer.attempt):
                 continue  # offered again: already here
-            if key in self._done:
+            if key in self._finished_attempts:
                 continue
             if self._client_role:
                 answers.append(pb.TaskAccept(task_id=offer.task_id, attempt=offer.attempt, reason="a client"))
@@ -491,7 +599,7 @@ class GrpcTasks(GrpcCore):
             self._inbox[key] = _Offer(peer.node_id, peer.address, task, now + max(0.0, offer.delay_seconds),
                                       next(self._arrivals))
         if answers:
-            self._send(peer.node_id, pb.TaskMessage(accepts=answers))
+            self._send_to(peer.node_id, pb.TaskMessage(accepts=answers))
         self._deliver(Topic.TASKS)
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
@@ -513,7 +621,7 @@ class GrpcTasks(GrpcCore):
                 pb.TaskAccept(task_id=task.task_id, attempt=task.attempt, accepted=True))
             tasks.append(task)
         for owner, parts in accepts.items():
-            self._send(owner, pb.TaskMessage(accepts=parts))
+            self._send_to(owner, pb.TaskMessage(accepts=parts))
         return tasks
 
     async def next_due(self, node_id: str) -> float | None:
@@ -528,9 +636,9 @@ class GrpcTasks(GrpcCore):
         local = [(t, a) for t, a in held if t not in self._held]
         remote: dict[str, list[pb.HeldAttempt]] = {}
         for task_id, attempt in held:
-            owner = self._held.get(task_id)
-            if owner is not None and owner[1] == attempt:
-                remote.setdefault(owner[0], []).append(pb.HeldAttempt(task_id=task_id, attempt=attempt))
+            holder = self._held.get(task_id)
+            if holder is not None and holder[1] == attempt:
+                remote.setdefault(holder[0], []).append(pb.HeldAttempt(task_id=task_id, attempt=attempt))
         kept = await self.store.renew(node_id, local, lease_seconds) if local else set()
         futures: dict[str, asyncio.Future[Any]] = {}
         for owner, parts in remote.items():
@@ -538,7 +646,7 @@ class GrpcTasks(GrpcCore):
                 continue  # its tasks are being taken over; a result to it would be refused anyway
             request = next(self._requests)
             futures[owner] = self._expect(("renew", request))
-            self._send(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
+            self._send_to(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
                                                                        lease_seconds=lease_seconds)]))
         answers = await self._wait_all(futures, RENEW_TIMEOUT)
         for owner, parts in remote.items():
@@ -570,9 +678,9 @@ class GrpcTasks(GrpcCore):
                 continue
             owner, attempt = held
             key = (c.task_id, c.attempt)
-            self._done[key] = None
-            while len(self._done) > DONE_KEPT:
-                self._done.popitem(last=False)
+            self._finished_attempts[key] = None
+            while len(self._finished_attempts) > DONE_KEPT:
+                self._finished_attempts.popitem(last=False)
             self._cancels.discard(key)
             if attempt != c.attempt or self.status_of(owner) not in LIVE:
                 recorded[key] = False
@@ -583,7 +691,7 @@ class GrpcTasks(GrpcCore):
                 task_id=c.task_id, attempt=c.attempt, outcome=_OUTCOMES[c.status], result=c.result_frame or b"",
                 error=c.error or ""))
         for owner, results in by_owner.items():
-            self._send(owner, pb.TaskMessage(results=results))
+            self._send_to(owner, pb.TaskMessage(results=results))
         answers = await self._wait_all(futures, RESULT_TIMEOUT)
         for key in futures:
             recorded[key] = bool(answers.get(key, False))
@@ -611,12 +719,12 @@ class GrpcTasks(GrpcCore):
         if late:  # the acceptance was lost on the way: the result says the worker started it
             for key in late:
                 self._unaccepted.pop(key, None)
-            await self.store.start_offered(peer.node_id, late, max(1.0, self.config.node_timeout_seconds))
+            await self.store.start_offered(peer.node_id, late, self._lease_seconds)
         done = await self._complete_owned(completions) if completions else []
         acks = [pb.ResultAck(task_id=c.task_id, attempt=c.attempt, recorded=ok,
                              reason="" if ok else "another attempt holds the task, or it has ended")
                 for c, ok in zip(completions, done, strict=True)]
-        self._send(peer.node_id, pb.TaskMessage(result_acks=acks + refused))
+        self._send_to(peer.node_id, pb.TaskMessage(result_acks=acks + refused))
 
     async def _after_final(self, task_ids: Sequence[str]) -> None:
         """Tasks that just ended here: copy the outcome to the backup, tell a submitter on another node."""
@@ -636,7 +744,7 @@ class GrpcTasks(GrpcCore):
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
         for submitter, entries in by_submitter.items():
-            self._send(submitter, pb.TaskMessage(finished=entries))
+            self._send_to(submitter, pb.TaskMessage(finished=entries))
 
     def _take_finished(self, entries: Sequence[pb.FinishedTask]) -> None:
         for entry in entries:
@@ -650,6 +758,7 @@ class GrpcTasks(GrpcCore):
                 continue
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
+            self._submitted.pop(finished.task_id, None)
         self._deliver(Topic.RESULTS)
 
     async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
@@ -657,8 +766,55 @@ class GrpcTasks(GrpcCore):
         out += [key for key in self._cancels if self._held.get(key[0], ("", -1))[1] == key[1]]
         return out
 
-    # -- moving (owner) -------------------------------------------------------------------------------------
+    # -- moving -------------------------------------------------------------------------------------------
     async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
+        """Moves of tasks this node owns are applied here; a move of an attempt this node runs for another
+        owner (a retry after a failure, a hand-back) is sent to that owner, which applies it fenced."""
+        remote = {i: m for i, m in enumerate(moves) if m.task_id in self._held}
+        local = [m for i, m in enumerate(moves) if i not in remote]
+        applied = dict(zip([i for i in range(len(moves)) if i not in remote],
+                           await self._move_owned(local) if local else [], strict=True))
+        futures: dict[int, asyncio.Future[Any]] = {}
+        for index, m in remote.items():
+            owner, attempt = self._held[m.task_id]
+            if attempt != m.expected_attempt or self.status_of(owner) not in LIVE:
+                applied[index] = False
+                continue
+            request = next(self._requests)
+            futures[index] = self._expect(("move", request))
+            self._send_to(owner, pb.TaskMessage(moves=[pb.MoveRequest(request_id=request,
+                                                                      move=codec.encode(_move_fields(m)))]))
+        answers = await self._wait_all(futures, RESULT_TIMEOUT)
+        for index in futures:
+            applied[index] = bool(answers.get(index, False))
+        for m in remote.values():
+            if self._held.get(m.task_id, ("", -1))[1] == m.expected_attempt:
+                self._held.pop(m.task_id, None)
+                self._cancels.discard((m.task_id, m.expected_attempt))
+        return [applied.get(i, False) for i in range(len(moves))]
+
+    async def _moves_from(self, peer: Peer, requests: Sequence[pb.MoveRequest]) -> None:
+        """Owner: apply the fenced moves a worker asks for (only for attempts that worker holds)."""
+        moves, ids = [], []
+        results = []
+        for request in requests:
+            try:
+                move = _move_of(codec.decode(request.move, self.limits))
+            except (codec.CodecError, ValueError, TypeError, KeyError) as exc:
+                self.found_problem("refused_records", f"a task move from {peer.name}: {exc}")
+                results.append(pb.MoveResult(request_id=request.request_id, applied=False))
+                continue
+            if move.expected_node != peer.node_id:
+                results.append(pb.MoveResult(request_id=request.request_id, applied=False))
+                continue
+            moves.append(move)
+            ids.append(request.request_id)
+        if moves:
+            done = await self._move_owned(moves)
+            results += [pb.MoveResult(request_id=r, applied=ok) for r, ok in zip(ids, done, strict=True)]
+        self._send_to(peer.node_id, pb.TaskMessage(move_results=results))
+
+    async def _move_owned(self, moves: Sequence[Reassignment]) -> list[bool]:
         done = await self.store.move(moves)
         applied = [m for m, ok in zip(moves, done, strict=True) if ok]
         await self._offer_moved([m.task_id for m in applied if m.node_id and m.node_id != self.node_id],
@@ -667,7 +823,7 @@ class GrpcTasks(GrpcCore):
             self._unaccepted.pop((m.task_id, m.expected_attempt), None)
             if m.expected_node and m.expected_node != self.node_id and self.status_of(m.expected_node) in LIVE:
                 # the old holder may still run it: ask it to stop (its result would be refused anyway)
-                self._send(m.expected_node, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=m.task_id,
+                self._send_to(m.expected_node, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=m.task_id,
                                                                                      attempt=m.expected_attempt)]))
         await self._after_final([m.task_id for m in applied if m.node_id is None
                                  and m.final_status is not TaskStatus.PENDING])
@@ -689,21 +845,40 @@ class GrpcTasks(GrpcCore):
         if cancelling:
             for task in await self.store.get_tasks(cancelling, with_attempts=False):
                 if task.node_id and task.node_id != self.node_id:
-                    self._send(task.node_id, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=task.task_id,
+                    self._send_to(task.node_id, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=task.task_id,
                                                                                       attempt=task.attempt)]))
         cancelled = [t for t, o in zip(task_ids, out, strict=True) if o == "cancelled"]
         for task_id in cancelled:
             for key in [k for k in self._unaccepted if k[0] == task_id]:
                 sent = self._unaccepted.pop(key)
-                self._send(sent.worker_id, pb.TaskMessage(cancels=[pb.CancelAttempt(task_id=key[0], attempt=key[1])]))
+                stop = pb.CancelAttempt(task_id=key[0], attempt=key[1])
+                self._send_to(sent.worker_id, pb.TaskMessage(cancels=[stop]))
         await self._after_final(cancelled)
         return out
 
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        if await self.store.task_states([task_id]):
+            return await self._replay_owned(task_id, node_id, node_name, why)
+        request = pb.ReplayRequest(caller=self.wire.hello(), task_id=task_id, node_id=node_id or "",  # type: ignore[attr-defined]
+                                   node_name=node_name or "", why=why)
+        replies = await self._gather(lambda stub: stub.Replay(request, timeout=READ_TIMEOUT,
+                                                              metadata=self.wire.metadata()))  # type: ignore[attr-defined]
+        return any(r.replayed for r in replies)
+
+    async def _replay_owned(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         ok = await self.store.replay(task_id, node_id, node_name, why)
         if ok and node_id and node_id != self.node_id:
             await self._offer_moved([task_id], {})
+        if ok:
+            await self._back_up(await self.store.get_tasks([task_id], with_attempts=True), wait=False)
         return ok
+
+    async def _serve_replay(self, request: pb.ReplayRequest, context: grpc.aio.ServicerContext) -> Any:
+        if not await self.store.task_states([request.task_id]):
+            return pb.ReplayReply(found=False)
+        ok = await self._replay_owned(request.task_id, request.node_id or None, request.node_name or None,
+                                      request.why)
+        return pb.ReplayReply(found=True, replayed=ok)
 
     async def stranded(self, dead_nodes: Iterable[str], now: float) -> list[Task]:
         return await self.store.stranded(dead_nodes, now)
@@ -825,6 +1000,10 @@ class GrpcTasks(GrpcCore):
         return counts
 
     _own_depth = 0
+
+    async def heartbeat(self, node: Any) -> None:
+        await self._refresh_own_depth()
+        await super().heartbeat(node)  # type: ignore[safe-super]
 
     async def _refresh_own_depth(self) -> None:
         with contextlib.suppress(Exception):

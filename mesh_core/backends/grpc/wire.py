@@ -373,6 +373,9 @@ class _Servicer(pb_grpc.MeshServicer):
     async def Cancel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unary("Cancel", request, context)
 
+    async def Replay(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._unary("Replay", request, context)
+
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unary("Status", request, context)
 

@@ -166,38 +166,45 @@ class SqliteTasks(SqliteQuarantine):
             return set()
         return await self._write(start)
 
-    async def adopt(self, tasks: Sequence[Task]) -> int:
+    async def adopt(self, tasks: Sequence[Task], lease_seconds: float, live: Iterable[str] = ()) -> int:
         """Store task records taken over from another store (a dead owner's, copied here by it); returns how many
-        were new. An unfinished one comes in on the pending list at its attempt (the next move gives it a new
-        one, fencing out whatever ran before); a finished one as it ended. An id already stored is left alone."""
+        were new. A task that ran or waited on a node in ``live`` comes in running there under a fresh lease of
+        ``lease_seconds`` (its holder renews it here, or it lapses and is routed again); any other unfinished one
+        keeps its status and node, so the sweeper moves it on with a new attempt (a dead holder) or routes it (the
+        pending list); a finished one comes in as it ended. An id already stored is left alone."""
         limits = self.limits
-        unfinished = {TaskStatus.PENDING.value, TaskStatus.ASSIGNED.value, TaskStatus.RUNNING.value}
+        unfinished = {TaskStatus.ASSIGNED.value, TaskStatus.RUNNING.value}
+        alive = set(live)
 
         def insert(conn: sqlite3.Connection) -> int:
-            added = 0
+            added, now, clock = 0, time.time(), machine_clock()
             for t in tasks:
-                status = t.status.value
-                waiting = status in unfinished
+                status, lease = t.status.value, None
+                if status in unfinished and t.node_id in alive:
+                    status, lease = TaskStatus.RUNNING.value, clock + lease_seconds
                 result = codec.encode(t.result, limits) if t.result is not None else None
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
                     " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
-                    " submitted_at, started_at, finished_at, not_before, result, error, parent_id, signature)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority),
-                     "pending" if waiting else status, None if waiting else t.node_id,
-                     None if waiting else t.node_name, t.attempt, t.failures, t.max_retries, t.timeout_s,
+                    " submitted_at, started_at, finished_at, lease_expires, not_before, result, error, parent_id,"
+                    " signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority), status, t.node_id,
+                     t.node_name, t.attempt, t.failures, t.max_retries, t.timeout_s,
                      json.dumps([p.value for p in t.preferred_node_types]), json.dumps(sorted(t.required_capabilities)),
-                     codec.pack(t.context), t.submitter_id, t.why, t.submitted_at,
-                     None if waiting else t.started_at, None if waiting else t.finished_at, 0.0, result, t.error,
-                     t.context.get("parent_id"), t.signature))
-                if cur.rowcount:
-                    added += 1
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at, finished_at,"
-                        " error) VALUES (?,?,?,?,?,?,?)",
-                        [(t.task_id, a.attempt, a.node_id, a.node_name, a.started_at, a.finished_at, a.error)
-                         for a in t.attempts])
+                     codec.pack(t.context), t.submitter_id, t.why, t.submitted_at, t.started_at, t.finished_at, lease,
+                     0.0, result, t.error, t.context.get("parent_id"), t.signature))
+                if not cur.rowcount:
+                    continue
+                added += 1
+                conn.executemany(
+                    "INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at, finished_at,"
+                    " error) VALUES (?,?,?,?,?,?,?)",
+                    [(t.task_id, a.attempt, a.node_id, a.node_name, a.started_at, a.finished_at, a.error)
+                     for a in t.attempts])
+                if status in unfinished and t.node_id:  # the attempt under way is on record, to be moved on
+                    conn.execute("INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
+                                 " VALUES (?,?,?,?,?)", (t.task_id, t.attempt, t.node_id, t.node_name,
+                                                        t.started_at or now))
             return added
         return await self._write(insert) if tasks else 0
 

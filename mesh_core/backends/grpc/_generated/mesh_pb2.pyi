@@ -139,7 +139,7 @@ class StateSync(_message.Message):
     def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
-    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished")
+    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class TaskMessage(_message.Message):
     SUBMITS_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_RESULTS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    MOVE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     offers: _containers.RepeatedCompositeFieldContainer[TaskOffer]
     accepts: _containers.RepeatedCompositeFieldContainer[TaskAccept]
@@ -168,10 +170,28 @@ class TaskMessage(_message.Message):
     submits: _containers.RepeatedCompositeFieldContainer[Submission]
     submit_results: _containers.RepeatedCompositeFieldContainer[SubmissionResult]
     finished: _containers.RepeatedCompositeFieldContainer[FinishedTask]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ...) -> None: ...
+    moves: _containers.RepeatedCompositeFieldContainer[MoveRequest]
+    move_results: _containers.RepeatedCompositeFieldContainer[MoveResult]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[MoveRequest, _Mapping]]] = ..., move_results: _Optional[_Iterable[_Union[MoveResult, _Mapping]]] = ...) -> None: ...
+
+class MoveRequest(_message.Message):
+    __slots__ = ("request_id", "move")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    move: bytes
+    def __init__(self, request_id: _Optional[int] = ..., move: _Optional[bytes] = ...) -> None: ...
+
+class MoveResult(_message.Message):
+    __slots__ = ("request_id", "applied")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    applied: bool
+    def __init__(self, request_id: _Optional[int] = ..., applied: _Optional[bool] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("request_id", "task", "node_id", "node_name", "why", "capacity", "delay_seconds")
+    __slots__ = ("request_id", "task", "node_id", "node_name", "why", "capacity", "delay_seconds", "adopt", "previous_owner_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +199,8 @@ class Submission(_message.Message):
     WHY_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     task: bytes
     node_id: str
@@ -186,7 +208,9 @@ class Submission(_message.Message):
     why: str
     capacity: int
     delay_seconds: float
-    def __init__(self, request_id: _Optional[int] = ..., task: _Optional[bytes] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ..., capacity: _Optional[int] = ..., delay_seconds: _Optional[float] = ...) -> None: ...
+    adopt: bool
+    previous_owner_id: str
+    def __init__(self, request_id: _Optional[int] = ..., task: _Optional[bytes] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ..., capacity: _Optional[int] = ..., delay_seconds: _Optional[float] = ..., adopt: _Optional[bool] = ..., previous_owner_id: _Optional[str] = ...) -> None: ...
 
 class SubmissionResult(_message.Message):
     __slots__ = ("request_id", "outcome", "error")
@@ -543,6 +567,28 @@ class CancelReply(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.ScalarMap[str, str]
     def __init__(self, outcomes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReplayRequest(_message.Message):
+    __slots__ = ("caller", "task_id", "node_id", "node_name", "why")
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    caller: Hello
+    task_id: str
+    node_id: str
+    node_name: str
+    why: str
+    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
+class ReplayReply(_message.Message):
+    __slots__ = ("replayed", "found")
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    replayed: bool
+    found: bool
+    def __init__(self, replayed: _Optional[bool] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ("caller", "view")

@@ -80,6 +80,11 @@ class MeshStub:
                 request_serializer=mesh__pb2.CancelRequest.SerializeToString,
                 response_deserializer=mesh__pb2.CancelReply.FromString,
                 _registered_method=True)
+        self.Replay = channel.unary_unary(
+                '/mesh.v1.Mesh/Replay',
+                request_serializer=mesh__pb2.ReplayRequest.SerializeToString,
+                response_deserializer=mesh__pb2.ReplayReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/mesh.v1.Mesh/Status',
                 request_serializer=mesh__pb2.StatusRequest.SerializeToString,
@@ -164,6 +169,13 @@ class MeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replay(self, request, context):
+        """Send a dead-lettered, failed or cancelled task round again (asked of its owner).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """CLI: the node's view of the mesh (the data `mesh-tui status --json` prints).
         """
@@ -232,6 +244,11 @@ def add_MeshServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=mesh__pb2.CancelRequest.FromString,
                     response_serializer=mesh__pb2.CancelReply.SerializeToString,
+            ),
+            'Replay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replay,
+                    request_deserializer=mesh__pb2.ReplayRequest.FromString,
+                    response_serializer=mesh__pb2.ReplayReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -493,6 +510,33 @@ class Mesh:
             '/mesh.v1.Mesh/Cancel',
             mesh__pb2.CancelRequest.SerializeToString,
             mesh__pb2.CancelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.Mesh/Replay',
+            mesh__pb2.ReplayRequest.SerializeToString,
+            mesh__pb2.ReplayReply.FromString,
             options,
             channel_credentials,
             insecure,
