@@ -1,7 +1,7 @@
 """``GrpcBackend``: the grpc_mesh parts put together.
 
-Until the tasks and memory parts land, tasks and memory are this node's own private store: a node on its
-own works, and membership (SWIM) is real; nodes do not yet share tasks or memory.
+Until the tasks part lands, tasks are this node's own private store: a node on its own works, and
+membership (SWIM) and memory (pushed over the Memory streams, see ``memory``) are shared.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 from ...model import Task, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment
 from .membership import GrpcMembership
+from .memory import PRIMARY_LEASE, GrpcMemory
 
 
-class GrpcBackend(GrpcMembership):
+class GrpcBackend(GrpcMemory, GrpcMembership):
     """The whole ``grpc_mesh`` medium."""
 
     blocking_results = False
@@ -69,46 +70,11 @@ class GrpcBackend(GrpcMembership):
     async def task_counts(self) -> dict[str, int]:
         return await self.store.task_counts()
 
-    # -- memory: this node's private log for now ------------------------------------------------------
-    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
-                             broadcast: bool = True) -> Any:
-        return await self.store.publish_memory(origin, entries, broadcast)
-
-    async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
-        return await self.store.read_memory(after, limit)
-
-    async def ack_memory(self, node_id: str, cursor: Any) -> None:
-        await self.store.ack_memory(node_id, cursor)
-
-    async def memory_acks(self) -> dict[str, Any]:
-        return await self.store.memory_acks()
-
-    def cursor_reached(self, cursor: Any, target: Any) -> bool:
-        return self.store.cursor_reached(cursor, target)
-
-    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
-        await self.store.put_digests(node_id, digests)
-
-    async def peer_digests(self) -> dict[str, dict[int, str]]:
-        return await self.store.peer_digests()
-
-    async def memory_bucket(self, bucket: int) -> list[bytes]:
-        return await self.store.memory_bucket(bucket)
-
-    async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
-        return await self.store.memory_for_keys(memory_type, keys)
-
-    async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        return await self.store.memory_for_key(memory_type, key)
-
-    async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
-        return await self.store.memory_versions(memory_type, key)
-
-    async def memory_horizon(self) -> Any:
-        return await self.store.memory_horizon()
-
-    async def compact_memory(self, applied_everywhere: Any) -> int:
-        return await self.store.compact_memory(applied_everywhere)
+    # -- memory: the memory part (``memory.GrpcMemory``) --------------------------------------------------
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> str:
+        if name == PRIMARY_LEASE:
+            return self.primary_lease(holder, ttl)
+        return await super().hold_lease(name, holder, ttl)
 
     async def quarantined(self, limit: int = 100) -> list[Quarantined]:
         return await self.store.quarantined(limit)

@@ -110,6 +110,13 @@ class GrpcCore(Backend):
             with contextlib.suppress(BaseException):
                 await task
 
+    # -- the parts' own start and stop (each part extends them cooperatively: ``await super()._open_parts()``) --
+    async def _open_parts(self) -> None:
+        """The parts register their stream and call handlers and start their loops here, once the wire is up."""
+
+    async def _close_parts(self) -> None:
+        """The parts stop here, before the wire closes."""
+
     # -- members (filled by the membership part) ---------------------------------------------------------
     def on_member_change(self, listener: MemberListener) -> None:
         """Hear every join and status change SWIM decides (in order, on the event loop)."""
