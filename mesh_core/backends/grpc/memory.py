@@ -142,6 +142,7 @@ class GrpcMemory(GrpcCore):
         self._from_peers: dict[str, _Received] = {}
         self._accounted = 0  # highest local cursor whose pushes are registered in ``_pushed``
         self._own_ack = 0  # how far this node's own node has applied its log
+        self._own_written = 0  # the cursor of this node's own newest write (its replica holds it from the start)
         self._memory_inbox: asyncio.Queue[tuple[Peer, list[pb.MemoryEntry]]] = asyncio.Queue(INBOX_LIMIT)
         self._digests: dict[int, str] | None = None  # this node's replica digests, as last put
         self._digests_cursor = 0  # ``_own_ack`` when they were put
@@ -176,6 +177,8 @@ class GrpcMemory(GrpcCore):
         if not entries or cursor is None:
             return cursor
         cursor = int(cursor)
+        if origin == self.node_id:
+            self._own_written = max(self._own_written, cursor)
         self._stale(entries)
         self._push(origin, entries, cursor, gossip=not broadcast)
         return cursor
@@ -453,7 +456,8 @@ class GrpcMemory(GrpcCore):
         await self.store.put_digests(node_id, digests)
         if node_id == self.node_id:
             self._digests = dict(digests)
-            self._digests_cursor = self._own_ack
+            # what the replica held when it hashed: everything its node applied and its own writes
+            self._digests_cursor = max(self._own_ack, self._own_written)
 
     async def peer_digests(self) -> dict[str, dict[int, str]]:
         """This node's digests and every live worker's (asked now, concurrently; an unreachable peer or one
