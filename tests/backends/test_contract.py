@@ -306,8 +306,8 @@ async def test_concurrent_writes_converge_latest_wins(cluster: Cluster) -> None:
     assert key_a == key_b == "k"
     own_a, own_b = _replica(a).siblings("fact", "k")[0], _replica(b).siblings("fact", "k")[0]
     assert set(own_a.vv) == {a.node_id} and set(own_b.vv) == {b.node_id}  # truly concurrent
-    await a.sync_now()
-    await b.sync_now()
+    await eventually(lambda: _synced_with(a, b, "k"))  # a peer-to-peer medium delivers a moment later
+    await eventually(lambda: _synced_with(b, a, "k"))
     va, vb = await a.recall_item("k"), await b.recall_item("k")
     expected = max((own_a, own_b), key=lambda i: (i.hlc, i.origin)).value
     assert va.value == vb.value == expected
@@ -646,9 +646,16 @@ async def _two_concurrent(cluster: Cluster, strategy: str, value_a, value_b, **e
     await eventually(lambda: _async(len(a.members()) == 2 and len(b.members()) == 2))
     await a.sync_memory_item("fact", value_a, key="k")
     await b.sync_memory_item("fact", value_b, key="k")
-    await a.sync_now()
-    await b.sync_now()
+    await eventually(lambda: _synced_with(a, b, "k"))  # a peer-to-peer medium delivers a moment later
+    await eventually(lambda: _synced_with(b, a, "k"))
     return a, b
+
+
+async def _synced_with(mesh, other, key: str) -> bool:
+    """Read the memory log; True once ``mesh``'s replica has seen ``other``'s write to ``key``."""
+    await mesh.sync_now()
+    siblings, sources = _replica(mesh).state("fact", key)
+    return any(other.node_id in s.vv for s in (*siblings, *sources))
 
 
 async def test_merge_compatible_merges_disjoint_fields(cluster: Cluster) -> None:
@@ -677,7 +684,11 @@ async def test_version_vector_keeps_siblings_until_a_write_that_saw_them(cluster
         assert sorted(s.value for s in found.siblings) == ["from a", "from b"]
         assert mesh.conflicts() == []
     await a.sync_memory_item("fact", "settled", key="k")
-    await b.sync_now()
+
+    async def b_settled() -> bool:
+        await b.sync_now()
+        return await _recall_is(b, "k", "settled")
+    await eventually(b_settled)
     for mesh in (a, b):
         found = await mesh.recall_item("k")
         assert found.value == "settled" and not found.siblings
@@ -696,7 +707,11 @@ async def test_manual_conflict_is_resolved_once_for_everyone(cluster: Cluster) -
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0.01)  # let the watcher subscribe
     await a.resolve_conflict(conflict.conflict_id, "keep-remote")
-    await b.sync_now()
+
+    async def b_resolved() -> bool:
+        await b.sync_now()
+        return b.conflicts() == []
+    await eventually(b_resolved)
     await asyncio.sleep(0.01)
     watcher.cancel()
     for mesh in (a, b):

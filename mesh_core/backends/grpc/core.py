@@ -110,8 +110,9 @@ class GrpcCore(Backend):
             with contextlib.suppress(BaseException):
                 await task
 
+    # -- the parts' own start and stop (each part extends them cooperatively: ``await super()._open_parts()``) --
     async def _open_parts(self) -> None:
-        """The parts register their stream handlers here, each calling ``super()._open_parts()`` first."""
+        """The parts register their stream and call handlers and start their loops here, once the wire is up."""
 
     async def _close_parts(self) -> None:
         """The parts stop here, before the wire closes."""

@@ -361,21 +361,33 @@ class Handover(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., owner_epoch: _Optional[int] = ..., previous_owner_id: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
 
 class MemoryMessage(_message.Message):
-    __slots__ = ("hello", "entries", "ack", "forwards", "forward_results")
+    __slots__ = ("hello", "entries", "ack", "forwards", "forward_results", "primary")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     FORWARDS_FIELD_NUMBER: _ClassVar[int]
     FORWARD_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     entries: _containers.RepeatedCompositeFieldContainer[MemoryEntry]
     ack: MemoryAck
     forwards: _containers.RepeatedCompositeFieldContainer[ForwardedWrite]
     forward_results: _containers.RepeatedCompositeFieldContainer[ForwardResult]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[MemoryEntry, _Mapping]]] = ..., ack: _Optional[_Union[MemoryAck, _Mapping]] = ..., forwards: _Optional[_Iterable[_Union[ForwardedWrite, _Mapping]]] = ..., forward_results: _Optional[_Iterable[_Union[ForwardResult, _Mapping]]] = ...) -> None: ...
+    primary: PrimaryClaim
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[MemoryEntry, _Mapping]]] = ..., ack: _Optional[_Union[MemoryAck, _Mapping]] = ..., forwards: _Optional[_Iterable[_Union[ForwardedWrite, _Mapping]]] = ..., forward_results: _Optional[_Iterable[_Union[ForwardResult, _Mapping]]] = ..., primary: _Optional[_Union[PrimaryClaim, _Mapping]] = ...) -> None: ...
+
+class PrimaryClaim(_message.Message):
+    __slots__ = ("node_id", "epoch", "lease_seconds")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    epoch: int
+    lease_seconds: float
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class MemoryEntry(_message.Message):
-    __slots__ = ("seq", "origin_id", "memory_type", "key", "frame", "hops_left", "epoch", "position")
+    __slots__ = ("seq", "origin_id", "memory_type", "key", "frame", "hops_left", "epoch", "position", "seen_by")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +396,7 @@ class MemoryEntry(_message.Message):
     HOPS_LEFT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    SEEN_BY_FIELD_NUMBER: _ClassVar[int]
     seq: int
     origin_id: str
     memory_type: str
@@ -392,7 +405,8 @@ class MemoryEntry(_message.Message):
     hops_left: int
     epoch: int
     position: int
-    def __init__(self, seq: _Optional[int] = ..., origin_id: _Optional[str] = ..., memory_type: _Optional[str] = ..., key: _Optional[str] = ..., frame: _Optional[bytes] = ..., hops_left: _Optional[int] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ...) -> None: ...
+    seen_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., origin_id: _Optional[str] = ..., memory_type: _Optional[str] = ..., key: _Optional[str] = ..., frame: _Optional[bytes] = ..., hops_left: _Optional[int] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., seen_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MemoryAck(_message.Message):
     __slots__ = ("through_seq", "refused")
@@ -441,7 +455,7 @@ class ForwardResult(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., accepted: _Optional[bool] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., primary_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DigestRequest(_message.Message):
-    __slots__ = ("caller", "digests")
+    __slots__ = ("caller", "digests", "log")
     class DigestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -451,12 +465,14 @@ class DigestRequest(_message.Message):
         def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     CALLER_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     caller: Hello
     digests: _containers.ScalarMap[int, str]
-    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., digests: _Optional[_Mapping[int, str]] = ...) -> None: ...
+    log: bool
+    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., digests: _Optional[_Mapping[int, str]] = ..., log: _Optional[bool] = ...) -> None: ...
 
 class DigestReply(_message.Message):
-    __slots__ = ("digests", "differing")
+    __slots__ = ("digests", "differing", "published")
     class DigestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -466,9 +482,11 @@ class DigestReply(_message.Message):
         def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     digests: _containers.ScalarMap[int, str]
     differing: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, digests: _Optional[_Mapping[int, str]] = ..., differing: _Optional[_Iterable[int]] = ...) -> None: ...
+    published: bool
+    def __init__(self, digests: _Optional[_Mapping[int, str]] = ..., differing: _Optional[_Iterable[int]] = ..., published: _Optional[bool] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("caller", "buckets", "memory_type", "keys", "versions")

@@ -1,0 +1,242 @@
+"""grpc_mesh memory on in-process nodes over real gRPC on 127.0.0.1: what the shared-log media cannot show.
+
+Pushes and their applied-acks (strong), a corrupted frame refused at the receiver, a stalled peer whose
+pushes drop and which anti-entropy still converges, each node compacting its own log, and the memory
+primary's fencing epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh_core.backends.grpc._generated import mesh_pb2 as pb
+from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
+from mesh_core.errors import SyncTimeout
+
+from ..backends.conftest import Cluster, eventually
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, "grpc")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _backend(mesh: Any) -> Any:
+    return mesh.services.ctx.backend
+
+
+def _replica(mesh: Any) -> Any:
+    return mesh.services.memory.store
+
+
+async def _is(value: Any) -> Any:
+    return value
+
+
+async def _recall_is(mesh: Any, key: str, value: Any) -> bool:
+    try:
+        return bool(await mesh.recall(key) == value)
+    except Exception:
+        return False
+
+
+def _stop_memory_loop(mesh: Any) -> None:
+    for loop_task in mesh.services.ctx.loops:
+        if loop_task.get_name() == "memory":
+            loop_task.cancel()
+
+
+async def test_a_strong_write_returns_once_every_peer_applied_it_and_names_one_that_did_not(cluster: Cluster) -> None:
+    strong = {"memory_sync": {"strategy": "strong", "strong_timeout_seconds": 0.8}}
+    a, b, c = [await cluster.node(n, **strong) for n in "abc"]
+    await eventually(lambda: _is(all(len(n.members()) == 3 for n in (a, b, c))), timeout=5)
+    await a.sync_memory_item("fact", "everyone", key="k1")
+    for node in (b, c):  # applied before the write returned: no waiting here
+        assert [s.value for s in _replica(node).siblings("fact", "k1")] == ["everyone"]
+    acks = await _backend(a).memory_acks()
+    _, head = await _backend(a).read_memory(None, 1000)
+    assert all(_backend(a).cursor_reached(acks[n.node_id], head) for n in (b, c))
+
+    _stop_memory_loop(c)  # c is alive (it answers probes) but applies nothing
+    with pytest.raises(SyncTimeout, match="not applied") as refused:
+        await a.sync_memory_item("fact", "c is busy", key="k2")
+    assert refused.value.missing == ["c"]
+    assert [s.value for s in _replica(b).siblings("fact", "k2")] == ["c is busy"]
+    await c.sync_now()  # the entry is in c's log: c applies it when it reads
+    assert await c.recall("k2") == "c is busy"
+    await eventually(lambda: _acked_by(a, c), timeout=5)
+
+
+async def _acked_by(writer: Any, peer: Any) -> bool:
+    acks = await _backend(writer).memory_acks()
+    _, head = await _backend(writer).read_memory(None, 10_000)
+    return bool(_backend(writer).cursor_reached(acks.get(peer.node_id), head))
+
+
+async def test_a_corrupted_frame_pushed_over_the_wire_is_refused_counted_and_reported_back(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
+    await a.sync_memory_item("fact", "fine", key="good")
+    await eventually(lambda: _recall_is(b, "good", "fine"))
+    _, before = await _backend(b).read_memory(None, 1000)
+    frame = _backend(a).store  # a real frame of a's, one byte flipped on the way
+    (good,) = await frame.memory_for_key("fact", "good")
+    bad = good[:-1] + bytes([good[-1] ^ 0xFF])
+    sent = _backend(a)._send_entries(b.node_id, [pb.MemoryEntry(origin_id=a.node_id, memory_type="fact", key="good",
+                                                                frame=bad)], 10**6, 10**6)
+    assert sent
+    await eventually(lambda: _is(_backend(b).counters["memory_frames_refused"] == 1))
+    await eventually(lambda: _is(_backend(a).counters["memory_push_refused"] == 1))  # named in b's ack
+    assert (await _backend(b).read_memory(before, 1000))[0] == []  # never appended
+    assert await b.recall("good") == "fine"
+
+
+async def test_a_stalled_peer_drops_pushes_stays_bounded_and_anti_entropy_converges_it(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
+    _stall_memory_stream(_backend(b).wire)  # b's server stops reading a's Memory stream after its Hello
+    _backend(a).wire.queue_limit = 2  # the memory stream to b is dialled on the first push, with this queue
+    values = {f"k{i}": base64.b64encode(os.urandom(24_000)).decode() for i in range(150)}
+    for key, value in values.items():
+        await a.sync_memory_item("fact", value, key=key)
+    a_backend = _backend(a)
+    address = a_backend.address_of(b.node_id)
+    assert a_backend.counters["memory_push_dropped"] > 0
+    assert a_backend.wire.queued(address, "memory") <= 2
+    assert len(a_backend._pushed[b.node_id].in_flight) <= IN_FLIGHT_LIMIT
+    assert a_backend.wire.counters["wire_dropped_memory"] > 0
+    acks = await a_backend.memory_acks()
+    _, head = await a_backend.read_memory(None, 10_000)
+    assert not a_backend.cursor_reached(acks[b.node_id], head)  # b is not counted as having applied them
+    assert len(list(_replica(b).keys("k*"))) < len(values)
+
+    await a.anti_entropy()  # publishes a's digests; b's differ
+    repaired = await b.anti_entropy()  # pulls the differing buckets over Digest/Pull, not the stalled stream
+    assert repaired["buckets"] >= 1
+    assert len(list(_replica(b).keys("k*"))) == len(values)
+    assert await b.recall("k149") == values["k149"]
+    await a.anti_entropy()  # now equal: a stops holding b's ack back
+    acks = await a_backend.memory_acks()
+    assert a_backend.cursor_reached(acks[b.node_id], head)
+
+
+def _stall_memory_stream(wire: Any) -> None:
+    serve: Callable[..., Any] = wire.serve_stream
+
+    async def stalled(kind: str, requests: Any, context: Any) -> Any:
+        if kind != "memory":
+            async for envelope in serve(kind, requests, context):
+                yield envelope
+            return
+        await anext(aiter(requests))
+        yield pb.MemoryMessage(hello=wire.hello())
+        await asyncio.Event().wait()  # never reads again: HTTP/2 flow control stops the sender
+    wire.serve_stream = stalled
+
+
+async def test_each_node_compacts_its_own_log_and_a_late_node_still_converges(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=1)
+    b = await cluster.node("b", sync_interval_seconds=1)
+    for i in range(30):
+        await a.sync_memory_item("fact", {"i": i}, key=f"k{i}")
+    await b.sync_memory_item("fact", "second version", key="k0")
+    for node, other in ((a, b), (b, a)):
+        await eventually(lambda node=node, other=other: _acked_by(node, other), timeout=10)
+    await eventually(lambda: _recall_is(a, "k0", "second version"))
+    for node in (a, b):
+        _, head = await _backend(node).read_memory(None, 1000)
+        await eventually(node.compact_memory)  # its own log: 31 entries, all applied by both nodes
+        after, _ = await _backend(node).read_memory(None, 1000)
+        assert len(after) <= 1 and node.counters["memory_log_compacted"] == 31 - len(after)
+    late = await cluster.node("late", sync_interval_seconds=60)  # caught up from its peers' logs on joining
+    await eventually(lambda: _is(len(list(_replica(late).keys("*"))) == 30), timeout=10)
+    assert await late.recall("k0") == "second version" and await late.recall("k29") == {"i": 29}
+    assert _backend(late).counters["memory_caught_up"] >= 1
+    client = await cluster.client()
+    assert await client.recall("k7") == {"i": 7}
+    await client.sync_now()
+    assert len(list(_replica(client).keys("*"))) == 30
+
+
+async def test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_on_the_way(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    _stop_memory_loop(b)
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2))
+    await b.sync_now()
+    _, start = await _backend(b).read_memory(None, 10_000)
+    await a.sync_memory_item("fact", "dropped on the way", key="lost")
+
+    async def b_holds_it() -> bool:
+        return bool((await _backend(b).read_memory(start, 10_000))[0])
+    await eventually(b_holds_it)
+    _, head = await _backend(b).read_memory(start, 10_000)
+    b.services.sync.cursor = head  # b's replica never applies that entry
+    publish = _backend(a).publish_memory
+
+    async def flip_a_byte(origin: str, entries: Any, broadcast: bool = True) -> Any:
+        mt, key, frame = entries[0]
+        return await publish(origin, [(mt, key, frame[:-1] + bytes([frame[-1] ^ 0xFF]))], broadcast=broadcast)
+    _backend(a).publish_memory = flip_a_byte
+    await a.sync_memory_item("fact", "corrupted on the way", key="mangled")
+    _backend(a).publish_memory = publish
+    await eventually(lambda: _is(_backend(b).counters["memory_frames_refused"] >= 1))
+    await b.sync_now()
+    assert not _replica(b).siblings("fact", "lost") and not _replica(b).siblings("fact", "mangled")
+    await b.anti_entropy()
+    repaired = await a.anti_entropy()
+    assert repaired["buckets"] >= 1 and repaired["resent"] >= 2
+
+    async def b_applied_the_resend() -> bool:  # pushed to b's log; b's memory loop is stopped: read it here
+        await b.sync_now()
+        return await _recall_is(b, "mangled", "corrupted on the way")
+    await eventually(b_applied_the_resend)
+    await b.anti_entropy()  # b's own pass finds "lost" in its log's bucket
+    await b.sync_now()
+    assert await b.recall("lost") == "dropped on the way"
+    assert (await b.anti_entropy())["buckets"] == 0 and (await a.anti_entropy())["buckets"] == 0
+
+
+async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is_not_obeyed(cluster: Cluster) -> None:
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
+    await eventually(lambda: _is(all(len(n.members()) == 3 and n.memory_primary for n in nodes)), timeout=5)
+    await eventually(lambda: _is(len({_backend(n).memory_epoch for n in nodes}) == 1), timeout=5)
+    primary = next(n for n in nodes if n.memory_primary == n.node_id)
+    assert {n.memory_primary for n in nodes} == {primary.node_id}
+    assert primary.node_id == min(n.node_id for n in nodes)  # no preference configured: the lowest id
+    (_, epoch) = _backend(primary).memory_epoch
+    await primary.sync_memory_item("fact", "from the primary", key="ordered")
+    survivors = [n for n in nodes if n is not primary]
+    for node in survivors:
+        await eventually(lambda node=node: _recall_is(node, "ordered", "from the primary"))
+
+    await cluster.crash(primary)
+    await eventually(lambda: _is(all(n.memory_primary not in (None, primary.node_id) for n in survivors)
+                                 and len({_backend(n).memory_epoch for n in survivors}) == 1), timeout=8)
+    new_primary, new_epoch = _backend(survivors[0]).memory_epoch
+    assert new_epoch == epoch + 1 and new_primary != primary.node_id
+
+    # A replica that still believes itself primary at the old epoch (cut off while the others moved on):
+    stale = next(n for n in survivors if n.node_id != new_primary)
+    follower = next(n for n in survivors if n.node_id == new_primary)
+    _backend(stale)._claim.node_id, _backend(stale)._claim.epoch = stale.node_id, epoch
+    _backend(stale)._claim.until = 1e18
+    await _backend(stale).publish_memory(stale.node_id, [("fact", "split", stale.services.memory.frame_of(
+        stale.services.memory._local_item("fact", "split", "from a deposed primary", 5)[0]))])
+    await eventually(lambda: _is(_backend(follower).counters["memory_fenced"] >= 1))
+    await follower.sync_now()
+    assert not _replica(follower).siblings("fact", "split")  # not obeyed
