@@ -193,7 +193,7 @@ class Cluster:
         mesh = AgentMeshManager(self.node_config(name, node_type, **extra), role=role)
         await mesh.start()
         self.nodes.append(mesh)
-        if self.backend == "grpc" and role is NodeRole.WORKER:
+        if self.backend == "grpc":  # a client is a member too: a later node may join through it
             self.add_seed(mesh.backend_info().get("address", ""))
         return mesh
 

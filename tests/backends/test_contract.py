@@ -196,9 +196,13 @@ async def test_late_result_from_old_attempt_is_refused(cluster: Cluster) -> None
     client = await cluster.client()
     task_id = await client.submit_task("sleep", {"seconds": 1.5})
     await eventually(lambda: _async(bool(w1.services.worker.running)))
-    # Stop w1's heartbeats and lease renewals (as SIGSTOP would) while its handler keeps going.
+    # Stop w1's heartbeats and lease renewals (as SIGSTOP would) while its handler keeps going; on grpc, where
+    # liveness is SWIM's probes, it also stops answering them.
     w1.services.ctx.enabled = False
     w1.services.worker.accepting = False
+    silence = getattr(w1.services.ctx.backend, "silence", None)
+    if silence is not None:
+        silence(True)
     w2 = await cluster.node("w2")
     await eventually(lambda: _async(w2.status_of(w1.node_id) is NodeStatus.DEAD), timeout=4)
     result = await client.wait_task(task_id, timeout=8)

@@ -114,6 +114,9 @@ class GrpcCore(Backend):
     async def _open_parts(self) -> None:
         """The parts register their stream and call handlers and start their loops here, once the wire is up."""
 
+    def _declared_dead(self) -> None:
+        """The membership part heard that others declared this node dead (the tasks part acts on it)."""
+
     async def _close_parts(self) -> None:
         """The parts stop here, before the wire closes."""
 

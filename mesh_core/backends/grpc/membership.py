@@ -215,14 +215,23 @@ class GrpcMembership(GrpcCore):
 
     def _send(self, messages: Iterable[swim.Message]) -> None:
         wire = self.wire
-        if wire is None:
+        if wire is None or self._silent:
             return
         for message in messages:
             wire.send(message.to, "membership", envelope_of(message, self.limits, self._frames))
         if len(self._frames) > 4096:
             self._frames.clear()
 
+    def silence(self, silent: bool) -> None:
+        """Fault injection (tests, chaos): drop every membership message in and out, as a stopped process would
+        answer no probe, while everything else runs on."""
+        self._silent = silent
+
+    _silent = False
+
     def _received(self, peer: Peer, env: pb.MembershipMessage) -> None:
+        if self._silent:
+            return
         for topic in env.wake_topics:
             if topic in Topic.__members__.values() or topic in {t.value for t in Topic}:
                 self._deliver(topic)
@@ -236,6 +245,12 @@ class GrpcMembership(GrpcCore):
             log.warning("grpc membership: refused an envelope from %s: %s", peer.name or peer.address, exc)
             return
         now = time.monotonic()
+        doomed = False
         for message in messages:
+            doomed = doomed or any(u.node == self.node_id and u.kind is swim.Kind.DEAD
+                                   and u.incarnation >= node.incarnation for u in message.updates)
             self._send(node.receive(message, now))
         self._publish_changes()
+        if doomed:
+            self.counters["declared_dead"] += 1
+            self._declared_dead()

@@ -151,6 +151,7 @@ class GrpcTasks(GrpcCore):
         self._inbound: dict[str, asyncio.Queue[pb.TaskMessage]] = {}
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
+        self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -257,7 +258,7 @@ class GrpcTasks(GrpcCore):
         if env.backups:
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
-            self._resolve(("backup", (ack.task_id, ack.revision)), True)
+            self._resolve(("backup", (ack.task_id, ack.revision)), not ack.refused)
         for handover in env.handovers:
             held = self._held.get(handover.task_id)
             if held is not None and held[0] == handover.previous_owner_id:
@@ -267,7 +268,9 @@ class GrpcTasks(GrpcCore):
         for result in env.submit_results:
             self._resolve(("submit", result.request_id), (result.outcome, result.error))
         if env.finished:
-            self._take_finished(env.finished)
+            self._take_finished(peer, env.finished)
+        for ack in env.finished_acks:
+            self._resolve(("finished", ack.task_id), not ack.refused)
         if env.moves:
             await self._moves_from(peer, env.moves)
         for result in env.move_results:
@@ -337,7 +340,9 @@ class GrpcTasks(GrpcCore):
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
             if outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
-                self._submitted[a.task.task_id] = (targets[index], self._task_frame(a.task))
+                routed = replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
+                                 node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1)
+                self._submitted[a.task.task_id] = (targets[index], self._task_frame(routed))
             out.append(Enqueued(outcome))
         return out
 
@@ -353,6 +358,7 @@ class GrpcTasks(GrpcCore):
         subs = []
         for task_id, frame in orphans:
             self._submitted[task_id] = (successor, frame)
+            self._rehomed[task_id] = owner_id
             subs.append(pb.Submission(request_id=next(self._requests), task=frame, adopt=True,
                                       previous_owner_id=owner_id))
         self.counters["tasks_rehomed"] += len(subs)
@@ -401,8 +407,14 @@ class GrpcTasks(GrpcCore):
         after = [i for i in ids if i > self.node_id]
         return after[0] if after else ids[0]
 
-    async def _back_up(self, tasks: Sequence[Task], *, wait: bool = True) -> None:
-        """Copy task records to their backup peer; with ``wait``, until it has stored them (or the timeout)."""
+    async def _back_up(self, tasks: Sequence[Task], *, wait: bool = True,
+                       unbacked: set[str] | None = None) -> set[str]:
+        """Copy task records to their backup peer; with ``wait``, until it has stored them (or the timeout).
+
+        Returns the ids the backup refused because it owns them now (it took them over when this node was
+        declared dead): those are dropped here, and this node answers for them no more. The ids no backup
+        holds (no live peer, or no answer in time) are added to ``unbacked``."""
+        unbacked = unbacked if unbacked is not None else set()
         futures: dict[Any, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         for task in tasks:
@@ -410,6 +422,7 @@ class GrpcTasks(GrpcCore):
             if peer is None or self.status_of(peer) not in LIVE:
                 peer = self._backup_peer()
                 if peer is None:
+                    unbacked.add(task.task_id)
                     continue
                 self._backup_of[task.task_id] = peer
             self._revision += 1
@@ -420,12 +433,34 @@ class GrpcTasks(GrpcCore):
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)))
         for peer, records in by_peer.items():
             self._send_to(peer, pb.TaskMessage(backups=records))
-        if wait and futures:
-            answers = await self._wait_all(futures, BACKUP_TIMEOUT)
-            missed = len(futures) - len(answers)
-            if missed:
-                self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
-                                                    f"by the backup peer within {BACKUP_TIMEOUT:g} s")
+        if not (wait and futures):
+            return set()
+        answers = await self._wait_all(futures, BACKUP_TIMEOUT)
+        missed = len(futures) - len(answers)
+        unbacked.update(task_id for task_id in futures if task_id not in answers)
+        if missed:
+            self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
+                                                f"by the backup peer within {BACKUP_TIMEOUT:g} s")
+        refused = {task_id for task_id, stored in answers.items() if stored is False}
+        if refused:
+            await self._drop_owned(refused)
+        return refused
+
+    async def _drop_owned(self, task_ids: set[str]) -> None:
+        """Forget tasks another node has taken over (this node was declared dead meanwhile)."""
+        ids = sorted(task_ids)
+
+        def drop(conn: sqlite3.Connection) -> None:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM attempts WHERE task_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
+        await self.store._write(drop)
+        for task_id in ids:
+            self._backup_of.pop(task_id, None)
+        self.found_problem("tasks_ownership_lost", f"{len(ids)} task(s) were taken over by another node while this "
+                                                   "one was declared dead: dropped here, their results refused")
 
     async def _keep_backups(self, peer: Peer, records: Sequence[pb.BackupRecord]) -> None:
         rows = [(r.owner_id or peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
@@ -439,9 +474,15 @@ class GrpcTasks(GrpcCore):
                     "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
                     " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
                     " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
-        await self.store._write(keep)
-        self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[pb.BackupAck(task_id=r.task_id, revision=r.revision)
-                                                             for r in records]))
+        ids = [r.task_id for r in records]
+        owned = set(await self.store.task_states(ids)) if ids else set()  # taken over: this node answers for them
+        rows = [row for row in rows if row[1] not in owned]
+        if rows:
+            await self.store._write(keep)
+        if owned:
+            self.counters["backups_refused"] += len(owned)
+        self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
+            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned) for r in records]))
 
     def _member_change(self, change: Change) -> None:
         node = change.node
@@ -460,6 +501,19 @@ class GrpcTasks(GrpcCore):
         if node.node_id not in self._adopted_from and not self._client_role:
             self._adopted_from.add(node.node_id)
             self.spawn(self._take_over(node.node_id, node.name), "takeover")
+
+    def _declared_dead(self) -> None:
+        """SWIM says others declared this node dead: its backup may have taken its tasks over. Copy every
+        unfinished one again at once; those the backup refuses (it owns them now) are dropped here."""
+        if not self._client_role:
+            self.spawn(self._confirm_ownership(), "confirm-ownership")
+
+    async def _confirm_ownership(self) -> None:
+        rows = await self.store._read(lambda c: c.execute(
+            "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
+        ids = [r[0] for r in rows]
+        for start in range(0, len(ids), 500):
+            await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True))
 
     def _rebackup_soon(self) -> None:
         if not self._rebackup_due:
@@ -502,8 +556,20 @@ class GrpcTasks(GrpcCore):
                 tasks.append(self._task_of(record))
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.found_problem("refused_records", f"copy of task {task_id} from {owner_name}: {exc}")
-        live = {n.node_id for n in self.live_peers(workers_only=True)} | {self.node_id}
-        added = await self.store.adopt(tasks, self._lease_seconds, live)
+        live = {n.node_id for n in self.live_peers(workers_only=True)}
+        for t in tasks:
+            if t.status in _FINAL or not t.node_id:
+                continue
+            if t.node_id == self.node_id:
+                # This node ran it (or was offered it) for the old owner: from now on it is its own.
+                held = self._held.pop(t.task_id, None)
+                self._inbox = {k: o for k, o in self._inbox.items() if k[0] != t.task_id}
+                t.status = TaskStatus.RUNNING if held is not None and held[1] == t.attempt else TaskStatus.ASSIGNED
+            else:
+                # A live worker renews the lease here from now on (handover below); a dead one's attempt may have
+                # started, so the sweeper moves it on with a new attempt, fencing out the old.
+                t.status = TaskStatus.RUNNING
+        added = await self.store.adopt(tasks, self._lease_seconds)
         if tasks:
             log.info("took over %d task(s) of %s (%d new here)", len(tasks), owner_name, added)
             self.counters["tasks_taken_over"] += added
@@ -511,7 +577,7 @@ class GrpcTasks(GrpcCore):
             # Workers running them for the old owner report to this one from now on.
             by_worker: dict[str, list[pb.Handover]] = {}
             for t in tasks:
-                if t.status not in _FINAL and t.node_id and t.node_id in live and t.node_id != self.node_id:
+                if t.status not in _FINAL and t.node_id in live:
                     by_worker.setdefault(t.node_id, []).append(pb.Handover(
                         task_id=t.task_id, owner_id=self.node_id, previous_owner_id=owner_id,
                         owner_epoch=t.attempt, why=f"owner {owner_name} is gone"))
@@ -700,10 +766,12 @@ class GrpcTasks(GrpcCore):
         return [recorded.get((c.task_id, c.attempt), False) for c in completions]
 
     async def _complete_owned(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record outcomes here; one counts once its backup holds it too (or the backup did not answer in
+        time, counted): an outcome whose task another node took over meanwhile is refused (False)."""
         done = await self.store.complete(completions)
         ended = [c.task_id for c, ok in zip(completions, done, strict=True) if ok]
-        await self._after_final(ended)
-        return done
+        lost = await self._after_final(ended)
+        return [ok and c.task_id not in lost for c, ok in zip(completions, done, strict=True)]
 
     async def _record_results(self, peer: Peer, results: Sequence[pb.TaskResult]) -> None:
         """Owner: record results from a worker, fenced by attempt; answer each."""
@@ -726,14 +794,17 @@ class GrpcTasks(GrpcCore):
                 for c, ok in zip(completions, done, strict=True)]
         self._send_to(peer.node_id, pb.TaskMessage(result_acks=acks + refused))
 
-    async def _after_final(self, task_ids: Sequence[str]) -> None:
-        """Tasks that just ended here: copy the outcome to the backup, tell a submitter on another node."""
+    async def _after_final(self, task_ids: Sequence[str]) -> set[str]:
+        """Tasks that just ended here: copy the outcome to the backup, then tell a submitter on another node.
+        Returns the ids this node turned out not to own any more (see ``_back_up``): nothing is said of those."""
         if not task_ids:
-            return
-        tasks = await self.store.get_tasks(task_ids, with_attempts=False)
-        ended = [t for t in tasks if t.status in _FINAL]
-        await self._back_up(ended, wait=False)
+            return set()
+        tasks = await self.store.get_tasks(task_ids, with_attempts=True)
+        unbacked: set[str] = set()
+        lost = await self._back_up([t for t in tasks if t.status in _FINAL], unbacked=unbacked)
+        ended = [t for t in tasks if t.status in _FINAL and t.task_id not in lost]
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
+        asked: dict[str, asyncio.Future[Any]] = {}
         for t in ended:
             self._backup_of.pop(t.task_id, None)
             if t.submitter_id and t.submitter_id != self.node_id:
@@ -743,10 +814,22 @@ class GrpcTasks(GrpcCore):
                          "error": t.error}
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
+                if t.task_id in unbacked:  # no backup holds it: the submitter's copy is the other one
+                    asked[t.task_id] = self._expect(("finished", t.task_id))
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
+        if asked:
+            answers = await self._wait_all(asked, BACKUP_TIMEOUT)
+            refused = {task_id for task_id, took in answers.items() if took is False}
+            if refused:
+                await self._drop_owned(refused)
+                lost |= refused
+        return lost
 
-    def _take_finished(self, entries: Sequence[pb.FinishedTask]) -> None:
+    def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
+        """Client: outcomes pushed by owners, kept for ``finished_for``; one from an owner this client handed the
+        task away from (``_rehome``) is refused, so a task ends once for its submitter."""
+        acks = []
         for entry in entries:
             try:
                 fields = codec.decode(entry.entry, self.limits)
@@ -756,9 +839,16 @@ class GrpcTasks(GrpcCore):
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.found_problem("refused_records", f"a result entry: {exc}")
                 continue
+            if self._rehomed.get(finished.task_id) == peer.node_id:
+                self.counters["stale_results_refused"] += 1
+                acks.append(pb.FinishedAck(task_id=finished.task_id, refused=True))
+                continue
+            acks.append(pb.FinishedAck(task_id=finished.task_id))
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
             self._submitted.pop(finished.task_id, None)
+            self._rehomed.pop(finished.task_id, None)
+        self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
 
     async def cancel_requests(self, node_id: str) -> list[tuple[str, int]]:
@@ -1000,6 +1090,13 @@ class GrpcTasks(GrpcCore):
         return counts
 
     _own_depth = 0
+
+    async def leave(self, node: Any) -> None:
+        """Copy every unfinished task to the backup as it stands now, so the backup takes over the present."""
+        if not self._client_role:
+            with contextlib.suppress(Exception):
+                await self._confirm_ownership()
+        await super().leave(node)  # type: ignore[safe-super]
 
     async def heartbeat(self, node: Any) -> None:
         await self._refresh_own_depth()

@@ -166,22 +166,20 @@ class SqliteTasks(SqliteQuarantine):
             return set()
         return await self._write(start)
 
-    async def adopt(self, tasks: Sequence[Task], lease_seconds: float, live: Iterable[str] = ()) -> int:
-        """Store task records taken over from another store (a dead owner's, copied here by it); returns how many
-        were new. A task that ran or waited on a node in ``live`` comes in running there under a fresh lease of
-        ``lease_seconds`` (its holder renews it here, or it lapses and is routed again); any other unfinished one
-        keeps its status and node, so the sweeper moves it on with a new attempt (a dead holder) or routes it (the
-        pending list); a finished one comes in as it ended. An id already stored is left alone."""
+    async def adopt(self, tasks: Sequence[Task], lease_seconds: float) -> int:
+        """Store task records taken over from another store (a dead owner's, copied here by it) as they are given;
+        returns how many were new. A running one gets a fresh lease of ``lease_seconds`` (its holder renews it
+        here, or it lapses and the task is routed again); an assigned or running one held by a dead node is moved
+        on by the sweeper with a new attempt; the attempt under way is put on record. An id already stored is
+        left alone."""
         limits = self.limits
         unfinished = {TaskStatus.ASSIGNED.value, TaskStatus.RUNNING.value}
-        alive = set(live)
 
         def insert(conn: sqlite3.Connection) -> int:
             added, now, clock = 0, time.time(), machine_clock()
             for t in tasks:
-                status, lease = t.status.value, None
-                if status in unfinished and t.node_id in alive:
-                    status, lease = TaskStatus.RUNNING.value, clock + lease_seconds
+                status = t.status.value
+                lease = clock + lease_seconds if status == TaskStatus.RUNNING.value else None
                 result = codec.encode(t.result, limits) if t.result is not None else None
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"

@@ -139,7 +139,7 @@ class StateSync(_message.Message):
     def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
-    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results")
+    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results", "finished_acks")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class TaskMessage(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     MOVES_FIELD_NUMBER: _ClassVar[int]
     MOVE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_ACKS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     offers: _containers.RepeatedCompositeFieldContainer[TaskOffer]
     accepts: _containers.RepeatedCompositeFieldContainer[TaskAccept]
@@ -172,7 +173,16 @@ class TaskMessage(_message.Message):
     finished: _containers.RepeatedCompositeFieldContainer[FinishedTask]
     moves: _containers.RepeatedCompositeFieldContainer[MoveRequest]
     move_results: _containers.RepeatedCompositeFieldContainer[MoveResult]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[MoveRequest, _Mapping]]] = ..., move_results: _Optional[_Iterable[_Union[MoveResult, _Mapping]]] = ...) -> None: ...
+    finished_acks: _containers.RepeatedCompositeFieldContainer[FinishedAck]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[MoveRequest, _Mapping]]] = ..., move_results: _Optional[_Iterable[_Union[MoveResult, _Mapping]]] = ..., finished_acks: _Optional[_Iterable[_Union[FinishedAck, _Mapping]]] = ...) -> None: ...
+
+class FinishedAck(_message.Message):
+    __slots__ = ("task_id", "refused")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    refused: bool
+    def __init__(self, task_id: _Optional[str] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class MoveRequest(_message.Message):
     __slots__ = ("request_id", "move")
@@ -337,12 +347,14 @@ class BackupRecord(_message.Message):
     def __init__(self, owner_id: _Optional[str] = ..., task_id: _Optional[str] = ..., revision: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., record: _Optional[bytes] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class BackupAck(_message.Message):
-    __slots__ = ("task_id", "revision")
+    __slots__ = ("task_id", "revision", "refused")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     revision: int
-    def __init__(self, task_id: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    refused: bool
+    def __init__(self, task_id: _Optional[str] = ..., revision: _Optional[int] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class Handover(_message.Message):
     __slots__ = ("task_id", "owner_id", "owner_address", "owner_epoch", "previous_owner_id", "why")
