@@ -546,15 +546,26 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     rogue = await cluster.node("rogue")  # no key: its records are unsigned
     await cluster.node("wrong", security={"api_key": "another-secret"})
     client = await cluster.client(**keyed)
-    await eventually(lambda: _async(client.counters["refused_nodes"] == 2 and set(statuses(client)) == {"w1"}))
+    # On gRPC the keyed nodes refuse the others' calls at the wire (each counted once, where it called).
+    judge = w1 if cluster.backend == "grpc" else client
+    await eventually(lambda: _async(judge.counters["refused_nodes"] == 2 and set(statuses(client)) == {"w1"}))
     ids = [await client.submit_task("echo", i) for i in range(6)]
     assert {(await client.wait_task(t, timeout=5)).node_name for t in ids} == {"w1"}  # never the untrusted two
 
     outsider = await cluster.client()  # no key: it trusts everyone, but the keyed worker does not trust it
-    await eventually(lambda: _async(any("count" in m.info.task_types for m in outsider.members())))
-    task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
-    assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
-    assert ran == [] and w1.counters["refused_tasks"] == 1
+    if cluster.backend == "grpc":
+        # On gRPC the key is checked on every call (metadata), before any record: the outsider's calls are
+        # refused at the wire, so it never even sees the keyed worker, and nothing it sends is read.
+        await eventually(lambda: _async(w1.counters["refused_nodes"] >= 3))
+        assert not any("count" in m.info.task_types for m in outsider.members())
+        with pytest.raises((UnknownTaskType, NoCapacity)):
+            await outsider.submit_task("count", 7)
+        assert ran == []
+    else:
+        await eventually(lambda: _async(any("count" in m.info.task_types for m in outsider.members())))
+        task = await outsider.wait_task(await outsider.submit_task("count", 7), timeout=5)
+        assert task.status is TaskStatus.FAILED and task.attempt == 1 and "api_key" in (task.error or "")
+        assert ran == [] and w1.counters["refused_tasks"] == 1
     await eventually(lambda: _async(any("count" in m.info.task_types for m in client.members())))
     signed = await client.wait_task(await client.submit_task("count", 8), timeout=5)
     assert signed.status is TaskStatus.SUCCEEDED and ran == [8]
@@ -562,7 +573,8 @@ async def test_api_key_keeps_out_unsigned_nodes_tasks_and_memory(cluster: Cluste
     await rogue.sync_memory_item("fact", "forged", key="k1")
     await client.sync_memory_item("fact", "genuine", key="k2")
     await eventually(lambda: _async(_replica(w1).siblings("fact", "k2") != []))
-    await eventually(lambda: _async(w1.counters["refused_memory"] >= 1))
+    if cluster.backend != "grpc":  # on gRPC the rogue's push never gets past the wire (counted above)
+        await eventually(lambda: _async(w1.counters["refused_memory"] >= 1))
     assert _replica(w1).siblings("fact", "k1") == [] and (await w1.recall("k2")) == "genuine"
 
 
@@ -584,7 +596,12 @@ async def test_compaction_drops_applied_log_entries_and_a_late_node_still_conver
     await b.compact_memory()
     after, _ = await a.services.ctx.backend.read_memory(None, 1000)
     assert len(after) <= 1  # the entry at the slowest cursor may stay
-    assert a.counters["memory_log_compacted"] + b.counters["memory_log_compacted"] == 31 - len(after)
+    dropped = a.counters["memory_log_compacted"] + b.counters["memory_log_compacted"]
+    if cluster.backend == "grpc":  # no shared log: each node holds (and compacts) its own copy of it
+        after_b, _ = await b.services.ctx.backend.read_memory(None, 1000)
+        assert len(after_b) <= 1 and dropped == 62 - len(after) - len(after_b)
+    else:
+        assert dropped == 31 - len(after)
 
     late = await cluster.node("late", sync_interval_seconds=1)  # never saw the dropped entries
     await eventually(lambda: _async(len(list(_replica(late).keys("*"))) == 30), timeout=10)
@@ -748,6 +765,10 @@ async def _missing(mesh, key) -> bool:
 
 
 async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Cluster) -> None:
+    if cluster.backend == "grpc":
+        pytest.skip("drops and corrupts an entry in a shared log, which gRPC has not; its own version drops and "
+                    "corrupts pushes on the wire: tests/grpc/test_memory.py::"
+                    "test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_on_the_way")
     a = await cluster.node("a", sync_interval_seconds=60)
     b = await cluster.node("b", sync_interval_seconds=60)
     for loop_task in b.services.ctx.loops:

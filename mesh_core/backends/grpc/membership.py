@@ -46,6 +46,7 @@ class GrpcMembership(GrpcCore):
         self.swim: swim.SwimNode | None = None
         self._frames: dict[tuple[str, int], bytes] = {}
         self._kick = asyncio.Event()
+        self._refused_callers: set[str] = set()
         self._leases: dict[str, tuple[str, float]] = {}  # name → (holder, monotonic expiry) as seen here
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -67,6 +68,7 @@ class GrpcMembership(GrpcCore):
             await wire.start()
             wire.address = address = advertise_address(grpc_cfg, wire.port)
         wire.on_stream("membership", self._received)
+        wire.on_refusal = self._refused
         swim_cfg = swim.SwimConfig.from_timeouts(cfg.suspect_after_seconds, cfg.node_timeout_seconds)
         # Until its first heartbeat a node is known but takes no work: no task types, and not "left" (a leave
         # sticks for its incarnation in every table); the hub media hold no record at all until then.
@@ -194,8 +196,17 @@ class GrpcMembership(GrpcCore):
     async def _swim_loop(self) -> None:
         node = self.swim
         assert node is not None
+        late_after = node.cfg.probe_timeout / 2
+        last = time.monotonic()
         while not self._closed:
-            self._send(node.tick(time.monotonic()))
+            now = time.monotonic()
+            if now - last - TICK_SECONDS > late_after:
+                # This process was too busy to run the detector on time (Lifeguard's self-awareness): acks it
+                # missed meanwhile say more about it than about its peers, so it stretches its own timeouts.
+                node.health.add(1)
+                self.counters["swim_late_ticks"] += 1
+            last = now
+            self._send(node.tick(now))
             self._publish_changes()
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
@@ -221,6 +232,17 @@ class GrpcMembership(GrpcCore):
             wire.send(message.to, "membership", envelope_of(message, self.limits, self._frames))
         if len(self._frames) > 4096:
             self._frames.clear()
+
+    def _refused(self, peer: Peer, why: str) -> None:
+        """A caller refused at the wire: counted ``refused_nodes`` once per node it claims to be, and logged
+        with who and why; nothing it sent is read."""
+        key = peer.node_id or peer.address
+        if key in self._refused_callers:
+            return
+        if len(self._refused_callers) < 10_000:
+            self._refused_callers.add(key)
+        self.found_problem("refused_nodes", f"node {peer.name or '?'} ({peer.node_id[:12] or 'no id'}, "
+                                            f"{peer.address or 'no address'}) {why}: its calls are refused")
 
     def silence(self, silent: bool) -> None:
         """Fault injection (tests, chaos): drop every membership message in and out, as a stopped process would

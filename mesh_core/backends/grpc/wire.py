@@ -104,6 +104,8 @@ class Wire:
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
         self._closing = False
         self.rng = random.Random()
+        # Told of each call refused for its api key, with the caller as its Hello names it (a claim, unproven).
+        self.on_refusal: Callable[[Peer, str], None] | None = None
 
     # -- identity ----------------------------------------------------------------------------------
     def hello(self) -> pb.Hello:
@@ -223,6 +225,8 @@ class Wire:
             given = dict(context.invocation_metadata() or ()).get(API_KEY_HEADER, "")
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 self.counters["refused_calls_api_key"] += 1
+                if self.on_refusal is not None and hello is not None:
+                    self.on_refusal(Peer.of(hello), "it has a missing or wrong api key")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong api key (x-mesh-api-key)")
         if hello is None or hello.protocol_version != PROTOCOL_VERSION:
             self.counters["refused_calls_version"] += 1
