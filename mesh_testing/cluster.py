@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -33,8 +34,10 @@ from mesh_core.manager import AgentMeshManager
 from mesh_core.model import NodeRole, NodeStatus
 from mesh_testing.process import NodeProcess, clean_env
 
-BACKENDS = ("sqlite", "redis")
-KNOWN_BACKENDS = (*BACKENDS, "grpc")  # grpc joins BACKENDS (and so every parametrised suite) once it passes them
+# grpc_mesh runs in every parametrised suite with MESH_TEST_GRPC=1 while it is being finished (issue 12); it
+# joins by default once those suites pass on it. mesh_testing.Cluster accepts it either way.
+BACKENDS = ("sqlite", "redis", *(("grpc",) if os.environ.get("MESH_TEST_GRPC") else ()))
+KNOWN_BACKENDS = ("sqlite", "redis", "grpc")
 
 _LIVE: list[Cluster] = []  # clusters with node processes not stopped yet, for the exit hook
 

@@ -4,12 +4,22 @@ a SQLite file made before the ``beat`` column keeps working."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from mesh_core.backends.sqlite import SqliteBackend
 from mesh_core.model import NodeInfo
 
-from .conftest import Cluster
+from .conftest import STORE_BACKENDS, Cluster, cluster_for
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Only the media with a shared store: these tests write bad records into it behind the mesh's back."""
+    async with cluster_for(request, tmp_path) as c:
+        yield c
 
 
 async def test_each_heartbeat_changes_the_sequence_and_the_age_is_on_the_mediums_clock(cluster: Cluster) -> None:

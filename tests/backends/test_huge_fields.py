@@ -4,13 +4,24 @@ quarantine keeps of it (raw value, reason) and what the node logs and publishes 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgpack
+import pytest
 
 from mesh_core.backends.shared import QUARANTINE_RAW_BYTES, REASON_CHARS, raw_bytes, shortened
 
-from .conftest import Cluster, eventually
+from .conftest import STORE_BACKENDS, Cluster, cluster_for, eventually
 from .test_quarantine import a_task_runs, quarantine_of, raw_redis, sql
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Only the media with a shared store: these tests write bad records into it behind the mesh's back."""
+    async with cluster_for(request, tmp_path) as c:
+        yield c
+
 
 HUGE = 256 * 1024
 

@@ -12,10 +12,12 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import msgpack
+import pytest
 import redis
 
 from mesh_core import AgentMeshManager
@@ -26,7 +28,14 @@ from mesh_core.config import RedisConfig
 from mesh_core.memory.digest import bucket_of
 from mesh_core.model import NodeInfo
 
-from .conftest import Cluster, eventually
+from .conftest import STORE_BACKENDS, Cluster, cluster_for, eventually
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Only the media with a shared store: these tests write bad records into it behind the mesh's back."""
+    async with cluster_for(request, tmp_path) as c:
+        yield c
 
 
 @contextmanager
