@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from mesh_core.config import MeshConfig, load_config
 from mesh_core.manager import AgentMeshManager
 from mesh_core.model import NodeRole, NodeStatus
 from mesh_testing.process import NodeProcess, clean_env
+from mesh_testing.redis_server import free_port
 
 # grpc_mesh runs in every parametrised suite with MESH_TEST_GRPC=1 while it is being finished (issue 12); it
 # joins by default once those suites pass on it. mesh_testing.Cluster accepts it either way.
@@ -52,13 +52,6 @@ def _stop_leftovers() -> None:
 
 class ClusterError(RuntimeError):
     """The cluster could not do what was asked: a node process exited, nodes never became active."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def crash(mesh: AgentMeshManager) -> None:

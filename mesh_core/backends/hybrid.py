@@ -17,9 +17,9 @@ from ..config import GrpcConfig, MeshConfig, RedisConfig
 from ..errors import ConfigError
 from ..security import without_password
 from .choice import Choice, RedisProbe, SeedOutcome, SeedProbe, decide
+from .grpc import API_KEY_HEADER
 
 PROBE_TIMEOUT_S = 1.0
-API_KEY_METADATA = "x-mesh-api-key"  # as proto/mesh.proto names it
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | 
     ours = mesh_pb2.PROTOCOL_VERSION_CURRENT
     hello = mesh_pb2.Hello(protocol_version=ours, node_id=caller.node_id, node_name=caller.node_name,
                            incarnation=caller.incarnation, client=caller.client)
-    metadata = ((API_KEY_METADATA, api_key),) if api_key else None
+    metadata = ((API_KEY_HEADER, api_key),) if api_key else None
     started = time.perf_counter()
     try:
         async with _channel(seed, cfg) as channel:

@@ -14,8 +14,9 @@ import pytest
 from mesh_core import AgentMeshManager
 from mesh_core.backends import choose_backend
 from mesh_core.backends.choice import SeedOutcome
+from mesh_core.backends.grpc import API_KEY_HEADER
 from mesh_core.backends.grpc._generated import mesh_pb2, mesh_pb2_grpc
-from mesh_core.backends.hybrid import API_KEY_METADATA, Caller, choose, probe_redis, probe_seed
+from mesh_core.backends.hybrid import Caller, choose, probe_redis, probe_seed
 from mesh_core.codec import DEFAULT_LIMITS
 from mesh_core.commands import render_status, status_data
 from mesh_core.config import GrpcConfig, MeshConfig, load_config
@@ -37,7 +38,7 @@ class Seed(mesh_pb2_grpc.MeshServicer):
     async def Handshake(self, request: Any, context: Any) -> Any:  # noqa: N802 - the generated name
         metadata = {k: v for k, v in context.invocation_metadata() or ()}
         self.heard.append((request, metadata))
-        if self.api_key is not None and metadata.get(API_KEY_METADATA) != self.api_key:
+        if self.api_key is not None and metadata.get(API_KEY_HEADER) != self.api_key:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong api key")
         if self.refuse_version and request.protocol_version != self.version:
             said = f"peer speaks mesh protocol {request.protocol_version}, this node speaks {self.version}"

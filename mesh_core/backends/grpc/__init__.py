@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+API_KEY_HEADER = "x-mesh-api-key"  # the call metadata that carries security.api_key (proto/mesh.proto)
+
 if TYPE_CHECKING:
     from .backend import GrpcBackend
 
@@ -23,4 +25,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["GrpcBackend"]
+__all__ = ["API_KEY_HEADER", "GrpcBackend"]

@@ -31,13 +31,13 @@ from typing import Any
 
 import grpc
 
+from . import API_KEY_HEADER
 from ._generated import mesh_pb2 as pb
 from ._generated import mesh_pb2_grpc as pb_grpc
 
 log = logging.getLogger("mesh.grpc")
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
-API_KEY_HEADER = "x-mesh-api-key"
 KINDS = ("membership", "tasks", "memory")
 ENVELOPES: dict[str, Any] = {"membership": pb.MembershipMessage, "tasks": pb.TaskMessage,
                              "memory": pb.MemoryMessage}
