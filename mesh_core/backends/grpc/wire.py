@@ -102,6 +102,7 @@ class Wire:
         self._unary: dict[str, UnaryHandler] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
+        self._replies: dict[tuple[str, str], asyncio.Queue[Any]] = {}  # (peer address, kind) → its open stream
         self._closing = False
         self.rng = random.Random()
         # Told of each call refused for its api key, with the caller as its Hello names it (a claim, unproven).
@@ -190,6 +191,14 @@ class Wire:
         if self._closing or not address or address == self.address:
             return False
         key = (address, kind)
+        back = self._replies.get(key)
+        if back is not None:  # the peer's own stream to us is open: answer on it (no second connection)
+            try:
+                back.put_nowait(envelope)
+                return True
+            except asyncio.QueueFull:
+                self.counters[f"wire_dropped_{kind}"] += 1
+                return False
         out = self._outgoing.get(key)
         if out is None:
             out = self._outgoing[key] = _Outgoing(self, address, kind)
@@ -247,8 +256,29 @@ class Wire:
         first.ClearField("hello")
         if first.ByteSize():
             self.dispatch(kind, peer, first)
-        async for envelope in requests:
-            self.dispatch(kind, peer, envelope)
+        # While the peer's stream is open, what this node sends to the peer's address may go back on it (see
+        # ``send``): a peer that cannot be dialled (a client behind NAT) is still answered.
+        key = (peer.address, kind)
+        replies: asyncio.Queue[Any] = asyncio.Queue(self.queue_limit)
+        if peer.address:
+            self._replies[key] = replies
+
+        async def read() -> None:
+            async for envelope in requests:
+                self.dispatch(kind, peer, envelope)
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                getter = asyncio.ensure_future(replies.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                yield _merged(getter.result(), replies, self.max_message_bytes)
+        finally:
+            reader.cancel()
+            if self._replies.get(key) is replies:
+                del self._replies[key]
 
     def unary_handler(self, method: str) -> UnaryHandler | None:
         return self._unary.get(method)
@@ -323,11 +353,7 @@ class _Outgoing:
                 envelope = await asyncio.wait_for(queue.get(), IDLE_CLOSE_SECONDS)
             except TimeoutError:
                 return  # idle: end the stream; the next send dials again
-            merged = 1
-            while merged < MERGE_MAX and not queue.empty():
-                envelope.MergeFrom(queue.get_nowait())
-                merged += 1
-            yield envelope
+            yield _merged(envelope, queue, self.wire.max_message_bytes)
 
 
 class _Servicer(pb_grpc.MeshServicer):
@@ -388,6 +414,23 @@ class _Servicer(pb_grpc.MeshServicer):
 
     async def Remember(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unary("Remember", request, context)
+
+
+def _merged(envelope: Any, queue: asyncio.Queue[Any], max_message_bytes: int) -> Any:
+    """``envelope`` with what else is queued merged into it (repeated parts concatenate), up to ``MERGE_MAX``
+    envelopes and about half of ``max_message_bytes``: one write for a burst, never one too large to send."""
+    budget = max_message_bytes // 2
+    size = envelope.ByteSize()
+    merged = 1
+    while merged < MERGE_MAX and not queue.empty():
+        nxt = queue._queue[0]  # type: ignore[attr-defined]  # peek: asyncio.Queue keeps a deque
+        extra = nxt.ByteSize()
+        if size + extra > budget:
+            break
+        envelope.MergeFrom(queue.get_nowait())
+        size += extra
+        merged += 1
+    return envelope
 
 
 def _bracketed(host: str) -> str:
