@@ -117,3 +117,28 @@ async def test_a_restarted_peer_is_reached_again() -> None:
             await b2.stop()
     finally:
         await a.stop()
+
+
+async def test_a_peer_that_cannot_be_dialled_is_answered_on_its_own_stream() -> None:
+    """A client behind NAT: the address it gives cannot be reached, yet answers come back on its stream."""
+    a, b = _wire("a"), _wire("b")
+    answers: list[int] = []
+    a.on_stream("tasks", lambda peer, env: answers.extend(r.request_id for r in env.renewed))
+
+    def answer(peer: Peer, env: Any) -> None:
+        assert peer.address == "127.0.0.1:1"  # nothing listens there
+        b.send(peer.address, "tasks", pb.TaskMessage(renewed=[pb.LeaseRenewed(request_id=r.request_id)
+                                                               for r in env.renewals]))
+
+    b.on_stream("tasks", answer)
+    await a.start()
+    await b.start()
+    a.address = "127.0.0.1:1"  # what a tells its peers: unreachable
+    try:
+        for i in range(3):
+            a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
+        await eventually(lambda: answers == [0, 1, 2], timeout=10)
+        assert b.queued("127.0.0.1:1", "tasks") == 0  # nothing waits on a dial that cannot succeed
+    finally:
+        await a.stop()
+        await b.stop()
