@@ -280,6 +280,8 @@ class GrpcTasks(GrpcCore):
             for renewal in env.renewals:
                 kept = await self.store.renew(peer.node_id, [(h.task_id, h.attempt) for h in renewal.held],
                                               self._asked_lease(renewal.lease_seconds))
+                if len(kept) < len(renewal.held):  # not its attempts (unknown, another attempt or worker)
+                    self.counters["tasks_stale_renewals"] += len(renewal.held) - len(kept)
                 self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
                     request_id=renewal.request_id, task_ids=sorted(kept))]))
         for renewed in env.renewed:
