@@ -18,10 +18,10 @@ import math
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -161,10 +161,10 @@ async def still_works(mesh: Mesh) -> None:
     assert mesh.a.healthy
 
 
-async def nothing_stored(mesh: Mesh, task_ids: list[str] = (), keys: list[str] = (), owner: str = "") -> None:
+async def nothing_stored(mesh: Mesh, task_ids: Sequence[str] = (), keys: Sequence[str] = (), owner: str = "") -> None:
     store = mesh.backend.store
     if task_ids:
-        assert await store.get_tasks(task_ids, with_attempts=False) == []
+        assert await store.get_tasks(list(task_ids), with_attempts=False) == []
     for key in keys:
         assert await store.memory_for_key(None, key) == []
     if owner:
@@ -199,7 +199,7 @@ async def test_bad_membership_envelopes_are_refused_and_counted(mesh: Mesh, raw:
                                       record=b"\x01" * (FRAME_LIMIT + 10)),
         "another node's record": pb.Gossip(node_id=stranger, incarnation=1, state=alive, address="127.0.0.1:9",
                                            record=encode_node(other, limits)),
-        "unknown state": pb.Gossip(node_id=stranger, incarnation=1, state=42, address="127.0.0.1:9"),
+        "unknown state": pb.Gossip(node_id=stranger, incarnation=1, state=cast(Any, 42), address="127.0.0.1:9"),
         "incarnation past 63 bits": pb.Gossip(node_id=mesh.a.node_id, incarnation=2 ** 64 - 1,
                                               state=pb.MEMBER_STATE_DEAD),
         "alive without a record": pb.Gossip(node_id=stranger, incarnation=1, state=alive, address="127.0.0.1:9"),
@@ -238,7 +238,7 @@ async def test_bad_task_envelopes_are_refused_counted_and_nothing_is_stored(mesh
                                                                         task=a_task(mesh, ids["delay"]),
                                                                         delay_seconds=math.inf)])),
         ("result of unknown outcome", pb.TaskMessage(results=[pb.TaskResult(task_id=ids["garbage"], attempt=1,
-                                                                            outcome=9)])),
+                                                                            outcome=cast(Any, 9))])),
         ("result with a garbage frame", pb.TaskMessage(results=[pb.TaskResult(
             task_id=ids["garbage"], attempt=1, outcome=pb.TASK_OUTCOME_SUCCEEDED, result=b"\x09nope")])),
         ("backup of a garbage record", pb.TaskMessage(backups=[pb.BackupRecord(task_id=ids["backup"], revision=1,
