@@ -36,6 +36,13 @@ log = logging.getLogger("mesh.grpc")
 
 LIVE = (NodeStatus.ACTIVE, NodeStatus.SUSPECT)
 MemberListener = Callable[[Change], None]
+# the counters of bad input from peers that ``describe`` shows (with every wire_handler_errors_* and refused_calls_*)
+SHOWN_REFUSALS = frozenset({
+    "swim_refused", "swim_loop_errors", "refused_records", "backend_errors", "tasks_refused", "tasks_inbound_dropped",
+    "tasks_stale_accepts", "tasks_stale_results", "tasks_stale_renewals",
+    "memory_frames_refused", "memory_inbox_dropped", "memory_acks_refused", "memory_claims_refused",
+    "memory_push_refused", "refused_calls_bad_argument"})
+REPORTED_KEPT = 10_000  # (counter, peer) pairs whose first refusal was reported; later ones are counted only
 
 
 class GrpcCore(Backend):
@@ -55,6 +62,7 @@ class GrpcCore(Backend):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._member_listeners: list[MemberListener] = []
         self._closed = False
+        self._reported: set[tuple[str, str]] = set()
 
     # -- the private store ----------------------------------------------------------------------------
     @property
@@ -109,6 +117,18 @@ class GrpcCore(Backend):
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+    # -- bad input from peers ---------------------------------------------------------------------------
+    def refuse(self, counter: str, peer: str, detail: str) -> None:
+        """Count one refusal of what ``peer`` sent (``counter`` in this backend's counters, every time) and
+        report it (the node's counter, a log line, a Problem event) only the first time for that counter and
+        peer: a peer that sends bad frames in a loop costs a counter, not a log line per frame."""
+        key = (counter, peer)
+        if key in self._reported or len(self._reported) >= REPORTED_KEPT:
+            self.counters[counter] += 1
+            return
+        self._reported.add(key)
+        self.found_problem(counter, f"{detail} (further ones from {peer or '?'} are counted only)")
 
     # -- the parts' own start and stop (each part extends them cooperatively: ``await super()._open_parts()``) --
     async def _open_parts(self) -> None:

@@ -26,9 +26,9 @@ from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
 from ..contracts import MeshSnapshot, Topic
-from ..shared import node_from_fields
+from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
-from .core import LIVE, GrpcCore, log
+from .core import LIVE, SHOWN_REFUSALS, GrpcCore
 from .records import envelope_of, messages_of
 from .wire import Peer, Wire
 
@@ -190,6 +190,9 @@ class GrpcMembership(GrpcCore):
             out["seeds"] = list(self.config.grpc.seeds)
             out["members"] = len([m for m in self.swim.members() if m.status in LIVE])
             out["swim_health"] = self.swim.health.score
+        # what peers sent that was refused (bad input is counted here every time, reported once per peer)
+        out.update({k: v for k, v in sorted(self.counters.items()) if v and k in SHOWN_REFUSALS
+                    or k.startswith(("wire_handler_errors_", "refused_calls_"))})
         return out
 
     # -- the detector ---------------------------------------------------------------------------------
@@ -206,8 +209,11 @@ class GrpcMembership(GrpcCore):
                 node.health.add(1)
                 self.counters["swim_late_ticks"] += 1
             last = now
-            self._send(node.tick(now))
-            self._publish_changes()
+            try:
+                self._send(node.tick(now))
+                self._publish_changes()
+            except Exception as exc:  # the detector ticks on whatever one round did
+                self.refuse("swim_loop_errors", "", f"grpc membership: a detector round failed: {exc!r}")
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), TICK_SECONDS)
@@ -260,18 +266,23 @@ class GrpcMembership(GrpcCore):
         node = self.swim
         if node is None or not peer.node_id or not peer.address or peer.client:
             return
+        who = peer.node_id
         try:
             messages = messages_of(env, peer.node_id, peer.address, node.addr, self.limits, node_from_fields)
         except ValueError as exc:
-            self.counters["swim_refused"] += 1
-            log.warning("grpc membership: refused an envelope from %s: %s", peer.name or peer.address, exc)
+            self.refuse("swim_refused", who, f"grpc membership: refused an envelope from {peer.name or who[:12]}: "
+                                             f"{shortened(str(exc))}")
             return
         now = time.monotonic()
         doomed = False
         for message in messages:
             doomed = doomed or any(u.node == self.node_id and u.kind is swim.Kind.DEAD
                                    and u.incarnation >= node.incarnation for u in message.updates)
+            before = node.counters["swim_refused"]
             self._send(node.receive(message, now))
+            if node.counters["swim_refused"] != before:  # the detector's own edge check refused it
+                self.refuse("swim_refused", who, f"grpc membership: refused a message from {peer.name or who[:12]}: "
+                                                 f"{node.last_refusal}")
         self._publish_changes()
         if doomed:
             self.counters["declared_dead"] += 1

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,7 @@ from ...memory.digest import BUCKETS, bucket_of, differing
 from ...memory.store import item_from_wire
 from ...model import MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType
 from ..contracts import TOPIC_MEMORY
+from ..shared import shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
 from .wire import Peer, Wire
@@ -69,6 +71,11 @@ from .wire import Peer, Wire
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
 INBOX_LIMIT = 4096  # received envelopes waiting to be appended; past it they are dropped (and reported lost)
+INBOX_BYTES = 64 * 1024 * 1024  # … and at most this many bytes of them (an envelope may be max_message_bytes)
+SENDERS_KEPT = 4096  # peers whose pushes are tracked for acks at once; a further sender's pushes are dropped
+MAX_EPOCH = 2 ** 63  # a primary epoch at or past this is refused (the next one must still fit the wire)
+MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a number, or not positive) is refused
+PULL_KEYS = 10_000  # keys one Pull may name
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
@@ -144,6 +151,7 @@ class GrpcMemory(GrpcCore):
         self._own_ack = 0  # how far this node's own node has applied its log
         self._own_written = 0  # the cursor of this node's own newest write (its replica holds it from the start)
         self._memory_inbox: asyncio.Queue[tuple[Peer, list[pb.MemoryEntry]]] = asyncio.Queue(INBOX_LIMIT)
+        self._inbox_bytes = 0
         self._digests: dict[int, str] | None = None  # this node's replica digests, as last put
         self._digests_cursor = 0  # ``_own_ack`` when they were put
         self._differs: dict[str, set[int]] = {}  # peer → buckets that differed in the last exchange
@@ -285,26 +293,49 @@ class GrpcMemory(GrpcCore):
         if not peer.node_id:
             return
         if env.HasField("ack"):
-            self._acked(peer.node_id, env.ack)
+            self._acked(peer, env.ack)
         if env.HasField("primary"):
-            self._heard_claim(env.primary.node_id, env.primary.epoch, env.primary.lease_seconds)
+            claim = env.primary
+            lease = claim.lease_seconds
+            if claim.node_id != peer.node_id or not 0 < claim.epoch < MAX_EPOCH \
+                    or not (math.isfinite(lease) and 0 < lease <= MAX_CLAIM_SECONDS):
+                # a claim is announced by the claimant itself, at an epoch and for a time that make sense
+                self.refuse("memory_claims_refused", peer.node_id, f"grpc memory: a primary claim from "
+                            f"{peer.name or '?'} for {claim.node_id[:12]!r} at epoch {claim.epoch} for {lease} s")
+            else:
+                self._heard_claim(claim.node_id, claim.epoch, lease)
         if env.entries:
+            size = env.ByteSize()
+            if self._inbox_bytes + size > INBOX_BYTES:
+                self.counters["memory_inbox_dropped"] += len(env.entries)
+                return
             try:
                 self._memory_inbox.put_nowait((peer, list(env.entries)))
+                self._inbox_bytes += size
             except asyncio.QueueFull:  # the sender hears of the gap with its next push
                 self.counters["memory_inbox_dropped"] += len(env.entries)
 
     async def _append_loop(self) -> None:
         while True:
             peer, entries = await self._memory_inbox.get()
+            self._inbox_bytes = max(0, self._inbox_bytes - sum(e.ByteSize() for e in entries))
             try:
                 await self._take(peer, entries)
             except Exception as exc:  # this node's log did not take them: the sender hears of the gap
-                self.found_problem("backend_errors", f"grpc memory from {peer.name or peer.address}: {exc!r}")
+                self.refuse("backend_errors", peer.node_id, f"grpc memory from {peer.name or peer.address}: "
+                                                            f"{shortened(repr(exc))}")
 
     async def _take(self, peer: Peer, entries: list[pb.MemoryEntry]) -> None:
         """Validate, append and relay one envelope's entries from ``peer``; record what its ack waits for."""
-        state = self._from_peers.setdefault(peer.node_id, _Received())
+        state = self._from_peers.get(peer.node_id)
+        if state is None:
+            if len(self._from_peers) >= SENDERS_KEPT:  # the ones no longer live make room first
+                for node_id in [n for n in self._from_peers if self.status_of(n) not in LIVE]:
+                    del self._from_peers[node_id]
+            if len(self._from_peers) >= SENDERS_KEPT:
+                self.counters["memory_inbox_dropped"] += len(entries)
+                return
+            state = self._from_peers[peer.node_id] = _Received()
         first_seq = entries[0].seq
         if state.expected and first_seq > state.expected:
             state.refuse(state.expected, f"entries {state.expected}..{first_seq - 1} were lost on the way")
@@ -312,9 +343,10 @@ class GrpcMemory(GrpcCore):
         for entry in entries:
             item, why = self._check(entry)
             if item is None:
-                state.refuse(entry.seq, why)
-                self.found_problem("memory_frames_refused", f"memory entry {entry.memory_type}/{entry.key} from "
-                                                            f"{peer.name or peer.node_id[:12]} refused: {why}")
+                state.refuse(entry.seq, shortened(why))
+                self.refuse("memory_frames_refused", peer.node_id,
+                            f"memory entry {shortened(entry.memory_type, 60)}/{shortened(entry.key, 60)} from "
+                            f"{peer.name or peer.node_id[:12]} refused: {shortened(why)}")
             else:
                 good.append((entry, item))
         gossiped = [g for g in good if g[0].seen_by]
@@ -338,6 +370,8 @@ class GrpcMemory(GrpcCore):
         if (item.origin, item.memory_type, item.key) != (entry.origin_id, entry.memory_type, entry.key):
             return None, (f"the frame holds {item.memory_type}/{item.key} from {item.origin[:12]}, not "
                           f"{entry.memory_type}/{entry.key} from {entry.origin_id[:12]}")
+        if entry.epoch >= MAX_EPOCH:
+            return None, f"epoch {entry.epoch} past 63 bits"
         if entry.epoch:
             claim = self._claim
             if claim.beats(entry.epoch, entry.origin_id):
@@ -422,16 +456,20 @@ class GrpcMemory(GrpcCore):
                 self.wire.send(address, "memory", pb.MemoryMessage(ack=pb.MemoryAck(through_seq=through,
                                                                                    refused=refused)))
 
-    def _acked(self, peer_id: str, ack: pb.MemoryAck) -> None:
+    def _acked(self, peer: Peer, ack: pb.MemoryAck) -> None:
+        peer_id = peer.node_id
         pushed = self._pushed.get(peer_id)
-        if pushed is None:
+        if pushed is None or ack.through_seq >= pushed.next_seq:
+            # an ack of entries never pushed to it says nothing about the ones that were
+            self.refuse("memory_acks_refused", peer_id, f"grpc memory: {peer.name or peer_id[:12]} acked seq "
+                                                        f"{ack.through_seq}, past what was pushed to it")
             return
         for refused in ack.refused:
             unit = next((first for last_seq, first, _ in pushed.in_flight if last_seq >= refused.seq), None)
             if unit is not None:
                 pushed.block(unit)
-            self.counters["memory_push_refused"] += 1
-            log.warning("grpc memory: %s refused entry %d: %s", peer_id[:12], refused.seq, refused.reason)
+            self.refuse("memory_push_refused", peer_id, f"grpc memory: {peer.name or peer_id[:12]} refused entry "
+                                                        f"{refused.seq}: {shortened(refused.reason)}")
         while pushed.in_flight and pushed.in_flight[0][0] <= ack.through_seq:
             pushed.in_flight.popleft()
 
@@ -595,12 +633,17 @@ class GrpcMemory(GrpcCore):
                               published=self._digests is not None)
 
     async def _serve_pull(self, request: pb.PullRequest, context: Any) -> list[pb.PullChunk]:
+        buckets = list(dict.fromkeys(request.buckets))  # a bucket named twice is read once
+        if any(b >= BUCKETS for b in buckets) or len(request.keys) > PULL_KEYS:
+            self.counters["refused_calls_bad_argument"] += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"buckets are 0..{BUCKETS - 1} and at most {PULL_KEYS} keys are pulled at once")
         chunks: list[pb.PullChunk] = []
-        for bucket in request.buckets:
+        for bucket in buckets:
             chunks += _chunks(await self.store.memory_bucket(bucket), bucket)
         if request.keys:
             memory_type = request.memory_type if request.HasField("memory_type") else None
-            keys = list(request.keys)
+            keys = list(dict.fromkeys(request.keys))
             if request.versions:
                 frames = [f for key in keys for f in await self.store.memory_versions(memory_type, key)]
             elif memory_type is not None:

@@ -2,7 +2,8 @@
 
 A node record travels as a codec frame of its ``NODE_FIELDS`` and is read back through the shared,
 validated decoder, as on the other media. A SWIM message's sender is not in the envelope: it is the
-peer named by the stream's ``Hello``. Anything malformed raises ``ValueError`` naming what is wrong.
+peer named by the stream's ``Hello``. Anything malformed (a record that fails the codec too) raises
+``ValueError`` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._generated import mesh_pb2 as pb
 _STATE = {swim.Kind.ALIVE: pb.MEMBER_STATE_ALIVE, swim.Kind.SUSPECT: pb.MEMBER_STATE_SUSPECT,
           swim.Kind.DEAD: pb.MEMBER_STATE_DEAD, swim.Kind.LEFT: pb.MEMBER_STATE_LEFT}
 _KIND = {v: k for k, v in _STATE.items()}
+MAX_INCARNATION = 2 ** 63  # an incarnation at or past this is refused: refuting it (+1) must still fit the wire
 
 NodeDecoder = Callable[[dict[str, Any]], NodeInfo]
 
@@ -37,7 +39,10 @@ def encode_node(info: NodeInfo, limits: codec.CodecLimits) -> bytes:
 
 
 def decode_node(frame: bytes, limits: codec.CodecLimits, decode_fields: NodeDecoder) -> NodeInfo:
-    fields = codec.decode(frame, limits)
+    try:
+        fields = codec.decode(frame, limits)
+    except codec.CodecError as exc:  # one kind of refusal for every malformed part of an envelope
+        raise ValueError(f"a node record that does not decode: {exc}") from None
     if not isinstance(fields, dict):
         raise ValueError("a node record that is not a map")
     return decode_fields(fields)
@@ -60,6 +65,8 @@ def update_of(gossip: pb.Gossip, limits: codec.CodecLimits, decode_fields: NodeD
     kind = _KIND.get(gossip.state)
     if kind is None:
         raise ValueError(f"gossip about {gossip.node_id[:12]!r} in unknown state {gossip.state}")
+    if gossip.incarnation >= MAX_INCARNATION:
+        raise ValueError(f"gossip about {gossip.node_id[:12]!r} at incarnation {gossip.incarnation}, past 63 bits")
     info = decode_node(gossip.record, limits, decode_fields) if gossip.record else None
     if info is not None and info.node_id != gossip.node_id:
         raise ValueError(f"gossip about {gossip.node_id[:12]!r} carries the record of {info.node_id[:12]!r}")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import sqlite3
 import time
 from collections import OrderedDict, deque
@@ -50,7 +51,7 @@ from ...errors import BackendUnavailable
 from ...membership import Change
 from ...model import NodeRole, NodeStatus, Task, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
-from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord
+from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord, shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
 from .wire import Peer
@@ -60,9 +61,14 @@ BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before ac
 RESULT_TIMEOUT = 10.0  # a worker waits this long for the owner to record a result
 RENEW_TIMEOUT = 2.0  # … and to answer a lease renewal (no answer: the tasks are kept, not abandoned)
 READ_TIMEOUT = 3.0  # a peer asked for its tasks answers within this or is left out
+READ_LIMIT = 10_000  # tasks one GetTasks lists at most
 REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
 FEED_KEPT = 100_000  # result feed entries a client keeps for its cursors
 DONE_KEPT = 50_000  # attempts a worker remembers having finished (re-offers of them are ignored)
+INBOUND_LIMIT = 1024  # envelopes from one peer waiting to be handled; past it they are dropped (counted)
+INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's envelopes are dropped (counted)
+MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
+MAX_LEASE = 86400.0  # a lease asked for in a renewal is cut to this; not a number or not positive: the owner's
 BACKUPS_SQL = """
 CREATE TABLE IF NOT EXISTS grpc_backups (
     owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
@@ -108,6 +114,14 @@ def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
                          for a in task.attempts]}
 
 
+_NOBODY = _Sent("", pb.TaskOffer(), 0.0)
+
+
+def _delay_ok(seconds: float) -> bool:
+    """A hold-back a peer sends: a number of seconds, at most ``MAX_DELAY`` (negative means none)."""
+    return math.isfinite(seconds) and seconds <= MAX_DELAY
+
+
 def _move_fields(m: Reassignment) -> dict[str, Any]:
     return {"task_id": m.task_id, "expected_attempt": m.expected_attempt, "expected_node": m.expected_node,
             "node_id": m.node_id, "node_name": m.node_name, "why": m.why, "delay": m.delay,
@@ -122,6 +136,8 @@ def _move_of(f: Any) -> Reassignment:
     if not (isinstance(f["task_id"], str) and isinstance(f["expected_node"], text) and isinstance(f["node_id"], text)
             and isinstance(f["node_name"], text) and isinstance(f["error"], text) and isinstance(f["why"], str)):
         raise TypeError("a move with a field of the wrong type")
+    if not _delay_ok(float(f["delay"])):
+        raise ValueError(f"a move with a hold-back of {f['delay']!r} s")
     return Reassignment(f["task_id"], int(f["expected_attempt"]), f["expected_node"], f["node_id"], f["node_name"],
                         f["why"], delay=max(0.0, float(f["delay"])), bump_attempt=bool(f["bump_attempt"]),
                         error=f["error"], count_failure=bool(f["count_failure"]),
@@ -142,6 +158,7 @@ class GrpcTasks(GrpcCore):
         self._finished_attempts: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._unaccepted: dict[tuple[str, int], _Sent] = {}
         self._waiting: dict[tuple[str, Any], asyncio.Future[Any]] = {}
+        self._waiting_on: dict[tuple[str, Any], str] = {}  # the peer each answer is expected from
         self._requests = itertools.count(1)
         self._arrivals = itertools.count()
         self._feed: deque[tuple[int, Finished]] = deque(maxlen=FEED_KEPT)
@@ -183,12 +200,24 @@ class GrpcTasks(GrpcCore):
             return False
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
 
-    def _expect(self, key: tuple[str, Any]) -> asyncio.Future[Any]:
+    def _expect(self, key: tuple[str, Any], peer_id: str) -> asyncio.Future[Any]:
+        """A future for the answer ``key`` that only ``peer_id`` may give."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[key] = future
+        self._waiting_on[key] = peer_id
         return future
 
-    def _resolve(self, key: tuple[str, Any], value: Any) -> None:
+    def _resolve(self, peer: Peer, key: tuple[str, Any], value: Any) -> None:
+        """An answer from ``peer``; one nobody waits for, or from another peer than the one asked, is ignored
+        (counted when it came from the wrong peer: a stale or forged answer never settles another's request)."""
+        expected = self._waiting_on.get(key)
+        if expected is None:
+            return
+        if expected != peer.node_id:
+            self.refuse("tasks_refused", peer.node_id, f"grpc tasks: {peer.name or peer.node_id[:12]} answered "
+                                                       f"{key[0]} {str(key[1])[:60]} asked of {expected[:12]}")
+            return
+        self._waiting_on.pop(key, None)
         future = self._waiting.pop(key, None)
         if future is not None and not future.done():
             future.set_result(value)
@@ -205,15 +234,24 @@ class GrpcTasks(GrpcCore):
                 future.cancel()
         for key in [k for k, f in self._waiting.items() if f.done()]:
             self._waiting.pop(key, None)
+            self._waiting_on.pop(key, None)
         return out
 
     def _on_tasks(self, peer: Peer, env: pb.TaskMessage) -> None:
         """Envelopes from one peer are handled in the order they came (an accept before its result)."""
         queue = self._inbound.get(peer.node_id)
         if queue is None:
-            queue = self._inbound[peer.node_id] = asyncio.Queue()
+            if len(self._inbound) >= INBOUND_PEERS:
+                self.refuse("tasks_inbound_dropped", peer.node_id,
+                            f"grpc tasks: an envelope from {peer.name or '?'} dropped: {INBOUND_PEERS} peers wait")
+                return
+            queue = self._inbound[peer.node_id] = asyncio.Queue(INBOUND_LIMIT)
             self.spawn(self._drain(peer, queue), f"tasks-from-{peer.name}")
-        queue.put_nowait(env)
+        try:
+            queue.put_nowait(env)
+        except asyncio.QueueFull:  # the peer's leases, re-offers and resends recover what was dropped
+            self.refuse("tasks_inbound_dropped", peer.node_id,
+                        f"grpc tasks: an envelope from {peer.name or '?'} dropped: {INBOUND_LIMIT} of its wait already")
 
     async def _drain(self, peer: Peer, queue: asyncio.Queue[pb.TaskMessage]) -> None:
         try:
@@ -227,7 +265,8 @@ class GrpcTasks(GrpcCore):
                 try:
                     await self._handle(peer, env)
                 except Exception as exc:  # one bad envelope never stops the peer's stream
-                    self.found_problem("backend_errors", f"grpc tasks from {peer.name or peer.address}: {exc!r}")
+                    self.refuse("backend_errors", peer.node_id,
+                                f"grpc tasks from {peer.name or peer.address}: {shortened(repr(exc))}")
         finally:
             if self._inbound.get(peer.node_id) is queue:
                 del self._inbound[peer.node_id]
@@ -240,47 +279,61 @@ class GrpcTasks(GrpcCore):
         if env.renewals:
             for renewal in env.renewals:
                 kept = await self.store.renew(peer.node_id, [(h.task_id, h.attempt) for h in renewal.held],
-                                              renewal.lease_seconds)
+                                              self._asked_lease(renewal.lease_seconds))
+                if len(kept) < len(renewal.held):  # not its attempts (unknown, another attempt or worker)
+                    self.counters["tasks_stale_renewals"] += len(renewal.held) - len(kept)
                 self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
                     request_id=renewal.request_id, task_ids=sorted(kept))]))
         for renewed in env.renewed:
-            self._resolve(("renew", renewed.request_id), set(renewed.task_ids))
+            self._resolve(peer, ("renew", renewed.request_id), set(renewed.task_ids))
         if env.results:
             await self._record_results(peer, env.results)
         for ack in env.result_acks:
-            self._resolve(("result", (ack.task_id, ack.attempt)), ack.recorded)
+            self._resolve(peer, ("result", (ack.task_id, ack.attempt)), ack.recorded)
         if env.cancels:
-            for cancel in env.cancels:
+            for cancel in env.cancels:  # only the owner that offered or handed the attempt may stop it
+                key = (cancel.task_id, cancel.attempt)
                 if self._held.get(cancel.task_id) == (peer.node_id, cancel.attempt):
-                    self._cancels.add((cancel.task_id, cancel.attempt))
-                self._inbox.pop((cancel.task_id, cancel.attempt), None)
+                    self._cancels.add(key)
+                offer = self._inbox.get(key)
+                if offer is not None and offer.owner_id == peer.node_id:
+                    del self._inbox[key]
             self._deliver(Topic.CANCEL)
         if env.backups:
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
-            self._resolve(("backup", (ack.task_id, ack.revision)), not ack.refused)
-        for handover in env.handovers:
+            self._resolve(peer, ("backup", (ack.task_id, ack.revision)), not ack.refused)
+        for handover in env.handovers:  # told by the new owner itself (it names itself or no one)
             held = self._held.get(handover.task_id)
-            if held is not None and held[0] == handover.previous_owner_id:
-                self._held[handover.task_id] = (handover.owner_id or peer.node_id, held[1])
+            if handover.owner_id not in ("", peer.node_id):
+                self.refuse("tasks_refused", peer.node_id, f"grpc tasks: {peer.name or '?'} handed task "
+                                                           f"{handover.task_id[:40]!r} to another node")
+            elif held is not None and held[0] == handover.previous_owner_id:
+                self._held[handover.task_id] = (peer.node_id, held[1])
         if env.submits:
             await self._take_submissions(peer, env.submits)
         for result in env.submit_results:
-            self._resolve(("submit", result.request_id), (result.outcome, result.error))
+            self._resolve(peer, ("submit", result.request_id), (result.outcome, result.error))
         if env.finished:
             self._take_finished(peer, env.finished)
         for ack in env.finished_acks:
-            self._resolve(("finished", ack.task_id), not ack.refused)
+            self._resolve(peer, ("finished", ack.task_id), not ack.refused)
         if env.moves:
             await self._moves_from(peer, env.moves)
         for result in env.move_results:
-            self._resolve(("move", result.request_id), result.applied)
+            self._resolve(peer, ("move", result.request_id), result.applied)
 
     @property
     def _lease_seconds(self) -> float:
         """A lease an owner grants: renewed by the worker's heartbeats, it lapses about when the worker would be
         declared dead."""
         return max(1.0, self.config.node_timeout_seconds)
+
+    def _asked_lease(self, seconds: float) -> float:
+        """A lease length a peer asks for, kept within reason (not a number, or not positive: the owner's own)."""
+        if not math.isfinite(seconds) or seconds <= 0:
+            return self._lease_seconds
+        return min(seconds, MAX_LEASE)
 
     def _task_frame(self, task: Task) -> bytes:
         return codec.encode(task_fields(task, self.limits), self.limits)
@@ -324,7 +377,7 @@ class GrpcTasks(GrpcCore):
             if target is None:
                 continue
             request = next(self._requests)
-            futures[index] = self._expect(("submit", request))
+            futures[index] = self._expect(("submit", request), target)
             targets[index] = target
             self._send_to(target, pb.TaskMessage(submits=[pb.Submission(
                 request_id=request, task=self._task_frame(a.task), node_id=a.node_id or "",
@@ -372,6 +425,15 @@ class GrpcTasks(GrpcCore):
 
     async def _take_submissions(self, peer: Peer, submits: Sequence[pb.Submission]) -> None:
         adopted = [s for s in submits if s.adopt]
+        premature = [s for s in adopted if not s.previous_owner_id or s.previous_owner_id == self.node_id
+                     or self.status_of(s.previous_owner_id) in LIVE]
+        if premature:  # copies are taken over only from an owner this node holds dead or gone
+            self.refuse("tasks_refused", peer.node_id, f"grpc tasks: {peer.name or '?'} asked this node to take over "
+                                                       f"{len(premature)} task(s) of an owner it does not hold gone")
+            adopted = [s for s in adopted if s not in premature]
+            submits = [s for s in submits if s not in premature]
+            if not submits:
+                return
         if adopted:
             await self._adopt_copies(peer, adopted)
             submits = [s for s in submits if not s.adopt]
@@ -381,9 +443,11 @@ class GrpcTasks(GrpcCore):
         for sub in submits:
             try:
                 task = self._task_of(sub.task)
+                if not _delay_ok(sub.delay_seconds):
+                    raise ValueError(f"a hold-back of {sub.delay_seconds} s")
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
-                self.found_problem("refused_records", f"a submission from {peer.name}: {exc}")
-                answers.append(pb.SubmissionResult(request_id=sub.request_id, outcome=0, error=str(exc)))
+                self.refuse("refused_records", peer.node_id, f"a submission from {peer.name}: {shortened(str(exc))}")
+                answers.append(pb.SubmissionResult(request_id=sub.request_id, outcome=0, error=shortened(str(exc))))
                 continue
             assignments.append((sub.request_id, Assignment(task, sub.node_id or None, sub.node_name or None, sub.why,
                                                            sub.capacity, max(0.0, sub.delay_seconds))))
@@ -430,7 +494,7 @@ class GrpcTasks(GrpcCore):
                                      record=self._task_frame(task))
             by_peer.setdefault(peer, []).append(record)
             if wait:
-                futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)))
+                futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
         for peer, records in by_peer.items():
             self._send_to(peer, pb.TaskMessage(backups=records))
         if not (wait and futures):
@@ -463,7 +527,27 @@ class GrpcTasks(GrpcCore):
                                                    "one was declared dead: dropped here, their results refused")
 
     async def _keep_backups(self, peer: Peer, records: Sequence[pb.BackupRecord]) -> None:
-        rows = [(r.owner_id or peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
+        """Keep the copies an owner sends of its own tasks; a copy that is not readable, names another task or
+        another owner is refused (counted, not stored, not acknowledged: its owner counts it missed)."""
+        good = []
+        for r in records:
+            try:
+                if r.owner_id not in ("", peer.node_id):
+                    raise ValueError(f"a copy of {r.owner_id[:12]!r}'s task sent by another node")
+                if not r.deleted:
+                    task = self._task_of(r.record)
+                    if task.task_id != r.task_id:
+                        raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task.task_id[:40]!r}")
+                elif not r.task_id:
+                    raise ValueError("a deleted copy without a task id")
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
+                continue
+            good.append(r)
+        records = good
+        if not records:
+            return
+        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
 
         def keep(conn: sqlite3.Connection) -> None:
             for owner, task_id, revision, record, deleted in rows:
@@ -626,11 +710,15 @@ class GrpcTasks(GrpcCore):
     async def _accepted(self, peer: Peer, accepts: Sequence[pb.TaskAccept]) -> None:
         taken = [(a.task_id, a.attempt) for a in accepts if a.accepted]
         refused = [a for a in accepts if not a.accepted]
-        for a in accepts:
-            self._unaccepted.pop((a.task_id, a.attempt), None)
+        for a in accepts:  # only the worker offered the attempt answers for it
+            sent = self._unaccepted.get((a.task_id, a.attempt))
+            if sent is not None and sent.worker_id == peer.node_id:
+                del self._unaccepted[(a.task_id, a.attempt)]
         if taken:
             lease = self._lease_seconds
-            await self.store.start_offered(peer.node_id, taken, lease)
+            started = await self.store.start_offered(peer.node_id, taken, lease)
+            if len(started) < len(taken):  # not offered to it (or no more): fenced, nothing started
+                self.counters["tasks_stale_accepts"] += len(taken) - len(started)
         if refused:
             await self.store.move([Reassignment(a.task_id, a.attempt, peer.node_id, None, None,
                                                 f"waiting: {peer.name} refused it ({a.reason or 'no reason'})",
@@ -657,8 +745,12 @@ class GrpcTasks(GrpcCore):
                 continue
             try:
                 task = self._task_of(offer.task)
+                if task.task_id != offer.task_id:
+                    raise ValueError(f"an offer of {offer.task_id[:40]!r} holding task {task.task_id[:40]!r}")
+                if offer.attempt < 1 or not _delay_ok(offer.delay_seconds):
+                    raise ValueError(f"attempt {offer.attempt}, hold-back {offer.delay_seconds} s")
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
-                self.found_problem("refused_records", f"an offer from {peer.name}: {exc}")
+                self.refuse("refused_records", peer.node_id, f"an offer from {peer.name}: {shortened(str(exc))}")
                 answers.append(pb.TaskAccept(task_id=offer.task_id, attempt=offer.attempt, reason="unreadable"))
                 continue
             task.attempt = offer.attempt
@@ -711,7 +803,7 @@ class GrpcTasks(GrpcCore):
             if self.status_of(owner) not in LIVE:
                 continue  # its tasks are being taken over; a result to it would be refused anyway
             request = next(self._requests)
-            futures[owner] = self._expect(("renew", request))
+            futures[owner] = self._expect(("renew", request), owner)
             self._send_to(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
                                                                        lease_seconds=lease_seconds)]))
         answers = await self._wait_all(futures, RENEW_TIMEOUT)
@@ -752,7 +844,7 @@ class GrpcTasks(GrpcCore):
                 recorded[key] = False
                 self._held.pop(c.task_id, None)
                 continue
-            futures[key] = self._expect(("result", key))
+            futures[key] = self._expect(("result", key), owner)
             by_owner.setdefault(owner, []).append(pb.TaskResult(
                 task_id=c.task_id, attempt=c.attempt, outcome=_OUTCOMES[c.status], result=c.result_frame or b"",
                 error=c.error or ""))
@@ -778,17 +870,28 @@ class GrpcTasks(GrpcCore):
         completions, refused = [], []
         for r in results:
             status = _STATUSES.get(r.outcome)
-            if status is None:
-                refused.append(pb.ResultAck(task_id=r.task_id, attempt=r.attempt, reason="unknown outcome"))
+            why = "" if status is not None else f"unknown outcome {r.outcome}"
+            if r.result and not why:
+                try:  # stored as sent and read by every node later: it must be a frame this node can read
+                    codec.decode(r.result, self.limits)
+                except codec.CodecError as exc:
+                    why = f"unreadable result: {shortened(str(exc))}"
+            if why or status is None:
+                self.refuse("refused_records", peer.node_id, f"a result of task {r.task_id[:40]!r} from "
+                                                             f"{peer.name or '?'}: {why}")
+                refused.append(pb.ResultAck(task_id=r.task_id, attempt=r.attempt, reason=why))
                 continue
             completions.append(Completion(r.task_id, r.attempt, peer.node_id, status, r.result or None,
                                           r.error or None))
-        late = [(c.task_id, c.attempt) for c in completions if (c.task_id, c.attempt) in self._unaccepted]
+        late = [(c.task_id, c.attempt) for c in completions
+                if self._unaccepted.get((c.task_id, c.attempt), _NOBODY).worker_id == peer.node_id]
         if late:  # the acceptance was lost on the way: the result says the worker started it
             for key in late:
                 self._unaccepted.pop(key, None)
             await self.store.start_offered(peer.node_id, late, self._lease_seconds)
         done = await self._complete_owned(completions) if completions else []
+        if not all(done):  # not this attempt's to end (an unknown task, another attempt or worker): fenced
+            self.counters["tasks_stale_results"] += done.count(False)
         acks = [pb.ResultAck(task_id=c.task_id, attempt=c.attempt, recorded=ok,
                              reason="" if ok else "another attempt holds the task, or it has ended")
                 for c, ok in zip(completions, done, strict=True)]
@@ -815,7 +918,7 @@ class GrpcTasks(GrpcCore):
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
                 if t.task_id in unbacked:  # no backup holds it: the submitter's copy is the other one
-                    asked[t.task_id] = self._expect(("finished", t.task_id))
+                    asked[t.task_id] = self._expect(("finished", t.task_id), t.submitter_id)
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
         if asked:
@@ -837,7 +940,8 @@ class GrpcTasks(GrpcCore):
                     raise CorruptRecord("a result entry that is not a map")
                 finished = self.store.finished_from_fields({f: fields.get(f) for f in FINISHED_FIELDS})
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
-                self.found_problem("refused_records", f"a result entry: {exc}")
+                self.refuse("refused_records", peer.node_id, f"a result entry from {peer.name or '?'}: "
+                                                             f"{shortened(str(exc))}")
                 continue
             if self._rehomed.get(finished.task_id) == peer.node_id:
                 self.counters["stale_results_refused"] += 1
@@ -871,7 +975,7 @@ class GrpcTasks(GrpcCore):
                 applied[index] = False
                 continue
             request = next(self._requests)
-            futures[index] = self._expect(("move", request))
+            futures[index] = self._expect(("move", request), owner)
             self._send_to(owner, pb.TaskMessage(moves=[pb.MoveRequest(request_id=request,
                                                                       move=codec.encode(_move_fields(m)))]))
         answers = await self._wait_all(futures, RESULT_TIMEOUT)
@@ -890,8 +994,8 @@ class GrpcTasks(GrpcCore):
         for request in requests:
             try:
                 move = _move_of(codec.decode(request.move, self.limits))
-            except (codec.CodecError, ValueError, TypeError, KeyError) as exc:
-                self.found_problem("refused_records", f"a task move from {peer.name}: {exc}")
+            except (codec.CodecError, ValueError, TypeError, KeyError, OverflowError) as exc:
+                self.refuse("refused_records", peer.node_id, f"a task move from {peer.name}: {shortened(str(exc))}")
                 results.append(pb.MoveResult(request_id=request.request_id, applied=False))
                 continue
             if move.expected_node != peer.node_id:
@@ -966,6 +1070,11 @@ class GrpcTasks(GrpcCore):
     async def _serve_replay(self, request: pb.ReplayRequest, context: grpc.aio.ServicerContext) -> Any:
         if not await self.store.task_states([request.task_id]):
             return pb.ReplayReply(found=False)
+        target = request.node_id
+        if target and target != self.node_id and self.status_of(target) not in LIVE:
+            self.counters["refused_calls_bad_argument"] += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"node {target[:40]!r} is no live member here: replay to a live worker or to none")
         ok = await self._replay_owned(request.task_id, request.node_id or None, request.node_name or None,
                                       request.why)
         return pb.ReplayReply(found=True, replayed=ok)
@@ -1067,13 +1176,18 @@ class GrpcTasks(GrpcCore):
         if request.counts:
             counts = await store.task_counts() if request.local_only else await self.task_counts()
             return pb.GetTasksReply(counts={k: int(v) for k, v in counts.items()})
-        status = TaskStatus(request.status) if request.status else None
+        try:
+            status = TaskStatus(request.status) if request.status else None
+        except ValueError:
+            self.counters["refused_calls_bad_argument"] += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task status {request.status[:40]!r} "
+                                f"(one of {', '.join(s.value for s in TaskStatus)})")
         if request.task_ids:
             ids = list(request.task_ids)
             tasks = (await store.get_tasks(ids, request.with_attempts) if request.local_only
                      else await self.get_tasks(ids, request.with_attempts))
         else:
-            limit = request.limit or 100
+            limit = min(request.limit or 100, READ_LIMIT)
             tasks = (await store.list_tasks(status, limit, parent_id=request.parent_id or None) if request.local_only
                      else await self.list_tasks(status, limit, parent_id=request.parent_id or None))
         return pb.GetTasksReply(tasks=[self._task_frame(t) for t in tasks])

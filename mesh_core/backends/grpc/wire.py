@@ -45,6 +45,7 @@ _METHODS = {"membership": "Membership", "tasks": "Tasks", "memory": "Memory"}
 MERGE_MAX = 256  # queued envelopes merged into one write at most
 QUEUE_LIMIT = 4096  # envelopes queued per outgoing stream before sends are refused
 REDIAL_MIN, REDIAL_MAX = 0.05, 2.0  # seconds between attempts to reopen a dropped stream
+LOGGED_PEERS = 10_000  # (kind, peer) pairs whose first handler failure was logged
 IDLE_CLOSE_SECONDS = 300.0  # an outgoing stream with nothing to send for this long is closed (dialled again on use)
 
 
@@ -104,6 +105,7 @@ class Wire:
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
         self._replies: dict[tuple[str, str], asyncio.Queue[Any]] = {}  # (peer address, kind) → its open stream
         self._closing = False
+        self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
         # Told of each call refused for its api key, with the caller as its Hello names it (a claim, unproven).
         self.on_refusal: Callable[[Peer, str], None] | None = None
@@ -133,7 +135,11 @@ class Wire:
             handler(peer, envelope)
         except Exception:  # one bad envelope never ends a stream
             self.counters[f"wire_handler_errors_{kind}"] += 1
-            log.exception("grpc %s handler failed on an envelope from %s", kind, peer.name or peer.address)
+            key = (kind, peer.node_id or peer.address)
+            if key not in self._failed_from and len(self._failed_from) < LOGGED_PEERS:
+                self._failed_from.add(key)  # logged once per peer and kind; the counter counts every one
+                log.exception("grpc %s handler failed on an envelope from %s (further failures are counted only)",
+                              kind, peer.name or peer.address)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> str:
