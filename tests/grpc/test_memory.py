@@ -18,7 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.errors import SyncTimeout
+from mesh_core.errors import BackendUnavailable, SyncTimeout
 
 from ..backends.conftest import Cluster, eventually
 
@@ -76,6 +76,24 @@ async def test_a_strong_write_returns_once_every_peer_applied_it_and_names_one_t
     await c.sync_now()  # the entry is in c's log: c applies it when it reads
     assert await c.recall("k2") == "c is busy"
     await eventually(lambda: _acked_by(a, c), timeout=5)
+
+
+async def test_a_clients_write_is_held_by_the_workers_before_it_returns_and_survives_its_exit(
+        cluster: Cluster) -> None:
+    a, b = await cluster.node("a"), await cluster.node("b")
+    client = await cluster.client()
+    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 2), timeout=5)
+    await client.sync_memory_item("fact", "from a one-shot client", key="one-shot")
+    await cluster.crash(client)  # gone at once, as a one-shot command exits: nothing it queued survives it
+    for node in (a, b):  # the write returned once both workers' nodes applied it
+        assert [s.value for s in _replica(node).siblings("fact", "one-shot")] == ["from a one-shot client"]
+
+    lone = await cluster.client()
+    await eventually(lambda: _is(len(_backend(lone).live_peers(workers_only=True)) == 2), timeout=5)
+    for node in (a, b):
+        _stop_memory_loop(node)  # alive, but they apply nothing: no worker takes the write
+    with pytest.raises(BackendUnavailable, match="no live worker"):
+        await lone.sync_memory_item("fact", "never held", key="unheld")
 
 
 async def _acked_by(writer: Any, peer: Any) -> bool:

@@ -39,7 +39,10 @@ What grpc adds is how entries reach the other logs:
   so two primaries after a partition cannot both be obeyed where the newer one was heard.
 
 A one-shot client keeps no log worth the name: it is pushed nothing, and reads keys, versions and buckets
-from the live workers.
+from the live workers. Its write is stored once a worker's node applied it (nothing the client queued
+survives its exit): ``publish_memory`` waits for the acks of the workers it pushed to (every one, or at
+least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy) and raises
+``BackendUnavailable`` when none took it.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from typing import Any
 import grpc
 
 from ... import codec
-from ...errors import CodecError
+from ...errors import BackendUnavailable, CodecError
 from ...membership import Change
 from ...memory.digest import BUCKETS, bucket_of, differing
 from ...memory.store import item_from_wire
@@ -73,6 +76,7 @@ REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
+CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
 
 
 @dataclass
@@ -151,6 +155,7 @@ class GrpcMemory(GrpcCore):
         self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
+        self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def _open_store(self, local: NodeInfo) -> None:
@@ -180,8 +185,27 @@ class GrpcMemory(GrpcCore):
         if origin == self.node_id:
             self._own_written = max(self._own_written, cursor)
         self._stale(entries)
-        self._push(origin, entries, cursor, gossip=not broadcast)
+        reached = self._push(origin, entries, cursor, gossip=not broadcast)
+        if not self._worker:
+            await self._held_by_workers(reached, cursor)
         return cursor
+
+    async def _held_by_workers(self, targets: list[str], cursor: int) -> None:
+        """A client's write is stored once a worker applied it: wait for every worker pushed to, or past
+        ``CLIENT_WRITE_WAIT_SECONDS`` for one; raise ``BackendUnavailable`` when none took it."""
+        deadline = time.monotonic() + CLIENT_WRITE_WAIT_SECONDS
+        while True:
+            held = [t for t in targets if self._pushed[t].ack(self._accounted) >= cursor]
+            left = deadline - time.monotonic()
+            if targets and (len(held) == len(targets) or (held and left <= 0)):
+                return
+            if left <= 0:
+                self.counters["memory_client_writes_unheld"] += 1
+                raise BackendUnavailable("no live worker of the mesh acknowledged this client's memory write"
+                                         if targets else "this client knows no live worker to hand its memory write")
+            self._ack_heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ack_heard.wait(), left)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         return await self.store.read_memory(after, limit)
@@ -230,7 +254,9 @@ class GrpcMemory(GrpcCore):
         return await self.store.compact_memory(applied_everywhere)
 
     # -- pushing ------------------------------------------------------------------------------------------
-    def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *, gossip: bool) -> None:
+    def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *,
+              gossip: bool) -> list[str]:
+        """Push a publish's entries (local cursors up to ``cursor``) to the peers; the ones that took them."""
         if not self._worker and gossip:
             gossip = False  # a client's write goes to every worker: it relays nothing later
         peers = self.live_peers(workers_only=True)
@@ -244,14 +270,14 @@ class GrpcMemory(GrpcCore):
         parts = [pb.MemoryEntry(origin_id=origin, memory_type=mt, key=key, frame=frame, hops_left=hops, epoch=epoch,
                                 seen_by=seen) for mt, key, frame in entries]
         first = cursor - len(parts) + 1  # a publish's entries are contiguous in the log (one coalesced batch)
-        for info in targets:
-            self._send_entries(info.node_id, parts, first, cursor)
+        sent = [info.node_id for info in targets if self._send_entries(info.node_id, parts, first, cursor)]
         if not gossip:  # a peer pushed to before but not live now did not get these
             reached = {p.node_id for p in targets}
             for node_id, pushed in self._pushed.items():
                 if node_id not in reached:
                     pushed.block(first)
         self._accounted = max(self._accounted, cursor)
+        return sent
 
     def _sample(self, peers: Sequence[NodeInfo], fanout: int) -> list[NodeInfo]:
         wire = self.wire
@@ -434,6 +460,7 @@ class GrpcMemory(GrpcCore):
             log.warning("grpc memory: %s refused entry %d: %s", peer_id[:12], refused.seq, refused.reason)
         while pushed.in_flight and pushed.in_flight[0][0] <= ack.through_seq:
             pushed.in_flight.popleft()
+        self._ack_heard.set()
 
     def _member_seen(self, change: Change) -> None:
         node_id = change.node.node_id

@@ -316,17 +316,29 @@ class _Outgoing:
             delay = min(REDIAL_MAX, delay * 2)
 
     async def _requests(self, envelope_type: Any) -> AsyncIterator[Any]:
+        """The stream's writes: queued envelopes merged, up to ``MERGE_MAX`` of them and while the merged size
+        stays within half of ``max_message_bytes`` (an envelope that would pass it starts the next write)."""
         yield envelope_type(hello=self.wire.hello())
         queue = self.queue
+        cap = self.wire.max_message_bytes // 2
+        carried: Any = None  # taken from the queue but too big to merge into the previous write
         while True:
-            try:
-                envelope = await asyncio.wait_for(queue.get(), IDLE_CLOSE_SECONDS)
-            except TimeoutError:
-                return  # idle: end the stream; the next send dials again
-            merged = 1
+            if carried is not None:
+                envelope, carried = carried, None
+            else:
+                try:
+                    envelope = await asyncio.wait_for(queue.get(), IDLE_CLOSE_SECONDS)
+                except TimeoutError:
+                    return  # idle: end the stream; the next send dials again
+            merged, size = 1, envelope.ByteSize()
             while merged < MERGE_MAX and not queue.empty():
-                envelope.MergeFrom(queue.get_nowait())
-                merged += 1
+                following = queue.get_nowait()
+                more = following.ByteSize()
+                if size + more > cap:
+                    carried = following
+                    break
+                envelope.MergeFrom(following)
+                merged, size = merged + 1, size + more
             yield envelope
 
 
