@@ -125,4 +125,11 @@ def test_a_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(clust
     assert _has(w, "later", "applied")
     assert w.command("/mesh_recall lost")["data"] is None
     assert cluster.cli("--config", ms, "recall", "lost").returncode != 0
-    assert "withdrawn" in failed.stderr and "still delivered" not in failed.stderr, failed.stderr
+    if cluster.backend == "grpc":
+        # A one-shot client learns the members from live ones: with the only worker stopped it sees no node at all
+        # (no store holds w's last heartbeat), so the write is handed to nobody and there is nothing to withdraw.
+        # The withdrawal itself on grpc (a primary too slow, the owner dropping the withdrawn task) is
+        # tests/grpc/test_memory.py::test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later.
+        assert "no active node" in failed.stderr, failed.stderr
+    else:
+        assert "withdrawn" in failed.stderr and "still delivered" not in failed.stderr, failed.stderr

@@ -258,3 +258,34 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     await eventually(lambda: _is(_backend(follower).counters["memory_fenced"] >= 1))
     await follower.sync_now()
     assert not _replica(follower).siblings("fact", "split")  # not obeyed
+
+
+async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
+    """The grpc form of the cluster test of the same name: there a stopped primary is seen active by a client
+    reading the shared store; on grpc a one-shot client learns members only from live ones, so the primary here
+    runs but is too slow, and the owner of the task (the primary, which accepted it) must drop it when withdrawn."""
+    from mesh_core.handlers import make_spec
+    from mesh_core.node.primary import FORWARD_WRITE
+
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    w = await cluster.node("w", **ms)
+    await eventually(lambda: _is(w.memory_primary == w.node_id), timeout=5)
+    primary = w.services.primary
+    wait = primary.ctx.timings.forwarded_write_wait_s
+    applied = primary._apply_forwarded_write
+
+    async def slow(payload: dict[str, Any], ctx: Any) -> Any:
+        await asyncio.sleep(wait + 2)  # past the client's patience: it withdraws the write meanwhile
+        return await applied(payload, ctx)
+
+    w.services.ctx.handlers.add(make_spec(FORWARD_WRITE, slow))
+    client = await cluster.client(**ms)
+    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 1), timeout=5)
+    with pytest.raises(SyncTimeout, match="withdrawn"):
+        await client.sync_memory_item("fact", "never", key="lost")
+    await asyncio.sleep(4)  # past the moment the slow attempt would have applied it
+    w.services.ctx.handlers.add(make_spec(FORWARD_WRITE, applied))
+    await w.sync_now()
+    assert _replica(w).siblings("fact", "lost") == []
+    await client.sync_memory_item("fact", "applied", key="later")  # the same path works when the primary does
+    assert await w.recall("later") == "applied"
