@@ -42,7 +42,9 @@ A one-shot client keeps no log worth the name: it is pushed nothing, and reads k
 from the live workers. Its write is stored once a worker's node applied it (nothing the client queued
 survives its exit): ``publish_memory`` waits for the acks of the workers it pushed to (every one, or at
 least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy) and raises
-``BackendUnavailable`` when none took it.
+``BackendUnavailable`` when none took it. The master_slave primary's own writes (the ones forwarded to it
+are acknowledged to their writers once they return) likewise wait, up to ``node_timeout_seconds``, for
+the live workers to apply them, so a primary killed right after does not take them with it.
 """
 
 from __future__ import annotations
@@ -187,19 +189,29 @@ class GrpcMemory(GrpcCore):
         self._stale(entries)
         reached = self._push(origin, entries, cursor, gossip=not broadcast)
         if not self._worker:
-            await self._held_by_workers(reached, cursor)
+            await self._held_by_workers(reached, cursor, CLIENT_WRITE_WAIT_SECONDS, required=True)
+        elif origin == self.node_id and self.config.memory_sync.strategy == "master_slave" \
+                and self._claim.node_id == self.node_id and reached:
+            # The primary acknowledges the writes forwarded to it: they must outlive it (a kill -9 right after)
+            # in the replicas, not only in its own log, as they outlive it in a shared store.
+            await self._held_by_workers(reached, cursor, self.config.node_timeout_seconds, required=False)
         return cursor
 
-    async def _held_by_workers(self, targets: list[str], cursor: int) -> None:
-        """A client's write is stored once a worker applied it: wait for every worker pushed to, or past
-        ``CLIENT_WRITE_WAIT_SECONDS`` for one; raise ``BackendUnavailable`` when none took it."""
-        deadline = time.monotonic() + CLIENT_WRITE_WAIT_SECONDS
+    async def _held_by_workers(self, targets: list[str], cursor: int, wait: float, *, required: bool) -> None:
+        """Wait until every live worker of ``targets`` applied this node's log up to ``cursor``, at most ``wait``
+        seconds (a worker that stops being live meanwhile is not waited for). ``required`` (a client, whose
+        write dies with it): past ``wait`` one must have, else ``BackendUnavailable``."""
+        deadline = time.monotonic() + wait
         while True:
+            targets = [t for t in targets if self.status_of(t) in LIVE]
             held = [t for t in targets if self._pushed[t].ack(self._accounted) >= cursor]
             left = deadline - time.monotonic()
             if targets and (len(held) == len(targets) or (held and left <= 0)):
                 return
-            if left <= 0:
+            if left <= 0 or not targets:
+                if not required:
+                    self.counters["memory_primary_writes_unheld"] += 1
+                    return
                 self.counters["memory_client_writes_unheld"] += 1
                 raise BackendUnavailable("no live worker of the mesh acknowledged this client's memory write"
                                          if targets else "this client knows no live worker to hand its memory write")
