@@ -380,6 +380,7 @@ class GrpcMemory(GrpcCore):
             claim = self._claim
             if claim.beats(entry.epoch, entry.origin_id):
                 self.counters["memory_fenced"] += 1
+                self._tell_claim(entry.origin_id)
                 return None, f"epoch {entry.epoch} of {entry.origin_id[:12]} is behind {claim.epoch}"
             self._heard_claim(entry.origin_id, entry.epoch, claim.lease_seconds)
         return item, ""
@@ -690,9 +691,22 @@ class GrpcMemory(GrpcCore):
                 self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
                     node_id=claim.node_id, epoch=claim.epoch, lease_seconds=claim.lease_seconds)))
 
+    def _tell_claim(self, node_id: str) -> None:
+        """Tell a node that claims the role with a weaker epoch (one restarted, which forgot it, or cut off) the
+        strongest claim heard here, with what is left of its lease: it takes the role again above that epoch."""
+        claim, address = self._claim, self.address_of(node_id)
+        if self.wire is not None and address and claim.node_id:
+            left = max(0.0, claim.until - time.monotonic())
+            self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
+                node_id=claim.node_id, epoch=claim.epoch, lease_seconds=left)))
+
     def _heard_claim(self, node_id: str, epoch: int, lease_seconds: float) -> None:
         claim = self._claim
-        if claim.beats(epoch, node_id) or not node_id:
+        if not node_id:
+            return
+        if claim.beats(epoch, node_id):
+            if node_id != self.node_id and node_id != claim.node_id:
+                self._tell_claim(node_id)
             return
         if (epoch, node_id) != (claim.epoch, claim.node_id):
             if claim.node_id == self.node_id:
@@ -700,7 +714,7 @@ class GrpcMemory(GrpcCore):
                 log.warning("grpc memory: deposed as memory primary by %s at epoch %d", node_id[:12], epoch)
             self._claim = claim = _Claim(node_id, epoch)
         claim.lease_seconds = lease_seconds or claim.lease_seconds
-        claim.until = time.monotonic() + claim.lease_seconds
+        claim.until = time.monotonic() + lease_seconds  # what is left of it (a told claim may have lapsed)
 
     @property
     def memory_epoch(self) -> tuple[str, int]:
