@@ -54,6 +54,13 @@ class ClusterError(RuntimeError):
     """The cluster could not do what was asked: a node process exited, nodes never became active."""
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole at once: a node starting meanwhile reads the old file or the new one, never half."""
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
 async def crash(mesh: AgentMeshManager) -> None:
     """Stop an in-process node the way kill -9 would: no leave, no hand-back, leases left to lapse."""
     await mesh.stop(graceful=False)
@@ -97,6 +104,7 @@ class Cluster:
         self.seeds: list[str] = []
         self.ports: dict[str, int] = {}
         self.settings: dict[str, Any] = dict(settings or {})
+        self._variants: dict[Path, dict[str, Any]] = {}  # other config files of this mesh: their overrides
         self.write_config(self.settings)
 
     def write_config(self, settings: Mapping[str, Any]) -> None:
@@ -111,7 +119,18 @@ class Cluster:
             section["redis"] = {**section.get("redis", {}), "url": self.redis_url, "cluster": self.name}
         else:
             section.update({"protocol": "sqlite_local", "sqlite_db_path": str(self.db)})
-        self.config.write_text(yaml.safe_dump({"agent_mesh": section}))
+        _replace(self.config, yaml.safe_dump({"agent_mesh": section}))
+        for path, overrides in self._variants.items():
+            _replace(path, yaml.safe_dump({"agent_mesh": {**section, **overrides}}))
+
+    def variant(self, filename: str, **overrides: Any) -> Path:
+        """Another config file for this mesh (``root/filename``): the cluster's, with ``overrides`` replacing keys
+        of its ``agent_mesh:`` section. It is rewritten with the cluster's, so on grpc it names every node started
+        since as a seed too (a copy made once would leave later nodes, started with it, alone in a mesh of one)."""
+        path = self.root / filename
+        self._variants[path] = dict(overrides)
+        self.write_config(self.settings)
+        return path
 
     # -- node processes ----------------------------------------------------------------------
     def global_args(self) -> list[str]:

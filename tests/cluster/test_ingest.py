@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from .conftest import Cluster, NodeProcess, until
 
@@ -30,11 +29,7 @@ def test_a_task_id_names_one_request_from_the_cli(cluster: Cluster) -> None:
 
 def _guarded(cluster: Cluster, **security: object) -> str:
     """A config file for this mesh with a ``security:`` section (and anti-entropy every second)."""
-    base = yaml.safe_load(cluster.config.read_text())
-    base["agent_mesh"].update(security=security, sync_interval_seconds=1)
-    path = cluster.root / "guarded.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return str(path)
+    return str(cluster.variant("guarded.yaml", security=security, sync_interval_seconds=1))
 
 
 def _counter(node: NodeProcess, name: str) -> int:

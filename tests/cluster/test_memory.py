@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from .conftest import Cluster, until
 
 pytestmark = pytest.mark.slow
 
 
-def _config(cluster: Cluster, name: str, **memory_sync) -> str:
-    base = yaml.safe_load(cluster.config.read_text())
-    base["agent_mesh"]["memory_sync"] = {"conflict_resolution_strategy": "manual", **memory_sync}
-    path = cluster.root / name
-    path.write_text(yaml.safe_dump(base))
-    return str(path)
+def _config(cluster: Cluster, name: str, settings: dict | None = None, **memory_sync) -> str:
+    """A config file for this mesh with these ``memory_sync`` settings (and top-level ``settings``)."""
+    memory = {"conflict_resolution_strategy": "manual", **memory_sync}
+    return str(cluster.variant(name, **(settings or {}), memory_sync=memory))
 
 
 def test_manual_conflict_survives_restarts_and_is_resolved_from_the_cli(cluster: Cluster) -> None:

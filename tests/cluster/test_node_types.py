@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mesh_core.model import NodeType, TaskStatus
 
@@ -151,11 +150,10 @@ def test_sensor_alert_raises_clears_and_is_read_from_another_nodes_memory(cluste
     """Needs the manager to await ``profile.on_start(mesh)`` after start and ``profile.on_stop(mesh)`` on stop."""
     reading = tmp_path / "room_temperature"
     reading.write_text("21\n")
-    config = yaml.safe_load(cluster.config.read_text())
-    config["agent_mesh"]["node_configs"] = {"sensor_connected": {
+    # through the cluster's settings: on grpc the file is rewritten as each node is added as a seed
+    cluster.write_config({**cluster.settings, "node_configs": {"sensor_connected": {
         "sample_interval_seconds": 0.1, "top_processes": 0,
-        "rules": ["room > 50 for 0.3s"], "sources": [{"name": "room", "kind": "file", "path": str(reading)}]}}
-    cluster.config.write_text(yaml.safe_dump(config))
+        "rules": ["room > 50 for 0.3s"], "sources": [{"name": "room", "kind": "file", "path": str(reading)}]}}})
     sensor = cluster.start("sensor", "--node-type", "sensor_connected")
     watcher = cluster.start("watcher")
     until(lambda: watcher.view() == {"sensor": "active", "watcher": "active"}, timeout=10)

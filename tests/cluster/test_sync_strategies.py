@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from .conftest import TIMEOUT, Cluster, NodeProcess, until
 from .test_memory import _config
@@ -109,11 +107,9 @@ def test_history_is_replicated_and_rollback_works_from_a_one_shot_cli(cluster: C
 
 
 def test_a_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
-    ms = _config(cluster, "ms.yaml", strategy="master_slave", conflict_resolution_strategy="latest_wins")
     # Slow failure detection, so the one-shot client (slow to start on a loaded machine) still sees w active.
-    settings = yaml.safe_load(Path(ms).read_text())
-    settings["agent_mesh"].update(suspect_after_seconds=3.0, node_timeout_seconds=4.0)
-    Path(ms).write_text(yaml.safe_dump(settings))
+    ms = _config(cluster, "ms.yaml", {"suspect_after_seconds": 3.0, "node_timeout_seconds": 4.0},
+                 strategy="master_slave", conflict_resolution_strategy="latest_wins")
     w = cluster.start("w", "--config", ms)
     until(lambda: w.status()["local"]["memory_primary"] == w.node_id, timeout=10)
     w.kill(signal.SIGSTOP)  # the one-shot client still sees it active and hands it the write
@@ -129,4 +125,11 @@ def test_a_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(clust
     assert _has(w, "later", "applied")
     assert w.command("/mesh_recall lost")["data"] is None
     assert cluster.cli("--config", ms, "recall", "lost").returncode != 0
-    assert "withdrawn" in failed.stderr and "still delivered" not in failed.stderr, failed.stderr
+    if cluster.backend == "grpc":
+        # A one-shot client learns the members from live ones: with the only worker stopped it sees no node at all
+        # (no store holds w's last heartbeat), so the write is handed to nobody and there is nothing to withdraw.
+        # The withdrawal itself on grpc (a primary too slow, the owner dropping the withdrawn task) is
+        # tests/grpc/test_memory.py::test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later.
+        assert "no active node" in failed.stderr, failed.stderr
+    else:
+        assert "withdrawn" in failed.stderr and "still delivered" not in failed.stderr, failed.stderr

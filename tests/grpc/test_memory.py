@@ -18,7 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.errors import SyncTimeout
+from mesh_core.errors import BackendUnavailable, SyncTimeout
 
 from ..backends.conftest import Cluster, eventually
 
@@ -76,6 +76,24 @@ async def test_a_strong_write_returns_once_every_peer_applied_it_and_names_one_t
     await c.sync_now()  # the entry is in c's log: c applies it when it reads
     assert await c.recall("k2") == "c is busy"
     await eventually(lambda: _acked_by(a, c), timeout=5)
+
+
+async def test_a_clients_write_is_held_by_the_workers_before_it_returns_and_survives_its_exit(
+        cluster: Cluster) -> None:
+    a, b = await cluster.node("a"), await cluster.node("b")
+    client = await cluster.client()
+    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 2), timeout=5)
+    await client.sync_memory_item("fact", "from a one-shot client", key="one-shot")
+    await cluster.crash(client)  # gone at once, as a one-shot command exits: nothing it queued survives it
+    for node in (a, b):  # the write returned once both workers' nodes applied it
+        assert [s.value for s in _replica(node).siblings("fact", "one-shot")] == ["from a one-shot client"]
+
+    lone = await cluster.client()
+    await eventually(lambda: _is(len(_backend(lone).live_peers(workers_only=True)) == 2), timeout=5)
+    for node in (a, b):
+        _stop_memory_loop(node)  # alive, but they apply nothing: no worker takes the write
+    with pytest.raises(BackendUnavailable, match="no live worker"):
+        await lone.sync_memory_item("fact", "never held", key="unheld")
 
 
 async def _acked_by(writer: Any, peer: Any) -> bool:
@@ -240,3 +258,34 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     await eventually(lambda: _is(_backend(follower).counters["memory_fenced"] >= 1))
     await follower.sync_now()
     assert not _replica(follower).siblings("fact", "split")  # not obeyed
+
+
+async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
+    """The grpc form of the cluster test of the same name: there a stopped primary is seen active by a client
+    reading the shared store; on grpc a one-shot client learns members only from live ones, so the primary here
+    runs but is too slow, and the owner of the task (the primary, which accepted it) must drop it when withdrawn."""
+    from mesh_core.handlers import make_spec
+    from mesh_core.node.primary import FORWARD_WRITE
+
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    w = await cluster.node("w", **ms)
+    await eventually(lambda: _is(w.memory_primary == w.node_id), timeout=5)
+    primary = w.services.primary
+    wait = primary.ctx.timings.forwarded_write_wait_s
+    applied = primary._apply_forwarded_write
+
+    async def slow(payload: dict[str, Any], ctx: Any) -> Any:
+        await asyncio.sleep(wait + 2)  # past the client's patience: it withdraws the write meanwhile
+        return await applied(payload, ctx)
+
+    w.services.ctx.handlers.add(make_spec(FORWARD_WRITE, slow))
+    client = await cluster.client(**ms)
+    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 1), timeout=5)
+    with pytest.raises(SyncTimeout, match="withdrawn"):
+        await client.sync_memory_item("fact", "never", key="lost")
+    await asyncio.sleep(4)  # past the moment the slow attempt would have applied it
+    w.services.ctx.handlers.add(make_spec(FORWARD_WRITE, applied))
+    await w.sync_now()
+    assert _replica(w).siblings("fact", "lost") == []
+    await client.sync_memory_item("fact", "applied", key="later")  # the same path works when the primary does
+    assert await w.recall("later") == "applied"

@@ -39,6 +39,26 @@ async def test_envelopes_reach_the_peer_with_the_senders_identity_and_bursts_mer
         await b.stop()
 
 
+async def test_a_merged_write_stays_within_half_of_the_message_limit() -> None:
+    limit = 64 * 1024
+    a, b = _wire("a", max_message_bytes=limit), _wire("b", max_message_bytes=limit)
+    got: list[Any] = []
+    b.on_stream("memory", lambda peer, env: got.append(env))
+    await a.start()
+    await b.start()
+    try:
+        for i in range(60):  # about 600 KB queued at once: merged whole it would pass the limit and be refused
+            assert a.send(b.address, "memory", pb.MemoryMessage(entries=[pb.MemoryEntry(seq=i, frame=b"x" * 10_000)]))
+        await eventually(lambda: sum(len(env.entries) for env in got) == 60, timeout=10)
+        assert [e.seq for env in got for e in env.entries] == list(range(60))  # none lost, in order
+        assert max(env.ByteSize() for env in got) <= limit // 2
+        assert len(got) < 60  # still merged
+        assert not a.counters["wire_stream_errors_memory"]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_answers_come_back_on_the_dialled_stream() -> None:
     a, b = _wire("a"), _wire("b")
     answers: list[int] = []

@@ -39,7 +39,12 @@ What grpc adds is how entries reach the other logs:
   so two primaries after a partition cannot both be obeyed where the newer one was heard.
 
 A one-shot client keeps no log worth the name: it is pushed nothing, and reads keys, versions and buckets
-from the live workers.
+from the live workers. Its write is stored once a worker's node applied it (nothing the client queued
+survives its exit): ``publish_memory`` waits for the acks of the workers it pushed to (every one, or at
+least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy) and raises
+``BackendUnavailable`` when none took it. The master_slave primary's own writes (the ones forwarded to it
+are acknowledged to their writers once they return) likewise wait, up to ``node_timeout_seconds``, for
+the live workers to apply them, so a primary killed right after does not take them with it.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from typing import Any
 import grpc
 
 from ... import codec
-from ...errors import CodecError
+from ...errors import BackendUnavailable, CodecError
 from ...membership import Change
 from ...memory.digest import BUCKETS, bucket_of, differing
 from ...memory.store import item_from_wire
@@ -80,6 +85,7 @@ REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
+CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
 
 
 @dataclass
@@ -159,6 +165,7 @@ class GrpcMemory(GrpcCore):
         self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
+        self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def _open_store(self, local: NodeInfo) -> None:
@@ -188,8 +195,37 @@ class GrpcMemory(GrpcCore):
         if origin == self.node_id:
             self._own_written = max(self._own_written, cursor)
         self._stale(entries)
-        self._push(origin, entries, cursor, gossip=not broadcast)
+        reached = self._push(origin, entries, cursor, gossip=not broadcast)
+        if not self._worker:
+            await self._held_by_workers(reached, cursor, CLIENT_WRITE_WAIT_SECONDS, required=True)
+        elif origin == self.node_id and self.config.memory_sync.strategy == "master_slave" \
+                and self._claim.node_id == self.node_id and reached:
+            # The primary acknowledges the writes forwarded to it: they must outlive it (a kill -9 right after)
+            # in the replicas, not only in its own log, as they outlive it in a shared store.
+            await self._held_by_workers(reached, cursor, self.config.node_timeout_seconds, required=False)
         return cursor
+
+    async def _held_by_workers(self, targets: list[str], cursor: int, wait: float, *, required: bool) -> None:
+        """Wait until every live worker of ``targets`` applied this node's log up to ``cursor``, at most ``wait``
+        seconds (a worker that stops being live meanwhile is not waited for). ``required`` (a client, whose
+        write dies with it): past ``wait`` one must have, else ``BackendUnavailable``."""
+        deadline = time.monotonic() + wait
+        while True:
+            targets = [t for t in targets if self.status_of(t) in LIVE]
+            held = [t for t in targets if self._pushed[t].ack(self._accounted) >= cursor]
+            left = deadline - time.monotonic()
+            if targets and (len(held) == len(targets) or (held and left <= 0)):
+                return
+            if left <= 0 or not targets:
+                if not required:
+                    self.counters["memory_primary_writes_unheld"] += 1
+                    return
+                self.counters["memory_client_writes_unheld"] += 1
+                raise BackendUnavailable("no live worker of the mesh acknowledged this client's memory write"
+                                         if targets else "this client knows no live worker to hand its memory write")
+            self._ack_heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ack_heard.wait(), left)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         return await self.store.read_memory(after, limit)
@@ -238,7 +274,9 @@ class GrpcMemory(GrpcCore):
         return await self.store.compact_memory(applied_everywhere)
 
     # -- pushing ------------------------------------------------------------------------------------------
-    def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *, gossip: bool) -> None:
+    def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *,
+              gossip: bool) -> list[str]:
+        """Push a publish's entries (local cursors up to ``cursor``) to the peers; the ones that took them."""
         if not self._worker and gossip:
             gossip = False  # a client's write goes to every worker: it relays nothing later
         peers = self.live_peers(workers_only=True)
@@ -252,14 +290,14 @@ class GrpcMemory(GrpcCore):
         parts = [pb.MemoryEntry(origin_id=origin, memory_type=mt, key=key, frame=frame, hops_left=hops, epoch=epoch,
                                 seen_by=seen) for mt, key, frame in entries]
         first = cursor - len(parts) + 1  # a publish's entries are contiguous in the log (one coalesced batch)
-        for info in targets:
-            self._send_entries(info.node_id, parts, first, cursor)
+        sent = [info.node_id for info in targets if self._send_entries(info.node_id, parts, first, cursor)]
         if not gossip:  # a peer pushed to before but not live now did not get these
             reached = {p.node_id for p in targets}
             for node_id, pushed in self._pushed.items():
                 if node_id not in reached:
                     pushed.block(first)
         self._accounted = max(self._accounted, cursor)
+        return sent
 
     def _sample(self, peers: Sequence[NodeInfo], fanout: int) -> list[NodeInfo]:
         wire = self.wire
@@ -376,6 +414,7 @@ class GrpcMemory(GrpcCore):
             claim = self._claim
             if claim.beats(entry.epoch, entry.origin_id):
                 self.counters["memory_fenced"] += 1
+                self._tell_claim(entry.origin_id)
                 return None, f"epoch {entry.epoch} of {entry.origin_id[:12]} is behind {claim.epoch}"
             self._heard_claim(entry.origin_id, entry.epoch, claim.lease_seconds)
         return item, ""
@@ -472,6 +511,7 @@ class GrpcMemory(GrpcCore):
                                                         f"{refused.seq}: {shortened(refused.reason)}")
         while pushed.in_flight and pushed.in_flight[0][0] <= ack.through_seq:
             pushed.in_flight.popleft()
+        self._ack_heard.set()
 
     def _member_seen(self, change: Change) -> None:
         node_id = change.node.node_id
@@ -694,9 +734,22 @@ class GrpcMemory(GrpcCore):
                 self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
                     node_id=claim.node_id, epoch=claim.epoch, lease_seconds=claim.lease_seconds)))
 
+    def _tell_claim(self, node_id: str) -> None:
+        """Tell a node that claims the role with a weaker epoch (one restarted, which forgot it, or cut off) the
+        strongest claim heard here, with what is left of its lease: it takes the role again above that epoch."""
+        claim, address = self._claim, self.address_of(node_id)
+        if self.wire is not None and address and claim.node_id:
+            left = max(0.0, claim.until - time.monotonic())
+            self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
+                node_id=claim.node_id, epoch=claim.epoch, lease_seconds=left)))
+
     def _heard_claim(self, node_id: str, epoch: int, lease_seconds: float) -> None:
         claim = self._claim
-        if claim.beats(epoch, node_id) or not node_id:
+        if not node_id:
+            return
+        if claim.beats(epoch, node_id):
+            if node_id != self.node_id and node_id != claim.node_id:
+                self._tell_claim(node_id)
             return
         if (epoch, node_id) != (claim.epoch, claim.node_id):
             if claim.node_id == self.node_id:
@@ -704,7 +757,7 @@ class GrpcMemory(GrpcCore):
                 log.warning("grpc memory: deposed as memory primary by %s at epoch %d", node_id[:12], epoch)
             self._claim = claim = _Claim(node_id, epoch)
         claim.lease_seconds = lease_seconds or claim.lease_seconds
-        claim.until = time.monotonic() + claim.lease_seconds
+        claim.until = time.monotonic() + lease_seconds  # what is left of it (a told claim may have lapsed)
 
     @property
     def memory_epoch(self) -> tuple[str, int]:

@@ -352,6 +352,8 @@ class _Outgoing:
             delay = min(REDIAL_MAX, delay * 2)
 
     async def _requests(self, envelope_type: Any) -> AsyncIterator[Any]:
+        """The stream's writes: queued envelopes merged, up to ``MERGE_MAX`` of them and while the merged size
+        stays within half of ``max_message_bytes`` (an envelope that would pass it starts the next write)."""
         yield envelope_type(hello=self.wire.hello())
         queue = self.queue
         while True:
