@@ -64,7 +64,7 @@ from ...model import MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType
 from ..contracts import TOPIC_MEMORY
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
-from .wire import Peer, Wire
+from .wire import Peer, Wire, closed_under_call
 
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
@@ -559,6 +559,11 @@ class GrpcMemory(GrpcCore):
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Digest", address, exc)
             return None
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+            return None
 
     async def _call_pull(self, peer_id: str, request: pb.PullRequest) -> list[bytes]:
         address, wire = self.address_of(peer_id), self.wire
@@ -574,6 +579,10 @@ class GrpcMemory(GrpcCore):
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Pull", address, exc)
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
         return frames
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:

@@ -53,7 +53,7 @@ from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment
 from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
-from .wire import Peer
+from .wire import Peer, closed_under_call
 
 SUBMIT_TIMEOUT = 10.0  # a client waits this long for a worker to store its submission
 BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before acknowledging anyway (counted)
@@ -62,6 +62,7 @@ RENEW_TIMEOUT = 2.0  # … and to answer a lease renewal (no answer: the tasks a
 READ_TIMEOUT = 3.0  # a peer asked for its tasks answers within this or is left out
 REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
 FEED_KEPT = 100_000  # result feed entries a client keeps for its cursors
+RENEWALS_KEPT = 1000  # renewals whose answer may still come
 DONE_KEPT = 50_000  # attempts a worker remembers having finished (re-offers of them are ignored)
 BACKUPS_SQL = """
 CREATE TABLE IF NOT EXISTS grpc_backups (
@@ -152,6 +153,7 @@ class GrpcTasks(GrpcCore):
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
+        self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -244,9 +246,11 @@ class GrpcTasks(GrpcCore):
                 self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
                     request_id=renewal.request_id, task_ids=sorted(kept))]))
         for renewed in env.renewed:
-            self._resolve(("renew", renewed.request_id), set(renewed.task_ids))
+            self._renewal_answered(renewed.request_id, set(renewed.task_ids))
         if env.results:
-            await self._record_results(peer, env.results)
+            # Recording waits for the backup's copy (up to BACKUP_TIMEOUT when the backup just died): off this
+            # peer's ordered queue, so the lease renewals behind it are answered before the leases lapse.
+            self.spawn(self._record_results(peer, env.results), f"results-from-{peer.name}")
         for ack in env.result_acks:
             self._resolve(("result", (ack.task_id, ack.attempt)), ack.recorded)
         if env.cancels:
@@ -263,16 +267,16 @@ class GrpcTasks(GrpcCore):
             held = self._held.get(handover.task_id)
             if held is not None and held[0] == handover.previous_owner_id:
                 self._held[handover.task_id] = (handover.owner_id or peer.node_id, held[1])
-        if env.submits:
-            await self._take_submissions(peer, env.submits)
+        if env.submits:  # storing waits for the backup's copy too
+            self.spawn(self._take_submissions(peer, env.submits), f"submits-from-{peer.name}")
         for result in env.submit_results:
             self._resolve(("submit", result.request_id), (result.outcome, result.error))
         if env.finished:
             self._take_finished(peer, env.finished)
         for ack in env.finished_acks:
             self._resolve(("finished", ack.task_id), not ack.refused)
-        if env.moves:
-            await self._moves_from(peer, env.moves)
+        if env.moves:  # a move that ends a task waits for the backup's copy too
+            self.spawn(self._moves_from(peer, env.moves), f"moves-from-{peer.name}")
         for result in env.move_results:
             self._resolve(("move", result.request_id), result.applied)
 
@@ -712,9 +716,14 @@ class GrpcTasks(GrpcCore):
                 continue  # its tasks are being taken over; a result to it would be refused anyway
             request = next(self._requests)
             futures[owner] = self._expect(("renew", request))
+            self._renewals[request] = {p.task_id: p.attempt for p in parts}
+            while len(self._renewals) > RENEWALS_KEPT:
+                self._renewals.popitem(last=False)
             self._send_to(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
                                                                        lease_seconds=lease_seconds)]))
-        answers = await self._wait_all(futures, RENEW_TIMEOUT)
+        # The heartbeat waits on this: a short wait, so an owner that is slow (or dead and not yet declared so)
+        # does not hold up this node's heartbeats; an answer that comes later is applied when it comes.
+        answers = await self._wait_all(futures, min(RENEW_TIMEOUT, self.config.suspect_after_seconds / 4))
         for owner, parts in remote.items():
             answer = answers.get(owner)
             ids = {p.task_id for p in parts}
@@ -723,9 +732,18 @@ class GrpcTasks(GrpcCore):
                     kept |= ids  # no answer yet: keep running, the owner fences the result
                 continue
             kept |= ids & answer
-            for task_id in ids - answer:
-                self._held.pop(task_id, None)
         return kept
+
+    def _renewal_answered(self, request_id: int, kept: set[str]) -> None:
+        """An owner's answer to a lease renewal: the attempts it no longer grants are not held here any more
+        (in time, ``renew`` reports them taken away; late, the next ``renew`` does)."""
+        self._resolve(("renew", request_id), kept)
+        asked = self._renewals.pop(request_id, None)
+        if asked is None:
+            return
+        for task_id, attempt in asked.items():
+            if task_id not in kept and self._held.get(task_id, ("", -1))[1] == attempt:
+                self._held.pop(task_id, None)
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         for c in completions:
@@ -1036,6 +1054,10 @@ class GrpcTasks(GrpcCore):
             except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 log.debug("grpc read from %s failed: %s", address, exc)
                 return None
+            except asyncio.CancelledError:
+                if not closed_under_call():
+                    raise
+                return None  # the peer was declared dead mid-call: its channel closed
         replies = await asyncio.gather(*(one(self.address_of(p.node_id) or "") for p in peers))
         return [r for r in replies if r is not None]
 
