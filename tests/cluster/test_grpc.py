@@ -312,7 +312,7 @@ NETNS_SCALE = Scale("grpc-netns", tasks=200, writes=60, in_flight=20, task_secon
 def test_node_cut_off_for_ten_seconds_then_healed(tmp_path: Path) -> None:
     names = ["w0", "w1", "w2"]
     lab = NetLab([*names, "client"])
-    c = mesh_testing.Cluster(tmp_path / "mesh", "grpc", settings={
+    c = mesh_testing.Cluster(tmp_path, "grpc", settings={
         "heartbeat_interval_seconds": HEARTBEAT, "suspect_after_seconds": SUSPECT, "node_timeout_seconds": TIMEOUT,
         "sync_interval_seconds": 2.0, "shutdown_grace_seconds": 1.0,
         "task_distribution": {"retry_backoff_seconds": 0.05, "max_task_retries": 10}})

@@ -501,6 +501,12 @@ class GrpcMemory(GrpcCore):
             self.counters["memory_caught_up"] += 1
             self._deliver(TOPIC_MEMORY)
 
+    async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
+        """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
+        if await self._pull_into_log([peer_id], buckets):
+            self.counters["memory_caught_up"] += 1
+            self._deliver(TOPIC_MEMORY)
+
     async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
         """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
         request = pb.PullRequest(buckets=buckets)
@@ -598,7 +604,14 @@ class GrpcMemory(GrpcCore):
         theirs = dict(request.digests)
         if request.log:
             mine = await self._log_digests_now()
-            return pb.DigestReply(digests=mine, differing=sorted(differing(mine, theirs)), published=True)
+            differs = sorted(differing(mine, theirs))
+            caller = request.caller.node_id
+            if differs and self._worker and not self._closed and caller and caller != self.node_id \
+                    and self.status_of(caller) in LIVE:
+                # A catch-up runs both ways: the caller saw this node come back (SIGCONT, a healed partition),
+                # while this node may have seen nothing change, and it is the one that missed writes.
+                self.spawn(self._pull_back(caller, differs), "memory-catch-up")
+            return pb.DigestReply(digests=mine, differing=differs, published=True)
         mine = dict(self._digests or {})
         return pb.DigestReply(digests=mine, differing=sorted(differing(mine, theirs)),
                               published=self._digests is not None)
