@@ -9,8 +9,10 @@ views, their task records read through any node, and every replica read on its o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -183,32 +185,41 @@ def test_sigstop_below_the_timeout_is_not_a_death(grpc: Cluster) -> None:
     a = grpc.start("a", "--node-type", "language_expert")
     b = grpc.start("b")
     _all_active(b, ["a", "b"])
-    waiter = _waiter(grpc, "sleep", "--payload", '{"seconds": 1.5}', "--prefer", "language_expert")
+    task_id = _submitted(grpc, 1.5)
     a.wait_event(lambda e: e.get("event") == "TaskUpdated" and e.get("status") == "running", timeout=10)
     a.kill(signal.SIGSTOP)
     time.sleep(TIMEOUT / 2)
     a.kill(signal.SIGCONT)
-    reply = _answer(waiter)
-    assert reply["status"] == "succeeded" and reply["node_name"] == "a" and reply["attempts"] == 1, reply
+    task = _finals(grpc, [task_id])[0]
+    _recorded_once_plain(task)
+    assert task.node_name == "a" and task.attempt == 1, (task.node_name, task.attempts)
     time.sleep(HEARTBEAT)
     assert not _dead_seen(b, "a"), _dead_seen(b, "a")
     assert b.view()["a"] == "active"
-    _recorded_once_plain(asyncio.run(_read_tasks(grpc, [reply["task_id"]]))[0])
+
+
+def _submitted(c: Cluster, seconds: float) -> str:
+    """A sleep routed to "a" (it prefers the type), acknowledged (stored by its owner and copied) before the
+    fault: a one-shot ``submit`` returns once it is."""
+    done = c.cli("submit", "sleep", "--payload", json.dumps({"seconds": seconds}), "--prefer", "language_expert",
+                 "--json")
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["task_id"])
 
 
 def test_sigstop_above_the_timeout_moves_the_task_and_refuses_the_late_result(grpc: Cluster) -> None:
     a = grpc.start("a", "--node-type", "language_expert")
     b = grpc.start("b")
     _all_active(b, ["a", "b"])
-    waiter = _waiter(grpc, "sleep", "--payload", '{"seconds": 2.0}', "--prefer", "language_expert")
-    running = a.wait_event(lambda e: e.get("event") == "TaskUpdated" and e.get("status") == "running", timeout=10)
-    task_id = running["task_id"]
+    task_id = _submitted(grpc, 2.0)
+    a.wait_event(lambda e: e.get("event") == "TaskUpdated" and e.get("status") == "running", timeout=10)
     a.kill(signal.SIGSTOP)
     stopped = time.monotonic()
     b.wait_event(lambda e: e.get("event") == "NodeStatusChanged" and e.get("name") == "a" and e.get("new") == "dead",
                  timeout=TIMEOUT + 5)
-    reply = _answer(waiter)
-    assert reply["status"] == "succeeded" and reply["node_name"] == "b" and reply["attempts"] == 2, reply
+    # the backup took it over and ran it again; asked through b (a is frozen), it answers for the task
+    b.wait_event(lambda e: e.get("event") == "TaskUpdated" and e.get("task_id") == task_id
+                 and e.get("status") == "succeeded", timeout=15)
     time.sleep(max(0.0, 2.5 - (time.monotonic() - stopped)))  # a's attempt would have ended by now
     a.kill(signal.SIGCONT)
     problem = a.wait_event(lambda e: e.get("event") == "Problem" and e.get("counter") in (
@@ -344,15 +355,37 @@ def test_node_cut_off_for_ten_seconds_then_healed(tmp_path: Path) -> None:
         assert cut_stats["detection"] is not None, "the cut node was never declared dead by the others"
         assert {e["watcher"] for e in run.deaths_seen("w1")} == {"w0", "w2"}
         assert verdict.ok, str(verdict)
-        # tasks that started on w1 before the cut and were not finished there ended elsewhere
-        moved = {e.task_id for e in run.history.executions if e.node == "w1"} & {
-            t for t, o in run.history.outcomes.items() if o.attempt > 1}
+        # tasks that started on w1 before the cut and could not end there ran again elsewhere
+        runs: dict[str, list[tuple[int, str]]] = {}
+        for e in run.history.executions:
+            runs.setdefault(e.task_id, []).append((e.attempt, e.node))
+        moved = {t for t, r in runs.items() if (1, "w1") in r and any(a > 1 and n != "w1" for a, n in r)}
         print(f"tasks moved off the cut node: {len(moved)}")
         assert moved, "no task was running on the cut node: the cut tested nothing about tasks"
+        # One owner per task once healed, each node's own store read (read-only).
+        acked = {t for t, ok in run.history.submitted.items() if ok}
+        try:
+            until(lambda: not _owned_twice(c, names, acked), timeout=15)
+        except AssertionError:
+            twice = _owned_twice(c, names, acked)
+            pytest.xfail(f"known defect (grpc split brain after a cut): {len(twice)} tasks keep a recorded outcome "
+                         f"on two nodes, e.g. {sorted(twice.items())[:3]}")
         until(lambda: run.worker("w0").view().get("w1") == "active", timeout=15)
     finally:
         c.stop()
         lab.close()
+
+
+def _owned_twice(c: mesh_testing.Cluster, names: list[str], ids: set[str]) -> dict[str, list[str]]:
+    """Tasks among ``ids`` that more than one node's private store holds (owner records, not backup copies)."""
+    holders: dict[str, list[str]] = {}
+    for name in names:
+        db = c.state / "nodes" / name / "grpc.db"
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            for (task_id,) in conn.execute("SELECT task_id FROM tasks"):
+                if task_id in ids:
+                    holders.setdefault(task_id, []).append(name)
+    return {t: h for t, h in holders.items() if len(h) > 1}
 
 
 # -- the detection figure (a measurement, not a timed assertion) -------------------------------------------------
