@@ -358,15 +358,17 @@ class ChaosRun:
 
     # -- the mesh ----------------------------------------------------------------------------
     def start_workers(self, count: int = 3, *, prefixes: Mapping[str, list[str]] | None = None,
-                      capacity: int = 1000, watchers: Iterable[str] | None = None) -> list[Any]:
+                      capacity: int = 1000, watchers: Iterable[str] | None = None,
+                      hosts: Mapping[str, str] | None = None) -> list[Any]:
         """Start ``w0``…: node processes with the probe handler; wait until each (or each of ``watchers``) sees all
-        as active."""
+        as active. ``hosts`` (grpc): the address each one's server binds (see ``Cluster.spawn``)."""
         from mesh_testing.wait import until
 
         names = [f"w{i}" for i in range(count)]
         for name in names:  # one after the other: a concurrent start is a nemesis of its own (issue #11 defect 4)
             self.workers.append(self.cluster.start(name, "--handlers", "mesh_testing.chaos_probe", "--capacity",
-                                                   str(capacity), prefix=(prefixes or {}).get(name, ())))
+                                                   str(capacity), prefix=(prefixes or {}).get(name, ()),
+                                                   host=(hosts or {}).get(name)))
         everyone = {name: "active" for name in names}
         for node in self.workers if watchers is None else [self.worker(name) for name in watchers]:
             def sees_everyone(node: Any = node) -> bool:
@@ -487,17 +489,20 @@ class ChaosRun:
         return self.history
 
     def run_outside(self, nemesis: Any, driver_prefix: list[str], *, spread_s: float = 0.0,
-                    timeout: float = 300.0) -> History:
+                    timeout: float = 300.0, config: Path | None = None) -> History:
         """Run the workload as its own process (``python -m mesh_testing.chaos`` after ``driver_prefix``).
 
         Its submissions and writes are spread over ``spread_s`` seconds; ``nemesis(self)`` runs here meanwhile.
+        ``config``: the file the workload reads instead of the cluster's (a grpc client in a namespace needs
+        its own ``grpc.host``).
         """
         import subprocess
 
         self._healed_at = None
         out = self.execution_log.with_name("workload.json")
-        cmd = [*driver_prefix, sys.executable, "-m", "mesh_testing.chaos", "--config", str(self.cluster.config),
-               "--tasks", str(self.scale.tasks), "--writes", str(self.scale.writes), "--task-seconds",
+        config = config or self.cluster.config
+        cmd = [*driver_prefix, sys.executable, "-m", "mesh_testing.chaos", "--config", str(config), "--tasks",
+               str(self.scale.tasks), "--writes", str(self.scale.writes), "--task-seconds",
                str(self.scale.task_seconds), "--spread", str(spread_s), "--timeout", str(self.scale.collect_s),
                "--out", str(out)]
         err = self.execution_log.with_name("workload.err")

@@ -137,31 +137,34 @@ class Cluster:
         """The ``mesh-tui`` arguments that put a command on this mesh."""
         return ["--config", str(self.config)]
 
-    def spawn(self, name: str, *args: str, prefix: Sequence[str] = ()) -> NodeProcess:
+    def spawn(self, name: str, *args: str, prefix: Sequence[str] = (), host: str | None = None) -> NodeProcess:
         """Launch ``mesh-tui --no-ui --name NAME`` (JSON log lines unless ``args`` say otherwise); do not wait.
 
-        ``prefix``: a command that runs the node (``ip netns exec NS``, ``faketime +300s``).
+        ``prefix``: a command that runs the node (``ip netns exec NS``, ``faketime +300s``). ``host`` (grpc):
+        the address its server binds and the others dial (a network namespace's own), instead of 127.0.0.1.
         """
         self.logs.mkdir(parents=True, exist_ok=True)
         self._starts[name] = n = self._starts.get(name, 0) + 1
         log_path = self.logs / (f"{name}.log" if n == 1 else f"{name}.{n}.log")
         cmd = [*prefix, sys.executable, "-m", "mesh_tui", *self.global_args(), "--name", name, "--log-format", "json",
                "--no-ui", *args]
+        if host is not None and self.backend == "grpc":
+            cmd += ["--grpc-host", host]
         if self not in _LIVE:
             _LIVE.append(self)
         env = self.env
         if self.backend == "grpc":
             if name not in self.ports:
                 self.ports[name] = free_port()
-                self.add_seed(f"127.0.0.1:{self.ports[name]}")
+                self.add_seed(f"{host or '127.0.0.1'}:{self.ports[name]}")
             env = {**env, "MESH_GRPC_PORT": str(self.ports[name])}
         node = NodeProcess(name, cmd, cwd=self.root, env=env, log_path=log_path)
         self.processes.append(node)
         return node
 
-    def start(self, name: str, *args: str, prefix: Sequence[str] = ()) -> NodeProcess:
+    def start(self, name: str, *args: str, prefix: Sequence[str] = (), host: str | None = None) -> NodeProcess:
         """Launch a node process and wait until it has started (its ``NodeStarted`` line)."""
-        return self.spawn(name, *args, prefix=prefix).wait_started()
+        return self.spawn(name, *args, prefix=prefix, host=host).wait_started()
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """A one-shot ``mesh-tui`` command against this mesh."""

@@ -71,7 +71,7 @@ from ..contracts import TOPIC_MEMORY
 from ..shared import shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
-from .wire import Peer, Wire
+from .wire import Peer, Wire, closed_under_call
 
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
@@ -579,6 +579,12 @@ class GrpcMemory(GrpcCore):
             self.counters["memory_caught_up"] += 1
             self._deliver(TOPIC_MEMORY)
 
+    async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
+        """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
+        if await self._pull_into_log([peer_id], buckets):
+            self.counters["memory_caught_up"] += 1
+            self._deliver(TOPIC_MEMORY)
+
     async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
         """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
         request = pb.PullRequest(buckets=buckets)
@@ -637,6 +643,11 @@ class GrpcMemory(GrpcCore):
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Digest", address, exc)
             return None
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+            return None
 
     async def _call_pull(self, peer_id: str, request: pb.PullRequest) -> list[bytes]:
         address, wire = self.address_of(peer_id), self.wire
@@ -652,6 +663,10 @@ class GrpcMemory(GrpcCore):
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Pull", address, exc)
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
         return frames
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
@@ -667,7 +682,14 @@ class GrpcMemory(GrpcCore):
         theirs = dict(request.digests)
         if request.log:
             mine = await self._log_digests_now()
-            return pb.DigestReply(digests=mine, differing=sorted(differing(mine, theirs)), published=True)
+            differs = sorted(differing(mine, theirs))
+            caller = request.caller.node_id
+            if differs and self._worker and not self._closed and caller and caller != self.node_id \
+                    and self.status_of(caller) in LIVE:
+                # A catch-up runs both ways: the caller saw this node come back (SIGCONT, a healed partition),
+                # while this node may have seen nothing change, and it is the one that missed writes.
+                self.spawn(self._pull_back(caller, differs), "memory-catch-up")
+            return pb.DigestReply(digests=mine, differing=differs, published=True)
         mine = dict(self._digests or {})
         return pb.DigestReply(digests=mine, differing=sorted(differing(mine, theirs)),
                               published=self._digests is not None)

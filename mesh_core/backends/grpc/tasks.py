@@ -54,7 +54,7 @@ from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment
 from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord, shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
-from .wire import Peer
+from .wire import Peer, closed_under_call
 
 SUBMIT_TIMEOUT = 10.0  # a client waits this long for a worker to store its submission
 BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before acknowledging anyway (counted)
@@ -64,6 +64,7 @@ READ_TIMEOUT = 3.0  # a peer asked for its tasks answers within this or is left 
 READ_LIMIT = 10_000  # tasks one GetTasks lists at most
 REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
 FEED_KEPT = 100_000  # result feed entries a client keeps for its cursors
+RENEWALS_KEPT = 1000  # renewals whose answer may still come
 DONE_KEPT = 50_000  # attempts a worker remembers having finished (re-offers of them are ignored)
 INBOUND_LIMIT = 1024  # envelopes from one peer waiting to be handled; past it they are dropped (counted)
 INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's envelopes are dropped (counted)
@@ -169,6 +170,8 @@ class GrpcTasks(GrpcCore):
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
+        self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
+        self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -285,9 +288,11 @@ class GrpcTasks(GrpcCore):
                 self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(
                     request_id=renewal.request_id, task_ids=sorted(kept))]))
         for renewed in env.renewed:
-            self._resolve(peer, ("renew", renewed.request_id), set(renewed.task_ids))
+            self._renewal_answered(peer, renewed.request_id, set(renewed.task_ids))
         if env.results:
-            await self._record_results(peer, env.results)
+            # Recording waits for the backup's copy (up to BACKUP_TIMEOUT when the backup just died): off this
+            # peer's ordered queue, so the lease renewals behind it are answered before the leases lapse.
+            self.spawn(self._record_results(peer, env.results), f"results-from-{peer.name}")
         for ack in env.result_acks:
             self._resolve(peer, ("result", (ack.task_id, ack.attempt)), ack.recorded)
         if env.cancels:
@@ -310,16 +315,16 @@ class GrpcTasks(GrpcCore):
                                                            f"{handover.task_id[:40]!r} to another node")
             elif held is not None and held[0] == handover.previous_owner_id:
                 self._held[handover.task_id] = (peer.node_id, held[1])
-        if env.submits:
-            await self._take_submissions(peer, env.submits)
+        if env.submits:  # storing waits for the backup's copy too
+            self.spawn(self._take_submissions(peer, env.submits), f"submits-from-{peer.name}")
         for result in env.submit_results:
             self._resolve(peer, ("submit", result.request_id), (result.outcome, result.error))
         if env.finished:
             self._take_finished(peer, env.finished)
         for ack in env.finished_acks:
             self._resolve(peer, ("finished", ack.task_id), not ack.refused)
-        if env.moves:
-            await self._moves_from(peer, env.moves)
+        if env.moves:  # a move that ends a task waits for the backup's copy too
+            self.spawn(self._moves_from(peer, env.moves), f"moves-from-{peer.name}")
         for result in env.move_results:
             self._resolve(peer, ("move", result.request_id), result.applied)
 
@@ -804,9 +809,16 @@ class GrpcTasks(GrpcCore):
                 continue  # its tasks are being taken over; a result to it would be refused anyway
             request = next(self._requests)
             futures[owner] = self._expect(("renew", request), owner)
+            self._renewals[request] = {p.task_id: p.attempt for p in parts}
+            self._renewals_to[request] = owner
+            while len(self._renewals) > RENEWALS_KEPT:
+                old, _ = self._renewals.popitem(last=False)
+                self._renewals_to.pop(old, None)
             self._send_to(owner, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=request, held=parts,
                                                                        lease_seconds=lease_seconds)]))
-        answers = await self._wait_all(futures, RENEW_TIMEOUT)
+        # The heartbeat waits on this: a short wait, so an owner that is slow (or dead and not yet declared so)
+        # does not hold up this node's heartbeats; an answer that comes later is applied when it comes.
+        answers = await self._wait_all(futures, min(RENEW_TIMEOUT, self.config.suspect_after_seconds / 4))
         for owner, parts in remote.items():
             answer = answers.get(owner)
             ids = {p.task_id for p in parts}
@@ -815,9 +827,19 @@ class GrpcTasks(GrpcCore):
                     kept |= ids  # no answer yet: keep running, the owner fences the result
                 continue
             kept |= ids & answer
-            for task_id in ids - answer:
-                self._held.pop(task_id, None)
         return kept
+
+    def _renewal_answered(self, peer: Peer, request_id: int, kept: set[str]) -> None:
+        """An owner's answer to a lease renewal: the attempts it no longer grants are not held here any more
+        (in time, ``renew`` reports them taken away; late, the next ``renew`` does). Only the owner asked counts."""
+        self._resolve(peer, ("renew", request_id), kept)
+        asked = self._renewals.get(request_id)
+        if asked is None or self._renewals_to.get(request_id) != peer.node_id:
+            return
+        del self._renewals[request_id]
+        for task_id, attempt in asked.items():
+            if task_id not in kept and self._held.get(task_id) == (peer.node_id, attempt):
+                self._held.pop(task_id, None)
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         for c in completions:
@@ -1145,6 +1167,10 @@ class GrpcTasks(GrpcCore):
             except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 log.debug("grpc read from %s failed: %s", address, exc)
                 return None
+            except asyncio.CancelledError:
+                if not closed_under_call():
+                    raise
+                return None  # the peer was declared dead mid-call: its channel closed
         replies = await asyncio.gather(*(one(self.address_of(p.node_id) or "") for p in peers))
         return [r for r in replies if r is not None]
 

@@ -73,6 +73,15 @@ def version_refusal(version: int) -> str:
             f"run the same mesh-tui release on every node")
 
 
+def closed_under_call() -> bool:
+    """After a unary or server-streaming call raised ``asyncio.CancelledError``: True when that was the channel
+    being closed under the call (``forget``: the peer was declared dead or gone; grpc.aio cancels the calls in
+    flight), which the caller treats as a failed call; False when the calling task itself is being cancelled,
+    which must go on."""
+    task = asyncio.current_task()
+    return task is None or not task.cancelling()
+
+
 def channel_options(max_message_bytes: int, keepalive_seconds: float) -> list[tuple[str, Any]]:
     return [("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
