@@ -556,9 +556,12 @@ class SwimNode:
             return
         member = self._members.get(update.node)
         if member is None:
-            # First sight needs the node's address and record (an alive, or a suspect in a full-state exchange);
-            # a node first heard of as dead or left is not worth a place in the table.
-            if update.info is not None and update.addr and update.kind in (Kind.ALIVE, Kind.SUSPECT):
+            # First sight needs the node's address and record (an alive, or a suspect in a full-state exchange).
+            # A node first heard of as dead or left is worth a place only in a joiner's table, from the exchange
+            # that joins it (so it shows the dead and departed, as a hub's table does); later, a member that
+            # its peers forget at different times would come back from each one's exchanges and never go.
+            live = update.kind in (Kind.ALIVE, Kind.SUSPECT)
+            if update.info is not None and update.addr and (live or not self._joined):
                 status = _STATUS[update.kind]
                 member = SwimMember(update.node, update.addr, update.info, update.incarnation, status, now)
                 self._members[update.node] = member
@@ -566,7 +569,8 @@ class SwimNode:
                 self._changes.append(Change(update.info, None, status))
                 if status is NodeStatus.SUSPECT:
                     self._start_suspicion(update.node, update.origin, now)
-                self._broadcast(update)
+                if live:
+                    self._broadcast(update)
             return
         if update.incarnation < member.incarnation:
             return

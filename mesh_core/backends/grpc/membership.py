@@ -91,12 +91,27 @@ class GrpcMembership(GrpcCore):
     async def close(self) -> None:
         if self._closed:
             return
+        with contextlib.suppress(Exception):
+            await self._client_leave()
         self._closed = True
         await self._close_parts()
         await self._cancel_background()
         if self.wire is not None:
             await self.wire.stop(0)
         await self._close_store()
+
+    async def _client_leave(self) -> None:
+        """A client that goes says so (a worker's stop leaves through ``leave``): its members would otherwise
+        probe a closed port until they declare it dead, each failed probe counting against their own health."""
+        node, wire = self.swim, self.wire
+        if node is None or wire is None or node.me.info.role is NodeRole.WORKER or node.me.status is NodeStatus.LEFT:
+            return
+        messages = node.leave(time.monotonic())
+        self._send(messages)
+        deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
+        while any(wire.queued(m.to, "membership") for m in messages) and time.monotonic() < deadline:
+            await asyncio.sleep(TICK_SECONDS / 4)
+        await asyncio.sleep(TICK_SECONDS)  # taken from the queue is not yet written to the stream
 
     # -- records -------------------------------------------------------------------------------------
     async def heartbeat(self, node: NodeInfo) -> None:

@@ -152,6 +152,7 @@ class GrpcTasks(GrpcCore):
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
+        self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -163,9 +164,19 @@ class GrpcTasks(GrpcCore):
         wire.on_unary("Cancel", self._serve_cancel)
         wire.on_unary("Replay", self._serve_replay)
         await self.store._write(lambda conn: conn.execute(BACKUPS_SQL))
+        await self._count_copies()
         self.on_member_change(self._member_change)
         self.spawn(self._reoffer_loop(), "reoffer")
         await self._offer_unaccepted_after_restart()
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["task_copies_held"] = self._copies_held  # what this node would take over if their owners died
+        return out
+
+    async def _count_copies(self) -> None:
+        rows = await self.store._read(lambda c: c.execute("SELECT COUNT(*) FROM grpc_backups").fetchall())
+        self._copies_held = int(rows[0][0])
 
     @property
     def _is_client(self) -> bool:
@@ -465,7 +476,7 @@ class GrpcTasks(GrpcCore):
     async def _keep_backups(self, peer: Peer, records: Sequence[pb.BackupRecord]) -> None:
         rows = [(r.owner_id or peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
 
-        def keep(conn: sqlite3.Connection) -> None:
+        def keep(conn: sqlite3.Connection) -> int:
             for owner, task_id, revision, record, deleted in rows:
                 if deleted:
                     conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
@@ -474,11 +485,12 @@ class GrpcTasks(GrpcCore):
                     "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
                     " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
                     " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
+            return int(conn.execute("SELECT COUNT(*) FROM grpc_backups").fetchone()[0])
         ids = [r.task_id for r in records]
         owned = set(await self.store.task_states(ids)) if ids else set()  # taken over: this node answers for them
         rows = [row for row in rows if row[1] not in owned]
         if rows:
-            await self.store._write(keep)
+            self._copies_held = await self.store._write(keep)
         if owned:
             self.counters["backups_refused"] += len(owned)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
@@ -547,6 +559,7 @@ class GrpcTasks(GrpcCore):
             "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
         await self._adopt(owner_id, owner_name, rows)
         await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+        await self._count_copies()
         self._adopted_from.discard(owner_id)
 
     async def _adopt(self, owner_id: str, owner_name: str, rows: Sequence[tuple[Any, bytes]]) -> None:
@@ -814,7 +827,8 @@ class GrpcTasks(GrpcCore):
                          "error": t.error}
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
-                if t.task_id in unbacked:  # no backup holds it: the submitter's copy is the other one
+                if t.task_id in unbacked and self.status_of(t.submitter_id) in LIVE:
+                    # no backup holds it: the submitter's copy is the other one (a gone submitter holds none)
                     asked[t.task_id] = self._expect(("finished", t.task_id))
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
