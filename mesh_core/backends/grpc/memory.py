@@ -56,7 +56,7 @@ from typing import Any
 import grpc
 
 from ... import codec
-from ...errors import CodecError
+from ...errors import BackendUnavailable, CodecError
 from ...membership import Change
 from ...memory.digest import BUCKETS, bucket_of, differing
 from ...memory.store import item_from_wire
@@ -72,6 +72,7 @@ INBOX_LIMIT = 4096  # received envelopes waiting to be appended; past it they ar
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
+CLIENT_WRITE_SECONDS = 5.0  # a client's write returns once a worker applied it, or fails after this
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 
 
@@ -151,6 +152,7 @@ class GrpcMemory(GrpcCore):
         self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
+        self._ack_heard = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def _open_store(self, local: NodeInfo) -> None:
@@ -181,7 +183,23 @@ class GrpcMemory(GrpcCore):
             self._own_written = max(self._own_written, cursor)
         self._stale(entries)
         self._push(origin, entries, cursor, gossip=not broadcast)
+        if not self._worker and origin == self.node_id:
+            await self._until_a_worker_holds(cursor)
         return cursor
+
+    async def _until_a_worker_holds(self, cursor: int) -> None:
+        """A client keeps no log the mesh reads: its write is stored once a worker has applied it (the one-shot
+        client may exit at once); none within ``CLIENT_WRITE_SECONDS`` raises ``BackendUnavailable``."""
+        deadline = time.monotonic() + CLIENT_WRITE_SECONDS
+        while not any(p.ack(cursor) >= cursor for p in self._pushed.values()):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pushed:
+                raise BackendUnavailable(f"grpc_mesh: no worker applied this client's memory write within "
+                                         f"{CLIENT_WRITE_SECONDS:g} s (live workers: "
+                                         f"{len(self.live_peers(workers_only=True))})")
+            self._ack_heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ack_heard.wait(), left)
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         return await self.store.read_memory(after, limit)
@@ -434,6 +452,7 @@ class GrpcMemory(GrpcCore):
             log.warning("grpc memory: %s refused entry %d: %s", peer_id[:12], refused.seq, refused.reason)
         while pushed.in_flight and pushed.in_flight[0][0] <= ack.through_seq:
             pushed.in_flight.popleft()
+        self._ack_heard.set()
 
     def _member_seen(self, change: Change) -> None:
         node_id = change.node.node_id
