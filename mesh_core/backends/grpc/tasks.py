@@ -327,20 +327,24 @@ class GrpcTasks(GrpcCore):
         return outcomes
 
     async def _hand_to_workers(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
-        """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker)."""
+        """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker).
+
+        A target declared dead before it answered may have stored the task and copied it to its backup, or not:
+        the submission goes again, to the pending list of the worker that holds (or would hold) that target's
+        copies (as ``_rehome`` does), which answers ``EXISTS`` when it took the task over already."""
         futures: dict[int, asyncio.Future[Any]] = {}
         targets: dict[int, str] = {}
+        submissions: dict[int, pb.Submission] = {}
         for index, a in enumerate(assignments):
             target = a.node_id or self._any_worker()
             if target is None:
                 continue
-            request = next(self._requests)
-            futures[index] = self._expect(("submit", request))
+            submissions[index] = pb.Submission(
+                task=self._task_frame(a.task), node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
+                capacity=a.capacity, delay_seconds=a.delay)
+            futures[index] = self._submit_to(target, submissions[index])
             targets[index] = target
-            self._send_to(target, pb.TaskMessage(submits=[pb.Submission(
-                request_id=request, task=self._task_frame(a.task), node_id=a.node_id or "",
-                node_name=a.node_name or "", why=a.why, capacity=a.capacity, delay_seconds=a.delay)]))
-        answers = await self._wait_all(futures, SUBMIT_TIMEOUT)
+        answers = await self._wait_all_or_resubmit(futures, targets, submissions)
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
@@ -356,6 +360,35 @@ class GrpcTasks(GrpcCore):
                 self._submitted[a.task.task_id] = (targets[index], self._task_frame(routed))
             out.append(Enqueued(outcome))
         return out
+
+    def _submit_to(self, target: str, submission: pb.Submission) -> asyncio.Future[Any]:
+        submission.request_id = next(self._requests)
+        future = self._expect(("submit", submission.request_id))
+        self._send_to(target, pb.TaskMessage(submits=[submission]))
+        return future
+
+    async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
+                                    submissions: dict[int, pb.Submission]) -> dict[int, Any]:
+        deadline = time.monotonic() + SUBMIT_TIMEOUT
+        while time.monotonic() < deadline and not all(f.done() for f in futures.values()):
+            await asyncio.wait([f for f in futures.values() if not f.done()], timeout=0.1)
+            for index, future in list(futures.items()):
+                target = targets[index]
+                if future.done() or self.status_of(target) in LIVE:
+                    continue
+                ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
+                if not ids:
+                    continue
+                successor = next((i for i in ids if i > target), ids[0])
+                future.cancel()
+                self._waiting.pop(("submit", submissions[index].request_id), None)
+                submission = submissions[index]
+                submission.node_id, submission.node_name = "", ""  # its pending list: the sweeper routes it
+                submission.why = f"resubmitted: {target[:12]} went before it answered"
+                futures[index], targets[index] = self._submit_to(successor, submission), successor
+                self.counters["tasks_resubmitted"] += 1
+                deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
+        return await self._wait_all(futures, 0)
 
     def _rehome(self, owner_id: str) -> None:
         """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
