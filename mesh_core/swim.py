@@ -417,11 +417,12 @@ class SwimNode:
             if probe.acked:
                 self.health.add(1 if probe.late else -1)  # an ack that needed the second try was missed once
             else:
-                # Nacks that did not come back say the fault may be this node's own: count them against it.
-                self.health.add(probe.nacks_wanted - probe.nacks if probe.nacks_wanted else 1)
                 member = self._members.get(probe.target)
                 if member is not None and member.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT):
                     self._apply(Update(Kind.SUSPECT, member.node_id, member.incarnation, self.node_id), now)
+                # Nacks that did not come back say the fault may be this node's own: count them against it (after
+                # the suspicion this probe starts is timed, or the one missed ack would stretch its own verdict).
+                self.health.add(probe.nacks_wanted - probe.nacks if probe.nacks_wanted else 1)
         if self._probe is None and now >= self._next_probe and self.me.status is NodeStatus.ACTIVE:
             target = self._next_target()
             interval = self.cfg.probe_interval * self.health.multiplier

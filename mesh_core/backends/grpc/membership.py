@@ -259,7 +259,7 @@ class GrpcMembership(GrpcCore):
     async def _swim_loop(self) -> None:
         node = self.swim
         assert node is not None
-        late_after = node.cfg.probe_timeout / 2
+        late_after = node.cfg.probe_timeout  # a shorter stall cannot have made an ack miss its probe
         last = time.monotonic()
         while not self._closed:
             now = time.monotonic()
