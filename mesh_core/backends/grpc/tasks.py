@@ -330,8 +330,9 @@ class GrpcTasks(GrpcCore):
         """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker).
 
         A target declared dead before it answered may have stored the task and copied it to its backup, or not:
-        the submission goes again, to the pending list of the worker that holds (or would hold) that target's
-        copies (as ``_rehome`` does), which answers ``EXISTS`` when it took the task over already."""
+        the submission goes again, to the worker that holds (or would hold) that target's copies (as ``_rehome``
+        does), which answers ``EXISTS`` when it took the task over already, else stores and runs it (or answers
+        ``FULL``, and the router picks another)."""
         futures: dict[int, asyncio.Future[Any]] = {}
         targets: dict[int, str] = {}
         submissions: dict[int, pb.Submission] = {}
@@ -383,7 +384,9 @@ class GrpcTasks(GrpcCore):
                 future.cancel()
                 self._waiting.pop(("submit", submissions[index].request_id), None)
                 submission = submissions[index]
-                submission.node_id, submission.node_name = "", ""  # its pending list: the sweeper routes it
+                info = self.member_info(successor)
+                submission.node_id, submission.node_name = successor, info.name if info else ""
+                submission.capacity = info.capacity if info else submission.capacity
                 submission.why = f"resubmitted: {target[:12]} went before it answered"
                 futures[index], targets[index] = self._submit_to(successor, submission), successor
                 self.counters["tasks_resubmitted"] += 1
