@@ -863,8 +863,9 @@ class GrpcTasks(GrpcCore):
                          "error": t.error}
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
-                if t.task_id in unbacked and self.status_of(t.submitter_id) in LIVE:
-                    # no backup holds it: the submitter's copy is the other one (a gone submitter holds none)
+                if t.task_id in unbacked and self.status_of(t.submitter_id) not in (None, NodeStatus.LEFT):
+                    # no backup holds it: the submitter's copy is the other one (one held dead here may be alive
+                    # and have handed it on; one that left, or that this node cannot reach, holds none)
                     asked[t.task_id] = self._expect(("finished", t.task_id))
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
