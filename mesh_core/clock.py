@@ -16,6 +16,8 @@ A node also measures its own wall clock against the medium's reference clock
 (``own_clock_offset``): when it is off by more than ``max_offset`` plus the
 reference reading's error, its own stamps would be wrong for everyone, so it
 refuses to stamp writes until the clock is back within bounds (self-fencing).
+With no medium to ask (peer to peer), the reference is the mesh's majority,
+measured from probe round trips (``peer_clock_sample``, ``mesh_clock_reference``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,32 @@ def own_clock_offset(local_wall: float, reference_wall: float, reference_error: 
     ``max_offset`` whatever the reading's error; None while the clock is within bounds."""
     offset = local_wall - reference_wall
     return offset if abs(offset) > max_offset + max(0.0, reference_error) else None
+
+
+def peer_clock_sample(sent_wall: float, round_trip: float, peer_wall: float) -> tuple[float, float]:
+    """A peer's wall clock against this node's, from one exchange: this node sent at ``sent_wall`` (its wall
+    clock), the answer, stamped ``peer_wall`` by the peer, came ``round_trip`` s later (measured on the
+    monotonic clock). Returns (offset, error): the peer's clock is ``offset`` s ahead of this one (-: behind),
+    within ± ``error`` (the stamp was made somewhere within the round trip)."""
+    round_trip = max(0.0, round_trip)
+    return peer_wall - (sent_wall + round_trip / 2), round_trip / 2
+
+
+def mesh_clock_reference(samples: Iterable[tuple[float, float]], *, voting: bool) -> tuple[float, float] | None:
+    """The mesh's wall clock against this node's, with no clock to ask: the median of the peers' ``samples``
+    ((offset, error) as ``peer_clock_sample`` gives them), with this node's own vote (0, 0) when it is a
+    ``voting`` member (a worker). Returns (offset, error): the mesh's clock is ``offset`` s ahead of this one,
+    within ± ``error``; None with no peer to compare with.
+
+    An even vote takes the lower median: the earlier clock. Two nodes 300 s apart cannot tell which is right,
+    but a clock ahead is the harmful one (its writes win ``latest_wins`` and drag every HLC forward), while a
+    clock behind only loses its own writes; so the node ahead is the one fenced."""
+    votes = sorted(samples)
+    if not votes:
+        return None
+    if voting:
+        votes = sorted([*votes, (0.0, 0.0)])
+    return votes[(len(votes) - 1) // 2]
 
 
 def clock_refusal(offset: float, max_offset: float) -> str:

@@ -417,11 +417,12 @@ class SwimNode:
             if probe.acked:
                 self.health.add(1 if probe.late else -1)  # an ack that needed the second try was missed once
             else:
-                # Nacks that did not come back say the fault may be this node's own: count them against it.
-                self.health.add(probe.nacks_wanted - probe.nacks if probe.nacks_wanted else 1)
                 member = self._members.get(probe.target)
                 if member is not None and member.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT):
                     self._apply(Update(Kind.SUSPECT, member.node_id, member.incarnation, self.node_id), now)
+                # Nacks that did not come back say the fault may be this node's own: count them against it (after
+                # the suspicion this probe starts is timed, or the one missed ack would stretch its own verdict).
+                self.health.add(probe.nacks_wanted - probe.nacks if probe.nacks_wanted else 1)
         if self._probe is None and now >= self._next_probe and self.me.status is NodeStatus.ACTIVE:
             target = self._next_target()
             interval = self.cfg.probe_interval * self.health.multiplier
@@ -556,9 +557,12 @@ class SwimNode:
             return
         member = self._members.get(update.node)
         if member is None:
-            # First sight needs the node's address and record (an alive, or a suspect in a full-state exchange);
-            # a node first heard of as dead or left is not worth a place in the table.
-            if update.info is not None and update.addr and update.kind in (Kind.ALIVE, Kind.SUSPECT):
+            # First sight needs the node's address and record (an alive, or a suspect in a full-state exchange).
+            # A node first heard of as dead or left is worth a place only in a joiner's table, from the exchange
+            # that joins it (so it shows the dead and departed, as a hub's table does); later, a member that
+            # its peers forget at different times would come back from each one's exchanges and never go.
+            live = update.kind in (Kind.ALIVE, Kind.SUSPECT)
+            if update.info is not None and update.addr and (live or not self._joined):
                 status = _STATUS[update.kind]
                 member = SwimMember(update.node, update.addr, update.info, update.incarnation, status, now)
                 self._members[update.node] = member
@@ -566,7 +570,8 @@ class SwimNode:
                 self._changes.append(Change(update.info, None, status))
                 if status is NodeStatus.SUSPECT:
                     self._start_suspicion(update.node, update.origin, now)
-                self._broadcast(update)
+                if live:
+                    self._broadcast(update)
             return
         if update.incarnation < member.incarnation:
             return

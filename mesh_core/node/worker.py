@@ -36,6 +36,7 @@ class Running:
     lost: bool = False
     cancelled: bool = False
     refused: bool = False  # not signed with the mesh's api_key: never run, failed without retry
+    recording: bool = False  # its outcome is being recorded: fencing decides now, a renewal no longer does
     started: float = field(default_factory=time.monotonic)
 
 
@@ -73,7 +74,7 @@ class Worker:
     # -- leases and cancels ------------------------------------------------------------------------
     async def renew_leases(self) -> None:
         """Extend the leases of running tasks; stop working on any the medium says was taken away."""
-        held = [(e.task.task_id, e.task.attempt) for e in self.running.values() if not e.lost]
+        held = [(e.task.task_id, e.task.attempt) for e in self.running.values() if not (e.lost or e.recording)]
         if held:
             kept = await self.transport.renew(self.ctx.node_id, held, self.ctx.timings.task_lease_s)
             for task_id, _ in held:
@@ -82,8 +83,8 @@ class Worker:
 
     def _lose(self, task_id: str, why: str) -> None:
         entry = self.running.get(task_id)
-        if entry is None or entry.lost:
-            return
+        if entry is None or entry.lost or entry.recording:
+            return  # a renewal that crossed the outcome on its way (it is no longer held because it ended)
         entry.lost = True
         self.ctx.problem("tasks_lost", f"task {task_id} attempt {entry.task.attempt}: {why}")
         if entry.job:
@@ -203,6 +204,7 @@ class Worker:
             error = f"result cannot be stored: {exc}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+        entry.recording = True
         try:
             await self._record_until_stored(entry, frame, error, time.monotonic() - started)
         finally:

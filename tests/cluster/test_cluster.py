@@ -175,6 +175,10 @@ def test_sigstopped_worker_loses_its_task_and_its_late_result_is_refused(cluster
     task_id = json.loads(done.stdout)["task_id"]
     a.wait_event(lambda e: e.get("event") == "TaskUpdated" and e.get("status") == "running", timeout=5)
     b = cluster.start("b")
+    if cluster.backend == "grpc":
+        # No shared store: the task lives in its owner's file and in one copy on the next worker, and a was
+        # alone when it took it. b can take it over only once it holds that copy (a makes it when b joins).
+        until(lambda: b.status()["local"]["backend"]["task_copies_held"] == 1, timeout=5)
     a.kill(signal.SIGSTOP)
     b.wait_event(lambda e: e.get("event") == "NodeStatusChanged" and e.get("name") == "a" and e.get("new") == "dead",
                  timeout=TIMEOUT + 3)

@@ -19,7 +19,9 @@ from mesh_core.clock import (
     hlc_logical,
     hlc_physical_ms,
     hlc_to_seconds,
+    mesh_clock_reference,
     own_clock_offset,
+    peer_clock_sample,
 )
 
 
@@ -535,3 +537,21 @@ def test_own_clock_offset_is_fenced_exactly_outside_the_window(offset: float, er
         assert got is not None and got == pytest.approx(offset, abs=1e-6)
     elif abs(offset) < bound + error - 1e-6:
         assert got is None
+
+
+def test_a_peer_clock_sample_is_the_answer_stamp_against_the_middle_of_the_round_trip() -> None:
+    assert peer_clock_sample(1000.0, 0.2, 1300.1) == pytest.approx((300.0, 0.1))
+    assert peer_clock_sample(1000.0, -0.1, 999.0) == (-1.0, 0.0)  # a round trip is never negative
+
+
+def test_the_mesh_reference_is_the_median_vote_and_an_even_vote_goes_to_the_earlier_clock() -> None:
+    assert mesh_clock_reference([], voting=True) is None  # alone: nothing to compare with
+    # two workers 300 s apart: the one ahead sees the mesh 300 s behind it (fenced), the other sees itself right
+    assert mesh_clock_reference([(-300.0, 0.01)], voting=True) == (-300.0, 0.01)
+    assert mesh_clock_reference([(300.0, 0.01)], voting=True) == (0.0, 0.0)
+    # three workers, one skewed: the majority wins for everyone
+    assert mesh_clock_reference([(-300.0, 0.01), (-300.2, 0.02)], voting=True) == (-300.0, 0.01)
+    assert mesh_clock_reference([(0.1, 0.01), (300.0, 0.02)], voting=True) == (0.1, 0.01)
+    # a client does not vote: it measures itself against the workers (lower median of two: the earlier clock)
+    assert mesh_clock_reference([(-300.0, 0.01), (0.0, 0.01)], voting=False) == (-300.0, 0.01)
+    assert mesh_clock_reference([(0.0, 0.01), (300.0, 0.01)], voting=False) == (0.0, 0.01)

@@ -23,6 +23,7 @@ from mesh_core.swim import (
     PingReq,
     SwimConfig,
     SwimNode,
+    Sync,
     Update,
     retransmit_limit,
 )
@@ -349,3 +350,18 @@ def test_an_ack_from_a_suspect_counts_as_an_answer() -> None:
     node.receive(Ack(addr_of(0), "n1", addr_of(1), ping.seq, ()), 0.02)
     later = node.tick(0.01 + CFG.probe_timeout + 0.001)
     assert not [m for m in later if isinstance(m, PingReq)]  # answered: no indirect probes
+
+
+def test_a_joiner_learns_the_dead_from_the_exchange_that_joins_it_and_only_from_that() -> None:
+    joiner = SwimNode(info_of(0), addr_of(0), CFG, random.Random(1), seeds=[addr_of(1)])
+    state = (Update(Kind.ALIVE, "n1", 3, "n1", addr_of(1), info_of(1)),
+             Update(Kind.DEAD, "n2", 2, "n1", addr_of(2), info_of(2)),
+             Update(Kind.LEFT, "n3", 1, "n1", addr_of(3), info_of(3)))
+    joiner.receive(Sync(addr_of(0), "n1", addr_of(1), 0, state, reply=True), 0.0)
+    assert joiner.joined
+    assert {m.node_id: m.status for m in joiner.members()} == {
+        "n0": NodeStatus.ACTIVE, "n1": NodeStatus.ACTIVE, "n2": NodeStatus.DEAD, "n3": NodeStatus.LEFT}
+    # once joined, a dead stranger in a later exchange stays out (peers forget the dead at different times)
+    later = (Update(Kind.DEAD, "n4", 1, "n1", addr_of(4), info_of(4)),)
+    joiner.receive(Sync(addr_of(0), "n1", addr_of(1), 0, later, reply=True), 1.0)
+    assert joiner.member("n4") is None

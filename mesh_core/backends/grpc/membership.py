@@ -7,6 +7,13 @@ alive, suspect, dead or left, and ``snapshot`` hands those verdicts to the node'
 capabilities) as an alive with a higher SWIM incarnation; a graceful leave gossips ``left`` and keeps
 ticking briefly so the word spreads. A node heard of as dead or gone has its streams closed.
 
+Its own wall clock: with no store to ask, a node measures its wall clock against its peers' from the
+exchanges that answer it (an Ack to its Ping, the answer to its join or push-pull carry the answerer's wall
+time): each gives the peer's offset within ± half the round trip (timed on the monotonic clock). The
+snapshot's reference is the median over the live workers (``clock.mesh_clock_reference``: a worker votes
+too, an even vote goes to the earlier clock), so the node whose clock is off the mesh's majority fences
+itself. Wall times serve only this; liveness is judged on the monotonic clock alone.
+
 Wake-ups ride on the same stream (``wake_topics``). Leases (``hold_lease``) are judged by the members as
 this node sees them: the holder is kept while it is live and renews; a lapsed or dead holder is replaced.
 """
@@ -22,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from ... import swim
+from ...clock import mesh_clock_reference, peer_clock_sample
 from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
@@ -35,6 +43,8 @@ from .wire import Peer, Wire
 TICK_SECONDS = 0.02  # the detector's clock advances at least this often
 LEAVE_SPREAD_SECONDS = 0.5  # a leaving node keeps gossiping this long at most
 JOIN_WAIT_SECONDS = 2.0  # open() waits this long at most for a seed to answer (the join goes on after)
+CLIENT_CLOCK_WAIT_SECONDS = 0.5  # … and a client this much longer for every live seed's answer (its clock votes)
+CLOCK_SAMPLE_SECONDS = 60.0  # a peer's clock sample older than this is not used
 
 
 class GrpcMembership(GrpcCore):
@@ -48,6 +58,9 @@ class GrpcMembership(GrpcCore):
         self._kick = asyncio.Event()
         self._refused_callers: set[str] = set()
         self._leases: dict[str, tuple[str, float]] = {}  # name → (holder, monotonic expiry) as seen here
+        self._asked_at: dict[tuple[str, int], tuple[float, float]] = {}  # (address, ping seq) → (wall, monotonic)
+        self._synced_at: dict[str, tuple[float, float]] = {}  # address → when a push-pull went there unanswered
+        self._clocks: dict[str, tuple[float, float, float]] = {}  # peer → (offset, error, monotonic when measured)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:
@@ -81,6 +94,11 @@ class GrpcMembership(GrpcCore):
             deadline = time.monotonic() + JOIN_WAIT_SECONDS
             while not self.swim.joined and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
+            if client and self.swim.joined:  # a one-shot command writes at once: its clock is measured first
+                deadline = min(deadline, time.monotonic() + CLIENT_CLOCK_WAIT_SECONDS)
+                while time.monotonic() < deadline and any(
+                        m.addr in self._synced_at for m in self.swim.members() if m.status in LIVE):
+                    await asyncio.sleep(0.01)
 
     async def _client_address(self, wire: Wire) -> str:
         """A one-shot client still needs a server: answers to its calls and streams come back to it."""
@@ -91,12 +109,27 @@ class GrpcMembership(GrpcCore):
     async def close(self) -> None:
         if self._closed:
             return
+        with contextlib.suppress(Exception):
+            await self._client_leave()
         self._closed = True
         await self._close_parts()
         await self._cancel_background()
         if self.wire is not None:
             await self.wire.stop(0)
         await self._close_store()
+
+    async def _client_leave(self) -> None:
+        """A client that goes says so (a worker's stop leaves through ``leave``): its members would otherwise
+        probe a closed port until they declare it dead, each failed probe counting against their own health."""
+        node, wire = self.swim, self.wire
+        if node is None or wire is None or node.me.info.role is NodeRole.WORKER or node.me.status is NodeStatus.LEFT:
+            return
+        messages = node.leave(time.monotonic())
+        self._send(messages)
+        deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
+        while any(wire.queued(m.to, "membership") for m in messages) and time.monotonic() < deadline:
+            await asyncio.sleep(TICK_SECONDS / 4)
+        await asyncio.sleep(TICK_SECONDS)  # taken from the queue is not yet written to the stream
 
     # -- records -------------------------------------------------------------------------------------
     async def heartbeat(self, node: NodeInfo) -> None:
@@ -133,7 +166,37 @@ class GrpcMembership(GrpcCore):
             left = info.left or member.status is NodeStatus.LEFT
             nodes.append(replace(info, left=left, last_seen=now))
             judged[member.node_id] = member.status
-        return MeshSnapshot(nodes, now, queued=self._queued_counts(), clock=now, judged=judged)
+        snap = MeshSnapshot(nodes, now, queued=self._queued_counts(), clock=now, judged=judged)
+        reference = self._clock_reference(now)
+        if reference is not None:
+            offset, error = reference
+            snap.local_wall = time.time()
+            snap.reference_wall, snap.reference_error = snap.local_wall + offset, error
+        return snap
+
+    def _clock_reference(self, now: float) -> tuple[float, float] | None:
+        """The mesh's wall clock against this one (offset, error), from the live workers' latest samples."""
+        node = self.swim
+        if node is None:
+            return None
+        samples = []
+        for peer_id, (offset, error, at) in list(self._clocks.items()):
+            member = node.member(peer_id)
+            if member is None or member.status not in LIVE or now - at > CLOCK_SAMPLE_SECONDS:
+                if member is None or member.status not in LIVE:
+                    del self._clocks[peer_id]
+                continue
+            if member.info.role is NodeRole.WORKER:
+                samples.append((offset, error))
+        return mesh_clock_reference(samples, voting=node.me.info.role is NodeRole.WORKER)
+
+    def _clock_sampled(self, peer: Peer, asked: tuple[float, float] | None, peer_wall: float) -> None:
+        if asked is None or peer_wall <= 0 or not peer.node_id:
+            return
+        sent_wall, sent_mono = asked
+        now = time.monotonic()
+        offset, error = peer_clock_sample(sent_wall, now - sent_mono, peer_wall)
+        self._clocks[peer.node_id] = (offset, error, now)
 
     def _queued_counts(self) -> dict[str, int]:
         """Tasks held per node as this node knows them (the tasks part overrides)."""
@@ -199,7 +262,7 @@ class GrpcMembership(GrpcCore):
     async def _swim_loop(self) -> None:
         node = self.swim
         assert node is not None
-        late_after = node.cfg.probe_timeout / 2
+        late_after = node.cfg.probe_timeout  # a shorter stall cannot have made an ack miss its probe
         last = time.monotonic()
         while not self._closed:
             now = time.monotonic()
@@ -235,9 +298,22 @@ class GrpcMembership(GrpcCore):
         if wire is None or self._silent:
             return
         for message in messages:
-            wire.send(message.to, "membership", envelope_of(message, self.limits, self._frames))
+            env = envelope_of(message, self.limits, self._frames)
+            if isinstance(message, swim.Ping):
+                self._asked_at.setdefault((message.to, message.seq), (time.time(), time.monotonic()))
+            elif isinstance(message, swim.Sync) and not message.reply:
+                self._synced_at.setdefault(message.to, (time.time(), time.monotonic()))
+            elif isinstance(message, swim.Ack):
+                env.acks[0].wall_time = time.time()
+            elif isinstance(message, swim.Sync):
+                env.state_sync.wall_time = time.time()
+            wire.send(message.to, "membership", env)
         if len(self._frames) > 4096:
             self._frames.clear()
+        if len(self._asked_at) > 4096:  # probes never answered (their targets died)
+            self._asked_at.clear()
+        if len(self._synced_at) > 4096:
+            self._synced_at.clear()
 
     def _refused(self, peer: Peer, why: str) -> None:
         """A caller refused at the wire: counted ``refused_nodes`` once per node it claims to be, and logged
@@ -267,6 +343,10 @@ class GrpcMembership(GrpcCore):
         if node is None or not peer.node_id or not peer.address or peer.client:
             return
         who = peer.node_id
+        for ack in env.acks:  # a relayed Ack comes from the intermediary, whose address was not pinged with seq
+            self._clock_sampled(peer, self._asked_at.pop((peer.address, ack.seq), None), ack.wall_time)
+        if env.HasField("state_sync") and not env.state_sync.reply_wanted:
+            self._clock_sampled(peer, self._synced_at.pop(peer.address, None), env.state_sync.wall_time)
         try:
             messages = messages_of(env, peer.node_id, peer.address, node.addr, self.limits, node_from_fields)
         except ValueError as exc:

@@ -172,6 +172,7 @@ class GrpcTasks(GrpcCore):
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
         self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
+        self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -183,9 +184,19 @@ class GrpcTasks(GrpcCore):
         wire.on_unary("Cancel", self._serve_cancel)
         wire.on_unary("Replay", self._serve_replay)
         await self.store._write(lambda conn: conn.execute(BACKUPS_SQL))
+        await self._count_copies()
         self.on_member_change(self._member_change)
         self.spawn(self._reoffer_loop(), "reoffer")
         await self._offer_unaccepted_after_restart()
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["task_copies_held"] = self._copies_held  # what this node would take over if their owners died
+        return out
+
+    async def _count_copies(self) -> None:
+        rows = await self.store._read(lambda c: c.execute("SELECT COUNT(*) FROM grpc_backups").fetchall())
+        self._copies_held = int(rows[0][0])
 
     @property
     def _is_client(self) -> bool:
@@ -374,20 +385,25 @@ class GrpcTasks(GrpcCore):
         return outcomes
 
     async def _hand_to_workers(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
-        """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker)."""
+        """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker).
+
+        A target declared dead before it answered may have stored the task and copied it to its backup, or not:
+        the submission goes again, to the worker that holds (or would hold) that target's copies (as ``_rehome``
+        does), which answers ``EXISTS`` when it took the task over already, else stores and runs it (or answers
+        ``FULL``, and the router picks another)."""
         futures: dict[int, asyncio.Future[Any]] = {}
         targets: dict[int, str] = {}
+        submissions: dict[int, pb.Submission] = {}
         for index, a in enumerate(assignments):
             target = a.node_id or self._any_worker()
             if target is None:
                 continue
-            request = next(self._requests)
-            futures[index] = self._expect(("submit", request), target)
+            submissions[index] = pb.Submission(
+                task=self._task_frame(a.task), node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
+                capacity=a.capacity, delay_seconds=a.delay)
+            futures[index] = self._submit_to(target, submissions[index])
             targets[index] = target
-            self._send_to(target, pb.TaskMessage(submits=[pb.Submission(
-                request_id=request, task=self._task_frame(a.task), node_id=a.node_id or "",
-                node_name=a.node_name or "", why=a.why, capacity=a.capacity, delay_seconds=a.delay)]))
-        answers = await self._wait_all(futures, SUBMIT_TIMEOUT)
+        answers = await self._wait_all_or_resubmit(futures, targets, submissions)
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
@@ -403,6 +419,37 @@ class GrpcTasks(GrpcCore):
                 self._submitted[a.task.task_id] = (targets[index], self._task_frame(routed))
             out.append(Enqueued(outcome))
         return out
+
+    def _submit_to(self, target: str, submission: pb.Submission) -> asyncio.Future[Any]:
+        submission.request_id = next(self._requests)
+        future = self._expect(("submit", submission.request_id), target)
+        self._send_to(target, pb.TaskMessage(submits=[submission]))
+        return future
+
+    async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
+                                    submissions: dict[int, pb.Submission]) -> dict[int, Any]:
+        deadline = time.monotonic() + SUBMIT_TIMEOUT
+        while time.monotonic() < deadline and not all(f.done() for f in futures.values()):
+            await asyncio.wait([f for f in futures.values() if not f.done()], timeout=0.1)
+            for index, future in list(futures.items()):
+                target = targets[index]
+                if future.done() or self.status_of(target) in LIVE:
+                    continue
+                ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
+                if not ids:
+                    continue
+                successor = next((i for i in ids if i > target), ids[0])
+                future.cancel()
+                self._waiting.pop(("submit", submissions[index].request_id), None)
+                submission = submissions[index]
+                info = self.member_info(successor)
+                submission.node_id, submission.node_name = successor, info.name if info else ""
+                submission.capacity = info.capacity if info else submission.capacity
+                submission.why = f"resubmitted: {target[:12]} went before it answered"
+                futures[index], targets[index] = self._submit_to(successor, submission), successor
+                self.counters["tasks_resubmitted"] += 1
+                deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
+        return await self._wait_all(futures, 0)
 
     def _rehome(self, owner_id: str) -> None:
         """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
@@ -554,7 +601,7 @@ class GrpcTasks(GrpcCore):
             return
         rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
 
-        def keep(conn: sqlite3.Connection) -> None:
+        def keep(conn: sqlite3.Connection) -> int:
             for owner, task_id, revision, record, deleted in rows:
                 if deleted:
                     conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
@@ -563,11 +610,12 @@ class GrpcTasks(GrpcCore):
                     "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
                     " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
                     " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
+            return int(conn.execute("SELECT COUNT(*) FROM grpc_backups").fetchone()[0])
         ids = [r.task_id for r in records]
         owned = set(await self.store.task_states(ids)) if ids else set()  # taken over: this node answers for them
         rows = [row for row in rows if row[1] not in owned]
         if rows:
-            await self.store._write(keep)
+            self._copies_held = await self.store._write(keep)
         if owned:
             self.counters["backups_refused"] += len(owned)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
@@ -636,6 +684,7 @@ class GrpcTasks(GrpcCore):
             "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
         await self._adopt(owner_id, owner_name, rows)
         await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+        await self._count_copies()
         self._adopted_from.discard(owner_id)
 
     async def _adopt(self, owner_id: str, owner_name: str, rows: Sequence[tuple[Any, bytes]]) -> None:
@@ -939,7 +988,9 @@ class GrpcTasks(GrpcCore):
                          "error": t.error}
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
-                if t.task_id in unbacked:  # no backup holds it: the submitter's copy is the other one
+                if t.task_id in unbacked and self.status_of(t.submitter_id) not in (None, NodeStatus.LEFT):
+                    # no backup holds it: the submitter's copy is the other one (one held dead here may be alive
+                    # and have handed it on; one that left, or that this node cannot reach, holds none)
                     asked[t.task_id] = self._expect(("finished", t.task_id), t.submitter_id)
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))

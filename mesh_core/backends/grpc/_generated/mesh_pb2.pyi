@@ -93,14 +93,16 @@ class PingReq(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., target_id: _Optional[str] = ..., target_address: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("seq", "node_id", "incarnation")
+    __slots__ = ("seq", "node_id", "incarnation", "wall_time")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_FIELD_NUMBER: _ClassVar[int]
     seq: int
     node_id: str
     incarnation: int
-    def __init__(self, seq: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    wall_time: float
+    def __init__(self, seq: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., wall_time: _Optional[float] = ...) -> None: ...
 
 class Nack(_message.Message):
     __slots__ = ("seq",)
@@ -129,14 +131,16 @@ class Gossip(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[_Union[MemberState, str]] = ..., address: _Optional[str] = ..., node_name: _Optional[str] = ..., record_seq: _Optional[int] = ..., record: _Optional[bytes] = ..., origin_id: _Optional[str] = ...) -> None: ...
 
 class StateSync(_message.Message):
-    __slots__ = ("join", "reply_wanted", "members")
+    __slots__ = ("join", "reply_wanted", "members", "wall_time")
     JOIN_FIELD_NUMBER: _ClassVar[int]
     REPLY_WANTED_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_FIELD_NUMBER: _ClassVar[int]
     join: bool
     reply_wanted: bool
     members: _containers.RepeatedCompositeFieldContainer[Gossip]
-    def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ...) -> None: ...
+    wall_time: float
+    def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ..., wall_time: _Optional[float] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
     __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results", "finished_acks")
