@@ -54,10 +54,12 @@ async def worker_mesh(tag: str, log: Callable[[str], Any], *, workers: int, pref
 
 def task_times(cluster: Cluster, task_ids: Sequence[str]) -> list[tuple[str, float | None, float | None, str | None]]:
     """(task id, started_at, finished_at, node name) as the engine stored them, read from the store after a run."""
-    if cluster.backend == "sqlite":
-        rows = _read_sqlite(str(cluster.db), "SELECT task_id, started_at, finished_at, node_name FROM tasks")
+    sql = "SELECT task_id, started_at, finished_at, node_name FROM tasks"
+    if cluster.backend in ("sqlite", "grpc"):
+        # grpc: no shared store; each worker keeps the tasks it owns in its own file (backups live elsewhere)
+        dbs = [cluster.db] if cluster.backend == "sqlite" else sorted(cluster.state.glob("nodes/*/grpc.db"))
         wanted = set(task_ids)
-        return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] in wanted]
+        return [(r[0], r[1], r[2], r[3]) for db in dbs for r in _read_sqlite(str(db), sql) if r[0] in wanted]
     import redis
 
     client = redis.Redis.from_url(cluster.redis_url or "", socket_timeout=30)
