@@ -166,6 +166,9 @@ class GrpcTasks(GrpcCore):
         self._backup_of: dict[str, str] = {}
         self._revision = time.time_ns()
         self._inbound: dict[str, asyncio.Queue[pb.TaskMessage]] = {}
+        # where a peer that wrote to this node said it listens: a reply goes there while SWIM has not told this
+        # node of it yet (a client that just joined through another seed submits before gossip reaches here)
+        self._heard_at: dict[str, str] = {}
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
@@ -195,7 +198,7 @@ class GrpcTasks(GrpcCore):
 
     # -- the wire -------------------------------------------------------------------------------------------
     def _send_to(self, node_id: str, envelope: pb.TaskMessage) -> bool:
-        address = self.address_of(node_id)
+        address = self.address_of(node_id) or self._heard_at.get(node_id)
         if not address:
             return False
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
@@ -245,6 +248,11 @@ class GrpcTasks(GrpcCore):
                 self.refuse("tasks_inbound_dropped", peer.node_id,
                             f"grpc tasks: an envelope from {peer.name or '?'} dropped: {INBOUND_PEERS} peers wait")
                 return
+            if peer.address:
+                self._heard_at.pop(peer.node_id, None)
+                self._heard_at[peer.node_id] = peer.address
+                while len(self._heard_at) > INBOUND_PEERS:  # the oldest first
+                    del self._heard_at[next(iter(self._heard_at))]
             queue = self._inbound[peer.node_id] = asyncio.Queue(INBOUND_LIMIT)
             self.spawn(self._drain(peer, queue), f"tasks-from-{peer.name}")
         try:

@@ -1,0 +1,58 @@
+"""grpc_mesh tasks: a node answers a peer that wrote to it even before SWIM has told it of that peer.
+
+A client that joined through one seed may route its first submission to a worker that gossip has not
+reached yet; the worker stores the task, and its answer must reach the client (at the address the
+client's stream ``Hello`` gave), or the client gives up after ``SUBMIT_TIMEOUT`` with the task stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh_core.backends.contracts import Enqueued
+from mesh_core.backends.grpc._generated import mesh_pb2 as pb
+from mesh_core.backends.grpc.wire import Peer
+from mesh_core.model import Task
+
+from ..backends.conftest import Cluster
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, "grpc")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _backend(mesh: Any) -> Any:
+    return mesh.services.ctx.backend
+
+
+async def test_a_submission_from_a_peer_swim_has_not_named_yet_is_answered(cluster: Cluster) -> None:
+    worker = await cluster.node("w")
+    client = await cluster.client()
+    wb, cb = _backend(worker), _backend(client)
+    stranger = "f" * 32  # a sender id the worker's SWIM has never heard of, at the client's real address
+    assert wb.address_of(stranger) is None
+    request = 987_654
+    answer = cb._expect(("submit", request), wb.node_id)
+    task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 1}, submitter_id=stranger,
+                submitted_at=time.time())
+    submission = pb.Submission(request_id=request, task=cb._task_frame(task), node_id=wb.node_id, node_name="w",
+                               capacity=1000)
+    wb._on_tasks(Peer(stranger, "newcomer", client.backend_info()["address"], 1, True),
+                 pb.TaskMessage(submits=[submission]))
+    outcome, error = await asyncio.wait_for(answer, 5.0)
+    assert error == ""
+    assert outcome == Enqueued.STORED
+    stored = await wb.store.get_tasks([task.task_id])
+    assert [t.task_id for t in stored] == [task.task_id]
