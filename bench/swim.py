@@ -26,7 +26,7 @@ from mesh_core.errors import MeshError
 from mesh_core.model import TaskStatus
 from mesh_testing import Cluster, JsonLog
 
-from .cluster import STOP_GRACE_SECONDS, BenchError, CpuMeter
+from .cluster import STOP_GRACE_SECONDS, BenchError, CpuMeter, same_code
 from .stats import summary_ms
 
 TARGET_DETECTION_S = 3.0
@@ -142,6 +142,7 @@ async def detection(opts: SwimOptions, log: Any) -> dict[str, Any]:
     names = [f"s{i}" for i in range(1, opts.nodes + 1)]
     kills: list[dict[str, Any]] = []
     async with Cluster(backend="grpc", stop_grace=STOP_GRACE_SECONDS, keep=opts.keep_dir) as cluster:
+        same_code(cluster)
         for name in names:
             cluster.spawn(name)
         watcher = await cluster.client()
@@ -175,6 +176,7 @@ async def false_deaths(opts: SwimOptions, log: Any) -> dict[str, Any]:
     names = [f"f{i}" for i in range(1, opts.soak_nodes + 1)]
     out: dict[str, Any] = {"nodes": opts.soak_nodes, "minutes": opts.minutes, "load_inflight": opts.load_inflight}
     async with Cluster(backend="grpc", stop_grace=STOP_GRACE_SECONDS, keep=opts.keep_dir) as cluster:
+        same_code(cluster)
         for name in names:
             cluster.spawn(name, "--log-level", "warning")  # status lines stay, task lines go
         mesh = await cluster.client()
