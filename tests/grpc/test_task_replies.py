@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from mesh_core.backends.contracts import Enqueued
+from mesh_core.backends.contracts import Assignment, Completion, Enqueued
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.wire import Peer
-from mesh_core.model import Task
+from mesh_core.model import Task, TaskStatus
 
-from ..backends.conftest import Cluster
+from ..backends.conftest import Cluster, eventually
 
 
 @pytest.fixture
@@ -56,3 +56,34 @@ async def test_a_submission_from_a_peer_swim_has_not_named_yet_is_answered(clust
     assert outcome == Enqueued.STORED
     stored = await wb.store.get_tasks([task.task_id])
     assert [t.task_id for t in stored] == [task.task_id]
+
+
+async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task(cluster: Cluster) -> None:
+    """A worker renews the leases of what it runs while one of them is being recorded (the outcome stored,
+    the backup copy and the push to the submitter under way): that task is still held. Before, the renewal
+    said it was gone, the worker cancelled the recording, and the submitter never heard of the outcome (its
+    waiter found it only by the periodic sweep, 5 s later)."""
+    owner = await cluster.node("owner")
+    backup = await cluster.node("backup")
+    ob, bb = _backend(owner), _backend(backup)
+    for loop_task in owner.services.ctx.loops:  # this test claims, renews and completes in the worker's place
+        if loop_task.get_name() in ("claim", "heartbeat"):
+            loop_task.cancel()
+    await eventually(lambda: ob._backup_peer() == bb.node_id)
+    task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 2}, submitter_id=ob.node_id,
+                submitted_at=time.time())
+    assert await ob.enqueue([Assignment(task, ob.node_id, "owner", "test", 1000)]) == [Enqueued.STORED]
+    bb.wire.on_stream("tasks", lambda peer, env: None)  # the backup stops answering: the recording waits for it
+    [claimed] = await ob.claim(ob.node_id, 1, 30.0)
+    recording = asyncio.ensure_future(ob.complete([Completion(task.task_id, claimed.attempt, ob.node_id,
+                                                              TaskStatus.SUCCEEDED, None)]))
+    await eventually(lambda: _final(ob, task.task_id))  # stored; the backup copy is awaited
+    assert not recording.done()
+    assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == {task.task_id}
+    assert await recording == [True]
+    assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == set()  # recorded: gone now
+
+
+async def _final(backend: Any, task_id: str) -> bool:
+    states = await backend.store.task_states([task_id])
+    return states.get(task_id) is TaskStatus.SUCCEEDED

@@ -169,6 +169,10 @@ class GrpcTasks(GrpcCore):
         # where a peer that wrote to this node said it listens: a reply goes there while SWIM has not told this
         # node of it yet (a client that just joined through another seed submits before gossip reaches here)
         self._heard_at: dict[str, str] = {}
+        # attempts whose outcome this node is recording now (``complete`` under way): still held, so a lease
+        # renewal that overtakes the recording does not call them lost (the worker would cancel the recording,
+        # and with it the backup copy and the push of the result to the submitter)
+        self._completing: set[tuple[str, int]] = set()
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
@@ -825,12 +829,20 @@ class GrpcTasks(GrpcCore):
             kept |= ids & answer
             for task_id in ids - answer:
                 self._held.pop(task_id, None)
-        return kept
+        return kept | {task_id for task_id, attempt in held if (task_id, attempt) in self._completing}
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         for c in completions:
             if c.status not in _OUTCOMES:
                 raise ValueError(f"a completion cannot end a task {c.status.value}")
+        keys = {(c.task_id, c.attempt) for c in completions} - self._completing
+        self._completing |= keys
+        try:
+            return await self._complete(completions)
+        finally:
+            self._completing -= keys
+
+    async def _complete(self, completions: Sequence[Completion]) -> list[bool]:
         local = [c for c in completions if c.task_id not in self._held]
         recorded: dict[tuple[str, int], bool] = {}
         if local:
