@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,21 @@ async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task
 async def _final(backend: Any, task_id: str) -> bool:
     states = await backend.store.task_states([task_id])
     return states.get(task_id) is TaskStatus.SUCCEEDED
+
+
+async def test_a_client_reads_the_results_after_its_cursor_from_the_feed(cluster: Cluster) -> None:
+    """``finished_for`` hands a client every entry after its cursor, in order, and nothing older; entries the
+    bounded feed already let go of are gone (the periodic sweep answers for those)."""
+    await cluster.node("w")
+    cb = _backend(await cluster.client())
+    cb._feed = deque(maxlen=5)
+    assert await cb.finished_for(cb.node_id, None) == ([], 0)
+    for seq in range(1, 9):
+        cb._feed_seq = seq
+        cb._feed.append((seq, f"entry {seq}"))
+    assert await cb.finished_for(cb.node_id, None) == ([], 8)
+    assert await cb.finished_for(cb.node_id, 8) == ([], 8)
+    assert await cb.finished_for(cb.node_id, 6) == (["entry 7", "entry 8"], 8)
+    assert await cb.finished_for(cb.node_id, 4) == ([f"entry {i}" for i in range(5, 9)], 8)
+    assert await cb.finished_for(cb.node_id, 0) == ([f"entry {i}" for i in range(4, 9)], 8)  # 1-3 let go
+    assert await cb.finished_for(cb.node_id, 9) == ([], 8)

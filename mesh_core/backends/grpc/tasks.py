@@ -1107,7 +1107,12 @@ class GrpcTasks(GrpcCore):
             return await self.store.finished_for(submitter_id, after, wait)
         if after is None:
             return [], self._feed_seq
-        return [f for seq, f in self._feed if seq > after], self._feed_seq
+        # the feed's seqs run consecutively up to ``_feed_seq``: what came after ``after`` is its tail, read
+        # from the right (a scan of the whole feed per wake-up cost the client a fifth of its CPU under load)
+        newer = min(len(self._feed), max(0, self._feed_seq - int(after)))
+        tail = list(itertools.islice(reversed(self._feed), newer))
+        tail.reverse()
+        return [f for _, f in tail], self._feed_seq
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         return await self.store.prune(tasks_kept, dead_letters_kept, limit)
