@@ -444,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     data["total_seconds"] = round(time.monotonic() - started, 2)
     data["summary"] = report.summary(data)
     data["load_average_end"] = report.load_average()
+    path = None
+    if not args.no_save:  # saved first: a figure measured is never lost to a fault in the printing
+        path = report.save(args.which + ("-quick" if args.quick else ""), data, args.out)
     print(report.render(data))
-    if not args.no_save:
-        name = args.which + ("-quick" if args.quick else "")
-        path = report.save(name, data, args.out)
+    if path is not None:
         print(f"results: {path}")
     return 1 if report.failures(data) else 0
 

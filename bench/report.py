@@ -431,7 +431,7 @@ def _swim_table(data: dict[str, Any]) -> list[str]:
     if soak:
         lat = soak.get("latency", {})
         rows.append([f"false deaths, {soak['nodes']} nodes, {soak['minutes']:g} min under load",
-                     _f(soak.get("false_deaths")), "-", "-", "-",
+                     _f(soak.get("false_deaths")), "-", "-",
                      f"{soak.get('false_suspicions')} false suspicions; {soak.get('tasks_done', 0):,} tasks "
                      f"({soak.get('tasks_per_second')}/s, {soak.get('load_inflight')} in flight, p50 "
                      f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms), {soak.get('errors')} errors"])
