@@ -28,15 +28,16 @@ from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
 from mesh_testing import RedisServer
 
-from . import algorithms, grpc_refs, memory, peers, report, tasks
+from . import algorithms, grpc_refs, memory, peers, report, swim, tasks
 from .cluster import BenchError
 
-PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "all")
+PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "swim", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
 QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
 QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
 QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
 QUICK_GRPC = {"latency_n": 100, "n": 2000, "warmup": 20}
+QUICK_SWIM = {"kills": 3, "minutes": 1.0}
 # In-flight levels on Redis, for the mesh and the peers alike (the peers' windows).
 REDIS_INFLIGHT = (64, 256, 1024)
 
@@ -46,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="?", choices=PARTS, default="all")
     p.add_argument("--quick", action="store_true", help="a short smoke run (under a minute for all)")
-    p.add_argument("--backend", choices=("sqlite", "redis", "all"),
-                   help="backend of the tasks and memory benches (default sqlite; all: both; 'all' part: both)")
+    p.add_argument("--backend", choices=("sqlite", "redis", "grpc", "all"),
+                   help="backend of the tasks and memory benches (default sqlite; all: sqlite, redis and grpc; "
+                        "'all' part: sqlite and redis unless given)")
     p.add_argument("--peers", action="store_true",
                    help="with tasks: also run Celery and Huey on the same redis-server (adds the redis backend)")
     g = p.add_argument_group("tasks")
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
     g.add_argument("--worker-concurrency", type=int, metavar="N",
                    help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
+    g.add_argument("--no-refs", action="store_true",
+                   help="with tasks on grpc: skip the gRPC references (raw echo, mTLS echo, AutoGen) of the same run")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-nodes", type=int, metavar="N",
                    help="worker nodes in the memory bench (default 5, quick 3)")
@@ -96,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"requests in flight (default {','.join(map(str, REDIS_INFLIGHT))})")
     g.add_argument("--rounds", dest="grpc_rounds", type=int, metavar="N",
                    help="runs of each reference, order alternating; per level the median run counts (default 1)")
+    g = p.add_argument_group("swim (membership on grpc_mesh)")
+    g.add_argument("--kills", type=int, metavar="N", help="kill -9 detections on 5 nodes (default 10, quick 3)")
+    g.add_argument("--swim-nodes", type=int, metavar="N", help="nodes of the detection run (default 5)")
+    g.add_argument("--minutes", type=float, metavar="M",
+                   help="length of the false-death run under task load (default 10, quick 1; 0 skips)")
+    g.add_argument("--soak-nodes", type=int, metavar="N", help="nodes of the false-death run (default 8)")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
     g.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
@@ -135,6 +145,9 @@ class Plan:
     tasks: tasks.TasksOptions
     grpcpeers: bool
     grpc: grpc_refs.GrpcRefOptions
+    grpc_refs: bool  # with tasks on grpc: the references in the same run
+    run_swim: bool
+    swim_opts: swim.SwimOptions
     redis_inflight: tuple[int, ...]
     memory: memory.MemoryOptions
     peer: peers.PeersOptions
@@ -156,7 +169,7 @@ def _positive(args: argparse.Namespace, name: str) -> Any:
 def make_plan(args: argparse.Namespace) -> Plan:
     which, quick = args.which, args.quick
     both = ["sqlite", "redis"]
-    chosen = None if args.backend is None else (both if args.backend == "all" else [args.backend])
+    chosen = None if args.backend is None else ([*both, "grpc"] if args.backend == "all" else [args.backend])
     if which == "all":
         tb = mb = chosen or both
     else:
@@ -235,8 +248,23 @@ def make_plan(args: argparse.Namespace) -> Plan:
         g["which"] = refs
     g["keep_dir"] = args.keep_temp
 
+    if "grpc" in tb:  # the references beside the mesh: the same shape (requests per level, idle round trips)
+        g.setdefault("n", t.get("throughput_n", tasks.TasksOptions.throughput_n))
+        g.setdefault("latency_n", t.get("latency_n", tasks.TasksOptions.latency_n))
+        g["warmup"] = t.get("warmup", tasks.TasksOptions.warmup)
+        g["budget_s"] = t.get("throughput_budget_s", tasks.TasksOptions.throughput_budget_s)
+
+    w: dict[str, Any] = dict(QUICK_SWIM) if quick else {}
+    for src, key in (("kills", "kills"), ("swim_nodes", "nodes"), ("soak_nodes", "soak_nodes")):
+        if _positive(args, src) is not None:
+            w[key] = getattr(args, src)
+    if args.minutes is not None:
+        w["minutes"] = max(0.0, args.minutes)
+    w["keep_dir"] = args.keep_temp
+
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
                 tasks=tasks.TasksOptions(**t), grpcpeers=which == "grpcpeers", grpc=grpc_refs.GrpcRefOptions(**g),
+                grpc_refs=not args.no_refs, run_swim=which == "swim", swim_opts=swim.SwimOptions(**w),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
@@ -309,9 +337,12 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
                                    "persistence": "--save '' --appendonly no"}
             _log(f"redis-server {server.version} on {server.url} ({server.binary})")
         for backend in plan.tasks_backends:
-            opts = plan.tasks
-            if backend == "redis":
-                opts = dataclasses.replace(opts, backend="redis", inflight=plan.redis_inflight)
+            opts = dataclasses.replace(plan.tasks, backend=backend)
+            if backend in ("redis", "grpc"):
+                opts = dataclasses.replace(opts, inflight=plan.redis_inflight)
+            if backend == "grpc" and plan.grpc_refs:
+                await grpc_paired(opts, plan.grpc, part, out, stop)
+                continue
             await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
         if plan.peers and server is not None:
             url = server.url
@@ -323,6 +354,8 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
                 return await asyncio.to_thread(peers.run, url, plan.peer, _log, extra, stop)
 
             await part("peers", None, run_peers)
+        if plan.run_swim:
+            await part("swim", None, lambda: swim.run(plan.swim_opts, _log))
         if plan.grpcpeers:
             await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(plan.grpc, _log, stop))
         if plan.algorithms:
@@ -336,12 +369,53 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
     return out
 
 
+Part = Callable[[str, "str | None", Callable[[], Awaitable[dict[str, Any]]]], Awaitable[dict[str, Any]]]
+
+
+async def grpc_paired(opts: tasks.TasksOptions, ref_opts: grpc_refs.GrpcRefOptions, part: Part,
+                      out: dict[str, Any], stop: threading.Event) -> None:
+    """The mesh on grpc and its references in the same run: ``rounds`` rounds, each the mesh and every reference
+    once, order alternating (the machine drifts); per level the median round counts, every round kept beside it."""
+    rounds = max(1, ref_opts.rounds)
+    mesh_runs: list[dict[str, Any]] = []
+    ref_runs: list[dict[str, Any]] = []
+    one = dataclasses.replace(ref_opts, rounds=1)
+    for r in range(rounds):
+        steps = ["mesh", "refs"] if r % 2 == 0 else ["refs", "mesh"]
+        for step in steps:
+            if stop.is_set():
+                break
+            if rounds > 1:
+                _log(f"tasks[grpc]: {step}, round {r + 1} of {rounds}")
+            if step == "mesh":
+                block = await part("tasks", "grpc", lambda: tasks.run(opts, _log, None))
+                if "error" not in block:
+                    mesh_runs.append(dict(block))
+            else:
+                refs = await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(one, _log, stop))
+                ref_runs.append(dict(refs))
+    if len(mesh_runs) > 1:
+        out["tasks"]["grpc"] = {**grpc_refs.median_of_rounds(mesh_runs),
+                                "seconds": sum(b.get("seconds", 0.0) for b in mesh_runs)}
+    if len(ref_runs) > 1:
+        merged: dict[str, Any] = dict(ref_runs[-1])
+        for name in ref_opts.which:
+            blocks = [b[name] for b in ref_runs if name in b and "error" not in b[name]]
+            if blocks:
+                merged[name] = grpc_refs.median_of_rounds(blocks)
+        raw, tls = merged.get("raw"), merged.get("raw-tls")
+        if raw and tls and "error" not in raw and "error" not in tls:
+            merged["mtls_cost"] = grpc_refs.mtls_cost(raw, tls)
+        merged["options"] = {**merged.get("options", {}), "rounds": rounds}
+        out["grpcpeers"] = merged
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = make_plan(args)
     started = time.monotonic()
     mode = f"{args.which}{' quick' if args.quick else ''}"
-    if args.which in ("tasks", "memory", "algorithms") and args.backend:
+    if args.which in ("tasks", "memory", "algorithms", "all") and args.backend:
         mode += f" --backend {args.backend}"
     data: dict[str, Any] = {"mode": mode, "argv": sys.argv[1:] if argv is None else argv,
                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -370,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     data["total_seconds"] = round(time.monotonic() - started, 2)
     data["summary"] = report.summary(data)
     data["load_average_end"] = report.load_average()
+    path = None
+    if not args.no_save:  # saved first: a figure measured is never lost to a fault in the printing
+        path = report.save(args.which + ("-quick" if args.quick else ""), data, args.out)
     print(report.render(data))
-    if not args.no_save:
-        name = args.which + ("-quick" if args.quick else "")
-        path = report.save(name, data, args.out)
+    if path is not None:
         print(f"results: {path}")
     return 1 if report.failures(data) else 0
 

@@ -10,8 +10,10 @@ and at exit; its temporary folder (state, worker logs) goes unless kept.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -20,6 +22,15 @@ from mesh_core.manager import AgentMeshManager
 from mesh_testing import Cluster
 
 STOP_GRACE_SECONDS = 6.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def same_code(cluster: Cluster) -> Cluster:
+    """Node processes import this checkout's ``mesh_core``/``mesh_tui``, as the bench process does (without it
+    they start in the cluster's temporary folder and import whatever copy the environment has installed)."""
+    path = cluster.env.get("PYTHONPATH", "")
+    cluster.env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
+    return cluster
 
 
 class BenchError(RuntimeError):
@@ -40,6 +51,7 @@ async def worker_mesh(tag: str, log: Callable[[str], Any], *, workers: int, pref
     """
     async with Cluster(backend=backend, redis_url=redis_url, settings=worker_config, stop_grace=STOP_GRACE_SECONDS,
                        keep=keep_dir) as cluster:
+        same_code(cluster)
         t0 = time.monotonic()
         for i in range(1, workers + 1):
             cluster.spawn(f"{prefix}{i}", "--capacity", str(capacity), *worker_args)
@@ -54,10 +66,12 @@ async def worker_mesh(tag: str, log: Callable[[str], Any], *, workers: int, pref
 
 def task_times(cluster: Cluster, task_ids: Sequence[str]) -> list[tuple[str, float | None, float | None, str | None]]:
     """(task id, started_at, finished_at, node name) as the engine stored them, read from the store after a run."""
-    if cluster.backend == "sqlite":
-        rows = _read_sqlite(str(cluster.db), "SELECT task_id, started_at, finished_at, node_name FROM tasks")
+    sql = "SELECT task_id, started_at, finished_at, node_name FROM tasks"
+    if cluster.backend in ("sqlite", "grpc"):
+        # grpc: no shared store; each worker keeps the tasks it owns in its own file (backups live elsewhere)
+        dbs = [cluster.db] if cluster.backend == "sqlite" else sorted(cluster.state.glob("nodes/*/grpc.db"))
         wanted = set(task_ids)
-        return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] in wanted]
+        return [(r[0], r[1], r[2], r[3]) for db in dbs for r in _read_sqlite(str(db), sql) if r[0] in wanted]
     import redis
 
     client = redis.Redis.from_url(cluster.redis_url or "", socket_timeout=30)

@@ -19,8 +19,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_TASKS_PER_SECOND = {"sqlite": 5000, "redis": 10_000}
 TARGET_IDLE_P50_MS = {"sqlite": 2.0, "redis": 0.5}
 TARGET_VS_HUEY = 3.0
-TARGET_VISIBLE_P99_MS = {"sqlite": 50.0, "redis": 20.0}
+TARGET_VISIBLE_P99_MS = {"sqlite": 50.0, "redis": 20.0, "grpc": 20.0}
 GRPC_REFERENCES = ("raw", "raw-tls", "autogen")  # bench grpcpeers (grpc_refs.REFERENCES)
+TARGET_DETECTION_S = 3.0  # grpc_mesh: kill -9 → dead on every survivor (bench swim)
+# grpc_mesh against the references of the same run (issue #12)
+TARGET_GRPC_TASKS_PER_SECOND = 5000  # at 1,024 in flight
+TARGET_GRPC_VS_AUTOGEN = 2.0  # tasks/s at 1,024 in flight
+TARGET_GRPC_VS_RAW = 0.7  # tasks/s at 1,024 in flight, the raw stream echo
+TARGET_GRPC_IDLE_P50_VS_AUTOGEN = 0.8
 
 
 def machine_info() -> dict[str, Any]:
@@ -83,7 +89,7 @@ def failures(data: dict[str, Any]) -> list[str]:
         for key, block in (data.get(section) or {}).items():
             if isinstance(block, dict) and "error" in block:
                 out.append(f"{section}[{key}]")
-    for section in ("peers", "algorithms", "grpcpeers"):
+    for section in ("peers", "algorithms", "grpcpeers", "swim"):
         block = data.get(section) or {}
         if "error" in block:
             out.append(section)
@@ -174,6 +180,27 @@ def grpc_ratios(data: dict[str, Any], mesh_key: str = "grpc") -> dict[str, Any]:
     return out
 
 
+def grpc_targets(data: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue #12's targets for the mesh on grpc against the references of the same run (None: not measured)."""
+    mesh = (data.get("tasks") or {}).get("grpc") or {}
+    if not _runs(mesh):
+        return {}
+    at = _at(mesh, 1024)
+    r = grpc_ratios(data)
+    vs_autogen = r.get("mesh_vs_autogen_tasks_per_second_1024_inflight")
+    vs_raw = r.get("mesh_vs_raw_tasks_per_second_1024_inflight")
+    p50 = r.get("mesh_vs_autogen_idle_p50")
+    return {
+        f"tasks_per_second_1024_inflight_ge_{TARGET_GRPC_TASKS_PER_SECOND}":
+            None if at is None else at["tasks_per_second"] >= TARGET_GRPC_TASKS_PER_SECOND,
+        f"vs_autogen_1024_inflight_ge_{TARGET_GRPC_VS_AUTOGEN:g}x":
+            None if vs_autogen is None else vs_autogen >= TARGET_GRPC_VS_AUTOGEN,
+        f"vs_raw_1024_inflight_ge_{TARGET_GRPC_VS_RAW:g}x": None if vs_raw is None else vs_raw >= TARGET_GRPC_VS_RAW,
+        f"idle_p50_le_{TARGET_GRPC_IDLE_P50_VS_AUTOGEN:g}x_autogen":
+            None if p50 is None else p50 <= TARGET_GRPC_IDLE_P50_VS_AUTOGEN,
+    }
+
+
 def summary(data: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, flat, for quick comparison between result files."""
     out: dict[str, Any] = {}
@@ -234,6 +261,17 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
     for k, v in ((data.get("grpcpeers") or {}).get("mtls_cost") or {}).items():
         out[f"grpc_mtls_{k}"] = v
     out.update(grpc_ratios(data))
+    out.update({f"grpc_target_{k}_met": v for k, v in grpc_targets(data).items()})
+    sw = data.get("swim") or {}
+    det = sw.get("detection") or {}
+    if det:
+        for k in ("first_dead_mean_s", "first_dead_max_s", "all_dead_mean_s", "all_dead_max_s", "missed", "kills",
+                  "target_met"):
+            out[f"swim_detection_{k}"] = det.get(k)
+    soak = sw.get("false_deaths") or {}
+    if soak:
+        for k in ("nodes", "minutes", "false_deaths", "false_suspicions", "tasks_done", "tasks_per_second"):
+            out[f"swim_soak_{k}"] = soak.get(k)
     r = ratios(data)
     out.update(r)
     if "mesh_vs_huey_best_tasks_per_second" in r:
@@ -366,8 +404,43 @@ def _grpc_table(data: dict[str, Any], header: list[str]) -> list[str]:
     if r:
         notes.append("  ratios (mesh ÷ reference; tasks/s higher is better for the mesh, idle p50 and CPU lower): "
                      + ", ".join(f"{k.removeprefix('mesh_vs_')} {v:g}" for k, v in r.items()))
+    targets = grpc_targets(data)
+    if targets:
+        notes.append("  targets (issue #12): " + ", ".join(
+            f"{k.replace('_', ' ')}: {'-' if v is None else 'met' if v else 'MISSED'}" for k, v in targets.items()))
     return _table("gRPC references (1 submitter + 2 worker processes each, no-op echo; CPU of all their processes)",
                   header, rows, notes)
+
+
+def _swim_table(data: dict[str, Any]) -> list[str]:
+    sw = data.get("swim") or {}
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    det = sw.get("detection") or {}
+    if det:
+        ok = "" if det.get("all_dead_max_s") is None else (
+            f"max ≤ {TARGET_DETECTION_S:g} s: {_mark(det.get('all_dead_max_s'), TARGET_DETECTION_S, True)}")
+        rows.append([f"kill -9 → dead, first survivor ({det['nodes']} nodes)", _f(det.get("kills")),
+                     _f(det.get("first_dead_mean_s"), 3), _f(det.get("first_dead_max_s"), 3), ""])
+        rows.append(["kill -9 → dead, every survivor", _f(det.get("kills")), _f(det.get("all_dead_mean_s"), 3),
+                     _f(det.get("all_dead_max_s"), 3), f"{det.get('missed')} missed; {ok}"])
+        notes.append("  per kill (every survivor, s): " + ", ".join(
+            _f(k.get("all_dead_s"), 2) for k in det.get("per_kill", [])) + "; first suspect (s): " + ", ".join(
+            _f(k.get("first_suspect_s"), 2) for k in det.get("per_kill", [])))
+    soak = sw.get("false_deaths") or {}
+    if soak:
+        lat = soak.get("latency", {})
+        rows.append([f"false deaths, {soak['nodes']} nodes, {soak['minutes']:g} min under load",
+                     _f(soak.get("false_deaths")), "-", "-",
+                     f"{soak.get('false_suspicions')} false suspicions; {soak.get('tasks_done', 0):,} tasks "
+                     f"({soak.get('tasks_per_second')}/s, {soak.get('load_inflight')} in flight, p50 "
+                     f"{lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms), {soak.get('errors')} errors"])
+        if soak.get("nodes_falsely_dead"):
+            notes.append(f"  falsely declared dead: {', '.join(soak['nodes_falsely_dead'])}")
+        if soak.get("cpu_utilisation"):
+            notes.append(f"  soak CPU (cores) {_cores(soak.get('cpu_utilisation'))}")
+    return _table("Membership on grpc_mesh (SWIM, default timings; times from the nodes' own log lines)",
+                  ["measure", "n", "mean s", "max s", "notes"], rows, notes)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -454,6 +527,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _table("Peers on the same redis-server (1 submitter + 2 worker processes each)", header, rows, notes)
 
     lines += _grpc_table(data, header)
+    lines += _swim_table(data)
 
     rows, notes = [], []
     mheader = ["measure", "n", "items/s", "p50 ms", "p99 ms", "notes"]
@@ -494,7 +568,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _table("Memory: write→visible and items/s", mheader, rows, notes)
 
     machine = []
-    for section in ("tasks", "peers", "algorithms", "grpcpeers", "memory"):
+    for section in ("tasks", "peers", "algorithms", "grpcpeers", "swim", "memory"):
         block = data.get(section) or {}
         items = [(section, block)] if "machine" in block else [(f"{section}[{k}]", v) for k, v in block.items()
                                                                  if isinstance(v, dict) and "machine" in v]

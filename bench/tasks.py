@@ -1,4 +1,8 @@
-"""``tasks``: no-op ``echo`` tasks end to end on SQLite or Redis, 1 in-process submitter, 2 worker processes.
+"""``tasks``: no-op ``echo`` tasks end to end on SQLite, Redis or grpc_mesh, 1 in-process submitter, 2 worker processes.
+
+On grpc_mesh the submitter is an in-process client node (it owns nothing and hands each task to a
+worker); ``python -m bench tasks --backend grpc`` runs the gRPC references (``grpc_refs``) in the
+same invocation and prints mesh ÷ reference.
 
 Workers run with ``--log-level warning`` (no line per task), like the Huey consumers at WARNING.
 
@@ -167,6 +171,12 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
             "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
 
 
+def _cpu_ms(block: dict[str, Any], done: int) -> float | None:
+    """CPU milliseconds of every process (submitter, workers, redis-server) per finished task of a phase."""
+    used = block.get("cpu_seconds") or {}
+    return round(sum(used.values()) * 1000.0 / done, 3) if done and used else None
+
+
 async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"options": opts.__dict__.copy(), "backend": opts.backend}
     tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}]"
@@ -190,6 +200,7 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
         lat_trace = Trace()
         with meter.measure(lat):
             lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
+        lat["cpu_ms_per_task"] = _cpu_ms(lat, lat["round_trips"])
         result["idle_latency"] = lat
         cluster.check_alive()
         log(f"{tag}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
@@ -204,6 +215,7 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
             with meter.measure(thr):
                 thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
                                              opts.throughput_budget_s, trace))
+            thr["cpu_ms_per_task"] = _cpu_ms(thr, thr["tasks_finished"])
             if stats is not None:
                 thr["redis_commands"] = stats.read(thr["tasks_finished"])
             runs.append((thr, trace))

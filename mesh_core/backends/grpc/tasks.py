@@ -167,6 +167,13 @@ class GrpcTasks(GrpcCore):
         self._backup_of: dict[str, str] = {}
         self._revision = time.time_ns()
         self._inbound: dict[str, asyncio.Queue[pb.TaskMessage]] = {}
+        # where a peer that wrote to this node said it listens: a reply goes there while SWIM has not told this
+        # node of it yet (a client that just joined through another seed submits before gossip reaches here)
+        self._heard_at: dict[str, str] = {}
+        # attempts whose outcome this node is recording now (``complete`` under way): still held, so a lease
+        # renewal that overtakes the recording does not call them lost (the worker would cancel the recording,
+        # and with it the backup copy and the push of the result to the submitter)
+        self._completing: set[tuple[str, int]] = set()
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
@@ -209,7 +216,7 @@ class GrpcTasks(GrpcCore):
 
     # -- the wire -------------------------------------------------------------------------------------------
     def _send_to(self, node_id: str, envelope: pb.TaskMessage) -> bool:
-        address = self.address_of(node_id)
+        address = self.address_of(node_id) or self._heard_at.get(node_id)
         if not address:
             return False
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
@@ -259,6 +266,11 @@ class GrpcTasks(GrpcCore):
                 self.refuse("tasks_inbound_dropped", peer.node_id,
                             f"grpc tasks: an envelope from {peer.name or '?'} dropped: {INBOUND_PEERS} peers wait")
                 return
+            if peer.address:
+                self._heard_at.pop(peer.node_id, None)
+                self._heard_at[peer.node_id] = peer.address
+                while len(self._heard_at) > INBOUND_PEERS:  # the oldest first
+                    del self._heard_at[next(iter(self._heard_at))]
             queue = self._inbound[peer.node_id] = asyncio.Queue(INBOUND_LIMIT)
             self.spawn(self._drain(peer, queue), f"tasks-from-{peer.name}")
         try:
@@ -876,7 +888,8 @@ class GrpcTasks(GrpcCore):
                     kept |= ids  # no answer yet: keep running, the owner fences the result
                 continue
             kept |= ids & answer
-        return kept
+        # an attempt whose outcome is being recorded is still this node's: a renewal that overtook it says nothing
+        return kept | {task_id for task_id, attempt in held if (task_id, attempt) in self._completing}
 
     def _renewal_answered(self, peer: Peer, request_id: int, kept: set[str]) -> None:
         """An owner's answer to a lease renewal: the attempts it no longer grants are not held here any more
@@ -887,13 +900,22 @@ class GrpcTasks(GrpcCore):
             return
         del self._renewals[request_id]
         for task_id, attempt in asked.items():
-            if task_id not in kept and self._held.get(task_id) == (peer.node_id, attempt):
+            if task_id not in kept and self._held.get(task_id) == (peer.node_id, attempt) \
+                    and (task_id, attempt) not in self._completing:
                 self._held.pop(task_id, None)
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         for c in completions:
             if c.status not in _OUTCOMES:
                 raise ValueError(f"a completion cannot end a task {c.status.value}")
+        keys = {(c.task_id, c.attempt) for c in completions} - self._completing
+        self._completing |= keys
+        try:
+            return await self._complete(completions)
+        finally:
+            self._completing -= keys
+
+    async def _complete(self, completions: Sequence[Completion]) -> list[bool]:
         local = [c for c in completions if c.task_id not in self._held]
         recorded: dict[tuple[str, int], bool] = {}
         if local:
@@ -1160,7 +1182,12 @@ class GrpcTasks(GrpcCore):
             return await self.store.finished_for(submitter_id, after, wait)
         if after is None:
             return [], self._feed_seq
-        return [f for seq, f in self._feed if seq > after], self._feed_seq
+        # the feed's seqs run consecutively up to ``_feed_seq``: what came after ``after`` is its tail, read
+        # from the right (a scan of the whole feed per wake-up cost the client a fifth of its CPU under load)
+        newer = min(len(self._feed), max(0, self._feed_seq - int(after)))
+        tail = list(itertools.islice(reversed(self._feed), newer))
+        tail.reverse()
+        return [f for _, f in tail], self._feed_seq
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         return await self.store.prune(tasks_kept, dead_letters_kept, limit)

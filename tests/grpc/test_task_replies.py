@@ -1,0 +1,108 @@
+"""grpc_mesh tasks: a node answers a peer that wrote to it even before SWIM has told it of that peer.
+
+A client that joined through one seed may route its first submission to a worker that gossip has not
+reached yet; the worker stores the task, and its answer must reach the client (at the address the
+client's stream ``Hello`` gave), or the client gives up after ``SUBMIT_TIMEOUT`` with the task stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh_core.backends.contracts import Assignment, Completion, Enqueued
+from mesh_core.backends.grpc._generated import mesh_pb2 as pb
+from mesh_core.backends.grpc.wire import Peer
+from mesh_core.model import Task, TaskStatus
+
+from ..backends.conftest import Cluster, eventually
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, "grpc")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _backend(mesh: Any) -> Any:
+    return mesh.services.ctx.backend
+
+
+async def test_a_submission_from_a_peer_swim_has_not_named_yet_is_answered(cluster: Cluster) -> None:
+    worker = await cluster.node("w")
+    client = await cluster.client()
+    wb, cb = _backend(worker), _backend(client)
+    stranger = "f" * 32  # a sender id the worker's SWIM has never heard of, at the client's real address
+    assert wb.address_of(stranger) is None
+    request = 987_654
+    answer = cb._expect(("submit", request), wb.node_id)
+    task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 1}, submitter_id=stranger,
+                submitted_at=time.time())
+    submission = pb.Submission(request_id=request, task=cb._task_frame(task), node_id=wb.node_id, node_name="w",
+                               capacity=1000)
+    wb._on_tasks(Peer(stranger, "newcomer", client.backend_info()["address"], 1, True),
+                 pb.TaskMessage(submits=[submission]))
+    outcome, error = await asyncio.wait_for(answer, 5.0)
+    assert error == ""
+    assert outcome == Enqueued.STORED
+    stored = await wb.store.get_tasks([task.task_id])
+    assert [t.task_id for t in stored] == [task.task_id]
+
+
+async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task(cluster: Cluster) -> None:
+    """A worker renews the leases of what it runs while one of them is being recorded (the outcome stored,
+    the backup copy and the push to the submitter under way): that task is still held. Before, the renewal
+    said it was gone, the worker cancelled the recording, and the submitter never heard of the outcome (its
+    waiter found it only by the periodic sweep, 5 s later)."""
+    owner = await cluster.node("owner")
+    backup = await cluster.node("backup")
+    ob, bb = _backend(owner), _backend(backup)
+    for loop_task in owner.services.ctx.loops:  # this test claims, renews and completes in the worker's place
+        if loop_task.get_name() in ("claim", "heartbeat"):
+            loop_task.cancel()
+    await eventually(lambda: ob._backup_peer() == bb.node_id)
+    task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 2}, submitter_id=ob.node_id,
+                submitted_at=time.time())
+    assert await ob.enqueue([Assignment(task, ob.node_id, "owner", "test", 1000)]) == [Enqueued.STORED]
+    bb.wire.on_stream("tasks", lambda peer, env: None)  # the backup stops answering: the recording waits for it
+    [claimed] = await ob.claim(ob.node_id, 1, 30.0)
+    recording = asyncio.ensure_future(ob.complete([Completion(task.task_id, claimed.attempt, ob.node_id,
+                                                              TaskStatus.SUCCEEDED, None)]))
+    await eventually(lambda: _final(ob, task.task_id))  # stored; the backup copy is awaited
+    assert not recording.done()
+    assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == {task.task_id}
+    assert await recording == [True]
+    assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == set()  # recorded: gone now
+
+
+async def _final(backend: Any, task_id: str) -> bool:
+    states = await backend.store.task_states([task_id])
+    return states.get(task_id) is TaskStatus.SUCCEEDED
+
+
+async def test_a_client_reads_the_results_after_its_cursor_from_the_feed(cluster: Cluster) -> None:
+    """``finished_for`` hands a client every entry after its cursor, in order, and nothing older; entries the
+    bounded feed already let go of are gone (the periodic sweep answers for those)."""
+    await cluster.node("w")
+    cb = _backend(await cluster.client())
+    cb._feed = deque(maxlen=5)
+    assert await cb.finished_for(cb.node_id, None) == ([], 0)
+    for seq in range(1, 9):
+        cb._feed_seq = seq
+        cb._feed.append((seq, f"entry {seq}"))
+    assert await cb.finished_for(cb.node_id, None) == ([], 8)
+    assert await cb.finished_for(cb.node_id, 8) == ([], 8)
+    assert await cb.finished_for(cb.node_id, 6) == (["entry 7", "entry 8"], 8)
+    assert await cb.finished_for(cb.node_id, 4) == ([f"entry {i}" for i in range(5, 9)], 8)
+    assert await cb.finished_for(cb.node_id, 0) == ([f"entry {i}" for i in range(4, 9)], 8)  # 1-3 let go
+    assert await cb.finished_for(cb.node_id, 9) == ([], 8)
