@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,19 +20,7 @@ from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
 from mesh_core.errors import BackendUnavailable, SyncTimeout
 
 from ..backends.conftest import Cluster, eventually
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, "grpc")
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-def _backend(mesh: Any) -> Any:
-    return mesh.services.ctx.backend
+from .conftest import backend_of
 
 
 def _replica(mesh: Any) -> Any:
@@ -64,9 +51,9 @@ async def test_a_strong_write_returns_once_every_peer_applied_it_and_names_one_t
     await a.sync_memory_item("fact", "everyone", key="k1")
     for node in (b, c):  # applied before the write returned: no waiting here
         assert [s.value for s in _replica(node).siblings("fact", "k1")] == ["everyone"]
-    acks = await _backend(a).memory_acks()
-    _, head = await _backend(a).read_memory(None, 1000)
-    assert all(_backend(a).cursor_reached(acks[n.node_id], head) for n in (b, c))
+    acks = await backend_of(a).memory_acks()
+    _, head = await backend_of(a).read_memory(None, 1000)
+    assert all(backend_of(a).cursor_reached(acks[n.node_id], head) for n in (b, c))
 
     _stop_memory_loop(c)  # c is alive (it answers probes) but applies nothing
     with pytest.raises(SyncTimeout, match="not applied") as refused:
@@ -82,14 +69,14 @@ async def test_a_clients_write_is_held_by_the_workers_before_it_returns_and_surv
         cluster: Cluster) -> None:
     a, b = await cluster.node("a"), await cluster.node("b")
     client = await cluster.client()
-    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 2), timeout=5)
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
     await client.sync_memory_item("fact", "from a one-shot client", key="one-shot")
     await cluster.crash(client)  # gone at once, as a one-shot command exits: nothing it queued survives it
     for node in (a, b):  # the write returned once both workers' nodes applied it
         assert [s.value for s in _replica(node).siblings("fact", "one-shot")] == ["from a one-shot client"]
 
     lone = await cluster.client()
-    await eventually(lambda: _is(len(_backend(lone).live_peers(workers_only=True)) == 2), timeout=5)
+    await eventually(lambda: _is(len(backend_of(lone).live_peers(workers_only=True)) == 2), timeout=5)
     for node in (a, b):
         _stop_memory_loop(node)  # alive, but they apply nothing: no worker takes the write
     with pytest.raises(BackendUnavailable, match="no live worker"):
@@ -97,9 +84,9 @@ async def test_a_clients_write_is_held_by_the_workers_before_it_returns_and_surv
 
 
 async def _acked_by(writer: Any, peer: Any) -> bool:
-    acks = await _backend(writer).memory_acks()
-    _, head = await _backend(writer).read_memory(None, 10_000)
-    return bool(_backend(writer).cursor_reached(acks.get(peer.node_id), head))
+    acks = await backend_of(writer).memory_acks()
+    _, head = await backend_of(writer).read_memory(None, 10_000)
+    return bool(backend_of(writer).cursor_reached(acks.get(peer.node_id), head))
 
 
 async def test_a_corrupted_frame_pushed_over_the_wire_is_refused_counted_and_reported_back(cluster: Cluster) -> None:
@@ -108,16 +95,16 @@ async def test_a_corrupted_frame_pushed_over_the_wire_is_refused_counted_and_rep
     await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
     await a.sync_memory_item("fact", "fine", key="good")
     await eventually(lambda: _recall_is(b, "good", "fine"))
-    _, before = await _backend(b).read_memory(None, 1000)
-    frame = _backend(a).store  # a real frame of a's, one byte flipped on the way
+    _, before = await backend_of(b).read_memory(None, 1000)
+    frame = backend_of(a).store  # a real frame of a's, one byte flipped on the way
     (good,) = await frame.memory_for_key("fact", "good")
     bad = good[:-1] + bytes([good[-1] ^ 0xFF])
-    sent = _backend(a)._send_entries(b.node_id, [pb.MemoryEntry(origin_id=a.node_id, memory_type="fact", key="good",
+    sent = backend_of(a)._send_entries(b.node_id, [pb.MemoryEntry(origin_id=a.node_id, memory_type="fact", key="good",
                                                                 frame=bad)], 10**6, 10**6)
     assert sent
-    await eventually(lambda: _is(_backend(b).counters["memory_frames_refused"] == 1))
-    await eventually(lambda: _is(_backend(a).counters["memory_push_refused"] == 1))  # named in b's ack
-    assert (await _backend(b).read_memory(before, 1000))[0] == []  # never appended
+    await eventually(lambda: _is(backend_of(b).counters["memory_frames_refused"] == 1))
+    await eventually(lambda: _is(backend_of(a).counters["memory_push_refused"] == 1))  # named in b's ack
+    assert (await backend_of(b).read_memory(before, 1000))[0] == []  # never appended
     assert await b.recall("good") == "fine"
 
 
@@ -125,12 +112,12 @@ async def test_a_stalled_peer_drops_pushes_stays_bounded_and_anti_entropy_conver
     a = await cluster.node("a", sync_interval_seconds=60)
     b = await cluster.node("b", sync_interval_seconds=60)
     await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
-    _stall_memory_stream(_backend(b).wire)  # b's server stops reading a's Memory stream after its Hello
-    _backend(a).wire.queue_limit = 2  # the memory stream to b is dialled on the first push, with this queue
+    _stall_memory_stream(backend_of(b).wire)  # b's server stops reading a's Memory stream after its Hello
+    backend_of(a).wire.queue_limit = 2  # the memory stream to b is dialled on the first push, with this queue
     values = {f"k{i}": base64.b64encode(os.urandom(24_000)).decode() for i in range(150)}
     for key, value in values.items():
         await a.sync_memory_item("fact", value, key=key)
-    a_backend = _backend(a)
+    a_backend = backend_of(a)
     address = a_backend.address_of(b.node_id)
     assert a_backend.counters["memory_push_dropped"] > 0
     assert a_backend.wire.queued(address, "memory") <= 2
@@ -175,14 +162,14 @@ async def test_each_node_compacts_its_own_log_and_a_late_node_still_converges(cl
         await eventually(lambda node=node, other=other: _acked_by(node, other), timeout=10)
     await eventually(lambda: _recall_is(a, "k0", "second version"))
     for node in (a, b):
-        _, head = await _backend(node).read_memory(None, 1000)
+        _, head = await backend_of(node).read_memory(None, 1000)
         await eventually(node.compact_memory)  # its own log: 31 entries, all applied by both nodes
-        after, _ = await _backend(node).read_memory(None, 1000)
+        after, _ = await backend_of(node).read_memory(None, 1000)
         assert len(after) <= 1 and node.counters["memory_log_compacted"] == 31 - len(after)
     late = await cluster.node("late", sync_interval_seconds=60)  # caught up from its peers' logs on joining
     await eventually(lambda: _is(len(list(_replica(late).keys("*"))) == 30), timeout=10)
     assert await late.recall("k0") == "second version" and await late.recall("k29") == {"i": 29}
-    assert _backend(late).counters["memory_caught_up"] >= 1
+    assert backend_of(late).counters["memory_caught_up"] >= 1
     client = await cluster.client()
     assert await client.recall("k7") == {"i": 7}
     await client.sync_now()
@@ -195,23 +182,23 @@ async def test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_
     _stop_memory_loop(b)
     await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2))
     await b.sync_now()
-    _, start = await _backend(b).read_memory(None, 10_000)
+    _, start = await backend_of(b).read_memory(None, 10_000)
     await a.sync_memory_item("fact", "dropped on the way", key="lost")
 
     async def b_holds_it() -> bool:
-        return bool((await _backend(b).read_memory(start, 10_000))[0])
+        return bool((await backend_of(b).read_memory(start, 10_000))[0])
     await eventually(b_holds_it)
-    _, head = await _backend(b).read_memory(start, 10_000)
+    _, head = await backend_of(b).read_memory(start, 10_000)
     b.services.sync.cursor = head  # b's replica never applies that entry
-    publish = _backend(a).publish_memory
+    publish = backend_of(a).publish_memory
 
     async def flip_a_byte(origin: str, entries: Any, broadcast: bool = True) -> Any:
         mt, key, frame = entries[0]
         return await publish(origin, [(mt, key, frame[:-1] + bytes([frame[-1] ^ 0xFF]))], broadcast=broadcast)
-    _backend(a).publish_memory = flip_a_byte
+    backend_of(a).publish_memory = flip_a_byte
     await a.sync_memory_item("fact", "corrupted on the way", key="mangled")
-    _backend(a).publish_memory = publish
-    await eventually(lambda: _is(_backend(b).counters["memory_frames_refused"] >= 1))
+    backend_of(a).publish_memory = publish
+    await eventually(lambda: _is(backend_of(b).counters["memory_frames_refused"] >= 1))
     await b.sync_now()
     assert not _replica(b).siblings("fact", "lost") and not _replica(b).siblings("fact", "mangled")
     await b.anti_entropy()
@@ -232,11 +219,11 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     ms = {"memory_sync": {"strategy": "master_slave"}}
     nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
     await eventually(lambda: _is(all(len(n.members()) == 3 and n.memory_primary for n in nodes)), timeout=5)
-    await eventually(lambda: _is(len({_backend(n).memory_epoch for n in nodes}) == 1), timeout=5)
+    await eventually(lambda: _is(len({backend_of(n).memory_epoch for n in nodes}) == 1), timeout=5)
     primary = next(n for n in nodes if n.memory_primary == n.node_id)
     assert {n.memory_primary for n in nodes} == {primary.node_id}
     assert primary.node_id == min(n.node_id for n in nodes)  # no preference configured: the lowest id
-    (_, epoch) = _backend(primary).memory_epoch
+    (_, epoch) = backend_of(primary).memory_epoch
     await primary.sync_memory_item("fact", "from the primary", key="ordered")
     survivors = [n for n in nodes if n is not primary]
     for node in survivors:
@@ -244,18 +231,18 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
 
     await cluster.crash(primary)
     await eventually(lambda: _is(all(n.memory_primary not in (None, primary.node_id) for n in survivors)
-                                 and len({_backend(n).memory_epoch for n in survivors}) == 1), timeout=8)
-    new_primary, new_epoch = _backend(survivors[0]).memory_epoch
+                                 and len({backend_of(n).memory_epoch for n in survivors}) == 1), timeout=8)
+    new_primary, new_epoch = backend_of(survivors[0]).memory_epoch
     assert new_epoch == epoch + 1 and new_primary != primary.node_id
 
     # A replica that still believes itself primary at the old epoch (cut off while the others moved on):
     stale = next(n for n in survivors if n.node_id != new_primary)
     follower = next(n for n in survivors if n.node_id == new_primary)
-    _backend(stale)._claim.node_id, _backend(stale)._claim.epoch = stale.node_id, epoch
-    _backend(stale)._claim.until = 1e18
-    await _backend(stale).publish_memory(stale.node_id, [("fact", "split", stale.services.memory.frame_of(
+    backend_of(stale)._claim.node_id, backend_of(stale)._claim.epoch = stale.node_id, epoch
+    backend_of(stale)._claim.until = 1e18
+    await backend_of(stale).publish_memory(stale.node_id, [("fact", "split", stale.services.memory.frame_of(
         stale.services.memory._local_item("fact", "split", "from a deposed primary", 5)[0]))])
-    await eventually(lambda: _is(_backend(follower).counters["memory_fenced"] >= 1))
+    await eventually(lambda: _is(backend_of(follower).counters["memory_fenced"] >= 1))
     await follower.sync_now()
     assert not _replica(follower).siblings("fact", "split")  # not obeyed
 
@@ -280,7 +267,7 @@ async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_appli
 
     w.services.ctx.handlers.add(make_spec(FORWARD_WRITE, slow))
     client = await cluster.client(**ms)
-    await eventually(lambda: _is(len(_backend(client).live_peers(workers_only=True)) == 1), timeout=5)
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 1), timeout=5)
     with pytest.raises(SyncTimeout, match="withdrawn"):
         await client.sync_memory_item("fact", "never", key="lost")
     await asyncio.sleep(4)  # past the moment the slow attempt would have applied it

@@ -11,11 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from mesh_core.backends.contracts import Assignment, Completion, Enqueued
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
@@ -23,25 +19,13 @@ from mesh_core.backends.grpc.wire import Peer
 from mesh_core.model import Task, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, "grpc")
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-def _backend(mesh: Any) -> Any:
-    return mesh.services.ctx.backend
+from .conftest import backend_of
 
 
 async def test_a_submission_from_a_peer_swim_has_not_named_yet_is_answered(cluster: Cluster) -> None:
     worker = await cluster.node("w")
     client = await cluster.client()
-    wb, cb = _backend(worker), _backend(client)
+    wb, cb = backend_of(worker), backend_of(client)
     stranger = "f" * 32  # a sender id the worker's SWIM has never heard of, at the client's real address
     assert wb.address_of(stranger) is None
     request = 987_654
@@ -66,7 +50,7 @@ async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task
     waiter found it only by the periodic sweep, 5 s later)."""
     owner = await cluster.node("owner")
     backup = await cluster.node("backup")
-    ob, bb = _backend(owner), _backend(backup)
+    ob, bb = backend_of(owner), backend_of(backup)
     for loop_task in owner.services.ctx.loops:  # this test claims, renews and completes in the worker's place
         if loop_task.get_name() in ("claim", "heartbeat"):
             loop_task.cancel()
@@ -94,7 +78,7 @@ async def test_a_client_reads_the_results_after_its_cursor_from_the_feed(cluster
     """``finished_for`` hands a client every entry after its cursor, in order, and nothing older; entries the
     bounded feed already let go of are gone (the periodic sweep answers for those)."""
     await cluster.node("w")
-    cb = _backend(await cluster.client())
+    cb = backend_of(await cluster.client())
     cb._feed = deque(maxlen=5)
     assert await cb.finished_for(cb.node_id, None) == ([], 0)
     for seq in range(1, 9):
