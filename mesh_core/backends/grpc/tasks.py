@@ -1031,8 +1031,7 @@ class GrpcTasks(GrpcCore):
                          "error": t.error}
                 by_submitter.setdefault(t.submitter_id, []).append(
                     pb.FinishedTask(entry=codec.encode(entry, self.limits)))
-                if t.task_id in unbacked and self.status_of(t.submitter_id) in LIVE:
-                    # no backup holds it: the submitter's copy is the other one (one gone would never answer)
+                if t.task_id in unbacked:  # no backup holds it: the submitter's copy is the other one
                     asked[t.task_id] = self._expect(("finished", t.task_id), t.submitter_id)
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
