@@ -489,19 +489,17 @@ class GrpcTasks(GrpcCore):
         unbacked = unbacked if unbacked is not None else set()
         futures: dict[Any, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
+        finals = set()
         for task in tasks:
-            # Always the successor by id: the node that takes this node's tasks over if it dies (a client
-            # re-homes there too). A former backup still alive drops its copy, so it never adopts a stale one.
-            old, peer = self._backup_of.get(task.task_id), self._backup_peer()
-            if old is not None and old != peer and self.status_of(old) in LIVE:
-                self._revision += 1
-                by_peer.setdefault(old, []).append(pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id,
-                                                                   revision=self._revision, deleted=True))
-            if peer is None:
-                self._backup_of.pop(task.task_id, None)
-                unbacked.add(task.task_id)
-                continue
-            self._backup_of[task.task_id] = peer
+            peer = self._backup_of.get(task.task_id)
+            if peer is None or self.status_of(peer) not in LIVE:
+                peer = self._backup_peer()
+                if peer is None:  # the last holder stays noted: it is the one asked again (it may own it now)
+                    unbacked.add(task.task_id)
+                    continue
+                self._backup_of[task.task_id] = peer
+            if task.status in _FINAL:
+                finals.add(task.task_id)
             self._revision += 1
             record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
                                      record=self._task_frame(task))
@@ -520,8 +518,9 @@ class GrpcTasks(GrpcCore):
                                                 f"by the backup peer within {BACKUP_TIMEOUT:g} s")
         refused = {task_id for task_id, stored in answers.items() if stored is False}
         for task_id, stored in answers.items():
-            if stored:
+            if stored and task_id in finals:  # an outcome the backup holds: nothing more to copy
                 self._unbacked_final.pop(task_id, None)
+                self._backup_of.pop(task_id, None)
         if refused:
             await self._drop_owned(refused)
         return refused
@@ -670,7 +669,7 @@ class GrpcTasks(GrpcCore):
         backup again, waiting for its answer: what it refuses (it owns the task now) is dropped here."""
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
-        ids = [r[0] for r in rows] + list(self._unbacked_final)
+        ids = [r[0] for r in rows] + self._unbacked_to_confirm()
         for start in range(0, len(ids), 500):
             await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True))
 
@@ -693,10 +692,22 @@ class GrpcTasks(GrpcCore):
             await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True), wait=False)
         # Outcomes recorded while no backup answered (cut off, or alone) go to the backup now, waiting for its
         # answer: one that took the task over while this node was lost refuses, and the task is dropped here.
-        finals = list(self._unbacked_final)
-        if finals and self._backup_peer() is not None:
+        finals = self._unbacked_to_confirm()
+        if finals:
             for start in range(0, len(finals), 500):
                 await self._back_up(await self.store.get_tasks(finals[start:start + 500], with_attempts=True))
+
+    def _unbacked_to_confirm(self) -> list[str]:
+        """Outcomes no backup held that can be put to their last holder now: the node that held the task's copies
+        is the one that took it over if any did, so it is asked again once live (never a stand-in that would just
+        accept it); one with no holder, or a holder gone for good, goes to the backup there is."""
+        out = []
+        for task_id in self._unbacked_final:
+            holder = self._backup_of.get(task_id)
+            status = self.status_of(holder) if holder else None
+            if status in LIVE or (status is not NodeStatus.DEAD and self._backup_peer() is not None):
+                out.append(task_id)
+        return out
 
     async def _adopt_copies(self, peer: Peer, subs: Sequence[pb.Submission]) -> None:
         """A client's copies of tasks whose owner is gone: taken over as backups are."""
@@ -1019,11 +1030,12 @@ class GrpcTasks(GrpcCore):
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
         asked: dict[str, asyncio.Future[Any]] = {}
         for t in ended:
-            self._backup_of.pop(t.task_id, None)
-            if t.task_id in unbacked:  # re-confirmed when a backup is back (see ``_confirm_ownership``)
+            if t.task_id in unbacked:  # re-confirmed with its last holder when it is back (``_unbacked_to_confirm``)
                 self._unbacked_final[t.task_id] = None
                 while len(self._unbacked_final) > DONE_KEPT:
-                    self._unbacked_final.popitem(last=False)
+                    self._backup_of.pop(self._unbacked_final.popitem(last=False)[0], None)
+            else:
+                self._backup_of.pop(t.task_id, None)
             if t.submitter_id and t.submitter_id != self.node_id:
                 entry = {"task_id": t.task_id, "status": t.status.value, "attempt": t.attempt, "node_id": t.node_id,
                          "node_name": t.node_name, "finished_at": t.finished_at,
