@@ -213,8 +213,11 @@ class GrpcMemory(GrpcCore):
         while True:
             targets = [t for t in targets if self.status_of(t) in LIVE]
             held = [t for t in targets if self._pushed[t].ack(self._accounted) >= cursor]
+            # A worker that missed an earlier entry (pushed while it was lost, as in a network cut) acks nothing
+            # past it until anti-entropy repairs it: waiting for it would hold every write for ``wait``.
+            gapless = [t for t in targets if (self._pushed[t].blocked or cursor + 1) > cursor]
             left = deadline - time.monotonic()
-            if targets and (len(held) == len(targets) or (held and left <= 0)):
+            if targets and (len(held) == len(targets) or (held and (left <= 0 or set(gapless) <= set(held)))):
                 return
             if left <= 0 or not targets:
                 if not required:

@@ -173,13 +173,15 @@ class GrpcTasks(GrpcCore):
         # attempts whose outcome this node is recording now (``complete`` under way): still held, so a lease
         # renewal that overtakes the recording does not call them lost (the worker would cancel the recording,
         # and with it the backup copy and the push of the result to the submitter)
-        self._completing: set[tuple[str, int]] = set()
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
         self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
         self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
         self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
+        self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now
+        self._unbacked_final: OrderedDict[str, None] = OrderedDict()  # ended here, no backup holds the outcome yet
+        self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over (minority) → (name, copies' rev)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -545,14 +547,17 @@ class GrpcTasks(GrpcCore):
         unbacked = unbacked if unbacked is not None else set()
         futures: dict[Any, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
+        finals = set()
         for task in tasks:
             peer = self._backup_of.get(task.task_id)
             if peer is None or self.status_of(peer) not in LIVE:
                 peer = self._backup_peer()
-                if peer is None:
+                if peer is None:  # the last holder stays noted: it is the one asked again (it may own it now)
                     unbacked.add(task.task_id)
                     continue
                 self._backup_of[task.task_id] = peer
+            if task.status in _FINAL:
+                finals.add(task.task_id)
             self._revision += 1
             record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
                                      record=self._task_frame(task))
@@ -570,6 +575,10 @@ class GrpcTasks(GrpcCore):
             self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
                                                 f"by the backup peer within {BACKUP_TIMEOUT:g} s")
         refused = {task_id for task_id, stored in answers.items() if stored is False}
+        for task_id, stored in answers.items():
+            if stored and task_id in finals:  # an outcome the backup holds: nothing more to copy
+                self._unbacked_final.pop(task_id, None)
+                self._backup_of.pop(task_id, None)
         if refused:
             await self._drop_owned(refused)
         return refused
@@ -587,6 +596,7 @@ class GrpcTasks(GrpcCore):
         await self.store._write(drop)
         for task_id in ids:
             self._backup_of.pop(task_id, None)
+            self._unbacked_final.pop(task_id, None)
         self.found_problem("tasks_ownership_lost", f"{len(ids)} task(s) were taken over by another node while this "
                                                    "one was declared dead: dropped here, their results refused")
 
@@ -644,12 +654,68 @@ class GrpcTasks(GrpcCore):
         if change.new is NodeStatus.ACTIVE or node.node_id in self._backup_of.values():
             self._rebackup_soon()  # a new peer may be the backup now; a backup that went has to be replaced
         if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT):
+            self._settle_deferred()
             return
         for key in [k for k, offer in self._inbox.items() if offer.owner_id == node.node_id]:
             del self._inbox[key]  # its tasks will be routed again by whoever takes them over
-        if node.node_id not in self._adopted_from and not self._client_role:
-            self._adopted_from.add(node.node_id)
-            self.spawn(self._take_over(node.node_id, node.name), "takeover")
+        if change.new is NodeStatus.DEAD and node.node_id not in self._deferred and self._in_minority():
+            # This side may be the one cut off: taking over here would give the task a second owner that the
+            # rest of the mesh (which still hears the owner) never learns of. Wait until a majority is seen.
+            self._deferred[node.node_id] = (node.name, 0)
+            self.spawn(self._defer(node.node_id), "takeover-deferred")
+        elif node.node_id not in self._deferred:
+            self._start_take_over(node.node_id, node.name)
+        self._settle_deferred()
+
+    def _start_take_over(self, owner_id: str, owner_name: str) -> None:
+        if owner_id not in self._adopted_from and not self._client_role:
+            self._adopted_from.add(owner_id)
+            self.spawn(self._take_over(owner_id, owner_name), "takeover")
+
+    def _in_minority(self) -> bool:
+        """This node holds fewer than half of the workers it knows of (itself included, the ones that left not)
+        alive: it may be the side of a cut that was cut off, so it takes no dead owner's tasks over. Two nodes
+        that lose each other each hold half: both take over (a stopped process cannot be told from a cut)."""
+        swim_node = getattr(self, "swim", None)
+        if swim_node is None:
+            return False
+        live, dead = 1, 0
+        for m in swim_node.members():
+            if m.node_id == self.node_id or m.info.role is not NodeRole.WORKER:
+                continue
+            if m.status in LIVE:
+                live += 1
+            elif m.status is NodeStatus.DEAD:
+                dead += 1
+        return 2 * live < live + dead
+
+    async def _defer(self, owner_id: str) -> None:
+        """Note how far the copies held from a dead owner go when its takeover is deferred (``_settle_deferred``)."""
+        row = await self.store._read(lambda c: c.execute(
+            "SELECT max(revision) FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchone())
+        if owner_id in self._deferred:
+            self._deferred[owner_id] = (self._deferred[owner_id][0], int(row[0] or 0))
+        self.counters["tasks_takeover_deferred"] += 1
+        log.warning("%s declared dead while this node sees a minority of the workers: its tasks are not taken "
+                    "over here", self._deferred.get(owner_id, ("?", 0))[0])
+
+    async def _drop_copies(self, owner_id: str, revision: int) -> None:
+        await self.store._write(lambda c: c.execute(
+            "DELETE FROM grpc_backups WHERE owner_id=? AND revision<=?", (owner_id, revision)))
+
+    def _settle_deferred(self) -> None:
+        """Deferred takeovers, looked at again: an owner alive again keeps its tasks (the copies it sent before
+        it was lost are dropped here: it copied its work elsewhere meanwhile, and sends it again to its
+        successor); one still dead is taken over once this node sees a majority (or the dead are forgotten)."""
+        for owner_id, (name, revision) in list(self._deferred.items()):
+            status = self.status_of(owner_id)
+            if status in LIVE:
+                del self._deferred[owner_id]
+                self.counters["tasks_takeover_cancelled"] += 1
+                self.spawn(self._drop_copies(owner_id, revision), "stale-copies")
+            elif status is not NodeStatus.DEAD or not self._in_minority():
+                del self._deferred[owner_id]
+                self._start_take_over(owner_id, name)
 
     def _declared_dead(self) -> None:
         """SWIM says others declared this node dead: its backup may have taken its tasks over. Copy every
@@ -658,9 +724,11 @@ class GrpcTasks(GrpcCore):
             self.spawn(self._confirm_ownership(), "confirm-ownership")
 
     async def _confirm_ownership(self) -> None:
+        """Copy every unfinished task, and every outcome no backup held yet (recorded while cut off), to the
+        backup again, waiting for its answer: what it refuses (it owns the task now) is dropped here."""
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
-        ids = [r[0] for r in rows]
+        ids = [r[0] for r in rows] + self._unbacked_to_confirm()
         for start in range(0, len(ids), 500):
             await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True))
 
@@ -681,6 +749,24 @@ class GrpcTasks(GrpcCore):
                or self._backup_of.get(r[0]) != self._backup_peer()]
         for start in range(0, len(ids), 500):
             await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True), wait=False)
+        # Outcomes recorded while no backup answered (cut off, or alone) go to the backup now, waiting for its
+        # answer: one that took the task over while this node was lost refuses, and the task is dropped here.
+        finals = self._unbacked_to_confirm()
+        if finals:
+            for start in range(0, len(finals), 500):
+                await self._back_up(await self.store.get_tasks(finals[start:start + 500], with_attempts=True))
+
+    def _unbacked_to_confirm(self) -> list[str]:
+        """Outcomes no backup held that can be put to their last holder now: the node that held the task's copies
+        is the one that took it over if any did, so it is asked again once live (never a stand-in that would just
+        accept it); one with no holder, or a holder gone for good, goes to the backup there is."""
+        out = []
+        for task_id in self._unbacked_final:
+            holder = self._backup_of.get(task_id)
+            status = self.status_of(holder) if holder else None
+            if status in LIVE or (status is not NodeStatus.DEAD and self._backup_peer() is not None):
+                out.append(task_id)
+        return out
 
     async def _adopt_copies(self, peer: Peer, subs: Sequence[pb.Submission]) -> None:
         """A client's copies of tasks whose owner is gone: taken over as backups are."""
@@ -756,6 +842,8 @@ class GrpcTasks(GrpcCore):
     async def _reoffer_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(REOFFER_SECONDS / 2)
+            if self._deferred:
+                self._settle_deferred()
             now = time.monotonic()
             for sent in list(self._unaccepted.values()):
                 if self.status_of(sent.worker_id) not in LIVE:
@@ -888,8 +976,9 @@ class GrpcTasks(GrpcCore):
                     kept |= ids  # no answer yet: keep running, the owner fences the result
                 continue
             kept |= ids & answer
-        # an attempt whose outcome is being recorded is still this node's: a renewal that overtook it says nothing
-        return kept | {task_id for task_id, attempt in held if (task_id, attempt) in self._completing}
+        # An attempt whose outcome is being recorded (the owner waits for its backup's copy meanwhile) has ended,
+        # not lost its lease: the worker is told so when ``complete`` or ``move`` returns.
+        return kept | {task_id for task_id, attempt in held if (task_id, attempt) in self._recording}
 
     def _renewal_answered(self, peer: Peer, request_id: int, kept: set[str]) -> None:
         """An owner's answer to a lease renewal: the attempts it no longer grants are not held here any more
@@ -901,19 +990,19 @@ class GrpcTasks(GrpcCore):
         del self._renewals[request_id]
         for task_id, attempt in asked.items():
             if task_id not in kept and self._held.get(task_id) == (peer.node_id, attempt) \
-                    and (task_id, attempt) not in self._completing:
+                    and (task_id, attempt) not in self._recording:
                 self._held.pop(task_id, None)
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         for c in completions:
             if c.status not in _OUTCOMES:
                 raise ValueError(f"a completion cannot end a task {c.status.value}")
-        keys = {(c.task_id, c.attempt) for c in completions} - self._completing
-        self._completing |= keys
+        keys = {(c.task_id, c.attempt) for c in completions} - self._recording
+        self._recording |= keys
         try:
             return await self._complete(completions)
         finally:
-            self._completing -= keys
+            self._recording -= keys
 
     async def _complete(self, completions: Sequence[Completion]) -> list[bool]:
         local = [c for c in completions if c.task_id not in self._held]
@@ -1002,7 +1091,12 @@ class GrpcTasks(GrpcCore):
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
         asked: dict[str, asyncio.Future[Any]] = {}
         for t in ended:
-            self._backup_of.pop(t.task_id, None)
+            if t.task_id in unbacked:  # re-confirmed with its last holder when it is back (``_unbacked_to_confirm``)
+                self._unbacked_final[t.task_id] = None
+                while len(self._unbacked_final) > DONE_KEPT:
+                    self._backup_of.pop(self._unbacked_final.popitem(last=False)[0], None)
+            else:
+                self._backup_of.pop(t.task_id, None)
             if t.submitter_id and t.submitter_id != self.node_id:
                 entry = {"task_id": t.task_id, "status": t.status.value, "attempt": t.attempt, "node_id": t.node_id,
                          "node_name": t.node_name, "finished_at": t.finished_at,
@@ -1059,6 +1153,14 @@ class GrpcTasks(GrpcCore):
     async def move(self, moves: Sequence[Reassignment]) -> list[bool]:
         """Moves of tasks this node owns are applied here; a move of an attempt this node runs for another
         owner (a retry after a failure, a hand-back) is sent to that owner, which applies it fenced."""
+        keys = {(m.task_id, m.expected_attempt) for m in moves if m.expected_node == self.node_id} - self._recording
+        self._recording |= keys
+        try:
+            return await self._move(moves)
+        finally:
+            self._recording -= keys
+
+    async def _move(self, moves: Sequence[Reassignment]) -> list[bool]:
         remote = {i: m for i, m in enumerate(moves) if m.task_id in self._held}
         local = [m for i, m in enumerate(moves) if i not in remote]
         applied = dict(zip([i for i in range(len(moves)) if i not in remote],
