@@ -179,6 +179,7 @@ class GrpcTasks(GrpcCore):
         self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
         self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
+        self._taken_from: dict[str, list[str]] = {}  # owner → the tasks this node took over from it (told on return)
         self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now
         self._unbacked_final: OrderedDict[str, None] = OrderedDict()  # ended here, no backup holds the outcome yet
         self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over (minority) → (name, copies' rev)
@@ -333,13 +334,20 @@ class GrpcTasks(GrpcCore):
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
             self._resolve(peer, ("backup", (ack.task_id, ack.revision)), not ack.refused)
+        superseded: list[str] = []
         for handover in env.handovers:  # told by the new owner itself (it names itself or no one)
             held = self._held.get(handover.task_id)
             if handover.owner_id not in ("", peer.node_id):
                 self.refuse("tasks_refused", peer.node_id, f"grpc tasks: {peer.name or '?'} handed task "
                                                            f"{handover.task_id[:40]!r} to another node")
+            elif handover.previous_owner_id == self.node_id:
+                superseded.append(handover.task_id)  # taken over while this node was held dead: not ours now
             elif held is not None and held[0] == handover.previous_owner_id:
                 self._held[handover.task_id] = (peer.node_id, held[1])
+        if superseded:
+            mine = set(await self.store.task_states(superseded))
+            if mine:
+                await self._drop_owned(mine)
         if env.submits:  # storing waits for the backup's copy too
             self.spawn(self._take_submissions(peer, env.submits), f"submits-from-{peer.name}")
         for result in env.submit_results:
@@ -655,6 +663,8 @@ class GrpcTasks(GrpcCore):
             self._rebackup_soon()  # a new peer may be the backup now; a backup that went has to be replaced
         if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT):
             self._settle_deferred()
+            if change.new is NodeStatus.ACTIVE:
+                self._tell_superseded(node.node_id)
             return
         for key in [k for k, offer in self._inbox.items() if offer.owner_id == node.node_id]:
             del self._inbox[key]  # its tasks will be routed again by whoever takes them over
@@ -785,6 +795,15 @@ class GrpcTasks(GrpcCore):
         await self._count_copies()
         self._adopted_from.discard(owner_id)
 
+    def _tell_superseded(self, owner_id: str) -> None:
+        """An owner whose tasks this node took over is back (it was only cut off or stopped): tell it which are
+        this node's now, so it drops its own records of them (finished ones too: one owner answers per task)."""
+        taken = self._taken_from.pop(owner_id, None)
+        if taken:
+            self._send_to(owner_id, pb.TaskMessage(handovers=[
+                pb.Handover(task_id=task_id, owner_id=self.node_id, previous_owner_id=owner_id,
+                            why="taken over while you were declared dead") for task_id in taken]))
+
     async def _adopt(self, owner_id: str, owner_name: str, rows: Sequence[tuple[Any, bytes]]) -> None:
         tasks = []
         for task_id, record in rows:
@@ -806,6 +825,9 @@ class GrpcTasks(GrpcCore):
                 # started, so the sweeper moves it on with a new attempt, fencing out the old.
                 t.status = TaskStatus.RUNNING
         added = await self.store.adopt(tasks, self._lease_seconds)
+        if tasks and len(self._taken_from) < 4096:
+            taken = self._taken_from.setdefault(owner_id, [])
+            taken.extend(t.task_id for t in tasks[:100_000 - len(taken)])
         if tasks:
             log.info("took over %d task(s) of %s (%d new here)", len(tasks), owner_name, added)
             self.counters["tasks_taken_over"] += added
