@@ -97,7 +97,9 @@ def _read(path: str | None, key: str) -> bytes | None:
 def _channel(seed: str, cfg: GrpcConfig) -> Any:
     import grpc
 
-    options = [("grpc.max_receive_message_length", cfg.max_message_bytes), ("grpc.enable_retries", 0)]
+    from .grpc.wire import channel_options  # the options every mesh channel uses
+
+    options = channel_options(cfg.max_message_bytes, cfg.keepalive_seconds)
     if cfg.tls.enabled:
         creds = grpc.ssl_channel_credentials(root_certificates=_read(cfg.tls.ca_file, "ca_file"),
                                              private_key=_read(cfg.tls.key_file, "key_file"),

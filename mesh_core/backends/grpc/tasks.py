@@ -180,6 +180,8 @@ class GrpcTasks(GrpcCore):
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
         self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
         self._taken_from: dict[str, list[str]] = {}  # owner → the tasks this node took over from it (told on return)
+        self._own_depth = 0  # tasks assigned to or running on this node in its own store, as of its last heartbeat
+        self._rebackup_due = False
         self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now
         self._unbacked_final: OrderedDict[str, None] = OrderedDict()  # ended here, no backup holds the outcome yet
         self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over (minority) → (name, copies' rev)
@@ -207,10 +209,6 @@ class GrpcTasks(GrpcCore):
     async def _count_copies(self) -> None:
         rows = await self.store._read(lambda c: c.execute("SELECT COUNT(*) FROM grpc_backups").fetchall())
         self._copies_held = int(rows[0][0])
-
-    @property
-    def _is_client(self) -> bool:
-        return self.info is not None and self.info.role is not NodeRole.WORKER or self._client_role
 
     @property
     def _client_role(self) -> bool:
@@ -746,8 +744,6 @@ class GrpcTasks(GrpcCore):
         if not self._rebackup_due:
             self._rebackup_due = True
             self.spawn(self._rebackup(), "rebackup")
-
-    _rebackup_due = False
 
     async def _rebackup(self) -> None:
         """Copy every unfinished task this node owns whose copy is missing or held by a peer that is gone."""
@@ -1430,8 +1426,6 @@ class GrpcTasks(GrpcCore):
         counts = {n.node_id: n.running + n.queued for n in self.live_peers(workers_only=True)}
         counts[self.node_id] = len(self._inbox) + len(self._held) + self._own_depth
         return counts
-
-    _own_depth = 0
 
     async def leave(self, node: Any) -> None:
         """Copy every unfinished task to the backup as it stands now, so the backup takes over the present."""

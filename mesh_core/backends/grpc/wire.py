@@ -226,11 +226,6 @@ class Wire:
         out = self._outgoing.get((address, kind))
         return out.queue.qsize() if out is not None else 0
 
-    def peer_at(self, address: str, kind: str) -> Peer | None:
-        """Who answered at ``address`` on our stream of ``kind`` (None before its Hello came back)."""
-        out = self._outgoing.get((address, kind))
-        return out.peer if out is not None else None
-
     async def forget(self, address: str) -> None:
         """Close our streams and channel to ``address`` and drop what was queued for it."""
         for kind in KINDS:
