@@ -155,14 +155,24 @@ async def _run_commands(mesh: AgentMeshManager, queue: asyncio.Queue[str | None]
             continue
         try:
             result = await run_command(mesh, line)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the node is stopping: the reader itself was cancelled
+            _failed(mesh, out, line, exc)  # only something the command awaited was cancelled
+            continue
         except Exception as exc:  # one bad command (or one bad record it read) never ends the reader
-            mesh.counters["command_errors"] += 1
-            error = one_line(exc)
-            print(f"mesh-tui: command {line!r} failed: {error}", file=sys.stderr, flush=True)
-            if out.fmt == "json":  # a script pairing each command with its reply still gets one
-                out.reply(line, f"error: {error}", None, False)
+            _failed(mesh, out, line, exc)
             continue
         out.reply(line, result.text, result.data, result.ok)
+
+
+def _failed(mesh: AgentMeshManager, out: Output, line: str, exc: BaseException) -> None:
+    mesh.counters["command_errors"] += 1
+    error = one_line(exc)
+    print(f"mesh-tui: command {line!r} failed: {error}", file=sys.stderr, flush=True)
+    if out.fmt == "json":  # a script pairing each command with its reply still gets one
+        out.reply(line, f"error: {error}", None, False)
 
 
 # Lifecycle lines use the same format as engine events.

@@ -86,7 +86,8 @@ async def test_a_node_whose_claim_loop_is_down_gets_no_new_work(tmp_path: Path) 
 # -- real processes: a plugin module injects the fault inside a `mesh-tui --no-ui` node ---------------------
 
 FAULTS = '''
-    """Test-only faults: the next claim raises while TRIGGER exists; /mesh_boom always raises."""
+    """Test-only faults: the next claim raises while TRIGGER exists; /mesh_boom and /mesh_cancelled always raise."""
+    import asyncio
     from pathlib import Path
 
     from mesh_core.backends.sqlite import SqliteBackend
@@ -109,6 +110,11 @@ FAULTS = '''
     @command("/mesh_boom", "raises (a test-only fault)")
     async def boom(mesh, args):
         int("not a number")
+
+
+    @command("/mesh_cancelled", "raises CancelledError from inside (a test-only fault)")
+    async def cancelled(mesh, args):
+        raise asyncio.CancelledError("an inner wait was cancelled")
 '''
 
 
@@ -173,3 +179,12 @@ def test_a_failing_command_prints_one_line_and_the_reader_goes_on(sqlite_cluster
     until(lambda: "mesh-tui: command '/mesh_boom' failed: ValueError: invalid literal" in node.stderr, timeout=10)
     failed = [line for line in node.stderr.splitlines() if "/mesh_boom" in line]
     assert len(failed) == 1 and "Traceback" not in node.stderr
+
+
+def test_a_command_cancelled_from_inside_is_a_failed_command_not_the_end_of_the_reader(
+        sqlite_cluster: Cluster) -> None:
+    node, _ = _faulty_node(sqlite_cluster, "w")
+    reply = node.command("/mesh_cancelled")
+    assert reply["ok"] is False and "CancelledError" in reply["text"]
+    assert node.status()["local"]["name"] == "w"  # the reader is still there
+    assert node.alive
