@@ -3,13 +3,13 @@
 Each peer runs 1 submitter (this process, one thread) and 2 worker processes started
 here as subprocesses. The submitter keeps a bounded window of tasks in flight:
 it sends until ``window`` are outstanding, then collects the oldest result with a
-blocking get and sends the next. submit→result is from the send call to the get
-returning. Idle latency is ``latency_n`` sequential send+get round trips.
+blocking get and sends the next (the loops of ``bench/window.py``, run with a
+blocking client). submit→result is from the send call to the get returning. Idle
+latency is ``latency_n`` sequential send+get round trips.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import shutil
@@ -29,7 +29,7 @@ import psutil
 from mesh_testing import clean_env
 
 from .cluster import BenchError
-from .stats import summary_ms
+from .window import idle_loop, run_blocking, window_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,67 +147,9 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-# -- one submitter loop for both peers ------------------------------------------------------------
+# -- one submitter for both peers: window.py's loops, driven by send and a blocking get ----------
 Send = Callable[[int], Any]
 Get = Callable[[Any, float], Any]
-
-
-def _idle(send: Send, get: Get, n: int, timeout: float, stop: threading.Event) -> dict[str, Any]:
-    total, submit = [], []
-    failed = 0
-    started = time.perf_counter()
-    for i in range(n):
-        if stop.is_set():
-            break
-        t0 = time.perf_counter()
-        handle = send(i)
-        t1 = time.perf_counter()
-        try:
-            ok = get(handle, timeout) == i
-        except Exception:
-            ok = False
-        total.append(time.perf_counter() - t0)
-        submit.append(t1 - t0)
-        failed += not ok
-    return {"round_trips": len(total), "failed": failed, "wall_seconds": round(time.perf_counter() - started, 3),
-            "round_trip": summary_ms(total), "submit_call": summary_ms(submit)}
-
-
-def _window(send: Send, get: Get, n: int, window: int, budget_s: float, timeout: float,
-            stop: threading.Event) -> dict[str, Any]:
-    outstanding: collections.deque[tuple[int, float, Any]] = collections.deque()
-    total, submit = [], []
-    failed = errors = 0
-    samples: list[str] = []
-    first = time.perf_counter()
-    deadline = first + budget_s
-    last_done = first
-    sent = 0
-    while sent < n or outstanding:
-        while sent < n and len(outstanding) < window and time.perf_counter() < deadline and not stop.is_set():
-            t0 = time.perf_counter()
-            outstanding.append((sent, t0, send(sent)))
-            submit.append(time.perf_counter() - t0)
-            sent += 1
-        if not outstanding:
-            break
-        i, t0, handle = outstanding.popleft()
-        try:
-            ok = get(handle, timeout) == i
-        except Exception as exc:
-            errors += 1
-            if len(samples) < 5:
-                samples.append(f"{type(exc).__name__}: {exc}")
-            continue
-        last_done = time.perf_counter()
-        total.append(last_done - t0)
-        failed += not ok
-    wall = last_done - first
-    done = len(total)
-    return {"tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
-            "error_samples": samples, "truncated_by_budget": sent < n, "inflight": window,
-            "wall_seconds": round(wall, 3), "tasks_per_second": round(done / wall, 1) if wall > 0 else 0.0,
-            "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
 
 
 def _measure(name: str, procs: PeerProcs, send: Send, get: Get, opts: PeersOptions, log: Any,
@@ -222,7 +164,7 @@ def _measure(name: str, procs: PeerProcs, send: Send, get: Get, opts: PeersOptio
         get(send(i), opts.task_timeout)
     out: dict[str, Any] = {}
     log(f"peers: {name}: idle latency, {opts.latency_n} sequential round trips ...")
-    out["idle_latency"] = _idle(send, get, opts.latency_n, opts.task_timeout, stop)
+    out["idle_latency"] = run_blocking(idle_loop(opts.latency_n, stop.is_set), send, get, opts.task_timeout)
     procs.check_alive()
     rt = out["idle_latency"]["round_trip"]
     log(f"peers: {name}: idle p50 {rt.get('p50_ms')} ms, p99 {rt.get('p99_ms')} ms")
@@ -230,7 +172,7 @@ def _measure(name: str, procs: PeerProcs, send: Send, get: Get, opts: PeersOptio
     for window in opts.windows:
         log(f"peers: {name}: throughput, {opts.n} tasks with {window} in flight ...")
         before, wall = cpu(), time.perf_counter()
-        thr = _window(send, get, opts.n, window, opts.budget_s, opts.task_timeout, stop)
+        thr = run_blocking(window_loop(opts.n, window, opts.budget_s, stop.is_set), send, get, opts.task_timeout)
         wall = time.perf_counter() - wall
         after = cpu()
         thr["cpu_utilisation"] = {k: round((after[k] - before[k]) / wall, 3) for k in after}
