@@ -44,8 +44,10 @@ def parse_file_mode(text: str) -> int:
 
 
 def _set_mode(path: str | os.PathLike[str], mode: int, st: os.stat_result) -> None:
+    """Give an existing file or folder of this user's ``mode``; best effort (a read-only disk keeps it as is)."""
     if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
-        os.chmod(path, mode)
+        with contextlib.suppress(OSError):
+            os.chmod(path, mode)
 
 
 def make_dirs(path: str | os.PathLike[str], mode: int = PRIVATE_DIR, *, own_leaf: bool = False) -> Path:
@@ -66,17 +68,20 @@ def make_dirs(path: str | os.PathLike[str], mode: int = PRIVATE_DIR, *, own_leaf
             continue
         os.chmod(level, mode)  # mkdir's mode went through the umask
     if own_leaf and not missing:
-        _set_mode(folder, mode, folder.stat())
+        _set_mode(folder, mode, folder.stat())  # e.g. 0755 from an earlier release
     return folder
 
 
 def create_file(path: str | os.PathLike[str], mode: int = PRIVATE_FILE) -> None:
-    """Make sure ``path`` exists with exactly ``mode`` (created empty if missing; see the module docstring)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
+    """Make sure ``path`` exists with exactly ``mode``: created empty if missing; an existing one is not opened
+    (it may be read-only, and still readable) and only given ``mode`` (see the module docstring)."""
     try:
-        st = os.fstat(fd)
-        if stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
-            os.fchmod(fd, mode)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        _set_mode(path, mode, os.stat(path))
+        return
+    try:
+        os.fchmod(fd, mode)  # the umask took bits away
     finally:
         os.close(fd)
 
