@@ -3,7 +3,8 @@
 A name is held by a lock file while its node runs. Started with a name, a
 node resumes that name's id with a higher incarnation; started without one,
 it takes the first free ``<host>-<n>`` slot, so two instances in one folder
-become two nodes and a restart takes its old slot back.
+become two nodes and a restart takes its old slot back. The folders are 0700
+and the files 0600 whatever the umask (``mesh_core.files``).
 """
 
 from __future__ import annotations
