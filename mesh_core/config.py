@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import ConfigError
+from .files import parse_file_mode, readable_by_others
 from .security import without_password
 
 PROTOCOLS = ("sqlite_local", "redis_distributed", "grpc_mesh", "hybrid")
@@ -97,6 +98,16 @@ def split_host_port(value: str) -> tuple[str, int] | None:
 def join_host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 address in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _file_mode(text: str) -> str | None:
+    """Why ``text`` is not a file mode for the shared SQLite file (None when it is)."""
+    try:
+        parse_file_mode(text)
+    except ValueError:
+        return ('an octal mode in quotes, e.g. "0600" or "0660", with owner read and write and no execute bits '
+                "(unquoted, YAML reads 0660 as the number 432)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -226,6 +237,8 @@ class MeshConfig:
     shutdown_grace_seconds: float = field(default=2.0, metadata=_non_negative())
     max_frame_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
     sqlite_db_path: str = ".mesh/mesh_coordination.db"
+    # The shared file's mode (its -wal/-shm follow): owner only, or e.g. "0660" for a group sharing a machine.
+    sqlite_file_mode: str = field(default="0600", metadata={"check": _file_mode})
     handlers: tuple[str, ...] = ()
     log_format: str = field(default="text", metadata=_choice(*LOG_FORMATS))
     log_level: str = field(default="info", metadata=_choice(*LOG_LEVELS))
@@ -383,6 +396,7 @@ ENV_KEYS: dict[str, str] = {
     "MESH_STATE_DIR": "state_dir",
     "MESH_DB": "sqlite_db_path",
     "MESH_SQLITE_DB_PATH": "sqlite_db_path",
+    "MESH_SQLITE_FILE_MODE": "sqlite_file_mode",
     "MESH_LOG_FORMAT": "log_format",
     "MESH_LOG_LEVEL": "log_level",
     "MESH_HANDLERS": "handlers",
@@ -446,6 +460,36 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return section
 
 
+def secrets_in(section: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of an ``agent_mesh:`` section that hold a secret: the API key, a Redis password."""
+    found = []
+    security, redis = section.get("security"), section.get("redis")
+    if isinstance(security, Mapping) and security.get("api_key"):
+        found.append("security.api_key")
+    if isinstance(redis, Mapping):
+        if redis.get("password"):
+            found.append("redis.password")
+        url = redis.get("url")
+        if isinstance(url, str):
+            try:
+                has_password = bool(urlsplit(url).password)
+            except ValueError:
+                has_password = False
+            if has_password:
+                found.append("the password in redis.url")
+    return found
+
+
+def _exposed_secrets(path: str | os.PathLike[str], section: Mapping[str, Any]) -> list[str]:
+    """One warning when the file at ``path`` holds a secret and group or others may read it."""
+    secrets = secrets_in(section)
+    mode = readable_by_others(path) if secrets else None
+    if mode is None:
+        return []
+    return [f"{path} holds {' and '.join(secrets)} and is readable by other users (mode {mode:04o}): "
+            f"run chmod 600 {path}"]
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None, use_default_file: bool = True) -> MeshConfig:
     """Build the effective config. ``overrides`` are dotted keys from CLI flags."""
@@ -454,8 +498,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
     config_path = path or env.get("MESH_CONFIG")
     if config_path is None and use_default_file and Path("config.yaml").is_file():
         config_path = "config.yaml"
+    warnings: list[str] = []
     if config_path:
         layers = read_file(config_path)
+        warnings += _exposed_secrets(config_path, layers)
     env_layer: dict[str, Any] = {}
     for var, dotted in ENV_KEYS.items():
         if var.startswith("MERNSTA_") and env.get(var) is not None:
@@ -469,6 +515,5 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         if value is not None:
             _set_dotted(cli_layer, dotted, value)
     layers = _deep_merge(layers, cli_layer)
-    warnings: list[str] = []
     config = _build(MeshConfig, layers, "agent_mesh", warnings)
     return dataclasses.replace(config, warnings=tuple(warnings))

@@ -132,3 +132,9 @@ class SyncTimeout(MeshError):
                  hint: str = "the write is in the mesh's log: they apply it when they return") -> None:
         self.missing = missing
         super().__init__(message, hint=hint)
+
+
+class CertError(MeshError):
+    """A certificate cannot be made, read or used: no CA yet, a CA already there, a bad host or lifetime."""
+
+    exit_code = 2

@@ -3,7 +3,8 @@
 A name is held by a lock file while its node runs. Started with a name, a
 node resumes that name's id with a higher incarnation; started without one,
 it takes the first free ``<host>-<n>`` slot, so two instances in one folder
-become two nodes and a restart takes its old slot back.
+become two nodes and a restart takes its old slot back. The folders are 0700
+and the files 0600 whatever the umask (``mesh_core.files``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import IdentityError
+from .files import PRIVATE_DIR, make_dirs, open_file, write_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -52,14 +54,14 @@ class Identity:
 
 
 def _write(path: Path, ident: Identity) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"node_id": ident.node_id, "name": ident.name, "incarnation": ident.incarnation}))
-    os.replace(tmp, path)
+    data = {"node_id": ident.node_id, "name": ident.name, "incarnation": ident.incarnation}
+    write_file(path, json.dumps(data).encode())  # 0600, atomically
 
 
 def _try_lock(folder: Path) -> int | None:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "node.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    make_dirs(folder.parent, PRIVATE_DIR, own_leaf=True)  # <state_dir>/nodes, and the state folder if new
+    make_dirs(folder, PRIVATE_DIR, own_leaf=True)
+    fd = open_file(folder / "node.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

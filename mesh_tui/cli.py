@@ -68,7 +68,63 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(p, suppress=True)
         add_arguments(p, cmd)
         p.add_argument("--json", action="store_true", help="print the data as one JSON document")
+    _certs_parser(sub)
     return parser
+
+
+LOCAL_COMMANDS = ("certs",)  # subcommands on the state folder alone: they never join the mesh
+
+
+def _certs_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    # The defaults live in mesh_core.certs (imported only when certs runs: it loads cryptography).
+    p = sub.add_parser("certs", help="the mesh CA and node certificates in <state_dir>/certs",
+                       description="Make a mesh CA, issue node certificates, show them (files in <state_dir>/certs, "
+                                   "folder 0700, files 0600).")
+    actions = p.add_subparsers(dest="certs_action", metavar="ACTION", parser_class=_Parser, required=True)
+    init = actions.add_parser("init", help="make the mesh CA (ca.pem, ca.key)")
+    init.add_argument("--days", type=int, metavar="N", help="CA lifetime in days (default 3650)")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing CA; every node certificate must then be issued again")
+    issue = actions.add_parser("issue", help="make node NAME's key and certificate, signed by the CA")
+    issue.add_argument("node", metavar="NAME", help="the node's --name (its certificate's CN and mesh-node:NAME SAN)")
+    issue.add_argument("--host", action="append", default=[], metavar="H",
+                       help="an address peers dial it by: IP address or DNS name (repeatable, or comma-separated)")
+    issue.add_argument("--days", type=int, metavar="N", help="lifetime in days (default 90)")
+    issue.add_argument("--force", action="store_true", help="replace NAME's key and certificate (rotation)")
+    show = actions.add_parser("show", help="subject, SANs, SHA-256 fingerprint and expiry of each certificate")
+    for action in (init, issue, show):
+        g = action.add_argument_group("node options")
+        g.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                       help="YAML file with an agent_mesh: section")
+        g.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS, help="the state folder")
+        action.add_argument("--json", action="store_true", help="print the data as one JSON document")
+
+
+def _or(given: int | None, default: int) -> int:
+    return default if given is None else given
+
+
+def _certs(config: MeshConfig, args: argparse.Namespace) -> int:
+    """``mesh-tui certs init|issue|show``: files in ``<state_dir>/certs``; nothing joins the mesh."""
+    import datetime as dt
+
+    from mesh_core import certs
+
+    now = dt.datetime.now(dt.UTC)
+    if args.certs_action == "init":
+        infos = [certs.init_ca(config.state_dir, days=_or(args.days, certs.DEFAULT_CA_DAYS), force=args.force, now=now)]
+    elif args.certs_action == "issue":
+        hosts = [h.strip() for item in args.host for h in item.split(",") if h.strip()]
+        infos = [certs.issue(config.state_dir, args.node, hosts, days=_or(args.days, certs.DEFAULT_NODE_DAYS),
+                             force=args.force, now=now)]
+    else:
+        infos = certs.inspect(config.state_dir)
+    if args.json:
+        _print_json({"folder": str(certs.CertPaths.of(config.state_dir).folder),
+                     "certificates": [info.to_dict(now) for info in infos]})
+    else:
+        print(certs.render(infos, now))
+    return EXIT_OK
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,12 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    cmd = lookup(args.command) if args.command else None
+    cmd = lookup(args.command) if args.command and args.command not in LOCAL_COMMANDS else None
     if cmd is not None:
         finish(cmd, args)  # bad JSON and the like: exit 2 before joining the mesh
     config = load_config(getattr(args, "config", None), overrides=_overrides(args))
     for warning in config.warnings:
         print(f"mesh-tui: warning: {warning}", file=sys.stderr)
+    if args.command == "certs":
+        return _certs(config, args)
     if cmd is None:
         from .headless import serve
         if not args.no_ui:

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from .. import codec
 from ..config import MeshConfig
 from ..errors import ConfigError
+from ..files import parse_file_mode
 from .contracts import Backend
 from .hybrid import Caller, choose
 
 
 def _sqlite(config: MeshConfig, limits: codec.CodecLimits) -> Backend:
     from .sqlite import SqliteBackend
-    return SqliteBackend(config.sqlite_db_path, limits=limits)
+    return SqliteBackend(config.sqlite_db_path, limits=limits, file_mode=parse_file_mode(config.sqlite_file_mode))
 
 
 def _redis(config: MeshConfig, limits: codec.CodecLimits) -> Backend:

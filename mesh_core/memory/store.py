@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 import zlib
@@ -19,6 +18,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import CodecError
+from ..files import PRIVATE_FILE, prepare_sqlite_file
 from ..model import MemoryItem
 
 SCHEMA = """
@@ -92,7 +92,7 @@ class ReplicaStore:
     def __init__(self, path: str | None, history_size: int = 20) -> None:
         self.path = path or ":memory:"
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            prepare_sqlite_file(path, PRIVATE_FILE)  # 0600 before SQLite opens it; its -wal and -shm follow
         self.history_size = history_size
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if path:

@@ -162,6 +162,7 @@ ENV_SAMPLES = {
     "node_name": ("n1", "n1"),
     "state_dir": ("/srv/mesh", "/srv/mesh"),
     "sqlite_db_path": ("/srv/mesh.db", "/srv/mesh.db"),
+    "sqlite_file_mode": ("0660", "0660"),
     "log_format": ("json", "json"),
     "log_level": ("warning", "warning"),
     "handlers": ("a.b,c", ("a.b", "c")),

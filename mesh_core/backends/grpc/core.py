@@ -27,6 +27,7 @@ from typing import Any
 
 from ... import codec
 from ...config import MeshConfig
+from ...files import make_dirs
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
 from ..contracts import Backend
@@ -80,7 +81,7 @@ class GrpcCore(Backend):
 
     async def _open_store(self, local: NodeInfo) -> None:
         folder = self.store_folder(local)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder, own_leaf=True)  # 0700 (grpc.db in it is 0600: the SqliteBackend default)
         self._store_dir = folder
         store = SqliteBackend(str(folder / "grpc.db"), limits=self.limits)
         store.on_signal(self._deliver)  # its own wake-ups (results of this node's tasks) reach this node

@@ -42,6 +42,7 @@ from typing import Any
 
 from ... import codec
 from ...errors import BackendUnavailable
+from ...files import PRIVATE_FILE
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
 from ..shared import MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord
@@ -60,8 +61,9 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     name = "sqlite_local"
 
-    def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS) -> None:
-        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS)
+    def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
+                 file_mode: int = PRIVATE_FILE) -> None:
+        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode)
 
     # -- lifecycle -------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:

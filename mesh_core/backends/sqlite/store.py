@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ... import codec
 from ...errors import BackendError, BackendUnavailable
+from ...files import PRIVATE_FILE, prepare_sqlite_file
 from ...memory.digest import bucket_of
 from ...model import NodeInfo
 from ..contracts import Topic
@@ -242,9 +243,11 @@ class _WakeProtocol(asyncio.DatagramProtocol):
 class SqliteStore(SharedStoreBackend):
     """The file, its two connections (each on its own thread) and the wake-up sockets; no mesh records."""
 
-    def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float) -> None:
+    def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float,
+                 file_mode: int = PRIVATE_FILE) -> None:
         super().__init__(limits)
         self.path = os.path.abspath(path)
+        self.file_mode = file_mode
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a
@@ -261,9 +264,7 @@ class SqliteStore(SharedStoreBackend):
 
     # -- plumbing --------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
+        prepare_sqlite_file(self.path, self.file_mode)  # the mode before SQLite opens it; -wal/-shm follow
         # No busy timeout inside SQLite: its handler sleeps 1, 2, 5, 10 ms … per wait, far longer than the
         # lock is held here. _retrying waits instead, from 50 µs up, until LOCK_GIVE_UP_SECONDS.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
