@@ -58,23 +58,21 @@ def _on_disk(tmp_path: Path, disk: Path) -> Cluster:
 
 
 def _fill(disk: Path) -> Path:
-    """Fill ``disk`` to the last byte with one file; returns it (delete it to free the space)."""
+    """Fill ``disk`` to the last byte with one file; returns it (delete it to free the space).
+
+    Unbuffered writes: a buffered file would raise ENOSPC again from ``close`` when flushing what it held.
+    """
     filler = disk / "filler"
-    with filler.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    for size in (4096, 512, 1):  # the last partial blocks
-        try:
-            with filler.open("ab") as f:
-                while True:
-                    f.write(b"\0" * size)
-                    f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):  # then the last partial blocks
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
     return filler
 
 
