@@ -629,21 +629,31 @@ class GrpcTasks(GrpcCore):
             return
         rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
 
-        def keep(conn: sqlite3.Connection) -> int:
+        def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
+            """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
+            the refused ids and how many copies were added (negative: removed)."""
+            owned: set[str] = set()
+            added = 0
             for owner, task_id, revision, record, deleted in rows:
-                if deleted:
-                    conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
+                if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
+                    owned.add(task_id)
                     continue
-                conn.execute(
-                    "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
-                    " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
-                    " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
-            return int(conn.execute("SELECT COUNT(*) FROM grpc_backups").fetchone()[0])
-        ids = [r.task_id for r in records]
-        owned = set(await self.store.task_states(ids)) if ids else set()  # taken over: this node answers for them
-        rows = [row for row in rows if row[1] not in owned]
-        if rows:
-            self._copies_held = await self.store._write(keep)
+                held = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? AND task_id=?",
+                                    (owner, task_id)).fetchone()
+                if deleted:
+                    if held is not None:
+                        conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
+                        added -= 1
+                elif held is None:
+                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)",
+                                 (owner, task_id, revision, record))
+                    added += 1
+                elif revision > held[0]:
+                    conn.execute("UPDATE grpc_backups SET revision=?, record=? WHERE owner_id=? AND task_id=?",
+                                 (revision, record, owner, task_id))
+            return owned, added
+        owned, added = await self.store._write(keep)
+        self._copies_held += added
         if owned:
             self.counters["backups_refused"] += len(owned)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
@@ -710,6 +720,7 @@ class GrpcTasks(GrpcCore):
     async def _drop_copies(self, owner_id: str, revision: int) -> None:
         await self.store._write(lambda c: c.execute(
             "DELETE FROM grpc_backups WHERE owner_id=? AND revision<=?", (owner_id, revision)))
+        await self._count_copies()
 
     def _settle_deferred(self) -> None:
         """Deferred takeovers, looked at again: an owner alive again keeps its tasks (the copies it sent before
