@@ -9,9 +9,14 @@ or offered to another worker that accepted it.
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from typing import Any
 
+from mesh_core import codec
+from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.tasks import task_fields
+from mesh_core.backends.grpc.wire import Peer
 from mesh_core.model import TaskStatus
 
 from ..backends.conftest import Cluster, eventually
@@ -48,3 +53,23 @@ async def test_the_backup_holds_each_outcome_exactly_as_its_owner_stored_it(clus
     assert compared == len(ids)
     # every outcome's record came from memory (none was read back from the store)
     assert b1.counters["task_outcomes_read_back"] == 0 and b2.counters["task_outcomes_read_back"] == 0
+    # the client heard of each of its tasks from the owner's backup, once the backup held the outcome
+    assert b1.counters["task_outcomes_forwarded"] + b2.counters["task_outcomes_forwarded"] == 20
+
+
+async def test_an_outcome_forwarded_for_an_owner_the_client_handed_the_task_away_from_is_refused(
+        cluster: Cluster) -> None:
+    """A client that held an owner dead handed its task to another worker (``_rehome``): the old owner's outcome
+    is refused whether the old owner pushes it or its backup forwards it (naming it), so the task ends once."""
+    backup = await cluster.node("backup")
+    client = await cluster.client()
+    cb = backend_of(client)
+    old_owner, task_id = "0" * 32, uuid.uuid4().hex
+    cb._rehomed[task_id] = old_owner
+    entry = {"task_id": task_id, "status": "succeeded", "attempt": 1, "node_id": old_owner, "node_name": "old",
+             "finished_at": time.time(), "result": None, "error": None}
+    sender = Peer(backend_of(backup).node_id, "backup", backup.backend_info()["address"], 1, False)
+    cb._take_finished(sender, [pb.FinishedTask(entry=codec.encode(entry), owner_id=old_owner)])
+    assert cb.counters["stale_results_refused"] == 1 and not cb._feed
+    cb._take_finished(sender, [pb.FinishedTask(entry=codec.encode(entry))])  # the new owner's own: taken
+    assert cb.counters["stale_results_refused"] == 1 and len(cb._feed) == 1

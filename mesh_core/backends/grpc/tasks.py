@@ -18,9 +18,15 @@ fencing token; the owner records it only while that attempt holds the task (exac
 (``ResultAck``). An offer not accepted within a few seconds is offered again (a lost message is not a lost
 task).
 
-**Results.** The owner pushes how each task ended to its submitter when that is another node
-(``FinishedTask``): a client's ``finished_for`` reads those. A worker's own submissions end in its own
-store's feed.
+**Results.** How each task ended reaches its submitter when that is another node (``FinishedTask``): a
+client's ``finished_for`` reads those. The outcome counts once the backup holds its copy, and that copy
+carries the submitter's entry: the backup forwards it as soon as it has stored it (naming the owner), so the
+submitter hears only of outcomes two nodes hold, one hop sooner than from the owner after the ack. The owner
+tells the submitter itself when the backup could not; when no backup answered, it asks the submitter to
+acknowledge, and that acknowledgement is the second copy. A worker's own submissions end in its own store's
+feed. An owner keeps its unfinished tasks in memory as stored through their first attempt, so an outcome's
+copy is built from that and the completion with no read of the store (anything else that moves a task drops
+it from memory, and its outcome is read back).
 
 **Takeover.** When SWIM declares an owner dead (or it leaves), each node that holds copies of its tasks
 adopts them: unfinished ones come in on its pending list at their attempt number, and its sweeper routes
@@ -357,7 +363,7 @@ class GrpcTasks(GrpcCore):
         if env.backups:
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
-            self._resolve(peer, ("backup", (ack.task_id, ack.revision)), not ack.refused)
+            self._resolve(peer, ("backup", (ack.task_id, ack.revision)), (not ack.refused, ack.forwarded))
         superseded: list[str] = []
         for handover in env.handovers:  # told by the new owner itself (it names itself or no one)
             held = self._held.get(handover.task_id)
@@ -584,12 +590,14 @@ class GrpcTasks(GrpcCore):
         return after[0] if after else ids[0]
 
     async def _back_up(self, tasks: Sequence[Task | _Ended], *, wait: bool = True,
-                       unbacked: set[str] | None = None) -> set[str]:
+                       unbacked: set[str] | None = None, forwarded: set[str] | None = None) -> set[str]:
         """Copy task records to their backup peer; with ``wait``, until it has stored them (or the timeout).
 
         Returns the ids the backup refused because it owns them now (it took them over when this node was
         declared dead): those are dropped here, and this node answers for them no more. The ids no backup
-        holds (no live peer, or no answer in time) are added to ``unbacked``."""
+        holds (no live peer, or no answer in time) are added to ``unbacked``. An outcome (``_Ended``) whose
+        submitter is another node carries the submitter's entry, which the backup forwards once it holds the
+        copy: the ids it forwarded are added to ``forwarded``."""
         unbacked = unbacked if unbacked is not None else set()
         futures: dict[Any, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
@@ -602,16 +610,18 @@ class GrpcTasks(GrpcCore):
                     unbacked.add(task.task_id)
                     continue
                 self._backup_of[task.task_id] = peer
+            self._revision += 1
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision)
             if isinstance(task, _Ended):
                 finals.add(task.task_id)
-                frame = codec.encode(task.fields, self.limits)
+                record.record = codec.encode(task.fields, self.limits)
+                if task.submitter_id and task.submitter_id not in (self.node_id, peer):
+                    record.finished = codec.encode(task.entry(), self.limits)
+                    record.submitter_id = task.submitter_id
             else:
                 if task.status in _FINAL:
                     finals.add(task.task_id)
-                frame = self._task_frame(task)
-            self._revision += 1
-            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
-                                     record=frame)
+                record.record = self._task_frame(task)
             by_peer.setdefault(peer, []).append(record)
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
@@ -625,11 +635,13 @@ class GrpcTasks(GrpcCore):
         if missed:
             self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
                                                 f"by the backup peer within {BACKUP_TIMEOUT:g} s")
-        refused = {task_id for task_id, stored in answers.items() if stored is False}
-        for task_id, stored in answers.items():
+        refused = {task_id for task_id, (stored, _) in answers.items() if not stored}
+        for task_id, (stored, sent_on) in answers.items():
             if stored and task_id in finals:  # an outcome the backup holds: nothing more to copy
                 self._unbacked_final.pop(task_id, None)
                 self._backup_of.pop(task_id, None)
+                if sent_on and forwarded is not None:
+                    forwarded.add(task_id)
         if refused:
             await self._drop_owned(refused)
         return refused
@@ -702,8 +714,21 @@ class GrpcTasks(GrpcCore):
         self._copies_held += added
         if owned:
             self.counters["backups_refused"] += len(owned)
+        # Outcomes held here now: their submitters hear of them from here, one hop sooner than from the owner.
+        by_submitter: dict[str, list[pb.FinishedTask]] = {}
+        for r in records:
+            if r.finished and r.submitter_id and not r.deleted and r.task_id not in owned \
+                    and r.submitter_id != peer.node_id:
+                by_submitter.setdefault(r.submitter_id, []).append(pb.FinishedTask(entry=r.finished,
+                                                                                   owner_id=peer.node_id))
+        sent: set[str] = set()
+        for submitter, entries in by_submitter.items():
+            if self._send_to(submitter, pb.TaskMessage(finished=entries)):
+                sent.add(submitter)
+                self.counters["task_outcomes_forwarded"] += len(entries)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
-            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned) for r in records]))
+            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
+                         forwarded=bool(r.finished) and r.submitter_id in sent) for r in records]))
 
     def _member_change(self, change: Change) -> None:
         node = change.node
@@ -1198,8 +1223,9 @@ class GrpcTasks(GrpcCore):
 
     async def _after_final(self, ended_now: Sequence[str | _Ended]) -> set[str]:
         """Tasks that just ended here (their records, or ids to read them by): copy the outcome to the backup, then
-        tell a submitter on another node. Returns the ids this node turned out not to own any more (see
-        ``_back_up``): nothing is said of those."""
+        tell a submitter on another node (the backup forwards it as soon as it holds the copy; this node tells
+        the submitter itself when the backup could not, or no backup answered). Returns the ids this node turned
+        out not to own any more (see ``_back_up``): nothing is said of those."""
         if not ended_now:
             return set()
         ended = [e for e in ended_now if isinstance(e, _Ended)]
@@ -1211,11 +1237,12 @@ class GrpcTasks(GrpcCore):
         for e in ended:
             self._owned.pop(e.task_id, None)
         unbacked: set[str] = set()
-        lost = await self._back_up(ended, unbacked=unbacked)
+        forwarded: set[str] = set()
+        lost = await self._back_up(ended, unbacked=unbacked, forwarded=forwarded)
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
         asked: dict[str, asyncio.Future[Any]] = {}
         for e in ended:
-            if e.task_id in lost:
+            if e.task_id in lost or e.task_id in forwarded:  # the backup told the submitter once it held it
                 continue
             if e.task_id in unbacked:  # re-confirmed with its last holder when it is back (``_unbacked_to_confirm``)
                 self._unbacked_final[e.task_id] = None
@@ -1241,8 +1268,9 @@ class GrpcTasks(GrpcCore):
         return lost
 
     def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
-        """Client: outcomes pushed by owners, kept for ``finished_for``; one from an owner this client handed the
-        task away from (``_rehome``) is refused, so a task ends once for its submitter."""
+        """Client: outcomes pushed by owners (or forwarded by their backups, naming the owner), kept for
+        ``finished_for``; one from an owner this client handed the task away from (``_rehome``) is refused, so a
+        task ends once for its submitter."""
         acks = []
         for entry in entries:
             try:
@@ -1254,7 +1282,7 @@ class GrpcTasks(GrpcCore):
                 self.refuse("refused_records", peer.node_id, f"a result entry from {peer.name or '?'}: "
                                                              f"{shortened(str(exc))}")
                 continue
-            if self._rehomed.get(finished.task_id) == peer.node_id:
+            if self._rehomed.get(finished.task_id) == (entry.owner_id or peer.node_id):
                 self.counters["stale_results_refused"] += 1
                 acks.append(pb.FinishedAck(task_id=finished.task_id, refused=True))
                 continue
