@@ -18,9 +18,15 @@ fencing token; the owner records it only while that attempt holds the task (exac
 (``ResultAck``). An offer not accepted within a few seconds is offered again (a lost message is not a lost
 task).
 
-**Results.** The owner pushes how each task ended to its submitter when that is another node
-(``FinishedTask``): a client's ``finished_for`` reads those. A worker's own submissions end in its own
-store's feed.
+**Results.** How each task ended reaches its submitter when that is another node (``FinishedTask``): a
+client's ``finished_for`` reads those. The outcome counts once the backup holds its copy, and that copy
+carries the submitter's entry: the backup forwards it as soon as it has stored it (naming the owner), so the
+submitter hears only of outcomes two nodes hold, one hop sooner than from the owner after the ack. The owner
+tells the submitter itself when the backup could not; when no backup answered, it asks the submitter to
+acknowledge, and that acknowledgement is the second copy. A worker's own submissions end in its own store's
+feed. An owner keeps its unfinished tasks in memory as stored through their first attempt, so an outcome's
+copy is built from that and the completion with no read of the store (anything else that moves a task drops
+it from memory, and its outcome is read back).
 
 **Takeover.** When SWIM declares an owner dead (or it leaves), each node that holds copies of its tasks
 adopts them: unfinished ones come in on its pending list at their attempt number, and its sweeper routes
@@ -49,7 +55,7 @@ import grpc
 from ... import codec
 from ...errors import BackendUnavailable
 from ...membership import Change
-from ...model import NodeRole, NodeStatus, Task, TaskStatus
+from ...model import Attempt, NodeRole, NodeStatus, Task, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
 from ..shared import FINISHED_FIELDS, TASK_FIELDS, CorruptRecord, shortened
 from ._generated import mesh_pb2 as pb
@@ -70,6 +76,7 @@ INBOUND_LIMIT = 1024  # envelopes from one peer waiting to be handled; past it t
 INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's envelopes are dropped (counted)
 MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
 MAX_LEASE = 86400.0  # a lease asked for in a renewal is cut to this; not a number or not positive: the owner's
+OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
 BACKUPS_SQL = """
 CREATE TABLE IF NOT EXISTS grpc_backups (
     owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
@@ -89,6 +96,26 @@ class _Offer:
     task: Task
     due_at: float  # on this process's monotonic clock
     arrival: int
+
+
+@dataclass
+class _Ended:
+    """A task that just ended on this owner: its whole record as ``task_fields`` gives it (the result a frame)."""
+
+    task_id: str
+    submitter_id: str | None
+    fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, task: Task, limits: codec.CodecLimits) -> _Ended:
+        return cls(task.task_id, task.submitter_id, task_fields(task, limits))
+
+    def entry(self) -> dict[str, Any]:
+        """The submitter's result feed entry (``FinishedTask``)."""
+        f = self.fields
+        return {"task_id": self.task_id, "status": f["status"], "attempt": f["attempt"], "node_id": f["node_id"],
+                "node_name": f["node_name"], "finished_at": f["finished_at"], "result": f["result"],
+                "error": f["error"]}
 
 
 @dataclass
@@ -185,6 +212,11 @@ class GrpcTasks(GrpcCore):
         self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now
         self._unbacked_final: OrderedDict[str, None] = OrderedDict()  # ended here, no backup holds the outcome yet
         self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over (minority) → (name, copies' rev)
+        # Unfinished tasks this node owns, as its store holds them, from their enqueue through their first attempt
+        # (claimed here or accepted by a worker): their outcome's copy and push are built from this and the
+        # completion, with no read of the store. Anything else that moves a task (a move, cancel, replay, takeover,
+        # drop) forgets it here, and its outcome is read back from the store as before.
+        self._owned: dict[str, Task] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -331,7 +363,7 @@ class GrpcTasks(GrpcCore):
         if env.backups:
             await self._keep_backups(peer, env.backups)
         for ack in env.backup_acks:
-            self._resolve(peer, ("backup", (ack.task_id, ack.revision)), not ack.refused)
+            self._resolve(peer, ("backup", (ack.task_id, ack.revision)), (not ack.refused, ack.forwarded))
         superseded: list[str] = []
         for handover in env.handovers:  # told by the new owner itself (it names itself or no one)
             held = self._held.get(handover.task_id)
@@ -381,7 +413,6 @@ class GrpcTasks(GrpcCore):
         task = self.store.task_from_fields({f: fields.get(f) for f in TASK_FIELDS})
         attempts = fields.get("attempts") or []
         try:
-            from ...model import Attempt
             task.attempts = [Attempt(int(a[0]), str(a[1] or ""), str(a[2] or ""), a[3], a[4], a[5])
                              for a in attempts]
         except (TypeError, ValueError, IndexError) as exc:
@@ -392,17 +423,32 @@ class GrpcTasks(GrpcCore):
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
         if self._client_role:
             return await self._hand_to_workers(assignments)
-        outcomes = await self.store.enqueue(assignments)
-        stored = [a for a, o in zip(assignments, outcomes, strict=True) if o is Enqueued.STORED]
+        # the records as the store will hold them (what ``_enqueue_batch`` writes of each), kept before the write:
+        # this node's claim loop may take one as soon as it is committed
+        routed = [replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
+                          node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1, failures=0,
+                          started_at=None, finished_at=None, lease_expires=None, not_before=0.0, result=None,
+                          error=None, attempts=[]) for a in assignments]
+        kept = [t for t in routed if len(self._owned) < OWNED_KEPT and self._owned.setdefault(t.task_id, t) is t]
+        try:
+            outcomes = await self.store.enqueue(assignments)
+        except BaseException:
+            self._forget_kept(kept)
+            raise
+        stored = [(a, t) for a, t, o in zip(assignments, routed, outcomes, strict=True) if o is Enqueued.STORED]
+        self._forget_kept([t for t, o in zip(routed, outcomes, strict=True) if o is not Enqueued.STORED])
         if stored:
-            await self._back_up([replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
-                                         node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1)
-                                 for a in stored])
-            for a in stored:
+            await self._back_up([t for _, t in stored])
+            for a, task in stored:
                 if a.node_id and a.node_id != self.node_id:
-                    self._offer(a.node_id, replace(a.task, status=TaskStatus.ASSIGNED, node_id=a.node_id,
-                                                   node_name=a.node_name, why=a.why, attempt=1), a.delay)
+                    self._offer(a.node_id, task, a.delay)
         return outcomes
+
+    def _forget_kept(self, tasks: Iterable[Task]) -> None:
+        """Forget these records kept in memory (only these: another record of the same id stays)."""
+        for task in tasks:
+            if self._owned.get(task.task_id) is task:
+                del self._owned[task.task_id]
 
     async def _hand_to_workers(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
         """A client owns nothing: each task goes to the worker it was routed to (the pending list: any worker).
@@ -543,13 +589,15 @@ class GrpcTasks(GrpcCore):
         after = [i for i in ids if i > self.node_id]
         return after[0] if after else ids[0]
 
-    async def _back_up(self, tasks: Sequence[Task], *, wait: bool = True,
-                       unbacked: set[str] | None = None) -> set[str]:
+    async def _back_up(self, tasks: Sequence[Task | _Ended], *, wait: bool = True,
+                       unbacked: set[str] | None = None, forwarded: set[str] | None = None) -> set[str]:
         """Copy task records to their backup peer; with ``wait``, until it has stored them (or the timeout).
 
         Returns the ids the backup refused because it owns them now (it took them over when this node was
         declared dead): those are dropped here, and this node answers for them no more. The ids no backup
-        holds (no live peer, or no answer in time) are added to ``unbacked``."""
+        holds (no live peer, or no answer in time) are added to ``unbacked``. An outcome (``_Ended``) whose
+        submitter is another node carries the submitter's entry, which the backup forwards once it holds the
+        copy: the ids it forwarded are added to ``forwarded``."""
         unbacked = unbacked if unbacked is not None else set()
         futures: dict[Any, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
@@ -562,11 +610,18 @@ class GrpcTasks(GrpcCore):
                     unbacked.add(task.task_id)
                     continue
                 self._backup_of[task.task_id] = peer
-            if task.status in _FINAL:
-                finals.add(task.task_id)
             self._revision += 1
-            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
-                                     record=self._task_frame(task))
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision)
+            if isinstance(task, _Ended):
+                finals.add(task.task_id)
+                record.record = codec.encode(task.fields, self.limits)
+                if task.submitter_id and task.submitter_id not in (self.node_id, peer):
+                    record.finished = codec.encode(task.entry(), self.limits)
+                    record.submitter_id = task.submitter_id
+            else:
+                if task.status in _FINAL:
+                    finals.add(task.task_id)
+                record.record = self._task_frame(task)
             by_peer.setdefault(peer, []).append(record)
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
@@ -580,11 +635,13 @@ class GrpcTasks(GrpcCore):
         if missed:
             self.found_problem("backup_missed", f"{missed} task cop{'y' if missed == 1 else 'ies'} not confirmed "
                                                 f"by the backup peer within {BACKUP_TIMEOUT:g} s")
-        refused = {task_id for task_id, stored in answers.items() if stored is False}
-        for task_id, stored in answers.items():
+        refused = {task_id for task_id, (stored, _) in answers.items() if not stored}
+        for task_id, (stored, sent_on) in answers.items():
             if stored and task_id in finals:  # an outcome the backup holds: nothing more to copy
                 self._unbacked_final.pop(task_id, None)
                 self._backup_of.pop(task_id, None)
+                if sent_on and forwarded is not None:
+                    forwarded.add(task_id)
         if refused:
             await self._drop_owned(refused)
         return refused
@@ -603,6 +660,7 @@ class GrpcTasks(GrpcCore):
         for task_id in ids:
             self._backup_of.pop(task_id, None)
             self._unbacked_final.pop(task_id, None)
+            self._owned.pop(task_id, None)
         self.found_problem("tasks_ownership_lost", f"{len(ids)} task(s) were taken over by another node while this "
                                                    "one was declared dead: dropped here, their results refused")
 
@@ -629,25 +687,48 @@ class GrpcTasks(GrpcCore):
             return
         rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
 
-        def keep(conn: sqlite3.Connection) -> int:
+        def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
+            """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
+            the refused ids and how many copies were added (negative: removed)."""
+            owned: set[str] = set()
+            added = 0
             for owner, task_id, revision, record, deleted in rows:
-                if deleted:
-                    conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
+                if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
+                    owned.add(task_id)
                     continue
-                conn.execute(
-                    "INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)"
-                    " ON CONFLICT (owner_id, task_id) DO UPDATE SET revision=excluded.revision, record=excluded.record"
-                    " WHERE excluded.revision > grpc_backups.revision", (owner, task_id, revision, record))
-            return int(conn.execute("SELECT COUNT(*) FROM grpc_backups").fetchone()[0])
-        ids = [r.task_id for r in records]
-        owned = set(await self.store.task_states(ids)) if ids else set()  # taken over: this node answers for them
-        rows = [row for row in rows if row[1] not in owned]
-        if rows:
-            self._copies_held = await self.store._write(keep)
+                held = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? AND task_id=?",
+                                    (owner, task_id)).fetchone()
+                if deleted:
+                    if held is not None:
+                        conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
+                        added -= 1
+                elif held is None:
+                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)",
+                                 (owner, task_id, revision, record))
+                    added += 1
+                elif revision > held[0]:
+                    conn.execute("UPDATE grpc_backups SET revision=?, record=? WHERE owner_id=? AND task_id=?",
+                                 (revision, record, owner, task_id))
+            return owned, added
+        owned, added = await self.store._write(keep)
+        self._copies_held += added
         if owned:
             self.counters["backups_refused"] += len(owned)
+        # Outcomes held here now: their submitters hear of them from here, one hop sooner than from the owner.
+        by_submitter: dict[str, list[pb.FinishedTask]] = {}
+        for r in records:
+            if r.finished and r.submitter_id and not r.deleted and r.task_id not in owned \
+                    and r.submitter_id != peer.node_id:
+                by_submitter.setdefault(r.submitter_id, []).append(pb.FinishedTask(entry=r.finished,
+                                                                                   owner_id=peer.node_id))
+        sent: set[str] = set()
+        for submitter, entries in by_submitter.items():
+            if self._send_to(submitter, pb.TaskMessage(finished=entries)):
+                sent.add(submitter)
+                self.counters["task_outcomes_forwarded"] += len(entries)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
-            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned) for r in records]))
+            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
+                         forwarded=bool(r.finished) and r.submitter_id in sent) for r in records]))
 
     def _member_change(self, change: Change) -> None:
         node = change.node
@@ -710,6 +791,7 @@ class GrpcTasks(GrpcCore):
     async def _drop_copies(self, owner_id: str, revision: int) -> None:
         await self.store._write(lambda c: c.execute(
             "DELETE FROM grpc_backups WHERE owner_id=? AND revision<=?", (owner_id, revision)))
+        await self._count_copies()
 
     def _settle_deferred(self) -> None:
         """Deferred takeovers, looked at again: an owner alive again keeps its tasks (the copies it sent before
@@ -820,6 +902,8 @@ class GrpcTasks(GrpcCore):
                 # A live worker renews the lease here from now on (handover below); a dead one's attempt may have
                 # started, so the sweeper moves it on with a new attempt, fencing out the old.
                 t.status = TaskStatus.RUNNING
+        for t in tasks:
+            self._owned.pop(t.task_id, None)
         added = await self.store.adopt(tasks, self._lease_seconds)
         if tasks and len(self._taken_from) < 4096:
             taken = self._taken_from.setdefault(owner_id, [])
@@ -887,11 +971,12 @@ class GrpcTasks(GrpcCore):
             if sent is not None and sent.worker_id == peer.node_id:
                 del self._unaccepted[(a.task_id, a.attempt)]
         if taken:
-            lease = self._lease_seconds
-            started = await self.store.start_offered(peer.node_id, taken, lease)
+            started = await self._start_offered(peer.node_id, taken)
             if len(started) < len(taken):  # not offered to it (or no more): fenced, nothing started
                 self.counters["tasks_stale_accepts"] += len(taken) - len(started)
         if refused:
+            for a in refused:
+                self._owned.pop(a.task_id, None)
             await self.store.move([Reassignment(a.task_id, a.attempt, peer.node_id, None, None,
                                                 f"waiting: {peer.name} refused it ({a.reason or 'no reason'})",
                                                 bump_attempt=False, final_status=TaskStatus.PENDING)
@@ -932,8 +1017,31 @@ class GrpcTasks(GrpcCore):
             self._send_to(peer.node_id, pb.TaskMessage(accepts=answers))
         self._deliver(Topic.TASKS)
 
+    async def _start_offered(self, worker_id: str, held: Sequence[tuple[str, int]]) -> set[str]:
+        """Start the attempts ``worker_id`` accepted (fenced, in the store), and in the records kept in memory."""
+        now = time.time()
+        started = await self.store.start_offered(worker_id, held, self._lease_seconds, now)
+        for task_id, attempt in held:
+            if task_id in started:
+                self._started(task_id, attempt, worker_id, now)
+        return started
+
+    def _started(self, task_id: str, attempt: int, worker_id: str, now: float) -> None:
+        """An attempt of an own task started (as ``claim`` and ``start_offered`` store it): so in memory too."""
+        kept = self._owned.get(task_id)
+        if kept is None:
+            return
+        if kept.status is not TaskStatus.ASSIGNED or kept.attempt != attempt or kept.node_id != worker_id:
+            del self._owned[task_id]  # not as the store had it: read back when it ends
+            return
+        kept.status, kept.started_at = TaskStatus.RUNNING, now
+        kept.attempts = [Attempt(attempt, worker_id, kept.node_name or "", now, None, None)]
+
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         tasks = await self.store.claim(node_id, limit, lease_seconds) if limit > 0 else []
+        for task in tasks:
+            if task.started_at is not None:
+                self._started(task.task_id, task.attempt, node_id, task.started_at)
         room = limit - len(tasks)
         if room <= 0 or not self._inbox:
             return tasks
@@ -1060,10 +1168,26 @@ class GrpcTasks(GrpcCore):
     async def _complete_owned(self, completions: Sequence[Completion]) -> list[bool]:
         """Record outcomes here; one counts once its backup holds it too (or the backup did not answer in
         time, counted): an outcome whose task another node took over meanwhile is refused (False)."""
-        done = await self.store.complete(completions)
-        ended = [c.task_id for c, ok in zip(completions, done, strict=True) if ok]
+        stamps = await self.store.complete_stamped(completions)
+        ended: list[str | _Ended] = []
+        for c, stamp in zip(completions, stamps, strict=True):
+            if stamp is not None:
+                ended.append(self._ended_in_memory(c, stamp) or c.task_id)
         lost = await self._after_final(ended)
-        return [ok and c.task_id not in lost for c, ok in zip(completions, done, strict=True)]
+        return [stamp is not None and c.task_id not in lost for c, stamp in zip(completions, stamps, strict=True)]
+
+    def _ended_in_memory(self, c: Completion, finished_at: float) -> _Ended | None:
+        """The record of a task the store just completed (``COMPLETE_SQL``), from the one kept in memory; None
+        when none is kept as the store had it (then it is read back)."""
+        kept = self._owned.pop(c.task_id, None)
+        if (kept is None or kept.status is not TaskStatus.RUNNING or kept.attempt != c.attempt
+                or kept.node_id != c.node_id or len(kept.attempts) != 1):
+            return None
+        fields = task_fields(kept, self.limits)
+        fields.update(status=c.status.value, result=c.result_frame, error=c.error, finished_at=finished_at)
+        a = kept.attempts[0]
+        fields["attempts"] = [[a.attempt, a.node_id, a.node_name, a.started_at, finished_at, c.error]]
+        return _Ended(c.task_id, kept.submitter_id, fields)
 
     async def _record_results(self, peer: Peer, results: Sequence[pb.TaskResult]) -> None:
         """Owner: record results from a worker, fenced by attempt; answer each."""
@@ -1088,7 +1212,7 @@ class GrpcTasks(GrpcCore):
         if late:  # the acceptance was lost on the way: the result says the worker started it
             for key in late:
                 self._unaccepted.pop(key, None)
-            await self.store.start_offered(peer.node_id, late, self._lease_seconds)
+            await self._start_offered(peer.node_id, late)
         done = await self._complete_owned(completions) if completions else []
         if not all(done):  # not this attempt's to end (an unknown task, another attempt or worker): fenced
             self.counters["tasks_stale_results"] += done.count(False)
@@ -1097,35 +1221,42 @@ class GrpcTasks(GrpcCore):
                 for c, ok in zip(completions, done, strict=True)]
         self._send_to(peer.node_id, pb.TaskMessage(result_acks=acks + refused))
 
-    async def _after_final(self, task_ids: Sequence[str]) -> set[str]:
-        """Tasks that just ended here: copy the outcome to the backup, then tell a submitter on another node.
-        Returns the ids this node turned out not to own any more (see ``_back_up``): nothing is said of those."""
-        if not task_ids:
+    async def _after_final(self, ended_now: Sequence[str | _Ended]) -> set[str]:
+        """Tasks that just ended here (their records, or ids to read them by): copy the outcome to the backup, then
+        tell a submitter on another node (the backup forwards it as soon as it holds the copy; this node tells
+        the submitter itself when the backup could not, or no backup answered). Returns the ids this node turned
+        out not to own any more (see ``_back_up``): nothing is said of those."""
+        if not ended_now:
             return set()
-        tasks = await self.store.get_tasks(task_ids, with_attempts=True)
+        ended = [e for e in ended_now if isinstance(e, _Ended)]
+        ids = [e for e in ended_now if isinstance(e, str)]
+        if ids:
+            self.counters["task_outcomes_read_back"] += len(ids)  # not kept in memory as stored (see ``_owned``)
+            ended += [_Ended.of(t, self.limits) for t in await self.store.get_tasks(ids, with_attempts=True)
+                      if t.status in _FINAL]
+        for e in ended:
+            self._owned.pop(e.task_id, None)
         unbacked: set[str] = set()
-        lost = await self._back_up([t for t in tasks if t.status in _FINAL], unbacked=unbacked)
-        ended = [t for t in tasks if t.status in _FINAL and t.task_id not in lost]
+        forwarded: set[str] = set()
+        lost = await self._back_up(ended, unbacked=unbacked, forwarded=forwarded)
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
         asked: dict[str, asyncio.Future[Any]] = {}
-        for t in ended:
-            if t.task_id in unbacked:  # re-confirmed with its last holder when it is back (``_unbacked_to_confirm``)
-                self._unbacked_final[t.task_id] = None
+        for e in ended:
+            if e.task_id in lost or e.task_id in forwarded:  # the backup told the submitter once it held it
+                continue
+            if e.task_id in unbacked:  # re-confirmed with its last holder when it is back (``_unbacked_to_confirm``)
+                self._unbacked_final[e.task_id] = None
                 while len(self._unbacked_final) > DONE_KEPT:
                     self._backup_of.pop(self._unbacked_final.popitem(last=False)[0], None)
             else:
-                self._backup_of.pop(t.task_id, None)
-            if t.submitter_id and t.submitter_id != self.node_id:
-                entry = {"task_id": t.task_id, "status": t.status.value, "attempt": t.attempt, "node_id": t.node_id,
-                         "node_name": t.node_name, "finished_at": t.finished_at,
-                         "result": codec.encode(t.result, self.limits) if t.result is not None else None,
-                         "error": t.error}
-                by_submitter.setdefault(t.submitter_id, []).append(
-                    pb.FinishedTask(entry=codec.encode(entry, self.limits)))
-                if t.task_id in unbacked and self.status_of(t.submitter_id) not in (None, NodeStatus.LEFT):
+                self._backup_of.pop(e.task_id, None)
+            if e.submitter_id and e.submitter_id != self.node_id:
+                by_submitter.setdefault(e.submitter_id, []).append(
+                    pb.FinishedTask(entry=codec.encode(e.entry(), self.limits)))
+                if e.task_id in unbacked and self.status_of(e.submitter_id) not in (None, NodeStatus.LEFT):
                     # no backup holds it: the submitter's copy is the other one (one held dead here may be alive
                     # and have handed it on; one that left, or that this node cannot reach, holds none)
-                    asked[t.task_id] = self._expect(("finished", t.task_id), t.submitter_id)
+                    asked[e.task_id] = self._expect(("finished", e.task_id), e.submitter_id)
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
         if asked:
@@ -1137,8 +1268,9 @@ class GrpcTasks(GrpcCore):
         return lost
 
     def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
-        """Client: outcomes pushed by owners, kept for ``finished_for``; one from an owner this client handed the
-        task away from (``_rehome``) is refused, so a task ends once for its submitter."""
+        """Client: outcomes pushed by owners (or forwarded by their backups, naming the owner), kept for
+        ``finished_for``; one from an owner this client handed the task away from (``_rehome``) is refused, so a
+        task ends once for its submitter."""
         acks = []
         for entry in entries:
             try:
@@ -1150,7 +1282,7 @@ class GrpcTasks(GrpcCore):
                 self.refuse("refused_records", peer.node_id, f"a result entry from {peer.name or '?'}: "
                                                              f"{shortened(str(exc))}")
                 continue
-            if self._rehomed.get(finished.task_id) == peer.node_id:
+            if self._rehomed.get(finished.task_id) == (entry.owner_id or peer.node_id):
                 self.counters["stale_results_refused"] += 1
                 acks.append(pb.FinishedAck(task_id=finished.task_id, refused=True))
                 continue
@@ -1224,6 +1356,8 @@ class GrpcTasks(GrpcCore):
         self._send_to(peer.node_id, pb.TaskMessage(move_results=results))
 
     async def _move_owned(self, moves: Sequence[Reassignment]) -> list[bool]:
+        for m in moves:
+            self._owned.pop(m.task_id, None)
         done = await self.store.move(moves)
         applied = [m for m, ok in zip(moves, done, strict=True) if ok]
         await self._offer_moved([m.task_id for m in applied if m.node_id and m.node_id != self.node_id],
@@ -1249,6 +1383,8 @@ class GrpcTasks(GrpcCore):
         return out
 
     async def _cancel_owned(self, task_ids: Sequence[str]) -> list[str]:
+        for task_id in task_ids:
+            self._owned.pop(task_id, None)
         out = await self.store.cancel(task_ids)
         cancelling = [t for t, o in zip(task_ids, out, strict=True) if o == "cancelling"]
         if cancelling:
@@ -1275,6 +1411,7 @@ class GrpcTasks(GrpcCore):
         return any(r.replayed for r in replies)
 
     async def _replay_owned(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
+        self._owned.pop(task_id, None)
         ok = await self.store.replay(task_id, node_id, node_name, why)
         if ok and node_id and node_id != self.node_id:
             await self._offer_moved([task_id], {})

@@ -15,9 +15,17 @@ from typing import Any
 
 from ... import codec
 from ...model import Task, TaskStatus
-from ...tasks import TASK_MOVES, Move, sql_sources
+from ...tasks import TASK_MOVES, Move, check_target, sql_sources
 from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
-from ..shared import FINISHED_FIELDS, MAX_LIST_BYTES, MAX_TEXT_CHARS, STATUSES, TASK_FIELDS, attempts_from_rows
+from ..shared import (
+    FINISHED_FIELDS,
+    MAX_LIST_BYTES,
+    MAX_TEXT_CHARS,
+    STATUSES,
+    TASK_FIELDS,
+    Coalescer,
+    attempts_from_rows,
+)
 from .clock import machine_clock
 from .quarantine import SqliteQuarantine, task_removal
 from .store import bounded, fitting
@@ -66,6 +74,10 @@ CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
 class SqliteTasks(SqliteQuarantine):
     """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._complete_stamped = Coalescer(self._complete_rows)
 
     def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
         """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``).
@@ -146,20 +158,22 @@ class SqliteTasks(SqliteQuarantine):
         self.counted(moved)
         return tasks
 
-    async def start_offered(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+    async def start_offered(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
+                            now: float | None = None) -> set[str]:
         """Start the named attempts that are assigned to ``node_id`` (a claim by id, whatever their ``not_before``:
-        the peer-to-peer medium's worker accepted an offer); returns the ids started. Fenced like ``claim``."""
+        the peer-to-peer medium's worker accepted an offer); returns the ids started, stamped ``now`` (wall clock,
+        default: the time of the write). Fenced like ``claim``."""
         def start(conn: sqlite3.Connection) -> set[str]:
-            now, until = time.time(), machine_clock() + lease_seconds
+            stamp, until = now if now is not None else time.time(), machine_clock() + lease_seconds
             started = set()
             for task_id, attempt in held:
                 row = conn.execute(
                     "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE task_id=? AND attempt=?"
                     f" AND node_id=? AND status IN ({sql_sources(Move.CLAIM)}) RETURNING node_name",
-                    (now, until, task_id, attempt, node_id)).fetchone()
+                    (stamp, until, task_id, attempt, node_id)).fetchone()
                 if row is not None:
                     conn.execute("INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
-                                 " VALUES (?,?,?,?,?)", (task_id, attempt, node_id, row[0], now))
+                                 " VALUES (?,?,?,?,?)", (task_id, attempt, node_id, row[0], stamp))
                     started.add(task_id)
             return started
         if not held:
@@ -238,9 +252,19 @@ class SqliteTasks(SqliteQuarantine):
         return await self._write(renew)
 
     async def _complete_batch(self, items: list[Completion]) -> list[bool]:
-        def record(conn: sqlite3.Connection) -> tuple[list[bool], set[str]]:
+        return [stamp is not None for stamp in await self._complete_rows(items)]
+
+    async def complete_stamped(self, completions: Sequence[Completion]) -> list[float | None]:
+        """``complete``, saying when each recorded outcome was stamped (its ``finished_at``; None: refused)."""
+        for c in completions:
+            check_target(Move.COMPLETE, c.status)
+        return await self._complete_stamped(completions)
+
+    async def _complete_rows(self, items: list[Completion]) -> list[float | None]:
+        def record(conn: sqlite3.Connection) -> tuple[list[float | None], set[str]]:
             now = time.time()
-            done, submitters = [], set()
+            done: list[float | None] = []
+            submitters = set()
             for c in items:
                 row = conn.execute(COMPLETE_SQL, (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt,
                                                   c.node_id)).fetchone()
@@ -248,7 +272,7 @@ class SqliteTasks(SqliteQuarantine):
                     conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
                                  (now, c.error, c.task_id, c.attempt))
                     submitters.add(row[0])
-                done.append(row is not None)
+                done.append(now if row is not None else None)
             return done, submitters
         done, submitters = await self._write(record)
         self._signal(submitters, Topic.RESULTS)

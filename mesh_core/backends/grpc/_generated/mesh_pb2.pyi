@@ -237,10 +237,12 @@ class SubmissionResult(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., outcome: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class FinishedTask(_message.Message):
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "owner_id")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     entry: bytes
-    def __init__(self, entry: _Optional[bytes] = ...) -> None: ...
+    owner_id: str
+    def __init__(self, entry: _Optional[bytes] = ..., owner_id: _Optional[str] = ...) -> None: ...
 
 class TaskOffer(_message.Message):
     __slots__ = ("task_id", "attempt", "owner_epoch", "lease_seconds", "task", "delay_seconds")
@@ -335,30 +337,36 @@ class CancelAttempt(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class BackupRecord(_message.Message):
-    __slots__ = ("owner_id", "task_id", "revision", "owner_epoch", "record", "deleted")
+    __slots__ = ("owner_id", "task_id", "revision", "owner_epoch", "record", "deleted", "finished", "submitter_id")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_ID_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
     task_id: str
     revision: int
     owner_epoch: int
     record: bytes
     deleted: bool
-    def __init__(self, owner_id: _Optional[str] = ..., task_id: _Optional[str] = ..., revision: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., record: _Optional[bytes] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    finished: bytes
+    submitter_id: str
+    def __init__(self, owner_id: _Optional[str] = ..., task_id: _Optional[str] = ..., revision: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., record: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., finished: _Optional[bytes] = ..., submitter_id: _Optional[str] = ...) -> None: ...
 
 class BackupAck(_message.Message):
-    __slots__ = ("task_id", "revision", "refused")
+    __slots__ = ("task_id", "revision", "refused", "forwarded")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     revision: int
     refused: bool
-    def __init__(self, task_id: _Optional[str] = ..., revision: _Optional[int] = ..., refused: _Optional[bool] = ...) -> None: ...
+    forwarded: bool
+    def __init__(self, task_id: _Optional[str] = ..., revision: _Optional[int] = ..., refused: _Optional[bool] = ..., forwarded: _Optional[bool] = ...) -> None: ...
 
 class Handover(_message.Message):
     __slots__ = ("task_id", "owner_id", "owner_address", "owner_epoch", "previous_owner_id", "why")

@@ -1,0 +1,75 @@
+"""grpc_mesh tasks: the outcome an owner copies to its backup is its own record, as its store holds it.
+
+An owner keeps its unfinished tasks in memory from their enqueue through their first attempt, and builds the
+outcome's copy (and the push to the submitter) from that and the completion, without reading the task back.
+The copy must still be exactly the stored record, whichever way the attempt ran: claimed by the owner itself,
+or offered to another worker that accepted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from mesh_core import codec
+from mesh_core.backends.grpc._generated import mesh_pb2 as pb
+from mesh_core.backends.grpc.tasks import task_fields
+from mesh_core.backends.grpc.wire import Peer
+from mesh_core.model import TaskStatus
+
+from ..backends.conftest import Cluster, eventually
+from .conftest import backend_of
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_the_backup_holds_each_outcome_exactly_as_its_owner_stored_it(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    client = await cluster.client()
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    ids = [await client.submit_task("echo", {"i": i}, context={"n": i}) for i in range(20)]  # each owner runs its own
+    ids += [await w1.submit_task("echo", {"j": i}) for i in range(20)]  # w1 owns these: some are offered to w2
+    finals = await asyncio.gather(*(client.wait_task(i, timeout=15) for i in ids))
+    assert all(t.status is TaskStatus.SUCCEEDED for t in finals)
+    ran_on = {(t.task_id in ids[20:], t.node_id) for t in finals}
+    assert (True, w2.node_id) in ran_on, "no task of w1's was accepted by w2: the offer path is not covered"
+    compared = 0
+    for owner, holder in ((b1, b2), (b2, b1)):
+        records = await owner.store.get_tasks(ids, with_attempts=True)
+        rows = await holder.store._read(lambda c, o=owner: c.execute(
+            "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (o.node_id,)).fetchall())
+        copies = {task_id: holder._task_of(record) for task_id, record in rows}
+        for record in records:
+            assert record.status is TaskStatus.SUCCEEDED
+            copy = copies[record.task_id]
+            assert task_fields(copy, owner.limits) == task_fields(record, owner.limits), record.task_id
+            compared += 1
+    assert compared == len(ids)
+    # every outcome's record came from memory (none was read back from the store)
+    assert b1.counters["task_outcomes_read_back"] == 0 and b2.counters["task_outcomes_read_back"] == 0
+    # the client heard of each of its tasks from the owner's backup, once the backup held the outcome
+    assert b1.counters["task_outcomes_forwarded"] + b2.counters["task_outcomes_forwarded"] == 20
+
+
+async def test_an_outcome_forwarded_for_an_owner_the_client_handed_the_task_away_from_is_refused(
+        cluster: Cluster) -> None:
+    """A client that held an owner dead handed its task to another worker (``_rehome``): the old owner's outcome
+    is refused whether the old owner pushes it or its backup forwards it (naming it), so the task ends once."""
+    backup = await cluster.node("backup")
+    client = await cluster.client()
+    cb = backend_of(client)
+    old_owner, task_id = "0" * 32, uuid.uuid4().hex
+    cb._rehomed[task_id] = old_owner
+    entry = {"task_id": task_id, "status": "succeeded", "attempt": 1, "node_id": old_owner, "node_name": "old",
+             "finished_at": time.time(), "result": None, "error": None}
+    sender = Peer(backend_of(backup).node_id, "backup", backup.backend_info()["address"], 1, False)
+    cb._take_finished(sender, [pb.FinishedTask(entry=codec.encode(entry), owner_id=old_owner)])
+    assert cb.counters["stale_results_refused"] == 1 and not cb._feed
+    cb._take_finished(sender, [pb.FinishedTask(entry=codec.encode(entry))])  # the new owner's own: taken
+    assert cb.counters["stale_results_refused"] == 1 and len(cb._feed) == 1
