@@ -161,23 +161,31 @@ def _tls_server() -> Refusal:
 
 
 async def diagnose(cfg: RedisConfig, exc: BaseException, timeout: float = LOOK_SECONDS) -> Refusal | None:
-    """``explain``, and when that says nothing, one look at the port: a ``rediss://`` url whose handshake got
-    no answer may be talking to plaintext Redis (does it answer PING?); a ``redis://`` url whose connection was
-    dropped may be talking to a TLS port (does it finish a handshake?)."""
+    """``explain``, and when that says nothing, a look at the port (each look gives up after ``timeout``):
+    behind a ``rediss://`` url, does plaintext Redis answer PING there, and else what does the server say after a
+    handshake of our own (a refused client certificate is an alert that a connection already sending a command
+    can lose to a reset); behind a ``redis://`` url, does it finish a TLS handshake?"""
     found = explain(cfg, exc)
     if found is not None:
         return found
     host, port = _host_port(cfg)
     if not host or not port:
         return None
-    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError, EOFError):
+    if not cfg.tls:
+        return _tls_server() if await _look(_answers_tls(host, port), timeout) else None
+    if await _look(_answers_plaintext(host, port), timeout):
+        return _plaintext_server()
+    alert = await _look(_verdict(cfg, host, port), timeout)
+    return explain(cfg, alert) if alert is not None else None
+
+
+async def _look(coro: Any, timeout: float) -> Any:
+    """``coro``'s answer; None when it failed to connect or took longer than ``timeout``."""
+    try:
         async with asyncio.timeout(timeout):
-            if cfg.tls:
-                if await _answers_plaintext(host, port):
-                    return _plaintext_server()
-            elif await _answers_tls(host, port):
-                return _tls_server()
-    return None
+            return await coro
+    except (OSError, TimeoutError, EOFError):
+        return None
 
 
 def _host_port(cfg: RedisConfig) -> tuple[str, int]:
@@ -203,6 +211,28 @@ async def _answers_plaintext(host: str, port: int) -> bool:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+
+
+async def _verdict(cfg: RedisConfig, host: str, port: int) -> BaseException | None:
+    """Shake hands as the client would (without the host name check), send nothing, and wait for the server's
+    verdict on the certificate we sent or did not send: its alert as an ``ssl.SSLError``; None when it has none."""
+    context = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
+    context.check_hostname = False
+    if cfg.tls_cert_file:
+        context.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file or None, password=b"")
+    try:
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
+    except ssl.SSLError as exc:
+        return exc
+    try:
+        await reader.read(1)
+    except ssl.SSLError as exc:
+        return exc
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return None
 
 
 async def _answers_tls(host: str, port: int) -> bool:
