@@ -54,7 +54,7 @@ def check_files(cfg: RedisConfig) -> None:
             context.load_verify_locations(cafile=cfg.tls_ca_file)
         except ssl.SSLError as exc:
             raise _bad("tls_ca_file", cfg.tls_ca_file, f"holds no PEM certificate ({_reason(exc)})",
-                       "give the CA certificate (mesh-tui certs: <state_dir>/certs/ca.pem)") from None
+                       "give the CA certificate: mesh-tui certs init makes <state_dir>/certs/ca.pem") from None
     if cfg.tls_cert_file:
         _readable("tls_cert_file", cfg.tls_cert_file)
         if cfg.tls_key_file:
@@ -68,7 +68,7 @@ def check_files(cfg: RedisConfig) -> None:
                            f"redis.tls_cert_file {cfg.tls_cert_file!r}", "give the key issued with that certificate"
                            ) from None
             raise _bad("tls_cert_file", cfg.tls_cert_file, f"and its key cannot be loaded ({reason})",
-                       "give a PEM certificate and its unencrypted PEM key (mesh-tui certs issue NAME makes both)"
+                       "give a PEM certificate and its unencrypted PEM key: mesh-tui certs issue NAME makes both"
                        ) from None
 
 
@@ -110,7 +110,7 @@ def _chain_text(exc: BaseException) -> str:
 
 def _after(text: str, marker: str) -> str:
     rest = text[text.find(marker) + len(marker):] if marker in text else text
-    return rest.split("(_ssl.c")[0].split(" | ")[0].strip(" .'\")")
+    return rest.split("(_ssl.c")[0].split(" | ")[0].strip(" .")
 
 
 def explain(cfg: RedisConfig, exc: BaseException) -> Refusal | None:
@@ -131,15 +131,15 @@ def explain(cfg: RedisConfig, exc: BaseException) -> Refusal | None:
                        "set redis.tls_ca_file to the CA that issued the server's certificate")
     if "CERTIFICATE_REQUIRED" in upper or ("HANDSHAKE_FAILURE" in upper and not cfg.tls_cert_file):
         return Refusal("requires a client certificate and this node sent none",
-                       "set redis.tls_cert_file and redis.tls_key_file (mesh-tui certs issue NAME makes them)")
+                       "set redis.tls_cert_file and redis.tls_key_file: mesh-tui certs issue NAME makes them")
     if "ALERT_CERTIFICATE_EXPIRED" in upper:
         return Refusal(f"refused this node's client certificate {cfg.tls_cert_file!r}: expired",
-                       "renew it with mesh-tui certs issue NAME")
+                       "renew it: mesh-tui certs issue NAME")
     for alert in ("UNKNOWN_CA", "BAD_CERTIFICATE", "DECRYPT_ERROR", "CERTIFICATE_UNKNOWN", "ACCESS_DENIED"):
         if f"ALERT_{alert}" in upper:
             return Refusal(f"refused this node's client certificate {cfg.tls_cert_file!r} "
                            f"({alert.lower().replace('_', ' ')})",
-                           "use a certificate issued by the CA the server trusts (its tls-ca-cert-file)")
+                           "use a certificate issued by the CA the server trusts: its tls-ca-cert-file")
     if cfg.tls and any(code in upper for code in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
                                                   "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL")):
         return _plaintext_server()
@@ -151,13 +151,13 @@ def explain(cfg: RedisConfig, exc: BaseException) -> Refusal | None:
 
 
 def _plaintext_server() -> Refusal:
-    return Refusal("speaks plaintext Redis, not TLS", "use a redis:// url, or enable TLS on the server (tls-port)")
+    return Refusal("speaks plaintext Redis, not TLS", "use a redis:// url, or enable TLS on the server: tls-port")
 
 
 def _tls_server() -> Refusal:
     return Refusal("speaks TLS only and this url is plaintext",
-                   "use a rediss:// url with redis.tls_ca_file (and redis.tls_cert_file and redis.tls_key_file when "
-                   "the server asks clients for a certificate)")
+                   "use a rediss:// url with redis.tls_ca_file, plus redis.tls_cert_file and redis.tls_key_file when "
+                   "the server asks clients for a certificate")
 
 
 async def diagnose(cfg: RedisConfig, exc: BaseException, timeout: float = LOOK_SECONDS) -> Refusal | None:
