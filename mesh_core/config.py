@@ -120,6 +120,30 @@ class RedisConfig:
     password: str | None = None
     cluster: str = "default"
     socket_timeout_seconds: float = field(default=5.0, metadata=_positive())
+    # TLS, for a rediss:// url: the CA that issued the server's certificate (unset: the system's CAs), and this
+    # node's certificate and key for a server that asks clients for one (``tls-auth-clients``).
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_check_hostname: bool = True  # the server's certificate must name the host in the url
+
+    def __post_init__(self) -> None:
+        given = [key for key in TLS_FILE_KEYS if getattr(self, key)]
+        if given and not (self.url or "").startswith("rediss://"):
+            shown = f"redis.url = {without_password(self.url)!r}" if self.url else "redis.url is unset"
+            raise ConfigError(f"config: agent_mesh.redis.{given[0]} is set but {shown}",
+                              hint="TLS needs a rediss://host:port/db url; or remove the redis.tls_* keys")
+        if self.tls_key_file and not self.tls_cert_file:
+            raise ConfigError("config: agent_mesh.redis.tls_key_file is set without redis.tls_cert_file",
+                              hint="give the certificate that goes with the key")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is TLS (a ``rediss://`` url)."""
+        return bool(self.url and self.url.startswith("rediss://"))
+
+
+TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 
 
 @dataclass(frozen=True)
@@ -408,6 +432,9 @@ ENV_KEYS: dict[str, str] = {
     "MESH_TASK_TIMEOUT_SECONDS": "task_timeout_seconds",
     "MESH_REDIS_URL": "redis.url",
     "MESH_REDIS_CLUSTER": "redis.cluster",
+    "MESH_REDIS_TLS_CA_FILE": "redis.tls_ca_file",
+    "MESH_REDIS_TLS_CERT_FILE": "redis.tls_cert_file",
+    "MESH_REDIS_TLS_KEY_FILE": "redis.tls_key_file",
     "MESH_GRPC_PORT": "grpc.port",
     "MESH_GRPC_SEEDS": "grpc.seeds",
     "MESH_GRPC_HOST": "grpc.host",
@@ -418,7 +445,7 @@ ENV_KEYS: dict[str, str] = {
 }
 
 # keys whose relative paths are resolved against the folder of the file that set them
-PATH_KEYS = ("state_dir", "sqlite_db_path")
+PATH_KEYS = ("state_dir", "sqlite_db_path", *(f"redis.{key}" for key in TLS_FILE_KEYS))
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -454,9 +481,19 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(section, Mapping):
         raise ConfigError(f"config: {p}: agent_mesh must be a mapping")
     section = dict(section)
-    for key in PATH_KEYS:
-        if isinstance(section.get(key), str) and not os.path.isabs(section[key]):
-            section[key] = str((p.parent / section[key]).resolve())
+    for dotted in PATH_KEYS:
+        *parents, key = dotted.split(".")
+        holder: dict[str, Any] | None = section
+        for part in parents:  # a nested section is copied before it is changed
+            inner = holder.get(part) if holder is not None else None
+            if holder is None or not isinstance(inner, Mapping):
+                holder = None
+                break
+            holder[part] = dict(inner)
+            holder = holder[part]
+        value = holder.get(key) if holder is not None else None
+        if holder is not None and isinstance(value, str) and value and not os.path.isabs(value):
+            holder[key] = str((p.parent / value).resolve())
     return section
 
 

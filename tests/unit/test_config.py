@@ -174,6 +174,9 @@ ENV_SAMPLES = {
     "task_timeout_seconds": ("8", 8.0),
     "redis.url": ("redis://h:1/0", "redis://h:1/0"),
     "redis.cluster": ("blue", "blue"),
+    "redis.tls_ca_file": ("/c/ca.pem", "/c/ca.pem"),
+    "redis.tls_cert_file": ("/c/w1.pem", "/c/w1.pem"),
+    "redis.tls_key_file": ("/c/w1.key", "/c/w1.key"),
     "grpc.port": ("1234", 1234),
     "grpc.seeds": ("h:1", ("h:1",)),
     "grpc.host": ("0.0.0.0", "0.0.0.0"),
@@ -182,13 +185,19 @@ ENV_SAMPLES = {
     "task_distribution.load_balancing_algorithm": ("random", "random"),
     "memory_sync.conflict_resolution_strategy": ("version_vector", "version_vector"),
 }
+# what a key needs beside it to be valid: the TLS files need a rediss:// url (and a key, its certificate)
+ENV_CONTEXT = {
+    "redis.tls_ca_file": {"MESH_REDIS_URL": "rediss://h:1/0"},
+    "redis.tls_cert_file": {"MESH_REDIS_URL": "rediss://h:1/0"},
+    "redis.tls_key_file": {"MESH_REDIS_URL": "rediss://h:1/0", "MESH_REDIS_TLS_CERT_FILE": "/c/w1.pem"},
+}
 
 
 @pytest.mark.parametrize("var", sorted(ENV_KEYS))
 def test_every_env_variable_sets_its_key(var):
     dotted = ENV_KEYS[var]
     raw, expected = ENV_SAMPLES[dotted]
-    cfg = load(env={var: raw})
+    cfg = load(env={**ENV_CONTEXT.get(dotted, {}), var: raw})
     value = cfg
     for part in dotted.split("."):
         value = getattr(value, part)
@@ -570,3 +579,38 @@ def test_config_is_immutable():
     with pytest.raises(AttributeError):
         cfg.protocol = "hybrid"  # type: ignore[misc]
     assert math.isclose(cfg.replace(node_timeout_seconds=9.0).node_timeout_seconds, 9.0)
+
+
+# --- Redis TLS -------------------------------------------------------------------
+
+def test_redis_tls_files_resolve_against_the_file_folder_and_come_from_the_environment(tmp_path):
+    p = write(tmp_path, """
+        agent_mesh:
+          redis:
+            url: rediss://cache.example:6380/0
+            tls_ca_file: certs/ca.pem
+            tls_cert_file: certs/w1.pem
+            tls_key_file: /abs/w1.key
+    """)
+    cfg = load(p, env={"MESH_REDIS_TLS_KEY_FILE": "/env/w1.key"})
+    assert cfg.redis.tls and cfg.redis.tls_check_hostname
+    assert cfg.redis.tls_ca_file == str((tmp_path / "certs" / "ca.pem").resolve())
+    assert cfg.redis.tls_cert_file == str((tmp_path / "certs" / "w1.pem").resolve())
+    assert cfg.redis.tls_key_file == "/env/w1.key"
+    assert not load(overrides={"redis.url": "redis://h:1/0"}).redis.tls
+
+
+def test_a_file_without_a_redis_section_gets_none_from_path_resolution(tmp_path):
+    assert "redis" not in read_file(write(tmp_path, "agent_mesh:\n  state_dir: st\n"))
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"redis.url": "redis://h:1/0", "redis.tls_ca_file": "/ca.pem"},
+     "redis.tls_ca_file is set but redis.url = 'redis://h:1/0'"),
+    ({"redis.tls_cert_file": "/w1.pem"}, "redis.tls_cert_file is set but redis.url is unset"),
+    ({"redis.url": "redis://:pw@h:1/0", "redis.tls_key_file": "/k"}, "redis.url = 'redis://:***@h:1/0'"),
+    ({"redis.url": "rediss://h:1/0", "redis.tls_key_file": "/w1.key"}, "tls_key_file is set without"),
+])
+def test_redis_tls_keys_without_rediss_or_without_a_certificate_are_refused(overrides, expected):
+    message = config_error(overrides=overrides)
+    assert expected in message and "pw" not in message, message

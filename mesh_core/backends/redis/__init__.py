@@ -28,6 +28,7 @@ from ... import codec
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
 from ..shared import CorruptRecord
+from . import tls
 from .client import _close_quickly, _s
 from .memory import RedisMemory
 from .tasks import RedisTasks
@@ -44,7 +45,7 @@ class RedisBackend(RedisTasks, RedisMemory):
     async def open(self, local: NodeInfo) -> None:
         self._local = local
         self._client = self._connect()
-        await self._call(self._client.ping())
+        await self._call(self._client.ping(), opening=True)
         self._register_scripts(self._client)
         self._listener = asyncio.get_running_loop().create_task(self._listen())
 
@@ -117,7 +118,8 @@ class RedisBackend(RedisTasks, RedisMemory):
         return _s(await self._script("HOLD_LEASE", name, holder, max(1, int(ttl * 1000))))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "url": self._where(), "prefix": self.prefix, "reconnects": self.reconnects}
+        return {**super().describe(), "url": self._where(), "tls": tls.describe(self.cfg), "prefix": self.prefix,
+                "reconnects": self.reconnects}
 
 
 def _beat_of(seen: float) -> int:

@@ -19,6 +19,7 @@ from ...security import without_password
 from ..contracts import Quarantined, Topic
 from ..shared import SharedStoreBackend
 from . import scripts as lua
+from . import tls
 
 log = logging.getLogger("mesh.redis")
 ALL = "all"
@@ -59,14 +60,16 @@ class RedisClient(SharedStoreBackend):
                                   "socket_connect_timeout": self.cfg.socket_timeout_seconds,
                                   "health_check_interval": 15, "username": self.cfg.username,
                                   "password": self.cfg.password, "max_connections": 64,
-                                  "timeout": self.cfg.socket_timeout_seconds}
+                                  "timeout": self.cfg.socket_timeout_seconds, **tls.options(self.cfg)}
         if self.cfg.url:
             pool = aioredis.BlockingConnectionPool.from_url(self.cfg.url, **common)
         else:
             pool = aioredis.BlockingConnectionPool(host=self.cfg.host, port=self.cfg.port, db=self.cfg.db, **common)
         return aioredis.Redis(connection_pool=pool)
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, coro: Any, *, opening: bool = False) -> Any:
+        """Await a Redis call; its failure as a mesh error. ``opening``: the first call, whose connection failure
+        is looked into (a TLS refusal or a plaintext/TLS mismatch is a ``ConfigError`` saying what to fix)."""
         try:
             return await coro
         except AuthenticationError as exc:
@@ -78,6 +81,11 @@ class RedisClient(SharedStoreBackend):
                                   hint=f"the ACL user needs ~{self.prefix}* and &{self.prefix}*") from None
             raise BackendError(f"Redis error: {exc}") from None
         except (RedisError, OSError) as exc:
+            refusal = await tls.diagnose(self.cfg, exc) if opening else tls.explain(self.cfg, exc)
+            if refusal is not None and opening:
+                raise ConfigError(f"config: Redis at {self._where()} {refusal.what}", hint=refusal.fix) from None
+            if refusal is not None:
+                raise BackendUnavailable(f"Redis at {self._where()} {refusal.what}", hint=refusal.fix) from None
             raise BackendUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
 
     async def _script(self, name: str, *args: Any) -> Any:
