@@ -19,7 +19,7 @@ from .membership import MembershipService
 from .memory import MemoryService
 
 HORIZON_CHECK_SECONDS = 5.0  # how often a node looks whether compaction dropped entries it never read
-ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes ack at once)
+ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes and awaited acks go at once)
 MIN_PULL_BATCH = 500  # entries read per log call, at least
 MEMORY_POLL_SECONDS = 1.0  # the memory loop's safety net when a wake-up is missed
 
@@ -67,8 +67,9 @@ class MemorySync:
                 self.cursor = cursor
             if len(frames) < batch:
                 break
-        # strong writers wait for acks: answer at once; otherwise they only feed compaction (see _ack)
-        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong")
+        # strong writers (and every writer on a medium whose writes wait for acks) are answered at once;
+        # otherwise acks only feed compaction (see _ack)
+        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong" or self.log.acks_awaited)
         return {"seen": seen, "applied": applied}
 
     async def _ack(self, *, force: bool = False) -> None:

@@ -76,6 +76,7 @@ from .wire import Peer, Wire, closed_under_call
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
 INBOX_LIMIT = 4096  # received envelopes waiting to be appended; past it they are dropped (and reported lost)
+INBOX_BATCH = 256  # received envelopes taken into the log in one append at most
 INBOX_BYTES = 64 * 1024 * 1024  # … and at most this many bytes of them (an envelope may be max_message_bytes)
 SENDERS_KEPT = 4096  # peers whose pushes are tracked for acks at once; a further sender's pushes are dropped
 MAX_EPOCH = 2 ** 63  # a primary epoch at or past this is refused (the next one must still fit the wire)
@@ -83,8 +84,10 @@ MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a
 PULL_KEYS = 10_000  # keys one Pull may name
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
+PULL_BUCKETS_SECONDS = 5.0  # one Pull of buckets (all that differed with the peer: up to its whole replica)
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
+OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
 
 
@@ -146,6 +149,8 @@ class _Claim:
 class GrpcMemory(GrpcCore):
     """MemoryLog over the Memory streams, with Digest/Pull anti-entropy and a fenced memory primary."""
 
+    acks_awaited = True  # strong writes, a client's and the primary's wait for the peers' acks
+
     wire: Wire | None  # set by the membership part when it opens
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -155,8 +160,9 @@ class GrpcMemory(GrpcCore):
         self._from_peers: dict[str, _Received] = {}
         self._accounted = 0  # highest local cursor whose pushes are registered in ``_pushed``
         self._own_ack = 0  # how far this node's own node has applied its log
+        self._own_ack_stored, self._own_ack_stored_at = 0, -OWN_ACK_STORED_SECONDS  # … as last kept in the store
         self._own_written = 0  # the cursor of this node's own newest write (its replica holds it from the start)
-        self._memory_inbox: asyncio.Queue[tuple[Peer, list[pb.MemoryEntry]]] = asyncio.Queue(INBOX_LIMIT)
+        self._memory_inbox: asyncio.Queue[tuple[Peer, list[pb.MemoryEntry], int]] = asyncio.Queue(INBOX_LIMIT)
         self._inbox_bytes = 0
         self._digests: dict[int, str] | None = None  # this node's replica digests, as last put
         self._digests_cursor = 0  # ``_own_ack`` when they were put
@@ -234,17 +240,26 @@ class GrpcMemory(GrpcCore):
         return await self.store.read_memory(after, limit)
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
-        """Record how far ``node_id`` applied this node's log; this node's own ack releases the acks owed to
-        the peers whose pushes it has now applied."""
-        await self.store.ack_memory(node_id, cursor)
-        if node_id == self.node_id:
-            self._own_ack = max(self._own_ack, int(cursor or 0))
-            self._ack_senders()
+        """Record how far ``node_id`` applied this node's log; this node's own ack releases at once the acks
+        owed to the peers whose pushes it has now applied (their writers wait on them: ``acks_awaited``), and
+        is kept in the private store at most every ``OWN_ACK_STORED_SECONDS`` (it only feeds compaction there;
+        ``memory_acks`` answers from memory)."""
+        if node_id != self.node_id:
+            await self.store.ack_memory(node_id, cursor)
+            return
+        self._own_ack = max(self._own_ack, int(cursor or 0))
+        self._ack_senders()
+        now = time.monotonic()
+        if self._own_ack > self._own_ack_stored and now - self._own_ack_stored_at >= OWN_ACK_STORED_SECONDS:
+            self._own_ack_stored, self._own_ack_stored_at = self._own_ack, now
+            await self.store.ack_memory(node_id, self._own_ack)
 
     async def memory_acks(self) -> dict[str, Any]:
         """This node's own ack, and per peer pushed to: the highest cursor of this node's log such that every
         entry pushed to it at or below it was applied there (see the module's docstring)."""
         acks = dict(await self.store.memory_acks())
+        if self._own_ack:
+            acks[self.node_id] = max(int(acks.get(self.node_id) or 0), self._own_ack)
         for node_id, pushed in self._pushed.items():
             acks[node_id] = pushed.ack(self._accounted)
         return acks
@@ -351,51 +366,77 @@ class GrpcMemory(GrpcCore):
                 self.counters["memory_inbox_dropped"] += len(env.entries)
                 return
             try:
-                self._memory_inbox.put_nowait((peer, list(env.entries)))
+                self._memory_inbox.put_nowait((peer, list(env.entries), size))
                 self._inbox_bytes += size
             except asyncio.QueueFull:  # the sender hears of the gap with its next push
                 self.counters["memory_inbox_dropped"] += len(env.entries)
 
     async def _append_loop(self) -> None:
+        """Take what the peers pushed, every envelope waiting at once (up to ``INBOX_BATCH``): one append to
+        the log, one wake-up of the node, one round of acks per batch, whatever the number of senders."""
+        inbox = self._memory_inbox
         while True:
-            peer, entries = await self._memory_inbox.get()
-            self._inbox_bytes = max(0, self._inbox_bytes - sum(e.ByteSize() for e in entries))
+            batch = [await inbox.get()]
+            while len(batch) < INBOX_BATCH and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            self._inbox_bytes = max(0, self._inbox_bytes - sum(size for _, _, size in batch))
             try:
-                await self._take(peer, entries)
-            except Exception as exc:  # this node's log did not take them: the sender hears of the gap
-                self.refuse("backend_errors", peer.node_id, f"grpc memory from {peer.name or peer.address}: "
-                                                            f"{shortened(repr(exc))}")
+                await self._take([(peer, entries) for peer, entries, _ in batch])
+            except Exception as exc:  # one bad batch never ends the loop (the senders catch up by anti-entropy)
+                self.found_problem("backend_errors", f"grpc memory inbox: {shortened(repr(exc))}")
 
-    async def _take(self, peer: Peer, entries: list[pb.MemoryEntry]) -> None:
-        """Validate, append and relay one envelope's entries from ``peer``; record what its ack waits for."""
+    def _sender(self, peer: Peer) -> _Received | None:
+        """What is tracked of ``peer``'s pushes; None when ``SENDERS_KEPT`` others are tracked (they are live)."""
         state = self._from_peers.get(peer.node_id)
         if state is None:
             if len(self._from_peers) >= SENDERS_KEPT:  # the ones no longer live make room first
                 for node_id in [n for n in self._from_peers if self.status_of(n) not in LIVE]:
                     del self._from_peers[node_id]
             if len(self._from_peers) >= SENDERS_KEPT:
-                self.counters["memory_inbox_dropped"] += len(entries)
-                return
+                return None
             state = self._from_peers[peer.node_id] = _Received()
-        first_seq = entries[0].seq
-        if state.expected and first_seq > state.expected:
-            state.refuse(state.expected, f"entries {state.expected}..{first_seq - 1} were lost on the way")
+        return state
+
+    async def _take(self, batch: Sequence[tuple[Peer, list[pb.MemoryEntry]]]) -> None:
+        """Validate, append (in one go) and relay the entries of envelopes from peers; record what each
+        sender's ack waits for: the local cursor where the whole batch landed."""
         good: list[tuple[pb.MemoryEntry, MemoryItem]] = []
-        for entry in entries:
-            item, why = self._check(entry)
-            if item is None:
-                state.refuse(entry.seq, shortened(why))
-                self.refuse("memory_frames_refused", peer.node_id,
-                            f"memory entry {shortened(entry.memory_type, 60)}/{shortened(entry.key, 60)} from "
-                            f"{peer.name or peer.node_id[:12]} refused: {shortened(why)}")
-            else:
-                good.append((entry, item))
-        gossiped = [g for g in good if g[0].seen_by]
-        fresh = await self._newer(gossiped) if gossiped else []
-        landed = await self._append([g for g in good if not g[0].seen_by] + fresh)
-        needed = max(landed or 0, state.waiting[-1][1] if state.waiting else 0)
-        state.waiting.append((entries[-1].seq, needed))
-        state.expected = entries[-1].seq + 1
+        units: list[tuple[_Received, int, int]] = []  # (sender, first seq, last seq) per envelope taken
+        for peer, entries in batch:
+            state = self._sender(peer)
+            if state is None:
+                self.counters["memory_inbox_dropped"] += len(entries)
+                continue
+            first_seq = entries[0].seq
+            if state.expected and first_seq > state.expected:
+                state.refuse(state.expected, f"entries {state.expected}..{first_seq - 1} were lost on the way")
+            for entry in entries:
+                item, why = self._check(entry)
+                if item is None:
+                    state.refuse(entry.seq, shortened(why))
+                    self.refuse("memory_frames_refused", peer.node_id,
+                                f"memory entry {shortened(entry.memory_type, 60)}/{shortened(entry.key, 60)} from "
+                                f"{peer.name or peer.node_id[:12]} refused: {shortened(why)}")
+                else:
+                    good.append((entry, item))
+            state.expected = entries[-1].seq + 1
+            units.append((state, first_seq, entries[-1].seq))
+        landed: int | None = None
+        fresh: list[tuple[pb.MemoryEntry, MemoryItem]] = []
+        try:
+            gossiped = [g for g in good if g[0].seen_by]
+            fresh = await self._newer(gossiped) if gossiped else []
+            landed = await self._append([g for g in good if not g[0].seen_by] + fresh)
+        except Exception as exc:  # this node's log did not take them: each sender hears of it in its next ack
+            why = shortened(repr(exc))
+            for state, first_seq, _ in units:
+                state.refuse(first_seq, f"not appended here: {why}")
+            for peer_id in {peer.node_id for peer, _ in batch}:
+                self.refuse("backend_errors", peer_id, f"grpc memory from {peer_id[:12]}: {why}")
+            fresh = []
+        for state, _, last_seq in units:
+            needed = max(landed or 0, state.waiting[-1][1] if state.waiting else 0)
+            state.waiting.append((last_seq, needed))
         if landed is not None:
             self._accounted = max(self._accounted, landed)
             self._deliver(TOPIC_MEMORY)
@@ -567,12 +608,13 @@ class GrpcMemory(GrpcCore):
                 peers = [p.node_id for p in self.live_peers(workers_only=True)]
                 await self._pull_into_log(peers, list(range(BUCKETS)))
                 self._client_pulled_at = time.monotonic()
-        else:
-            peers = [p for p, buckets in self._differs.items() if bucket in buckets and self.status_of(p) in LIVE]
-            if peers:
-                await self._pull_into_log(peers, [bucket])
-                for p in peers:
-                    self._differs[p].discard(bucket)
+        elif any(bucket in buckets for buckets in self._differs.values()):
+            # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer.
+            wanted = {p: sorted(buckets) for p, buckets in self._differs.items()
+                      if buckets and self.status_of(p) in LIVE}
+            self._differs = {}
+            await self._pull_into_log_from(wanted)
         return await self.store.memory_bucket(bucket)
 
     async def _catch_up(self, peer_id: str) -> None:
@@ -590,8 +632,15 @@ class GrpcMemory(GrpcCore):
 
     async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
         """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
-        request = pb.PullRequest(buckets=buckets)
-        pulled = await asyncio.gather(*(self._call_pull(p, request) for p in peers))
+        return await self._pull_into_log_from(dict.fromkeys(peers, buckets))
+
+    async def _pull_into_log_from(self, wanted: dict[str, list[int]]) -> int:
+        """Pull from each peer its buckets in ``wanted`` (concurrently) and append what is newer here; how many."""
+        wanted = {p: buckets for p, buckets in wanted.items() if buckets}
+        if not wanted:
+            return 0
+        pulled = await asyncio.gather(*(self._call_pull(p, pb.PullRequest(buckets=buckets), PULL_BUCKETS_SECONDS)
+                                        for p, buckets in wanted.items()))
         found: list[tuple[Any, MemoryItem]] = []
         for frame in _unique([f for frames in pulled for f in frames]):
             try:
@@ -652,7 +701,8 @@ class GrpcMemory(GrpcCore):
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
             return None
 
-    async def _call_pull(self, peer_id: str, request: pb.PullRequest) -> list[bytes]:
+    async def _call_pull(self, peer_id: str, request: pb.PullRequest,
+                         timeout: float = PEER_CALL_SECONDS) -> list[bytes]:
         address, wire = self.address_of(peer_id), self.wire
         if not address or wire is None:
             return []
@@ -661,7 +711,7 @@ class GrpcMemory(GrpcCore):
         asked.caller.CopyFrom(wire.hello())
         frames: list[bytes] = []
         try:
-            async for chunk in wire.stub(address).Pull(asked, timeout=PEER_CALL_SECONDS, metadata=wire.metadata()):
+            async for chunk in wire.stub(address).Pull(asked, timeout=timeout, metadata=wire.metadata()):
                 frames.extend(chunk.frames)
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
