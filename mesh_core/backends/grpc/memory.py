@@ -68,7 +68,7 @@ from ...memory.digest import BUCKETS, bucket_of, differing
 from ...memory.store import item_from_wire
 from ...model import MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType
 from ..contracts import TOPIC_MEMORY
-from ..shared import shortened
+from ..shared import Coalescer, shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, GrpcCore, log
 from .wire import Peer, Wire, closed_under_call
@@ -126,7 +126,9 @@ class _Received:
     expected: int = 0  # the next seq expected from it (0: none seen yet)
     waiting: deque[tuple[int, int]] = field(default_factory=deque)  # (last seq of a push, local cursor it needs)
     refused: list[pb.EntryRefused] = field(default_factory=list)
-    acked: int = 0
+    applied: int = 0  # the highest seq this node's node has applied (what the next ack says)
+    acked: int = 0  # … as last acknowledged to it
+    address: str = ""  # where it said it listens (its Hello): acks go back there before gossip names it
 
     def refuse(self, seq: int, reason: str) -> None:
         if len(self.refused) < REFUSED_KEPT:
@@ -172,6 +174,7 @@ class GrpcMemory(GrpcCore):
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
+        self._key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]] = Coalescer(self._pull_keys_now)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def _open_store(self, local: NodeInfo) -> None:
@@ -395,6 +398,7 @@ class GrpcMemory(GrpcCore):
             if len(self._from_peers) >= SENDERS_KEPT:
                 return None
             state = self._from_peers[peer.node_id] = _Received()
+        state.address = peer.address or state.address
         return state
 
     async def _take(self, batch: Sequence[tuple[Peer, list[pb.MemoryEntry]]]) -> None:
@@ -526,18 +530,21 @@ class GrpcMemory(GrpcCore):
         if self.wire is None:
             return
         for sender, state in self._from_peers.items():
-            through = state.acked
             while state.waiting and state.waiting[0][1] <= self._own_ack:
-                through = state.waiting.popleft()[0]
+                state.applied = state.waiting.popleft()[0]
+            through = state.applied
             if through == state.acked and not any(r.seq <= through for r in state.refused):
                 continue
             refused = [r for r in state.refused if r.seq <= through]
+            # A sender that gossip does not name yet (a client that just joined) is answered on the stream it
+            # pushed on (its Hello's address). An ack not sent (no address, a full queue) stays owed: acks are
+            # cumulative, so the next one carries it, and nothing is taken as acknowledged that was not sent.
+            address = self.address_of(sender) or state.address
+            if not address or not self.wire.send(address, "memory", pb.MemoryMessage(
+                    ack=pb.MemoryAck(through_seq=through, refused=refused))):
+                continue
             state.refused = [r for r in state.refused if r.seq > through]
             state.acked = through
-            address = self.address_of(sender)
-            if address:
-                self.wire.send(address, "memory", pb.MemoryMessage(ack=pb.MemoryAck(through_seq=through,
-                                                                                   refused=refused)))
 
     def _acked(self, peer: Peer, ack: pb.MemoryAck) -> None:
         peer_id = peer.node_id
@@ -569,6 +576,8 @@ class GrpcMemory(GrpcCore):
             self._from_peers.pop(node_id, None)
             self._differs.pop(node_id, None)
             return
+        if node_id in self._from_peers:
+            self._ack_senders()  # an ack owed to it may have had no address before
         if change.new is NodeStatus.ACTIVE and change.old not in LIVE and self._worker \
                 and change.node.role is NodeRole.WORKER and not self._closed:
             self.spawn(self._catch_up(node_id), "memory-catch-up")
@@ -723,12 +732,37 @@ class GrpcMemory(GrpcCore):
         return frames
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
-        request = pb.PullRequest(keys=keys, versions=versions)
-        if memory_type is not None:
-            request.memory_type = memory_type
+        """A client's read of keys from every live worker. Concurrent reads share the calls (``_key_pulls``):
+        a client writing 64 keys at once asks each worker once for all of them, not 64 times."""
+        found = await self._key_pulls([(memory_type, key, versions) for key in keys])
+        return [f for frames in found for f in frames]
+
+    async def _pull_keys_now(self, wanted: list[tuple[str | None, str, bool]]) -> list[list[bytes]]:
+        """The frames of each ``(memory_type or None, key, versions)`` in ``wanted``, from one Pull per live
+        worker and kind of read (at most ``PULL_KEYS`` keys each); frames are handed to the keys they hold."""
+        groups: dict[tuple[str | None, bool], list[str]] = {}
+        for memory_type, key, versions in wanted:
+            groups.setdefault((memory_type, versions), []).append(key)
+        requests: list[pb.PullRequest] = []
+        for (memory_type, versions), keys in groups.items():
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), PULL_KEYS):
+                request = pb.PullRequest(keys=unique[start:start + PULL_KEYS], versions=versions)
+                if memory_type is not None:
+                    request.memory_type = memory_type
+                requests.append(request)
         peers = [p.node_id for p in self.live_peers(workers_only=True)]
-        pulled = await asyncio.gather(*(self._call_pull(p, request) for p in peers))
-        return [f for frames in pulled for f in frames]
+        pulled = await asyncio.gather(*(self._call_pull(p, r) for p in peers for r in requests))
+        by_key: dict[tuple[str | None, str], list[bytes]] = {}
+        for frame in _unique(f for frames in pulled for f in frames):
+            try:
+                item = item_from_wire(codec.decode(frame, self.limits))
+            except CodecError as exc:
+                self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+                continue
+            by_key.setdefault((item.memory_type, item.key), []).append(frame)
+            by_key.setdefault((None, item.key), []).append(frame)  # for reads of a key of any type
+        return [by_key.get((memory_type, key), []) for memory_type, key, _ in wanted]
 
     # -- serving peers ------------------------------------------------------------------------------------
     async def _serve_digest(self, request: pb.DigestRequest, context: Any) -> pb.DigestReply:
