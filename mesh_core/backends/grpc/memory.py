@@ -7,8 +7,9 @@ What grpc adds is how entries reach the other logs:
 - **Push.** ``publish_memory`` appends locally, then pushes the entries (``MemoryEntry``, with a per-peer
   sequence number) to every live worker (eventual, strong, master_slave). peer_to_peer (``broadcast``
   False) pushes to ``gossip_fanout`` random live workers with ``hops_left`` and the list of nodes that
-  already hold the entry (``seen_by``); a receiver that finds an entry new relays it the same way to
-  workers not on that list, so even a fanout of 1 walks to every node, and an entry it knew is not relayed.
+  already hold the entry (``seen_by``); a receiver relays each entry once, the same way, to workers not on
+  that list (also one it held already, pulled by anti-entropy: it would otherwise end the walk), so even a
+  fanout of 1 walks to every node, and an entry relayed here before is not relayed again.
 - **Receive.** A frame that fails the codec (checksum, limits) or whose item does not match its envelope
   is refused, counted (``memory_frames_refused``) and named in the ack's ``refused``; it is never
   appended. Good ones are appended to the local log under the frame's origin and the node is woken
@@ -82,6 +83,7 @@ SENDERS_KEPT = 4096  # peers whose pushes are tracked for acks at once; a furthe
 MAX_EPOCH = 2 ** 63  # a primary epoch at or past this is refused (the next one must still fit the wire)
 MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a number, or not positive) is refused
 PULL_KEYS = 10_000  # keys one Pull may name
+RELAYED_KEPT = 16_384  # peer_to_peer: entries remembered as relayed here (one relayed again later: hops bound it)
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_BUCKETS_SECONDS = 5.0  # one Pull of buckets (all that differed with the peer: up to its whole replica)
@@ -174,6 +176,8 @@ class GrpcMemory(GrpcCore):
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
+        self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
+        self._relayed_order: deque[int] = deque()  # … oldest first
         self._key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]] = Coalescer(self._pull_keys_now)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -426,7 +430,6 @@ class GrpcMemory(GrpcCore):
             state.expected = entries[-1].seq + 1
             units.append((state, first_seq, entries[-1].seq))
         landed: int | None = None
-        fresh: list[tuple[pb.MemoryEntry, MemoryItem]] = []
         try:
             gossiped = [g for g in good if g[0].seen_by]
             fresh = await self._newer(gossiped) if gossiped else []
@@ -437,14 +440,15 @@ class GrpcMemory(GrpcCore):
                 state.refuse(first_seq, f"not appended here: {why}")
             for peer_id in {peer.node_id for peer, _ in batch}:
                 self.refuse("backend_errors", peer_id, f"grpc memory from {peer_id[:12]}: {why}")
-            fresh = []
+            good = []  # nothing of it is relayed either
         for state, _, last_seq in units:
             needed = max(landed or 0, state.waiting[-1][1] if state.waiting else 0)
             state.waiting.append((last_seq, needed))
         if landed is not None:
             self._accounted = max(self._accounted, landed)
             self._deliver(TOPIC_MEMORY)
-        self._relay([e for e, _ in fresh if e.hops_left > 0], landed)
+        self._relay([e for e, item in good if e.seen_by and e.hops_left > 0 and self._first_relay(item)],
+                    landed if landed is not None else self._accounted)
         self._ack_senders()
 
     def _check(self, entry: pb.MemoryEntry) -> tuple[MemoryItem | None, str]:
@@ -499,9 +503,23 @@ class GrpcMemory(GrpcCore):
             self._stale(frames)
         return max(int(c or 0) for c in cursors)
 
-    def _relay(self, entries: list[pb.MemoryEntry], landed: int | None) -> None:
-        """peer_to_peer: pass entries new here on to ``gossip_fanout`` workers that do not hold them yet."""
-        if not entries or landed is None or not self._worker:
+    def _first_relay(self, item: MemoryItem) -> bool:
+        """True the first time this node is asked to relay ``item`` (then remembered among ``RELAYED_KEPT``)."""
+        mark = hash((item.origin, item.memory_type, item.key, item.hlc))
+        if mark in self._relayed_marks:
+            return False
+        self._relayed_marks.add(mark)
+        self._relayed_order.append(mark)
+        if len(self._relayed_order) > RELAYED_KEPT:
+            self._relayed_marks.discard(self._relayed_order.popleft())
+        return True
+
+    def _relay(self, entries: list[pb.MemoryEntry], landed: int) -> None:
+        """peer_to_peer: pass entries on to ``gossip_fanout`` workers that do not hold them yet (the ones not on
+        their ``seen_by`` path). Each entry is relayed once, the first time it arrives by gossip, also when this
+        node knew it already (pulled by a catch-up or anti-entropy): with a fanout of 1 the gossip is one chain,
+        and a node that knew the entry and kept quiet would end it before the nodes after it on the path."""
+        if not entries or not self._worker:
             return
         peers = self.live_peers(workers_only=True)
         fanout = self.config.memory_sync.gossip_fanout
