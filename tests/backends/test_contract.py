@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import pytest
@@ -439,14 +440,19 @@ async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
     blocker = await client.submit_task("hold")
     tracemalloc.start()
     refused = 0
+    held_since = time.monotonic()
     try:
         for i in range(100_000):
             try:
                 await client.submit_task("echo", {"i": i})
             except NoCapacity:
                 refused += 1
-            if i % 50 == 0:
-                await asyncio.sleep(0.001)  # the worker shares this event loop: let its heartbeat run
+            if time.monotonic() - held_since > 0.01:
+                # The worker shares this event loop: let its heartbeat and failure detector run at least every
+                # 10 ms, however slow the machine (refusals are local and never yield; on grpc a loop held for
+                # long makes the client's SWIM suspect the worker, which then takes no task at all).
+                await asyncio.sleep(0.001)
+                held_since = time.monotonic()
             if i == 2_000:
                 baseline = tracemalloc.get_traced_memory()[0]
         grown = tracemalloc.get_traced_memory()[0] - baseline
