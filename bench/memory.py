@@ -1,4 +1,4 @@
-"""``memory``: write→visible latency of shared memory items on N worker nodes (default 5), SQLite or Redis.
+"""``memory``: write→visible latency of shared memory items on N worker nodes (default 5), SQLite, Redis or gRPC.
 
 The bench process writes with a client-role manager (``sync_memory_item``). Workers
 run with ``--log-format json``; each applied remote write prints a ``MemoryChanged``
