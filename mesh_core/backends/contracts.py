@@ -446,6 +446,10 @@ class TaskTransport(abc.ABC):
 class MemoryLog(abc.ABC):
     """The mesh's memory: an append-only log of codec frames read from a cursor, plus what anti-entropy needs."""
 
+    # True when writers wait for the nodes' acks (gRPC: a write is held until the peers it was pushed to applied
+    # it), so a node acks every batch it applied at once; False: acks feed compaction (and strong writes) only.
+    acks_awaited: bool = False
+
     @abc.abstractmethod
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
                              broadcast: bool = True) -> Any:

@@ -7,6 +7,7 @@ was away) is repaired by comparing bucket digests and pulling what differs.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from .membership import MembershipService
 from .memory import MemoryService
 
 HORIZON_CHECK_SECONDS = 5.0  # how often a node looks whether compaction dropped entries it never read
-ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes ack at once)
+ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes and awaited acks go at once)
 MIN_PULL_BATCH = 500  # entries read per log call, at least
 MEMORY_POLL_SECONDS = 1.0  # the memory loop's safety net when a wake-up is missed
 
@@ -36,6 +37,7 @@ class MemorySync:
         self._acked_at = 0.0
         self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._bootstrapped = False  # this replica has loaded every key's newest entries once
+        self._reading = asyncio.Lock()
 
     @property
     def log(self) -> MemoryLog:
@@ -48,7 +50,12 @@ class MemorySync:
         self._bootstrapped = store.get_meta("memory_bootstrapped") is not None
 
     async def sync_now(self) -> dict[str, int]:
-        """Pull every memory entry not yet applied here; returns what moved."""
+        """Pull every memory entry not yet applied here; returns what moved (one reader at a time: the loop,
+        an anti-entropy round between its buckets, a caller)."""
+        async with self._reading:
+            return await self._read_log()
+
+    async def _read_log(self) -> dict[str, int]:
         store = self.memory.store
         applied = seen = 0
         if not self._bootstrapped or await self._behind_horizon():
@@ -67,8 +74,9 @@ class MemorySync:
                 self.cursor = cursor
             if len(frames) < batch:
                 break
-        # strong writers wait for acks: answer at once; otherwise they only feed compaction (see _ack)
-        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong")
+        # strong writers (and every writer on a medium whose writes wait for acks) are answered at once;
+        # otherwise acks only feed compaction (see _ack)
+        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong" or self.log.acks_awaited)
         return {"seen": seen, "applied": applied}
 
     async def _ack(self, *, force: bool = False) -> None:
@@ -128,6 +136,9 @@ class MemorySync:
         applied = resent = 0
         for bucket in sorted(buckets):
             applied += self.memory.apply_frames(await self.log.memory_bucket(bucket))
+            # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
+            # writers may wait on the acks) between its buckets, not after the whole round.
+            await self.sync_now()
             own = [s for s in self.memory.own_sources() if bucket_of(s.memory_type, s.key) == bucket]
             if own:
                 await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))

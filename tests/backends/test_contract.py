@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import pytest
@@ -425,26 +426,44 @@ async def test_queue_option_waits_in_pending_list_until_a_node_frees_up(cluster:
 
 async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
     import tracemalloc
-    await cluster.node("w1", max_capacity=1, concurrency=1)
+    w = await cluster.node("w1", max_capacity=1, concurrency=1)
+    release = asyncio.Event()
+
+    async def hold(payload, ctx):
+        await release.wait()
+        return "held"
+    # The blocker holds the only slot until the refusals are counted, however long they take (traced by
+    # tracemalloc, on a busy machine 100,000 of them can outlast a fixed sleep, which then frees the slot).
+    w.register_handler("hold", hold)
     client = await cluster.client()
-    await client.submit_task("sleep", {"seconds": 30})
+    await eventually(lambda: _async("hold" in (_record(client, w.node_id) or _Nil).info.task_types), timeout=3)
+    blocker = await client.submit_task("hold")
     tracemalloc.start()
     refused = 0
-    for i in range(100_000):
-        try:
-            await client.submit_task("echo", {"i": i})
-        except NoCapacity:
-            refused += 1
-        if i % 200 == 0:
-            await asyncio.sleep(0.001)  # the worker shares this event loop: let its heartbeat run
-        if i == 2_000:
-            baseline = tracemalloc.get_traced_memory()[0]
-    grown = tracemalloc.get_traced_memory()[0] - baseline
-    tracemalloc.stop()
+    held_since = time.monotonic()
+    try:
+        for i in range(100_000):
+            try:
+                await client.submit_task("echo", {"i": i})
+            except NoCapacity:
+                refused += 1
+            if time.monotonic() - held_since > 0.01:
+                # The worker shares this event loop: let its heartbeat and failure detector run at least every
+                # 10 ms, however slow the machine (refusals are local and never yield; on grpc a loop held for
+                # long makes the client's SWIM suspect the worker, which then takes no task at all).
+                await asyncio.sleep(0.001)
+                held_since = time.monotonic()
+            if i == 2_000:
+                baseline = tracemalloc.get_traced_memory()[0]
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    counts = await client.services.ctx.backend.task_counts()
+    release.set()
     assert refused == 100_000
     assert grown < 2_000_000, f"memory grew by {grown} bytes over 98,000 refusals"
-    assert (await client.services.ctx.backend.task_counts()).get("assigned", 0) + \
-        (await client.services.ctx.backend.task_counts()).get("running", 0) == 1
+    assert counts.get("assigned", 0) + counts.get("running", 0) == 1
+    assert await client.wait_for(blocker, timeout=10) == "held"
 
 
 async def test_parent_fans_out_fifty_children_across_three_nodes(cluster: Cluster) -> None:

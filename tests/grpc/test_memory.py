@@ -18,6 +18,7 @@ import pytest
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
 from mesh_core.errors import BackendUnavailable, SyncTimeout
+from mesh_core.memory.digest import bucket_of
 
 from ..backends.conftest import Cluster, eventually
 from .conftest import backend_of
@@ -276,3 +277,23 @@ async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_appli
     assert _replica(w).siblings("fact", "lost") == []
     await client.sync_memory_item("fact", "applied", key="later")  # the same path works when the primary does
     assert await w.recall("later") == "applied"
+
+
+async def test_peer_to_peer_relays_an_entry_a_node_already_held_so_the_walk_reaches_the_rest(cluster: Cluster) -> None:
+    # With a fanout of 1 the gossip is one walk; a node on it that already held the entry (pulled by a catch-up
+    # or anti-entropy) must still pass it on, or the nodes after it on the path never get it (no anti-entropy
+    # here for 60 s).
+    p2p = {"memory_sync": {"strategy": "peer_to_peer", "gossip_fanout": 1}, "sync_interval_seconds": 60}
+    a, b, c = [await cluster.node(n, **p2p) for n in "abc"]
+    await eventually(lambda: _is(all(len(n.members()) == 3 for n in (a, b, c))), timeout=5)
+    writer = backend_of(a)
+    writer._sample = lambda peers, fanout: []  # a's write is pushed to nobody yet
+    await a.sync_memory_item("fact", "known before the walk", key="k")
+    assert await backend_of(b)._pull_into_log([a.node_id], [bucket_of("fact", "k")]) == 1  # b holds it now
+    frame = (await writer.store.memory_for_key("fact", "k"))[0]
+    _, head = await writer.read_memory(None, 1000)
+    walk = pb.MemoryEntry(origin_id=a.node_id, memory_type="fact", key="k", frame=frame, hops_left=2,
+                          seen_by=[a.node_id, b.node_id])
+    assert writer._send_entries(b.node_id, [walk], head, head)  # the walk a→b, as a's push would start it
+    await eventually(lambda: _recall_is(c, "k", "known before the walk"), timeout=5)
+    assert backend_of(b).counters["memory_relayed"] == 1

@@ -1,0 +1,184 @@
+"""What the parts of ``grpc_mesh`` memory share: the limits, the records of pushes and claims, this node's state,
+and appending to this node's log (see the package's docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from .... import codec
+from ....errors import CodecError
+from ....memory.digest import bucket_of
+from ....memory.store import item_from_wire
+from ....model import MemoryItem
+from ...shared import Coalescer
+from .._generated import mesh_pb2 as pb
+from ..core import GrpcCore, log
+from ..wire import Peer, Wire
+
+PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
+IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
+INBOX_LIMIT = 4096  # received envelopes waiting to be appended; past it they are dropped (and reported lost)
+INBOX_BATCH = 256  # received envelopes taken into the log in one append at most
+INBOX_BYTES = 64 * 1024 * 1024  # … and at most this many bytes of them (an envelope may be max_message_bytes)
+SENDERS_KEPT = 4096  # peers whose pushes are tracked for acks at once; a further sender's pushes are dropped
+MAX_EPOCH = 2 ** 63  # a primary epoch at or past this is refused (the next one must still fit the wire)
+MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a number, or not positive) is refused
+PULL_KEYS = 10_000  # keys one Pull may name
+RELAYED_KEPT = 16_384  # peer_to_peer: entries remembered as relayed here (one relayed again later: hops bound it)
+REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
+PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
+PULL_BUCKETS_SECONDS = 5.0  # one Pull of buckets (all that differed with the peer: up to its whole replica)
+PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
+CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
+OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
+CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
+
+
+@dataclass
+class _Pushed:
+    """What this node pushed to one peer that the peer has not acknowledged applying."""
+
+    next_seq: int = 1
+    in_flight: deque[tuple[int, int, int]] = field(default_factory=deque)  # (last seq, first cursor, last cursor)
+    blocked: int | None = None  # lowest local cursor of an entry the peer never got
+
+    def block(self, cursor: int) -> None:
+        self.blocked = cursor if self.blocked is None else min(self.blocked, cursor)
+
+    def ack(self, head: int) -> int:
+        """The peer's ack in this node's log: below the first entry it has not applied, else ``head``."""
+        out = head
+        if self.in_flight:
+            out = min(out, self.in_flight[0][1] - 1)
+        if self.blocked is not None:
+            out = min(out, self.blocked - 1)
+        return out
+
+    def clear_through(self, cursor: int) -> None:
+        """The peer holds everything this node held up to ``cursor`` (equal digests): forget what it lacked."""
+        if self.blocked is not None and self.blocked <= cursor:
+            self.blocked = None
+        while self.in_flight and self.in_flight[0][2] <= cursor:
+            self.in_flight.popleft()
+
+
+@dataclass
+class _Received:
+    """What one peer pushed here, waiting for this node to apply it before the ack goes back."""
+
+    expected: int = 0  # the next seq expected from it (0: none seen yet)
+    waiting: deque[tuple[int, int]] = field(default_factory=deque)  # (last seq of a push, local cursor it needs)
+    refused: list[pb.EntryRefused] = field(default_factory=list)
+    applied: int = 0  # the highest seq this node's node has applied (what the next ack says)
+    acked: int = 0  # … as last acknowledged to it
+    address: str = ""  # where it said it listens (its Hello): acks go back there before gossip names it
+
+    def refuse(self, seq: int, reason: str) -> None:
+        if len(self.refused) < REFUSED_KEPT:
+            self.refused.append(pb.EntryRefused(seq=seq, reason=reason))
+
+
+@dataclass
+class _Claim:
+    """The strongest memory primary claim heard (or made) here."""
+
+    node_id: str = ""
+    epoch: int = 0
+    until: float = 0.0  # monotonic time the claim lapses without a renewal
+    lease_seconds: float = 0.0
+
+    def beats(self, epoch: int, node_id: str) -> bool:
+        return (self.epoch, self.node_id) > (epoch, node_id)
+
+
+class MemoryState(GrpcCore):
+    """This node's memory state (set in ``GrpcMemory.__init__``) and its log's appends, for every part."""
+
+    wire: Wire | None  # set by the membership part when it opens
+    _worker: bool
+    _pushed: dict[str, _Pushed]
+    _from_peers: dict[str, _Received]
+    _accounted: int
+    _own_ack: int
+    _own_ack_stored: int
+    _own_ack_stored_at: float
+    _own_written: int
+    _memory_inbox: asyncio.Queue[tuple[Peer, list[pb.MemoryEntry], int]]
+    _inbox_bytes: int
+    _digests: dict[int, str] | None
+    _digests_cursor: int
+    _differs: dict[str, set[int]]
+    _log_digests: dict[int, str]
+    _stale_buckets: set[int] | None
+    _client_pulled_at: float
+    _claim: _Claim
+    _ack_heard: asyncio.Event
+    _relayed_marks: set[int]
+    _relayed_order: deque[int]
+    _key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]]
+
+    async def _newer(self, found: Sequence[tuple[Any, MemoryItem]]) -> list[tuple[Any, MemoryItem]]:
+        """The entries newer than what this log holds from their origin for their key (the rest is known here)."""
+        held: dict[tuple[str, str, str], int] = {}
+        for memory_type in {item.memory_type for _, item in found}:
+            keys = [item.key for _, item in found if item.memory_type == memory_type]
+            for frame in await self.store.memory_for_keys(memory_type, keys):
+                with contextlib.suppress(CodecError):
+                    old = item_from_wire(codec.decode(frame, self.limits))
+                    name = (old.memory_type, old.key, old.origin)
+                    held[name] = max(held.get(name, -1), old.hlc)
+        out = []
+        for entry, item in found:
+            name = (item.memory_type, item.key, item.origin)
+            if item.hlc > held.get(name, -1):
+                held[name] = item.hlc
+                out.append((entry, item))
+        return out
+
+    async def _append(self, good: Iterable[tuple[Any, MemoryItem]]) -> int | None:
+        """Append frames to this node's log under their own origins; the highest cursor, None if nothing."""
+        by_origin: dict[str, list[tuple[str, str, bytes]]] = {}
+        for entry, item in good:
+            frame = entry.frame if isinstance(entry, pb.MemoryEntry) else entry
+            by_origin.setdefault(item.origin, []).append((item.memory_type, item.key, frame))
+        if not by_origin:
+            return None
+        cursors = await asyncio.gather(*(self.store.publish_memory(origin, frames, broadcast=False)
+                                         for origin, frames in by_origin.items()))
+        for frames in by_origin.values():
+            self._stale(frames)
+        return max(int(c or 0) for c in cursors)
+
+    def _stale(self, entries: Iterable[tuple[str, str, bytes]]) -> None:
+        if self._stale_buckets is not None:
+            self._stale_buckets.update(bucket_of(mt, key) for mt, key, _ in entries)
+
+
+def _unique(frames: Iterable[bytes]) -> list[bytes]:
+    return list(dict.fromkeys(frames))
+
+
+def _chunks(frames: list[bytes], bucket: int | None) -> list[pb.PullChunk]:
+    out: list[pb.PullChunk] = []
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if batch and size + len(frame) > PULL_CHUNK_BYTES:
+            out.append(pb.PullChunk(bucket=bucket, frames=batch))
+            batch, size = [], 0
+        batch.append(frame)
+        size += len(frame)
+    if batch:
+        out.append(pb.PullChunk(bucket=bucket, frames=batch))
+    return out
+
+
+def _log_call(method: str, address: str, exc: grpc.aio.AioRpcError) -> None:
+    log.debug("grpc memory: %s to %s failed: %s %s", method, address, exc.code(), exc.details())

@@ -1,0 +1,249 @@
+"""``grpc_mesh`` memory: anti-entropy over ``Digest``/``Pull``, the catch-up of a peer that came alive, and a
+client's reads from the workers (package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from .... import codec
+from ....errors import CodecError
+from ....memory.digest import BUCKETS, differing
+from ....memory.store import item_from_wire
+from ....model import MemoryItem
+from ...contracts import TOPIC_MEMORY
+from .._generated import mesh_pb2 as pb
+from ..core import LIVE
+from ..wire import closed_under_call
+from .base import (
+    CLIENT_PULL_FRESH_SECONDS,
+    PEER_CALL_SECONDS,
+    PULL_BUCKETS_SECONDS,
+    PULL_KEYS,
+    _chunks,
+    _log_call,
+    _unique,
+)
+from .push import MemoryPush
+
+
+class MemoryEntropy(MemoryPush):
+    """Digest/Pull anti-entropy, catch-ups, and the Digest and Pull calls this node serves."""
+
+    async def put_digests(self, node_id: str, digests: dict[int, str]) -> None:
+        await self.store.put_digests(node_id, digests)
+        if node_id == self.node_id:
+            self._digests = dict(digests)
+            # what the replica held when it hashed: everything its node applied and its own writes
+            self._digests_cursor = max(self._own_ack, self._own_written)
+
+    async def peer_digests(self) -> dict[str, dict[int, str]]:
+        """This node's digests and every live worker's (asked now, concurrently; an unreachable peer or one
+        that has published none is left out). A peer whose digests equal ours holds all we had applied."""
+        out: dict[str, dict[int, str]] = {}
+        mine = dict(self._digests or {})
+        if self._digests is not None:
+            out[self.node_id] = mine
+        peers = self.live_peers(workers_only=True)
+        replies = await asyncio.gather(*(self._call_digest(p.node_id, mine, log=False) for p in peers))
+        for info, reply in zip(peers, replies, strict=True):
+            if reply is None or not reply.published:
+                continue
+            theirs = dict(reply.digests)
+            out[info.node_id] = theirs
+            self._differs[info.node_id] = differing(mine, theirs)
+            if not self._differs[info.node_id] and info.node_id in self._pushed:
+                self._pushed[info.node_id].clear_through(self._digests_cursor)
+        return out
+
+    async def memory_bucket(self, bucket: int) -> list[bytes]:
+        """This log's newest entries of ``bucket``, after pulling the bucket from the peers whose digests for it
+        differed in the last exchange (a client pulls every bucket from every live worker once, then reads)."""
+        if not self._worker:
+            if time.monotonic() - self._client_pulled_at >= CLIENT_PULL_FRESH_SECONDS:
+                peers = [p.node_id for p in self.live_peers(workers_only=True)]
+                await self._pull_into_log(peers, list(range(BUCKETS)))
+                self._client_pulled_at = time.monotonic()
+        elif any(bucket in buckets for buckets in self._differs.values()):
+            # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer.
+            wanted = {p: sorted(buckets) for p, buckets in self._differs.items()
+                      if buckets and self.status_of(p) in LIVE}
+            self._differs = {}
+            await self._pull_into_log_from(wanted)
+        return await self.store.memory_bucket(bucket)
+
+    async def _catch_up(self, peer_id: str) -> None:
+        """Compare this log with a peer that came alive and pull what differs (then wake this node)."""
+        reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
+        if reply is not None and reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
+            self.counters["memory_caught_up"] += 1
+            self._deliver(TOPIC_MEMORY)
+
+    async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
+        """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
+        if await self._pull_into_log([peer_id], buckets):
+            self.counters["memory_caught_up"] += 1
+            self._deliver(TOPIC_MEMORY)
+
+    async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
+        """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
+        return await self._pull_into_log_from(dict.fromkeys(peers, buckets))
+
+    async def _pull_into_log_from(self, wanted: dict[str, list[int]]) -> int:
+        """Pull from each peer its buckets in ``wanted`` (concurrently) and append what is newer here; how many."""
+        wanted = {p: buckets for p, buckets in wanted.items() if buckets}
+        if not wanted:
+            return 0
+        pulled = await asyncio.gather(*(self._call_pull(p, pb.PullRequest(buckets=buckets), PULL_BUCKETS_SECONDS)
+                                        for p, buckets in wanted.items()))
+        found: list[tuple[Any, MemoryItem]] = []
+        for frame in _unique([f for frames in pulled for f in frames]):
+            try:
+                found.append((frame, item_from_wire(codec.decode(frame, self.limits))))
+            except CodecError as exc:
+                self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+        fresh = await self._newer(found)
+        if await self._append(fresh) is None:
+            return 0
+        return len(fresh)
+
+    async def _log_digests_now(self) -> dict[int, str]:
+        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets)."""
+        stale = self._stale_buckets
+        buckets = None if stale is None else sorted(stale)
+        if buckets == []:
+            return dict(self._log_digests)
+        self._stale_buckets = set()
+        where = "" if buckets is None else f" WHERE bucket IN ({','.join(str(b) for b in buckets)})"
+
+        def read(conn: Any) -> list[Any]:
+            return conn.execute(f"SELECT bucket, memory_type, key, origin, frame FROM memory_latest{where}").fetchall()
+        rows = await self.store._read(read)
+        lines: dict[int, list[str]] = {}
+        for bucket, memory_type, key, origin, frame in rows:
+            body = frame if isinstance(frame, bytes) else str(frame).encode()
+            lines.setdefault(int(bucket), []).append(
+                f"{memory_type}\0{key}\0{origin}\0{hashlib.sha1(body).hexdigest()[:16]}")
+        if buckets is None:
+            self._log_digests = {}
+        for bucket in buckets or ():
+            self._log_digests.pop(bucket, None)
+        for bucket, found in lines.items():
+            self._log_digests[bucket] = hashlib.sha1("\n".join(sorted(found)).encode()).hexdigest()[:16]
+        return dict(self._log_digests)
+
+    async def _call_digest(self, peer_id: str, digests: dict[int, str], *, log: bool) -> pb.DigestReply | None:
+        address, wire = self.address_of(peer_id), self.wire
+        if not address or wire is None:
+            return None
+        try:
+            reply: pb.DigestReply = await wire.stub(address).Digest(
+                pb.DigestRequest(caller=wire.hello(), digests=digests, log=log), timeout=PEER_CALL_SECONDS,
+                metadata=wire.metadata())
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            self.counters["memory_peer_calls_failed"] += 1
+            _log_call("Digest", address, exc)
+            return None
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+            return None
+
+    async def _call_pull(self, peer_id: str, request: pb.PullRequest,
+                         timeout: float = PEER_CALL_SECONDS) -> list[bytes]:
+        address, wire = self.address_of(peer_id), self.wire
+        if not address or wire is None:
+            return []
+        asked = pb.PullRequest()
+        asked.CopyFrom(request)
+        asked.caller.CopyFrom(wire.hello())
+        frames: list[bytes] = []
+        try:
+            async for chunk in wire.stub(address).Pull(asked, timeout=timeout, metadata=wire.metadata()):
+                frames.extend(chunk.frames)
+        except grpc.aio.AioRpcError as exc:
+            self.counters["memory_peer_calls_failed"] += 1
+            _log_call("Pull", address, exc)
+        except asyncio.CancelledError:
+            if not closed_under_call():
+                raise
+            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+        return frames
+
+    async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
+        """A client's read of keys from every live worker. Concurrent reads share the calls (``_key_pulls``):
+        a client writing 64 keys at once asks each worker once for all of them, not 64 times."""
+        found = await self._key_pulls([(memory_type, key, versions) for key in keys])
+        return [f for frames in found for f in frames]
+
+    async def _pull_keys_now(self, wanted: list[tuple[str | None, str, bool]]) -> list[list[bytes]]:
+        """The frames of each ``(memory_type or None, key, versions)`` in ``wanted``, from one Pull per live
+        worker and kind of read (at most ``PULL_KEYS`` keys each); frames are handed to the keys they hold."""
+        groups: dict[tuple[str | None, bool], list[str]] = {}
+        for memory_type, key, versions in wanted:
+            groups.setdefault((memory_type, versions), []).append(key)
+        requests: list[pb.PullRequest] = []
+        for (memory_type, versions), keys in groups.items():
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), PULL_KEYS):
+                request = pb.PullRequest(keys=unique[start:start + PULL_KEYS], versions=versions)
+                if memory_type is not None:
+                    request.memory_type = memory_type
+                requests.append(request)
+        peers = [p.node_id for p in self.live_peers(workers_only=True)]
+        pulled = await asyncio.gather(*(self._call_pull(p, r) for p in peers for r in requests))
+        by_key: dict[tuple[str | None, str], list[bytes]] = {}
+        for frame in _unique(f for frames in pulled for f in frames):
+            try:
+                item = item_from_wire(codec.decode(frame, self.limits))
+            except CodecError as exc:
+                self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+                continue
+            by_key.setdefault((item.memory_type, item.key), []).append(frame)
+            by_key.setdefault((None, item.key), []).append(frame)  # for reads of a key of any type
+        return [by_key.get((memory_type, key), []) for memory_type, key, _ in wanted]
+
+    async def _serve_digest(self, request: pb.DigestRequest, context: Any) -> pb.DigestReply:
+        theirs = dict(request.digests)
+        if request.log:
+            mine = await self._log_digests_now()
+            differs = sorted(differing(mine, theirs))
+            caller = request.caller.node_id
+            if differs and self._worker and not self._closed and caller and caller != self.node_id \
+                    and self.status_of(caller) in LIVE:
+                # A catch-up runs both ways: the caller saw this node come back (SIGCONT, a healed partition),
+                # while this node may have seen nothing change, and it is the one that missed writes.
+                self.spawn(self._pull_back(caller, differs), "memory-catch-up")
+            return pb.DigestReply(digests=mine, differing=differs, published=True)
+        mine = dict(self._digests or {})
+        return pb.DigestReply(digests=mine, differing=sorted(differing(mine, theirs)),
+                              published=self._digests is not None)
+
+    async def _serve_pull(self, request: pb.PullRequest, context: Any) -> list[pb.PullChunk]:
+        buckets = list(dict.fromkeys(request.buckets))  # a bucket named twice is read once
+        if any(b >= BUCKETS for b in buckets) or len(request.keys) > PULL_KEYS:
+            self.counters["refused_calls_bad_argument"] += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"buckets are 0..{BUCKETS - 1} and at most {PULL_KEYS} keys are pulled at once")
+        chunks: list[pb.PullChunk] = []
+        for bucket in buckets:
+            chunks += _chunks(await self.store.memory_bucket(bucket), bucket)
+        if request.keys:
+            memory_type = request.memory_type if request.HasField("memory_type") else None
+            keys = list(dict.fromkeys(request.keys))
+            if request.versions:
+                frames = [f for key in keys for f in await self.store.memory_versions(memory_type, key)]
+            elif memory_type is not None:
+                frames = await self.store.memory_for_keys(memory_type, keys)
+            else:
+                frames = [f for key in keys for f in await self.store.memory_for_key(None, key)]
+            chunks += _chunks(frames, None)
+        return chunks
