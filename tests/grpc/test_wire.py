@@ -5,6 +5,7 @@ version is refused, and a restarted peer is reached again."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import grpc
@@ -159,6 +160,31 @@ async def test_a_peer_that_cannot_be_dialled_is_answered_on_its_own_stream() -> 
             a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
         await eventually(lambda: answers == [0, 1, 2], timeout=10)
         assert b.queued("127.0.0.1:1", "tasks") == 0  # nothing waits on a dial that cannot succeed
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_stream_that_ends_leaves_no_pending_task_behind(caplog: pytest.LogCaptureFixture) -> None:
+    """The server side waits on its reply queue; when the caller goes, that wait ends with the stream
+    (was: a pending ``Queue.get`` task left to the garbage collector, "Task was destroyed but it is pending")."""
+    a, b = _wire("a"), _wire("b")
+    got: list[Any] = []
+    b.on_stream("tasks", lambda peer, env: got.append(env))
+    await a.start()
+    await b.start()
+    try:
+        for _ in range(5):
+            a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))
+            await eventually(lambda: got, timeout=10)
+            got.clear()
+            await a.stop()  # the caller goes mid-wait
+            a = _wire("a")
+            await a.start()
+        await asyncio.sleep(0.2)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert "Task was destroyed but it is pending" not in caplog.text
     finally:
         await a.stop()
         await b.stop()

@@ -277,16 +277,19 @@ class Wire:
             async for envelope in requests:
                 self.dispatch(kind, peer, envelope)
         reader = asyncio.ensure_future(read())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(replies.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
-                    getter.cancel()
                     break
                 yield _merged(getter.result(), replies, self.max_message_bytes)
         finally:
+            # Both end with the stream, however it ends (a cancelled call closes this generator mid-wait).
             reader.cancel()
+            if getter is not None:
+                getter.cancel()
             if self._replies.get(key) is replies:
                 del self._replies[key]
 
