@@ -67,8 +67,9 @@ class MemorySync:
                 self.cursor = cursor
             if len(frames) < batch:
                 break
-        # strong writers wait for acks: answer at once; otherwise they only feed compaction (see _ack)
-        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong")
+        # strong writers wait for acks, and so does a master_slave primary on a medium with no shared store (its
+        # write must outlive it in the replicas): answer at once; otherwise they only feed compaction (see _ack)
+        await self._ack(force=self.ctx.config.memory_sync.strategy in ("strong", "master_slave"))
         return {"seen": seen, "applied": applied}
 
     async def _ack(self, *, force: bool = False) -> None:
