@@ -74,9 +74,11 @@ class MemorySync:
                 self.cursor = cursor
             if len(frames) < batch:
                 break
-        # strong writers (and every writer on a medium whose writes wait for acks) are answered at once;
-        # otherwise acks only feed compaction (see _ack)
-        await self._ack(force=self.ctx.config.memory_sync.strategy == "strong" or self.log.acks_awaited)
+        # strong writers wait for acks, and so does a master_slave primary on a medium with no shared store (its
+        # write must outlive it in the replicas), and every writer on a medium whose writes wait for acks: answer
+        # at once; otherwise acks only feed compaction (see _ack)
+        strategy = self.ctx.config.memory_sync.strategy
+        await self._ack(force=strategy in ("strong", "master_slave") or self.log.acks_awaited)
         return {"seen": seen, "applied": applied}
 
     async def _ack(self, *, force: bool = False) -> None:

@@ -193,9 +193,17 @@ async def test_task_on_crashed_node_is_rerouted_with_new_attempt(cluster: Cluste
 
 async def test_late_result_from_old_attempt_is_refused(cluster: Cluster) -> None:
     """A paused executor's lease lapses; its work runs elsewhere; its late result is refused."""
+    late = asyncio.Event()  # the first attempt ends only once the second has: its result is late on any load
+
+    async def gated(payload, ctx):
+        if ctx.attempt == 1:
+            await late.wait()
+        return {"attempt": ctx.attempt}
     w1 = await cluster.node("w1")
+    w1.register_handler("gated", gated)
     client = await cluster.client()
-    task_id = await client.submit_task("sleep", {"seconds": 1.5})
+    await eventually(lambda: _async("gated" in (_record(client, w1.node_id) or _Nil).info.task_types), timeout=3)
+    task_id = await client.submit_task("gated", {})
     await eventually(lambda: _async(bool(w1.services.worker.running)))
     # Stop w1's heartbeats and lease renewals (as SIGSTOP would) while its handler keeps going; on grpc, where
     # liveness is SWIM's probes, it also stops answering them.
@@ -205,9 +213,12 @@ async def test_late_result_from_old_attempt_is_refused(cluster: Cluster) -> None
     if silence is not None:
         silence(True)
     w2 = await cluster.node("w2")
+    w2.register_handler("gated", gated)
     await eventually(lambda: _async(w2.status_of(w1.node_id) is NodeStatus.DEAD), timeout=4)
     result = await client.wait_task(task_id, timeout=8)
     assert result.status is TaskStatus.SUCCEEDED and result.node_id == w2.node_id and result.attempt == 2
+    assert result.result == {"attempt": 2}
+    late.set()
     await eventually(lambda: _async(w1.counters["stale_results"] == 1), timeout=3)
     after = await client.get_task(task_id)
     assert after.node_id == w2.node_id and after.finished_at == result.finished_at

@@ -14,6 +14,7 @@ from .conftest import Cluster, until
 from .test_cluster import _client
 
 pytestmark = pytest.mark.slow
+TASK_S = 1.0  # how long each of the thousand tasks runs
 
 
 def test_thousand_tasks_three_workers_one_killed_with_hundreds_in_flight(cluster: Cluster) -> None:
@@ -51,11 +52,13 @@ async def _thousand(cluster: Cluster, victim) -> tuple[list, int]:
     async with _client(cluster) as mesh:
         ids, in_flight_at_kill = [], 0
         # Submitted 20 at a time, as a busy client does: one at a time, a submission on grpc (stored by its owner
-        # and its backup, two processes away) takes several ms, and three workers finish 0.2 s tasks as fast as
-        # they come, so hundreds are never in flight; concurrent ones travel and are stored in batches.
+        # and its backup, two processes away) takes several ms, and three workers finish short tasks as fast as
+        # they come, so hundreds are never in flight; concurrent ones travel and are stored in batches. A task
+        # lasts TASK_S: in flight are about TASK_S x the submission rate, which on a loaded 2-core machine may be
+        # no more than ~100/s (with 0.2 s tasks, 120 in flight needed 600 submissions/s: no kill under load).
         group = 20
         for first in range(0, 1000, group):
-            ids += await asyncio.gather(*(mesh.submit_task("sleep", {"seconds": 0.2, "i": i}, task_id=f"job-{i:04d}")
+            ids += await asyncio.gather(*(mesh.submit_task("sleep", {"seconds": TASK_S, "i": i}, task_id=f"job-{i:04d}")
                                           for i in range(first, first + group)))
             i = first + group - 1
             if not in_flight_at_kill and i >= 100:

@@ -401,12 +401,24 @@ async def test_unary_calls_with_bad_fields_are_refused_with_a_clear_status(mesh:
 async def test_wrong_version_huge_messages_and_garbage_bytes_leave_the_node_running(mesh: Mesh) -> None:
     address = mesh.backend.wire.address
     old = RawPeer(address, version=2)
-    try:
+    try:  # a peer that only says hello is told why it is refused
         before = mesh.count("refused_calls_version")
-        old.send("tasks", pb.TaskMessage(offers=[pb.TaskOffer(task_id="old", attempt=1, task=b"x")]))
+        old.send("tasks")
         await eventually(lambda: _is(old.errors), timeout=10)
         assert old.errors[0].code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "protocol 2" in (old.errors[0].details() or "")
+        assert mesh.count("refused_calls_version") == before + 1
+    finally:
+        await old.close()
+    old = RawPeer(address, version=2)
+    try:  # one that writes on after its hello is refused the same, and nothing it sent is read
+        before = mesh.count("refused_calls_version")
+        old.send("tasks", pb.TaskMessage(offers=[pb.TaskOffer(task_id="old", attempt=1, task=b"x")]))
+        await eventually(lambda: _is(old.errors), timeout=10)
+        # grpcio's asyncio client reports a write that fails as the server ends the call as INTERNAL
+        # "execute_batch", over the status the server sent (grpc/grpc#36066): the peer may not see the reason
+        assert old.errors[0].code() is grpc.StatusCode.FAILED_PRECONDITION or (
+            old.errors[0].code() is grpc.StatusCode.INTERNAL and "execute_batch" in old.errors[0].debug_error_string())
         assert mesh.count("refused_calls_version") == before + 1
         assert mesh.count("refused_records") == 0  # nothing it sent was read
     finally:

@@ -202,7 +202,9 @@ class GrpcTasks(GrpcCore):
         # and with it the backup copy and the push of the result to the submitter)
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
-        self._rehomed: dict[str, str] = {}  # client: task → the owner it was handed away from
+        # client: task → the owner it was handed away from; kept after the task ended (the old owner's late outcome
+        # is refused then too: a task handed on ends once for its submitter), the oldest forgotten past FEED_KEPT
+        self._rehomed: OrderedDict[str, str] = OrderedDict()
         self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
         self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
@@ -217,6 +219,7 @@ class GrpcTasks(GrpcCore):
         # completion, with no read of the store. Anything else that moves a task (a move, cancel, replay, takeover,
         # drop) forgets it here, and its outcome is read back from the store as before.
         self._owned: dict[str, Task] = {}
+        self._early_copies = 0  # clients' copies waiting for this node to hold their owner gone too
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -241,6 +244,10 @@ class GrpcTasks(GrpcCore):
     async def _count_copies(self) -> None:
         rows = await self.store._read(lambda c: c.execute("SELECT COUNT(*) FROM grpc_backups").fetchall())
         self._copies_held = int(rows[0][0])
+
+    def _is_worker(self, node_id: str) -> bool:
+        info = self.member_info(node_id)
+        return info is not None and info.role is NodeRole.WORKER
 
     @property
     def _client_role(self) -> bool:
@@ -530,8 +537,11 @@ class GrpcTasks(GrpcCore):
         for task_id, frame in orphans:
             self._submitted[task_id] = (successor, frame)
             self._rehomed[task_id] = owner_id
+            self._rehomed.move_to_end(task_id)
             subs.append(pb.Submission(request_id=next(self._requests), task=frame, adopt=True,
                                       previous_owner_id=owner_id))
+        while len(self._rehomed) > FEED_KEPT:
+            self._rehomed.popitem(last=False)
         self.counters["tasks_rehomed"] += len(subs)
         self._send_to(successor, pb.TaskMessage(submits=subs))
 
@@ -543,6 +553,16 @@ class GrpcTasks(GrpcCore):
 
     async def _take_submissions(self, peer: Peer, submits: Sequence[pb.Submission]) -> None:
         adopted = [s for s in submits if s.adopt]
+        early = [s for s in adopted if s.previous_owner_id and s.previous_owner_id != self.node_id
+                 and self.status_of(s.previous_owner_id) in LIVE and self._is_worker(s.previous_owner_id)]
+        if early and self._early_copies + len(early) <= INBOUND_LIMIT:
+            # The client's verdict came first (this node's own, or the gossip of it, is on its way): the copies
+            # wait for it here rather than being refused and lost (the client has handed the task on already).
+            self.spawn(self._adopt_when_gone(peer, early), f"early-copies-from-{peer.name}")
+            submits = [s for s in submits if s not in early]
+            adopted = [s for s in adopted if s not in early]
+            if not submits:
+                return
         premature = [s for s in adopted if not s.previous_owner_id or s.previous_owner_id == self.node_id
                      or self.status_of(s.previous_owner_id) in LIVE]
         if premature:  # copies are taken over only from an owner this node holds dead or gone
@@ -856,13 +876,53 @@ class GrpcTasks(GrpcCore):
                 out.append(task_id)
         return out
 
+    async def _copies_of(self, owner_id: str, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The copies of ``owner_id``'s tasks this node holds (backups), by task id, of those asked for."""
+        def read(conn: sqlite3.Connection) -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
+            for start in range(0, len(task_ids), 500):
+                chunk = task_ids[start:start + 500]
+                out.update((str(r[0]), bytes(r[1])) for r in conn.execute(
+                    f"SELECT task_id, record FROM grpc_backups WHERE owner_id=? AND task_id IN "
+                    f"({','.join('?' * len(chunk))})", (owner_id, *chunk)))
+            return out
+        return await self.store._read(read)
+
+    async def _adopt_when_gone(self, peer: Peer, subs: Sequence[pb.Submission]) -> None:
+        """A client's copies of tasks whose owner this node still holds live: taken over once it holds it gone too
+        (its own probes or the client's gossip tell it within about a node timeout), else refused (counted)."""
+        self._early_copies += len(subs)
+        try:
+            deadline = time.monotonic() + max(1.0, 2 * self.config.node_timeout_seconds)
+            owners = {s.previous_owner_id for s in subs}
+            while (any(self.status_of(o) in LIVE for o in owners) and time.monotonic() < deadline
+                   and not self._closed):
+                await asyncio.sleep(0.05)
+        finally:
+            self._early_copies -= len(subs)
+        gone = [s for s in subs if self.status_of(s.previous_owner_id) not in LIVE]
+        if len(gone) < len(subs):
+            self.refuse("tasks_refused", peer.node_id, f"grpc tasks: {peer.name or '?'} asked this node to take over "
+                                                       f"{len(subs) - len(gone)} task(s) of an owner it does not hold "
+                                                       "gone")
+        if gone and not self._closed:
+            await self._adopt_copies(peer, gone)
+
     async def _adopt_copies(self, peer: Peer, subs: Sequence[pb.Submission]) -> None:
-        """A client's copies of tasks whose owner is gone: taken over as backups are."""
-        by_owner: dict[str, list[bytes]] = {}
+        """A client's copies of tasks whose owner is gone: taken over as backups are. The client's copy is the task
+        as submitted: where this node holds the owner's own copy (a backup), that one is taken over instead (a
+        task handed back or moved on since is taken over as it stands, whichever of the two arrives first)."""
+        by_owner: dict[str, dict[str, bytes]] = {}
         for sub in subs:
-            by_owner.setdefault(sub.previous_owner_id, []).append(sub.task)
+            try:
+                task_id = self._task_of(sub.task).task_id
+            except (codec.CodecError, CorruptRecord, ValueError) as exc:
+                self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
+                continue
+            by_owner.setdefault(sub.previous_owner_id, {})[task_id] = sub.task
         for owner_id, frames in by_owner.items():
-            await self._adopt(owner_id, f"{owner_id[:12]} (copies from {peer.name})", list(enumerate(frames)))
+            frames.update(await self._copies_of(owner_id, list(frames)))
+            await self._adopt(owner_id, f"{owner_id[:12]} (copies from {peer.name})", list(frames.items()))
 
     async def _take_over(self, owner_id: str, owner_name: str) -> None:
         """Adopt the dead (or departed) owner's tasks this node holds copies of."""
@@ -1269,8 +1329,8 @@ class GrpcTasks(GrpcCore):
 
     def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
         """Client: outcomes pushed by owners (or forwarded by their backups, naming the owner), kept for
-        ``finished_for``; one from an owner this client handed the task away from (``_rehome``) is refused, so a
-        task ends once for its submitter."""
+        ``finished_for``; one from an owner this client handed the task away from (``_rehome``) is refused, before
+        or after the task ended, so a task ends once for its submitter."""
         acks = []
         for entry in entries:
             try:
@@ -1290,7 +1350,6 @@ class GrpcTasks(GrpcCore):
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
             self._submitted.pop(finished.task_id, None)
-            self._rehomed.pop(finished.task_id, None)
         self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
 
