@@ -437,7 +437,11 @@ async def test_queue_option_waits_in_pending_list_until_a_node_frees_up(cluster:
 
 async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
     import tracemalloc
-    w = await cluster.node("w1", max_capacity=1, concurrency=1)
+    # Failure detection is not under test here: both share one event loop that the loop below holds for ms at a
+    # time under tracemalloc, which on a loaded machine starved their heartbeats (redis: the worker cut off) and
+    # SWIM probes (grpc: the worker suspected, so UnknownTaskType). Generous timings keep the worker alive.
+    patient = {"heartbeat_interval_seconds": 1.0, "suspect_after_seconds": 20.0, "node_timeout_seconds": 30.0}
+    w = await cluster.node("w1", max_capacity=1, concurrency=1, **patient)
     release = asyncio.Event()
 
     async def hold(payload, ctx):
@@ -446,7 +450,7 @@ async def test_refusals_keep_memory_bounded(cluster: Cluster) -> None:
     # The blocker holds the only slot until the refusals are counted, however long they take (traced by
     # tracemalloc, on a busy machine 100,000 of them can outlast a fixed sleep, which then frees the slot).
     w.register_handler("hold", hold)
-    client = await cluster.client()
+    client = await cluster.client(**patient)
     await eventually(lambda: _async("hold" in (_record(client, w.node_id) or _Nil).info.task_types), timeout=3)
     blocker = await client.submit_task("hold")
     tracemalloc.start()
