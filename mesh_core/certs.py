@@ -11,8 +11,9 @@ common name ``NAME`` and a URI subject alternative name ``mesh-node:NAME``; the 
 a peer reads back (:func:`node_name_of`, :func:`node_name_from_sans`), since a DNS name could be any
 host. Each ``--host`` is a further SAN (an IP address as an IP SAN, a name as a DNS SAN), which is
 what a TLS client checks the address it dialled against. A node certificate is for both ends of
-mutual TLS (server and client auth), names its node a third time as the DNS SAN ``NAME.node.mesh.invalid``
-(:func:`node_dns_name`, what a client dialling a known node checks) and lives ``DEFAULT_NODE_DAYS`` unless told otherwise.
+mutual TLS (server and client auth), names its node a third time as the DNS SAN
+``NAME.node.mesh.invalid`` (:func:`node_dns_name`, what a client dialling a known node checks) and lives
+``DEFAULT_NODE_DAYS`` unless told otherwise.
 
 The ``build_*`` functions are pure (key, time and names in; objects out); ``init_ca``, ``issue`` and
 ``inspect`` read and write the folder.
