@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
     g.add_argument("--worker-concurrency", type=int, metavar="N",
                    help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
+    g.add_argument("--tls", action="store_true",
+                   help="with tasks on grpc: run the mesh over mutual TLS too, in the same run (tasks[grpc-mtls] and "
+                        "the cost: tasks_mtls_cost)")
     g.add_argument("--no-refs", action="store_true",
                    help="with tasks on grpc: skip the gRPC references (raw echo, mTLS echo, AutoGen) of the same run")
     g = p.add_argument_group("memory")
@@ -146,6 +149,7 @@ class Plan:
     grpcpeers: bool
     grpc: grpc_refs.GrpcRefOptions
     grpc_refs: bool  # with tasks on grpc: the references in the same run
+    tasks_tls: bool  # with tasks on grpc: the mesh over mutual TLS too (--tls)
     run_swim: bool
     swim_opts: swim.SwimOptions
     redis_inflight: tuple[int, ...]
@@ -264,7 +268,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
                 tasks=tasks.TasksOptions(**t), grpcpeers=which == "grpcpeers", grpc=grpc_refs.GrpcRefOptions(**g),
-                grpc_refs=not args.no_refs, run_swim=which == "swim", swim_opts=swim.SwimOptions(**w),
+                grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
+                swim_opts=swim.SwimOptions(**w),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
@@ -342,8 +347,13 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
                 opts = dataclasses.replace(opts, inflight=plan.redis_inflight)
             if backend == "grpc" and plan.grpc_refs:
                 await grpc_paired(opts, plan.grpc, part, out, stop)
-                continue
-            await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
+            else:
+                await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
+            if backend == "grpc" and plan.tasks_tls and not stop.is_set():
+                mtls = dataclasses.replace(opts, tls=True)
+                await part("tasks", "grpc-mtls", lambda o=mtls: tasks.run(o, _log, None))
+                out["tasks_mtls_cost"] = report.mtls_cost(out["tasks"].get("grpc") or {},
+                                                          out["tasks"].get("grpc-mtls") or {})
         if plan.peers and server is not None:
             url = server.url
             cpu = {"redis-server": server.cpu_seconds}

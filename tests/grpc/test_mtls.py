@@ -337,3 +337,26 @@ def test_tls_required_without_the_files_says_how_to_make_them(tmp_path: Path) ->
     _ca(tmp_path, "w1")
     files = tls_files(auto, "w1")
     assert files is not None and files.cert == tmp_path / "certs" / "w1.pem"
+
+
+async def test_a_node_id_keeps_the_name_its_certificate_first_gave_it(tmp_path: Path) -> None:
+    state = _ca(tmp_path, "a", "b", "c")
+    b = _wire("b", _creds(state, "b"))
+    a, c = _wire("a", _creds(state, "a")), _wire("c", _creds(state, "c"))
+    c.node_id = a.node_id  # c, with its own valid certificate, says it is a's node id
+    refusals: list[tuple[Peer, str]] = []
+    b.on_refusal = lambda peer, why: refusals.append((peer, why))
+    for wire in (b, a, c):
+        await wire.start()
+    hello = lambda w: pb.Hello(protocol_version=pb.PROTOCOL_VERSION_CURRENT, node_name=w.name,  # noqa: E731
+                               node_id=w.node_id)
+    try:
+        assert (await a.stub(b.address).Handshake(hello(a), timeout=3)).node_name == "b"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await c.stub(b.address).Handshake(hello(c), timeout=3)
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "which is a's, under c's certificate" in (info.value.details() or "")
+        assert b.counters["refused_calls_identity"] == 1 and b.certified_name(a.node_id) == "a"
+    finally:
+        for wire in (a, b, c):
+            await wire.stop()

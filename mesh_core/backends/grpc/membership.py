@@ -346,6 +346,26 @@ class GrpcMembership(GrpcCore):
         self.found_problem("refused_nodes", f"node {peer.name or '?'} ({peer.node_id[:12] or 'no id'}, "
                                             f"{peer.address or 'no address'}) {why}: its calls are refused")
 
+    def _certified_only(self, peer: Peer, message: swim.Message) -> swim.Message:
+        """With TLS: a message without the records that name a node otherwise than its certificate did (the
+        sender's own record must carry the name its certificate gave it; a rumour about a node this one met
+        first-hand must carry that node's certified name). Each refusal is counted, reported once per sender."""
+        assert self.wire is not None
+        kept = []
+        for update in message.updates:
+            info = update.info
+            if info is not None:
+                certified = peer.name if update.node == peer.node_id else self.wire.certified_name(update.node)
+                if certified is not None and info.name != certified:
+                    self.refuse("refused_identity_records", peer.node_id,
+                                f"grpc membership: {peer.name} sent a record naming node {update.node[:12]} "
+                                f"{info.name!r}, its certificate says {certified!r}: the record is dropped")
+                    continue
+            kept.append(update)
+        if len(kept) == len(message.updates):
+            return message
+        return replace(message, updates=tuple(kept))
+
     def silence(self, silent: bool) -> None:
         """Fault injection (tests, chaos): drop every membership message in and out, as a stopped process would
         answer no probe, while everything else runs on."""
@@ -373,6 +393,8 @@ class GrpcMembership(GrpcCore):
             self.refuse("swim_refused", who, f"grpc membership: refused an envelope from {peer.name or who[:12]}: "
                                              f"{shortened(str(exc))}")
             return
+        if self.wire is not None and self.wire.tls is not None:
+            messages = [self._certified_only(peer, message) for message in messages]
         now = time.monotonic()
         doomed = False
         for message in messages:

@@ -137,6 +137,8 @@ class Wire:
         self._retired: list[grpc.aio.Channel] = []  # channels made with certificates since replaced
         self._channel_gen: dict[str, tuple[int, str | None]] = {}  # address → (tls generation, target name)
         self._watcher: asyncio.Task[None] | None = None
+        # node id → the name its certificate gave it, as first seen on a TLS call (an id stays with its name)
+        self._certified: dict[str, str] = {}
 
     # -- identity ----------------------------------------------------------------------------------
     def hello(self) -> pb.Hello:
@@ -321,7 +323,8 @@ class Wire:
         return peer
 
     def identity_refusal(self, certified: str | None, hello: pb.Hello) -> tuple[str, str] | None:
-        """Why a TLS caller (or server) whose certificate names ``certified`` is refused: (counter, detail)."""
+        """Why a TLS caller whose certificate names ``certified`` is refused: (counter, detail). A Hello must
+        name the certificate's node, and a node id keeps the name it was first certified with."""
         if certified is None:
             return "refused_calls_identity", "its certificate names no mesh node"
         if hello.node_name != certified and not _numbered(hello.node_name, certified):
@@ -329,7 +332,18 @@ class Wire:
                     f"its certificate names node {certified} but it says it is {hello.node_name or '(no name)'}")
         if not permitted(self.allowlist, certified):
             return "refused_calls_allowlist", f"its certificate name {certified} is not on the allowlist"
+        if hello.node_id:
+            first = self._certified.setdefault(hello.node_id, hello.node_name)
+            if first != hello.node_name:
+                return ("refused_calls_identity", f"it says it is node id {hello.node_id[:12]}, which is "
+                                                  f"{first}'s, under {certified}'s certificate")
+            if len(self._certified) > 100_000:
+                self._certified.clear()
         return None
+
+    def certified_name(self, node_id: str) -> str | None:
+        """The name node ``node_id`` called in under with a certificate (TLS only; None when not seen)."""
+        return self._certified.get(node_id)
 
     async def serve_stream(self, kind: str, requests: AsyncIterator[Any],
                            context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
