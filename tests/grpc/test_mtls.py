@@ -337,6 +337,9 @@ def test_tls_required_without_the_files_says_how_to_make_them(tmp_path: Path) ->
     _ca(tmp_path, "w1")
     files = tls_files(auto, "w1")
     assert files is not None and files.cert == tmp_path / "certs" / "w1.pem"
+    # a mesh CA but no certificate for this node: said, not a silent plaintext every peer would refuse
+    with pytest.raises(ConfigError, match=r"w2\.pem is missing .*certs issue w2"):
+        tls_files(auto, "w2")
 
 
 async def test_a_node_id_keeps_the_name_its_certificate_first_gave_it(tmp_path: Path) -> None:

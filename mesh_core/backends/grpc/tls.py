@@ -3,7 +3,8 @@
 Which files (``grpc.tls``, see ``config.TLSConfig``): ``ca_file``, ``cert_file`` and ``key_file`` when given;
 else the mesh CA and this node's certificate in ``<state_dir>/certs`` (``ca.pem``, ``NAME.pem``, ``NAME.key``,
 as ``mesh-tui certs init`` and ``mesh-tui certs issue NAME`` make them). With ``enabled`` unset (auto) TLS is
-on when those files are there; ``true`` requires them; ``false`` never speaks TLS.
+on when those files are there (with the mesh CA there but not this node's certificate, the node does not start:
+plaintext would only be refused by its peers); ``true`` requires them; ``false`` never speaks TLS.
 
 A server without TLS listens on a loopback address only, unless ``grpc.insecure`` (``--insecure``) says
 otherwise; then the node says INSECURE wherever it shows its medium.
@@ -75,7 +76,9 @@ def tls_files(cfg: MeshConfig, name: str) -> TlsFiles | None:
     else:
         paths = certs.CertPaths.of(cfg.state_dir)
         files = TlsFiles(paths.ca_cert, paths.node_cert(name), paths.node_key(name), "certs")
-        if tls.enabled is None and not all(p.exists() for p in files.all()):
+        # auto: no mesh CA here, plaintext; a mesh CA but not this node's files is a mistake to say, not a
+        # silent fall back to plaintext that every TLS peer would refuse
+        if tls.enabled is None and not files.ca.exists():
             return None
     for path in files.all():
         if not path.exists():
