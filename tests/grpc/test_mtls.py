@@ -271,9 +271,9 @@ def test_the_cli_refuses_plaintext_on_0_0_0_0_and_says_insecure_with_the_flag(tm
 
 
 # -- a mesh of in-process nodes with certificates ---------------------------------------------------------------
-async def test_an_mtls_mesh_runs_tasks_and_memory_and_refuses_a_node_off_the_allowlist(tmp_path: Path) -> None:
-    c = mesh_testing.Cluster(tmp_path, "grpc", settings={**FAST, "security": {"allowlist": ["a", "b", "cli*"]}})
-    _ca(c.state, "a", "b", "cli", "x")  # <state_dir>/certs: used by default (grpc.tls.enabled auto)
+async def test_an_mtls_mesh_runs_tasks_and_memory(tmp_path: Path) -> None:
+    c = mesh_testing.Cluster(tmp_path, "grpc", settings=FAST)
+    _ca(c.state, "a", "b", "cli")  # <state_dir>/certs: used with no setting (grpc.tls.enabled auto)
     try:
         a, b = await c.node("a"), await c.node("b")
         await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=10)
@@ -283,21 +283,55 @@ async def test_an_mtls_mesh_runs_tasks_and_memory_and_refuses_a_node_off_the_all
         assert (await client.wait_for(task_id, timeout=10)) == {"hi": 1}
         await a.sync_memory_item("fact", "over mTLS", key="k1")
         await eventually(lambda: _recall_is(b, "k1", "over mTLS"), timeout=10)
+        await client.sync_memory_item("fact", "from the client", key="k2")
+        await eventually(lambda: _recall_is(a, "k2", "from the client"), timeout=10)
+    finally:
+        await c.close()
 
-        x = await c.node("x")  # a valid certificate, but not on the allowlist: its join is refused
-        await x.sync_memory_item("fact", "from x", key="kx")
+
+@pytest.mark.parametrize("case", ["not_allowlisted", "rogue_ca", "expired", "claims_another_name"])
+async def test_a_refused_node_does_not_join_gets_no_work_and_its_writes_are_not_applied(tmp_path: Path,
+                                                                                      case: str) -> None:
+    allowlist = {"security": {"allowlist": ["a", "b", "cli*", "y"]}}
+    (tmp_path / "mesh").mkdir()
+    c = mesh_testing.Cluster(tmp_path / "mesh", "grpc", settings={**FAST, **allowlist})
+    _ca(c.state, "a", "b", "cli", "x")
+    files: dict[str, str] = {}
+    if case == "rogue_ca":  # a certificate for an allowed name, from a CA the mesh does not trust
+        rogue = _ca(tmp_path / "rogue", "y")
+    elif case == "expired":
+        rogue = c.state
+        certs.issue(c.state, "y", ["127.0.0.1"], days=1, now=NOW - dt.timedelta(days=3))
+    if case in ("rogue_ca", "expired"):
+        paths = certs.CertPaths.of(rogue)
+        files = {"grpc.tls.ca_file": str(paths.ca_cert), "grpc.tls.cert_file": str(paths.node_cert("y")),
+                 "grpc.tls.key_file": str(paths.node_key("y"))}
+    elif case == "claims_another_name":  # x's valid certificate, the allowed name y
+        paths = certs.CertPaths.of(c.state)
+        files = {"grpc.tls.ca_file": str(paths.ca_cert), "grpc.tls.cert_file": str(paths.node_cert("x")),
+                 "grpc.tls.key_file": str(paths.node_key("x"))}
+    name = "x" if case == "not_allowlisted" else "y"
+    try:
+        a, b = await c.node("a"), await c.node("b")
+        client = await c.client()
+        await eventually(lambda: _is(all(len(n.members()) == 3 for n in (a, b))), timeout=10)
+        refused = await c.node(name, **files)
+        await refused.sync_memory_item("fact", "from the refused node", key="kx")
         await asyncio.sleep(1.5)
-        assert {m.info.name for m in a.members()} <= {"a", "b", "cli-" + str(_pid())}
-        assert "x" not in {m.info.name for m in b.members()}
+        for node in (a, b, client):
+            assert name not in {m.info.name for m in node.members()}  # its join was refused
         for node in (a, b):
-            assert not await _recall_is(node, "kx", "from x")  # its memory write was not applied
-            counters = backend_of(node).counters
-            assert counters["refused_calls_allowlist"] >= 1
-            assert counters["refused_nodes"] == 1  # told once, however many calls it made
+            assert not await _recall_is(node, "kx", "from the refused node")  # its memory write was not applied
         for _ in range(5):  # work goes to the members only
-            tid = await client.submit_task("echo", {"n": 1})
-            done = await client.wait_task(tid, timeout=10)
+            done = await client.wait_task(await client.submit_task("echo", {"n": 1}), timeout=10)
             assert done.node_name in ("a", "b")
+        if case in ("not_allowlisted", "claims_another_name"):  # refused by name: counted, told once per node
+            counter = "refused_calls_allowlist" if case == "not_allowlisted" else "refused_calls_identity"
+            for node in (a, b):
+                counters = backend_of(node).counters
+                assert counters[counter] >= 1 and counters["refused_nodes"] == 1, dict(counters)
+        else:  # refused in the handshake: nothing of it reaches the mesh's code; its own dials fail
+            assert backend_of(refused).counters["wire_stream_errors_membership"] >= 1
     finally:
         await c.close()
 
