@@ -314,7 +314,8 @@ async def test_a_refused_node_does_not_join_gets_no_work_and_its_writes_are_not_
     try:
         a, b = await c.node("a"), await c.node("b")
         client = await c.client()
-        await eventually(lambda: _is(all(len(n.members()) == 3 for n in (a, b))), timeout=10)
+        await eventually(lambda: _is(all({"a", "b"} <= {m.info.name for m in n.members()} for n in (a, b, client))),
+                         timeout=10)
         refused = await c.node(name, **files)
         await refused.sync_memory_item("fact", "from the refused node", key="kx")
         await asyncio.sleep(1.5)
