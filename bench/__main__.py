@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--worker-concurrency", type=int, metavar="N",
                    help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
     g.add_argument("--tls", action="store_true",
-                   help="with tasks on grpc: run the mesh over mutual TLS too, in the same run (tasks[grpc-mtls] and "
-                        "the cost: tasks_mtls_cost)")
+                   help="with tasks on grpc: run the mesh over mutual TLS too, in the same run, --rounds rounds in "
+                        "alternating order (tasks[grpc-mtls] and the cost: tasks_mtls_cost)")
     g.add_argument("--no-refs", action="store_true",
                    help="with tasks on grpc: skip the gRPC references (raw echo, mTLS echo, AutoGen) of the same run")
     g = p.add_argument_group("memory")
@@ -345,15 +345,14 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
             opts = dataclasses.replace(plan.tasks, backend=backend)
             if backend in ("redis", "grpc"):
                 opts = dataclasses.replace(opts, inflight=plan.redis_inflight)
-            if backend == "grpc" and plan.grpc_refs:
+            if backend == "grpc" and plan.tasks_tls:
+                await tls_paired(opts, max(1, plan.grpc.rounds), part, out, stop)
+                if plan.grpc_refs and not stop.is_set():
+                    await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(plan.grpc, _log, stop))
+            elif backend == "grpc" and plan.grpc_refs:
                 await grpc_paired(opts, plan.grpc, part, out, stop)
             else:
                 await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
-            if backend == "grpc" and plan.tasks_tls and not stop.is_set():
-                mtls = dataclasses.replace(opts, tls=True)
-                await part("tasks", "grpc-mtls", lambda o=mtls: tasks.run(o, _log, None))
-                out["tasks_mtls_cost"] = report.mtls_cost(out["tasks"].get("grpc") or {},
-                                                          out["tasks"].get("grpc-mtls") or {})
         if plan.peers and server is not None:
             url = server.url
             cpu = {"redis-server": server.cpu_seconds}
@@ -418,6 +417,30 @@ async def grpc_paired(opts: tasks.TasksOptions, ref_opts: grpc_refs.GrpcRefOptio
             merged["mtls_cost"] = grpc_refs.mtls_cost(raw, tls)
         merged["options"] = {**merged.get("options", {}), "rounds": rounds}
         out["grpcpeers"] = merged
+
+
+async def tls_paired(opts: tasks.TasksOptions, rounds: int, part: Part, out: dict[str, Any],
+                     stop: threading.Event) -> None:
+    """The mesh on grpc in plaintext and over mutual TLS in the same run (``--tls``): ``rounds`` rounds of both,
+    order alternating (the machine drifts); per level the median round counts; then what TLS cost."""
+    runs: dict[str, list[dict[str, Any]]] = {"grpc": [], "grpc-mtls": []}
+    for r in range(rounds):
+        keys = ["grpc", "grpc-mtls"] if r % 2 == 0 else ["grpc-mtls", "grpc"]
+        for key in keys:
+            if stop.is_set():
+                break
+            if rounds > 1:
+                _log(f"tasks[{key}]: round {r + 1} of {rounds}")
+            o = dataclasses.replace(opts, tls=key == "grpc-mtls")
+            block = await part("tasks", key, lambda o=o: tasks.run(o, _log, None))
+            if "error" not in block:
+                runs[key].append(dict(block))
+    for key, blocks in runs.items():
+        if len(blocks) > 1:
+            out["tasks"][key] = {**grpc_refs.median_of_rounds(blocks), "seconds": sum(b.get("seconds", 0.0)
+                                                                                    for b in blocks)}
+    out["tasks_mtls_cost"] = report.mtls_cost(out.get("tasks", {}).get("grpc") or {},
+                                              out.get("tasks", {}).get("grpc-mtls") or {})
 
 
 def main(argv: list[str] | None = None) -> int:

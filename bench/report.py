@@ -206,11 +206,14 @@ def mtls_cost(plain: dict[str, Any], mtls: dict[str, Any]) -> dict[str, Any]:
     (percent of the plaintext throughput; issue #13's target: at most 15)."""
     out: dict[str, Any] = {}
     with_tls = {thr["inflight"]: thr["tasks_per_second"] for thr in _runs(mtls)}
+    cpu_tls = {thr["inflight"]: thr.get("cpu_ms_per_task") for thr in _runs(mtls)}
     for thr in _runs(plain):
         k, tps = thr["inflight"], thr["tasks_per_second"]
         if k in with_tls and tps:
             out[f"{k}_inflight"] = {"plain_per_second": tps, "mtls_per_second": with_tls[k],
-                                    "cost_pct": round(100.0 * (1 - with_tls[k] / tps), 1)}
+                                    "cost_pct": round(100.0 * (1 - with_tls[k] / tps), 1),
+                                    "plain_cpu_ms_per_task": thr.get("cpu_ms_per_task"),
+                                    "mtls_cpu_ms_per_task": cpu_tls.get(k)}
     best_plain, best_tls = plain.get("best_tasks_per_second"), mtls.get("best_tasks_per_second")
     if best_plain and best_tls:
         out["best_cost_pct"] = round(100.0 * (1 - best_tls / best_plain), 1)

@@ -19,7 +19,8 @@ def test_mtls_cost_per_level_and_best() -> None:
     mtls = {"best_tasks_per_second": 900.0, "throughput": [{"inflight": 64, "tasks_per_second": 900.0},
                                                            {"inflight": 256, "tasks_per_second": 820.0}]}
     cost = report.mtls_cost(plain, mtls)
-    assert cost["64_inflight"] == {"plain_per_second": 1000.0, "mtls_per_second": 900.0, "cost_pct": 10.0}
+    assert cost["64_inflight"] == {"plain_per_second": 1000.0, "mtls_per_second": 900.0, "cost_pct": 10.0,
+                                   "plain_cpu_ms_per_task": None, "mtls_cpu_ms_per_task": None}
     assert cost["256_inflight"]["cost_pct"] == -2.5
     assert cost["best_cost_pct"] == 10.0 and cost["target_met"] is True
     assert report.mtls_cost(plain, {"error": "x"}) == {}
