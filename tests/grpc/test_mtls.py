@@ -398,3 +398,35 @@ async def test_a_node_id_keeps_the_name_its_certificate_first_gave_it(tmp_path: 
     finally:
         for wire in (a, b, c):
             await wire.stop()
+
+
+@pytest.mark.parametrize("named", ["c", "a"])
+async def test_a_membership_record_must_carry_the_name_of_the_senders_certificate(tmp_path: Path, named: str) -> None:
+    from mesh_core import codec, swim
+    from mesh_core.backends.grpc.records import gossip_of
+    from mesh_core.model import NodeInfo
+
+    c = mesh_testing.Cluster(tmp_path, "grpc", settings=FAST)
+    _ca(c.state, "a", "c")
+    intruder = _wire("c", _creds(c.state, "c"))  # holds c's certificate; its own record names `named`
+    try:
+        a = await c.node("a")
+        await intruder.start()
+        info = NodeInfo(node_id=intruder.node_id, name=named, host="127.0.0.1", task_types=frozenset({"echo"}))
+        update = swim.Update(swim.Kind.ALIVE, intruder.node_id, 1, intruder.node_id, intruder.address, info)
+        envelope = pb.MembershipMessage(gossip=[gossip_of(update, codec.DEFAULT_LIMITS, {})])
+        address = backend_of(a).wire.address
+        ids = lambda: {m.info.node_id for m in a.members()}  # noqa: E731
+        if named == "c":  # the control: its own name, its record is taken
+            assert intruder.send(address, "membership", envelope)
+            await eventually(lambda: _is(intruder.node_id in ids()), timeout=10)
+            return
+        for _ in range(3):
+            assert intruder.send(address, "membership", envelope)
+            await asyncio.sleep(0.2)
+        await eventually(lambda: _is(backend_of(a).counters["refused_identity_records"] >= 3), timeout=10)
+        assert intruder.node_id not in ids()
+        assert backend_of(a).counters["refused_calls_identity"] == 0  # its Hello (c) matched: the record did not
+    finally:
+        await intruder.stop()
+        await c.close()
