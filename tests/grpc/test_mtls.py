@@ -430,3 +430,23 @@ async def test_a_membership_record_must_carry_the_name_of_the_senders_certificat
     finally:
         await intruder.stop()
         await c.close()
+
+
+async def test_hybrids_seed_probe_speaks_the_same_tls(tmp_path: Path) -> None:
+    from mesh_core.backends.choice import SeedOutcome
+    from mesh_core.backends.hybrid import Caller, probe_all
+
+    state = _ca(tmp_path, "hub", "prober")
+    hub = _wire("hub", _creds(state, "hub"))
+    await hub.start()
+    try:
+        def config(**extra: Any) -> Any:
+            return load_config(None, env={}, use_default_file=False, overrides={
+                "protocol": "hybrid", "state_dir": str(tmp_path), "grpc.seeds": [hub.address], **extra})
+        caller = Caller(node_id="ab" * 16, node_name="prober", incarnation=1)
+        _, (seed,) = await probe_all(config(), caller)  # auto: the prober's certificate in <state_dir>/certs
+        assert seed.outcome is SeedOutcome.ANSWERED and seed.node_name == "hub", seed
+        _, (plain,) = await probe_all(config(**{"grpc.tls.enabled": False}), caller, timeout=1.0)
+        assert plain.outcome is not SeedOutcome.ANSWERED  # a plaintext probe gets no answer from a TLS seed
+    finally:
+        await hub.stop()
