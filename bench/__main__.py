@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", type=float, help="stop each throughput run after this many seconds (default 45)")
     g.add_argument("--worker-concurrency", type=int, metavar="N",
                    help="tasks each worker runs at once (written to a worker --config file; default: engine's)")
+    g.add_argument("--tls", action="store_true",
+                   help="with tasks on grpc: run the mesh over mutual TLS too, in the same run, --rounds rounds in "
+                        "alternating order (tasks[grpc-mtls] and the cost: tasks_mtls_cost)")
     g.add_argument("--no-refs", action="store_true",
                    help="with tasks on grpc: skip the gRPC references (raw echo, mTLS echo, AutoGen) of the same run")
     g = p.add_argument_group("memory")
@@ -146,6 +149,7 @@ class Plan:
     grpcpeers: bool
     grpc: grpc_refs.GrpcRefOptions
     grpc_refs: bool  # with tasks on grpc: the references in the same run
+    tasks_tls: bool  # with tasks on grpc: the mesh over mutual TLS too (--tls)
     run_swim: bool
     swim_opts: swim.SwimOptions
     redis_inflight: tuple[int, ...]
@@ -264,7 +268,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
                 tasks=tasks.TasksOptions(**t), grpcpeers=which == "grpcpeers", grpc=grpc_refs.GrpcRefOptions(**g),
-                grpc_refs=not args.no_refs, run_swim=which == "swim", swim_opts=swim.SwimOptions(**w),
+                grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
+                swim_opts=swim.SwimOptions(**w),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
@@ -340,10 +345,14 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
             opts = dataclasses.replace(plan.tasks, backend=backend)
             if backend in ("redis", "grpc"):
                 opts = dataclasses.replace(opts, inflight=plan.redis_inflight)
-            if backend == "grpc" and plan.grpc_refs:
+            if backend == "grpc" and plan.tasks_tls:
+                await tls_paired(opts, max(1, plan.grpc.rounds), part, out, stop)
+                if plan.grpc_refs and not stop.is_set():
+                    await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(plan.grpc, _log, stop))
+            elif backend == "grpc" and plan.grpc_refs:
                 await grpc_paired(opts, plan.grpc, part, out, stop)
-                continue
-            await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
+            else:
+                await part("tasks", backend, lambda o=opts: tasks.run(o, _log, server))
         if plan.peers and server is not None:
             url = server.url
             cpu = {"redis-server": server.cpu_seconds}
@@ -408,6 +417,30 @@ async def grpc_paired(opts: tasks.TasksOptions, ref_opts: grpc_refs.GrpcRefOptio
             merged["mtls_cost"] = grpc_refs.mtls_cost(raw, tls)
         merged["options"] = {**merged.get("options", {}), "rounds": rounds}
         out["grpcpeers"] = merged
+
+
+async def tls_paired(opts: tasks.TasksOptions, rounds: int, part: Part, out: dict[str, Any],
+                     stop: threading.Event) -> None:
+    """The mesh on grpc in plaintext and over mutual TLS in the same run (``--tls``): ``rounds`` rounds of both,
+    order alternating (the machine drifts); per level the median round counts; then what TLS cost."""
+    runs: dict[str, list[dict[str, Any]]] = {"grpc": [], "grpc-mtls": []}
+    for r in range(rounds):
+        keys = ["grpc", "grpc-mtls"] if r % 2 == 0 else ["grpc-mtls", "grpc"]
+        for key in keys:
+            if stop.is_set():
+                break
+            if rounds > 1:
+                _log(f"tasks[{key}]: round {r + 1} of {rounds}")
+            o = dataclasses.replace(opts, tls=key == "grpc-mtls")
+            block = await part("tasks", key, lambda o=o: tasks.run(o, _log, None))
+            if "error" not in block:
+                runs[key].append(dict(block))
+    for key, blocks in runs.items():
+        if len(blocks) > 1:
+            out["tasks"][key] = {**grpc_refs.median_of_rounds(blocks), "seconds": sum(b.get("seconds", 0.0)
+                                                                                    for b in blocks)}
+    out["tasks_mtls_cost"] = report.mtls_cost(out.get("tasks", {}).get("grpc") or {},
+                                              out.get("tasks", {}).get("grpc-mtls") or {})
 
 
 def main(argv: list[str] | None = None) -> int:

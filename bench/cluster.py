@@ -41,17 +41,25 @@ class BenchError(RuntimeError):
 async def worker_mesh(tag: str, log: Callable[[str], Any], *, workers: int, prefix: str, backend: str,
                       redis_url: str | None, capacity: int = 100_000, keep_dir: bool = False,
                       worker_config: Mapping[str, Any] | None = None, worker_args: Sequence[str] = (),
-                      client_overrides: Mapping[str, Any] | None = None,
+                      client_overrides: Mapping[str, Any] | None = None, tls: bool = False,
                       ) -> AsyncIterator[tuple[Cluster, AgentMeshManager, float]]:
     """``workers`` worker processes (``prefix``1, ``prefix``2, ...) and an active client: (cluster, client, ready s).
 
     ``capacity`` is every node's ``max_capacity`` (high: the bench measures the engine, not back-pressure);
     ``worker_config`` is the ``agent_mesh:`` section every node reads (the client
-    too); ``client_overrides`` are the client's own dotted keys.
+    too); ``client_overrides`` are the client's own dotted keys. ``tls`` (grpc): a mesh CA and a certificate per
+    node (and ``cli`` for the client) in the cluster's state folder, which every node then speaks mutual TLS with.
     """
     async with Cluster(backend=backend, redis_url=redis_url, settings=worker_config, stop_grace=STOP_GRACE_SECONDS,
                        keep=keep_dir) as cluster:
         same_code(cluster)
+        if tls:
+            from mesh_core import certs
+
+            certs.init_ca(cluster.state)
+            for name in [*(f"{prefix}{i}" for i in range(1, workers + 1)), "cli"]:
+                certs.issue(cluster.state, name, ["127.0.0.1"])
+            log(f"{tag}: mutual TLS: a mesh CA and {workers + 1} certificates in {cluster.state / 'certs'}")
         t0 = time.monotonic()
         for i in range(1, workers + 1):
             cluster.spawn(f"{prefix}{i}", "--capacity", str(capacity), *worker_args)

@@ -201,6 +201,26 @@ def grpc_targets(data: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
+def mtls_cost(plain: dict[str, Any], mtls: dict[str, Any]) -> dict[str, Any]:
+    """The mesh on grpc with and without mutual TLS, same run: tasks/s per in-flight level and what TLS cost
+    (percent of the plaintext throughput; issue #13's target: at most 15)."""
+    out: dict[str, Any] = {}
+    with_tls = {thr["inflight"]: thr["tasks_per_second"] for thr in _runs(mtls)}
+    cpu_tls = {thr["inflight"]: thr.get("cpu_ms_per_task") for thr in _runs(mtls)}
+    for thr in _runs(plain):
+        k, tps = thr["inflight"], thr["tasks_per_second"]
+        if k in with_tls and tps:
+            out[f"{k}_inflight"] = {"plain_per_second": tps, "mtls_per_second": with_tls[k],
+                                    "cost_pct": round(100.0 * (1 - with_tls[k] / tps), 1),
+                                    "plain_cpu_ms_per_task": thr.get("cpu_ms_per_task"),
+                                    "mtls_cpu_ms_per_task": cpu_tls.get(k)}
+    best_plain, best_tls = plain.get("best_tasks_per_second"), mtls.get("best_tasks_per_second")
+    if best_plain and best_tls:
+        out["best_cost_pct"] = round(100.0 * (1 - best_tls / best_plain), 1)
+        out["target_met"] = out["best_cost_pct"] <= 15.0
+    return out
+
+
 def summary(data: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, flat, for quick comparison between result files."""
     out: dict[str, Any] = {}
@@ -260,6 +280,9 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         out[f"{key}_best_per_second"] = block.get("best_tasks_per_second")
     for k, v in ((data.get("grpcpeers") or {}).get("mtls_cost") or {}).items():
         out[f"grpc_mtls_{k}"] = v
+    cost = data.get("tasks_mtls_cost") or {}
+    if cost:
+        out["tasks_grpc_mtls_best_cost_pct"] = cost.get("best_cost_pct")
     out.update(grpc_ratios(data))
     out.update({f"grpc_target_{k}_met": v for k, v in grpc_targets(data).items()})
     sw = data.get("swim") or {}

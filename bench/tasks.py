@@ -41,6 +41,7 @@ class TasksOptions:
     worker_concurrency: int | None = None  # None: the engine default (config ``concurrency``)
     backend: str = "sqlite"  # "sqlite" or "redis"
     algorithm: str | None = None  # the submitter's task_distribution.load_balancing_algorithm; None: default
+    tls: bool = False  # grpc: every node speaks mutual TLS (a mesh CA and certificates made in the temp folder)
     keep_dir: bool = False
 
 
@@ -179,7 +180,7 @@ def _cpu_ms(block: dict[str, Any], done: int) -> float | None:
 
 async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"options": opts.__dict__.copy(), "backend": opts.backend}
-    tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}]"
+    tag = f"tasks[{opts.backend}{'/' + opts.algorithm if opts.algorithm else ''}{'/mtls' if opts.tls else ''}]"
     worker_config = {"concurrency": opts.worker_concurrency} if opts.worker_concurrency else None
     overrides = {"task_distribution.load_balancing_algorithm": opts.algorithm} if opts.algorithm else None
     extra_cpu = {"redis-server": redis.cpu_seconds} if redis is not None and opts.backend == "redis" else {}
@@ -188,7 +189,7 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
     async with worker_mesh(tag, log, workers=opts.workers, prefix="w", backend=opts.backend,
                            redis_url=redis.url if redis else None, capacity=opts.capacity, keep_dir=opts.keep_dir,
                            worker_config=worker_config, worker_args=("--log-format", "text", "--log-level", "warning"),
-                           client_overrides=overrides) as (cluster, mesh, ready):
+                           client_overrides=overrides, tls=opts.tls) as (cluster, mesh, ready):
         result["cluster_ready_seconds"] = ready
         result["load_balancing_algorithm"] = mesh.config.task_distribution.load_balancing_algorithm
         for i in range(opts.warmup):

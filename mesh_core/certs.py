@@ -11,7 +11,9 @@ common name ``NAME`` and a URI subject alternative name ``mesh-node:NAME``; the 
 a peer reads back (:func:`node_name_of`, :func:`node_name_from_sans`), since a DNS name could be any
 host. Each ``--host`` is a further SAN (an IP address as an IP SAN, a name as a DNS SAN), which is
 what a TLS client checks the address it dialled against. A node certificate is for both ends of
-mutual TLS (server and client auth) and lives ``DEFAULT_NODE_DAYS`` unless told otherwise.
+mutual TLS (server and client auth), names its node a third time as the DNS SAN
+``NAME.node.mesh.invalid`` (:func:`node_dns_name`, what a client dialling a known node checks) and lives
+``DEFAULT_NODE_DAYS`` unless told otherwise.
 
 The ``build_*`` functions are pure (key, time and names in; objects out); ``init_ca``, ``issue`` and
 ``inspect`` read and write the folder.
@@ -40,6 +42,10 @@ from .identity import NAME_RE
 
 CERTS_FOLDER = "certs"
 NODE_URI_PREFIX = "mesh-node:"
+# A node certificate also names its node as a DNS SAN under a reserved top-level domain (``.invalid`` is never a
+# real host): a TLS client that expects node NAME at an address dials with that as the target name
+# (``grpc.ssl_target_name_override``), so the handshake itself checks the server is NAME.
+NODE_DNS_SUFFIX = ".node.mesh.invalid"
 ORGANIZATION = "Agent Mesh"
 DEFAULT_CA_DAYS = 3650
 DEFAULT_NODE_DAYS = 90
@@ -142,6 +148,11 @@ def parse_host(text: str) -> x509.GeneralName:
     return x509.DNSName(dns.lower())
 
 
+def node_dns_name(name: str) -> str:
+    """The DNS SAN under which node ``name``'s certificate names it (a TLS client's target name for it)."""
+    return f"{name.lower()}{NODE_DNS_SUFFIX}"
+
+
 def node_name_from_sans(values: Iterable[str | bytes]) -> str | None:
     """The node name in SAN values as a TLS stack lists them (e.g. gRPC's ``auth_context()``
     ``x509_subject_alternative_name`` entries): the one that reads ``mesh-node:NAME``."""
@@ -224,7 +235,8 @@ def build_node_cert(name: str, key: Key, hosts: Sequence[str], ca_key: Key, ca_c
         left = (ca_cert.not_valid_after_utc - now).days
         raise CertError(f"a certificate for {days} days would outlive the CA ({left} days left)",
                         hint=f"give --days {max(left, 1)} or less, or make a new CA with certs init --force")
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(NODE_URI_PREFIX + name)]
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(NODE_URI_PREFIX + name),
+                                    x509.DNSName(node_dns_name(name))]
     for host in hosts:
         san = parse_host(host)
         if san not in sans:

@@ -148,11 +148,18 @@ TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 
 @dataclass(frozen=True)
 class TLSConfig:
-    enabled: bool = False
+    """``grpc.tls``: mutual TLS between grpc_mesh nodes (see ``mesh_core.backends.grpc.tls``).
+
+    ``enabled``: null/``auto`` (the default) speaks TLS when the files are there: ``ca_file``, ``cert_file``,
+    ``key_file`` when given, else the mesh CA and this node's certificate in ``<state_dir>/certs``
+    (``ca.pem``, ``NAME.pem``, ``NAME.key``, made by ``mesh-tui certs``); ``true`` requires them; ``false``
+    never speaks TLS. A grpc_mesh server always asks for the client's certificate (mutual TLS)."""
+
+    enabled: bool | None = field(default=None, metadata={"auto": True})
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
-    require_client_cert: bool = False
+    require_client_cert: bool = False  # the hybrid probe's server side: grpc_mesh always requires one
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,8 @@ class GrpcConfig:
     keepalive_seconds: float = field(default=10.0, metadata=_positive())
     max_message_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
     tls: TLSConfig = field(default_factory=TLSConfig)
+    # Listen on a non-loopback address without TLS anyway (--insecure): every status line then says INSECURE.
+    insecure: bool = False
 
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
@@ -326,11 +335,13 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any], warnings: l
             raise _bad(path, value, "a mapping of keys")
         return _build(tp, value, path, warnings)
     if tp is bool:
+        if meta.get("auto") and isinstance(value, str) and value.lower() == "auto":
+            return None  # a bool | None field where null and "auto" mean: decide from what is there
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.lower() in ("true", "yes", "on", "1")
-        raise _bad(path, value, "true or false")
+        raise _bad(path, value, "true, false or auto" if meta.get("auto") else "true or false")
     if tp in (int, float):
         if isinstance(value, bool):
             raise _bad(path, value, "a number")
@@ -439,6 +450,8 @@ ENV_KEYS: dict[str, str] = {
     "MESH_GRPC_SEEDS": "grpc.seeds",
     "MESH_GRPC_HOST": "grpc.host",
     "MESH_GRPC_ADVERTISE": "grpc.advertise",
+    "MESH_GRPC_INSECURE": "grpc.insecure",
+    "MESH_GRPC_TLS": "grpc.tls.enabled",
     "MESH_API_KEY": "security.api_key",
     "MESH_LOAD_BALANCING_ALGORITHM": "task_distribution.load_balancing_algorithm",
     "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",

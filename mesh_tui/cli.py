@@ -46,6 +46,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                    help="port this node's gRPC server listens on; 0 picks a free one (grpc_mesh)")
     g.add_argument("--grpc-host", metavar="H", default=d,
                    help="address the gRPC server binds: 127.0.0.1 (this machine only) or 0.0.0.0 (grpc_mesh)")
+    g.add_argument("--insecure", action="store_true", default=d,
+                   help="grpc_mesh: listen on a non-loopback --grpc-host without TLS (grpc.insecure; says INSECURE)")
     g.add_argument("--seeds", metavar="HOST:PORT[,HOST:PORT...]", action="append", default=d,
                    help="live members to join through, e.g. a coordination_hub node (repeatable; grpc_mesh, hybrid)")
     g.add_argument("--state-dir", metavar="DIR", default=d, help="folder for node identity and memory replica")
@@ -133,7 +135,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "sqlite_db_path": get("db"), "redis.url": get("redis_url"), "state_dir": get("state_dir"),
             "log_format": get("log_format"), "log_level": get("log_level"),
             "handlers": get("handlers"), "max_capacity": get("capacity"), "grpc.port": get("grpc_port"),
-            "grpc.host": get("grpc_host"), "grpc.seeds": _seeds(get("seeds"))}
+            "grpc.host": get("grpc_host"), "grpc.seeds": _seeds(get("seeds")),
+            "grpc.insecure": True if get("insecure") else None}
 
 
 def _seeds(given: list[str] | None) -> list[str] | None:

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..security import without_password
 from .choice import Choice, RedisProbe, SeedOutcome, SeedProbe, decide
 from .grpc import API_KEY_HEADER
+from .grpc.tls import TlsFiles, tls_files
 
 if TYPE_CHECKING:
     from .redis.tls import Refusal
@@ -106,12 +107,17 @@ def _read(path: str | None, key: str) -> bytes | None:
         raise ConfigError(f"config: agent_mesh.grpc.tls.{key} = {path!r} cannot be read: {exc.strerror}") from None
 
 
-def _channel(seed: str, cfg: GrpcConfig) -> Any:
+def _channel(seed: str, cfg: GrpcConfig, files: TlsFiles | None = None) -> Any:
     import grpc
 
     from .grpc.wire import channel_options  # the options every mesh channel uses
 
     options = channel_options(cfg.max_message_bytes, cfg.keepalive_seconds)
+    if files is not None:  # grpc_mesh's mutual TLS (``grpc.tls``, or the mesh CA in <state_dir>/certs)
+        creds = grpc.ssl_channel_credentials(root_certificates=_read(str(files.ca), "ca_file"),
+                                             private_key=_read(str(files.key), "key_file"),
+                                             certificate_chain=_read(str(files.cert), "cert_file"))
+        return grpc.aio.secure_channel(seed, creds, options=options)
     if cfg.tls.enabled:
         creds = grpc.ssl_channel_credentials(root_certificates=_read(cfg.tls.ca_file, "ca_file"),
                                              private_key=_read(cfg.tls.key_file, "key_file"),
@@ -121,7 +127,7 @@ def _channel(seed: str, cfg: GrpcConfig) -> Any:
 
 
 async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | None = None,
-                     timeout: float = PROBE_TIMEOUT_S) -> SeedProbe:
+                     timeout: float = PROBE_TIMEOUT_S, files: TlsFiles | None = None) -> SeedProbe:
     """One ``Handshake`` with ``seed``: who it is and whether it speaks this node's protocol version."""
     import grpc
 
@@ -133,7 +139,7 @@ async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | 
     metadata = ((API_KEY_HEADER, api_key),) if api_key else None
     started = time.perf_counter()
     try:
-        async with _channel(seed, cfg) as channel:
+        async with _channel(seed, cfg, files) as channel:
             stub = mesh_pb2_grpc.MeshStub(channel)
             reply = await asyncio.wait_for(stub.Handshake(hello, timeout=timeout, metadata=metadata), timeout + 0.5)
     except grpc.aio.AioRpcError as exc:
@@ -163,8 +169,11 @@ async def probe_all(config: MeshConfig, caller: Caller,
     """Probe what is configured, all at once: the Redis of ``redis.url`` (None when unset) and every seed."""
     redis = asyncio.ensure_future(probe_redis(config.redis, timeout)) if config.redis.url is not None else None
     try:
-        seeds = await asyncio.gather(*(probe_seed(seed, config.grpc, caller, config.security.api_key, timeout)
-                                       for seed in config.grpc.seeds))
+        # the certificate the node would speak with: its own, or a one-shot client's NAME (node_name, or "cli")
+        files = tls_files(config, caller.node_name if not caller.client else config.node_name or "cli") \
+            if config.grpc.seeds else None
+        seeds = await asyncio.gather(*(probe_seed(seed, config.grpc, caller, config.security.api_key, timeout,
+                                                  files) for seed in config.grpc.seeds))
         return (await redis if redis is not None else None), list(seeds)
     finally:
         if redis is not None and not redis.done():

@@ -42,10 +42,31 @@ def loop_line(loop: dict[str, Any]) -> str:
 
 
 def medium_label(local: Mapping[str, Any]) -> str:
-    """The protocol as configured, with the medium ``hybrid`` chose: ``hybrid→redis_distributed``."""
+    """The protocol as configured, with the medium ``hybrid`` chose: ``hybrid→redis_distributed``; and
+    ``INSECURE`` after it when grpc_mesh listens in plaintext on a non-loopback address (``--insecure``)."""
     protocol = str(local.get("protocol", "-"))
-    chosen = (local.get("backend") or {}).get("backend")
-    return f"{protocol}→{chosen}" if protocol == "hybrid" and chosen else protocol
+    backend = local.get("backend") or {}
+    chosen = backend.get("backend")
+    label = f"{protocol}→{chosen}" if protocol == "hybrid" and chosen else protocol
+    return f"{label} ⚠️ INSECURE" if backend.get("insecure") else label
+
+
+def grpc_tls_lines(backend: Mapping[str, Any]) -> list[str]:
+    """grpc_mesh's TLS line, and a warning when this node's certificate is expired or ends within 14 days."""
+    tls = backend.get("grpc_tls")
+    if backend.get("insecure"):
+        return ["  • TLS: ⚠️ INSECURE: plaintext on a non-loopback address (--insecure); "
+                "mesh-tui certs init && mesh-tui certs issue NAME --host H to fix"]
+    if not tls:
+        return []
+    lines = [f"  • TLS: 🔒 mutual, certificate {tls['name']} ({tls['cert_file']}, sha256 {tls['fingerprint'][:23]}…)"]
+    if tls["expired"]:
+        lines.append(f"  • Certificate: ⚠️ EXPIRED ({tls['not_after']}): peers refuse this node; "
+                     f"renew: mesh-tui certs issue {tls['name']} --force")
+    elif tls["expiring"]:
+        lines.append(f"  • Certificate: ⚠️ expires in {tls['days_left']:.0f} days ({tls['not_after']}): "
+                     f"renew: mesh-tui certs issue {tls['name']} --force (reloaded without restart)")
+    return lines
 
 
 def render_status(d: dict[str, Any]) -> str:
@@ -68,6 +89,7 @@ def render_status(d: dict[str, Any]) -> str:
     if tls:
         lines.append(f"  • TLS: 🔒 CA {tls['ca_file']}, client certificate {tls['cert_file'] or '(none)'}"
                      + ("" if tls["check_hostname"] else ", host name not checked"))
+    lines += grpc_tls_lines(local.get("backend") or {})
     lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
     if local.get("clock_offset_s") is not None:
         lines.append(f"  • Clock: ⚠️ degraded: {local['clock_offset_s']:+.1f} s off the mesh's: writes refused")

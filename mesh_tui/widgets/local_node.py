@@ -36,6 +36,13 @@ def render_local(state: MeshState) -> RenderableType:
     grid.add_row("Backend", Text.assemble(medium_label(n), " ", health))
     if n.get("protocol") == "hybrid" and n.get("backend_reason"):
         grid.add_row("", Text(str(n["backend_reason"]), style="dim"))  # which medium hybrid chose and why
+    tls = backend.get("grpc_tls")
+    if tls:  # grpc_mesh's mutual TLS: this node's certificate, and a warning from 14 days before it ends
+        left = f"EXPIRED {tls['not_after'][:10]}" if tls["expired"] else f"{tls['days_left']:.0f} days left"
+        style = "bold red" if tls["expired"] else "yellow" if tls["expiring"] else "green"
+        grid.add_row("TLS", Text(f"🔒 {tls['name']} · {left}", style=style))
+    elif backend.get("insecure"):
+        grid.add_row("TLS", Text("⚠ INSECURE: plaintext on a non-loopback address", style="bold red"))
     if backend.get("path"):
         grid.add_row("", Text(str(backend["path"]), style="dim", overflow="ellipsis", no_wrap=True))
     for loop in troubled_loops(n.get("loops") or []):

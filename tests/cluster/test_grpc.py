@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 import mesh_testing
+from mesh_core import certs
 from mesh_core.model import Task, TaskStatus
 from mesh_testing.chaos import ChaosRun, Scale, parse_executions, replica_keys
 from mesh_testing.chaos_probe import EXECUTION_LOG_ENV
@@ -327,6 +328,11 @@ def test_node_cut_off_for_ten_seconds_then_healed(tmp_path: Path) -> None:
         "heartbeat_interval_seconds": HEARTBEAT, "suspect_after_seconds": SUSPECT, "node_timeout_seconds": TIMEOUT,
         "sync_interval_seconds": 2.0, "shutdown_grace_seconds": 1.0,
         "task_distribution": {"retry_backoff_seconds": 0.05, "max_task_retries": 10}})
+    # Across namespaces the nodes listen on non-loopback addresses: they speak mutual TLS (grpc.tls auto, with
+    # the mesh CA and a certificate per node naming its address in the shared state folder), as across machines.
+    certs.init_ca(c.state)
+    for name in [*names, "client"]:
+        certs.issue(c.state, "chaos-client" if name == "client" else name, [lab.address(name)])  # the workload's
     try:
         run = ChaosRun(c, NETNS_SCALE, sync_interval=2.0)
         run.start_workers(3, prefixes={n: lab.exec_prefix(n) for n in names},

@@ -77,3 +77,25 @@ def test_completion_knows_which_commands_take_arguments() -> None:
 def test_the_headless_start_line_never_shows_a_redis_password() -> None:
     assert without_password("redis://mesh:s3cr%40t@host:6379/0") == "redis://mesh:***@host:6379/0"
     assert without_password("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
+
+
+def test_the_local_pane_shows_grpc_tls_its_expiry_and_insecure() -> None:
+    from rich.console import Console
+
+    from mesh_tui.state import MeshState
+    from mesh_tui.widgets.local_node import render_local
+
+    def shown(backend: dict[str, object]) -> str:
+        state = MeshState(now=0.0, enabled=True, local={"name": "w1", "node_id": "ab" * 8, "protocol": "grpc_mesh",
+                                                       "backend": backend},
+                          nodes=(), task_counts={}, tasks={})
+        console = Console(width=100, record=True)
+        console.print(render_local(state))
+        return console.export_text()
+
+    tls = {"name": "w1", "days_left": 5.0, "not_after": "2026-12-05T00:00:00+00:00", "expiring": True,
+           "expired": False}
+    assert "🔒 w1 · 5 days left" in shown({"backend": "grpc_mesh", "grpc_tls": tls})
+    assert "EXPIRED 2026-12-05" in shown({"backend": "grpc_mesh", "grpc_tls": {**tls, "expired": True}})
+    text = shown({"backend": "grpc_mesh", "insecure": True})
+    assert "grpc_mesh ⚠️ INSECURE" in text and "INSECURE: plaintext on a non-loopback address" in text

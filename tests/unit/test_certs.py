@@ -76,7 +76,7 @@ def test_names_sans_and_lifetime(tmp_path: Path) -> None:
     info = certs.issue(tmp_path, "w1", ["W1.Example.", "192.168.1.20", "w1.example"], now=NOW)
     assert info.name == "w1" and info.subject == "CN=w1,O=Agent Mesh"
     # the node name first, as a URI; hosts as given, a name lower-cased once, an address as an IP SAN
-    assert info.sans == ("URI:mesh-node:w1", "DNS:w1.example", "IP:192.168.1.20")
+    assert info.sans == ("URI:mesh-node:w1", "DNS:w1.node.mesh.invalid", "DNS:w1.example", "IP:192.168.1.20")
     assert info.not_after == NOW + dt.timedelta(days=90)
     assert info.not_before is not None and info.not_before < NOW  # back-dated for a peer whose clock is behind
     leaf = load(certs.CertPaths.of(tmp_path).node_cert("w1"))
@@ -85,7 +85,8 @@ def test_names_sans_and_lifetime(tmp_path: Path) -> None:
     assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert info.sha256.count(":") == 31 and info.sha256 == info.sha256.upper()
     short = certs.issue(tmp_path, "w2", days=7, now=NOW)
-    assert short.not_after == NOW + dt.timedelta(days=7) and short.sans == ("URI:mesh-node:w2",)
+    assert short.not_after == NOW + dt.timedelta(days=7)
+    assert short.sans == ("URI:mesh-node:w2", "DNS:w2.node.mesh.invalid")
 
 
 def test_files_are_0600_in_a_0700_folder_whatever_the_umask(tmp_path: Path, open_umask: None) -> None:

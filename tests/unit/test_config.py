@@ -52,7 +52,8 @@ def test_defaults_load():
     assert cfg.suspect_after_seconds == 2.0
     assert cfg.node_timeout_seconds == 3.0
     assert cfg.redis.port == 6379 and cfg.redis.url is None
-    assert cfg.grpc.tls.enabled is False
+    assert cfg.grpc.tls.enabled is None  # auto: TLS when the certificate files are there
+    assert cfg.grpc.insecure is False
     assert cfg.task_distribution.load_balancing_algorithm == "least_loaded"
     assert cfg.memory_sync.strategy == "eventual"
     assert cfg.memory_sync.strategies == {}
@@ -181,6 +182,8 @@ ENV_SAMPLES = {
     "grpc.seeds": ("h:1", ("h:1",)),
     "grpc.host": ("0.0.0.0", "0.0.0.0"),
     "grpc.advertise": ("10.0.0.5:9901", "10.0.0.5:9901"),
+    "grpc.insecure": ("true", True),
+    "grpc.tls.enabled": ("auto", None),
     "security.api_key": ("k", "k"),
     "task_distribution.load_balancing_algorithm": ("random", "random"),
     "memory_sync.conflict_resolution_strategy": ("version_vector", "version_vector"),
@@ -330,8 +333,21 @@ def test_bad_bool_is_rejected(value):
 
 
 def test_null_bool_in_a_file_is_rejected(tmp_path):
-    msg = config_error(path=write(tmp_path, "agent_mesh:\n  grpc:\n    tls:\n      enabled: null\n"))
-    assert "agent_mesh.grpc.tls.enabled" in msg and "None" in msg and "true or false" in msg
+    msg = config_error(path=write(tmp_path, "agent_mesh:\n  grpc:\n    compression: null\n"))
+    assert "agent_mesh.grpc.compression" in msg and "None" in msg and "true or false" in msg
+
+
+@pytest.mark.parametrize(("text", "expected"), [("null", None), ("auto", None), ("AUTO", None), ("true", True),
+                                                ("false", False)])
+def test_grpc_tls_enabled_is_true_false_or_auto(tmp_path, text, expected):
+    # grpc.tls.enabled: null or auto = TLS when the certificate files are there (mesh_core.backends.grpc.tls)
+    cfg = load(write(tmp_path, f"agent_mesh:\n  grpc:\n    tls:\n      enabled: {text}\n"))
+    assert cfg.grpc.tls.enabled is expected
+
+
+def test_grpc_tls_enabled_refuses_other_words(tmp_path):
+    msg = config_error(path=write(tmp_path, "agent_mesh:\n  grpc:\n    tls:\n      enabled: maybe\n"))
+    assert "agent_mesh.grpc.tls.enabled" in msg and "true, false or auto" in msg
 
 
 def test_bad_nested_strategy_value_is_rejected(tmp_path):

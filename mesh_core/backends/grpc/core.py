@@ -42,7 +42,7 @@ SHOWN_REFUSALS = frozenset({
     "swim_refused", "swim_loop_errors", "refused_records", "backend_errors", "tasks_refused", "tasks_inbound_dropped",
     "tasks_stale_accepts", "tasks_stale_results", "tasks_stale_renewals",
     "memory_frames_refused", "memory_inbox_dropped", "memory_acks_refused", "memory_claims_refused",
-    "memory_push_refused", "refused_calls_bad_argument"})
+    "memory_push_refused", "refused_calls_bad_argument", "refused_identity_records", "tls_reloads"})
 REPORTED_KEPT = 10_000  # (counter, peer) pairs whose first refusal was reported; later ones are counted only
 
 

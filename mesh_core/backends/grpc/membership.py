@@ -38,6 +38,7 @@ from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
 from .core import LIVE, SHOWN_REFUSALS, GrpcCore
 from .records import envelope_of, messages_of
+from .tls import Credentials, check_plaintext_listen, tls_files
 from .wire import Peer, Wire
 
 TICK_SECONDS = 0.02  # the detector's clock advances at least this often
@@ -57,6 +58,7 @@ class GrpcMembership(GrpcCore):
         self._frames: dict[tuple[str, int], bytes] = {}
         self._kick = asyncio.Event()
         self._refused_callers: set[str] = set()
+        self.insecure = False  # plaintext on a non-loopback address (grpc.insecure)
         self._leases: dict[str, tuple[str, float]] = {}  # name → (holder, monotonic expiry) as seen here
         self._asked_at: dict[tuple[str, int], tuple[float, float]] = {}  # (address, ping seq) → (wall, monotonic)
         self._synced_at: dict[str, tuple[float, float]] = {}  # address → when a push-pull went there unanswered
@@ -69,11 +71,17 @@ class GrpcMembership(GrpcCore):
         self.node_id = local.node_id
         self.info = None  # no record of this node in its own view until its first heartbeat
         client = local.role is not NodeRole.WORKER
+        # A one-shot client (named NAME-pid) speaks with NAME's certificate (node_name, or "cli").
+        cert_name = (cfg.node_name or "cli") if client else local.name
+        files = tls_files(cfg, cert_name)
+        self.insecure = check_plaintext_listen(cfg, cert_name, files is not None)  # before anything binds
         self.wire = wire = Wire(
             node_id=local.node_id, name=local.name, incarnation=local.incarnation, host=grpc_cfg.host,
             port=0 if client else grpc_cfg.port, advertise=getattr(grpc_cfg, "advertise", "") or "",
             max_message_bytes=grpc_cfg.max_message_bytes, keepalive_seconds=grpc_cfg.keepalive_seconds,
-            api_key=cfg.security.api_key, counters=self.counters)
+            api_key=cfg.security.api_key, counters=self.counters,
+            tls=Credentials(files) if files is not None else None, allowlist=tuple(cfg.security.allowlist))
+        wire.expected_name = self._name_at
         await self._open_store(local)
         if client:
             address = await self._client_address(wire)
@@ -237,6 +245,15 @@ class GrpcMembership(GrpcCore):
         member = self.swim.member(node_id) if self.swim else None
         return member.info if member is not None else None
 
+    def _name_at(self, address: str) -> str | None:
+        """The name of the worker the members say listens at ``address`` (what its certificate must name)."""
+        if self.swim is None:
+            return None
+        for member in self.swim.members():
+            if member.addr == address and member.node_id != self.node_id and member.info.role is NodeRole.WORKER:
+                return member.info.name
+        return None
+
     def live_peers(self, *, workers_only: bool = False) -> list[NodeInfo]:
         if self.swim is None:
             return []
@@ -249,6 +266,9 @@ class GrpcMembership(GrpcCore):
         out: dict[str, Any] = {"backend": self.name}
         if self.wire is not None:
             out["address"] = self.wire.address
+            if self.wire.tls is not None:
+                out["grpc_tls"] = self.wire.tls.describe()
+            out["insecure"] = self.insecure
         if self.swim is not None:
             out["seeds"] = list(self.config.grpc.seeds)
             out["members"] = len([m for m in self.swim.members() if m.status in LIVE])
@@ -326,6 +346,26 @@ class GrpcMembership(GrpcCore):
         self.found_problem("refused_nodes", f"node {peer.name or '?'} ({peer.node_id[:12] or 'no id'}, "
                                             f"{peer.address or 'no address'}) {why}: its calls are refused")
 
+    def _certified_only(self, peer: Peer, message: swim.Message) -> swim.Message:
+        """With TLS: a message without the records that name a node otherwise than its certificate did (the
+        sender's own record must carry the name its certificate gave it; a rumour about a node this one met
+        first-hand must carry that node's certified name). Each refusal is counted, reported once per sender."""
+        assert self.wire is not None
+        kept = []
+        for update in message.updates:
+            info = update.info
+            if info is not None:
+                certified = peer.name if update.node == peer.node_id else self.wire.certified_name(update.node)
+                if certified is not None and info.name != certified:
+                    self.refuse("refused_identity_records", peer.node_id,
+                                f"grpc membership: {peer.name} sent a record naming node {update.node[:12]} "
+                                f"{info.name!r}, its certificate says {certified!r}: the record is dropped")
+                    continue
+            kept.append(update)
+        if len(kept) == len(message.updates):
+            return message
+        return replace(message, updates=tuple(kept))
+
     def silence(self, silent: bool) -> None:
         """Fault injection (tests, chaos): drop every membership message in and out, as a stopped process would
         answer no probe, while everything else runs on."""
@@ -353,6 +393,8 @@ class GrpcMembership(GrpcCore):
             self.refuse("swim_refused", who, f"grpc membership: refused an envelope from {peer.name or who[:12]}: "
                                              f"{shortened(str(exc))}")
             return
+        if self.wire is not None and self.wire.tls is not None:
+            messages = [self._certified_only(peer, message) for message in messages]
         now = time.monotonic()
         doomed = False
         for message in messages:

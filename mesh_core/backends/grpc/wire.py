@@ -15,6 +15,14 @@ travels as a few large ones.
 
 A dropped stream is dialled again with backoff while something is queued for it; ``forget(address)``
 (a peer declared dead or gone) closes its streams and channel and drops what was queued.
+
+Who may call (``tls`` module for the certificates): with ``security.api_key`` every call carries it as the
+``x-mesh-api-key`` metadata and a server interceptor refuses any call without it (UNAUTHENTICATED, compared in
+constant time, counted ``refused_calls_api_key``) before a handler sees a byte. With TLS the caller's identity is
+the node name in its certificate: a Hello naming another node is refused (``refused_calls_identity``), and with
+``security.allowlist`` a certificate name no pattern matches is refused (``refused_calls_allowlist``), each
+logged once per node by ``on_refusal``. Without TLS the server of a dialled stream is not authenticated to the
+caller beyond the address it dialled (the api key proves the caller to the server, not the other way).
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ from typing import Any
 
 import grpc
 
+from ...certs import node_dns_name
+from ...security import permitted
 from . import API_KEY_HEADER
 from ._generated import mesh_pb2 as pb
 from ._generated import mesh_pb2_grpc as pb_grpc
+from .tls import RELOAD_SECONDS, Credentials, identity_of
 
 log = logging.getLogger("mesh.grpc")
 
@@ -98,7 +109,8 @@ class Wire:
     def __init__(self, *, node_id: str, name: str, incarnation: int, host: str, port: int, advertise: str = "",
                  client: bool = False, max_message_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 10.0,
                  api_key: str | None = None, queue_limit: int = QUEUE_LIMIT,
-                 counters: Counter[str] | None = None) -> None:
+                 counters: Counter[str] | None = None, tls: Credentials | None = None,
+                 allowlist: tuple[str, ...] = ()) -> None:
         self.node_id, self.name, self.incarnation, self.client = node_id, name, incarnation, client
         self.host, self.port, self.advertise = host, port, advertise
         self.max_message_bytes = max_message_bytes
@@ -116,8 +128,17 @@ class Wire:
         self._closing = False
         self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
-        # Told of each call refused for its api key, with the caller as its Hello names it (a claim, unproven).
+        # Told of each call refused (api key, identity, allowlist), with the caller as far as it is known.
         self.on_refusal: Callable[[Peer, str], None] | None = None
+        self.tls = tls
+        self.allowlist = allowlist
+        # The node name expected at an address (from the members), checked by the TLS handshake when known.
+        self.expected_name: Callable[[str], str | None] = lambda address: None
+        self._retired: list[grpc.aio.Channel] = []  # channels made with certificates since replaced
+        self._channel_gen: dict[str, tuple[int, str | None]] = {}  # address → (tls generation, target name)
+        self._watcher: asyncio.Task[None] | None = None
+        # node id → the name its certificate gave it, as first seen on a TLS call (an id stays with its name)
+        self._certified: dict[str, str] = {}
 
     # -- identity ----------------------------------------------------------------------------------
     def hello(self) -> pb.Hello:
@@ -153,14 +174,19 @@ class Wire:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> str:
         """Bind the server; return the address other nodes dial (``advertise`` or ``host:bound port``)."""
+        if self.tls is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_certificates(), name="grpc-tls")
         if self.client:
             self.address = ""
             return self.address
         options = channel_options(self.max_message_bytes, self.keepalive_seconds)
         options += [("grpc.so_reuseport", 0), ("grpc.http2.min_ping_interval_without_data_ms", 1000)]
-        server = grpc.aio.server(options=options)
+        interceptors = [_ApiKeyInterceptor(self)] if self.api_key else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         pb_grpc.add_MeshServicer_to_server(_Servicer(self), server)
-        bound = server.add_insecure_port(f"{_bracketed(self.host)}:{self.port}")
+        where = f"{_bracketed(self.host)}:{self.port}"
+        bound = (server.add_secure_port(where, self.tls.server_credentials()) if self.tls is not None
+                 else server.add_insecure_port(where))
         if not bound:
             raise OSError(f"grpc: could not listen on {self.host}:{self.port}")
         await server.start()
@@ -176,13 +202,17 @@ class Wire:
     async def stop(self, grace: float = 0.0) -> None:
         """Close every outgoing stream and channel and stop the server (``grace`` seconds for calls under way)."""
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         for out in list(self._outgoing.values()):
             out.close()
         self._outgoing.clear()
-        for channel in list(self._channels.values()):
+        for channel in [*self._channels.values(), *self._retired]:
             with contextlib.suppress(Exception):
                 await channel.close(grace=None)
         self._channels.clear()
+        self._retired.clear()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.stop(grace)
@@ -190,12 +220,45 @@ class Wire:
 
     # -- dialling ----------------------------------------------------------------------------------
     def channel(self, address: str) -> grpc.aio.Channel:
+        """The channel to ``address``. With TLS: this node's certificate as last read, and, when the members say
+        which node listens there, that node's name as the target the server's certificate must name; a channel
+        made before either changed is retired (its streams go on) and a new one made."""
         channel = self._channels.get(address)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(
-                address, options=channel_options(self.max_message_bytes, self.keepalive_seconds))
-            self._channels[address] = channel
+        tls = self.tls
+        if tls is None:
+            if channel is None:
+                channel = self._channels[address] = grpc.aio.insecure_channel(
+                    address, options=channel_options(self.max_message_bytes, self.keepalive_seconds))
+            return channel
+        expected = self.expected_name(address)
+        made = (tls.generation, expected)
+        if channel is not None and self._channel_gen.get(address) == made:
+            return channel
+        if channel is not None:
+            self._retired.append(channel)
+        options = channel_options(self.max_message_bytes, self.keepalive_seconds)
+        if expected:
+            options.append(("grpc.ssl_target_name_override", node_dns_name(expected)))
+        channel = self._channels[address] = grpc.aio.secure_channel(address, tls.channel_credentials(),
+                                                                    options=options)
+        self._channel_gen[address] = made
         return channel
+
+    async def _watch_certificates(self) -> None:
+        """Read the certificate files again when they change (rotation without restart)."""
+        assert self.tls is not None
+        while True:
+            await asyncio.sleep(RELOAD_SECONDS)
+            try:
+                if self.tls.refresh():
+                    self.counters["tls_reloads"] += 1
+            except Exception:  # the watch goes on whatever one look did
+                log.exception("grpc tls: looking at the certificate files failed")
+            if len(self._retired) > 64:  # old channels' streams have long been redialled
+                old, self._retired = self._retired[:-64], self._retired[-64:]
+                for channel in old:
+                    with contextlib.suppress(Exception):
+                        await channel.close(grace=None)
 
     def stub(self, address: str) -> pb_grpc.MeshStub:
         return pb_grpc.MeshStub(self.channel(address))
@@ -233,26 +296,54 @@ class Wire:
             if out is not None:
                 out.close()
         channel = self._channels.pop(address, None)
+        self._channel_gen.pop(address, None)
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close(grace=None)
 
     # -- serving -----------------------------------------------------------------------------------
     async def check_caller(self, hello: pb.Hello | None, context: grpc.aio.ServicerContext) -> Peer:
-        """Refuse a call with the wrong api key or protocol version (aborts the call); the caller's identity."""
-        if self.api_key:
-            given = dict(context.invocation_metadata() or ()).get(API_KEY_HEADER, "")
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                self.counters["refused_calls_api_key"] += 1
-                if self.on_refusal is not None and hello is not None:
-                    self.on_refusal(Peer.of(hello), "it has a missing or wrong api key")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong api key (x-mesh-api-key)")
+        """Refuse a call in the wrong protocol version, or (with TLS) whose Hello names another node than the
+        caller's certificate, or whose certificate name is not on the allowlist (aborts the call); the caller's
+        identity. The api key was checked before (``_ApiKeyInterceptor``)."""
         if hello is None or hello.protocol_version != PROTOCOL_VERSION:
             self.counters["refused_calls_version"] += 1
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 version_refusal(hello.protocol_version if hello is not None else 0))
         assert hello is not None
-        return Peer.of(hello)
+        peer = Peer.of(hello)
+        if self.tls is not None:
+            why = self.identity_refusal(identity_of(context.auth_context()), hello)
+            if why:
+                counter, detail = why
+                self.counters[counter] += 1
+                if self.on_refusal is not None:
+                    self.on_refusal(peer, detail)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
+        return peer
+
+    def identity_refusal(self, certified: str | None, hello: pb.Hello) -> tuple[str, str] | None:
+        """Why a TLS caller whose certificate names ``certified`` is refused: (counter, detail). A Hello must
+        name the certificate's node, and a node id keeps the name it was first certified with."""
+        if certified is None:
+            return "refused_calls_identity", "its certificate names no mesh node"
+        if hello.node_name != certified and not _numbered(hello.node_name, certified):
+            return ("refused_calls_identity",
+                    f"its certificate names node {certified} but it says it is {hello.node_name or '(no name)'}")
+        if not permitted(self.allowlist, certified):
+            return "refused_calls_allowlist", f"its certificate name {certified} is not on the allowlist"
+        if hello.node_id:
+            first = self._certified.setdefault(hello.node_id, hello.node_name)
+            if first != hello.node_name:
+                return ("refused_calls_identity", f"it says it is node id {hello.node_id[:12]}, which is "
+                                                  f"{first}'s, under {certified}'s certificate")
+            if len(self._certified) > 100_000:
+                self._certified.clear()
+        return None
+
+    def certified_name(self, node_id: str) -> str | None:
+        """The name node ``node_id`` called in under with a certificate (TLS only; None when not seen)."""
+        return self._certified.get(node_id)
 
     async def serve_stream(self, kind: str, requests: AsyncIterator[Any],
                            context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -295,6 +386,25 @@ class Wire:
 
     def unary_handler(self, method: str) -> UnaryHandler | None:
         return self._unary.get(method)
+
+    def server_hello_ok(self, address: str, kind: str, hello: pb.Hello) -> bool:
+        """On a stream this node dialled with TLS: the server's Hello must name the node its certificate was
+        checked for (the expected name, the handshake's target); otherwise the stream is dropped."""
+        if self.tls is None:
+            return True
+        expected = self._channel_gen.get(address, (0, None))[1]
+        if expected is None or hello.node_name == expected:
+            if not expected and self.allowlist and not permitted(self.allowlist, hello.node_name):
+                why = f"it says it is {hello.node_name}, which is not on the allowlist"
+            else:
+                return True
+        else:
+            why = f"its certificate names node {expected} but it says it is {hello.node_name or '(no name)'}"
+        self.counters["refused_calls_identity"] += 1
+        if self.on_refusal is not None:
+            self.on_refusal(Peer.of(hello), why)
+        log.debug("grpc %s at %s refused: %s", kind, address, why)
+        return False
 
 
 class _Outgoing:
@@ -341,6 +451,9 @@ class _Outgoing:
                                         version_refusal(reply.hello.protocol_version))
                             call.cancel()
                             break
+                        if not wire.server_hello_ok(self.address, self.kind, reply.hello):
+                            call.cancel()
+                            break
                         self.peer = Peer.of(reply.hello)
                         delay = REDIAL_MIN
                         reply.ClearField("hello")
@@ -369,6 +482,67 @@ class _Outgoing:
             except TimeoutError:
                 return  # idle: end the stream; the next send dials again
             yield _merged(envelope, queue, self.wire.max_message_bytes)
+
+
+class _ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Every call must carry ``security.api_key`` as ``x-mesh-api-key`` metadata; others are refused
+    (UNAUTHENTICATED) before any handler runs, counted ``refused_calls_api_key`` and told to ``on_refusal``."""
+
+    DETAIL = f"missing or wrong api key ({API_KEY_HEADER} metadata): give this mesh's security.api_key"
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        assert wire.api_key
+        self._key = wire.api_key.encode()
+
+    def allowed(self, metadata: Any) -> bool:
+        given: Any = b""
+        for key, value in metadata or ():
+            if key == API_KEY_HEADER:
+                given = value
+        if isinstance(given, str):
+            given = given.encode()
+        return isinstance(given, bytes) and hmac.compare_digest(given, self._key)
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or self.allowed(handler_call_details.invocation_metadata):
+            return handler
+        return self._refusal(handler)
+
+    def _refusal(self, handler: Any) -> Any:
+        wire, detail = self.wire, self.DETAIL
+
+        async def refuse(context: grpc.aio.ServicerContext) -> None:
+            wire.counters["refused_calls_api_key"] += 1
+            if wire.on_refusal is not None:
+                wire.on_refusal(_caller_of(context, wire), "it has a missing or wrong api key")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)
+
+        if handler.response_streaming:
+            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await refuse(context)
+                yield None  # never reached: abort raised
+
+            make = grpc.stream_stream_rpc_method_handler if handler.request_streaming \
+                else grpc.unary_stream_rpc_method_handler
+            return make(streaming, request_deserializer=handler.request_deserializer,
+                        response_serializer=handler.response_serializer)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await refuse(context)
+
+        make = grpc.stream_unary_rpc_method_handler if handler.request_streaming \
+            else grpc.unary_unary_rpc_method_handler
+        return make(unary, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+def _caller_of(context: grpc.aio.ServicerContext, wire: Wire) -> Peer:
+    """A refused caller as far as the call shows it: its certificate's node name (TLS) and its host."""
+    name = identity_of(context.auth_context()) if wire.tls is not None else None
+    host = (context.peer() or "").rpartition(":")[0]
+    return Peer(node_id="", name=name or "", address=host, incarnation=0, client=False)
 
 
 class _Servicer(pb_grpc.MeshServicer):
@@ -446,6 +620,14 @@ def _merged(envelope: Any, queue: asyncio.Queue[Any], max_message_bytes: int) ->
         size += extra
         merged += 1
     return envelope
+
+
+def _numbered(name: str, base: str) -> bool:
+    """Whether ``name`` is ``base-N``: a one-shot client's name (``identity.ephemeral``: NAME-pid) under certificate
+    ``base``. (A client's Hello does not say it is one: it serves answers like any node, so the rule holds for
+    every caller: a certificate for NAME also covers NAME-<digits>.)"""
+    head, dash, tail = name.rpartition("-")
+    return bool(dash) and head == base and tail.isdigit()
 
 
 def _bracketed(host: str) -> str:
