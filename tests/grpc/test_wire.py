@@ -188,3 +188,32 @@ async def test_a_stream_that_ends_leaves_no_pending_task_behind(caplog: pytest.L
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_envelopes_queued_while_the_peer_is_down_all_arrive_once_it_is_back() -> None:
+    """A stream that ended (the peer went) must not take envelopes from the queue after its end: each one
+    queued meanwhile is written on the next stream, none lost, in order."""
+    a, b = _wire("a"), _wire("b")
+    got: list[int] = []
+    b.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
+    await a.start()
+    await b.start()
+    port = b.port
+    try:
+        a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))
+        await eventually(lambda: got == [1], timeout=10)
+        await b.stop()
+        for i in range(2, 8):  # one at a time, as a node's traffic comes, while nobody listens
+            assert a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
+            await asyncio.sleep(0.05)
+        b2 = Wire(node_id="b" * 8, name="b", incarnation=2, host="127.0.0.1", port=port)
+        b2.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
+        await b2.start()
+        try:
+            await eventually(lambda: len(got) >= 7, timeout=15)
+            await asyncio.sleep(0.2)
+            assert got == list(range(1, 8))
+        finally:
+            await b2.stop()
+    finally:
+        await a.stop()

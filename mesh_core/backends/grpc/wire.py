@@ -32,7 +32,7 @@ import contextlib
 import hmac
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -416,6 +416,8 @@ class _Outgoing:
         self.peer: Peer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # envelopes a stream took from the queue and had not written when it ended: the next stream sends them first
+        self._leftover: deque[Any] = deque()
 
     def put(self, envelope: Any) -> bool:
         if self._closed:
@@ -434,13 +436,15 @@ class _Outgoing:
             self._task.cancel()
         while not self.queue.empty():
             self.queue.get_nowait()
+        self._leftover.clear()
 
     async def _run(self) -> None:
         wire = self.wire
         delay = REDIAL_MIN
         envelope_type = ENVELOPES[self.kind]
-        while not self._closed and not self.queue.empty():
-            call = getattr(wire.stub(self.address), _METHODS[self.kind])(self._requests(envelope_type),
+        while not self._closed and (self._leftover or not self.queue.empty()):
+            stream = _StreamWrites()
+            call = getattr(wire.stub(self.address), _METHODS[self.kind])(self._requests(envelope_type, stream),
                                                                        metadata=wire.metadata())
             try:
                 async for reply in call:
@@ -465,23 +469,65 @@ class _Outgoing:
             except asyncio.CancelledError:
                 call.cancel()
                 raise
+            finally:
+                # The ended stream takes nothing more from the queue, and what it had not written goes first next.
+                self._leftover.extendleft(reversed(stream.end()))
             self.peer = None
             if self._closed:
                 return
             await asyncio.sleep(delay * (0.5 + wire.rng.random()))
             delay = min(REDIAL_MAX, delay * 2)
 
-    async def _requests(self, envelope_type: Any) -> AsyncIterator[Any]:
-        """The stream's writes: queued envelopes merged, up to ``MERGE_MAX`` of them and while the merged size
-        stays within half of ``max_message_bytes`` (an envelope that would pass it starts the next write)."""
+    async def _requests(self, envelope_type: Any, stream: _StreamWrites) -> AsyncIterator[Any]:
+        """The stream's writes: what an earlier stream left unwritten, then queued envelopes merged, up to
+        ``MERGE_MAX`` of them and while the merged size stays within half of ``max_message_bytes`` (an envelope
+        that would pass it starts the next write).
+
+        gRPC may still ask a finished call's requests for one more write, or drop them mid-wait: the waits and
+        the envelope handed over and not yet written are ``stream``'s, which ``_run`` ends with the call."""
         yield envelope_type(hello=self.wire.hello())
         queue = self.queue
-        while True:
-            try:
-                envelope = await asyncio.wait_for(queue.get(), IDLE_CLOSE_SECONDS)
-            except TimeoutError:
-                return  # idle: end the stream; the next send dials again
-            yield _merged(envelope, queue, self.wire.max_message_bytes)
+        while not stream.ended.is_set():
+            if self._leftover:
+                envelope = self._leftover.popleft()
+            else:
+                stream.getter = getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait((getter, stream.ending), timeout=IDLE_CLOSE_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if stream.getter is not getter:
+                    return  # ended meanwhile: ``end`` took the getter (and its item, if it had one)
+                stream.getter = None
+                if not getter.done():
+                    getter.cancel()  # a cancelled get leaves its item in the queue
+                    return  # idle: end the stream; the next send dials again
+                envelope = _merged(getter.result(), queue, self.wire.max_message_bytes)
+            stream.writing = envelope
+            yield envelope
+            stream.writing = None  # asked for the next one: that one was written
+
+
+class _StreamWrites:
+    """One outgoing call's side of its writes: whether it ended, its wait for the queue, what it handed over."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.ending = asyncio.ensure_future(self.ended.wait())
+        self.getter: asyncio.Future[Any] | None = None
+        self.writing: Any = None
+
+    def end(self) -> list[Any]:
+        """Ends the writes and returns what was taken from the queue and not written, oldest first."""
+        self.ended.set()
+        self.ending.cancel()
+        unwritten = [] if self.writing is None else [self.writing]
+        self.writing = None
+        getter, self.getter = self.getter, None
+        if getter is not None:
+            if getter.done() and not getter.cancelled():
+                unwritten.append(getter.result())  # taken from the queue, never handed over
+            else:
+                getter.cancel()
+        return unwritten
 
 
 class _ApiKeyInterceptor(grpc.aio.ServerInterceptor):
