@@ -143,6 +143,15 @@ def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
 
 
 _NOBODY = _Sent("", pb.TaskOffer(), 0.0)
+_GONE = object()  # the answer to a submission whose target died or left before it answered
+
+
+def _envelope(parts: dict[str, list[Any]]) -> pb.TaskMessage:
+    """One envelope holding every part posted (``GrpcTasks._post``): field name → the items of that field."""
+    envelope = pb.TaskMessage()
+    for name, items in parts.items():
+        getattr(envelope, name).extend(items)
+    return envelope
 
 
 def _delay_ok(seconds: float) -> bool:
@@ -217,6 +226,10 @@ class GrpcTasks(GrpcCore):
         # completion, with no read of the store. Anything else that moves a task (a move, cancel, replay, takeover,
         # drop) forgets it here, and its outcome is read back from the store as before.
         self._owned: dict[str, Task] = {}
+        # Envelope parts posted to a peer during this event-loop pass (``_post``): sent as one envelope at its end,
+        # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).
+        self._posts: dict[str, dict[str, list[Any]]] = {}
+        self._posts_due = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -249,10 +262,32 @@ class GrpcTasks(GrpcCore):
 
     # -- the wire -------------------------------------------------------------------------------------------
     def _send_to(self, node_id: str, envelope: pb.TaskMessage) -> bool:
+        if node_id in self._posts:  # what was posted to this peer goes first: the peer sees this node's order
+            self._send_now(node_id, _envelope(self._posts.pop(node_id)))
+        return self._send_now(node_id, envelope)
+
+    def _send_now(self, node_id: str, envelope: pb.TaskMessage) -> bool:
         address = self.address_of(node_id) or self._heard_at.get(node_id)
         if not address:
             return False
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
+
+    def _post(self, node_id: str, field: str, items: Iterable[Any]) -> None:
+        """Add ``items`` to the ``field`` of the envelope this node sends ``node_id`` at the end of this event-loop
+        pass (a lost one is recovered as a lost message is: by the caller's timeout and resend)."""
+        parts = self._posts.get(node_id)
+        if parts is None:
+            parts = self._posts[node_id] = {}
+            if not self._posts_due:
+                self._posts_due = True
+                asyncio.get_running_loop().call_soon(self._flush_posts)
+        parts.setdefault(field, []).extend(items)
+
+    def _flush_posts(self) -> None:
+        self._posts_due = False
+        posts, self._posts = self._posts, {}
+        for node_id, parts in posts.items():
+            self._send_now(node_id, _envelope(parts))
 
     def _expect(self, key: tuple[str, Any], peer_id: str) -> asyncio.Future[Any]:
         """A future for the answer ``key`` that only ``peer_id`` may give."""
@@ -278,17 +313,20 @@ class GrpcTasks(GrpcCore):
 
     async def _wait_all(self, futures: dict[Any, asyncio.Future[Any]], timeout: float) -> dict[Any, Any]:
         """The answers that came within ``timeout`` (the others are forgotten)."""
-        if futures:
+        if futures and not all(f.done() for f in futures.values()):
             await asyncio.wait(futures.values(), timeout=timeout)
         out = {}
+        gave_up = False
         for key, future in futures.items():
             if future.done() and not future.cancelled():
                 out[key] = future.result()
             else:
                 future.cancel()
-        for key in [k for k, f in self._waiting.items() if f.done()]:
-            self._waiting.pop(key, None)
-            self._waiting_on.pop(key, None)
+                gave_up = True
+        if gave_up:  # answered ones left ``_waiting`` when answered: only these are looked for (rare)
+            for key in [k for k, f in self._waiting.items() if f.done()]:
+                self._waiting.pop(key, None)
+                self._waiting_on.pop(key, None)
         return out
 
     def _on_tasks(self, peer: Peer, env: pb.TaskMessage) -> None:
@@ -460,12 +498,18 @@ class GrpcTasks(GrpcCore):
         futures: dict[int, asyncio.Future[Any]] = {}
         targets: dict[int, str] = {}
         submissions: dict[int, pb.Submission] = {}
+        frames: dict[int, bytes] = {}
         for index, a in enumerate(assignments):
             target = a.node_id or self._any_worker()
             if target is None:
                 continue
+            # the task as routed: the worker stores it from the submission's fields (as ``enqueue`` does), and
+            # this client keeps the same frame to hand on if that worker goes before the task has a copy
+            frames[index] = self._task_frame(replace(
+                a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING, node_id=a.node_id,
+                node_name=a.node_name, why=a.why, attempt=1))
             submissions[index] = pb.Submission(
-                task=self._task_frame(a.task), node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
+                task=frames[index], node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
                 capacity=a.capacity, delay_seconds=a.delay)
             futures[index] = self._submit_to(target, submissions[index])
             targets[index] = target
@@ -473,6 +517,9 @@ class GrpcTasks(GrpcCore):
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
+            if answer is _GONE:
+                raise BackendUnavailable(f"grpc_mesh: the worker asked to store a task ({targets[index][:12]}) went "
+                                         "before it answered, and no live worker is left to ask")
             if answer is None:
                 raise BackendUnavailable(f"grpc_mesh: no worker answered a submission within {SUBMIT_TIMEOUT:g} s "
                                          f"(asked {targets.get(index, 'none: no live worker')})")
@@ -480,42 +527,57 @@ class GrpcTasks(GrpcCore):
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
             if outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
-                routed = replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
-                                 node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1)
-                self._submitted[a.task.task_id] = (targets[index], self._task_frame(routed))
+                self._submitted[a.task.task_id] = (targets[index], frames[index])
             out.append(Enqueued(outcome))
         return out
 
     def _submit_to(self, target: str, submission: pb.Submission) -> asyncio.Future[Any]:
         submission.request_id = next(self._requests)
         future = self._expect(("submit", submission.request_id), target)
-        self._send_to(target, pb.TaskMessage(submits=[submission]))
+        self._post(target, "submits", (submission,))  # with the other submissions of this loop pass
         return future
 
     async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
                                     submissions: dict[int, pb.Submission]) -> dict[int, Any]:
         deadline = time.monotonic() + SUBMIT_TIMEOUT
-        while time.monotonic() < deadline and not all(f.done() for f in futures.values()):
-            await asyncio.wait([f for f in futures.values() if not f.done()], timeout=0.1)
-            for index, future in list(futures.items()):
-                target = targets[index]
-                if future.done() or self.status_of(target) in LIVE:
-                    continue
-                ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
-                if not ids:
-                    continue
-                successor = next((i for i in ids if i > target), ids[0])
-                future.cancel()
-                self._waiting.pop(("submit", submissions[index].request_id), None)
-                submission = submissions[index]
-                info = self.member_info(successor)
-                submission.node_id, submission.node_name = successor, info.name if info else ""
-                submission.capacity = info.capacity if info else submission.capacity
-                submission.why = f"resubmitted: {target[:12]} went before it answered"
-                futures[index], targets[index] = self._submit_to(successor, submission), successor
-                self.counters["tasks_resubmitted"] += 1
-                deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
+        while True:
+            pending = [f for f in futures.values() if not f.done()]
+            remaining = deadline - time.monotonic()
+            if pending and remaining > 0:
+                # an answer, or ``_GONE`` from ``_member_change`` when the target dies or leaves: no polling
+                await asyncio.wait(pending, timeout=remaining)
+            if not self._resubmit_gone(futures, targets, submissions):
+                break
+            deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
         return await self._wait_all(futures, 0)
+
+    def _resubmit_gone(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
+                       submissions: dict[int, pb.Submission]) -> int:
+        """Send again, to the target's successor, each unanswered submission whose target is no live member
+        (answered ``_GONE``, or not answered and gone); returns how many were sent again."""
+        resent = 0
+        for index, future in list(futures.items()):
+            target = targets[index]
+            if future.done() and (future.cancelled() or future.result() is not _GONE):
+                continue
+            if not future.done() and self.status_of(target) in LIVE:
+                continue
+            ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
+            if not ids:
+                continue
+            successor = next((i for i in ids if i > target), ids[0])
+            future.cancel()
+            self._waiting.pop(("submit", submissions[index].request_id), None)
+            self._waiting_on.pop(("submit", submissions[index].request_id), None)
+            submission = submissions[index]
+            info = self.member_info(successor)
+            submission.node_id, submission.node_name = successor, info.name if info else ""
+            submission.capacity = info.capacity if info else submission.capacity
+            submission.why = f"resubmitted: {target[:12]} went before it answered"
+            futures[index], targets[index] = self._submit_to(successor, submission), successor
+            self.counters["tasks_resubmitted"] += 1
+            resent += 1
+        return resent
 
     def _rehome(self, owner_id: str) -> None:
         """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
@@ -626,7 +688,7 @@ class GrpcTasks(GrpcCore):
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
         for peer, records in by_peer.items():
-            self._send_to(peer, pb.TaskMessage(backups=records))
+            self._post(peer, "backups", records)  # with the other copies of this loop pass: one write there
         if not (wait and futures):
             return set()
         answers = await self._wait_all(futures, BACKUP_TIMEOUT)
@@ -734,6 +796,12 @@ class GrpcTasks(GrpcCore):
         node = change.node
         if node.node_id == self.node_id:
             return
+        if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):  # its submissions are sent again to its successor
+            for key in [k for k, peer in self._waiting_on.items() if peer == node.node_id and k[0] == "submit"]:
+                del self._waiting_on[key]
+                future = self._waiting.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(_GONE)
         if self._client_role:
             if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):
                 self._rehome(node.node_id)
