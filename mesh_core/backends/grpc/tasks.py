@@ -6,7 +6,10 @@ after it by node id) before the submission is acknowledged. A worker's own submi
 client owns nothing: it hands each routed task to the worker it routed it to (``Submission``), which owns
 it and usually runs it itself, so that path costs no offer at all. The owner applies every fenced move on
 its own store (the same statements as ``sqlite_local``), and its sweeper sweeps only what it owns (every
-node sweeps: ``sweeps_own_tasks``).
+node sweeps: ``sweeps_own_tasks``). A client's submission is copied while the owner stores it (the two writes
+overlap): that copy is provisional, kept apart by the backup and never taken over, until the owner confirms it
+(it stored the task) or drops it (it answered ``EXISTS`` or ``FULL``); the confirmation leaves before the
+answer, and until it lands the client, which keeps every task it was told is stored, is the second holder.
 
 **Worker.** A task routed to another worker is offered to it over the Tasks stream (``TaskOffer``, the
 task with its attempt number, held back by any retry delay). The worker keeps offers in a bounded inbox
@@ -82,6 +85,10 @@ CREATE TABLE IF NOT EXISTS grpc_backups (
     owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (owner_id, task_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grpc_provisional (
+    owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (owner_id, task_id, revision)
+) WITHOUT ROWID;
 """
 _OUTCOMES = {TaskStatus.SUCCEEDED: pb.TASK_OUTCOME_SUCCEEDED, TaskStatus.FAILED: pb.TASK_OUTCOME_FAILED,
              TaskStatus.CANCELLED: pb.TASK_OUTCOME_CANCELLED}
@@ -116,6 +123,15 @@ class _Ended:
         return {"task_id": self.task_id, "status": f["status"], "attempt": f["attempt"], "node_id": f["node_id"],
                 "node_name": f["node_name"], "finished_at": f["finished_at"], "result": f["result"],
                 "error": f["error"]}
+
+
+@dataclass
+class _Copying:
+    """Copies sent to backups and not yet answered (``GrpcTasks._send_copies``)."""
+
+    futures: dict[str, asyncio.Future[Any]]  # task id → the backup's answer
+    finals: set[str]  # the ids whose copy is an outcome
+    sent: dict[str, tuple[str, int]]  # task id → (backup peer, revision)
 
 
 @dataclass
@@ -240,7 +256,11 @@ class GrpcTasks(GrpcCore):
         wire.on_unary("GetTasks", self._serve_get_tasks)
         wire.on_unary("Cancel", self._serve_cancel)
         wire.on_unary("Replay", self._serve_replay)
-        await self.store._write(lambda conn: conn.execute(BACKUPS_SQL))
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in BACKUPS_SQL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        await self.store._write(create)
         await self._count_copies()
         self.on_member_change(self._member_change)
         self.spawn(self._reoffer_loop(), "reoffer")
@@ -461,6 +481,15 @@ class GrpcTasks(GrpcCore):
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
         if self._client_role:
             return await self._hand_to_workers(assignments)
+        return await self._enqueue_owned(assignments)
+
+    async def _enqueue_owned(self, assignments: Sequence[Assignment], *, ahead: bool = False) -> list[Enqueued]:
+        """Store tasks this node owns from now on and copy them to the backup before answering.
+
+        With ``ahead`` (a client's submissions: the client keeps each task it is told is stored, and hands it on
+        if this node goes, ``_rehome``), the copies go out as provisional while this node stores the tasks, so the
+        two writes overlap; then each copy is confirmed (stored here) or dropped (refused here: ``EXISTS`` or
+        ``FULL``). A provisional copy is never taken over, so a refused submission never gets a second owner."""
         # the records as the store will hold them (what ``_enqueue_batch`` writes of each), kept before the write:
         # this node's claim loop may take one as soon as it is committed
         routed = [replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
@@ -468,15 +497,24 @@ class GrpcTasks(GrpcCore):
                           started_at=None, finished_at=None, lease_expires=None, not_before=0.0, result=None,
                           error=None, attempts=[]) for a in assignments]
         kept = [t for t in routed if len(self._owned) < OWNED_KEPT and self._owned.setdefault(t.task_id, t) is t]
+        unbacked: set[str] = set()
+        copying = self._send_copies(routed, unbacked, provisional=True) if ahead else None
         try:
             outcomes = await self.store.enqueue(assignments)
         except BaseException:
             self._forget_kept(kept)
+            if copying is not None:
+                self._settle_provisional(copying, set())
             raise
         stored = [(a, t) for a, t, o in zip(assignments, routed, outcomes, strict=True) if o is Enqueued.STORED]
         self._forget_kept([t for t, o in zip(routed, outcomes, strict=True) if o is not Enqueued.STORED])
+        if copying is not None:
+            self._settle_provisional(copying, {t.task_id for _, t in stored})
         if stored:
-            await self._back_up([t for _, t in stored])
+            if copying is not None:
+                await self._copied(copying, unbacked)
+            else:
+                await self._back_up([t for _, t in stored])
             for a, task in stored:
                 if a.node_id and a.node_id != self.node_id:
                     self._offer(a.node_id, task, a.delay)
@@ -633,7 +671,7 @@ class GrpcTasks(GrpcCore):
                                                            sub.capacity, max(0.0, sub.delay_seconds))))
         if assignments:
             try:
-                outcomes = await self.enqueue([a for _, a in assignments])
+                outcomes = await self._enqueue_owned([a for _, a in assignments], ahead=True)
                 answers += [pb.SubmissionResult(request_id=r, outcome=int(o))
                             for (r, _), o in zip(assignments, outcomes, strict=True)]
             except Exception as exc:
@@ -661,9 +699,19 @@ class GrpcTasks(GrpcCore):
         submitter is another node carries the submitter's entry, which the backup forwards once it holds the
         copy: the ids it forwarded are added to ``forwarded``."""
         unbacked = unbacked if unbacked is not None else set()
-        futures: dict[Any, asyncio.Future[Any]] = {}
+        copying = self._send_copies(tasks, unbacked, wait=wait)
+        if not (wait and copying.futures):
+            return set()
+        return await self._copied(copying, unbacked, forwarded)
+
+    def _send_copies(self, tasks: Sequence[Task | _Ended], unbacked: set[str], *, wait: bool = True,
+                     provisional: bool = False) -> _Copying:
+        """Post copies of ``tasks`` to their backup peers (see ``_back_up``); with ``wait``, expect their answers.
+        The ids with no backup peer are added to ``unbacked``."""
+        futures: dict[str, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         finals = set()
+        sent: dict[str, tuple[str, int]] = {}
         for task in tasks:
             peer = self._backup_of.get(task.task_id)
             if peer is None or self.status_of(peer) not in LIVE:
@@ -673,7 +721,9 @@ class GrpcTasks(GrpcCore):
                     continue
                 self._backup_of[task.task_id] = peer
             self._revision += 1
-            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision)
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
+                                     provisional=provisional)
+            sent[task.task_id] = (peer, self._revision)
             if isinstance(task, _Ended):
                 finals.add(task.task_id)
                 record.record = codec.encode(task.fields, self.limits)
@@ -689,8 +739,31 @@ class GrpcTasks(GrpcCore):
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
         for peer, records in by_peer.items():
             self._post(peer, "backups", records)  # with the other copies of this loop pass: one write there
-        if not (wait and futures):
-            return set()
+        return _Copying(futures, finals, sent)
+
+    def _settle_provisional(self, copying: _Copying, stored: set[str]) -> None:
+        """Provisional copies, once this node's own write is done: confirmed where it stored the task, dropped
+        (and no longer waited for) where it did not."""
+        by_peer: dict[str, list[pb.BackupRecord]] = {}
+        for task_id, (peer, revision) in copying.sent.items():
+            ok = task_id in stored
+            by_peer.setdefault(peer, []).append(pb.BackupRecord(
+                owner_id=self.node_id, task_id=task_id, revision=revision, provisional=True, confirmed=ok,
+                deleted=not ok))
+            if not ok:
+                self._backup_of.pop(task_id, None)
+                key = ("backup", (task_id, revision))
+                self._waiting.pop(key, None)
+                self._waiting_on.pop(key, None)
+                future = copying.futures.pop(task_id, None)
+                if future is not None:
+                    future.cancel()
+        for peer, records in by_peer.items():
+            self._post(peer, "backups", records)
+
+    async def _copied(self, copying: _Copying, unbacked: set[str], forwarded: set[str] | None = None) -> set[str]:
+        """Wait for the backups' answers to ``copying`` (see ``_back_up``)."""
+        futures, finals = copying.futures, copying.finals
         answers = await self._wait_all(futures, BACKUP_TIMEOUT)
         missed = len(futures) - len(answers)
         unbacked.update(task_id for task_id in futures if task_id not in answers)
@@ -734,12 +807,15 @@ class GrpcTasks(GrpcCore):
             try:
                 if r.owner_id not in ("", peer.node_id):
                     raise ValueError(f"a copy of {r.owner_id[:12]!r}'s task sent by another node")
-                if not r.deleted:
+                if r.revision >= 2**63:  # an SQLite integer: a larger one is no revision this mesh gives
+                    raise ValueError(f"a copy at revision {r.revision}")
+                if r.confirmed or r.deleted:
+                    if not r.task_id:
+                        raise ValueError("a confirmed or deleted copy without a task id")
+                else:
                     task = self._task_of(r.record)
                     if task.task_id != r.task_id:
                         raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task.task_id[:40]!r}")
-                elif not r.task_id:
-                    raise ValueError("a deleted copy without a task id")
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
                 continue
@@ -747,17 +823,36 @@ class GrpcTasks(GrpcCore):
         records = good
         if not records:
             return
-        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
+        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed)
+                for r in records]
 
         def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
             """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
-            the refused ids and how many copies were added (negative: removed)."""
+            the refused ids and how many copies were added (negative: removed). A provisional copy is kept
+            apart (``grpc_provisional``) until its owner confirms it (then it is a copy) or drops it."""
             owned: set[str] = set()
             added = 0
-            for owner, task_id, revision, record, deleted in rows:
+            for owner, task_id, revision, record, deleted, provisional, confirmed in rows:
+                if provisional and deleted:
+                    conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?",
+                                 (owner, task_id, revision))
+                    continue
+                if confirmed:
+                    row = conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=? "
+                                       "RETURNING record", (owner, task_id, revision)).fetchone()
+                    if row is None:  # refused when it came, or replaced by a later copy already
+                        continue
+                    record = row[0]
                 if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
                     owned.add(task_id)
                     continue
+                if provisional and not confirmed:
+                    conn.execute("INSERT OR REPLACE INTO grpc_provisional (owner_id, task_id, revision, record) "
+                                 "VALUES (?,?,?,?)", (owner, task_id, revision, record))
+                    continue
+                # a copy supersedes any provisional one still waiting for its confirmation (one lost on the way)
+                conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision<?",
+                             (owner, task_id, revision))
                 held = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? AND task_id=?",
                                     (owner, task_id)).fetchone()
                 if deleted:
@@ -790,7 +885,8 @@ class GrpcTasks(GrpcCore):
                 self.counters["task_outcomes_forwarded"] += len(entries)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
             pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
-                         forwarded=bool(r.finished) and r.submitter_id in sent) for r in records]))
+                         forwarded=bool(r.finished) and r.submitter_id in sent)
+            for r in records if not (r.provisional and (r.confirmed or r.deleted))]))  # nobody waits for those
 
     def _member_change(self, change: Change) -> None:
         node = change.node
@@ -937,7 +1033,12 @@ class GrpcTasks(GrpcCore):
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
         await self._adopt(owner_id, owner_name, rows)
-        await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,))
+            # never confirmed: the owner may have refused them; their clients hand on what they were told is stored
+            conn.execute("DELETE FROM grpc_provisional WHERE owner_id=?", (owner_id,))
+        await self.store._write(forget)
         await self._count_copies()
         self._adopted_from.discard(owner_id)
 

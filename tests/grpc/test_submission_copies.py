@@ -1,0 +1,98 @@
+"""grpc_mesh tasks: a client's submission is copied to the backup while its owner stores it.
+
+The copy is provisional until the owner confirms it (it stored the task); when the owner answers ``EXISTS``
+or ``FULL`` instead, the copy is dropped, and a provisional copy is never taken over: a refused submission
+never gets a second owner, and an existing task's copy is never replaced by the refused one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from mesh_core.backends.contracts import Assignment, Enqueued
+from mesh_core.model import Task, TaskStatus
+
+from ..backends.conftest import Cluster, eventually
+from .conftest import backend_of
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _rows(backend: Any, table: str, owner_id: str) -> dict[str, bytes]:
+    rows = await backend.store._read(lambda c: c.execute(
+        f"SELECT task_id, record FROM {table} WHERE owner_id=?", (owner_id,)).fetchall())
+    return {task_id: record for task_id, record in rows}
+
+
+async def _none_provisional(backend: Any, owner_id: str) -> bool:
+    return not await _rows(backend, "grpc_provisional", owner_id)
+
+
+async def _knows(backend: Any, task_id: str) -> bool:
+    return task_id in await backend.store.task_states([task_id])
+
+
+def _task(submitter_id: str, task_type: str = "echo") -> Task:
+    return Task(task_id=uuid.uuid4().hex, task_type=task_type, payload={"x": 1}, submitter_id=submitter_id,
+                submitted_at=time.time())
+
+
+async def test_stored_submissions_are_confirmed_and_refused_ones_leave_no_copy(cluster: Cluster) -> None:
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    client = await cluster.client()
+    b1, b2, cb = backend_of(w1), backend_of(w2), backend_of(client)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    await eventually(lambda: _async(cb.status_of(b1.node_id) is not None))
+    name = w1.config.node_name
+
+    # stored: the provisional copy becomes the backup's copy, as the owner stores the task
+    kept = _task(cb.node_id, "no_such_type")  # nobody runs it: it stays assigned
+    assert await cb.enqueue([Assignment(kept, b1.node_id, name, "test", 100)]) == [Enqueued.STORED]
+    await eventually(lambda: _none_provisional(b2, b1.node_id))
+    copy = b2._task_of((await _rows(b2, "grpc_backups", b1.node_id))[kept.task_id])
+    # the record as the owner stored it (its sweeper may have moved it since: moves are copied later)
+    assert (copy.status, copy.node_id, copy.attempt, copy.why, copy.payload) == (
+        TaskStatus.ASSIGNED, b1.node_id, 1, "test", {"x": 1})
+
+    # the same task again: EXISTS, and the backup's copy stays the stored one (same revision, same record)
+    before = await b2.store._read(lambda c: c.execute("SELECT revision, record FROM grpc_backups WHERE task_id=?",
+                                                      (kept.task_id,)).fetchone())
+    again = Task(**{**kept.__dict__, "payload": {"x": 2}, "payload_frame": None})
+    assert await cb.enqueue([Assignment(again, b1.node_id, name, "again", 100)]) == [Enqueued.EXISTS]
+    # FULL: the owner refuses it (capacity 0); the backup keeps nothing of it
+    refused = _task(cb.node_id, "no_such_type")
+    assert await cb.enqueue([Assignment(refused, b1.node_id, name, "full", 0)]) == [Enqueued.FULL]
+    await eventually(lambda: _none_provisional(b2, b1.node_id))
+    after = await b2.store._read(lambda c: c.execute("SELECT revision, record FROM grpc_backups WHERE task_id=?",
+                                                     (kept.task_id,)).fetchone())
+    assert after == before
+    assert refused.task_id not in await _rows(b2, "grpc_backups", b1.node_id)
+
+    # the owner dies: the backup takes over the stored task, and never the refused one
+    await cluster.crash(w1)
+    await eventually(lambda: _knows(b2, kept.task_id), timeout=15)
+    assert await b2.store.task_states([refused.task_id]) == {}
+    assert await _rows(b2, "grpc_provisional", b1.node_id) == {}
+
+
+async def test_a_provisional_copy_is_never_taken_over(cluster: Cluster) -> None:
+    """A provisional copy whose owner died before confirming or dropping it is dropped at takeover: the owner
+    may have refused the submission (the client then sent it elsewhere), and a task it did store is handed on
+    by the client, which keeps every task it was told is stored."""
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    unconfirmed = _task(uuid.uuid4().hex)
+    copying = b1._send_copies([unconfirmed], set(), provisional=True)  # copied ahead; the owner never settles it
+    assert await b1._copied(copying, set()) == set()
+    assert unconfirmed.task_id in await _rows(b2, "grpc_provisional", b1.node_id)
+    await cluster.crash(w1)
+    await eventually(lambda: _none_provisional(b2, b1.node_id), timeout=15)
+    assert await b2.store.task_states([unconfirmed.task_id]) == {}
+    assert unconfirmed.status is TaskStatus.PENDING
