@@ -96,3 +96,56 @@ async def test_a_provisional_copy_is_never_taken_over(cluster: Cluster) -> None:
     await eventually(lambda: _none_provisional(b2, b1.node_id), timeout=15)
     assert await b2.store.task_states([unconfirmed.task_id]) == {}
     assert unconfirmed.status is TaskStatus.PENDING
+
+
+async def _copies(backend: Any, owner_id: str) -> dict[str, int]:
+    rows = await backend.store._read(lambda c: c.execute(
+        "SELECT task_id, final FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
+    return dict(rows)
+
+
+async def test_copies_of_ended_tasks_are_pruned_as_their_owner_prunes_its_own(cluster: Cluster,
+                                                                              monkeypatch: Any) -> None:
+    """Retention applies to the copies a backup holds as to the owner's own store: per owner, the newest
+    ``tasks_kept`` copies stay, older copies of ended tasks go, copies of unfinished tasks always stay; a
+    provisional copy never confirmed nor dropped goes after ``PROVISIONAL_KEPT``."""
+    retention = {"task_distribution": {"tasks_kept": 5, "dead_letters_kept": 1}}
+    w1 = await cluster.node("w1", **retention)
+    w2 = await cluster.node("w2", **retention)
+    client = await cluster.client()
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    stuck = _task(backend_of(client).node_id, "no_such_type")  # never runs: its copy stays whatever its age
+    assert await backend_of(client).enqueue([Assignment(stuck, b1.node_id, w1.config.node_name, "t", 100)]) \
+        == [Enqueued.STORED]
+    ids = [await client.submit_task("echo", {"i": i}) for i in range(24)]
+    ids += [await client.submit_task("fail", {"message": f"no {i}"}, max_retries=0) for i in range(4)]
+    for task_id in ids:
+        await client.wait_task(task_id, timeout=10)
+    # a copy kept before copies were pruned: its ``final`` is not known until retention reads its record
+    await b2.store._write(lambda c: c.execute("UPDATE grpc_backups SET final=-1 WHERE owner_id=?", (b1.node_id,)))
+    unconfirmed = _task(uuid.uuid4().hex)
+    assert await b1._copied(b1._send_copies([unconfirmed], set(), provisional=True), set()) == set()
+    held = {owner.node_id: await _copies(holder, owner.node_id) for owner, holder in ((b1, b2), (b2, b1))}
+    assert sum(len(c) for c in held.values()) == len(ids) + 1
+
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.PROVISIONAL_KEPT", 0.0)
+    await w1.prune_tasks()
+    await w2.prune_tasks()
+    for owner, holder in ((b1, b2), (b2, b1)):
+        before = held[owner.node_id]
+        after = await _copies(holder, owner.node_id)
+        assert set(after) <= set(before)
+        ended = [t for t, final in after.items() if final == 1]
+        dead = [t for t, final in after.items() if final == 2]
+        assert len(ended) <= 5 and len(dead) <= 1, after
+        assert -1 not in after.values() or len(after) <= 6  # the newest ones may stay unread
+        revisions = dict(await holder.store._read(lambda c, o=owner: c.execute(
+            "SELECT task_id, revision FROM grpc_backups WHERE owner_id=?", (o.node_id,)).fetchall()))
+        newest = sorted(revisions, key=revisions.get, reverse=True)[:5]
+        assert set(newest) <= set(after)  # the newest copies stay whatever their state
+        [record] = await owner.store.get_tasks([newest[0]], with_attempts=False)
+        assert record.task_id == newest[0]
+    assert stuck.task_id in await _copies(b2, b1.node_id)  # unfinished: kept however old
+    assert b1.counters["task_copies_pruned"] + b2.counters["task_copies_pruned"] >= len(ids) - 12
+    assert await _none_provisional(b2, b1.node_id)

@@ -80,9 +80,13 @@ INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's en
 MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
 MAX_LEASE = 86400.0  # a lease asked for in a renewal is cut to this; not a number or not positive: the owner's
 OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
+PROVISIONAL_KEPT = 60.0  # a provisional copy neither confirmed nor dropped this long (monotonic s) is dropped
+# ``final`` of a copy: 0 the task is unfinished, 1 it ended (succeeded, failed, cancelled), 2 a dead letter;
+# -1 not known yet (a copy kept before the column was added: read from its record when retention needs it)
 BACKUPS_SQL = """
 CREATE TABLE IF NOT EXISTS grpc_backups (
     owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
+    final INTEGER NOT NULL DEFAULT -1,
     PRIMARY KEY (owner_id, task_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS grpc_provisional (
@@ -170,6 +174,22 @@ def _envelope(parts: dict[str, list[Any]]) -> pb.TaskMessage:
     return envelope
 
 
+def _final_value(status: TaskStatus) -> int:
+    """``final`` of a copy of a task in ``status`` (see ``BACKUPS_SQL``)."""
+    if status is TaskStatus.DEAD_LETTER:
+        return 2
+    return 1 if status in _FINAL else 0
+
+
+def _final_of(frame: bytes, limits: codec.CodecLimits) -> int:
+    """``final`` of a copy kept before the column was: read from its record (unreadable: kept, as unfinished)."""
+    try:
+        fields = codec.decode(frame, limits)
+        return _final_value(TaskStatus(fields["status"])) if isinstance(fields, dict) else 0
+    except (codec.CodecError, KeyError, ValueError, TypeError):
+        return 0
+
+
 def _delay_ok(seconds: float) -> bool:
     """A hold-back a peer sends: a number of seconds, at most ``MAX_DELAY`` (negative means none)."""
     return math.isfinite(seconds) and seconds <= MAX_DELAY
@@ -246,6 +266,7 @@ class GrpcTasks(GrpcCore):
         # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).
         self._posts: dict[str, dict[str, list[Any]]] = {}
         self._posts_due = False
+        self._provisional_seen: dict[tuple[str, str, int], float] = {}  # provisional copy → first seen by prune
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -260,6 +281,10 @@ class GrpcTasks(GrpcCore):
             for statement in BACKUPS_SQL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(grpc_backups)")}
+            if "final" not in columns:  # a store from before copies were pruned
+                conn.execute("ALTER TABLE grpc_backups ADD COLUMN final INTEGER NOT NULL DEFAULT -1")
+            conn.execute("CREATE INDEX IF NOT EXISTS grpc_backups_by_revision ON grpc_backups (owner_id, revision)")
         await self.store._write(create)
         await self._count_copies()
         self.on_member_change(self._member_change)
@@ -803,6 +828,7 @@ class GrpcTasks(GrpcCore):
         """Keep the copies an owner sends of its own tasks; a copy that is not readable, names another task or
         another owner is refused (counted, not stored, not acknowledged: its owner counts it missed)."""
         good = []
+        finals: dict[str, int] = {}  # task id → ``final`` of its copy
         for r in records:
             try:
                 if r.owner_id not in ("", peer.node_id):
@@ -816,6 +842,7 @@ class GrpcTasks(GrpcCore):
                     task = self._task_of(r.record)
                     if task.task_id != r.task_id:
                         raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task.task_id[:40]!r}")
+                    finals[r.task_id] = _final_value(task.status)
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
                 continue
@@ -823,8 +850,8 @@ class GrpcTasks(GrpcCore):
         records = good
         if not records:
             return
-        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed)
-                for r in records]
+        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed,
+                 finals.get(r.task_id, -1)) for r in records]
 
         def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
             """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
@@ -832,7 +859,7 @@ class GrpcTasks(GrpcCore):
             apart (``grpc_provisional``) until its owner confirms it (then it is a copy) or drops it."""
             owned: set[str] = set()
             added = 0
-            for owner, task_id, revision, record, deleted, provisional, confirmed in rows:
+            for owner, task_id, revision, record, deleted, provisional, confirmed, final in rows:
                 if provisional and deleted:
                     conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?",
                                  (owner, task_id, revision))
@@ -842,7 +869,7 @@ class GrpcTasks(GrpcCore):
                                        "RETURNING record", (owner, task_id, revision)).fetchone()
                     if row is None:  # refused when it came, or replaced by a later copy already
                         continue
-                    record = row[0]
+                    record, final = row[0], 0  # a task just submitted: unfinished
                 if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
                     owned.add(task_id)
                     continue
@@ -860,12 +887,12 @@ class GrpcTasks(GrpcCore):
                         conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
                         added -= 1
                 elif held is None:
-                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)",
-                                 (owner, task_id, revision, record))
+                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record, final) "
+                                 "VALUES (?,?,?,?,?)", (owner, task_id, revision, record, final))
                     added += 1
                 elif revision > held[0]:
-                    conn.execute("UPDATE grpc_backups SET revision=?, record=? WHERE owner_id=? AND task_id=?",
-                                 (revision, record, owner, task_id))
+                    conn.execute("UPDATE grpc_backups SET revision=?, record=?, final=? WHERE owner_id=? AND task_id=?",
+                                 (revision, record, final, owner, task_id))
             return owned, added
         owned, added = await self.store._write(keep)
         self._copies_held += added
@@ -1616,7 +1643,62 @@ class GrpcTasks(GrpcCore):
         return [f for _, f in tail], self._feed_seq
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
-        return await self.store.prune(tasks_kept, dead_letters_kept, limit)
+        gone = await self.store.prune(tasks_kept, dead_letters_kept, limit)
+        if not self._client_role:
+            await self._prune_copies(tasks_kept, dead_letters_kept, limit)
+        return gone
+
+    async def _prune_copies(self, tasks_kept: int, dead_letters_kept: int, limit: int) -> int:
+        """Task retention on the copies this node holds for other owners, as each owner applies it to its own
+        store: of each owner's copies, the newest ``tasks_kept`` (by revision) stay whatever their state; older
+        ones of ended tasks go (their outcome was held by two nodes and told to its submitter long since);
+        dead-letter copies past the newest ``dead_letters_kept`` go. Copies of unfinished tasks always stay.
+        A provisional copy that its owner neither confirmed nor dropped within ``PROVISIONAL_KEPT`` goes too
+        (its confirmation was lost; the owner copies the task again when it ends). Returns how many went."""
+        limits = self.limits
+        now = time.monotonic()
+        seen = self._provisional_seen
+
+        def prune(conn: sqlite3.Connection) -> tuple[int, dict[tuple[str, str, int], float]]:
+            gone = 0
+            budget = limit
+            owners = [r[0] for r in conn.execute("SELECT DISTINCT owner_id FROM grpc_backups")]
+            for owner in owners:
+                if budget <= 0:
+                    break
+                edge = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? ORDER BY revision DESC "
+                                    "LIMIT 1 OFFSET ?", (owner, tasks_kept)).fetchone()
+                ids: list[str] = []
+                if edge is not None:
+                    unknown = conn.execute("SELECT task_id, record FROM grpc_backups WHERE owner_id=? AND final=-1 "
+                                           "AND revision<=? LIMIT ?", (owner, edge[0], budget)).fetchall()
+                    for task_id, record in unknown:
+                        conn.execute("UPDATE grpc_backups SET final=? WHERE owner_id=? AND task_id=?",
+                                     (_final_of(record, limits), owner, task_id))
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT task_id FROM grpc_backups WHERE owner_id=? AND final=1 AND revision<=? "
+                        "ORDER BY revision LIMIT ?", (owner, edge[0], budget))]
+                ids += [r[0] for r in conn.execute(
+                    "SELECT task_id FROM grpc_backups WHERE owner_id=? AND final=2 ORDER BY revision DESC "
+                    "LIMIT ? OFFSET ?", (owner, max(0, budget - len(ids)), dead_letters_kept))]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    conn.execute(f"DELETE FROM grpc_backups WHERE owner_id=? AND task_id IN "
+                                 f"({','.join('?' * len(chunk))})", (owner, *chunk))
+                gone += len(ids)
+                budget -= len(ids)
+            waiting = {(o, t, int(r)): seen.get((o, t, int(r)), now) for o, t, r in conn.execute(
+                "SELECT owner_id, task_id, revision FROM grpc_provisional LIMIT 100000")}
+            for key, first in list(waiting.items()):
+                if now - first >= PROVISIONAL_KEPT:
+                    conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?", key)
+                    del waiting[key]
+            return gone, waiting
+        gone, self._provisional_seen = await self.store._write(prune)
+        if gone:
+            self.counters["task_copies_pruned"] += gone
+            await self._count_copies()
+        return gone
 
     # -- reading: here first, then every live peer ----------------------------------------------------------
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
