@@ -763,7 +763,10 @@ class GrpcTasks(GrpcCore):
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
         for peer, records in by_peer.items():
-            self._post(peer, "backups", records)  # with the other copies of this loop pass: one write there
+            if wait:  # with the other copies of this loop pass: one write there
+                self._post(peer, "backups", records)
+            else:  # a re-copy (a new backup, a takeover): on its way at once, as the owner may go any moment
+                self._send_to(peer, pb.TaskMessage(backups=records))
         return _Copying(futures, finals, sent)
 
     def _settle_provisional(self, copying: _Copying, stored: set[str]) -> None:
