@@ -8,8 +8,11 @@ it and usually runs it itself, so that path costs no offer at all. The owner app
 its own store (the same statements as ``sqlite_local``), and its sweeper sweeps only what it owns (every
 node sweeps: ``sweeps_own_tasks``). A client's submission is copied while the owner stores it (the two writes
 overlap): that copy is provisional, kept apart by the backup and never taken over, until the owner confirms it
-(it stored the task) or drops it (it answered ``EXISTS`` or ``FULL``); the confirmation leaves before the
-answer, and until it lands the client, which keeps every task it was told is stored, is the second holder.
+(it stored the task) or drops it (it answered ``EXISTS`` or ``FULL``, at once). The confirmation rides with
+the next envelope to the backup (usually the task's outcome copy, which supersedes it) or leaves on its own
+after ``CONFIRM_DELAY``; until it lands, the client, which keeps every task it was told is stored and hands it on
+if the owner goes (``_rehome``), is the second holder (a one-shot client that exits at once is not: for it an
+owner that dies within ``CONFIRM_DELAY`` of answering loses the task).
 
 **Worker.** A task routed to another worker is offered to it over the Tasks stream (``TaskOffer``, the
 task with its attempt number, held back by any retry delay). The worker keeps offers in a bounded inbox
@@ -80,6 +83,7 @@ INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's en
 MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
 MAX_LEASE = 86400.0  # a lease asked for in a renewal is cut to this; not a number or not positive: the owner's
 OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
+CONFIRM_DELAY = 0.01  # a provisional copy's confirmation waits at most this long for an envelope to ride with
 PROVISIONAL_KEPT = 60.0  # a provisional copy neither confirmed nor dropped this long (monotonic s) is dropped
 # ``final`` of a copy: 0 the task is unfinished, 1 it ended (succeeded, failed, cancelled), 2 a dead letter;
 # -1 not known yet (a copy kept before the column was added: read from its record when retention needs it)
@@ -266,6 +270,10 @@ class GrpcTasks(GrpcCore):
         # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).
         self._posts: dict[str, dict[str, list[Any]]] = {}
         self._posts_due = False
+        # Confirmations of provisional copies not sent yet, by backup peer: each rides with the next envelope to
+        # that peer (usually the task's outcome copy, which supersedes it and is sent instead), or goes on its
+        # own after ``CONFIRM_DELAY``: a confirmation costs no message or write of its own on the busy path.
+        self._confirms: dict[str, dict[str, pb.BackupRecord]] = {}
         self._provisional_seen: dict[tuple[str, str, int], float] = {}  # provisional copy → first seen by prune
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -315,7 +323,26 @@ class GrpcTasks(GrpcCore):
         address = self.address_of(node_id) or self._heard_at.get(node_id)
         if not address:
             return False
+        confirms = self._confirms.pop(node_id, None)
+        if confirms:  # after the envelope's copies (never one of the same task: that copy superseded it)
+            envelope.backups.extend(confirms.values())
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
+
+    def _confirm_later(self, peer: str, record: pb.BackupRecord) -> None:
+        """Send the confirmation of a provisional copy with the next envelope to ``peer`` (at most after
+        ``CONFIRM_DELAY``)."""
+        confirms = self._confirms.get(peer)
+        if confirms is None:
+            confirms = self._confirms[peer] = {}
+            asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._send_confirms, peer)
+        confirms[record.task_id] = record
+
+    def _send_confirms(self, peer: str) -> None:
+        if self._confirms.get(peer):
+            self._send_to(peer, pb.TaskMessage())
+        # a peer with no address any more: its copies are taken over by no one (dropped there after
+        # ``PROVISIONAL_KEPT``), and this node copies its tasks to the next backup
+        self._confirms.pop(peer, None)
 
     def _post(self, node_id: str, field: str, items: Iterable[Any]) -> None:
         """Add ``items`` to the ``field`` of the envelope this node sends ``node_id`` at the end of this event-loop
@@ -749,6 +776,8 @@ class GrpcTasks(GrpcCore):
             record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
                                      provisional=provisional)
             sent[task.task_id] = (peer, self._revision)
+            if not provisional and peer in self._confirms:  # this copy supersedes a confirmation not sent yet
+                self._confirms[peer].pop(task.task_id, None)
             if isinstance(task, _Ended):
                 finals.add(task.task_id)
                 record.record = codec.encode(task.fields, self.limits)
@@ -775,10 +804,12 @@ class GrpcTasks(GrpcCore):
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         for task_id, (peer, revision) in copying.sent.items():
             ok = task_id in stored
-            by_peer.setdefault(peer, []).append(pb.BackupRecord(
-                owner_id=self.node_id, task_id=task_id, revision=revision, provisional=True, confirmed=ok,
-                deleted=not ok))
-            if not ok:
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task_id, revision=revision, provisional=True,
+                                     confirmed=ok, deleted=not ok)
+            if ok:
+                self._confirm_later(peer, record)
+            else:  # dropped at once
+                by_peer.setdefault(peer, []).append(record)
                 self._backup_of.pop(task_id, None)
                 key = ("backup", (task_id, revision))
                 self._waiting.pop(key, None)
