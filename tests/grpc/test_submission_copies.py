@@ -7,11 +7,14 @@ never gets a second owner, and an existing task's copy is never replaced by the 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from typing import Any
 
+from mesh_core import codec
 from mesh_core.backends.contracts import Assignment, Enqueued
+from mesh_core.backends.grpc.tasks import task_fields
 from mesh_core.model import Task, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
@@ -149,3 +152,24 @@ async def test_copies_of_ended_tasks_are_pruned_as_their_owner_prunes_its_own(cl
     assert stuck.task_id in await _copies(b2, b1.node_id)  # unfinished: kept however old
     assert b1.counters["task_copies_pruned"] + b2.counters["task_copies_pruned"] >= len(ids) - 12
     assert await _none_provisional(b2, b1.node_id)
+
+
+async def test_copies_kept_before_retention_are_read_when_retention_reaches_them(cluster: Cluster) -> None:
+    """A store from before copies were pruned has no ``final`` column: it is added at start (every copy
+    marked unknown), and retention reads an old copy's record when it reaches it."""
+    folder = cluster.state / "nodes" / "w1"
+    folder.mkdir(parents=True, mode=0o700)
+    owner = uuid.uuid4().hex
+    ended = [Task(**{**_task(owner).__dict__, "status": TaskStatus.SUCCEEDED, "finished_at": time.time()})
+             for _ in range(3)]
+    with sqlite3.connect(folder / "grpc.db") as conn:
+        conn.execute("CREATE TABLE grpc_backups (owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER "
+                     "NOT NULL, record BLOB NOT NULL, PRIMARY KEY (owner_id, task_id)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO grpc_backups VALUES (?,?,?,?)", [
+            (owner, t.task_id, n, codec.encode(task_fields(t, codec.DEFAULT_LIMITS))) for n, t in enumerate(ended)])
+    w1 = await cluster.node("w1", task_distribution={"tasks_kept": 1})
+    b1 = backend_of(w1)
+    assert set((await _copies(b1, owner)).values()) == {-1}
+    await w1.prune_tasks()
+    assert await _copies(b1, owner) == {ended[2].task_id: -1}  # the newest stays (not read); the older two went
+    assert b1.counters["task_copies_pruned"] == 2
