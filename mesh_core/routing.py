@@ -6,6 +6,13 @@ tiered by the task's preferred node types (first preference first), then
 ordered by the configured algorithm, with an affinity bonus from each node's
 smoothed past success on that task type. Every decision carries a one-line
 *why* that is stored on the task.
+
+Affinity scales a node's load cost, it is never added to it: the cost of a node
+is the pressure it would have with the task, ``(queued + 1) / capacity``, times
+``1 - bonus`` (the bonus at most ``AFFINITY_WEIGHT / 2`` either way). So it
+breaks ties among similarly loaded nodes, never overrides a real load difference
+(one more than the bonus, relatively), and a node with no history still gets
+work once the others are a little busier, however large the capacities are.
 """
 
 from __future__ import annotations
@@ -70,6 +77,11 @@ def _pressure(node: NodeInfo, queued: int) -> float:
     return queued / node.capacity if node.capacity > 0 else 1.0
 
 
+def _load_cost(node: NodeInfo, queued: int, bonus: float) -> float:
+    """The pressure ``node`` would have with one more task, scaled down by its affinity bonus (up by a malus)."""
+    return _pressure(node, queued + 1) * (1.0 - bonus)
+
+
 def candidates(req: RouteRequest, nodes: Sequence[NodeInfo], queued: Mapping[str, int],
                overload_threshold: float = OVERLOAD_THRESHOLD) -> list[NodeInfo]:
     """Nodes able and free to take the task; raises naming why there are none."""
@@ -129,14 +141,15 @@ def route(req: RouteRequest, nodes: Sequence[NodeInfo], queued: Mapping[str, int
         why = f"random of {len(pool)}"
     elif algorithm == "capability_based":
         def fit(n: NodeInfo) -> float:
-            # A node whose abilities are mostly what the task needs is a specialist for it.
+            # A node whose abilities are mostly what the task needs is a specialist for it; among equal
+            # specialists the load cost (affinity scaling it) decides.
             spec = len(req.required_capabilities) / len(n.capabilities) if n.capabilities else 0.0
-            return spec + bonus(n) - 0.1 * _pressure(n, queued.get(n.node_id, 0))
+            return spec - 0.1 * _load_cost(n, queued.get(n.node_id, 0), bonus(n))
         chosen = max(pool, key=fit)
         why = f"capability_based fit {fit(chosen):.2f}"
     else:
         def cost(n: NodeInfo) -> float:
-            return _pressure(n, queued.get(n.node_id, 0)) - bonus(n)
+            return _load_cost(n, queued.get(n.node_id, 0), bonus(n))
         chosen = min(pool, key=cost)
         others = sorted(fmt(n) for n in pool if n is not chosen)[:3]
         why = f"least_loaded {fmt(chosen)}" + (f" vs {', '.join(others)}" if others else " (only candidate)")

@@ -220,7 +220,9 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     ms = {"memory_sync": {"strategy": "master_slave"}}
     nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
     await eventually(lambda: _is(all(len(n.members()) == 3 and n.memory_primary for n in nodes)), timeout=5)
-    await eventually(lambda: _is(len({backend_of(n).memory_epoch for n in nodes}) == 1), timeout=5)
+    # the node's own view (``memory_primary``) follows its backend's lease a moment later: wait for both
+    await eventually(lambda: _is(len({backend_of(n).memory_epoch for n in nodes}) == 1
+                                 and len({n.memory_primary for n in nodes}) == 1), timeout=5)
     primary = next(n for n in nodes if n.memory_primary == n.node_id)
     assert {n.memory_primary for n in nodes} == {primary.node_id}
     assert primary.node_id == min(n.node_id for n in nodes)  # no preference configured: the lowest id

@@ -283,8 +283,8 @@ def test_capability_based_prefers_the_specialist():
     decision = route(req, nodes, {"generalist": 0, "specialist": 3}, algorithm="capability_based")
     assert decision.node_id == "specialist"
     assert decision.why.startswith("capability_based fit ")
-    # fit = 1/1 - 0.1 * 0.3 = 0.97
-    assert decision.why == "capability_based fit 0.97"
+    # fit = 1/1 - 0.1 * (3 + 1) / 10 = 0.96 (the load it would have with this task)
+    assert decision.why == "capability_based fit 0.96"
 
 
 def test_capability_based_without_required_capabilities_prefers_less_loaded():
@@ -370,6 +370,33 @@ def test_affinity_is_a_bonus_not_an_override():
     assert "affinity" in decision.why
 
 
+@pytest.mark.parametrize("algorithm", ["least_loaded", "capability_based"])
+def test_affinity_does_not_starve_a_node_without_history(algorithm):
+    # The bench's shape: huge capacities make every pressure tiny. One node has a perfect record, the other
+    # none; tasks placed one after another at equal load still split about evenly (affinity scales the load
+    # cost, so it tips the balance by at most its weight, never to all-or-nothing).
+    nodes = [node("a", capacity=100_000), node("b", capacity=100_000)]
+    book = AffinityBook()
+    for _ in range(200):
+        book.observe("a", "t", True, 0.001)
+    assert book.score("a", "t") > 0.99
+    queued = {"a": 0, "b": 0}
+    for _ in range(4000):
+        queued[route(REQ, nodes, queued, algorithm=algorithm, affinity=book).node_id] += 1
+    assert 0.40 <= queued["b"] / 4000 <= 0.5, queued
+    # the perfect record is worth about AFFINITY_WEIGHT / 2 more load, relatively, never more
+    assert queued["a"] / queued["b"] == pytest.approx(1 / (1 - AFFINITY_WEIGHT / 2), rel=0.01)
+
+
+def test_affinity_breaks_a_tie_at_idle_with_huge_capacity():
+    nodes = [node("a", capacity=100_000), node("b", capacity=100_000)]
+    book = _book(failures_on="a", successes_on="b")
+    assert route(REQ, nodes, {}, affinity=book).node_id == "b"
+    # one task more on b is a real load difference only past the bonus: at 10 vs 11 it still goes to b
+    assert route(REQ, nodes, {"a": 10, "b": 11}, affinity=book).node_id == "b"
+    assert route(REQ, nodes, {"a": 10, "b": 20}, affinity=book).node_id == "a"
+
+
 def test_why_combines_tier_algorithm_and_affinity():
     nodes = [node("lang", node_type=NodeType.LANGUAGE_EXPERT), node("gen")]
     book = AffinityBook()
@@ -453,14 +480,21 @@ def test_route_only_ever_picks_an_eligible_node(cluster, counter, seed):
             # "least_loaded ..." etc., possibly after a tier note
             assert re.search(r"(^|; )" + algorithm + " ", decision.why), decision.why
 
-    # least_loaded without affinity: minimal pressure in the tier, ties to the smallest id
-    def pressure(n: NodeInfo) -> float:
-        return queued.get(n.node_id, 0) / n.capacity
+    # least_loaded without affinity: minimal pressure with the task placed, (queued + 1) / capacity, in the
+    # tier, ties to the smallest id; the why shows the chosen node's pressure before it
+    def pressure_after(n: NodeInfo) -> float:
+        return (queued.get(n.node_id, 0) + 1) / n.capacity
+
+    # with affinity: never a node whose load cost exceeds the lightest's by more than the bonus can make up
+    bound = (1 + AFFINITY_WEIGHT / 2) / (1 - AFFINITY_WEIGHT / 2)
+    chosen_with = next(n for n in tier if n.node_id == route(req, nodes, queued, affinity=book).node_id)
+    assert pressure_after(chosen_with) <= min(pressure_after(n) for n in tier) * bound + 1e-9
 
     decision = route(req, nodes, queued)
-    best = min(pressure(n) for n in tier)
-    assert decision.node_id == min(n.node_id for n in tier if pressure(n) == best)
-    assert f"least_loaded {best:.2f}" in decision.why
+    best = min(pressure_after(n) for n in tier)
+    assert decision.node_id == min(n.node_id for n in tier if pressure_after(n) == best)
+    chosen = next(n for n in tier if n.node_id == decision.node_id)
+    assert f"least_loaded {queued.get(chosen.node_id, 0) / chosen.capacity:.2f}" in decision.why
     # round_robin: the counter indexes the tier in node-id order
     decision = route(req, nodes, queued, algorithm="round_robin", round_robin_counter=counter)
     assert decision.node_id == ids(tier)[counter % len(tier)]

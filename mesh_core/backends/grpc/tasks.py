@@ -6,7 +6,12 @@ after it by node id) before the submission is acknowledged. A worker's own submi
 client owns nothing: it hands each routed task to the worker it routed it to (``Submission``), which owns
 it and usually runs it itself, so that path costs no offer at all. The owner applies every fenced move on
 its own store (the same statements as ``sqlite_local``), and its sweeper sweeps only what it owns (every
-node sweeps: ``sweeps_own_tasks``).
+node sweeps: ``sweeps_own_tasks``). A client's submission is copied while the owner stores it (the two writes
+overlap): that copy is provisional, kept apart by the backup and never taken over, until the owner confirms it
+(it stored the task) or drops it (it answered ``EXISTS`` or ``FULL``), both posted as soon as its own write is
+done, so the confirmation is queued to the backup no later than the submitter's answer (which also waits for
+the backup's acks of the provisional copies): a one-shot client that exits at once leaves its task with two
+holders unless the owner dies between those two writes and never comes back.
 
 **Worker.** A task routed to another worker is offered to it over the Tasks stream (``TaskOffer``, the
 task with its attempt number, held back by any retry delay). The worker keeps offers in a bounded inbox
@@ -77,10 +82,18 @@ INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's en
 MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
 MAX_LEASE = 86400.0  # a lease asked for in a renewal is cut to this; not a number or not positive: the owner's
 OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
+PROVISIONAL_KEPT = 60.0  # a provisional copy neither confirmed nor dropped this long (monotonic s) is dropped
+# ``final`` of a copy: 0 the task is unfinished, 1 it ended (succeeded, failed, cancelled), 2 a dead letter;
+# -1 not known yet (a copy kept before the column was added: read from its record when retention needs it)
 BACKUPS_SQL = """
 CREATE TABLE IF NOT EXISTS grpc_backups (
     owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
+    final INTEGER NOT NULL DEFAULT -1,
     PRIMARY KEY (owner_id, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grpc_provisional (
+    owner_id TEXT NOT NULL, task_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (owner_id, task_id, revision)
 ) WITHOUT ROWID;
 """
 _OUTCOMES = {TaskStatus.SUCCEEDED: pb.TASK_OUTCOME_SUCCEEDED, TaskStatus.FAILED: pb.TASK_OUTCOME_FAILED,
@@ -119,6 +132,15 @@ class _Ended:
 
 
 @dataclass
+class _Copying:
+    """Copies sent to backups and not yet answered (``GrpcTasks._send_copies``)."""
+
+    futures: dict[str, asyncio.Future[Any]]  # task id → the backup's answer
+    finals: set[str]  # the ids whose copy is an outcome
+    sent: dict[str, tuple[str, int]]  # task id → (backup peer, revision)
+
+
+@dataclass
 class _Sent:
     worker_id: str
     offer: pb.TaskOffer
@@ -143,6 +165,31 @@ def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
 
 
 _NOBODY = _Sent("", pb.TaskOffer(), 0.0)
+_GONE = object()  # the answer to a submission whose target died or left before it answered
+
+
+def _envelope(parts: dict[str, list[Any]]) -> pb.TaskMessage:
+    """One envelope holding every part posted (``GrpcTasks._post``): field name → the items of that field."""
+    envelope = pb.TaskMessage()
+    for name, items in parts.items():
+        getattr(envelope, name).extend(items)
+    return envelope
+
+
+def _final_value(status: TaskStatus) -> int:
+    """``final`` of a copy of a task in ``status`` (see ``BACKUPS_SQL``)."""
+    if status is TaskStatus.DEAD_LETTER:
+        return 2
+    return 1 if status in _FINAL else 0
+
+
+def _final_of(frame: bytes, limits: codec.CodecLimits) -> int:
+    """``final`` of a copy kept before the column was: read from its record (unreadable: kept, as unfinished)."""
+    try:
+        fields = codec.decode(frame, limits)
+        return _final_value(TaskStatus(fields["status"])) if isinstance(fields, dict) else 0
+    except (codec.CodecError, KeyError, ValueError, TypeError):
+        return 0
 
 
 def _delay_ok(seconds: float) -> bool:
@@ -220,6 +267,11 @@ class GrpcTasks(GrpcCore):
         # drop) forgets it here, and its outcome is read back from the store as before.
         self._owned: dict[str, Task] = {}
         self._early_copies = 0  # clients' copies waiting for this node to hold their owner gone too
+        # Envelope parts posted to a peer during this event-loop pass (``_post``): sent as one envelope at its end,
+        # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).
+        self._posts: dict[str, dict[str, list[Any]]] = {}
+        self._posts_due = False
+        self._provisional_seen: dict[tuple[str, str, int], float] = {}  # provisional copy → first seen by prune
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
@@ -230,7 +282,15 @@ class GrpcTasks(GrpcCore):
         wire.on_unary("GetTasks", self._serve_get_tasks)
         wire.on_unary("Cancel", self._serve_cancel)
         wire.on_unary("Replay", self._serve_replay)
-        await self.store._write(lambda conn: conn.execute(BACKUPS_SQL))
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in BACKUPS_SQL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(grpc_backups)")}
+            if "final" not in columns:  # a store from before copies were pruned
+                conn.execute("ALTER TABLE grpc_backups ADD COLUMN final INTEGER NOT NULL DEFAULT -1")
+            conn.execute("CREATE INDEX IF NOT EXISTS grpc_backups_by_revision ON grpc_backups (owner_id, revision)")
+        await self.store._write(create)
         await self._count_copies()
         self.on_member_change(self._member_change)
         self.spawn(self._reoffer_loop(), "reoffer")
@@ -256,10 +316,32 @@ class GrpcTasks(GrpcCore):
 
     # -- the wire -------------------------------------------------------------------------------------------
     def _send_to(self, node_id: str, envelope: pb.TaskMessage) -> bool:
+        if node_id in self._posts:  # what was posted to this peer goes first: the peer sees this node's order
+            self._send_now(node_id, _envelope(self._posts.pop(node_id)))
+        return self._send_now(node_id, envelope)
+
+    def _send_now(self, node_id: str, envelope: pb.TaskMessage) -> bool:
         address = self.address_of(node_id) or self._heard_at.get(node_id)
         if not address:
             return False
         return bool(self.wire.send(address, "tasks", envelope))  # type: ignore[attr-defined]
+
+    def _post(self, node_id: str, field: str, items: Iterable[Any]) -> None:
+        """Add ``items`` to the ``field`` of the envelope this node sends ``node_id`` at the end of this event-loop
+        pass (a lost one is recovered as a lost message is: by the caller's timeout and resend)."""
+        parts = self._posts.get(node_id)
+        if parts is None:
+            parts = self._posts[node_id] = {}
+            if not self._posts_due:
+                self._posts_due = True
+                asyncio.get_running_loop().call_soon(self._flush_posts)
+        parts.setdefault(field, []).extend(items)
+
+    def _flush_posts(self) -> None:
+        self._posts_due = False
+        posts, self._posts = self._posts, {}
+        for node_id, parts in posts.items():
+            self._send_now(node_id, _envelope(parts))
 
     def _expect(self, key: tuple[str, Any], peer_id: str) -> asyncio.Future[Any]:
         """A future for the answer ``key`` that only ``peer_id`` may give."""
@@ -285,17 +367,20 @@ class GrpcTasks(GrpcCore):
 
     async def _wait_all(self, futures: dict[Any, asyncio.Future[Any]], timeout: float) -> dict[Any, Any]:
         """The answers that came within ``timeout`` (the others are forgotten)."""
-        if futures:
+        if futures and not all(f.done() for f in futures.values()):
             await asyncio.wait(futures.values(), timeout=timeout)
         out = {}
+        gave_up = False
         for key, future in futures.items():
             if future.done() and not future.cancelled():
                 out[key] = future.result()
             else:
                 future.cancel()
-        for key in [k for k, f in self._waiting.items() if f.done()]:
-            self._waiting.pop(key, None)
-            self._waiting_on.pop(key, None)
+                gave_up = True
+        if gave_up:  # answered ones left ``_waiting`` when answered: only these are looked for (rare)
+            for key in [k for k, f in self._waiting.items() if f.done()]:
+                self._waiting.pop(key, None)
+                self._waiting_on.pop(key, None)
         return out
 
     def _on_tasks(self, peer: Peer, env: pb.TaskMessage) -> None:
@@ -430,6 +515,15 @@ class GrpcTasks(GrpcCore):
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
         if self._client_role:
             return await self._hand_to_workers(assignments)
+        return await self._enqueue_owned(assignments)
+
+    async def _enqueue_owned(self, assignments: Sequence[Assignment], *, ahead: bool = False) -> list[Enqueued]:
+        """Store tasks this node owns from now on and copy them to the backup before answering.
+
+        With ``ahead`` (a client's submissions: the client keeps each task it is told is stored, and hands it on
+        if this node goes, ``_rehome``), the copies go out as provisional while this node stores the tasks, so the
+        two writes overlap; then each copy is confirmed (stored here) or dropped (refused here: ``EXISTS`` or
+        ``FULL``). A provisional copy is never taken over, so a refused submission never gets a second owner."""
         # the records as the store will hold them (what ``_enqueue_batch`` writes of each), kept before the write:
         # this node's claim loop may take one as soon as it is committed
         routed = [replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
@@ -437,15 +531,24 @@ class GrpcTasks(GrpcCore):
                           started_at=None, finished_at=None, lease_expires=None, not_before=0.0, result=None,
                           error=None, attempts=[]) for a in assignments]
         kept = [t for t in routed if len(self._owned) < OWNED_KEPT and self._owned.setdefault(t.task_id, t) is t]
+        unbacked: set[str] = set()
+        copying = self._send_copies(routed, unbacked, provisional=True) if ahead else None
         try:
             outcomes = await self.store.enqueue(assignments)
         except BaseException:
             self._forget_kept(kept)
+            if copying is not None:
+                self._settle_provisional(copying, set())
             raise
         stored = [(a, t) for a, t, o in zip(assignments, routed, outcomes, strict=True) if o is Enqueued.STORED]
         self._forget_kept([t for t, o in zip(routed, outcomes, strict=True) if o is not Enqueued.STORED])
+        if copying is not None:
+            self._settle_provisional(copying, {t.task_id for _, t in stored})
         if stored:
-            await self._back_up([t for _, t in stored])
+            if copying is not None:
+                await self._copied(copying, unbacked)
+            else:
+                await self._back_up([t for _, t in stored])
             for a, task in stored:
                 if a.node_id and a.node_id != self.node_id:
                     self._offer(a.node_id, task, a.delay)
@@ -467,12 +570,18 @@ class GrpcTasks(GrpcCore):
         futures: dict[int, asyncio.Future[Any]] = {}
         targets: dict[int, str] = {}
         submissions: dict[int, pb.Submission] = {}
+        frames: dict[int, bytes] = {}
         for index, a in enumerate(assignments):
             target = a.node_id or self._any_worker()
             if target is None:
                 continue
+            # the task as routed: the worker stores it from the submission's fields (as ``enqueue`` does), and
+            # this client keeps the same frame to hand on if that worker goes before the task has a copy
+            frames[index] = self._task_frame(replace(
+                a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING, node_id=a.node_id,
+                node_name=a.node_name, why=a.why, attempt=1))
             submissions[index] = pb.Submission(
-                task=self._task_frame(a.task), node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
+                task=frames[index], node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
                 capacity=a.capacity, delay_seconds=a.delay)
             futures[index] = self._submit_to(target, submissions[index])
             targets[index] = target
@@ -480,6 +589,9 @@ class GrpcTasks(GrpcCore):
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
+            if answer is _GONE:
+                raise BackendUnavailable(f"grpc_mesh: the worker asked to store a task ({targets[index][:12]}) went "
+                                         "before it answered, and no live worker is left to ask")
             if answer is None:
                 raise BackendUnavailable(f"grpc_mesh: no worker answered a submission within {SUBMIT_TIMEOUT:g} s "
                                          f"(asked {targets.get(index, 'none: no live worker')})")
@@ -487,42 +599,57 @@ class GrpcTasks(GrpcCore):
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
             if outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
-                routed = replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
-                                 node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1)
-                self._submitted[a.task.task_id] = (targets[index], self._task_frame(routed))
+                self._submitted[a.task.task_id] = (targets[index], frames[index])
             out.append(Enqueued(outcome))
         return out
 
     def _submit_to(self, target: str, submission: pb.Submission) -> asyncio.Future[Any]:
         submission.request_id = next(self._requests)
         future = self._expect(("submit", submission.request_id), target)
-        self._send_to(target, pb.TaskMessage(submits=[submission]))
+        self._post(target, "submits", (submission,))  # with the other submissions of this loop pass
         return future
 
     async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
                                     submissions: dict[int, pb.Submission]) -> dict[int, Any]:
         deadline = time.monotonic() + SUBMIT_TIMEOUT
-        while time.monotonic() < deadline and not all(f.done() for f in futures.values()):
-            await asyncio.wait([f for f in futures.values() if not f.done()], timeout=0.1)
-            for index, future in list(futures.items()):
-                target = targets[index]
-                if future.done() or self.status_of(target) in LIVE:
-                    continue
-                ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
-                if not ids:
-                    continue
-                successor = next((i for i in ids if i > target), ids[0])
-                future.cancel()
-                self._waiting.pop(("submit", submissions[index].request_id), None)
-                submission = submissions[index]
-                info = self.member_info(successor)
-                submission.node_id, submission.node_name = successor, info.name if info else ""
-                submission.capacity = info.capacity if info else submission.capacity
-                submission.why = f"resubmitted: {target[:12]} went before it answered"
-                futures[index], targets[index] = self._submit_to(successor, submission), successor
-                self.counters["tasks_resubmitted"] += 1
-                deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
+        while True:
+            pending = [f for f in futures.values() if not f.done()]
+            remaining = deadline - time.monotonic()
+            if pending and remaining > 0:
+                # an answer, or ``_GONE`` from ``_member_change`` when the target dies or leaves: no polling
+                await asyncio.wait(pending, timeout=remaining)
+            if not self._resubmit_gone(futures, targets, submissions):
+                break
+            deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
         return await self._wait_all(futures, 0)
+
+    def _resubmit_gone(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
+                       submissions: dict[int, pb.Submission]) -> int:
+        """Send again, to the target's successor, each unanswered submission whose target is no live member
+        (answered ``_GONE``, or not answered and gone); returns how many were sent again."""
+        resent = 0
+        for index, future in list(futures.items()):
+            target = targets[index]
+            if future.done() and (future.cancelled() or future.result() is not _GONE):
+                continue
+            if not future.done() and self.status_of(target) in LIVE:
+                continue
+            ids = sorted(n.node_id for n in self.live_peers(workers_only=True))
+            if not ids:
+                continue
+            successor = next((i for i in ids if i > target), ids[0])
+            future.cancel()
+            self._waiting.pop(("submit", submissions[index].request_id), None)
+            self._waiting_on.pop(("submit", submissions[index].request_id), None)
+            submission = submissions[index]
+            info = self.member_info(successor)
+            submission.node_id, submission.node_name = successor, info.name if info else ""
+            submission.capacity = info.capacity if info else submission.capacity
+            submission.why = f"resubmitted: {target[:12]} went before it answered"
+            futures[index], targets[index] = self._submit_to(successor, submission), successor
+            self.counters["tasks_resubmitted"] += 1
+            resent += 1
+        return resent
 
     def _rehome(self, owner_id: str) -> None:
         """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
@@ -591,7 +718,7 @@ class GrpcTasks(GrpcCore):
                                                            sub.capacity, max(0.0, sub.delay_seconds))))
         if assignments:
             try:
-                outcomes = await self.enqueue([a for _, a in assignments])
+                outcomes = await self._enqueue_owned([a for _, a in assignments], ahead=True)
                 answers += [pb.SubmissionResult(request_id=r, outcome=int(o))
                             for (r, _), o in zip(assignments, outcomes, strict=True)]
             except Exception as exc:
@@ -619,9 +746,19 @@ class GrpcTasks(GrpcCore):
         submitter is another node carries the submitter's entry, which the backup forwards once it holds the
         copy: the ids it forwarded are added to ``forwarded``."""
         unbacked = unbacked if unbacked is not None else set()
-        futures: dict[Any, asyncio.Future[Any]] = {}
+        copying = self._send_copies(tasks, unbacked, wait=wait)
+        if not (wait and copying.futures):
+            return set()
+        return await self._copied(copying, unbacked, forwarded)
+
+    def _send_copies(self, tasks: Sequence[Task | _Ended], unbacked: set[str], *, wait: bool = True,
+                     provisional: bool = False) -> _Copying:
+        """Post copies of ``tasks`` to their backup peers (see ``_back_up``); with ``wait``, expect their answers.
+        The ids with no backup peer are added to ``unbacked``."""
+        futures: dict[str, asyncio.Future[Any]] = {}
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         finals = set()
+        sent: dict[str, tuple[str, int]] = {}
         for task in tasks:
             peer = self._backup_of.get(task.task_id)
             if peer is None or self.status_of(peer) not in LIVE:
@@ -631,7 +768,9 @@ class GrpcTasks(GrpcCore):
                     continue
                 self._backup_of[task.task_id] = peer
             self._revision += 1
-            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision)
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task.task_id, revision=self._revision,
+                                     provisional=provisional)
+            sent[task.task_id] = (peer, self._revision)
             if isinstance(task, _Ended):
                 finals.add(task.task_id)
                 record.record = codec.encode(task.fields, self.limits)
@@ -646,9 +785,35 @@ class GrpcTasks(GrpcCore):
             if wait:
                 futures[task.task_id] = self._expect(("backup", (task.task_id, self._revision)), peer)
         for peer, records in by_peer.items():
-            self._send_to(peer, pb.TaskMessage(backups=records))
-        if not (wait and futures):
-            return set()
+            if wait:  # with the other copies of this loop pass: one write there
+                self._post(peer, "backups", records)
+            else:  # a re-copy (a new backup, a takeover): on its way at once, as the owner may go any moment
+                self._send_to(peer, pb.TaskMessage(backups=records))
+        return _Copying(futures, finals, sent)
+
+    def _settle_provisional(self, copying: _Copying, stored: set[str]) -> None:
+        """Provisional copies, once this node's own write is done: confirmed where it stored the task, dropped
+        (and no longer waited for) where it did not."""
+        by_peer: dict[str, list[pb.BackupRecord]] = {}
+        for task_id, (peer, revision) in copying.sent.items():
+            ok = task_id in stored
+            record = pb.BackupRecord(owner_id=self.node_id, task_id=task_id, revision=revision, provisional=True,
+                                     confirmed=ok, deleted=not ok)
+            by_peer.setdefault(peer, []).append(record)  # confirmed or dropped at once
+            if not ok:
+                self._backup_of.pop(task_id, None)
+                key = ("backup", (task_id, revision))
+                self._waiting.pop(key, None)
+                self._waiting_on.pop(key, None)
+                future = copying.futures.pop(task_id, None)
+                if future is not None:
+                    future.cancel()
+        for peer, records in by_peer.items():
+            self._post(peer, "backups", records)
+
+    async def _copied(self, copying: _Copying, unbacked: set[str], forwarded: set[str] | None = None) -> set[str]:
+        """Wait for the backups' answers to ``copying`` (see ``_back_up``)."""
+        futures, finals = copying.futures, copying.finals
         answers = await self._wait_all(futures, BACKUP_TIMEOUT)
         missed = len(futures) - len(answers)
         unbacked.update(task_id for task_id in futures if task_id not in answers)
@@ -688,16 +853,21 @@ class GrpcTasks(GrpcCore):
         """Keep the copies an owner sends of its own tasks; a copy that is not readable, names another task or
         another owner is refused (counted, not stored, not acknowledged: its owner counts it missed)."""
         good = []
+        finals: dict[str, int] = {}  # task id → ``final`` of its copy
         for r in records:
             try:
                 if r.owner_id not in ("", peer.node_id):
                     raise ValueError(f"a copy of {r.owner_id[:12]!r}'s task sent by another node")
-                if not r.deleted:
+                if r.revision >= 2**63:  # an SQLite integer: a larger one is no revision this mesh gives
+                    raise ValueError(f"a copy at revision {r.revision}")
+                if r.confirmed or r.deleted:
+                    if not r.task_id:
+                        raise ValueError("a confirmed or deleted copy without a task id")
+                else:
                     task = self._task_of(r.record)
                     if task.task_id != r.task_id:
                         raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task.task_id[:40]!r}")
-                elif not r.task_id:
-                    raise ValueError("a deleted copy without a task id")
+                    finals[r.task_id] = _final_value(task.status)
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
                 continue
@@ -705,17 +875,36 @@ class GrpcTasks(GrpcCore):
         records = good
         if not records:
             return
-        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted) for r in records]
+        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed,
+                 finals.get(r.task_id, -1)) for r in records]
 
         def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
             """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
-            the refused ids and how many copies were added (negative: removed)."""
+            the refused ids and how many copies were added (negative: removed). A provisional copy is kept
+            apart (``grpc_provisional``) until its owner confirms it (then it is a copy) or drops it."""
             owned: set[str] = set()
             added = 0
-            for owner, task_id, revision, record, deleted in rows:
+            for owner, task_id, revision, record, deleted, provisional, confirmed, final in rows:
+                if provisional and deleted:
+                    conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?",
+                                 (owner, task_id, revision))
+                    continue
+                if confirmed:
+                    row = conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=? "
+                                       "RETURNING record", (owner, task_id, revision)).fetchone()
+                    if row is None:  # refused when it came, or replaced by a later copy already
+                        continue
+                    record, final = row[0], 0  # a task just submitted: unfinished
                 if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
                     owned.add(task_id)
                     continue
+                if provisional and not confirmed:
+                    conn.execute("INSERT OR REPLACE INTO grpc_provisional (owner_id, task_id, revision, record) "
+                                 "VALUES (?,?,?,?)", (owner, task_id, revision, record))
+                    continue
+                # a copy supersedes any provisional one still waiting for its confirmation (one lost on the way)
+                conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision<?",
+                             (owner, task_id, revision))
                 held = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? AND task_id=?",
                                     (owner, task_id)).fetchone()
                 if deleted:
@@ -723,12 +912,12 @@ class GrpcTasks(GrpcCore):
                         conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
                         added -= 1
                 elif held is None:
-                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record) VALUES (?,?,?,?)",
-                                 (owner, task_id, revision, record))
+                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record, final) "
+                                 "VALUES (?,?,?,?,?)", (owner, task_id, revision, record, final))
                     added += 1
                 elif revision > held[0]:
-                    conn.execute("UPDATE grpc_backups SET revision=?, record=? WHERE owner_id=? AND task_id=?",
-                                 (revision, record, owner, task_id))
+                    conn.execute("UPDATE grpc_backups SET revision=?, record=?, final=? WHERE owner_id=? AND task_id=?",
+                                 (revision, record, final, owner, task_id))
             return owned, added
         owned, added = await self.store._write(keep)
         self._copies_held += added
@@ -748,12 +937,19 @@ class GrpcTasks(GrpcCore):
                 self.counters["task_outcomes_forwarded"] += len(entries)
         self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
             pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
-                         forwarded=bool(r.finished) and r.submitter_id in sent) for r in records]))
+                         forwarded=bool(r.finished) and r.submitter_id in sent)
+            for r in records if not (r.provisional and (r.confirmed or r.deleted))]))  # nobody waits for those
 
     def _member_change(self, change: Change) -> None:
         node = change.node
         if node.node_id == self.node_id:
             return
+        if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):  # its submissions are sent again to its successor
+            for key in [k for k, peer in self._waiting_on.items() if peer == node.node_id and k[0] == "submit"]:
+                del self._waiting_on[key]
+                future = self._waiting.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(_GONE)
         if self._client_role:
             if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):
                 self._rehome(node.node_id)
@@ -929,7 +1125,12 @@ class GrpcTasks(GrpcCore):
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id, record FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchall())
         await self._adopt(owner_id, owner_name, rows)
-        await self.store._write(lambda c: c.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,)))
+
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM grpc_backups WHERE owner_id=?", (owner_id,))
+            # never confirmed: the owner may have refused them; their clients hand on what they were told is stored
+            conn.execute("DELETE FROM grpc_provisional WHERE owner_id=?", (owner_id,))
+        await self.store._write(forget)
         await self._count_copies()
         self._adopted_from.discard(owner_id)
 
@@ -1506,7 +1707,62 @@ class GrpcTasks(GrpcCore):
         return [f for _, f in tail], self._feed_seq
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
-        return await self.store.prune(tasks_kept, dead_letters_kept, limit)
+        gone = await self.store.prune(tasks_kept, dead_letters_kept, limit)
+        if not self._client_role:
+            await self._prune_copies(tasks_kept, dead_letters_kept, limit)
+        return gone
+
+    async def _prune_copies(self, tasks_kept: int, dead_letters_kept: int, limit: int) -> int:
+        """Task retention on the copies this node holds for other owners, as each owner applies it to its own
+        store: of each owner's copies, the newest ``tasks_kept`` (by revision) stay whatever their state; older
+        ones of ended tasks go (their outcome was held by two nodes and told to its submitter long since);
+        dead-letter copies past the newest ``dead_letters_kept`` go. Copies of unfinished tasks always stay.
+        A provisional copy that its owner neither confirmed nor dropped within ``PROVISIONAL_KEPT`` goes too
+        (its confirmation was lost; the owner copies the task again when it ends). Returns how many went."""
+        limits = self.limits
+        now = time.monotonic()
+        seen = self._provisional_seen
+
+        def prune(conn: sqlite3.Connection) -> tuple[int, dict[tuple[str, str, int], float]]:
+            gone = 0
+            budget = limit
+            owners = [r[0] for r in conn.execute("SELECT DISTINCT owner_id FROM grpc_backups")]
+            for owner in owners:
+                if budget <= 0:
+                    break
+                edge = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? ORDER BY revision DESC "
+                                    "LIMIT 1 OFFSET ?", (owner, tasks_kept)).fetchone()
+                ids: list[str] = []
+                if edge is not None:
+                    unknown = conn.execute("SELECT task_id, record FROM grpc_backups WHERE owner_id=? AND final=-1 "
+                                           "AND revision<=? LIMIT ?", (owner, edge[0], budget)).fetchall()
+                    for task_id, record in unknown:
+                        conn.execute("UPDATE grpc_backups SET final=? WHERE owner_id=? AND task_id=?",
+                                     (_final_of(record, limits), owner, task_id))
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT task_id FROM grpc_backups WHERE owner_id=? AND final=1 AND revision<=? "
+                        "ORDER BY revision LIMIT ?", (owner, edge[0], budget))]
+                ids += [r[0] for r in conn.execute(
+                    "SELECT task_id FROM grpc_backups WHERE owner_id=? AND final=2 ORDER BY revision DESC "
+                    "LIMIT ? OFFSET ?", (owner, max(0, budget - len(ids)), dead_letters_kept))]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    conn.execute(f"DELETE FROM grpc_backups WHERE owner_id=? AND task_id IN "
+                                 f"({','.join('?' * len(chunk))})", (owner, *chunk))
+                gone += len(ids)
+                budget -= len(ids)
+            waiting = {(o, t, int(r)): seen.get((o, t, int(r)), now) for o, t, r in conn.execute(
+                "SELECT owner_id, task_id, revision FROM grpc_provisional LIMIT 100000")}
+            for key, first in list(waiting.items()):
+                if now - first >= PROVISIONAL_KEPT:
+                    conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?", key)
+                    del waiting[key]
+            return gone, waiting
+        gone, self._provisional_seen = await self.store._write(prune)
+        if gone:
+            self.counters["task_copies_pruned"] += gone
+            await self._count_copies()
+        return gone
 
     # -- reading: here first, then every live peer ----------------------------------------------------------
     async def task_states(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:

@@ -337,7 +337,7 @@ class CancelAttempt(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class BackupRecord(_message.Message):
-    __slots__ = ("owner_id", "task_id", "revision", "owner_epoch", "record", "deleted", "finished", "submitter_id")
+    __slots__ = ("owner_id", "task_id", "revision", "owner_epoch", "record", "deleted", "finished", "submitter_id", "provisional", "confirmed")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +346,8 @@ class BackupRecord(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     SUBMITTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
     task_id: str
     revision: int
@@ -354,7 +356,9 @@ class BackupRecord(_message.Message):
     deleted: bool
     finished: bytes
     submitter_id: str
-    def __init__(self, owner_id: _Optional[str] = ..., task_id: _Optional[str] = ..., revision: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., record: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., finished: _Optional[bytes] = ..., submitter_id: _Optional[str] = ...) -> None: ...
+    provisional: bool
+    confirmed: bool
+    def __init__(self, owner_id: _Optional[str] = ..., task_id: _Optional[str] = ..., revision: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., record: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., finished: _Optional[bytes] = ..., submitter_id: _Optional[str] = ..., provisional: _Optional[bool] = ..., confirmed: _Optional[bool] = ...) -> None: ...
 
 class BackupAck(_message.Message):
     __slots__ = ("task_id", "revision", "refused", "forwarded")
