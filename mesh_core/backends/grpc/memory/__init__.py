@@ -107,6 +107,9 @@ class GrpcMemory(MemoryEntropy):
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
         self._key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]] = Coalescer(self._pull_keys_now)
+        self._recent: dict[int, bytes] = {}  # local cursor → frame, the latest appends (``_remember``)
+        self._recent_bytes = 0
+        self._recent_head = 0
 
     async def _open_store(self, local: NodeInfo) -> None:
         self._worker = local.role is NodeRole.WORKER
@@ -134,6 +137,7 @@ class GrpcMemory(MemoryEntropy):
         if origin == self.node_id:
             self._own_written = max(self._own_written, cursor)
         self._stale(entries)
+        self._remember(cursor, entries)
         reached = self._push(origin, entries, cursor, gossip=not broadcast)
         if not self._worker:
             await self._held_by_workers(reached, cursor, CLIENT_WRITE_WAIT_SECONDS, required=True)
@@ -145,7 +149,7 @@ class GrpcMemory(MemoryEntropy):
         return cursor
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
-        return await self.store.read_memory(after, limit)
+        return await self._read_recent(after, limit)
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         """Record how far ``node_id`` applied this node's log; this node's own ack releases at once the acks
@@ -197,6 +201,9 @@ class GrpcMemory(MemoryEntropy):
         return await self.store.memory_horizon()
 
     async def compact_memory(self, applied_everywhere: Any) -> int:
+        upto = int(applied_everywhere or 0)
+        for seq in [s for s in self._recent if s < upto]:  # what the store drops is not read from here either
+            self._recent_bytes -= len(self._recent.pop(seq))
         return await self.store.compact_memory(applied_everywhere)
 
     def _member_seen(self, change: Change) -> None:
