@@ -180,22 +180,26 @@ class GrpcMemory(MemoryEntropy):
         return self.store.cursor_reached(cursor, target)
 
     async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
-        local = await self.store.memory_versions(memory_type, key)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, [key], versions=True))
+            return await self.store.memory_versions(memory_type, key)
+        local, pulled = await asyncio.gather(self.store.memory_versions(memory_type, key),
+                                             self._pull_keys(memory_type, [key], versions=True))
+        return _unique(local + pulled)
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
-        local = await self.store.memory_for_keys(memory_type, keys)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, list(keys)))
+            return await self.store.memory_for_keys(memory_type, keys)
+        local, pulled = await asyncio.gather(self.store.memory_for_keys(memory_type, keys),
+                                             self._pull_keys(memory_type, list(keys)))
+        return _unique(local + pulled)
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        local = await self.store.memory_for_key(memory_type, key)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, [key]))
+            return await self.store.memory_for_key(memory_type, key)
+        # a client (its write's catch-up on the key, a read): its own log and the workers' at once
+        local, pulled = await asyncio.gather(self.store.memory_for_key(memory_type, key),
+                                             self._pull_keys(memory_type, [key]))
+        return _unique(local + pulled)
 
     async def memory_horizon(self) -> Any:
         return await self.store.memory_horizon()
