@@ -107,6 +107,9 @@ class GrpcMemory(MemoryEntropy):
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
         self._key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]] = Coalescer(self._pull_keys_now)
+        self._recent: dict[int, bytes] = {}  # local cursor → frame, the latest appends (``_remember``)
+        self._recent_bytes = 0
+        self._recent_head = 0
 
     async def _open_store(self, local: NodeInfo) -> None:
         self._worker = local.role is NodeRole.WORKER
@@ -134,6 +137,7 @@ class GrpcMemory(MemoryEntropy):
         if origin == self.node_id:
             self._own_written = max(self._own_written, cursor)
         self._stale(entries)
+        self._remember(cursor, entries)
         reached = self._push(origin, entries, cursor, gossip=not broadcast)
         if not self._worker:
             await self._held_by_workers(reached, cursor, CLIENT_WRITE_WAIT_SECONDS, required=True)
@@ -145,7 +149,7 @@ class GrpcMemory(MemoryEntropy):
         return cursor
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
-        return await self.store.read_memory(after, limit)
+        return await self._read_recent(after, limit)
 
     async def ack_memory(self, node_id: str, cursor: Any) -> None:
         """Record how far ``node_id`` applied this node's log; this node's own ack releases at once the acks
@@ -176,27 +180,34 @@ class GrpcMemory(MemoryEntropy):
         return self.store.cursor_reached(cursor, target)
 
     async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
-        local = await self.store.memory_versions(memory_type, key)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, [key], versions=True))
+            return await self.store.memory_versions(memory_type, key)
+        local, pulled = await asyncio.gather(self.store.memory_versions(memory_type, key),
+                                             self._pull_keys(memory_type, [key], versions=True))
+        return _unique(local + pulled)
 
     async def memory_for_keys(self, memory_type: str, keys: Sequence[str]) -> list[bytes]:
-        local = await self.store.memory_for_keys(memory_type, keys)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, list(keys)))
+            return await self.store.memory_for_keys(memory_type, keys)
+        local, pulled = await asyncio.gather(self.store.memory_for_keys(memory_type, keys),
+                                             self._pull_keys(memory_type, list(keys)))
+        return _unique(local + pulled)
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
-        local = await self.store.memory_for_key(memory_type, key)
         if self._worker:
-            return local
-        return _unique(local + await self._pull_keys(memory_type, [key]))
+            return await self.store.memory_for_key(memory_type, key)
+        # a client (its write's catch-up on the key, a read): its own log and the workers' at once
+        local, pulled = await asyncio.gather(self.store.memory_for_key(memory_type, key),
+                                             self._pull_keys(memory_type, [key]))
+        return _unique(local + pulled)
 
     async def memory_horizon(self) -> Any:
         return await self.store.memory_horizon()
 
     async def compact_memory(self, applied_everywhere: Any) -> int:
+        upto = int(applied_everywhere or 0)
+        for seq in [s for s in self._recent if s < upto]:  # what the store drops is not read from here either
+            self._recent_bytes -= len(self._recent.pop(seq))
         return await self.store.compact_memory(applied_everywhere)
 
     def _member_seen(self, change: Change) -> None:

@@ -39,6 +39,8 @@ PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
+RECENT_KEPT = 4096  # entries this node appended lately, kept for its node's next log read (no read of the store)
+RECENT_BYTES = 16 * 1024 * 1024  # … and at most this many bytes of them
 
 
 @dataclass
@@ -123,6 +125,9 @@ class MemoryState(GrpcCore):
     _relayed_marks: set[int]
     _relayed_order: deque[int]
     _key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]]
+    _recent: dict[int, bytes]
+    _recent_bytes: int
+    _recent_head: int
 
     async def _newer(self, found: Sequence[tuple[Any, MemoryItem]]) -> list[tuple[Any, MemoryItem]]:
         """The entries newer than what this log holds from their origin for their key (the rest is known here)."""
@@ -152,9 +157,42 @@ class MemoryState(GrpcCore):
             return None
         cursors = await asyncio.gather(*(self.store.publish_memory(origin, frames, broadcast=False)
                                          for origin, frames in by_origin.items()))
-        for frames in by_origin.values():
+        for frames, cursor in zip(by_origin.values(), cursors, strict=True):
             self._stale(frames)
+            self._remember(cursor, frames)
         return max(int(c or 0) for c in cursors)
+
+    def _remember(self, cursor: Any, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep what one append stored (the cursors up to ``cursor``: one publish is contiguous in the log) for
+        this node's next ``read_memory``, which then needs no read of the store; the oldest go past the bounds.
+        A frame the store's read would quarantine (``frame_checked``) is not kept: that read gets it."""
+        if cursor is None or not entries:
+            return
+        first = int(cursor) - len(entries) + 1
+        for i, (_, _, frame) in enumerate(entries):
+            try:
+                codec.verify(frame, self.limits)
+            except CodecError:
+                continue
+            old = self._recent.pop(first + i, None)
+            self._recent_bytes += len(frame) - (len(old) if old is not None else 0)
+            self._recent[first + i] = frame
+        self._recent_head = max(self._recent_head, int(cursor))
+        while self._recent and (len(self._recent) > RECENT_KEPT or self._recent_bytes > RECENT_BYTES):
+            self._recent_bytes -= len(self._recent.pop(next(iter(self._recent))))
+
+    async def _read_recent(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
+        """``read_memory``: the entries after ``after`` from those kept by ``_remember`` while they run on without
+        a gap, the rest (a gap, or nothing kept) from the store."""
+        seq = int(after or 0)
+        frames: list[bytes] = []
+        while len(frames) < limit and (frame := self._recent.get(seq + 1)) is not None:
+            frames.append(frame)
+            seq += 1
+        if len(frames) < limit and (not frames or seq < self._recent_head):
+            more, seq = await self.store.read_memory(seq, limit - len(frames))
+            frames += more
+        return frames, seq
 
     def _stale(self, entries: Iterable[tuple[str, str, bytes]]) -> None:
         if self._stale_buckets is not None:
