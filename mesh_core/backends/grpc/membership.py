@@ -33,6 +33,7 @@ from ...clock import mesh_clock_reference, peer_clock_sample
 from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
+from ...security import Trust, node_parts
 from ..contracts import MeshSnapshot, Topic
 from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
@@ -63,6 +64,10 @@ class GrpcMembership(GrpcCore):
         self._asked_at: dict[tuple[str, int], tuple[float, float]] = {}  # (address, ping seq) → (wall, monotonic)
         self._synced_at: dict[str, tuple[float, float]] = {}  # address → when a push-pull went there unanswered
         self._clocks: dict[str, tuple[float, float, float]] = {}  # peer → (offset, error, monotonic when measured)
+        # whose records this node believes (allowlist, api_key signature): SWIM keeps every member it can probe,
+        # but one this node refuses is no peer for its tasks, copies or memory; verdicts by (id, incarnation, sig)
+        self.trust = Trust(tuple(self.config.security.allowlist), self.config.security.api_key)
+        self._trusted: dict[tuple[str, int, str | None], bool] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:
@@ -259,8 +264,20 @@ class GrpcMembership(GrpcCore):
             return []
         out = [m.info for m in self.swim.members()
                if m.node_id != self.node_id and m.status in LIVE
-               and not (workers_only and m.info.role is not NodeRole.WORKER)]
+               and not (workers_only and m.info.role is not NodeRole.WORKER) and self._believed(m.info)]
         return sorted(out, key=lambda info: info.node_id)
+
+    def _believed(self, info: NodeInfo) -> bool:
+        """Whether the node's table takes this member's record (the same rule, ``Trust``): only then is it a
+        peer for tasks, backups and memory (a keyless node that answers probes is still no backup)."""
+        key = (info.node_id, info.incarnation, info.signature)
+        verdict = self._trusted.get(key)
+        if verdict is None:
+            if len(self._trusted) >= 4096:
+                self._trusted.clear()
+            verdict = self._trusted[key] = not self.trust.refuses((info.node_id, info.name, info.host),
+                                                                  info.signature, node_parts(info))
+        return verdict
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": self.name}
