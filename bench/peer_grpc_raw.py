@@ -7,7 +7,7 @@ as it comes, bytes in, bytes out (a generic handler: no proto to compile, nothin
 Submitter (:class:`EchoClient`): one long-lived stream per worker; request ``i`` is a 100-byte
 message carrying a sequence number, sent to worker ``i % 2``; a reader per stream matches each
 echo to its waiting future by that number. With ``--tls-dir`` both sides use mutual TLS from a
-throw-away CA (:func:`make_certs`, needs the ``cryptography`` package).
+throw-away mesh CA (:func:`make_certs`, made as ``mesh-tui certs`` makes one).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -62,60 +60,14 @@ class TlsFiles:
 
 
 def make_certs(folder: Path, days: int = 1) -> TlsFiles:
-    """A CA and a server (127.0.0.1, localhost) and a client certificate, ECDSA P-256, valid ``days``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """A throw-away mesh CA and a server (127.0.0.1, localhost) and a client certificate valid ``days``, made as
+    ``mesh-tui certs`` makes them (``mesh_core.certs``: ECDSA P-256), in ``folder/certs``."""
+    from mesh_core import certs
 
-    folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(who: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-        (folder / f"{who}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        path = folder / f"{who}.key"
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-        path.chmod(0o600)
-
-    def usage(ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                             encipher_only=False, decipher_only=False)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (x509.CertificateBuilder().subject_name(name("mesh bench throw-away CA"))
-               .issuer_name(name("mesh bench throw-away CA")).public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(usage(ca=True), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    (folder / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    leaves: tuple[tuple[str, list[x509.GeneralName], x509.ObjectIdentifier], ...] = (
-        ("server", [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-         ExtendedKeyUsageOID.SERVER_AUTH),
-        ("client", [x509.DNSName("bench-client")], ExtendedKeyUsageOID.CLIENT_AUTH),
-    )
-    for who, sans, eku in leaves:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(name(f"mesh bench {who}")).issuer_name(ca_cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(usage(ca=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        write(who, key, cert)
-    return TlsFiles(folder)
+    certs.init_ca(folder, force=True)
+    certs.issue(folder, "server", ["127.0.0.1", "localhost"], days=days, force=True)
+    certs.issue(folder, "client", days=days, force=True)
+    return TlsFiles(certs.CertPaths.of(folder).folder)
 
 
 # -- the worker ----------------------------------------------------------------------------------------
