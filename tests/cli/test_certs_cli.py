@@ -41,7 +41,7 @@ def test_init_issue_show(tmp_path: Path) -> None:
 
     hub = run(tmp_path, "certs", "issue", "hub", "--host", "hub.example", "--host", "10.0.0.1,::1", *s)
     assert hub.returncode == 0, hub.stderr
-    assert "URI:mesh-node:hub, DNS:hub.example, IP:10.0.0.1, IP:::1" in hub.stdout
+    assert "URI:mesh-node:hub, DNS:hub.node.mesh.invalid, DNS:hub.example, IP:10.0.0.1, IP:::1" in hub.stdout
     # --state-dir before the subcommand works too, and so does MESH_STATE_DIR
     w1 = run(tmp_path, "--state-dir", str(state), "certs", "issue", "w1", "--days", "10", "--json")
     assert w1.returncode == 0, w1.stderr
@@ -60,7 +60,8 @@ def test_init_issue_show(tmp_path: Path) -> None:
     by_name = {c["name"]: c for c in data["certificates"]}
     hub_pem = x509.load_pem_x509_certificate((state / "certs" / "hub.pem").read_bytes())
     assert by_name["hub"]["sha256"].replace(":", "").lower() == hub_pem.fingerprint(hashes.SHA256()).hex()
-    assert by_name["hub"]["sans"] == ["URI:mesh-node:hub", "DNS:hub.example", "IP:10.0.0.1", "IP:::1"]
+    assert by_name["hub"]["sans"] == ["URI:mesh-node:hub", "DNS:hub.node.mesh.invalid", "DNS:hub.example",
+                                      "IP:10.0.0.1", "IP:::1"]
 
     # no key ever reaches the terminal; every file is 0600 in a 0700 folder
     for done in (init, hub, w1, show):

@@ -67,7 +67,7 @@ class GrpcMembership(GrpcCore):
         # whose records this node believes (allowlist, api_key signature): SWIM keeps every member it can probe,
         # but one this node refuses is no peer for its tasks, copies or memory; verdicts by (id, incarnation, sig)
         self.trust = Trust(tuple(self.config.security.allowlist), self.config.security.api_key)
-        self._trusted: dict[tuple[str, int, str | None], bool] = {}
+        self._trusted: dict[tuple[str | None, tuple[str, ...]], bool] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:
@@ -270,13 +270,14 @@ class GrpcMembership(GrpcCore):
     def _believed(self, info: NodeInfo) -> bool:
         """Whether the node's table takes this member's record (the same rule, ``Trust``): only then is it a
         peer for tasks, backups and memory (a keyless node that answers probes is still no backup)."""
-        key = (info.node_id, info.incarnation, info.signature)
+        parts = node_parts(info)  # the verdict is of these parts under this signature (a record's port or types
+        key = (info.signature, parts)  # may be filled in after it was first seen, signed anew)
         verdict = self._trusted.get(key)
         if verdict is None:
             if len(self._trusted) >= 4096:
                 self._trusted.clear()
             verdict = self._trusted[key] = not self.trust.refuses((info.node_id, info.name, info.host),
-                                                                  info.signature, node_parts(info))
+                                                                  info.signature, parts)
         return verdict
 
     def describe(self) -> dict[str, Any]:
