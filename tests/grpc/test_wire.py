@@ -114,19 +114,35 @@ async def test_wrong_api_key_or_version_is_refused(case: str) -> None:
         await b.stop()
 
 
-async def test_a_restarted_peer_is_reached_again() -> None:
+async def _reached_then_gone() -> tuple[Wire, list[int], str]:
+    """``a`` (started) whose tasks stream reached ``b`` once (renewal 1 in ``got``), then ``b`` stopped; b's address."""
     a, b = _wire("a"), _wire("b")
     got: list[int] = []
     b.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
     await a.start()
     await b.start()
-    port = b.port
     try:
         a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))
         await eventually(lambda: got == [1], timeout=10)
+    except BaseException:
+        await a.stop()
+        raise
+    finally:
         await b.stop()
-        b2 = Wire(node_id="b" * 8, name="b", incarnation=2, host="127.0.0.1", port=port)
-        b2.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
+    return a, got, b.address
+
+
+def _back_at(address: str, got: list[int]) -> Wire:
+    """``b`` restarted (a new incarnation) on its old port, its renewals going to ``got``."""
+    b2 = Wire(node_id="b" * 8, name="b", incarnation=2, host="127.0.0.1", port=int(address.rpartition(":")[2]))
+    b2.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
+    return b2
+
+
+async def test_a_restarted_peer_is_reached_again() -> None:
+    a, got, address = await _reached_then_gone()
+    try:
+        b2 = _back_at(address, got)
         await b2.start()
         try:
             async def resend() -> bool:
@@ -193,21 +209,12 @@ async def test_a_stream_that_ends_leaves_no_pending_task_behind(caplog: pytest.L
 async def test_envelopes_queued_while_the_peer_is_down_all_arrive_once_it_is_back() -> None:
     """A stream that ended (the peer went) must not take envelopes from the queue after its end: each one
     queued meanwhile is written on the next stream, none lost, in order."""
-    a, b = _wire("a"), _wire("b")
-    got: list[int] = []
-    b.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
-    await a.start()
-    await b.start()
-    port = b.port
+    a, got, address = await _reached_then_gone()
     try:
-        a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))
-        await eventually(lambda: got == [1], timeout=10)
-        await b.stop()
         for i in range(2, 8):  # one at a time, as a node's traffic comes, while nobody listens
-            assert a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
+            assert a.send(address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
             await asyncio.sleep(0.05)
-        b2 = Wire(node_id="b" * 8, name="b", incarnation=2, host="127.0.0.1", port=port)
-        b2.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
+        b2 = _back_at(address, got)
         await b2.start()
         try:
             await eventually(lambda: len(got) >= 7, timeout=15)
