@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
 from mesh_testing import Cluster
 
@@ -67,6 +68,7 @@ async def worker_mesh(tag: str, log: Callable[[str], Any], *, workers: int, pref
             log(f"{tag}: keeping the temporary folder {cluster.root} (db, worker logs)")
         mesh = await cluster.client(max_capacity=capacity, **(client_overrides or {}))
         await cluster.wait_active(mesh)
+        settle_after_start()  # as a node process does after start (mesh_core.heap)
         ready = round(time.monotonic() - t0, 3)
         log(f"{tag}: {workers} workers active after {ready:.2f} s")
         yield cluster, mesh, ready

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Header
 from mesh_core.commands import REGISTRY, CommandResult, medium_label
 from mesh_core.config import MeshConfig
 from mesh_core.events import Event, NodeJoined, NodeStatusChanged, TaskUpdated
+from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
 
 from .engine import EngineSource, MeshSource
@@ -81,7 +82,8 @@ class MeshApp(App[int]):
     mesh_state: var[MeshState | None] = var(None, always_update=True)
 
     def __init__(self, config: MeshConfig | None = None, *, source: MeshSource | None = None,
-                 refresh_interval: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 refresh_interval: float = 1.0, clock: Callable[[], float] = time.time,
+                 owns_process: bool = False) -> None:
         super().__init__()
         self.source = source or EngineSource(AgentMeshManager(config))
         self.refresh_interval = refresh_interval
@@ -92,6 +94,7 @@ class MeshApp(App[int]):
         self._troubles: dict[str, str] = {}
         self._stopped = False
         self._quitting = False
+        self._owns_process = owns_process  # the cockpit is the process: settle its heap after start
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,6 +124,8 @@ class MeshApp(App[int]):
             self.query_one(EventLog).add_note(self.clock(), f"the node could not start: {exc}", "bold red")
             return
         self.title = self.source.title
+        if self._owns_process:
+            settle_after_start()
         self._refresh_loop()
 
     async def _stop_engine(self) -> None:
@@ -369,5 +374,5 @@ def fold(batch: list[Event]) -> EngineEvents:
 def run_app(config: MeshConfig, **kwargs: Any) -> int:
     """Run the cockpit in this terminal until the operator quits; the node leaves the mesh on the way out."""
     logging.getLogger("mesh").setLevel(logging.CRITICAL)  # problems arrive as events and show in the log
-    result = MeshApp(config, **kwargs).run()
+    result = MeshApp(config, owns_process=True, **kwargs).run()
     return int(result or 0)

@@ -22,6 +22,7 @@ from mesh_core.commands import run_command
 from mesh_core.config import MeshConfig
 from mesh_core.errors import MeshError
 from mesh_core.events import Event
+from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
 from mesh_core.supervision import one_line
 
@@ -116,6 +117,7 @@ async def serve(config: MeshConfig) -> int:
         printer.cancel()
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
+    settle_after_start()
     medium = mesh.backend_info()
     where = str(medium.get("path") or medium.get("url", ""))
     out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
