@@ -132,7 +132,7 @@ async def test_copies_of_ended_tasks_are_pruned_as_their_owner_prunes_its_own(cl
     held = {owner.node_id: await _copies(holder, owner.node_id) for owner, holder in ((b1, b2), (b2, b1))}
     assert sum(len(c) for c in held.values()) == len(ids) + 1
 
-    monkeypatch.setattr("mesh_core.backends.grpc.tasks.PROVISIONAL_KEPT", 0.0)
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.reads.PROVISIONAL_KEPT", 0.0)
     await w1.prune_tasks()
     await w2.prune_tasks()
     for owner, holder in ((b1, b2), (b2, b1)):
