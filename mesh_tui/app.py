@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import var
-from textual.widgets import DataTable, Footer, Header
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Header, Input
 
 from mesh_core.commands import REGISTRY, CommandResult, medium_label
 from mesh_core.config import MeshConfig
@@ -48,6 +49,7 @@ from .screens.node_detail import NodeDetailScreen
 from .screens.task_detail import TaskDetailScreen
 from .state import MeshState
 from .widgets.command_input import CommandLine
+from .widgets.command_output import CommandOutput
 from .widgets.conflict_inbox import ConflictInbox
 from .widgets.event_log import EventLog
 from .widgets.local_node import LocalNodePane
@@ -73,6 +75,8 @@ class MeshApp(App[int]):
         Binding("t", "focus_pane('tasks')", "Tasks", show=False),
         Binding("c", "focus_pane('conflicts')", "Conflicts", show=False),
         Binding("l", "focus_pane('log')", "Log", show=False),
+        Binding("pageup", "scroll_output(-1)", "Scroll output up", show=False),
+        Binding("pagedown", "scroll_output(1)", "Scroll output down", show=False),
     ]
 
     # Screen classes for small terminals (see styles/app.tcss).
@@ -95,6 +99,7 @@ class MeshApp(App[int]):
         self._stopped = False
         self._quitting = False
         self._owns_process = owns_process  # the cockpit is the process: settle its heap after start
+        self._return_to: Widget | None = None  # where Escape goes back to from the command line
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,6 +110,7 @@ class MeshApp(App[int]):
             with Vertical(id="right"):
                 yield NodesTable(id="nodes-table").data_bind(MeshApp.mesh_state)
                 yield TaskQueues(id="task-queues").data_bind(MeshApp.mesh_state)
+        yield CommandOutput(id="command-output")
         yield EventLog(id="event-log")
         yield CommandLine(id="command-line").data_bind(MeshApp.mesh_state)
         yield Footer()
@@ -282,7 +288,9 @@ class MeshApp(App[int]):
 
     @on(CommandDone)
     def _command_done(self, message: CommandDone) -> None:
-        self.query_one(EventLog).add_command(self.clock(), message.line, message.result)
+        self.query_one(EventLog).add_command(self.clock(), message.line, message.result)  # the history
+        self.query_one("#main").display = False
+        self.query_one(CommandOutput).show(message.line, message.result)
         if not message.result.ok:
             self.notify(message.result.text.splitlines()[0] if message.result.text else "command failed",
                         severity="warning")
@@ -327,7 +335,47 @@ class MeshApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_focus_command(self) -> None:
-        self.query_one(CommandLine).focus()
+        line = self.query_one(CommandLine)
+        if self.focused is not line and not isinstance(self.focused, CommandOutput):
+            self._return_to = self.focused
+        # Now, not after this message (``focus()`` defers): keys typed fast behind this one must land in the line.
+        self.screen.set_focus(line)
+
+    def action_scroll_output(self, pages: int) -> None:
+        output = self.query_one(CommandOutput)
+        if output.display:
+            output.scroll_page_down() if pages > 0 else output.scroll_page_up()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "scroll_output":  # only while the output shows; the panes' own page keys otherwise
+            return any(output.display for output in self.query(CommandOutput))
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        """Chat-style: on the main screen, a printable key that no shortcut takes starts the command line with
+        that character typed (so ``/mesh_status`` Enter just works). Runs before the bindings are looked up."""
+        if self.screen is not self.screen_stack[0] or not event.is_printable or not event.character:
+            return
+        line = self.query_one(CommandLine)
+        if self.focused is line:
+            # The line types what reaches it itself; a key that comes here instead was typed before the focus
+            # moved (queued for the pane it left): it is the line's too, shortcut or not.
+            pass
+        elif isinstance(self.focused, Input) or event.key in self.screen.active_bindings:
+            return
+        event.prevent_default()
+        event.stop()
+        self.action_focus_command()
+        line.insert_text_at_cursor(event.character)
+
+    def close_output(self) -> bool:
+        """Hide the command output and show the panes again; False when it was not shown."""
+        output = self.query_one(CommandOutput)
+        if not output.display:
+            return False
+        output.display = False
+        self.query_one("#main").display = True
+        return True
 
     def action_focus_pane(self, pane: str) -> None:
         if pane == "nodes":
@@ -353,8 +401,15 @@ class MeshApp(App[int]):
             line.focus()
 
     def key_escape(self) -> None:
-        if isinstance(self.focused, CommandLine):
-            self.query_one("#nodes", DataTable).focus()
+        """Back to where you were: the command output closes, and from the command line focus returns to the
+        pane it came from."""
+        closed = self.close_output()
+        if isinstance(self.focused, CommandLine | CommandOutput) or closed:
+            back = self._return_to
+            self._return_to = None
+            if back is None or not back.is_attached or not back.display or back is self.focused:
+                back = self.query_one("#nodes", DataTable)
+            back.focus()
 
 
 def fold(batch: list[Event]) -> EngineEvents:

@@ -1,7 +1,8 @@
 """``make screenshots``: start the seeded demo mesh, drive the app by keys, save SVGs into ``screenshots/``.
 
-Saves main.svg, node_detail.svg, task_detail.svg and conflict.svg (the oldest
-of the demo's open conflicts, opened from the conflict inbox).
+Saves command_output.svg (``/mesh_status`` typed from a fresh start), main.svg,
+node_detail.svg, task_detail.svg and conflict.svg (the oldest of the demo's open
+conflicts, opened from the conflict inbox).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from .app import MeshApp
 from .demo import start_demo
+from .widgets.command_output import CommandOutput
 from .widgets.nodes_table import NodesTable
 from .widgets.task_queues import TaskQueues
 
@@ -52,7 +54,12 @@ async def take(out: Path) -> list[Path]:
                 await until(lambda: status_of("crash-01") == "dead", what="the killed node dead")
                 await until(lambda: app.mesh_state is not None and len(app.mesh_state.conflicts) >= 2,
                             what="the two demo conflicts")
-                await pilot.press("colon", *"/mesh_status", "enter")
+                await pilot.press(*"/mesh_status", "enter")  # typed as in a chat: no ':' first
+                output = app.query_one(CommandOutput)
+                await until(lambda: output.display and "Agent Mesh Status" in output.text(),
+                            what="the /mesh_status output")
+                await pilot.pause(0.3)
+                save("command_output.svg")
                 demo.pause("paused-01")
                 await until(lambda: status_of("paused-01") == "suspect", what="the paused node suspect")
                 await pilot.pause(0.6)

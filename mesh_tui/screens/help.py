@@ -92,7 +92,8 @@ def help_text(app_class: type[App[object]], display: Callable[[Binding], str] = 
         for key, what in rows:
             keys.add_row(f"  {key}", what)
     parts: list[Text | Table] = [Text("Keys", style="bold underline"), keys, Text(""),
-                                 Text("Commands (type them after :)", style="bold underline")]
+                                 Text("Commands (just type: a key that is not a shortcut starts the command line)",
+                                      style="bold underline")]
     for cmd in on_surface(HELP):
         parts += [Text(cmd.usage, style="bold green"), Text(f"    {cmd.summary}")]
     return Group(*parts)

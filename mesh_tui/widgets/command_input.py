@@ -35,7 +35,9 @@ class CommandLine(Input):
     mesh_state: var[MeshState | None] = var(None, always_update=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(placeholder="/mesh_status · Tab completes · ↑ history · ? keys · ctrl+p palette", **kwargs)
+        # select_on_focus off: a key typed on the main screen lands here first and must not be selected away
+        super().__init__(placeholder="/mesh_status · Tab completes · ↑ history · ? keys · ctrl+p palette",
+                         select_on_focus=False, **kwargs)
         self.history: list[str] = []
         self._index = 0
         self._draft = ""

@@ -81,7 +81,7 @@ class NodesTable(Vertical):
     """Every worker node this node knows, one row each, keyed by node id."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter"),
+        Binding("f", "filter", "Filter"),
         Binding("s", "cycle_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse", show=False),
     ]

@@ -10,7 +10,7 @@ import sys
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Static, TextArea
+from textual.widgets import DataTable, Static, TextArea
 
 from mesh_core import AgentMeshManager, UnknownTaskType
 from mesh_core.commands import REGISTRY
@@ -18,9 +18,11 @@ from mesh_tui.app import MeshApp
 from mesh_tui.screens.conflict import ConflictScreen
 from mesh_tui.screens.help import HelpScreen
 from mesh_tui.widgets.command_input import CommandLine
+from mesh_tui.widgets.command_output import CommandOutput
 from mesh_tui.widgets.conflict_inbox import ConflictInbox
 from mesh_tui.widgets.event_log import EventLog
 from mesh_tui.widgets.nodes_table import NodesTable
+from mesh_tui.widgets.task_queues import TaskQueues
 
 from .conftest import SIZE, Mesh, eventually, status_seen_by
 
@@ -43,17 +45,44 @@ async def started(app: MeshApp, nodes: int = 1) -> None:
     await eventually(lambda: app.mesh_state is not None and len(app.mesh_state.nodes) >= nodes)
 
 
-async def test_mesh_status_shows_the_status_block(mesh: Mesh) -> None:
+async def test_typing_a_command_from_a_fresh_start_shows_its_output_from_the_first_line(mesh: Mesh) -> None:
+    app = mesh.app()
+    async with app.run_test(size=(160, 32)) as pilot:  # shorter than the status block
+        await started(app)
+        assert isinstance(app.focused, DataTable)  # a fresh start: the node table has focus, nothing else pressed
+        await pilot.press(*"/mesh_status", "enter")
+        output = app.query_one(CommandOutput)
+        await eventually(lambda: output.display and "Agent Mesh Status" in output.text())
+        text = output.text()
+        assert text.startswith("› /mesh_status\n🌐 Agent Mesh Status: 🟢 ENABLED")  # echoed, then the first line
+        assert "🏠 Local Node:" in text and "  • Name: cockpit" in text
+        assert "📊 Mesh Statistics:" in text and "🤖 Known Nodes" in text
+        await eventually(lambda: output.max_scroll_y > 0)  # taller than the panel ...
+        assert output.scroll_y == 0  # ... and shown from its top
+        assert "Agent Mesh Status" in app.query_one(EventLog).text()  # and kept in the history
+        assert not app.query_one("#main").display and isinstance(app.focused, CommandLine)
+        await pilot.press("pagedown")
+        assert output.scroll_y > 0
+        await pilot.press("escape")  # back to where it started
+        assert not output.display and app.query_one("#main").display
+        assert app.focused is app.query_one("#nodes", DataTable)
+
+
+async def test_keys_that_are_shortcuts_stay_shortcuts_and_the_rest_start_a_command(mesh: Mesh) -> None:
     app = mesh.app()
     async with app.run_test(size=SIZE) as pilot:
         await started(app)
-        await pilot.press("colon", *"/mesh_status", "enter")
-        log = app.query_one(EventLog)
-        await eventually(lambda: "Agent Mesh Status" in log.text())
-        text = log.text()
-        assert "🌐 Agent Mesh Status: 🟢 ENABLED" in text
-        assert "🏠 Local Node:" in text and "  • Name: cockpit" in text
-        assert "📊 Mesh Statistics:" in text and "🤖 Known Nodes" in text
+        await pilot.press("t")  # a pane shortcut: focus moves to the task queues, nothing typed
+        line = app.query_one(CommandLine)
+        assert line.value == "" and not isinstance(app.focused, CommandLine)
+        await pilot.press("m")  # not a shortcut: the command line, with the key typed
+        assert isinstance(app.focused, CommandLine) and line.value == "m"
+        await pilot.press(*"esh_help", "enter")  # the leading / is optional
+        output = app.query_one(CommandOutput)
+        await eventually(lambda: output.display and "Mesh commands" in output.text())
+        assert output.text().startswith("› /mesh_help")
+        await pilot.press("escape")
+        assert app.focused is not None and app.query_one(TaskQueues) in app.focused.ancestors
 
 
 async def test_hybrid_shows_the_medium_it_chose_in_the_header_and_why_on_the_local_card(mesh: Mesh) -> None:
@@ -138,13 +167,13 @@ async def test_filter_the_node_table_by_type(mesh: Mesh) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(app, 4)
         await eventually(lambda: len(app.query_one(NodesTable).shown_ids()) == 4)
-        await pilot.press("n", "slash", *"type:lang", "enter")
+        await pilot.press("n", "f", *"type:lang", "enter")
         await eventually(lambda: names_shown(app) == ["lang-01", "lang-02"])
         assert "Nodes (2 of 4)" in str(app.query_one(NodesTable).border_title)
-        await pilot.press("slash", "ctrl+u", *"plan", "enter")
+        await pilot.press("f", "ctrl+u", *"plan", "enter")
         await eventually(lambda: names_shown(app) == ["plan-01"])
         await pilot.press("escape")
-        await pilot.press("slash", "escape")
+        await pilot.press("f", "escape")
         await eventually(lambda: len(names_shown(app)) == 4)
 
 
