@@ -26,7 +26,7 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check mesh_core mesh_tui mesh_testing tests bench
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=40 $(ARGS)
 
 ## test-fast: everything but the slow multi-process tests
 test-fast: $(VENV)/.test-installed
