@@ -222,7 +222,10 @@ class TaskService:
         gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
         gone += sorted(self.members.untrusted - {self.ctx.node_id})  # work held by an untrusted node moves
         now = self.members.view.clock  # leases and retry times are on the medium's clock
-        candidates = await self.transport.stranded(gone, now)
+        # Only work this node would run itself is its to move: a node that trusts no one (a wrong api_key) would
+        # otherwise take every running task from the mesh's nodes (all untrusted to it) and fail it as refused.
+        candidates = [task for task in await self.transport.stranded(gone, now)
+                      if not self.members.distrust_task(task)]
         moves = []
         for s in classify_stranded(candidates, statuses, now):
             if s.task.not_before > now:

@@ -248,10 +248,11 @@ async def test_auth_matrix(scene: Scene, case: str, medium: str, request: pytest
 async def _valid_peer(s: Scene) -> None:
     """The control: the same steps as every intruder, by a node with the key, an allowed name, a mesh certificate."""
     v = await s.node("v")
-    for mesh in (s.a, s.client):  # joined
-        await eventually(lambda mesh=mesh: _true("v" in {m.info.name for m in mesh.members()}), timeout=15)
+    for mesh in (s.a, s.client):  # joined, and taking work (task types from its first heartbeat on)
+        await eventually(lambda mesh=mesh: _true(any(m.info.name == "v" and "echo" in m.info.task_types
+                                                     for m in mesh.members())), timeout=15)
     names = set()
-    for n in range(4):  # round robin between a and v: v gets work
+    for n in range(6):  # round robin between a and v: v gets work
         names.add((await s.client.wait_task(await s.client.submit_task("echo", {"n": n}), timeout=15)).node_name)
     assert names == {"a", "v"}, names
     for n in range(FRAMES):
