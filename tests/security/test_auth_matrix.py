@@ -247,9 +247,10 @@ async def test_auth_matrix(scene: Scene, case: str, medium: str, request: pytest
 async def _valid_peer(s: Scene) -> None:
     """The control: the same steps as every intruder, by a node with the key, an allowed name, a mesh certificate."""
     v = await s.node("v")
-    for mesh in (s.a, s.client):  # joined, and taking work (task types from its first heartbeat on)
-        await eventually(lambda mesh=mesh: _true(any(m.info.name == "v" and "echo" in m.info.task_types
-                                                     for m in mesh.members())), timeout=15)
+    async def takes_work() -> bool:  # joined, with task types (from its first heartbeat on), in both views
+        return all(any(m.info.name == "v" and "echo" in m.info.task_types for m in mesh.members())
+                   for mesh in (s.a, s.client))
+    await eventually(takes_work, timeout=15)
     names = set()
     for n in range(6):  # round robin between a and v: v gets work
         names.add((await s.client.wait_task(await s.client.submit_task("echo", {"n": n}), timeout=15)).node_name)
@@ -475,7 +476,7 @@ async def _replay(s: Scene, case: str, request: pytest.FixtureRequest) -> None:
             await _backend(s.a).heartbeat(record)
             await _backend(s.a).publish_memory(r.node_id, frames)
         counted = {"refused_memory": 3 * FRAMES, "refused_nodes": 1}
-        logged = {"refused_nodes": (r.node_id[:12],), "refused_memory": (r.node_id[:12],)}
+        logged: dict[str, tuple[str, ...]] = {"refused_nodes": (r.node_id[:12],), "refused_memory": (r.node_id[:12],)}
         await _refused_in_place(s, {r.node_id}, before, counted, logged)
     else:
         paths = certs.CertPaths.of(s.cluster.state)
