@@ -70,11 +70,24 @@ def node_parts(node: NodeInfo) -> tuple[str, ...]:
             str(node.port), ",".join(sorted(node.task_types)), ",".join(sorted(node.capabilities)))
 
 
+# A task names its submitter's name and host in its context beside the submitter's id, so a worker judges the
+# allowlist from the task alone when it has no record of the submitter (a client writes none on a shared store).
+SUBMITTER_NAME, SUBMITTER_HOST = "_submitter_name", "_submitter_host"
+
+
 def task_parts(task: Task) -> tuple[str | bytes, ...]:
-    """What a worker acts on: the task's id, type, payload, requirements and who submitted it."""
+    """What a worker acts on: the task's id, type, payload, requirements and who submitted it (id, name, host)."""
+    name, host = task_submitter(task)[1:]
     return (task.task_id, task.task_type, codec.pack(task.payload), task.submitter_id or "",
             ",".join(sorted(task.required_capabilities)), str(task.max_retries),
-            "" if task.timeout_s is None else repr(float(task.timeout_s)))
+            "" if task.timeout_s is None else repr(float(task.timeout_s)), name or "", host or "")
+
+
+def task_submitter(task: Task) -> tuple[str | None, ...]:
+    """The submitter of a task as the task names it: id, name, host (None where it names none)."""
+    context = task.context if isinstance(task.context, dict) else {}
+    return (task.submitter_id, *(v if isinstance(v, str) else None
+                                 for v in (context.get(SUBMITTER_NAME), context.get(SUBMITTER_HOST))))
 
 
 # A memory frame names its origin's name and host beside its id, so every replica judges the allowlist the

@@ -55,9 +55,11 @@ class ClusterError(RuntimeError):
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``path`` whole at once: a node starting meanwhile reads the old file or the new one, never half."""
+    """Write ``path`` whole at once: a node starting meanwhile reads the old file or the new one, never half.
+    Private (0600), as a config holding an api_key or a password must be (nodes warn of one others can read)."""
     fresh = path.with_name(f".{path.name}.new")
     fresh.write_text(text)
+    fresh.chmod(0o600)
     os.replace(fresh, path)
 
 

@@ -40,7 +40,7 @@ from ..events import NodeJoined, NodeStatusChanged
 from ..membership import Change, DetectorConfig, Member, MembershipTable, sweeper
 from ..model import NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
-from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts
+from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts, task_submitter
 from .context import NodeContext, log
 
 Hook = Callable[[], Awaitable[Any]]
@@ -266,11 +266,12 @@ class MembershipService:
 
     def distrust_task(self, task: Task) -> str:
         """Why a task is not to be run ('' when it may): its submitter (judged by its node record when this
-        node has seen one, else by its id) and the task's own signature."""
+        node has seen one, else by the id, name and host the task names, covered by its signature) and the
+        task's own signature."""
         submitter = self.known.get(task.submitter_id or "")
         if submitter is not None and (why := self.distrust(submitter)):
             return f"its submitter {why}"
-        identity = (submitter.node_id, submitter.name, submitter.host) if submitter else (task.submitter_id,)
+        identity = (submitter.node_id, submitter.name, submitter.host) if submitter else task_submitter(task)
         return _whose(self.trust.refuses(identity, task.signature, task_parts(task)), "its submitter")
 
     def distrust_memory(self, wire: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ from ``mesh_core.tasks``. The medium applies each decision as a fenced move.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections import Counter
@@ -19,7 +20,7 @@ from ..errors import MeshError, NoCapacity, TaskIdInUse, TaskNotFound, UnknownTa
 from ..events import TaskUpdated
 from ..model import NodeType, Task, TaskPriority, TaskStatus
 from ..routing import RouteDecision, RouteRequest, route
-from ..security import sign, task_parts
+from ..security import SUBMITTER_HOST, SUBMITTER_NAME, sign, task_parts
 from ..tasks import classify_stranded
 from .context import NodeContext
 from .membership import MembershipService
@@ -51,6 +52,7 @@ class TaskService:
         self.members = members
         self.results = results
         self._rr: Counter[str] = Counter()
+        self._host = socket.gethostname()
 
     @property
     def transport(self) -> TaskTransport:
@@ -147,9 +149,14 @@ class TaskService:
                           hint="submit the same request again, or use a new --task-id")
 
     def sign(self, task: Task) -> None:
-        """With an api_key, sign what the worker acts on (see ``security.task_parts``)."""
+        """Name this node as the submitter of its own task (name and host: allowlists judge a submitter without a
+        node record, a client, by them) and, with an api_key, sign what the worker acts on (``task_parts``)."""
+        if task.signature:
+            return
+        if task.submitter_id == self.ctx.node_id:  # a context inherited from a parent names the parent's
+            task.context = {**task.context, SUBMITTER_NAME: self.ctx.name, SUBMITTER_HOST: self._host}
         key = self.ctx.config.security.api_key
-        if key and not task.signature:
+        if key:
             task.signature = sign(key, *task_parts(task))
 
     async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> Enqueued:
@@ -215,7 +222,10 @@ class TaskService:
         gone = [node_id for node_id, status in statuses.items() if status in ("dead", "left")]
         gone += sorted(self.members.untrusted - {self.ctx.node_id})  # work held by an untrusted node moves
         now = self.members.view.clock  # leases and retry times are on the medium's clock
-        candidates = await self.transport.stranded(gone, now)
+        # Only work this node would run itself is its to move: a node that trusts no one (a wrong api_key) would
+        # otherwise take every running task from the mesh's nodes (all untrusted to it) and fail it as refused.
+        candidates = [task for task in await self.transport.stranded(gone, now)
+                      if not self.members.distrust_task(task)]
         moves = []
         for s in classify_stranded(candidates, statuses, now):
             if s.task.not_before > now:

@@ -11,6 +11,8 @@ from mesh_core.security import (
     NOT_ALLOWED,
     ORIGIN_HOST,
     ORIGIN_NAME,
+    SUBMITTER_HOST,
+    SUBMITTER_NAME,
     Trust,
     allowed,
     memory_origin,
@@ -18,6 +20,7 @@ from mesh_core.security import (
     node_parts,
     sign,
     task_parts,
+    task_submitter,
     verify,
 )
 
@@ -46,14 +49,17 @@ def test_a_node_record_signature_covers_identity_and_abilities_not_load() -> Non
 
 
 def test_a_task_signature_survives_the_wire_and_covers_what_the_worker_acts_on() -> None:
+    named = {SUBMITTER_NAME: "cli-7", SUBMITTER_HOST: "h1"}
     task = Task(task_id="t1", task_type="echo", payload={"a": [1, 2.5, "x"]}, submitter_id="s1", timeout_s=5,
-                max_retries=2)
+                max_retries=2, context={"trace_id": "t1", **named})
     signature = sign(KEY, *task_parts(task))
     stored = Task(task_id="t1", task_type="echo", payload={"a": [1, 2.5, "x"]}, submitter_id="s1", timeout_s=5.0,
-                  max_retries=2)  # as read back: the timeout came back as a float
+                  max_retries=2, context={"trace_id": "t1", **named})  # as read back: the timeout as a float
     assert verify(KEY, signature, *task_parts(stored))
+    assert task_submitter(stored) == ("s1", "cli-7", "h1")  # what the allowlist judges a submitter without a record by
     for change in ({"payload": {"a": [1, 2.5, "y"]}}, {"task_type": "shell"}, {"submitter_id": "s2"},
-                   {"required_capabilities": frozenset({"gpu"})}):
+                   {"required_capabilities": frozenset({"gpu"})}, {"context": {**named, SUBMITTER_NAME: "trusted"}},
+                   {"context": {**named, SUBMITTER_HOST: "elsewhere"}}):
         forged = Task(**{**stored.__dict__, **change})
         assert not verify(KEY, signature, *task_parts(forged)), change
 

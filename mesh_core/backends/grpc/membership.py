@@ -33,7 +33,7 @@ from ...clock import mesh_clock_reference, peer_clock_sample
 from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
-from ...security import Trust, node_parts
+from ...security import Trust, node_parts, sign
 from ..contracts import MeshSnapshot, Topic
 from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
@@ -99,6 +99,8 @@ class GrpcMembership(GrpcCore):
         # Until its first heartbeat a node is known but takes no work: no task types, and not "left" (a leave
         # sticks for its incarnation in every table); the hub media hold no record at all until then.
         joining = replace(local, left=False, task_types=frozenset())
+        if self.trust.api_key:  # signed as it is sent: the local record's signature covers its task types
+            joining.signature = sign(self.trust.api_key, *node_parts(joining))
         self.swim = swim.SwimNode(joining, address, swim_cfg, random.Random(), seeds=tuple(grpc_cfg.seeds),
                                   now=time.monotonic())
         await self._open_parts()

@@ -11,9 +11,10 @@ otherwise; then the node says INSECURE wherever it shows its medium.
 
 What TLS proves (every call, both ends): the server asks for the caller's certificate, signed by the mesh
 CA, and reads the caller's node name from it (``identity_of``); a Hello naming another node is refused
-(``Wire.check_caller``). A client dialling an address where it knows which node listens sets the target
-name to that node's DNS SAN (``certs.node_dns_name``): the handshake fails unless the server's certificate
-names that node. A seed dialled by address alone is checked by the host or IP SAN the address names.
+(``Wire.check_caller``, ``auth.identity_refusal``). A client dialling an address where it knows which node
+listens sets the target name to that node's DNS SAN (``certs.node_dns_name``): the handshake fails unless the
+server's certificate names that node. A seed dialled by address alone is checked by the host or IP SAN the
+address names.
 
 Rotation: ``Credentials.refresh`` (the wire calls it every ``RELOAD_SECONDS``) reads the files again when
 their modification times change; the server presents the new certificate on its next handshake (gRPC's

@@ -16,25 +16,18 @@ travels as a few large ones.
 A dropped stream is dialled again with backoff while something is queued for it; ``forget(address)``
 (a peer declared dead or gone) closes its streams and channel and drops what was queued.
 
-Who may call (``tls`` module for the certificates): with ``security.api_key`` every call carries it as the
-``x-mesh-api-key`` metadata and a server interceptor refuses any call without it (UNAUTHENTICATED, compared in
-constant time, counted ``refused_calls_api_key``) before a handler sees a byte. With TLS the caller's identity is
-the node name in its certificate: a Hello naming another node is refused (``refused_calls_identity``), and with
-``security.allowlist`` a certificate name no pattern matches is refused (``refused_calls_allowlist``), each
-logged once per node by ``on_refusal``. Without TLS the server of a dialled stream is not authenticated to the
-caller beyond the address it dialled (the api key proves the caller to the server, not the other way).
+Who may call: ``auth`` (the api-key interceptor, the certificate name against the Hello and the allowlist),
+``tls`` (the certificates).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import random
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -44,6 +37,7 @@ from ...security import permitted
 from . import API_KEY_HEADER
 from ._generated import mesh_pb2 as pb
 from ._generated import mesh_pb2_grpc as pb_grpc
+from .auth import ApiKeyInterceptor, Peer, identity_refusal
 from .tls import RELOAD_SECONDS, Credentials, identity_of
 
 log = logging.getLogger("mesh.grpc")
@@ -58,21 +52,6 @@ QUEUE_LIMIT = 4096  # envelopes queued per outgoing stream before sends are refu
 REDIAL_MIN, REDIAL_MAX = 0.05, 2.0  # seconds between attempts to reopen a dropped stream
 LOGGED_PEERS = 10_000  # (kind, peer) pairs whose first handler failure was logged
 IDLE_CLOSE_SECONDS = 300.0  # an outgoing stream with nothing to send for this long is closed (dialled again on use)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is at the other end of a stream or call, as its ``Hello`` said."""
-
-    node_id: str
-    name: str
-    address: str
-    incarnation: int
-    client: bool
-
-    @classmethod
-    def of(cls, hello: pb.Hello) -> Peer:
-        return cls(hello.node_id, hello.node_name, hello.address, hello.incarnation, hello.client)
 
 
 StreamHandler = Callable[[Peer, Any], None]
@@ -181,7 +160,7 @@ class Wire:
             return self.address
         options = channel_options(self.max_message_bytes, self.keepalive_seconds)
         options += [("grpc.so_reuseport", 0), ("grpc.http2.min_ping_interval_without_data_ms", 1000)]
-        interceptors = [_ApiKeyInterceptor(self)] if self.api_key else []
+        interceptors = [ApiKeyInterceptor(self)] if self.api_key else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
         pb_grpc.add_MeshServicer_to_server(_Servicer(self), server)
         where = f"{_bracketed(self.host)}:{self.port}"
@@ -305,7 +284,7 @@ class Wire:
     async def check_caller(self, hello: pb.Hello | None, context: grpc.aio.ServicerContext) -> Peer:
         """Refuse a call in the wrong protocol version, or (with TLS) whose Hello names another node than the
         caller's certificate, or whose certificate name is not on the allowlist (aborts the call); the caller's
-        identity. The api key was checked before (``_ApiKeyInterceptor``)."""
+        identity. The api key was checked before (``auth.ApiKeyInterceptor``)."""
         if hello is None or hello.protocol_version != PROTOCOL_VERSION:
             self.counters["refused_calls_version"] += 1
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -313,7 +292,7 @@ class Wire:
         assert hello is not None
         peer = Peer.of(hello)
         if self.tls is not None:
-            why = self.identity_refusal(identity_of(context.auth_context()), hello)
+            why = identity_refusal(identity_of(context.auth_context()), hello, self.allowlist, self._certified)
             if why:
                 counter, detail = why
                 self.counters[counter] += 1
@@ -321,25 +300,6 @@ class Wire:
                     self.on_refusal(peer, detail)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
         return peer
-
-    def identity_refusal(self, certified: str | None, hello: pb.Hello) -> tuple[str, str] | None:
-        """Why a TLS caller whose certificate names ``certified`` is refused: (counter, detail). A Hello must
-        name the certificate's node, and a node id keeps the name it was first certified with."""
-        if certified is None:
-            return "refused_calls_identity", "its certificate names no mesh node"
-        if hello.node_name != certified and not _numbered(hello.node_name, certified):
-            return ("refused_calls_identity",
-                    f"its certificate names node {certified} but it says it is {hello.node_name or '(no name)'}")
-        if not permitted(self.allowlist, certified):
-            return "refused_calls_allowlist", f"its certificate name {certified} is not on the allowlist"
-        if hello.node_id:
-            first = self._certified.setdefault(hello.node_id, hello.node_name)
-            if first != hello.node_name:
-                return ("refused_calls_identity", f"it says it is node id {hello.node_id[:12]}, which is "
-                                                  f"{first}'s, under {certified}'s certificate")
-            if len(self._certified) > 100_000:
-                self._certified.clear()
-        return None
 
     def certified_name(self, node_id: str) -> str | None:
         """The name node ``node_id`` called in under with a certificate (TLS only; None when not seen)."""
@@ -530,67 +490,6 @@ class _StreamWrites:
         return unwritten
 
 
-class _ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Every call must carry ``security.api_key`` as ``x-mesh-api-key`` metadata; others are refused
-    (UNAUTHENTICATED) before any handler runs, counted ``refused_calls_api_key`` and told to ``on_refusal``."""
-
-    DETAIL = f"missing or wrong api key ({API_KEY_HEADER} metadata): give this mesh's security.api_key"
-
-    def __init__(self, wire: Wire) -> None:
-        self.wire = wire
-        assert wire.api_key
-        self._key = wire.api_key.encode()
-
-    def allowed(self, metadata: Any) -> bool:
-        given: Any = b""
-        for key, value in metadata or ():
-            if key == API_KEY_HEADER:
-                given = value
-        if isinstance(given, str):
-            given = given.encode()
-        return isinstance(given, bytes) and hmac.compare_digest(given, self._key)
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or self.allowed(handler_call_details.invocation_metadata):
-            return handler
-        return self._refusal(handler)
-
-    def _refusal(self, handler: Any) -> Any:
-        wire, detail = self.wire, self.DETAIL
-
-        async def refuse(context: grpc.aio.ServicerContext) -> None:
-            wire.counters["refused_calls_api_key"] += 1
-            if wire.on_refusal is not None:
-                wire.on_refusal(_caller_of(context, wire), "it has a missing or wrong api key")
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, detail)
-
-        if handler.response_streaming:
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await refuse(context)
-                yield None  # never reached: abort raised
-
-            make = grpc.stream_stream_rpc_method_handler if handler.request_streaming \
-                else grpc.unary_stream_rpc_method_handler
-            return make(streaming, request_deserializer=handler.request_deserializer,
-                        response_serializer=handler.response_serializer)
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await refuse(context)
-
-        make = grpc.stream_unary_rpc_method_handler if handler.request_streaming \
-            else grpc.unary_unary_rpc_method_handler
-        return make(unary, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
-
-
-def _caller_of(context: grpc.aio.ServicerContext, wire: Wire) -> Peer:
-    """A refused caller as far as the call shows it: its certificate's node name (TLS) and its host."""
-    name = identity_of(context.auth_context()) if wire.tls is not None else None
-    host = (context.peer() or "").rpartition(":")[0]
-    return Peer(node_id="", name=name or "", address=host, incarnation=0, client=False)
-
-
 class _Servicer(pb_grpc.MeshServicer):
     """The Mesh service: streams go to the wire's handlers, unary calls to the registered ones."""
 
@@ -666,14 +565,6 @@ def _merged(envelope: Any, queue: asyncio.Queue[Any], max_message_bytes: int) ->
         size += extra
         merged += 1
     return envelope
-
-
-def _numbered(name: str, base: str) -> bool:
-    """Whether ``name`` is ``base-N``: a one-shot client's name (``identity.ephemeral``: NAME-pid) under certificate
-    ``base``. (A client's Hello does not say it is one: it serves answers like any node, so the rule holds for
-    every caller: a certificate for NAME also covers NAME-<digits>.)"""
-    head, dash, tail = name.rpartition("-")
-    return bool(dash) and head == base and tail.isdigit()
 
 
 def _bracketed(host: str) -> str:
