@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mesh_core.commands import CLI, Command, add_arguments, finish, lookup, on_surface
-from mesh_core.config import LOG_FORMATS, LOG_LEVELS, NODE_TYPES, PROTOCOLS, MeshConfig, load_config
+from mesh_core.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    NODE_TYPES,
+    PROTOCOLS,
+    MeshConfig,
+    MetricsConfig,
+    load_config,
+)
 from mesh_core.errors import MeshError, UsageError
 from mesh_core.model import NodeRole
 
@@ -201,6 +209,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"mesh-tui: warning: {warning}", file=sys.stderr)
     if args.command == "certs":
         return _certs(config, args)
+    if args.command is not None:  # a short-lived client serves no metrics (MESH_METRICS_PORT is the node's port)
+        config = config.replace(metrics=MetricsConfig())
     if args.command == "events":
         from .headless import stream_events
         if args.settle < 0 or args.settle != args.settle:

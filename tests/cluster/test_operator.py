@@ -127,6 +127,11 @@ async def test_metrics_of_a_process_and_an_in_process_node_are_what_ran_there(tm
         assert taken.returncode == 2
         assert f"metrics: port {port} on 127.0.0.1 is already in use" in taken.stderr
         assert "n2" not in {m.info.name for m in a.members()}
+        # a one-shot command in the same environment serves no metrics: MESH_METRICS_PORT is the node's port
+        oneshot = subprocess.run([sys.executable, "-m", "mesh_tui", *c.global_args(), "status", "--json"],
+                                 capture_output=True, text=True, timeout=30, cwd=c.root,
+                                 env={**c.env, "MESH_METRICS_PORT": str(port)})
+        assert oneshot.returncode == 0, oneshot.stderr
     finally:
         await c.close()
 
