@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .node.context import NodeContext
 
 WATCH_SECONDS = 0.5
-WATCH_LIMIT = 500
+WATCH_LIMIT = 200  # one read of this many task records per half second and observer
 
 Seen = dict[str, tuple[str, int]]  # task id -> (status, attempt) as last read
 
