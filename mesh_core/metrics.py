@@ -34,6 +34,7 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 # Outcomes of one attempt as the worker records it: the final statuses, "retry" (moved on for another
 # attempt), and "stale" (the record was refused by fencing: the task had moved on).
 OUTCOMES = ("succeeded", "failed", "dead_letter", "cancelled", "retry", "stale")
+OTHER_TYPE = "other"  # the task_type label of a task this node has no handler for
 
 
 class NodeMetrics:
@@ -41,6 +42,7 @@ class NodeMetrics:
 
     def __init__(self, mesh: AgentMeshManager) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self._handlers = mesh.services.ctx.handlers
         self.tasks: Counter[tuple[str, str]] = Counter()  # (task type, outcome) -> attempts recorded here
         self.duration = Histogram("mesh_task_duration_seconds", "Handler run time of tasks executed on this node",
                                   ["task_type"], registry=self.registry, buckets=DURATION_BUCKETS)
@@ -52,10 +54,13 @@ class NodeMetrics:
 
     def observe(self, task: Task, outcome: str, seconds: float) -> None:
         """One attempt's outcome as the worker recorded it (``seconds``: how long its handler ran)."""
-        self.tasks[(task.task_type, outcome)] += 1
-        self.duration.labels(task.task_type).observe(max(0.0, seconds))
+        # A type this node has no handler for (it failed here) is labelled "other": a label per such name
+        # would let any submitter grow the series without bound.
+        task_type = task.task_type if self._handlers.get(task.task_type) is not None else OTHER_TYPE
+        self.tasks[(task_type, outcome)] += 1
+        self.duration.labels(task_type).observe(max(0.0, seconds))
         if task.started_at is not None and task.submitted_at:
-            self.queue_wait.labels(task.task_type).observe(max(0.0, task.started_at - task.submitted_at))
+            self.queue_wait.labels(task_type).observe(max(0.0, task.started_at - task.submitted_at))
 
     def render(self, task_counts: Mapping[str, int] | None) -> bytes:
         """The exposition text; ``task_counts`` are the mesh-wide counts read just before (None: unreadable)."""

@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mesh_core import AgentMeshManager
 from mesh_core.config import MetricsConfig, load_config
 from mesh_core.errors import ConfigError
-from mesh_core.metrics_server import MAX_REQUEST_BYTES
+from mesh_core.metrics import NodeMetrics
+from mesh_core.metrics_server import MAX_CONNECTIONS, MAX_REQUEST_BYTES
+from mesh_core.model import Task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +37,8 @@ async def _exchange(port: int, request: bytes) -> bytes:
     await writer.drain()
     try:
         return await asyncio.wait_for(reader.read(), 10)  # the server closes after one answer
+    except ConnectionResetError:
+        return b""  # closed unanswered, with our request unread
     finally:
         writer.close()
 
@@ -56,6 +60,13 @@ async def test_the_endpoint_answers_one_request_per_connection_and_refuses_the_r
         assert (await _exchange(port, b"GET /other HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
         assert (await _exchange(port, b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
         assert await _exchange(port, b"GET /metrics HTTP/1.1\r\nX: " + b"y" * MAX_REQUEST_BYTES + b"\r\n\r\n") == b""
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNECTIONS)]
+        await asyncio.sleep(0.1)
+        assert await _exchange(port, b"GET /metrics HTTP/1.1\r\n\r\n") == b""  # over the cap: closed unanswered
+        for _, writer in idle:
+            writer.close()
+        await asyncio.sleep(0.1)
+        assert (await _exchange(port, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
     with pytest.raises(OSError):  # stopped with the node
         await _exchange(port, b"GET /metrics HTTP/1.1\r\n\r\n")
 
@@ -74,3 +85,20 @@ async def test_the_grafana_dashboard_names_only_metrics_a_node_serves(tmp_path: 
         body = (await _exchange(port, b"GET /metrics HTTP/1.1\r\n\r\n")).partition(b"\r\n\r\n")[2].decode()
     served = {s.name for f in text_string_to_metric_families(body) for s in f.samples}
     assert used and used <= served, used - served
+
+
+async def test_a_task_type_without_a_handler_here_is_labelled_other(tmp_path: Path) -> None:
+    config = load_config(env={}, use_default_file=False, overrides={
+        "state_dir": str(tmp_path / "state"), "sqlite_db_path": str(tmp_path / "mesh.db")})
+    async with AgentMeshManager(config) as mesh:
+        metrics = NodeMetrics(mesh)
+        for task_type in ("echo", "no-such-type-1", "no-such-type-2"):
+            metrics.observe(Task(task_id="t", task_type=task_type, submitted_at=10.0, started_at=10.5), "failed", 0.2)
+        text = metrics.render({"failed": 3}).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("mesh_tasks_total", (("outcome", "failed"), ("task_type", "echo")))] == 1
+    assert samples[("mesh_tasks_total", (("outcome", "failed"), ("task_type", "other")))] == 2
+    assert samples[("mesh_task_queue_wait_seconds_sum", (("task_type", "other"),))] == 1.0
+    assert samples[("mesh_tasks_in_mesh", (("status", "failed"),))] == 3
+    assert not [k for k in samples if "no-such-type" in str(k)]
