@@ -192,9 +192,10 @@ def test_events_prints_the_mesh_then_exits_and_follow_streams_until_sigterm(tmp_
         text = c.cli("events", "--settle", "1")
         assert text.returncode == 0 and " NodeJoined " in text.stdout and " name=w1 " in text.stdout
 
-        follow = subprocess.Popen([sys.executable, "-m", "mesh_tui", *c.global_args(), "events", "--follow",
-                                   "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=c.env, cwd=c.root)
+        follow, follow_text = (
+            subprocess.Popen([sys.executable, "-m", "mesh_tui", *c.global_args(), "events", "--follow", *json_flag],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.env, cwd=c.root)
+            for json_flag in (["--json"], []))
         try:
             time.sleep(2.5)  # joined, and its first read of the tasks made
             done = c.cli_json("submit", "echo", "--payload", '{"hi": 1}', "--wait")
@@ -203,11 +204,16 @@ def test_events_prints_the_mesh_then_exits_and_follow_streams_until_sigterm(tmp_
                               and e.get("status") == "succeeded" for e in observer.lines), timeout=10)
             time.sleep(1.0)
             follow.send_signal(signal.SIGTERM)
+            follow_text.send_signal(signal.SIGINT)
             out, err = follow.communicate(timeout=15)
+            text_out, text_err = follow_text.communicate(timeout=15)
         finally:
-            if follow.poll() is None:
-                follow.kill()
+            for proc in (follow, follow_text):
+                if proc.poll() is None:
+                    proc.kill()
         assert follow.returncode == 0, err
+        assert follow_text.returncode == 0 and not text_err, text_err  # Ctrl-C: a clean exit, no traceback
+        assert f"TaskUpdated task_id={task_id[:12]} task_type=echo status=succeeded" in " ".join(text_out.split())
         events = [json.loads(line) for line in out.splitlines()]
         finished = [e for e in events if e["event"] == "TaskUpdated" and e["task_id"] == task_id]
         assert [e["status"] for e in finished][-1] == "succeeded" and finished[-1]["node_name"] == "w1"
