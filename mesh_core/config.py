@@ -249,6 +249,19 @@ class SecurityConfig:
     allowlist: tuple[str, ...] = ()
 
 
+def _bind_host(host: str) -> str | None:
+    return None if host.strip() and not any(c.isspace() for c in host) else "an address to bind, e.g. 127.0.0.1"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``metrics``: this node's Prometheus endpoint (``GET /metrics``, ``mesh_core.metrics``); off while
+    ``port`` is unset. ``host`` is the address it binds: this machine only unless set otherwise."""
+
+    port: int | None = field(default=None, metadata={"min": 0, "max": 65535})  # 0: a free port, picked at start
+    host: str = field(default="127.0.0.1", metadata={"check": _bind_host})
+
+
 @dataclass(frozen=True)
 class MeshConfig:
     enabled: bool = True
@@ -280,6 +293,7 @@ class MeshConfig:
     task_distribution: TaskDistributionConfig = field(default_factory=TaskDistributionConfig)
     memory_sync: MemorySyncConfig = field(default_factory=MemorySyncConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     node_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: tuple[str, ...] = field(default=(), compare=False, metadata={"internal": True})
 
@@ -453,6 +467,8 @@ ENV_KEYS: dict[str, str] = {
     "MESH_GRPC_INSECURE": "grpc.insecure",
     "MESH_GRPC_TLS": "grpc.tls.enabled",
     "MESH_API_KEY": "security.api_key",
+    "MESH_METRICS_PORT": "metrics.port",
+    "MESH_METRICS_HOST": "metrics.host",
     "MESH_LOAD_BALANCING_ALGORITHM": "task_distribution.load_balancing_algorithm",
     "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",
 }

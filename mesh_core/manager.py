@@ -21,6 +21,7 @@ from .events import Event
 from .handlers import load_plugins, make_spec
 from .identity import acquire, ephemeral
 from .membership import Member
+from .metrics_server import MetricsServer
 from .model import (
     Conflict,
     MemoryItem,
@@ -36,6 +37,7 @@ from .model import (
 from .node.memory import NO_VALUE
 from .node.services import NodeServices
 from .nodes import create_specialized_node
+from .observe import watch_loop
 
 __all__ = ["AgentMeshManager", "Recollection"]
 
@@ -52,6 +54,7 @@ class AgentMeshManager:
         self.events = self._ctx.events
         self.counters = self._ctx.counters
         self._stopping = False
+        self._metrics: MetricsServer | None = None
 
     # -- who this node is ------------------------------------------------------------------------
     @property
@@ -125,6 +128,22 @@ class AgentMeshManager:
     def metrics(self) -> dict[str, Any]:
         return self.services.members.metrics()
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of this node's ``/metrics`` endpoint as bound; None when ``metrics.port`` is unset."""
+        return self._metrics.address if self._metrics is not None else None
+
+    async def _bind_metrics(self) -> None:
+        cfg = self.config.metrics
+        if cfg.port is None:
+            return
+        from .metrics import CONTENT_TYPE, NodeMetrics  # prometheus_client is loaded only when metrics are on
+
+        metrics = NodeMetrics(self)
+        self.services.worker.outcome_hooks.append(metrics.observe)
+        self._metrics = MetricsServer(cfg.host, cfg.port, metrics.render, self.task_counts, CONTENT_TYPE)
+        await self._metrics.bind()
+
     # -- lifecycle -------------------------------------------------------------------------------------
     async def __aenter__(self) -> AgentMeshManager:
         await self.start()
@@ -138,6 +157,7 @@ class AgentMeshManager:
         ctx.started_at = time.time()
         ctx.identity = acquire(cfg.state_dir, cfg.node_name) if self.is_worker else ephemeral(cfg.node_name or "cli")
         try:
+            await self._bind_metrics()
             ctx.profile = profile = create_specialized_node(cfg.node_type, cfg)
             if self.is_worker:
                 for spec in profile.handlers:
@@ -159,8 +179,16 @@ class AgentMeshManager:
             await self._teardown()
             raise
         s.spawn_loops()
+        if self._metrics is not None:
+            await self._metrics.serve()
         if self.is_worker and profile.on_start is not None:
             await profile.on_start(self)
+
+    def watch_tasks(self) -> None:
+        """Observe the whole mesh's tasks: publish ``TaskUpdated`` for every task that changes anywhere (a
+        supervised ``watch`` loop reading the newest tasks; see ``mesh_core.observe``). For a client that only
+        watches (``mesh-tui --observe``, ``mesh-tui events``): a worker publishes its own tasks already."""
+        self._ctx.spawn(("watch", watch_loop(self._ctx, self.publish)))
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Leave gracefully: running tasks get the grace period, then are handed back.
@@ -184,6 +212,8 @@ class AgentMeshManager:
         if ctx.profile is not None and ctx.profile.on_stop is not None:
             with contextlib.suppress(Exception):
                 await ctx.profile.on_stop(self)
+        if self._metrics is not None:
+            await self._metrics.stop()
         await ctx.stop_loops()
         s.results.cancel_all()
         if ctx.has_backend:

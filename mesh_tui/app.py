@@ -28,6 +28,7 @@ from mesh_core.config import MeshConfig
 from mesh_core.events import Event, NodeJoined, NodeStatusChanged, TaskUpdated
 from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
+from mesh_core.model import NodeRole
 
 from .engine import EngineSource, MeshSource
 from .messages import (
@@ -87,9 +88,11 @@ class MeshApp(App[int]):
 
     def __init__(self, config: MeshConfig | None = None, *, source: MeshSource | None = None,
                  refresh_interval: float = 1.0, clock: Callable[[], float] = time.time,
-                 owns_process: bool = False) -> None:
+                 owns_process: bool = False, observe: bool = False) -> None:
         super().__init__()
-        self.source = source or EngineSource(AgentMeshManager(config))
+        # observe: a client that executes nothing and is not listed as a worker (mesh-tui --observe)
+        self.source = source or EngineSource(AgentMeshManager(config, role=NodeRole.CLIENT if observe
+                                                              else NodeRole.WORKER))
         self.refresh_interval = refresh_interval
         self.clock = clock
         self.apply_ms = 0.0  # how long the last refresh took to apply to the panes
@@ -263,7 +266,7 @@ class MeshApp(App[int]):
     def watch_mesh_state(self, state: MeshState | None) -> None:
         if state is not None:
             local = state.local
-            self.sub_title = f"{local.get('node_type', '')} · {medium_label(local)}"
+            self.sub_title = f"{local.get('node_type') or 'observer'} · {medium_label(local)}"
 
     @on(EngineEvents)
     def _events(self, message: EngineEvents) -> None:

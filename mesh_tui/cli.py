@@ -20,8 +20,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from mesh_core.commands import CLI, Command, add_arguments, finish, lookup, on_surface
-from mesh_core.config import LOG_FORMATS, LOG_LEVELS, NODE_TYPES, PROTOCOLS, MeshConfig, load_config
-from mesh_core.errors import MeshError
+from mesh_core.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    NODE_TYPES,
+    PROTOCOLS,
+    MeshConfig,
+    MetricsConfig,
+    load_config,
+)
+from mesh_core.errors import MeshError, UsageError
 from mesh_core.model import NodeRole
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -64,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mesh-tui", description="Run an Agent Mesh node, or talk to the mesh.")
     _global_options(parser, suppress=False)
     parser.add_argument("--no-ui", action="store_true", help="run the node headless (log lines, commands on stdin)")
+    parser.add_argument("--observe", action="store_true",
+                        help="join as an observer: the cockpit (or, with --no-ui, the event lines) of the mesh "
+                             "from a client that executes nothing and is not listed as a worker")
+    parser.add_argument("--metrics-port", type=int, metavar="N", default=None,
+                        help="serve this node's Prometheus metrics at http://HOST:N/metrics (off by default; "
+                             "0 picks a free port)")
+    parser.add_argument("--metrics-host", metavar="H", default=None,
+                        help="address the metrics endpoint binds (default 127.0.0.1: this machine only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in on_surface(CLI):
         p = sub.add_parser(cmd.cli_name, help=cmd.summary, description=cmd.summary)
@@ -71,10 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p, cmd)
         p.add_argument("--json", action="store_true", help="print the data as one JSON document")
     _certs_parser(sub)
+    _events_parser(sub)
     return parser
 
 
-LOCAL_COMMANDS = ("certs",)  # subcommands on the state folder alone: they never join the mesh
+LOCAL_COMMANDS = ("certs", "events")  # not registry commands: certs never joins the mesh, events streams
+
+
+def _events_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("events", help="print the mesh's events as lines (join as an observer; --follow to stream)",
+                       description="Join as a client that executes nothing and print the events it sees, one per "
+                                   "line (--json: one JSON object per line): nodes joining and changing status, "
+                                   "tasks changing status anywhere in the mesh, backend health, problems. Without "
+                                   "--follow, what it sees within --settle seconds; with --follow, until SIGINT or "
+                                   "SIGTERM (exit 0).")
+    _global_options(p, suppress=True)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until interrupted")
+    p.add_argument("--settle", type=float, metavar="SECONDS", default=2.0,
+                   help="without --follow: how long to watch before exiting (default 2)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
 
 
 def _certs_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -136,7 +167,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "log_format": get("log_format"), "log_level": get("log_level"),
             "handlers": get("handlers"), "max_capacity": get("capacity"), "grpc.port": get("grpc_port"),
             "grpc.host": get("grpc_host"), "grpc.seeds": _seeds(get("seeds")),
-            "grpc.insecure": True if get("insecure") else None}
+            "grpc.insecure": True if get("insecure") else None,
+            "metrics.port": get("metrics_port"), "metrics.host": get("metrics_host")}
 
 
 def _seeds(given: list[str] | None) -> list[str] | None:
@@ -177,13 +209,26 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"mesh-tui: warning: {warning}", file=sys.stderr)
     if args.command == "certs":
         return _certs(config, args)
+    if args.command is not None:  # a short-lived client serves no metrics (MESH_METRICS_PORT is the node's port)
+        config = config.replace(metrics=MetricsConfig())
+    if args.command == "events":
+        from .headless import stream_events
+        if args.settle < 0 or args.settle != args.settle:
+            raise UsageError(f"events: --settle {args.settle} is not a number of seconds of at least 0")
+        try:
+            return asyncio.run(stream_events(config, follow=args.follow, fmt="json" if args.json else "text",
+                                             settle=args.settle))
+        except KeyboardInterrupt:
+            return EXIT_OK
     if cmd is None:
         from .headless import serve
+        if args.observe:
+            config = config.replace(node_name=config.node_name or "observer")
         if not args.no_ui:
             from .app import run_app  # the only place textual is imported: never on the --no-ui path
-            return run_app(config)
+            return run_app(config, observe=args.observe)
         try:
-            return asyncio.run(serve(config))
+            return asyncio.run(serve(config, observe=args.observe))
         except KeyboardInterrupt:
             return EXIT_OK
     return asyncio.run(_oneshot(config, cmd, args))

@@ -69,11 +69,14 @@ class EngineSource(MeshSource):
 
     @property
     def title(self) -> str:  # type: ignore[override]
-        return f"Agent Mesh · {self.mesh.name}" if self.mesh.name else "Agent Mesh"
+        observer = "" if self.mesh.is_worker else " (observer)"
+        return f"Agent Mesh · {self.mesh.name}{observer}" if self.mesh.name else f"Agent Mesh{observer}"
 
     async def start(self) -> None:
         await self.mesh.start()
         self._started = True
+        if not self.mesh.is_worker:  # an observer: the tasks of the whole mesh come as events
+            self.mesh.watch_tasks()
 
     async def stop(self) -> None:
         if self._started and not self._stopped:

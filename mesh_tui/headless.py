@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from mesh_core.commands import run_command
-from mesh_core.config import MeshConfig
+from mesh_core.config import MeshConfig, join_host_port
 from mesh_core.errors import MeshError
 from mesh_core.events import Event
 from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
+from mesh_core.model import NodeRole
 from mesh_core.supervision import one_line
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
@@ -102,10 +103,12 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-async def serve(config: MeshConfig) -> int:
+async def serve(config: MeshConfig, *, observe: bool = False) -> int:
+    """Run one node headless until SIGTERM or SIGINT; ``observe``: as a client that executes nothing and
+    prints the whole mesh's events (tasks anywhere included)."""
     out = Output(config.log_format)
     logging.getLogger("mesh").setLevel(logging.ERROR)  # problems are printed as events instead
-    mesh = AgentMeshManager(config)
+    mesh = AgentMeshManager(config, role=NodeRole.CLIENT if observe else NodeRole.WORKER)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,13 +120,16 @@ async def serve(config: MeshConfig) -> int:
         printer.cancel()
         print(f"mesh-tui: {exc}", file=sys.stderr)
         return exc.exit_code
+    if observe:
+        mesh.watch_tasks()
     settle_after_start()
     medium = mesh.backend_info()
     where = str(medium.get("path") or medium.get("url", ""))
     out.line(format_event(_Started(name=mesh.name, node_id=mesh.node_id, node_type=config.node_type,
                                    protocol=mesh.backend_name, where=where,
                                    incarnation=mesh.incarnation,
-                                   why=mesh.backend_reason if config.protocol == "hybrid" else ""),
+                                   why=mesh.backend_reason if config.protocol == "hybrid" else "",
+                                   role="observer" if observe else "", metrics=_metrics_url(mesh)),
                           config.log_format))
     commands: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_stdin, args=(loop, commands), daemon=True, name="mesh-stdin").start()
@@ -138,6 +144,38 @@ async def serve(config: MeshConfig) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await printer
     out.line(format_event(_Stopped(name=mesh.name, node_id=mesh.node_id), config.log_format))
+    return 0
+
+
+def _metrics_url(mesh: AgentMeshManager) -> str:
+    address = mesh.metrics_address
+    return f"http://{join_host_port(*address)}/metrics" if address else ""
+
+
+async def stream_events(config: MeshConfig, *, follow: bool, fmt: str, settle: float) -> int:
+    """``mesh-tui events``: join as a client that executes nothing, print each event it sees as a line (the
+    headless formatter), for ``settle`` seconds or, with ``follow``, until SIGINT or SIGTERM; exit 0."""
+    out = Output(fmt)
+    logging.getLogger("mesh").setLevel(logging.ERROR)
+    mesh = AgentMeshManager(config.replace(node_name=config.node_name or "events"), role=NodeRole.CLIENT)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    printer = loop.create_task(_print_events(mesh, out))
+    try:
+        await mesh.start()
+    except BaseException:
+        printer.cancel()
+        raise
+    mesh.watch_tasks()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), None if follow else settle)
+    try:
+        await mesh.stop()
+    finally:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(printer, 2.0)  # the bus closed with the node: what it queued is printed
     return 0
 
 
@@ -188,6 +226,8 @@ class _Started(Event):
     where: str
     incarnation: int
     why: str = ""  # hybrid: which medium it chose and why
+    role: str = ""  # "observer" for --observe (a worker says nothing)
+    metrics: str = ""  # the /metrics URL when metrics are on
 
     @property
     def kind(self) -> str:

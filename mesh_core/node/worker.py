@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ class Worker:
         self._done = 0
         self._failed = 0
         self._latency_ms = 0.0
+        # Called with (task, outcome, handler seconds) once an attempt's outcome is recorded (metrics observe it).
+        self.outcome_hooks: list[Callable[[Task, str, float], None]] = []
 
     @property
     def transport(self) -> TaskTransport:
@@ -257,6 +260,8 @@ class Worker:
             self._failed += 1
             move, status = self._after_failure(entry, error)
             ok = (await self.transport.move([move]))[0]
+        for hook in self.outcome_hooks:
+            hook(task, status if ok else "stale", seconds)
         if not ok:
             ctx.problem("stale_results", f"result of task {task.task_id} attempt {task.attempt} refused: "
                                          "the task moved on (fencing)")

@@ -29,7 +29,11 @@ def render_local(state: MeshState) -> RenderableType:
     status = str(n.get("status", "?"))
     grid.add_row("Name", Text.assemble((str(n.get("name", "-")), "bold"), "  ", (n.get("node_id", "")[:12], "dim")))
     grid.add_row("Type", str(n.get("node_type", "-")))
-    grid.add_row("Status", Text(f"{status_light(status)} {status.upper()}", style=STATUS_STYLES.get(status, "")))
+    observer = n.get("role") == "client"  # mesh-tui --observe: a client that executes nothing
+    if observer:
+        grid.add_row("Status", Text("👁 OBSERVER · executes nothing", style="cyan"))
+    else:
+        grid.add_row("Status", Text(f"{status_light(status)} {status.upper()}", style=STATUS_STYLES.get(status, "")))
     backend = n.get("backend") or {}
     healthy = n.get("backend_healthy", n.get("healthy", True))
     health = Text("✔ healthy", style="green") if healthy else Text("⚠ degraded", style="bold red")
@@ -57,6 +61,8 @@ def render_local(state: MeshState) -> RenderableType:
         grid.add_row("Avg resp.", f"{m.get('avg_response_ms', 0):.1f} ms")
         grid.add_row("Caps", ", ".join(n.get("capabilities", ())) or "-")
         grid.add_row("Incarn.", f"{n.get('incarnation', '-')}  up {age(n.get('uptime_s'))}")
+    if observer:
+        return Group(grid, Text("👁 observing the mesh (not a worker)", style="cyan"))
     mesh = Text("🟢 in the mesh", style="green") if state.enabled else Text("⚪ left the mesh", style="grey50")
     return Group(grid, mesh)
 

@@ -329,3 +329,23 @@ async def test_an_edited_value_that_spells_a_choice_is_stored_as_that_value(mesh
         await pilot.press("ctrl+s")
         # The cockpit hands it over as a value (value=), so it is written as the string, not read as "merge".
         await settles_everywhere(mesh, app, other, "merge")  # type: ignore[arg-type]
+
+
+async def test_an_observer_cockpit_says_so_runs_nothing_and_shows_a_workers_tasks(mesh: Mesh) -> None:
+    worker = await mesh.node("w")
+    client = await mesh.client()
+    app = MeshApp(mesh.node_config("watcher"), refresh_interval=0.5, observe=True)
+    async with app.run_test(size=SIZE):
+        await started(app)
+        assert app.title.endswith(" (observer)") and app.sub_title.startswith("observer · ")
+        card = plain(app.query_one("#local-body", Static))
+        assert "OBSERVER · executes nothing" in card and "observing the mesh (not a worker)" in card
+        assert names_shown(app) == ["w"]  # the workers only: the observer is not one
+        await asyncio.sleep(0.6)  # the observer's first read of the tasks is its baseline
+        task_id = await client.submit_task("echo", {"hi": 1})
+        assert (await client.wait_task(task_id, 10)).node_id == worker.node_id
+        log = app.query_one(EventLog)
+        await eventually(lambda: task_id[:8] in log.text() and "succeeded" in log.text())
+        await eventually(lambda: app.mesh_state is not None
+                         and task_id in {t.task_id for t in app.mesh_state.tasks["done"]})
+        assert "watcher" not in {m.info.name for m in worker.members()}

@@ -181,6 +181,8 @@ ENV_SAMPLES = {
     "grpc.port": ("1234", 1234),
     "grpc.seeds": ("h:1", ("h:1",)),
     "grpc.host": ("0.0.0.0", "0.0.0.0"),
+    "metrics.port": ("9464", 9464),
+    "metrics.host": ("0.0.0.0", "0.0.0.0"),
     "grpc.advertise": ("10.0.0.5:9901", "10.0.0.5:9901"),
     "grpc.insecure": ("true", True),
     "grpc.tls.enabled": ("auto", None),
