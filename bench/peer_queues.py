@@ -76,14 +76,20 @@ def _until_signal_blocking() -> None:
 
 
 # -- Dramatiq ------------------------------------------------------------------------------------------
-def _dramatiq_actor() -> Any:
+def _dramatiq_actor(connections: int | None = None) -> Any:
+    """The broker, its Results middleware and the noop actor; ``connections``: the client's pool size (each waiter
+    thread holds a connection while its get blocks; redis-py's default pool stops at 100)."""
     import dramatiq
+    import redis
     from dramatiq.brokers.redis import RedisBroker
     from dramatiq.results import Results
     from dramatiq.results.backends.redis import RedisBackend
 
-    broker = RedisBroker(url=URL)
-    broker.add_middleware(Results(backend=RedisBackend(url=URL)))
+    def client() -> Any:
+        return redis.Redis(connection_pool=redis.ConnectionPool.from_url(URL, max_connections=connections))
+
+    broker = RedisBroker(client=client()) if connections else RedisBroker(url=URL)
+    broker.add_middleware(Results(backend=RedisBackend(client=client()) if connections else RedisBackend(url=URL)))
     dramatiq.set_broker(broker)
     return dramatiq.actor(noop, actor_name="noop", queue_name=QUEUE, store_results=True, max_retries=0)
 
@@ -103,7 +109,7 @@ def dramatiq_worker(threads: int, poll_ms: int) -> None:
 
 
 def dramatiq_client(args: argparse.Namespace) -> tuple[Callable[[int], Any], Callable[[Any, float], Any], Any]:
-    actor = _dramatiq_actor()
+    actor = _dramatiq_actor(max(int(x) for x in args.windows.split(",")) + 16)
 
     def get(message: Any, timeout: float) -> Any:
         return message.get_result(block=True, timeout=int(timeout * 1000))

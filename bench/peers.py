@@ -332,11 +332,14 @@ def run_huey(redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[
              stop: threading.Event) -> dict[str, Any]:
     os.environ["BENCH_REDIS_URL"] = redis_url
     from huey import RedisHuey
+    from redis import ConnectionPool
 
     from . import peer_huey
 
     # The module-level instance was built from the environment at first import: rebuild it for this server.
-    peer_huey.huey = RedisHuey("bench", url=redis_url, notify_result=True, results=True, store_none=True)
+    # Each waiter thread holds a connection while its get blocks; redis-py's default pool stops at 100.
+    pool = ConnectionPool.from_url(redis_url, max_connections=max(opts.windows) + 16)
+    peer_huey.huey = RedisHuey("bench", connection_pool=pool, notify_result=True, results=True, store_none=True)
     noop = peer_huey.huey.task(name="bench.noop")(peer_huey.noop.func)
     cmds = [[sys.executable, "-c", "from bench.peer_huey import main; main()", str(opts.huey_workers)]
             for _ in (1, 2)]
