@@ -1,8 +1,8 @@
 """``python -m bench [tasks|memory|peers|algorithms|grpcpeers|all] [--backend sqlite|redis|all] [--quick]``.
 
 ``make bench ARGS="tasks --quick"``. ``all`` runs tasks and memory on both backends, the
-load-balancing algorithms on SQLite, and Celery and Huey next to the mesh on the same
-private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
+load-balancing algorithms on SQLite, and the Python task queues of ``peers`` next to the mesh on the
+same private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
 backend: a raw ``grpc.aio`` echo, the same with mutual TLS, and AutoGen's distributed runtime.
 """
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--catch-up", type=int, metavar="N",
                    help="memory items written while the workers are paused, then caught up (default 2,000, "
                         "quick 300; 0 skips)")
-    g = p.add_argument_group("peers (Celery, Huey)")
+    g = p.add_argument_group("peers (Celery, Huey, Dramatiq, saq, arq, taskiq, Ray)")
     g.add_argument("--peer-n", type=int, help="tasks per peer window level (default 5,000, quick 1,000)")
     g.add_argument("--peer-windows", type=_levels, metavar="N[,N...]",
                    help=f"tasks in flight for the peers (default {','.join(map(str, REDIS_INFLIGHT))})")
@@ -143,6 +143,16 @@ def _shapes(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"unknown shape {', '.join(bad) or '(none)'} "
                                          f"(allowed: {', '.join(window.SHAPES)})")
     return tuple(dict.fromkeys(shapes))
+
+
+def _redis_server(path: str | None) -> str | None:
+    """``--redis-server``: an executable file, resolved now, or a clear exit before anything starts."""
+    if path is None:
+        return None
+    try:
+        return redis_binary(path)
+    except BenchError as exc:
+        raise SystemExit(f"python -m bench: {exc}") from None
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
@@ -295,7 +305,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
                 swim_opts=swim.SwimOptions(**w),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
-                redis_shapes=shapes if run_peers else ("waiters",), redis_server=args.redis_server,
+                redis_shapes=shapes if run_peers else ("waiters",), redis_server=_redis_server(args.redis_server),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
 

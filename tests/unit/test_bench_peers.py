@@ -26,10 +26,15 @@ def test_peers_default_to_every_peer_but_ray_in_both_shapes_with_the_mesh_measur
     assert make_plan(build_parser().parse_args(["tasks", "--backend", "redis"])).redis_shapes == ("waiters",)
 
 
-def test_peer_selection_ray_shapes_and_redis_server_are_parsed() -> None:
-    plan = _plan("--only-peers", "huey,saq", "--with-ray", "--shapes", "waiters", "--redis-server", "/x/redis")
+def test_peer_selection_ray_shapes_and_redis_server_are_parsed(tmp_path: Path) -> None:
+    binary = tmp_path / "redis-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    plan = _plan("--only-peers", "huey,saq", "--with-ray", "--shapes", "waiters", "--redis-server", str(binary))
     assert plan.peer.which == ("huey", "saq") and plan.peer.with_ray
-    assert plan.peer.shapes == ("waiters",) == plan.redis_shapes and plan.redis_server == "/x/redis"
+    assert plan.peer.shapes == ("waiters",) == plan.redis_shapes and plan.redis_server == str(binary.resolve())
+    with pytest.raises(SystemExit, match="no executable file"):
+        _plan("--redis-server", str(tmp_path / "absent"))
     assert _plan("--only-peers", "ray").peer.with_ray  # naming ray asks for its venv too
     with pytest.raises(SystemExit):
         _plan("--only-peers", "huey,rq")
@@ -45,7 +50,7 @@ def test_redis_server_path_must_be_an_executable(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="no executable"):
         redis_binary(str(plain))
     plain.chmod(plain.stat().st_mode | stat.S_IXUSR)
-    assert redis_binary(str(plain)) == str(plain.resolve()) and os.path.isabs(redis_binary(None) or "/")
+    assert redis_binary(str(plain)) == str(plain.resolve()) and os.path.isabs(redis_binary(None))
 
 
 def _block(p50: float, window: dict[int, float], waiters: dict[int, float]) -> dict:  # type: ignore[type-arg]
