@@ -247,6 +247,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if only:
         pe["which"] = only
     pe["with_ray"] = args.with_ray or (only is not None and "ray" in only)
+    pe["opt_in_if_installed"] = only is None
     shapes = args.shapes or window.SHAPES
     pe["shapes"] = shapes
     pe["keep_dir"] = args.keep_temp

@@ -150,7 +150,8 @@ class PeersOptions:
     celery_concurrency: int = CELERY_CONCURRENCY
     huey_workers: int = HUEY_WORKERS
     which: tuple[str, ...] = DEFAULT_PEERS
-    with_ray: bool = False  # make Ray's virtual environment when it is not there (else Ray runs only if it is)
+    with_ray: bool = False  # make Ray's virtual environment when it is not there
+    opt_in_if_installed: bool = True  # run Ray when its venv is there (not when the peers were named: --only-peers)
     shapes: tuple[str, ...] = window.SHAPES
     keep_dir: bool = False
 
@@ -456,7 +457,7 @@ def run(redis_url: str, opts: PeersOptions, log: Any = print,
     chosen = [n for n in PEER_NAMES if n in opts.which or (n == "ray" and opts.with_ray)]
     for spec in VENV_PEERS:
         name = spec.name
-        if name not in chosen and spec.opt_in and not stop.is_set():
+        if name not in chosen and spec.opt_in and opts.opt_in_if_installed and not stop.is_set():
             if venv_available(spec):
                 chosen.append(name)  # installed: it runs
             else:

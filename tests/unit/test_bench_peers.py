@@ -20,6 +20,7 @@ def _plan(*argv: str):  # type: ignore[no-untyped-def]
 def test_peers_default_to_every_peer_but_ray_in_both_shapes_with_the_mesh_measured_alike() -> None:
     plan = _plan("--quick")
     assert plan.peer.which == peers.DEFAULT_PEERS and "ray" not in plan.peer.which and not plan.peer.with_ray
+    assert plan.peer.opt_in_if_installed  # Ray runs when its venv is there
     assert {"dramatiq", "dramatiq-short", "saq", "arq", "taskiq"} <= set(plan.peer.which)
     assert plan.peer.shapes == ("window", "waiters") == plan.redis_shapes
     assert plan.tasks_backends == ["redis"] and plan.redis_server is None
@@ -32,6 +33,7 @@ def test_peer_selection_ray_shapes_and_redis_server_are_parsed(tmp_path: Path) -
     binary.chmod(0o755)
     plan = _plan("--only-peers", "huey,saq", "--with-ray", "--shapes", "waiters", "--redis-server", str(binary))
     assert plan.peer.which == ("huey", "saq") and plan.peer.with_ray
+    assert not _plan("--only-peers", "huey").peer.opt_in_if_installed  # named peers only, installed Ray or not
     assert plan.peer.shapes == ("waiters",) == plan.redis_shapes and plan.redis_server == str(binary.resolve())
     with pytest.raises(SystemExit, match="no executable file"):
         _plan("--redis-server", str(tmp_path / "absent"))
