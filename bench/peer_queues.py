@@ -251,9 +251,14 @@ async def taskiq_client(args: argparse.Namespace) -> tuple[window.Send, Any]:
 
 # -- Ray -----------------------------------------------------------------------------------------------
 async def ray_client(args: argparse.Namespace) -> tuple[window.Send, Any]:
+    import shutil
+    import tempfile
+
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    # Ray's session folder (logs, sockets) in a folder of ours, removed after: not one more /tmp/ray/session_* a run
+    folder = tempfile.mkdtemp(prefix="ray-")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning", _temp_dir=folder)
     remote = ray.remote(noop)
 
     async def result(ref: Any) -> Any:
@@ -264,6 +269,7 @@ async def ray_client(args: argparse.Namespace) -> tuple[window.Send, Any]:
 
     async def close() -> None:
         ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
 
     return send, close
 
