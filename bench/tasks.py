@@ -181,7 +181,7 @@ async def _window(mesh: AgentMeshManager, n: int, inflight: int, timeout: float,
                   trace: Trace) -> dict[str, Any]:
     """``window.window_loop`` on the mesh: submit until ``inflight`` are outstanding, collect the oldest, submit the
     next (each task's wait runs from its submit on, so a task that finished early is seen when its turn comes)."""
-    async def wait(task_id: str, i: int, wall0: float, t0: float) -> Any:
+    async def wait(task_id: str, wall0: float, t0: float) -> Any:
         task = await mesh.wait_task(task_id, timeout)
         trace.marks[task_id] = (wall0, wall0 + (time.perf_counter() - t0))
         if task.status is not TaskStatus.SUCCEEDED:
@@ -191,7 +191,7 @@ async def _window(mesh: AgentMeshManager, n: int, inflight: int, timeout: float,
     async def send(i: int) -> Any:
         wall0, t0 = time.time(), time.perf_counter()
         task_id = await mesh.submit_task("echo", {"i": i})
-        return asyncio.ensure_future(wait(task_id, i, wall0, t0))
+        return asyncio.ensure_future(wait(task_id, wall0, t0))
 
     return await window.run_async(window.window_loop(n, inflight, budget_s), send, timeout)
 
