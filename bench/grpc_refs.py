@@ -45,7 +45,7 @@ from mesh_testing import clean_env
 
 from . import peer_grpc_raw, window
 from .cluster import BenchError
-from .peers import ROOT, PeerProcs
+from .peers import ROOT, PeerProcs, ensure_venv
 
 REFERENCES = ("raw", "raw-tls", "autogen")
 AUTOGEN_VENV = ROOT / "bench" / "peers" / ".venv-autogen"
@@ -127,21 +127,8 @@ async def run_raw(opts: GrpcRefOptions, log: Log, tls: bool, stop: Callable[[], 
 # -- AutoGen -------------------------------------------------------------------------------------------
 def ensure_autogen_venv(log: Log, venv: Path = AUTOGEN_VENV) -> Path:
     """The Python of AutoGen's own virtual environment, made (network install) on first use."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import autogen_core, autogen_ext.runtimes.grpc, psutil"]
-    if python.exists() and subprocess.run(probe, capture_output=True, timeout=120).returncode == 0:
-        return python
-    if not python.exists():
-        log(f"grpcpeers: autogen: making its own virtual environment {venv} (first use; pip needs the network) ...")
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    log(f"grpcpeers: autogen: pip install {' '.join(AUTOGEN_PACKAGES)} into {venv} ...")
-    pip = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *AUTOGEN_PACKAGES],
-                         capture_output=True, text=True, timeout=900)
-    if pip.returncode != 0 or subprocess.run(probe, capture_output=True, timeout=120).returncode != 0:
-        raise BenchError(f"could not install AutoGen into {venv} (remove the folder to start over):\n"
-                         f"{pip.stderr[-2000:]}")
-    return python
+    return ensure_venv("autogen", AUTOGEN_PACKAGES, "import autogen_core, autogen_ext.runtimes.grpc, psutil", log,
+                       venv=venv, prefix="grpcpeers")
 
 
 async def run_autogen(opts: GrpcRefOptions, log: Log, stop: Callable[[], bool]) -> dict[str, Any]:
@@ -233,6 +220,7 @@ def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         return sorted(items, key=key)[(len(items) - 1) // 2]
 
     out = dict(rounds[0])
+    out.pop("shapes", None)  # round 0's runs by shape: the median runs below are in ``throughput``
     out["idle_latency"] = dict(pick([r["idle_latency"] for r in rounds],
                                     lambda b: b["round_trip"].get("p50_ms", float("inf"))))
     out["idle_latency"]["p50_ms_per_round"] = [r["idle_latency"]["round_trip"].get("p50_ms") for r in rounds]

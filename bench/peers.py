@@ -1,16 +1,28 @@
-"""``peers``: Celery and Huey on the bench's own redis-server, next to the mesh on the same server.
+"""``peers``: Python task queues on the bench's own redis-server, next to the mesh on the same server.
 
-Each peer runs 1 submitter (this process, one thread) and 2 worker processes started
-here as subprocesses. The submitter keeps a bounded window of tasks in flight:
-it sends until ``window`` are outstanding, then collects the oldest result with a
-blocking get and sends the next (the loops of ``bench/window.py``, run with a
-blocking client). submit→result is from the send call to the get returning. Idle
-latency is ``latency_n`` sequential send+get round trips.
+Celery and Huey run from the project's ``bench`` extra: 2 worker processes started
+here and this process as the 1 submitter. Dramatiq, saq, arq and taskiq(-redis) pin
+redis-py versions of their own, so each runs in a virtual environment of its own,
+``bench/peers/.venv-<name>``, made here on first use (``python -m venv`` and pip; the
+network is needed once) and reused after: its 2 workers and its submitter
+(``peer_queues.py client``, which prints its figures as JSON) run with that Python.
+Ray (local, ``num_cpus=2``, its own scheduler and workers, no Redis) runs when its
+virtual environment is there or ``--with-ray`` asks for it to be made (a 290 MB
+install, about a minute here).
+
+Every peer is measured in the two shapes of ``bench/window.py``: a ``window`` (one
+submitter sends until that many are outstanding, collects the oldest result, sends
+the next) and ``waiters`` (that many concurrent waiters, each sending one task and
+waiting for its result in turn; threads for a blocking client). submit→result is
+from the send call to the result being in hand. Idle latency is ``latency_n``
+sequential send+get round trips.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import shutil
 import signal
@@ -28,8 +40,8 @@ import psutil
 
 from mesh_testing import clean_env
 
+from . import window
 from .cluster import BenchError
-from .window import idle_loop, run_blocking, window_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +51,91 @@ ROOT = Path(__file__).resolve().parent.parent
 CELERY_POOL = "threads"
 CELERY_CONCURRENCY = 4
 HUEY_WORKERS = 8
+VENVS = ROOT / "bench" / "peers"
+
+
+@dataclass(frozen=True)
+class VenvPeer:
+    """A peer that runs in ``bench/peers/.venv-<venv>``: what to install, what proves it installed, and the
+    configuration its workers and submitter run with (``peer_queues.py``)."""
+
+    name: str  # the row's name
+    peer: str  # peer_queues.py's peer
+    venv: str
+    packages: tuple[str, ...]
+    probe: str  # imports that must work in the venv
+    threads: int = 0  # tasks each worker runs at once (0: the peer has no workers of ours)
+    poll_ms: float = 0.0  # the peer's poll interval, where it has one
+    config: tuple[tuple[str, Any], ...] = ()
+    opt_in: bool = False  # made only when asked (--with-ray); run when its venv is there
+
+
+# Each in the configuration fastest for it we found. Sweep on this machine (2 workers; 2,000 tasks at 64 and 256 in
+# flight, both shapes; idle p50 over 100 round trips), run while other work kept the load average at ~20 on the
+# 2 cores, so only differences well beyond 2× mean anything:
+# - arq: poll_delay (the worker's queue poll, and job.result's poll) 500 ms (default: idle p50 502 ms, 114-302/s),
+#   5 ms (idle 11 ms, 171-327/s), 1 ms (idle 4-5 ms; with max_jobs 64 30-100/s, with max_jobs 16 185-397/s): 1 ms
+#   polls every waiter's result 1,000 times a second, which at 1,024 waiters is all the submitter does, so 5 ms and
+#   max_jobs 16 are kept.
+# - taskiq: ListQueueBroker (BRPOP: each task to one worker, no streams to ack); wait_result's check_interval 200 ms
+#   (default: idle 206 ms, 252-450/s), 5 ms (idle 10 ms, 211-457/s), 1 ms (idle 3 ms, 194-358/s): throughput the same
+#   within noise, 5 ms kept for the reason arq's is; --max-async-tasks 64; 1 worker process per `taskiq worker`.
+# - Dramatiq: worker_threads 8 (its default); the consumer's idle back-off cap (worker_timeout) at its default,
+#   1,000 ms, and at 5 ms (the "short poll" row: it only matters when the queue runs dry, so idle round trips).
+#   Its result get blocks on the result key, no polling.
+# - saq: concurrency 16 (default 10); the worker blocks on the queue and results come by pub/sub, no polling to tune.
+VENV_PEERS: tuple[VenvPeer, ...] = (
+    VenvPeer("dramatiq", "dramatiq", "dramatiq", ("dramatiq[redis]", "psutil"),
+             "import dramatiq.brokers.redis, dramatiq.results, psutil", threads=8, poll_ms=1000,
+             config=(("broker", "RedisBroker"), ("results", "Results(RedisBackend), blocking get (BRPOPLPUSH)"),
+                     ("worker_threads", 8), ("worker_timeout_ms", "1000 (default)"))),
+    VenvPeer("dramatiq-short", "dramatiq", "dramatiq", ("dramatiq[redis]", "psutil"),
+             "import dramatiq.brokers.redis, dramatiq.results, psutil", threads=8, poll_ms=5,
+             config=(("broker", "RedisBroker"), ("results", "Results(RedisBackend), blocking get (BRPOPLPUSH)"),
+                     ("worker_threads", 8), ("worker_timeout_ms", "5 (short poll)"))),
+    VenvPeer("saq", "saq", "saq", ("saq[redis]", "typing_extensions", "psutil"), "import saq, redis, psutil",
+             threads=16, config=(("queue", "Queue.from_url (Redis)"), ("concurrency", 16),
+                                 ("result", "job.refresh(until_complete) (pub/sub), re-read every 250 ms"))),
+    VenvPeer("arq", "arq", "arq", ("arq", "psutil"), "import arq, psutil", threads=16, poll_ms=5,
+             config=(("max_jobs", 16), ("poll_delay_ms", "5 (worker and result)"))),
+    VenvPeer("taskiq", "taskiq", "taskiq", ("taskiq", "taskiq-redis", "psutil"), "import taskiq, taskiq_redis, psutil",
+             threads=64, poll_ms=5,
+             config=(("broker", "ListQueueBroker (BRPOP)"), ("result_backend", "RedisAsyncResultBackend"),
+                     ("max_async_tasks", 64), ("check_interval_ms", 5))),
+    VenvPeer("ray", "ray", "ray", ("ray", "psutil"), "import ray, psutil", opt_in=True,
+             config=(("ray", "local, ray.init(num_cpus=2)"), ("result", "await ObjectRef"))),
+)
+PEER_NAMES = ("celery", "huey", *(p.name for p in VENV_PEERS))
+DEFAULT_PEERS = tuple(n for n in PEER_NAMES if n != "ray")  # ray: when its venv is there, or --with-ray
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(name: str, packages: tuple[str, ...], probe: str, log: Any, venv: Path | None = None,
+                prefix: str = "peers") -> Path:
+    """The Python of ``bench/peers/.venv-<name>``, made (``python -m venv``, pip install: the network) on first use
+    and reused while ``probe`` imports there; a BenchError says what failed."""
+    venv = venv or VENVS / f".venv-{name}"
+    python = venv_python(venv)
+    check = [str(python), "-c", probe]
+    if python.exists() and subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
+        return python
+    started = time.monotonic()
+    if not python.exists():
+        log(f"{prefix}: {name}: making its own virtual environment {venv} (first use; pip needs the network) ...")
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    log(f"{prefix}: {name}: pip install {' '.join(packages)} into {venv} ...")
+    pip = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+                         capture_output=True, text=True, timeout=900)
+    if pip.returncode != 0 or subprocess.run(check, capture_output=True, timeout=120).returncode != 0:
+        noise = "WARNING: Location"  # the machine's pip configuration lists local indexes that may be absent
+        err = "\n".join(line for line in pip.stderr.splitlines() if not line.startswith(noise))
+        raise BenchError(f"could not install {name} into {venv} (remove the folder to start over):\n{err[-2000:]}")
+    log(f"{prefix}: {name}: virtual environment ready in {time.monotonic() - started:.0f} s")
+    return python
 
 
 @dataclass(frozen=True)
@@ -52,7 +149,10 @@ class PeersOptions:
     celery_pool: str = CELERY_POOL
     celery_concurrency: int = CELERY_CONCURRENCY
     huey_workers: int = HUEY_WORKERS
-    which: tuple[str, ...] = ("celery", "huey")
+    which: tuple[str, ...] = DEFAULT_PEERS
+    with_ray: bool = False  # make Ray's virtual environment when it is not there
+    opt_in_if_installed: bool = True  # run Ray when its venv is there (not when the peers were named: --only-peers)
+    shapes: tuple[str, ...] = window.SHAPES
     keep_dir: bool = False
 
 
@@ -147,7 +247,7 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-# -- one submitter for both peers: window.py's loops, driven by send and a blocking get ----------
+# -- Celery and Huey: this process submits, with window.py's loops over a blocking send and get ------------
 Send = Callable[[int], Any]
 Get = Callable[[Any, float], Any]
 
@@ -160,29 +260,10 @@ def _measure(name: str, procs: PeerProcs, send: Send, get: Get, opts: PeersOptio
         t = me.cpu_times()
         return {"bench": t.user + t.system, "workers": procs.cpu_seconds(), **extra_cpu()}
 
-    for i in range(opts.warmup):
-        get(send(i), opts.task_timeout)
-    out: dict[str, Any] = {}
-    log(f"peers: {name}: idle latency, {opts.latency_n} sequential round trips ...")
-    out["idle_latency"] = run_blocking(idle_loop(opts.latency_n, stop.is_set), send, get, opts.task_timeout)
-    procs.check_alive()
-    rt = out["idle_latency"]["round_trip"]
-    log(f"peers: {name}: idle p50 {rt.get('p50_ms')} ms, p99 {rt.get('p99_ms')} ms")
-    runs = []
-    for window in opts.windows:
-        log(f"peers: {name}: throughput, {opts.n} tasks with {window} in flight ...")
-        before, wall = cpu(), time.perf_counter()
-        thr = run_blocking(window_loop(opts.n, window, opts.budget_s, stop.is_set), send, get, opts.task_timeout)
-        wall = time.perf_counter() - wall
-        after = cpu()
-        thr["cpu_utilisation"] = {k: round((after[k] - before[k]) / wall, 3) for k in after}
-        runs.append(thr)
-        procs.check_alive()
-        log(f"peers: {name}: {thr['tasks_per_second']} tasks/s, under load p50 "
-            f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
-    out["throughput"] = runs
-    out["best_tasks_per_second"] = max((r["tasks_per_second"] for r in runs), default=0.0)
-    return out
+    return window.measure_blocking(f"peers: {name}", send, get, cpu, latency_n=opts.latency_n, n=opts.n,
+                                   windows=opts.windows, budget_s=opts.budget_s, timeout=opts.task_timeout,
+                                   warmup=opts.warmup, log=log, check=procs.check_alive, stop=stop.is_set,
+                                   shapes=opts.shapes)
 
 
 @dataclass
@@ -252,11 +333,14 @@ def run_huey(redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[
              stop: threading.Event) -> dict[str, Any]:
     os.environ["BENCH_REDIS_URL"] = redis_url
     from huey import RedisHuey
+    from redis import ConnectionPool
 
     from . import peer_huey
 
     # The module-level instance was built from the environment at first import: rebuild it for this server.
-    peer_huey.huey = RedisHuey("bench", url=redis_url, notify_result=True, results=True, store_none=True)
+    # Each waiter thread holds a connection while its get blocks; redis-py's default pool stops at 100.
+    pool = ConnectionPool.from_url(redis_url, max_connections=max(opts.windows) + 16)
+    peer_huey.huey = RedisHuey("bench", connection_pool=pool, notify_result=True, results=True, store_none=True)
     noop = peer_huey.huey.task(name="bench.noop")(peer_huey.noop.func)
     cmds = [[sys.executable, "-c", "from bench.peer_huey import main; main()", str(opts.huey_workers)]
             for _ in (1, 2)]
@@ -270,18 +354,123 @@ def run_huey(redis_url: str, opts: PeersOptions, log: Any, extra_cpu: Callable[[
     return _run_peer(peer, redis_url, opts, log, extra_cpu, stop)
 
 
+# -- the peers in virtual environments of their own: peer_queues.py workers and client --------------------------
+QUEUES_SCRIPT = ROOT / "bench" / "peer_queues.py"
+
+
+def _venv_workers(spec: VenvPeer, python: Path) -> tuple[list[list[str]], str]:
+    """The two worker commands of a venv peer and the line each prints once it takes work."""
+    if spec.peer == "taskiq":
+        taskiq = str(python.parent / "taskiq")
+        cmd = [taskiq, "worker", "bench.peer_queues:taskiq_broker", "--workers", "1", "--max-async-tasks",
+               str(spec.threads), "--no-configure-logging", "--log-level", "WARNING"]
+    else:
+        cmd = [str(python), str(QUEUES_SCRIPT), "worker", spec.peer, "--threads", str(spec.threads),
+               "--poll-ms", f"{spec.poll_ms:g}"]
+    return [cmd, cmd], "READY"
+
+
+def venv_available(spec: VenvPeer) -> bool:
+    """Whether the peer's virtual environment is there and imports it (what an opt-in peer needs to run)."""
+    python = venv_python(VENVS / f".venv-{spec.venv}")
+    return python.exists() and subprocess.run([str(python), "-c", spec.probe], capture_output=True,
+                                              timeout=120).returncode == 0
+
+
+def run_venv_peer(spec: VenvPeer, redis_url: str, redis_pid: int | None, opts: PeersOptions, log: Any,
+                  stop: threading.Event) -> dict[str, Any]:
+    """Make or reuse the peer's venv, start its 2 workers (none for Ray), run its client there and read its JSON."""
+    python = ensure_venv(spec.venv, spec.packages, spec.probe, log)
+    procs = PeerProcs(spec.name)
+    env = _peer_env(redis_url)
+    try:
+        if spec.threads:
+            cmds, ready = _venv_workers(spec, python)
+            procs.start(cmds, env)
+            procs.wait_logs(ready, 60)
+        pids = {f"worker{i}": p.pid for i, (p, _, _) in enumerate(procs.procs, 1)}
+        if redis_pid is not None and spec.peer != "ray":
+            pids["redis-server"] = redis_pid
+        cmd = [str(python), str(QUEUES_SCRIPT), "client", spec.peer, "--label", f"peers: {spec.name}",
+               "--poll-ms", f"{spec.poll_ms:g}", "--pids", ",".join(f"{k}={v}" for k, v in pids.items()),
+               "--latency-n", str(opts.latency_n), "--n", str(opts.n), "--windows", ",".join(map(str, opts.windows)),
+               "--shapes", ",".join(opts.shapes), "--budget", str(opts.budget_s), "--timeout", str(opts.task_timeout),
+               "--warmup", str(opts.warmup)]
+        client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  cwd=str(ROOT), env=env, start_new_session=True)
+        tail: list[str] = []
+
+        def relay() -> None:  # the client's progress lines, as ours
+            assert client.stderr is not None
+            for raw in client.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                tail.append(line)
+                del tail[:-40]
+                log(line if line.startswith("peers: ") else f"peers: {spec.name} client: {line}")
+
+        relay_thread = threading.Thread(target=relay, daemon=True)
+        relay_thread.start()
+        try:
+            assert client.stdout is not None
+            while client.poll() is None and not stop.is_set():
+                time.sleep(0.1)
+                procs.check_alive()
+            stdout = client.stdout.read() if client.poll() is not None else b""
+        finally:
+            if client.poll() is None:  # stopped, or a worker died: the client goes too (its group: Ray's processes)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(client.pid, signal.SIGTERM)
+                try:
+                    client.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(client.pid, signal.SIGKILL)
+                    client.wait(timeout=5)
+            relay_thread.join(timeout=5)
+        if client.returncode != 0:
+            raise BenchError(f"{spec.name} client exited with code {client.returncode}:\n" + "\n".join(tail[-20:]))
+        try:
+            out: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError) as exc:
+            raise BenchError(f"{spec.name} client printed no JSON result: {stdout[-500:]!r}") from exc
+        out["config"] = {**dict(spec.config), "workers": 2 if spec.threads else "Ray's own",
+                         "venv": str(VENVS / f".venv-{spec.venv}"), **out.pop("versions", {})}
+        return out
+    finally:
+        procs.stop()
+        procs.cleanup(opts.keep_dir)
+
+
 def run(redis_url: str, opts: PeersOptions, log: Any = print,
-        extra_cpu: Callable[[], dict[str, float]] = dict, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Every peer in ``opts.which`` in turn; a failing peer is reported and the next one still runs."""
+        extra_cpu: Callable[[], dict[str, float]] = dict, stop: threading.Event | None = None,
+        redis_pid: int | None = None) -> dict[str, Any]:
+    """Every peer in ``opts.which`` in turn; a failing peer is reported and the next one still runs. An opt-in peer
+    (Ray) without its venv is left out with a line saying how to get it, unless ``opts.with_ray``."""
     stop = stop or threading.Event()
     out: dict[str, Any] = {"options": opts.__dict__.copy()}
-    for name, fn in (("celery", run_celery), ("huey", run_huey)):
-        if name not in opts.which or stop.is_set():
-            continue
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "celery": lambda: run_celery(redis_url, opts, log, extra_cpu, stop),
+        "huey": lambda: run_huey(redis_url, opts, log, extra_cpu, stop),
+    }
+    for vp in VENV_PEERS:
+        runners[vp.name] = functools.partial(run_venv_peer, vp, redis_url, redis_pid, opts, log, stop)
+    chosen = [n for n in PEER_NAMES if n in opts.which or (n == "ray" and opts.with_ray)]
+    for spec in VENV_PEERS:
+        name = spec.name
+        if name not in chosen and spec.opt_in and opts.opt_in_if_installed and not stop.is_set():
+            if venv_available(spec):
+                chosen.append(name)  # installed: it runs
+            else:
+                log(f"peers: {name}: left out: its virtual environment bench/peers/.venv-{spec.venv} is not there "
+                    f"(--with-ray makes it: pip install {' '.join(spec.packages)}, about 290 MB)")
+                out[name] = {"skipped": "no virtual environment (--with-ray makes it)"}
+    for name in [n for n in PEER_NAMES if n in chosen]:
+        if stop.is_set():
+            break
         started = time.monotonic()
         try:
-            out[name] = fn(redis_url, opts, log, extra_cpu, stop)
-        except (BenchError, OSError, RuntimeError, ValueError, ImportError) as exc:
+            out[name] = runners[name]()
+        except (BenchError, OSError, RuntimeError, ValueError, ImportError, subprocess.SubprocessError) as exc:
             log(f"peers: {name}: FAILED: {exc}")
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
         out[name]["seconds"] = round(time.monotonic() - started, 2)

@@ -94,6 +94,8 @@ def failures(data: dict[str, Any]) -> list[str]:
         if "error" in block:
             out.append(section)
         named = {k: block[k] for k in ("celery", "huey", *GRPC_REFERENCES) if k in block}
+        if section == "peers":
+            named = peer_blocks(block)
         for key, sub in {**block.get("runs", {}), **named}.items():
             if isinstance(sub, dict) and "error" in sub:
                 out.append(f"{section}[{key}]")
@@ -111,28 +113,88 @@ def _at(block: dict[str, Any] | None, inflight: int) -> dict[str, Any] | None:
     return next((r for r in _runs(block) if r.get("inflight") == inflight), None)
 
 
+NOT_PEERS = ("options", "machine", "seconds", "error")  # keys of data["peers"] that are no peer
+
+
+def peer_blocks(peer_section: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The peers of a ``peers`` result, by name (Celery, Huey, and those in venvs of their own), in run order."""
+    return {k: v for k, v in peer_section.items() if k not in NOT_PEERS and isinstance(v, dict)}
+
+
+def shape_runs(block: dict[str, Any] | None, shape: str) -> list[dict[str, Any]]:
+    """A block's throughput runs of one shape (``window`` or ``waiters``; ``bench/window.py``)."""
+    if not block or "error" in block or "skipped" in block:
+        return []
+    by_shape = block.get("shapes")
+    if isinstance(by_shape, dict):
+        return list(by_shape.get(shape) or [])
+    return [r for r in _runs(block) if r.get("shape") == shape]
+
+
+def idle_p50(block: dict[str, Any] | None) -> float | None:
+    if not block or "error" in block or "skipped" in block:
+        return None
+    value = block.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+    return float(value) if value is not None else None
+
+
 def ratios(data: dict[str, Any]) -> dict[str, Any]:
-    """mesh on Redis ÷ each peer, at each in-flight level both ran, and best against best (same run, same server)."""
+    """mesh on Redis ÷ each peer, at each in-flight level both ran, and best against best (same run, same server).
+
+    Per level the mesh's and the peer's runs of the same shape are compared, in the shape the peer's ``throughput``
+    has (the window); ``best_peer_ratios`` compares every shape."""
     mesh = (data.get("tasks") or {}).get("redis") or {}
-    peer_block = data.get("peers") or {}
     out: dict[str, Any] = {}
-    for peer in ("huey", "celery"):
-        pb = peer_block.get(peer) or {}
+    for peer, pb in peer_blocks(data.get("peers") or {}).items():
         if not _runs(pb) or not _runs(mesh):
             continue
+        key = peer.replace("-", "_")
         for run in _runs(pb):
             k = run["inflight"]
-            m = _at(mesh, k)
+            shape = run.get("shape")
+            m = next((r for r in shape_runs(mesh, shape) if r["inflight"] == k), None) if shape else None
+            m = m or _at(mesh, k)
             if m and run["tasks_per_second"]:
-                out[f"mesh_vs_{peer}_tasks_per_second_{k}_inflight"] = round(m["tasks_per_second"] /
-                                                                             run["tasks_per_second"], 2)
+                out[f"mesh_vs_{key}_tasks_per_second_{k}_inflight"] = round(m["tasks_per_second"] /
+                                                                            run["tasks_per_second"], 2)
         if pb.get("best_tasks_per_second"):
-            out[f"mesh_vs_{peer}_best_tasks_per_second"] = round(mesh.get("best_tasks_per_second", 0.0)
-                                                                 / pb["best_tasks_per_second"], 2)
-        mp50 = mesh.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
-        pp50 = pb.get("idle_latency", {}).get("round_trip", {}).get("p50_ms")
+            out[f"mesh_vs_{key}_best_tasks_per_second"] = round(mesh.get("best_tasks_per_second", 0.0)
+                                                                / pb["best_tasks_per_second"], 2)
+        mp50, pp50 = idle_p50(mesh), idle_p50(pb)
         if mp50 and pp50:
-            out[f"mesh_vs_{peer}_idle_p50"] = round(mp50 / pp50, 2)
+            out[f"mesh_vs_{key}_idle_p50"] = round(mp50 / pp50, 2)
+    return out
+
+
+def best_peer_ratios(data: dict[str, Any]) -> dict[str, Any]:
+    """Issue #14 point 5: the mesh on Redis ÷ the best peer of the same run, per shape and in-flight level (tasks/s:
+    the fastest peer at that level and shape; above 1 the mesh is faster) and for idle p50 (the lowest peer p50; below
+    1 the mesh is faster), each with the best peer's name.
+
+    ``{"idle_p50": {"best": name, "peer": ms, "mesh": ms, "ratio": mesh ÷ peer},
+    "window": {level: {"best": name, "peer": tasks/s, "mesh": tasks/s, "ratio": ...}}, "waiters": {...}}``;
+    a level or shape the mesh or no peer ran is absent."""
+    mesh = (data.get("tasks") or {}).get("redis") or {}
+    peers = peer_blocks(data.get("peers") or {})
+    out: dict[str, Any] = {}
+    p50s = {name: v for name, b in peers.items() if (v := idle_p50(b))}
+    mp50 = idle_p50(mesh)
+    if p50s and mp50:
+        best = min(p50s, key=lambda name: p50s[name])
+        out["idle_p50"] = {"best": best, "peer": p50s[best], "mesh": mp50, "ratio": round(mp50 / p50s[best], 2)}
+    for shape in ("window", "waiters"):
+        levels: dict[int, Any] = {}
+        for m in shape_runs(mesh, shape):
+            k = m["inflight"]
+            rates = {name: r["tasks_per_second"] for name, b in peers.items() for r in shape_runs(b, shape)
+                     if r["inflight"] == k and r["tasks_per_second"]}
+            if not rates:
+                continue
+            best = max(rates, key=lambda name: rates[name])
+            levels[k] = {"best": best, "peer": rates[best], "mesh": m["tasks_per_second"],
+                         "ratio": round(m["tasks_per_second"] / rates[best], 2)}
+        if levels:
+            out[shape] = levels
     return out
 
 
@@ -237,6 +299,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
             out[f"tasks_{backend}_load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
             if thr.get("errors"):
                 out[f"tasks_{backend}_errors_{k}_inflight"] = thr["errors"]
+        for thr in shape_runs(block, "window"):
+            out[f"tasks_{backend}_per_second_{thr['inflight']}_inflight_window"] = thr["tasks_per_second"]
         out[f"tasks_{backend}_best_per_second"] = block.get("best_tasks_per_second")
         if backend in TARGET_TASKS_PER_SECOND:
             out[f"tasks_{backend}_target_per_second_met"] = (block.get("best_tasks_per_second") or 0) >= \
@@ -255,17 +319,27 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         best = max(_runs(block), key=lambda r: r["tasks_per_second"])
         out[f"algorithm_{name}_load_p50_ms"] = best["latency_under_load"].get("p50_ms")
         out[f"algorithm_{name}_load_p99_ms"] = best["latency_under_load"].get("p99_ms")
-    for peer in ("celery", "huey"):
-        block = (data.get("peers") or {}).get(peer) or {}
-        if not block or "error" in block:
+    for peer, block in peer_blocks(data.get("peers") or {}).items():
+        if "error" in block or "skipped" in block:
             continue
-        out[f"peer_{peer}_idle_p50_ms"] = block["idle_latency"]["round_trip"].get("p50_ms")
-        out[f"peer_{peer}_idle_p99_ms"] = block["idle_latency"]["round_trip"].get("p99_ms")
-        for thr in _runs(block):
-            k = thr["inflight"]
-            out[f"peer_{peer}_per_second_{k}_inflight"] = thr["tasks_per_second"]
-            out[f"peer_{peer}_load_p50_ms_{k}_inflight"] = thr["latency_under_load"].get("p50_ms")
-            out[f"peer_{peer}_load_p99_ms_{k}_inflight"] = thr["latency_under_load"].get("p99_ms")
+        key = peer.replace("-", "_")
+        out[f"peer_{key}_idle_p50_ms"] = block["idle_latency"]["round_trip"].get("p50_ms")
+        out[f"peer_{key}_idle_p99_ms"] = block["idle_latency"]["round_trip"].get("p99_ms")
+        for shape in ("window", "waiters"):
+            suffix = "" if shape == "window" else "_waiters"  # window: the keys earlier results have
+            for thr in shape_runs(block, shape) or (_runs(block) if shape == "window" else []):
+                k = thr["inflight"]
+                out[f"peer_{key}_per_second_{k}_inflight{suffix}"] = thr["tasks_per_second"]
+                out[f"peer_{key}_load_p50_ms_{k}_inflight{suffix}"] = thr["latency_under_load"].get("p50_ms")
+                out[f"peer_{key}_load_p99_ms_{k}_inflight{suffix}"] = thr["latency_under_load"].get("p99_ms")
+    for shape, levels in best_peer_ratios(data).items():
+        if shape == "idle_p50":
+            out["mesh_vs_best_peer_idle_p50"] = levels["ratio"]
+            out["best_peer_idle_p50"] = levels["best"]
+            continue
+        for k, v in levels.items():
+            out[f"mesh_vs_best_peer_{shape}_{k}_inflight"] = v["ratio"]
+            out[f"best_peer_{shape}_{k}_inflight"] = v["best"]
     for name in GRPC_REFERENCES:
         block = (data.get("grpcpeers") or {}).get(name) or {}
         if not block or "error" in block:
@@ -384,6 +458,82 @@ def _tasks_rows(label: str, block: dict[str, Any], backend: str | None) -> list[
     return rows
 
 
+def _peer_desc(name: str, block: dict[str, Any]) -> str:
+    cfg = dict(block.get("config") or {})
+    if name == "celery":
+        return f"2 workers, pool={cfg.get('pool')} concurrency={cfg.get('concurrency')}"
+    if name == "huey":
+        return f"2 workers, {cfg.get('threads_per_consumer')} threads/consumer"
+    for k in ("venv", "python", "workers"):
+        cfg.pop(k, None)
+    return "; ".join(f"{k} {v}" for k, v in cfg.items())
+
+
+def _shape_rows(label: str, block: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for shape in ("window", "waiters"):
+        for thr in shape_runs(block, shape):
+            lat = thr.get("latency_under_load", {})
+            note = f"{thr['tasks_finished']:,}/{thr['tasks_requested']:,} done"
+            if thr.get("errors"):
+                note += f", {thr['errors']:,} ERRORS ({(thr.get('error_samples') or [''])[0][:60]})"
+            if thr.get("truncated_by_budget"):
+                note += ", stopped by the time budget"
+            if thr.get("cpu_ms_per_task") is not None:
+                note += f"; CPU {_f(thr.get('cpu_ms_per_task'), 3)} ms/task"
+            rows.append([f"{label}: {thr['inflight']} in flight, {shape}", _f(lat.get("n")),
+                         _f(thr["tasks_per_second"], 0), _f(lat.get("p50_ms")), _f(lat.get("p99_ms")), note])
+    return rows
+
+
+def _peers_table(data: dict[str, Any], header: list[str]) -> list[str]:
+    """Every peer and the mesh on Redis, both shapes, then mesh ÷ the best peer per level and for idle p50."""
+    peer_section = data.get("peers") or {}
+    if not peer_section:
+        return []
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    mesh = (data.get("tasks") or {}).get("redis")
+    if mesh and "error" not in mesh:
+        rt = mesh.get("idle_latency", {}).get("round_trip", {})
+        rows.append(["mesh (redis): idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")),
+                     _f(rt.get("p99_ms")), "2 worker processes"])
+        rows += _shape_rows("mesh (redis)", mesh) or _tasks_rows("mesh (redis)", mesh, None)[2:]
+    for name, block in peer_blocks(peer_section).items():
+        if "skipped" in block:
+            rows.append([name, "-", "-", "-", "-", f"left out: {block['skipped']}"])
+            continue
+        if "error" in block:
+            rows.append([name, "-", "-", "-", "-", f"FAILED: {block['error'][:200]}"])
+            continue
+        rt = block["idle_latency"]["round_trip"]
+        rows.append([f"{name}: idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")),
+                     _peer_desc(name, block)])
+        rows += _shape_rows(name, block)
+        for shape in ("window", "waiters"):
+            for thr in shape_runs(block, shape):
+                notes.append(f"  {name} {thr['inflight']} in flight, {shape}: CPU (cores) "
+                             f"{_cores(thr.get('cpu_utilisation'))}")
+    r = ratios(data)
+    if "mesh_vs_huey_best_tasks_per_second" in r:
+        notes.append(f"  target mesh ≥ {TARGET_VS_HUEY:g}× Huey (best vs best, window): "
+                     f"{_mark(r['mesh_vs_huey_best_tasks_per_second'], TARGET_VS_HUEY)}")
+    lines = _table("Peers on the same redis-server (1 submitter + 2 worker processes each; window: one submitter, "
+                   "oldest result first; waiters: N concurrent waiters)", header, rows, notes)
+    best = best_peer_ratios(data)
+    brows: list[list[str]] = []
+    if "idle_p50" in best:
+        b = best["idle_p50"]
+        brows.append(["idle p50 ms (lower is better)", b["best"], _f(b["peer"]), _f(b["mesh"]), f"{b['ratio']:.2f}"])
+    for shape in ("window", "waiters"):
+        for k, b in sorted((best.get(shape) or {}).items()):
+            brows.append([f"{k} in flight, {shape}: tasks/s", b["best"], _f(b["peer"], 0), _f(b["mesh"], 0),
+                          f"{b['ratio']:.2f}"])
+    lines += _table("Mesh ÷ best peer (issue #14: ≥ 3× at every level from 64 up; idle p50 ≤ 0.8×)",
+                    ["measure", "best peer", "peer", "mesh", "mesh ÷ best"], brows)
+    return lines
+
+
 def _grpc_table(data: dict[str, Any], header: list[str]) -> list[str]:
     refs = data.get("grpcpeers") or {}
     rows: list[list[str]] = []
@@ -470,7 +620,8 @@ def render(data: dict[str, Any]) -> str:
     info = data.get("machine", {})
     lines = [f"Agent Mesh bench ({data.get('mode')}) on {info.get('cpu_count')} CPUs ({info.get('cpu_model')}), "
              f"Python {info.get('python')}, SQLite {info.get('sqlite')}, "
-             f"redis-server {(data.get('redis_server') or {}).get('version', '-')}; "
+             f"redis-server {(data.get('redis_server') or {}).get('version', '-')} "
+             f"({(data.get('redis_server') or {}).get('binary', '-')}); "
              f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}; "
              f"{data.get('total_seconds')} s in all"]
     header = ["measure", "n", "tasks/s", "p50 ms", "p99 ms", "notes"]
@@ -515,40 +666,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _table(f"Load-balancing algorithms on {backend} (submitter's task_distribution.load_balancing_algorithm)",
                     header, rows, notes)
 
-    peer_block = data.get("peers") or {}
-    rows, notes = [], []
-    mesh = (data.get("tasks") or {}).get("redis")
-    if peer_block and mesh and "error" not in mesh:
-        rows += _tasks_rows("mesh (redis)", mesh, None)
-    for peer in ("celery", "huey"):
-        block = peer_block.get(peer)
-        if not block:
-            continue
-        if "error" in block:
-            rows.append([peer, "-", "-", "-", "-", f"FAILED: {block['error']}"])
-            continue
-        rt = block["idle_latency"]["round_trip"]
-        cfg = block.get("config", {})
-        desc = (f"pool={cfg.get('pool')} concurrency={cfg.get('concurrency')}" if peer == "celery"
-                else f"{cfg.get('threads_per_consumer')} threads/consumer")
-        rows.append([f"{peer}: idle (sequential)", _f(rt.get("n")), "-", _f(rt.get("p50_ms")), _f(rt.get("p99_ms")),
-                     f"2 workers, {desc}"])
-        for thr in _runs(block):
-            lat = thr["latency_under_load"]
-            rows.append([f"{peer}: {thr['inflight']} in flight", _f(lat.get("n")), _f(thr["tasks_per_second"], 0),
-                         _f(lat.get("p50_ms")), _f(lat.get("p99_ms")),
-                         f"{thr['tasks_finished']:,}/{thr['tasks_requested']:,} done"
-                         + (f", {thr['errors']:,} ERRORS" if thr.get("errors") else "")])
-            notes.append(f"  {peer} {thr['inflight']} in flight: CPU (cores) {_cores(thr.get('cpu_utilisation'))}")
-    r = ratios(data)
-    if r:
-        notes.append("  ratios (mesh ÷ peer; tasks/s higher is better for the mesh, idle p50 lower is): "
-                     + ", ".join(f"{k.removeprefix('mesh_')} {v:g}" for k, v in r.items()))
-        if "mesh_vs_huey_best_tasks_per_second" in r:
-            notes.append(f"  target mesh ≥ {TARGET_VS_HUEY:g}× Huey (best vs best): "
-                         f"{_mark(r['mesh_vs_huey_best_tasks_per_second'], TARGET_VS_HUEY)}")
-    lines += _table("Peers on the same redis-server (1 submitter + 2 worker processes each)", header, rows, notes)
-
+    lines += _peers_table(data, header)
     lines += _grpc_table(data, header)
     lines += _swim_table(data)
 

@@ -24,6 +24,7 @@ from mesh_core.manager import AgentMeshManager
 from mesh_core.model import TaskStatus
 from mesh_testing import Cluster, RedisServer
 
+from . import window
 from .cluster import CpuMeter, task_times, worker_mesh
 from .stats import summary_ms
 
@@ -42,6 +43,9 @@ class TasksOptions:
     backend: str = "sqlite"  # "sqlite" or "redis"
     algorithm: str | None = None  # the submitter's task_distribution.load_balancing_algorithm; None: default
     tls: bool = False  # grpc: every node speaks mutual TLS (a mesh CA and certificates made in the temp folder)
+    # ``waiters``: N concurrent submit+wait coroutines (this bench's shape); ``window`` too (``bench/window.py``: one
+    # submitter, N outstanding, the oldest collected first) where the peers are measured in both shapes (Redis)
+    shapes: tuple[str, ...] = ("waiters",)
     keep_dir: bool = False
 
 
@@ -80,7 +84,8 @@ def _breakdown(cluster: Cluster, trace: Trace) -> dict[str, Any]:
         mark = trace.marks.get(task_id)
         if mark is None or started is None or finished is None:
             continue
-        per_node[node] = per_node.get(node, 0) + 1
+        name = node or "-"  # a task the store has no node for
+        per_node[name] = per_node.get(name, 0) + 1
         queue.append(started - mark[0])
         run_.append(finished - started)
         notify.append(mark[1] - finished)
@@ -169,7 +174,26 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
     return {"tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
             "error_samples": error_samples, "truncated_by_budget": done + errors < n, "inflight": inflight,
             "wall_seconds": round(wall, 3), "tasks_per_second": round(done / wall, 1) if wall > 0 else 0.0,
-            "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
+            "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit), "shape": "waiters"}
+
+
+async def _window(mesh: AgentMeshManager, n: int, inflight: int, timeout: float, budget_s: float,
+                  trace: Trace) -> dict[str, Any]:
+    """``window.window_loop`` on the mesh: submit until ``inflight`` are outstanding, collect the oldest, submit the
+    next (each task's wait runs from its submit on, so a task that finished early is seen when its turn comes)."""
+    async def wait(task_id: str, wall0: float, t0: float) -> Any:
+        task = await mesh.wait_task(task_id, timeout)
+        trace.marks[task_id] = (wall0, wall0 + (time.perf_counter() - t0))
+        if task.status is not TaskStatus.SUCCEEDED:
+            raise MeshError(f"task {task_id} {task.status.value}")
+        return (task.result or {}).get("i") if isinstance(task.result, dict) else task.result
+
+    async def send(i: int) -> Any:
+        wall0, t0 = time.time(), time.perf_counter()
+        task_id = await mesh.submit_task("echo", {"i": i})
+        return asyncio.ensure_future(wait(task_id, wall0, t0))
+
+    return await window.run_async(window.window_loop(n, inflight, budget_s), send, timeout)
 
 
 def _cpu_ms(block: dict[str, Any], done: int) -> float | None:
@@ -208,23 +232,32 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
 
         runs = []
         for inflight in opts.inflight:
-            log(f"{tag}: throughput, {opts.throughput_n} tasks with {inflight} in flight ...")
-            thr: dict[str, Any] = {}
-            trace = Trace()
-            if stats is not None:
-                stats.reset()
-            with meter.measure(thr):
-                thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
-                                             opts.throughput_budget_s, trace))
-            thr["cpu_ms_per_task"] = _cpu_ms(thr, thr["tasks_finished"])
-            if stats is not None:
-                thr["redis_commands"] = stats.read(thr["tasks_finished"])
-            runs.append((thr, trace))
-            cluster.check_alive()
-            log(f"{tag}: {thr['tasks_per_second']} tasks/s, under load p50 "
-                f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
-        result["throughput"] = [thr for thr, _ in runs]
-        result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr, _ in runs)
+            for shape in opts.shapes:
+                log(f"{tag}: throughput, {opts.throughput_n} tasks, {shape}, {inflight} in flight ...")
+                thr: dict[str, Any] = {}
+                trace = Trace()
+                if stats is not None:
+                    stats.reset()
+                with meter.measure(thr):
+                    if shape == "window":
+                        thr.update(await _window(mesh, opts.throughput_n, inflight, opts.task_timeout,
+                                                 opts.throughput_budget_s, trace))
+                    else:
+                        thr.update(await _throughput(mesh, opts.throughput_n, inflight, opts.task_timeout,
+                                                     opts.throughput_budget_s, trace))
+                thr["cpu_ms_per_task"] = _cpu_ms(thr, thr["tasks_finished"])
+                if stats is not None:
+                    thr["redis_commands"] = stats.read(thr["tasks_finished"])
+                runs.append((thr, trace))
+                cluster.check_alive()
+                log(f"{tag}: {thr['tasks_per_second']} tasks/s ({shape}), under load p50 "
+                    f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms")
+        # ``throughput`` keeps this bench's shape (waiters) for every reader; ``shapes`` has both when both ran
+        by_shape = {shape: [thr for thr, _ in runs if thr["shape"] == shape] for shape in opts.shapes}
+        result["throughput"] = by_shape.get("waiters") or next(iter(by_shape.values()))
+        result["best_tasks_per_second"] = max(thr["tasks_per_second"] for thr in result["throughput"])
+        if len(opts.shapes) > 1:
+            result["shapes"] = by_shape
         result["task_counts"] = await mesh.task_counts()
         result["client_counters"] = dict(mesh.counters)
         result["client_sqlite_lock_waits"] = mesh.backend_info().get("lock_waits")

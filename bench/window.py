@@ -1,13 +1,22 @@
-"""The submitter loops of every reference: idle round trips and a bounded in-flight window.
+"""The submitter loops of every reference: idle round trips, and two shapes of a throughput run.
 
-One loop of each shape, for a blocking client (Celery and Huey in ``peers.py``)
-and for a coroutine API (the gRPC references): send until ``window`` are
-outstanding, then collect the oldest result, then send the next. Each loop is a
-generator that yields what to do (``Submit`` a request, ``Collect`` a result,
-which comes back ``Failed`` when the wait raised) and does its own timing and
-counting; ``run_blocking`` and ``run_async`` carry the steps out. Standard
-library and ``bench.stats`` only: the AutoGen client imports this module from
-its own virtual environment.
+Two shapes, each for a blocking client (Celery, Huey, Dramatiq) and for a coroutine
+API (the gRPC references, saq, arq, taskiq, Ray):
+
+* ``window``: one submitter sends until ``inflight`` are outstanding, then collects
+  the oldest result, then sends the next (a result that finished early waits behind
+  an older one). A generator (``window_loop``) yields what to do (``Submit`` a
+  request, ``Collect`` a result, which comes back ``Failed`` when the wait raised)
+  and does its own timing and counting; ``run_blocking`` and ``run_async`` carry
+  the steps out.
+* ``waiters``: ``inflight`` concurrent waiters, each sending one request, waiting
+  for its own result, then sending the next (what the mesh's ``bench tasks`` has
+  always measured): ``waiters_async`` (coroutines) and ``waiters_blocking`` (one
+  thread per waiter: what a blocking client needs to keep N waiting at once).
+
+Both count alike (``_Tally``) and return the same keys, with ``shape`` naming the
+shape. Standard library and ``bench.stats`` only: the AutoGen client and the peers
+in their own virtual environments (``peer_queues.py``) import this module.
 
 A request's send returns a handle that resolves to the id the far side echoed
 back; submit→result runs from the send call to the handle resolving. For a
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -52,6 +62,7 @@ class Failed:
 
 
 Loop = Generator[Submit | Collect, Any, dict[str, Any]]
+SHAPES = ("window", "waiters")
 
 
 def run_blocking(loop: Loop, send: Callable[[int], Any], get: Callable[[Any, float], Any],
@@ -143,11 +154,102 @@ def window_loop(n: int, inflight: int, budget_s: float, stop: Callable[[], bool]
         total.append(last_done - t0)
         failed += not ok
     wall = last_done - first
+    return _throughput_fields("window", n, inflight, sent < n, wall, total, submit, failed, errors, samples)
+
+
+def _throughput_fields(shape: str, n: int, inflight: int, truncated: bool, wall: float, total: list[float],
+                       submit: list[float], failed: int, errors: int, samples: list[str]) -> dict[str, Any]:
     done = len(total)
-    return {"tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
-            "error_samples": samples, "truncated_by_budget": sent < n, "inflight": inflight,
+    return {"shape": shape, "tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
+            "error_samples": samples, "truncated_by_budget": truncated, "inflight": inflight,
             "wall_seconds": round(wall, 3), "tasks_per_second": round(done / wall, 1) if wall > 0 else 0.0,
             "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit)}
+
+
+class _Tally:
+    """The counts of a ``waiters`` run, shared by its waiters (threads or coroutines): the next request to send,
+    and each one's outcome."""
+
+    def __init__(self, n: int, inflight: int, budget_s: float, stop: Callable[[], bool] | None) -> None:
+        self.n, self.inflight, self.stop = n, inflight, stop
+        self.lock = threading.Lock()
+        self.sent = self.failed = self.errors = 0
+        self.total: list[float] = []
+        self.submit: list[float] = []
+        self.samples: list[str] = []
+        self.first = time.perf_counter()
+        self.deadline = self.first + budget_s
+        self.last_done = self.first
+
+    def take(self) -> int | None:
+        """The next request to send, or None once ``n`` are sent, the budget is spent or the run is stopped."""
+        with self.lock:
+            if self.sent >= self.n or time.perf_counter() >= self.deadline or _stopped(self.stop):
+                return None
+            self.sent += 1
+            return self.sent - 1
+
+    def record(self, i: int, t0: float, t_sent: float, result: Any) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            if isinstance(result, Failed):  # a lost or failed request is counted and shown, the run goes on
+                self.errors += 1
+                if len(self.samples) < 5:
+                    self.samples.append(f"{type(result.error).__name__}: {result.error}")
+                return
+            self.last_done = now
+            self.total.append(now - t0)
+            self.submit.append(t_sent - t0)
+            self.failed += result != i
+
+    def result(self) -> dict[str, Any]:
+        return _throughput_fields("waiters", self.n, self.inflight, self.sent < self.n, self.last_done - self.first,
+                                  self.total, self.submit, self.failed, self.errors, self.samples)
+
+
+def waiters_blocking(send: Callable[[int], Any], get: Callable[[Any, float], Any], n: int, inflight: int,
+                     budget_s: float, timeout: float, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Up to ``n`` requests from ``inflight`` threads, each sending one and waiting for its result in turn."""
+    tally = _Tally(n, inflight, budget_s, stop)
+
+    def waiter() -> None:
+        while (i := tally.take()) is not None:
+            t0 = time.perf_counter()
+            try:
+                handle = send(i)
+                t_sent = time.perf_counter()
+                result = get(handle, timeout)
+            except Exception as exc:
+                t_sent, result = time.perf_counter(), Failed(exc)
+            tally.record(i, t0, t_sent, result)
+
+    threads = [threading.Thread(target=waiter, name=f"waiter-{k}", daemon=True) for k in range(min(inflight, n))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally.result()
+
+
+async def waiters_async(send: Send, n: int, inflight: int, budget_s: float, timeout: float,
+                        stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Up to ``n`` requests from ``inflight`` coroutines, each sending one and awaiting its result in turn."""
+    tally = _Tally(n, inflight, budget_s, stop)
+
+    async def waiter() -> None:
+        while (i := tally.take()) is not None:
+            t0 = time.perf_counter()
+            try:
+                handle = await send(i)
+                t_sent = time.perf_counter()
+                async with asyncio.timeout(timeout):
+                    result = await handle
+            except Exception as exc:
+                t_sent, result = time.perf_counter(), Failed(exc)
+            tally.record(i, t0, t_sent, result)
+
+    await asyncio.gather(*(waiter() for _ in range(min(inflight, n))))
+    return tally.result()
 
 
 async def idle(send: Send, n: int, timeout: float, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
@@ -170,11 +272,27 @@ def cpu_fields(before: Mapping[str, float], after: Mapping[str, float], wall: fl
             "cpu_ms_per_task": round(all_s * 1000.0 / done, 3) if done else None}
 
 
+def _by_shape(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``throughput`` (the window runs, or the only shape's), ``shapes`` (every shape's runs) and the best rate."""
+    primary = runs.get("window") or next(iter(runs.values()), [])
+    every = [r for rs in runs.values() for r in rs]
+    return {"throughput": primary, "shapes": runs,
+            "best_tasks_per_second": max((r["tasks_per_second"] for r in primary), default=0.0),
+            "best_tasks_per_second_any_shape": max((r["tasks_per_second"] for r in every), default=0.0)}
+
+
+def _log_run(log: Callable[[str], Any], name: str, thr: dict[str, Any]) -> None:
+    log(f"{name}: {thr['tasks_per_second']} requests/s ({thr['shape']}, {thr['inflight']} in flight), under load p50 "
+        f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms, "
+        f"CPU {thr['cpu_ms_per_task']} ms/request"
+        + (f", {thr['errors']} ERRORS ({thr['error_samples'][0][:80]})" if thr.get("errors") else ""))
+
+
 async def measure(name: str, send: Send, cpu: Cpu, *, latency_n: int, n: int, windows: tuple[int, ...],
                   budget_s: float, timeout: float, warmup: int, log: Callable[[str], Any],
                   check: Callable[[], Any] = lambda: None,
-                  stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Warm up, then idle latency, then one throughput run per window level; CPU of every process per phase."""
+                  stop: Callable[[], bool] | None = None, shapes: tuple[str, ...] = ("window",)) -> dict[str, Any]:
+    """Warm up, then idle latency, then one throughput run per level and shape; CPU of every process per phase."""
     for i in range(warmup):
         handle = await send(i)
         async with asyncio.timeout(timeout):
@@ -187,19 +305,55 @@ async def measure(name: str, send: Send, cpu: Cpu, *, latency_n: int, n: int, wi
     out["idle_latency"] = lat
     check()
     log(f"{name}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
-    runs = []
+    runs: dict[str, list[dict[str, Any]]] = {shape: [] for shape in shapes}
     for inflight in windows:
-        if _stopped(stop):
-            break
-        log(f"{name}: throughput, {n} requests with {inflight} in flight ...")
-        before, wall = dict(cpu()), time.perf_counter()
-        thr = await window(send, n, inflight, budget_s, timeout, stop)
-        thr.update(cpu_fields(before, cpu(), time.perf_counter() - wall, thr["tasks_finished"]))
-        runs.append(thr)
-        check()
-        log(f"{name}: {thr['tasks_per_second']} requests/s, under load p50 "
-            f"{thr['latency_under_load'].get('p50_ms')} ms, p99 {thr['latency_under_load'].get('p99_ms')} ms, "
-            f"CPU {thr['cpu_ms_per_task']} ms/request")
-    out["throughput"] = runs
-    out["best_tasks_per_second"] = max((r["tasks_per_second"] for r in runs), default=0.0)
+        for shape in shapes:
+            if _stopped(stop):
+                break
+            log(f"{name}: throughput, {n} requests, {shape}, {inflight} in flight ...")
+            before, wall = dict(cpu()), time.perf_counter()
+            if shape == "window":
+                thr = await window(send, n, inflight, budget_s, timeout, stop)
+            else:
+                thr = await waiters_async(send, n, inflight, budget_s, timeout, stop)
+            thr.update(cpu_fields(before, cpu(), time.perf_counter() - wall, thr["tasks_finished"]))
+            runs[shape].append(thr)
+            check()
+            _log_run(log, name, thr)
+    out.update(_by_shape(runs))
+    return out
+
+
+def measure_blocking(name: str, send: Callable[[int], Any], get: Callable[[Any, float], Any], cpu: Cpu, *,
+                     latency_n: int, n: int, windows: tuple[int, ...], budget_s: float, timeout: float, warmup: int,
+                     log: Callable[[str], Any], check: Callable[[], Any] = lambda: None,
+                     stop: Callable[[], bool] | None = None, shapes: tuple[str, ...] = ("window",)) -> dict[str, Any]:
+    """``measure`` for a blocking client: ``send(i)`` returns a handle, ``get(handle, timeout)`` its result; the
+    ``waiters`` shape runs one thread per waiter."""
+    for i in range(warmup):
+        get(send(i), timeout)
+    out: dict[str, Any] = {}
+    log(f"{name}: idle latency, {latency_n} sequential round trips ...")
+    before, wall = dict(cpu()), time.perf_counter()
+    lat = run_blocking(idle_loop(latency_n, stop), send, get, timeout)
+    lat.update(cpu_fields(before, cpu(), time.perf_counter() - wall, lat["round_trips"]))
+    out["idle_latency"] = lat
+    check()
+    log(f"{name}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
+    runs: dict[str, list[dict[str, Any]]] = {shape: [] for shape in shapes}
+    for inflight in windows:
+        for shape in shapes:
+            if _stopped(stop):
+                break
+            log(f"{name}: throughput, {n} requests, {shape}, {inflight} in flight ...")
+            before, wall = dict(cpu()), time.perf_counter()
+            if shape == "window":
+                thr = run_blocking(window_loop(n, inflight, budget_s, stop), send, get, timeout)
+            else:
+                thr = waiters_blocking(send, get, n, inflight, budget_s, timeout, stop)
+            thr.update(cpu_fields(before, cpu(), time.perf_counter() - wall, thr["tasks_finished"]))
+            runs[shape].append(thr)
+            check()
+            _log_run(log, name, thr)
+    out.update(_by_shape(runs))
     return out
