@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("scale (membership cost per node; not part of all)")
     g.add_argument("--scale-nodes", type=_levels, metavar="N[,N...]", help="mesh sizes (default 8,32,128)")
     g.add_argument("--seconds", type=float, metavar="S", help="measured seconds per size (default 20, quick 5)")
+    g.add_argument("--scale-kinds", metavar="KIND[,KIND]",
+                   help="members (the membership path alone) and/or mesh (whole nodes); default both")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
     g.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
@@ -279,6 +281,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         sc["sizes"] = args.scale_nodes
     if _positive(args, "seconds") is not None:
         sc["seconds"] = args.seconds
+    kinds = _names(args.scale_kinds, ("members", "mesh"), "--scale-kinds")
+    if kinds:
+        sc["kinds"] = kinds
     if which == "scale" and chosen:
         sc["backends"] = tuple(b for b in chosen if b != "grpc") or ("sqlite",)
     sc["keep_dir"] = args.keep_temp

@@ -442,28 +442,29 @@ def _scale_table(data: dict[str, Any]) -> list[str]:
     sc = data.get("scale") or {}
     rows: list[list[str]] = []
     notes: list[str] = []
-    for backend in ("sqlite", "redis"):
-        block = sc.get(backend) or {}
+    for kind, backend in [(k, b) for k in ("members", "mesh") for b in ("sqlite", "redis")]:
+        block = (sc.get(kind) or {}).get(backend) or {}
         for r in block.values():
             if not isinstance(r, dict) or "nodes" not in r:
                 continue
             if "error" in r:
-                rows.append([f"{backend}: {r['nodes']} idle nodes", "-", "-", "-", "-", f"FAILED: {r['error']}"])
+                rows.append([f"{kind} {backend}: {r['nodes']} idle nodes", "-", "-", "-", "-", f"FAILED: {r['error']}"])
                 continue
             unsettled = "" if r.get("settled", r["nodes"]) == r["nodes"] else f", {r.get('settled')} settled"
-            rows.append([f"{backend}: {r['nodes']} idle nodes ({r['processes']} processes{unsettled})",
+            rows.append([f"{kind} {backend}: {r['nodes']} idle nodes ({r['processes']} processes{unsettled})",
                          _f(r.get("redis_commands_per_node_s"), 1), _f(r.get("cpu_per_node_s"), 4),
                          _f(r.get("false_suspicions")), _f(r.get("false_deaths")),
                          f"cut off {r.get('cut_off')}; redis-server CPU/node/s {_f(r.get('redis_cpu_per_node_s'), 5)}"
                          if backend == "redis" else f"cut off {r.get('cut_off')}"])
         growth = block.get("growth_first_to_last") or {}
         if growth:
-            notes.append(f"  {backend}: per-node cost, largest ÷ smallest size: " + ", ".join(
+            notes.append(f"  {kind} {backend}: per-node cost, largest ÷ smallest size: " + ", ".join(
                 f"{k} {v:g} (≤ {TARGET_SCALE_GROWTH:g}: {_mark(v, TARGET_SCALE_GROWTH, True)})"
                 for k, v in growth.items()))
     if not rows:
         return []
-    return _table("Membership cost per node, idle mesh (default timings: heartbeat 1 s, suspect 2 s, dead 3 s)",
+    return _table("Membership cost per node, idle mesh (default timings: heartbeat 1 s, suspect 2 s, dead 3 s; "
+                  "members: the membership path alone, mesh: whole nodes)",
                   ["measure", "redis cmds/node/s", "CPU s/node/s", "false suspect", "false dead", "notes"],
                   rows, notes)
 

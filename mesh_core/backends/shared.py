@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import copy
 import hashlib
 import json
 import logging
@@ -328,8 +327,9 @@ def node_from_fields(f: Mapping[str, Any]) -> NodeInfo:
 
 
 # Membership that follows changes (see ``contracts.MembershipMedium.snapshot``).
-# A record whose only change is its load gauges bumps the mesh's membership version at most this often.
-GAUGE_SECONDS = 10.0
+# A record whose only change is its load gauges bumps the mesh's membership version at most this often (the
+# depths routing reads are news at once).
+GAUGE_SECONDS = 30.0
 # A reader re-reads every record this often anyway (records written behind the mesh's back are found).
 FULL_READ_SECONDS = 60.0
 # Metrics that change without being news: every reader sees them at most ``GAUGE_SECONDS`` late.
@@ -384,7 +384,8 @@ class FollowedNodes:
         ``now`` (a heartbeat fresher than the window: not read) and the sequence last read; leave marks applied."""
         out = []
         for node_id, record in self.records.items():
-            node = copy.copy(record)
+            node = object.__new__(NodeInfo)  # a shallow copy, without copy.copy's generic path: once per node per read
+            node.__dict__.update(record.__dict__)
             if node_id in stamps:
                 node.last_seen, node.heartbeat_seq = stamps[node_id]
             else:

@@ -224,6 +224,23 @@ local function forget(id, t)
   redis.call('ZREM', P .. 'beats', id)
   bump(id, t)
 end
+local function guarded(body)
+  -- the membership keys are checked only when a call on them fails (a key of the wrong type, written behind
+  -- the mesh's back): moved aside, then the body runs again (its writes are idempotent)
+  local ok, res = pcall(body)
+  if ok then return res end
+  member_keys()
+  return body()
+end
+local function hmget(name, ids)
+  -- HMGET of many fields, 500 at a time (Lua's unpack has a limit); one value per id, in order
+  local out = {}
+  for i = 1, #ids, 500 do
+    local got = redis.call('HMGET', P .. name, unpack(ids, i, math.min(i + 499, #ids)))
+    for _, v in ipairs(got) do table.insert(out, v) end
+  end
+  return out
+end
 local function left_mark(id)
   -- a node's leave mark (the incarnation that left), or false; one that is not a whole number goes aside
   local raw = redis.call('HGET', P .. 'left', id)
@@ -240,7 +257,7 @@ HEARTBEAT = COMMON + MEMBERS + r"""
 -- ARGV: P, node_id, incarnation, record, news (digest of what is not load gauges), gauge_seconds
 local id, inc = ARGV[2], tonumber(ARGV[3])
 local t = now()
-member_keys()
+return guarded(function()
 local old = redis.call('HGET', P .. 'nodes', id)
 local prev_inc = num(redis.call('HGET', P .. 'inc', id)) or -1
 local left = redis.call('HGET', P .. 'left', id)
@@ -275,13 +292,15 @@ if news then
   bump(id, t)
 end
 return {changed and 1 or 0, Q}
+end)
 """
 
 LEAVE = COMMON + MEMBERS + r"""
-member_keys()
+return guarded(function()
 redis.call('HSET', P .. 'left', ARGV[2], ARGV[3])
 bump(ARGV[2], now())
 return {1, Q}
+end)
 """
 
 SNAPSHOT = COMMON + MEMBERS + r"""
@@ -291,7 +310,7 @@ SNAPSHOT = COMMON + MEMBERS + r"""
 --   {id, stamp ...} of the nodes whose last heartbeat is older than window seconds (all when window is 0),
 --   number of records}
 local t = now()
-member_keys()
+return guarded(function()
 local ghost, since, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local raw_epoch = redis.pcall('GET', P .. 'epoch')
 if type(raw_epoch) == 'table' then key_aside(P .. 'epoch', 'membership epoch: ' .. tostring(raw_epoch['err'])) end
@@ -320,11 +339,17 @@ if since > 0 and raw_epoch == ARGV[4] and since <= ver then
     end
   end
   local changed = {}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'vers', '(' .. since, '+inf')) do
-    table.insert(changed, id)
-    table.insert(changed, redis.call('HGET', P .. 'nodes', id) or '')
-    table.insert(changed, left_mark(id) or '')
-    table.insert(changed, num(redis.call('HGET', P .. 'depth', id)) or 0)
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'vers', '(' .. since, '+inf')
+  if #ids > 0 then  -- three reads however many changed
+    local blobs, marks, ds = hmget('nodes', ids), hmget('left', ids), hmget('depth', ids)
+    for i, id in ipairs(ids) do
+      local mark = marks[i]
+      if mark and not (num(mark) and num(mark) % 1 == 0) then mark = left_mark(id) end
+      table.insert(changed, id)
+      table.insert(changed, blobs[i] or '')
+      table.insert(changed, mark or '')
+      table.insert(changed, num(ds[i]) or 0)
+    end
   end
   ver = num(redis.call('GET', P .. 'ver')) or 0
   return {{tostring(t), raw_epoch, tostring(ver), 0, changed, stale, redis.call('HLEN', P .. 'nodes')}, Q}
@@ -356,6 +381,7 @@ for i = 1, #left, 2 do
 end
 ver = num(redis.call('GET', P .. 'ver')) or 0
 return {{tostring(t), raw_epoch, tostring(ver), 1, redis.call('HGETALL', P .. 'nodes'), out_seen, out_left, depths}, Q}
+end)
 """
 
 ENQUEUE = COMMON + r"""
