@@ -1,9 +1,10 @@
-"""``python -m bench [tasks|memory|peers|algorithms|grpcpeers|all] [--backend sqlite|redis|all] [--quick]``.
+"""``python -m bench [tasks|memory|peers|algorithms|grpcpeers|swim|scale|all] [--backend sqlite|redis|all] [--quick]``.
 
 ``make bench ARGS="tasks --quick"``. ``all`` runs tasks and memory on both backends, the
 load-balancing algorithms on SQLite, and the Python task queues of ``peers`` next to the mesh on the
 same private redis-server. ``grpcpeers`` (not part of ``all``) runs the references for the gRPC
 backend: a raw ``grpc.aio`` echo, the same with mutual TLS, and AutoGen's distributed runtime.
+``scale`` (not part of ``all``) measures membership's cost per node at 8, 32 and 128 idle nodes.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from mesh_core.config import ALGORITHMS
 from mesh_core.errors import MeshError
 from mesh_testing import RedisServer
 
-from . import algorithms, grpc_refs, memory, peers, report, swim, tasks, window
+from . import algorithms, grpc_refs, memory, peers, report, scale, swim, tasks, window
 from .cluster import BenchError, PinnedRedisServer, redis_binary, redis_version_line
 
-PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "swim", "all")
+PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "swim", "scale", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
 QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
 QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
 QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
 QUICK_GRPC = {"latency_n": 100, "n": 2000, "warmup": 20}
 QUICK_SWIM = {"kills": 3, "minutes": 1.0}
+QUICK_SCALE = {"sizes": (8, 32), "seconds": 5.0}
 # In-flight levels on Redis, for the mesh and the peers alike (the peers' windows).
 REDIS_INFLIGHT = (64, 256, 1024)
 
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--minutes", type=float, metavar="M",
                    help="length of the false-death run under task load (default 10, quick 1; 0 skips)")
     g.add_argument("--soak-nodes", type=int, metavar="N", help="nodes of the false-death run (default 8)")
+    g = p.add_argument_group("scale (membership cost per node; not part of all)")
+    g.add_argument("--scale-nodes", type=_levels, metavar="N[,N...]", help="mesh sizes (default 8,32,128)")
+    g.add_argument("--seconds", type=float, metavar="S", help="measured seconds per size (default 20, quick 5)")
+    g.add_argument("--scale-kinds", metavar="KIND[,KIND]",
+                   help="members (the membership path alone) and/or mesh (whole nodes); default both")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=report.RESULTS_DIR, help="folder for the JSON results")
     g.add_argument("--no-save", action="store_true", help="print only, write no JSON file")
@@ -181,6 +188,8 @@ class Plan:
     tasks_tls: bool  # with tasks on grpc: the mesh over mutual TLS too (--tls)
     run_swim: bool
     swim_opts: swim.SwimOptions
+    run_scale: bool
+    scale_opts: scale.ScaleOptions
     redis_inflight: tuple[int, ...]
     redis_shapes: tuple[str, ...]  # the mesh on Redis: throughput shapes (both when the peers run, as they do)
     redis_server: str | None  # --redis-server
@@ -191,7 +200,8 @@ class Plan:
     @property
     def needs_redis(self) -> bool:
         return "redis" in self.tasks_backends or "redis" in self.memory_backends or self.peers or (
-            self.algorithms and self.algo.backend == "redis")
+            self.algorithms and self.algo.backend == "redis") or (
+            self.run_scale and "redis" in self.scale_opts.backends)
 
 
 def _positive(args: argparse.Namespace, name: str) -> Any:
@@ -301,10 +311,22 @@ def make_plan(args: argparse.Namespace) -> Plan:
         w["minutes"] = max(0.0, args.minutes)
     w["keep_dir"] = args.keep_temp
 
+    sc: dict[str, Any] = dict(QUICK_SCALE) if quick else {}
+    if args.scale_nodes:
+        sc["sizes"] = args.scale_nodes
+    if _positive(args, "seconds") is not None:
+        sc["seconds"] = args.seconds
+    kinds = _names(args.scale_kinds, ("members", "mesh"), "--scale-kinds")
+    if kinds:
+        sc["kinds"] = kinds
+    if which == "scale" and chosen:
+        sc["backends"] = tuple(b for b in chosen if b != "grpc") or ("sqlite",)
+    sc["keep_dir"] = args.keep_temp
+
     return Plan(tasks_backends=tb, memory_backends=mb, peers=run_peers, algorithms=run_algos,
                 tasks=tasks.TasksOptions(**t), grpcpeers=which == "grpcpeers", grpc=grpc_refs.GrpcRefOptions(**g),
                 grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
-                swim_opts=swim.SwimOptions(**w),
+                swim_opts=swim.SwimOptions(**w), run_scale=which == "scale", scale_opts=scale.ScaleOptions(**sc),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
                 redis_shapes=shapes if run_peers else ("waiters",), redis_server=_redis_server(args.redis_server),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
@@ -408,6 +430,8 @@ async def _run(plan: Plan, stop: threading.Event) -> dict[str, Any]:
             await part("peers", None, run_peers)
         if plan.run_swim:
             await part("swim", None, lambda: swim.run(plan.swim_opts, _log))
+        if plan.run_scale:
+            await part("scale", None, lambda: scale.run(plan.scale_opts, _log, server))
         if plan.grpcpeers:
             await part("grpcpeers", None, lambda: grpc_refs.run_grpc_references(plan.grpc, _log, stop))
         if plan.algorithms:
@@ -491,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     started = time.monotonic()
     mode = f"{args.which}{' quick' if args.quick else ''}"
-    if args.which in ("tasks", "memory", "algorithms", "all") and args.backend:
+    if args.which in ("tasks", "memory", "algorithms", "scale", "all") and args.backend:
         mode += f" --backend {args.backend}"
     data: dict[str, Any] = {"mode": mode, "argv": sys.argv[1:] if argv is None else argv,
                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

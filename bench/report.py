@@ -89,7 +89,7 @@ def failures(data: dict[str, Any]) -> list[str]:
         for key, block in (data.get(section) or {}).items():
             if isinstance(block, dict) and "error" in block:
                 out.append(f"{section}[{key}]")
-    for section in ("peers", "algorithms", "grpcpeers", "swim"):
+    for section in ("peers", "algorithms", "grpcpeers", "swim", "scale"):
         block = data.get(section) or {}
         if "error" in block:
             out.append(section)
@@ -585,6 +585,40 @@ def _grpc_table(data: dict[str, Any], header: list[str]) -> list[str]:
                   header, rows, notes)
 
 
+TARGET_SCALE_GROWTH = 2.0  # per-node membership cost at the largest size ÷ at the smallest (issue #14)
+
+
+def _scale_table(data: dict[str, Any]) -> list[str]:
+    sc = data.get("scale") or {}
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for kind, backend in [(k, b) for k in ("members", "mesh") for b in ("sqlite", "redis")]:
+        block = (sc.get(kind) or {}).get(backend) or {}
+        for r in block.values():
+            if not isinstance(r, dict) or "nodes" not in r:
+                continue
+            if "error" in r:
+                rows.append([f"{kind} {backend}: {r['nodes']} idle nodes", "-", "-", "-", "-", f"FAILED: {r['error']}"])
+                continue
+            unsettled = "" if r.get("settled", r["nodes"]) == r["nodes"] else f", {r.get('settled')} settled"
+            rows.append([f"{kind} {backend}: {r['nodes']} idle nodes ({r['processes']} processes{unsettled})",
+                         _f(r.get("redis_commands_per_node_s"), 1), _f(r.get("cpu_per_node_s"), 4),
+                         _f(r.get("false_suspicions")), _f(r.get("false_deaths")),
+                         f"cut off {r.get('cut_off')}; redis-server CPU/node/s {_f(r.get('redis_cpu_per_node_s'), 5)}"
+                         if backend == "redis" else f"cut off {r.get('cut_off')}"])
+        growth = block.get("growth_first_to_last") or {}
+        if growth:
+            notes.append(f"  {kind} {backend}: per-node cost, largest ÷ smallest size: " + ", ".join(
+                f"{k} {v:g} (≤ {TARGET_SCALE_GROWTH:g}: {_mark(v, TARGET_SCALE_GROWTH, True)})"
+                for k, v in growth.items()))
+    if not rows:
+        return []
+    return _table("Membership cost per node, idle mesh (default timings: heartbeat 1 s, suspect 2 s, dead 3 s; "
+                  "members: the membership path alone, mesh: whole nodes)",
+                  ["measure", "redis cmds/node/s", "CPU s/node/s", "false suspect", "false dead", "notes"],
+                  rows, notes)
+
+
 def _swim_table(data: dict[str, Any]) -> list[str]:
     sw = data.get("swim") or {}
     rows: list[list[str]] = []
@@ -669,6 +703,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _peers_table(data, header)
     lines += _grpc_table(data, header)
     lines += _swim_table(data)
+    lines += _scale_table(data)
 
     rows, notes = [], []
     mheader = ["measure", "n", "items/s", "p50 ms", "p99 ms", "notes"]
@@ -709,7 +744,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _table("Memory: write→visible and items/s", mheader, rows, notes)
 
     machine = []
-    for section in ("tasks", "peers", "algorithms", "grpcpeers", "swim", "memory"):
+    for section in ("tasks", "peers", "algorithms", "grpcpeers", "swim", "scale", "memory"):
         block = data.get(section) or {}
         items = [(section, block)] if "machine" in block else [(f"{section}[{k}]", v) for k, v in block.items()
                                                                  if isinstance(v, dict) and "machine" in v]

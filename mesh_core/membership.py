@@ -18,6 +18,11 @@ node's wall clock: Redis ``TIME`` on Redis, the machine's boot clock on SQLite
 counts: a changed one is a heartbeat seen at ``now``, whatever any stamp says,
 so detection lags a death by at most one refresh period.
 
+A hub medium that reads stamps by age (``aged``: Redis, SQLite) gives each
+record's age on its own one clock at every read, exact for every age that can
+change a verdict; there the age counts at every read, not only at first sight,
+since reading a stamp that did not change costs as much as its age.
+
 Output: the status of every node and the changes since the last snapshot. A
 higher incarnation overrides anything said about an older one; a graceful
 leave sticks until the node comes back with a higher incarnation. The table's
@@ -127,11 +132,13 @@ class MembershipTable:
         return judge(member.beat_at, member.info.left, now, self.cfg)
 
     def observe(self, records: Iterable[NodeInfo], now: float, *, store_now: float | None = None,
-                complete: bool = True, judged: Mapping[str, NodeStatus] | None = None) -> list[Change]:
+                complete: bool = True, judged: Mapping[str, NodeStatus] | None = None,
+                aged: bool = False) -> list[Change]:
         """Fold in a snapshot read at ``now`` (reader's monotonic clock); missing nodes are forgotten if ``complete``.
 
         ``store_now``: the time on the clock of the records' ``last_seen`` (the medium's); None means ``now``.
         ``judged``: the medium's verdicts by node id, taken instead of judging by age (gRPC's SWIM).
+        ``aged``: judge every record by its age on that clock (``MeshSnapshot.aged``), not by its sequence.
         """
         verdicts = judged or {}
         changes: list[Change] = []
@@ -150,9 +157,11 @@ class MembershipTable:
                 self._members[record.node_id] = member
                 changes.append(Change(record, None, member.status))
                 continue
-            if record.heartbeat_seq != known.info.heartbeat_seq:
+            if aged:
+                known.beat_at = now - min(age, self.cfg.dead_after)
+            elif record.heartbeat_seq != known.info.heartbeat_seq:
                 known.beat_at = now  # seen to change: alive now, whatever any stamp on the record says
-            if record.last_seen < known.info.last_seen and not record.left:
+            if record.last_seen < known.info.last_seen and not record.left and not aged:
                 record = replace(record, last_seen=known.info.last_seen)
             if known.info.left and not record.left:
                 # A heartbeat that raced the leave: the leave sticks until a new incarnation.

@@ -165,6 +165,9 @@ class MeshSnapshot:
     medium has no reference); a node measures its own clock against it.
     ``judged``: the medium's own verdict per node (gRPC: its SWIM detector, on this process's monotonic
     clock), taken by the membership table instead of judging records by age; None on the hub media.
+    ``aged``: every record's ``last_seen`` is on the clock of ``now`` (the medium's one clock), exact once it is
+    older than the medium's ``stamp_window`` (a younger one may read as ``now``): the table judges each record by
+    its age on that clock at every read, not by watching ``heartbeat_seq`` change.
     """
 
     nodes: list[NodeInfo]
@@ -175,6 +178,7 @@ class MeshSnapshot:
     local_wall: float = 0.0
     reference_error: float = 0.0
     judged: dict[str, NodeStatus] | None = None
+    aged: bool = False
 
 
 class MembershipMedium(abc.ABC):
@@ -184,6 +188,11 @@ class MembershipMedium(abc.ABC):
     # True when every node sweeps the tasks it owns (gRPC: no shared store, each owner answers for its own);
     # False: one node sweeps the whole mesh (``mesh_core.membership.sweeper``).
     sweeps_own_tasks: bool = False
+    # Seconds on the judging clock within which a heartbeat counts as fresh: ``snapshot`` need not read the exact
+    # stamp of a record younger than this (it may read as ``now``, and says so with ``MeshSnapshot.aged``), only
+    # those of older ones. A node's view sets it to its ``suspect_after_seconds`` for its own reads, so every age
+    # that can change a verdict is read exactly; 0 (every other read): every stamp exact.
+    stamp_window: float = 0.0
 
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
@@ -252,9 +261,16 @@ class MembershipMedium(abc.ABC):
     async def snapshot(self) -> MeshSnapshot:
         """Every node record, ``now`` on the judging clock and tasks held per node.
 
-        SQLite: one read transaction over ``nodes`` and a GROUP BY on tasks.
-        Redis: one script reads the records, their stamps, leave marks, inbox
-        depths and TIME (and drops ghosts dead past the retention period).
+        The hub media follow changes instead of re-reading every record: a record's content (not its stamp)
+        bumps a mesh-wide version when it changes, and a reader keeps the records it has read and fetches only
+        those changed since; stamps are read only for records older than ``stamp_window`` (an indexed range
+        read), so a node's cost per refresh grows with what changed and log N, not with N. A record whose only
+        change is its load gauges (cpu, counters, running …) bumps the version at most every
+        ``shared.GAUGE_SECONDS``. A reader re-reads everything at its first read, when the store's version
+        restarted, when its count of records disagrees with the store's, and every ``shared.FULL_READ_SECONDS``.
+        SQLite: one read transaction over the changed rows of ``nodes``, the stale stamps and a GROUP BY on tasks.
+        Redis: one script reads the changed records, leave marks and depths, the stale stamps and TIME (and
+        drops ghosts dead past the retention period).
         gRPC: the local gossip table with receive times on the monotonic clock.
         """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -323,6 +324,76 @@ def node_from_fields(f: Mapping[str, Any]) -> NodeInfo:
             signature=_text_or_none(f["signature"]) or "", heartbeat_seq=_int(f.get("heartbeat_seq") or 0))
     except DECODE_ERRORS as exc:
         raise CorruptRecord(f"node {f.get('node_id')!r}: {type(exc).__name__} {exc}") from None
+
+
+# Membership that follows changes (see ``contracts.MembershipMedium.snapshot``).
+# A record whose only change is its load gauges bumps the mesh's membership version at most this often (the
+# depths routing reads are news at once).
+GAUGE_SECONDS = 30.0
+# A reader re-reads every record this often anyway (records written behind the mesh's back are found).
+FULL_READ_SECONDS = 60.0
+# Metrics that change without being news: every reader sees them at most ``GAUGE_SECONDS`` late.
+GAUGE_METRICS = frozenset({"cpu_percent", "memory_mb", "counters", "tasks_done", "tasks_failed", "error_rate",
+                           "avg_response_ms", "affinity", "memory_items"})
+
+
+def news_of(node: NodeInfo) -> str:
+    """A digest of what in ``node``'s record is news to every reader: all but its load gauges (running, queued,
+    ``GAUGE_METRICS``) and its stamp."""
+    metrics = {k: v for k, v in node.metrics.items() if k not in GAUGE_METRICS}
+    text = json.dumps([node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
+                       node.incarnation, sorted(node.capabilities), sorted(node.task_types), node.capacity,
+                       node.started_at, node.left, node.signature, metrics], sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+class FollowedNodes:
+    """A reader's copy of the node records, kept up to date by following the medium's membership version.
+
+    ``records``: each node's record as last read (its stamp is filled in per snapshot by ``nodes``); ``raw``: the
+    stored form it was decoded from (an unchanged one is not decoded again); ``left``: leave marks (the
+    incarnation that left); ``depths``: tasks held per node as its last heartbeat counted them.
+    """
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+        self.version = 0
+        self.records: dict[str, NodeInfo] = {}
+        self.raw: dict[str, Any] = {}
+        self.left: dict[str, int] = {}
+        self.depths: dict[str, int] = {}
+        self.full_at = -math.inf
+        self.recount = False  # the medium holds another number of records than this copy: read everything
+
+    def due_full(self) -> bool:
+        return self.epoch is None or self.recount or time.monotonic() - self.full_at >= FULL_READ_SECONDS
+
+    def reset(self, epoch: str, version: int) -> None:
+        self.epoch, self.version, self.recount, self.full_at = epoch, version, False, time.monotonic()
+        self.records.clear()
+        self.raw.clear()
+        self.left.clear()
+        self.depths.clear()
+
+    def drop(self, node_id: str) -> None:
+        for table in (self.records, self.raw, self.left, self.depths):
+            table.pop(node_id, None)
+
+    def nodes(self, now: float, stamps: Mapping[str, tuple[float, int]]) -> list[NodeInfo]:
+        """Every record with its stamp: ``stamps`` (node id → last seen, heartbeat sequence) where read, else
+        ``now`` (a heartbeat fresher than the window: not read) and the sequence last read; leave marks applied."""
+        out = []
+        for node_id, record in self.records.items():
+            node = object.__new__(NodeInfo)  # a shallow copy, without copy.copy's generic path: once per node per read
+            node.__dict__.update(record.__dict__)
+            if node_id in stamps:
+                node.last_seen, node.heartbeat_seq = stamps[node_id]
+            else:
+                node.last_seen = now
+            mark = self.left.get(node_id)
+            node.left = record.left or (mark is not None and mark >= record.incarnation)
+            out.append(node)
+        return out
 
 
 def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:

@@ -219,7 +219,13 @@ class MembershipService:
 
     async def refresh(self) -> MeshSnapshot:
         """Read the mesh from the medium, judge every node, publish what changed."""
-        snap = await self.medium.snapshot()
+        # stamps younger than suspect_after change no verdict: the medium need not read them (see its contract);
+        # for this read only, so any other reader of the medium gets every stamp
+        self.medium.stamp_window = self.ctx.config.suspect_after_seconds
+        try:
+            snap = await self.medium.snapshot()
+        finally:
+            self.medium.stamp_window = 0.0
         self.view = snap
         self.view_at = time.monotonic()
         self.check_own_clock(snap)
@@ -237,7 +243,8 @@ class MembershipService:
                 visible.append(node)
         self.untrusted = untrusted
         self.table.self_id = self.ctx.node_id
-        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now, judged=snap.judged)
+        changes = self.table.observe(visible, time.monotonic(), store_now=snap.now, judged=snap.judged,
+                                     aged=snap.aged)
         self._workers = None  # the router's list is rebuilt from the new records on next use
         self.affinity = self._build_affinity()
         if changes:

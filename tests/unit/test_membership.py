@@ -313,6 +313,25 @@ def test_an_unchanged_sequence_with_a_newer_stamp_is_not_a_heartbeat():
     assert table.status_of("a") is NodeStatus.SUSPECT
 
 
+def test_an_aged_snapshot_judges_every_read_by_the_age_on_the_mediums_clock():
+    """Hub media read only the stamps older than their window (younger ones read as the medium's now): the age
+    on the medium's one clock counts at every read, whatever the sequence does."""
+    table = MembershipTable(CFG)
+    table.observe([rec("a", last_seen=100.0, seq=1)], now=0.0, store_now=100.0, aged=True)
+    table.observe([rec("a", last_seen=101.0, seq=1)], now=1.0, store_now=101.0, aged=True)  # fresh: not read
+    assert table.status_of("a") is NodeStatus.ACTIVE
+    # its stamp read exactly once older than the window: 101.0 → suspect at 103, dead at 106 (the medium's clock)
+    table.observe([rec("a", last_seen=101.0, seq=9)], now=2.5, store_now=102.5, aged=True)
+    assert table.status_of("a") is NodeStatus.ACTIVE
+    table.observe([rec("a", last_seen=101.0, seq=10)], now=3.0, store_now=103.0, aged=True)
+    assert table.status_of("a") is NodeStatus.SUSPECT  # a changed sequence is no heartbeat here
+    assert table.get("a").info.last_seen == 101.0  # the exact stamp is kept, not the fresh read's now
+    assert transitions(table.observe([rec("a", last_seen=101.0, seq=10)], now=6.0, store_now=106.0, aged=True)) == [
+        ("a", NodeStatus.SUSPECT, NodeStatus.DEAD)]
+    table.observe([rec("a", last_seen=106.5, seq=11)], now=6.5, store_now=106.5, aged=True)
+    assert table.status_of("a") is NodeStatus.ACTIVE
+
+
 def test_own_node_is_never_judged_from_its_record():
     """Defect 7: a node cut off from the medium kept a view in which it was itself dead."""
     table = MembershipTable(CFG, self_id="me")

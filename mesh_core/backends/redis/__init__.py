@@ -27,7 +27,7 @@ from typing import Any
 from ... import codec
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
-from ..shared import CorruptRecord
+from ..shared import GAUGE_SECONDS, CorruptRecord, FollowedNodes, news_of
 from . import tls
 from .client import _close_quickly, _s
 from .memory import RedisMemory
@@ -40,6 +40,10 @@ class RedisBackend(RedisTasks, RedisMemory):
     """All three contracts over one Redis server: membership and lifecycle here, tasks and memory in their parts."""
 
     name = "redis_distributed"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._view = FollowedNodes()  # this reader's copy of the node records (see ``snapshot``)
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:
@@ -68,7 +72,8 @@ class RedisBackend(RedisTasks, RedisMemory):
             "types": sorted(node.task_types), "cap": node.capacity, "running": node.running, "queued": node.queued,
             "metrics": json.loads(json.dumps(node.metrics, default=str)), "started": node.started_at,
             "sig": node.signature})
-        changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record)
+        changed = await self._script("HEARTBEAT", node.node_id, node.incarnation, record, news_of(node),
+                                     GAUGE_SECONDS)
         if changed:
             await self._broadcast(Topic.MEMBERS)
 
@@ -78,23 +83,70 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     async def snapshot(self) -> MeshSnapshot:
         # The script has already moved aside heartbeat times and leave marks that are not numbers.
+        view = self._view
+        full = view.due_full()
         sent = time.time()
-        raw = await self._script("SNAPSHOT", GHOST_SECONDS)
+        raw = await self._script("SNAPSHOT", GHOST_SECONDS, 0 if full else view.version, view.epoch or "",
+                                 self.stamp_window)
         answered = time.time()
         now = float(_s(raw[0]))
-        records = {_s(raw[1][i]): raw[1][i + 1] for i in range(0, len(raw[1]), 2)}
-        seen = {_s(raw[2][i]): float(_s(raw[2][i + 1])) for i in range(0, len(raw[2]), 2)}
-        left = {_s(raw[3][i]): int(float(_s(raw[3][i + 1]))) for i in range(0, len(raw[3]), 2)}
-        depths = {_s(raw[4][i]): int(raw[4][i + 1]) for i in range(0, len(raw[4]), 2)}
-        nodes = self.readable("node record", ((i, b) for i, b in records.items() if i in seen),
-                              lambda r: self._node(r[0], r[1], seen, left),
-                              aside=lambda r: ("node", r[0], [("hdel", self._key("nodes"), r[0])]))
+        stamps = self._read_all(view, raw) if int(raw[3]) else self._read_changes(view, raw)
         await self._settle_aside()
         # TIME was read somewhere within the round trip: taken at its middle, off by at most half of it.
-        return MeshSnapshot(nodes, now, depths, clock=now, reference_wall=now, local_wall=(sent + answered) / 2,
-                            reference_error=max(0.0, answered - sent) / 2)
+        return MeshSnapshot(view.nodes(now, stamps), now, dict(view.depths), clock=now, reference_wall=now,
+                            local_wall=(sent + answered) / 2, reference_error=max(0.0, answered - sent) / 2,
+                            aged=True)
 
-    def _node(self, node_id: str, blob: bytes, seen: dict[str, float], left: dict[str, int]) -> NodeInfo:
+    def _read_all(self, view: FollowedNodes, raw: Any) -> dict[str, tuple[float, int]]:
+        """Every record, stamp, leave mark and depth (``SNAPSHOT`` read everything): the copy starts again."""
+        view.reset(_s(raw[1]), int(_s(raw[2])))
+        records = {_s(raw[4][i]): raw[4][i + 1] for i in range(0, len(raw[4]), 2)}
+        seen = {_s(raw[5][i]): float(_s(raw[5][i + 1])) for i in range(0, len(raw[5]), 2)}
+        view.left.update({_s(raw[6][i]): int(float(_s(raw[6][i + 1]))) for i in range(0, len(raw[6]), 2)})
+        view.depths.update({_s(raw[7][i]): int(raw[7][i + 1]) for i in range(0, len(raw[7]), 2)})
+        self._decode_into(view, [(i, b) for i, b in records.items() if i in seen], seen)
+        return {i: (ts, _beat_of(ts)) for i, ts in seen.items() if i in view.records}
+
+    def _read_changes(self, view: FollowedNodes, raw: Any) -> dict[str, tuple[float, int]]:
+        """The records changed since the copy's version, and the stamps older than the window."""
+        version = int(_s(raw[2]))
+        # a read that was overtaken by a newer one (two concurrent snapshots) brings older records: stamps only
+        changed, fresh = (raw[4] if version >= view.version else []), []
+        view.version = max(view.version, version)
+        for i in range(0, len(changed), 4):
+            node_id, blob, mark = _s(changed[i]), changed[i + 1], _s(changed[i + 2])
+            if not blob:  # gone: forgotten as a ghost, or moved aside
+                view.drop(node_id)
+                continue
+            view.depths[node_id] = int(changed[i + 3])
+            if mark:
+                view.left[node_id] = int(float(mark))
+            else:
+                view.left.pop(node_id, None)
+            if view.raw.get(node_id) != blob:
+                fresh.append((node_id, blob))
+        self._decode_into(view, fresh)
+        stale = raw[5]
+        stamps = {_s(stale[i]): float(_s(stale[i + 1])) for i in range(0, len(stale), 2)}
+        view.recount = len(view.records) != int(raw[6])
+        return {i: (ts, _beat_of(ts)) for i, ts in stamps.items()}
+
+    def _decode_into(self, view: FollowedNodes, rows: list[tuple[str, bytes]],
+                     seen: dict[str, float] | None = None) -> None:
+        """Decode ``rows`` (node id, stored record) into ``view``, with their stamps in ``seen`` checked; one that
+        cannot be read goes aside and out."""
+        decoded = {node.node_id: node for node in self.readable(
+            "node record", rows, lambda r: self._node(r[0], r[1], seen),
+            aside=lambda r: ("node", r[0], [("hdel", self._key("nodes"), r[0])]))}
+        for node_id, blob in rows:
+            if node_id in decoded:
+                view.records[node_id], view.raw[node_id] = decoded[node_id], blob
+            else:
+                view.drop(node_id)
+
+    def _node(self, node_id: str, blob: bytes, seen: dict[str, float] | None = None) -> NodeInfo:
+        if seen is not None:
+            _beat_of(seen[node_id])  # a stamp out of range makes the record unreadable
         try:
             r = codec.unpack(blob)
             if not isinstance(r, dict):
@@ -102,14 +154,13 @@ class RedisBackend(RedisTasks, RedisMemory):
         except (codec.CodecError, TypeError) as exc:
             raise CorruptRecord(f"node {node_id!r}: {exc}") from None
         g = r.get
-        node = self.node_from_fields({
+        # the stamp and the leave mark are read apart from the record: ``FollowedNodes.nodes`` fills them in
+        return self.node_from_fields({
             "node_id": node_id, "name": g("name"), "node_type": g("type"), "role": g("role"), "host": g("host"),
             "port": g("port"), "pid": g("pid"), "incarnation": g("inc"), "capabilities": g("caps"),
             "task_types": g("types"), "capacity": g("cap"), "running": g("running"), "queued": g("queued"),
-            "metrics": g("metrics"), "started_at": g("started"), "last_seen": seen[node_id], "left": 0,
-            "signature": g("sig"), "heartbeat_seq": _beat_of(seen[node_id])})
-        node.left = node_id in left and left[node_id] >= node.incarnation
-        return node
+            "metrics": g("metrics"), "started_at": g("started"), "last_seen": 0.0, "left": 0,
+            "signature": g("sig"), "heartbeat_seq": 0})
 
     async def wake(self, node_ids: Iterable[str], topic: str) -> None:
         await self._wake(node_ids, topic)

@@ -19,12 +19,16 @@ needs that), so that clock is one clock for all of them, and it is nobody's
 wall clock: setting the date, an NTP step or a process under ``faketime``
 moves ``time.time()`` (and, under libfaketime, even ``time.monotonic()``) but
 not the kernel's uptime. A snapshot gives each record's age on that clock as
-``now - last_seen`` (both in the reader's wall-clock frame), which is what a
-one-shot client, seeing each record once, judges by; a running node judges by
-watching ``beat`` change on its own monotonic clock. A row written by an older
-release (no ``beat_at``) is taken as fresh at first sight. Task leases and
+``now - last_seen`` (both in the reader's wall-clock frame), which is what every
+reader judges by (``MeshSnapshot.aged``). A row written by an older release (no
+``beat_at``) is aged by the wall-clock ``last_seen`` its writer stamped. Task leases and
 retry times (``tasks``) are on the machine clock too; the kernel's wall time
 (``clock.wall_reference``) is what a node measures its own wall clock against.
+
+Membership follows changes: a heartbeat whose row says something new (see
+``shared.news_of``) takes the next ``membership.version`` for its row's
+``version``; a reader keeps the rows it read and fetches those with a higher
+version, plus the stamps older than its ``stamp_window`` (both indexed).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from ...errors import BackendUnavailable
 from ...files import PRIVATE_FILE
 from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
-from ..shared import MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord
+from ..shared import GAUGE_SECONDS, MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord, FollowedNodes, news_of
 from .clock import machine_clock, wall_reference
 from .memory import SqliteMemory
 from .store import _wake_address, _WakeProtocol, bounded, fitting
@@ -64,6 +68,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
     def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
                  file_mode: int = PRIVATE_FILE) -> None:
         super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode)
+        self._view = FollowedNodes()  # this reader's copy of the node rows (see ``snapshot``)
 
     # -- lifecycle -------------------------------------------------------------
     async def open(self, local: NodeInfo) -> None:
@@ -116,35 +121,47 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     # -- membership ------------------------------------------------------------
     async def heartbeat(self, node: NodeInfo) -> None:
+        news = news_of(node)
+
         def upsert(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT incarnation, left_mesh FROM nodes WHERE node_id=?",
+            row = conn.execute("SELECT incarnation, left_mesh, news, published FROM nodes WHERE node_id=?",
                                (node.node_id,)).fetchone()
+            beat_at = machine_clock()
+            changed = row is None or row[0] != node.incarnation or bool(row[1])
+            # news for every reader (see ``snapshot``); the load gauges alone at most every GAUGE_SECONDS
+            published = row[3] if row is not None and isinstance(row[3], int | float) else None
+            bumped = changed or row[2] != news or published is None or beat_at - published >= GAUGE_SECONDS
+            version = _bump(conn) if bumped else None
             conn.execute(
                 "INSERT INTO nodes (node_id, name, node_type, role, host, port, pid, incarnation, capabilities,"
                 " task_types, capacity, running, queued, metrics, started_at, last_seen, left_mesh, signature,"
-                " beat, beat_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,1,?) ON CONFLICT(node_id) DO UPDATE SET"
+                " beat, beat_at, version, news, published)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,1,?,?,?,?) ON CONFLICT(node_id) DO UPDATE SET"
                 " name=excluded.name, node_type=excluded.node_type, role=excluded.role, host=excluded.host,"
                 " port=excluded.port, pid=excluded.pid, incarnation=excluded.incarnation,"
                 " capabilities=excluded.capabilities, task_types=excluded.task_types, capacity=excluded.capacity,"
                 " running=excluded.running, queued=excluded.queued, metrics=excluded.metrics,"
                 " started_at=excluded.started_at, last_seen=excluded.last_seen, signature=excluded.signature,"
                 " beat=nodes.beat+1, beat_at=excluded.beat_at,"
+                " version=coalesce(?, nodes.version), news=excluded.news,"
+                " published=coalesce(?, nodes.published),"
                 # a heartbeat racing a leave must not undo it; a new incarnation rejoins
                 " left_mesh=CASE WHEN excluded.incarnation > nodes.incarnation THEN 0 ELSE nodes.left_mesh END",
                 (node.node_id, node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
                  node.incarnation, json.dumps(sorted(node.capabilities)), json.dumps(sorted(node.task_types)),
                  node.capacity, node.running, node.queued, json.dumps(node.metrics, default=str),
-                 node.started_at, time.time(), node.signature, machine_clock()))
+                 node.started_at, time.time(), node.signature, beat_at, version or 0, news,
+                 beat_at if bumped else None, version, beat_at if bumped else None))
             conn.execute("DELETE FROM finished WHERE seq < (SELECT max(seq) FROM finished) - ?", (FINISHED_KEEP,))
-            return row is None or row[0] != node.incarnation or bool(row[1])
+            return changed
         changed = await self._write(upsert)
         if changed:
             await self._refresh_peers()
             self._broadcast(Topic.MEMBERS)
 
     async def leave(self, node: NodeInfo) -> None:
-        await self._write(lambda c: c.execute("UPDATE nodes SET left_mesh=1, running=0, queued=0 WHERE node_id=?",
-                                              (node.node_id,)))
+        await self._write(lambda c: c.execute(
+            "UPDATE nodes SET left_mesh=1, running=0, queued=0, version=? WHERE node_id=?", (_bump(c), node.node_id)))
         self._broadcast(Topic.MEMBERS)
 
     async def _refresh_peers(self) -> None:
@@ -154,16 +171,41 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         self._peer_ids = [r[0] for r in rows]
 
     async def snapshot(self) -> MeshSnapshot:
+        view, window = self._view, self.stamp_window
+        full = view.due_full()
+
         def read(conn: sqlite3.Connection) -> MeshSnapshot:
-            rows = conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes").fetchall()
+            epoch, version = conn.execute("SELECT epoch, version FROM membership WHERE id=0").fetchone() or ("", 0)
+            everything = full or epoch != view.epoch or version < view.version
+            where, args = ("", ()) if everything else (" WHERE version > ?", (view.version,))
+            rows = conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes{where}", args).fetchall()
+            now, booted = time.time(), machine_clock()
+            # the stale stamps only (an index range): a younger heartbeat changes no verdict (``stamp_window``)
+            cutoff = booted - window if window > 0 else math.inf
+            stale = conn.execute("SELECT node_id, beat, beat_at, last_seen FROM nodes WHERE beat_at < ?"
+                                 " OR beat_at IS NULL", (cutoff,)).fetchall()
+            count = None if everything else conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
             queued = dict(conn.execute(
                 "SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running') GROUP BY node_id"
             ).fetchall())
-            now, booted = time.time(), machine_clock()
+            if everything:
+                view.reset(str(epoch), int(version))
+            else:
+                view.version = int(version)
             nodes = self.readable(
                 "node row", rows, lambda r: self.node_from_fields(_node_fields(r, now, booted)),
                 aside=lambda r: ("node", r[0], [("DELETE FROM nodes WHERE node_id=?", (r[0],))]))
-            snap = MeshSnapshot(nodes, now, queued, clock=now)  # task times are read in this same frame
+            stamps = {n.node_id: (n.last_seen, n.heartbeat_seq) for n in nodes}
+            for r in rows:
+                view.drop(str(r[0]))  # a row that does not read goes out of the copy (it is moved aside)
+            for n in nodes:
+                view.records[n.node_id] = n
+            for node_id, beat, beat_at, last_seen in stale:
+                at = _stamp_of(beat_at, last_seen, now, booted)
+                if at is not None and isinstance(beat, int):
+                    stamps[str(node_id)] = (at, beat)
+            view.recount = count is not None and count != len(view.records)
+            snap = MeshSnapshot(view.nodes(now, stamps), now, queued, clock=now, aged=True)  # task times: same frame
             reference = wall_reference()
             if reference is not None:
                 snap.reference_wall, snap.local_wall, snap.reference_error = reference
@@ -196,6 +238,25 @@ NODE_COLUMNS = bounded(
     {"capabilities": MAX_LIST_BYTES, "task_types": MAX_LIST_BYTES, "metrics": MAX_LIST_BYTES}, whole=("node_id",))
 
 
+def _bump(conn: sqlite3.Connection) -> int:
+    """One more change of the membership (inside the caller's write transaction): the new version."""
+    row = conn.execute("UPDATE membership SET version=version+1 WHERE id=0 RETURNING version").fetchone()
+    if row is None:  # a file whose membership row went missing: a new epoch, readers start again
+        conn.execute("INSERT INTO membership (id, version, epoch) VALUES (0, 1, ?)", (os.urandom(8).hex(),))
+        return 1
+    return int(row[0])
+
+
+def _stamp_of(beat_at: Any, last_seen: Any, now: float, booted: float) -> float | None:
+    """A row's last heartbeat in the reader's frame (see ``_node_fields``); None when it is not a number."""
+    for value, shift in ((beat_at, now - booted), (last_seen, 0.0)):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value) + shift
+        if value is not None:
+            return None
+    return None
+
+
 def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any]:
     """A node row's fields for ``node_from_fields``; ``last_seen`` in the reader's frame: ``now`` less the age of
     its beat on the machine clock (a beat time that is not a number makes the row corrupt)."""
@@ -205,8 +266,7 @@ def _node_fields(r: tuple[Any, ...], now: float, booted: float) -> dict[str, Any
         if isinstance(beat_at, bool) or not isinstance(beat_at, int | float) or not math.isfinite(beat_at):
             raise CorruptRecord(f"node {r[0]!r}: beat time {beat_at!r} is not a number")
         fields["last_seen"] = now - (booted - beat_at)
-    else:
-        fields["last_seen"] = now
+    # else: a row written by an older release, stamped with its writer's wall clock (on this same machine)
     return fields
 
 

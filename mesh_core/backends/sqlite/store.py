@@ -46,8 +46,13 @@ CREATE TABLE IF NOT EXISTS nodes (
     capabilities TEXT NOT NULL, task_types TEXT NOT NULL, capacity INTEGER NOT NULL,
     running INTEGER NOT NULL DEFAULT 0, queued INTEGER NOT NULL DEFAULT 0, metrics TEXT,
     started_at REAL, last_seen REAL NOT NULL, left_mesh INTEGER NOT NULL DEFAULT 0, signature TEXT,
-    beat INTEGER NOT NULL DEFAULT 0, beat_at REAL
+    beat INTEGER NOT NULL DEFAULT 0, beat_at REAL,
+    version INTEGER NOT NULL DEFAULT 0, news TEXT, published REAL
 );
+-- The membership version: bumped by every change of a node row's content (not its beat), so readers follow
+-- changes (``version`` on each row: the change that last touched it); a new epoch means start again.
+CREATE TABLE IF NOT EXISTS membership (id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL,
+    epoch TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL UNIQUE, task_type TEXT NOT NULL, payload BLOB,
@@ -104,7 +109,7 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
 """
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
@@ -364,9 +369,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if column not in have:
             conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
     node_columns = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
-    for column, ddl in (("signature", "TEXT"), ("beat", "INTEGER NOT NULL DEFAULT 0"), ("beat_at", "REAL")):
+    for column, ddl in (("signature", "TEXT"), ("beat", "INTEGER NOT NULL DEFAULT 0"), ("beat_at", "REAL"),
+                        ("version", "INTEGER NOT NULL DEFAULT 0"), ("news", "TEXT"), ("published", "REAL")):
         if column not in node_columns:
             conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} {ddl}")
+    conn.execute("CREATE INDEX IF NOT EXISTS nodes_version ON nodes (version)")
+    conn.execute("CREATE INDEX IF NOT EXISTS nodes_beat_at ON nodes (beat_at)")
+    conn.execute("INSERT OR IGNORE INTO membership (id, version, epoch) VALUES (0, 0, ?)", (os.urandom(8).hex(),))
     conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
