@@ -110,9 +110,7 @@ async def serve(config: MeshConfig, *, observe: bool = False) -> int:
     logging.getLogger("mesh").setLevel(logging.ERROR)  # problems are printed as events instead
     mesh = AgentMeshManager(config, role=NodeRole.CLIENT if observe else NodeRole.WORKER)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals(loop)
     printer = loop.create_task(_print_events(mesh, out))
     try:
         await mesh.start()
@@ -159,9 +157,7 @@ async def stream_events(config: MeshConfig, *, follow: bool, fmt: str, settle: f
     logging.getLogger("mesh").setLevel(logging.ERROR)
     mesh = AgentMeshManager(config.replace(node_name=config.node_name or "events"), role=NodeRole.CLIENT)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals(loop)
     printer = loop.create_task(_print_events(mesh, out))
     try:
         await mesh.start()
@@ -177,6 +173,14 @@ async def stream_events(config: MeshConfig, *, follow: bool, fmt: str, settle: f
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(printer, 2.0)  # the bus closed with the node: what it queued is printed
     return 0
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: how a headless process is asked to leave."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def _print_events(mesh: AgentMeshManager, out: Output) -> None:
