@@ -32,6 +32,7 @@ MAX_EPOCH = 2 ** 63  # a primary epoch at or past this is refused (the next one 
 MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a number, or not positive) is refused
 PULL_KEYS = 10_000  # keys one Pull may name
 READ_REPLICAS = 2  # workers a client's read of keys asks first (the others when their answers differ)
+READ_HEDGE_SECONDS = 0.2  # … and the others at once too when those have not both answered by then
 RELAYED_KEPT = 16_384  # peer_to_peer: entries remembered as relayed here (one relayed again later: hops bound it)
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer

@@ -25,6 +25,7 @@ from .base import (
     PEER_CALL_SECONDS,
     PULL_BUCKETS_SECONDS,
     PULL_KEYS,
+    READ_HEDGE_SECONDS,
     READ_REPLICAS,
     _chunks,
     _log_call,
@@ -197,7 +198,8 @@ class MemoryEntropy(MemoryPush):
 
         Newest entries are asked of ``READ_REPLICAS`` workers first (active ones, picked by the first key: the
         same for every client); the other live workers are asked only for the keys on which those answers differ
-        (one is behind: it joined late, an entry is on its way), or for all of them when one did not answer. A key
+        (one is behind: it joined late, an entry is on its way), or for all of them when one did not answer (or not
+        within ``READ_HEDGE_SECONDS``: then they are asked meanwhile, not after its call timed out). A key
         that agrees there is what any worker holds but for entries still on their way to both, which a write built
         on it meets as a concurrent sibling, as a worker's own write does. Versions (history) are asked of every
         live worker: a key's history is the union of theirs."""
@@ -209,8 +211,15 @@ class MemoryEntropy(MemoryPush):
         else:
             ranked = read_order(wanted[0][1], peers)
             first = sorted(ranked, key=lambda p: self.status_of(p) is not NodeStatus.ACTIVE)[:READ_REPLICAS]
-        answers = await self._ask_keys(first, wanted)
         rest = [p for p in peers if p not in first]
+        asked = asyncio.ensure_future(self._ask_keys(first, wanted))
+        if rest:
+            done, _ = await asyncio.wait({asked}, timeout=READ_HEDGE_SECONDS)
+            if not done:  # one of them is slow (paused, overloaded, gone): the others are asked meanwhile
+                self.counters["memory_client_reads_widened"] += 1
+                first_answers, rest_answers = await asyncio.gather(asked, self._ask_keys(rest, wanted))
+                return _merged_answers(wanted, first_answers + rest_answers)
+        answers = await asked
         if rest:
             heard = [a for a in answers if a is not None]
             differ = wanted if len(heard) < len(first) else \
@@ -218,10 +227,7 @@ class MemoryEntropy(MemoryPush):
             if differ:
                 self.counters["memory_client_reads_widened"] += 1
                 answers += await self._ask_keys(rest, differ)
-        out: list[list[bytes]] = []
-        for memory_type, key, _ in wanted:
-            out.append(_unique(f for a in answers if a is not None for f in a.get((memory_type, key), ())))
-        return out
+        return _merged_answers(wanted, answers)
 
     async def _ask_keys(self, peers: Sequence[str], wanted: Sequence[tuple[str | None, str, bool]]
                         ) -> list[dict[tuple[str | None, str], list[bytes]] | None]:
@@ -299,3 +305,10 @@ def read_order(key: str, node_ids: Sequence[str]) -> list[str]:
     """The workers a client asks for ``key`` first, in order: by a hash of the key and each node id (rendezvous),
     so every client asks the same ones and the keys spread over the workers."""
     return sorted(node_ids, key=lambda n: hashlib.blake2b(f"{key}\0{n}".encode(), digest_size=8).digest())
+
+
+def _merged_answers(wanted: Sequence[tuple[str | None, str, bool]],
+                    answers: Sequence[dict[tuple[str | None, str], list[bytes]] | None]) -> list[list[bytes]]:
+    """Per item of ``wanted``, the frames any answer holds of it (each once)."""
+    return [_unique(f for a in answers if a is not None for f in a.get((memory_type, key), ()))
+            for memory_type, key, _ in wanted]
