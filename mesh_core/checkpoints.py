@@ -5,8 +5,9 @@ the checkpoint that copies the WAL back into the database, which SQLite runs by 
 that takes the WAL past 1000 pages. That commit then takes several milliseconds, not a fraction of one,
 and on a replica the event loop waits for it. A ``Checkpointer`` runs the checkpoints on its own thread
 and connection instead, every ``CHECKPOINT_SECONDS`` (``PASSIVE``: it never waits for, nor holds up, a
-reader or a writer); ``writes_apart`` raises the writers' own threshold to ``AUTO_CHECKPOINT_PAGES``, so
-a writer checkpoints only when the thread fell behind, and the WAL stays bounded either way.
+reader or a writer); ``writes_apart`` raises the writers' own threshold to ``AUTO_CHECKPOINT_PAGES``, so a
+writer checkpoints only under writes that leave the thread no pause to finish (then mostly what the thread has
+not copied yet), and the WAL stays bounded either way.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import logging
 import sqlite3
 import threading
 
-CHECKPOINT_SECONDS = 0.5
-AUTO_CHECKPOINT_PAGES = 16_384  # a writer's own checkpoint past this many WAL pages (64 MiB at 4 KiB)
+CHECKPOINT_SECONDS = 0.25
+# A writer's own checkpoint past this many WAL pages: under writes that never pause, a PASSIVE checkpoint never
+# catches up with the WAL's end, so the WAL is only restarted by one of these (a bigger WAL is slower to read).
+AUTO_CHECKPOINT_PAGES = 2000
 
 log = logging.getLogger(__name__)
 

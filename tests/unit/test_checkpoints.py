@@ -10,6 +10,7 @@ from pathlib import Path
 from mesh_core.checkpoints import Checkpointer, writes_apart
 
 ROW_BYTES = 3000
+COMMITS = 450  # about three WAL pages each: past SQLite's 1000-page threshold, short of AUTO_CHECKPOINT_PAGES
 
 
 def _writer(path: Path) -> sqlite3.Connection:
@@ -21,7 +22,7 @@ def _writer(path: Path) -> sqlite3.Connection:
 
 
 def _fill(conn: sqlite3.Connection, commits: int) -> None:
-    for _ in range(commits):  # one commit each, about one 4 KiB page apiece: past SQLite's 1000-page threshold
+    for _ in range(commits):
         conn.execute("INSERT INTO t (b) VALUES (?)", (os.urandom(ROW_BYTES),))
 
 
@@ -29,25 +30,25 @@ def test_a_writer_left_apart_does_not_checkpoint_and_the_thread_does(tmp_path: P
     path = tmp_path / "r.db"
     conn = _writer(path)
     writes_apart(conn)
-    _fill(conn, 1500)
+    _fill(conn, COMMITS)
     wal = Path(f"{path}-wal")
     assert path.stat().st_size < 64 * 1024  # every commit is still in the WAL only: no writer checkpointed
     checkpoints = Checkpointer(str(path), every=0.02)
     try:
         deadline = time.monotonic() + 10
-        while (path.stat().st_size < 1500 * ROW_BYTES or not checkpoints.runs) and time.monotonic() < deadline:
+        while (path.stat().st_size < COMMITS * ROW_BYTES or not checkpoints.runs) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert path.stat().st_size >= 1500 * ROW_BYTES  # copied back into the database by the thread
+        assert path.stat().st_size >= COMMITS * ROW_BYTES  # copied back into the database by the thread
         assert checkpoints.runs >= 1
         assert checkpoints.failures == 0
         size = wal.stat().st_size
         time.sleep(0.1)  # a checkpoint ran after the last commit: the next writes start the WAL from its start
-        _fill(conn, 500)
+        _fill(conn, COMMITS // 3)
         assert wal.stat().st_size <= size
     finally:
         checkpoints.close()
     assert not checkpoints._thread.is_alive()
-    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2000
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == COMMITS + COMMITS // 3
     conn.close()
 
 
@@ -55,6 +56,6 @@ def test_a_default_writer_checkpoints_in_its_own_commit(tmp_path: Path) -> None:
     # what writes_apart changes: without it the commit past 1000 WAL pages copies them back itself
     path = tmp_path / "d.db"
     conn = _writer(path)
-    _fill(conn, 1500)
-    assert path.stat().st_size >= 900 * ROW_BYTES
+    _fill(conn, COMMITS)
+    assert path.stat().st_size >= COMMITS // 2 * ROW_BYTES
     conn.close()
