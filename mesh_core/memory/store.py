@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
+from ..checkpoints import Checkpointer, writes_apart
 from ..errors import CodecError
 from ..files import PRIVATE_FILE, prepare_sqlite_file
 from ..model import MemoryItem
@@ -99,10 +100,17 @@ class ReplicaStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        # The replica is written on the event loop: its WAL checkpoints (and their fsyncs) run on their own thread.
+        self._checkpoints: Checkpointer | None = None
+        if path:
+            writes_apart(self._db)
+            self._checkpoints = Checkpointer(self.path)
         self._count: int | None = None
         self._outbox_empty: bool | None = None  # None: not looked yet
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._db.close()
 
     # -- reads ------------------------------------------------------------------

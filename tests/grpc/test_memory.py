@@ -17,8 +17,10 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
+from mesh_core.backends.grpc.memory.entropy import read_order
 from mesh_core.errors import BackendUnavailable, SyncTimeout
 from mesh_core.memory.digest import bucket_of
+from mesh_core.model import MemoryItem
 
 from ..backends.conftest import Cluster, eventually
 from .conftest import backend_of
@@ -82,6 +84,40 @@ async def test_a_clients_write_is_held_by_the_workers_before_it_returns_and_surv
         _stop_memory_loop(node)  # alive, but they apply nothing: no worker takes the write
     with pytest.raises(BackendUnavailable, match="no live worker"):
         await lone.sync_memory_item("fact", "never held", key="unheld")
+
+
+async def test_a_clients_read_asks_two_workers_and_the_rest_only_when_they_differ(cluster: Cluster) -> None:
+    workers = [await cluster.node(n) for n in "abc"]
+    client = await cluster.client()
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 3), timeout=5)
+    mem = backend_of(client)
+    await client.sync_memory_item("fact", "everywhere", key="agreed")  # held by every worker before it returns
+    mem.counters["memory_client_reads_widened"] = 0
+    assert await client.recall("agreed") == "everywhere"
+    assert mem.counters["memory_client_reads_widened"] == 0  # the two asked agreed: the third was not asked
+
+    # The first-asked worker holds an entry the second does not, the third another one (neither was pushed to
+    # the others): the two answers differ, so the third is asked too, and the client's write dominates both
+    # entries (without it, it would be concurrent with the third's one: a conflict there).
+    ranked = [next(w for w in workers if w.node_id == n) for n in read_order("split", [w.node_id for w in workers])]
+    for holder in (ranked[0], ranked[2]):
+        origin = holder.node_id
+        item = MemoryItem("fact", "split", f"only on {holder.name}", {origin: 1}, holder.services.memory.hlc.now(),
+                          origin)
+        frame = holder.services.memory.frame_of(item)
+        await backend_of(holder).store.publish_memory(origin, [("fact", "split", frame)], broadcast=False)
+    await client.sync_memory_item("fact", "over both", key="split")
+    assert mem.counters["memory_client_reads_widened"] == 1
+    for worker in workers:
+        await eventually(lambda w=worker: _recall_is(w, "split", "over both"))
+        assert [s.value for s in _replica(worker).siblings("fact", "split")] == ["over both"]
+        assert not worker.conflicts()
+
+    # A first-asked worker that does not answer: the others are asked.
+    second = read_order("gone", [w.node_id for w in workers])[1]
+    await cluster.crash(next(w for w in workers if w.node_id == second))
+    await client.sync_memory_item("fact", "still read", key="gone")
+    assert mem.counters["memory_client_reads_widened"] == 2
 
 
 async def _acked_by(writer: Any, peer: Any) -> bool:

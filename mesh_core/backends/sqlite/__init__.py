@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ... import codec
+from ...checkpoints import Checkpointer
 from ...errors import BackendUnavailable
 from ...files import PRIVATE_FILE
 from ...model import NodeInfo
@@ -66,8 +67,9 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
     name = "sqlite_local"
 
     def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
-                 file_mode: int = PRIVATE_FILE) -> None:
-        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode)
+                 file_mode: int = PRIVATE_FILE, background_checkpoints: bool = False) -> None:
+        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode,
+                         background_checkpoints=background_checkpoints)
         self._view = FollowedNodes()  # this reader's copy of the node rows (see ``snapshot``)
 
     # -- lifecycle -------------------------------------------------------------
@@ -87,6 +89,8 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc.strerror}") from None
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite-read")
         self._read_conn = await loop.run_in_executor(self._read_pool, self._connect_reader)
+        if self.background_checkpoints:
+            self._checkpoints = Checkpointer(self.path)
         address = _wake_address(self.path, local.node_id)
         if isinstance(address, str) and os.path.exists(address):
             os.unlink(address)
@@ -109,6 +113,9 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         if self._send_sock is not None:
             self._send_sock.close()
             self._send_sock = None
+        if self._checkpoints is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.close)
+            self._checkpoints = None
         for pool_attr, conn_attr in (("_read_pool", "_read_conn"), ("_pool", "_conn")):
             pool, conn = getattr(self, pool_attr), getattr(self, conn_attr)
             if pool is None:

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ... import codec
+from ...checkpoints import Checkpointer, writes_apart
 from ...errors import BackendError, BackendUnavailable
 from ...files import PRIVATE_FILE, prepare_sqlite_file
 from ...memory.digest import bucket_of
@@ -249,10 +250,14 @@ class SqliteStore(SharedStoreBackend):
     """The file, its two connections (each on its own thread) and the wake-up sockets; no mesh records."""
 
     def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float,
-                 file_mode: int = PRIVATE_FILE) -> None:
+                 file_mode: int = PRIVATE_FILE, background_checkpoints: bool = False) -> None:
         super().__init__(limits)
         self.path = os.path.abspath(path)
         self.file_mode = file_mode
+        # A file only this process writes (a grpc node's store): WAL checkpoints on their own thread
+        # (``mesh_core.checkpoints``), not in the commit that crosses SQLite's threshold.
+        self.background_checkpoints = background_checkpoints
+        self._checkpoints: Checkpointer | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         # Reads have their own connection and thread: in WAL mode they never wait for the write lock, so a
@@ -282,6 +287,8 @@ class SqliteStore(SharedStoreBackend):
                                    hint="put it on a local disk, not a network share")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
+            if self.background_checkpoints:
+                writes_apart(conn)
             self._retrying(_create_schema, conn)
         except BaseException:
             conn.close()

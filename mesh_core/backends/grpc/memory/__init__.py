@@ -40,7 +40,8 @@ What grpc adds is how entries reach the other logs:
   so two primaries after a partition cannot both be obeyed where the newer one was heard.
 
 A one-shot client keeps no log worth the name: it is pushed nothing, and reads keys, versions and buckets
-from the live workers. Its write is stored once a worker's node applied it (nothing the client queued
+from the live workers (a key's newest entries from two of them, the others only when those two differ or one
+does not answer: ``_pull_keys_now``). Its write is stored once a worker's node applied it (nothing the client queued
 survives its exit): ``publish_memory`` waits for the acks of the workers it pushed to (every one, or at
 least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy) and raises
 ``BackendUnavailable`` when none took it. The master_slave primary's own writes (the ones forwarded to it

@@ -15,7 +15,7 @@ from .... import codec
 from ....errors import CodecError
 from ....memory.digest import BUCKETS, differing
 from ....memory.store import item_from_wire
-from ....model import MemoryItem
+from ....model import MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
@@ -25,6 +25,8 @@ from .base import (
     PEER_CALL_SECONDS,
     PULL_BUCKETS_SECONDS,
     PULL_KEYS,
+    READ_HEDGE_SECONDS,
+    READ_REPLICAS,
     _chunks,
     _log_call,
     _unique,
@@ -159,9 +161,14 @@ class MemoryEntropy(MemoryPush):
 
     async def _call_pull(self, peer_id: str, request: pb.PullRequest,
                          timeout: float = PEER_CALL_SECONDS) -> list[bytes]:
+        return await self._try_pull(peer_id, request, timeout) or []
+
+    async def _try_pull(self, peer_id: str, request: pb.PullRequest,
+                        timeout: float = PEER_CALL_SECONDS) -> list[bytes] | None:
+        """The frames ``peer_id`` answers to ``request``; None (counted) when it did not answer."""
         address, wire = self.address_of(peer_id), self.wire
         if not address or wire is None:
-            return []
+            return None
         asked = pb.PullRequest()
         asked.CopyFrom(request)
         asked.caller.CopyFrom(wire.hello())
@@ -172,21 +179,60 @@ class MemoryEntropy(MemoryPush):
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Pull", address, exc)
+            return None
         except asyncio.CancelledError:
             if not closed_under_call():
                 raise
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+            return None
         return frames
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
-        """A client's read of keys from every live worker. Concurrent reads share the calls (``_key_pulls``):
-        a client writing 64 keys at once asks each worker once for all of them, not 64 times."""
+        """A client's read of keys from the live workers (see ``_pull_keys_now``). Concurrent reads share the calls
+        (``_key_pulls``): a client writing 64 keys at once asks each worker once for all of them, not 64 times."""
         found = await self._key_pulls([(memory_type, key, versions) for key in keys])
         return [f for frames in found for f in frames]
 
     async def _pull_keys_now(self, wanted: list[tuple[str | None, str, bool]]) -> list[list[bytes]]:
-        """The frames of each ``(memory_type or None, key, versions)`` in ``wanted``, from one Pull per live
-        worker and kind of read (at most ``PULL_KEYS`` keys each); frames are handed to the keys they hold."""
+        """The frames of each ``(memory_type or None, key, versions)`` in ``wanted``: what any live worker holds.
+
+        Newest entries are asked of ``READ_REPLICAS`` workers first (active ones, picked by the first key: the
+        same for every client); the other live workers are asked only for the keys on which those answers differ
+        (one is behind: it joined late, an entry is on its way), or for all of them when one did not answer (or not
+        within ``READ_HEDGE_SECONDS``: then they are asked meanwhile, not after its call timed out). A key
+        that agrees there is what any worker holds but for entries still on their way to both, which a write built
+        on it meets as a concurrent sibling, as a worker's own write does. Versions (history) are asked of every
+        live worker: a key's history is the union of theirs."""
+        peers = [p.node_id for p in self.live_peers(workers_only=True)]
+        if not wanted or not peers:
+            return [[] for _ in wanted]
+        if any(versions for _, _, versions in wanted):
+            first = peers
+        else:
+            ranked = read_order(wanted[0][1], peers)
+            first = sorted(ranked, key=lambda p: self.status_of(p) is not NodeStatus.ACTIVE)[:READ_REPLICAS]
+        rest = [p for p in peers if p not in first]
+        asked = asyncio.ensure_future(self._ask_keys(first, wanted))
+        if rest:
+            done, _ = await asyncio.wait({asked}, timeout=READ_HEDGE_SECONDS)
+            if not done:  # one of them is slow (paused, overloaded, gone): the others are asked meanwhile
+                self.counters["memory_client_reads_widened"] += 1
+                first_answers, rest_answers = await asyncio.gather(asked, self._ask_keys(rest, wanted))
+                return _merged_answers(wanted, first_answers + rest_answers)
+        answers = await asked
+        if rest:
+            heard = [a for a in answers if a is not None]
+            differ = wanted if len(heard) < len(first) else \
+                [w for w in wanted if len({frozenset(a.get(w[:2], ())) for a in heard}) > 1]
+            if differ:
+                self.counters["memory_client_reads_widened"] += 1
+                answers += await self._ask_keys(rest, differ)
+        return _merged_answers(wanted, answers)
+
+    async def _ask_keys(self, peers: Sequence[str], wanted: Sequence[tuple[str | None, str, bool]]
+                        ) -> list[dict[tuple[str | None, str], list[bytes]] | None]:
+        """Per peer, the frames it holds of ``wanted`` by ``(memory_type, key)`` and ``(None, key)``; None when it
+        did not answer. One Pull per peer and kind of read (at most ``PULL_KEYS`` keys each)."""
         groups: dict[tuple[str | None, bool], list[str]] = {}
         for memory_type, key, versions in wanted:
             groups.setdefault((memory_type, versions), []).append(key)
@@ -198,18 +244,24 @@ class MemoryEntropy(MemoryPush):
                 if memory_type is not None:
                     request.memory_type = memory_type
                 requests.append(request)
-        peers = [p.node_id for p in self.live_peers(workers_only=True)]
-        pulled = await asyncio.gather(*(self._call_pull(p, r) for p in peers for r in requests))
-        by_key: dict[tuple[str | None, str], list[bytes]] = {}
-        for frame in _unique(f for frames in pulled for f in frames):
-            try:
-                item = item_from_wire(codec.decode(frame, self.limits))
-            except CodecError as exc:
-                self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+        pulled = await asyncio.gather(*(self._try_pull(p, r) for p in peers for r in requests))
+        out: list[dict[tuple[str | None, str], list[bytes]] | None] = []
+        for i in range(len(peers)):
+            mine = pulled[i * len(requests):(i + 1) * len(requests)]
+            if any(frames is None for frames in mine):
+                out.append(None)
                 continue
-            by_key.setdefault((item.memory_type, item.key), []).append(frame)
-            by_key.setdefault((None, item.key), []).append(frame)  # for reads of a key of any type
-        return [by_key.get((memory_type, key), []) for memory_type, key, _ in wanted]
+            by_key: dict[tuple[str | None, str], list[bytes]] = {}
+            for frame in _unique(f for frames in mine for f in frames or ()):
+                try:
+                    item = item_from_wire(codec.decode(frame, self.limits))
+                except CodecError as exc:
+                    self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+                    continue
+                by_key.setdefault((item.memory_type, item.key), []).append(frame)
+                by_key.setdefault((None, item.key), []).append(frame)  # for reads of a key of any type
+            out.append(by_key)
+        return out
 
     async def _serve_digest(self, request: pb.DigestRequest, context: Any) -> pb.DigestReply:
         theirs = dict(request.digests)
@@ -247,3 +299,16 @@ class MemoryEntropy(MemoryPush):
                 frames = [f for key in keys for f in await self.store.memory_for_key(None, key)]
             chunks += _chunks(frames, None)
         return chunks
+
+
+def read_order(key: str, node_ids: Sequence[str]) -> list[str]:
+    """The workers a client asks for ``key`` first, in order: by a hash of the key and each node id (rendezvous),
+    so every client asks the same ones and the keys spread over the workers."""
+    return sorted(node_ids, key=lambda n: hashlib.blake2b(f"{key}\0{n}".encode(), digest_size=8).digest())
+
+
+def _merged_answers(wanted: Sequence[tuple[str | None, str, bool]],
+                    answers: Sequence[dict[tuple[str | None, str], list[bytes]] | None]) -> list[list[bytes]]:
+    """Per item of ``wanted``, the frames any answer holds of it (each once)."""
+    return [_unique(f for a in answers if a is not None for f in a.get((memory_type, key), ()))
+            for memory_type, key, _ in wanted]
