@@ -364,7 +364,16 @@ async def test_a_running_task_shows_its_progress_in_the_table_and_its_message_in
     app = mesh.app()
     async with app.run_test(size=SIZE) as pilot:
         await started(app, 2)
-        task_id = await worker.submit_task("slow", {})
+        ids: list[str] = []
+
+        async def submitted() -> bool:
+            try:
+                ids.append(await worker.submit_task("slow", {}))
+            except UnknownTaskType:
+                return False  # the new task type is known with the next heartbeat
+            return True
+        await eventually(submitted)
+        task_id = ids[0]
         queues = app.query_one(TaskQueues)
         table = queues.table("running")
 
