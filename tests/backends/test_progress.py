@@ -94,3 +94,41 @@ def test_task_progress_checked_refuses(fraction: object) -> None:
 def test_task_progress_checked_keeps_good_values() -> None:
     assert TaskProgress.checked(0, None) == TaskProgress(0.0, "")
     assert TaskProgress.checked(1, "x" * 200).fraction == 1.0
+
+
+async def test_a_sqlite_file_from_before_progress_gets_its_columns(tmp_path) -> None:
+    import sqlite3
+    import time
+    import uuid
+
+    from mesh_core.backends.contracts import Assignment
+    from mesh_core.backends.sqlite import SqliteBackend
+    from mesh_core.model import NodeInfo, Task
+    db, worker = tmp_path / "old.db", "w" * 32
+    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=worker, submitted_at=time.time())
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        await backend.enqueue([Assignment(task, worker, "w1", "test", capacity=100)])
+        [claimed] = await backend.claim(worker, 1, 30.0)
+    finally:
+        await backend.close()
+    with sqlite3.connect(db) as conn:  # as the release before progress left it: schema version 3
+        conn.execute("ALTER TABLE tasks DROP COLUMN progress_message")
+        conn.execute("ALTER TABLE tasks DROP COLUMN progress")
+        conn.execute("PRAGMA user_version=3")
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        assert (await backend.get_tasks([task.task_id]))[0].progress is None
+        kept = await backend.renew(worker, [(task.task_id, claimed.attempt)], 30.0,
+                                   {task.task_id: TaskProgress(0.3, "warming up")})
+        assert kept == {task.task_id}
+        found = (await backend.get_tasks([task.task_id]))[0]
+        assert found.progress == 0.3 and found.progress_message == "warming up"
+        # a renewal for an attempt no longer held stores nothing
+        assert await backend.renew(worker, [(task.task_id, claimed.attempt + 1)], 30.0,
+                                   {task.task_id: TaskProgress(0.9, "stale")}) == set()
+        assert (await backend.get_tasks([task.task_id]))[0].progress == 0.3
+    finally:
+        await backend.close()
