@@ -26,14 +26,26 @@ from .events import (
 )
 from .handlers import TaskContext, handler
 from .manager import AgentMeshManager, Recollection
-from .model import Conflict, MemoryItem, NodeInfo, NodeRole, NodeStatus, NodeType, Task, TaskPriority, TaskStatus
+from .model import (
+    Conflict,
+    MemoryItem,
+    NodeInfo,
+    NodeRole,
+    NodeStatus,
+    NodeType,
+    Task,
+    TaskPriority,
+    TaskProgress,
+    TaskStatus,
+)
 from .nodes import create_specialized_node, get_recommended_node_type
 
 __all__ = [
     "AgentMeshManager", "BackendStatus", "COMMANDS", "CommandResult", "ConfigError", "Conflict", "ConflictOpened",
     "ConflictResolved", "Event", "MemoryChanged", "MemoryItem", "MeshConfig", "MeshError", "NoCapacity",
     "NodeInfo", "NodeJoined", "NodeRole", "NodeStatus", "NodeStatusChanged", "NodeType", "Recollection",
-    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskIdInUse", "TaskNotFound", "TaskPriority", "TaskStatus",
+    "SyncTimeout", "Task", "TaskContext", "TaskFailed", "TaskIdInUse", "TaskNotFound", "TaskPriority", "TaskProgress",
+    "TaskStatus",
     "TaskTimeout", "TaskUpdated", "UnknownTaskType", "create_specialized_node", "get_recommended_node_type", "handler",
     "load_config", "run_command",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
-from .model import NodeInfo, NodeRole, NodeStatus
+from .model import NodeInfo, NodeRole, NodeStatus, TaskProgress
 
 if TYPE_CHECKING:
     from .events import Event
@@ -128,10 +128,24 @@ class TaskContext:
     when someone asked for this attempt to stop (a long handler may check it).
     """
 
-    def __init__(self, task: Task, node: NodePort, cancelled: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, task: Task, node: NodePort, cancelled: Callable[[], bool] = lambda: False,
+                 report: Callable[[TaskProgress], None] | None = None) -> None:
         self.task = task
         self._node = node
         self._cancelled = cancelled
+        self._report = report
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Say how far this task is: ``fraction`` from 0 to 1 and a short message (at most 200 characters).
+
+        Costs no write: the latest report is kept and travels with the next lease renewal, so a reader on
+        any node sees it within one renewal interval. A value outside 0..1 (or NaN, or a long message) is a
+        ValueError here, in the handler that made it.
+        """
+        report = TaskProgress.checked(fraction, message)
+        self.task.progress, self.task.progress_message = report.fraction, report.message or None
+        if self._report is not None:
+            self._report(report)
 
     @property
     def task_id(self) -> str:

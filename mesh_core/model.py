@@ -154,6 +154,8 @@ class Task:
     error: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     signature: str = ""  # the submitter's HMAC over what the task asks (empty without an api_key)
+    progress: float | None = None  # the last fraction done its handler reported (0..1), carried by lease renewals
+    progress_message: str | None = None  # what the handler said with it
     # The payload as encoded once by the submitter (size checked); backends store it as is.
     payload_frame: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -169,6 +171,34 @@ class Task:
     @property
     def parent_id(self) -> str | None:
         return self.context.get("parent_id")
+
+
+MAX_PROGRESS_MESSAGE_CHARS = 200  # a progress message is a status line, not a log
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """How far a running task is, as its handler last said: a fraction in 0..1 and a short message."""
+
+    fraction: float
+    message: str = ""
+
+    @classmethod
+    def checked(cls, fraction: Any, message: Any = "") -> TaskProgress:
+        """A progress report validated; ValueError says what is wrong (NaN, outside 0..1, a long message)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ValueError(f"progress must be a number from 0 to 1, not {type(fraction).__name__}")
+        value = float(fraction)
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ValueError(f"progress must be from 0 to 1, not {fraction!r}")
+        if message is None:
+            message = ""
+        if not isinstance(message, str):
+            raise ValueError(f"a progress message must be text, not {type(message).__name__}")
+        if len(message) > MAX_PROGRESS_MESSAGE_CHARS:
+            raise ValueError(f"a progress message is at most {MAX_PROGRESS_MESSAGE_CHARS} characters "
+                             f"(this one has {len(message)})")
+        return cls(value, message)
 
 
 @dataclass(frozen=True)

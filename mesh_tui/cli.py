@@ -239,10 +239,16 @@ async def _oneshot(config: MeshConfig, cmd: Command, args: argparse.Namespace) -
     from mesh_core.manager import AgentMeshManager
 
     mesh = AgentMeshManager(config, role=NodeRole.CLIENT)
+    shown = None
+    if getattr(args, "wait", False) and not args.json:  # --json: only the final outcome (with its progress)
+        from .progress import ProgressShown
+        shown = args.on_progress = ProgressShown(sys.stderr)
     await mesh.start()
     try:
         result = await cmd.run(mesh, args)
     finally:
+        if shown is not None:
+            shown.close()
         await mesh.stop()
     if args.json:
         _print_json(result.data)

@@ -27,11 +27,11 @@ import abc
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import NodeInfo, NodeStatus, Task, TaskStatus
+from ..model import NodeInfo, NodeStatus, Task, TaskProgress, TaskStatus
 
 # The medium keeps this many versions per key (memory type and key) for the replicated history.
 MEMORY_VERSIONS_KEPT = 100
@@ -334,12 +334,16 @@ class TaskTransport(abc.ABC):
         a full poll, and compares no clocks."""
 
     @abc.abstractmethod
-    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
+                    progress: Mapping[str, TaskProgress] | None = None) -> set[str]:
         """Extend the leases on ``(task_id, attempt)`` still held; return the ids still held.
 
+        ``progress`` (task id → the handler's latest report, validated) is stored with the task in the same
+        write, only for an attempt still held: progress travels with the renewals, never on its own.
         A task missing from the answer was taken away (re-routed); its
         executor must stop working on it. SQLite: one conditional UPDATE per
-        task in one transaction. Redis: one script for the batch.
+        task in one transaction. Redis: one script for the batch. gRPC: the owner's store, from the
+        ``LeaseRenewal``.
         """
 
     @abc.abstractmethod

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from .. import codec
-from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskStatus
+from ..model import Attempt, NodeInfo, NodeRole, NodeType, Task, TaskPriority, TaskProgress, TaskStatus
 from ..tasks import Move, check_target, move_of
 from . import contracts
 
@@ -41,6 +41,7 @@ TASK_FIELDS = (
     "task_id", "task_type", "payload", "priority", "status", "node_id", "node_name", "attempt", "failures",
     "max_retries", "timeout_s", "preferred", "required", "context", "submitter_id", "why", "submitted_at",
     "started_at", "finished_at", "lease_expires", "not_before", "result", "error", "signature",
+    "progress", "progress_message",
 )
 FINISHED_FIELDS = ("task_id", "status", "attempt", "node_id", "node_name", "finished_at", "result", "error")
 NODE_FIELDS = ("node_id", "name", "node_type", "role", "host", "port", "pid", "incarnation", "capabilities",
@@ -247,9 +248,25 @@ class SharedStoreBackend(contracts.Backend):
                 submitted_at=_float_or_none(f["submitted_at"]) or 0.0, started_at=_float_or_none(f["started_at"]),
                 finished_at=_float_or_none(f["finished_at"]), lease_expires=_float_or_none(f["lease_expires"]),
                 not_before=_float_or_none(f["not_before"]) or 0.0, result=self.stored_value(f["result"]),
-                error=_free_text(f["error"]), signature=_text_or_none(f["signature"]) or "")
+                error=_free_text(f["error"]), signature=_text_or_none(f["signature"]) or "",
+                **self._progress_fields(task_id, f.get("progress"), f.get("progress_message")))
         except DECODE_ERRORS as exc:
             raise CorruptRecord(f"task {f.get('task_id')!r}: {type(exc).__name__} {exc}") from None
+
+    def _progress_fields(self, task_id: str, fraction: Any, message: Any) -> dict[str, Any]:
+        """A stored progress report as Task fields; one that fails ``TaskProgress.checked`` is counted
+        (``corrupt_values``) and read as none: progress is a hint, never a reason to set a task aside."""
+        if fraction is None or fraction == "" or fraction == b"":
+            return {}
+        try:
+            if isinstance(message, bytes):
+                message = message.decode()
+            progress = TaskProgress.checked(_float_or_none(fraction), message)
+        except (*DECODE_ERRORS, UnicodeDecodeError) as exc:
+            self.corrupt_values += 1
+            log.warning("task %s: stored progress ignored: %s", task_id, shortened(str(exc)))
+            return {}
+        return {"progress": progress.fraction, "progress_message": progress.message or None}
 
     def finished_from_fields(self, f: Mapping[str, Any], complete: bool = True) -> contracts.Finished:
         """One result-feed entry (``FINISHED_FIELDS`` → raw values); raises CorruptRecord if it cannot be read.

@@ -7,10 +7,14 @@ worker node (cockpit, headless stdin) and a one-shot CLI client.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import NODE_TYPES
+from ..errors import MeshError
 from ..model import Task, TaskPriority, TaskStatus
 from .registry import (
     IN_A_NODE,
@@ -74,6 +78,33 @@ async def _fresh(mesh: AgentMeshManager, key: str | None = None) -> None:
         await mesh.sync_now()
     else:
         await mesh.catch_up(key)
+
+
+PROGRESS_POLL_SECONDS = 0.5  # how often a waiting caller reads a running task's progress (renewals bring it)
+
+
+async def _wait_reporting(mesh: AgentMeshManager, task_id: str, timeout: float | None, args: Args) -> Task:
+    """``wait_task``; meanwhile, when the surface asks (``args.on_progress``, a callable the CLI sets), it is
+    called with the task each time its stored progress changes. The final task carries its last progress."""
+    on_progress: Callable[[Task], None] | None = getattr(args, "on_progress", None)
+    waiting = asyncio.ensure_future(mesh.wait_task(task_id, timeout))
+    seen: tuple[float | None, str | None] = (None, None)
+    try:
+        while on_progress is not None and not waiting.done():
+            with contextlib.suppress(MeshError):
+                task = await mesh.get_task(task_id)
+                if task.progress is not None and (task.progress, task.progress_message) != seen:
+                    seen = (task.progress, task.progress_message)
+                    on_progress(task)
+            await asyncio.wait({waiting}, timeout=PROGRESS_POLL_SECONDS)
+        final = await waiting
+    finally:
+        waiting.cancel()
+    if final.progress is None:  # the result feed carries no progress: the stored task does
+        with contextlib.suppress(MeshError):
+            stored = await mesh.get_task(task_id)
+            final.progress, final.progress_message = stored.progress, stored.progress_message
+    return final
 
 
 def _finished(task: Task) -> CommandResult:
@@ -143,7 +174,7 @@ async def _submit(mesh: AgentMeshManager, args: Args) -> CommandResult:
                                      timeout_s=args.timeout, task_id=args.task_id, queue=args.queue)
     if not args.wait:
         return CommandResult(f"📨 Submitted {args.task_type} as {task_id}.", {"task_id": task_id}, bare=task_id)
-    return _finished(await mesh.wait_task(task_id, args.wait_timeout))
+    return _finished(await _wait_reporting(mesh, task_id, args.wait_timeout, args))
 
 
 @command(
@@ -175,7 +206,7 @@ async def _cancel(mesh: AgentMeshManager, args: Args) -> CommandResult:
 async def _retry(mesh: AgentMeshManager, args: Args) -> CommandResult:
     where = await mesh.retry_task(args.task_id)
     if args.wait:
-        return _finished(await mesh.wait_task(args.task_id))
+        return _finished(await _wait_reporting(mesh, args.task_id, None, args))
     return CommandResult(f"🔁 {args.task_id[:12]} replayed on {where}.",
                          {"task_id": args.task_id, "node_name": where}, bare=where)
 

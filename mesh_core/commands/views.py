@@ -32,6 +32,7 @@ def task_dict(task: Task) -> dict[str, Any]:
         "priority": task.priority.name.lower(), "node_id": task.node_id, "node_name": task.node_name,
         "attempts": task.attempt, "why": task.why, "submitted_at": task.submitted_at,
         "finished_at": task.finished_at, "error": task.error,
+        "progress": task.progress, "progress_message": task.progress_message,
     }
 
 
@@ -39,7 +40,8 @@ def task_outcome(task: Task) -> dict[str, Any]:
     """A finished task as ``submit --wait`` reports it: the result and every attempt's error."""
     return {"task_id": task.task_id, "status": task.status.value, "result": task.result,
             "node_id": task.node_id, "node_name": task.node_name, "attempts": task.attempt,
-            "error": task.error, "errors": [a.error for a in task.attempts if a.error]}
+            "error": task.error, "errors": [a.error for a in task.attempts if a.error],
+            "progress": task.progress, "progress_message": task.progress_message}
 
 
 def tree_dict(tree: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..backends.contracts import TOPIC_CANCEL, TOPIC_TASKS, Completion, Reassign
 from ..errors import BackendError, CodecError, UnknownTaskType
 from ..events import TaskUpdated
 from ..handlers import NodePort, TaskContext
-from ..model import Task, TaskStatus
+from ..model import Task, TaskProgress, TaskStatus
 from ..routing import AffinityStats
 from ..tasks import DeadLetter, RetryPolicy, after_failure
 from .context import NodeContext
@@ -39,6 +39,11 @@ class Running:
     refused: bool = False  # not signed with the mesh's api_key: never run, failed without retry
     recording: bool = False  # its outcome is being recorded: fencing decides now, a renewal no longer does
     started: float = field(default_factory=time.monotonic)
+    progress: TaskProgress | None = None  # the handler's latest report, not yet carried by a renewal
+
+    def report(self, progress: TaskProgress) -> None:
+        """Keep the latest report; the next renewal carries it (a handler may report often, it costs no write)."""
+        self.progress = progress
 
 
 class Worker:
@@ -77,12 +82,42 @@ class Worker:
     # -- leases and cancels ------------------------------------------------------------------------
     async def renew_leases(self) -> None:
         """Extend the leases of running tasks; stop working on any the medium says was taken away."""
-        held = [(e.task.task_id, e.task.attempt) for e in self.running.values() if not (e.lost or e.recording)]
-        if held:
-            kept = await self.transport.renew(self.ctx.node_id, held, self.ctx.timings.task_lease_s)
+        entries = [e for e in self.running.values() if not (e.lost or e.recording)]
+        if entries:
+            held = [(e.task.task_id, e.task.attempt) for e in entries]
+            progress = self._take_progress(entries)
+            try:
+                kept = await self.transport.renew(self.ctx.node_id, held, self.ctx.timings.task_lease_s,
+                                                  progress or None)
+            except BaseException:
+                self._give_back_progress(entries, progress)  # the next renewal carries them
+                raise
             for task_id, _ in held:
                 if task_id not in kept:
                     self._lose(task_id, "lease lost (the task was re-routed)")
+
+    @staticmethod
+    def _take_progress(entries: list[Running]) -> dict[str, TaskProgress]:
+        taken = {}
+        for e in entries:
+            if e.progress is not None:
+                taken[e.task.task_id], e.progress = e.progress, None
+        return taken
+
+    @staticmethod
+    def _give_back_progress(entries: list[Running], taken: dict[str, TaskProgress]) -> None:
+        for e in entries:
+            if e.progress is None and e.task.task_id in taken:
+                e.progress = taken[e.task.task_id]
+
+    async def _flush_progress(self, entry: Running) -> None:
+        """A report the handler made since the last renewal, stored before the outcome (so the finished task
+        keeps the last progress): one renewal of this lease, only when such a report waits."""
+        progress = self._take_progress([entry])
+        if progress and not entry.lost:
+            with contextlib.suppress(BackendError):
+                await self.transport.renew(self.ctx.node_id, [(entry.task.task_id, entry.task.attempt)],
+                                           self.ctx.timings.task_lease_s, progress)
 
     def _lose(self, task_id: str, why: str) -> None:
         entry = self.running.get(task_id)
@@ -186,8 +221,8 @@ class Worker:
                 raise PermissionError(f"refused by {ctx.name}: {why}")
             if spec is None:
                 raise UnknownTaskType(f"node {ctx.name} has no handler for {task.task_type!r}")
-            args = (task.payload, TaskContext(task, self.port, lambda: entry.cancelled)) if spec.takes_context \
-                else (task.payload,)
+            args = (task.payload, TaskContext(task, self.port, lambda: entry.cancelled, entry.report)) \
+                if spec.takes_context else (task.payload,)
             async with asyncio.timeout(timeout):
                 if spec.is_async:
                     result = await spec.fn(*args)
@@ -209,6 +244,7 @@ class Worker:
             error = f"{type(exc).__name__}: {exc}"
         entry.recording = True
         try:
+            await self._flush_progress(entry)
             await self._record_until_stored(entry, frame, error, time.monotonic() - started)
         finally:
             self.running.pop(task.task_id, None)

@@ -501,6 +501,7 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
 
     A step with no task type is a milestone: it completes at once. A failed step's dependents are
     skipped (never submitted) while independent branches go on; ``ok`` says whether every step succeeded.
+    The task's progress is the share of steps settled, with ``step k/n``.
     """
     goal, steps, decomposition = steps_of(payload)
     plan = plan_of(goal, steps, decomposition)
@@ -549,8 +550,13 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
                 entry.update(status="running", task_id=task_id, submitted_s=round(time.monotonic() - began, 4))
                 running[asyncio.get_running_loop().create_task(ctx.wait_task(task_id))] = sid
 
+    def report() -> None:  # the steps settled so far (done, milestone, failed or skipped), as the task's progress
+        settled = sum(1 for e in state.values() if e["status"] not in ("waiting", "running"))
+        ctx.progress(settled / len(state) if state else 1.0, f"step {settled}/{len(state)}")
+
     try:
         await launch_ready()
+        report()
         while running:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for job in done:
@@ -570,6 +576,7 @@ async def handle_execute_plan(payload: Any, ctx: TaskContext) -> dict[str, Any]:
                 else:
                     entry.update(status="failed", error=task.error or task.status.value)
             await launch_ready()
+            report()
     except asyncio.CancelledError:
         for job, sid in running.items():
             job.cancel()

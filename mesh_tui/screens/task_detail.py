@@ -39,6 +39,11 @@ def render_task(task: Task) -> RenderableType:
     grid.add_row("Priority", Text(priority, style=PRIORITY_STYLES.get(priority, "")))
     grid.add_row("Node", f"{task.node_name or '-'}  {(task.node_id or '')[:12]}")
     grid.add_row("Why", task.why or "-")
+    if task.progress is not None:
+        line = Text(f"{round(task.progress * 100)}%", style="bold cyan")
+        if task.progress_message:
+            line.append(f"  {task.progress_message}", style="")
+        grid.add_row("Progress", line)
     grid.add_row("Attempts", f"{task.attempt} (failures {task.failures}, max retries {task.max_retries})")
     grid.add_row("Submitted", stamp(task.submitted_at))
     grid.add_row("Started", stamp(task.started_at))

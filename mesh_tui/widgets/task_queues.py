@@ -25,7 +25,8 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("node", "Node", 12),
     ("attempt", "Try", 3),
     ("when", "When", 11),
-    ("why", "Why / error", 44),
+    ("progress", "Progress", 9),
+    ("why", "Why / error", 33),
 )
 KEYS = tuple(c[0] for c in COLUMNS)
 
@@ -43,6 +44,15 @@ def when(task: Task, view: str, now: float) -> Spec:
     return spec(f"{age(now - finished)} ago", "", finished)
 
 
+def progress_cell(task: Task) -> Spec:
+    """``▰▰▱▱▱ 40%``: the handler's last progress report (blank when it made none)."""
+    if task.progress is None:
+        return spec("", "", -1.0)
+    filled = round(task.progress * 5)
+    style = "green" if task.progress >= 1.0 else "cyan"
+    return spec(f"{'▰' * filled}{'▱' * (5 - filled)} {round(task.progress * 100)}%", style, task.progress)
+
+
 def task_cells(task: Task, view: str, now: float) -> tuple[Spec, ...]:
     priority = task.priority.name.lower()
     failed = view in ("failed", "dead_letter")
@@ -54,6 +64,7 @@ def task_cells(task: Task, view: str, now: float) -> tuple[Spec, ...]:
         spec(task.node_name or "-"),
         spec(f"{task.attempt:>3}", "", task.attempt),
         when(task, view, now),
+        progress_cell(task),
         spec(detail or "", "red" if failed else "dim"),
     )
 

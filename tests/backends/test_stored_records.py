@@ -25,7 +25,8 @@ async def spoil(medium: Backend, task_id: str, **fields: object) -> None:
                 conn.execute(f"UPDATE tasks SET {column}=? WHERE task_id=?", (value, task_id))
         return
     assert isinstance(medium, RedisBackend)
-    names = {"payload": "spec", "result": "result", "status": "status"}
+    names = {"payload": "spec", "result": "result", "status": "status", "progress": "progress",
+             "progress_message": "progress_msg"}
     raw = aioredis.Redis.from_url(medium.cfg.url or "")
     try:
         await raw.hset(f"{medium.prefix}t:{task_id}", mapping={names[k]: v for k, v in fields.items()})
@@ -49,3 +50,17 @@ async def test_a_task_whose_status_cannot_be_read_is_left_out_and_counted(backen
     assert [t.task_id for t in await backend.get_tasks([bad.task_id, good.task_id])] == [good.task_id]
     assert good.task_id in {t.task_id for t in await backend.list_tasks()}
     assert backend.describe()["refused_records"] >= 1
+
+
+async def test_a_bad_stored_progress_is_ignored_and_counted(backend: Backend) -> None:  # noqa: F811
+    for bad in (b"lots", 7.5, -1.0):
+        task = await task_in(backend, TaskStatus.RUNNING)
+        await spoil(backend, task.task_id, progress=bad, progress_message="half way")
+        before = backend.describe()["corrupt_values"]
+        found = await read(backend, task.task_id)
+        assert found.status is TaskStatus.RUNNING and found.progress is None and found.progress_message is None
+        assert backend.describe()["corrupt_values"] == before + 1
+    task = await task_in(backend, TaskStatus.RUNNING)
+    await spoil(backend, task.task_id, progress=0.5, progress_message="x" * 500)  # a message over its bound
+    found = await read(backend, task.task_id)
+    assert found.progress is None

@@ -90,3 +90,26 @@ async def test_a_client_reads_the_results_after_its_cursor_from_the_feed(cluster
     assert await cb.finished_for(cb.node_id, 4) == ([f"entry {i}" for i in range(5, 9)], 8)
     assert await cb.finished_for(cb.node_id, 0) == ([f"entry {i}" for i in range(4, 9)], 8)  # 1-3 let go
     assert await cb.finished_for(cb.node_id, 9) == ([], 8)
+
+
+async def test_a_renewal_with_a_bad_progress_renews_the_lease_and_ignores_the_report(cluster: Cluster) -> None:
+    """Progress from a peer is validated at the edge: out of range → counted and dropped, the lease renewed."""
+    owner = await cluster.node("owner")
+    ob = backend_of(owner)
+    for loop_task in owner.services.ctx.loops:  # this test claims and renews in the worker's place
+        if loop_task.get_name() in ("claim", "heartbeat"):
+            loop_task.cancel()
+    task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 3}, submitter_id=ob.node_id,
+                submitted_at=time.time())
+    assert await ob.enqueue([Assignment(task, ob.node_id, "owner", "test", 1000)]) == [Enqueued.STORED]
+    [claimed] = await ob.claim(ob.node_id, 1, 30.0)
+    me = Peer(ob.node_id, "owner", "127.0.0.1:1", 1, True)  # the worker is the owner itself here: its own store
+    for bad in (7.5, float("nan")):
+        held = pb.HeldAttempt(task_id=task.task_id, attempt=claimed.attempt, progress=bad, progress_message="x")
+        await ob._handle(me, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1, held=[held], lease_seconds=30)]))
+    good = pb.HeldAttempt(task_id=task.task_id, attempt=claimed.attempt, progress=0.5, progress_message="half")
+    await ob._handle(me, pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=2, held=[good], lease_seconds=30)]))
+    assert ob.counters["refused_progress"] == 2
+    assert ob.counters["tasks_stale_renewals"] == 0  # each renewal still held the lease
+    stored = (await ob.store.get_tasks([task.task_id]))[0]
+    assert stored.progress == 0.5 and stored.progress_message == "half"

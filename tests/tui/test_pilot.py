@@ -349,3 +349,47 @@ async def test_an_observer_cockpit_says_so_runs_nothing_and_shows_a_workers_task
         await eventually(lambda: app.mesh_state is not None
                          and task_id in {t.task_id for t in app.mesh_state.tasks["done"]})
         assert "watcher" not in {m.info.name for m in worker.members()}
+
+
+async def test_a_running_task_shows_its_progress_in_the_table_and_its_message_in_the_detail(mesh: Mesh) -> None:
+    from textual.widgets import TabbedContent
+    worker = await mesh.node("worker")
+    release = asyncio.Event()
+
+    async def slow(payload, ctx):
+        ctx.progress(0.6, "step 3/5")
+        await release.wait()
+        return "ok"
+    worker.register_handler("slow", slow)
+    app = mesh.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, 2)
+        ids: list[str] = []
+
+        async def submitted() -> bool:
+            try:
+                ids.append(await worker.submit_task("slow", {}))
+            except UnknownTaskType:
+                return False  # the new task type is known with the next heartbeat
+            return True
+        await eventually(submitted)
+        task_id = ids[0]
+        queues = app.query_one(TaskQueues)
+        table = queues.table("running")
+
+        def shown() -> bool:
+            return task_id in {k.value for k in table.rows} and \
+                "60%" in str(table.get_cell(task_id, "progress"))
+        await eventually(shown, timeout=10)
+        assert str(table.get_cell(task_id, "progress")) == "▰▰▰▱▱ 60%"
+        app.query_one("#task-tabs", TabbedContent).active = "tq-running"
+        await pilot.pause()
+        table.focus()
+        table.move_cursor(row=table.get_row_index(task_id))
+        await pilot.press("enter")
+        await eventually(lambda: type(app.screen).__name__ == "TaskDetailScreen")
+        body = plain(app.screen.query_one("#task-body", Static))
+        assert "Progress" in body and "60%  step 3/5" in body
+        await pilot.press("escape")
+        release.set()
+        await worker.wait_task(task_id, timeout=5)

@@ -195,7 +195,8 @@ async def test_execute_plan_runs_in_order_passes_results_and_skips_after_a_failu
     from mesh_core.model import Task
     from mesh_core.nodes.planning_only import handle_execute_plan
     mesh = FakeMesh()
-    ctx = TaskContext(Task("plan-1", "execute_plan"), mesh)
+    reports = []
+    ctx = TaskContext(Task("plan-1", "execute_plan"), mesh, report=reports.append)
     report = await handle_execute_plan({"goal": "g", "steps": [
         {"id": "a", "task_type": "echo", "payload": {"n": 1}},
         {"id": "gate", "after": ["a"]},                                   # a milestone
@@ -213,3 +214,8 @@ async def test_execute_plan_runs_in_order_passes_results_and_skips_after_a_failu
     assert steps["nobody"]["status"] == "failed" and "render" in steps["nobody"]["error"]
     assert not report["ok"] and set(report["failed"]) == {"bad", "after_bad", "nobody"}
     assert mesh.submitted == [("echo", {"n": 1}), ("echo", {"from_a": {"n": 1}}), ("boom", None)]
+    # the steps settled, reported as the task's progress: never backwards, all six at the end
+    fractions = [p.fraction for p in reports]
+    assert fractions == sorted(fractions) and 0 < fractions[0] < 1
+    assert reports[-1].fraction == 1.0 and reports[-1].message == "step 6/6"
+    assert ctx.task.progress == 1.0 and ctx.task.progress_message == "step 6/6"

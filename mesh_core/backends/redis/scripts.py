@@ -477,16 +477,20 @@ return {out, Q}
 """
 
 RENEW = COMMON + r"""
--- ARGV: P, node, lease_seconds, then pairs id, attempt
+-- ARGV: P, node, lease_seconds, then per task id, attempt, progress ('' = no new report), progress message
 local node, lease = ARGV[2], tonumber(ARGV[3])
 mesh_sets()
 local t = now()
 local kept = {}
-for i = 4, #ARGV, 2 do
-  local id, att = ARGV[i], ARGV[i + 1]
+for i = 4, #ARGV, 4 do
+  local id, att, progress, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local f = tfields(id, 'status', 'node', 'attempt')
   if f[1] == 'running' and f[2] == node and f[3] == att then
-    redis.call('HSET', P .. 't:' .. id, 'lease', t + lease)
+    if progress ~= '' then
+      redis.call('HSET', P .. 't:' .. id, 'lease', t + lease, 'progress', progress, 'progress_msg', message)
+    else
+      redis.call('HSET', P .. 't:' .. id, 'lease', t + lease)
+    end
     redis.call('ZADD', P .. 'leases', t + lease, id)
     table.insert(kept, id)
   end

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgpack
 
 from ... import codec
-from ...model import Attempt, Task, TaskStatus
+from ...model import Attempt, Task, TaskProgress, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
 from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows
 from .client import RedisClient, _s
@@ -56,12 +56,15 @@ class RedisTasks(RedisClient):
         due = self._due.get(node_id)
         return None if due is None else max(0.0, due[0] - (time.monotonic() - due[1]))
 
-    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
+                    progress: Mapping[str, TaskProgress] | None = None) -> set[str]:
         if not held:
             return set()
+        reports = progress or {}
         args: list[Any] = [node_id, lease_seconds]
         for task_id, attempt in held:
-            args += [task_id, attempt]
+            report = reports.get(task_id)
+            args += [task_id, attempt, repr(report.fraction) if report else "", report.message if report else ""]
         return {_s(i) for i in await self._script("RENEW", *args)}
 
     async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
@@ -192,7 +195,8 @@ class RedisTasks(RedisClient):
             "context": spec.get("context"), "submitter_id": g(b"submitter"), "why": g(b"why"),
             "submitted_at": g(b"submitted"), "started_at": g(b"started"), "finished_at": g(b"finished"),
             "lease_expires": g(b"lease"), "not_before": g(b"not_before"), "result": g(b"result"),
-            "error": g(b"error"), "signature": g(b"sig")})
+            "error": g(b"error"), "signature": g(b"sig"), "progress": g(b"progress"),
+            "progress_message": g(b"progress_msg")})
         if CORRUPT in spec:
             task.payload = spec
         return task

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     timeout_s REAL, preferred TEXT, required TEXT, context BLOB, submitter_id TEXT, why TEXT,
     submitted_at REAL, started_at REAL, finished_at REAL, lease_expires REAL,
     not_before REAL NOT NULL DEFAULT 0, result BLOB, error TEXT,
-    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, signature TEXT
+    parent_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, signature TEXT,
+    progress REAL, progress_message TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
@@ -110,7 +111,7 @@ CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER
 """
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
@@ -372,7 +373,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Add columns that later releases introduced to a file made by an earlier one."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     for column, ddl in (("parent_id", "TEXT"), ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
-                        ("signature", "TEXT")):
+                        ("signature", "TEXT"), ("progress", "REAL"), ("progress_message", "TEXT")):
         if column not in have:
             conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {ddl}")
     node_columns = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}

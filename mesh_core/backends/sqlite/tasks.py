@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ... import codec
-from ...model import Task, TaskStatus
+from ...model import Task, TaskProgress, TaskStatus
 from ...tasks import TASK_MOVES, Move, check_target, sql_sources
 from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
 from ..shared import (
@@ -62,12 +62,16 @@ REPLAY_SQL = (
     "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
     " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
     f" cancel_requested=0 WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
+RENEW_SQL = "UPDATE tasks SET lease_expires=? WHERE task_id=? AND attempt=? AND node_id=? AND status='running'"
+RENEW_PROGRESS_SQL = ("UPDATE tasks SET lease_expires=?, progress=?, progress_message=?"
+                      " WHERE task_id=? AND attempt=? AND node_id=? AND status='running'")
 # The sweeper moves tasks and never runs them: it reads no payload, result or context, and every other field
 # bounded (a field over its limit makes the row corrupt), so a sweep of thousands of rows loads no huge value.
-UNSWEPT = ("payload", "result", "context")
+UNSWEPT = ("payload", "result", "context", "progress", "progress_message")
 SWEEP_FIELDS = tuple(f for f in TASK_FIELDS if f not in UNSWEPT)
 SWEEP_COLUMNS = bounded(SWEEP_FIELDS, {"why": MAX_TEXT_CHARS, "error": MAX_TEXT_CHARS, "preferred": MAX_LIST_BYTES,
                                        "required": MAX_LIST_BYTES}, whole=("task_id",))
+NOT_BEFORE = TASK_FIELDS.index("not_before")
 CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
 CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
@@ -199,12 +203,12 @@ class SqliteTasks(SqliteQuarantine):
                     "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
                     " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
                     " submitted_at, started_at, finished_at, lease_expires, not_before, result, error, parent_id,"
-                    " signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " signature, progress, progress_message) VALUES (" + ",".join("?" * 27) + ")",
                     (t.task_id, t.task_type, t.encoded_payload(limits), int(t.priority), status, t.node_id,
                      t.node_name, t.attempt, t.failures, t.max_retries, t.timeout_s,
                      json.dumps([p.value for p in t.preferred_node_types]), json.dumps(sorted(t.required_capabilities)),
                      codec.pack(t.context), t.submitter_id, t.why, t.submitted_at, t.started_at, t.finished_at, lease,
-                     0.0, result, t.error, t.context.get("parent_id"), t.signature))
+                     0.0, result, t.error, t.context.get("parent_id"), t.signature, t.progress, t.progress_message))
                 if not cur.rowcount:
                     continue
                 added += 1
@@ -231,19 +235,25 @@ class SqliteTasks(SqliteQuarantine):
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE node_id=? AND status='assigned'"
                 " AND typeof(not_before) NOT IN ('integer','real')", (node_id,)).fetchall())
             for r in rows:
-                self.set_aside("task", r[0], r, f"task {r[0]!r}: not_before {r[-4]!r} is not a number",
+                self.set_aside("task", r[0], r, f"task {r[0]!r}: not_before {r[NOT_BEFORE]!r} is not a number",
                                task_removal(r[0]))
             await self._settle_aside()
         return max(0.0, float(due) - clock) if isinstance(due, int | float) else None
 
-    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
+                    progress: Mapping[str, TaskProgress] | None = None) -> set[str]:
+        reports = progress or {}
+
         def renew(conn: sqlite3.Connection) -> set[str]:
             until = machine_clock() + lease_seconds
             kept = set()
             for task_id, attempt in held:
-                cur = conn.execute(
-                    "UPDATE tasks SET lease_expires=? WHERE task_id=? AND attempt=? AND node_id=? AND status='running'",
-                    (until, task_id, attempt, node_id))
+                report = reports.get(task_id)
+                if report is None:
+                    cur = conn.execute(RENEW_SQL, (until, task_id, attempt, node_id))
+                else:
+                    cur = conn.execute(RENEW_PROGRESS_SQL, (until, report.fraction, report.message or None, task_id,
+                                                            attempt, node_id))
                 if cur.rowcount:
                     kept.add(task_id)
             return kept

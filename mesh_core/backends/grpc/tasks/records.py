@@ -97,6 +97,7 @@ def task_fields(task: Task, limits: codec.CodecLimits) -> dict[str, Any]:
             "not_before": 0.0,
             "result": codec.encode(task.result, limits) if task.result is not None else None,
             "error": task.error, "signature": task.signature,
+            "progress": task.progress, "progress_message": task.progress_message,
             "attempts": [[a.attempt, a.node_id, a.node_name, a.started_at, a.finished_at, a.error]
                          for a in task.attempts]}
 

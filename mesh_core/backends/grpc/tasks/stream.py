@@ -6,7 +6,9 @@ order they came, on a bounded queue per peer; each part of an envelope goes to t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
+from ....model import TaskProgress
 from ...contracts import Topic
 from ...shared import shortened
 from .._generated import mesh_pb2 as pb
@@ -60,6 +62,20 @@ class TasksStream(TasksWorker):
             if self._inbound.get(peer.node_id) is queue:
                 del self._inbound[peer.node_id]
 
+    def _progress_of(self, peer: Peer, held: Iterable[pb.HeldAttempt]) -> dict[str, TaskProgress]:
+        """The progress reports a renewal carries, validated; a bad one is counted and dropped (the lease is
+        still renewed: a wrong hint never costs a running task)."""
+        reports = {}
+        for h in held:
+            if not h.HasField("progress"):
+                continue
+            try:
+                reports[h.task_id] = TaskProgress.checked(h.progress, h.progress_message)
+            except ValueError as exc:
+                self.refuse("refused_progress", peer.node_id,
+                            f"grpc tasks: progress of {h.task_id[:12]} from {peer.name or '?'} ignored: {exc}")
+        return reports
+
     async def _handle(self, peer: Peer, env: pb.TaskMessage) -> None:
         if env.offers:
             self._take_offers(peer, env.offers)
@@ -68,7 +84,8 @@ class TasksStream(TasksWorker):
         if env.renewals:
             for renewal in env.renewals:
                 kept = await self.store.renew(peer.node_id, [(h.task_id, h.attempt) for h in renewal.held],
-                                              self._asked_lease(renewal.lease_seconds))
+                                              self._asked_lease(renewal.lease_seconds),
+                                              self._progress_of(peer, renewal.held))
                 if len(kept) < len(renewal.held):  # not its attempts (unknown, another attempt or worker)
                     self.counters["tasks_stale_renewals"] += len(renewal.held) - len(kept)
                 self._send_to(peer.node_id, pb.TaskMessage(renewed=[pb.LeaseRenewed(

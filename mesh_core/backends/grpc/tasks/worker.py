@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .... import codec
-from ....model import Task, TaskStatus
+from ....model import Task, TaskProgress, TaskStatus
 from ...contracts import Completion, Reassignment, Topic
 from ...shared import CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
@@ -105,14 +105,20 @@ class TasksWorker(TasksReads):
             due = soonest if due is None else min(due, soonest)
         return due
 
-    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float) -> set[str]:
+    async def renew(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
+                    progress: Mapping[str, TaskProgress] | None = None) -> set[str]:
+        reports = progress or {}
         local = [(t, a) for t, a in held if t not in self._held]
         remote: dict[str, list[pb.HeldAttempt]] = {}
         for task_id, attempt in held:
             holder = self._held.get(task_id)
             if holder is not None and holder[1] == attempt:
-                remote.setdefault(holder[0], []).append(pb.HeldAttempt(task_id=task_id, attempt=attempt))
-        kept = await self.store.renew(node_id, local, lease_seconds) if local else set()
+                part = pb.HeldAttempt(task_id=task_id, attempt=attempt)
+                report = reports.get(task_id)
+                if report is not None:
+                    part.progress, part.progress_message = report.fraction, report.message
+                remote.setdefault(holder[0], []).append(part)
+        kept = await self.store.renew(node_id, local, lease_seconds, reports) if local else set()
         futures: dict[str, asyncio.Future[Any]] = {}
         for owner, parts in remote.items():
             if self.status_of(owner) not in LIVE:

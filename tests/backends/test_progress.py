@@ -1,0 +1,134 @@
+"""Task progress on every backend: a handler's reports travel with its lease renewals and any node reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from mesh_core.model import TaskProgress, TaskStatus
+
+from .conftest import Cluster, eventually
+
+
+async def test_progress_travels_with_renewals_and_stays_on_the_final_task(cluster: Cluster) -> None:
+    go_on = asyncio.Event()
+
+    async def long(payload, ctx):
+        ctx.progress(0.25, "step 1/4")
+        ctx.progress(0.5, "step 2/4")  # only the latest report travels
+        await go_on.wait()
+        return "done"
+    worker = await cluster.node("w")
+    worker.register_handler("long", long)
+    reader = await cluster.client()  # another node: it sees only what the medium holds
+
+    async def ready() -> bool:
+        return any(m.info.node_id == worker.node_id and "long" in m.info.task_types for m in reader.members())
+    await eventually(ready, timeout=3)
+    task_id = await reader.submit_task("long", {})
+
+    async def reported() -> bool:
+        task = await reader.get_task(task_id)
+        return task.status is TaskStatus.RUNNING and (task.progress or 0) >= 0.5
+    await eventually(reported, timeout=5)  # a few heartbeats (the renewal cadence) at most
+    running = await reader.get_task(task_id)
+    assert running.progress == 0.5 and running.progress_message == "step 2/4"
+    go_on.set()
+    final = await reader.wait_task(task_id, timeout=5)
+    assert final.status is TaskStatus.SUCCEEDED
+    again = await reader.get_task(task_id)
+    assert again.progress == 0.5 and again.progress_message == "step 2/4"
+
+
+async def test_a_report_not_yet_renewed_is_stored_before_the_outcome(cluster: Cluster) -> None:
+    async def quick(payload, ctx):
+        ctx.progress(1.0, "all done")
+        return "ok"
+    worker = await cluster.node("w")
+    worker.register_handler("quick", quick)
+    reader = await cluster.client()
+
+    async def ready() -> bool:
+        return any(m.info.node_id == worker.node_id and "quick" in m.info.task_types for m in reader.members())
+    await eventually(ready, timeout=3)
+    task_id = await reader.submit_task("quick", {})
+    assert (await reader.wait_task(task_id, timeout=5)).status is TaskStatus.SUCCEEDED
+    task = await reader.get_task(task_id)
+    assert task.progress == 1.0 and task.progress_message == "all done"
+
+
+async def test_bad_progress_is_a_clear_error_in_the_handler(cluster: Cluster) -> None:
+    seen: list[str] = []
+
+    async def bad(payload, ctx):
+        for fraction, message in ((1.5, ""), (-0.1, ""), (math.nan, ""), ("half", ""), (0.5, "x" * 201)):
+            try:
+                ctx.progress(fraction, message)
+            except ValueError as exc:
+                seen.append(str(exc))
+        ctx.progress(0.75, "fine")
+        return len(seen)
+    worker = await cluster.node("w")
+    worker.register_handler("bad", bad)
+    reader = await cluster.client()
+
+    async def ready() -> bool:
+        return any(m.info.node_id == worker.node_id and "bad" in m.info.task_types for m in reader.members())
+    await eventually(ready, timeout=3)
+    task_id = await reader.submit_task("bad", {})
+    assert await reader.wait_for(task_id, timeout=5) == 5
+    assert "from 0 to 1" in seen[0] and "from 0 to 1" in seen[1] and "from 0 to 1" in seen[2]
+    assert "number" in seen[3] and "at most 200 characters" in seen[4]
+    task = await reader.get_task(task_id)
+    assert task.progress == 0.75 and task.progress_message == "fine"
+
+
+@pytest.mark.parametrize("fraction", [1.5, -1.0, math.inf, math.nan, True, "0.5"])
+def test_task_progress_checked_refuses(fraction: object) -> None:
+    with pytest.raises(ValueError):
+        TaskProgress.checked(fraction)
+
+
+def test_task_progress_checked_keeps_good_values() -> None:
+    assert TaskProgress.checked(0, None) == TaskProgress(0.0, "")
+    assert TaskProgress.checked(1, "x" * 200).fraction == 1.0
+
+
+async def test_a_sqlite_file_from_before_progress_gets_its_columns(tmp_path) -> None:
+    import sqlite3
+    import time
+    import uuid
+
+    from mesh_core.backends.contracts import Assignment
+    from mesh_core.backends.sqlite import SqliteBackend
+    from mesh_core.model import NodeInfo, Task
+    db, worker = tmp_path / "old.db", "w" * 32
+    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=worker, submitted_at=time.time())
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        await backend.enqueue([Assignment(task, worker, "w1", "test", capacity=100)])
+        [claimed] = await backend.claim(worker, 1, 30.0)
+    finally:
+        await backend.close()
+    with sqlite3.connect(db) as conn:  # as the release before progress left it: schema version 3
+        conn.execute("ALTER TABLE tasks DROP COLUMN progress_message")
+        conn.execute("ALTER TABLE tasks DROP COLUMN progress")
+        conn.execute("PRAGMA user_version=3")
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        assert (await backend.get_tasks([task.task_id]))[0].progress is None
+        kept = await backend.renew(worker, [(task.task_id, claimed.attempt)], 30.0,
+                                   {task.task_id: TaskProgress(0.3, "warming up")})
+        assert kept == {task.task_id}
+        found = (await backend.get_tasks([task.task_id]))[0]
+        assert found.progress == 0.3 and found.progress_message == "warming up"
+        # a renewal for an attempt no longer held stores nothing
+        assert await backend.renew(worker, [(task.task_id, claimed.attempt + 1)], 30.0,
+                                   {task.task_id: TaskProgress(0.9, "stale")}) == set()
+        assert (await backend.get_tasks([task.task_id]))[0].progress == 0.3
+    finally:
+        await backend.close()
