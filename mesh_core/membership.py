@@ -131,6 +131,12 @@ class MembershipTable:
             return NodeStatus.LEFT if member.info.left else member.verdict
         return judge(member.beat_at, member.info.left, now, self.cfg)
 
+    @property
+    def _age_cap(self) -> float:
+        # Ages are kept no larger than this (a record years old judges as one just dead), and past dead_after
+        # with room: ``now - (now - dead_after)`` can round below dead_after and leave a dead node suspect.
+        return 2 * self.cfg.dead_after
+
     def observe(self, records: Iterable[NodeInfo], now: float, *, store_now: float | None = None,
                 complete: bool = True, judged: Mapping[str, NodeStatus] | None = None,
                 aged: bool = False) -> list[Change]:
@@ -151,14 +157,14 @@ class MembershipTable:
                 continue  # stale rumour about an older life of this node
             age = max(0.0, clock - record.last_seen)
             if known is None or record.incarnation > known.info.incarnation:
-                member = Member(record, NodeStatus.ACTIVE, now - min(age, self.cfg.dead_after),
+                member = Member(record, NodeStatus.ACTIVE, now - min(age, self._age_cap),
                                 verdicts.get(record.node_id))
                 member.status = self._status(member, now)
                 self._members[record.node_id] = member
                 changes.append(Change(record, None, member.status))
                 continue
             if aged:
-                known.beat_at = now - min(age, self.cfg.dead_after)
+                known.beat_at = now - min(age, self._age_cap)
             elif record.heartbeat_seq != known.info.heartbeat_seq:
                 known.beat_at = now  # seen to change: alive now, whatever any stamp on the record says
             if record.last_seen < known.info.last_seen and not record.left and not aged:

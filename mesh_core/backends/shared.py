@@ -354,13 +354,24 @@ GAUGE_METRICS = frozenset({"cpu_percent", "memory_mb", "counters", "tasks_done",
                            "avg_response_ms", "affinity", "memory_items"})
 
 
+LOAD_BANDS = 10  # a node's load is news when it moves to another tenth of its capacity (or from idle to busy)
+
+
+def load_band(node: NodeInfo) -> int:
+    """Which band of ``LOAD_BANDS`` the node's load is in; -1 when it holds nothing."""
+    held = node.running + node.queued
+    return -1 if held <= 0 else min(LOAD_BANDS, int(node.load * LOAD_BANDS))
+
+
 def news_of(node: NodeInfo) -> str:
-    """A digest of what in ``node``'s record is news to every reader: all but its load gauges (running, queued,
-    ``GAUGE_METRICS``) and its stamp."""
+    """A digest of what in ``node``'s record is news to every reader: all but its stamp and its load gauges
+    (running, queued, ``GAUGE_METRICS``), of which only the load's band is news: an idle mesh reads nothing,
+    and a cockpit sees a node get busy or free up at the next read, not ``GAUGE_SECONDS`` later."""
     metrics = {k: v for k, v in node.metrics.items() if k not in GAUGE_METRICS}
     text = json.dumps([node.name, node.node_type.value, node.role.value, node.host, node.port, node.pid,
                        node.incarnation, sorted(node.capabilities), sorted(node.task_types), node.capacity,
-                       node.started_at, node.left, node.signature, metrics], sort_keys=True, default=str)
+                       node.started_at, node.left, node.signature, metrics, load_band(node)],
+                      sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -303,7 +305,7 @@ def test_first_sight_takes_the_age_on_the_mediums_clock():
                    rec("c", last_seen=10.0, seq=1), rec("d", last_seen=400.0, seq=1)], now=5.0, store_now=100.0)
     assert [table.status_of(n) for n in "abcd"] == [NodeStatus.ACTIVE, NodeStatus.SUSPECT, NodeStatus.DEAD,
                                                     NodeStatus.ACTIVE]
-    assert table.get("c").beat_at == 5.0 - CFG.dead_after  # clamped: the reader's clock may be young
+    assert table.get("c").beat_at == 5.0 - 2 * CFG.dead_after  # clamped past dead_after
 
 
 def test_an_unchanged_sequence_with_a_newer_stamp_is_not_a_heartbeat():
@@ -470,3 +472,27 @@ def test_sweeper_is_a_worker_and_a_hub_whenever_one_is_active(rows):
     assert pick.node_type is (NodeType.COORDINATION_HUB if hubs else pick.node_type)
     assert chosen == min(n.node_id for n in (hubs or workers))
     assert sweeper(list(reversed(nodes))) == chosen  # order of the view does not matter
+
+
+@given(dead_after=st.floats(0.05, 60.0), now=st.floats(1.0, 1e7), past=st.floats(0.001, 1e5))
+def test_an_aged_record_past_dead_after_is_dead_whatever_the_clocks(dead_after: float, now: float,
+                                                                      past: float) -> None:
+    # A hub medium's reader clamps ages; a clamp at exactly dead_after could round below it (stuck suspect).
+    cfg = DetectorConfig(suspect_after=dead_after / 2, dead_after=dead_after)
+    table = MembershipTable(cfg)
+    store_now = 1_700_000_000.0
+    table.observe([rec("a", last_seen=store_now)], now=now, store_now=store_now, aged=True)
+    later = store_now + dead_after + past
+    table.observe([rec("a", last_seen=store_now)], now=now + dead_after + past, store_now=later, aged=True)
+    assert table.status_of("a") is NodeStatus.DEAD
+
+
+def test_a_node_getting_busy_is_news_and_its_load_wandering_within_a_band_is_not() -> None:
+    from mesh_core.backends.shared import news_of
+
+    idle = NodeInfo(node_id="a", name="a", capacity=100)
+    busy = replace(idle, running=30, queued=2)
+    assert news_of(busy) != news_of(idle)  # idle → busy: every reader hears it at its next read
+    assert news_of(replace(busy, running=31)) == news_of(busy)  # same tenth of capacity: a gauge
+    assert news_of(replace(busy, running=45)) != news_of(busy)  # another tenth: news
+    assert news_of(replace(busy, running=0, queued=0)) == news_of(idle)  # back to idle
