@@ -24,9 +24,15 @@ AUTO_CHECKPOINT_PAGES = 2000
 log = logging.getLogger(__name__)
 
 
+WAL_KEPT_BYTES = 1024 * 1024  # what a restarted WAL file is truncated to
+
+
 def writes_apart(conn: sqlite3.Connection) -> None:
     """Leave checkpoints to a ``Checkpointer``: ``conn`` (a writer) checkpoints only past a far bigger WAL."""
     conn.execute(f"PRAGMA wal_autocheckpoint={AUTO_CHECKPOINT_PAGES}")
+    # The WAL may grow to that size between checkpoints; when it restarts it is cut back, so it does not keep
+    # the disk space it once needed (a small or nearly full disk feels the difference).
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEPT_BYTES}")
 
 
 class Checkpointer:
