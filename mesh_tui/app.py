@@ -268,9 +268,16 @@ class MeshApp(App[int]):
             local = state.local
             self.sub_title = f"{local.get('node_type') or 'observer'} · {medium_label(local)}"
 
+    def _event_log(self) -> EventLog | None:
+        """The events pane; None once the screen is gone (an engine message can land while the app exits)."""
+        found = self.query(EventLog)
+        return found.first() if found else None
+
     @on(EngineEvents)
     def _events(self, message: EngineEvents) -> None:
-        self.query_one(EventLog).add_events(message.events, message.skipped)
+        log = self._event_log()
+        if log is not None:
+            log.add_events(message.events, message.skipped)
 
     @on(EngineTrouble)
     def _trouble(self, message: EngineTrouble) -> None:
@@ -278,7 +285,9 @@ class MeshApp(App[int]):
         self._troubles[message.where] = message.error
         if first:
             self.notify(message.error, title=f"Engine ({message.where})", severity="error", timeout=8)
-            self.query_one(EventLog).add_note(self.clock(), f"⚠ {message.where}: {message.error}", "red")
+            log = self._event_log()
+            if log is not None:
+                log.add_note(self.clock(), f"⚠ {message.where}: {message.error}", "red")
 
     @on(EngineRecovered)
     def _recovered(self, message: EngineRecovered) -> None:
@@ -291,7 +300,10 @@ class MeshApp(App[int]):
 
     @on(CommandDone)
     def _command_done(self, message: CommandDone) -> None:
-        self.query_one(EventLog).add_command(self.clock(), message.line, message.result)  # the history
+        log = self._event_log()
+        if log is None:
+            return
+        log.add_command(self.clock(), message.line, message.result)  # the history
         self.query_one("#main").display = False
         self.query_one(CommandOutput).show(message.line, message.result)
         if not message.result.ok:
