@@ -42,6 +42,39 @@ async def test_progress_travels_with_renewals_and_stays_on_the_final_task(cluste
     assert again.progress == 0.5 and again.progress_message == "step 2/4"
 
 
+async def test_a_retried_task_shows_no_progress_until_its_new_attempt_reports(cluster: Cluster) -> None:
+    second = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def flaky(payload, ctx):
+        if ctx.attempt == 1:
+            ctx.progress(0.75, "almost")
+            raise RuntimeError("first attempt fails")
+        second.set()
+        await go_on.wait()
+        return "done"
+    worker = await cluster.node("w")
+    worker.register_handler("flaky", flaky)
+    reader = await cluster.client()
+
+    async def ready() -> bool:
+        return any(m.info.node_id == worker.node_id and "flaky" in m.info.task_types for m in reader.members())
+    await eventually(ready, timeout=3)
+    task_id = await reader.submit_task("flaky", {}, max_retries=2)
+    await asyncio.wait_for(second.wait(), timeout=10)
+
+    async def retried() -> bool:
+        task = await reader.get_task(task_id)
+        return task.status is TaskStatus.RUNNING and task.attempt == 2
+    await eventually(retried, timeout=5)
+    task = await reader.get_task(task_id)
+    assert task.progress is None and task.progress_message is None, (task.progress, task.progress_message)
+    failed = [a for a in task.attempts if a.attempt == 1]
+    assert failed and failed[0].error and "first attempt fails" in failed[0].error
+    go_on.set()
+    assert (await reader.wait_task(task_id, timeout=5)).status is TaskStatus.SUCCEEDED
+
+
 async def test_a_report_not_yet_renewed_is_stored_before_the_outcome(cluster: Cluster) -> None:
     async def quick(payload, ctx):
         ctx.progress(1.0, "all done")

@@ -564,12 +564,14 @@ for i = 2, #ARGV, 11 do
     elseif kind == 'reroute' then
       redis.call('HINCRBY', h, 'attempt', bump)
       redis.call('HSET', h, 'node', node, 'node_name', name, 'why', why, 'not_before', nb, 'lease', '', 'started', '')
+      redis.call('HDEL', h, 'progress', 'progress_msg')  -- the new attempt has reported nothing yet
       set_status(id, st, 'assigned', f[4])
       place(id, node, tonumber(f[5]), tonumber(f[4]), nb, t)
       target = node
     elseif kind == 'requeue' then
       redis.call('HINCRBY', h, 'attempt', bump)
       redis.call('HSET', h, 'node', '', 'node_name', '', 'why', why, 'not_before', nb, 'lease', '', 'started', '')
+      redis.call('HDEL', h, 'progress', 'progress_msg')
       set_status(id, st, 'pending', f[4])
       redis.call('ZADD', P .. 'pending', (3 - tonumber(f[5])) * 1e13 + tonumber(f[4]), id)
     else
@@ -652,6 +654,7 @@ end
 redis.call('HINCRBY', h, 'attempt', 1)
 redis.call('HSET', h, 'failures', 0, 'node', node, 'node_name', name, 'why', why, 'not_before', 0, 'lease', '',
            'started', '', 'finished', '', 'result', '', 'error', '', 'cancel', 0)
+redis.call('HDEL', h, 'progress', 'progress_msg')
 if node == '' then
   set_status(id, f[1], 'pending', f[2])
   redis.call('ZADD', P .. 'pending', (3 - tonumber(f[3])) * 1e13 + tonumber(f[2]), id)

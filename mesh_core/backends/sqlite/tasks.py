@@ -47,7 +47,8 @@ CANCELLED_SQL = (  # a task whose cancel was asked for ends cancelled instead of
 REQUEUE_SQL = (
     "UPDATE tasks SET status='pending', node_id=NULL, node_name=NULL, why=?,"
     " attempt=attempt+?, failures=failures+?, not_before=?, lease_expires=NULL,"
-    " started_at=NULL, error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    " started_at=NULL, progress=NULL, progress_message=NULL, error=coalesce(?, error)"
+    " WHERE task_id=? AND attempt=? AND node_id IS ?"
     f" AND status IN ({sql_sources(Move.REQUEUE)}) RETURNING submitter_id")
 FINAL_SQL = (
     "UPDATE tasks SET status=?, error=?, finished_at=?, lease_expires=NULL,"
@@ -55,13 +56,14 @@ FINAL_SQL = (
     f" AND status IN ({sql_sources(Move.FINAL)}) RETURNING submitter_id")
 REROUTE_SQL = (
     "UPDATE tasks SET status='assigned', node_id=?, node_name=?, why=?, attempt=attempt+?,"
-    " failures=failures+?, not_before=?, lease_expires=NULL, started_at=NULL,"
-    " error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
+    " failures=failures+?, not_before=?, lease_expires=NULL, started_at=NULL, progress=NULL,"
+    " progress_message=NULL, error=coalesce(?, error) WHERE task_id=? AND attempt=? AND node_id IS ?"
     f" AND status IN ({sql_sources(Move.REROUTE)}) RETURNING submitter_id")
 REPLAY_SQL = (
     "UPDATE tasks SET status=?, node_id=?, node_name=?, why=?, attempt=attempt+1, failures=0,"
     " not_before=0, lease_expires=NULL, started_at=NULL, finished_at=NULL, result=NULL, error=NULL,"
-    f" cancel_requested=0 WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
+    " progress=NULL, progress_message=NULL, cancel_requested=0"
+    f" WHERE task_id=? AND status IN ({sql_sources(Move.REPLAY)})")
 RENEW_SQL = "UPDATE tasks SET lease_expires=? WHERE task_id=? AND attempt=? AND node_id=? AND status='running'"
 RENEW_PROGRESS_SQL = ("UPDATE tasks SET lease_expires=?, progress=?, progress_message=?"
                       " WHERE task_id=? AND attempt=? AND node_id=? AND status='running'")
