@@ -331,6 +331,9 @@ class Wire:
         getter: asyncio.Future[Any] | None = None
         try:
             while True:
+                if not replies.empty() and not reader.done():  # under load: no wait to set up
+                    yield _merged(replies.get_nowait(), replies, self.max_message_bytes)
+                    continue
                 getter = asyncio.ensure_future(replies.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
@@ -450,6 +453,8 @@ class _Outgoing:
         while not stream.ended.is_set():
             if self._leftover:
                 envelope = self._leftover.popleft()
+            elif not queue.empty():  # under load: no wait to set up
+                envelope = _merged(queue.get_nowait(), queue, self.wire.max_message_bytes)
             else:
                 stream.getter = getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait((getter, stream.ending), timeout=IDLE_CLOSE_SECONDS,

@@ -25,7 +25,7 @@ from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
 from .base import TasksBase
-from .records import _FINAL, BACKUP_TIMEOUT, _Copying, _Ended, _final_value
+from .records import _FINAL, BACKUP_TIMEOUT, _Copying, _Ended, _final_value, copy_header
 
 
 class TasksCopies(TasksBase):
@@ -171,10 +171,10 @@ class TasksCopies(TasksBase):
                     if not r.task_id:
                         raise ValueError("a confirmed or deleted copy without a task id")
                 else:
-                    task = self._task_of(r.record)
-                    if task.task_id != r.task_id:
-                        raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task.task_id[:40]!r}")
-                    finals[r.task_id] = _final_value(task.status)
+                    task_id, status = copy_header(r.record, self.limits)
+                    if task_id != r.task_id:
+                        raise ValueError(f"a copy of task {r.task_id[:40]!r} holding task {task_id[:40]!r}")
+                    finals[r.task_id] = _final_value(status)
             except (codec.CodecError, CorruptRecord, ValueError) as exc:
                 self.refuse("refused_records", peer.node_id, f"a task copy from {peer.name}: {shortened(str(exc))}")
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 from .... import codec
 from ....model import Task, TaskStatus
 from ...contracts import Reassignment
+from ...shared import CorruptRecord
 from .._generated import mesh_pb2 as pb
 
 BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before acknowledging anyway (counted)
@@ -119,6 +120,21 @@ def _final_value(status: TaskStatus) -> int:
     if status is TaskStatus.DEAD_LETTER:
         return 2
     return 1 if status in _FINAL else 0
+
+
+def copy_header(frame: bytes, limits: codec.CodecLimits) -> tuple[str, TaskStatus]:
+    """(task id, status) of a task copy's frame: what a backup checks and files a copy by. The whole record is
+    read only if it is ever taken over (then an unreadable one is refused and counted, as here)."""
+    fields = codec.decode(frame, limits)
+    if not isinstance(fields, dict):
+        raise CorruptRecord("a task record that is not a map")
+    task_id, status = fields.get("task_id"), fields.get("status")
+    if not isinstance(task_id, str) or not task_id:
+        raise CorruptRecord("a task record without a task id")
+    try:
+        return task_id, TaskStatus(str(status))
+    except ValueError:
+        raise CorruptRecord(f"task {task_id[:40]!r}: status {str(status)[:20]!r} unknown") from None
 
 
 def _final_of(frame: bytes, limits: codec.CodecLimits) -> int:
