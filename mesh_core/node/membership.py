@@ -28,6 +28,7 @@ import contextlib
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,10 @@ from .context import NodeContext, log
 Hook = Callable[[], Awaitable[Any]]
 # A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
 SKEW_FLAG_SECONDS = 60.0
+# A task's submitter the view does not know is looked up again at most this often: a client writes no node record,
+# so without this every task a client submitted cost its worker one read of every record before it ran.
+LOOKUP_AGAIN_SECONDS = 1.0
+LOOKUPS_KEPT = 4096
 
 
 def _whose(why: str, origin: str) -> str:
@@ -76,6 +81,7 @@ class MembershipService:
         self._workers: list[NodeInfo] | None = None  # active workers as the router sees them (cached per view)
         self.trust = Trust(tuple(cfg.security.allowlist), cfg.security.api_key)
         self.known: dict[str, NodeInfo] = {}  # every node record of the last view, clients included
+        self._looked_up: OrderedDict[str, float] = OrderedDict()  # unknown submitter → when it was last looked up
         self.untrusted: set[str] = set()  # nodes whose records were refused in the last view
         self._refused: set[tuple[str, str]] = set()  # (kind, origin) already logged
         self._process = psutil.Process()
@@ -289,6 +295,22 @@ class MembershipService:
     async def learn(self) -> None:
         """Read the node records again (not judging liveness): for a record from a node joined since the view."""
         self.known = {node.node_id: node for node in (await self.medium.snapshot()).nodes}
+
+    def worth_looking_up(self, node_id: str | None) -> bool:
+        """Whether a task's submitter is worth reading the records again for (``learn``): one the view does not
+        know, not looked up in the last ``LOOKUP_AGAIN_SECONDS`` (a node that joined since the view is found by the
+        first lookup; a client, which writes no record, is judged by its task's signed context meanwhile)."""
+        if not node_id or node_id in self.known:
+            return False
+        now = time.monotonic()
+        last = self._looked_up.get(node_id)
+        if last is not None and now - last < LOOKUP_AGAIN_SECONDS:
+            return False
+        self._looked_up[node_id] = now
+        self._looked_up.move_to_end(node_id)
+        while len(self._looked_up) > LOOKUPS_KEPT:
+            self._looked_up.popitem(last=False)
+        return True
 
     def refuse(self, kind: str, origin: str, detail: str) -> None:
         """Count a refused record as ``refused_<kind>``; log it once per origin."""

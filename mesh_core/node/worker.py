@@ -210,7 +210,7 @@ class Worker:
         timeout = task.timeout_s or ctx.config.task_timeout_seconds
         members = self.tasks.members
         try:
-            if task.submitter_id not in members.known:  # a submitter that joined since the last view
+            if members.worth_looking_up(task.submitter_id):  # a submitter that joined since the last view
                 with contextlib.suppress(BackendError):
                     await members.learn()
             why = members.distrust_task(task)
