@@ -58,6 +58,11 @@ class Worker:
                                         td.retry_backoff_max_seconds)
         self.accepting = False
         self.running: dict[str, Running] = {}
+        # Whether work may be waiting that the last claim left (it took as many as it had room for, or a wake-up
+        # came while every slot was taken): a finished task then wakes the claim loop. Otherwise the next task
+        # brings its own wake-up, and a claim after every finished task would only find nothing (at idle, the
+        # next submission's write queued behind that empty claim).
+        self._more_waiting = False
         self._stats: dict[str, AffinityStats] = {}  # task type -> this node's smoothed success and latency
         self._done = 0
         self._failed = 0
@@ -177,6 +182,7 @@ class Worker:
                 continue
             free = ctx.config.concurrency - len(self.running)
             if free <= 0:
+                self._more_waiting = True
                 continue
             try:
                 tasks = await self.transport.claim(ctx.node_id, free, ctx.timings.task_lease_s)
@@ -189,7 +195,8 @@ class Worker:
                 entry = Running(task)
                 self.running[task.task_id] = entry
                 entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
-            if len(tasks) == free:
+            self._more_waiting = len(tasks) == free
+            if self._more_waiting:
                 ctx.wake(TOPIC_TASKS)
             if not tasks:
                 with contextlib.suppress(BackendError):
@@ -248,7 +255,8 @@ class Worker:
             await self._record_until_stored(entry, frame, error, time.monotonic() - started)
         finally:
             self.running.pop(task.task_id, None)
-            ctx.wake(TOPIC_TASKS)
+            if self._more_waiting:
+                ctx.wake(TOPIC_TASKS)
 
     async def _record_until_stored(self, entry: Running, frame: bytes | None, error: str | None,
                                    seconds: float) -> None:
