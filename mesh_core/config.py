@@ -142,9 +142,13 @@ class RedisConfig:
             raise ConfigError("config: agent_mesh.redis.sentinels and redis.cluster_nodes are both set",
                               hint="Sentinel (a primary and its replicas) or Redis Cluster: keep one of them")
         if (self.sentinels or self.cluster_nodes) and self.url:
-            given = "sentinels" if self.sentinels else "cluster_nodes"
-            raise ConfigError(f"config: agent_mesh.redis.{given} and redis.url are both set",
-                              hint=f"with redis.{given} the nodes find the server themselves: remove redis.url")
+            ha = "sentinels" if self.sentinels else "cluster_nodes"
+            raise ConfigError(f"config: agent_mesh.redis.{ha} and redis.url are both set",
+                              hint=f"with redis.{ha} the nodes find the server themselves: remove redis.url")
+        if self.wait_replicas and self.wait_timeout_ms / 1000 >= self.socket_timeout_seconds:
+            raise ConfigError(f"config: agent_mesh.redis.wait_timeout_ms = {self.wait_timeout_ms} is not under "
+                              f"redis.socket_timeout_seconds = {self.socket_timeout_seconds}",
+                              hint="a WAIT longer than the socket timeout reads as a dead connection: lower it")
         if self.sentinels and not self.service.strip():
             raise ConfigError("config: agent_mesh.redis.service is empty",
                               hint="the name the sentinels monitor the primary under (sentinel monitor NAME ...)")
