@@ -11,7 +11,8 @@ a failover within a few seconds. ``RedisClusterSet``: six servers with
 returns once every node sees all 16384 slots served.
 
 Each server is a ``RedisServer`` (free port, own folder, stopped by pid, cleaned
-up at exit). ``kill_primary`` (kill -9) and ``wait_failover`` drive a failover.
+up at exit). ``kill_primary`` (kill -9) and ``wait_failover`` drive a failover; ``rejoin`` starts the killed
+server again and waits until it is a replica in sync, so the set is whole again for the next test.
 """
 
 from __future__ import annotations
@@ -153,6 +154,23 @@ class RedisSentinelSet:
         _until("a failover", promoted, timeout)
         return found[-1]
 
+    def rejoin(self, server: RedisServer, timeout: float = 30) -> None:
+        """Start a killed data server again (same port and folder) as a replica of the primary the sentinels name
+        now, as an operator would (left to the sentinels, a server back as an empty primary is turned into a
+        replica only some 8 s later), and wait until it is in sync: the set is whole again."""
+        extra = list(server.extra)
+        if "--replicaof" in extra:
+            at = extra.index("--replicaof")
+            del extra[at:at + 3]
+        server.extra = (*extra, "--replicaof", "127.0.0.1", str(self.primary_port()))
+        server.start()
+
+        def synced() -> bool:
+            with _client(server.port) as c:
+                info = c.info("replication")
+                return info.get("role") == "slave" and info.get("master_link_status") == "up"
+        _until("the old primary back as a replica in sync", synced, timeout)
+
     def cleanup(self) -> None:
         for server in [*self.sentinels, *self.servers]:
             with contextlib.suppress(Exception):
@@ -269,6 +287,12 @@ class RedisClusterSet:
             return True
         _until("a cluster failover", promoted, timeout)
         return found[-1]
+
+    def rejoin(self, server: RedisServer, timeout: float = 30) -> None:
+        """Start a killed server again (same port, folder and nodes.conf) and wait until it is back as a replica
+        in sync and every node serves all slots: the cluster is whole again."""
+        server.start()
+        _until("the old primary back as a replica in sync", self._settled, timeout)
 
     def cleanup(self) -> None:
         for server in self.servers:

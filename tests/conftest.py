@@ -49,7 +49,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[RedisSentinelSet]:
     """A primary, a replica and three sentinels for the session (tests keep apart by cluster name). A test that
-    kills the primary leaves a set that has failed over and has no replica: it makes its own set instead."""
+    kills the primary brings the server back with ``rejoin``, so the set is whole for the next one."""
     with RedisSentinelSet() as ha:
         yield ha
 
