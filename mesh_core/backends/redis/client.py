@@ -78,7 +78,7 @@ class MeshRedisCluster(RedisCluster):
     """``RedisCluster`` whose pipelines take ``publish`` (see ``MeshClusterPipeline``)."""
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> MeshClusterPipeline:
-        return MeshClusterPipeline(self, transaction)
+        return MeshClusterPipeline(self, transaction)  # type: ignore[abstract]  # redis-py sets it at runtime
 
 
 class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
