@@ -142,7 +142,7 @@ class RedisConfig:
             raise ConfigError("config: agent_mesh.redis.sentinels and redis.cluster_nodes are both set",
                               hint="Sentinel (a primary and its replicas) or Redis Cluster: keep one of them")
         if (self.sentinels or self.cluster_nodes) and self.url:
-            ha = "sentinels" if self.sentinels else "cluster_nodes"
+            ha = _ha_key(self)
             raise ConfigError(f"config: agent_mesh.redis.{ha} and redis.url are both set",
                               hint=f"with redis.{ha} the nodes find the server themselves: remove redis.url")
         if self.wait_replicas and self.wait_timeout_ms / 1000 >= self.socket_timeout_seconds:
@@ -156,6 +156,10 @@ class RedisConfig:
             raise ConfigError(f"config: agent_mesh.redis.db = {self.db} with redis.cluster_nodes",
                               hint="Redis Cluster has only database 0: remove redis.db")
         given = [key for key in TLS_FILE_KEYS if getattr(self, key)]
+        if given and self.mode != "single":
+            raise ConfigError(f"config: agent_mesh.redis.{given[0]} is set with redis.{_ha_key(self)}",
+                              hint="TLS to a Sentinel set or a Redis Cluster is not supported yet: remove the "
+                                   "redis.tls_* keys, or use one server through a rediss:// url")
         if given and not (self.url or "").startswith("rediss://"):
             shown = f"redis.url = {without_password(self.url)!r}" if self.url else "redis.url is unset"
             raise ConfigError(f"config: agent_mesh.redis.{given[0]} is set but {shown}",
@@ -176,6 +180,10 @@ class RedisConfig:
 
 
 TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _ha_key(cfg: RedisConfig) -> str:
+    return "sentinels" if cfg.sentinels else "cluster_nodes"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import pytest
 
 import mesh_testing
 from mesh_core.config import RedisConfig, load_config
-from mesh_core.errors import ConfigError
+from mesh_core.errors import BackendUnavailable, ConfigError
+from mesh_testing import RedisServer
 
 from . import test_contract
 from .conftest import FAST
@@ -76,6 +77,7 @@ async def test_status_shows_the_mode_and_the_server_in_use(cluster: mesh_testing
     ({"sentinels": ["127.0.0.1:26379"], "service": " "}, "service is empty"),
     ({"cluster_nodes": ["127.0.0.1:7000"], "db": 2}, "only database 0"),
     ({"wait_replicas": 1, "wait_timeout_ms": 6000}, "not under"),
+    ({"cluster_nodes": ["127.0.0.1:7000"], "tls_ca_file": "ca.pem"}, "not supported yet"),
 ])
 def test_bad_high_availability_settings_are_refused(keys: dict[str, Any], wrong: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -91,3 +93,22 @@ def test_high_availability_keys_come_from_the_environment() -> None:
     assert (redis.wait_replicas, redis.wait_timeout_ms) == (1, 250)
     with pytest.raises(ConfigError, match=r"redis\.cluster_nodes\[1\]"):
         load_config(None, env={"MESH_REDIS_CLUSTER_NODES": "127.0.0.1:7000,nohost"}, use_default_file=False)
+
+
+async def test_a_write_no_replica_confirms_in_time_is_an_error_and_counted(tmp_path: Path,
+                                                                            redis_server: RedisServer) -> None:
+    """One server and no replica: with ``wait_replicas: 1`` nothing acknowledges, each refusal says why."""
+    c = mesh_testing.Cluster(tmp_path, "redis", redis_server.url,
+                             settings={**FAST, "redis": {"wait_replicas": 1, "wait_timeout_ms": 50}})
+    try:
+        await c.node("a")
+        client = await c.client()
+        with pytest.raises(BackendUnavailable, match=r"only 0 of redis.wait_replicas = 1 replicas confirmed"):
+            await client.submit_task("echo", {"x": 1}, task_id="unconfirmed")
+        with pytest.raises(BackendUnavailable, match="may not survive a failover"):
+            await client.sync_memory_item("fact", {"x": 1}, key="unconfirmed")
+        backend = client.services.ctx.backend
+        assert backend.wait_timeouts == 2 and client.counters["redis_wait_timeouts"] == 2  # type: ignore[attr-defined]
+        assert backend.describe()["wait_timeouts"] == 2
+    finally:
+        await c.close()

@@ -30,6 +30,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
+    MovedError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -53,7 +54,8 @@ SCRIPTS = ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPL
 PLAIN_SCRIPTS = {"HOLD_LEASE", "COMPACT"}  # the others are built on COMMON and answer {result, quarantined}
 QUARANTINE_KEPT = 10_000  # entries of the quarantine stream kept (approximately), as in the scripts
 # Replies that mean "not the primary now" or "the cluster is between owners": the medium is away, not broken.
-FAILING_OVER = (ReadOnlyError, ClusterDownError, TryAgainError)
+# (RedisCluster follows MOVED itself; one reaches us only from the WAIT sent to a node chosen by a stale map.)
+FAILING_OVER = (ReadOnlyError, ClusterDownError, TryAgainError, MovedError)
 
 
 class MeshClusterPipeline(ClusterPipeline):
