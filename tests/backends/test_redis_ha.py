@@ -112,3 +112,15 @@ async def test_a_write_no_replica_confirms_in_time_is_an_error_and_counted(tmp_p
         assert backend.describe()["wait_timeouts"] == 2
     finally:
         await c.close()
+
+
+async def test_a_driver_fault_mid_failover_reads_as_unreachable_and_ours_stays_a_bug() -> None:
+    from redis.asyncio.connection import Connection
+
+    from mesh_core.backends.redis.client import _raised_in_driver
+    with pytest.raises(AttributeError) as in_driver:
+        await Connection()._send_packed_command([b"PING"])  # no writer: what redis-py's race ends in
+    assert _raised_in_driver(in_driver.value)
+    with pytest.raises(AttributeError) as in_ours:
+        None.writelines([])  # type: ignore[attr-defined]
+    assert not _raised_in_driver(in_ours.value)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -169,6 +171,15 @@ class RedisClient(SharedStoreBackend):
             error = await self._translated(exc, opening)
             if isinstance(error, BackendUnavailable):
                 self._away(error)
+            raise error from None
+        except (AttributeError, TypeError) as exc:
+            if not _raised_in_driver(exc):
+                raise
+            # redis-py's cluster client can use a connection another task has just closed during a failover
+            # (its writer is None): the call did not reach Redis, as with a connection refused.
+            error = BackendUnavailable(f"Redis at {self._where()} is unreachable: the client lost the connection "
+                                       f"mid-call ({type(exc).__name__}: {exc})")
+            self._away(error)
             raise error from None
         if self._outage_since is not None:
             self._back()
@@ -395,6 +406,17 @@ class RedisClient(SharedStoreBackend):
         assert self._client is not None
         with contextlib.suppress(BackendError):
             await self._call(self._client.publish(self._key("wake:", ALL), topic))
+
+
+DRIVER_FOLDER = os.path.dirname(redis.__file__)
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside redis-py (its innermost frame is in the redis package)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(DRIVER_FOLDER + os.sep)
 
 
 def _address(text: str) -> tuple[str, int]:
