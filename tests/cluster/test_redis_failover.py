@@ -104,7 +104,7 @@ def test_nodes_follow_a_failover_and_lose_no_acknowledged_write(mode: str, tmp_p
         until(lambda: failover.subscribers(f"{prefix}wake:all") >= len(workers), timeout=10)
 
         # each node saw the outage, timed it and says so in status
-        seen = {"client": run["outage"]}
+        seen = {"client": run["outage"]} if run["outage"] is not None else {}
         for w in workers:
             backend = w.status()["local"]["backend"]
             assert backend["mode"] == mode and backend["outages"] >= 1 and backend["reconnects"] >= 1, backend
@@ -161,11 +161,11 @@ async def _run(config: Any, failover: Failover, prefix: str) -> dict[str, Any]:
             await mesh.wait_task(task_id, timeout=120)
         seconds = time.monotonic() - began
         tasks = [t for n in range(0, TASKS, 50) for t in await mesh.get_tasks(ids[n:n + 50])]
-        backend = mesh.services.ctx.backend
-        assert backend.outages >= 1, backend.describe()  # type: ignore[attr-defined]
+        # the client's own calls may all have landed outside the outage (the cluster client retries a moved slot)
+        last = mesh.services.ctx.backend.last_outage  # type: ignore[attr-defined]
         return {"tasks": tasks, "memory": memory, "origin": mesh.node_id, "retries": dict(retries),
                 "why": why.most_common(4),
-                "outage": backend.last_outage["seconds"], "seconds": seconds}  # type: ignore[attr-defined]
+                "outage": last["seconds"] if last else None, "seconds": seconds}
 
 
 def _kind(exc: Exception) -> str:
