@@ -109,6 +109,9 @@ def test_nodes_follow_a_failover_and_lose_no_acknowledged_write(mode: str, tmp_p
             backend = w.status()["local"]["backend"]
             assert backend["mode"] == mode and backend["outages"] >= 1 and backend["reconnects"] >= 1, backend
             seen[w.name] = backend["last_outage"]["seconds"]
+            w.wait_event(lambda e: e.get("event") == "Problem" and e.get("counter") == "redis_outages")
+            health = [e.get("healthy") for e in w.lines if e.get("event") == "BackendStatus"]
+            assert False in health and True in health[health.index(False):], health  # degraded, then back
         assert all(0 < s < 30 for s in seen.values()), seen
         print(f"\n{mode}: failover (kill to promoted replica) {failover.seconds:.1f} s; outage seen by the nodes "
               + ", ".join(f"{n} {s:.1f} s" for n, s in seen.items())
@@ -131,15 +134,15 @@ async def _run(config: Any, failover: Failover, prefix: str) -> dict[str, Any]:
         gate = asyncio.Semaphore(32)
 
         async def until_acknowledged(what: str, call: Any) -> None:
-            while True:
-                try:
-                    async with gate:
+            async with gate:  # 32 calls at a time, their pauses included
+                while True:
+                    try:
                         await call()
-                    return
-                except MeshError as exc:  # not acknowledged: the same call again (same task id: one task)
-                    retries[f"{what}: {type(exc).__name__}"] += 1
-                    why[_kind(exc)] += 1
-                    await asyncio.sleep(0.2)
+                        return
+                    except MeshError as exc:  # not acknowledged: the same call again (same task id: one task)
+                        retries[f"{what}: {type(exc).__name__}"] += 1
+                        why[_kind(exc)] += 1
+                        await asyncio.sleep(0.2)
 
         async def one(i: int) -> None:
             await until_acknowledged("task", lambda: mesh.submit_task("echo", {"i": i}, task_id=ids[i]))
