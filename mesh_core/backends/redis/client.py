@@ -172,7 +172,7 @@ class RedisClient(SharedStoreBackend):
             if isinstance(error, BackendUnavailable):
                 self._away(error)
             raise error from None
-        except (AttributeError, TypeError) as exc:
+        except AttributeError as exc:
             if not _raised_in_driver(exc):
                 raise
             # redis-py's cluster client can use a connection another task has just closed during a failover
