@@ -126,9 +126,40 @@ class RedisConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_check_hostname: bool = True  # the server's certificate must name the host in the url
+    # High availability: Sentinel (``sentinels`` host:port list + the monitored ``service`` name) or Redis Cluster
+    # (``cluster_nodes``, any few of its nodes: the rest is discovered). Either replaces url/host/port.
+    sentinels: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
+    service: str = "mymaster"
+    sentinel_password: str | None = None  # for sentinels started with requirepass (the data nodes use password)
+    cluster_nodes: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
+    # Writes that acknowledge (task submitted, result recorded, memory write) wait until this many replicas have
+    # them (Redis WAIT), at most ``wait_timeout_ms``; fewer in time is an error, not a silent success. 0: no wait.
+    wait_replicas: int = field(default=0, metadata={"min": 0, "max": 16})
+    wait_timeout_ms: int = field(default=1000, metadata={"min": 1, "max": 600_000})
 
     def __post_init__(self) -> None:
+        if self.sentinels and self.cluster_nodes:
+            raise ConfigError("config: agent_mesh.redis.sentinels and redis.cluster_nodes are both set",
+                              hint="Sentinel (a primary and its replicas) or Redis Cluster: keep one of them")
+        if (self.sentinels or self.cluster_nodes) and self.url:
+            ha = _ha_key(self)
+            raise ConfigError(f"config: agent_mesh.redis.{ha} and redis.url are both set",
+                              hint=f"with redis.{ha} the nodes find the server themselves: remove redis.url")
+        if self.wait_replicas and self.wait_timeout_ms / 1000 >= self.socket_timeout_seconds:
+            raise ConfigError(f"config: agent_mesh.redis.wait_timeout_ms = {self.wait_timeout_ms} is not under "
+                              f"redis.socket_timeout_seconds = {self.socket_timeout_seconds}",
+                              hint="a WAIT longer than the socket timeout reads as a dead connection: lower it")
+        if self.sentinels and not self.service.strip():
+            raise ConfigError("config: agent_mesh.redis.service is empty",
+                              hint="the name the sentinels monitor the primary under (sentinel monitor NAME ...)")
+        if self.cluster_nodes and self.db:
+            raise ConfigError(f"config: agent_mesh.redis.db = {self.db} with redis.cluster_nodes",
+                              hint="Redis Cluster has only database 0: remove redis.db")
         given = [key for key in TLS_FILE_KEYS if getattr(self, key)]
+        if given and self.mode != "single":
+            raise ConfigError(f"config: agent_mesh.redis.{given[0]} is set with redis.{_ha_key(self)}",
+                              hint="TLS to a Sentinel set or a Redis Cluster is not supported yet: remove the "
+                                   "redis.tls_* keys, or use one server through a rediss:// url")
         if given and not (self.url or "").startswith("rediss://"):
             shown = f"redis.url = {without_password(self.url)!r}" if self.url else "redis.url is unset"
             raise ConfigError(f"config: agent_mesh.redis.{given[0]} is set but {shown}",
@@ -142,8 +173,17 @@ class RedisConfig:
         """Whether the connection is TLS (a ``rediss://`` url)."""
         return bool(self.url and self.url.startswith("rediss://"))
 
+    @property
+    def mode(self) -> str:
+        """How the nodes reach Redis: ``sentinel``, ``cluster`` or ``single`` (one server at url/host:port)."""
+        return "sentinel" if self.sentinels else "cluster" if self.cluster_nodes else "single"
+
 
 TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _ha_key(cfg: RedisConfig) -> str:
+    return "sentinels" if cfg.sentinels else "cluster_nodes"
 
 
 @dataclass(frozen=True)
@@ -460,6 +500,11 @@ ENV_KEYS: dict[str, str] = {
     "MESH_REDIS_TLS_CA_FILE": "redis.tls_ca_file",
     "MESH_REDIS_TLS_CERT_FILE": "redis.tls_cert_file",
     "MESH_REDIS_TLS_KEY_FILE": "redis.tls_key_file",
+    "MESH_REDIS_SENTINELS": "redis.sentinels",
+    "MESH_REDIS_SERVICE": "redis.service",
+    "MESH_REDIS_CLUSTER_NODES": "redis.cluster_nodes",
+    "MESH_REDIS_WAIT_REPLICAS": "redis.wait_replicas",
+    "MESH_REDIS_WAIT_TIMEOUT_MS": "redis.wait_timeout_ms",
     "MESH_GRPC_PORT": "grpc.port",
     "MESH_GRPC_SEEDS": "grpc.seeds",
     "MESH_GRPC_HOST": "grpc.host",

@@ -73,7 +73,8 @@ class Cluster:
 
     ``settings`` is the ``agent_mesh:`` section every node reads (timings,
     ``concurrency``, ...); the cluster adds where the mesh lives: the SQLite file
-    ``root/mesh.db``, or the Redis server ``redis_url`` under the cluster name
+    ``root/mesh.db``, or the Redis server ``redis_url`` (or the Sentinel set or Redis Cluster that
+    ``settings["redis"]`` names with ``sentinels`` or ``cluster_nodes``) under the cluster name
     ``root.name`` (keys ``mesh:{name}:...``, so meshes sharing a server never
     meet), and the state folder ``root/state``. Node process output goes to
     ``root/logs/``. ``stop_grace``: seconds a node process gets to leave
@@ -85,8 +86,9 @@ class Cluster:
                  settings: Mapping[str, Any] | None = None, stop_grace: float = 0.0, keep: bool = False) -> None:
         if backend not in KNOWN_BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(KNOWN_BACKENDS)})")
-        if backend == "redis" and not redis_url:
-            raise ValueError("the redis backend needs a redis-server url")
+        ha = {k: v for k, v in dict((settings or {}).get("redis") or {}).items() if k in ("sentinels", "cluster_nodes")}
+        if backend == "redis" and not redis_url and not any(ha.values()):
+            raise ValueError("the redis backend needs a redis-server url (or redis.sentinels or redis.cluster_nodes)")
         self.made_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="mesh-cluster-")) if root is None else Path(root)
         self.backend = backend
@@ -118,7 +120,9 @@ class Cluster:
             section["grpc"] = {"host": "127.0.0.1", "port": 0, **section.get("grpc", {}), "seeds": list(self.seeds)}
         elif self.backend == "redis":
             section["protocol"] = "redis_distributed"
-            section["redis"] = {**section.get("redis", {}), "url": self.redis_url, "cluster": self.name}
+            section["redis"] = {**section.get("redis", {}), "cluster": self.name}
+            if self.redis_url:
+                section["redis"]["url"] = self.redis_url
         else:
             section.update({"protocol": "sqlite_local", "sqlite_db_path": str(self.db)})
         _replace(self.config, yaml.safe_dump({"agent_mesh": section}))

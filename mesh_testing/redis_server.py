@@ -122,13 +122,16 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
+    def arguments(self) -> list[str]:
+        """The redis-server arguments after the binary (a sentinel puts its config file first)."""
+        listen = self.tls.args(self.port) if self.tls else ["--port", str(self.port)]
+        return [*listen, "--bind", "127.0.0.1", "--dir", self.folder, "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no", *self.extra]
+
     def start(self) -> RedisServer:
         """Start the server and wait until it answers (or refuses us for want of a password)."""
         self.binary = redis_server_binary()
-        listen = self.tls.args(self.port) if self.tls else ["--port", str(self.port)]
-        args = [self.binary, *listen, "--bind", "127.0.0.1", "--dir", self.folder,
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
-                *self.extra]
+        args = [self.binary, *self.arguments()]
         if self not in _LIVE:
             _LIVE.append(self)
         with open(self.log_path, "ab") as log:

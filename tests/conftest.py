@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from mesh_testing import RedisServer
+from mesh_testing.redis_ha import RedisClusterSet, RedisSentinelSet
 
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
@@ -43,3 +44,18 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """A primary, a replica and three sentinels for the session (tests keep apart by cluster name). A test that
+    kills the primary brings the server back with ``rejoin``, so the set is whole for the next one."""
+    with RedisSentinelSet() as ha:
+        yield ha
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    """A Redis Cluster of three primaries, each with a replica, for the session (see ``redis_sentinel``)."""
+    with RedisClusterSet() as rc:
+        yield rc

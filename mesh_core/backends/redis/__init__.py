@@ -63,6 +63,9 @@ class RedisBackend(RedisTasks, RedisMemory):
         if self._client is not None:
             await _close_quickly(self._client)
             self._client = None
+        if self._sentinel is not None:  # its own clients, one per sentinel
+            await _close_quickly(self._sentinel)
+            self._sentinel = None
 
     # -- membership --------------------------------------------------------------------
     async def heartbeat(self, node: NodeInfo) -> None:
@@ -170,7 +173,7 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "url": self._where(), "tls": tls.describe(self.cfg), "prefix": self.prefix,
-                "reconnects": self.reconnects}
+                "reconnects": self.reconnects, **self.availability()}
 
 
 def _beat_of(seen: float) -> int:

@@ -1,23 +1,51 @@
-"""The Redis backend's plumbing: connection pool, error translation, scripts, key names and wake-ups."""
+"""The Redis backend's plumbing: connection pool, error translation, scripts, key names and wake-ups.
+
+Three ways to reach Redis (``RedisConfig.mode``): one server (``url`` or host/port); a primary found through
+Sentinel (``sentinels`` + ``service``: redis-py's Sentinel pool asks the sentinels for the primary on every new
+connection, and drops a connection that finds its server demoted, so a failover is followed by reconnecting);
+or Redis Cluster (``cluster_nodes``: ``RedisCluster`` follows MOVED replies and refreshes its slot map after a
+failover). Every key carries the hash tag ``{cluster}``, so all of them, and every script, live in one slot.
+Wake-ups use classic pub/sub, which Redis Cluster carries to every node over its bus: the scripts' PUBLISH reach
+a subscriber on any node (sharded pub/sub would need SPUBLISH in the scripts).
+
+An outage (calls failing as unreachable) is timed from its first failure to the next success, counted
+(``redis_outages``) and told as a problem with its length; ``describe`` shows the last one and the server in use.
+With ``wait_replicas`` the writes that acknowledge (task submitted, result recorded, memory write) return only
+after that many replicas have them (a write then ``WAIT`` on one connection); fewer within ``wait_timeout_ms`` is
+a ``BackendUnavailable`` and a ``redis_wait_timeouts`` problem, never a silent success.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import os
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from ... import codec
-from ...config import RedisConfig
+from ...config import RedisConfig, split_host_port
 from ...errors import BackendError, BackendUnavailable, ConfigError
 from ...model import NodeInfo
 from ...security import without_password
-from ..contracts import Quarantined, Topic
-from ..shared import SharedStoreBackend
+from ..contracts import Assignment, Completion, Enqueued, Quarantined, Topic
+from ..shared import Coalescer, SharedStoreBackend
 from . import scripts as lua
 from . import tls
 
@@ -27,6 +55,38 @@ SCRIPTS = ("HEARTBEAT", "LEAVE", "SNAPSHOT", "ENQUEUE", "CLAIM", "RENEW", "COMPL
            "REPLAY", "HOLD_LEASE", "LIST", "PRUNE", "COMPACT", "ASIDE")
 PLAIN_SCRIPTS = {"HOLD_LEASE", "COMPACT"}  # the others are built on COMMON and answer {result, quarantined}
 QUARANTINE_KEPT = 10_000  # entries of the quarantine stream kept (approximately), as in the scripts
+# Replies that mean "not the primary now" or "the cluster is between owners": the medium is away, not broken.
+# (RedisCluster follows MOVED itself; one reaches us only from the WAIT sent to a node chosen by a stale map.)
+FAILING_OVER = (ReadOnlyError, ClusterDownError, TryAgainError, MovedError)
+
+
+class MeshClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that takes ``publish``: redis-py refuses PUBLISH in one, so it is sent right after the
+    pipeline (a wake-up need not be inside the MULTI), its answer last as if it had been queued last."""
+
+    def __init__(self, client: RedisCluster, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        self._wakes: list[tuple[Any, Any]] = []
+
+    def publish(self, channel: Any, message: Any, **_: Any) -> MeshClusterPipeline:  # type: ignore[override]
+        self._wakes.append((channel, message))
+        return self
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        out = await super().execute(raise_on_error, allow_redirections) if len(self) else []
+        wakes, self._wakes = self._wakes, []
+        return [*out, *[await self.cluster_client.publish(c, m) for c, m in wakes]]
+
+
+class MeshRedisCluster(RedisCluster):
+    """``RedisCluster`` whose pipelines take ``publish`` (see ``MeshClusterPipeline``)."""
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> MeshClusterPipeline:
+        return MeshClusterPipeline(self, transaction)  # type: ignore[abstract]  # redis-py sets it at runtime
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (the primary asked of the sentinels per connection) that waits for a free connection."""
 
 
 def _s(value: Any) -> str:
@@ -47,49 +107,197 @@ class RedisClient(SharedStoreBackend):
         self._scripts: dict[str, Any] = {}
         self.reconnects = 0
         self._closing = False
+        self._sentinel: Sentinel | None = None
+        self._confirm = Coalescer(self._wait_batch)  # one WAIT serves every write finished before it was sent
+        self.wait_timeouts = 0
+        self.outages = 0
+        self.outage_seconds_total = 0.0
+        self.last_outage: dict[str, Any] | None = None
+        self._outage_since: float | None = None  # monotonic time of the first failure of the outage under way
+        self._outage_began = 0.0
 
     # -- plumbing ----------------------------------------------------------------
     def _where(self) -> str:
         # Shown in status and error lines: never with its password.
+        if self.cfg.mode == "sentinel":
+            return f"sentinel {self.cfg.service} via {','.join(self.cfg.sentinels)}"
+        if self.cfg.mode == "cluster":
+            return f"cluster {','.join(self.cfg.cluster_nodes)}"
         return without_password(self.cfg.url) if self.cfg.url else f"redis://{self.cfg.host}:{self.cfg.port}/{self.cfg.db}"
 
-    def _connect(self) -> aioredis.Redis:
+    def _connect(self) -> Any:
         # A blocking pool makes a burst of concurrent calls wait for a connection instead of failing
         # with "Too many connections" (redis-py's default pool refuses past its limit).
-        common: dict[str, Any] = {"socket_timeout": self.cfg.socket_timeout_seconds,
-                                  "socket_connect_timeout": self.cfg.socket_timeout_seconds,
-                                  "health_check_interval": 15, "username": self.cfg.username,
-                                  "password": self.cfg.password, "max_connections": 64,
-                                  "timeout": self.cfg.socket_timeout_seconds, **tls.options(self.cfg)}
-        if self.cfg.url:
-            pool = aioredis.BlockingConnectionPool.from_url(self.cfg.url, **common)
+        cfg = self.cfg
+        socket = {"socket_timeout": cfg.socket_timeout_seconds, "socket_connect_timeout": cfg.socket_timeout_seconds}
+        common: dict[str, Any] = {**socket, "health_check_interval": 15, "username": cfg.username,
+                                  "password": cfg.password, "max_connections": 64, **tls.options(cfg)}
+        if cfg.mode == "cluster":
+            nodes = [ClusterNode(*_address(a)) for a in cfg.cluster_nodes]
+            return MeshRedisCluster(startup_nodes=nodes, **common)
+        common["timeout"] = cfg.socket_timeout_seconds  # the wait for a free connection
+        if cfg.mode == "sentinel":
+            self._sentinel = Sentinel([_address(a) for a in cfg.sentinels],
+                                      sentinel_kwargs={**socket, "password": cfg.sentinel_password})
+            return self._sentinel.master_for(cfg.service, connection_pool_class=BlockingSentinelPool, db=cfg.db,
+                                             **common)
+        if cfg.url:
+            pool = aioredis.BlockingConnectionPool.from_url(cfg.url, **common)
         else:
-            pool = aioredis.BlockingConnectionPool(host=self.cfg.host, port=self.cfg.port, db=self.cfg.db, **common)
+            pool = aioredis.BlockingConnectionPool(host=cfg.host, port=cfg.port, db=cfg.db, **common)
         return aioredis.Redis(connection_pool=pool)
+
+    def _serving(self) -> str:
+        """The server taking this node's writes now, as host:port ("?" before the first connection)."""
+        client = self._client
+        if isinstance(client, RedisCluster):
+            try:
+                return str(client.get_node_from_key(self.prefix).name)
+            except Exception:  # no slot map yet
+                return "?"
+        pool = getattr(client, "connection_pool", None)
+        if isinstance(pool, SentinelConnectionPool):
+            found = pool.master_address
+            return f"{found[0]}:{found[1]}" if found else "?"
+        return self._where()
 
     async def _call(self, coro: Any, *, opening: bool = False) -> Any:
         """Await a Redis call; its failure as a mesh error. ``opening``: the first call, whose connection failure
-        is looked into (a TLS refusal or a plaintext/TLS mismatch is a ``ConfigError`` saying what to fix)."""
+        is looked into (a TLS refusal or a plaintext/TLS mismatch is a ``ConfigError`` saying what to fix).
+        A failure that means Redis is away starts (or continues) an outage; the next success ends it."""
         try:
-            return await coro
-        except AuthenticationError as exc:
-            raise ConfigError(f"config: Redis at {self._where()} refused the credentials: {exc}",
-                              hint="check redis.username and redis.password") from None
-        except ResponseError as exc:
-            if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
-                raise ConfigError(f"config: Redis at {self._where()} denied access: {exc}",
-                                  hint=f"the ACL user needs ~{self.prefix}* and &{self.prefix}*") from None
-            raise BackendError(f"Redis error: {exc}") from None
+            answer = await coro
         except (RedisError, OSError) as exc:
-            refusal = await tls.diagnose(self.cfg, exc) if opening else tls.explain(self.cfg, exc)
-            if refusal is not None and opening:
-                raise ConfigError(f"config: Redis at {self._where()} {refusal.what}", hint=refusal.fix) from None
-            if refusal is not None:
-                raise BackendUnavailable(f"Redis at {self._where()} {refusal.what}", hint=refusal.fix) from None
-            raise BackendUnavailable(f"Redis at {self._where()} is unreachable: {exc}") from None
+            error = await self._translated(exc, opening)
+            if isinstance(error, BackendUnavailable):
+                self._away(error)
+            raise error from None
+        except AttributeError as exc:
+            if not _raised_in_driver(exc):
+                raise
+            # redis-py's cluster client can use a connection another task has just closed during a failover
+            # (its writer is None): the call did not reach Redis, as with a connection refused.
+            error = BackendUnavailable(f"Redis at {self._where()} is unreachable: the client lost the connection "
+                                       f"mid-call ({type(exc).__name__}: {exc})")
+            self._away(error)
+            raise error from None
+        if self._outage_since is not None:
+            self._back()
+        return answer
+
+    async def _translated(self, exc: BaseException, opening: bool) -> Exception:
+        """A Redis failure as the mesh's error."""
+        if isinstance(exc, AuthenticationError):
+            return ConfigError(f"config: Redis at {self._where()} refused the credentials: {exc}",
+                               hint="check redis.username and redis.password")
+        if isinstance(exc, FAILING_OVER):  # a demoted primary, or a cluster between owners of the slot
+            return BackendUnavailable(f"Redis at {self._where()} is failing over: {exc}")
+        if isinstance(exc, ResponseError):
+            if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
+                return ConfigError(f"config: Redis at {self._where()} denied access: {exc}",
+                                   hint=f"the ACL user needs ~{self.prefix}* and &{self.prefix}*")
+            return BackendError(f"Redis error: {exc}")
+        refusal = await tls.diagnose(self.cfg, exc) if opening else tls.explain(self.cfg, exc)
+        if refusal is not None and opening:
+            return ConfigError(f"config: Redis at {self._where()} {refusal.what}", hint=refusal.fix)
+        if refusal is not None:
+            return BackendUnavailable(f"Redis at {self._where()} {refusal.what}", hint=refusal.fix)
+        return BackendUnavailable(f"Redis at {self._where()} is unreachable: {exc}")
+
+    # -- outages ---------------------------------------------------------------------------------
+    def _away(self, error: Exception) -> None:
+        if self._outage_since is None:
+            self._outage_since, self._outage_began = time.monotonic(), time.time()
+            log.warning("Redis is away (%s): calls fail until it is back", error)
+
+    def _back(self) -> None:
+        """The first success after an outage: time it, count it, tell the node."""
+        assert self._outage_since is not None
+        seconds = time.monotonic() - self._outage_since
+        self._outage_since = None
+        self.outages += 1
+        self.outage_seconds_total += seconds
+        serving = self._serving()
+        self.last_outage = {"seconds": round(seconds, 3), "began": self._outage_began, "serving": serving}
+        self.found_problem("redis_outages", f"Redis at {self._where()} was away for {seconds:.1f} s; "
+                                            f"back, served by {serving}")
+
+    def availability(self) -> dict[str, Any]:
+        """What ``status`` shows of the way to Redis: its mode, the server in use, outages and WAIT shortfalls."""
+        out: dict[str, Any] = {"mode": self.cfg.mode, "serving": self._serving(), "outages": self.outages,
+                               "outage_seconds_total": round(self.outage_seconds_total, 3)}
+        if self.last_outage is not None:
+            out["last_outage"] = self.last_outage
+        away = self.outage()
+        if away is not None:
+            out["away_seconds"] = round(away, 3)
+        if self.cfg.wait_replicas:
+            out.update(wait_replicas=self.cfg.wait_replicas, wait_timeouts=self.wait_timeouts)
+        return out
+
+    def outage(self) -> float | None:
+        """Seconds the outage under way has lasted; None while Redis answers."""
+        return None if self._outage_since is None else time.monotonic() - self._outage_since
+
+    # -- acknowledged writes -----------------------------------------------------------------------
+    async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:
+        out = await super().enqueue(assignments)
+        await self._replicated()
+        return out
+
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        out = await super().complete(completions)
+        await self._replicated()
+        return out
+
+    async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
+                             broadcast: bool = True) -> Any:
+        out = await super().publish_memory(origin, entries, broadcast)
+        await self._replicated()
+        return out
+
+    async def _replicated(self) -> None:
+        """Return once ``wait_replicas`` replicas hold every write this node finished so far (no wait when 0)."""
+        if self.cfg.wait_replicas:
+            await self._confirm([None])
+
+    async def _wait_batch(self, items: list[None]) -> list[None]:
+        # WAIT counts the replicas that reached this connection's last write; a write of our own on the same
+        # connection first makes that offset cover every write that finished before it (one replication stream).
+        assert self._client is not None
+        key, n, ms = self._key("wait"), self.cfg.wait_replicas, self.cfg.wait_timeout_ms
+        if isinstance(self._client, RedisCluster):
+            acked = await self._call(self._wait_on_node(key, n, ms))
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.wait(n, ms)
+            acked = (await self._call(pipe.execute()))[1]
+        if int(acked) < n:
+            self.wait_timeouts += 1
+            self.found_problem("redis_wait_timeouts", f"{int(acked)} of {n} replicas confirmed a write within {ms} ms")
+            raise BackendUnavailable(
+                f"Redis at {self._where()}: only {int(acked)} of redis.wait_replicas = {n} replicas confirmed the "
+                f"write within {ms} ms; it is on the primary but may not survive a failover",
+                hint="check the replicas (INFO replication), or raise redis.wait_timeout_ms")
+        return [None] * len(items)
+
+    async def _wait_on_node(self, key: str, n: int, ms: int) -> int:
+        """INCR then WAIT on one connection of the node serving ``key`` (a cluster pipeline spreads keyless
+        commands over nodes)."""
+        assert isinstance(self._client, RedisCluster)
+        await self._client.initialize()
+        node = self._client.get_node_from_key(key)
+        commands = [PipelineCommand(0, "INCR", key), PipelineCommand(1, "WAIT", n, ms)]
+        await node.execute_pipeline(commands)
+        for command in commands:
+            if isinstance(command.result, Exception):
+                raise command.result
+        return int(commands[1].result)
 
     async def _script(self, name: str, *args: Any) -> Any:
-        raw = await self._call(self._scripts[name](args=[self.prefix, *args]))
+        # The prefix as the one key names the slot: Redis Cluster runs the script on the node serving it.
+        raw = await self._call(self._scripts[name](keys=[self.prefix], args=[self.prefix, *args]))
         if name in PLAIN_SCRIPTS:
             return raw
         result, moved = raw
@@ -198,6 +406,23 @@ class RedisClient(SharedStoreBackend):
         assert self._client is not None
         with contextlib.suppress(BackendError):
             await self._call(self._client.publish(self._key("wake:", ALL), topic))
+
+
+DRIVER_FOLDER = os.path.dirname(redis.__file__)
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside redis-py (its innermost frame is in the redis package)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(DRIVER_FOLDER + os.sep)
+
+
+def _address(text: str) -> tuple[str, int]:
+    found = split_host_port(text)
+    assert found is not None  # the config checked it
+    return found
 
 
 async def _close_quickly(thing: Any) -> None:

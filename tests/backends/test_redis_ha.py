@@ -1,0 +1,126 @@
+"""The contract suite on Redis's high-availability set-ups: a primary found through Sentinel, and Redis Cluster.
+
+A subset of the contract suite (``KEPT``) runs here on both, with ``redis.wait_replicas: 1``: each
+acknowledged write also waits for a replica. Failover under load is in ``tests/cluster/test_redis_failover.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mesh_testing
+from mesh_core.config import RedisConfig, load_config
+from mesh_core.errors import BackendUnavailable, ConfigError
+from mesh_testing import RedisServer
+
+from . import test_contract
+from .conftest import FAST
+
+# A subset that takes every script and pipeline of the backend through the HA client at least once (the whole
+# suite passes too, in some 70 s more than CI has): membership, each task move, fencing, feeds, memory log,
+# quarantine, compaction, anti-entropy digests, signatures.
+KEPT = [
+    "test_nodes_join_and_see_each_other", "test_crashed_node_goes_suspect_then_dead",
+    "test_restart_keeps_identity_with_higher_incarnation", "test_submit_and_wait_from_a_client",
+    "test_full_mesh_answers_no_capacity", "test_failing_task_retries_then_dead_letters_with_every_error",
+    "test_task_on_crashed_node_is_rerouted_with_new_attempt", "test_late_result_from_old_attempt_is_refused",
+    "test_exactly_once_recording_under_crash", "test_submitting_the_same_task_id_twice_makes_one_task",
+    "test_cancel_queued_at_once_and_running_cooperatively", "test_dead_letter_is_replayed",
+    "test_queue_option_waits_in_pending_list_until_a_node_frees_up",
+    "test_retention_deletes_old_finished_tasks_and_extra_dead_letters_never_unfinished",
+    "test_a_large_result_reaches_its_waiter_whole", "test_parent_fans_out_fifty_children_across_three_nodes",
+    "test_a_client_can_wait_for_a_task_another_client_submitted", "test_memory_write_is_recalled_on_other_nodes",
+    "test_concurrent_writes_converge_latest_wins", "test_corrupt_memory_frame_is_quarantined_and_counted",
+    "test_a_batch_of_writes_reaches_every_node_and_is_all_or_nothing",
+    "test_compaction_drops_applied_log_entries_and_a_late_node_still_converges",
+    "test_anti_entropy_repairs_a_dropped_and_a_corrupted_write",
+    "test_api_key_keeps_out_unsigned_nodes_tasks_and_memory",
+]
+for _name in KEPT:
+    globals()[_name] = getattr(test_contract, _name)
+
+HA_MODES = ["sentinel", "cluster"]
+
+
+def ha_settings(request: pytest.FixtureRequest, mode: str) -> dict[str, Any]:
+    """The ``redis:`` settings that put a mesh on the session's Sentinel set or Redis Cluster, WAIT 1 on."""
+    if mode == "sentinel":
+        ha = request.getfixturevalue("redis_sentinel")
+        return {"sentinels": ha.sentinel_addresses, "service": ha.service, "wait_replicas": 1}
+    rc = request.getfixturevalue("redis_cluster")
+    return {"cluster_nodes": rc.node_addresses[:2], "wait_replicas": 1}
+
+
+@pytest.fixture(params=HA_MODES)
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[mesh_testing.Cluster]:
+    c = mesh_testing.Cluster(tmp_path, "redis", settings={**FAST, "redis": ha_settings(request, request.param)})
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_status_shows_the_mode_and_the_server_in_use(cluster: mesh_testing.Cluster) -> None:
+    a = await cluster.node("a")
+    shown = a.services.ctx.backend.describe()
+    assert shown["mode"] in HA_MODES and shown["outages"] == 0 and shown["wait_timeouts"] == 0
+    assert shown["serving"].startswith("127.0.0.1:"), shown
+
+
+@pytest.mark.parametrize(("keys", "wrong"), [
+    ({"sentinels": ["127.0.0.1:26379"], "cluster_nodes": ["127.0.0.1:7000"]}, "both set"),
+    ({"sentinels": ["127.0.0.1:26379"], "url": "redis://127.0.0.1:6379/0"}, "redis.url are both set"),
+    ({"sentinels": ["127.0.0.1:26379"], "service": " "}, "service is empty"),
+    ({"cluster_nodes": ["127.0.0.1:7000"], "db": 2}, "only database 0"),
+    ({"wait_replicas": 1, "wait_timeout_ms": 6000}, "not under"),
+    ({"cluster_nodes": ["127.0.0.1:7000"], "tls_ca_file": "ca.pem"}, "not supported yet"),
+])
+def test_bad_high_availability_settings_are_refused(keys: dict[str, Any], wrong: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RedisConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()})
+    assert wrong in (str(caught.value) + (caught.value.hint or ""))
+
+
+def test_high_availability_keys_come_from_the_environment() -> None:
+    env = {"MESH_PROTOCOL": "redis_distributed", "MESH_REDIS_SENTINELS": "127.0.0.1:26379, [::1]:26380",
+           "MESH_REDIS_SERVICE": "orders", "MESH_REDIS_WAIT_REPLICAS": "1", "MESH_REDIS_WAIT_TIMEOUT_MS": "250"}
+    redis = load_config(None, env=env, use_default_file=False).redis
+    assert (redis.sentinels, redis.service, redis.mode) == (("127.0.0.1:26379", "[::1]:26380"), "orders", "sentinel")
+    assert (redis.wait_replicas, redis.wait_timeout_ms) == (1, 250)
+    with pytest.raises(ConfigError, match=r"redis\.cluster_nodes\[1\]"):
+        load_config(None, env={"MESH_REDIS_CLUSTER_NODES": "127.0.0.1:7000,nohost"}, use_default_file=False)
+
+
+async def test_a_write_no_replica_confirms_in_time_is_an_error_and_counted(tmp_path: Path,
+                                                                            redis_server: RedisServer) -> None:
+    """One server and no replica: with ``wait_replicas: 1`` nothing acknowledges, each refusal says why."""
+    c = mesh_testing.Cluster(tmp_path, "redis", redis_server.url,
+                             settings={**FAST, "redis": {"wait_replicas": 1, "wait_timeout_ms": 50}})
+    try:
+        await c.node("a")
+        client = await c.client()
+        with pytest.raises(BackendUnavailable, match=r"only 0 of redis.wait_replicas = 1 replicas confirmed"):
+            await client.submit_task("echo", {"x": 1}, task_id="unconfirmed")
+        with pytest.raises(BackendUnavailable, match="may not survive a failover"):
+            await client.sync_memory_item("fact", {"x": 1}, key="unconfirmed")
+        backend = client.services.ctx.backend
+        assert backend.wait_timeouts == 2 and client.counters["redis_wait_timeouts"] == 2  # type: ignore[attr-defined]
+        assert backend.describe()["wait_timeouts"] == 2
+    finally:
+        await c.close()
+
+
+async def test_a_driver_fault_mid_failover_reads_as_unreachable_and_ours_stays_a_bug() -> None:
+    from redis.asyncio.connection import Connection
+
+    from mesh_core.backends.redis.client import _raised_in_driver
+    with pytest.raises(AttributeError) as in_driver:
+        await Connection()._send_packed_command([b"PING"])  # no writer: what redis-py's race ends in
+    assert _raised_in_driver(in_driver.value)
+    with pytest.raises(AttributeError) as in_ours:
+        None.writelines([])  # type: ignore[attr-defined]
+    assert not _raised_in_driver(in_ours.value)
