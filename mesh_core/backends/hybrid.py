@@ -60,7 +60,10 @@ def _connect_error(exc: BaseException, timeout: float) -> str:
 
 
 async def probe_redis(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> RedisProbe:
-    """PING ``cfg.url`` once, without retries; the answer's round trip in ms, or why there was none."""
+    """PING ``cfg.url`` once, without retries; the answer's round trip in ms, or why there was none. With
+    ``redis.sentinels`` or ``redis.cluster_nodes``, the primary they name (``probe_ha``)."""
+    if cfg.mode != "single":
+        return await probe_ha(cfg, timeout)
     assert cfg.url is not None
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
@@ -91,6 +94,28 @@ async def probe_redis(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> Red
             await client.aclose()
         except (RedisError, OSError):
             pass
+
+
+async def probe_ha(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> RedisProbe:
+    """PING through the backend's own Sentinel or Cluster client: the sentinels must name a primary that
+    answers, or a cluster node must answer with the slot map."""
+    from redis.exceptions import RedisError
+
+    from .redis import RedisBackend
+
+    backend = RedisBackend(cfg)
+    shown = backend._where()
+    client = backend._client = backend._connect()
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(client.ping(), timeout)
+        return RedisProbe(shown, answered=True, ms=_elapsed_ms(started))
+    except TimeoutError:
+        return RedisProbe(shown, answered=False, error=f"no answer within {timeout:g} s")
+    except (RedisError, OSError) as exc:
+        return RedisProbe(shown, answered=False, error=_first_line(str(exc)) or type(exc).__name__)
+    finally:
+        await backend.close()  # the client and the sentinels' own connections, as a node closes them
 
 
 def _refused(refusal: Refusal | None) -> str:
@@ -166,8 +191,10 @@ async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | 
 
 async def probe_all(config: MeshConfig, caller: Caller,
                     timeout: float = PROBE_TIMEOUT_S) -> tuple[RedisProbe | None, list[SeedProbe]]:
-    """Probe what is configured, all at once: the Redis of ``redis.url`` (None when unset) and every seed."""
-    redis = asyncio.ensure_future(probe_redis(config.redis, timeout)) if config.redis.url is not None else None
+    """Probe what is configured, all at once: the Redis of ``redis.url``, ``redis.sentinels`` or
+    ``redis.cluster_nodes`` (None when none is set) and every seed."""
+    configured = config.redis.url is not None or config.redis.mode != "single"
+    redis = asyncio.ensure_future(probe_redis(config.redis, timeout)) if configured else None
     try:
         # the certificate the node would speak with: its own, or a one-shot client's NAME (node_name, or "cli")
         files = tls_files(config, caller.node_name if not caller.client else config.node_name or "cli") \

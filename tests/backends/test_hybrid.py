@@ -148,6 +148,31 @@ async def test_a_live_redis_is_chosen_and_the_node_runs_on_it(redis_server, tmp_
     assert [line for line in text.splitlines() if "hybrid chose" in line] == [f"  • Backend: {mesh.backend_reason}"]
 
 
+async def test_a_live_sentinel_set_or_cluster_is_chosen_and_the_node_runs_on_it(redis_sentinel, redis_cluster,
+                                                                                  tmp_path):
+    sentinel = hybrid(tmp_path / "s", **{"redis.sentinels": redis_sentinel.sentinel_addresses,
+                                         "redis.service": redis_sentinel.service, "redis.cluster": "hybrid-s"})
+    cluster = hybrid(tmp_path / "c", **{"redis.cluster_nodes": redis_cluster.node_addresses,
+                                        "redis.cluster": "hybrid-c"})
+    for config, shown in ((sentinel, f"sentinel {redis_sentinel.service} via "), (cluster, "cluster ")):
+        probe = await probe_redis(config.redis)
+        assert probe.answered and probe.url.startswith(shown), probe
+        async with AgentMeshManager(config) as mesh:
+            assert mesh.backend_name == "redis_distributed"
+            assert mesh.backend_reason.startswith(f"hybrid chose redis_distributed: {shown}"), mesh.backend_reason
+
+
+async def test_sentinels_that_do_not_answer_fall_back_to_sqlite_naming_them(tmp_path):
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    config = hybrid(tmp_path, **{"redis.sentinels": dead, "redis.service": "mymaster"})
+    started = time.monotonic()
+    async with AgentMeshManager(config) as mesh:
+        assert mesh.backend_name == "sqlite_local"
+        assert mesh.backend_reason.startswith(f"hybrid chose sqlite_local: sentinel mymaster via {','.join(dead)} "
+                                              "did not answer"), mesh.backend_reason
+    assert time.monotonic() - started < 10
+
+
 async def test_a_dead_redis_and_no_seeds_falls_back_to_sqlite_naming_the_url(tmp_path):
     url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
     config = hybrid(tmp_path, **{"redis.url": url})
