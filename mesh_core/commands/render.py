@@ -51,6 +51,24 @@ def medium_label(local: Mapping[str, Any]) -> str:
     return f"{label} ⚠️ INSECURE" if backend.get("insecure") else label
 
 
+def redis_lines(backend: dict[str, Any]) -> list[str]:
+    """The way to Redis when it is more than one server, or has been away: the server in use, outages, WAIT."""
+    mode = backend.get("mode")
+    if mode is None or (mode == "single" and not backend.get("outages") and "away_seconds" not in backend):
+        return []
+    parts = [f"{mode}, serving {backend.get('serving', '?')}"]
+    if "away_seconds" in backend:
+        parts.append(f"⚠️ away for {backend['away_seconds']:.1f} s")
+    if backend.get("outages"):
+        last = backend.get("last_outage") or {}
+        parts.append(f"{backend['outages']} outage{'s' if backend['outages'] != 1 else ''}"
+                     + (f", the last {last['seconds']:.1f} s" if "seconds" in last else ""))
+    if backend.get("wait_replicas"):
+        parts.append(f"acknowledged after {backend['wait_replicas']} replica(s)"
+                     + (f", {backend['wait_timeouts']} short" if backend.get("wait_timeouts") else ""))
+    return [f"  • Redis: {'; '.join(parts)}"]
+
+
 def grpc_tls_lines(backend: Mapping[str, Any]) -> list[str]:
     """grpc_mesh's TLS line, and a warning when this node's certificate is expired or ends within 14 days."""
     tls = backend.get("grpc_tls")
@@ -90,6 +108,7 @@ def render_status(d: dict[str, Any]) -> str:
         lines.append(f"  • TLS: 🔒 CA {tls['ca_file']}, client certificate {tls['cert_file'] or '(none)'}"
                      + ("" if tls["check_hostname"] else ", host name not checked"))
     lines += grpc_tls_lines(local.get("backend") or {})
+    lines += redis_lines(local.get("backend") or {})
     lines += [f"  • Loop {loop_line(loop)}" for loop in troubled_loops(local.get("loops", []))]
     if local.get("clock_offset_s") is not None:
         lines.append(f"  • Clock: ⚠️ degraded: {local['clock_offset_s']:+.1f} s off the mesh's: writes refused")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import mesh_testing
+from mesh_core.commands import render_status, status_data
 from mesh_core.config import RedisConfig, load_config
 from mesh_core.errors import BackendUnavailable, ConfigError
 from mesh_testing import RedisServer
@@ -69,6 +70,9 @@ async def test_status_shows_the_mode_and_the_server_in_use(cluster: mesh_testing
     shown = a.services.ctx.backend.describe()
     assert shown["mode"] in HA_MODES and shown["outages"] == 0 and shown["wait_timeouts"] == 0
     assert shown["serving"].startswith("127.0.0.1:"), shown
+    text = render_status(await status_data(a))
+    line = next(line for line in text.splitlines() if line.startswith("  • Redis: "))
+    assert line == f"  • Redis: {shown['mode']}, serving {shown['serving']}; acknowledged after 1 replica(s)", line
 
 
 @pytest.mark.parametrize(("keys", "wrong"), [
