@@ -47,7 +47,8 @@ def test_the_allowlist_covers_memory_tasks_and_deletions(cluster: Cluster) -> No
                                             "@handler('inside')\nasync def inside(payload):\n    return payload\n")
     t1 = cluster.start("trusted-1", "--config", guarded, "--handlers", "inside")
     t2 = cluster.start("trusted-2", "--config", guarded, "--handlers", "inside")
-    outsider = cluster.start("outsider")  # no allowlist of its own: it trusts everyone
+    # No allowlist of its own (it trusts everyone); its anti-entropy, every second too, sends its writes again.
+    outsider = cluster.start("outsider", "--config", str(cluster.variant("open.yaml", sync_interval_seconds=1)))
     assert t1.command('/mesh_remember genuine "from inside"')["ok"]
     until(lambda: _holds(outsider, "genuine") and _holds(t2, "genuine"), timeout=15)
 
