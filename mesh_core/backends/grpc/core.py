@@ -16,6 +16,7 @@ and tells its peers over the wire. The parts use only what is here:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -153,16 +154,18 @@ class GrpcCore(Backend):
             except Exception:
                 log.exception("grpc member listener failed on %s", change)
 
+    @abc.abstractmethod
     def address_of(self, node_id: str) -> str | None:
         """Where ``node_id``'s server listens, as gossip says (None when unknown)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def status_of(self, node_id: str) -> NodeStatus | None:
-        raise NotImplementedError
+        """``node_id``'s status as SWIM holds it (None when not a member)."""
 
+    @abc.abstractmethod
     def member_info(self, node_id: str) -> NodeInfo | None:
-        raise NotImplementedError
+        """``node_id``'s record as gossip last carried it (None when not a member)."""
 
+    @abc.abstractmethod
     def live_peers(self, *, workers_only: bool = False) -> list[NodeInfo]:
         """Other members SWIM holds alive or suspect (clients too, unless ``workers_only``), by node id."""
-        raise NotImplementedError
