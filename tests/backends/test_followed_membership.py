@@ -115,9 +115,8 @@ async def test_only_stamps_older_than_the_window_are_read_and_those_exactly(clus
             await reader.close()
 
 
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)  # SQLite rows are pruned by the sweeper instead
 async def test_a_ghost_past_the_retention_period_leaves_a_following_view(cluster: Cluster) -> None:
-    if cluster.backend != "redis":
-        pytest.skip("ghosts are dropped by the Redis snapshot (SQLite rows are pruned by the sweeper)")
     with medium_of(cluster) as writer, medium_of(cluster) as reader:
         ghost, b = node("ghost"), node("b")
         await writer.open(ghost)
@@ -140,9 +139,8 @@ async def test_a_ghost_past_the_retention_period_leaves_a_following_view(cluster
             await reader.close()
 
 
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)  # Redis keys written behind the mesh's back
 async def test_membership_keys_of_the_wrong_type_are_moved_aside_and_heartbeats_go_on(cluster: Cluster) -> None:
-    if cluster.backend != "redis":
-        pytest.skip("Redis keys written behind the mesh's back")
     with medium_of(cluster) as medium:
         a = node("a")
         await medium.open(a)
