@@ -7,7 +7,7 @@ import pytest
 from mesh_core.config import MeshConfig
 from mesh_core.model import NodeInfo, NodeType
 from mesh_core.nodes import create_specialized_node
-from mesh_core.nodes.planning_only import (
+from mesh_core.nodes.plans import (
     PlanCycle,
     PlanError,
     allocate_steps,
