@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mesh_core.nodes.language_expert import (
-    LanguageExpert,
-    ResultCache,
-    TextError,
+from mesh_core.nodes.language_expert import LanguageExpert, ResultCache, TextError
+from mesh_core.nodes.text import (
     counts,
     entities,
     rank_sentences,
