@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 
 from mesh_core.model import TaskProgress, TaskStatus
 
 from .conftest import Cluster, eventually
+
+
+async def serving(reader: Any, worker: Any, task_type: str) -> None:
+    """Until ``reader`` sees ``worker`` take ``task_type``."""
+    async def ready() -> bool:
+        return any(m.info.node_id == worker.node_id and task_type in m.info.task_types for m in reader.members())
+    await eventually(ready, timeout=3)
 
 
 async def test_progress_travels_with_renewals_and_stays_on_the_final_task(cluster: Cluster) -> None:
@@ -24,9 +32,7 @@ async def test_progress_travels_with_renewals_and_stays_on_the_final_task(cluste
     worker.register_handler("long", long)
     reader = await cluster.client()  # another node: it sees only what the medium holds
 
-    async def ready() -> bool:
-        return any(m.info.node_id == worker.node_id and "long" in m.info.task_types for m in reader.members())
-    await eventually(ready, timeout=3)
+    await serving(reader, worker, "long")
     task_id = await reader.submit_task("long", {})
 
     async def reported() -> bool:
@@ -57,9 +63,7 @@ async def test_a_retried_task_shows_no_progress_until_its_new_attempt_reports(cl
     worker.register_handler("flaky", flaky)
     reader = await cluster.client()
 
-    async def ready() -> bool:
-        return any(m.info.node_id == worker.node_id and "flaky" in m.info.task_types for m in reader.members())
-    await eventually(ready, timeout=3)
+    await serving(reader, worker, "flaky")
     task_id = await reader.submit_task("flaky", {}, max_retries=2)
     await asyncio.wait_for(second.wait(), timeout=10)
 
@@ -83,9 +87,7 @@ async def test_a_report_not_yet_renewed_is_stored_before_the_outcome(cluster: Cl
     worker.register_handler("quick", quick)
     reader = await cluster.client()
 
-    async def ready() -> bool:
-        return any(m.info.node_id == worker.node_id and "quick" in m.info.task_types for m in reader.members())
-    await eventually(ready, timeout=3)
+    await serving(reader, worker, "quick")
     task_id = await reader.submit_task("quick", {})
     assert (await reader.wait_task(task_id, timeout=5)).status is TaskStatus.SUCCEEDED
     task = await reader.get_task(task_id)
@@ -107,9 +109,7 @@ async def test_bad_progress_is_a_clear_error_in_the_handler(cluster: Cluster) ->
     worker.register_handler("bad", bad)
     reader = await cluster.client()
 
-    async def ready() -> bool:
-        return any(m.info.node_id == worker.node_id and "bad" in m.info.task_types for m in reader.members())
-    await eventually(ready, timeout=3)
+    await serving(reader, worker, "bad")
     task_id = await reader.submit_task("bad", {})
     assert await reader.wait_for(task_id, timeout=5) == 5
     assert "from 0 to 1" in seen[0] and "from 0 to 1" in seen[1] and "from 0 to 1" in seen[2]
