@@ -492,7 +492,8 @@ KeyName = tuple[str, str]  # (memory_type, key)
 
 def stored_order(items: Iterable[MemoryItem]) -> list[MemoryItem]:
     """Items in the order a replica reads a key's rows back: ``(hlc, origin)``."""
-    return sorted(items, key=lambda i: (i.hlc, i.origin))
+    items = list(items)
+    return items if len(items) < 2 else sorted(items, key=lambda i: (i.hlc, i.origin))
 
 
 @dataclass(frozen=True)
