@@ -277,7 +277,7 @@ def add_to_frontier(frontier: Sequence[MemoryItem], incoming: MemoryItem
         if order is Ordering.BEFORE:
             return tuple(frontier), (), True
         if order is Ordering.EQUAL:
-            if item_sort_key(member) >= item_sort_key(incoming):
+            if member == incoming or item_sort_key(member) >= item_sort_key(incoming):  # a duplicate: no encoding
                 return tuple(frontier), (), True
             superseded.append(member)  # same vector, different content: keep the larger, deterministically
         elif order is Ordering.AFTER:
