@@ -279,6 +279,10 @@ class MemorySyncConfig:
     history_size: int = field(default=20, metadata=_positive())
     strong_timeout_seconds: float = field(default=2.0, metadata=_positive())
     gossip_fanout: int = field(default=2, metadata=_positive())  # peer_to_peer: peers woken per hop
+    # writer backpressure: a node's write waits while the slowest active replica has not applied more than this
+    # many of its earlier writes (0: never waits), at most max_lag_wait_seconds, then fails (ReplicasBehind)
+    max_lag_items: int = field(default=10_000, metadata=_non_negative())
+    max_lag_wait_seconds: float = field(default=10.0, metadata=_positive())
     primary: str | None = None  # master_slave: the primary's node name; unset = whoever holds the lease
     source_priority: tuple[str, ...] = ()  # node ids, names or node types, best first (source_priority strategy)
 
@@ -516,6 +520,8 @@ ENV_KEYS: dict[str, str] = {
     "MESH_METRICS_HOST": "metrics.host",
     "MESH_LOAD_BALANCING_ALGORITHM": "task_distribution.load_balancing_algorithm",
     "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",
+    "MESH_MEMORY_MAX_LAG_ITEMS": "memory_sync.max_lag_items",
+    "MESH_MEMORY_MAX_LAG_WAIT_SECONDS": "memory_sync.max_lag_wait_seconds",
 }
 
 # keys whose relative paths are resolved against the folder of the file that set them

@@ -134,6 +134,18 @@ class SyncTimeout(MeshError):
         super().__init__(message, hint=hint)
 
 
+class ReplicasBehind(MeshError):
+    """A write waited ``memory_sync.max_lag_wait_seconds`` for the slowest active replicas to apply this node's
+    earlier writes (more than ``max_lag_items`` behind) and they did not: the write was not made."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, behind: list[str],
+                 hint: str = "try again: the write was not made; a replica that stays behind is slow or stuck") -> None:
+        self.behind = behind
+        super().__init__(message, hint=hint)
+
+
 class CertError(MeshError):
     """A certificate cannot be made, read or used: no CA yet, a CA already there, a bad host or lifetime."""
 

@@ -86,8 +86,9 @@ on the other comes back; use ``manual`` for data where that matters.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -276,7 +277,7 @@ def add_to_frontier(frontier: Sequence[MemoryItem], incoming: MemoryItem
         if order is Ordering.BEFORE:
             return tuple(frontier), (), True
         if order is Ordering.EQUAL:
-            if item_sort_key(member) >= item_sort_key(incoming):
+            if member == incoming or item_sort_key(member) >= item_sort_key(incoming):  # a duplicate: no encoding
                 return tuple(frontier), (), True
             superseded.append(member)  # same vector, different content: keep the larger, deterministically
         elif order is Ordering.AFTER:
@@ -482,3 +483,77 @@ def local_sibling(siblings: Sequence[MemoryItem], node_id: str) -> MemoryItem:
     """The sibling a reader on ``node_id`` is shown while in conflict: its own write, else the latest."""
     own = [s for s in siblings if s.origin == node_id]
     return max(own or siblings, key=item_sort_key)
+
+
+# -- a batch of incoming writes ----------------------------------------------------------
+
+KeyName = tuple[str, str]  # (memory_type, key)
+
+
+def stored_order(items: Iterable[MemoryItem]) -> list[MemoryItem]:
+    """Items in the order a replica reads a key's rows back: ``(hlc, origin)``."""
+    items = list(items)
+    return items if len(items) < 2 else sorted(items, key=lambda i: (i.hlc, i.origin))
+
+
+@dataclass(frozen=True)
+class KeyFold:
+    """One key after a batch of incoming writes was folded into it (see ``fold_batch``).
+
+    ``siblings`` and ``sources`` are its new state (in stored order); ``losers`` pairs every value that left
+    the visible state, in order, with the strategy that decided; ``steps`` is each incoming write that changed
+    the key with its ``Resolution``, in arrival order; ``fresh``: the key had no rows before the batch.
+    """
+
+    memory_type: str
+    key: str
+    siblings: tuple[MemoryItem, ...]
+    sources: tuple[MemoryItem, ...]
+    losers: tuple[tuple[MemoryItem, str], ...]
+    steps: tuple[tuple[MemoryItem, Resolution], ...]
+    fresh: bool
+
+
+def fold_batch(states: Mapping[KeyName, tuple[Sequence[MemoryItem], Sequence[MemoryItem]]],
+               incoming: Iterable[MemoryItem], strategy_of: Callable[[str], str], *, ranking: Ranking | None = None,
+               sibling_warning: int = SIBLING_WARNING) -> dict[KeyName, KeyFold]:
+    """Fold a batch of incoming originals into the keys' stored ``(siblings, sources)`` in one pass.
+
+    The result is what ``apply_remote`` gives applied to each item in turn, with the key's state stored and read
+    back between items (in stored order), which is what a replica did one item at a time: the same final
+    siblings and sources, the same losers in the same order, the same changes. Keys the batch did not change
+    are left out. ``strategy_of(memory_type)`` names the conflict strategy of a type.
+    """
+    current: dict[KeyName, tuple[list[MemoryItem], list[MemoryItem]]] = {}
+    losers: dict[KeyName, list[tuple[MemoryItem, str]]] = {}
+    steps: dict[KeyName, list[tuple[MemoryItem, Resolution]]] = {}
+    strategies: dict[str, str] = {}
+    for item in incoming:
+        name = (item.memory_type, item.key)
+        if name not in current:
+            siblings, sources = states.get(name, ((), ()))
+            current[name] = (stored_order(siblings), stored_order(sources))
+        siblings, sources = current[name]
+        strategy = strategies.get(item.memory_type)
+        if strategy is None:
+            strategy = strategies[item.memory_type] = strategy_of(item.memory_type)
+        result = apply_remote(siblings, item, strategy, ranking=ranking, sources=sources,
+                              sibling_warning=sibling_warning)
+        if result.outcome == IGNORED:
+            continue
+        current[name] = (stored_order(result.siblings), stored_order(result.sources) if result.sources else sources)
+        losers.setdefault(name, []).extend((loser, result.strategy) for loser in result.losers)
+        steps.setdefault(name, []).append((item, result))
+    out: dict[KeyName, KeyFold] = {}
+    for name, changes in steps.items():
+        before = states.get(name, ((), ()))
+        siblings, sources = current[name]
+        out[name] = KeyFold(name[0], name[1], tuple(siblings), tuple(sources), tuple(losers.get(name, ())),
+                            tuple(changes), fresh=not before[0] and not before[1])
+    return out
+
+
+def conflict_id_of(item: MemoryItem, result: Resolution) -> str:
+    """The id of the conflict a fold opened: the same on every replica (the key and its siblings' marks)."""
+    marks = sorted((s.origin, s.vv.get(s.origin, 0)) for s in result.siblings)
+    return hashlib.sha1(repr((item.memory_type, item.key, marks)).encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,21 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 KEY_TABLES = ("items", "sources", "history", "conflicts")  # every table that holds rows of one key
+KeyRows = tuple[list[MemoryItem], list[MemoryItem]]  # a key's (siblings, sources)
+KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parameters stay few)
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One key's new rows: its visible ``siblings``, its frontier ``sources`` (None: unchanged) and the values
+    that left it, each with the strategy that decided (``losers``, for the history). ``fresh``: it had no rows."""
+
+    memory_type: str
+    key: str
+    siblings: tuple[MemoryItem, ...]
+    sources: tuple[MemoryItem, ...] | None
+    losers: tuple[tuple[MemoryItem, str], ...] = ()
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,38 +209,75 @@ class ReplicaStore:
                  "strategy": r[5], "replaced_at": r[6]} for r in rows]
 
     # -- writes -----------------------------------------------------------------
+    def states(self, names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], KeyRows]:
+        """``(siblings, sources)`` of many keys (``(memory_type, key)``) in a few reads; keys with no rows left out."""
+        by_type: dict[str, list[str]] = {}
+        for memory_type, key in dict.fromkeys(names):
+            by_type.setdefault(memory_type, []).append(key)
+        out: dict[tuple[str, str], KeyRows] = {}
+        for memory_type, keys in by_type.items():
+            for start in range(0, len(keys), KEYS_PER_READ):
+                chunk = keys[start:start + KEYS_PER_READ]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT 0, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
+                    f" WHERE memory_type=? AND key IN ({marks}) UNION ALL"
+                    " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
+                    f" WHERE memory_type=? AND key IN ({marks}) ORDER BY 1, 5, 4",
+                    (memory_type, *chunk, memory_type, *chunk)).fetchall()
+                for row in rows:
+                    for item in self._rows_to_items([row[1:]]):
+                        out.setdefault((item.memory_type, item.key), ([], []))[row[0]].append(item)
+        return out
+
     def replace_siblings(self, memory_type: str, key: str, siblings: tuple[MemoryItem, ...],
                          losers: tuple[MemoryItem, ...], strategy: str,
                          sources: tuple[MemoryItem, ...] | None = None, *, fresh: bool = False) -> None:
         """Make ``siblings`` the key's visible state (and ``sources`` its frontier), file ``losers``, atomically.
 
         ``fresh``: the caller has just read that the key has no rows here (nothing to delete)."""
+        self.replace_many([KeyChange(memory_type, key, siblings, sources,
+                                     tuple((loser, strategy) for loser in losers), fresh)])
+
+    def replace_many(self, changes: Sequence[KeyChange]) -> None:
+        """``replace_siblings`` for many keys at once, atomically: one statement per table for the batch."""
+        if not changes:
+            return
         db = self._db
         self._count = None
+        packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
+
+        def row(s: MemoryItem) -> tuple[Any, ...]:
+            found = packed.get(id(s))
+            if found is None:
+                value = codec.pack(s.value)
+                found = packed[id(s)] = (s.memory_type, s.key, s.origin, s.hlc, value,
+                                         json.dumps(s.vv, sort_keys=True), s.priority, int(s.tombstone),
+                                         zlib.crc32(value))
+            return found
+
+        now = time.time()
         with self._savepoint():
-            tables = [("items", siblings)] + ([("sources", sources)] if sources is not None else [])
-            packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
-            for table, rows in tables:
-                if not fresh:
-                    db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (memory_type, key))
-                for s in rows:
-                    row = packed.get(id(s))
-                    if row is None:
-                        value = codec.pack(s.value)
-                        row = packed[id(s)] = (s.memory_type, s.key, s.origin, s.hlc, value,
-                                               json.dumps(s.vv, sort_keys=True), s.priority, int(s.tombstone),
-                                               zlib.crc32(value))
-                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?,?,?,?,?)", row)
-            now = time.time()
-            for loser in losers:
-                db.execute("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"
-                           " VALUES (?,?,?,?,?,?,?,?)",
-                           (loser.memory_type, loser.key, loser.origin, loser.hlc, codec.pack(loser.value),
-                            json.dumps(loser.vv, sort_keys=True), strategy, now))
-            if losers:
-                db.execute("DELETE FROM history WHERE memory_type=? AND key=? AND id NOT IN ("
-                           " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC LIMIT ?)",
-                           (memory_type, key, memory_type, key, self.history_size))
+            old = [(c.memory_type, c.key) for c in changes if not c.fresh]
+            old_sources = [(c.memory_type, c.key) for c in changes if not c.fresh and c.sources is not None]
+            if old:
+                db.executemany("DELETE FROM items WHERE memory_type=? AND key=?", old)
+            if old_sources:
+                db.executemany("DELETE FROM sources WHERE memory_type=? AND key=?", old_sources)
+            db.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?)",
+                           [row(s) for c in changes for s in c.siblings])
+            db.executemany("INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?,?)",
+                           [row(s) for c in changes for s in c.sources or ()])
+            filed = [(loser.memory_type, loser.key, loser.origin, loser.hlc, codec.pack(loser.value),
+                      json.dumps(loser.vv, sort_keys=True), strategy, now)
+                     for c in changes for loser, strategy in c.losers]
+            if filed:
+                db.executemany("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"
+                               " VALUES (?,?,?,?,?,?,?,?)", filed)
+                db.executemany("DELETE FROM history WHERE memory_type=? AND key=? AND id NOT IN ("
+                               " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC LIMIT ?)",
+                               [(c.memory_type, c.key, c.memory_type, c.key, self.history_size)
+                                for c in changes if c.losers])
 
     def key_state(self, memory_type: str, key: str) -> KeyState:
         """The key's rows as they are now (siblings, sources, history, conflicts), to undo a change with."""
@@ -279,6 +331,37 @@ class ReplicaStore:
             " opened_at) VALUES (?,?,?,?,?,?,?)",
             (conflict_id, memory_type, key, strategy, reason, json.dumps(list(disagreements)), time.time()))
         return True
+
+    def open_conflicts(self, names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+        """The ids of the open conflicts of many keys (``(memory_type, key)``); keys with none left out."""
+        wanted = set(names)
+        out: dict[tuple[str, str], set[str]] = {}
+        if not wanted or not self._db.execute("SELECT 1 FROM conflicts WHERE closed_at IS NULL LIMIT 1").fetchone():
+            return out
+        keys = sorted({key for _, key in wanted})
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start:start + KEYS_PER_READ]
+            for conflict_id, memory_type, key in self._db.execute(
+                    "SELECT conflict_id, memory_type, key FROM conflicts WHERE closed_at IS NULL AND key IN"
+                    f" ({','.join('?' * len(chunk))})", chunk):
+                if (memory_type, key) in wanted:
+                    out.setdefault((memory_type, key), set()).add(conflict_id)
+        return out
+
+    def settle_conflicts(self, opened: Sequence[tuple[str, str, str, str, str, tuple[str, ...]]],
+                         closed: Sequence[tuple[str, str]]) -> None:
+        """Record conflicts opened (``(id, memory_type, key, strategy, reason, disagreements)``), then close
+        ``(id, choice)``, in one go (see ``open_conflict`` and ``close_conflicts``)."""
+        now = time.time()
+        if opened:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO conflicts (conflict_id, memory_type, key, strategy, reason, disagreements,"
+                " opened_at) VALUES (?,?,?,?,?,?,?)",
+                [(cid, mt, key, strategy, reason, json.dumps(list(disagreements)), now)
+                 for cid, mt, key, strategy, reason, disagreements in opened])
+        if closed:
+            self._db.executemany("UPDATE conflicts SET closed_at=?, choice=? WHERE conflict_id=?",
+                                 [(now, choice, cid) for cid, choice in closed])
 
     def close_conflicts(self, memory_type: str, key: str, choice: str, keep: str | None = None) -> list[str]:
         """Close the key's open conflicts (but ``keep``); returns the ids closed."""

@@ -8,44 +8,55 @@ anti-entropy live in ``sync.py``; the master_slave primary in ``primary.py``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
-import hashlib
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import codec
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..clock import HybridLogicalClock
-from ..errors import BackendError, BackendUnavailable, CodecError, MemoryNotFound, MeshError, SyncTimeout, UsageError
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    CodecError,
+    MemoryNotFound,
+    MeshError,
+    ReplicasBehind,
+    SyncTimeout,
+    UsageError,
+)
 from ..events import ConflictOpened, ConflictResolved, MemoryChanged
 from ..memory.history import earlier_versions, pick_version
 from ..memory.resolve import (
     SIBLING_WARNING,
+    KeyFold,
+    KeyName,
     Ranking,
-    Resolution,
-    apply_remote,
+    conflict_id_of,
+    fold_batch,
     local_sibling,
     local_write,
     merge_items,
     resolve_manually,
 )
-from ..memory.store import KeyState, ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyChange, KeyState, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .context import NodeContext
 from .membership import MembershipService
 
+LAG_POLL_SECONDS = 0.02  # how often a held-back write looks at the replicas' acks again
 STRONG_POLL_SECONDS = 0.005  # how often a strong write looks whether every active node has applied it
 NO_VALUE: Any = object()  # resolve_conflict was given no value (None is a value: a fact may be null)
 
 # master_slave: hands a write to the primary when this node is not it; True when the write went there.
 Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
-KeyName = tuple[str, str]  # (memory_type, key)
 REFUSED = "write refused by the medium"  # why a conflict closed when the write that opened it is undone
 
 
@@ -71,6 +82,13 @@ class MemoryService:
         self._ranking_generation = -1
         self._host = socket.gethostname()
         self._turns: dict[KeyName, _Turn] = {}  # keys local writes hold or wait for (see ``_turn``)
+        # writer backpressure (``_hold_back``): this node's writes in the medium, oldest first, as (position, items),
+        # not yet known applied by every active replica, and how many items they hold
+        self._unapplied: collections.deque[tuple[Any, int]] = collections.deque()
+        self._unapplied_items = 0
+        self._behind: list[str] = []  # the replicas that had not applied the oldest of them, when last looked
+        self._lag_looked_at = -LAG_POLL_SECONDS
+        self._lag_lock = asyncio.Lock()
 
     @property
     def log(self) -> MemoryLog:
@@ -125,6 +143,7 @@ class MemoryService:
         if self.forwarder is not None and await self.forwarder(memory_type, memory_data, priority, key, tombstone):
             return key
         self.members.fence_writes()
+        await self._hold_back()
         async with self._turn(memory_type, [key]):
             if not self.ctx.is_worker:
                 await self.catch_up(key, memory_type)
@@ -141,6 +160,7 @@ class MemoryService:
         if not keys:
             return keys
         self.members.fence_writes()
+        await self._hold_back()
         async with self._turn(memory_type, keys):
             if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
                 self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
@@ -211,7 +231,61 @@ class MemoryService:
             raise
         for conflict_id, key in closed:
             self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=key, choice=why))
+        if position is not None and self.ctx.config.memory_sync.max_lag_items:
+            self._unapplied.append((position, len(stored)))
+            self._unapplied_items += len(stored)
         return position
+
+    async def _hold_back(self) -> None:
+        """Writer backpressure: while the slowest active replica has not applied more than ``max_lag_items`` of
+        this node's writes, wait for it (its acks: each replica acknowledges on the medium how far it applied
+        the log), at most ``max_lag_wait_seconds``, then refuse the write (``ReplicasBehind``). A replica that
+        is not active (suspect, dead, gone) holds no one back."""
+        cfg = self.ctx.config.memory_sync
+        if not cfg.max_lag_items or self._unapplied_items <= cfg.max_lag_items:
+            return
+        counters = self.ctx.counters
+        deadline = time.monotonic() + cfg.max_lag_wait_seconds
+        held = False
+        while True:
+            await self._look_at_lag()
+            if self._unapplied_items <= cfg.max_lag_items:
+                return
+            if not held:
+                held = True
+                counters["memory_writes_held_back"] += 1
+            if time.monotonic() >= deadline:
+                counters["memory_writes_held_too_long"] += 1
+                names = ", ".join(self._behind) or "?"
+                raise ReplicasBehind(f"write not made: replicas {names} are more than {cfg.max_lag_items} items "
+                                     f"behind this node's writes after {cfg.max_lag_wait_seconds:g} s",
+                                     behind=list(self._behind))
+            await asyncio.sleep(LAG_POLL_SECONDS)
+
+    async def _look_at_lag(self) -> None:
+        """Drop the writes every active replica has applied from ``_unapplied`` (one look at the acks at a
+        time, at most every LAG_POLL_SECONDS, however many writes wait)."""
+        async with self._lag_lock:
+            if time.monotonic() - self._lag_looked_at < LAG_POLL_SECONDS:
+                return
+            acks = await self.log.memory_acks()
+            self._lag_looked_at = time.monotonic()
+            replicas = {m.info.node_id: m.info.name for m in self.members.members()
+                        if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
+                        and m.info.node_id != self.ctx.node_id}
+            reached = self.log.cursor_reached
+            slowest = [node_id for node_id in replicas if acks.get(node_id) is None]
+            low: Any = None
+            for node_id in replicas:
+                cursor = acks.get(node_id)
+                if cursor is not None and (low is None or not reached(cursor, low)):
+                    low = cursor
+            # positions arrive nearly in order: drop from the oldest while the slowest ack covers them
+            while self._unapplied and not slowest and (low is None or reached(low, self._unapplied[0][0])):
+                self._unapplied_items -= self._unapplied.popleft()[1]
+            oldest = self._unapplied[0][0] if self._unapplied else None
+            self._behind = sorted(name for node_id, name in replicas.items()
+                                  if oldest is not None and not reached(acks.get(node_id), oldest))
 
     def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem]) -> bytes:
         """Make ``item`` this replica's state of its key, replacing ``siblings``; returns its frame for the mesh."""
@@ -234,8 +308,7 @@ class MemoryService:
                     arrived = [s for s in sources or siblings if (s.origin, s.hlc) != (item.origin, item.hlc)]
                     for conflict_id in self.store.restore(state):
                         self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice=REFUSED))
-                    for other in arrived:
-                        self._fold(other)
+                    self._fold(arrived)
         except sqlite3.Error as exc:
             self.ctx.problem("replica_errors", f"memory replica {self.store.path} kept {len(refused)} refused "
                                                f"write(s) it could not undo: {exc}")
@@ -336,12 +409,28 @@ class MemoryService:
         return codec.encode(wire, self.ctx.limits)
 
     # -- others' writes ------------------------------------------------------------------------------
-    def apply_frames(self, frames: list[bytes]) -> int:
-        """Apply pulled entries (a bucket, a key's newest) in one replica commit; returns how many changed it."""
+    def apply_frames(self, frames: Sequence[bytes]) -> int:
+        """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
+        changed it."""
         if not frames:
             return 0
         with self.store.batch():
-            return sum(self.apply_frame(frame) for frame in frames)
+            return self.fold_frames(frames)
+
+    def apply_frame(self, frame: bytes) -> bool:
+        """One entry: a batch of one."""
+        return self.apply_frames([frame]) > 0
+
+    def fold_frames(self, frames: Sequence[bytes]) -> int:
+        """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it."""
+        node_id = self.ctx.node_id
+        items = [item for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
+        newest: dict[str, int] = {}
+        for item in items:
+            newest[item.origin] = max(newest.get(item.origin, 0), item.hlc)
+        for origin, stamp in newest.items():  # the clock only needs each origin's newest stamp
+            self.members.merge_clock(self.hlc, stamp, origin)
+        return self._fold(items)
 
     def _item_of(self, frame: bytes, *, skip_origin: str | None = None) -> MemoryItem | None:
         """The item in a frame from the medium; None (counted) when it is corrupt or not signed with the
@@ -362,47 +451,59 @@ class MemoryService:
             return None
         return item
 
-    def apply_frame(self, frame: bytes) -> bool:
-        item = self._item_of(frame, skip_origin=self.ctx.node_id)
-        if item is None:
-            return False
-        self.members.merge_clock(self.hlc, item.hlc, item.origin)
-        return self._fold(item)
-
-    def _fold(self, item: MemoryItem) -> bool:
-        """Fold another node's write into the replica's state of its key; True when it changed it."""
+    def _fold(self, items: Sequence[MemoryItem]) -> int:
+        """Fold other nodes' writes into the replica as one batch: one read of the keys' states, one pass of
+        version-vector comparisons (``fold_batch``), one write per table; returns how many changed a key."""
+        if not items:
+            return 0
         ctx = self.ctx
-        strategy = ctx.config.conflict_strategy_for(item.memory_type)
-        siblings, sources = self.store.state(item.memory_type, item.key)
-        result = apply_remote(siblings, item, strategy, ranking=self._ranking_now(), sources=sources,
-                              sibling_warning=SIBLING_WARNING)
-        if result.outcome == "ignored":
-            return False
-        self.store.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy,
-                                    sources=result.sources or None, fresh=not siblings and not sources)
-        self._track_conflict(item, result)
-        if result.warning:
-            ctx.problem("sibling_warnings", f"{item.memory_type}/{item.key}: {result.warning}")
-        if ctx.events.wants_routine():
-            ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
-                                      outcome=result.outcome, strategy=result.strategy))
-        return True
+        store = self.store
+        names = list(dict.fromkeys((item.memory_type, item.key) for item in items))
+        folds = fold_batch(store.states(names), items, ctx.config.conflict_strategy_for,
+                           ranking=self._ranking_now(), sibling_warning=SIBLING_WARNING)
+        if not folds:
+            return 0
+        store.replace_many([KeyChange(f.memory_type, f.key, f.siblings, f.sources, f.losers, f.fresh)
+                            for f in folds.values()])
+        self._track_conflicts(folds)
+        routine = ctx.events.wants_routine()
+        for fold in folds.values():
+            warning = next((r.warning for _, r in reversed(fold.steps) if r.warning), None)
+            if warning:  # once per key and batch, not per item
+                ctx.problem("sibling_warnings", f"{fold.memory_type}/{fold.key}: {warning}")
+            if routine:  # a subscriber asked for per-item events
+                for item, result in fold.steps:
+                    ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
+                                              outcome=result.outcome, strategy=result.strategy))
+        return sum(len(f.steps) for f in folds.values())
 
-    def _track_conflict(self, item: MemoryItem, result: Resolution) -> None:
-        """Open (or close) the key's conflict record; its id is the same on every replica."""
-        publish = self.ctx.publish
-        if not result.conflict:
-            for conflict_id in self.store.close_conflicts(item.memory_type, item.key, "superseded"):
-                publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
-            return
-        marks = sorted((s.origin, s.vv.get(s.origin, 0)) for s in result.siblings)
-        digest = hashlib.sha1(repr((item.memory_type, item.key, marks)).encode()).hexdigest()[:16]
-        for conflict_id in self.store.close_conflicts(item.memory_type, item.key, "superseded", keep=digest):
-            publish(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
-        if self.store.open_conflict(digest, item.memory_type, item.key, result.strategy, result.reason,
-                                    tuple(result.disagreements)):
-            publish(ConflictOpened(conflict_id=digest, memory_type=item.memory_type, key=item.key,
-                                   nodes=tuple(s.origin for s in result.siblings), strategy=result.strategy))
+    def _track_conflicts(self, folds: Mapping[KeyName, KeyFold]) -> None:
+        """Open (or close) each changed key's conflict record as each write did in turn, in one write; a
+        conflict's id is the same on every replica."""
+        open_now = self.store.open_conflicts(folds)
+        opened: dict[str, tuple[str, str, str, str, str, tuple[str, ...]]] = {}
+        closed: dict[str, str] = {}
+        events: list[ConflictOpened | ConflictResolved] = []
+        for name, fold in folds.items():
+            held = open_now.get(name, set())
+            for item, result in fold.steps:
+                keep = conflict_id_of(item, result) if result.conflict else None
+                for conflict_id in sorted(held - {keep}):
+                    held.discard(conflict_id)
+                    closed[conflict_id] = "superseded"
+                    events.append(ConflictResolved(conflict_id=conflict_id, key=item.key, choice="superseded"))
+                if keep is not None and keep not in held:
+                    held.add(keep)
+                    closed.pop(keep, None)
+                    opened[keep] = (keep, item.memory_type, item.key, result.strategy, result.reason,
+                                    tuple(result.disagreements))
+                    events.append(ConflictOpened(conflict_id=keep, memory_type=item.memory_type, key=item.key,
+                                                 nodes=tuple(s.origin for s in result.siblings),
+                                                 strategy=result.strategy))
+        if opened or closed:
+            self.store.settle_conflicts(list(opened.values()), list(closed.items()))
+        for event in events:
+            self.ctx.publish(event)
 
     async def catch_up(self, key: str, memory_type: str | None = None) -> None:
         """Bring one key of this replica up to date with the mesh now (a client's replica starts empty)."""

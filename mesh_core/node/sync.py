@@ -65,9 +65,8 @@ class MemorySync:
             frames, cursor = await self.log.read_memory(self.cursor, batch)
             if frames:
                 with store.batch():  # the items, the cursor and the clock in one commit
-                    for frame in frames:
-                        seen += 1
-                        applied += self.memory.apply_frame(frame)
+                    seen += len(frames)
+                    applied += self.memory.fold_frames(frames)
                     store.set_meta("memory_cursor", str(cursor or 0))
                     store.set_meta("hlc", str(self.memory.hlc.last))
                 # only past a commit that held: a failed one (disk full) is read again, not skipped

@@ -194,6 +194,8 @@ ENV_SAMPLES = {
     "security.api_key": ("k", "k"),
     "task_distribution.load_balancing_algorithm": ("random", "random"),
     "memory_sync.conflict_resolution_strategy": ("version_vector", "version_vector"),
+    "memory_sync.max_lag_items": ("500", 500),
+    "memory_sync.max_lag_wait_seconds": ("2.5", 2.5),
 }
 # what a key needs beside it to be valid: the TLS files need a rediss:// url (and a key, its certificate)
 ENV_CONTEXT = {

@@ -1,0 +1,87 @@
+"""Writer backpressure (``memory_sync.max_lag_items``): a write waits while the slowest active replica is that
+many of the writer's items behind, is released when it catches up, fails clearly when it waits too long, and a
+dead replica holds no one back. On every medium, with a replica whose memory loop is really stalled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mesh_core import AgentMeshManager
+from mesh_core.errors import MemoryNotFound, ReplicasBehind
+from mesh_core.model import NodeStatus
+
+from .conftest import Cluster, eventually
+
+LAG = 20
+
+
+@contextlib.asynccontextmanager
+async def stalled(mesh: AgentMeshManager) -> AsyncIterator[None]:
+    """``mesh`` stays active (it heartbeats) but applies no memory entry: its log reader waits on its lock."""
+    reading = mesh.services.sync._reading
+    await reading.acquire()
+    try:
+        yield
+    finally:
+        reading.release()
+
+
+async def pair(cluster: Cluster, wait: float) -> tuple[AgentMeshManager, AgentMeshManager]:
+    writer = await cluster.node("w", **{"memory_sync.max_lag_items": LAG, "memory_sync.max_lag_wait_seconds": wait})
+    replica = await cluster.node("r")
+
+    async def both_active() -> bool:
+        return writer.services.members.status_of(replica.node_id) is NodeStatus.ACTIVE
+    await eventually(both_active)
+    return writer, replica
+
+
+async def write(mesh: AgentMeshManager, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        await mesh.sync_memory_item("fact", i, key=f"k{i}")
+
+
+async def test_a_stalled_replica_holds_writers_back_until_it_applies(cluster: Cluster) -> None:
+    writer, replica = await pair(cluster, wait=60.0)
+    async with stalled(replica):
+        await write(writer, 0, LAG + 1)  # over the limit now: the next write waits
+        held = asyncio.create_task(write(writer, LAG + 1, 5))
+        await eventually(lambda: _async(writer.counters["memory_writes_held_back"] >= 1))
+        await asyncio.sleep(0.5)
+        assert not held.done()
+    await asyncio.wait_for(held, 30)  # the replica applies and acks: the writer goes on
+    assert writer.counters["memory_writes_held_too_long"] == 0
+    await eventually(lambda: _async(replica.services.memory.count() == LAG + 6))
+
+
+async def test_a_write_held_too_long_fails_and_names_the_replica(cluster: Cluster) -> None:
+    writer, replica = await pair(cluster, wait=0.5)
+    async with stalled(replica):
+        await write(writer, 0, LAG + 1)
+        with pytest.raises(ReplicasBehind, match="r") as refused:
+            await writer.sync_memory_item("fact", "late", key="late")
+        assert refused.value.behind == ["r"]
+        assert writer.counters["memory_writes_held_too_long"] == 1
+    await eventually(lambda: _async(replica.services.memory.count() == LAG + 1))
+    with pytest.raises(MemoryNotFound):
+        await replica.recall("late")  # the refused write was not made
+
+
+async def test_a_dead_replica_holds_no_one_back(cluster: Cluster) -> None:
+    writer, replica = await pair(cluster, wait=60.0)
+    async with stalled(replica):
+        await write(writer, 0, LAG + 1)
+        held = asyncio.create_task(write(writer, LAG + 1, 3))
+        await eventually(lambda: _async(writer.counters["memory_writes_held_back"] >= 1))
+        assert not held.done()
+        await cluster.crash(replica)
+    await asyncio.wait_for(held, 30)  # declared dead (node_timeout_seconds): it no longer counts
+    assert writer.services.members.status_of(replica.node_id) is not NodeStatus.ACTIVE
+
+
+async def _async(value: object) -> object:
+    return value

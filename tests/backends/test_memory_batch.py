@@ -1,0 +1,75 @@
+"""A node applies what it pulls as one batch (``MemoryService.apply_frames``): conflicts opened and closed within
+the batch, events only for a subscriber that asked, and a bad frame in the middle refused alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mesh_core import AgentMeshManager
+from mesh_core.events import ConflictOpened, ConflictResolved, MemoryChanged
+from mesh_core.memory.resolve import local_write
+from mesh_core.model import MemoryItem
+
+from .conftest import Cluster
+
+
+def _write(origin: AgentMeshManager, value: object, seen: list[MemoryItem], key: str = "k") -> MemoryItem:
+    draft = MemoryItem("fact", key, value, {}, origin.services.memory.hlc.now(), origin.node_id)
+    return local_write(seen, draft, origin.node_id)
+
+
+async def _quiet(mesh: AgentMeshManager) -> None:
+    """Stop the node's own memory loop: only what the test hands it is applied."""
+    for loop_task in mesh.services.ctx.loops:
+        if loop_task.get_name() == "memory":
+            loop_task.cancel()
+
+
+async def test_a_batch_opens_and_closes_a_conflict_as_its_writes_did_in_turn(cluster: Cluster) -> None:
+    a = await cluster.node("a", **{"memory_sync.conflict_resolution_strategy": "manual"})
+    b = await cluster.node("b", **{"memory_sync.conflict_resolution_strategy": "manual"})
+    c = await cluster.node("c", **{"memory_sync.conflict_resolution_strategy": "manual"})
+    await _quiet(c)
+    one, two = _write(a, "from a", []), _write(b, "from b", [])  # concurrent: a conflict
+    settled = _write(a, "settled", [one, two])  # has seen both: closes it
+    events: list[object] = []
+
+    async def watch() -> None:
+        async for event in c.subscribe():
+            events.append(event)
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.01)
+    memory = c.services.memory
+    frames = [memory.frame_of(one), b"MF\x01\x00garbage", memory.frame_of(two), memory.frame_of(one),
+              memory.frame_of(settled)]
+    assert memory.apply_frames(frames) == 3  # the duplicate changes nothing, the garbage is refused
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    assert c.counters["corrupt_memory_frames"] == 1
+    assert (await c.recall_item("k")).value == "settled"
+    assert memory.conflicts() == []
+    kinds = [type(e).__name__ for e in events if isinstance(e, MemoryChanged | ConflictOpened | ConflictResolved)]
+    assert kinds.count("MemoryChanged") == 3 and kinds.count("ConflictOpened") == 1
+    assert kinds.count("ConflictResolved") == 1
+    closed = [r for r in memory.store.conflicts(include_closed=True)]
+    assert [(r["choice"], r["closed_at"] is not None) for r in closed] == [("superseded", True)]
+    filed = [i.value for i in sorted([one, two], key=lambda i: (i.hlc, i.origin))]  # in stored order
+    assert [h["value"] for h in memory.store.history("fact", "k")] == filed[::-1]  # newest first
+
+
+async def test_no_subscriber_for_routine_events_gets_no_per_item_event(cluster: Cluster) -> None:
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    published: list[object] = []
+    ctx = c.services.ctx
+    original = ctx.publish
+    ctx.publish = lambda event: (published.append(event), original(event))[1]  # type: ignore[method-assign]
+    try:
+        frames = [c.services.memory.frame_of(_write(a, i, [], key=f"k{i}")) for i in range(50)]
+        assert not ctx.events.wants_routine()
+        assert c.services.memory.apply_frames(frames) == 50
+    finally:
+        ctx.publish = original  # type: ignore[method-assign]
+    assert not [e for e in published if isinstance(e, MemoryChanged)]
+    assert c.services.memory.count() == 50
