@@ -141,7 +141,7 @@ class AgentMeshManager:
 
         metrics = NodeMetrics(self)
         self.services.worker.outcome_hooks.append(metrics.observe)
-        self._metrics = MetricsServer(cfg.host, cfg.port, metrics.render, self.task_counts, CONTENT_TYPE)
+        self._metrics = MetricsServer(cfg.host, cfg.port, metrics.render, metrics.gather, CONTENT_TYPE)
         await self._metrics.bind()
 
     # -- lifecycle -------------------------------------------------------------------------------------

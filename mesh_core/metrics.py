@@ -4,8 +4,8 @@ One ``CollectorRegistry`` per node (several nodes share a test process, so never
 the global default one). Per-task figures are observed when the worker records an
 outcome (``mesh_tasks_total``, the two histograms); everything else already exists
 in the node and is read at scrape time by ``NodeCollector``, so a gauge costs nothing
-between scrapes. The mesh-wide task counts need the medium: the HTTP endpoint
-(``mesh_core.metrics_server``) reads them first and hands them to ``render``.
+between scrapes. The mesh-wide task counts and the replicas' memory lag need the medium: the HTTP endpoint
+(``mesh_core.metrics_server``) has ``gather`` read them first and hands them to ``render``.
 
 Names follow Prometheus conventions: ``mesh_`` prefix, ``_total`` counters, ``_seconds`` units.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -24,8 +25,9 @@ from .model import NodeStatus, Task, TaskStatus
 
 if TYPE_CHECKING:
     from .manager import AgentMeshManager
+    from .node.memory import ReplicaLag
 
-__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NodeMetrics", "NodeCollector"]
+__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NodeCollector", "NodeMetrics", "Readings"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text format: text/plain; version=...; charset=utf-8
 # Handlers run from milliseconds (echo) to minutes (task_timeout_seconds defaults to 300).
@@ -37,11 +39,20 @@ OUTCOMES = ("succeeded", "failed", "dead_letter", "cancelled", "retry", "stale")
 OTHER_TYPE = "other"  # the task_type label of a task this node has no handler for
 
 
+@dataclass(frozen=True)
+class Readings:
+    """What a scrape read from the medium (``NodeMetrics.gather``)."""
+
+    task_counts: Mapping[str, int] | None
+    lag: ReplicaLag | None
+
+
 class NodeMetrics:
     """The registry of one node: the per-task instruments it observes and the collector of everything else."""
 
     def __init__(self, mesh: AgentMeshManager) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self._mesh = mesh
         self._handlers = mesh.services.ctx.handlers
         self.tasks: Counter[tuple[str, str]] = Counter()  # (task type, outcome) -> attempts recorded here
         self.duration = Histogram("mesh_task_duration_seconds", "Handler run time of tasks executed on this node",
@@ -62,9 +73,24 @@ class NodeMetrics:
         if task.started_at is not None and task.submitted_at:
             self.queue_wait.labels(task_type).observe(max(0.0, task.started_at - task.submitted_at))
 
-    def render(self, task_counts: Mapping[str, int] | None) -> bytes:
-        """The exposition text; ``task_counts`` are the mesh-wide counts read just before (None: unreadable)."""
-        self.collector.task_counts = task_counts
+    async def gather(self) -> Readings:
+        """What a scrape needs from the medium, read just before ``render``: the mesh-wide task counts and the
+        replicas' lag behind this node's memory writes (each None when the medium does not answer)."""
+        mesh = self._mesh
+        task_counts: dict[str, int] | None
+        try:
+            task_counts = await mesh.task_counts()
+        except Exception:  # the medium is away (or closing): left out; mesh_backend_up says so
+            task_counts = None
+        try:
+            lag = await mesh.services.memory.replica_lag()
+        except Exception:
+            lag = None
+        return Readings(task_counts, lag)
+
+    def render(self, readings: Readings) -> bytes:
+        """The exposition text, with what ``gather`` read just before."""
+        self.collector.task_counts, self.collector.lag = readings.task_counts, readings.lag
         return generate_latest(self.registry)
 
 
@@ -75,6 +101,7 @@ class NodeCollector:
         self.mesh = mesh
         self.metrics = metrics
         self.task_counts: Mapping[str, int] | None = None
+        self.lag: ReplicaLag | None = None
 
     def collect(self) -> Iterable[Metric]:
         mesh = self.mesh
@@ -108,6 +135,13 @@ class NodeCollector:
         yield GaugeMetricFamily("mesh_memory_items", "Items in this node's memory replica", value=mesh.memory_count())
         yield GaugeMetricFamily("mesh_memory_conflicts_open", "Open conflicts in this node's replica",
                                 value=len(mesh.conflicts()))
+        if self.lag is not None:  # followed only with memory_sync.max_lag_items on (the default)
+            yield GaugeMetricFamily("mesh_memory_sync_lag_items",
+                                    "This node's memory writes the slowest active replica has not applied yet",
+                                    value=self.lag.items)
+            yield GaugeMetricFamily("mesh_memory_sync_lag_seconds",
+                                    "Age of this node's oldest memory write some active replica has not applied",
+                                    value=self.lag.oldest_seconds)
         yield GaugeMetricFamily("mesh_backend_up", "1 while the medium answers, 0 while it is unreachable",
                                 value=1 if mesh.backend_healthy else 0)
         yield GaugeMetricFamily("mesh_node_degraded", "1 while this node is degraded (medium away, a loop down, "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .errors import ConfigError
 
@@ -20,16 +21,16 @@ READ_TIMEOUT_SECONDS = 5.0
 WRITE_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 16  # open at once; more are closed unanswered (a scraper needs one)
 
-Render = Callable[[Mapping[str, int] | None], bytes]
-Counts = Callable[[], Awaitable[dict[str, int]]]
+Render = Callable[[Any], bytes]
+Gather = Callable[[], Awaitable[Any]]  # what ``render`` needs from the medium, read first (it answers its own errors)
 
 
 class MetricsServer:
-    """Serves ``render(task_counts)`` at ``/metrics``; 404 for any other path, 405 for any other method."""
+    """Serves ``render(await gather())`` at ``/metrics``; 404 for any other path, 405 for any other method."""
 
-    def __init__(self, host: str, port: int, render: Render, counts: Counts, content_type: str) -> None:
+    def __init__(self, host: str, port: int, render: Render, gather: Gather, content_type: str) -> None:
         self.host, self.port = host, port
-        self._render, self._counts, self._content_type = render, counts, content_type
+        self._render, self._gather, self._content_type = render, gather, content_type
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self.scrapes = 0
@@ -99,11 +100,7 @@ class MetricsServer:
         if method != "GET":
             return "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
         try:
-            counts: dict[str, int] | None = await self._counts()
-        except Exception:  # the medium is away (or closing): the mesh-wide counts are left out; backend_up says so
-            counts = None
-        try:
-            body = self._render(counts)
+            body = self._render(await self._gather())
         except Exception as exc:  # a bug in a collector: the scraper hears why, the node goes on
             return "500 Internal Server Error", f"{type(exc).__name__}: {exc}\n".encode(), "text/plain"
         self.scrapes += 1

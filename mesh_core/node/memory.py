@@ -69,6 +69,15 @@ class _Turn:
     users: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplicaLag:
+    """This node's writes the slowest active replica has not applied yet (``MemoryService.replica_lag``)."""
+
+    items: int
+    oldest_seconds: float  # how long ago the oldest of them was written (0 when none waits)
+    behind: tuple[str, ...]  # the names of the replicas that have not applied it
+
+
 class MemoryService:
     """The local replica and every change to it, local or from the mesh."""
 
@@ -84,7 +93,7 @@ class MemoryService:
         self._turns: dict[KeyName, _Turn] = {}  # keys local writes hold or wait for (see ``_turn``)
         # writer backpressure (``_hold_back``): this node's writes in the medium, oldest first, as (position, items),
         # not yet known applied by every active replica, and how many items they hold
-        self._unapplied: collections.deque[tuple[Any, int]] = collections.deque()
+        self._unapplied: collections.deque[tuple[Any, int, float]] = collections.deque()  # + when written
         self._unapplied_items = 0
         self._behind: list[str] = []  # the replicas that had not applied the oldest of them, when last looked
         self._lag_looked_at = -LAG_POLL_SECONDS
@@ -232,7 +241,7 @@ class MemoryService:
         for conflict_id, key in closed:
             self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=key, choice=why))
         if position is not None and self.ctx.config.memory_sync.max_lag_items:
-            self._unapplied.append((position, len(stored)))
+            self._unapplied.append((position, len(stored), time.monotonic()))
             self._unapplied_items += len(stored)
         return position
 
@@ -261,6 +270,16 @@ class MemoryService:
                                      f"behind this node's writes after {cfg.max_lag_wait_seconds:g} s",
                                      behind=list(self._behind))
             await asyncio.sleep(LAG_POLL_SECONDS)
+
+    async def replica_lag(self) -> ReplicaLag | None:
+        """How far the slowest active replica is behind this node's own writes (what ``max_lag_items`` bounds):
+        the items not applied yet, the age of the oldest of them, the replicas behind; None when not followed
+        (``max_lag_items`` 0). Reads the replicas' acks, at most every LAG_POLL_SECONDS."""
+        if not self.ctx.config.memory_sync.max_lag_items:
+            return None
+        await self._look_at_lag()
+        age = time.monotonic() - self._unapplied[0][2] if self._unapplied else 0.0
+        return ReplicaLag(self._unapplied_items, age, tuple(self._behind))
 
     async def _look_at_lag(self) -> None:
         """Drop the writes every active replica has applied from ``_unapplied`` (one look at the acks at a

@@ -85,3 +85,28 @@ async def test_a_dead_replica_holds_no_one_back(cluster: Cluster) -> None:
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_the_lag_behind_a_stalled_replica_is_a_metric_and_goes_back_to_zero(cluster: Cluster) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mesh_core.metrics import NodeMetrics
+
+    writer, replica = await pair(cluster, wait=60.0)
+    metrics = NodeMetrics(writer)
+
+    async def scraped() -> dict[str, float]:
+        text = metrics.render(await metrics.gather()).decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith("mesh_memory_sync_lag")}
+    async with stalled(replica):
+        await write(writer, 0, 5)
+        await asyncio.sleep(0.2)
+        lag = await writer.services.memory.replica_lag()
+        assert lag is not None and lag.items == 5 and lag.behind == ("r",) and lag.oldest_seconds >= 0.2, lag
+        shown = await scraped()
+        assert shown["mesh_memory_sync_lag_items"] == 5 and shown["mesh_memory_sync_lag_seconds"] >= 0.2, shown
+
+    async def caught_up() -> bool:
+        return (await scraped()) == {"mesh_memory_sync_lag_items": 0, "mesh_memory_sync_lag_seconds": 0}
+    await eventually(caught_up, timeout=10)

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mesh_core import AgentMeshManager
 from mesh_core.config import MetricsConfig, load_config
 from mesh_core.errors import ConfigError
-from mesh_core.metrics import NodeMetrics
+from mesh_core.metrics import NodeMetrics, Readings
 from mesh_core.metrics_server import MAX_CONNECTIONS, MAX_REQUEST_BYTES
 from mesh_core.model import Task
 
@@ -94,7 +94,7 @@ async def test_a_task_type_without_a_handler_here_is_labelled_other(tmp_path: Pa
         metrics = NodeMetrics(mesh)
         for task_type in ("echo", "no-such-type-1", "no-such-type-2"):
             metrics.observe(Task(task_id="t", task_type=task_type, submitted_at=10.0, started_at=10.5), "failed", 0.2)
-        text = metrics.render({"failed": 3}).decode()
+        text = metrics.render(Readings({"failed": 3}, None)).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples[("mesh_tasks_total", (("outcome", "failed"), ("task_type", "echo")))] == 1
