@@ -470,6 +470,13 @@ class MemoryLog(abc.ABC):
     # it), so a node acks every batch it applied at once; False: acks feed compaction (and strong writes) only.
     acks_awaited: bool = False
 
+    @property
+    def repair_wanted(self) -> bool:
+        """Whether an anti-entropy round is wanted before ``sync_interval_seconds`` is up: the medium knows of
+        entries that did not reach a node (gRPC: a push dropped or refused, a gap in what a peer pushed here).
+        A shared store holds every entry for every reader: never."""
+        return False
+
     @abc.abstractmethod
     async def publish_memory(self, origin: str, entries: Sequence[tuple[str, str, bytes]],
                              broadcast: bool = True) -> Any:

@@ -23,6 +23,10 @@ HORIZON_CHECK_SECONDS = 5.0  # how often a node looks whether compaction dropped
 ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes and awaited acks go at once)
 MIN_PULL_BATCH = 500  # entries read per log call, at least
 MEMORY_POLL_SECONDS = 1.0  # the memory loop's safety net when a wake-up is missed
+# While the medium knows of entries a node did not get (``MemoryLog.repair_wanted``), anti-entropy rounds run this
+# often instead of every sync_interval_seconds: the node that missed them pulls them, and the writer sees it hold
+# them (its writers' backpressure and strong writes wait on that).
+REPAIR_EVERY_SECONDS = 1.0
 
 
 class MemorySync:
@@ -184,7 +188,8 @@ class MemorySync:
                 await self._ack()  # a deferred ack goes out even when nothing new arrives
                 if moved["applied"] and cfg.memory_sync.strategy == "peer_to_peer":
                     await self.memory.gossip()  # pass on what was new here; a node that learned nothing stays quiet
-                if time.monotonic() - last_round >= cfg.sync_interval_seconds:
+                since = time.monotonic() - last_round
+                if since >= cfg.sync_interval_seconds or (self.log.repair_wanted and since >= REPAIR_EVERY_SECONDS):
                     last_round = time.monotonic()
                     moved = await self.anti_entropy()
                     if moved["applied"] or moved["resent"]:

@@ -104,6 +104,7 @@ class GrpcMemory(MemoryEntropy):
         self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
+        self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
@@ -166,6 +167,17 @@ class GrpcMemory(MemoryEntropy):
         if self._own_ack > self._own_ack_stored and now - self._own_ack_stored_at >= OWN_ACK_STORED_SECONDS:
             self._own_ack_stored, self._own_ack_stored_at = self._own_ack, now
             await self.store.ack_memory(node_id, self._own_ack)
+
+    @property
+    def repair_wanted(self) -> bool:
+        """An anti-entropy round soon, not in ``sync_interval_seconds``: a live peer lacks entries pushed to it
+        (dropped on the way out, or refused: its acks stay below them until digests show it holds them), or
+        entries pushed here went missing lately (a gap in a peer's sequence): the round pulls them, and both
+        sides' digests then show it."""
+        if time.monotonic() < self._missed_until:
+            return True
+        return any(pushed.blocked is not None and self.status_of(node_id) in LIVE
+                   for node_id, pushed in self._pushed.items())
 
     async def memory_acks(self) -> dict[str, Any]:
         """This node's own ack, and per peer pushed to: the highest cursor of this node's log such that every

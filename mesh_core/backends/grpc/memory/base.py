@@ -34,6 +34,7 @@ PULL_KEYS = 10_000  # keys one Pull may name
 READ_REPLICAS = 2  # workers a client's read of keys asks first (the others when their answers differ)
 READ_HEDGE_SECONDS = 0.2  # … and the others at once too when those have not both answered by then
 RELAYED_KEPT = 16_384  # peer_to_peer: entries remembered as relayed here (one relayed again later: hops bound it)
+MISSED_REPAIR_SECONDS = 5.0  # entries missing from a peer's pushes keep anti-entropy rounds frequent this long
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_BUCKETS_SECONDS = 5.0  # one Pull of buckets (all that differed with the peer: up to its whole replica)
@@ -123,6 +124,7 @@ class MemoryState(GrpcCore):
     _stale_buckets: set[int] | None
     _client_pulled_at: float
     _claim: _Claim
+    _missed_until: float
     _ack_heard: asyncio.Event
     _relayed_marks: set[int]
     _relayed_order: deque[int]

@@ -24,6 +24,7 @@ from .base import (
     INBOX_BYTES,
     MAX_CLAIM_SECONDS,
     MAX_EPOCH,
+    MISSED_REPAIR_SECONDS,
     RELAYED_KEPT,
     SENDERS_KEPT,
     _Pushed,
@@ -178,6 +179,7 @@ class MemoryPush(MemoryPrimary):
             first_seq = entries[0].seq
             if state.expected and first_seq > state.expected:
                 state.refuse(state.expected, f"entries {state.expected}..{first_seq - 1} were lost on the way")
+                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS  # pulled back by anti-entropy soon
             for entry in entries:
                 item, why = self._check(entry)
                 if item is None:
