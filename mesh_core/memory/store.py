@@ -146,15 +146,7 @@ class ReplicaStore:
 
     def state(self, memory_type: str, key: str) -> tuple[list[MemoryItem], list[MemoryItem]]:
         """(siblings, sources) of one key in one read: what applying a remote write needs."""
-        rows = self._db.execute(
-            "SELECT 0, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
-            " WHERE memory_type=? AND key=? UNION ALL"
-            " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
-            " WHERE memory_type=? AND key=? ORDER BY 1, 5, 4", (memory_type, key, memory_type, key)).fetchall()
-        if not rows:
-            return [], []
-        return (self._rows_to_items([r[1:] for r in rows if r[0] == 0]),
-                self._rows_to_items([r[1:] for r in rows if r[0] == 1]))
+        return self.states([(memory_type, key)]).get((memory_type, key), ([], []))
 
     def max_hlc(self) -> int:
         """The newest HLC stamp this replica holds (a restarted clock never goes below it)."""
@@ -326,10 +318,7 @@ class ReplicaStore:
         if self._db.execute("SELECT 1 FROM conflicts WHERE conflict_id=? AND closed_at IS NULL",
                             (conflict_id,)).fetchone():
             return False
-        self._db.execute(
-            "INSERT OR REPLACE INTO conflicts (conflict_id, memory_type, key, strategy, reason, disagreements,"
-            " opened_at) VALUES (?,?,?,?,?,?,?)",
-            (conflict_id, memory_type, key, strategy, reason, json.dumps(list(disagreements)), time.time()))
+        self.settle_conflicts([(conflict_id, memory_type, key, strategy, reason, disagreements)], [])
         return True
 
     def open_conflicts(self, names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
@@ -351,7 +340,7 @@ class ReplicaStore:
     def settle_conflicts(self, opened: Sequence[tuple[str, str, str, str, str, tuple[str, ...]]],
                          closed: Sequence[tuple[str, str]]) -> None:
         """Record conflicts opened (``(id, memory_type, key, strategy, reason, disagreements)``), then close
-        ``(id, choice)``, in one go (see ``open_conflict`` and ``close_conflicts``)."""
+        ``(id, choice)``, in one go (``open_conflict`` opens one; see ``close_conflicts``)."""
         now = time.time()
         if opened:
             self._db.executemany(

@@ -13,7 +13,7 @@ from mesh_core import AgentMeshManager, NoCapacity, TaskFailed, TaskIdInUse, Tas
 from mesh_core.errors import BackendUnavailable, UsageError
 from mesh_core.model import NodeStatus, NodeType, TaskStatus
 
-from .conftest import Cluster, eventually
+from .conftest import STORE_BACKENDS, Cluster, eventually
 
 
 def _replica(mesh: AgentMeshManager) -> Any:
@@ -804,11 +804,10 @@ async def _missing(mesh, key) -> bool:
     return False
 
 
+# Drops and corrupts an entry in a shared log, which gRPC has not; gRPC's own version drops and corrupts pushes on the
+# wire: tests/grpc/test_memory.py::test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_on_the_way
+@pytest.mark.parametrize("cluster", STORE_BACKENDS, indirect=True)
 async def test_anti_entropy_repairs_a_dropped_and_a_corrupted_write(cluster: Cluster) -> None:
-    if cluster.backend == "grpc":
-        pytest.skip("drops and corrupts an entry in a shared log, which gRPC has not; its own version drops and "
-                    "corrupts pushes on the wire: tests/grpc/test_memory.py::"
-                    "test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_on_the_way")
     a = await cluster.node("a", sync_interval_seconds=60)
     b = await cluster.node("b", sync_interval_seconds=60)
     for loop_task in b.services.ctx.loops:

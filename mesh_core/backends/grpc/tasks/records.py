@@ -140,9 +140,8 @@ def copy_header(frame: bytes, limits: codec.CodecLimits) -> tuple[str, TaskStatu
 def _final_of(frame: bytes, limits: codec.CodecLimits) -> int:
     """``final`` of a copy kept before the column was: read from its record (unreadable: kept, as unfinished)."""
     try:
-        fields = codec.decode(frame, limits)
-        return _final_value(TaskStatus(fields["status"])) if isinstance(fields, dict) else 0
-    except (codec.CodecError, KeyError, ValueError, TypeError):
+        return _final_value(copy_header(frame, limits)[1])
+    except (codec.CodecError, CorruptRecord):
         return 0
 
 
