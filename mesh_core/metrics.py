@@ -25,7 +25,7 @@ from .model import NodeStatus, Task, TaskStatus
 
 if TYPE_CHECKING:
     from .manager import AgentMeshManager
-    from .node.memory import ReplicaLag
+    from .node.backpressure import ReplicaLag
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "NodeCollector", "NodeMetrics", "Readings"]
 
@@ -83,7 +83,7 @@ class NodeMetrics:
         except Exception:  # the medium is away (or closing): left out; mesh_backend_up says so
             task_counts = None
         try:
-            lag = await mesh.services.memory.replica_lag()
+            lag = await mesh.services.memory.backpressure.lag()
         except Exception:
             lag = None
         return Readings(task_counts, lag)

@@ -2,13 +2,13 @@
 
 Conflict decisions come from the pure ``mesh_core.memory.resolve``; the
 replica is the node's own SQLite file. Reading the mesh's memory log and
-anti-entropy live in ``sync.py``; the master_slave primary in ``primary.py``.
+anti-entropy live in ``sync.py``; the master_slave primary in ``primary.py``; writer backpressure in
+``backpressure.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import socket
@@ -27,7 +27,6 @@ from ..errors import (
     CodecError,
     MemoryNotFound,
     MeshError,
-    ReplicasBehind,
     SyncTimeout,
     UsageError,
 )
@@ -48,10 +47,10 @@ from ..memory.resolve import (
 from ..memory.store import KeyChange, KeyState, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
+from .backpressure import WriterBackpressure
 from .context import NodeContext
 from .membership import MembershipService
 
-LAG_POLL_SECONDS = 0.02  # how often a held-back write looks at the replicas' acks again
 STRONG_POLL_SECONDS = 0.005  # how often a strong write looks whether every active node has applied it
 NO_VALUE: Any = object()  # resolve_conflict was given no value (None is a value: a fact may be null)
 
@@ -69,15 +68,6 @@ class _Turn:
     users: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class ReplicaLag:
-    """This node's writes the slowest active replica has not applied yet (``MemoryService.replica_lag``)."""
-
-    items: int
-    oldest_seconds: float  # how long ago the oldest of them was written (0 when none waits)
-    behind: tuple[str, ...]  # the names of the replicas that have not applied it
-
-
 class MemoryService:
     """The local replica and every change to it, local or from the mesh."""
 
@@ -91,13 +81,7 @@ class MemoryService:
         self._ranking_generation = -1
         self._host = socket.gethostname()
         self._turns: dict[KeyName, _Turn] = {}  # keys local writes hold or wait for (see ``_turn``)
-        # writer backpressure (``_hold_back``): this node's writes in the medium, oldest first, as (position, items),
-        # not yet known applied by every active replica, and how many items they hold
-        self._unapplied: collections.deque[tuple[Any, int, float]] = collections.deque()  # + when written
-        self._unapplied_items = 0
-        self._behind: list[str] = []  # the replicas that had not applied the oldest of them, when last looked
-        self._lag_looked_at = -LAG_POLL_SECONDS
-        self._lag_lock = asyncio.Lock()
+        self.backpressure = WriterBackpressure(ctx, members)  # held by max_lag_items
 
     @property
     def log(self) -> MemoryLog:
@@ -152,7 +136,7 @@ class MemoryService:
         if self.forwarder is not None and await self.forwarder(memory_type, memory_data, priority, key, tombstone):
             return key
         self.members.fence_writes()
-        await self._hold_back()
+        await self.backpressure.hold_back()
         async with self._turn(memory_type, [key]):
             if not self.ctx.is_worker:
                 await self.catch_up(key, memory_type)
@@ -169,7 +153,7 @@ class MemoryService:
         if not keys:
             return keys
         self.members.fence_writes()
-        await self._hold_back()
+        await self.backpressure.hold_back()
         async with self._turn(memory_type, keys):
             if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
                 self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
@@ -240,71 +224,8 @@ class MemoryService:
             raise
         for conflict_id, key in closed:
             self.ctx.publish(ConflictResolved(conflict_id=conflict_id, key=key, choice=why))
-        if position is not None and self.ctx.config.memory_sync.max_lag_items:
-            self._unapplied.append((position, len(stored), time.monotonic()))
-            self._unapplied_items += len(stored)
+        self.backpressure.written(position, len(stored))
         return position
-
-    async def _hold_back(self) -> None:
-        """Writer backpressure: while the slowest active replica has not applied more than ``max_lag_items`` of
-        this node's writes, wait for it (its acks: each replica acknowledges on the medium how far it applied
-        the log), at most ``max_lag_wait_seconds``, then refuse the write (``ReplicasBehind``). A replica that
-        is not active (suspect, dead, gone) holds no one back."""
-        cfg = self.ctx.config.memory_sync
-        if not cfg.max_lag_items or self._unapplied_items <= cfg.max_lag_items:
-            return
-        counters = self.ctx.counters
-        deadline = time.monotonic() + cfg.max_lag_wait_seconds
-        held = False
-        while True:
-            await self._look_at_lag()
-            if self._unapplied_items <= cfg.max_lag_items:
-                return
-            if not held:
-                held = True
-                counters["memory_writes_held_back"] += 1
-            if time.monotonic() >= deadline:
-                counters["memory_writes_held_too_long"] += 1
-                names = ", ".join(self._behind) or "?"
-                raise ReplicasBehind(f"write not made: replicas {names} are more than {cfg.max_lag_items} items "
-                                     f"behind this node's writes after {cfg.max_lag_wait_seconds:g} s",
-                                     behind=list(self._behind))
-            await asyncio.sleep(LAG_POLL_SECONDS)
-
-    async def replica_lag(self) -> ReplicaLag | None:
-        """How far the slowest active replica is behind this node's own writes (what ``max_lag_items`` bounds):
-        the items not applied yet, the age of the oldest of them, the replicas behind; None when not followed
-        (``max_lag_items`` 0). Reads the replicas' acks, at most every LAG_POLL_SECONDS."""
-        if not self.ctx.config.memory_sync.max_lag_items:
-            return None
-        await self._look_at_lag()
-        age = time.monotonic() - self._unapplied[0][2] if self._unapplied else 0.0
-        return ReplicaLag(self._unapplied_items, age, tuple(self._behind))
-
-    async def _look_at_lag(self) -> None:
-        """Drop the writes every active replica has applied from ``_unapplied`` (one look at the acks at a
-        time, at most every LAG_POLL_SECONDS, however many writes wait)."""
-        async with self._lag_lock:
-            if time.monotonic() - self._lag_looked_at < LAG_POLL_SECONDS:
-                return
-            acks = await self.log.memory_acks()
-            self._lag_looked_at = time.monotonic()
-            replicas = {m.info.node_id: m.info.name for m in self.members.members()
-                        if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
-                        and m.info.node_id != self.ctx.node_id}
-            reached = self.log.cursor_reached
-            slowest = [node_id for node_id in replicas if acks.get(node_id) is None]
-            low: Any = None
-            for node_id in replicas:
-                cursor = acks.get(node_id)
-                if cursor is not None and (low is None or not reached(cursor, low)):
-                    low = cursor
-            # positions arrive nearly in order: drop from the oldest while the slowest ack covers them
-            while self._unapplied and not slowest and (low is None or reached(low, self._unapplied[0][0])):
-                self._unapplied_items -= self._unapplied.popleft()[1]
-            oldest = self._unapplied[0][0] if self._unapplied else None
-            self._behind = sorted(name for node_id, name in replicas.items()
-                                  if oldest is not None and not reached(acks.get(node_id), oldest))
 
     def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem]) -> bytes:
         """Make ``item`` this replica's state of its key, replacing ``siblings``; returns its frame for the mesh."""

@@ -102,7 +102,7 @@ async def test_the_lag_behind_a_stalled_replica_is_a_metric_and_goes_back_to_zer
     async with stalled(replica):
         await write(writer, 0, 5)
         await asyncio.sleep(0.2)
-        lag = await writer.services.memory.replica_lag()
+        lag = await writer.services.memory.backpressure.lag()
         assert lag is not None and lag.items == 5 and lag.behind == ("r",) and lag.oldest_seconds >= 0.2, lag
         shown = await scraped()
         assert shown["mesh_memory_sync_lag_items"] == 5 and shown["mesh_memory_sync_lag_seconds"] >= 0.2, shown
