@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .addresses import (
+    WILDCARD_HOSTS,
+    host_port_or_empty_problem,
+    host_port_problem,
+    join_host_port,
+    machine_address,
+    redis_url_problem,
+)
 from .errors import ConfigError
 from .files import parse_file_mode, readable_by_others
 from .security import without_password
@@ -46,60 +53,6 @@ def _non_negative() -> dict[str, Any]:
     return {"min": 0}
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def _redis_url(url: str) -> str | None:
-    """Why ``url`` is not a Redis URL the client can open (None when it is)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed [ of an IPv6 host
-        return "a URL that parses (redis://host:port/db)"
-    if parts.scheme not in REDIS_SCHEMES:
-        return "a URL starting redis://, rediss:// or unix://"
-    if parts.scheme == "unix":
-        return None if parts.path else "unix:// followed by a socket path"
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
-        parts.password  # noqa: B018 - and for a malformed authority
-    except ValueError:
-        return "a URL whose port is a number from 1 to 65535"
-    return None
-
-
-HOST_PORT = "host:port with a port from 1 to 65535, an IPv6 address in brackets"
-
-
-def _host_port(value: str) -> str | None:
-    """Why ``value`` is not a ``host:port`` another node can dial (None when it is)."""
-    return HOST_PORT if split_host_port(value) is None else None
-
-
-def _host_port_or_empty(value: str) -> str | None:
-    return f"{HOST_PORT}; or empty to derive it" if value and split_host_port(value) is None else None
-
-
-def split_host_port(value: str) -> tuple[str, int] | None:
-    """``("host", port)`` from ``host:port`` or ``[v6addr]:port`` with a port from 1 to 65535; None otherwise."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not host or ":" not in host:
-            return None
-    elif ":" in host:
-        return None  # a bare IPv6 address is ambiguous: it needs brackets
-    if not host or any(c.isspace() or c in "/@[]" for c in host):
-        return None
-    return host, int(port)
-
-
-def join_host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _file_mode(text: str) -> str | None:
     """Why ``text`` is not a file mode for the shared SQLite file (None when it is)."""
     try:
@@ -112,7 +65,7 @@ def _file_mode(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    url: str | None = field(default=None, metadata={"check": _redis_url})
+    url: str | None = field(default=None, metadata={"check": redis_url_problem})
     host: str = "localhost"
     port: int = field(default=6379, metadata={"min": 1, "max": 65535})
     db: int = field(default=0, metadata=_non_negative())
@@ -128,10 +81,10 @@ class RedisConfig:
     tls_check_hostname: bool = True  # the server's certificate must name the host in the url
     # High availability: Sentinel (``sentinels`` host:port list + the monitored ``service`` name) or Redis Cluster
     # (``cluster_nodes``, any few of its nodes: the rest is discovered). Either replaces url/host/port.
-    sentinels: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
+    sentinels: tuple[str, ...] = field(default=(), metadata={"item_check": host_port_problem})
     service: str = "mymaster"
     sentinel_password: str | None = None  # for sentinels started with requirepass (the data nodes use password)
-    cluster_nodes: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
+    cluster_nodes: tuple[str, ...] = field(default=(), metadata={"item_check": host_port_problem})
     # Writes that acknowledge (task submitted, result recorded, memory write) wait until this many replicas have
     # them (Redis WAIT), at most ``wait_timeout_ms``; fewer in time is an error, not a silent success. 0: no wait.
     wait_replicas: int = field(default=0, metadata={"min": 0, "max": 16})
@@ -207,17 +160,14 @@ class GrpcConfig:
     port: int = field(default=9901, metadata={"min": 0, "max": 65535})
     host: str = "127.0.0.1"
     # host:port other nodes dial to reach this one; empty = derived (see ``advertise_address``)
-    advertise: str = field(default="", metadata={"check": _host_port_or_empty})
+    advertise: str = field(default="", metadata={"check": host_port_or_empty_problem})
     compression: bool = True
-    seeds: tuple[str, ...] = field(default=(), metadata={"item_check": _host_port})
+    seeds: tuple[str, ...] = field(default=(), metadata={"item_check": host_port_problem})
     keepalive_seconds: float = field(default=10.0, metadata=_positive())
     max_message_bytes: int = field(default=4 * 1024 * 1024, metadata=_positive())
     tls: TLSConfig = field(default_factory=TLSConfig)
     # Listen on a non-loopback address without TLS anyway (--insecure): every status line then says INSECURE.
     insecure: bool = False
-
-
-WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 def advertise_address(grpc: GrpcConfig, bound_port: int) -> str:
@@ -230,25 +180,6 @@ def advertise_address(grpc: GrpcConfig, bound_port: int) -> str:
     if host not in WILDCARD_HOSTS:
         return join_host_port(host, bound_port)
     return join_host_port(machine_address(), bound_port)
-
-
-def machine_address() -> str:
-    """This machine's address as others may reach it: its hostname resolved; when that fails or gives a
-    loopback address, the address of the interface that routes outward (found without sending anything)."""
-    name = socket.gethostname()
-    try:
-        address = socket.gethostbyname(name)
-    except OSError:
-        address = ""
-    if address and not address.startswith("127."):
-        return address
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect picks a route and sends nothing
-            outward = str(probe.getsockname()[0])
-    except OSError:
-        outward = ""
-    return outward if outward and outward != "0.0.0.0" else (address or name)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from mesh_core.addresses import join_host_port
 from mesh_core.commands import run_command
-from mesh_core.config import MeshConfig, join_host_port
+from mesh_core.config import MeshConfig
 from mesh_core.errors import MeshError
 from mesh_core.events import Event
 from mesh_core.heap import settle_after_start

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from mesh_core.config import GrpcConfig, advertise_address, load_config, split_host_port
+from mesh_core.addresses import split_host_port
+from mesh_core.config import GrpcConfig, advertise_address, load_config
 from mesh_core.errors import ConfigError
 from mesh_tui.cli import _overrides, build_parser
 

@@ -40,7 +40,8 @@ from redis.exceptions import (
 )
 
 from ... import codec
-from ...config import RedisConfig, split_host_port
+from ...addresses import split_host_port
+from ...config import RedisConfig
 from ...errors import BackendError, BackendUnavailable, ConfigError
 from ...model import NodeInfo
 from ...security import without_password
