@@ -67,9 +67,9 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
     name = "sqlite_local"
 
     def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
-                 file_mode: int = PRIVATE_FILE, background_checkpoints: bool = False) -> None:
+                 file_mode: int = PRIVATE_FILE, single_writer: bool = False) -> None:
         super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode,
-                         background_checkpoints=background_checkpoints)
+                         single_writer=single_writer)
         self._view = FollowedNodes()  # this reader's copy of the node rows (see ``snapshot``)
 
     # -- lifecycle -------------------------------------------------------------
@@ -89,7 +89,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc.strerror}") from None
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite-read")
         self._read_conn = await loop.run_in_executor(self._read_pool, self._connect_reader)
-        if self.background_checkpoints:
+        if self.single_writer:
             self._checkpoints = Checkpointer(self.path)
         address = _wake_address(self.path, local.node_id)
         if isinstance(address, str) and os.path.exists(address):

@@ -248,16 +248,18 @@ class _WakeProtocol(asyncio.DatagramProtocol):
 
 
 class SqliteStore(SharedStoreBackend):
-    """The file, its two connections (each on its own thread) and the wake-up sockets; no mesh records."""
+    """The file, its two connections (each on its own thread; a single writer's writes on the loop's) and the
+    wake-up sockets; no mesh records."""
 
     def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float,
-                 file_mode: int = PRIVATE_FILE, background_checkpoints: bool = False) -> None:
+                 file_mode: int = PRIVATE_FILE, single_writer: bool = False) -> None:
         super().__init__(limits)
         self.path = os.path.abspath(path)
         self.file_mode = file_mode
         # A file only this process writes (a grpc node's store): WAL checkpoints on their own thread
-        # (``mesh_core.checkpoints``), not in the commit that crosses SQLite's threshold.
-        self.background_checkpoints = background_checkpoints
+        # (``mesh_core.checkpoints``), not in the commit that crosses SQLite's threshold, and writes on the event
+        # loop's own thread (see ``_run``).
+        self.single_writer = single_writer
         self._checkpoints: Checkpointer | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -288,7 +290,7 @@ class SqliteStore(SharedStoreBackend):
                                    hint="put it on a local disk, not a network share")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
-            if self.background_checkpoints:
+            if self.single_writer:
                 writes_apart(conn)
             self._retrying(_create_schema, conn)
         except BaseException:
@@ -330,6 +332,13 @@ class SqliteStore(SharedStoreBackend):
         pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
         if pool is None or conn is None:
             raise BackendUnavailable("the SQLite backend is not open")
+        if self.single_writer and not reader:
+            # No other process takes this file's write lock, so a write never waits for one: it runs here, on the
+            # loop's thread, in the time the hand-over to the write thread and back would take (on this 2-core
+            # machine about 0.3 ms a write, and five writes stand between a grpc submit and its result; idle
+            # round trip 4.9 -> 3.4 ms, 1,024 in flight 2,050 -> 2,500-3,000 tasks/s). Writes stay one at a time:
+            # each runs to its COMMIT before the loop goes on. Reads keep their own thread and connection.
+            return self._retrying(fn, conn)
         return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
