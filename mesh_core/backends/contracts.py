@@ -166,7 +166,7 @@ class MeshSnapshot:
     ``judged``: the medium's own verdict per node (gRPC: its SWIM detector, on this process's monotonic
     clock), taken by the membership table instead of judging records by age; None on the hub media.
     ``aged``: every record's ``last_seen`` is on the clock of ``now`` (the medium's one clock), exact once it is
-    older than the medium's ``stamp_window`` (a younger one may read as ``now``): the table judges each record by
+    older than the read's ``stamp_window`` (a younger one may read as ``now``): the table judges each record by
     its age on that clock at every read, not by watching ``heartbeat_seq`` change.
     """
 
@@ -188,12 +188,6 @@ class MembershipMedium(abc.ABC):
     # True when every node sweeps the tasks it owns (gRPC: no shared store, each owner answers for its own);
     # False: one node sweeps the whole mesh (``mesh_core.membership.sweeper``).
     sweeps_own_tasks: bool = False
-    # Seconds on the judging clock within which a heartbeat counts as fresh: ``snapshot`` need not read the exact
-    # stamp of a record younger than this (it may read as ``now``, and says so with ``MeshSnapshot.aged``), only
-    # those of older ones. A node's view sets it to its ``suspect_after_seconds`` for its own reads, so every age
-    # that can change a verdict is read exactly; 0 (every other read): every stamp exact.
-    stamp_window: float = 0.0
-
     def __init__(self) -> None:
         self._signal_handler: SignalHandler | None = None
         # Problems the medium found (``quarantined_<kind>``), also told to the node that uses it (``report_to``).
@@ -258,8 +252,13 @@ class MembershipMedium(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def snapshot(self) -> MeshSnapshot:
+    async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
         """Every node record, ``now`` on the judging clock and tasks held per node.
+
+        ``stamp_window``: seconds on the judging clock within which a heartbeat counts as fresh: the exact stamp
+        of a record younger than this need not be read (it may read as ``now``, and the snapshot says so with
+        ``MeshSnapshot.aged``), only those of older ones. A node's view passes its ``suspect_after_seconds``, so
+        every age that can change a verdict is read exactly; 0 (every other read): every stamp exact.
 
         The hub media follow changes instead of re-reading every record: a record's content (not its stamp)
         bumps a mesh-wide version when it changes, and a reader keeps the records it has read and fetches only

@@ -226,12 +226,8 @@ class MembershipService:
     async def refresh(self) -> MeshSnapshot:
         """Read the mesh from the medium, judge every node, publish what changed."""
         # stamps younger than suspect_after change no verdict: the medium need not read them (see its contract);
-        # for this read only, so any other reader of the medium gets every stamp
-        self.medium.stamp_window = self.ctx.config.suspect_after_seconds
-        try:
-            snap = await self.medium.snapshot()
-        finally:
-            self.medium.stamp_window = 0.0
+        # for this read only (a parameter, not a setting: a read by anything else meanwhile gets every stamp)
+        snap = await self.medium.snapshot(self.ctx.config.suspect_after_seconds)
         self.view = snap
         self.view_at = time.monotonic()
         self.check_own_clock(snap)

@@ -62,8 +62,8 @@ async def test_a_reader_follows_joins_news_leaves_and_records_gone(cluster: Clus
         try:
             await writer.heartbeat(a)
             await reader.heartbeat(b)
-            reader.stamp_window = 2.0
-            snap = await reader.snapshot()
+            reader_window = 2.0
+            snap = await reader.snapshot(reader_window)
             assert snap.aged and {n.name for n in snap.nodes} == {"a", "b"}
             before = version_of(cluster)
             a.metrics = {"cpu_percent": 12.5, "memory_mb": 80.0}  # gauges only: no news for GAUGE_SECONDS
@@ -72,10 +72,10 @@ async def test_a_reader_follows_joins_news_leaves_and_records_gone(cluster: Clus
             a.metrics = {**a.metrics, "loops_down": ["claim"]}  # news: every reader sees it at its next read
             await writer.heartbeat(a)
             assert version_of(cluster) == before + 1
-            seen = {n.name: n for n in (await reader.snapshot()).nodes}
+            seen = {n.name: n for n in (await reader.snapshot(reader_window)).nodes}
             assert seen["a"].metrics.get("loops_down") == ["claim"]
             await writer.leave(a)
-            assert {n.name: n.left for n in (await reader.snapshot()).nodes} == {"a": True, "b": False}
+            assert {n.name: n.left for n in (await reader.snapshot(reader_window)).nodes} == {"a": True, "b": False}
             # a record deleted behind the reader's back leaves its view (its count no longer matches)
             if cluster.backend == "sqlite":
                 with sqlite3.connect(cluster.db) as conn:
@@ -84,8 +84,8 @@ async def test_a_reader_follows_joins_news_leaves_and_records_gone(cluster: Clus
                 client = redis.Redis.from_url(cluster.redis_url or "")
                 client.hdel(f"mesh:{{{cluster.name}}}:nodes", a.node_id)
                 client.close()
-            await reader.snapshot()  # finds the count off
-            assert {n.name for n in (await reader.snapshot()).nodes} == {"b"}
+            await reader.snapshot(reader_window)  # finds the count off
+            assert {n.name for n in (await reader.snapshot(reader_window)).nodes} == {"b"}
         finally:
             await writer.close()
             await reader.close()
@@ -99,16 +99,16 @@ async def test_only_stamps_older_than_the_window_are_read_and_those_exactly(clus
         try:
             await writer.heartbeat(a)
             await reader.heartbeat(b)
-            reader.stamp_window = 0.3
-            await reader.snapshot()
+            reader_window = 0.3
+            await reader.snapshot(reader_window)
             time.sleep(0.5)  # a's heartbeat is now older than the window: its exact stamp is read
             await reader.heartbeat(b)
-            snap = await reader.snapshot()
+            snap = await reader.snapshot(reader_window)
             ages = {n.name: snap.now - n.last_seen for n in snap.nodes}
             assert 0.5 <= ages["a"] < 1.5
             assert ages["b"] == 0.0  # fresh: read as now, not read at all
-            reader.stamp_window = 0.0  # every stamp exact
-            snap = await reader.snapshot()
+            reader_window = 0.0  # every stamp exact
+            snap = await reader.snapshot(reader_window)
             assert 0 <= snap.now - next(n for n in snap.nodes if n.name == "b").last_seen < 0.5
         finally:
             await writer.close()
@@ -124,16 +124,16 @@ async def test_a_ghost_past_the_retention_period_leaves_a_following_view(cluster
         try:
             await writer.heartbeat(ghost)
             await reader.heartbeat(b)
-            reader.stamp_window = 2.0
-            assert {n.name for n in (await reader.snapshot()).nodes} == {"ghost", "b"}
+            reader_window = 2.0
+            assert {n.name for n in (await reader.snapshot(reader_window)).nodes} == {"ghost", "b"}
             client = redis.Redis.from_url(cluster.redis_url or "")
             p = f"mesh:{{{cluster.name}}}:"
             old = time.time() - GHOST_SECONDS - 60
             client.zadd(p + "beats", {ghost.node_id: old})
             client.hset(p + "seen", ghost.node_id, old)
             client.close()
-            assert {n.name for n in (await reader.snapshot()).nodes} == {"b"}
-            assert {n.name for n in (await reader.snapshot()).nodes} == {"b"}
+            assert {n.name for n in (await reader.snapshot(reader_window)).nodes} == {"b"}
+            assert {n.name for n in (await reader.snapshot(reader_window)).nodes} == {"b"}
         finally:
             await writer.close()
             await reader.close()
@@ -152,8 +152,8 @@ async def test_membership_keys_of_the_wrong_type_are_moved_aside_and_heartbeats_
             client.set(p + "news", "not a hash")
             client.close()
             await medium.heartbeat(a)
-            medium.stamp_window = 2.0
-            assert {n.name for n in (await medium.snapshot()).nodes} == {"a"}
+            medium_window = 2.0
+            assert {n.name for n in (await medium.snapshot(medium_window)).nodes} == {"a"}
             assert medium.counters["quarantined_key"] >= 2
         finally:
             await medium.close()

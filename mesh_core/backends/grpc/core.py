@@ -84,7 +84,7 @@ class GrpcCore(Backend):
         folder = self.store_folder(local)
         make_dirs(folder, own_leaf=True)  # 0700 (grpc.db in it is 0600: the SqliteBackend default)
         self._store_dir = folder
-        store = SqliteBackend(str(folder / "grpc.db"), limits=self.limits, single_writer=True)
+        store = SqliteBackend(str(folder / "grpc.db"), limits=self.limits)
         store.on_signal(self._deliver)  # its own wake-ups (results of this node's tasks) reach this node
         store.report_to(self.found_problem)
         await store.open(local)

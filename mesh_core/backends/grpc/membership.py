@@ -168,7 +168,7 @@ class GrpcMembership(GrpcCore):
         while self.swim.pending_updates() and time.monotonic() < deadline:
             await asyncio.sleep(TICK_SECONDS)
 
-    async def snapshot(self) -> MeshSnapshot:
+    async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
         now = time.monotonic()
         nodes: list[NodeInfo] = []
         judged: dict[str, NodeStatus] = {}

@@ -84,13 +84,13 @@ class RedisBackend(RedisTasks, RedisMemory):
         await self._script("LEAVE", node.node_id, node.incarnation)
         await self._broadcast(Topic.MEMBERS)
 
-    async def snapshot(self) -> MeshSnapshot:
+    async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
         # The script has already moved aside heartbeat times and leave marks that are not numbers.
         view = self._view
         full = view.due_full()
         sent = time.time()
         raw = await self._script("SNAPSHOT", GHOST_SECONDS, 0 if full else view.version, view.epoch or "",
-                                 self.stamp_window)
+                                 stamp_window)
         answered = time.time()
         now = float(_s(raw[0]))
         stamps = self._read_all(view, raw) if int(raw[3]) else self._read_changes(view, raw)

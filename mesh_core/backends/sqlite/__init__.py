@@ -67,9 +67,8 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
     name = "sqlite_local"
 
     def __init__(self, path: str, *, limits: codec.CodecLimits = codec.DEFAULT_LIMITS,
-                 file_mode: int = PRIVATE_FILE, single_writer: bool = False) -> None:
-        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode,
-                         single_writer=single_writer)
+                 file_mode: int = PRIVATE_FILE) -> None:
+        super().__init__(path, limits, lock_give_up_seconds=LOCK_GIVE_UP_SECONDS, file_mode=file_mode)
         self._view = FollowedNodes()  # this reader's copy of the node rows (see ``snapshot``)
 
     # -- lifecycle -------------------------------------------------------------
@@ -89,8 +88,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             raise BackendUnavailable(f"cannot open SQLite file {self.path}: {exc.strerror}") from None
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-sqlite-read")
         self._read_conn = await loop.run_in_executor(self._read_pool, self._connect_reader)
-        if self.single_writer:
-            self._checkpoints = Checkpointer(self.path)
+        self._checkpoints = Checkpointer(self.path)
         address = _wake_address(self.path, local.node_id)
         if isinstance(address, str) and os.path.exists(address):
             os.unlink(address)
@@ -177,8 +175,8 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
             "SELECT node_id FROM nodes WHERE left_mesh=0 AND last_seen>?", (horizon,)).fetchall())
         self._peer_ids = [r[0] for r in rows]
 
-    async def snapshot(self) -> MeshSnapshot:
-        view, window = self._view, self.stamp_window
+    async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
+        view, window = self._view, stamp_window
         full = view.due_full()
 
         def read(conn: sqlite3.Connection) -> MeshSnapshot:

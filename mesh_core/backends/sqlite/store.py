@@ -140,6 +140,10 @@ def fitting(row: Sequence[Any], what: str) -> Sequence[Any]:
     return row[:-1]
 
 
+class _LockBusy(Exception):
+    """Another connection holds the lock a statement needs (what ``_once`` raises; the caller waits or hands over)."""
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -248,18 +252,14 @@ class _WakeProtocol(asyncio.DatagramProtocol):
 
 
 class SqliteStore(SharedStoreBackend):
-    """The file, its two connections (each on its own thread; a single writer's writes on the loop's) and the
-    wake-up sockets; no mesh records."""
+    """The file, its two connections (reads on their own thread; writes on the loop's, or on their own thread while
+    another process holds the lock) and the wake-up sockets; no mesh records."""
 
     def __init__(self, path: str, limits: codec.CodecLimits, *, lock_give_up_seconds: float,
-                 file_mode: int = PRIVATE_FILE, single_writer: bool = False) -> None:
+                 file_mode: int = PRIVATE_FILE) -> None:
         super().__init__(limits)
         self.path = os.path.abspath(path)
         self.file_mode = file_mode
-        # A file only this process writes (a grpc node's store): WAL checkpoints on their own thread
-        # (``mesh_core.checkpoints``), not in the commit that crosses SQLite's threshold, and writes on the event
-        # loop's own thread (see ``_run``).
-        self.single_writer = single_writer
         self._checkpoints: Checkpointer | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -273,6 +273,7 @@ class SqliteStore(SharedStoreBackend):
         self._peer_ids: list[str] = []
         self._addresses: dict[str, str | bytes] = {}
         self.lock_waits = 0
+        self._writes_on_thread = 0  # writes handed to the write thread and not done yet
         self.lock_give_up_seconds = lock_give_up_seconds
 
     # -- plumbing --------------------------------------------------------------
@@ -290,8 +291,7 @@ class SqliteStore(SharedStoreBackend):
                                    hint="put it on a local disk, not a network share")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
-            if self.single_writer:
-                writes_apart(conn)
+            writes_apart(conn)  # WAL checkpoints on their own thread, not in a commit on the loop's (``_run``)
             self._retrying(_create_schema, conn)
         except BaseException:
             conn.close()
@@ -304,16 +304,28 @@ class SqliteStore(SharedStoreBackend):
         conn.execute("PRAGMA query_only=1")
         return conn
 
+    def _once(self, fn: Callable[[sqlite3.Connection], R], conn: sqlite3.Connection) -> R:
+        """``fn`` once; raises ``_LockBusy`` (rolled back) when another connection holds the lock it needs, a clear
+        error for anything else the file refuses."""
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not _is_busy(exc):
+                raise _refused(self.path, exc) from None
+            raise _LockBusy from None
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _refused(self.path, exc) from None
+
     def _retrying(self, fn: Callable[[sqlite3.Connection], R], conn: sqlite3.Connection) -> R:
         delay, deadline = 0.00005, time.monotonic() + self.lock_give_up_seconds
         while True:
             try:
-                return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if not _is_busy(exc):
-                    raise _refused(self.path, exc) from None
+                return self._once(fn, conn)
+            except _LockBusy:
                 self.lock_waits += 1
                 if time.monotonic() > deadline:
                     raise BackendUnavailable(
@@ -323,23 +335,28 @@ class SqliteStore(SharedStoreBackend):
                 # Jittered, so processes that collided (a mesh starting at once) do not collide again in step.
                 _pause(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 1.5, 0.02)
-            except sqlite3.DatabaseError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _refused(self.path, exc) from None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
         pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
         if pool is None or conn is None:
             raise BackendUnavailable("the SQLite backend is not open")
-        if self.single_writer and not reader:
-            # No other process takes this file's write lock, so a write never waits for one: it runs here, on the
-            # loop's thread, in the time the hand-over to the write thread and back would take (on this 2-core
-            # machine about 0.3 ms a write, and five writes stand between a grpc submit and its result; idle
-            # round trip 4.9 -> 3.4 ms, 1,024 in flight 2,050 -> 2,500-3,000 tasks/s). Writes stay one at a time:
-            # each runs to its COMMIT before the loop goes on. Reads keep their own thread and connection.
-            return self._retrying(fn, conn)
-        return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
+        if reader:
+            return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
+        if not self._writes_on_thread:
+            # A write whose lock is free runs here, on the loop's thread, in the time the hand-over to the write
+            # thread and back would take (about 0.3 ms a write on this 2-core machine, and several writes stand
+            # between a submit and its result). Its lock never waits (no busy timeout); when another process holds
+            # it, the write goes to the write thread, which waits for it, and the writes after it follow it there
+            # until it is done, so writes stay in order, one at a time, each committed before its caller goes on.
+            try:
+                return self._once(fn, conn)
+            except _LockBusy:
+                self.lock_waits += 1
+        self._writes_on_thread += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
+        finally:
+            self._writes_on_thread -= 1
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge)."""
