@@ -57,9 +57,10 @@ class SqliteQuarantine(SqliteStore):
             return
         self.counted(moved)
 
-    async def _read_settled(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        """A read (decoding its rows on the read thread), then the rows it found unreadable moved aside."""
-        found = await self._read(fn)
+    async def _read_settled(self, fn: Callable[[sqlite3.Connection], R], *, inline: bool = False) -> R:
+        """A read (decoding its rows on the read thread, or here when ``inline``), then the rows it found unreadable
+        moved aside."""
+        found = await self._read(fn, inline=inline)
         await self._settle_aside()
         return found
 

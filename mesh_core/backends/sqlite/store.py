@@ -273,7 +273,7 @@ class SqliteStore(SharedStoreBackend):
         self._peer_ids: list[str] = []
         self._addresses: dict[str, str | bytes] = {}
         self.lock_waits = 0
-        self._writes_on_thread = 0  # writes handed to the write thread and not done yet
+        self._on_thread = [0, 0]  # calls handed to the write (0) and read (1) threads and not done yet
         self.lock_give_up_seconds = lock_give_up_seconds
 
     # -- plumbing --------------------------------------------------------------
@@ -336,40 +336,44 @@ class SqliteStore(SharedStoreBackend):
                 _pause(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 1.5, 0.02)
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False) -> R:
+    async def _run(self, fn: Callable[[sqlite3.Connection], R], *, reader: bool = False, inline: bool = True) -> R:
+        """``fn`` on the write connection (a reader's: the read connection), on this thread when ``inline`` and
+        the connection's thread has nothing of it in hand, else on that thread.
+
+        Every write, and the reads on a hot path (a submitter's result feed), runs here, on the loop's thread, in
+        the time the hand-over to the connection's thread and back would take (about 0.3 ms a call on this
+        2-core machine, and several stand between a submit and its result). It never waits for a lock (no busy
+        timeout): when another process holds one, the call goes to the connection's thread, which waits for it,
+        and the calls after it follow it there until it is done, so each connection's calls stay in order, one at
+        a time (a write committed before its caller goes on). Other reads (lists, sweeps, snapshots: larger) run
+        on the read thread, which overlaps their SQLite work with the loop's."""
         pool, conn = (self._read_pool, self._read_conn) if reader else (self._pool, self._conn)
         if pool is None or conn is None:
             raise BackendUnavailable("the SQLite backend is not open")
-        if reader:
-            return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
-        if not self._writes_on_thread:
-            # A write whose lock is free runs here, on the loop's thread, in the time the hand-over to the write
-            # thread and back would take (about 0.3 ms a write on this 2-core machine, and several writes stand
-            # between a submit and its result). Its lock never waits (no busy timeout); when another process holds
-            # it, the write goes to the write thread, which waits for it, and the writes after it follow it there
-            # until it is done, so writes stay in order, one at a time, each committed before its caller goes on.
+        if inline and not self._on_thread[reader]:
             try:
                 return self._once(fn, conn)
             except _LockBusy:
                 self.lock_waits += 1
-        self._writes_on_thread += 1
+        self._on_thread[reader] += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, self._retrying, fn, conn)
         finally:
-            self._writes_on_thread -= 1
+            self._on_thread[reader] -= 1
 
     async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge)."""
         return await self._run(lambda conn: _write_transaction(conn, fn))
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+    async def _read(self, fn: Callable[[sqlite3.Connection], R], *, inline: bool = False) -> R:
+        """``fn`` in one read transaction; ``inline``: a small read on a hot path (see ``_run``)."""
         def tx(conn: sqlite3.Connection) -> R:
             conn.execute("BEGIN")
             try:
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
-        return await self._run(tx, reader=True)
+        return await self._run(tx, reader=True, inline=inline)
 
     # -- wake-ups --------------------------------------------------------------
     def _signal(self, node_ids: Iterable[str | None], topic: str) -> None:

@@ -401,7 +401,7 @@ class SqliteTasks(SqliteQuarantine):
                                 lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))),
                                 aside=lambda r: ("task", r[1], task_removal(r[1])))
             return out, (rows[-1][0] if rows else after)
-        return await self._read_settled(read)
+        return await self._read_settled(read, inline=True)  # what a waiting submitter reads next: a hot path
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
