@@ -191,7 +191,7 @@ class Plan:
     run_scale: bool
     scale_opts: scale.ScaleOptions
     redis_inflight: tuple[int, ...]
-    redis_shapes: tuple[str, ...]  # the mesh on Redis: throughput shapes (both when the peers run, as they do)
+    redis_shapes: tuple[str, ...]  # the mesh on Redis: throughput shapes (--shapes; both when the peers run)
     redis_server: str | None  # --redis-server
     memory: memory.MemoryOptions
     peer: peers.PeersOptions
@@ -328,7 +328,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 grpc_refs=not args.no_refs, tasks_tls=args.tls, run_swim=which == "swim",
                 swim_opts=swim.SwimOptions(**w), run_scale=which == "scale", scale_opts=scale.ScaleOptions(**sc),
                 redis_inflight=args.inflight or (pe["windows"] if run_peers else REDIS_INFLIGHT),
-                redis_shapes=shapes if run_peers else ("waiters",), redis_server=_redis_server(args.redis_server),
+                redis_shapes=shapes if run_peers or args.shapes else ("waiters",),
+                redis_server=_redis_server(args.redis_server),
                 memory=memory.MemoryOptions(**m), peer=peers.PeersOptions(**pe),
                 algo=algorithms.AlgorithmsOptions(**a))
 
