@@ -138,7 +138,8 @@ class SqliteMemory(SqliteQuarantine):
 
     async def compact_memory(self, applied_everywhere: Any) -> int:
         upto = int(applied_everywhere or 0)
-        return await self._write(lambda c: c.execute("DELETE FROM memory_log WHERE seq < ?", (upto,)).rowcount)
+        return await self._write(lambda c: c.execute("DELETE FROM memory_log WHERE seq < ?", (upto,)).rowcount,
+                                 inline=False)  # a bulk delete: off the loop's thread
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         start = int(after or 0)

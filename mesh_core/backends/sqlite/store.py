@@ -361,9 +361,11 @@ class SqliteStore(SharedStoreBackend):
         finally:
             self._on_thread[reader] -= 1
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge)."""
-        return await self._run(lambda conn: _write_transaction(conn, fn))
+    async def _write(self, fn: Callable[[sqlite3.Connection], R], *, inline: bool = True) -> R:
+        """``fn`` in one write transaction; returns only after its COMMIT succeeded (what a caller may acknowledge).
+        Not ``inline``: a bulk write (retention, compaction, a takeover) on the write thread, so the loop goes on
+        meanwhile (see ``_run``)."""
+        return await self._run(lambda conn: _write_transaction(conn, fn), inline=inline)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], R], *, inline: bool = False) -> R:
         """``fn`` in one read transaction; ``inline``: a small read on a hot path (see ``_run``)."""

@@ -224,7 +224,7 @@ class SqliteTasks(SqliteQuarantine):
                                  " VALUES (?,?,?,?,?)", (t.task_id, t.attempt, t.node_id, t.node_name,
                                                         t.started_at or now))
             return added
-        return await self._write(insert) if tasks else 0
+        return await self._write(insert, inline=False) if tasks else 0  # a takeover's batch: off the loop's thread
 
     async def next_due(self, node_id: str) -> float | None:
         """Seconds until the earliest ``not_before`` of tasks waiting for this node (backoff), if any; a row whose
@@ -419,7 +419,7 @@ class SqliteTasks(SqliteQuarantine):
                 conn.execute(f"DELETE FROM attempts WHERE task_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
             return len(ids)
-        return await self._write(prune)
+        return await self._write(prune, inline=False)  # up to ``limit`` deletes: off the loop's thread
 
     async def _states_batch(self, ids: list[str]) -> list[TaskStatus | None]:
         def read(conn: sqlite3.Connection) -> list[TaskStatus | None]:

@@ -117,7 +117,7 @@ class TasksReads(TasksSubmit):
                     conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?", key)
                     del waiting[key]
             return gone, waiting
-        gone, self._provisional_seen = await self.store._write(prune)
+        gone, self._provisional_seen = await self.store._write(prune, inline=False)  # bulk: off the loop's thread
         if gone:
             self.counters["task_copies_pruned"] += gone
             await self._count_copies()
