@@ -57,3 +57,26 @@ async def test_a_lock_held_past_the_limit_is_a_clear_error(tmp_path: Path, monke
         holder.execute("ROLLBACK")
         holder.close()
         await backend.close()
+
+
+async def test_a_write_issued_behind_one_that_waits_for_the_lock_stays_behind_it(tmp_path: Path) -> None:
+    """Writes run on the loop's thread while their lock is free and go to the write thread while another process
+    holds it; one issued while an earlier one waits there follows it, even once the lock is free again (else it
+    would run first: here the lease would go to the second asker)."""
+    db = tmp_path / "mesh.db"
+    backend = sqlite_backend.SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id="a" * 32, name="w1"))
+    holder = _hold_write_lock(db)
+    try:
+        first = asyncio.ensure_future(backend.hold_lease("sweeper", "first", 60))
+        await asyncio.sleep(0.1)
+        assert not first.done()  # waiting for the lock on the write thread
+        holder.execute("COMMIT")
+        second = asyncio.ensure_future(backend.hold_lease("sweeper", "second", 60))
+        assert await asyncio.wait_for(first, 5) == "first"
+        assert await asyncio.wait_for(second, 5) == "first"  # asked after the first: the first holds it
+        assert await backend.hold_lease("sweeper", "third", 60) == "first"  # the lock is free: at once, in order
+        assert backend.lock_waits >= 1
+    finally:
+        holder.close()
+        await backend.close()
