@@ -44,7 +44,7 @@ from ..memory.resolve import (
     merge_items,
     resolve_manually,
 )
-from ..memory.store import KeyChange, KeyState, ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyState, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .backpressure import WriterBackpressure
@@ -403,19 +403,22 @@ class MemoryService:
                            ranking=self._ranking_now(), sibling_warning=SIBLING_WARNING)
         if not folds:
             return 0
-        store.replace_many([KeyChange(f.memory_type, f.key, f.siblings, f.sources, f.losers, f.fresh)
-                            for f in folds.values()])
+        store.replace_many(list(folds.values()))
         self._track_conflicts(folds)
         routine = ctx.events.wants_routine()
+        changed = 0
         for fold in folds.values():
-            warning = next((r.warning for _, r in reversed(fold.steps) if r.warning), None)
-            if warning:  # once per key and batch, not per item
+            changed += len(fold.steps)
+            warning = None
+            for _, result in fold.steps:  # the last warning of the key's writes, once per key and batch
+                warning = result.warning or warning
+            if warning:
                 ctx.problem("sibling_warnings", f"{fold.memory_type}/{fold.key}: {warning}")
             if routine:  # a subscriber asked for per-item events
                 for item, result in fold.steps:
                     ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
                                               outcome=result.outcome, strategy=result.strategy))
-        return sum(len(f.steps) for f in folds.values())
+        return changed
 
     def _track_conflicts(self, folds: Mapping[KeyName, KeyFold]) -> None:
         """Open (or close) each changed key's conflict record as each write did in turn, in one write; a
@@ -425,7 +428,11 @@ class MemoryService:
         closed: dict[str, str] = {}
         events: list[ConflictOpened | ConflictResolved] = []
         for name, fold in folds.items():
-            held = open_now.get(name, set())
+            held = open_now.get(name)
+            if held is None:
+                if not any(result.conflict for _, result in fold.steps):
+                    continue  # the usual key: no conflict held, none opened
+                held = set()
             for item, result in fold.steps:
                 keep = conflict_id_of(item, result) if result.conflict else None
                 for conflict_id in sorted(held - {keep}):
