@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 KEY_TABLES = ("items", "sources", "history", "conflicts")  # every table that holds rows of one key
 KeyRows = tuple[list[MemoryItem], list[MemoryItem]]  # a key's (siblings, sources)
+Mark = tuple[str, str, str, int]  # a frontier write: (memory_type, key, origin, hlc)
 KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parameters stay few)
 
 
@@ -202,7 +203,7 @@ class ReplicaStore:
         newest_type = max(items, key=lambda i: i.hlc).memory_type
         return [i for i in items if i.memory_type == newest_type]
 
-    def frontier_marks(self) -> list[tuple[str, str, str, int]]:
+    def frontier_marks(self) -> list[Mark]:
         """``(memory_type, key, origin, hlc)`` of every frontier write (sources, else the visible items)."""
         return self._db.execute(
             "SELECT memory_type, key, origin, hlc FROM sources UNION "

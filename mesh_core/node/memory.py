@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import codec
@@ -44,7 +44,7 @@ from ..memory.resolve import (
     merge_items,
     resolve_manually,
 )
-from ..memory.store import KeyState, ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyState, Mark, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .backpressure import WriterBackpressure
@@ -349,20 +349,24 @@ class MemoryService:
         return codec.encode(wire, self.ctx.limits)
 
     # -- others' writes ------------------------------------------------------------------------------
-    def apply_frames(self, frames: Sequence[bytes]) -> int:
+    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = ()) -> int:
         """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
-        changed it."""
+        changed it. ``held``: frontier marks this replica had (``store.frontier_marks``), see ``fold_frames``."""
         if not frames:
             return 0
         with self.store.batch():
-            return self.fold_frames(frames)
+            return self.fold_frames(frames, held=held)
 
     def apply_frame(self, frame: bytes) -> bool:
         """One entry: a batch of one."""
         return self.apply_frames([frame]) > 0
 
-    def fold_frames(self, frames: Sequence[bytes]) -> int:
-        """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it."""
+    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = ()) -> int:
+        """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it.
+
+        ``held``: marks ``(memory_type, key, origin, hlc)`` that were in this replica's frontier a moment ago. An
+        entry among them is one the fold would ignore (the same original, or one a later write here dominates):
+        it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held)."""
         node_id = self.ctx.node_id
         items = [item for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
         newest: dict[str, int] = {}
@@ -370,6 +374,8 @@ class MemoryService:
             newest[item.origin] = max(newest.get(item.origin, 0), item.hlc)
         for origin, stamp in newest.items():  # the clock only needs each origin's newest stamp
             self.members.merge_clock(self.hlc, stamp, origin)
+        if held:
+            items = [item for item in items if (item.memory_type, item.key, item.origin, item.hlc) not in held]
         return self._fold(items)
 
     def _item_of(self, frame: bytes, *, skip_origin: str | None = None) -> MemoryItem | None:
