@@ -73,3 +73,29 @@ async def test_no_subscriber_for_routine_events_gets_no_per_item_event(cluster: 
         ctx.publish = original  # type: ignore[method-assign]
     assert not [e for e in published if isinstance(e, MemoryChanged)]
     assert c.services.memory.count() == 50
+
+
+async def test_entries_held_in_the_frontier_are_left_out_before_the_fold_and_others_applied(cluster: Cluster) -> None:
+    """An anti-entropy round hands over what its replica held at its start (``held``): those entries change
+    nothing and are not folded, a newer write to the same key and a new key are applied, garbage is counted."""
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    memory = c.services.memory
+    first = _write(a, 1, [])
+    other = _write(a, "x", [], key="other")
+    assert memory.apply_frames([memory.frame_of(first), memory.frame_of(other)]) == 2
+    held = set(memory.store.frontier_marks())
+    assert ("fact", "k", a.node_id, first.hlc) in held
+    newer = _write(a, 2, [first])
+    fresh = _write(a, "new", [], key="fresh")
+    folded: list[MemoryItem] = []
+    fold = memory._fold
+    memory._fold = lambda items: (folded.extend(items), fold(items))[1]  # type: ignore[method-assign]
+    frames = [memory.frame_of(first), memory.frame_of(other), b"MF\x01\x00garbage", memory.frame_of(newer),
+              memory.frame_of(fresh)]
+    assert memory.apply_frames(frames, held=held) == 2
+    assert [i.value for i in folded] == [2, "new"]
+    assert c.counters["corrupt_memory_frames"] == 1
+    assert (await c.recall_item("k")).value == 2 and (await c.recall_item("fresh")).value == "new"
+    assert memory.apply_frames([memory.frame_of(first)]) == 0  # held or not, the same outcome: ignored
