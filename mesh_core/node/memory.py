@@ -349,31 +349,39 @@ class MemoryService:
         return codec.encode(wire, self.ctx.limits)
 
     # -- others' writes ------------------------------------------------------------------------------
-    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = ()) -> int:
+    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
+                     ) -> int:
         """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
-        changed it. ``held``: frontier marks this replica had (``store.frontier_marks``), see ``fold_frames``."""
+        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` holds only once this commit did)."""
         if not frames:
             return 0
         with self.store.batch():
-            return self.fold_frames(frames, held=held)
+            return self.fold_frames(frames, held=held, folded=folded)
 
     def apply_frame(self, frame: bytes) -> bool:
         """One entry: a batch of one."""
         return self.apply_frames([frame]) > 0
 
-    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = ()) -> int:
+    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
+                    ) -> int:
         """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it.
 
         ``held``: marks ``(memory_type, key, origin, hlc)`` that were in this replica's frontier a moment ago. An
         entry among them is one the fold would ignore (the same original, or one a later write here dominates):
-        it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held)."""
+        it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held).
+        ``folded``: gets ``hash(frame)`` of each frame that was read, trusted and folded with a stamp this clock
+        has reached; folding it again changes nothing and counts nothing (not so a refused or clamped one)."""
         node_id = self.ctx.node_id
-        items = [item for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
+        pairs = [(frame, item) for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
+        items = [item for _, item in pairs]
         newest: dict[str, int] = {}
         for item in items:
             newest[item.origin] = max(newest.get(item.origin, 0), item.hlc)
         for origin, stamp in newest.items():  # the clock only needs each origin's newest stamp
             self.members.merge_clock(self.hlc, stamp, origin)
+        if folded is not None:
+            reached = self.hlc.last
+            folded.update(hash(frame) for frame, item in pairs if item.hlc <= reached)
         if held:
             items = [item for item in items if (item.memory_type, item.key, item.origin, item.hlc) not in held]
         return self._fold(items)

@@ -41,6 +41,9 @@ class MemorySync:
         self._acked_at = 0.0
         self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._bootstrapped = False  # this replica has loaded every key's newest entries once
+        # per bucket: hash(frame) of the frames of its last anti-entropy pull that were folded here (a pull reads
+        # the whole bucket; what was folded already is not read again)
+        self._pulled: dict[int, set[int]] = {}
         self._reading = asyncio.Lock()
 
     @property
@@ -147,7 +150,13 @@ class MemorySync:
         # by the medium before they returned): the per-bucket look is skipped.
         writer = bool(buckets) and bool(self.memory.own_sources())
         for bucket in sorted(buckets):
-            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket), held=held)
+            frames = await self.log.memory_bucket(bucket)
+            pulled = self._pulled.get(bucket, set())
+            marks_of = [hash(frame) for frame in frames]
+            folded: set[int] = set()
+            applied += self.memory.apply_frames([f for f, h in zip(frames, marks_of, strict=True) if h not in pulled],
+                                                held=held, folded=folded)
+            self._pulled[bucket] = folded | {h for h in marks_of if h in pulled}  # what the bucket still holds
             # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
             # writers may wait on the acks) between its buckets, not after the whole round.
             await self.sync_now()

@@ -4,8 +4,11 @@ the batch, events only for a subscriber that asked, and a bad frame in the middl
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 
 from mesh_core import AgentMeshManager
+from mesh_core.clock import LOGICAL_BITS
 from mesh_core.events import ConflictOpened, ConflictResolved, MemoryChanged
 from mesh_core.memory.resolve import local_write
 from mesh_core.model import MemoryItem
@@ -99,3 +102,24 @@ async def test_entries_held_in_the_frontier_are_left_out_before_the_fold_and_oth
     assert c.counters["corrupt_memory_frames"] == 1
     assert (await c.recall_item("k")).value == 2 and (await c.recall_item("fresh")).value == "new"
     assert memory.apply_frames([memory.frame_of(first)]) == 0  # held or not, the same outcome: ignored
+
+
+async def test_folded_names_only_frames_folded_again_for_nothing(cluster: Cluster) -> None:
+    """``folded`` (what an anti-entropy round need not read again) holds a trusted frame once folded, held or not,
+    and never a refused one nor one whose stamp was clamped (re-reading those counts them again, as before)."""
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    memory = c.services.memory
+    one, two = _write(a, 1, []), _write(a, 2, [], key="other")
+    ahead = replace(_write(a, 3, [], key="ahead"), hlc=(int(time.time() * 1000) + 3_600_000) << LOGICAL_BITS)
+    garbage = b"MF\x01\x00garbage"
+    frames = [memory.frame_of(one), garbage, memory.frame_of(ahead)]
+    folded: set[int] = set()
+    assert memory.apply_frames(frames, folded=folded) == 2
+    assert folded == {hash(frames[0])}
+    assert c.counters["corrupt_memory_frames"] == 1 and c.counters["clock_skew_clamped"] == 1
+    again: set[int] = set()
+    held = set(memory.store.frontier_marks())
+    assert memory.apply_frames([frames[0], memory.frame_of(two)], held=held, folded=again) == 1
+    assert again == {hash(frames[0]), hash(memory.frame_of(two))}
