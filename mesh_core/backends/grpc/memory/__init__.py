@@ -105,6 +105,9 @@ class GrpcMemory(MemoryEntropy):
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
         self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)
+        self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
+        self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
+        self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
@@ -234,6 +237,10 @@ class GrpcMemory(MemoryEntropy):
                 pushed.in_flight.clear()
             self._from_peers.pop(node_id, None)
             self._differs.pop(node_id, None)
+            self._gap_repaired_at.pop(node_id, None)
+            lock = self._pull_locks.get(node_id)
+            if lock is not None and not lock.locked():
+                del self._pull_locks[node_id]
             return
         if node_id in self._from_peers:
             self._ack_senders()  # an ack owed to it may have had no address before

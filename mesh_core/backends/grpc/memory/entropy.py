@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,14 +23,20 @@ from ..core import LIVE
 from ..wire import closed_under_call
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,
+    GAP_REPAIR_SECONDS,
+    MISSED_REPAIR_SECONDS,
     PEER_CALL_SECONDS,
     PULL_BUCKETS_SECONDS,
+    PULL_HAVE_MAX,
     PULL_KEYS,
+    PULL_PAGE_BYTES,
+    PULL_PAGES,
     READ_HEDGE_SECONDS,
     READ_REPLICAS,
     _chunks,
     _log_call,
     _unique,
+    frame_mark,
 )
 from .push import MemoryPush
 
@@ -102,18 +109,82 @@ class MemoryEntropy(MemoryPush):
         wanted = {p: buckets for p, buckets in wanted.items() if buckets}
         if not wanted:
             return 0
-        pulled = await asyncio.gather(*(self._call_pull(p, pb.PullRequest(buckets=buckets), PULL_BUCKETS_SECONDS)
-                                        for p, buckets in wanted.items()))
+        return sum(await asyncio.gather(*(self._pull_gap(p, buckets) for p, buckets in wanted.items())))
+
+    async def _pull_gap(self, peer_id: str, buckets: list[int]) -> int:
+        """Pull from ``peer_id`` the frames of ``buckets`` this log lacks, page after page, and append what is newer
+        here; how many. The request names what this log holds of the buckets (``have``), so what moves is the gap,
+        not the buckets: a node back from a pause gets its thousands of missed entries, not the whole replica
+        again. One pull from a peer at a time (a catch-up, the peer's pull-back and a round may ask at once: the
+        later ones then name what the first brought). A pull that failed or stopped short brings the next round
+        soon (``_missed_until``)."""
+        lock = self._pull_locks.setdefault(peer_id, asyncio.Lock())
+        async with lock:
+            appended = 0
+            for group, have in await self._held_marks(buckets):
+                for _ in range(PULL_PAGES):
+                    request = pb.PullRequest(buckets=group, have=sorted(have), page_bytes=PULL_PAGE_BYTES)
+                    page = await self._pull_call(peer_id, request, PULL_BUCKETS_SECONDS)
+                    if page is None:  # not answered: the next round comes soon, not in sync_interval_seconds
+                        self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+                        return appended
+                    frames, more = page
+                    self.counters["memory_pull_pages"] += 1
+                    self.counters["memory_pulled_frames"] += len(frames)
+                    appended += await self._append_pulled(frames)
+                    if not more or not frames:
+                        break
+                    have.update(frame_mark(f) for f in frames)
+                else:
+                    self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+            return appended
+
+    async def _held_marks(self, buckets: list[int]) -> list[tuple[list[int], set[int]]]:
+        """``buckets`` in groups of at most ``PULL_HAVE_MAX`` frames held here, each with the marks of those frames
+        (``frame_mark``); read bucket by bucket (one bucket's frames in memory at a time)."""
+        groups: list[tuple[list[int], set[int]]] = []
+        for bucket in buckets:
+            def read(conn: Any, bucket: int = bucket) -> list[Any]:
+                return conn.execute("SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall()
+            rows = await self.store._read(read)
+            marks = {frame_mark(f if isinstance(f, bytes) else str(f).encode()) for (f,) in rows}
+            if groups and len(groups[-1][1]) + len(marks) <= PULL_HAVE_MAX:
+                groups[-1][0].append(bucket)
+                groups[-1][1].update(marks)
+            else:  # one bucket holding more than PULL_HAVE_MAX names some only (the rest is sent, and found known)
+                groups.append(([bucket], marks if len(marks) <= PULL_HAVE_MAX
+                               else set(itertools.islice(marks, PULL_HAVE_MAX))))
+        return groups
+
+    async def _append_pulled(self, frames: Sequence[bytes]) -> int:
+        """Append the pulled frames newer than this log holds (one at a time: two pulls never both append one
+        entry); how many."""
         found: list[tuple[Any, MemoryItem]] = []
-        for frame in _unique([f for frames in pulled for f in frames]):
+        for frame in _unique(frames):
             try:
                 found.append((frame, item_from_wire(codec.decode(frame, self.limits))))
             except CodecError as exc:
                 self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
-        fresh = await self._newer(found)
-        if await self._append(fresh) is None:
+        if not found:
             return 0
+        async with self._appending_pulled:
+            fresh = await self._newer(found)
+            if await self._append(fresh) is None:
+                return 0
         return len(fresh)
+
+    def _gap_seen(self, peer_id: str) -> None:
+        """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every
+        ``GAP_REPAIR_SECONDS``, and not while one is pulling from it)."""
+        super()._gap_seen(peer_id)
+        now = time.monotonic()
+        lock = self._pull_locks.get(peer_id)
+        if not self._worker or self._closed or self.status_of(peer_id) not in LIVE or (lock and lock.locked()) \
+                or now - self._gap_repaired_at.get(peer_id, -GAP_REPAIR_SECONDS) < GAP_REPAIR_SECONDS:
+            return
+        self._gap_repaired_at[peer_id] = now
+        self.counters["memory_gap_repairs"] += 1
+        self.spawn(self._catch_up(peer_id), "memory-catch-up")
 
     async def _log_digests_now(self) -> dict[int, str]:
         """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets)."""
@@ -159,13 +230,16 @@ class MemoryEntropy(MemoryPush):
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
             return None
 
-    async def _call_pull(self, peer_id: str, request: pb.PullRequest,
-                         timeout: float = PEER_CALL_SECONDS) -> list[bytes]:
-        return await self._try_pull(peer_id, request, timeout) or []
-
     async def _try_pull(self, peer_id: str, request: pb.PullRequest,
                         timeout: float = PEER_CALL_SECONDS) -> list[bytes] | None:
         """The frames ``peer_id`` answers to ``request``; None (counted) when it did not answer."""
+        page = await self._pull_call(peer_id, request, timeout)
+        return None if page is None else page[0]
+
+    async def _pull_call(self, peer_id: str, request: pb.PullRequest,
+                         timeout: float = PEER_CALL_SECONDS) -> tuple[list[bytes], bool] | None:
+        """The frames ``peer_id`` answers to ``request`` and whether it has more (``page_bytes``); None (counted)
+        when it did not answer."""
         address, wire = self.address_of(peer_id), self.wire
         if not address or wire is None:
             return None
@@ -173,9 +247,11 @@ class MemoryEntropy(MemoryPush):
         asked.CopyFrom(request)
         asked.caller.CopyFrom(wire.hello())
         frames: list[bytes] = []
+        more = False
         try:
             async for chunk in wire.stub(address).Pull(asked, timeout=timeout, metadata=wire.metadata()):
                 frames.extend(chunk.frames)
+                more = chunk.more
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Pull", address, exc)
@@ -185,7 +261,7 @@ class MemoryEntropy(MemoryPush):
                 raise
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
             return None
-        return frames
+        return frames, more
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
         """A client's read of keys from the live workers (see ``_pull_keys_now``). Concurrent reads share the calls
@@ -286,8 +362,22 @@ class MemoryEntropy(MemoryPush):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"buckets are 0..{BUCKETS - 1} and at most {PULL_KEYS} keys are pulled at once")
         chunks: list[pb.PullChunk] = []
+        have, left = set(request.have), request.page_bytes or None
         for bucket in buckets:
-            chunks += _chunks(await self.store.memory_bucket(bucket), bucket)
+            frames = await self.store.memory_bucket(bucket)
+            if have:  # the caller holds these already
+                frames = [f for f in frames if frame_mark(f) not in have]
+            if left is not None:
+                taken = 0
+                while taken < len(frames) and left > 0:
+                    left -= len(frames[taken])
+                    taken += 1
+                if taken < len(frames) or (left <= 0 and bucket != buckets[-1]):
+                    chunks += _chunks(frames[:taken], bucket)
+                    if chunks:
+                        chunks[-1].more = True
+                    break
+            chunks += _chunks(frames, bucket)
         if request.keys:
             memory_type = request.memory_type if request.HasField("memory_type") else None
             keys = list(dict.fromkeys(request.keys))
