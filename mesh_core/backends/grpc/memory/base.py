@@ -129,6 +129,8 @@ class MemoryState(GrpcCore):
     _digests_cursor: int
     _differs: dict[str, set[int]]
     _log_digests: dict[int, str]
+    _log_marks: dict[int, set[int]]
+    _digesting: asyncio.Lock
     _stale_buckets: set[int] | None
     _client_pulled_at: float
     _claim: _Claim

@@ -80,11 +80,30 @@ class MemoryEntropy(MemoryPush):
                 self._client_pulled_at = time.monotonic()
         elif any(bucket in buckets for buckets in self._differs.values()):
             # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
-            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer.
-            wanted = {p: sorted(buckets) for p, buckets in self._differs.items()
-                      if buckets and self.status_of(p) in LIVE}
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. A peer
+            # this node is pulling from already (a catch-up) is left to that pull, which brings what it lacks: the
+            # round (and the node's reading of its log, which waits for it) does not queue behind it; the next
+            # round comes soon and pulls what may be left. Nor does the round wait for its pulls while the log holds
+            # entries this node has not read yet (a catch-up just brought them): the node reads them between the
+            # round's buckets, and the pulls' own entries when they land (a wake-up), not after the slowest peer.
+            # While the log is small enough that one Pull names all it holds (``PULL_HAVE_MAX``), a peer whose digests
+            # differ is asked for everything this log lacks, not only the buckets that differed when it last
+            # published (that can be a round old): it costs the same, as only what is missing moves.
+            held = sum(len(marks) for marks in self._log_marks.values())
+            wanted = {p: list(range(BUCKETS)) if held <= PULL_HAVE_MAX else sorted(buckets)
+                      for p, buckets in self._differs.items() if buckets and self.status_of(p) in LIVE}
             self._differs = {}
-            await self._pull_into_log_from(wanted)
+            busy = [p for p in wanted if self._pulling(p)]
+            pulls = self._pull_into_log_from({p: b for p, b in wanted.items() if p not in busy})
+            if busy:
+                self.counters["memory_round_pulls_left_to_catch_up"] += len(busy)
+                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+            if self._recent_head > self._own_ack:
+                self.counters["memory_round_pulls_unawaited"] += 1
+                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+                self.spawn(pulls, "memory-round-pull")
+            else:
+                await pulls
         return await self.store.memory_bucket(bucket)
 
     async def _catch_up(self, peer_id: str) -> None:
@@ -131,7 +150,10 @@ class MemoryEntropy(MemoryPush):
                     frames, more = page
                     self.counters["memory_pull_pages"] += 1
                     self.counters["memory_pulled_frames"] += len(frames)
-                    appended += await self._append_pulled(frames)
+                    fresh = await self._append_pulled(frames)
+                    if fresh:
+                        appended += fresh
+                        self._deliver(TOPIC_MEMORY)  # read as it lands, page by page
                     if not more or not frames:
                         break
                     have.update(frame_mark(f) for f in frames)
@@ -141,19 +163,16 @@ class MemoryEntropy(MemoryPush):
 
     async def _held_marks(self, buckets: list[int]) -> list[tuple[list[int], set[int]]]:
         """``buckets`` in groups of at most ``PULL_HAVE_MAX`` frames held here, each with the marks of those frames
-        (``frame_mark``); read bucket by bucket (one bucket's frames in memory at a time)."""
+        (``frame_mark``, from ``_log_marks``)."""
+        await self._log_digests_now()
         groups: list[tuple[list[int], set[int]]] = []
         for bucket in buckets:
-            def read(conn: Any, bucket: int = bucket) -> list[Any]:
-                return conn.execute("SELECT frame FROM memory_latest WHERE bucket=?", (bucket,)).fetchall()
-            rows = await self.store._read(read)
-            marks = {frame_mark(f if isinstance(f, bytes) else str(f).encode()) for (f,) in rows}
+            marks = self._log_marks.get(bucket, set())
             if groups and len(groups[-1][1]) + len(marks) <= PULL_HAVE_MAX:
                 groups[-1][0].append(bucket)
                 groups[-1][1].update(marks)
             else:  # one bucket holding more than PULL_HAVE_MAX names some only (the rest is sent, and found known)
-                groups.append(([bucket], marks if len(marks) <= PULL_HAVE_MAX
-                               else set(itertools.islice(marks, PULL_HAVE_MAX))))
+                groups.append(([bucket], set(itertools.islice(marks, PULL_HAVE_MAX))))
         return groups
 
     async def _append_pulled(self, frames: Sequence[bytes]) -> int:
@@ -173,13 +192,16 @@ class MemoryEntropy(MemoryPush):
                 return 0
         return len(fresh)
 
+    def _pulling(self, peer_id: str) -> bool:
+        lock = self._pull_locks.get(peer_id)
+        return lock is not None and lock.locked()
+
     def _gap_seen(self, peer_id: str) -> None:
         """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every
         ``GAP_REPAIR_SECONDS``, and not while one is pulling from it)."""
         super()._gap_seen(peer_id)
         now = time.monotonic()
-        lock = self._pull_locks.get(peer_id)
-        if not self._worker or self._closed or self.status_of(peer_id) not in LIVE or (lock and lock.locked()) \
+        if not self._worker or self._closed or self.status_of(peer_id) not in LIVE or self._pulling(peer_id) \
                 or now - self._gap_repaired_at.get(peer_id, -GAP_REPAIR_SECONDS) < GAP_REPAIR_SECONDS:
             return
         self._gap_repaired_at[peer_id] = now
@@ -187,7 +209,14 @@ class MemoryEntropy(MemoryPush):
         self.spawn(self._catch_up(peer_id), "memory-catch-up")
 
     async def _log_digests_now(self) -> dict[int, str]:
-        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets)."""
+        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets); the
+        marks of those entries (``frame_mark``) are kept per bucket on the way (``_log_marks``: what a Pull's
+        ``have`` names, and what a served Pull checks before reading a bucket). One computation at a time: a caller
+        meanwhile waits for it, not answering with the digests of before."""
+        async with self._digesting:
+            return await self._log_digests_locked()
+
+    async def _log_digests_locked(self) -> dict[int, str]:
         stale = self._stale_buckets
         buckets = None if stale is None else sorted(stale)
         if buckets == []:
@@ -199,14 +228,18 @@ class MemoryEntropy(MemoryPush):
             return conn.execute(f"SELECT bucket, memory_type, key, origin, frame FROM memory_latest{where}").fetchall()
         rows = await self.store._read(read)
         lines: dict[int, list[str]] = {}
+        marks: dict[int, set[int]] = {}
         for bucket, memory_type, key, origin, frame in rows:
             body = frame if isinstance(frame, bytes) else str(frame).encode()
-            lines.setdefault(int(bucket), []).append(
-                f"{memory_type}\0{key}\0{origin}\0{hashlib.sha1(body).hexdigest()[:16]}")
+            mark = hashlib.sha1(body).hexdigest()[:16]  # frame_mark, in hex
+            lines.setdefault(int(bucket), []).append(f"{memory_type}\0{key}\0{origin}\0{mark}")
+            marks.setdefault(int(bucket), set()).add(int(mark, 16))
         if buckets is None:
-            self._log_digests = {}
+            self._log_digests, self._log_marks = {}, {}
         for bucket in buckets or ():
             self._log_digests.pop(bucket, None)
+            self._log_marks.pop(bucket, None)
+        self._log_marks.update(marks)
         for bucket, found in lines.items():
             self._log_digests[bucket] = hashlib.sha1("\n".join(sorted(found)).encode()).hexdigest()[:16]
         return dict(self._log_digests)
@@ -363,7 +396,11 @@ class MemoryEntropy(MemoryPush):
                                 f"buckets are 0..{BUCKETS - 1} and at most {PULL_KEYS} keys are pulled at once")
         chunks: list[pb.PullChunk] = []
         have, left = set(request.have), request.page_bytes or None
+        if have:
+            await self._log_digests_now()
         for bucket in buckets:
+            if have and self._log_marks.get(bucket, set()) <= have:
+                continue  # the caller holds all of it: not read at all
             frames = await self.store.memory_bucket(bucket)
             if have:  # the caller holds these already
                 frames = [f for f in frames if frame_mark(f) not in have]
