@@ -402,3 +402,27 @@ async def test_a_pull_that_failed_is_tried_again_within_seconds_not_at_the_next_
     assert backend_of(b).repair_wanted  # b's own loop runs the next round in REPAIR_EVERY_SECONDS, not in 60 s
     await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 300), timeout=15)
     assert served["frames"] <= 300 + 10, served
+
+
+async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_for_a_round(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
+    rounds = {"b": 0}
+
+    async def no_round() -> dict[str, int]:  # b runs no anti-entropy round: only the catch-up can bring them
+        rounds["b"] += 1
+        return {"buckets": 0, "applied": 0, "resent": 0}
+    monkeypatch.setattr(b.services.sync, "anti_entropy", no_round)
+    await a.sync_memory_item("fact", 0, key="g0")
+    await eventually(lambda: _recall_is(b, "g0", 0))
+    bb = backend_of(b)
+    bb._inbox_bytes = 1 << 40  # b's inbox counts as full: what a pushes now is dropped on arrival (and counted)
+    for i in range(1, 21):
+        await a.sync_memory_item("fact", i, key=f"g{i}")
+    await eventually(lambda: _is(bb.counters["memory_inbox_dropped"] >= 20))
+    bb._inbox_bytes = 0
+    await a.sync_memory_item("fact", 21, key="g21")  # its sequence number shows b the 20 it lost
+    await eventually(lambda: _is(len(list(_replica(b).keys("g*"))) == 22), timeout=10)
+    assert bb.counters["memory_gap_repairs"] >= 1 and await b.recall("g7") == 7
