@@ -490,10 +490,11 @@ def local_sibling(siblings: Sequence[MemoryItem], node_id: str) -> MemoryItem:
 KeyName = tuple[str, str]  # (memory_type, key)
 
 
-def stored_order(items: Iterable[MemoryItem]) -> list[MemoryItem]:
+def _stored(items: Sequence[MemoryItem]) -> tuple[MemoryItem, ...]:
     """Items in the order a replica reads a key's rows back: ``(hlc, origin)``."""
-    items = list(items)
-    return items if len(items) < 2 else sorted(items, key=lambda i: (i.hlc, i.origin))
+    if len(items) < 2:
+        return tuple(items)
+    return tuple(sorted(items, key=lambda i: (i.hlc, i.origin)))
 
 
 @dataclass(frozen=True)
@@ -524,32 +525,37 @@ def fold_batch(states: Mapping[KeyName, tuple[Sequence[MemoryItem], Sequence[Mem
     siblings and sources, the same losers in the same order, the same changes. Keys the batch did not change
     are left out. ``strategy_of(memory_type)`` names the conflict strategy of a type.
     """
-    current: dict[KeyName, tuple[list[MemoryItem], list[MemoryItem]]] = {}
+    current: dict[KeyName, tuple[tuple[MemoryItem, ...], tuple[MemoryItem, ...]]] = {}
     losers: dict[KeyName, list[tuple[MemoryItem, str]]] = {}
     steps: dict[KeyName, list[tuple[MemoryItem, Resolution]]] = {}
     strategies: dict[str, str] = {}
     for item in incoming:
         name = (item.memory_type, item.key)
-        if name not in current:
+        state = current.get(name)
+        if state is None:
             siblings, sources = states.get(name, ((), ()))
-            current[name] = (stored_order(siblings), stored_order(sources))
-        siblings, sources = current[name]
+            state = current[name] = (_stored(siblings), _stored(sources))
         strategy = strategies.get(item.memory_type)
         if strategy is None:
             strategy = strategies[item.memory_type] = strategy_of(item.memory_type)
-        result = apply_remote(siblings, item, strategy, ranking=ranking, sources=sources,
+        result = apply_remote(state[0], item, strategy, ranking=ranking, sources=state[1],
                               sibling_warning=sibling_warning)
         if result.outcome == IGNORED:
             continue
-        current[name] = (stored_order(result.siblings), stored_order(result.sources) if result.sources else sources)
-        losers.setdefault(name, []).extend((loser, result.strategy) for loser in result.losers)
-        steps.setdefault(name, []).append((item, result))
+        current[name] = (_stored(result.siblings), _stored(result.sources) if result.sources else state[1])
+        if result.losers:
+            losers.setdefault(name, []).extend((loser, result.strategy) for loser in result.losers)
+        changes = steps.get(name)
+        if changes is None:
+            steps[name] = [(item, result)]
+        else:
+            changes.append((item, result))
     out: dict[KeyName, KeyFold] = {}
     for name, changes in steps.items():
-        before = states.get(name, ((), ()))
+        before = states.get(name)
         siblings, sources = current[name]
-        out[name] = KeyFold(name[0], name[1], tuple(siblings), tuple(sources), tuple(losers.get(name, ())),
-                            tuple(changes), fresh=not before[0] and not before[1])
+        out[name] = KeyFold(name[0], name[1], siblings, sources, tuple(losers.get(name, ())), tuple(changes),
+                            fresh=before is None or (not before[0] and not before[1]))
     return out
 
 

@@ -14,7 +14,8 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
+from typing import Any, Protocol
 
 from .. import codec
 from ..checkpoints import Checkpointer, writes_apart
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_key ON history (memory_type, key, id);
 -- The frontier: original writes no other received write dominates. What readers see
 -- (items) is computed from it, so replicas agree whatever order writes arrived in.
+-- A key whose frontier is its visible items (the usual case) has no rows here: its items are both.
 CREATE TABLE IF NOT EXISTS sources (
     memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, hlc INTEGER NOT NULL,
     value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL, tombstone INTEGER NOT NULL,
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 KEY_TABLES = ("items", "sources", "history", "conflicts")  # every table that holds rows of one key
 KeyRows = tuple[list[MemoryItem], list[MemoryItem]]  # a key's (siblings, sources)
+Mark = tuple[str, str, str, int]  # a frontier write: (memory_type, key, origin, hlc)
 KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parameters stay few)
 
 
@@ -71,6 +74,23 @@ class KeyChange:
     fresh: bool = False
 
 
+class KeyUpdate(Protocol):
+    """What ``replace_many`` reads of one key's change: a ``KeyChange``, or a fold (``resolve.KeyFold``) as it is."""
+
+    @property
+    def memory_type(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def siblings(self) -> tuple[MemoryItem, ...]: ...
+    @property
+    def sources(self) -> tuple[MemoryItem, ...] | None: ...
+    @property
+    def losers(self) -> tuple[tuple[MemoryItem, str], ...]: ...
+    @property
+    def fresh(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class KeyState:
     """One key's rows in every table as they were at a moment: what ``ReplicaStore.restore`` puts back."""
@@ -78,6 +98,18 @@ class KeyState:
     memory_type: str
     key: str
     rows: dict[str, list[tuple[Any, ...]]]
+
+
+def vv_text(vv: dict[str, int]) -> str:
+    """A version vector as the replica stores it: ``json.dumps(vv, sort_keys=True)``, built directly for the
+    usual vector of text ids and whole numbers (one per item applied, thousands a second)."""
+    parts = []
+    for node_id in sorted(vv):
+        count = vv[node_id]
+        if type(node_id) is not str or type(count) is not int:
+            return json.dumps(vv, sort_keys=True)
+        parts.append(f"{_json_text(node_id)}: {count}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def item_to_wire(item: MemoryItem) -> dict[str, Any]:
@@ -89,17 +121,21 @@ def item_from_wire(data: Any) -> MemoryItem:
     """Build an item from a decoded frame; a wrong shape raises CodecError."""
     try:
         vv = data["vv"]
-        if not isinstance(vv, dict) or not all(isinstance(k, str) and isinstance(v, int) and v >= 0
-                                                for k, v in vv.items()):
+        if not isinstance(vv, dict):
             raise CodecError("memory item has a malformed version vector")
-        item = MemoryItem(memory_type=str(data["t"]), key=str(data["k"]), value=data["v"], vv=dict(vv),
-                          hlc=int(data["h"]), origin=str(data["o"]), priority=int(data.get("p", 5)),
-                          tombstone=bool(data.get("d", False)))
+        past_64_bits = False
+        for node_id, count in vv.items():  # one pass: a catch-up reads thousands of items a second
+            if not isinstance(node_id, str) or not isinstance(count, int) or count < 0:
+                raise CodecError("memory item has a malformed version vector")
+            if count >= 2 ** 63:
+                past_64_bits = True
+        item = MemoryItem(str(data["t"]), str(data["k"]), data["v"], dict(vv), int(data["h"]), str(data["o"]),
+                          int(data.get("p", 5)), bool(data.get("d", False)))
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"memory item has a wrong shape: {type(exc).__name__} {exc}") from None
     if not item.key or not item.memory_type or not item.origin:
         raise CodecError("memory item lacks a key, type or origin")
-    if not 0 <= item.hlc < 2 ** 63 or any(v >= 2 ** 63 for v in item.vv.values()):
+    if past_64_bits or not 0 <= item.hlc < 2 ** 63:
         raise CodecError("memory item has a stamp or version past what a replica stores (64-bit)")
     return item
 
@@ -167,7 +203,7 @@ class ReplicaStore:
         newest_type = max(items, key=lambda i: i.hlc).memory_type
         return [i for i in items if i.memory_type == newest_type]
 
-    def frontier_marks(self) -> list[tuple[str, str, str, int]]:
+    def frontier_marks(self) -> list[Mark]:
         """``(memory_type, key, origin, hlc)`` of every frontier write (sources, else the visible items)."""
         return self._db.execute(
             "SELECT memory_type, key, origin, hlc FROM sources UNION "
@@ -175,9 +211,13 @@ class ReplicaStore:
             " SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type AND s.key=i.key)").fetchall()
 
     def own_sources(self, origin: str) -> list[MemoryItem]:
+        """``origin``'s writes in the frontier (sources, else the visible items, as ``frontier_marks``)."""
         rows = self._db.execute(
             "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
-            " WHERE origin=?", (origin,)).fetchall()
+            " WHERE origin=? UNION ALL "
+            "SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items i"
+            " WHERE origin=? AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type"
+            " AND s.key=i.key)", (origin, origin)).fetchall()
         return self._rows_to_items(rows)
 
     def keys(self, pattern: str = "*") -> Iterator[tuple[str, str, int]]:
@@ -231,7 +271,7 @@ class ReplicaStore:
         self.replace_many([KeyChange(memory_type, key, siblings, sources,
                                      tuple((loser, strategy) for loser in losers), fresh)])
 
-    def replace_many(self, changes: Sequence[KeyChange]) -> None:
+    def replace_many(self, changes: Sequence[KeyUpdate]) -> None:
         """``replace_siblings`` for many keys at once, atomically: one statement per table for the batch."""
         if not changes:
             return
@@ -243,9 +283,8 @@ class ReplicaStore:
             found = packed.get(id(s))
             if found is None:
                 value = codec.pack(s.value)
-                found = packed[id(s)] = (s.memory_type, s.key, s.origin, s.hlc, value,
-                                         json.dumps(s.vv, sort_keys=True), s.priority, int(s.tombstone),
-                                         zlib.crc32(value))
+                found = packed[id(s)] = (s.memory_type, s.key, s.origin, s.hlc, value, vv_text(s.vv), s.priority,
+                                         int(s.tombstone), zlib.crc32(value))
             return found
 
         now = time.time()
@@ -258,10 +297,11 @@ class ReplicaStore:
                 db.executemany("DELETE FROM sources WHERE memory_type=? AND key=?", old_sources)
             db.executemany("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?)",
                            [row(s) for c in changes for s in c.siblings])
+            # a key whose frontier is what readers see (the usual case) keeps no sources rows: its items are both
             db.executemany("INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?,?)",
-                           [row(s) for c in changes for s in c.sources or ()])
+                           [row(s) for c in changes if c.sources and c.sources != c.siblings for s in c.sources])
             filed = [(loser.memory_type, loser.key, loser.origin, loser.hlc, codec.pack(loser.value),
-                      json.dumps(loser.vv, sort_keys=True), strategy, now)
+                      vv_text(loser.vv), strategy, now)
                      for c in changes for loser, strategy in c.losers]
             if filed:
                 db.executemany("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import codec
@@ -44,7 +44,7 @@ from ..memory.resolve import (
     merge_items,
     resolve_manually,
 )
-from ..memory.store import KeyChange, KeyState, ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyState, Mark, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .backpressure import WriterBackpressure
@@ -349,27 +349,41 @@ class MemoryService:
         return codec.encode(wire, self.ctx.limits)
 
     # -- others' writes ------------------------------------------------------------------------------
-    def apply_frames(self, frames: Sequence[bytes]) -> int:
+    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
+                     ) -> int:
         """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
-        changed it."""
+        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` holds only once this commit did)."""
         if not frames:
             return 0
         with self.store.batch():
-            return self.fold_frames(frames)
+            return self.fold_frames(frames, held=held, folded=folded)
 
     def apply_frame(self, frame: bytes) -> bool:
         """One entry: a batch of one."""
         return self.apply_frames([frame]) > 0
 
-    def fold_frames(self, frames: Sequence[bytes]) -> int:
-        """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it."""
+    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
+                    ) -> int:
+        """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it.
+
+        ``held``: marks ``(memory_type, key, origin, hlc)`` that were in this replica's frontier a moment ago. An
+        entry among them is one the fold would ignore (the same original, or one a later write here dominates):
+        it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held).
+        ``folded``: gets ``hash(frame)`` of each frame that was read, trusted and folded with a stamp this clock
+        has reached; folding it again changes nothing and counts nothing (not so a refused or clamped one)."""
         node_id = self.ctx.node_id
-        items = [item for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
+        pairs = [(frame, item) for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
+        items = [item for _, item in pairs]
         newest: dict[str, int] = {}
         for item in items:
             newest[item.origin] = max(newest.get(item.origin, 0), item.hlc)
         for origin, stamp in newest.items():  # the clock only needs each origin's newest stamp
             self.members.merge_clock(self.hlc, stamp, origin)
+        if folded is not None:
+            reached = self.hlc.last
+            folded.update(hash(frame) for frame, item in pairs if item.hlc <= reached)
+        if held:
+            items = [item for item in items if (item.memory_type, item.key, item.origin, item.hlc) not in held]
         return self._fold(items)
 
     def _item_of(self, frame: bytes, *, skip_origin: str | None = None) -> MemoryItem | None:
@@ -403,19 +417,22 @@ class MemoryService:
                            ranking=self._ranking_now(), sibling_warning=SIBLING_WARNING)
         if not folds:
             return 0
-        store.replace_many([KeyChange(f.memory_type, f.key, f.siblings, f.sources, f.losers, f.fresh)
-                            for f in folds.values()])
+        store.replace_many(list(folds.values()))
         self._track_conflicts(folds)
         routine = ctx.events.wants_routine()
+        changed = 0
         for fold in folds.values():
-            warning = next((r.warning for _, r in reversed(fold.steps) if r.warning), None)
-            if warning:  # once per key and batch, not per item
+            changed += len(fold.steps)
+            warning = None
+            for _, result in fold.steps:  # the last warning of the key's writes, once per key and batch
+                warning = result.warning or warning
+            if warning:
                 ctx.problem("sibling_warnings", f"{fold.memory_type}/{fold.key}: {warning}")
             if routine:  # a subscriber asked for per-item events
                 for item, result in fold.steps:
                     ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
                                               outcome=result.outcome, strategy=result.strategy))
-        return sum(len(f.steps) for f in folds.values())
+        return changed
 
     def _track_conflicts(self, folds: Mapping[KeyName, KeyFold]) -> None:
         """Open (or close) each changed key's conflict record as each write did in turn, in one write; a
@@ -425,7 +442,11 @@ class MemoryService:
         closed: dict[str, str] = {}
         events: list[ConflictOpened | ConflictResolved] = []
         for name, fold in folds.items():
-            held = open_now.get(name, set())
+            held = open_now.get(name)
+            if held is None:
+                if not any(result.conflict for _, result in fold.steps):
+                    continue  # the usual key: no conflict held, none opened
+                held = set()
             for item, result in fold.steps:
                 keep = conflict_id_of(item, result) if result.conflict else None
                 for conflict_id in sorted(held - {keep}):

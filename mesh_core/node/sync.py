@@ -21,7 +21,7 @@ from .memory import MemoryService
 
 HORIZON_CHECK_SECONDS = 5.0  # how often a node looks whether compaction dropped entries it never read
 ACK_EVERY_SECONDS = 0.5  # memory log acks (they feed compaction; strong writes and awaited acks go at once)
-MIN_PULL_BATCH = 500  # entries read per log call, at least
+MIN_PULL_BATCH = 2000  # entries read per log call, at least
 MEMORY_POLL_SECONDS = 1.0  # the memory loop's safety net when a wake-up is missed
 # While the medium knows of entries a node did not get (``MemoryLog.repair_wanted``), anti-entropy rounds run this
 # often instead of every sync_interval_seconds: the node that missed them pulls them, and the writer sees it hold
@@ -41,6 +41,9 @@ class MemorySync:
         self._acked_at = 0.0
         self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._bootstrapped = False  # this replica has loaded every key's newest entries once
+        # per bucket: hash(frame) of the frames of its last anti-entropy pull that were folded here (a pull reads
+        # the whole bucket; what was folded already is not read again)
+        self._pulled: dict[int, set[int]] = {}
         self._reading = asyncio.Lock()
 
     @property
@@ -131,7 +134,8 @@ class MemorySync:
         a write lost by the medium, a replica that was restored from an old copy.
         """
         store, node_id = self.memory.store, self.ctx.node_id
-        mine = digests(store.frontier_marks())
+        marks = store.frontier_marks()
+        mine = digests(marks)
         await self.log.put_digests(node_id, mine)
         active = self.members.active_ids()
         buckets: set[int] = set()
@@ -139,11 +143,25 @@ class MemorySync:
             if peer != node_id and peer in active:
                 buckets |= differing(mine, theirs)
         applied = resent = 0
+        # Peers' digests are as old as their last round: under steady writes most buckets differ and most of what
+        # a bucket holds is held here already. That is left out before the fold (it would be ignored).
+        held = set(marks) if buckets else set()
+        # A node with no writes of its own in the frontier now has none to re-send (its writes since were stored
+        # by the medium before they returned): the per-bucket look is skipped.
+        writer = bool(buckets) and bool(self.memory.own_sources())
         for bucket in sorted(buckets):
-            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket))
+            frames = await self.log.memory_bucket(bucket)
+            pulled = self._pulled.get(bucket, set())
+            marks_of = [hash(frame) for frame in frames]
+            folded: set[int] = set()
+            applied += self.memory.apply_frames([f for f, h in zip(frames, marks_of, strict=True) if h not in pulled],
+                                                held=held, folded=folded)
+            self._pulled[bucket] = folded | {h for h in marks_of if h in pulled}  # what the bucket still holds
             # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
             # writers may wait on the acks) between its buckets, not after the whole round.
             await self.sync_now()
+            if not writer:
+                continue
             own = [s for s in self.memory.own_sources() if bucket_of(s.memory_type, s.key) == bucket]
             if own:
                 await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))

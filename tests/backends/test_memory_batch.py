@@ -4,8 +4,11 @@ the batch, events only for a subscriber that asked, and a bad frame in the middl
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 
 from mesh_core import AgentMeshManager
+from mesh_core.clock import LOGICAL_BITS
 from mesh_core.events import ConflictOpened, ConflictResolved, MemoryChanged
 from mesh_core.memory.resolve import local_write
 from mesh_core.model import MemoryItem
@@ -73,3 +76,50 @@ async def test_no_subscriber_for_routine_events_gets_no_per_item_event(cluster: 
         ctx.publish = original  # type: ignore[method-assign]
     assert not [e for e in published if isinstance(e, MemoryChanged)]
     assert c.services.memory.count() == 50
+
+
+async def test_entries_held_in_the_frontier_are_left_out_before_the_fold_and_others_applied(cluster: Cluster) -> None:
+    """An anti-entropy round hands over what its replica held at its start (``held``): those entries change
+    nothing and are not folded, a newer write to the same key and a new key are applied, garbage is counted."""
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    memory = c.services.memory
+    first = _write(a, 1, [])
+    other = _write(a, "x", [], key="other")
+    assert memory.apply_frames([memory.frame_of(first), memory.frame_of(other)]) == 2
+    held = set(memory.store.frontier_marks())
+    assert ("fact", "k", a.node_id, first.hlc) in held
+    newer = _write(a, 2, [first])
+    fresh = _write(a, "new", [], key="fresh")
+    folded: list[MemoryItem] = []
+    fold = memory._fold
+    memory._fold = lambda items: (folded.extend(items), fold(items))[1]  # type: ignore[method-assign]
+    frames = [memory.frame_of(first), memory.frame_of(other), b"MF\x01\x00garbage", memory.frame_of(newer),
+              memory.frame_of(fresh)]
+    assert memory.apply_frames(frames, held=held) == 2
+    assert [i.value for i in folded] == [2, "new"]
+    assert c.counters["corrupt_memory_frames"] == 1
+    assert (await c.recall_item("k")).value == 2 and (await c.recall_item("fresh")).value == "new"
+    assert memory.apply_frames([memory.frame_of(first)]) == 0  # held or not, the same outcome: ignored
+
+
+async def test_folded_names_only_frames_folded_again_for_nothing(cluster: Cluster) -> None:
+    """``folded`` (what an anti-entropy round need not read again) holds a trusted frame once folded, held or not,
+    and never a refused one nor one whose stamp was clamped (re-reading those counts them again, as before)."""
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    memory = c.services.memory
+    one, two = _write(a, 1, []), _write(a, 2, [], key="other")
+    ahead = replace(_write(a, 3, [], key="ahead"), hlc=(int(time.time() * 1000) + 3_600_000) << LOGICAL_BITS)
+    garbage = b"MF\x01\x00garbage"
+    frames = [memory.frame_of(one), garbage, memory.frame_of(ahead)]
+    folded: set[int] = set()
+    assert memory.apply_frames(frames, folded=folded) == 2
+    assert folded == {hash(frames[0])}
+    assert c.counters["corrupt_memory_frames"] == 1 and c.counters["clock_skew_clamped"] == 1
+    again: set[int] = set()
+    held = set(memory.store.frontier_marks())
+    assert memory.apply_frames([frames[0], memory.frame_of(two)], held=held, folded=again) == 1
+    assert again == {hash(frames[0]), hash(memory.frame_of(two))}

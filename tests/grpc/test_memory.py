@@ -335,3 +335,94 @@ async def test_peer_to_peer_relays_an_entry_a_node_already_held_so_the_walk_reac
     assert writer._send_entries(b.node_id, [walk], head, head)  # the walk a→b, as a's push would start it
     await eventually(lambda: _recall_is(c, "k", "known before the walk"), timeout=5)
     assert backend_of(b).counters["memory_relayed"] == 1
+
+
+async def _a_node_that_missed_a_clients_writes(cluster: Cluster, held: int,
+                                               missed: int) -> tuple[Any, Any, dict[str, int]]:
+    """Workers ``a`` and ``b`` (no anti-entropy round of their own for a minute) hold ``held`` items a client wrote;
+    then ``missed`` more reach ``a`` only (every push of them to ``b`` refused on the way, as a full queue does),
+    and the client leaves (nobody resends them). Returns a, b and a tally of what ``a`` served to Pull calls."""
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    client = await cluster.client()
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
+    for start in range(0, held, 100):
+        await client.sync_memory_items("fact", {f"h{i}": i for i in range(start, min(held, start + 100))})
+    await eventually(lambda: _is(len(list(_replica(b).keys("h*"))) == held), timeout=20)
+    wire, b_address = backend_of(client).wire, backend_of(client).address_of(b.node_id)
+    send = wire.send
+
+    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
+    wire.send = not_to_b
+    for start in range(0, missed, 100):
+        await client.sync_memory_items("fact", {f"m{i}": i for i in range(start, min(missed, start + 100))})
+    await eventually(lambda: _is(len(list(_replica(a).keys("m*"))) == missed), timeout=20)
+    await cluster.crash(client)
+    assert not list(_replica(b).keys("m*"))
+
+    served = {"calls": 0, "frames": 0, "refuse": 0}
+    a_wire = backend_of(a).wire
+    serve_pull = a_wire._unary["Pull"]
+
+    async def counted(request: Any, context: Any) -> Any:
+        served["calls"] += 1
+        if served["refuse"] > 0:
+            served["refuse"] -= 1
+            raise RuntimeError("this Pull is refused by the test")
+        chunks = await serve_pull(request, context)
+        served["frames"] += sum(len(c.frames) for c in chunks)
+        return chunks
+    a_wire._unary["Pull"] = counted
+    await a.anti_entropy()  # a's digests are published for b's rounds (a lacks nothing: it pulls nothing)
+    return a, b, served
+
+
+async def test_a_node_that_missed_entries_pulls_only_those_in_pages_back_to_back(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mesh_core.backends.grpc.memory import entropy
+    monkeypatch.setattr(entropy, "PULL_PAGE_BYTES", 8 * 1024)  # a page of some 30 entries: the gap takes many
+    a, b, served = await _a_node_that_missed_a_clients_writes(cluster, held=1500, missed=400)
+    served.update(calls=0, frames=0)
+    await b.anti_entropy()  # one round: b pulls from a what differs
+    assert len(list(_replica(b).keys("m*"))) == 400
+    assert await b.recall("m399") == 399
+    # What moved is the gap, not the 1,900 entries of the buckets that differ (every bucket: the 400 spread over
+    # them), and in one round: page after page until a had nothing more, not a page per round.
+    assert served["frames"] <= 400 + 10, served
+    assert served["calls"] >= 400 * 100 // (8 * 1024), served
+    assert backend_of(b).counters["memory_pull_pages"] == served["calls"]
+
+
+async def test_a_pull_that_failed_is_tried_again_within_seconds_not_at_the_next_sync_interval(cluster: Cluster) -> None:
+    a, b, served = await _a_node_that_missed_a_clients_writes(cluster, held=300, missed=300)
+    served["refuse"] = 1
+    await b.anti_entropy()  # its pull from a is refused
+    assert served["calls"] == 1 and not list(_replica(b).keys("m*"))
+    assert backend_of(b).repair_wanted  # b's own loop runs the next round in REPAIR_EVERY_SECONDS, not in 60 s
+    await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 300), timeout=15)
+    assert served["frames"] <= 300 + 10, served
+
+
+async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_for_a_round(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    await eventually(lambda: _is(len(a.members()) == 2 and len(b.members()) == 2), timeout=5)
+    rounds = {"b": 0}
+
+    async def no_round() -> dict[str, int]:  # b runs no anti-entropy round: only the catch-up can bring them
+        rounds["b"] += 1
+        return {"buckets": 0, "applied": 0, "resent": 0}
+    monkeypatch.setattr(b.services.sync, "anti_entropy", no_round)
+    await a.sync_memory_item("fact", 0, key="g0")
+    await eventually(lambda: _recall_is(b, "g0", 0))
+    bb = backend_of(b)
+    bb._inbox_bytes = 1 << 40  # b's inbox counts as full: what a pushes now is dropped on arrival (and counted)
+    for i in range(1, 21):
+        await a.sync_memory_item("fact", i, key=f"g{i}")
+    await eventually(lambda: _is(bb.counters["memory_inbox_dropped"] >= 20))
+    bb._inbox_bytes = 0
+    await a.sync_memory_item("fact", 21, key="g21")  # its sequence number shows b the 20 it lost
+    await eventually(lambda: _is(len(list(_replica(b).keys("g*"))) == 22), timeout=10)
+    assert bb.counters["memory_gap_repairs"] >= 1 and await b.recall("g7") == 7

@@ -521,26 +521,32 @@ class DigestReply(_message.Message):
     def __init__(self, digests: _Optional[_Mapping[int, str]] = ..., differing: _Optional[_Iterable[int]] = ..., published: _Optional[bool] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("caller", "buckets", "memory_type", "keys", "versions")
+    __slots__ = ("caller", "buckets", "memory_type", "keys", "versions", "have", "page_bytes")
     CALLER_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TYPE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     caller: Hello
     buckets: _containers.RepeatedScalarFieldContainer[int]
     memory_type: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     versions: bool
-    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., buckets: _Optional[_Iterable[int]] = ..., memory_type: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., versions: _Optional[bool] = ...) -> None: ...
+    have: _containers.RepeatedScalarFieldContainer[int]
+    page_bytes: int
+    def __init__(self, caller: _Optional[_Union[Hello, _Mapping]] = ..., buckets: _Optional[_Iterable[int]] = ..., memory_type: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., versions: _Optional[bool] = ..., have: _Optional[_Iterable[int]] = ..., page_bytes: _Optional[int] = ...) -> None: ...
 
 class PullChunk(_message.Message):
-    __slots__ = ("bucket", "frames")
+    __slots__ = ("bucket", "frames", "more")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     bucket: int
     frames: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, bucket: _Optional[int] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    more: bool
+    def __init__(self, bucket: _Optional[int] = ..., frames: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("caller", "submission")

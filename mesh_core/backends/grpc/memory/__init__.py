@@ -31,7 +31,11 @@ What grpc adds is how entries reach the other logs:
   appends what is newer to the local log and returns the local bucket. A peer that comes alive (a join,
   a restart, the end of a partition) gets a one-off catch-up: the two logs' digests are compared
   (``Digest`` with ``log``) and the differing buckets pulled, so a node back from an absence converges
-  without waiting for ``sync_interval_seconds``.
+  without waiting for ``sync_interval_seconds``. A Pull of buckets names what the puller holds of them (``have``:
+  8 bytes per entry, from the log digests' pass), so what moves is what it lacks, not the buckets, in pages of
+  ``PULL_PAGE_BYTES`` asked back to back; one pull per peer at a time. A pull that failed, a gap in a peer's pushes
+  (which also starts a catch-up with that peer at once) or a round that left a peer to a running pull bring rounds
+  every second (``repair_wanted``) until the digests agree.
 - **master_slave.** The ``memory-primary`` lease is a claim fenced by an epoch: a live holder keeps it
   while it renews (each renewal is announced to every live worker); when it lapses or its holder is not
   live, the candidate (the configured primary, else a coordination hub, else the lowest node id among live
@@ -101,10 +105,15 @@ class GrpcMemory(MemoryEntropy):
         self._digests_cursor = 0  # ``_own_ack`` when they were put
         self._differs: dict[str, set[int]] = {}  # peer → buckets that differed in the last exchange
         self._log_digests: dict[int, str] = {}
+        self._log_marks: dict[int, set[int]] = {}  # bucket → the marks of its entries in the log (as hashed last)
+        self._digesting = asyncio.Lock()  # held while the log's digests (and marks) are recomputed
         self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
         self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)
+        self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
+        self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
+        self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
@@ -234,6 +243,10 @@ class GrpcMemory(MemoryEntropy):
                 pushed.in_flight.clear()
             self._from_peers.pop(node_id, None)
             self._differs.pop(node_id, None)
+            self._gap_repaired_at.pop(node_id, None)
+            lock = self._pull_locks.get(node_id)
+            if lock is not None and not lock.locked():
+                del self._pull_locks[node_id]
             return
         if node_id in self._from_peers:
             self._ack_senders()  # an ack owed to it may have had no address before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,13 @@ REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones
 PEER_CALL_SECONDS = 2.0  # one Digest or Pull call to one peer
 PULL_BUCKETS_SECONDS = 5.0  # one Pull of buckets (all that differed with the peer: up to its whole replica)
 PULL_CHUNK_BYTES = 1024 * 1024  # frames per PullChunk, about
+# A pull of buckets names the frames the puller holds of them (``have``: 8 bytes each), so only what it lacks moves;
+# the answer comes in pages of about PULL_PAGE_BYTES, asked back to back until the peer has nothing more to give
+# (at most PULL_PAGES in one go: what is left waits for the next round, which comes at once: ``_missed_until``).
+PULL_PAGE_BYTES = 4 * 1024 * 1024
+PULL_PAGES = 64
+PULL_HAVE_MAX = 200_000  # marks one Pull names at most (1.6 MB); buckets holding more are pulled in several calls
+GAP_REPAIR_SECONDS = 1.0  # a gap in a peer's pushes brings a catch-up with it at once, at most this often per peer
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
@@ -121,10 +129,15 @@ class MemoryState(GrpcCore):
     _digests_cursor: int
     _differs: dict[str, set[int]]
     _log_digests: dict[int, str]
+    _log_marks: dict[int, set[int]]
+    _digesting: asyncio.Lock
     _stale_buckets: set[int] | None
     _client_pulled_at: float
     _claim: _Claim
     _missed_until: float
+    _pull_locks: dict[str, asyncio.Lock]
+    _appending_pulled: asyncio.Lock
+    _gap_repaired_at: dict[str, float]
     _ack_heard: asyncio.Event
     _relayed_marks: set[int]
     _relayed_order: deque[int]
@@ -205,6 +218,11 @@ class MemoryState(GrpcCore):
 
 def _unique(frames: Iterable[bytes]) -> list[bytes]:
     return list(dict.fromkeys(frames))
+
+
+def frame_mark(frame: bytes) -> int:
+    """What a Pull's ``have`` names a frame by: the first 8 bytes of its SHA-1, as a big-endian number."""
+    return int.from_bytes(hashlib.sha1(frame).digest()[:8], "big")
 
 
 def _chunks(frames: list[bytes], bucket: int | None) -> list[pb.PullChunk]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,14 +23,20 @@ from ..core import LIVE
 from ..wire import closed_under_call
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,
+    GAP_REPAIR_SECONDS,
+    MISSED_REPAIR_SECONDS,
     PEER_CALL_SECONDS,
     PULL_BUCKETS_SECONDS,
+    PULL_HAVE_MAX,
     PULL_KEYS,
+    PULL_PAGE_BYTES,
+    PULL_PAGES,
     READ_HEDGE_SECONDS,
     READ_REPLICAS,
     _chunks,
     _log_call,
     _unique,
+    frame_mark,
 )
 from .push import MemoryPush
 
@@ -73,11 +80,30 @@ class MemoryEntropy(MemoryPush):
                 self._client_pulled_at = time.monotonic()
         elif any(bucket in buckets for buckets in self._differs.values()):
             # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
-            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer.
-            wanted = {p: sorted(buckets) for p, buckets in self._differs.items()
-                      if buckets and self.status_of(p) in LIVE}
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. A peer
+            # this node is pulling from already (a catch-up) is left to that pull, which brings what it lacks: the
+            # round (and the node's reading of its log, which waits for it) does not queue behind it; the next
+            # round comes soon and pulls what may be left. Nor does the round wait for its pulls while the log holds
+            # entries this node has not read yet (a catch-up just brought them): the node reads them between the
+            # round's buckets, and the pulls' own entries when they land (a wake-up), not after the slowest peer.
+            # While the log is small enough that one Pull names all it holds (``PULL_HAVE_MAX``), a peer whose digests
+            # differ is asked for everything this log lacks, not only the buckets that differed when it last
+            # published (that can be a round old): it costs the same, as only what is missing moves.
+            held = sum(len(marks) for marks in self._log_marks.values())
+            wanted = {p: list(range(BUCKETS)) if held <= PULL_HAVE_MAX else sorted(buckets)
+                      for p, buckets in self._differs.items() if buckets and self.status_of(p) in LIVE}
             self._differs = {}
-            await self._pull_into_log_from(wanted)
+            busy = [p for p in wanted if self._pulling(p)]
+            pulls = self._pull_into_log_from({p: b for p, b in wanted.items() if p not in busy})
+            if busy:
+                self.counters["memory_round_pulls_left_to_catch_up"] += len(busy)
+                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+            if self._recent_head > self._own_ack:
+                self.counters["memory_round_pulls_unawaited"] += 1
+                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+                self.spawn(pulls, "memory-round-pull")
+            else:
+                await pulls
         return await self.store.memory_bucket(bucket)
 
     async def _catch_up(self, peer_id: str) -> None:
@@ -102,21 +128,95 @@ class MemoryEntropy(MemoryPush):
         wanted = {p: buckets for p, buckets in wanted.items() if buckets}
         if not wanted:
             return 0
-        pulled = await asyncio.gather(*(self._call_pull(p, pb.PullRequest(buckets=buckets), PULL_BUCKETS_SECONDS)
-                                        for p, buckets in wanted.items()))
+        return sum(await asyncio.gather(*(self._pull_gap(p, buckets) for p, buckets in wanted.items())))
+
+    async def _pull_gap(self, peer_id: str, buckets: list[int]) -> int:
+        """Pull from ``peer_id`` the frames of ``buckets`` this log lacks, page after page, and append what is newer
+        here; how many. The request names what this log holds of the buckets (``have``), so what moves is the gap,
+        not the buckets: a node back from a pause gets its thousands of missed entries, not the whole replica
+        again. One pull from a peer at a time (a catch-up, the peer's pull-back and a round may ask at once: the
+        later ones then name what the first brought). A pull that failed or stopped short brings the next round
+        soon (``_missed_until``)."""
+        lock = self._pull_locks.setdefault(peer_id, asyncio.Lock())
+        async with lock:
+            appended = 0
+            for group, have in await self._held_marks(buckets):
+                for _ in range(PULL_PAGES):
+                    request = pb.PullRequest(buckets=group, have=sorted(have), page_bytes=PULL_PAGE_BYTES)
+                    page = await self._pull_call(peer_id, request, PULL_BUCKETS_SECONDS)
+                    if page is None:  # not answered: the next round comes soon, not in sync_interval_seconds
+                        self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+                        return appended
+                    frames, more = page
+                    self.counters["memory_pull_pages"] += 1
+                    self.counters["memory_pulled_frames"] += len(frames)
+                    fresh = await self._append_pulled(frames)
+                    if fresh:
+                        appended += fresh
+                        self._deliver(TOPIC_MEMORY)  # read as it lands, page by page
+                    if not more or not frames:
+                        break
+                    have.update(frame_mark(f) for f in frames)
+                else:
+                    self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+            return appended
+
+    async def _held_marks(self, buckets: list[int]) -> list[tuple[list[int], set[int]]]:
+        """``buckets`` in groups of at most ``PULL_HAVE_MAX`` frames held here, each with the marks of those frames
+        (``frame_mark``, from ``_log_marks``)."""
+        await self._log_digests_now()
+        groups: list[tuple[list[int], set[int]]] = []
+        for bucket in buckets:
+            marks = self._log_marks.get(bucket, set())
+            if groups and len(groups[-1][1]) + len(marks) <= PULL_HAVE_MAX:
+                groups[-1][0].append(bucket)
+                groups[-1][1].update(marks)
+            else:  # one bucket holding more than PULL_HAVE_MAX names some only (the rest is sent, and found known)
+                groups.append(([bucket], set(itertools.islice(marks, PULL_HAVE_MAX))))
+        return groups
+
+    async def _append_pulled(self, frames: Sequence[bytes]) -> int:
+        """Append the pulled frames newer than this log holds (one at a time: two pulls never both append one
+        entry); how many."""
         found: list[tuple[Any, MemoryItem]] = []
-        for frame in _unique([f for frames in pulled for f in frames]):
+        for frame in _unique(frames):
             try:
                 found.append((frame, item_from_wire(codec.decode(frame, self.limits))))
             except CodecError as exc:
                 self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
-        fresh = await self._newer(found)
-        if await self._append(fresh) is None:
+        if not found:
             return 0
+        async with self._appending_pulled:
+            fresh = await self._newer(found)
+            if await self._append(fresh) is None:
+                return 0
         return len(fresh)
 
+    def _pulling(self, peer_id: str) -> bool:
+        lock = self._pull_locks.get(peer_id)
+        return lock is not None and lock.locked()
+
+    def _gap_seen(self, peer_id: str) -> None:
+        """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every
+        ``GAP_REPAIR_SECONDS``, and not while one is pulling from it)."""
+        super()._gap_seen(peer_id)
+        now = time.monotonic()
+        if not self._worker or self._closed or self.status_of(peer_id) not in LIVE or self._pulling(peer_id) \
+                or now - self._gap_repaired_at.get(peer_id, -GAP_REPAIR_SECONDS) < GAP_REPAIR_SECONDS:
+            return
+        self._gap_repaired_at[peer_id] = now
+        self.counters["memory_gap_repairs"] += 1
+        self.spawn(self._catch_up(peer_id), "memory-catch-up")
+
     async def _log_digests_now(self) -> dict[int, str]:
-        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets)."""
+        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets); the
+        marks of those entries (``frame_mark``) are kept per bucket on the way (``_log_marks``: what a Pull's
+        ``have`` names, and what a served Pull checks before reading a bucket). One computation at a time: a caller
+        meanwhile waits for it, not answering with the digests of before."""
+        async with self._digesting:
+            return await self._log_digests_locked()
+
+    async def _log_digests_locked(self) -> dict[int, str]:
         stale = self._stale_buckets
         buckets = None if stale is None else sorted(stale)
         if buckets == []:
@@ -128,14 +228,18 @@ class MemoryEntropy(MemoryPush):
             return conn.execute(f"SELECT bucket, memory_type, key, origin, frame FROM memory_latest{where}").fetchall()
         rows = await self.store._read(read)
         lines: dict[int, list[str]] = {}
+        marks: dict[int, set[int]] = {}
         for bucket, memory_type, key, origin, frame in rows:
             body = frame if isinstance(frame, bytes) else str(frame).encode()
-            lines.setdefault(int(bucket), []).append(
-                f"{memory_type}\0{key}\0{origin}\0{hashlib.sha1(body).hexdigest()[:16]}")
+            mark = hashlib.sha1(body).hexdigest()[:16]  # frame_mark, in hex
+            lines.setdefault(int(bucket), []).append(f"{memory_type}\0{key}\0{origin}\0{mark}")
+            marks.setdefault(int(bucket), set()).add(int(mark, 16))
         if buckets is None:
-            self._log_digests = {}
+            self._log_digests, self._log_marks = {}, {}
         for bucket in buckets or ():
             self._log_digests.pop(bucket, None)
+            self._log_marks.pop(bucket, None)
+        self._log_marks.update(marks)
         for bucket, found in lines.items():
             self._log_digests[bucket] = hashlib.sha1("\n".join(sorted(found)).encode()).hexdigest()[:16]
         return dict(self._log_digests)
@@ -159,13 +263,16 @@ class MemoryEntropy(MemoryPush):
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
             return None
 
-    async def _call_pull(self, peer_id: str, request: pb.PullRequest,
-                         timeout: float = PEER_CALL_SECONDS) -> list[bytes]:
-        return await self._try_pull(peer_id, request, timeout) or []
-
     async def _try_pull(self, peer_id: str, request: pb.PullRequest,
                         timeout: float = PEER_CALL_SECONDS) -> list[bytes] | None:
         """The frames ``peer_id`` answers to ``request``; None (counted) when it did not answer."""
+        page = await self._pull_call(peer_id, request, timeout)
+        return None if page is None else page[0]
+
+    async def _pull_call(self, peer_id: str, request: pb.PullRequest,
+                         timeout: float = PEER_CALL_SECONDS) -> tuple[list[bytes], bool] | None:
+        """The frames ``peer_id`` answers to ``request`` and whether it has more (``page_bytes``); None (counted)
+        when it did not answer."""
         address, wire = self.address_of(peer_id), self.wire
         if not address or wire is None:
             return None
@@ -173,9 +280,11 @@ class MemoryEntropy(MemoryPush):
         asked.CopyFrom(request)
         asked.caller.CopyFrom(wire.hello())
         frames: list[bytes] = []
+        more = False
         try:
             async for chunk in wire.stub(address).Pull(asked, timeout=timeout, metadata=wire.metadata()):
                 frames.extend(chunk.frames)
+                more = chunk.more
         except grpc.aio.AioRpcError as exc:
             self.counters["memory_peer_calls_failed"] += 1
             _log_call("Pull", address, exc)
@@ -185,7 +294,7 @@ class MemoryEntropy(MemoryPush):
                 raise
             self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
             return None
-        return frames
+        return frames, more
 
     async def _pull_keys(self, memory_type: str | None, keys: list[str], *, versions: bool = False) -> list[bytes]:
         """A client's read of keys from the live workers (see ``_pull_keys_now``). Concurrent reads share the calls
@@ -286,8 +395,26 @@ class MemoryEntropy(MemoryPush):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"buckets are 0..{BUCKETS - 1} and at most {PULL_KEYS} keys are pulled at once")
         chunks: list[pb.PullChunk] = []
+        have, left = set(request.have), request.page_bytes or None
+        if have:
+            await self._log_digests_now()
         for bucket in buckets:
-            chunks += _chunks(await self.store.memory_bucket(bucket), bucket)
+            if have and self._log_marks.get(bucket, set()) <= have:
+                continue  # the caller holds all of it: not read at all
+            frames = await self.store.memory_bucket(bucket)
+            if have:  # the caller holds these already
+                frames = [f for f in frames if frame_mark(f) not in have]
+            if left is not None:
+                taken = 0
+                while taken < len(frames) and left > 0:
+                    left -= len(frames[taken])
+                    taken += 1
+                if taken < len(frames) or (left <= 0 and bucket != buckets[-1]):
+                    chunks += _chunks(frames[:taken], bucket)
+                    if chunks:
+                        chunks[-1].more = True
+                    break
+            chunks += _chunks(frames, bucket)
         if request.keys:
             memory_type = request.memory_type if request.HasField("memory_type") else None
             keys = list(dict.fromkeys(request.keys))

@@ -86,6 +86,11 @@ class MemoryPush(MemoryPrimary):
         self._accounted = max(self._accounted, cursor)
         return sent
 
+    def _gap_seen(self, peer_id: str) -> None:
+        """Entries ``peer_id`` pushed here went missing on the way: anti-entropy rounds come soon for a while (the
+        catch-up part starts one with it at once too)."""
+        self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+
     def _sample(self, peers: Sequence[NodeInfo], fanout: int) -> list[NodeInfo]:
         wire = self.wire
         rng = wire.rng if wire is not None else None
@@ -179,7 +184,7 @@ class MemoryPush(MemoryPrimary):
             first_seq = entries[0].seq
             if state.expected and first_seq > state.expected:
                 state.refuse(state.expected, f"entries {state.expected}..{first_seq - 1} were lost on the way")
-                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS  # pulled back by anti-entropy soon
+                self._gap_seen(peer.node_id)
             for entry in entries:
                 item, why = self._check(entry)
                 if item is None:
