@@ -2,15 +2,14 @@
 shared ``sqlite_local`` file: each of its processes runs one, and a checkpoint that meets another under way
 just tries again next round).
 
-In WAL mode with ``synchronous=NORMAL`` a commit only appends to the ``-wal`` file; the fsyncs come with
-the checkpoint that copies the WAL back into the database, which SQLite runs by default inside the commit
-that takes the WAL past 1000 pages. That commit then takes several milliseconds, not a fraction of one,
-and the event loop waits for it (the mesh's writes run on the loop's thread). A ``Checkpointer`` runs the
-checkpoints on its own thread
-and connection instead, every ``CHECKPOINT_SECONDS`` (``PASSIVE``: it never waits for, nor holds up, a
-reader or a writer); ``writes_apart`` raises the writers' own threshold to ``AUTO_CHECKPOINT_PAGES``, so a
-writer checkpoints only under writes that leave the thread no pause to finish (then mostly what the thread has
-not copied yet), and the WAL stays bounded either way.
+In WAL mode with ``synchronous=NORMAL`` a commit only appends to the ``-wal`` file; the fsyncs come with the
+checkpoint that copies the WAL back into the database, which SQLite runs by default inside the commit that takes
+the WAL past 1000 pages. That commit then takes several milliseconds, not a fraction of one, and the event loop
+waits for it (the mesh's writes run on the loop's thread). A ``Checkpointer`` runs the checkpoints on its own
+thread and connection instead, every ``CHECKPOINT_SECONDS`` (``PASSIVE``: it never waits for, nor holds up, a
+reader or a writer); ``writes_apart`` raises the writers' own threshold to ``AUTO_CHECKPOINT_PAGES``, so a writer
+checkpoints only under writes that leave the thread no pause to finish (then mostly what the thread has not copied
+yet), and the WAL stays bounded either way.
 """
 
 from __future__ import annotations

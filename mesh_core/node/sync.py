@@ -15,6 +15,7 @@ from typing import Any
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..errors import BackendError
 from ..memory.digest import BUCKETS, bucket_of, differing, digests
+from ..model import MemoryItem
 from .context import NodeContext
 from .membership import MembershipService
 from .memory import MemoryService
@@ -146,9 +147,12 @@ class MemorySync:
         # Peers' digests are as old as their last round: under steady writes most buckets differ and most of what
         # a bucket holds is held here already. That is left out before the fold (it would be ignored).
         held = set(marks) if buckets else set()
-        # A node with no writes of its own in the frontier now has none to re-send (its writes since were stored
-        # by the medium before they returned): the per-bucket look is skipped.
-        writer = bool(buckets) and bool(self.memory.own_sources())
+        # This node's writes to re-send, read once per round and grouped by bucket (its writes after this read were
+        # stored by the medium before they returned: nothing to re-send of those). Re-sending one a pulled entry
+        # has since dominated costs nothing: its receivers ignore it.
+        own: dict[int, list[MemoryItem]] = {}
+        for s in self.memory.own_sources() if buckets else ():
+            own.setdefault(bucket_of(s.memory_type, s.key), []).append(s)
         for bucket in sorted(buckets):
             frames = await self.log.memory_bucket(bucket)
             pulled = self._pulled.get(bucket, set())
@@ -160,13 +164,11 @@ class MemorySync:
             # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
             # writers may wait on the acks) between its buckets, not after the whole round.
             await self.sync_now()
-            if not writer:
-                continue
-            own = [s for s in self.memory.own_sources() if bucket_of(s.memory_type, s.key) == bucket]
-            if own:
+            mine_here = own.get(bucket)
+            if mine_here:
                 await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))
-                                                        for s in own])
-                resent += len(own)
+                                                        for s in mine_here])
+                resent += len(mine_here)
         if buckets:
             await self.log.put_digests(node_id, digests(store.frontier_marks()))
         return {"buckets": len(buckets), "applied": applied, "resent": resent}

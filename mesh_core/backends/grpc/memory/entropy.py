@@ -231,9 +231,9 @@ class MemoryEntropy(MemoryPush):
         marks: dict[int, set[int]] = {}
         for bucket, memory_type, key, origin, frame in rows:
             body = frame if isinstance(frame, bytes) else str(frame).encode()
-            mark = hashlib.sha1(body).hexdigest()[:16]  # frame_mark, in hex
-            lines.setdefault(int(bucket), []).append(f"{memory_type}\0{key}\0{origin}\0{mark}")
-            marks.setdefault(int(bucket), set()).add(int(mark, 16))
+            mark = frame_mark(body)
+            lines.setdefault(int(bucket), []).append(f"{memory_type}\0{key}\0{origin}\0{mark:016x}")
+            marks.setdefault(int(bucket), set()).add(mark)
         if buckets is None:
             self._log_digests, self._log_marks = {}, {}
         for bucket in buckets or ():
