@@ -243,6 +243,7 @@ class Workload:
     submit_timeout: float = 10.0
     history: History = field(default_factory=History)
     first: int = 0  # number of the first task and write: a second workload on the same mesh starts past the first
+    lanes: int = 8  # callers submitting at once
 
     def task_id(self, i: int) -> str:
         return f"chaos-t{self.first + i:05d}"
@@ -266,16 +267,22 @@ class Workload:
             self.history.writes[key] = False
 
     async def run(self, mesh: Any, *, spread_s: float = 0.0) -> None:
-        """Submit every task and write, interleaved, over about ``spread_s`` seconds (0: as fast as answered)."""
+        """Submit every task and write, interleaved, over about ``spread_s`` seconds (0: as fast as answered), from
+        ``lanes`` callers at once: one caller waiting for each answer in turn keeps the mesh only as busy as its own
+        round trip allows, which on a loaded machine is too little for a nemesis to land on work in flight."""
         total = max(self.tasks, self.writes)
         pause = spread_s / total if total else 0.0
-        for i in range(total):
-            if i < self.tasks:
-                await self.submit(mesh, i)
-            if i < self.writes:
-                await self.write(mesh, i)
-            if pause:
-                await asyncio.sleep(pause)
+        numbers = iter(range(total))
+
+        async def lane() -> None:
+            for i in numbers:  # one iterator shared by the lanes: each number is taken once
+                if i < self.tasks:
+                    await self.submit(mesh, i)
+                if i < self.writes:
+                    await self.write(mesh, i)
+                if pause:
+                    await asyncio.sleep(pause * self.lanes)
+        await asyncio.gather(*(lane() for _ in range(self.lanes)))
 
     async def collect(self, mesh: Any, timeout: float) -> None:
         """Wait (up to ``timeout`` s in all) for every acknowledged task to end; record what the mesh kept."""
@@ -408,18 +415,42 @@ class ChaosRun:
 
         return int(until(lambda: (n := self.in_flight()) >= at_least and n, timeout=timeout, interval=0.05)[0])
 
-    def wait_running_on(self, name: str, timeout: float = 30.0) -> None:
-        """Block until worker ``name`` holds a running task (a nemesis on it then has work to move)."""
-        from mesh_core.model import TaskStatus
-        from mesh_testing.wait import until
+    def stop_holding_work(self, name: str, timeout: float = 30.0) -> tuple[float, set[str]]:
+        """SIGSTOP worker ``name`` at a moment it holds running tasks, as the store says while it is stopped; the
+        monotonic time of the stop that held and the ids it held.
 
-        def holds() -> bool:
-            assert self._mesh is not None and self._loop is not None, "wait_running_on() needs an in-process workload"
+        A stop that caught it holding nothing (its last task just finished), or, on SQLite, holding the shared
+        file's write lock, is undone at once, well inside ``suspect_after``, and tried again. A process stopped
+        inside a write freezes the file for every node (they cannot write until it continues: no death can be
+        recorded, nothing moves), which is another fault than a stopped node; the nodes then name it
+        (tests/backends/test_sqlite_lock.py)."""
+        from mesh_core.backends.sqlite.locks import write_lock_holder
+        from mesh_core.model import TaskStatus
+
+        def held() -> set[str]:
+            assert self._mesh is not None and self._loop is not None, "stop_holding_work() needs an in-process workload"
             running = asyncio.run_coroutine_threadsafe(
                 self._mesh.list_tasks(TaskStatus.RUNNING, limit=1000), self._loop).result(30)
-            return any(task.node_name == name for task in running)
+            return {task.task_id for task in running if task.node_name == name}
 
-        until(holds, timeout=timeout, interval=0.05)
+        def holds_the_file(pid: int) -> bool:
+            if self.cluster.backend != "sqlite":
+                return False
+            holder = write_lock_holder(str(self.cluster.db))
+            return holder is not None and holder.pid == pid
+
+        pid = self.worker(name).proc.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not held():
+                time.sleep(0.05)
+                continue
+            stopped = self.kill(name, signal.SIGSTOP)
+            if not holds_the_file(pid) and (holding := held()):
+                return stopped, holding
+            self.kill(name, signal.SIGCONT)
+            time.sleep(0.05)
+        raise AssertionError(f"{name} was never stopped holding running tasks (and not the file's lock) in {timeout} s")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal a worker (kill -9 by default; such a node is gone for good); the monotonic time it was sent."""

@@ -289,6 +289,11 @@ class MembershipMedium(abc.ABC):
         """What the status block shows about this backend."""
         return {"backend": self.name}
 
+    def why_stalled(self) -> str:
+        """Why calls to the medium wait, when the medium can tell (one line; "" when it cannot or nothing holds
+        them). SQLite: the process that holds the file's write lock, and whether it is stopped."""
+        return ""
+
 
 class TaskTransport(abc.ABC):
     """Tasks under fencing: store routed work, claim it, hold leases, record outcomes, move it.

@@ -402,8 +402,9 @@ class MembershipService:
         if cut == ctx.cut_off:
             return
         if cut:
+            why = self.medium.why_stalled()
             ctx.problem("cut_off", f"no heartbeat reached the medium for {ctx.config.suspect_after_seconds:g} s: "
-                                   "degraded, claiming no new work")
+                                   "degraded, claiming no new work" + (f" ({why})" if why else ""))
             ctx.backend_ok(False, "cut off from the medium")
         ctx.cut_off = cut
         self._publish(self.table.set_self_suspect(cut, time.monotonic()))

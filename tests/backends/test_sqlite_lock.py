@@ -4,7 +4,10 @@ clear error, not a hang or a crash."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from mesh_core.backends import sqlite as sqlite_backend
 from mesh_core.errors import BackendUnavailable
 from mesh_core.model import NodeInfo
 
-from .conftest import Cluster
+from .conftest import Cluster, eventually
 
 
 def _hold_write_lock(db: Path) -> sqlite3.Connection:
@@ -80,3 +83,51 @@ async def test_a_write_issued_behind_one_that_waits_for_the_lock_stays_behind_it
     finally:
         holder.close()
         await backend.close()
+
+
+HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+async def test_a_stopped_process_holding_the_lock_is_named_by_the_nodes_it_freezes(tmp_path: Path) -> None:
+    """A process stopped mid-write freezes the shared file for everyone: the nodes say they are cut off, which
+    process holds the lock, that it is stopped, and how to resume it; once it is killed they carry on."""
+    from mesh_core.backends.sqlite.locks import write_lock_holder
+    from mesh_core.events import Problem
+
+    cluster = Cluster(tmp_path, "sqlite")
+    db = tmp_path / "mesh.db"
+    holder: subprocess.Popen[str] | None = None
+    try:
+        node = await cluster.node("w1", heartbeat_interval_seconds=0.2, suspect_after_seconds=0.6,
+                                  node_timeout_seconds=1.5)
+        problems: list[Problem] = []
+
+        async def watch() -> None:
+            async for event in node.subscribe():
+                if isinstance(event, Problem) and event.counter == "cut_off":
+                    problems.append(event)
+        watcher = asyncio.create_task(watch())
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        running = write_lock_holder(str(db))
+        assert running is not None and running.pid == holder.pid and not running.stopped, running
+        holder.send_signal(signal.SIGSTOP)
+        await eventually(lambda: bool(problems), timeout=5)
+        detail = problems[0].detail
+        assert f"held by pid {holder.pid}" in detail and "which is stopped" in detail, detail
+        assert f"kill -CONT {holder.pid}" in detail, detail
+        holder.kill()
+        holder.wait(5)
+        await eventually(lambda: node.healthy, timeout=5)  # the lock died with it: the node carries on
+        assert write_lock_holder(str(db)) is None
+        watcher.cancel()
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        await cluster.close()

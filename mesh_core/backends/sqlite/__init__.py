@@ -52,6 +52,7 @@ from ...model import NodeInfo
 from ..contracts import MeshSnapshot, Topic
 from ..shared import GAUGE_SECONDS, MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord, FollowedNodes, news_of
 from .clock import machine_clock, wall_reference
+from .locks import write_lock_holder
 from .memory import SqliteMemory
 from .store import _wake_address, _WakeProtocol, bounded, fitting
 from .tasks import SqliteTasks
@@ -233,6 +234,10 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
+
+    def why_stalled(self) -> str:
+        holder = write_lock_holder(self.path)
+        return holder.describe() if holder is not None else ""
 
 
 # A node row as read: a field over its size limit is not loaded whole (``bounded``) and makes the row corrupt.

@@ -1,9 +1,10 @@
 """The SQLite store every part of ``sqlite_local`` is built on: schema, migrations, connections, wake-ups.
 
-All SQL runs on one dedicated thread per backend, one whole transaction per
-hop, so the event loop never blocks on a lock. Writers take ``BEGIN IMMEDIATE``; a
-busy file is waited for (retries with backoff) and never shown to a user as
-"database is locked".
+A write is one whole transaction, run on the event loop's thread while the file's
+lock is free and on a dedicated thread while another process holds it (``_run``),
+so the loop never waits for a lock. Writers take ``BEGIN IMMEDIATE``; a busy file
+is waited for (retries with backoff) and never shown to a user as "database is
+locked"; one that stays locked names the process holding it (``locks``).
 
 Wake-ups between processes go over unix datagram sockets in Linux's abstract
 namespace (named after the database file and node id), so an idle node
@@ -37,6 +38,7 @@ from ...model import NodeInfo
 from ..contracts import Topic
 from ..shared import MAX_NAME_BYTES, CorruptRecord, SharedStoreBackend
 from .clock import machine_clock
+from .locks import write_lock_holder
 
 log = logging.getLogger("mesh.sqlite")
 
@@ -328,9 +330,11 @@ class SqliteStore(SharedStoreBackend):
             except _LockBusy:
                 self.lock_waits += 1
                 if time.monotonic() > deadline:
+                    holder = write_lock_holder(self.path)
                     raise BackendUnavailable(
                         f"SQLite file {self.path} stayed locked by another process"
-                        f" for {self.lock_give_up_seconds:.0f} s",
+                        f" for {self.lock_give_up_seconds:.0f} s"
+                        + (f": {holder.describe()}" if holder is not None else ""),
                         hint="check for a stuck process holding it") from None
                 # Jittered, so processes that collided (a mesh starting at once) do not collide again in step.
                 _pause(delay * random.uniform(0.5, 1.5))
