@@ -472,6 +472,8 @@ class RedisClient(SharedStoreBackend):
         finally:
             if probe is not None:
                 probe.cancel()
+                if probe.done() and not probe.cancelled():
+                    probe.exception()  # read, so that asyncio does not log it as never retrieved
 
     def _moved_from(self, subscription: _Subscription) -> str | None:
         """Why a cluster subscription should move: the client's map says another server serves its slot."""
