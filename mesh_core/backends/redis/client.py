@@ -412,11 +412,10 @@ class RedisClient(SharedStoreBackend):
 
     async def _subscribe(self, channels: list[str]) -> _Subscription:
         """A pub/sub subscribed to ``channels``. On Redis Cluster it has a connection of its own to the server
-        serving their slot (as the client's map says now), named ``mesh-wake:<node id>`` in CLIENT LIST: the
-        cluster client closes every connection of its nodes when it reads the map again (CLUSTERDOWN, a run of
-        MOVED), which would take the subscription with it, mid-command at times (redis-py then fails inside with
-        an AttributeError, which ended the listener). Its own client retries nothing, so a failure comes back
-        here to choose the server again."""
+        serving their slot (as the client's map says now): the cluster client closes every connection of its nodes
+        when it reads the map again (CLUSTERDOWN, a run of MOVED), which would take the subscription with it,
+        mid-command at times (redis-py then fails inside with an AttributeError, which ended the listener). Its
+        own client retries nothing, so a failure comes back here to choose the server again."""
         client = self._client
         assert client is not None
         if not isinstance(client, RedisCluster):
@@ -424,10 +423,8 @@ class RedisClient(SharedStoreBackend):
         else:
             await client.initialize()  # the map again if a failover tore it down
             node = client.get_node_from_key(channels[0])
-            assert self._local is not None
-            name = "".join(c if c.isprintable() and not c.isspace() else "_" for c in self._local.node_id)
             own = aioredis.Redis(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
-                                 client_name=f"mesh-wake:{name}", **self._server_options())
+                                 **self._server_options())
             subscription = _Subscription(own.pubsub(ignore_subscribe_messages=True), own, str(node.name))
         try:
             await subscription.pubsub.subscribe(*channels)
