@@ -13,12 +13,16 @@ returns once every node sees all 16384 slots served.
 Each server is a ``RedisServer`` (free port, own folder, stopped by pid, cleaned
 up at exit). ``kill_primary`` (kill -9) and ``wait_failover`` drive a failover; ``rejoin`` starts the killed
 server again and waits until it is a replica in sync, so the set is whole again for the next test.
+``RedisClusterSet.freeze_primary_for`` (SIGSTOP: a host that hangs, its connections open) and ``thaw`` do the
+same without closing a socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -210,6 +214,7 @@ class RedisClusterSet:
                                            "--cluster-node-timeout", str(node_timeout_ms),
                                            "--cluster-port", str(free_port())))
                         for _ in range(primaries * 2)]
+        self.frozen: list[RedisServer] = []  # stopped with SIGSTOP: up, its sockets open, answering nothing
 
     @property
     def node_addresses(self) -> list[str]:
@@ -237,7 +242,8 @@ class RedisClusterSet:
         return self
 
     def _live(self) -> list[RedisServer]:
-        return [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+        """The servers that run and answer (not killed, not frozen)."""
+        return [s for s in self.servers if s.proc is not None and s.proc.poll() is None and s not in self.frozen]
 
     def _settled(self) -> bool:
         for s in self._live():
@@ -288,6 +294,23 @@ class RedisClusterSet:
         _until("a cluster failover", promoted, timeout)
         return found[-1]
 
+    def freeze_primary_for(self, key: str) -> RedisServer:
+        """SIGSTOP the primary of ``key``'s slot, as a host that hangs: its connections stay open and nothing on
+        them is answered (nor closed); the server frozen. ``thaw`` brings it back."""
+        victim = self.primary_for(key)
+        assert victim.proc is not None
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        self.frozen.append(victim)
+        return victim
+
+    def thaw(self, server: RedisServer, timeout: float = 30) -> None:
+        """SIGCONT a frozen server and wait until the cluster is whole again (it learns it was failed over and
+        turns into a replica of the new primary)."""
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGCONT)
+        self.frozen.remove(server)
+        _until("the frozen server back as a replica in sync", self._settled, timeout)
+
     def rejoin(self, server: RedisServer, timeout: float = 30) -> None:
         """Start a killed server again (same port, folder and nodes.conf) and wait until it is back as a replica
         in sync and every node serves all slots: the cluster is whole again."""
@@ -295,6 +318,9 @@ class RedisClusterSet:
         _until("the old primary back as a replica in sync", self._settled, timeout)
 
     def cleanup(self) -> None:
+        for server in self.frozen:
+            with contextlib.suppress(Exception):
+                os.kill(server.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.cleanup()

@@ -6,18 +6,21 @@ acknowledged write also waits for a replica. Failover under load is in ``tests/c
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 import mesh_testing
 from mesh_core.commands import render_status, status_data
 from mesh_core.config import RedisConfig, load_config
 from mesh_core.errors import BackendUnavailable, ConfigError
-from mesh_testing import RedisServer
+from mesh_testing import RedisServer, eventually
+from mesh_testing.redis_ha import RedisClusterSet
 
 from . import test_contract
 from .conftest import FAST
@@ -133,3 +136,33 @@ async def test_a_driver_fault_mid_failover_reads_as_unreachable_and_ours_stays_a
     with pytest.raises(AttributeError) as in_ours:
         None.writelines([])  # type: ignore[attr-defined]
     assert not _raised_in_driver(in_ours.value)
+
+
+async def test_the_cluster_client_reading_its_map_again_leaves_the_wake_up_subscription_alone(
+        tmp_path: Path, redis_cluster: RedisClusterSet) -> None:
+    """redis-py's cluster client closes every connection of its nodes when it reads the slot map again, as it does
+    after a CLUSTERDOWN, a slot not covered or a run of MOVED (all seen during a failover). The node's wake-up
+    subscription is not one of them: a wake-up sent right after each re-read reaches the node, and nothing had to
+    subscribe again. (It was a connection of those nodes: every re-read closed it, the wake-ups sent until it
+    subscribed again were lost, and one closed mid-command ended the listener for good, which left the node
+    without wake-ups after a failover.)"""
+    c = mesh_testing.Cluster(tmp_path, "redis",
+                             settings={**FAST, "redis": {"cluster_nodes": redis_cluster.node_addresses[:2]}})
+    try:
+        a = await c.node("a")
+        backend: Any = a.services.ctx.backend
+        heard: list[str] = []
+        backend.on_signal(lambda topic: (heard.append(topic), a.services.ctx.on_signal(topic)))
+        channel = f"{backend.prefix}wake:{a.node_id}"
+        with redis.RedisCluster(host="127.0.0.1", port=redis_cluster.primary_for(backend.prefix).port) as r:
+            await eventually(lambda: r.publish(channel, "ready") and "ready" in heard, 10)
+            sent = [f"after-re-read-{i}" for i in range(20)]
+            for wake in sent:
+                await backend._client.aclose()  # what redis-py does itself on CLUSTERDOWN: every connection closed
+                await backend.snapshot()  # a call: the client reads its map again
+                await asyncio.to_thread(r.publish, channel, wake)
+                await asyncio.sleep(0.05)
+            await eventually(lambda: set(sent) <= set(heard), 5)
+        assert backend.reconnects == 0
+    finally:
+        await c.close()

@@ -24,7 +24,7 @@ import mesh_testing
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.errors import MeshError
 from mesh_core.model import NodeRole, TaskStatus
-from mesh_testing import until
+from mesh_testing import eventually, until
 from mesh_testing.redis_ha import RedisClusterSet, RedisSentinelSet
 
 pytestmark = pytest.mark.slow
@@ -178,3 +178,52 @@ def _kind(exc: Exception) -> str:
         if marker in text:
             return kind
     return type(exc).__name__
+
+
+def _subscribers(rc: RedisClusterSet, channel: str) -> int:
+    """Subscribers of ``channel`` on the cluster's servers that answer (none killed, none frozen)."""
+    total = 0
+    for server in rc._live():
+        with redis.Redis(port=server.port, socket_timeout=2, socket_connect_timeout=2) as c:
+            total += int(c.pubsub_numsub(channel)[0][1])
+    return total
+
+
+async def test_a_node_moves_its_wake_up_subscription_off_a_primary_that_hangs(tmp_path: Path,
+                                                                              redis_cluster: RedisClusterSet) -> None:
+    """The primary serving the mesh's slot hangs (SIGSTOP: its sockets stay open, nothing on them is answered or
+    closed) and its replica takes over: within seconds the node is subscribed again on a server that answers,
+    counted as a reconnect, and a wake-up sent then reaches it. (A subscription left on the hung server hears
+    nothing, and no error ever says so: the node went without wake-ups until the server came back.)"""
+    rc = redis_cluster
+    cluster = mesh_testing.Cluster(tmp_path, "redis",
+                                   settings={**SETTINGS, "redis": {"cluster_nodes": rc.node_addresses[:2]}})
+    prefix = f"mesh:{{{cluster.name}}}:"
+    try:
+        a = await cluster.node("a")
+        backend: Any = a.services.ctx.backend
+        own = f"{prefix}wake:{a.node_id}"
+        heard: list[str] = []
+        backend.on_signal(lambda topic: (heard.append(topic), a.services.ctx.on_signal(topic)))
+        await eventually(lambda: asyncio.to_thread(lambda: _subscribers(rc, own) == 1), 10)
+        assert backend.reconnects == 0
+
+        victim = await asyncio.to_thread(rc.freeze_primary_for, prefix)
+        try:
+            frozen = time.monotonic()
+            await asyncio.to_thread(rc.wait_failover, prefix, victim)
+            failed_over = time.monotonic() - frozen
+            # subscribed again on a server that answers, within seconds
+            await eventually(lambda: asyncio.to_thread(lambda: _subscribers(rc, own) == 1), 10)
+            moved = time.monotonic() - frozen
+            assert backend.reconnects >= 1
+            with redis.RedisCluster(host="127.0.0.1", port=rc.primary_for(prefix).port) as c:
+                c.publish(own, "checked")
+            await eventually(lambda: "checked" in heard, 5)
+            print(f"\nprimary frozen: failed over after {failed_over:.1f} s, the node subscribed on "
+                  f"{backend.availability()['serving']} after {moved:.1f} s ({backend.reconnects} reconnects)")
+        finally:
+            await asyncio.to_thread(rc.thaw, victim)
+    finally:
+        await cluster.close()
+

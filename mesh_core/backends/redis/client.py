@@ -6,7 +6,9 @@ connection, and drops a connection that finds its server demoted, so a failover 
 or Redis Cluster (``cluster_nodes``: ``RedisCluster`` follows MOVED replies and refreshes its slot map after a
 failover). Every key carries the hash tag ``{cluster}``, so all of them, and every script, live in one slot.
 Wake-ups use classic pub/sub, which Redis Cluster carries to every node over its bus: the scripts' PUBLISH reach
-a subscriber on any node (sharded pub/sub would need SPUBLISH in the scripts).
+a subscriber on any node (sharded pub/sub would need SPUBLISH in the scripts). The subscription is watched
+(``_listen``): a quiet node probes it by publishing on its own channel, and makes it again, counted in
+``reconnects``, when the probe does not come back or (Cluster) the slot has moved to another server.
 
 An outage (calls failing as unreachable) is timed from its first failure to the next success, counted
 (``redis_outages``) and told as a problem with its length; ``describe`` shows the last one and the server in use.
@@ -28,7 +30,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
@@ -42,7 +46,7 @@ from redis.exceptions import (
 from ... import codec
 from ...addresses import split_host_port
 from ...config import RedisConfig
-from ...errors import BackendError, BackendUnavailable, ConfigError
+from ...errors import BackendError, BackendUnavailable, ConfigError, MeshError
 from ...model import NodeInfo
 from ...security import without_password
 from ..contracts import Assignment, Completion, Enqueued, Quarantined, Topic
@@ -59,6 +63,11 @@ QUARANTINE_KEPT = 10_000  # entries of the quarantine stream kept (approximately
 # Replies that mean "not the primary now" or "the cluster is between owners": the medium is away, not broken.
 # (RedisCluster follows MOVED itself; one reaches us only from the WAIT sent to a node chosen by a stale map.)
 FAILING_OVER = (ReadOnlyError, ClusterDownError, TryAgainError, MovedError)
+# The wake-up subscription is checked by a probe this node publishes on its own channel after this long without a
+# message; a probe published that has not come back this long after means the subscription is gone.
+PROBE = "probe"
+PROBE_QUIET_SECONDS = 2.0
+PROBE_WAIT_SECONDS = 3.0
 
 
 class MeshClusterPipeline(ClusterPipeline):
@@ -131,8 +140,7 @@ class RedisClient(SharedStoreBackend):
         # with "Too many connections" (redis-py's default pool refuses past its limit).
         cfg = self.cfg
         socket = {"socket_timeout": cfg.socket_timeout_seconds, "socket_connect_timeout": cfg.socket_timeout_seconds}
-        common: dict[str, Any] = {**socket, "health_check_interval": 15, "username": cfg.username,
-                                  "password": cfg.password, "max_connections": 64, **tls.options(cfg)}
+        common: dict[str, Any] = {**self._server_options(), "max_connections": 64}
         if cfg.mode == "cluster":
             nodes = [ClusterNode(*_address(a)) for a in cfg.cluster_nodes]
             return MeshRedisCluster(startup_nodes=nodes, **common)
@@ -147,6 +155,13 @@ class RedisClient(SharedStoreBackend):
         else:
             pool = aioredis.BlockingConnectionPool(host=cfg.host, port=cfg.port, db=cfg.db, **common)
         return aioredis.Redis(connection_pool=pool)
+
+    def _server_options(self) -> dict[str, Any]:
+        """What every connection to a data server takes: timeouts, credentials, TLS."""
+        cfg = self.cfg
+        return {"socket_timeout": cfg.socket_timeout_seconds, "socket_connect_timeout": cfg.socket_timeout_seconds,
+                "health_check_interval": 15, "username": cfg.username, "password": cfg.password,
+                **tls.options(cfg)}
 
     def _serving(self) -> str:
         """The server taking this node's writes now, as host:port ("?" before the first connection)."""
@@ -362,31 +377,122 @@ class RedisClient(SharedStoreBackend):
 
     # -- wake-ups ------------------------------------------------------------------
     async def _listen(self) -> None:
-        """Subscribe to this node's wake channel and the broadcast one; reconnect with backoff."""
+        """Subscribe to this node's wake channel and the broadcast one, and keep that subscription alive: a
+        subscription that fails, is found gone (``_receive``) or, on Redis Cluster, is on a server that no longer
+        serves the slot is dropped and made again (with backoff), each time counted in ``reconnects``."""
         assert self._local is not None and self._client is not None
         channels = [self._key("wake:", self._local.node_id), self._key("wake:", ALL)]
         delay = 0.1
         while not self._closing:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            subscription: _Subscription | None = None
+            began = time.monotonic()
             try:
-                await pubsub.subscribe(*channels)
-                delay = 0.1
-                while not self._closing:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                    if message and message.get("type") == "message":
-                        self._deliver(_s(message["data"]))
+                subscription = await self._subscribe(channels)
+                await self._receive(subscription, channels[0])
             except asyncio.CancelledError:
-                await _close_quickly(pubsub)
+                if subscription is not None:
+                    await subscription.close()
                 raise
-            except (RedisError, OSError):
+            except Exception as exc:  # the listener outlives any one fault: a node without it hears nothing
+                if not isinstance(exc, (RedisError, OSError, SubscriptionLost)) and not _raised_in_driver(exc):
+                    log.exception("wake-up listener fault: subscribing again")
+                elif isinstance(exc, SubscriptionLost):
+                    log.warning("%s: subscribing again", exc)
                 self.reconnects += 1
-            await _close_quickly(pubsub)
+            if subscription is not None:
+                await subscription.close()
+                if time.monotonic() - began > PROBE_QUIET_SECONDS + PROBE_WAIT_SECONDS:
+                    delay = 0.1  # it held a while: this is a new fault, not the same one again
             if self._closing:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             for topic in Topic:
                 self._deliver(topic)  # anything may have happened while we were away
+
+    async def _subscribe(self, channels: list[str]) -> _Subscription:
+        """A pub/sub subscribed to ``channels``. On Redis Cluster it has a connection of its own to the server
+        serving their slot (as the client's map says now): the cluster client closes every connection of its nodes
+        when it reads the map again (CLUSTERDOWN, a run of MOVED), which would take the subscription with it,
+        mid-command at times (redis-py then fails inside with an AttributeError, which ended the listener). Its
+        own client retries nothing, so a failure comes back here to choose the server again."""
+        client = self._client
+        assert client is not None
+        if not isinstance(client, RedisCluster):
+            subscription = _Subscription(client.pubsub(ignore_subscribe_messages=True), None, None)
+        else:
+            await client.initialize()  # the map again if a failover tore it down
+            node = client.get_node_from_key(channels[0])
+            own = aioredis.Redis(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
+                                 **self._server_options())
+            subscription = _Subscription(own.pubsub(ignore_subscribe_messages=True), own, str(node.name))
+        try:
+            await subscription.pubsub.subscribe(*channels)
+        except BaseException:
+            await subscription.close()
+            raise
+        return subscription
+
+    async def _receive(self, subscription: _Subscription, own: str) -> None:
+        """Deliver wake-ups until the node closes. Raise ``SubscriptionLost`` when the subscription is found not to
+        work: after ``PROBE_QUIET_SECONDS`` without a message this node publishes a probe on its own channel (through
+        the client, as any wake-up is sent), which must come back within ``PROBE_WAIT_SECONDS``; on Redis Cluster,
+        also when the client's map says another server serves the slot now."""
+        pubsub = subscription.pubsub
+        heard = time.monotonic()  # the last message: proof that the subscription works
+        probe: asyncio.Task[float | None] | None = None
+        asked = 0.0  # when the last probe was started
+        published: float | None = None  # when that probe was published, until a message comes
+        try:
+            while not self._closing:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                now = time.monotonic()
+                if message and message.get("type") == "message":
+                    heard = now
+                    topic = _s(message["data"])
+                    if topic != PROBE:
+                        self._deliver(topic)
+                moved = self._moved_from(subscription)
+                if moved:
+                    raise SubscriptionLost(moved)
+                if probe is None and published is None and now - heard > PROBE_QUIET_SECONDS:
+                    asked, probe = now, asyncio.get_running_loop().create_task(self._probe(own))
+                if probe is not None and probe.done():
+                    published, probe = probe.result(), None
+                    if published is None:  # Redis did not take it: no news of the subscription; ask again later
+                        heard = now
+                if published is not None and heard >= asked:
+                    published = None  # a message came after the probe was asked for: the subscription works
+                if published is not None and now - published > PROBE_WAIT_SECONDS:
+                    raise SubscriptionLost(f"wake-up subscription on {subscription.where or self._serving()} is "
+                                           f"gone: a probe published {now - published:.1f} s ago did not come back")
+        finally:
+            if probe is not None:
+                probe.cancel()
+                if probe.done() and not probe.cancelled():
+                    probe.exception()  # read, so that asyncio does not log it as never retrieved
+
+    def _moved_from(self, subscription: _Subscription) -> str | None:
+        """Why a cluster subscription should move: the client's map says another server serves its slot."""
+        client = self._client
+        if subscription.where is None or not isinstance(client, RedisCluster):
+            return None
+        try:
+            owner = str(client.get_node_from_key(self.prefix).name)
+        except Exception:  # no map at the moment (a failover under way): the probe still watches
+            return None
+        if owner == subscription.where:
+            return None
+        return f"wake-up subscription on {subscription.where}, but {owner} serves the slot now"
+
+    async def _probe(self, channel: str) -> float | None:
+        """Publish a probe on ``channel``; when it was published, or None if Redis did not take it."""
+        assert self._client is not None
+        try:
+            await self._call(self._client.publish(channel, PROBE))
+        except MeshError:
+            return None
+        return time.monotonic()
 
     async def _wake(self, node_ids: Iterable[str | None], topic: str) -> None:
         assert self._client is not None
@@ -407,6 +513,22 @@ class RedisClient(SharedStoreBackend):
         assert self._client is not None
         with contextlib.suppress(BackendError):
             await self._call(self._client.publish(self._key("wake:", ALL), topic))
+
+
+class SubscriptionLost(Exception):
+    """The wake-up subscription was found not to work (or to be on a server that no longer serves the slot)."""
+
+
+class _Subscription:
+    """A wake-up pub/sub, the client it has to itself (Redis Cluster) and that client's server."""
+
+    def __init__(self, pubsub: Any, own: aioredis.Redis | None, where: str | None) -> None:
+        self.pubsub, self.own, self.where = pubsub, own, where
+
+    async def close(self) -> None:
+        await _close_quickly(self.pubsub)
+        if self.own is not None:
+            await _close_quickly(self.own)
 
 
 DRIVER_FOLDER = os.path.dirname(redis.__file__)
