@@ -228,7 +228,10 @@ async def test_exactly_once_recording_under_crash(cluster: Cluster) -> None:
     w1 = await cluster.node("w1", concurrency=8)
     await cluster.node("w2", concurrency=8)
     client = await cluster.client()
-    ids = [await client.submit_task("sleep", {"seconds": 0.05}, task_id=f"t{i:03d}") for i in range(120)]
+    # Each task runs long enough that w1 still runs some when the last submission is answered: with 0.05 s, a
+    # machine so loaded that a submission takes ~25 ms let w1 finish each task before the next two came, and
+    # when those went to w2, w1 ran nothing more (1 run in ~25 under two CPU hogs failed below, w1 idle).
+    ids = [await client.submit_task("sleep", {"seconds": 0.2}, task_id=f"t{i:03d}") for i in range(120)]
     await eventually(lambda: _async(len(w1.services.worker.running) > 0))
     await cluster.crash(w1)
     finals = [await client.wait_task(i, timeout=20) for i in ids]

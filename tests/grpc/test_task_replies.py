@@ -113,3 +113,23 @@ async def test_a_renewal_with_a_bad_progress_renews_the_lease_and_ignores_the_re
     assert ob.counters["tasks_stale_renewals"] == 0  # each renewal still held the lease
     stored = (await ob.store.get_tasks([task.task_id]))[0]
     assert stored.progress == 0.5 and stored.progress_message == "half"
+
+
+async def test_an_envelope_that_lands_as_the_node_closes_does_not_hold_up_the_close(cluster: Cluster) -> None:
+    """A peer's envelope is taken off its queue in the very event-loop pass in which the node closes (a crash
+    under load: its peers keep writing to it). Before, the peer's drain waited with ``asyncio.wait_for``, which on
+    Python 3.11 returns the envelope and drops the cancel when both come at once; the drain then waited out its
+    60 s idle bound on the empty queue, and ``close`` (which waits for every background task) with it."""
+    worker = await cluster.node("w")
+    wb = backend_of(worker)
+    await worker.services.ctx.stop_loops()  # as a crash does before the backend closes
+    peer = Peer("e" * 32, "peer", "127.0.0.1:1", 1, False)
+    wb._on_tasks(peer, pb.TaskMessage())
+    await eventually(lambda: peer.node_id in wb._inbound and wb._inbound[peer.node_id].empty())
+    await asyncio.sleep(0.05)  # the drain handled the first envelope and waits for the next
+    wb._on_tasks(peer, pb.TaskMessage())
+    await asyncio.sleep(0)  # the queue hands the drain that envelope; the drain itself has not resumed yet
+    closing = asyncio.ensure_future(wb.close())
+    done, _ = await asyncio.wait({closing}, timeout=10)  # a stall waits 60 s
+    assert closing in done, "close still waits for the peer's drain after 10 s"
+    assert peer.node_id not in wb._inbound

@@ -17,6 +17,7 @@ from .records import INBOUND_LIMIT
 from .worker import TasksWorker
 
 INBOUND_PEERS = 1024  # peers with envelopes waiting at once; a further one's envelopes are dropped (counted)
+DRAIN_IDLE_SECONDS = 60.0  # a peer's drain that had nothing to handle this long ends (the next envelope starts one)
 
 
 class TasksStream(TasksWorker):
@@ -45,10 +46,17 @@ class TasksStream(TasksWorker):
                         f"grpc tasks: an envelope from {peer.name or '?'} dropped: {INBOUND_LIMIT} of its wait already")
 
     async def _drain(self, peer: Peer, queue: asyncio.Queue[pb.TaskMessage]) -> None:
+        """Handle ``peer``'s envelopes in order until it is idle for ``DRAIN_IDLE_SECONDS`` or this node closes.
+
+        The wait is ``asyncio.timeout`` round ``queue.get``, not ``asyncio.wait_for``: on Python 3.11, a cancel
+        (``close``) that comes in the loop pass in which the queue hands over an envelope is dropped by
+        ``wait_for`` (it returns the envelope), and the drain then sat out its idle bound with ``close`` waiting
+        for it (a crash under load took 60 s). The loop also ends once the node is closed, whatever the wait did."""
         try:
-            while True:
+            while not self._closed:
                 try:
-                    env = await asyncio.wait_for(queue.get(), 60.0)
+                    async with asyncio.timeout(DRAIN_IDLE_SECONDS):
+                        env = await queue.get()
                 except TimeoutError:
                     if queue.empty():
                         return
