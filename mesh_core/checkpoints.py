@@ -46,6 +46,8 @@ class Checkpointer:
         self.runs = 0
         self.failures = 0
         self._stop = threading.Event()
+        # Held through each round: ``between_rounds`` holds it too, to act when no checkpoint is under way.
+        self.between_rounds = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="mesh-sqlite-checkpoint", daemon=True)
         self._thread.start()
 
@@ -64,11 +66,12 @@ class Checkpointer:
             return
         try:
             while not self._stop.wait(self.every):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.runs += 1
-                except sqlite3.Error as exc:  # busy, or the disk refused: the next round tries again
-                    self.failures += 1
-                    log.debug("WAL checkpoint of %s: %s", self.path, exc)
+                with self.between_rounds:
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        self.runs += 1
+                    except sqlite3.Error as exc:  # busy, or the disk refused: the next round tries again
+                        self.failures += 1
+                        log.debug("WAL checkpoint of %s: %s", self.path, exc)
         finally:
             conn.close()

@@ -9,6 +9,8 @@ commands, the cockpit and the handlers use.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 from .backends import Caller, choose_backend
 from .backends.contracts import TOPIC_TASKS, Backend
 from .config import MeshConfig
-from .errors import UsageError
+from .errors import MeshError, UsageError
 from .events import Event
 from .handlers import load_plugins, make_spec
 from .identity import acquire, ephemeral
@@ -120,6 +122,20 @@ class AgentMeshManager:
     def backend_info(self) -> dict[str, Any]:
         """What the status block shows about the medium: its name, where it is, its own counters."""
         return self._ctx.backend.describe()
+
+    async def stop_process(self) -> None:
+        """Stop this process (SIGSTOP) at a moment it holds nothing the other nodes wait for, and return once it is
+        continued: what a terminal's Ctrl-Z should do. A process stopped inside a write to a shared SQLite file
+        would freeze every node on it (``mesh_core.backends.sqlite.locks``)."""
+        def stop() -> None:
+            # To this thread, not the process: a process-wide SIGSTOP may be taken by another thread while this one
+            # goes on to the write queued behind it and is stopped inside that. Sent here, it stops this thread
+            # before it returns, and with it the process.
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        try:
+            await self._ctx.backend.at_rest(stop)
+        except MeshError:  # the medium is not open (yet, or any more): nothing of it is held
+            stop()
 
     def local_info(self) -> NodeInfo:
         """This node's record as its next heartbeat will publish it."""

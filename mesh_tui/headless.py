@@ -1,7 +1,8 @@
 """``mesh-tui --no-ui``: one node, events as log lines, ``/mesh_*`` commands on standard input.
 
 Never imports textual. SIGTERM or SIGINT leaves the mesh gracefully (running
-tasks get the grace period, then are handed back) and exits 0.
+tasks get the grace period, then are handed back) and exits 0. Ctrl-Z (SIGTSTP)
+stops the process once it holds nothing the other nodes wait for.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ async def serve(config: MeshConfig, *, observe: bool = False) -> int:
     mesh = AgentMeshManager(config, role=NodeRole.CLIENT if observe else NodeRole.WORKER)
     loop = asyncio.get_running_loop()
     stop = _stop_on_signals(loop)
+    _stop_process_at_rest_on_ctrl_z(loop, mesh)
     printer = loop.create_task(_print_events(mesh, out))
     try:
         await mesh.start()
@@ -182,6 +184,19 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def _stop_process_at_rest_on_ctrl_z(loop: asyncio.AbstractEventLoop, mesh: AgentMeshManager) -> None:
+    """Ctrl-Z (SIGTSTP) stops the node as it would by default, but only once it holds nothing the other nodes
+    wait for (``AgentMeshManager.stop_process``); ``fg`` or SIGCONT resumes it."""
+    stopping: set[asyncio.Task[None]] = set()
+
+    def ctrl_z() -> None:
+        if not stopping:  # a second Ctrl-Z before the first took effect is the same request
+            task = loop.create_task(mesh.stop_process())
+            stopping.add(task)
+            task.add_done_callback(stopping.discard)
+    loop.add_signal_handler(signal.SIGTSTP, ctrl_z)
 
 
 async def _print_events(mesh: AgentMeshManager, out: Output) -> None:

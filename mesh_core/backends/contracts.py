@@ -289,6 +289,12 @@ class MembershipMedium(abc.ABC):
         """What the status block shows about this backend."""
         return {"backend": self.name}
 
+    async def at_rest(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` at a moment this process holds nothing other nodes wait for (how a node stops itself on
+        Ctrl-Z). SQLite: on the write thread, between transactions, with this node's other writes held back; Redis
+        and gRPC hold no lock another node waits for: at once."""
+        fn()
+
     def why_stalled(self) -> str:
         """Why calls to the medium wait, when the medium can tell (one line; "" when it cannot or nothing holds
         them). SQLite: the process that holds the file's write lock, and whether it is stopped."""

@@ -34,13 +34,15 @@ version, plus the stamps older than its ``stamp_window`` (both indexed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -60,6 +62,9 @@ from .tasks import SqliteTasks
 # Read when a backend is made, from this module, so a test can shorten it.
 LOCK_GIVE_UP_SECONDS = 60.0
 FINISHED_KEEP = 200_000  # rows of the finished feed kept for submitters' cursors
+
+
+PARK_WAIT_SECONDS = 10.0  # at_rest: the longest a read under way may keep the read thread from parking
 
 
 class SqliteBackend(SqliteTasks, SqliteMemory):
@@ -234,6 +239,33 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
+
+    async def at_rest(self, fn: Callable[[], None]) -> None:
+        # Every connection of this process to the file is held between two calls: the read thread parked (a
+        # reader too may take the write lock for a moment, to rebuild a WAL index it found half written), the
+        # checkpoint thread between rounds, and ``fn`` runs on the write thread as a write would, with the loop's
+        # own reads and writes queued behind them (``_run``), so nothing of the file is held while it runs.
+        parked, release = threading.Event(), threading.Event()
+
+        def park(conn: sqlite3.Connection) -> None:
+            parked.set()
+            release.wait()
+
+        def call(conn: sqlite3.Connection) -> None:
+            with self._checkpoints.between_rounds if self._checkpoints is not None else contextlib.nullcontext():
+                fn()
+
+        reader = asyncio.ensure_future(self._run(park, reader=True, inline=False))
+        try:
+            waiting: asyncio.Future[Any] = asyncio.get_running_loop().run_in_executor(None, parked.wait,
+                                                                                     PARK_WAIT_SECONDS)
+            await asyncio.wait({reader, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # it could not park (the medium closed): its error
+            await self._run(call, inline=False)
+        finally:
+            release.set()
+            await reader
 
     def why_stalled(self) -> str:
         holder = write_lock_holder(self.path)
