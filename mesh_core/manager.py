@@ -9,6 +9,7 @@ commands, the cockpit and the handlers use.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from .backends import Caller, choose_backend
 from .backends.contracts import TOPIC_TASKS, Backend
 from .config import MeshConfig
-from .errors import MeshError, UsageError
+from .errors import UsageError
 from .events import Event
 from .handlers import load_plugins, make_spec
 from .identity import acquire, ephemeral
@@ -42,6 +43,8 @@ from .nodes import create_specialized_node
 from .observe import watch_loop
 
 __all__ = ["AgentMeshManager", "Recollection"]
+
+log = logging.getLogger("mesh")
 
 
 class AgentMeshManager:
@@ -127,15 +130,21 @@ class AgentMeshManager:
         """Stop this process (SIGSTOP) at a moment it holds nothing the other nodes wait for, and return once it is
         continued: what a terminal's Ctrl-Z should do. A process stopped inside a write to a shared SQLite file
         would freeze every node on it (``mesh_core.backends.sqlite.locks``)."""
+        stopped = False
+
         def stop() -> None:
+            nonlocal stopped
+            stopped = True
             # To this thread, not the process: a process-wide SIGSTOP may be taken by another thread while this one
             # goes on to the write queued behind it and is stopped inside that. Sent here, it stops this thread
             # before it returns, and with it the process.
             signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         try:
             await self._ctx.backend.at_rest(stop)
-        except MeshError:  # the medium is not open (yet, or any more): nothing of it is held
-            stop()
+        except Exception as exc:  # a Ctrl-Z stops the process whatever the medium does (e.g. not open yet)
+            if not stopped:
+                log.warning("stopping without waiting for the medium to be at rest: %s", exc)
+                stop()
 
     def local_info(self) -> NodeInfo:
         """This node's record as its next heartbeat will publish it."""

@@ -139,8 +139,8 @@ class RedisClient(SharedStoreBackend):
         # A blocking pool makes a burst of concurrent calls wait for a connection instead of failing
         # with "Too many connections" (redis-py's default pool refuses past its limit).
         cfg = self.cfg
-        socket = {"socket_timeout": cfg.socket_timeout_seconds, "socket_connect_timeout": cfg.socket_timeout_seconds}
         common: dict[str, Any] = {**self._server_options(), "max_connections": 64}
+        socket = {k: common[k] for k in ("socket_timeout", "socket_connect_timeout")}
         if cfg.mode == "cluster":
             nodes = [ClusterNode(*_address(a)) for a in cfg.cluster_nodes]
             return MeshRedisCluster(startup_nodes=nodes, **common)
