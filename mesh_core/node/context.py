@@ -38,6 +38,11 @@ log = logging.getLogger("mesh")
 LoopFactory = Callable[[], Coroutine[Any, Any, None]]
 
 
+# Not a medium's topic: this node's own record changed in what others route by (a loop down or back), so the
+# heartbeat publishes it now rather than at its next beat.
+TOPIC_RECORD = "record"
+
+
 @dataclass(frozen=True)
 class Timings:
     """Every period derived from ``node_timeout_seconds``, each named for what it bounds."""
@@ -88,7 +93,7 @@ class NodeContext:
         if backend is not None:
             self.use_backend(backend, "given by the caller")
         self._wake = {t: asyncio.Event() for t in (TOPIC_TASKS, TOPIC_RESULTS, TOPIC_MEMBERS, TOPIC_MEMORY,
-                                                    TOPIC_CANCEL)}
+                                                    TOPIC_CANCEL, TOPIC_RECORD)}
         self._loops: list[asyncio.Task[None]] = []
         self._loop_health: dict[str, LoopHealth] = {}
         self.restart_policy = RestartPolicy()
@@ -209,6 +214,7 @@ class NodeContext:
                 self._loop_failed(health, error, failures, delay)
                 await asyncio.sleep(delay)
                 health.running(time.time())
+                self.wake(TOPIC_RECORD)  # readers route to it again as soon as its record says the loop is back
                 if self.loops_ok:
                     log.info("loop %s restarted; every loop is running", name)
         finally:
@@ -223,6 +229,7 @@ class NodeContext:
         # The traceback once per distinct error: a loop failing the same way every few seconds logs one line each.
         log.error("%s", detail, exc_info=error if first and error is not None else None)
         self.publish(Problem(counter="loop_restarts", detail=detail))
+        self.wake(TOPIC_RECORD)  # the record says at once that the loop is down
 
     async def stop_loops(self) -> None:
         self.closing = True

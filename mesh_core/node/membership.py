@@ -42,7 +42,7 @@ from ..membership import Change, DetectorConfig, Member, MembershipTable, sweepe
 from ..model import NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
 from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts, task_submitter
-from .context import NodeContext, log
+from .context import TOPIC_RECORD, NodeContext, log
 
 Hook = Callable[[], Awaitable[Any]]
 # A node stays flagged as skewed this long after its last stamp was clamped (its old stamps keep arriving).
@@ -208,12 +208,17 @@ class MembershipService:
 
     def workers(self) -> list[NodeInfo]:
         """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is
-        down (restarting after a failure, as its heartbeat says) gets no new work until it is back."""
+        down (restarting after a failure, as its heartbeat says) gets no new work while another can take it."""
         if self._workers is None:
             self._workers = [m.info for m in self.table.members()
                              if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
                              and not _claim_down(m.info)]
         return self._workers
+
+    def restarting_workers(self) -> list[NodeInfo]:
+        """Active worker nodes whose claim loop is down (restarting): the router's last resort."""
+        return [m.info for m in self.table.members()
+                if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER and _claim_down(m.info)]
 
     def note_queued(self, node_id: str, depth: int | None = None) -> None:
         """Count one more task queued on ``node_id`` in this view (or set its depth), until the next refresh."""
@@ -367,8 +372,9 @@ class MembershipService:
         self._last_beat_ok = time.monotonic()
         while not ctx.closing:
             interval = ctx.config.heartbeat_interval_seconds
-            # Until cut off, wake by the deadline too, so a failing medium is noticed at suspect_after.
-            await asyncio.sleep(interval if ctx.cut_off else min(
+            # Until cut off, wake by the deadline too, so a failing medium is noticed at suspect_after; and at once
+            # when this node's record changed in what others route by.
+            await ctx.wait_wake(TOPIC_RECORD, interval if ctx.cut_off else min(
                 interval, max(0.05, self._last_beat_ok + suspect_after - time.monotonic())))
             if not ctx.enabled:
                 self._last_beat_ok = time.monotonic()  # not heartbeating on purpose is not being cut off

@@ -18,7 +18,7 @@ from .. import codec
 from ..backends.contracts import Assignment, Enqueued, Reassignment, TaskTransport
 from ..errors import MeshError, NoCapacity, TaskIdInUse, TaskNotFound, UnknownTaskType, UsageError
 from ..events import TaskUpdated
-from ..model import NodeType, Task, TaskPriority, TaskStatus
+from ..model import NodeInfo, NodeType, Task, TaskPriority, TaskStatus
 from ..routing import RouteDecision, RouteRequest, route
 from ..security import SUBMITTER_HOST, SUBMITTER_NAME, sign, task_parts
 from ..tasks import classify_stranded
@@ -62,9 +62,19 @@ class TaskService:
     def route(self, task: Task, exclude: set[str]) -> RouteDecision:
         req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
         algorithm = self.ctx.config.task_distribution.load_balancing_algorithm
-        decision = route(req, self.members.workers(), self.members.view.queued, algorithm=algorithm,
-                         affinity=self.members.affinity, round_robin_counter=self._rr[task.task_type],
-                         rng=self.ctx.rng)
+
+        def among(nodes: list[NodeInfo]) -> RouteDecision:
+            return route(req, nodes, self.members.view.queued, algorithm=algorithm, affinity=self.members.affinity,
+                         round_robin_counter=self._rr[task.task_type], rng=self.ctx.rng)
+        try:
+            decision = among(self.members.workers())
+        except UnknownTaskType:
+            # Only nodes restarting their claim loop can run it: it waits in one's queue, claimed when the loop is
+            # back (a fraction of a second), rather than being refused as if no node had a handler.
+            restarting = self.members.restarting_workers()
+            if not restarting:
+                raise
+            decision = among(restarting)
         self._rr[task.task_type] += 1
         return decision
 
@@ -187,12 +197,15 @@ class TaskService:
                 exclude = set(fixed)
                 continue
             capacity = decision.capacity or self.ctx.config.max_capacity
+            # Counted before the store answers: a burst of submissions routed meanwhile sees this one (counted
+            # after, every task of the burst went to the node the first one chose). The view's next read of the
+            # medium sets the counts again, an id that already existed included.
+            self.members.note_queued(decision.node_id)
             accepted = (await self.transport.enqueue([Assignment(task, decision.node_id, decision.node_name,
                                                                  decision.why, capacity)]))[0]
             if accepted is Enqueued.EXISTS:
                 return accepted
             if accepted:
-                self.members.note_queued(decision.node_id)
                 if self.ctx.events.wants_routine():
                     self.ctx.publish(TaskUpdated(task_id=task_id, task_type=task_type, status="assigned",
                                                  node_id=decision.node_id, node_name=decision.node_name,

@@ -33,8 +33,14 @@ async def test_the_backup_holds_each_outcome_exactly_as_its_owner_stored_it(clus
     client = await cluster.client()
     b1, b2 = backend_of(w1), backend_of(w2)
     await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    # w1 routes echo to w2 only once its view has w2's record with its handlers (a backup peer is known sooner,
+    # from SWIM, and w2's first record may come before its handlers are registered)
+    await eventually(lambda: _async(any(n.node_id == w2.node_id and "echo" in n.task_types
+                                        for n in w1.services.members.workers())))
     ids = [await client.submit_task("echo", {"i": i}, context={"n": i}) for i in range(20)]  # each owner runs its own
-    ids += [await w1.submit_task("echo", {"j": i}) for i in range(20)]  # w1 owns these: some are offered to w2
+    # w1 owns these, submitted at once so its queue fills and the router offers some to w2 (one at a time, each
+    # done before the next, they all stay on w1: idle, with the better record for echo)
+    ids += await asyncio.gather(*(w1.submit_task("echo", {"j": i}) for i in range(20)))
     finals = await asyncio.gather(*(client.wait_task(i, timeout=15) for i in ids))
     assert all(t.status is TaskStatus.SUCCEEDED for t in finals)
     ran_on = {(t.task_id in ids[20:], t.node_id) for t in finals}
