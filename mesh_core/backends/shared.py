@@ -71,42 +71,60 @@ Aside = tuple[contracts.Quarantined, Any]
 
 
 class Coalescer(Generic[T, R]):
-    """Runs concurrent calls of one kind as one batch: items in, one result per item out."""
+    """Runs concurrent calls of one kind as one batch: items in, one result per item out.
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+    By default one batch runs at a time, and the calls made while it runs make the next (a write to one store).
+    With ``overlap``, the calls made in one event-loop pass make a batch that starts at the end of that pass,
+    whether or not earlier batches are done (a batch that waits on the network for a while: the next ones do not
+    queue behind it)."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], *, overlap: bool = False) -> None:
         self._run = run
+        self._overlap = overlap
         self._pending: list[tuple[list[T], asyncio.Future[list[R]]]] = []
         self._flushing = False
 
     async def __call__(self, items: Sequence[T]) -> list[R]:
-        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[R]] = loop.create_future()
         self._pending.append((list(items), future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            if self._overlap:
+                loop.call_soon(self._start_pass)
+            else:
+                loop.create_task(self._flush())
         return await future
+
+    def _start_pass(self) -> None:
+        batch, self._pending = self._pending, []
+        self._flushing = False
+        asyncio.get_running_loop().create_task(self._run_batch(batch))
 
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                flat = [item for items, _ in batch for item in items]
-                try:
-                    results = await self._run(flat)
-                except BaseException as exc:  # hand the error to every waiter, keep flushing
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                start = 0
-                for items, future in batch:
-                    if not future.done():
-                        future.set_result(results[start:start + len(items)])
-                    start += len(items)
+                await self._run_batch(batch)
         finally:
             self._flushing = False
+
+    async def _run_batch(self, batch: list[tuple[list[T], asyncio.Future[list[R]]]]) -> None:
+        flat = [item for items, _ in batch for item in items]
+        try:
+            results = await self._run(flat)
+        except BaseException as exc:  # hand the error to every waiter (the next batch runs all the same)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        start = 0
+        for items, future in batch:
+            if not future.done():
+                future.set_result(results[start:start + len(items)])
+            start += len(items)
 
 
 # One memory entry on its way to the log: origin, memory type, key, frame, whether to wake every node.

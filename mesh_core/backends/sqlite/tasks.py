@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ... import codec
@@ -129,11 +130,11 @@ class SqliteTasks(SqliteQuarantine):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             accepted = []
             for a, row in zip(items, prepared, strict=True):
-                if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (a.task.task_id,)).fetchone():
-                    accepted.append(Enqueued.EXISTS)
-                    continue
+                # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,
+                # ``INSERT OR IGNORE`` tells the two apart in the same statement)
                 if depth.get(a.node_id, 0) >= a.capacity:
-                    accepted.append(Enqueued.FULL)
+                    exists = conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (a.task.task_id,)).fetchone()
+                    accepted.append(Enqueued.EXISTS if exists else Enqueued.FULL)
                     continue
                 delay = row[17]
                 cur = conn.execute(
@@ -149,7 +150,11 @@ class SqliteTasks(SqliteQuarantine):
         self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), Topic.TASKS)
         return accepted
 
-    async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
+    async def claim(self, node_id: str, limit: int, lease_seconds: float,
+                    known: Callable[[str], Task | None] | None = None) -> list[Task]:
+        """Start up to ``limit`` due tasks assigned to ``node_id``, by priority. ``known``: task id → its record as
+        this store holds it, or None (a caller that just stored it): a claimed task found so with the same attempt
+        and node is taken from it, not decoded again from its row."""
         def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
             now, clock = time.time(), machine_clock()
             rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, limit)).fetchall()
@@ -157,7 +162,15 @@ class SqliteTasks(SqliteQuarantine):
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
             seqs = {r[1]: r[0] for r in rows}
-            tasks = self._tasks(r[1:] for r in rows)  # an unreadable row leaves the inbox in this same transaction
+            found = [(known(r[1]), r) for r in rows] if known is not None else []
+            held = [(t, r) for t, r in found if t is not None and _as_stored(t, r)]
+            held_ids = {r[1] for _, r in held}
+            # an unreadable row leaves the inbox in this same transaction
+            tasks = self._tasks(r[1:] for r in rows if r[1] not in held_ids)
+            shift = now - clock  # to the reader's wall-clock frame, as ``_tasks`` does
+            tasks += [replace(t, status=TaskStatus.RUNNING, started_at=now, lease_expires=r[20] + shift,
+                              not_before=r[21] + shift if r[21] > 0 else 0.0, attempts=[], context=dict(t.context))
+                      for t, r in held]
             tasks.sort(key=lambda t: (-t.priority, seqs[t.task_id]))
             return tasks, self._store_aside(conn, self.take_aside())
         tasks, moved = await self._write(claim)
@@ -475,3 +488,9 @@ class SqliteTasks(SqliteQuarantine):
 def _due(clock: float, delay: float) -> float:
     """``not_before`` for a task held back ``delay`` seconds from ``clock`` (0: due at once)."""
     return clock + delay if delay > 0 else 0.0
+
+
+def _as_stored(task: Task, row: Sequence[Any]) -> bool:
+    """Whether ``task`` (a record kept by the caller) is the task of this claimed row as it was before the claim:
+    same attempt, node and an assignment (``CLAIM_SQL`` rows: seq, then ``TASK_FIELDS``)."""
+    return task.status is TaskStatus.ASSIGNED and task.attempt == row[8] and task.node_id == row[6]

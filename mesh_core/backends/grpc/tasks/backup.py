@@ -25,7 +25,7 @@ from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
 from .base import TasksBase
-from .records import _FINAL, BACKUP_TIMEOUT, _Copying, _Ended, _final_value, copy_header
+from .records import _FINAL, BACKUP_TIMEOUT, IN_CHUNK, CopyRow, _Copying, _Ended, _final_value, copy_header, plan_copies
 
 
 class TasksCopies(TasksBase):
@@ -66,10 +66,13 @@ class TasksCopies(TasksBase):
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         finals = set()
         sent: dict[str, tuple[str, int]] = {}
+        backup: list[str | None] = []  # this node's backup peer now, looked up once (on the first task needing it)
         for task in tasks:
             peer = self._backup_of.get(task.task_id)
             if peer is None or self.status_of(peer) not in LIVE:
-                peer = self._backup_peer()
+                if not backup:
+                    backup.append(self._backup_peer())
+                peer = backup[0]
                 if peer is None:  # the last holder stays noted: it is the one asked again (it may own it now)
                     unbacked.add(task.task_id)
                     continue
@@ -143,8 +146,8 @@ class TasksCopies(TasksBase):
         ids = sorted(task_ids)
 
         def drop(conn: sqlite3.Connection) -> None:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for start in range(0, len(ids), IN_CHUNK):
+                chunk = ids[start:start + IN_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM attempts WHERE task_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", chunk)
@@ -182,50 +185,39 @@ class TasksCopies(TasksBase):
         records = good
         if not records:
             return
-        rows = [(peer.node_id, r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed,
-                 finals.get(r.task_id, -1)) for r in records]
+        owner = peer.node_id
+        rows: list[CopyRow] = [(r.task_id, r.revision, r.record, r.deleted, r.provisional, r.confirmed,
+                                finals.get(r.task_id, -1)) for r in records]
+        ids = sorted({r.task_id for r in records})
 
         def keep(conn: sqlite3.Connection) -> tuple[set[str], int]:
-            """One transaction: a task this node owns now (it took it over) is refused, the rest kept; returns
-            the refused ids and how many copies were added (negative: removed). A provisional copy is kept
-            apart (``grpc_provisional``) until its owner confirms it (then it is a copy) or drops it."""
+            """One transaction: what the backup holds of these tasks, read in one query per table, and the writes
+            ``plan_copies`` makes of the copies (a task this node owns now is refused; a provisional copy is kept
+            apart in ``grpc_provisional`` until its owner confirms or drops it); returns the refused ids and how
+            many copies were added (negative: removed)."""
             owned: set[str] = set()
-            added = 0
-            for owner, task_id, revision, record, deleted, provisional, confirmed, final in rows:
-                if provisional and deleted:
-                    conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?",
-                                 (owner, task_id, revision))
-                    continue
-                if confirmed:
-                    row = conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=? "
-                                       "RETURNING record", (owner, task_id, revision)).fetchone()
-                    if row is None:  # refused when it came, or replaced by a later copy already
-                        continue
-                    record, final = row[0], 0  # a task just submitted: unfinished
-                if conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task_id,)).fetchone() is not None:
-                    owned.add(task_id)
-                    continue
-                if provisional and not confirmed:
-                    conn.execute("INSERT OR REPLACE INTO grpc_provisional (owner_id, task_id, revision, record) "
-                                 "VALUES (?,?,?,?)", (owner, task_id, revision, record))
-                    continue
-                # a copy supersedes any provisional one still waiting for its confirmation (one lost on the way)
-                conn.execute("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision<?",
-                             (owner, task_id, revision))
-                held = conn.execute("SELECT revision FROM grpc_backups WHERE owner_id=? AND task_id=?",
-                                    (owner, task_id)).fetchone()
-                if deleted:
-                    if held is not None:
-                        conn.execute("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?", (owner, task_id))
-                        added -= 1
-                elif held is None:
-                    conn.execute("INSERT INTO grpc_backups (owner_id, task_id, revision, record, final) "
-                                 "VALUES (?,?,?,?,?)", (owner, task_id, revision, record, final))
-                    added += 1
-                elif revision > held[0]:
-                    conn.execute("UPDATE grpc_backups SET revision=?, record=?, final=? WHERE owner_id=? AND task_id=?",
-                                 (revision, record, final, owner, task_id))
-            return owned, added
+            provisional: dict[str, dict[int, bytes]] = {}
+            held: dict[str, int] = {}
+            for chunk in (ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)):
+                marks = ",".join("?" * len(chunk))
+                owned.update(r[0] for r in conn.execute(f"SELECT task_id FROM tasks WHERE task_id IN ({marks})",
+                                                        chunk))
+                for task_id, revision, record in conn.execute(
+                        f"SELECT task_id, revision, record FROM grpc_provisional WHERE owner_id=? AND task_id IN "
+                        f"({marks})", (owner, *chunk)):
+                    provisional.setdefault(task_id, {})[revision] = record
+                held.update(conn.execute(f"SELECT task_id, revision FROM grpc_backups WHERE owner_id=? AND task_id IN "
+                                         f"({marks})", (owner, *chunk)).fetchall())
+            plan = plan_copies(rows, owned, provisional, held)
+            conn.executemany("DELETE FROM grpc_provisional WHERE owner_id=? AND task_id=? AND revision=?",
+                             [(owner, t, r) for t, r in plan.provisional_drop])
+            conn.executemany("INSERT OR REPLACE INTO grpc_provisional (owner_id, task_id, revision, record) "
+                             "VALUES (?,?,?,?)", [(owner, *p) for p in plan.provisional_put])
+            conn.executemany("DELETE FROM grpc_backups WHERE owner_id=? AND task_id=?",
+                             [(owner, t) for t in plan.backups_drop])
+            conn.executemany("INSERT OR REPLACE INTO grpc_backups (owner_id, task_id, revision, record, final) "
+                             "VALUES (?,?,?,?,?)", [(owner, *b) for b in plan.backups_put])
+            return plan.refused, plan.added
         owned, added = await self.store._write(keep)
         self._copies_held += added
         if owned:

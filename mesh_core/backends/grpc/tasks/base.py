@@ -72,6 +72,11 @@ class TasksBase(GrpcCore):
         # completion, with no read of the store. Anything else that moves a task (a move, cancel, replay, takeover,
         # drop) forgets it here, and its outcome is read back from the store as before.
         self._owned: dict[str, Task] = {}
+        # Of those, the ones decoded from a client's submission (records no other code holds): a claim here takes
+        # them as they are instead of decoding their rows again (a local submitter's record holds its caller's
+        # payload object, which a handler must not share: those are read back). The oldest forgotten past
+        # OWNED_KEPT (one never claimed here: moved, offered to another worker).
+        self._claimable: OrderedDict[str, None] = OrderedDict()
         self._early_copies = 0  # clients' copies waiting for this node to hold their owner gone too
         # Envelope parts posted to a peer during this event-loop pass (``_post``): sent as one envelope at its end,
         # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).

@@ -58,6 +58,12 @@ class TasksOwner(TasksTakeover):
                           started_at=None, finished_at=None, lease_expires=None, not_before=0.0, result=None,
                           error=None, attempts=[]) for a in assignments]
         kept = [t for t in routed if len(self._owned) < OWNED_KEPT and self._owned.setdefault(t.task_id, t) is t]
+        if ahead:  # decoded from the submission here: this node's own records
+            for task in kept:
+                if task.node_id == self.node_id:
+                    self._claimable[task.task_id] = None
+            while len(self._claimable) > OWNED_KEPT:
+                self._claimable.popitem(last=False)
         unbacked: set[str] = set()
         copying = self._send_copies(routed, unbacked, provisional=True) if ahead else None
         try:

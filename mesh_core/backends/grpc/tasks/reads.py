@@ -23,7 +23,7 @@ from ...shared import CorruptRecord
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE, log
 from ..wire import closed_under_call
-from .records import _final_of
+from .records import IN_CHUNK, _final_of
 from .submit import TasksSubmit
 
 READ_TIMEOUT = 3.0  # a peer asked for its tasks answers within this or is left out
@@ -104,8 +104,8 @@ class TasksReads(TasksSubmit):
                 ids += [r[0] for r in conn.execute(
                     "SELECT task_id FROM grpc_backups WHERE owner_id=? AND final=2 ORDER BY revision DESC "
                     "LIMIT ? OFFSET ?", (owner, max(0, budget - len(ids)), dead_letters_kept))]
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start:start + 500]
+                for start in range(0, len(ids), IN_CHUNK):
+                    chunk = ids[start:start + IN_CHUNK]
                     conn.execute(f"DELETE FROM grpc_backups WHERE owner_id=? AND task_id IN "
                                  f"({','.join('?' * len(chunk))})", (owner, *chunk))
                 gone += len(ids)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .... import codec
@@ -20,6 +20,7 @@ BACKUP_TIMEOUT = 2.0  # an owner waits this long for its backup's copy before ac
 FEED_KEPT = 100_000  # result feed entries a client keeps for its cursors
 DONE_KEPT = 50_000  # attempts a worker remembers having finished (re-offers of them are ignored)
 INBOUND_LIMIT = 1024  # envelopes from one peer waiting to be handled; past it they are dropped (counted)
+IN_CHUNK = 500  # task ids per SQL ``IN (...)`` list (SQLite's limit on variables is far above it)
 MAX_DELAY = 7 * 86400.0  # a hold-back (offer, submission, move) longer than this, or not a number, is refused
 # ``final`` of a copy: 0 the task is unfinished, 1 it ended (succeeded, failed, cancelled), 2 a dead letter;
 # -1 not known yet (a copy kept before the column was added: read from its record when retention needs it)
@@ -171,3 +172,76 @@ def _move_of(f: Any) -> Reassignment:
                         error=f["error"], count_failure=bool(f["count_failure"]),
                         final_status=TaskStatus(f["final_status"]))
 
+
+
+# One copy as a backup received it: (task id, revision, record, deleted, provisional, confirmed, final).
+CopyRow = tuple[str, int, bytes, bool, bool, bool, int]
+
+
+@dataclass
+class CopyPlan:
+    """What a batch of copies from one owner does to the backup's tables (``plan_copies``)."""
+
+    refused: set[str] = field(default_factory=set)  # tasks this node owns itself (it took them over): not kept
+    added: int = 0  # copies added, less those removed
+    provisional_put: list[tuple[str, int, bytes]] = field(default_factory=list)  # (task, revision, record)
+    provisional_drop: list[tuple[str, int]] = field(default_factory=list)  # (task, revision)
+    backups_put: list[tuple[str, int, bytes, int]] = field(default_factory=list)  # (task, revision, record, final)
+    backups_drop: list[str] = field(default_factory=list)
+
+
+def plan_copies(rows: list[CopyRow], owned: set[str], provisional: dict[str, dict[int, bytes]],
+                held: dict[str, int]) -> CopyPlan:
+    """The writes that keep one owner's copies, in the order they came, given what the backup holds of their
+    tasks now: ``owned`` (ids in its own tasks), ``provisional`` (id → revision → record in
+    ``grpc_provisional``) and ``held`` (id → revision in ``grpc_backups``). Pure: the caller reads those in one
+    query each and applies the plan in the same transaction.
+
+    Per copy: a dropped provisional one is removed; a confirmed one becomes a copy (when its provisional one is
+    still there); a task this node owns is refused; a provisional one is kept apart; a copy supersedes older
+    provisional ones and is added, replaced by a newer revision, or removed (``deleted``)."""
+    plan = CopyPlan()
+    prov = {t: dict(revs) for t, revs in provisional.items()}
+    backups: dict[str, tuple[int, bytes, int] | None] = {}  # id → its copy as this batch leaves it (None: none)
+    for task_id, revision, record, deleted, is_provisional, confirmed, final in rows:
+        waiting = prov.setdefault(task_id, {})
+        if is_provisional and deleted:
+            waiting.pop(revision, None)
+            continue
+        if confirmed:
+            kept = waiting.pop(revision, None)
+            if kept is None:  # refused when it came, or replaced by a later copy already
+                continue
+            record, final = kept, 0  # a task just submitted: unfinished
+        if task_id in owned:
+            plan.refused.add(task_id)
+            continue
+        if is_provisional and not confirmed:
+            waiting[revision] = record
+            continue
+        for older in [r for r in waiting if r < revision]:  # superseded by this copy (one lost on the way)
+            del waiting[older]
+        if task_id in backups:
+            current = backups[task_id]
+            now = current[0] if current is not None else None
+        else:
+            now = held.get(task_id)
+        if deleted:
+            if now is not None:
+                backups[task_id] = None
+                plan.added -= 1
+        elif now is None:
+            backups[task_id] = (revision, record, final)
+            plan.added += 1
+        elif revision > now:
+            backups[task_id] = (revision, record, final)
+    for task_id, revs in prov.items():
+        before = provisional.get(task_id, {})
+        plan.provisional_drop += [(task_id, r) for r in before if r not in revs]
+        plan.provisional_put += [(task_id, r, rec) for r, rec in revs.items() if before.get(r) is not rec]
+    for task_id, copy in backups.items():
+        if copy is None:
+            plan.backups_drop.append(task_id)
+        else:
+            plan.backups_put.append((task_id, *copy))
+    return plan

@@ -23,7 +23,7 @@ from .._generated import mesh_pb2 as pb
 from ..core import LIVE, log
 from ..wire import Peer
 from .backup import TasksCopies
-from .records import _FINAL, _GONE, FEED_KEPT
+from .records import _FINAL, _GONE, FEED_KEPT, IN_CHUNK
 
 
 class TasksTakeover(TasksCopies):
@@ -149,8 +149,8 @@ class TasksTakeover(TasksCopies):
         rows = await self.store._read(lambda c: c.execute(
             "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
         ids = [r[0] for r in rows] + self._unbacked_to_confirm()
-        for start in range(0, len(ids), 500):
-            await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True))
+        for start in range(0, len(ids), IN_CHUNK):
+            await self._back_up(await self.store.get_tasks(ids[start:start + IN_CHUNK], with_attempts=True))
 
     def _rebackup_soon(self) -> None:
         if not self._rebackup_due:
@@ -165,14 +165,14 @@ class TasksTakeover(TasksCopies):
             "SELECT task_id FROM tasks WHERE status IN ('pending','assigned','running')").fetchall())
         ids = [r[0] for r in rows if self.status_of(self._backup_of.get(r[0], "")) not in LIVE
                or self._backup_of.get(r[0]) != self._backup_peer()]
-        for start in range(0, len(ids), 500):
-            await self._back_up(await self.store.get_tasks(ids[start:start + 500], with_attempts=True), wait=False)
+        for start in range(0, len(ids), IN_CHUNK):
+            await self._back_up(await self.store.get_tasks(ids[start:start + IN_CHUNK], with_attempts=True), wait=False)
         # Outcomes recorded while no backup answered (cut off, or alone) go to the backup now, waiting for its
         # answer: one that took the task over while this node was lost refuses, and the task is dropped here.
         finals = self._unbacked_to_confirm()
         if finals:
-            for start in range(0, len(finals), 500):
-                await self._back_up(await self.store.get_tasks(finals[start:start + 500], with_attempts=True))
+            for start in range(0, len(finals), IN_CHUNK):
+                await self._back_up(await self.store.get_tasks(finals[start:start + IN_CHUNK], with_attempts=True))
 
     def _unbacked_to_confirm(self) -> list[str]:
         """Outcomes no backup held that can be put to their last holder now: the node that held the task's copies
@@ -190,8 +190,8 @@ class TasksTakeover(TasksCopies):
         """The copies of ``owner_id``'s tasks this node holds (backups), by task id, of those asked for."""
         def read(conn: sqlite3.Connection) -> dict[str, bytes]:
             out: dict[str, bytes] = {}
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start:start + 500]
+            for start in range(0, len(task_ids), IN_CHUNK):
+                chunk = task_ids[start:start + IN_CHUNK]
                 out.update((str(r[0]), bytes(r[1])) for r in conn.execute(
                     f"SELECT task_id, record FROM grpc_backups WHERE owner_id=? AND task_id IN "
                     f"({','.join('?' * len(chunk))})", (owner_id, *chunk)))

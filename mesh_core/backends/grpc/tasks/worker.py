@@ -21,7 +21,7 @@ from typing import Any
 from .... import codec
 from ....model import Task, TaskProgress, TaskStatus
 from ...contracts import Completion, Reassignment, Topic
-from ...shared import CorruptRecord, shortened
+from ...shared import Coalescer, CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
@@ -38,6 +38,14 @@ class TasksWorker(TasksReads):
     tasks and the offers, lease renewals with the owners (``renew``), and ``complete``, ``move`` and
     ``cancel_requests``, which act here for its own tasks and ask the owner for the attempts it runs for
     another."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The outcomes recorded in one event-loop pass (each finished task records its own) are recorded as one
+        # batch: of own tasks, one store write, one copy to the backup and one wait for it, instead of one of each
+        # per task; of attempts run for other owners, one message to each and one wait for the answers.
+        self._completing_owned: Coalescer[Completion, bool] = Coalescer(self._complete_owned, overlap=True)
+        self._completing_held: Coalescer[Completion, bool] = Coalescer(self._complete_held, overlap=True)
 
     def _take_offers(self, peer: Peer, offers: Sequence[pb.TaskOffer]) -> None:
         capacity = self.config.max_capacity
@@ -73,7 +81,12 @@ class TasksWorker(TasksReads):
         self._deliver(Topic.TASKS)
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
-        tasks = await self.store.claim(node_id, limit, lease_seconds) if limit > 0 else []
+        def known(task_id: str) -> Task | None:
+            return self._owned.get(task_id) if task_id in self._claimable else None
+        tasks = await self.store.claim(node_id, limit, lease_seconds, known if self._claimable else None) \
+            if limit > 0 else []
+        for task in tasks:
+            self._claimable.pop(task.task_id, None)
         for task in tasks:
             if task.started_at is not None:
                 self._started(task.task_id, task.attempt, node_id, task.started_at)
@@ -167,24 +180,33 @@ class TasksWorker(TasksReads):
         keys = {(c.task_id, c.attempt) for c in completions} - self._recording
         self._recording |= keys
         try:
-            return await self._complete(completions)
+            # own tasks are recorded here; attempts run for another owner are sent to it
+            parts = ([c for c in completions if c.task_id not in self._held],
+                     [c for c in completions if c.task_id in self._held])
+            runs = [(part, batch(part)) for part, batch in zip(parts, (self._completing_owned, self._completing_held),
+                                                                 strict=True) if part]
+            answers = await asyncio.gather(*(run for _, run in runs), return_exceptions=True)
+            recorded: dict[tuple[str, int], bool] = {}
+            for (part, _), answer in zip(runs, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    raise answer
+                recorded.update(((c.task_id, c.attempt), ok) for c, ok in zip(part, answer, strict=True))
+            return [recorded.get((c.task_id, c.attempt), False) for c in completions]
         finally:
             self._recording -= keys
 
-    async def _complete(self, completions: Sequence[Completion]) -> list[bool]:
-        local = [c for c in completions if c.task_id not in self._held]
+    async def _complete_held(self, completions: Sequence[Completion]) -> list[bool]:
+        """Send outcomes of attempts run for other owners to them; each is True once its owner recorded it."""
         recorded: dict[tuple[str, int], bool] = {}
-        if local:
-            for c, ok in zip(local, await self._complete_owned(local), strict=True):
-                recorded[(c.task_id, c.attempt)] = ok
         futures: dict[tuple[str, int], asyncio.Future[Any]] = {}
         by_owner: dict[str, list[pb.TaskResult]] = {}
         for c in completions:
             held = self._held.get(c.task_id)
-            if held is None:
+            key = (c.task_id, c.attempt)
+            if held is None:  # handed back meanwhile (a move): not this node's to say
+                recorded[key] = False
                 continue
             owner, attempt = held
-            key = (c.task_id, c.attempt)
             self._finished_attempts[key] = None
             while len(self._finished_attempts) > DONE_KEPT:
                 self._finished_attempts.popitem(last=False)
