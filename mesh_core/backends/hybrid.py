@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import GrpcConfig, MeshConfig, RedisConfig
 from ..errors import ConfigError
 from ..security import without_password
+from ..waits import within
 from .choice import Choice, RedisProbe, SeedOutcome, SeedProbe, decide
 from .grpc import API_KEY_HEADER
 from .grpc.tls import TlsFiles, tls_files
@@ -77,7 +78,7 @@ async def probe_redis(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> Red
                             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), **tls.options(cfg))
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        await within(client.ping(), timeout)
         return RedisProbe(shown, answered=True, ms=_elapsed_ms(started))
     except TimeoutError as exc:
         refusal = await tls.diagnose(cfg, exc, timeout) if cfg.tls else None  # a plaintext server never answers
@@ -108,7 +109,7 @@ async def probe_ha(cfg: RedisConfig, timeout: float = PROBE_TIMEOUT_S) -> RedisP
     client = backend._client = backend._connect()
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        await within(client.ping(), timeout)
         return RedisProbe(shown, answered=True, ms=_elapsed_ms(started))
     except TimeoutError:
         return RedisProbe(shown, answered=False, error=f"no answer within {timeout:g} s")
@@ -166,7 +167,7 @@ async def probe_seed(seed: str, cfg: GrpcConfig, caller: Caller, api_key: str | 
     try:
         async with _channel(seed, cfg, files) as channel:
             stub = mesh_pb2_grpc.MeshStub(channel)
-            reply = await asyncio.wait_for(stub.Handshake(hello, timeout=timeout, metadata=metadata), timeout + 0.5)
+            reply = await within(stub.Handshake(hello, timeout=timeout, metadata=metadata), timeout + 0.5)
     except grpc.aio.AioRpcError as exc:
         code, details = exc.code(), exc.details() or ""
         if code is grpc.StatusCode.FAILED_PRECONDITION:

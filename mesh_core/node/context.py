@@ -32,6 +32,7 @@ from ..identity import Identity
 from ..model import NodeRole
 from ..nodes import NodeProfile
 from ..supervision import LoopHealth, RestartPolicy, one_line
+from ..waits import wait_event
 
 log = logging.getLogger("mesh")
 
@@ -157,13 +158,8 @@ class NodeContext:
 
     async def wait_wake(self, topic: str, timeout: float) -> None:
         """Until a wake-up on ``topic`` or ``timeout`` seconds, whichever comes first."""
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races a wake-up.
         event = self._wake[topic]
-        try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        except TimeoutError:
-            pass
+        await wait_event(event, timeout)  # not wait_for: on 3.11 it can swallow a cancel that races a wake-up
         event.clear()
 
     # -- loops -----------------------------------------------------------------------------------------

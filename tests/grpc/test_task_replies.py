@@ -8,10 +8,13 @@ client's stream ``Hello`` gave), or the client gives up after ``SUBMIT_TIMEOUT``
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections import deque
 from typing import Any
+
+import pytest
 
 from mesh_core.backends.contracts import Assignment, Completion, Enqueued
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
@@ -133,3 +136,35 @@ async def test_an_envelope_that_lands_as_the_node_closes_does_not_hold_up_the_cl
     done, _ = await asyncio.wait({closing}, timeout=10)  # a stall waits 60 s
     assert closing in done, "close still waits for the peer's drain after 10 s"
     assert peer.node_id not in wb._inbound
+
+
+async def test_a_caller_that_gives_up_on_a_hung_close_is_answered_and_the_port_is_let_go(cluster: Cluster) -> None:
+    """A background task that does not end when cancelled (a handler stuck in a call that ignores the cancel)
+    held ``close`` for as long as it ran, and a caller's own timeout could not cut it short: the wait for the
+    background work swallowed the caller's cancel. Now the caller's timeout reaches it at once, and the node's
+    port and files are let go all the same."""
+    worker = await cluster.node("w")
+    wb = backend_of(worker)
+    await worker.services.ctx.stop_loops()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # ignores every cancel until released
+
+    wb.spawn(stubborn(), "stubborn")
+    await asyncio.sleep(0.01)  # it runs (a task cancelled before it starts never gets to ignore the cancel)
+    port = int(wb.wire.address.rsplit(":", 1)[1])
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await wb.close()
+        assert time.monotonic() - started < 3, "the caller's timeout did not cut the close short"
+        with socket.socket() as s:  # the server stopped: its port can be bound again
+            s.bind(("127.0.0.1", port))
+    finally:
+        release.set()

@@ -113,12 +113,13 @@ class GrpcCore(Backend):
             self.found_problem("backend_errors", f"grpc {task.get_name()}: {task.exception()!r}")
 
     async def _cancel_background(self) -> None:
+        """Cancel the background work and wait for it to end; a cancel of the caller (its own timeout on a close
+        that hangs) ends the wait and reaches the caller, whatever the tasks do with theirs."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:  # asyncio.wait, not gather: a cancelled gather still waits for every task it holds
+            await asyncio.wait(tasks)
 
     # -- bad input from peers ---------------------------------------------------------------------------
     def refuse(self, counter: str, peer: str, detail: str) -> None:

@@ -34,6 +34,7 @@ from ...config import advertise_address
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
 from ...security import Trust, node_parts, sign
+from ...waits import wait_event
 from ..contracts import MeshSnapshot, Topic
 from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
@@ -127,11 +128,13 @@ class GrpcMembership(GrpcCore):
         with contextlib.suppress(Exception):
             await self._client_leave()
         self._closed = True
-        await self._close_parts()
-        await self._cancel_background()
-        if self.wire is not None:
-            await self.wire.stop(0)
-        await self._close_store()
+        try:
+            await self._close_parts()
+            await self._cancel_background()
+        finally:  # also when the caller gave up waiting (cancelled): the port and the files are let go
+            if self.wire is not None:
+                await self.wire.stop(0)
+            await self._close_store()
 
     async def _client_leave(self) -> None:
         """A client that goes says so (a worker's stop leaves through ``leave``): its members would otherwise
@@ -318,8 +321,7 @@ class GrpcMembership(GrpcCore):
             except Exception as exc:  # the detector ticks on whatever one round did
                 self.refuse("swim_loop_errors", "", f"grpc membership: a detector round failed: {exc!r}")
             self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), TICK_SECONDS)
+            await wait_event(self._kick, TICK_SECONDS)
 
     def _publish_changes(self) -> None:
         assert self.swim is not None

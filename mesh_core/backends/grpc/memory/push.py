@@ -4,7 +4,6 @@ docstring)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from .... import codec
 from ....errors import BackendUnavailable, CodecError
 from ....memory.store import item_from_wire
 from ....model import MemoryItem, NodeInfo
+from ....waits import wait_event
 from ...contracts import TOPIC_MEMORY
 from ...shared import shortened
 from .._generated import mesh_pb2 as pb
@@ -58,8 +58,7 @@ class MemoryPush(MemoryPrimary):
                 raise BackendUnavailable("no live worker of the mesh acknowledged this client's memory write"
                                          if targets else "this client knows no live worker to hand its memory write")
             self._ack_heard.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ack_heard.wait(), left)
+            await wait_event(self._ack_heard, left)
 
     def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *,
               gossip: bool) -> list[str]:
