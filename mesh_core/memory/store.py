@@ -206,8 +206,9 @@ class ReplicaStore:
 
     def frontier_marks(self) -> list[Mark]:
         """``(memory_type, key, origin, hlc)`` of every frontier write (sources, else the visible items)."""
+        # UNION ALL: the two parts never share a key, and UNION would sort the whole replica to find no duplicate
         return self._db.execute(
-            "SELECT memory_type, key, origin, hlc FROM sources UNION "
+            "SELECT memory_type, key, origin, hlc FROM sources UNION ALL "
             "SELECT memory_type, key, origin, hlc FROM items i WHERE NOT EXISTS ("
             " SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type AND s.key=i.key)").fetchall()
 
