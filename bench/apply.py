@@ -6,7 +6,8 @@ written by ``--writers`` nodes in batches of ``--batch`` (``MemoryService.apply_
 applies a log read). Most entries are new keys; ``--overwrites`` of them rewrite a key after seeing its value,
 and one in ten of those is concurrent with the key's last write (a conflict, settled by latest_wins). Each
 round is a fresh node; the median round is reported. ``--events``: a subscriber takes per-item events (as
-``mesh-tui --no-ui`` at log level info does). Prints a line and writes JSON to bench/results/ unless ``--no-save``.
+``mesh-tui --no-ui`` at log level info does; here it only drains them: the printer's JSON lines are not counted).
+Prints a line and writes JSON to bench/results/ unless ``--no-save``.
 """
 
 from __future__ import annotations
