@@ -146,6 +146,27 @@ class Ordering(enum.Enum):
     CONCURRENT = "concurrent"
 
 
+def compare_vectors(mine: Mapping[str, int], other: Mapping[str, int]) -> Ordering:
+    """How vector ``mine`` stands to ``other``; a missing entry counts as 0. Plain maps, no copies: a replica
+    compares one pair per applied write, thousands a second."""
+    less = greater = False
+    for node, a in mine.items():
+        b = other.get(node, 0)
+        if a < b:
+            less = True
+        elif a > b:
+            greater = True
+    for node, b in other.items():
+        if node not in mine:
+            if b > 0:
+                less = True
+            elif b < 0:
+                greater = True
+    if less:
+        return Ordering.CONCURRENT if greater else Ordering.BEFORE
+    return Ordering.AFTER if greater else Ordering.EQUAL
+
+
 class VersionVector(Mapping[str, int]):
     """Immutable map node id → counter. Missing entries count as 0."""
 
@@ -206,20 +227,7 @@ class VersionVector(Mapping[str, int]):
         return VersionVector(entries)
 
     def compare(self, other: Mapping[str, int]) -> Ordering:
-        less = greater = False
-        for node in set(self._entries) | set(other):
-            a, b = self._entries.get(node, 0), other.get(node, 0)
-            if a < b:
-                less = True
-            elif a > b:
-                greater = True
-            if less and greater:
-                return Ordering.CONCURRENT
-        if less:
-            return Ordering.BEFORE
-        if greater:
-            return Ordering.AFTER
-        return Ordering.EQUAL
+        return compare_vectors(self._entries, other)
 
     def dominates(self, other: Mapping[str, int]) -> bool:
         """True when self has seen everything other has (self ≥ other)."""

@@ -30,6 +30,8 @@ from mesh_core.model import NodeRole
 from mesh_core.supervision import one_line
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
+# What json.dumps(data, default=str, separators=(",", ":")) writes, without building an encoder per line.
+_JSON_LINE = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
 def _stamp(at: float) -> str:
@@ -41,7 +43,7 @@ def _stamp(at: float) -> str:
 def format_event(event: Event, fmt: str) -> str:
     data = event.to_dict()
     if fmt == "json":
-        return json.dumps(data, default=str, separators=(",", ":"))
+        return _JSON_LINE.encode(data)
     at = data.pop("at")
     kind = data.pop("event")
     fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v not in (None, "", ()))

@@ -90,9 +90,9 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..clock import Ordering, VersionVector
+from ..clock import Ordering, VersionVector, compare_vectors
 from ..model import MemoryItem
 
 STRATEGIES = ("latest_wins", "merge_compatible", "source_priority", "manual", "version_vector")
@@ -111,9 +111,9 @@ SIBLINGS = "siblings"  # concurrent writes kept for readers (version_vector)
 ROOT_PATH = "$"
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """The key's new state after a fold, and what to tell people about it.
+class Resolution(NamedTuple):
+    """The key's new state after a fold, and what to tell people about it (a named tuple, not a frozen
+    dataclass: a replica makes one per applied write, and a frozen dataclass takes several times as long to build).
 
     ``siblings`` is what readers see (one item when settled); ``sources`` is the
     frontier of originals to keep and pass back as ``apply_remote(sources=...)``;
@@ -437,8 +437,13 @@ def apply_remote(local: Sequence[MemoryItem], incoming: MemoryItem, strategy: st
         raise ValueError(f"unknown conflict strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if not local and not sources:  # a key new here: what the general fold gives, without comparing contents
         return Resolution((incoming,), APPLIED, strategy=strategy, sources=(incoming,))
-    base = frontier(sources if sources else local)
-    new, _superseded, ignored = add_to_frontier(base, incoming)
+    stored = sources if sources else local
+    standing = _standing(stored, incoming)
+    if standing is Ordering.AFTER:  # the usual rewrite: what the general fold gives, without resolving
+        return Resolution((incoming,), APPLIED, tuple(s for s in local if not _same_version(s, incoming)), strategy,
+                          sources=(incoming,))
+    base = frontier(stored)
+    new, _superseded, ignored = (base, (), True) if standing is Ordering.BEFORE else add_to_frontier(base, incoming)
     if ignored:
         return Resolution(tuple(local), IGNORED, strategy=strategy, sources=base)
     after = resolve(new, strategy, ranking=ranking, sibling_warning=sibling_warning)
@@ -447,7 +452,26 @@ def apply_remote(local: Sequence[MemoryItem], incoming: MemoryItem, strategy: st
     if _identity(incoming) not in visible and after.outcome != MERGED:
         losers.append(incoming)
     outcome = APPLIED if len(new) == 1 else after.outcome
-    return replace(after, outcome=outcome, losers=tuple(losers))
+    return after._replace(outcome=outcome, losers=tuple(losers))
+
+
+def _standing(stored: Sequence[MemoryItem], incoming: MemoryItem) -> Ordering | None:
+    """Where an incoming original stands against a key's stored items, when that alone decides the fold:
+    ``AFTER`` when it dominates every one (it supersedes the key's whole frontier), ``BEFORE`` when one dominates
+    it or is it (the frontier holds that one or a member dominating it: ignored); None otherwise."""
+    after = True
+    for item in stored:
+        order = compare_vectors(incoming.vv, item.vv)
+        if order is Ordering.BEFORE or (order is Ordering.EQUAL and item == incoming):
+            return Ordering.BEFORE
+        if order is not Ordering.AFTER:
+            after = False
+    return Ordering.AFTER if after else None
+
+
+def _same_version(a: MemoryItem, b: MemoryItem) -> bool:
+    """``_identity(a) == _identity(b)``, encoding the values only when who and when are the same."""
+    return a.origin == b.origin and a.hlc == b.hlc and _content(a) == _content(b)
 
 
 def local_write(local: Sequence[MemoryItem], item: MemoryItem, node_id: str) -> MemoryItem:
@@ -497,9 +521,9 @@ def _stored(items: Sequence[MemoryItem]) -> tuple[MemoryItem, ...]:
     return tuple(sorted(items, key=lambda i: (i.hlc, i.origin)))
 
 
-@dataclass(frozen=True)
-class KeyFold:
-    """One key after a batch of incoming writes was folded into it (see ``fold_batch``).
+class KeyFold(NamedTuple):
+    """One key after a batch of incoming writes was folded into it (see ``fold_batch``; a named tuple, as
+    ``Resolution``).
 
     ``siblings`` and ``sources`` are its new state (in stored order); ``losers`` pairs every value that left
     the visible state, in order, with the strategy that decided; ``steps`` is each incoming write that changed

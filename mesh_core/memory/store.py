@@ -125,7 +125,8 @@ def item_from_wire(data: Any) -> MemoryItem:
             raise CodecError("memory item has a malformed version vector")
         past_64_bits = False
         for node_id, count in vv.items():  # one pass: a catch-up reads thousands of items a second
-            if not isinstance(node_id, str) or not isinstance(count, int) or count < 0:
+            # a count is a whole number, not a bool (which a vector comparison refuses: the batch would fail)
+            if type(node_id) is not str or type(count) is not int or count < 0:
                 raise CodecError("memory item has a malformed version vector")
             if count >= 2 ** 63:
                 past_64_bits = True
@@ -205,8 +206,9 @@ class ReplicaStore:
 
     def frontier_marks(self) -> list[Mark]:
         """``(memory_type, key, origin, hlc)`` of every frontier write (sources, else the visible items)."""
+        # UNION ALL: the two parts never share a key, and UNION would sort the whole replica to find no duplicate
         return self._db.execute(
-            "SELECT memory_type, key, origin, hlc FROM sources UNION "
+            "SELECT memory_type, key, origin, hlc FROM sources UNION ALL "
             "SELECT memory_type, key, origin, hlc FROM items i WHERE NOT EXISTS ("
             " SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type AND s.key=i.key)").fetchall()
 
@@ -306,8 +308,10 @@ class ReplicaStore:
             if filed:
                 db.executemany("INSERT INTO history (memory_type, key, origin, hlc, value, vv, strategy, replaced_at)"
                                " VALUES (?,?,?,?,?,?,?,?)", filed)
-                db.executemany("DELETE FROM history WHERE memory_type=? AND key=? AND id NOT IN ("
-                               " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC LIMIT ?)",
+                # the newest history_size rows stay: the rest is at or below the id just past them (none: NULL)
+                db.executemany("DELETE FROM history WHERE memory_type=? AND key=? AND id <= ("
+                               " SELECT id FROM history WHERE memory_type=? AND key=? ORDER BY id DESC"
+                               " LIMIT 1 OFFSET ?)",
                                [(c.memory_type, c.key, c.memory_type, c.key, self.history_size)
                                 for c in changes if c.losers])
 
@@ -363,9 +367,11 @@ class ReplicaStore:
 
     def open_conflicts(self, names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
         """The ids of the open conflicts of many keys (``(memory_type, key)``); keys with none left out."""
-        wanted = set(names)
         out: dict[tuple[str, str], set[str]] = {}
-        if not wanted or not self._db.execute("SELECT 1 FROM conflicts WHERE closed_at IS NULL LIMIT 1").fetchone():
+        if not self._db.execute("SELECT 1 FROM conflicts WHERE closed_at IS NULL LIMIT 1").fetchone():
+            return out  # the usual replica: no conflict open anywhere
+        wanted = set(names)
+        if not wanted:
             return out
         keys = sorted({key for _, key in wanted})
         for start in range(0, len(keys), KEYS_PER_READ):

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,9 @@ class NodeContext:
     # -- events and counters -----------------------------------------------------------------------
     def publish(self, event: Event) -> None:
         self.events.publish(event)
+
+    def publish_many(self, events: Sequence[Event]) -> None:
+        self.events.publish_many(events)
 
     def problem(self, counter: str, detail: str) -> None:
         """Count a problem, log it, and tell subscribers."""

@@ -421,17 +421,21 @@ class MemoryService:
         self._track_conflicts(folds)
         routine = ctx.events.wants_routine()
         changed = 0
+        events: list[MemoryChanged] = []  # published together, in the order they were made
         for fold in folds.values():
             changed += len(fold.steps)
             warning = None
             for _, result in fold.steps:  # the last warning of the key's writes, once per key and batch
                 warning = result.warning or warning
             if warning:
+                ctx.publish_many(events)
+                events = []
                 ctx.problem("sibling_warnings", f"{fold.memory_type}/{fold.key}: {warning}")
             if routine:  # a subscriber asked for per-item events
-                for item, result in fold.steps:
-                    ctx.publish(MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
-                                              outcome=result.outcome, strategy=result.strategy))
+                events += [MemoryChanged(memory_type=item.memory_type, key=item.key, origin=item.origin,
+                                         outcome=result.outcome, strategy=result.strategy)
+                           for item, result in fold.steps]
+        ctx.publish_many(events)
         return changed
 
     def _track_conflicts(self, folds: Mapping[KeyName, KeyFold]) -> None:
@@ -444,7 +448,10 @@ class MemoryService:
         for name, fold in folds.items():
             held = open_now.get(name)
             if held is None:
-                if not any(result.conflict for _, result in fold.steps):
+                for _, result in fold.steps:
+                    if result.conflict:
+                        break
+                else:
                     continue  # the usual key: no conflict held, none opened
                 held = set()
             for item, result in fold.steps:

@@ -66,14 +66,15 @@ async def test_no_subscriber_for_routine_events_gets_no_per_item_event(cluster: 
     await _quiet(c)
     published: list[object] = []
     ctx = c.services.ctx
-    original = ctx.publish
-    ctx.publish = lambda event: (published.append(event), original(event))[1]  # type: ignore[method-assign]
+    bus = ctx.events
+    original = bus.publish_many  # every event goes through it
+    bus.publish_many = lambda events: (published.extend(events), original(events))[1]  # type: ignore[method-assign]
     try:
         frames = [c.services.memory.frame_of(_write(a, i, [], key=f"k{i}")) for i in range(50)]
         assert not ctx.events.wants_routine()
         assert c.services.memory.apply_frames(frames) == 50
     finally:
-        ctx.publish = original  # type: ignore[method-assign]
+        bus.publish_many = original  # type: ignore[method-assign]
     assert not [e for e in published if isinstance(e, MemoryChanged)]
     assert c.services.memory.count() == 50
 
@@ -123,3 +124,19 @@ async def test_folded_names_only_frames_folded_again_for_nothing(cluster: Cluste
     held = set(memory.store.frontier_marks())
     assert memory.apply_frames([frames[0], memory.frame_of(two)], held=held, folded=again) == 1
     assert again == {hash(frames[0]), hash(memory.frame_of(two))}
+
+
+async def test_a_version_vector_counting_with_a_bool_is_refused_alone(cluster: Cluster) -> None:
+    """A frame whose vector holds ``true`` for a count is corrupt: refused and counted at the edge, the rest of its
+    batch applied (a vector comparison refuses a bool: folded, it failed the whole batch, read again each round)."""
+    a = await cluster.node("a")
+    c = await cluster.node("c")
+    await _quiet(c)
+    memory = c.services.memory
+    first = _write(a, 1, [])
+    assert memory.apply_frames([memory.frame_of(first)]) == 1
+    bad = replace(_write(a, 2, [first]), vv={a.node_id: True})
+    fresh = _write(a, "new", [], key="fresh")
+    assert memory.apply_frames([memory.frame_of(bad), memory.frame_of(fresh)]) == 1
+    assert c.counters["corrupt_memory_frames"] == 1
+    assert (await c.recall_item("k")).value == 1 and (await c.recall_item("fresh")).value == "new"

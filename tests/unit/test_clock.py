@@ -16,6 +16,7 @@ from mesh_core.clock import (
     VersionVector,
     clamp_remote,
     clock_refusal,
+    compare_vectors,
     hlc_logical,
     hlc_physical_ms,
     hlc_to_seconds,
@@ -416,6 +417,17 @@ def test_compare_is_a_partial_order(a, b):
     # dominates / descends_strictly are the AFTER-or-EQUAL / AFTER views of compare
     assert a.dominates(b) == (ab in (Ordering.AFTER, Ordering.EQUAL))
     assert a.descends_strictly(b) == (ab is Ordering.AFTER)
+
+
+# plain maps as items carry them: a zero counter may be there or not
+plain = st.dictionaries(st.sampled_from(NODES), st.integers(0, 3), max_size=len(NODES))
+
+
+@given(plain, plain)
+def test_compare_vectors_on_plain_maps_agrees_with_the_definition(a, b):
+    assert compare_vectors(a, b) is pointwise(a, b)
+    assert compare_vectors(a, b) is VersionVector(a).compare(b)
+    assert compare_vectors(b, a) is SWAPPED[compare_vectors(a, b)]
 
 
 @given(vvs, vvs, vvs)

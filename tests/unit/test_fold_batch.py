@@ -10,7 +10,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh_core.memory.resolve import IGNORED, STRATEGIES, apply_remote, fold_batch
+from mesh_core.memory.resolve import (
+    APPLIED,
+    IGNORED,
+    MERGED,
+    STRATEGIES,
+    Resolution,
+    _identity,
+    add_to_frontier,
+    apply_remote,
+    fold_batch,
+    frontier,
+    resolve,
+)
 from mesh_core.memory.store import KeyChange, ReplicaStore
 from mesh_core.model import MemoryItem
 from tests.unit.test_convergence import RANKING, op, simulate
@@ -95,3 +107,50 @@ def test_a_batch_of_one_key_files_every_replaced_value_in_order() -> None:
     assert [(loser.value, why) for loser, why in fold.losers] == [(1, "latest_wins"), (2, "latest_wins")]
     assert [i.value for i, _ in fold.steps] == [1, 2, 3]  # the duplicate of the first changed nothing
     assert fold_batch({("fact", "k"): ([third], [third])}, [first, second], lambda _: "latest_wins") == {}
+
+
+def general_fold(local: Any, incoming: MemoryItem, strategy: str, sources: Any) -> Resolution:
+    """``apply_remote`` without its shortcuts: every write through the frontier, the strategy and the identities."""
+    if not local and not sources:
+        return Resolution((incoming,), APPLIED, strategy=strategy, sources=(incoming,))
+    base = frontier(sources if sources else local)
+    new, _, ignored = add_to_frontier(base, incoming)
+    if ignored:
+        return Resolution(tuple(local), IGNORED, strategy=strategy, sources=base)
+    after = resolve(new, strategy, ranking=RANKING)
+    visible = {_identity(s) for s in after.siblings}
+    losers = [s for s in local if _identity(s) not in visible]
+    if _identity(incoming) not in visible and after.outcome != MERGED:
+        losers.append(incoming)
+    return after._replace(outcome=APPLIED if len(new) == 1 else after.outcome, losers=tuple(losers))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(op, min_size=1, max_size=18), st.integers(0, 2**16), st.booleans(), st.sampled_from(STRATEGIES))
+def test_the_shortcuts_of_apply_remote_decide_as_the_general_fold(ops: list[tuple[bool, int, int, int]], seed: int,
+                                                                  compatible: bool, strategy: str) -> None:
+    """A rewrite that dominates the key's whole state, and a write a stored one dominates or is, are decided
+    without the general fold: every write of real histories (duplicates, concurrency, skewed stamps, deletions)
+    gets the same resolution from ``apply_remote`` as from the general fold, stored state or not."""
+    store = ReplicaStore(None)
+    for item in writes_for(ops, seed, compatible):
+        siblings, sources = store.state(item.memory_type, item.key)
+        result = apply_remote(siblings, item, strategy, ranking=RANKING, sources=sources)
+        assert result == general_fold(siblings, item, strategy, sources)
+        assert apply_remote(siblings, item, strategy, ranking=RANKING) == general_fold(siblings, item, strategy, None)
+        if result.outcome != IGNORED:
+            store.replace_siblings(item.memory_type, item.key, result.siblings, result.losers, result.strategy,
+                                   sources=result.sources or None, fresh=not siblings and not sources)
+
+
+def test_equal_vectors_with_different_content_go_through_the_general_fold() -> None:
+    """Two different items with one vector (a misbehaving node): the larger by (hlc, origin, content) is kept,
+    whichever arrives first, as the general fold keeps it; an exact duplicate is ignored."""
+    small = MemoryItem("fact", "k", 1, {"a": 1}, 10, "a")
+    large = MemoryItem("fact", "k", 2, {"a": 1}, 10, "a")
+    for strategy in STRATEGIES:
+        for stored, incoming in ((small, large), (large, small), (small, small)):
+            got = apply_remote([stored], incoming, strategy, ranking=RANKING, sources=[stored])
+            assert got == general_fold([stored], incoming, strategy, [stored])
+        assert apply_remote([small], large, strategy, sources=[small]).outcome == APPLIED
+        assert apply_remote([large], small, strategy, sources=[large]).outcome == IGNORED

@@ -14,6 +14,7 @@ from .quarantine import Removal, SqliteQuarantine
 from .store import bounded, fitting
 
 READ_BUDGET_BYTES = 8 * 1024 * 1024  # frames one log read loads at most (past its first row)
+TEXT_OR_BYTES = (bytes, str)  # a tuple: a union type is built anew at each use, here once per row read
 ACK_COLUMNS = bounded(("node_id", "seq"), whole=("node_id",))
 DIGEST_COLUMNS = bounded(("node_id", "bucket", "digest"), whole=("node_id", "bucket"))
 
@@ -150,7 +151,7 @@ class SqliteMemory(SqliteQuarantine):
             for row in conn.execute(f"SELECT {columns} FROM memory_log WHERE seq>? ORDER BY seq LIMIT ?",
                                     (start, limit)):
                 out.append(row)
-                size += len(row[1]) if isinstance(row[1], bytes | str) else 0
+                size += len(row[1]) if isinstance(row[1], TEXT_OR_BYTES) else 0
                 if size > READ_BUDGET_BYTES:  # the next read goes on from this row
                     break
             return out
