@@ -38,6 +38,12 @@ class Trust:
     allowlist: tuple[str, ...] = ()
     api_key: str | None = None
 
+    @property
+    def believes_all(self) -> bool:
+        """No allowlist and no api_key: every record is believed, and a caller need not build what it would
+        check (a record's signed parts cost a pack of its payload; a worker checks every task it runs)."""
+        return not self.allowlist and not self.api_key
+
     def refuses(self, identity: Sequence[str | None], signature: str | None, parts: Sequence[str | bytes]) -> str:
         """Why the record is not believed ('' when it is). ``identity``: its origin's id, name and host."""
         if not permitted(self.allowlist, *identity):
