@@ -448,10 +448,7 @@ class MemoryService:
         for name, fold in folds.items():
             held = open_now.get(name)
             if held is None:
-                for _, result in fold.steps:
-                    if result.conflict:
-                        break
-                else:
+                if not any(result.conflict for _, result in fold.steps):
                     continue  # the usual key: no conflict held, none opened
                 held = set()
             for item, result in fold.steps:

@@ -66,13 +66,11 @@ class TasksCopies(TasksBase):
         by_peer: dict[str, list[pb.BackupRecord]] = {}
         finals = set()
         sent: dict[str, tuple[str, int]] = {}
-        backup: list[str | None] = []  # this node's backup peer now, looked up once (on the first task needing it)
+        backup = self._backup_peer()  # this node's backup peer now, for every task without a live one
         for task in tasks:
             peer = self._backup_of.get(task.task_id)
             if peer is None or self.status_of(peer) not in LIVE:
-                if not backup:
-                    backup.append(self._backup_peer())
-                peer = backup[0]
+                peer = backup
                 if peer is None:  # the last holder stays noted: it is the one asked again (it may own it now)
                     unbacked.add(task.task_id)
                     continue

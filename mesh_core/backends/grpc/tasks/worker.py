@@ -181,13 +181,14 @@ class TasksWorker(TasksReads):
         self._recording |= keys
         try:
             # own tasks are recorded here; attempts run for another owner are sent to it
-            parts = ([c for c in completions if c.task_id not in self._held],
-                     [c for c in completions if c.task_id in self._held])
-            runs = [(part, batch(part)) for part, batch in zip(parts, (self._completing_owned, self._completing_held),
-                                                                 strict=True) if part]
-            answers = await asyncio.gather(*(run for _, run in runs), return_exceptions=True)
+            own = [c for c in completions if c.task_id not in self._held]
+            held = [c for c in completions if c.task_id in self._held]
+            parts = [(part, batch) for part, batch in ((own, self._completing_owned), (held, self._completing_held))
+                     if part]
+            # both end before ``_recording`` lets go of their attempts, even when one fails
+            answers = await asyncio.gather(*(batch(part) for part, batch in parts), return_exceptions=True)
             recorded: dict[tuple[str, int], bool] = {}
-            for (part, _), answer in zip(runs, answers, strict=True):
+            for (part, _), answer in zip(parts, answers, strict=True):
                 if isinstance(answer, BaseException):
                     raise answer
                 recorded.update(((c.task_id, c.attempt), ok) for c, ok in zip(part, answer, strict=True))
