@@ -229,6 +229,11 @@ class TaskService:
         return outcome
 
     # -- the sweep (on the sweeping node) -------------------------------------------------------------
+    def _unroutable(self, task: Task, exc: Exception) -> None:
+        """A stranded or pending task the router failed on (not a refusal: a fault): counted and left where it is,
+        so the sweep goes on with the rest; each round tries it again."""
+        self.ctx.problem("sweep_errors", f"task {task.task_id} ({task.task_type}) could not be routed: {exc!r}")
+
     async def sweep(self) -> None:
         """Re-route work held by dead or departed nodes or whose lease lapsed; route the pending list."""
         statuses = {m.info.node_id: m.status.value for m in self.members.members()}
@@ -244,8 +249,11 @@ class TaskService:
             if s.task.not_before > now:
                 continue
             held_by = {s.task.node_id} if s.task.node_id else set()
-            moves.append(self.move(s.task, bump=s.started, exclude=held_by,
-                                   error=f"re-routed: {s.reason} ({s.task.node_name})" if s.started else None))
+            try:
+                moves.append(self.move(s.task, bump=s.started, exclude=held_by,
+                                       error=f"re-routed: {s.reason} ({s.task.node_name})" if s.started else None))
+            except Exception as exc:  # one task that cannot be routed never holds up the others' moves
+                self._unroutable(s.task, exc)
         for task in candidates:
             if task.status is not TaskStatus.PENDING or task.not_before > now:
                 continue
@@ -253,6 +261,9 @@ class TaskService:
                 decision = self.route(task, set())
             except MeshError:
                 continue  # still no room: it stays pending, untouched
+            except Exception as exc:
+                self._unroutable(task, exc)
+                continue
             self.members.note_queued(decision.node_id)
             moves.append(Reassignment(task.task_id, task.attempt, None, decision.node_id, decision.node_name,
                                       decision.why, bump_attempt=False))
