@@ -44,6 +44,12 @@ class MoveRule:
         return source in self.sources
 
 
+def further_along(a: Task, b: Task) -> Task:
+    """Of two records of one task (the answers of two nodes), the one further along: a task only moves forward,
+    to a later attempt and, within one, to a final status; a copy a node kept from before is never newer."""
+    return b if (b.attempt, b.status.is_final) > (a.attempt, a.status.is_final) else a
+
+
 def _rule(sources: Collection[TaskStatus], targets: Collection[TaskStatus]) -> MoveRule:
     return MoveRule(frozenset(sources), frozenset(targets))
 

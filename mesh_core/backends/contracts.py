@@ -334,7 +334,11 @@ class TaskTransport(abc.ABC):
         script moves due tasks from the delayed set into the inbox, takes the
         head of the inbox sorted set (scored by priority, then arrival), writes
         the leases and returns the task hashes (no second round trip).
-        gRPC: the node's own inbox, which it holds itself.
+        gRPC: the node's own inbox, which it holds itself. SQLite and Redis
+        also start a task at enqueue when its node has a free slot and nothing
+        queued (``StartedTasks``): it comes in the wake-up and is handed over
+        here first, without reading the medium, and each claim says how many
+        slots the node has and hands on a started task whose wake-up was lost.
         """
 
     @abc.abstractmethod

@@ -13,6 +13,9 @@ also the heartbeat sequence the failure detector watches (in microseconds).
 Every task transition is one Lua script
 that checks the fencing token (task, attempt, holder), so a stale actor can
 never record a result. Wake-ups go over pub/sub; the periodic polls remain.
+A task for an idle worker (a free slot, an empty inbox) starts at enqueue:
+its lease is granted there and the task is the worker's wake-up, so the worker
+does not claim it; its next claim hands on one whose wake-up went unanswered.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "url": self._where(), "tls": tls.describe(self.cfg), "prefix": self.prefix,
-                "reconnects": self.reconnects, **self.availability()}
+                "reconnects": self.reconnects, **self._started.describe(), **self.availability()}
 
 
 def _beat_of(seen: float) -> int:

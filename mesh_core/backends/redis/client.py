@@ -66,6 +66,7 @@ FAILING_OVER = (ReadOnlyError, ClusterDownError, TryAgainError, MovedError)
 # The wake-up subscription is checked by a probe this node publishes on its own channel after this long without a
 # message; a probe published that has not come back this long after means the subscription is gone.
 PROBE = "probe"
+STARTED = b"T"  # a wake-up that is the tasks started for this node (ENQUEUE): the rest of it is their fields
 PROBE_QUIET_SECONDS = 2.0
 PROBE_WAIT_SECONDS = 3.0
 
@@ -449,8 +450,10 @@ class RedisClient(SharedStoreBackend):
                 now = time.monotonic()
                 if message and message.get("type") == "message":
                     heard = now
-                    topic = _s(message["data"])
-                    if topic != PROBE:
+                    data = message["data"]
+                    if data[:1] == STARTED:
+                        self._started_here(data[1:])
+                    elif (topic := _s(data)) != PROBE:
                         self._deliver(topic)
                 moved = self._moved_from(subscription)
                 if moved:
@@ -471,6 +474,9 @@ class RedisClient(SharedStoreBackend):
                 probe.cancel()
                 if probe.done() and not probe.cancelled():
                     probe.exception()  # read, so that asyncio does not log it as never retrieved
+
+    def _started_here(self, packed: bytes) -> None:
+        """Tasks an ENQUEUE started for this node, in its wake-up (``RedisTasks`` runs them)."""
 
     def _moved_from(self, subscription: _Subscription) -> str | None:
         """Why a cluster subscription should move: the client's map says another server serves its slot."""

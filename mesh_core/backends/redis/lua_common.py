@@ -4,6 +4,9 @@ helpers the task scripts share. See ``scripts`` for the conventions every script
 
 COMMON = r"""
 local P = ARGV[1]
+local GRANT_FRESH = 1.5  -- seconds a node's word on its free slots stays good (an idle worker claims every 0.5 s)
+local GRANT_LOST = 1.0  -- seconds (at most a quarter of the lease) before a started task whose wake-up went
+                        -- unanswered is handed on again
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -74,6 +77,7 @@ end
 local function unhold(id, node)
   if node and node ~= '' then
     redis.call('SREM', P .. 'held:' .. node, id)
+    redis.call('ZREM', P .. 'granted:' .. node, id)
     redis.call('ZREM', P .. 'inbox:' .. node, id)
     redis.call('ZREM', P .. 'delayed:' .. node, id)
   end

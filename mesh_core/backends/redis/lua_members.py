@@ -12,7 +12,7 @@ local function zset_key(key)
   if kind ~= 'zset' and kind ~= 'none' then key_aside(key, 'a ' .. kind .. ' where a sorted set belongs') end
 end
 local function member_keys()
-  for _, name in ipairs({'nodes', 'inc', 'seen', 'left', 'news', 'pub', 'depth'}) do hash_key(P .. name) end
+  for _, name in ipairs({'nodes', 'inc', 'seen', 'left', 'news', 'pub', 'depth', 'grants'}) do hash_key(P .. name) end
   zset_key(P .. 'vers')
   zset_key(P .. 'beats')
 end
@@ -29,7 +29,7 @@ local function bump(id, t)
 end
 local function forget(id, t)
   -- a ghost: dead (or left) for longer than the retention period
-  for _, name in ipairs({'nodes', 'seen', 'left', 'inc', 'news', 'pub', 'depth'}) do
+  for _, name in ipairs({'nodes', 'seen', 'left', 'inc', 'news', 'pub', 'depth', 'grants'}) do
     redis.call('HDEL', P .. name, id)
   end
   redis.call('ZREM', P .. 'beats', id)

@@ -6,14 +6,38 @@ from .lua_common import COMMON
 
 ENQUEUE = COMMON + r"""
 -- Returns per item 0 (its node is full), 1 (stored) or 2 (the id was already stored: left as it is).
--- ARGV: P, then per item one msgpack array of strings: id, node ('' = pending), node_name, capacity, prio,
---       delay (seconds held back), why, spec, submitter, submitted_at, parent, signature (one argument per task)
+-- ARGV: P, the calling node, then per item one msgpack array of strings: id, node ('' = pending), node_name,
+--       capacity, prio, delay (seconds held back), why, spec, submitter, submitted_at, parent, signature (one
+--       argument per task)
+-- A task for another node with a free slot and nothing queued starts here: its lease is granted now and the task itself
+-- is the node's wake-up ('T' + its id and fields), so the worker's first contact is running it (no claim). The
+-- node said what it can take at its last claim (``grants``: slots, lease seconds, good until); a wake-up lost
+-- on the way is made good by that claim (``granted``).
 mesh_sets()
+hash_key(P .. 'grants')
 local t = now()
 local out = {}
 local woken = {}
 local depths = {}
-for i = 2, #ARGV do
+local caller = ARGV[2]
+local slots = {}  -- node -> {free slots, lease seconds}, or false: it starts nothing here
+local pushed = {}  -- node -> {id, fields, id, fields, ...}: the tasks started for it
+local function slots_of(node)
+  if slots[node] == nil then
+    slots[node] = false
+    local g = redis.call('HGET', P .. 'grants', node)
+    local cap, lease, fresh
+    if g then cap, lease, fresh = string.match(g, '^(%S+) (%S+) (%S+)$') end
+    cap, lease, fresh = num(cap), num(lease), num(fresh)
+    if cap and lease and lease > 0 and fresh and fresh > t and node ~= caller
+        and card('ZCARD', P .. 'inbox:' .. node) == 0 then
+      local free = cap - card('SCARD', P .. 'held:' .. node)
+      if free > 0 then slots[node] = {free, lease} end
+    end
+  end
+  return slots[node]
+end
+for i = 3, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
   local id, node, name, cap = a[1], a[2], a[3], tonumber(a[4])
   local prio, nb, why, spec = tonumber(a[5]), due_at(a[6], t), a[7], a[8]
@@ -33,7 +57,9 @@ for i = 2, #ARGV do
       table.insert(out, 0)
     else
       local seq = redis.call('INCR', P .. 'seq')
-      local status = (node == '') and 'pending' or 'assigned'
+      local start = node ~= '' and nb == 0 and slots_of(node)
+      if start and start[1] <= 0 then start = false end
+      local status = (node == '') and 'pending' or (start and 'running' or 'assigned')
       redis.call('HSET', h, 'spec', spec, 'node', node, 'node_name', name, 'attempt', 1, 'failures', 0,
                  'prio', prio, 'seq', seq, 'submitter', sub, 'why', why, 'not_before', nb, 'submitted', at,
                  'parent', parent, 'cancel', 0, 'status', status, 'sig', sig)
@@ -42,6 +68,16 @@ for i = 2, #ARGV do
       if parent ~= '' then redis.call('SADD', P .. 'ch:' .. parent, id) end
       if node == '' then
         redis.call('ZADD', P .. 'pending', (3 - prio) * 1e13 + seq, id)
+      elseif start then
+        start[1] = start[1] - 1
+        depths[node] = depths[node] + 1
+        redis.call('HSET', h, 'started', t, 'lease', t + start[2])
+        redis.call('SADD', P .. 'held:' .. node, id)
+        redis.call('ZADD', P .. 'leases', t + start[2], id)
+        redis.call('ZADD', P .. 'granted:' .. node, t, id)
+        pushed[node] = pushed[node] or {}
+        table.insert(pushed[node], id)
+        table.insert(pushed[node], redis.call('HGETALL', h))
       else
         depths[node] = depths[node] + 1
         place(id, node, prio, seq, nb, t)
@@ -54,15 +90,44 @@ for i = 2, #ARGV do
     end
   end
 end
+for node, tasks in pairs(pushed) do
+  redis.call('PUBLISH', P .. 'wake:' .. node, 'T' .. cmsgpack.pack(tasks))
+end
 return {out, Q}
 """
 
-CLAIM = COMMON + lua_moves(Move.CLAIM) + r"""
+CLAIM = COMMON + lua_moves(Move.CLAIM, Move.CANCELLED) + r"""
 -- ARGV: P, node, limit, lease_seconds. Returns in how many seconds the earliest task still held back becomes
--- due ('' when none), then id, {field, value, ...} per claimed task
+-- due ('' when none), how many of the tasks that follow are handed on again, this server's time, then id,
+-- {field, value, ...} per task (those handed on again first). Also says what this node can take (``grants``,
+-- for ENQUEUE to start tasks here) and hands on again the tasks started here whose wake-up has not been answered
+-- for GRANT_LOST seconds or a quarter of the lease (a pub/sub message is not delivered for sure, and a late one
+-- is not run): the worker drops one it already runs. One whose cancel was asked meanwhile ends cancelled: it
+-- never ran.
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 mesh_sets()
+hash_key(P .. 'grants')
 local t = now()
+local slots = limit + card('SCARD', P .. 'held:' .. node)
+redis.call('HSET', P .. 'grants', node, tostring(slots) .. ' ' .. tostring(lease) .. ' ' .. tostring(t + GRANT_FRESH))
+local again = {}
+if card('ZCARD', P .. 'granted:' .. node) > 0 then
+  local unanswered = t - math.min(GRANT_LOST, lease / 4)  -- well before the lease granted with it lapses
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'granted:' .. node, '-inf', unanswered)) do
+    redis.call('ZREM', P .. 'granted:' .. node, id)
+    local f = tfields(id, 'status', 'node', 'cancel', 'seq')
+    if f[1] == 'running' and f[2] == node and f[3] == '1' and FROM.cancelled[f[1]] and num(f[4]) then
+      unhold(id, node)
+      set_status(id, f[1], 'cancelled', f[4])
+      redis.call('HSET', P .. 't:' .. id, 'error', 'cancelled before it ran')
+      finish(id, t)
+    elseif f[1] == 'running' and f[2] == node then
+      redis.call('HSET', P .. 't:' .. id, 'lease', t + lease)
+      redis.call('ZADD', P .. 'leases', t + lease, id)
+      table.insert(again, id)
+    end
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', P .. 'delayed:' .. node, '-inf', t)
 depth(node)  -- a queue key of the wrong type is moved aside before it is read
 for _, id in ipairs(due) do
@@ -77,7 +142,11 @@ for _, id in ipairs(due) do
 end
 local ids = redis.call('ZRANGE', P .. 'inbox:' .. node, 0, limit - 1)
 local later = redis.call('ZRANGE', P .. 'delayed:' .. node, 0, 0, 'WITHSCORES')
-local out = {later[2] and tostring(math.max(0, tonumber(later[2]) - t)) or ''}
+local out = {later[2] and tostring(math.max(0, tonumber(later[2]) - t)) or '', #again, tostring(t)}
+for _, id in ipairs(again) do
+  table.insert(out, id)
+  table.insert(out, redis.call('HGETALL', P .. 't:' .. id))
+end
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'inbox:' .. node, id)
   local h = P .. 't:' .. id
@@ -135,7 +204,8 @@ for i = 2, #ARGV do
   elseif fenced then
     index_status(id, f[1], st, f[4])
     redis.call('HSET', h, 'status', st, 'result', res, 'error', err, 'finished', t)
-    redis.call('SREM', P .. 'held:' .. node, id)  -- a running task is only held and leased
+    redis.call('SREM', P .. 'held:' .. node, id)  -- a running task is only held and leased (and maybe granted)
+    redis.call('ZREM', P .. 'granted:' .. node, id)
     redis.call('ZREM', P .. 'leases', id)
     if st ~= 'succeeded' then end_attempt(id, att, t, err) end
     local sub = f[5] or ''

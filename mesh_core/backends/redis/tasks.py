@@ -35,18 +35,43 @@ class RedisTasks(RedisClient):
                                     str(int(t.priority)), repr(float(a.delay)), a.why, spec,
                                     t.submitter_id or "", repr(float(t.submitted_at)),
                                     t.context.get("parent_id") or "", t.signature]))
-        return [Enqueued(x) for x in await self._script("ENQUEUE", *args)]  # the script wakes the targets
+        caller = self._local.node_id if self._local else ""
+        return [Enqueued(x) for x in await self._script("ENQUEUE", caller, *args)]  # the script wakes the targets
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # node → (seconds until its earliest held-back task is due, monotonic time of the claim that said so)
         self._due: dict[str, tuple[float, float] | None] = {}
+        self._server_time: tuple[float, float] | None = None  # Redis TIME at the last claim, monotonic time then
+
+    def _started_here(self, packed: bytes) -> None:
+        try:
+            flat = msgpack.unpackb(packed, raw=True)
+            if not isinstance(flat, list) or len(flat) % 2 or not all(
+                    isinstance(flat[i], bytes) and isinstance(flat[i + 1], list) and not len(flat[i + 1]) % 2
+                    and all(isinstance(v, bytes) for v in flat[i + 1]) for i in range(0, len(flat), 2)):
+                raise ValueError("not a list of task ids and their fields")
+        except (ValueError, msgpack.UnpackException) as exc:
+            # Their leases were granted all the same: the next claim hands them on (CLAIM, after GRANT_LOST).
+            self.refuse("started-task wake-up", exc)
+            return
+        tasks = self.readable("task hash", ((_s(flat[i]), _pairs(flat[i + 1])) for i in range(0, len(flat), 2)),
+                              lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0])))
+        clock = self._server_time
+        now = clock[0] + time.monotonic() - clock[1] if clock else None  # this server's clock, as of now
+        self._started_arrived([(t, now - t.started_at if now is not None and t.started_at else None) for t in tasks])
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
-        raw = await self._script("CLAIM", node_id, limit, lease_seconds)
-        self._due[node_id] = (float(_s(raw[0])), time.monotonic()) if raw[0] else None
-        tasks = self.readable("task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(1, len(raw), 2)),
-                              lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0])))
+        self._started.lease = lease_seconds
+        tasks, room = self._started.take(limit)
+        if room:
+            raw = await self._script("CLAIM", node_id, room, lease_seconds)
+            self._due[node_id] = (float(_s(raw[0])), time.monotonic()) if raw[0] else None
+            self._started.handed_again += int(raw[1])
+            self._server_time = (float(_s(raw[2])), time.monotonic())
+            tasks += self._started.first_hands(self.readable(
+                "task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(3, len(raw), 2)),
+                lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0]))))
         await self._settle_aside()
         return tasks
 

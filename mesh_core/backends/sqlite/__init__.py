@@ -102,7 +102,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         sock.bind(address)
         sock.setblocking(False)
         self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _WakeProtocol(self._deliver), sock=sock)
+            lambda: _WakeProtocol(self._deliver, self._started_here), sock=sock)
         self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._send_sock.setblocking(False)
 
@@ -238,7 +238,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         return await self._write(hold)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits}
+        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits, **self._started.describe()}
 
     async def at_rest(self, fn: Callable[[], None]) -> None:
         # Every connection of this process to the file is held between two calls: the read thread parked (a

@@ -110,14 +110,23 @@ CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, kin
     raw BLOB, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_digests (node_id TEXT NOT NULL, bucket INTEGER NOT NULL, digest TEXT NOT NULL,
     PRIMARY KEY (node_id, bucket)) WITHOUT ROWID;
+-- What each worker can take, as its last claim said (free slots plus those running, its lease, until when on the
+-- machine clock), and the tasks an enqueue started on it (their lease granted there) whose wake-up it has yet to
+-- answer: see ``tasks`` (started at enqueue).
+CREATE TABLE IF NOT EXISTS grants (node_id TEXT PRIMARY KEY, slots INTEGER NOT NULL, lease REAL NOT NULL,
+    fresh_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS granted (task_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS granted_node ON granted (node_id, at);
 """
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
+STARTED = b"T"  # a wake-up that is the tasks an enqueue started for the node: the rest is their rows, packed
 
 R = TypeVar("R")
 
@@ -243,10 +252,14 @@ def _wake_address(db_path: str, node_id: str) -> str | bytes:
 
 
 class _WakeProtocol(asyncio.DatagramProtocol):
-    def __init__(self, deliver: Callable[[str], None]) -> None:
+    def __init__(self, deliver: Callable[[str], None], started: Callable[[bytes], None]) -> None:
         self._deliver = deliver
+        self._started = started
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data[:1] == STARTED:
+            self._started(data[1:])
+            return
         for byte in data[:8]:
             topic = BYTE_TOPICS.get(byte)
             if topic:
@@ -400,6 +413,18 @@ class SqliteStore(SharedStoreBackend):
                 self._send_sock.sendto(payload, address)
             except OSError:
                 pass  # peer gone or its buffer full: a hint only, it polls anyway
+
+    def _send_started(self, node_id: str, packed: bytes) -> None:
+        """Tasks started for ``node_id`` at enqueue, as its wake-up (lost or refused: its next claim finds them)."""
+        if self._send_sock is None:
+            return
+        try:
+            address = self._addresses.get(node_id)
+            if address is None:
+                address = self._addresses[node_id] = _wake_address(self.path, node_id)
+            self._send_sock.sendto(STARTED + packed, address)
+        except OSError:
+            pass
 
     def _broadcast(self, topic: str) -> None:
         self._signal(self._peer_ids, topic)

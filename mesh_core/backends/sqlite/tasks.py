@@ -26,12 +26,31 @@ from ..shared import (
     TASK_FIELDS,
     Coalescer,
     attempts_from_rows,
+    unanswered_after,
 )
 from .clock import machine_clock
 from .quarantine import SqliteQuarantine, task_removal
 from .store import bounded, fitting
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
+GRANT_FRESH = 1.5  # seconds a node's word on its free slots stays good (an idle worker claims every 0.5 s)
+START_MAX_BYTES = 48 * 1024  # a larger task (payload and context) is not started at enqueue: it would not fit a wake-up
+DATAGRAM_BYTES = 64 * 1024  # started tasks per wake-up datagram, at most
+# Started tasks sent to one node by one enqueue, at most: a node's socket holds ~200 KB of datagrams (Linux's
+# default); the rest of a big burst waits in its inbox for a claim instead of being dropped on the way.
+START_BATCH_BYTES = 128 * 1024
+START_SQL = (
+    "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name, attempt,"
+    " failures, max_retries, timeout_s, preferred, required, context, submitter_id, why, submitted_at, not_before,"
+    " parent_id, signature, started_at, lease_expires) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f" RETURNING {TASK_COLUMNS}")
+UNANSWERED = ("task_id IN (SELECT g.task_id FROM granted g WHERE g.node_id=? AND g.at<? AND g.attempt=tasks.attempt)"
+              " AND node_id=? AND status='running'")
+AGAIN_SQL = (  # started tasks whose wake-up their node has not answered: a fresh lease, handed on by its claim
+    f"UPDATE tasks SET lease_expires=? WHERE {UNANSWERED} AND cancel_requested=0 RETURNING seq, {TASK_COLUMNS}")
+NEVER_RAN_SQL = (  # ... or, cancelled meanwhile, ended: they never ran
+    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL, error='cancelled before it ran'"
+    f" WHERE {UNANSWERED} AND cancel_requested=1 RETURNING submitter_id")
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
 CLAIM_SQL = (
     "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE seq IN ("
@@ -80,11 +99,33 @@ CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
 
 class SqliteTasks(SqliteQuarantine):
-    """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store."""
+    """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store.
+
+    Started at enqueue: a task for another node with a free slot and nothing queued is started by the enqueue
+    itself (running, its lease granted, its attempt on record) and its row is that node's wake-up, so the worker
+    runs it without a claim. The node's last claim said what it can take (``grants``: slots, lease, good for
+    GRANT_FRESH s); a wake-up lost on the way, or too late to run (``StartedTasks``), is made good by a later claim
+    (``granted``, after ``unanswered_after`` the lease), or ends the task cancelled if its cancel was asked meanwhile.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._complete_stamped = Coalescer(self._complete_rows)
+        # Off for a store that is one node's own (grpc_mesh): its owner hands work to workers itself.
+        self.start_at_enqueue = True
+
+    def _started_here(self, packed: bytes) -> None:
+        """Rows of tasks an enqueue started for this node, in its wake-up."""
+        try:
+            granted_at, rows = codec.unpack(packed)
+            if not isinstance(granted_at, float) or not isinstance(rows, list) or not all(
+                    isinstance(r, list) and len(r) == len(TASK_FIELDS) for r in rows):
+                raise ValueError("not a time and task rows")
+        except (codec.CodecError, ValueError, TypeError) as exc:
+            self.refuse("started-task wake-up", exc)  # their leases were granted all the same: a claim hands them on
+            return
+        age = machine_clock() - granted_at
+        self._started_arrived([(t, age) for t in self._tasks(rows)])
 
     def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
         """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``).
@@ -119,15 +160,27 @@ class SqliteTasks(SqliteQuarantine):
 
         prepared = rows()
 
+        started: dict[str, list[Sequence[Any]]] = {}  # node → rows of the tasks started there
+        granted_at = 0.0  # when, on the machine clock
+
         def insert(conn: sqlite3.Connection) -> list[Enqueued]:
-            clock = machine_clock()
+            nonlocal granted_at
+            started.clear()  # a retried transaction starts again
+            now, clock = time.time(), machine_clock()
+            granted_at = clock
             targets = sorted({a.node_id for a in items if a.node_id})
             marks = ",".join("?" * len(targets))
-            depth: dict[str | None, int] = dict(conn.execute(
-                f"SELECT node_id, count(*) FROM tasks WHERE status IN ('assigned','running')"
-                f" AND node_id IN ({marks}) GROUP BY node_id", targets).fetchall())
+            depth: dict[str | None, int] = {}
+            queued: dict[str, int] = {}
+            for node, status, n in conn.execute(
+                    f"SELECT node_id, status, count(*) FROM tasks WHERE status IN ('assigned','running')"
+                    f" AND node_id IN ({marks}) GROUP BY node_id, status", targets):
+                depth[node] = depth.get(node, 0) + n
+                if status == "assigned":
+                    queued[node] = n
             if any(a.node_id is None for a in items):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
+            free = self._free_slots(conn, targets, clock, depth, queued) if self.start_at_enqueue else {}
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,
@@ -137,27 +190,83 @@ class SqliteTasks(SqliteQuarantine):
                     accepted.append(Enqueued.EXISTS if exists else Enqueued.FULL)
                     continue
                 delay = row[17]
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name,"
-                    " attempt, failures, max_retries, timeout_s, preferred, required, context, submitter_id, why,"
-                    " submitted_at, not_before, parent_id, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*row[:17], _due(clock, delay), *row[18:]))
-                if cur.rowcount:
+                slot = free.get(a.node_id or "") if delay <= 0 else None
+                weight = len(row[2] or b"") + len(row[13]) + 1024
+                if slot and slot[0] > 0 and weight <= START_MAX_BYTES and slot[2] + weight <= START_BATCH_BYTES:
+                    stored = conn.execute(START_SQL, (*row[:4], "running", *row[5:17], 0.0, *row[18:], now,
+                                                      clock + slot[1])).fetchone()
+                    if stored is not None:
+                        slot[0] -= 1
+                        slot[2] += weight
+                        conn.execute("INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name,"
+                                     " started_at) VALUES (?,1,?,?,?)", (row[0], a.node_id, a.node_name, now))
+                        conn.execute("INSERT OR REPLACE INTO granted (task_id, node_id, attempt, at) VALUES (?,?,1,?)",
+                                     (row[0], a.node_id, clock))
+                        started.setdefault(a.node_id or "", []).append(stored)
+                    ok = stored is not None
+                else:
+                    ok = bool(conn.execute(
+                        "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id,"
+                        " node_name, attempt, failures, max_retries, timeout_s, preferred, required, context,"
+                        " submitter_id, why, submitted_at, not_before, parent_id, signature)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (*row[:17], _due(clock, delay), *row[18:])).rowcount)
+                if ok:
                     depth[a.node_id] = depth.get(a.node_id, 0) + 1
-                accepted.append(Enqueued.STORED if cur.rowcount else Enqueued.EXISTS)
+                accepted.append(Enqueued.STORED if ok else Enqueued.EXISTS)
             return accepted
         accepted = await self._write(insert)
-        self._signal((a.node_id for a, ok in zip(items, accepted, strict=True) if ok and a.node_id), Topic.TASKS)
+        for node_id, stored in started.items():
+            for part in _datagrams(stored):
+                self._send_started(node_id, codec.pack([granted_at, part]))
+        self._signal((a.node_id for a, ok in zip(items, accepted, strict=True)
+                      if ok and a.node_id and a.node_id not in started), Topic.TASKS)
         return accepted
+
+    def _free_slots(self, conn: sqlite3.Connection, targets: Sequence[str], clock: float,
+                    depth: Mapping[str | None, int], queued: Mapping[str, int]) -> dict[str, list[float]]:
+        """Nodes an enqueue may start tasks on: node → [free slots, lease seconds, 0]. Its last claim said so within
+        GRANT_FRESH seconds, nothing waits in its inbox, and it is not this node (its own claim is a call away)."""
+        own = self._local.node_id if self._local else None
+        free: dict[str, list[float]] = {}
+        marks = ",".join("?" * len(targets))
+        for node, slots, lease, fresh in conn.execute(
+                f"SELECT node_id, slots, lease, fresh_until FROM grants WHERE node_id IN ({marks})", targets):
+            if node == own or queued.get(node) or not all(isinstance(v, int | float) for v in (slots, lease, fresh)):
+                continue  # a row of the wrong type reads as no word at all; the node's next claim writes it again
+            room = slots - (depth.get(node, 0) - queued.get(node, 0))
+            if fresh > clock and room > 0 and lease > 0:
+                free[node] = [room, lease, 0]  # and the bytes started there by this enqueue
+        return free
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float,
                     known: Callable[[str], Task | None] | None = None) -> list[Task]:
         """Start up to ``limit`` due tasks assigned to ``node_id``, by priority. ``known``: task id → its record as
         this store holds it, or None (a caller that just stored it): a claimed task found so with the same attempt
         and node is taken from it, not decoded again from its row."""
+        self._started.lease = lease_seconds
+        tasks, room = self._started.take(limit)
+        if not room:
+            return tasks
+        ended: list[str] = []  # submitters of started tasks cancelled before they ran
+        handed_again = 0
+
         def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
             now, clock = time.time(), machine_clock()
-            rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, limit)).fetchall()
+            nonlocal handed_again
+            again: list[Task] = []
+            if self.start_at_enqueue:
+                running = conn.execute("SELECT count(*) FROM tasks WHERE node_id=? AND status='running'",
+                                       (node_id,)).fetchone()[0]
+                conn.execute("INSERT OR REPLACE INTO grants (node_id, slots, lease, fresh_until) VALUES (?,?,?,?)",
+                             (node_id, room + running, lease_seconds, clock + GRANT_FRESH))
+                unanswered = clock - unanswered_after(lease_seconds)
+                again = self._tasks(r[1:] for r in conn.execute(AGAIN_SQL, (clock + lease_seconds, node_id,
+                                                                            unanswered, node_id)).fetchall())
+                ended[:] = [r[0] for r in conn.execute(NEVER_RAN_SQL, (now, node_id, unanswered, node_id))]
+                handed_again = len(again)
+                conn.execute("DELETE FROM granted WHERE node_id=? AND at<?", (node_id, unanswered))
+            rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, room)).fetchall()
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
@@ -172,10 +281,12 @@ class SqliteTasks(SqliteQuarantine):
                               not_before=r[21] + shift if r[21] > 0 else 0.0, attempts=[], context=dict(t.context))
                       for t, r in held]
             tasks.sort(key=lambda t: (-t.priority, seqs[t.task_id]))
-            return tasks, self._store_aside(conn, self.take_aside())
-        tasks, moved = await self._write(claim)
+            return again + tasks, self._store_aside(conn, self.take_aside())
+        claimed, moved = await self._write(claim)
         self.counted(moved)
-        return tasks
+        self._started.handed_again += handed_again
+        self._signal(ended, Topic.RESULTS)
+        return tasks + self._started.first_hands(claimed)
 
     async def start_offered(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
                             now: float | None = None) -> set[str]:
@@ -426,6 +537,7 @@ class SqliteTasks(SqliteQuarantine):
             ids += [r[0] for r in conn.execute(
                 "SELECT task_id FROM tasks WHERE status='dead_letter' ORDER BY seq DESC LIMIT ? OFFSET ?",
                 (max(0, limit - len(ids)), dead_letters_kept))]
+            conn.execute("DELETE FROM granted WHERE at<?", (machine_clock() - 60,))  # of nodes that never came back
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -483,6 +595,21 @@ class SqliteTasks(SqliteQuarantine):
     async def task_counts(self) -> dict[str, int]:
         rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
         return dict(rows)
+
+
+def _datagrams(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Sequence[Any]]]:
+    """Started task rows cut into parts that each fit one wake-up datagram (the payload and context dominate)."""
+    part: list[Sequence[Any]] = []
+    size = 0
+    for row in rows:
+        weight = len(row[2] or b"") + len(row[13] or b"") + 1024
+        if part and size + weight > DATAGRAM_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += weight
+    if part:
+        yield part
 
 
 def _due(clock: float, delay: float) -> float:

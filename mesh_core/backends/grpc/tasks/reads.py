@@ -19,6 +19,7 @@ import grpc
 
 from .... import codec
 from ....model import Task, TaskStatus
+from ....tasks import further_along
 from ...shared import CorruptRecord
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE, log
@@ -128,7 +129,8 @@ class TasksReads(TasksSubmit):
         missing = [t for t in task_ids if t not in states]
         if missing:
             for task in await self._ask_peers(pb.GetTasksRequest(task_ids=missing, local_only=True)):
-                states.setdefault(task.task_id, task.status)
+                if task.status.is_final or task.task_id not in states:  # one peer's stale copy never wins
+                    states[task.task_id] = task.status
         return states
 
     async def get_tasks(self, task_ids: Sequence[str], with_attempts: bool | None = None) -> list[Task]:
@@ -138,7 +140,8 @@ class TasksReads(TasksSubmit):
             attempts = len(missing) <= 50 if with_attempts is None else with_attempts
             for task in await self._ask_peers(pb.GetTasksRequest(task_ids=missing, local_only=True,
                                                                  with_attempts=attempts)):
-                found.setdefault(task.task_id, task)
+                known = found.get(task.task_id)
+                found[task.task_id] = task if known is None else further_along(known, task)
         return [found[t] for t in task_ids if t in found]
 
     async def list_tasks(self, status: TaskStatus | None = None, limit: int = 100, *,
@@ -146,7 +149,10 @@ class TasksReads(TasksSubmit):
         mine = await self.store.list_tasks(status, limit, parent_id=parent_id)
         theirs = await self._ask_peers(pb.GetTasksRequest(status=status.value if status else "", limit=limit,
                                                           parent_id=parent_id or "", local_only=True))
-        merged = {t.task_id: t for t in theirs}
+        merged: dict[str, Task] = {}
+        for t in theirs:
+            known = merged.get(t.task_id)
+            merged[t.task_id] = t if known is None else further_along(known, t)
         merged.update({t.task_id: t for t in mine})
         tasks = list(merged.values())
         if parent_id is not None:
