@@ -113,6 +113,21 @@ class SqliteTasks(SqliteQuarantine):
         self._complete_stamped = Coalescer(self._complete_rows)
         # Off for a store that is one node's own (grpc_mesh): its owner hands work to workers itself.
         self.start_at_enqueue = True
+        self._slots_said: tuple[int, float, float] | None = None  # slots, lease, when to say them again
+        self._lost_checked = 0.0  # when started tasks left unanswered were last looked for (machine clock)
+
+    def _say_slots(self, conn: sqlite3.Connection, node_id: str, free: int, lease_seconds: float,
+                   clock: float) -> None:
+        """Tell enqueuers what this node can take (``grants``), its inbox being empty: the slots still free plus
+        those running. Written when that changed or half its time is up, not on every claim."""
+        running = conn.execute("SELECT count(*) FROM tasks WHERE node_id=? AND status='running'",
+                               (node_id,)).fetchone()[0]
+        said = (free + running, lease_seconds)
+        if self._slots_said is not None and self._slots_said[:2] == said and clock < self._slots_said[2]:
+            return
+        conn.execute("INSERT OR REPLACE INTO grants (node_id, slots, lease, fresh_until) VALUES (?,?,?,?)",
+                     (node_id, *said, clock + GRANT_FRESH))
+        self._slots_said = (*said, clock + GRANT_FRESH / 2)
 
     def _started_here(self, packed: bytes) -> None:
         """Rows of tasks an enqueue started for this node, in its wake-up."""
@@ -255,18 +270,20 @@ class SqliteTasks(SqliteQuarantine):
             now, clock = time.time(), machine_clock()
             nonlocal handed_again
             again: list[Task] = []
-            if self.start_at_enqueue:
-                running = conn.execute("SELECT count(*) FROM tasks WHERE node_id=? AND status='running'",
-                                       (node_id,)).fetchone()[0]
-                conn.execute("INSERT OR REPLACE INTO grants (node_id, slots, lease, fresh_until) VALUES (?,?,?,?)",
-                             (node_id, room + running, lease_seconds, clock + GRANT_FRESH))
+            if self.start_at_enqueue and clock >= self._lost_checked + unanswered_after(lease_seconds) / 2:
+                # Started tasks left unanswered: looked for twice per unanswered_after at most, not on every claim.
+                self._lost_checked = clock
                 unanswered = clock - unanswered_after(lease_seconds)
-                again = self._tasks(r[1:] for r in conn.execute(AGAIN_SQL, (clock + lease_seconds, node_id,
-                                                                            unanswered, node_id)).fetchall())
-                ended[:] = [r[0] for r in conn.execute(NEVER_RAN_SQL, (now, node_id, unanswered, node_id))]
-                handed_again = len(again)
-                conn.execute("DELETE FROM granted WHERE node_id=? AND at<?", (node_id, unanswered))
+                if conn.execute("SELECT 1 FROM granted WHERE node_id=? AND at<? LIMIT 1",
+                                (node_id, unanswered)).fetchone():
+                    again = self._tasks(r[1:] for r in conn.execute(AGAIN_SQL, (clock + lease_seconds, node_id,
+                                                                                unanswered, node_id)).fetchall())
+                    ended[:] = [r[0] for r in conn.execute(NEVER_RAN_SQL, (now, node_id, unanswered, node_id))]
+                    handed_again = len(again)
+                    conn.execute("DELETE FROM granted WHERE node_id=? AND at<?", (node_id, unanswered))
             rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, room)).fetchall()
+            if self.start_at_enqueue and len(rows) < room:
+                self._say_slots(conn, node_id, room - len(rows), lease_seconds, clock)
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
                 " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
