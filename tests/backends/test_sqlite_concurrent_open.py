@@ -12,6 +12,7 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
+import time
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -54,8 +55,15 @@ def test_many_processes_open_a_new_file_at_the_same_instant(tmp_path: Path) -> N
              for i in range(PROCESSES)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(timeout=180)
+    deadline = time.monotonic() + 90  # inside pytest's timeout, so that a hang fails here, with what it left
+    try:
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:  # a child stuck (forked from a process with threads) must not spin on for the rest of the run
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
     seen = []
     while not failures.empty():
         seen.append(failures.get())
