@@ -150,7 +150,9 @@ def redis_binary(path: str | None) -> str:
     found = Path(path).expanduser()
     if not found.is_file() or not os.access(found, os.X_OK):
         raise BenchError(f"--redis-server {path}: no executable file there")
-    return str(found.resolve())
+    # Absolute, symlinks kept: Debian's /usr/bin/redis-server is a link to redis-check-rdb, one binary that acts
+    # by the name it is called with (resolved, it would check an RDB file instead of serving).
+    return str(found.absolute())
 
 
 def redis_version_line(binary: str) -> str:

@@ -52,7 +52,17 @@ def test_redis_server_path_must_be_an_executable(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="no executable"):
         redis_binary(str(plain))
     plain.chmod(plain.stat().st_mode | stat.S_IXUSR)
-    assert redis_binary(str(plain)) == str(plain.resolve()) and os.path.isabs(redis_binary(None))
+    assert redis_binary(str(plain)) == str(plain.absolute()) and os.path.isabs(redis_binary(None))
+
+
+def test_redis_server_path_keeps_the_name_it_was_given(tmp_path: Path) -> None:
+    """Debian's /usr/bin/redis-server links to redis-check-rdb, which acts by the name it is called with."""
+    real = tmp_path / "redis-check-rdb"
+    real.write_text("#!/bin/sh\n")
+    real.chmod(real.stat().st_mode | stat.S_IXUSR)
+    link = tmp_path / "redis-server"
+    link.symlink_to(real.name)
+    assert redis_binary(str(link)) == str(link)
 
 
 def _block(p50: float, window: dict[int, float], waiters: dict[int, float]) -> dict:  # type: ignore[type-arg]
