@@ -2,12 +2,13 @@
 value (``num``, ``prio_of``, ``tfields``), the quarantine that moves an unusable entry aside, and the task
 helpers the task scripts share. See ``scripts`` for the conventions every script follows."""
 
-COMMON = r"""
+from ..started import GRANT_FRESH, GRANT_LOST
+
+COMMON = f"""
 local P = ARGV[1]
-local GRANT_FRESH = 1.5  -- seconds a node's word on its free slots stays good (an idle worker claims every 0.5 s)
-local GRANT_LOST = 1.0  -- seconds (at most a quarter of the lease) before a started task whose wake-up went
-                        -- unanswered is handed on again
-local function now()
+local GRANT_FRESH = {GRANT_FRESH!r}  -- started.GRANT_FRESH
+local GRANT_LOST = {GRANT_LOST!r}  -- started.GRANT_LOST (see unanswered_after)
+""" + r"""local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end

@@ -26,31 +26,22 @@ from ..shared import (
     TASK_FIELDS,
     Coalescer,
     attempts_from_rows,
-    unanswered_after,
 )
+from ..started import GRANT_FRESH, unanswered_after
 from .clock import machine_clock
 from .quarantine import SqliteQuarantine, task_removal
+from .started import (
+    AGAIN_SQL,
+    NEVER_RAN_SQL,
+    START_BATCH_BYTES,
+    START_MAX_BYTES,
+    START_SQL,
+    TASK_COLUMNS,
+    datagrams,
+    free_slots,
+)
 from .store import bounded, fitting
 
-TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
-GRANT_FRESH = 1.5  # seconds a node's word on its free slots stays good (an idle worker claims every 0.5 s)
-START_MAX_BYTES = 48 * 1024  # a larger task (payload and context) is not started at enqueue: it would not fit a wake-up
-DATAGRAM_BYTES = 64 * 1024  # started tasks per wake-up datagram, at most
-# Started tasks sent to one node by one enqueue, at most: a node's socket holds ~200 KB of datagrams (Linux's
-# default); the rest of a big burst waits in its inbox for a claim instead of being dropped on the way.
-START_BATCH_BYTES = 128 * 1024
-START_SQL = (
-    "INSERT OR IGNORE INTO tasks (task_id, task_type, payload, priority, status, node_id, node_name, attempt,"
-    " failures, max_retries, timeout_s, preferred, required, context, submitter_id, why, submitted_at, not_before,"
-    " parent_id, signature, started_at, lease_expires) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-    f" RETURNING {TASK_COLUMNS}")
-UNANSWERED = ("task_id IN (SELECT g.task_id FROM granted g WHERE g.node_id=? AND g.at<? AND g.attempt=tasks.attempt)"
-              " AND node_id=? AND status='running'")
-AGAIN_SQL = (  # started tasks whose wake-up their node has not answered: a fresh lease, handed on by its claim
-    f"UPDATE tasks SET lease_expires=? WHERE {UNANSWERED} AND cancel_requested=0 RETURNING seq, {TASK_COLUMNS}")
-NEVER_RAN_SQL = (  # ... or, cancelled meanwhile, ended: they never ran
-    "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL, error='cancelled before it ran'"
-    f" WHERE {UNANSWERED} AND cancel_requested=1 RETURNING submitter_id")
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
 CLAIM_SQL = (
     "UPDATE tasks SET status='running', started_at=?, lease_expires=? WHERE seq IN ("
@@ -195,7 +186,7 @@ class SqliteTasks(SqliteQuarantine):
                     queued[node] = n
             if any(a.node_id is None for a in items):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
-            free = self._free_slots(conn, targets, clock, depth, queued) if self.start_at_enqueue else {}
+            free = free_slots(conn, targets, self._local, clock, depth, queued) if self.start_at_enqueue else {}
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,
@@ -232,27 +223,11 @@ class SqliteTasks(SqliteQuarantine):
             return accepted
         accepted = await self._write(insert)
         for node_id, stored in started.items():
-            for part in _datagrams(stored):
+            for part in datagrams(stored):
                 self._send_started(node_id, codec.pack([granted_at, part]))
         self._signal((a.node_id for a, ok in zip(items, accepted, strict=True)
                       if ok and a.node_id and a.node_id not in started), Topic.TASKS)
         return accepted
-
-    def _free_slots(self, conn: sqlite3.Connection, targets: Sequence[str], clock: float,
-                    depth: Mapping[str | None, int], queued: Mapping[str, int]) -> dict[str, list[float]]:
-        """Nodes an enqueue may start tasks on: node → [free slots, lease seconds, 0]. Its last claim said so within
-        GRANT_FRESH seconds, nothing waits in its inbox, and it is not this node (its own claim is a call away)."""
-        own = self._local.node_id if self._local else None
-        free: dict[str, list[float]] = {}
-        marks = ",".join("?" * len(targets))
-        for node, slots, lease, fresh in conn.execute(
-                f"SELECT node_id, slots, lease, fresh_until FROM grants WHERE node_id IN ({marks})", targets):
-            if node == own or queued.get(node) or not all(isinstance(v, int | float) for v in (slots, lease, fresh)):
-                continue  # a row of the wrong type reads as no word at all; the node's next claim writes it again
-            room = slots - (depth.get(node, 0) - queued.get(node, 0))
-            if fresh > clock and room > 0 and lease > 0:
-                free[node] = [room, lease, 0]  # and the bytes started there by this enqueue
-        return free
 
     async def claim(self, node_id: str, limit: int, lease_seconds: float,
                     known: Callable[[str], Task | None] | None = None) -> list[Task]:
@@ -612,21 +587,6 @@ class SqliteTasks(SqliteQuarantine):
     async def task_counts(self) -> dict[str, int]:
         rows = await self._read(lambda c: c.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
         return dict(rows)
-
-
-def _datagrams(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Sequence[Any]]]:
-    """Started task rows cut into parts that each fit one wake-up datagram (the payload and context dominate)."""
-    part: list[Sequence[Any]] = []
-    size = 0
-    for row in rows:
-        weight = len(row[2] or b"") + len(row[13] or b"") + 1024
-        if part and size + weight > DATAGRAM_BYTES:
-            yield part
-            part, size = [], 0
-        part.append(row)
-        size += weight
-    if part:
-        yield part
 
 
 def _due(clock: float, delay: float) -> float:
