@@ -115,7 +115,11 @@ async def test_wrong_api_key_or_version_is_refused(case: str) -> None:
 
 
 async def _reached_then_gone() -> tuple[Wire, list[int], str]:
-    """``a`` (started) whose tasks stream reached ``b`` once (renewal 1 in ``got``), then ``b`` stopped; b's address."""
+    """``a`` (started) whose tasks stream reached ``b`` once (renewal 1 in ``got``), then ``b`` stopped and ``a``'s
+    stream seen to end; b's address.
+
+    Not before the end is seen: what is written on a stream whose peer just went is lost with it, as on any
+    connection (a write completes once gRPC has it, not once the peer has); the layers above recover that."""
     a, b = _wire("a"), _wire("b")
     got: list[int] = []
     b.on_stream("tasks", lambda peer, env: got.extend(r.request_id for r in env.renewals))
@@ -129,6 +133,11 @@ async def _reached_then_gone() -> tuple[Wire, list[int], str]:
         raise
     finally:
         await b.stop()
+    try:
+        await eventually(lambda: a.counters["wire_stream_errors_tasks"] >= 1, timeout=10)
+    except BaseException:
+        await a.stop()
+        raise
     return a, got, b.address
 
 
