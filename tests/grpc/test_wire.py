@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from typing import Any
 
 import grpc
 import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
-from mesh_core.backends.grpc.wire import Peer, Wire
+from mesh_core.backends.grpc.wire import REDIAL_MAX, Peer, Wire
 from mesh_testing import eventually
 
 
@@ -231,5 +232,37 @@ async def test_envelopes_queued_while_the_peer_is_down_all_arrive_once_it_is_bac
             assert got == list(range(1, 8))
         finally:
             await b2.stop()
+    finally:
+        await a.stop()
+
+
+@pytest.mark.slow
+async def test_a_peer_down_for_twenty_seconds_is_reached_within_a_redial_of_its_return() -> None:
+    """While a peer is down, the channel's own connection attempts back off; bounded by the wire's redial limit
+    (``REDIAL_MAX``), not gRPC's default that grows to two minutes (after 20 s down, the next attempt would come
+    4 to 8 s after the peer is back), the first envelope sent after the peer's return gets through at the next
+    attempt."""
+    a, got, address = await _reached_then_gone()
+    try:
+        async def keep_sending() -> None:
+            i = 2
+            while True:  # a node's traffic goes on while the peer is down: each attempt fails, the backoff grows
+                a.send(address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
+                i += 1
+                await asyncio.sleep(0.5)
+        sender = asyncio.ensure_future(keep_sending())
+        try:
+            await asyncio.sleep(20)
+            b2 = _back_at(address, got)
+            await b2.start()
+            back = time.monotonic()
+            try:
+                await eventually(lambda: len(got) > 1, timeout=20)
+                waited = time.monotonic() - back
+                assert waited < REDIAL_MAX + 1.5, f"the returned peer was reached {waited:.1f} s after it was back"
+            finally:
+                await b2.stop()
+        finally:
+            sender.cancel()
     finally:
         await a.stop()

@@ -13,7 +13,8 @@ amount of memory, and the layers above recover what was dropped (leases, resends
 envelopes are merged before they are written (repeated parts concatenate), so a burst of small messages
 travels as a few large ones.
 
-A dropped stream is dialled again with backoff while something is queued for it; ``forget(address)``
+A dropped stream is dialled again with backoff while something is queued for it, and the channel's own
+connection attempts are bounded the same way (``CONNECT_TIMEOUT``, ``REDIAL_MAX``); ``forget(address)``
 (a peer declared dead or gone) closes its streams and channel and drops what was queued.
 
 Who may call: ``auth`` (the api-key interceptor, the certificate name against the Hello and the allowlist),
@@ -50,6 +51,11 @@ _METHODS = {"membership": "Membership", "tasks": "Tasks", "memory": "Memory"}
 MERGE_MAX = 256  # queued envelopes merged into one write at most
 QUEUE_LIMIT = 4096  # envelopes queued per outgoing stream before sends are refused
 REDIAL_MIN, REDIAL_MAX = 0.05, 2.0  # seconds between attempts to reopen a dropped stream
+# A channel's own connection attempts (gRPC's defaults: 20 s per attempt, backoff growing to 120 s) kept in step
+# with the redials: a connection tried while the peer was cut off waits on TCP's SYN backoff, and one more try
+# after a long outage would otherwise come up to two minutes after the peer is back.
+CONNECT_TIMEOUT = 3.0  # seconds one connection attempt (TCP, TLS, HTTP/2) may take before a fresh one is made
+RECONNECT_MIN = 0.2  # seconds before the first fresh attempt after a failed one; growing (x1.6) to REDIAL_MAX
 LOGGED_PEERS = 10_000  # (kind, peer) pairs whose first handler failure was logged
 IDLE_CLOSE_SECONDS = 300.0  # an outgoing stream with nothing to send for this long is closed (dialled again on use)
 
@@ -79,7 +85,10 @@ def channel_options(max_message_bytes: int, keepalive_seconds: float) -> list[tu
             ("grpc.keepalive_timeout_ms", int(max(1.0, keepalive_seconds / 2) * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.enable_retries", 0)]
+            ("grpc.enable_retries", 0),
+            ("grpc.min_reconnect_backoff_ms", int(CONNECT_TIMEOUT * 1000)),  # gRPC's name for the attempt's timeout
+            ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_MIN * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(REDIAL_MAX * 1000))]
 
 
 class Wire:
