@@ -372,6 +372,12 @@ def test_node_cut_off_for_ten_seconds_then_healed(tmp_path: Path) -> None:
         moved = {t for t, r in runs.items() if (1, "w1") in r and any(a > 1 and n != "w1" for a, n in r)}
         print(f"tasks moved off the cut node: {len(moved)}")
         assert moved, "no task was running on the cut node: the cut tested nothing about tasks"
+        # and nothing moved onto it: cut off, it reaches no majority of the workers and takes no dead owner's task
+        # over (was: it took over the tasks of the peer it held dead first, the other one still held alive, and
+        # ran them again while their owner had them run)
+        onto_cut = {t for t, r in runs.items()
+                    if any(n2 == "w1" and a2 > a1 for a1, n1 in r if n1 != "w1" for a2, n2 in r)}
+        assert not onto_cut, f"tasks taken over by the cut node and run again there: {sorted(onto_cut)[:5]}"
         # One owner per task once healed, each node's own store read (read-only): the cut node took nothing
         # over (it saw a minority of the workers), and what it recorded with no backup was refused by the
         # backup that took its tasks over, and dropped.

@@ -251,6 +251,19 @@ class Wire:
     def stub(self, address: str) -> pb_grpc.MeshStub:
         return pb_grpc.MeshStub(self.channel(address))
 
+    async def answers(self, address: str, timeout: float) -> bool:
+        """Whether the node at ``address`` answers a Handshake within ``timeout`` seconds: a direct probe, for a
+        decision that must not rest on gossip alone."""
+        try:
+            await self.stub(address).Handshake(self.hello(), metadata=self.metadata(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        except asyncio.CancelledError:
+            if closed_under_call():
+                return False
+            raise
+        return True
+
     def send(self, address: str, kind: str, envelope: Any) -> bool:
         """Queue ``envelope`` for ``address`` on this node's stream of ``kind``; False when refused (queue full,
         no address, stopping). The wire takes the envelope: do not change it afterwards."""

@@ -8,8 +8,8 @@ Each module's docstring tells how its part works:
 - ``base`` (``TasksBase``): this node's task state, made in one ``__init__``; the Tasks stream's send side
   (``_send_to``, ``_post``, ``_expect``, ``_resolve``, ``_wait_all``); task frames;
 - ``backup`` (``TasksCopies``): copies of an owner's tasks on its backup peer, and the backup's side;
-- ``takeover`` (``TasksTakeover``): membership changes: takeover of a dead owner's tasks, deferred in a
-  minority; a client handing its submissions on; copying again;
+- ``takeover`` (``TasksTakeover``): membership changes: takeover of a dead owner's tasks, deferred until a
+  majority of the workers answers; a client handing its submissions on; copying again;
 - ``owner`` (``TasksOwner``): storing, offering, starting, recording, moving, cancelling own tasks;
 - ``submit`` (``TasksSubmit``): ``enqueue``; a client's hand-off to workers; the workers' side of it;
 - ``reads`` (``TasksReads``): reads, cancels and replays answered for any task; retention;

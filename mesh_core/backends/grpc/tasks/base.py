@@ -66,7 +66,9 @@ class TasksBase(GrpcCore):
         self._rebackup_due = False
         self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now
         self._unbacked_final: OrderedDict[str, None] = OrderedDict()  # ended here, no backup holds the outcome yet
-        self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over (minority) → (name, copies' rev)
+        self._deferred: dict[str, tuple[str, int]] = {}  # dead owner not taken over yet → (name, copies' rev)
+        self._asking_majority = False  # a check that this node reaches a majority before a takeover is under way
+        self._deferral_warned: set[str] = set()  # deferred owners whose deferral was logged and counted
         # Unfinished tasks this node owns, as its store holds them, from their enqueue through their first attempt
         # (claimed here or accepted by a worker): their outcome's copy and push are built from this and the
         # completion, with no read of the store. Anything else that moves a task (a move, cancel, replay, takeover,

@@ -1,7 +1,8 @@
 """``grpc_mesh`` tasks: taking a dead owner's tasks over.
 
 **Takeover.** When SWIM declares an owner dead (or it leaves), each node that holds copies of its tasks
-adopts them: unfinished ones come in on its pending list at their attempt number, and its sweeper routes
+adopts them (a dead owner's once this node reaches half or more of the workers directly, so a node cut off
+takes nothing over): unfinished ones come in on its pending list at their attempt number, and its sweeper routes
 them again with a new attempt (so a result of the old attempt is refused); finished ones keep their
 outcome, so a waiter asking the mesh is answered by the backup.
 """
@@ -25,13 +26,16 @@ from ..wire import Peer
 from .backup import TasksCopies
 from .records import _FINAL, _GONE, FEED_KEPT, IN_CHUNK
 
+MAJORITY_TIMEOUT = 1.0  # seconds a worker has to answer this node before a takeover (``_reaches_majority``)
+
 
 class TasksTakeover(TasksCopies):
     """Membership changes and what they do to tasks: the takeover of a dead or departed owner's tasks from
-    the copies held here (``_take_over``, ``_adopt``; a client's copies, ``_adopt_copies``), deferred while
-    this node sees a minority (``_defer``, ``_settle_deferred``); a client handing its submissions on
-    (``_rehome``); copying again when the backup changes (``_rebackup``) or this node was declared dead
-    (``_confirm_ownership``); telling an owner back from the dead which tasks are no longer its own."""
+    the copies held here (``_take_over``, ``_adopt``; a client's copies, ``_adopt_copies``), deferred until
+    this node reaches a majority of the workers and not the owner (``_defer``, ``_settle_deferred``,
+    ``_take_over_with_majority``); a client handing its submissions on (``_rehome``); copying again when the
+    backup changes (``_rebackup``) or this node was declared dead (``_confirm_ownership``); telling an owner
+    back from the dead which tasks are no longer its own."""
 
     def _rehome(self, owner_id: str) -> None:
         """Client: the owner of some of this client's unfinished submissions is gone; hand this client's copies
@@ -77,12 +81,13 @@ class TasksTakeover(TasksCopies):
             return
         for key in [k for k, offer in self._inbox.items() if offer.owner_id == node.node_id]:
             del self._inbox[key]  # its tasks will be routed again by whoever takes them over
-        if change.new is NodeStatus.DEAD and node.node_id not in self._deferred and self._in_minority():
+        if change.new is NodeStatus.DEAD and node.node_id not in self._deferred:
             # This side may be the one cut off: taking over here would give the task a second owner that the
-            # rest of the mesh (which still hears the owner) never learns of. Wait until a majority is seen.
+            # rest of the mesh (which still hears the owner) never learns of. The takeover waits until this node
+            # reaches a majority of the workers (``_settle_deferred``).
             self._deferred[node.node_id] = (node.name, 0)
             self.spawn(self._defer(node.node_id), "takeover-deferred")
-        elif node.node_id not in self._deferred:
+        elif node.node_id not in self._deferred:  # it left: it said so itself
             self._start_take_over(node.node_id, node.name)
         self._settle_deferred()
 
@@ -91,22 +96,27 @@ class TasksTakeover(TasksCopies):
             self._adopted_from.add(owner_id)
             self.spawn(self._take_over(owner_id, owner_name), "takeover")
 
-    def _in_minority(self) -> bool:
-        """This node holds fewer than half of the workers it knows of (itself included, the ones that left not)
-        alive: it may be the side of a cut that was cut off, so it takes no dead owner's tasks over. Two nodes
-        that lose each other each hold half: both take over (a stopped process cannot be told from a cut)."""
+    async def _reaches_majority(self) -> bool:
+        """Whether this node reaches half or more of the workers it knows of (itself included, the ones that left
+        not) now: each one held alive is asked directly (``_answers``), and only those that answer count.
+        Its own view is not enough: cut off, it sees its peers go suspect and dead one by one, and while the
+        one probed first is already dead the others may still be held alive."""
         swim_node = getattr(self, "swim", None)
         if swim_node is None:
-            return False
-        live, dead = 1, 0
+            return True
+        known, asked = 1, []
         for m in swim_node.members():
             if m.node_id == self.node_id or m.info.role is not NodeRole.WORKER:
                 continue
             if m.status in LIVE:
-                live += 1
+                known += 1
+                asked.append(m.node_id)
             elif m.status is NodeStatus.DEAD:
-                dead += 1
-        return 2 * live < live + dead
+                known += 1
+        if 2 * (1 + len(asked)) < known:
+            return False
+        answers = await asyncio.gather(*(self._answers(node_id) for node_id in asked))
+        return 2 * (1 + sum(answers)) >= known
 
     async def _defer(self, owner_id: str) -> None:
         """Note how far the copies held from a dead owner go when its takeover is deferred (``_settle_deferred``)."""
@@ -114,9 +124,6 @@ class TasksTakeover(TasksCopies):
             "SELECT max(revision) FROM grpc_backups WHERE owner_id=?", (owner_id,)).fetchone())
         if owner_id in self._deferred:
             self._deferred[owner_id] = (self._deferred[owner_id][0], int(row[0] or 0))
-        self.counters["tasks_takeover_deferred"] += 1
-        log.warning("%s declared dead while this node sees a minority of the workers: its tasks are not taken "
-                    "over here", self._deferred.get(owner_id, ("?", 0))[0])
 
     async def _drop_copies(self, owner_id: str, revision: int) -> None:
         await self.store._write(lambda c: c.execute(
@@ -126,16 +133,53 @@ class TasksTakeover(TasksCopies):
     def _settle_deferred(self) -> None:
         """Deferred takeovers, looked at again: an owner alive again keeps its tasks (the copies it sent before
         it was lost are dropped here: it copied its work elsewhere meanwhile, and sends it again to its
-        successor); one still dead is taken over once this node sees a majority (or the dead are forgotten)."""
+        successor); one forgotten is taken over; those still dead are taken over once this node reaches a
+        majority of the workers (``_take_over_with_majority``)."""
+        dead = False
         for owner_id, (name, revision) in list(self._deferred.items()):
             status = self.status_of(owner_id)
             if status in LIVE:
                 del self._deferred[owner_id]
+                self._deferral_warned.discard(owner_id)
                 self.counters["tasks_takeover_cancelled"] += 1
                 self.spawn(self._drop_copies(owner_id, revision), "stale-copies")
-            elif status is not NodeStatus.DEAD or not self._in_minority():
+            elif status is not NodeStatus.DEAD:
                 del self._deferred[owner_id]
                 self._start_take_over(owner_id, name)
+            else:
+                dead = True
+        if dead and not self._asking_majority:
+            self._asking_majority = True
+            self.spawn(self._take_over_with_majority(), "takeover-majority")
+
+    async def _take_over_with_majority(self) -> None:
+        """Take the deferred dead owners' tasks over if this node reaches a majority now and the owner itself does
+        not answer it (a cut just healed: this node reaches the others again before SWIM holds the owner alive);
+        else they wait (asked again on the next membership change, and every ``REOFFER_SECONDS / 2``)."""
+        owners = [(owner_id, name) for owner_id, (name, _) in self._deferred.items()
+                  if self.status_of(owner_id) is NodeStatus.DEAD]
+        try:
+            reached, *answered = await asyncio.gather(self._reaches_majority(),
+                                                      *(self._answers(owner_id) for owner_id, _ in owners))
+        finally:
+            self._asking_majority = False
+        for (owner_id, name), alive in zip(owners, answered, strict=True):
+            if owner_id not in self._deferred or self.status_of(owner_id) is not NodeStatus.DEAD or alive:
+                continue  # alive again or forgotten meanwhile: ``_settle_deferred`` sees to it
+            if reached:
+                del self._deferred[owner_id]
+                self._deferral_warned.discard(owner_id)
+                self._start_take_over(owner_id, name)
+            elif owner_id not in self._deferral_warned:
+                self._deferral_warned.add(owner_id)
+                self.counters["tasks_takeover_deferred"] += 1
+                log.warning("%s declared dead while this node reaches a minority of the workers: its tasks are not "
+                            "taken over here", name)
+
+    async def _answers(self, node_id: str) -> bool:
+        """Whether ``node_id`` answers this node directly within ``MAJORITY_TIMEOUT``."""
+        address = self.address_of(node_id)
+        return bool(address) and await self.wire.answers(address, MAJORITY_TIMEOUT)  # type: ignore[attr-defined]
 
     def _declared_dead(self) -> None:
         """SWIM says others declared this node dead: its backup may have taken its tasks over. Copy every
