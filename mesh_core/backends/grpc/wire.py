@@ -9,7 +9,9 @@ identity from its ``Hello``.
 
 Each outgoing stream has a bounded send queue (``queue_limit`` envelopes). A full queue refuses the
 envelope (``send`` returns False, ``wire_dropped_<kind>`` counts it): a slow or dead peer costs a bounded
-amount of memory, and the layers above recover what was dropped (leases, resends, anti-entropy). Queued
+amount of memory, and the layers above recover what was dropped (leases, resends, anti-entropy), as they do
+what a stream had written when its peer went (a write completes once gRPC has it, not once the peer has).
+What a stream took from the queue and had not written when it ended goes first on the next one. Queued
 envelopes are merged before they are written (repeated parts concatenate), so a burst of small messages
 travels as a few large ones.
 
