@@ -48,7 +48,9 @@ def _open_rounds(root: str, index: int, barrier: Barrier, failures: multiprocess
 
 
 def test_many_processes_open_a_new_file_at_the_same_instant(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: by now this process runs threads of its own (aiosqlite, grpc from the tests before), and a
+    # fork copies their locks held; a forked child hung on one now and then, spinning until it was killed.
+    ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     failures: multiprocessing.Queue[str] = ctx.Queue()
     procs = [ctx.Process(target=_open_rounds, args=(str(tmp_path), i, barrier, failures))
@@ -60,7 +62,7 @@ def test_many_processes_open_a_new_file_at_the_same_instant(tmp_path: Path) -> N
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
     finally:
-        for p in procs:  # a child stuck (forked from a process with threads) must not spin on for the rest of the run
+        for p in procs:  # a child stuck must not spin on for the rest of the run
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
