@@ -159,8 +159,10 @@ class TasksTakeover(TasksCopies):
         owners = [(owner_id, name) for owner_id, (name, _) in self._deferred.items()
                   if self.status_of(owner_id) is NodeStatus.DEAD]
         try:
-            reached, *answered = await asyncio.gather(self._reaches_majority(),
-                                                      *(self._answers(owner_id) for owner_id, _ in owners))
+            reached = await self._reaches_majority()
+            # the owners are asked only then: a node in a minority asks nothing of the dead every pass
+            answered = await asyncio.gather(*(self._answers(owner_id) for owner_id, _ in owners)) if reached \
+                else [False] * len(owners)
         finally:
             self._asking_majority = False
         for (owner_id, name), alive in zip(owners, answered, strict=True):
