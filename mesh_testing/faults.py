@@ -55,7 +55,9 @@ class SmallDisk:
         """Write a filler file until the disk has at most ``leave`` bytes free; returns the bytes written."""
         written = 0
         try:
-            f = open(self.path / "filler", "ab")  # noqa: SIM115 (closed below)
+            # unbuffered: a write the full disk refused leaves nothing behind for ``close`` to try again (a buffered
+            # file raised ENOSPC from its close when the nodes' own writes took the last bytes first)
+            f = open(self.path / "filler", "ab", buffering=0)  # noqa: SIM115 (closed below)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 return 0  # the nodes filled it first: as full as this would make it
@@ -65,11 +67,12 @@ class SmallDisk:
             while self.free_bytes() > leave:
                 want = min(len(chunk), self.free_bytes() - leave)
                 try:
-                    f.write(chunk[:want])
-                    f.flush()
+                    n = f.write(chunk[:want])
                 except OSError:
                     break
-                written += want
+                if not n:
+                    break
+                written += n
         return written
 
     def drain(self) -> None:
