@@ -139,12 +139,11 @@ class TasksTakeover(TasksCopies):
         for owner_id, (name, revision) in list(self._deferred.items()):
             status = self.status_of(owner_id)
             if status in LIVE:
-                del self._deferred[owner_id]
-                self._deferral_warned.discard(owner_id)
+                self._undefer(owner_id)
                 self.counters["tasks_takeover_cancelled"] += 1
                 self.spawn(self._drop_copies(owner_id, revision), "stale-copies")
             elif status is not NodeStatus.DEAD:
-                del self._deferred[owner_id]
+                self._undefer(owner_id)
                 self._start_take_over(owner_id, name)
             else:
                 dead = True
@@ -169,14 +168,17 @@ class TasksTakeover(TasksCopies):
             if owner_id not in self._deferred or self.status_of(owner_id) is not NodeStatus.DEAD or alive:
                 continue  # alive again or forgotten meanwhile: ``_settle_deferred`` sees to it
             if reached:
-                del self._deferred[owner_id]
-                self._deferral_warned.discard(owner_id)
+                self._undefer(owner_id)
                 self._start_take_over(owner_id, name)
             elif owner_id not in self._deferral_warned:
                 self._deferral_warned.add(owner_id)
                 self.counters["tasks_takeover_deferred"] += 1
                 log.warning("%s declared dead while this node reaches a minority of the workers: its tasks are not "
                             "taken over here", name)
+
+    def _undefer(self, owner_id: str) -> None:
+        del self._deferred[owner_id]
+        self._deferral_warned.discard(owner_id)
 
     async def _answers(self, node_id: str) -> bool:
         """Whether ``node_id`` answers this node directly within ``MAJORITY_TIMEOUT``."""
