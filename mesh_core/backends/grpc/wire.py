@@ -114,7 +114,7 @@ class Wire:
         self._unary: dict[str, UnaryHandler] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
-        self._replies: dict[tuple[str, str], asyncio.Queue[Any]] = {}  # (peer address, kind) → its open stream
+        self._replies: dict[tuple[str, str], _SendQueue] = {}  # (peer address, kind) → its open stream
         self._closing = False
         self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
@@ -274,12 +274,10 @@ class Wire:
         key = (address, kind)
         back = self._replies.get(key)
         if back is not None:  # the peer's own stream to us is open: answer on it (no second connection)
-            try:
-                back.put_nowait(envelope)
+            if back.put(envelope):
                 return True
-            except asyncio.QueueFull:
-                self.counters[f"wire_dropped_{kind}"] += 1
-                return False
+            self.counters[f"wire_dropped_{kind}"] += 1
+            return False
         out = self._outgoing.get(key)
         if out is None:
             out = self._outgoing[key] = _Outgoing(self, address, kind)
@@ -290,7 +288,7 @@ class Wire:
 
     def queued(self, address: str, kind: str) -> int:
         out = self._outgoing.get((address, kind))
-        return out.queue.qsize() if out is not None else 0
+        return len(out.queue) if out is not None else 0
 
     async def forget(self, address: str) -> None:
         """Close our streams and channel to ``address`` and drop what was queued for it."""
@@ -344,7 +342,7 @@ class Wire:
         # While the peer's stream is open, what this node sends to the peer's address may go back on it (see
         # ``send``): a peer that cannot be dialled (a client behind NAT) is still answered.
         key = (peer.address, kind)
-        replies: asyncio.Queue[Any] = asyncio.Queue(self.queue_limit)
+        replies = _SendQueue(self.queue_limit)
         if peer.address:
             self._replies[key] = replies
 
@@ -352,22 +350,16 @@ class Wire:
             async for envelope in requests:
                 self.dispatch(kind, peer, envelope)
         reader = asyncio.ensure_future(read())
-        getter: asyncio.Future[Any] | None = None
+        reader.add_done_callback(lambda _: replies.wake())
         try:
-            while True:
-                if not replies.empty() and not reader.done():  # under load: no wait to set up
-                    yield _merged(replies.get_nowait(), replies, self.max_message_bytes)
-                    continue
-                getter = asyncio.ensure_future(replies.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    break
-                yield _merged(getter.result(), replies, self.max_message_bytes)
+            while not reader.done():
+                if replies:
+                    yield replies.take(self.max_message_bytes)
+                else:
+                    await replies.wait()
         finally:
-            # Both end with the stream, however it ends (a cancelled call closes this generator mid-wait).
+            # The reader ends with the stream, however it ends (a cancelled call closes this generator mid-wait).
             reader.cancel()
-            if getter is not None:
-                getter.cancel()
             if self._replies.get(key) is replies:
                 del self._replies[key]
 
@@ -399,7 +391,7 @@ class _Outgoing:
 
     def __init__(self, wire: Wire, address: str, kind: str) -> None:
         self.wire, self.address, self.kind = wire, address, kind
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(wire.queue_limit)
+        self.queue = _SendQueue(wire.queue_limit)
         self.peer: Peer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -407,11 +399,7 @@ class _Outgoing:
         self._leftover: deque[Any] = deque()
 
     def put(self, envelope: Any) -> bool:
-        if self._closed:
-            return False
-        try:
-            self.queue.put_nowait(envelope)
-        except asyncio.QueueFull:
+        if self._closed or not self.queue.put(envelope):
             return False
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"grpc-{self.kind}-{self.address}")
@@ -421,15 +409,14 @@ class _Outgoing:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self.queue.clear()
         self._leftover.clear()
 
     async def _run(self) -> None:
         wire = self.wire
         delay = REDIAL_MIN
         envelope_type = ENVELOPES[self.kind]
-        while not self._closed and (self._leftover or not self.queue.empty()):
+        while not self._closed and (self._leftover or self.queue):
             stream = _StreamWrites()
             call = getattr(wire.stub(self.address), _METHODS[self.kind])(self._requests(envelope_type, stream),
                                                                        metadata=wire.metadata())
@@ -474,49 +461,110 @@ class _Outgoing:
         the envelope handed over and not yet written are ``stream``'s, which ``_run`` ends with the call."""
         yield envelope_type(hello=self.wire.hello())
         queue = self.queue
-        while not stream.ended.is_set():
+        while not stream.ended:
             if self._leftover:
                 envelope = self._leftover.popleft()
-            elif not queue.empty():  # under load: no wait to set up
-                envelope = _merged(queue.get_nowait(), queue, self.wire.max_message_bytes)
+            elif queue:
+                envelope = queue.take(self.wire.max_message_bytes)
             else:
-                stream.getter = getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait((getter, stream.ending), timeout=IDLE_CLOSE_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if stream.getter is not getter:
-                    return  # ended meanwhile: ``end`` took the getter (and its item, if it had one)
-                stream.getter = None
-                if not getter.done():
-                    getter.cancel()  # a cancelled get leaves its item in the queue
-                    return  # idle: end the stream; the next send dials again
-                envelope = _merged(getter.result(), queue, self.wire.max_message_bytes)
+                stream.queue = queue
+                woken = await queue.wait(IDLE_CLOSE_SECONDS)
+                stream.queue = None
+                if not woken:
+                    return  # idle (the next send dials again), or ended meanwhile
+                continue
             stream.writing = envelope
             yield envelope
             stream.writing = None  # asked for the next one: that one was written
 
 
 class _StreamWrites:
-    """One outgoing call's side of its writes: whether it ended, its wait for the queue, what it handed over."""
+    """One outgoing call's side of its writes: whether it ended, the queue it waits on, what it handed over."""
 
     def __init__(self) -> None:
-        self.ended = asyncio.Event()
-        self.ending = asyncio.ensure_future(self.ended.wait())
-        self.getter: asyncio.Future[Any] | None = None
+        self.ended = False
+        self.queue: _SendQueue | None = None  # while the writes wait for something to send
         self.writing: Any = None
 
     def end(self) -> list[Any]:
-        """Ends the writes and returns what was taken from the queue and not written, oldest first."""
-        self.ended.set()
-        self.ending.cancel()
+        """Ends the writes and returns what was handed over and not written (nothing else leaves the queue)."""
+        self.ended = True
+        if self.queue is not None:
+            self.queue.wake(False)
         unwritten = [] if self.writing is None else [self.writing]
         self.writing = None
-        getter, self.getter = self.getter, None
-        if getter is not None:
-            if getter.done() and not getter.cancelled():
-                unwritten.append(getter.result())  # taken from the queue, never handed over
-            else:
-                getter.cancel()
         return unwritten
+
+
+class _SendQueue:
+    """A bounded queue of envelopes for one stream, whose one reader wakes in one event-loop pass.
+
+    ``asyncio.Queue.get`` in a task under ``asyncio.wait`` took three passes from a ``put`` to the write, and in
+    each the loop first ran whatever else was ready (a store write, a claim, a handler): a message posted before
+    that work left after it. Here ``put`` resolves the reader's own future, which resumes it in the next pass."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, envelope: Any) -> bool:
+        """Queue ``envelope``; False when the queue is full."""
+        if len(self._items) >= self.limit:
+            return False
+        self._items.append(envelope)
+        self.wake()
+        return True
+
+    def take(self, max_message_bytes: int) -> Any:
+        """The oldest envelope with what else is queued merged into it (repeated parts concatenate), up to
+        ``MERGE_MAX`` envelopes and about half of ``max_message_bytes``: one write for a burst, never one too
+        large to send."""
+        items = self._items
+        envelope = items.popleft()
+        budget = max_message_bytes // 2
+        size = envelope.ByteSize()
+        merged = 1
+        while merged < MERGE_MAX and items:
+            extra = items[0].ByteSize()
+            if size + extra > budget:
+                break
+            envelope.MergeFrom(items.popleft())
+            size += extra
+            merged += 1
+        return envelope
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def wake(self, woken: bool = True) -> None:
+        """Resume the reader waiting in ``wait`` (with ``woken``), if one is."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(woken)
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until something is queued or ``wake`` is called (True, or what ``wake`` was given); False after
+        ``timeout`` seconds with nothing queued."""
+        if self._items:
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._expire, waiter) if timeout is not None else None
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.set_result(bool(self._items))
 
 
 class _Servicer(pb_grpc.MeshServicer):
@@ -577,23 +625,6 @@ class _Servicer(pb_grpc.MeshServicer):
 
     async def Remember(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unary("Remember", request, context)
-
-
-def _merged(envelope: Any, queue: asyncio.Queue[Any], max_message_bytes: int) -> Any:
-    """``envelope`` with what else is queued merged into it (repeated parts concatenate), up to ``MERGE_MAX``
-    envelopes and about half of ``max_message_bytes``: one write for a burst, never one too large to send."""
-    budget = max_message_bytes // 2
-    size = envelope.ByteSize()
-    merged = 1
-    while merged < MERGE_MAX and not queue.empty():
-        nxt = queue._queue[0]  # type: ignore[attr-defined]  # peek: asyncio.Queue keeps a deque
-        extra = nxt.ByteSize()
-        if size + extra > budget:
-            break
-        envelope.MergeFrom(queue.get_nowait())
-        size += extra
-        merged += 1
-    return envelope
 
 
 def _bracketed(host: str) -> str:
