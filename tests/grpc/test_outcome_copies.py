@@ -79,3 +79,43 @@ async def test_an_outcome_forwarded_for_an_owner_the_client_handed_the_task_away
     assert cb.counters["stale_results_refused"] == 1 and not cb._feed
     cb._take_finished(sender, [pb.FinishedTask(entry=codec.encode(entry))])  # the new owner's own: taken
     assert cb.counters["stale_results_refused"] == 1 and len(cb._feed) == 1
+
+
+def _acks_seen_by(mesh: Any) -> list[str]:
+    """Spy on a node's wire: the task ids of every FinishedAck that reaches it."""
+    wire = backend_of(mesh).wire
+    seen: list[str] = []
+    dispatch = wire.dispatch
+
+    def spy(kind: str, peer: Peer, envelope: Any) -> None:
+        if kind == "tasks":
+            seen.extend(a.task_id for a in envelope.finished_acks)
+        dispatch(kind, peer, envelope)
+    wire.dispatch = spy
+    return seen
+
+
+async def test_a_client_acknowledges_an_outcome_only_when_its_owner_asks(cluster: Cluster) -> None:
+    """With a backup, the backup forwards each outcome and nobody waits for the client's ack: the client sends
+    none. A lone worker has no backup: it asks the client (the client's copy is the second one), and hears one
+    ack per task, so it never waits the backup timeout out."""
+    lone = await cluster.node("lone")
+    client = await cluster.client()
+    seen = _acks_seen_by(lone)
+    await eventually(lambda: _async(any(n.node_id == lone.node_id and "echo" in n.task_types
+                                        for n in client.services.members.workers())))
+    asked = [await client.submit_task("echo", {"i": i}) for i in range(5)]
+    assert all(t.status is TaskStatus.SUCCEEDED for t in [await client.wait_task(i, timeout=15) for i in asked])
+    await eventually(lambda: _async(sorted(seen) == sorted(asked)))
+    assert not [k for k in backend_of(lone)._waiting if k[0] == "finished"]
+
+    other = await cluster.node("other")
+    await eventually(lambda: _async(backend_of(lone)._backup_peer() == backend_of(other).node_id
+                                    and backend_of(other)._backup_peer() == backend_of(lone).node_id))
+    seen_other = _acks_seen_by(other)
+    forwarded = [await client.submit_task("echo", {"j": i}) for i in range(10)]
+    assert all(t.status is TaskStatus.SUCCEEDED for t in [await client.wait_task(i, timeout=15) for i in forwarded])
+    await asyncio.sleep(0.5)  # time for any ack on its way to arrive
+    assert not set(seen + seen_other) & set(forwarded)
+    assert (backend_of(lone).counters["task_outcomes_forwarded"]
+            + backend_of(other).counters["task_outcomes_forwarded"]) == 10

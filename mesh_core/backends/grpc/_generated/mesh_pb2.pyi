@@ -237,12 +237,14 @@ class SubmissionResult(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., outcome: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class FinishedTask(_message.Message):
-    __slots__ = ("entry", "owner_id")
+    __slots__ = ("entry", "owner_id", "ack")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
     entry: bytes
     owner_id: str
-    def __init__(self, entry: _Optional[bytes] = ..., owner_id: _Optional[str] = ...) -> None: ...
+    ack: bool
+    def __init__(self, entry: _Optional[bytes] = ..., owner_id: _Optional[str] = ..., ack: _Optional[bool] = ...) -> None: ...
 
 class TaskOffer(_message.Message):
     __slots__ = ("task_id", "attempt", "owner_epoch", "lease_seconds", "task", "delay_seconds")

@@ -257,12 +257,13 @@ class TasksOwner(TasksTakeover):
             else:
                 self._backup_of.pop(e.task_id, None)
             if e.submitter_id and e.submitter_id != self.node_id:
-                by_submitter.setdefault(e.submitter_id, []).append(
-                    pb.FinishedTask(entry=codec.encode(e.entry(), self.limits)))
+                entry = pb.FinishedTask(entry=codec.encode(e.entry(), self.limits))
+                by_submitter.setdefault(e.submitter_id, []).append(entry)
                 if e.task_id in unbacked and self.status_of(e.submitter_id) not in (None, NodeStatus.LEFT):
                     # no backup holds it: the submitter's copy is the other one (one held dead here may be alive
                     # and have handed it on; one that left, or that this node cannot reach, holds none)
                     asked[e.task_id] = self._expect(("finished", e.task_id), e.submitter_id)
+                    entry.ack = True
         for submitter, entries in by_submitter.items():
             self._send_to(submitter, pb.TaskMessage(finished=entries))
         if asked:

@@ -186,7 +186,8 @@ class TasksSubmit(TasksOwner):
     def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
         """Client: outcomes pushed by owners (or forwarded by their backups, naming the owner), kept for
         ``finished_for``; one from an owner this client handed the task away from (``_rehome``) is refused, before
-        or after the task ended, so a task ends once for its submitter."""
+        or after the task ended, so a task ends once for its submitter. Only an owner that asked (``ack``: no
+        backup holds the outcome) is answered; nobody waits for the others' acks, and each would cost a send."""
         acks = []
         for entry in entries:
             try:
@@ -200,13 +201,16 @@ class TasksSubmit(TasksOwner):
                 continue
             if self._rehomed.get(finished.task_id) == (entry.owner_id or peer.node_id):
                 self.counters["stale_results_refused"] += 1
-                acks.append(pb.FinishedAck(task_id=finished.task_id, refused=True))
+                if entry.ack:
+                    acks.append(pb.FinishedAck(task_id=finished.task_id, refused=True))
                 continue
-            acks.append(pb.FinishedAck(task_id=finished.task_id))
+            if entry.ack:
+                acks.append(pb.FinishedAck(task_id=finished.task_id))
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
             self._submitted.pop(finished.task_id, None)
-        self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
+        if acks:
+            self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
 
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
