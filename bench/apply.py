@@ -54,7 +54,8 @@ def writes(items: int, writers: int, overwrites: float, seed: int = 7) -> list[M
     return out
 
 
-async def one_round(items: list[MemoryItem], batch: int, events: bool) -> dict[str, float]:
+async def one_round(items: list[MemoryItem], batch: int, events: bool, keep_digests: bool = True
+                    ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as root:
         async with Cluster(Path(root), "sqlite") as cluster:
             node = await cluster.node("replica")
@@ -62,6 +63,8 @@ async def one_round(items: list[MemoryItem], batch: int, events: bool) -> dict[s
                 if loop.get_name() == "memory":
                     loop.cancel()  # only what this bench hands it is applied
             memory = node.services.memory
+            if keep_digests:  # as a running node does from its first anti-entropy round on: its changes follow them
+                memory.store.digests()
             frames = [memory.frame_of(item) for item in items]
             taken = 0
 

@@ -22,6 +22,7 @@ from ..checkpoints import Checkpointer, writes_apart
 from ..errors import CodecError
 from ..files import PRIVATE_FILE, prepare_sqlite_file
 from ..model import MemoryItem
+from .digest import BucketDigests
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -59,6 +60,7 @@ KEY_TABLES = ("items", "sources", "history", "conflicts")  # every table that ho
 KeyRows = tuple[list[MemoryItem], list[MemoryItem]]  # a key's (siblings, sources)
 Mark = tuple[str, str, str, int]  # a frontier write: (memory_type, key, origin, hlc)
 KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parameters stay few)
+READ_MARKS_KEPT = 50_000  # keys whose frontier marks ``states`` keeps for the next change at most
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,11 @@ class ReplicaStore:
             self._checkpoints = Checkpointer(self.path)
         self._count: int | None = None
         self._outbox_empty: bool | None = None  # None: not looked yet
+        # The frontier's anti-entropy digests, kept as writes change it; None: to be computed from the whole
+        # frontier (not yet since open, or a rolled-back change left the running sums wrong)
+        self._digests: BucketDigests | None = None
+        # the frontier marks ``states`` read of each key since the last change (what the change then replaces)
+        self._read_marks: dict[tuple[str, str], tuple[list[Mark], list[Mark]]] = {}
 
     def close(self) -> None:
         if self._checkpoints is not None:
@@ -212,6 +219,56 @@ class ReplicaStore:
             "SELECT memory_type, key, origin, hlc FROM items i WHERE NOT EXISTS ("
             " SELECT 1 FROM sources s WHERE s.memory_type=i.memory_type AND s.key=i.key)").fetchall()
 
+    def digests(self) -> dict[int, str]:
+        """The anti-entropy digests of the frontier (``digest.digests(self.frontier_marks())``), as kept by every
+        change since they were first computed: no read of the replica."""
+        if self._digests is None:
+            self._digests = BucketDigests()
+            self._digests.add(self.frontier_marks())
+        return self._digests.as_dict()
+
+    def _frontiers(self, names: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[Mark], list[Mark]]]:
+        """``(sources, items)`` marks of each of ``names`` (keys with no rows left out); its frontier is the first
+        when it has any, else the second (as ``frontier_marks``)."""
+        by_type: dict[str, list[str]] = {}
+        for memory_type, key in names:
+            by_type.setdefault(memory_type, []).append(key)
+        out: dict[tuple[str, str], tuple[list[Mark], list[Mark]]] = {}
+        for memory_type, keys in by_type.items():
+            for start in range(0, len(keys), KEYS_PER_READ):
+                chunk = keys[start:start + KEYS_PER_READ]
+                marks = ",".join("?" * len(chunk))
+                for table, mt, key, origin, hlc in self._db.execute(
+                        f"SELECT 0, memory_type, key, origin, hlc FROM sources WHERE memory_type=? AND key IN ({marks})"
+                        f" UNION ALL SELECT 1, memory_type, key, origin, hlc FROM items WHERE memory_type=? AND key IN"
+                        f" ({marks})", (memory_type, *chunk, memory_type, *chunk)):
+                    out.setdefault((mt, key), ([], []))[table].append((mt, key, origin, hlc))
+        return out
+
+    def _follow(self, changes: Sequence[KeyUpdate]) -> None:
+        """Move the kept digests from the changed keys' frontiers as stored now (as ``states`` just read them, else
+        read here) to the ones ``changes`` make."""
+        digests, read = self._digests, self._read_marks
+        self._read_marks = {}  # out of date once the change is made
+        if digests is None:
+            return
+        names = [(c.memory_type, c.key) for c in changes]
+        if len(set(names)) < len(names):  # a key changed twice in one call: not followed, recomputed when asked
+            self._digests = None
+            return
+        before = self._frontiers([n for c, n in zip(changes, names, strict=True) if not c.fresh and n not in read])
+        gone: list[Mark] = []
+        came: list[Mark] = []
+        for change, name in zip(changes, names, strict=True):
+            old_sources, old_items = ([], []) if change.fresh else read.get(name) or before.get(name, ([], []))
+            if change.sources is None and old_sources:  # its sources, its frontier, stay
+                continue
+            gone += old_sources or old_items
+            # new sources are stored as such, or (equal to the siblings) as the items: the same marks either way
+            came += [(s.memory_type, s.key, s.origin, s.hlc) for s in change.sources or change.siblings]
+        digests.remove(gone)
+        digests.add(came)
+
     def own_sources(self, origin: str) -> list[MemoryItem]:
         """``origin``'s writes in the frontier (sources, else the visible items, as ``frontier_marks``)."""
         rows = self._db.execute(
@@ -249,6 +306,9 @@ class ReplicaStore:
         for memory_type, key in dict.fromkeys(names):
             by_type.setdefault(memory_type, []).append(key)
         out: dict[tuple[str, str], KeyRows] = {}
+        read = self._read_marks if self._digests is not None else None  # kept for the change that follows
+        if read is not None and len(read) > READ_MARKS_KEPT:
+            read.clear()
         for memory_type, keys in by_type.items():
             for start in range(0, len(keys), KEYS_PER_READ):
                 chunk = keys[start:start + KEYS_PER_READ]
@@ -259,6 +319,11 @@ class ReplicaStore:
                     " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
                     f" WHERE memory_type=? AND key IN ({marks}) ORDER BY 1, 5, 4",
                     (memory_type, *chunk, memory_type, *chunk)).fetchall()
+                if read is not None:  # every row, a corrupted one too: the frontier's marks hold it
+                    for key in chunk:
+                        read[(memory_type, key)] = ([], [])
+                    for row in rows:
+                        read[(row[1], row[2])][1 - row[0]].append((row[1], row[2], row[3], row[4]))
                 for row in rows:
                     for item in self._rows_to_items([row[1:]]):
                         out.setdefault((item.memory_type, item.key), ([], []))[row[0]].append(item)
@@ -291,6 +356,7 @@ class ReplicaStore:
 
         now = time.time()
         with self._savepoint():
+            self._follow(changes)
             old = [(c.memory_type, c.key) for c in changes if not c.fresh]
             old_sources = [(c.memory_type, c.key) for c in changes if not c.fresh and c.sources is not None]
             if old:
@@ -328,7 +394,13 @@ class ReplicaStore:
         self._count = None
         open_now = {r[0] for r in db.execute("SELECT conflict_id FROM conflicts WHERE memory_type=? AND key=?"
                                              " AND closed_at IS NULL", (state.memory_type, state.key))}
+        self._read_marks = {}
         with self._savepoint():
+            if self._digests is not None:
+                old_sources, old_items = self._frontiers([(state.memory_type, state.key)]).get(
+                    (state.memory_type, state.key), ([], []))
+                self._digests.remove(old_sources or old_items)
+                self._digests.add((r[0], r[1], r[2], r[3]) for r in state.rows["sources"] or state.rows["items"])
             for table in KEY_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (state.memory_type, state.key))
                 for row in state.rows[table]:
@@ -350,10 +422,15 @@ class ReplicaStore:
         try:
             yield
         except BaseException:
+            self._digests, self._read_marks = None, {}  # they followed changes now undone: computed afresh when asked
             for statement in undo:
                 self._db.execute(statement)
             raise
-        self._db.execute(commit)
+        try:
+            self._db.execute(commit)
+        except BaseException:
+            self._digests, self._read_marks = None, {}
+            raise
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------
     def open_conflict(self, conflict_id: str, memory_type: str, key: str, strategy: str, reason: str,

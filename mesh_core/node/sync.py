@@ -14,7 +14,7 @@ from typing import Any
 
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..errors import BackendError
-from ..memory.digest import BUCKETS, bucket_of, differing, digests
+from ..memory.digest import BUCKETS, bucket_of, differing
 from ..model import MemoryItem
 from .context import NodeContext
 from .membership import MembershipService
@@ -135,8 +135,7 @@ class MemorySync:
         a write lost by the medium, a replica that was restored from an old copy.
         """
         store, node_id = self.memory.store, self.ctx.node_id
-        marks = store.frontier_marks()
-        mine = digests(marks)
+        mine = store.digests()  # kept by the replica as it changes: no rehash of the frontier per round
         await self.log.put_digests(node_id, mine)
         active = self.members.active_ids()
         buckets: set[int] = set()
@@ -146,7 +145,7 @@ class MemorySync:
         applied = resent = 0
         # Peers' digests are as old as their last round: under steady writes most buckets differ and most of what
         # a bucket holds is held here already. That is left out before the fold (it would be ignored).
-        held = set(marks) if buckets else set()
+        held = set(store.frontier_marks()) if buckets else set()
         # This node's writes to re-send, read once per round and grouped by bucket (its writes after this read were
         # stored by the medium before they returned: nothing to re-send of those). Re-sending one a pulled entry
         # has since dominated costs nothing: its receivers ignore it.
@@ -170,7 +169,7 @@ class MemorySync:
                                                         for s in mine_here])
                 resent += len(mine_here)
         if buckets:
-            await self.log.put_digests(node_id, digests(store.frontier_marks()))
+            await self.log.put_digests(node_id, store.digests())
         return {"buckets": len(buckets), "applied": applied, "resent": resent}
 
     async def compact(self) -> int:

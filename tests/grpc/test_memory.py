@@ -213,6 +213,24 @@ async def test_each_node_compacts_its_own_log_and_a_late_node_still_converges(cl
     assert len(list(_replica(client).keys("*"))) == 30
 
 
+async def test_the_log_digests_follow_the_appends_and_equal_a_computation_from_the_whole_log(cluster: Cluster) -> None:
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    log = backend_of(a)
+    first = await log._log_digests_now()  # from the whole log once, then following its appends
+    for i in range(20):
+        await a.sync_memory_item("fact", {"i": i}, key=f"k{i}")
+    await b.sync_memory_item("fact", "b's", key="k3")
+    await b.sync_memory_item("note", "b's", key="n1")
+    await eventually(lambda: _recall_is(a, "n1", "b's"))
+    await a.sync_memory_item("fact", "again", key="k3")  # a's newest entry of a key replaced
+    kept = await log._log_digests_now()
+    marks = {bucket: set(held) for bucket, held in log._log_marks.items() if held}
+    log._stale_keys = None  # computed again from the whole log
+    assert await log._log_digests_now() == kept != first
+    assert {bucket: held for bucket, held in log._log_marks.items() if held} == marks
+
+
 async def test_anti_entropy_repairs_a_write_a_replica_skipped_and_one_corrupted_on_the_way(cluster: Cluster) -> None:
     a = await cluster.node("a", sync_interval_seconds=60)
     b = await cluster.node("b", sync_interval_seconds=60)

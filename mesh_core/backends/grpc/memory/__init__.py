@@ -62,6 +62,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ....membership import Change
+from ....memory.digest import BucketDigests
 from ....model import NodeInfo, NodeRole, NodeStatus
 from ...shared import Coalescer
 from .._generated import mesh_pb2 as pb
@@ -104,10 +105,11 @@ class GrpcMemory(MemoryEntropy):
         self._digests: dict[int, str] | None = None  # this node's replica digests, as last put
         self._digests_cursor = 0  # ``_own_ack`` when they were put
         self._differs: dict[str, set[int]] = {}  # peer → buckets that differed in the last exchange
-        self._log_digests: dict[int, str] = {}
-        self._log_marks: dict[int, set[int]] = {}  # bucket → the marks of its entries in the log (as hashed last)
+        self._log_sums = BucketDigests()  # the log's digests (``_log_digests_now``) …
+        self._log_marks: dict[int, set[int]] = {}  # … per bucket the marks of its entries in the log (as read last) …
+        self._log_entries: dict[tuple[str, str], dict[str, int]] = {}  # … and per key: origin → mark
         self._digesting = asyncio.Lock()  # held while the log's digests (and marks) are recomputed
-        self._stale_buckets: set[int] | None = None  # None: every bucket's log digest must be computed
+        self._stale_keys: set[tuple[str, str]] | None = None  # keys appended to since; None: the whole log to read
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
         self._claim = _Claim()
         self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)

@@ -15,7 +15,7 @@ import grpc
 
 from .... import codec
 from ....errors import CodecError
-from ....memory.digest import bucket_of
+from ....memory.digest import BucketDigests
 from ....memory.store import item_from_wire
 from ....model import MemoryItem
 from ...shared import Coalescer
@@ -128,10 +128,11 @@ class MemoryState(GrpcCore):
     _digests: dict[int, str] | None
     _digests_cursor: int
     _differs: dict[str, set[int]]
-    _log_digests: dict[int, str]
+    _log_sums: BucketDigests
     _log_marks: dict[int, set[int]]
+    _log_entries: dict[tuple[str, str], dict[str, int]]
     _digesting: asyncio.Lock
-    _stale_buckets: set[int] | None
+    _stale_keys: set[tuple[str, str]] | None
     _client_pulled_at: float
     _claim: _Claim
     _missed_until: float
@@ -212,8 +213,8 @@ class MemoryState(GrpcCore):
         return frames, seq
 
     def _stale(self, entries: Iterable[tuple[str, str, bytes]]) -> None:
-        if self._stale_buckets is not None:
-            self._stale_buckets.update(bucket_of(mt, key) for mt, key, _ in entries)
+        if self._stale_keys is not None:
+            self._stale_keys.update((mt, key) for mt, key, _ in entries)
 
 
 def _unique(frames: Iterable[bytes]) -> list[bytes]:

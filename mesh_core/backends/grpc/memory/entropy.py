@@ -14,8 +14,8 @@ import grpc
 
 from .... import codec
 from ....errors import CodecError
-from ....memory.digest import BUCKETS, differing
-from ....memory.store import item_from_wire
+from ....memory.digest import BUCKETS, BucketDigests, Line, bucket_of, differing
+from ....memory.store import KEYS_PER_READ, item_from_wire
 from ....model import MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
 from .._generated import mesh_pb2 as pb
@@ -209,40 +209,52 @@ class MemoryEntropy(MemoryPush):
         self.spawn(self._catch_up(peer_id), "memory-catch-up")
 
     async def _log_digests_now(self) -> dict[int, str]:
-        """Per bucket, a hash of this log's newest entry per key and origin (recomputed for changed buckets); the
-        marks of those entries (``frame_mark``) are kept per bucket on the way (``_log_marks``: what a Pull's
-        ``have`` names, and what a served Pull checks before reading a bucket). One computation at a time: a caller
-        meanwhile waits for it, not answering with the digests of before."""
+        """Per bucket, a digest (``digest.BucketDigests``) of this log's newest entry per key and origin, each line
+        ``(memory_type, key, origin, frame_mark)``. They follow the log: only the keys appended to since the last
+        computation are read again (``_stale_keys``), their old lines taken out and the new ones added, so a
+        computation costs what changed, not the log. The marks are kept per bucket on the way (``_log_marks``: what a
+        Pull's ``have`` names, and what a served Pull checks before reading a bucket). One computation at a time: a
+        caller meanwhile waits for it, not answering with the digests of before."""
         async with self._digesting:
             return await self._log_digests_locked()
 
     async def _log_digests_locked(self) -> dict[int, str]:
-        stale = self._stale_buckets
-        buckets = None if stale is None else sorted(stale)
-        if buckets == []:
-            return dict(self._log_digests)
-        self._stale_buckets = set()
-        where = "" if buckets is None else f" WHERE bucket IN ({','.join(str(b) for b in buckets)})"
+        stale = self._stale_keys
+        if stale is not None and not stale:
+            return self._log_sums.as_dict()
+        self._stale_keys = set()
+        by_type: dict[str, list[str]] = {}
+        for memory_type, key in stale or ():
+            by_type.setdefault(memory_type, []).append(key)
 
         def read(conn: Any) -> list[Any]:
-            return conn.execute(f"SELECT bucket, memory_type, key, origin, frame FROM memory_latest{where}").fetchall()
+            if stale is None:
+                return conn.execute("SELECT memory_type, key, origin, frame FROM memory_latest").fetchall()
+            rows = []
+            for memory_type, keys in by_type.items():
+                for start in range(0, len(keys), KEYS_PER_READ):
+                    chunk = keys[start:start + KEYS_PER_READ]
+                    rows += conn.execute("SELECT memory_type, key, origin, frame FROM memory_latest WHERE memory_type=?"
+                                         f" AND key IN ({','.join('?' * len(chunk))})", (memory_type, *chunk))
+            return rows
         rows = await self.store._read(read)
-        lines: dict[int, list[str]] = {}
-        marks: dict[int, set[int]] = {}
-        for bucket, memory_type, key, origin, frame in rows:
-            body = frame if isinstance(frame, bytes) else str(frame).encode()
-            mark = frame_mark(body)
-            lines.setdefault(int(bucket), []).append(f"{memory_type}\0{key}\0{origin}\0{mark:016x}")
-            marks.setdefault(int(bucket), set()).add(mark)
-        if buckets is None:
-            self._log_digests, self._log_marks = {}, {}
-        for bucket in buckets or ():
-            self._log_digests.pop(bucket, None)
-            self._log_marks.pop(bucket, None)
-        self._log_marks.update(marks)
-        for bucket, found in lines.items():
-            self._log_digests[bucket] = hashlib.sha1("\n".join(sorted(found)).encode()).hexdigest()[:16]
-        return dict(self._log_digests)
+        if stale is None:
+            self._log_sums, self._log_marks, self._log_entries = BucketDigests(), {}, {}
+        sums, marks, entries = self._log_sums, self._log_marks, self._log_entries
+        gone: list[Line] = []
+        for memory_type, key in stale or ():
+            for origin, mark in entries.pop((memory_type, key), {}).items():
+                gone.append((memory_type, key, origin, mark))
+                marks[bucket_of(memory_type, key)].discard(mark)
+        sums.remove(gone)
+        came: list[Line] = []
+        for memory_type, key, origin, frame in rows:
+            mark = frame_mark(frame if isinstance(frame, bytes) else str(frame).encode())
+            entries.setdefault((memory_type, key), {})[origin] = mark
+            marks.setdefault(bucket_of(memory_type, key), set()).add(mark)
+            came.append((memory_type, key, origin, mark))
+        sums.add(came)
+        return sums.as_dict()
 
     async def _call_digest(self, peer_id: str, digests: dict[int, str], *, log: bool) -> pb.DigestReply | None:
         address, wire = self.address_of(peer_id), self.wire

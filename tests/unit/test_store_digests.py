@@ -1,0 +1,129 @@
+"""A replica keeps its anti-entropy digests as it changes (``ReplicaStore.digests``): after any sequence of applied
+batches, local writes, undone writes and rolled-back transactions they equal a computation from scratch over its
+frontier (``digest.digests(frontier_marks())``), also after a restart; and two replicas fed the same writes in
+different orders and batches have equal digests."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesh_core.memory.digest import BucketDigests, digests, line_hash
+from mesh_core.memory.resolve import STRATEGIES, fold_batch, local_write
+from mesh_core.memory.store import KeyState, ReplicaStore
+from mesh_core.model import MemoryItem
+from tests.unit.test_convergence import RANKING, op
+from tests.unit.test_fold_batch import one_by_one, writes_for
+
+
+class Refused(Exception):
+    """A change given up half way (the replica rolls it back)."""
+
+
+def apply_batch(store: ReplicaStore, batch: list[MemoryItem], strategy_of: Callable[[str], str]) -> None:
+    """Fold a batch as a node applies a log read (in the caller's transaction when it holds one)."""
+    names = [(i.memory_type, i.key) for i in batch]
+    store.replace_many(list(fold_batch(store.states(names), batch, strategy_of, ranking=RANKING).values()))
+
+
+def write_locally(store: ReplicaStore, item: MemoryItem, hlc: int) -> None:
+    """A node's own write over what the key holds, as ``MemoryService`` stores it."""
+    siblings, sources = store.state(item.memory_type, item.key)
+    mine = local_write(sources or siblings, replace(item, vv={}, hlc=hlc, value={"own": hlc}), "me")
+    store.replace_siblings(mine.memory_type, mine.key, (mine,), tuple(siblings), "local write", sources=(mine,))
+
+
+def agrees(store: ReplicaStore) -> bool:
+    return store.digests() == digests(store.frontier_marks())
+
+
+# (what, where in the writes, a second number)
+step = st.tuples(st.sampled_from(["batch", "one by one", "local", "undo", "refused", "reopen"]), st.integers(0, 60),
+                 st.integers(1, 8))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(op, min_size=1, max_size=18), st.integers(0, 2**16), st.booleans(), st.sampled_from(STRATEGIES),
+       st.sampled_from(STRATEGIES), st.lists(step, min_size=1, max_size=14))
+def test_kept_digests_equal_a_computation_from_the_frontier(ops: list[tuple[bool, int, int, int]], seed: int,
+                                                            compatible: bool, fact_strategy: str, note_strategy: str,
+                                                            steps: list[tuple[str, int, int]]) -> None:
+    writes = writes_for(ops, seed, compatible)
+    strategy_of = {"fact": fact_strategy, "note": note_strategy}.__getitem__
+    with tempfile.TemporaryDirectory() as root:
+        path = str(Path(root) / "memory.db")
+        store = ReplicaStore(path)
+        store.digests()  # kept from here on
+        saved: list[KeyState] = []
+        at, clock = 0, 10**9
+        try:
+            for what, where, size in steps:
+                item = writes[where % len(writes)]
+                if what == "batch":
+                    with store.batch():
+                        apply_batch(store, writes[at:at + size], strategy_of)
+                    at = (at + size) % len(writes)
+                elif what == "one by one":  # a key's sources left as they are when a write keeps them
+                    with store.batch():
+                        one_by_one(store, writes[at:at + size], strategy_of)
+                    at = (at + size) % len(writes)
+                elif what == "local":
+                    saved.append(store.key_state(item.memory_type, item.key))
+                    clock += 1
+                    write_locally(store, item, clock)
+                elif what == "undo" and saved:
+                    with store.batch():
+                        store.restore(saved.pop(where % len(saved)))
+                elif what == "refused":
+                    with pytest.raises(Refused), store.batch():
+                        apply_batch(store, writes[at:at + size], strategy_of)  # its savepoint released, then undone
+                        clock += 1
+                        write_locally(store, item, clock)
+                        raise Refused
+                elif what == "reopen":
+                    store.close()
+                    store = ReplicaStore(path)
+                assert agrees(store), what
+        finally:
+            store.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(op, min_size=1, max_size=18), st.integers(0, 2**16), st.booleans(), st.sampled_from(STRATEGIES),
+       st.lists(st.integers(0, 60), max_size=4), st.lists(st.integers(0, 60), max_size=4))
+def test_replicas_with_one_frontier_have_equal_kept_digests_whatever_the_order(
+        ops: list[tuple[bool, int, int, int]], seed: int, compatible: bool, strategy: str, cuts_a: list[int],
+        cuts_b: list[int]) -> None:
+    writes = writes_for(ops, seed, compatible)
+    shuffled = list(writes)
+    random.Random(seed).shuffle(shuffled)
+    replicas = []
+    for order, cuts in ((writes, cuts_a), (shuffled, cuts_b)):
+        store = ReplicaStore(None)
+        store.digests()
+        bounds = sorted({0, len(order), *(c % (len(order) + 1) for c in cuts)})
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            apply_batch(store, order[start:end], lambda _: strategy)
+        replicas.append(store)
+    a, b = replicas
+    assert sorted(a.frontier_marks()) == sorted(b.frontier_marks())
+    assert a.digests() == b.digests() == digests(a.frontier_marks())
+
+
+def test_a_bucket_digest_is_a_sum_that_lines_leave_as_they_came() -> None:
+    lines = [("fact", f"k{i}", "n1", i) for i in range(200)]
+    kept = BucketDigests()
+    kept.add(lines)
+    kept.add([("fact", "k0", "n2", 7)])
+    kept.remove([("fact", "k0", "n2", 7)])
+    assert kept.as_dict() == digests(reversed(lines))
+    kept.remove(lines)
+    assert kept.as_dict() == {}  # an emptied bucket is left out, as one never filled
+    assert line_hash("fact", "k", "n1", 1) != line_hash("fact", "k", "n1", 2)
