@@ -232,7 +232,8 @@ class TasksCopies(TasksBase):
             if self._send_to(submitter, pb.TaskMessage(finished=entries)):
                 sent.add(submitter)
                 self.counters["task_outcomes_forwarded"] += len(entries)
-        self._send_to(peer.node_id, pb.TaskMessage(backup_acks=[
-            pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
-                         forwarded=bool(r.finished) and r.submitter_id in sent)
-            for r in records if not (r.provisional and (r.confirmed or r.deleted))]))  # nobody waits for those
+        acks = [pb.BackupAck(task_id=r.task_id, revision=r.revision, refused=r.task_id in owned,
+                             forwarded=bool(r.finished) and r.submitter_id in sent)
+                for r in records if not (r.provisional and (r.confirmed or r.deleted))]  # nobody waits for those
+        if acks:  # a batch of confirmations alone is answered by nothing (an empty envelope cost a send per task)
+            self._send_to(peer.node_id, pb.TaskMessage(backup_acks=acks))
