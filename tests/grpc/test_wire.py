@@ -14,7 +14,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.wire import REDIAL_MAX, Peer, Wire
-from mesh_testing import eventually
+from mesh_testing import eventually, free_port
 
 
 def _wire(name: str, **kw: Any) -> Wire:
@@ -266,3 +266,25 @@ async def test_a_peer_down_for_twenty_seconds_is_reached_within_a_redial_of_its_
             sender.cancel()
     finally:
         await a.stop()
+
+
+async def test_a_probe_of_an_address_nobody_answers_at_leaves_no_channel_behind() -> None:
+    """``answers`` to a node declared dead (its channel closed by ``forget``) dials a channel for the probe alone:
+    closed again when nobody answers, so probing dead owners does not pile up idle channels; a live one's stays."""
+    a, b = _wire("a"), _wire("b")
+    await a.start()
+    await b.start()
+    try:
+        dead = f"127.0.0.1:{free_port()}"
+        for _ in range(3):
+            assert not await a.answers(dead, 0.5)
+        assert dead not in a._channels
+        assert await a.answers(b.address, 5.0)
+        assert b.address in a._channels
+        assert a.send(b.address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))
+        await b.stop()  # a stream uses the channel now: a failed probe leaves it to the stream (and ``forget``)
+        assert not await a.answers(b.address, 0.5)
+        assert b.address in a._channels
+    finally:
+        await a.stop()
+        await b.stop()

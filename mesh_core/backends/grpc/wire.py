@@ -260,10 +260,14 @@ class Wire:
 
     async def answers(self, address: str, timeout: float) -> bool:
         """Whether the node at ``address`` answers a Handshake within ``timeout`` seconds: a direct probe, for a
-        decision that must not rest on gossip alone."""
+        decision that must not rest on gossip alone. A channel dialled for the probe alone is closed again when
+        nobody answered (the probed node is mostly one declared dead, whose channel ``forget`` closed already)."""
+        dialled = address not in self._channels
         try:
             await self.stub(address).Handshake(self.hello(), metadata=self.metadata(), timeout=timeout)
         except grpc.aio.AioRpcError:
+            if dialled and not any(a == address for a, _ in self._outgoing):  # no stream took it up meanwhile
+                await self._close_channel(address)
             return False
         except asyncio.CancelledError:
             if closed_under_call():
@@ -301,6 +305,9 @@ class Wire:
             out = self._outgoing.pop((address, kind), None)
             if out is not None:
                 out.close()
+        await self._close_channel(address)
+
+    async def _close_channel(self, address: str) -> None:
         channel = self._channels.pop(address, None)
         self._channel_gen.pop(address, None)
         if channel is not None:
