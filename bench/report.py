@@ -669,6 +669,12 @@ def render(data: dict[str, Any]) -> str:
         backend = key if key in TARGET_TASKS_PER_SECOND else None
         label = key
         rows += _tasks_rows(label, block, backend)
+        rc = (block.get("idle_latency") or {}).get("redis_commands") or {}
+        if rc:
+            each = ", ".join(f"{name} {c['calls_per_task']}× {c['usec_per_call']:g} µs"
+                             for name, c in (rc.get("commands") or {}).items() if c.get("calls_per_task"))
+            notes.append(f"  {label} idle: redis {rc.get('calls_per_task')} commands/task, "
+                         f"{rc.get('server_usec_per_task')} µs server time/task ({each})")
         for thr in _runs(block):
             rc = thr.get("redis_commands") or {}
             extra = (f"; redis: {rc.get('calls_per_task')} commands/task, {rc.get('server_usec_per_task')} µs "

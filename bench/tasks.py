@@ -223,9 +223,13 @@ async def run(opts: TasksOptions, log: Any = print, redis: RedisServer | None = 
         log(f"{tag}: idle latency, {opts.latency_n} sequential round trips ...")
         lat: dict[str, Any] = {}
         lat_trace = Trace()
+        if stats is not None:
+            stats.reset()
         with meter.measure(lat):
             lat.update(await _latency(mesh, opts.latency_n, opts.task_timeout, lat_trace))
         lat["cpu_ms_per_task"] = _cpu_ms(lat, lat["round_trips"])
+        if stats is not None:  # where an idle round trip's server time goes, command by command
+            lat["redis_commands"] = stats.read(lat["round_trips"])
         result["idle_latency"] = lat
         cluster.check_alive()
         log(f"{tag}: idle p50 {lat['round_trip'].get('p50_ms')} ms, p99 {lat['round_trip'].get('p99_ms')} ms")
