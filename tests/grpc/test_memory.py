@@ -482,3 +482,7 @@ async def test_a_worker_repaired_after_missing_a_clients_pushes_holds_the_client
     await eventually(b_counted, timeout=5)
     assert client.counters["memory_writes_held_too_long"] == 0
     assert mem.counters["memory_push_confirmed"] >= 1
+    # The entry pushed again for the check was not appended there again: b's log holds each write once (an older
+    # frame appended after a newer one of its key would stand as the key's newest in b's log).
+    for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(101)]:
+        assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key

@@ -227,8 +227,9 @@ class MemoryEntropy(MemoryPush):
     async def _confirm_held(self, peer_id: str) -> None:
         """Whether ``peer_id``, which missed pushes from ``blocked`` on (a full queue, a pause, a cut), holds this
         node's own entries since then (each, or a newer one of the key from this node), asked by their keys as a
-        client reads. If it does, the newest of them is pushed to it again: its ack means the peer's node applied
-        what its log held before it, and so the ack goes past them (``_Pushed.confirm_at``). A peer that lacks some
+        client reads. If it does, the newest of them is pushed to it again, named as held (``seen_by``: the peer appends
+        nothing): its ack means the peer's node applied what its log held then, and so the ack goes past them
+        (``_Pushed.confirm_at``). A peer that lacks some
         is left to anti-entropy (which brings them) and checked again later; so is one whose log this node compacted
         past ``blocked``, and a check during which a push went missing again. This is how a writer that runs no
         anti-entropy round (a client) sees a peer repaired, and one that does need not wait for equal digests,
@@ -255,8 +256,11 @@ class MemoryEntropy(MemoryPush):
             if not own:
                 pushed.clear_through(head)
                 return
+            # Named as held by both, the peer checks it against its log and appends nothing (an older frame appended
+            # again would stand as the key's newest there): it is acked once its node applied what its log holds.
             item, frame = max(own.values(), key=lambda found: found[0].hlc)
-            part = pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key, frame=frame)
+            part = pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key, frame=frame,
+                                  seen_by=[self.node_id, peer_id])
             if self._send_entries(peer_id, [part], start, head):
                 pushed.confirm_at(pushed.next_seq - 1, head, blocks)
         finally:

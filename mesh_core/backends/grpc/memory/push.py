@@ -211,8 +211,11 @@ class MemoryPush(MemoryPrimary):
             for peer_id in {peer.node_id for peer, _ in batch}:
                 self.refuse("backend_errors", peer_id, f"grpc memory from {peer_id[:12]}: {why}")
             good = []  # nothing of it is relayed either
+        # A push that added nothing here (each entry held already: gossip, a writer's check) is acked once the node
+        # applied what the log holds, where those entries are; one that added entries, once it applied them.
+        held = landed if landed is not None else self._recent_head
         for state, _, last_seq in units:
-            needed = max(landed or 0, state.waiting[-1][1] if state.waiting else 0)
+            needed = max(held, state.waiting[-1][1] if state.waiting else 0)
             state.waiting.append((last_seq, needed))
         if landed is not None:
             self._accounted = max(self._accounted, landed)
