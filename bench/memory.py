@@ -166,6 +166,7 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
             node.kill(signal.SIGCONT)
     with meter.measure(out):
         ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
+    out["writer_lag_after"] = await _writer_lag(mesh)
     per_node = _applied(tails, written, resumed)
     caught = [per_node[node.name] for node in paused if node.name in per_node]
     out.update({"all_visible": ok, "paused_seconds": round(resumed - start, 3),
@@ -177,6 +178,20 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
     return out
 
 
+async def _writer_lag(mesh: AgentMeshManager, patience: float = 5.0) -> dict[str, Any]:
+    """What the writer's backpressure still counts as not applied by the slowest replica once every node showed every
+    item: none within moments (the acks follow the applies), else later writes wait (and fail: ReplicasBehind) for
+    items the replicas hold. Also how long it took to reach none."""
+    start = time.monotonic()
+    while True:
+        lag = await mesh.services.memory.backpressure.lag()
+        items = lag.items if lag is not None else None
+        if not items or time.monotonic() - start >= patience:
+            return {"items": items, "behind": list(lag.behind) if lag is not None else [],
+                    "seconds": round(time.monotonic() - start, 3)}
+        await asyncio.sleep(0.05)
+
+
 async def _sustained(mesh: AgentMeshManager, tails: dict[str, LogTail], opts: MemoryOptions,
                      meter: CpuMeter, batch: int = 1) -> dict[str, Any]:
     """Write continuously for ``sustained_s`` seconds; items/s written and applied on the slowest node."""
@@ -186,12 +201,13 @@ async def _sustained(mesh: AgentMeshManager, tails: dict[str, LogTail], opts: Me
         written, start, end_writes = await _burst(mesh, 10**9, inflight, prefix="s" if batch == 1 else "sb",
                                                   for_s=opts.sustained_s, batch=batch)
         ok = await _wait_visible(list(tails.values()), list(written), opts.visible_timeout_s)
+    writer_lag = await _writer_lag(mesh)
     per_node = _applied(tails, written, start)
     n = len(written)
     out.update({"items": n, "all_visible": ok, "write_seconds": round(end_writes - start, 3),
                 "writes_per_second": round(n / (end_writes - start), 1) if end_writes > start else 0.0,
                 "applied_items_per_second": min(v["items_per_second"] for v in per_node.values()),
-                "per_node": per_node, "lag": _visibility(tails, written)})
+                "per_node": per_node, "lag": _visibility(tails, written), "writer_lag_after": writer_lag})
     return out
 
 
@@ -251,11 +267,12 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
             log(f"{tag}: sustained {sus['writes_per_second']} writes/s, applied at "
                 f"{sus['applied_items_per_second']} items/s on the slowest node; lag p50 "
                 f"{sus['lag']['all_nodes'].get('p50_ms')} ms, p99 {sus['lag']['all_nodes'].get('p99_ms')} ms "
-                "(all nodes)")
+                f"(all nodes); the writer counts {sus['writer_lag_after']['items']} items unapplied after")
         if opts.catch_up:
             result["catch_up"] = await _catch_up(cluster, mesh, tails, opts, meter)
             log(f"{tag}: catch-up of {opts.catch_up} queued items at "
-                f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node)")
+                f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node); the writer "
+                f"counts {result['catch_up']['writer_lag_after']['items']} items unapplied after")
         # last: the batched run leaves the nodes with the biggest replicas
         if opts.batch > 1 and opts.sustained_s:
             log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "
@@ -264,6 +281,8 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
             result["sustained_batched"] = sb
             cluster.check_alive()
             log(f"{tag}: batched {sb['writes_per_second']} writes/s, applied at "
-                f"{sb['applied_items_per_second']} items/s on the slowest node")
+                f"{sb['applied_items_per_second']} items/s on the slowest node; lag p50 "
+                f"{sb['lag']['all_nodes'].get('p50_ms')} ms, p99 {sb['lag']['all_nodes'].get('p99_ms')} ms "
+                f"(all nodes); the writer counts {sb['writer_lag_after']['items']} items unapplied after")
         result["log_lines"] = {name: {"lines": t.log.read, "unparsable": t.log.unparsable} for name, t in tails.items()}
     return result

@@ -444,3 +444,45 @@ async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_f
     await a.sync_memory_item("fact", 21, key="g21")  # its sequence number shows b the 20 it lost
     await eventually(lambda: _is(len(list(_replica(b).keys("g*"))) == 22), timeout=10)
     assert bb.counters["memory_gap_repairs"] >= 1 and await b.recall("g7") == 7
+
+
+async def test_a_worker_repaired_after_missing_a_clients_pushes_holds_the_client_back_no_longer(
+        cluster: Cluster) -> None:
+    """A worker that lost some of a client's pushes (a full queue; a pause, as in the bench's catch-up) and got
+    them by anti-entropy is counted as having applied them: the client, which runs no anti-entropy round of its
+    own, checks that the worker holds them. Before, the client's ack of it stayed below them for good, and its
+    backpressure counted every later write as unapplied there until it refused writes (ReplicasBehind)."""
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    client = await cluster.client(**{"memory_sync.max_lag_items": 50, "memory_sync.max_lag_wait_seconds": 3})
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    mem = backend_of(client)
+    wire, b_address = mem.wire, mem.address_of(b.node_id)
+    send = wire.send
+
+    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
+    wire.send = not_to_b
+    await client.sync_memory_items("fact", {f"m{i}": i for i in range(30)})  # a took them, b never got them
+    wire.send = send
+    _, missed = await mem.read_memory(None, 10_000)
+
+    async def b_counted() -> bool:
+        return bool(mem.cursor_reached((await mem.memory_acks()).get(b.node_id), missed))
+    await client.sync_memory_items("fact", {"n0": 0})
+    await asyncio.sleep(1.5)  # b is checked (and found lacking them): its ack stays below them
+    assert not await b_counted()
+    assert not list(_replica(b).keys("m*"))
+
+    await a.anti_entropy()  # a's digests are published; b's round pulls what it lacks from a
+    await b.anti_entropy()
+    assert len(list(_replica(b).keys("m*"))) == 30
+    for start in range(1, 101, 10):  # 30 + 100 over the limit of 50, were b still counted behind
+        await client.sync_memory_items("fact", {f"n{i}": i for i in range(start, start + 10)})
+    await eventually(b_counted, timeout=5)
+    assert client.counters["memory_writes_held_too_long"] == 0
+    assert mem.counters["memory_push_confirmed"] >= 1
+    # The entry pushed again for the check was not appended there again: b's log holds each write once (an older
+    # frame appended after a newer one of its key would stand as the key's newest in b's log).
+    for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(101)]:
+        assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key

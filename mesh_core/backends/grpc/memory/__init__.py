@@ -20,8 +20,11 @@ What grpc adds is how entries reach the other logs:
   pushed to that peer at or below it was acknowledged as applied (entries it never pushed there, such as
   those it received from others, do not hold it back). An entry the peer never got (its send queue was
   full, the stream broke, the peer refused it, the peer was not live) holds that peer's ack below it until
-  an anti-entropy exchange shows the peer's digests equal to this node's. So ``cursor_reached(acks[peer],
-  position of a write)`` means: the peer's node applied that write.
+  an anti-entropy exchange shows the peer's digests equal to this node's, or until this node finds the peer's log
+  holding its own entries since then (asked by their keys, at most every second while the peer is active: a
+  client runs no anti-entropy round, and steady writes seldom leave digests equal) and one of them, pushed again,
+  is acknowledged: the peer's node then applied what its log held before it (``_confirm_held``). So
+  ``cursor_reached(acks[peer], position of a write)`` means: the peer's node applied that write.
 - **Bounded queues.** The wire refuses a push when the peer's stream queue is full, and a peer with
   ``IN_FLIGHT_LIMIT`` pushes unacknowledged gets no more; either way the push is counted
   (``memory_push_dropped``) and the peer catches up by anti-entropy instead of growing this node's memory.
@@ -198,6 +201,7 @@ class GrpcMemory(MemoryEntropy):
             acks[self.node_id] = max(int(acks.get(self.node_id) or 0), self._own_ack)
         for node_id, pushed in self._pushed.items():
             acks[node_id] = pushed.ack(self._accounted)
+        self._confirm_blocked()  # a peer that missed pushes may hold them since
         return acks
 
     def cursor_reached(self, cursor: Any, target: Any) -> bool:

@@ -47,6 +47,10 @@ PULL_PAGE_BYTES = 4 * 1024 * 1024
 PULL_PAGES = 64
 PULL_HAVE_MAX = 200_000  # marks one Pull names at most (1.6 MB); buckets holding more are pulled in several calls
 GAP_REPAIR_SECONDS = 1.0  # a gap in a peer's pushes brings a catch-up with it at once, at most this often per peer
+# A peer that missed pushes is checked for holding this node's entries since (``_confirm_held``) at most this often,
+# over at most CONFIRM_RANGE_MAX cursors of this node's log (a longer absence is left to anti-entropy's digests).
+CONFIRM_SECONDS = 1.0
+CONFIRM_RANGE_MAX = 50_000
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
@@ -61,9 +65,29 @@ class _Pushed:
     next_seq: int = 1
     in_flight: deque[tuple[int, int, int]] = field(default_factory=deque)  # (last seq, first cursor, last cursor)
     blocked: int | None = None  # lowest local cursor of an entry the peer never got
+    blocks: int = 0  # how many times an entry was found not got (``block``): a check older than the last one is void
+    checking: bool = False  # a check that the peer holds them since is under way (``_confirm_held``) …
+    check_after: float = 0.0  # … and the next one starts no sooner than this (monotonic)
+    confirming: tuple[int, int, int] | None = None  # (seq, cursor, blocks): that seq's ack clears up to cursor
 
     def block(self, cursor: int) -> None:
         self.blocked = cursor if self.blocked is None else min(self.blocked, cursor)
+        self.blocks += 1
+
+    def confirm_at(self, seq: int, cursor: int, blocks: int) -> None:
+        """The peer was found holding what this node pushed it up to ``cursor`` (when ``blocks`` entries had been
+        found not got), and the entry of ``seq`` is pushed after that: its ack says the peer's node applied them."""
+        self.confirming = (seq, cursor, blocks)
+
+    def acked_through(self, seq: int) -> None:
+        """The peer's node applied every push up to ``seq`` (refusals were ``block``-ed first)."""
+        while self.in_flight and self.in_flight[0][0] <= seq:
+            self.in_flight.popleft()
+        if self.confirming is not None and self.confirming[0] <= seq:
+            _, cursor, blocks = self.confirming
+            self.confirming = None
+            if blocks == self.blocks:  # nothing found not got since the check: it still holds
+                self.clear_through(cursor)
 
     def ack(self, head: int) -> int:
         """The peer's ack in this node's log: below the first entry it has not applied, else ``head``."""

@@ -23,6 +23,8 @@ from ..core import LIVE
 from ..wire import closed_under_call
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,
+    CONFIRM_RANGE_MAX,
+    CONFIRM_SECONDS,
     GAP_REPAIR_SECONDS,
     MISSED_REPAIR_SECONDS,
     PEER_CALL_SECONDS,
@@ -33,6 +35,7 @@ from .base import (
     PULL_PAGES,
     READ_HEDGE_SECONDS,
     READ_REPLICAS,
+    RECENT_KEPT,
     _chunks,
     _log_call,
     _unique,
@@ -207,6 +210,106 @@ class MemoryEntropy(MemoryPush):
         self._gap_repaired_at[peer_id] = now
         self.counters["memory_gap_repairs"] += 1
         self.spawn(self._catch_up(peer_id), "memory-catch-up")
+
+    def _confirm_blocked(self) -> None:
+        """Start ``_confirm_held`` for each active peer whose ack a push it missed holds back (one at a time per peer,
+        at most every ``CONFIRM_SECONDS``). Called as this node pushes and as its acks are read (a writer held back
+        by backpressure reads them and pushes nothing meanwhile)."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        for node_id, pushed in self._pushed.items():
+            if pushed.blocked is not None and not pushed.checking and pushed.confirming is None \
+                    and now >= pushed.check_after and self.status_of(node_id) is NodeStatus.ACTIVE:
+                pushed.checking, pushed.check_after = True, now + CONFIRM_SECONDS
+                self.spawn(self._confirm_held(node_id), "memory-confirm")
+
+    async def _confirm_held(self, peer_id: str) -> None:
+        """Whether ``peer_id``, which missed pushes from ``blocked`` on (a full queue, a pause, a cut), holds this
+        node's own entries since then (each, or a newer one of the key from this node), asked by their keys as a
+        client reads. If it does, the newest of them is pushed to it again, named as held (``seen_by``: the peer appends
+        nothing): its ack means the peer's node applied what its log held then, and so the ack goes past them
+        (``_Pushed.confirm_at``). A peer that lacks some
+        is left to anti-entropy (which brings them) and checked again later; so is one whose log this node compacted
+        past ``blocked``, and a check during which a push went missing again. This is how a writer that runs no
+        anti-entropy round (a client) sees a peer repaired, and one that does need not wait for equal digests,
+        which steady writes seldom give; the entries of others it relayed are left to their writers' accounting."""
+        pushed = self._pushed.get(peer_id)
+        if pushed is None:
+            return
+        try:
+            start, head, blocks = pushed.blocked, self._accounted, pushed.blocks
+            if start is None:
+                return
+            horizon = await self.store.memory_horizon()
+            if (horizon is not None and int(horizon) >= start) or head - start >= CONFIRM_RANGE_MAX:
+                self.counters["memory_push_unconfirmable"] += 1
+                return
+            own = await self._own_entries(start, head)
+            lacking = await self._lacking(peer_id, own)
+            if lacking is None or pushed.blocks != blocks or self.status_of(peer_id) is not NodeStatus.ACTIVE:
+                return  # not answered, or a push missed meanwhile: the next check
+            if lacking:
+                self.counters["memory_push_unconfirmed"] += 1
+                return
+            self.counters["memory_push_confirmed"] += 1
+            if not own:
+                pushed.clear_through(head)
+                return
+            # Named as held by both, the peer checks it against its log and appends nothing (an older frame appended
+            # again would stand as the key's newest there): it is acked once its node applied what its log holds.
+            item, frame = max(own.values(), key=lambda found: found[0].hlc)
+            part = pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key, frame=frame,
+                                  seen_by=[self.node_id, peer_id])
+            if self._send_entries(peer_id, [part], start, head):
+                pushed.confirm_at(pushed.next_seq - 1, head, blocks)
+        finally:
+            pushed.checking = False
+
+    async def _own_entries(self, start: int, head: int) -> dict[tuple[str, str], tuple[MemoryItem, bytes]]:
+        """This node's own newest entry per key among its log's cursors ``start``..``head``."""
+        own: dict[tuple[str, str], tuple[MemoryItem, bytes]] = {}
+        after = start - 1
+        while after < head:
+            frames, cursor = await self.store.read_memory(after, min(RECENT_KEPT, head - after))
+            for frame in frames:
+                try:
+                    item = item_from_wire(codec.decode(frame, self.limits))
+                except CodecError:
+                    continue  # the node's own read of its log refuses and counts it
+                name = (item.memory_type, item.key)
+                if item.origin == self.node_id and (name not in own or own[name][0].hlc < item.hlc):
+                    own[name] = (item, frame)
+            if int(cursor or 0) <= after:
+                break
+            after = int(cursor)
+        return own
+
+    async def _lacking(self, peer_id: str, own: dict[tuple[str, str], tuple[MemoryItem, bytes]]
+                       ) -> list[tuple[str, str]] | None:
+        """The keys of ``own`` whose entry (or a newer one from this node) ``peer_id``'s log does not hold; None when
+        it did not answer."""
+        if not own:
+            return []
+        (answer,) = await self._ask_keys([peer_id], [(mt, key, False) for mt, key in own])
+        if answer is None:
+            return None
+        lacking = []
+        for name, (item, frame) in own.items():
+            held = answer.get(name, ())
+            if frame in held:
+                continue
+            newest = -1
+            for other in held:
+                try:
+                    found = item_from_wire(codec.decode(other, self.limits))
+                except CodecError:
+                    continue
+                if found.origin == item.origin:
+                    newest = max(newest, found.hlc)
+            if newest < item.hlc:
+                lacking.append(name)
+        return lacking
 
     async def _log_digests_now(self) -> dict[int, str]:
         """Per bucket, a digest (``digest.BucketDigests``) of this log's newest entry per key and origin, each line

@@ -83,12 +83,16 @@ class MemoryPush(MemoryPrimary):
                 if node_id not in reached:
                     pushed.block(first)
         self._accounted = max(self._accounted, cursor)
+        self._confirm_blocked()
         return sent
 
     def _gap_seen(self, peer_id: str) -> None:
         """Entries ``peer_id`` pushed here went missing on the way: anti-entropy rounds come soon for a while (the
         catch-up part starts one with it at once too)."""
         self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
+
+    def _confirm_blocked(self) -> None:
+        """Check the active peers that missed pushes for holding them since (the anti-entropy part does)."""
 
     def _sample(self, peers: Sequence[NodeInfo], fanout: int) -> list[NodeInfo]:
         wire = self.wire
@@ -207,8 +211,11 @@ class MemoryPush(MemoryPrimary):
             for peer_id in {peer.node_id for peer, _ in batch}:
                 self.refuse("backend_errors", peer_id, f"grpc memory from {peer_id[:12]}: {why}")
             good = []  # nothing of it is relayed either
+        # A push that added nothing here (each entry held already: gossip, a writer's check) is acked once the node
+        # applied what the log holds, where those entries are; one that added entries, once it applied them.
+        held = landed if landed is not None else self._recent_head
         for state, _, last_seq in units:
-            needed = max(landed or 0, state.waiting[-1][1] if state.waiting else 0)
+            needed = max(held, state.waiting[-1][1] if state.waiting else 0)
             state.waiting.append((last_seq, needed))
         if landed is not None:
             self._accounted = max(self._accounted, landed)
@@ -312,6 +319,5 @@ class MemoryPush(MemoryPrimary):
                 pushed.block(unit)
             self.refuse("memory_push_refused", peer_id, f"grpc memory: {peer.name or peer_id[:12]} refused entry "
                                                         f"{refused.seq}: {shortened(refused.reason)}")
-        while pushed.in_flight and pushed.in_flight[0][0] <= ack.through_seq:
-            pushed.in_flight.popleft()
+        pushed.acked_through(ack.through_seq)
         self._ack_heard.set()

@@ -1,0 +1,37 @@
+"""What a grpc writer holds of one peer's pushes (``_Pushed``): a check that the peer holds what it missed lets its
+ack past them once the entry pushed after the check is acknowledged, unless an entry went missing again meanwhile."""
+
+from __future__ import annotations
+
+from mesh_core.backends.grpc.memory.base import _Pushed
+
+
+def _pushed(*units: tuple[int, int, int]) -> _Pushed:
+    pushed = _Pushed(next_seq=max((u[0] for u in units), default=0) + 1)
+    pushed.in_flight.extend(units)
+    return pushed
+
+
+def test_a_confirmed_peer_is_acked_past_what_it_missed_once_the_check_entry_is_acked() -> None:
+    pushed = _pushed((1, 1, 10), (2, 11, 20))
+    pushed.block(21)  # cursors 21..30 never reached it
+    pushed.in_flight.append((3, 31, 40))
+    assert pushed.ack(40) == 0  # nothing acknowledged yet
+    blocks = pushed.blocks
+    pushed.in_flight.append((4, 21, 40))  # the check's entry, pushed after the peer was found holding 21..40
+    pushed.confirm_at(4, 40, blocks)
+    pushed.acked_through(3)
+    assert pushed.ack(40) == 20  # not yet: the check's entry is not acknowledged
+    pushed.acked_through(4)
+    assert pushed.blocked is None and pushed.confirming is None and pushed.ack(45) == 45
+
+
+def test_an_entry_missed_again_during_the_check_voids_it() -> None:
+    pushed = _pushed((1, 1, 10))
+    pushed.block(11)
+    blocks = pushed.blocks
+    pushed.in_flight.append((2, 11, 20))
+    pushed.confirm_at(2, 20, blocks)
+    pushed.block(21)  # a push after the check went missing too
+    pushed.acked_through(2)
+    assert pushed.blocked == 11 and pushed.ack(30) == 10 and pushed.confirming is None
