@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import uuid
 from typing import Any
@@ -37,6 +38,11 @@ from .tasks import TaskService
 FORWARD_WRITE = "_memory_write"  # the internal task type of a write handed to the primary
 PRIMARY_LEASE = "memory-primary"
 FORWARD_RETRIES = 20  # a forwarded write survives this many failed attempts (failovers) before it fails
+# Forwards one write takes at most: a client's goes to any worker, which hands it to the primary. Two nodes that
+# each hold the other primary (a moment of an election) would otherwise hand it back and forth without end, a new
+# task per hop; past this the hop fails, and the task's retries find the primary once the election settles.
+FORWARD_HOPS_MAX = 2
+_FORWARDED = contextvars.ContextVar("forwarded_hops", default=0)  # hops behind the forwarded write being applied
 
 
 class Primary:
@@ -119,9 +125,16 @@ class Primary:
         primary = await self.current() if self.ctx.is_worker else None
         if primary == self.ctx.node_id:
             return False
+        hops = _FORWARDED.get() + 1
+        if hops > FORWARD_HOPS_MAX:
+            why = (f"write to {key!r} came here through {hops - 1} forwards, and this node holds "
+                   f"{(primary or '?')[:12]} the memory primary: the nodes disagree on it (an election under way), "
+                   "so it is not handed on again")
+            self.ctx.problem("memory_forwards_refused", why)
+            raise SyncTimeout(why, missing=["primary"], hint="its task is retried as the election settles")
         exclude = set() if primary is None else {m.info.node_id for m in self.members.members()} - {primary}
         payload = {"memory_type": memory_type, "value": value, "priority": priority, "key": key,
-                   "tombstone": tombstone}
+                   "tombstone": tombstone, "hops": hops}
         task = Task(task_id=uuid.uuid4().hex, task_type=FORWARD_WRITE, payload=payload,
                     submitter_id=self.ctx.node_id, submitted_at=time.time(), max_retries=FORWARD_RETRIES, context={})
         await self.tasks.enqueue_routed(task, exclude)
@@ -144,6 +157,13 @@ class Primary:
                           missing=["primary"], hint="it was withdrawn and will not be applied; retry it")
 
     async def _apply_forwarded_write(self, payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-        key = await self.memory.write(payload["memory_type"], payload["value"], payload.get("priority", 5),
-                                      key=payload["key"], tombstone=bool(payload.get("tombstone")))
+        hops = payload.get("hops", 1)  # a node of before the count sent none: one hop
+        if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= FORWARD_HOPS_MAX:
+            hops = FORWARD_HOPS_MAX  # a count that makes no sense: handed on no further
+        token = _FORWARDED.set(hops)
+        try:
+            key = await self.memory.write(payload["memory_type"], payload["value"], payload.get("priority", 5),
+                                          key=payload["key"], tombstone=bool(payload.get("tombstone")))
+        finally:
+            _FORWARDED.reset(token)
         return {"key": key, "primary": self.node_id}

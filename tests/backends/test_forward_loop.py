@@ -1,0 +1,52 @@
+"""master_slave: two nodes that each hold the other the memory primary (a moment of an election) do not hand a
+write back and forth without end. On every medium: the write takes at most ``FORWARD_HOPS_MAX`` forwards, the hop
+past them fails (counted, a Problem), the writer gets a clear error once its forward is withdrawn, and the same
+write goes through once the nodes agree again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mesh_core.errors import SyncTimeout
+from mesh_core.node.primary import FORWARD_HOPS_MAX, FORWARD_WRITE
+
+from .conftest import Cluster, eventually
+
+
+async def _is(value: Any) -> Any:
+    return value
+
+
+def _hold(mesh: Any, primary_id: str) -> Callable[[], None]:
+    """Make ``mesh`` hold ``primary_id`` the primary, whatever its election says; returns the undo."""
+    primary = mesh.services.primary
+
+    async def current() -> str:
+        return primary_id
+    primary.current = current
+    return lambda: delattr(primary, "current")
+
+
+async def test_two_nodes_that_hold_each_other_primary_forward_a_write_a_bounded_number_of_times(
+        cluster: Cluster) -> None:
+    ms = {"memory_sync": {"strategy": "master_slave", "conflict_resolution_strategy": "latest_wins"}}
+    a = await cluster.node("a", **ms)
+    b = await cluster.node("b", **ms)
+    await eventually(lambda: _is(all(any(n.node_id == other.node_id and FORWARD_WRITE in n.task_types
+                                         for n in mesh.services.members.workers())
+                                     for mesh, other in ((a, b), (b, a)))), timeout=10)
+    undo = [_hold(a, b.node_id), _hold(b, a.node_id)]
+    with pytest.raises(SyncTimeout):
+        await a.sync_memory_item("fact", "split", key="looped")
+    forwards = [t for t in await a.list_tasks(limit=1000) if t.task_type == FORWARD_WRITE]
+    # a's write to b, b's hop back to a (both within the bound); the hop past it fails, retried, never handed on
+    assert len({t.task_id for t in forwards}) <= FORWARD_HOPS_MAX, forwards
+    refused = a.services.ctx.counters["memory_forwards_refused"] + b.services.ctx.counters["memory_forwards_refused"]
+    assert refused >= 1
+    for u in undo:
+        u()
+    await a.sync_memory_item("fact", "agreed", key="after")  # the nodes agree again: the write goes through
+    await eventually(lambda: a.recall("after"), timeout=10)
