@@ -63,6 +63,17 @@ KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parame
 READ_MARKS_KEPT = 50_000  # keys whose frontier marks ``states`` keeps for the next change at most
 
 
+def key_chunks(names: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """``(memory_type, keys)`` for a keyed read: ``names`` (``(memory_type, key)``, repeats dropped) grouped by type,
+    at most ``KEYS_PER_READ`` keys a read (SQLite's bound parameters stay few)."""
+    by_type: dict[str, list[str]] = {}
+    for memory_type, key in dict.fromkeys(names):
+        by_type.setdefault(memory_type, []).append(key)
+    for memory_type, keys in by_type.items():
+        for start in range(0, len(keys), KEYS_PER_READ):
+            yield memory_type, keys[start:start + KEYS_PER_READ]
+
+
 @dataclass(frozen=True)
 class KeyChange:
     """One key's new rows: its visible ``siblings``, its frontier ``sources`` (None: unchanged) and the values
@@ -230,19 +241,14 @@ class ReplicaStore:
     def _frontiers(self, names: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[Mark], list[Mark]]]:
         """``(sources, items)`` marks of each of ``names`` (keys with no rows left out); its frontier is the first
         when it has any, else the second (as ``frontier_marks``)."""
-        by_type: dict[str, list[str]] = {}
-        for memory_type, key in names:
-            by_type.setdefault(memory_type, []).append(key)
         out: dict[tuple[str, str], tuple[list[Mark], list[Mark]]] = {}
-        for memory_type, keys in by_type.items():
-            for start in range(0, len(keys), KEYS_PER_READ):
-                chunk = keys[start:start + KEYS_PER_READ]
-                marks = ",".join("?" * len(chunk))
-                for table, mt, key, origin, hlc in self._db.execute(
-                        f"SELECT 0, memory_type, key, origin, hlc FROM sources WHERE memory_type=? AND key IN ({marks})"
-                        f" UNION ALL SELECT 1, memory_type, key, origin, hlc FROM items WHERE memory_type=? AND key IN"
-                        f" ({marks})", (memory_type, *chunk, memory_type, *chunk)):
-                    out.setdefault((mt, key), ([], []))[table].append((mt, key, origin, hlc))
+        for memory_type, chunk in key_chunks(names):
+            marks = ",".join("?" * len(chunk))
+            for table, mt, key, origin, hlc in self._db.execute(
+                    f"SELECT 0, memory_type, key, origin, hlc FROM sources WHERE memory_type=? AND key IN ({marks})"
+                    f" UNION ALL SELECT 1, memory_type, key, origin, hlc FROM items WHERE memory_type=? AND key IN"
+                    f" ({marks})", (memory_type, *chunk, memory_type, *chunk)):
+                out.setdefault((mt, key), ([], []))[table].append((mt, key, origin, hlc))
         return out
 
     def _follow(self, changes: Sequence[KeyUpdate]) -> None:
@@ -302,31 +308,26 @@ class ReplicaStore:
     # -- writes -----------------------------------------------------------------
     def states(self, names: Iterable[tuple[str, str]]) -> dict[tuple[str, str], KeyRows]:
         """``(siblings, sources)`` of many keys (``(memory_type, key)``) in a few reads; keys with no rows left out."""
-        by_type: dict[str, list[str]] = {}
-        for memory_type, key in dict.fromkeys(names):
-            by_type.setdefault(memory_type, []).append(key)
         out: dict[tuple[str, str], KeyRows] = {}
         read = self._read_marks if self._digests is not None else None  # kept for the change that follows
         if read is not None and len(read) > READ_MARKS_KEPT:
             read.clear()
-        for memory_type, keys in by_type.items():
-            for start in range(0, len(keys), KEYS_PER_READ):
-                chunk = keys[start:start + KEYS_PER_READ]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    "SELECT 0, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
-                    f" WHERE memory_type=? AND key IN ({marks}) UNION ALL"
-                    " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
-                    f" WHERE memory_type=? AND key IN ({marks}) ORDER BY 1, 5, 4",
-                    (memory_type, *chunk, memory_type, *chunk)).fetchall()
-                if read is not None:  # every row, a corrupted one too: the frontier's marks hold it
-                    for key in chunk:
-                        read[(memory_type, key)] = ([], [])
-                    for row in rows:
-                        read[(row[1], row[2])][1 - row[0]].append((row[1], row[2], row[3], row[4]))
+        for memory_type, chunk in key_chunks(names):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT 0, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM items"
+                f" WHERE memory_type=? AND key IN ({marks}) UNION ALL"
+                " SELECT 1, memory_type, key, origin, hlc, value, vv, priority, tombstone, checksum FROM sources"
+                f" WHERE memory_type=? AND key IN ({marks}) ORDER BY 1, 5, 4",
+                (memory_type, *chunk, memory_type, *chunk)).fetchall()
+            if read is not None:  # every row, a corrupted one too: the frontier's marks hold it
+                for key in chunk:
+                    read[(memory_type, key)] = ([], [])
                 for row in rows:
-                    for item in self._rows_to_items([row[1:]]):
-                        out.setdefault((item.memory_type, item.key), ([], []))[row[0]].append(item)
+                    read[(row[1], row[2])][1 - row[0]].append((row[1], row[2], row[3], row[4]))
+            for row in rows:
+                for item in self._rows_to_items([row[1:]]):
+                    out.setdefault((item.memory_type, item.key), ([], []))[row[0]].append(item)
         return out
 
     def replace_siblings(self, memory_type: str, key: str, siblings: tuple[MemoryItem, ...],

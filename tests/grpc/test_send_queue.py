@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
-from mesh_core.backends.grpc.wire import CORK_PASSES, Wire, _SendQueue, _StreamWrites
+from mesh_core.backends.grpc.sendq import CORK_PASSES, SendQueue, StreamWrites
+from mesh_core.backends.grpc.wire import Wire
 from mesh_testing import eventually
 
 
@@ -16,7 +17,7 @@ def _renewal(i: int) -> pb.TaskMessage:
 
 
 async def test_a_put_resumes_the_waiting_writer_in_the_next_loop_pass() -> None:
-    queue = _SendQueue(10)
+    queue = SendQueue(10)
     order: list[str] = []
 
     async def writer() -> None:
@@ -38,7 +39,7 @@ async def test_a_put_resumes_the_waiting_writer_in_the_next_loop_pass() -> None:
 
 
 async def test_a_full_queue_refuses_and_take_merges_in_order() -> None:
-    queue = _SendQueue(3)
+    queue = SendQueue(3)
     assert all(queue.put(_renewal(i)) for i in range(3))
     assert not queue.put(_renewal(3))
     merged = queue.take(4 * 1024 * 1024)
@@ -47,9 +48,9 @@ async def test_a_full_queue_refuses_and_take_merges_in_order() -> None:
 
 
 async def test_an_idle_wait_ends_false_and_an_ended_stream_wakes_its_wait_false() -> None:
-    queue = _SendQueue(3)
+    queue = SendQueue(3)
     assert not await queue.wait(0.01)
-    stream = _StreamWrites()
+    stream = StreamWrites()
     stream.queue = queue
     waiting = asyncio.ensure_future(queue.wait(5.0))
     await asyncio.sleep(0)

@@ -41,6 +41,7 @@ from . import API_KEY_HEADER
 from ._generated import mesh_pb2 as pb
 from ._generated import mesh_pb2_grpc as pb_grpc
 from .auth import ApiKeyInterceptor, Peer, identity_refusal
+from .sendq import SendQueue, StreamWrites, corked
 from .tls import RELOAD_SECONDS, Credentials, identity_of
 
 log = logging.getLogger("mesh.grpc")
@@ -50,12 +51,6 @@ KINDS = ("membership", "tasks", "memory")
 ENVELOPES: dict[str, Any] = {"membership": pb.MembershipMessage, "tasks": pb.TaskMessage,
                              "memory": pb.MemoryMessage}
 _METHODS = {"membership": "Membership", "tasks": "Tasks", "memory": "Memory"}
-MERGE_MAX = 256  # queued envelopes merged into one write at most
-# Loop passes a woken writer lets go by before it takes what is queued: what one burst of work posts (a batch of
-# results, their copies, their acks) goes in one write. Each write costs a send system call that, on a small
-# machine, is as dear as the work that made it: writing at once halved the tasks/s at 64 in flight; two passes
-# gave the most there and at 1,024 (bench tasks --backend grpc), and cost idle latency nothing measurable.
-CORK_PASSES = 2
 QUEUE_LIMIT = 4096  # envelopes queued per outgoing stream before sends are refused
 REDIAL_MIN, REDIAL_MAX = 0.05, 2.0  # seconds between attempts to reopen a dropped stream
 # A channel's own connection attempts (gRPC's defaults: 20 s per attempt, backoff growing to 120 s) kept in step
@@ -119,7 +114,7 @@ class Wire:
         self._unary: dict[str, UnaryHandler] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
-        self._replies: dict[tuple[str, str], _SendQueue] = {}  # (peer address, kind) → its open stream
+        self._replies: dict[tuple[str, str], SendQueue] = {}  # (peer address, kind) → its open stream
         self._closing = False
         self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
@@ -354,7 +349,7 @@ class Wire:
         # While the peer's stream is open, what this node sends to the peer's address may go back on it (see
         # ``send``): a peer that cannot be dialled (a client behind NAT) is still answered.
         key = (peer.address, kind)
-        replies = _SendQueue(self.queue_limit)
+        replies = SendQueue(self.queue_limit)
         if peer.address:
             self._replies[key] = replies
 
@@ -369,7 +364,7 @@ class Wire:
                     yield replies.take(self.max_message_bytes)
                 else:
                     await replies.wait()
-                    await _corked()
+                    await corked()
         finally:
             # The reader ends with the stream, however it ends (a cancelled call closes this generator mid-wait).
             reader.cancel()
@@ -404,7 +399,7 @@ class _Outgoing:
 
     def __init__(self, wire: Wire, address: str, kind: str) -> None:
         self.wire, self.address, self.kind = wire, address, kind
-        self.queue = _SendQueue(wire.queue_limit)
+        self.queue = SendQueue(wire.queue_limit)
         self.peer: Peer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -430,7 +425,7 @@ class _Outgoing:
         delay = REDIAL_MIN
         envelope_type = ENVELOPES[self.kind]
         while not self._closed and (self._leftover or self.queue):
-            stream = _StreamWrites()
+            stream = StreamWrites()
             call = getattr(wire.stub(self.address), _METHODS[self.kind])(self._requests(envelope_type, stream),
                                                                        metadata=wire.metadata())
             try:
@@ -465,7 +460,7 @@ class _Outgoing:
             await asyncio.sleep(delay * (0.5 + wire.rng.random()))
             delay = min(REDIAL_MAX, delay * 2)
 
-    async def _requests(self, envelope_type: Any, stream: _StreamWrites) -> AsyncIterator[Any]:
+    async def _requests(self, envelope_type: Any, stream: StreamWrites) -> AsyncIterator[Any]:
         """The stream's writes: what an earlier stream left unwritten, then queued envelopes merged, up to
         ``MERGE_MAX`` of them and while the merged size stays within half of ``max_message_bytes`` (an envelope
         that would pass it starts the next write).
@@ -485,100 +480,11 @@ class _Outgoing:
                 stream.queue = None
                 if not woken:
                     return  # idle (the next send dials again), or ended meanwhile
-                await _corked()
+                await corked()
                 continue
             stream.writing = envelope
             yield envelope
             stream.writing = None  # asked for the next one: that one was written
-
-
-class _StreamWrites:
-    """One outgoing call's side of its writes: whether it ended, the queue it waits on, what it handed over."""
-
-    def __init__(self) -> None:
-        self.ended = False
-        self.queue: _SendQueue | None = None  # while the writes wait for something to send
-        self.writing: Any = None
-
-    def end(self) -> list[Any]:
-        """Ends the writes and returns what was handed over and not written (nothing else leaves the queue)."""
-        self.ended = True
-        if self.queue is not None:
-            self.queue.wake(False)
-        unwritten = [] if self.writing is None else [self.writing]
-        self.writing = None
-        return unwritten
-
-
-class _SendQueue:
-    """A bounded queue of envelopes for one stream, whose one reader wakes in the next event-loop pass.
-
-    ``put`` resolves the reader's own future (no task and ``asyncio.wait`` per wait, as ``asyncio.Queue.get``
-    needed, which also took three passes, by accident): how long the writer then waits for more is ``CORK_PASSES``,
-    on purpose."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: deque[Any] = deque()
-        self._waiter: asyncio.Future[bool] | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, envelope: Any) -> bool:
-        """Queue ``envelope``; False when the queue is full."""
-        if len(self._items) >= self.limit:
-            return False
-        self._items.append(envelope)
-        self.wake()
-        return True
-
-    def take(self, max_message_bytes: int) -> Any:
-        """The oldest envelope with what else is queued merged into it (repeated parts concatenate), up to
-        ``MERGE_MAX`` envelopes and about half of ``max_message_bytes``: one write for a burst, never one too
-        large to send."""
-        items = self._items
-        envelope = items.popleft()
-        budget = max_message_bytes // 2
-        size = envelope.ByteSize()
-        merged = 1
-        while merged < MERGE_MAX and items:
-            extra = items[0].ByteSize()
-            if size + extra > budget:
-                break
-            envelope.MergeFrom(items.popleft())
-            size += extra
-            merged += 1
-        return envelope
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def wake(self, woken: bool = True) -> None:
-        """Resume the reader waiting in ``wait`` (with ``woken``), if one is."""
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(woken)
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Until something is queued or ``wake`` is called (True, or what ``wake`` was given); False after
-        ``timeout`` seconds with nothing queued."""
-        if self._items:
-            return True
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, self._expire, waiter) if timeout is not None else None
-        try:
-            return await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if self._waiter is waiter:
-                self._waiter = None
-
-    def _expire(self, waiter: asyncio.Future[bool]) -> None:
-        if not waiter.done():
-            waiter.set_result(bool(self._items))
 
 
 class _Servicer(pb_grpc.MeshServicer):
@@ -639,12 +545,6 @@ class _Servicer(pb_grpc.MeshServicer):
 
     async def Remember(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._unary("Remember", request, context)
-
-
-async def _corked() -> None:
-    """Let ``CORK_PASSES`` loop passes go by (a woken writer, before it takes what is queued)."""
-    for _ in range(CORK_PASSES):
-        await asyncio.sleep(0)
 
 
 def _bracketed(host: str) -> str:

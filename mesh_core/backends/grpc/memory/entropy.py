@@ -15,7 +15,7 @@ import grpc
 from .... import codec
 from ....errors import CodecError
 from ....memory.digest import BUCKETS, BucketDigests, Line, bucket_of, differing
-from ....memory.store import KEYS_PER_READ, item_from_wire
+from ....memory.store import item_from_wire, key_chunks
 from ....model import MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
 from .._generated import mesh_pb2 as pb
@@ -326,19 +326,14 @@ class MemoryEntropy(MemoryPush):
         if stale is not None and not stale:
             return self._log_sums.as_dict()
         self._stale_keys = set()
-        by_type: dict[str, list[str]] = {}
-        for memory_type, key in stale or ():
-            by_type.setdefault(memory_type, []).append(key)
 
         def read(conn: Any) -> list[Any]:
             if stale is None:
                 return conn.execute("SELECT memory_type, key, origin, frame FROM memory_latest").fetchall()
             rows = []
-            for memory_type, keys in by_type.items():
-                for start in range(0, len(keys), KEYS_PER_READ):
-                    chunk = keys[start:start + KEYS_PER_READ]
-                    rows += conn.execute("SELECT memory_type, key, origin, frame FROM memory_latest WHERE memory_type=?"
-                                         f" AND key IN ({','.join('?' * len(chunk))})", (memory_type, *chunk))
+            for memory_type, chunk in key_chunks(stale):
+                rows += conn.execute("SELECT memory_type, key, origin, frame FROM memory_latest WHERE memory_type=?"
+                                     f" AND key IN ({','.join('?' * len(chunk))})", (memory_type, *chunk))
             return rows
         rows = await self.store._read(read)
         if stale is None:
