@@ -291,3 +291,62 @@ async def test_a_probe_of_an_address_nobody_answers_at_leaves_no_channel_behind(
     finally:
         await a.stop()
         await b.stop()
+
+
+class _Relay:
+    """A TCP relay to ``target`` that can go silent: once ``cut``, bytes from either side are read and dropped
+    and neither side is closed, as across a network that drops every packet (the connections stay open)."""
+
+    def __init__(self, target: str) -> None:
+        self.host, _, port = target.rpartition(":")
+        self.port = int(port)
+        self.silent = False
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._joined, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _joined(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if not self.silent:
+                    dst.write(data)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_forget_ends_the_peers_streams_too_so_it_is_answered_on_a_live_one_when_heard_again() -> None:
+    """A peer cut off is declared dead (``forget``) while its stream to this node stays open here: nothing tells
+    a server that a silent connection is gone. When it is heard again, what this node sends it must not go back
+    on that dead stream (was: a takeover's handovers to a returning owner went there and were lost, and the task
+    kept two owners after the heal)."""
+    a, b = _wire("a"), _wire("b")
+    got: list[int] = []
+    a.on_stream("tasks", lambda peer, env: got.extend(h.owner_epoch for h in env.handovers))
+    b.on_stream("tasks", lambda peer, env: None)
+    await a.start()
+    await b.start()
+    relay = _Relay(b.address)
+    try:
+        via = await relay.start()
+        assert a.send(via, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=1)]))  # a's stream to b
+        await eventually(lambda: (a.address, "tasks") in b._replies, timeout=10)
+        relay.silent = True  # the cut: a's stream to b stays open on b's side, and carries nothing any more
+        await a.forget(via)
+        await b.forget(a.address)  # each holds the other dead
+        assert b.send(a.address, "tasks", pb.TaskMessage(handovers=[pb.Handover(task_id="t", owner_epoch=7)]))
+        await eventually(lambda: got == [7], timeout=10)
+    finally:
+        await relay.close()
+        await a.stop()
+        await b.stop()

@@ -115,6 +115,7 @@ class Wire:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
         self._replies: dict[tuple[str, str], SendQueue] = {}  # (peer address, kind) → its open stream
+        self._readers: dict[tuple[str, str], asyncio.Future[None]] = {}  # (peer address, kind) → that stream's reader
         self._closing = False
         self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
@@ -295,11 +296,21 @@ class Wire:
         return len(out.queue) if out is not None else 0
 
     async def forget(self, address: str) -> None:
-        """Close our streams and channel to ``address`` and drop what was queued for it."""
+        """Close our streams and channel to ``address``, end its streams to us, and drop what was queued for it.
+
+        Its streams to us end too: a peer declared dead may only be cut off, and its stream stays open here
+        (nothing tells a server a silent connection is gone before keepalive does) while the peer has closed its
+        end; what this node sent it back on that stream once it is heard again would be lost. After ``forget``
+        the peer is answered on a stream this node dials, or on the next one the peer opens."""
         for kind in KINDS:
-            out = self._outgoing.pop((address, kind), None)
+            key = (address, kind)
+            out = self._outgoing.pop(key, None)
             if out is not None:
                 out.close()
+            self._replies.pop(key, None)
+            reader = self._readers.pop(key, None)
+            if reader is not None:
+                reader.cancel()  # its serving loop wakes (the reader's done callback) and ends the call
         await self._close_channel(address)
 
     async def _close_channel(self, address: str) -> None:
@@ -350,14 +361,15 @@ class Wire:
         # ``send``): a peer that cannot be dialled (a client behind NAT) is still answered.
         key = (peer.address, kind)
         replies = SendQueue(self.queue_limit)
-        if peer.address:
-            self._replies[key] = replies
 
         async def read() -> None:
             async for envelope in requests:
                 self.dispatch(kind, peer, envelope)
         reader = asyncio.ensure_future(read())
         reader.add_done_callback(lambda _: replies.wake())
+        if peer.address:
+            self._replies[key] = replies
+            self._readers[key] = reader
         try:
             while not reader.done():
                 if replies:
@@ -370,6 +382,8 @@ class Wire:
             reader.cancel()
             if self._replies.get(key) is replies:
                 del self._replies[key]
+            if self._readers.get(key) is reader:
+                del self._readers[key]
 
     def unary_handler(self, method: str) -> UnaryHandler | None:
         return self._unary.get(method)
