@@ -59,3 +59,17 @@ def redis_cluster() -> Iterator[RedisClusterSet]:
     """A Redis Cluster of three primaries, each with a replica, for the session (see ``redis_sentinel``)."""
     with RedisClusterSet() as rc:
         yield rc
+
+
+# ``make test`` runs the tests that are not marked slow on two xdist workers (``--dist loadgroup``): the ones that
+# use the session's Redis sentinel set or cluster go to one worker, so the set is started once, not on each.
+_HA_FIXTURES = {"redis_sentinel", "redis_cluster"}
+_HA_MODULES = {"test_redis_ha", "test_hybrid"}  # these pick the set by parameter (``request.getfixturevalue``)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if _HA_FIXTURES & set(getattr(item, "fixturenames", ())) or (
+                module is not None and module.__name__.rsplit(".", 1)[-1] in _HA_MODULES):
+            item.add_marker(pytest.mark.xdist_group("redis_ha"))
