@@ -350,3 +350,25 @@ async def test_forget_ends_the_peers_streams_too_so_it_is_answered_on_a_live_one
         await relay.close()
         await a.stop()
         await b.stop()
+
+
+async def test_a_probe_reaches_a_peer_back_a_moment_ago_whose_channel_is_still_backing_off() -> None:
+    """A node just healed asks a peer it held dead whether it answers before taking its tasks over. Its channel to
+    that peer failed all through the cut and waits out its reconnect backoff, failing calls at once meanwhile: the
+    probe must not read that as the peer being gone (was: the healed node took a live owner's finished tasks over
+    and ran them again, a fresh-clone CI run of the netns cut test)."""
+    a, got, address = await _reached_then_gone()
+    try:
+        for i in range(2, 12):  # a's traffic goes on while b is down: the channel's attempts fail, its backoff grows
+            a.send(address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
+            await asyncio.sleep(0.3)
+        assert a._channels[address].get_state() is not grpc.ChannelConnectivity.READY
+        b2 = _back_at(address, got)
+        await b2.start()
+        try:
+            assert await a.answers(address, 1.0)
+        finally:
+            await b2.stop()
+        assert not await a.answers(address, 0.5)  # gone again: no answer within the timeout
+    finally:
+        await a.stop()

@@ -215,25 +215,28 @@ class Wire:
         which node listens there, that node's name as the target the server's certificate must name; a channel
         made before either changed is retired (its streams go on) and a new one made."""
         channel = self._channels.get(address)
-        tls = self.tls
-        if tls is None:
-            if channel is None:
-                channel = self._channels[address] = grpc.aio.insecure_channel(
-                    address, options=channel_options(self.max_message_bytes, self.keepalive_seconds))
-            return channel
-        expected = self.expected_name(address)
-        made = (tls.generation, expected)
-        if channel is not None and self._channel_gen.get(address) == made:
+        if channel is not None and (self.tls is None or self._channel_gen.get(address) == self._made(address)):
             return channel
         if channel is not None:
             self._retired.append(channel)
+        channel = self._channels[address] = self._new_channel(address)
+        if self.tls is not None:
+            self._channel_gen[address] = self._made(address)
+        return channel
+
+    def _made(self, address: str) -> tuple[int, str | None]:
+        """What a TLS channel to ``address`` is made from: the certificates' generation and the expected name."""
+        assert self.tls is not None
+        return self.tls.generation, self.expected_name(address)
+
+    def _new_channel(self, address: str) -> grpc.aio.Channel:
         options = channel_options(self.max_message_bytes, self.keepalive_seconds)
+        if self.tls is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        expected = self.expected_name(address)
         if expected:
             options.append(("grpc.ssl_target_name_override", node_dns_name(expected)))
-        channel = self._channels[address] = grpc.aio.secure_channel(address, tls.channel_credentials(),
-                                                                    options=options)
-        self._channel_gen[address] = made
-        return channel
+        return grpc.aio.secure_channel(address, self.tls.channel_credentials(), options=options)
 
     async def _watch_certificates(self) -> None:
         """Read the certificate files again when they change (rotation without restart)."""
@@ -257,12 +260,28 @@ class Wire:
     async def answers(self, address: str, timeout: float) -> bool:
         """Whether the node at ``address`` answers a Handshake within ``timeout`` seconds: a direct probe, for a
         decision that must not rest on gossip alone. A channel dialled for the probe alone is closed again when
-        nobody answered (the probed node is mostly one declared dead, whose channel ``forget`` closed already)."""
-        dialled = address not in self._channels
+        nobody answered (the probed node is mostly one declared dead, whose channel ``forget`` closed already).
+
+        A channel that is not connected now is not used: one that failed before waits out its reconnect backoff
+        (up to ``REDIAL_MAX``) and fails a call at once meanwhile, so a node back from a cut a moment ago would
+        read as gone (was: a node that had just healed took over a live owner's finished tasks and ran them
+        again). The probe then dials a channel of its own and waits for it to connect, within ``timeout``."""
+        channel = self._channels.get(address)
+        if channel is not None and channel.get_state() is not grpc.ChannelConnectivity.READY:
+            probe = self._new_channel(address)
+            try:
+                await pb_grpc.MeshStub(probe).Handshake(self.hello(), metadata=self.metadata(), timeout=timeout,
+                                                        wait_for_ready=True)
+            except grpc.aio.AioRpcError:
+                return False
+            finally:
+                with contextlib.suppress(Exception):
+                    await probe.close(grace=None)
+            return True
         try:
             await self.stub(address).Handshake(self.hello(), metadata=self.metadata(), timeout=timeout)
         except grpc.aio.AioRpcError:
-            if dialled and not any(a == address for a, _ in self._outgoing):  # no stream took it up meanwhile
+            if channel is None and not any(a == address for a, _ in self._outgoing):  # no stream took it up
                 await self._close_channel(address)
             return False
         except asyncio.CancelledError:
