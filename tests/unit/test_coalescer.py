@@ -69,3 +69,30 @@ async def test_an_error_reaches_the_callers_of_its_batch_only() -> None:
         assert await batch([5]) == [50]  # the next batch runs
     with pytest.raises(ValueError, match="a bad batch"):
         await Coalescer(Gate(set()), overlap=True)([-1])
+
+
+async def test_inline_a_lone_caller_runs_its_batch_in_its_own_task_and_a_burst_still_joins() -> None:
+    gate = Gate(set())
+    batching = Coalescer(gate, inline=True)
+    task = asyncio.current_task()
+    seen: list[asyncio.Task | None] = []
+
+    async def run(items: list[int]) -> list[int]:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0)  # a write waits on its store for a while
+        return await gate(items)
+
+    batching._run = run  # the batch function, noting which task runs it
+    for i in range(3):  # one call after another: each one its own batch, run in the caller's task
+        assert await batching([i]) == [i * 10]
+    assert seen == [task] * 3 and gate.batches == [[0], [1], [2]]
+    # a burst: the first call goes alone, the calls made meanwhile make one batch, and after a batch of many the
+    # next burst joins as one batch again
+    assert await asyncio.gather(*(batching([i]) for i in range(10, 15))) == [[i * 10] for i in range(10, 15)]
+    assert gate.batches[3:] == [[10], [11, 12, 13, 14]]
+    assert await asyncio.gather(*(batching([i]) for i in range(20, 24))) == [[i * 10] for i in range(20, 24)]
+    assert gate.batches[5:] == [[20, 21, 22, 23]]
+    assert await batching([30]) == [300]  # that batch was of many: this call joins the batching path, alone
+    assert seen[-1] is not task
+    assert await batching([31]) == [310]  # after a batch of one, inline again
+    assert seen[-1] is task

