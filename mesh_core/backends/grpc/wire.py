@@ -114,8 +114,8 @@ class Wire:
         self._unary: dict[str, UnaryHandler] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outgoing: dict[tuple[str, str], _Outgoing] = {}
-        self._replies: dict[tuple[str, str], SendQueue] = {}  # (peer address, kind) → its open stream
-        self._readers: dict[tuple[str, str], asyncio.Future[None]] = {}  # (peer address, kind) → that stream's reader
+        # (peer address, kind) → its open stream to us: the queue of what goes back on it, and the stream's reader
+        self._replies: dict[tuple[str, str], tuple[SendQueue, asyncio.Future[None]]] = {}
         self._closing = False
         self._failed_from: set[tuple[str, str]] = set()
         self.rng = random.Random()
@@ -296,7 +296,7 @@ class Wire:
         if self._closing or not address or address == self.address:
             return False
         key = (address, kind)
-        back = self._replies.get(key)
+        back = self._replies.get(key, (None,))[0]
         if back is not None:  # the peer's own stream to us is open: answer on it (no second connection)
             if back.put(envelope):
                 return True
@@ -326,10 +326,9 @@ class Wire:
             out = self._outgoing.pop(key, None)
             if out is not None:
                 out.close()
-            self._replies.pop(key, None)
-            reader = self._readers.pop(key, None)
-            if reader is not None:
-                reader.cancel()  # its serving loop wakes (the reader's done callback) and ends the call
+            inbound = self._replies.pop(key, None)
+            if inbound is not None:
+                inbound[1].cancel()  # its serving loop wakes (the reader's done callback) and ends the call
         await self._close_channel(address)
 
     async def _close_channel(self, address: str) -> None:
@@ -387,8 +386,7 @@ class Wire:
         reader = asyncio.ensure_future(read())
         reader.add_done_callback(lambda _: replies.wake())
         if peer.address:
-            self._replies[key] = replies
-            self._readers[key] = reader
+            self._replies[key] = (replies, reader)
         try:
             while not reader.done():
                 if replies:
@@ -399,10 +397,8 @@ class Wire:
         finally:
             # The reader ends with the stream, however it ends (a cancelled call closes this generator mid-wait).
             reader.cancel()
-            if self._replies.get(key) is replies:
+            if self._replies.get(key, (None,))[0] is replies:
                 del self._replies[key]
-            if self._readers.get(key) is reader:
-                del self._readers[key]
 
     def unary_handler(self, method: str) -> UnaryHandler | None:
         return self._unary.get(method)
