@@ -352,6 +352,25 @@ async def test_forget_ends_the_peers_streams_too_so_it_is_answered_on_a_live_one
         await b.stop()
 
 
+async def _an_attempt_refused_at(address: str, after: float) -> None:
+    """Listen at ``address`` and close every connection at once, until one comes ``after`` seconds on: a channel
+    dialling there fails each attempt and backs off longer each time (up to ``REDIAL_MAX``, jitter included)."""
+    came = asyncio.Event()
+    start = time.monotonic()
+
+    def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        if time.monotonic() - start >= after:
+            came.set()
+    host, _, port = address.rpartition(":")
+    server = await asyncio.start_server(refuse, host, int(port))
+    try:
+        await came.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_probe_reaches_a_peer_back_a_moment_ago_whose_channel_is_still_backing_off() -> None:
     """A node just healed asks a peer it held dead whether it answers before taking its tasks over. Its channel to
     that peer failed all through the cut and waits out its reconnect backoff, failing calls at once meanwhile: the
@@ -359,11 +378,9 @@ async def test_a_probe_reaches_a_peer_back_a_moment_ago_whose_channel_is_still_b
     and ran them again, a fresh-clone CI run of the netns cut test)."""
     a, got, address = await _reached_then_gone()
     try:
-        for i in range(2, 12):  # a's traffic goes on while b is down: the channel's attempts fail, its backoff grows
-            a.send(address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=i)]))
-            await asyncio.sleep(0.3)
-        assert a._channels[address].get_state() is not grpc.ChannelConnectivity.READY
-        b2 = _back_at(address, got)
+        a.send(address, "tasks", pb.TaskMessage(renewals=[pb.LeaseRenewal(request_id=2)]))  # a's stream redials
+        await asyncio.wait_for(_an_attempt_refused_at(address, after=6.0), timeout=20)
+        b2 = _back_at(address, got)  # b is back just as a's channel begins a backoff of 1.6 s or more
         await b2.start()
         try:
             assert await a.answers(address, 1.0)
