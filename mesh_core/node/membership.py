@@ -215,6 +215,11 @@ class MembershipService:
                              and not _claim_down(m.info)]
         return self._workers
 
+    def suspect_workers(self) -> list[NodeInfo]:
+        """Worker nodes that missed heartbeats for ``suspect_after`` but are not declared dead yet."""
+        return [m.info for m in self.table.members()
+                if m.status is NodeStatus.SUSPECT and m.info.role is NodeRole.WORKER]
+
     def restarting_workers(self) -> list[NodeInfo]:
         """Active worker nodes whose claim loop is down (restarting): the router's last resort."""
         return [m.info for m in self.table.members()

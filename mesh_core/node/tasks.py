@@ -60,23 +60,33 @@ class TaskService:
 
     # -- routing ---------------------------------------------------------------------------------
     def route(self, task: Task, exclude: set[str]) -> RouteDecision:
-        req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
-        algorithm = self.ctx.config.task_distribution.load_balancing_algorithm
-
-        def among(nodes: list[NodeInfo]) -> RouteDecision:
-            return route(req, nodes, self.members.view.queued, algorithm=algorithm, affinity=self.members.affinity,
-                         round_robin_counter=self._rr[task.task_type], rng=self.ctx.rng)
         try:
-            decision = among(self.members.workers())
+            decision = self._among(task, exclude, self.members.workers())
         except UnknownTaskType:
             # Only nodes restarting their claim loop can run it: it waits in one's queue, claimed when the loop is
             # back (a fraction of a second), rather than being refused as if no node had a handler.
             restarting = self.members.restarting_workers()
             if not restarting:
                 raise
-            decision = among(restarting)
+            decision = self._among(task, exclude, restarting)
         self._rr[task.task_type] += 1
         return decision
+
+    def _among(self, task: Task, exclude: set[str], nodes: list[NodeInfo]) -> RouteDecision:
+        req = RouteRequest(task.task_type, task.required_capabilities, task.preferred_node_types, frozenset(exclude))
+        return route(req, nodes, self.members.view.queued,
+                     algorithm=self.ctx.config.task_distribution.load_balancing_algorithm,
+                     affinity=self.members.affinity, round_robin_counter=self._rr[task.task_type], rng=self.ctx.rng)
+
+    def _a_suspect_could_run(self, task: Task) -> bool:
+        """Whether a suspect node (not declared dead) has a handler for ``task`` and its capabilities."""
+        try:
+            self._among(task, set(), self.members.suspect_workers())
+        except UnknownTaskType:
+            return False
+        except NoCapacity:
+            return True  # able, only full
+        return True
 
     def move(self, task: Task, *, bump: bool, exclude: set[str], error: str | None = None,
              count_failure: bool = False, delay: float = 0.0) -> Reassignment:
@@ -185,11 +195,22 @@ class TaskService:
             except UnknownTaskType:
                 if exclude:
                     raise NoCapacity(f"every node that can run {task_type!r} is full", task_id=task_id) from None
+                if not refreshed and not self.members.is_fresh(VIEW_FRESH_SECONDS):
+                    await self.members.refresh()  # a node that can run it may have joined or come back since
+                    refreshed = True
+                    continue
+                if self._a_suspect_could_run(task):
+                    # Only nodes that missed heartbeats can run it (a loaded machine, a pause): it waits on the
+                    # mesh-wide pending list, routed by the sweep when one is active again, rather than being
+                    # refused as if no node had a handler (a suspect node's own queue: a gRPC node that does not
+                    # answer cannot store it).
+                    return await self._enqueue_pending(task, f"waiting: every node that can run {task_type!r} "
+                                                             "is suspect (missed heartbeats)")
                 raise
             except NoCapacity:
                 if refreshed or self.members.is_fresh(VIEW_FRESH_SECONDS):
                     if queue:
-                        return await self._enqueue_pending(task)
+                        return await self._enqueue_pending(task, "waiting: every able node is full")
                     raise
                 # The local count of queued work may be stale: look at the mesh once before refusing.
                 await self.members.refresh()
@@ -215,14 +236,15 @@ class TaskService:
             self.members.note_queued(decision.node_id, capacity)
         raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
 
-    async def _enqueue_pending(self, task: Task) -> Enqueued:
+    async def _enqueue_pending(self, task: Task, why: str) -> Enqueued:
         limit = self.ctx.config.max_pending_tasks
-        pending = Assignment(task, None, None, "waiting: every able node is full", limit)
+        pending = Assignment(task, None, None, why, limit)
         outcome = (await self.transport.enqueue([pending]))[0]
         if outcome is Enqueued.EXISTS:
             return outcome
         if not outcome:
-            raise NoCapacity(f"every node is full and the mesh-wide pending list holds {limit} tasks",
+            raise NoCapacity(f"no node can take task type {task.task_type!r} now ({why.removeprefix('waiting: ')}) "
+                             f"and the mesh-wide pending list holds {limit} tasks",
                              task_id=task.task_id, hint="retry later or raise max_pending_tasks")
         self.ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="pending",
                                      why=pending.why))

@@ -13,8 +13,9 @@ import pytest
 
 from mesh_core import AgentMeshManager, load_config
 from mesh_core.model import NodeRole, TaskStatus
+from mesh_testing import eventually
 
-from .conftest import HEARTBEAT, TIMEOUT, Cluster, until
+from .conftest import HEARTBEAT, TIMEOUT, Cluster, NodeProcess, until
 
 pytestmark = pytest.mark.slow
 
@@ -190,6 +191,35 @@ def test_sigstopped_worker_loses_its_task_and_its_late_result_is_refused(cluster
     task = asyncio.run(_fetch(cluster, task_id))
     assert task.node_name == "b" and task.attempt == 2 and task.status is TaskStatus.SUCCEEDED
     until(lambda: b.view().get("a") == "active", timeout=5)  # alive again after SIGCONT
+
+
+def test_a_task_only_a_suspect_node_can_run_waits_for_it_rather_than_being_refused(cluster: Cluster) -> None:
+    """The one node with a handler misses heartbeats (a loaded machine; here SIGSTOP) and is suspect, not dead:
+    a submission waits on the mesh's pending list and runs there when it is back (was: refused as if no node had
+    a handler, a CI run of the node-types test)."""
+    cluster.write_config({**cluster.settings, "node_timeout_seconds": 30.0})  # suspect from 1 s, dead at 30 s
+    cluster.start("gen")
+    planner = cluster.start("planner", "--node-type", "planning_only")
+    asyncio.run(_submit_while_suspect(cluster, planner))
+
+
+async def _submit_while_suspect(cluster: Cluster, planner: NodeProcess) -> None:
+    async with _client(cluster) as mesh:
+        def planner_is(status: str) -> bool:
+            return any(m.info.name == "planner" and m.status.value == status and m.info.task_types
+                       for m in mesh.members())
+        await eventually(lambda: planner_is("active"), timeout=10)
+        planner.kill(signal.SIGSTOP)
+        try:
+            await eventually(lambda: planner_is("suspect"), timeout=10)
+            plan = {"goal": "g", "steps": [{"id": "one", "task_type": "echo", "payload": 1}]}
+            task_id = await mesh.submit_task("execute_plan", plan)
+            assert (await mesh.get_task(task_id)).status is TaskStatus.PENDING
+        finally:
+            planner.kill(signal.SIGCONT)
+        report = await mesh.wait_for(task_id, timeout=20)
+        task = await mesh.get_task(task_id)
+        assert task.node_name == "planner" and task.attempt == 1 and report["ok"], report
 
 
 # -- helpers -------------------------------------------------------------------------------

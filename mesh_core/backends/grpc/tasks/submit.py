@@ -15,7 +15,7 @@ from typing import Any
 
 from .... import codec
 from ....errors import BackendUnavailable
-from ....model import TaskStatus
+from ....model import NodeStatus, TaskStatus
 from ...contracts import Assignment, Enqueued, Finished, Topic
 from ...shared import FINISHED_FIELDS, CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
@@ -130,10 +130,13 @@ class TasksSubmit(TasksOwner):
         return resent
 
     def _any_worker(self) -> str | None:
+        """The worker to hold a task for the pending list: the least loaded active one (a suspect one, which
+        may not answer, only when no other is left)."""
         peers = self.live_peers(workers_only=True)
         if not peers:
             return None
-        return min(peers, key=lambda n: (n.running + n.queued) / max(1, n.capacity)).node_id
+        return min(peers, key=lambda n: (self.status_of(n.node_id) is not NodeStatus.ACTIVE,
+                                         (n.running + n.queued) / max(1, n.capacity))).node_id
 
     async def _take_submissions(self, peer: Peer, submits: Sequence[pb.Submission]) -> None:
         adopted = [s for s in submits if s.adopt]
