@@ -290,7 +290,10 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     await eventually(lambda: _is(all(n.memory_primary not in (None, primary.node_id) for n in survivors)
                                  and len({backend_of(n).memory_epoch for n in survivors}) == 1), timeout=8)
     new_primary, new_epoch = backend_of(survivors[0]).memory_epoch
-    assert new_epoch == epoch + 1 and new_primary != primary.node_id
+    # Higher, not necessarily epoch + 1: these nodes share one event loop with timings of tenths of a second, and
+    # on a loaded machine a survivor stalled past suspect_after is rightly passed over and takes the role back
+    # at the next epoch (a CI run: 3). What must hold is that the survivors agree on one newer claim.
+    assert new_epoch > epoch and new_primary != primary.node_id
 
     # A replica that still believes itself primary at the old epoch (cut off while the others moved on):
     stale = next(n for n in survivors if n.node_id != new_primary)
