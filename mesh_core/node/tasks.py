@@ -85,7 +85,7 @@ class TaskService:
         except UnknownTaskType:
             return False
         except NoCapacity:
-            return True  # able, only full
+            pass  # able, only full
         return True
 
     def move(self, task: Task, *, bump: bool, exclude: set[str], error: str | None = None,
@@ -204,13 +204,13 @@ class TaskService:
                     # mesh-wide pending list, routed by the sweep when one is active again, rather than being
                     # refused as if no node had a handler (a suspect node's own queue: a gRPC node that does not
                     # answer cannot store it).
-                    return await self._enqueue_pending(task, f"waiting: every node that can run {task_type!r} "
-                                                             "is suspect (missed heartbeats)")
+                    return await self._enqueue_pending(task, f"every node that can run {task_type!r} is suspect "
+                                                             "(missed heartbeats)")
                 raise
             except NoCapacity:
                 if refreshed or self.members.is_fresh(VIEW_FRESH_SECONDS):
                     if queue:
-                        return await self._enqueue_pending(task, "waiting: every able node is full")
+                        return await self._enqueue_pending(task, "every able node is full")
                     raise
                 # The local count of queued work may be stale: look at the mesh once before refusing.
                 await self.members.refresh()
@@ -236,14 +236,15 @@ class TaskService:
             self.members.note_queued(decision.node_id, capacity)
         raise NoCapacity(f"no node accepted task type {task_type!r}", task_id=task_id)
 
-    async def _enqueue_pending(self, task: Task, why: str) -> Enqueued:
+    async def _enqueue_pending(self, task: Task, reason: str) -> Enqueued:
+        """Put ``task`` on the mesh-wide pending list, waiting because of ``reason``."""
         limit = self.ctx.config.max_pending_tasks
-        pending = Assignment(task, None, None, why, limit)
+        pending = Assignment(task, None, None, f"waiting: {reason}", limit)
         outcome = (await self.transport.enqueue([pending]))[0]
         if outcome is Enqueued.EXISTS:
             return outcome
         if not outcome:
-            raise NoCapacity(f"no node can take task type {task.task_type!r} now ({why.removeprefix('waiting: ')}) "
+            raise NoCapacity(f"no node can take task type {task.task_type!r} now ({reason}) "
                              f"and the mesh-wide pending list holds {limit} tasks",
                              task_id=task.task_id, hint="retry later or raise max_pending_tasks")
         self.ctx.publish(TaskUpdated(task_id=task.task_id, task_type=task.task_type, status="pending",
