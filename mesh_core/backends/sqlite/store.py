@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_inbox ON tasks (node_id, status, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (submitter_id, finished_at);
 CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id);
 CREATE TABLE IF NOT EXISTS finished (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, submitter_id TEXT, task_id TEXT NOT NULL
@@ -121,7 +120,7 @@ CREATE INDEX IF NOT EXISTS granted_node ON granted (node_id, at);
 """
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
@@ -446,6 +445,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS nodes_beat_at ON nodes (beat_at)")
     conn.execute("INSERT OR IGNORE INTO membership (id, version, epoch) VALUES (0, 0, ?)", (os.urandom(8).hex(),))
     conn.execute("CREATE INDEX IF NOT EXISTS tasks_parent ON tasks (parent_id)")
+    # Read by nothing since results have their feed (``finished``), and written by every enqueue and outcome.
+    conn.execute("DROP INDEX IF EXISTS tasks_finished")
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
     conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
