@@ -14,6 +14,7 @@ from .quarantine import Removal, SqliteQuarantine
 from .store import bounded, fitting
 
 READ_BUDGET_BYTES = 8 * 1024 * 1024  # frames one log read loads at most (past its first row)
+INLINE_KEYS = 16  # a read of at most this many keys runs on the loop's thread (no hand-over to the read thread)
 TEXT_OR_BYTES = (bytes, str)  # a tuple: a union type is built anew at each use, here once per row read
 ACK_COLUMNS = bounded(("node_id", "seq"), whole=("node_id",))
 DIGEST_COLUMNS = bounded(("node_id", "bucket", "digest"), whole=("node_id", "bucket"))
@@ -107,9 +108,10 @@ class SqliteMemory(SqliteQuarantine):
     async def memory_bucket(self, bucket: int) -> list[bytes]:
         return await self._latest_frames(f"{self._latest_row} WHERE bucket=?", (bucket,))
 
-    async def _latest_frames(self, sql: str, params: Sequence[Any]) -> list[bytes]:
-        """The frames of ``memory_latest`` rows (``_latest_row`` …); an unreadable one is quarantined."""
-        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+    async def _latest_frames(self, sql: str, params: Sequence[Any], *, inline: bool = False) -> list[bytes]:
+        """The frames of ``memory_latest`` rows (``_latest_row`` …); an unreadable one is quarantined. ``inline``: a
+        few keys read by their index, on the hot path of a client's write or read (see ``SqliteStore._run``)."""
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall(), inline=inline)
         frames = self.readable("memory row", rows, lambda r: self.frame_checked(fitting(r, "memory row")[3]),
                                aside=_latest_removal)
         await self._settle_aside()
@@ -170,13 +172,14 @@ class SqliteMemory(SqliteQuarantine):
             chunk = wanted[start:start + 500]
             marks = ",".join("?" * len(chunk))
             frames += await self._latest_frames(f"{self._latest_row} WHERE memory_type=? AND key IN ({marks})",
-                                                [memory_type, *chunk])
+                                                [memory_type, *chunk], inline=len(chunk) <= INLINE_KEYS)
         return frames
 
     async def memory_for_key(self, memory_type: str | None, key: str) -> list[bytes]:
         if memory_type is None:
-            return await self._latest_frames(f"{self._latest_row} WHERE key=?", (key,))
-        return await self._latest_frames(f"{self._latest_row} WHERE key=? AND memory_type=?", (key, memory_type))
+            return await self._latest_frames(f"{self._latest_row} WHERE key=?", (key,), inline=True)
+        return await self._latest_frames(f"{self._latest_row} WHERE key=? AND memory_type=?", (key, memory_type),
+                                         inline=True)
 
 
 def _ack(r: Sequence[Any]) -> tuple[str, int]:
