@@ -314,8 +314,8 @@ class TaskTransport(abc.ABC):
     # True when recording an outcome waits on other nodes (gRPC: the owner, and its backup's copy): a worker's
     # slot is then free for the next handler as soon as a handler returns (``Worker.free_slots``). False (a shared
     # store, one quick write): the slot stays taken until the outcome is stored, which keeps a worker's claims and
-    # the slots it tells the medium in step with what it holds (more held per worker cost tasks/s on Redis at 1,024
-    # in flight: 4-12 % with 128 slots against 64).
+    # the slots it tells the medium in step with what it holds (more held per worker cost 7-10 % of tasks/s on Redis
+    # at 1,024 in flight).
     slow_recording: bool = False
 
     @abc.abstractmethod
