@@ -311,12 +311,6 @@ class TaskTransport(abc.ABC):
     # True when ``finished_for`` can block server-side for new entries (``wait``); otherwise the
     # node waits for a TOPIC_RESULTS wake-up between reads.
     blocking_results: bool = False
-    # True when recording an outcome waits on other nodes (gRPC: the owner, and its backup's copy): a worker's
-    # slot is then free for the next handler as soon as a handler returns (``Worker.free_slots``). False (a shared
-    # store, one quick write): the slot stays taken until the outcome is stored, which keeps a worker's claims and
-    # the slots it tells the medium in step with what it holds (more held per worker cost 7-10 % of tasks/s on Redis
-    # at 1,024 in flight).
-    slow_recording: bool = False
 
     @abc.abstractmethod
     async def enqueue(self, assignments: Sequence[Assignment]) -> list[Enqueued]:

@@ -47,13 +47,7 @@ class Running:
 
 
 class Worker:
-    """Runs the work assigned to this node, ``config.concurrency`` tasks at a time.
-
-    On a medium whose recording waits on other nodes (``TaskTransport.slow_recording``: grpc_mesh, where the owner
-    and its backup store each outcome) a slot is the handler's: it is free again once the handler returned, while
-    the outcome is still being recorded; the tasks held, running or being recorded, stay within twice the
-    concurrency, so a medium slow or away holds up new work instead of gathering outcomes without bound. Elsewhere
-    a slot is taken until the outcome is stored."""
+    """Runs the work assigned to this node, ``config.concurrency`` tasks at a time."""
 
     def __init__(self, ctx: NodeContext, tasks: TaskService, port: NodePort) -> None:
         self.ctx = ctx
@@ -63,8 +57,7 @@ class Worker:
         self.retry_policy = RetryPolicy(td.retry_failed_tasks, td.max_task_retries, td.retry_backoff_seconds,
                                         td.retry_backoff_max_seconds)
         self.accepting = False
-        self.running: dict[str, Running] = {}  # every task this node holds, its handler running or done
-        self._recording = 0  # of those, the ones whose handler is done and whose outcome is being recorded
+        self.running: dict[str, Running] = {}
         # Whether work may be waiting that the last claim left (it took as many as it had room for, or a wake-up
         # came while every slot was taken): a finished task then wakes the claim loop. Otherwise the next task
         # brings its own wake-up, and a claim after every finished task would only find nothing (at idle, the
@@ -187,7 +180,7 @@ class Worker:
             poll = CLAIM_POLL_SECONDS
             if not self.accepting or ctx.cut_off:  # cut off: its work is the others' to re-route
                 continue
-            free = self.free_slots()
+            free = ctx.config.concurrency - len(self.running)
             if free <= 0:
                 self._more_waiting = True
                 continue
@@ -210,18 +203,6 @@ class Worker:
                     when = await self.transport.next_due(ctx.node_id)
                     if when is not None:
                         poll = min(CLAIM_POLL_SECONDS, max(0.001, when))
-
-    @property
-    def working(self) -> int:
-        """Tasks whose handler runs now (the node's load)."""
-        return len(self.running) - self._recording
-
-    def free_slots(self) -> int:
-        """How many more tasks may start now (see the class)."""
-        concurrency = self.ctx.config.concurrency
-        if not self.transport.slow_recording:
-            return concurrency - len(self.running)
-        return min(concurrency - self.working, 2 * concurrency - len(self.running))
 
     async def _execute(self, entry: Running) -> None:
         ctx = self.ctx
@@ -269,14 +250,10 @@ class Worker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         entry.recording = True
-        self._recording += 1
-        if self._more_waiting and self.transport.slow_recording:
-            ctx.wake(TOPIC_TASKS)  # the handler's slot is free for the next task
         try:
             await self._flush_progress(entry)
             await self._record_until_stored(entry, frame, error, time.monotonic() - started)
         finally:
-            self._recording -= 1
             self.running.pop(task.task_id, None)
             if self._more_waiting:
                 ctx.wake(TOPIC_TASKS)

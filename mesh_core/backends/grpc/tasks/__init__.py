@@ -37,7 +37,6 @@ class GrpcTasks(TasksStream):
 
     blocking_results = False
     sweeps_own_tasks = True
-    slow_recording = True
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def _open_parts(self) -> None:
