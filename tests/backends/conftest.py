@@ -8,15 +8,21 @@ hand back), so death and lease expiry are judged by the real failure detector.
 from __future__ import annotations
 
 import contextlib
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import mesh_testing
+from mesh_core.backends.contracts import Assignment
+from mesh_core.backends.sqlite import SqliteBackend
+from mesh_core.model import NodeInfo, Task
 from mesh_testing import eventually
 
-__all__ = ["BACKENDS", "FAST", "STORE_BACKENDS", "Cluster", "cluster_for", "eventually"]
+__all__ = ["BACKENDS", "FAST", "STORE_BACKENDS", "Cluster", "cluster_for", "eventually",
+           "sqlite_file_with_a_claimed_task"]
 
 BACKENDS = list(mesh_testing.BACKENDS)
 # The media with a store every node shares (tests that write bad records into that store behind the mesh's back);
@@ -53,3 +59,17 @@ async def cluster_for(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
     async with cluster_for(request, tmp_path) as c:
         yield c
+
+
+async def sqlite_file_with_a_claimed_task(db: Path, worker: str) -> Task:
+    """A new SQLite file at ``db`` holding one echo task that ``worker`` claimed (the backend closed again): the
+    start of a test that rewinds the file to an earlier release's schema and opens it anew."""
+    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=worker, submitted_at=time.time())
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        await backend.enqueue([Assignment(task, worker, "w1", "test", capacity=100)])
+        [claimed] = await backend.claim(worker, 1, 30.0)
+    finally:
+        await backend.close()
+    return claimed

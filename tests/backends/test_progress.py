@@ -10,7 +10,7 @@ import pytest
 
 from mesh_core.model import TaskProgress, TaskStatus
 
-from .conftest import Cluster, eventually
+from .conftest import Cluster, eventually, sqlite_file_with_a_claimed_task
 
 
 async def serving(reader: Any, worker: Any, task_type: str) -> None:
@@ -131,21 +131,11 @@ def test_task_progress_checked_keeps_good_values() -> None:
 
 async def test_a_sqlite_file_from_before_progress_gets_its_columns(tmp_path) -> None:
     import sqlite3
-    import time
-    import uuid
 
-    from mesh_core.backends.contracts import Assignment
     from mesh_core.backends.sqlite import SqliteBackend
-    from mesh_core.model import NodeInfo, Task
+    from mesh_core.model import NodeInfo
     db, worker = tmp_path / "old.db", "w" * 32
-    task = Task(uuid.uuid4().hex, "echo", None, submitter_id=worker, submitted_at=time.time())
-    backend = SqliteBackend(str(db))
-    await backend.open(NodeInfo(node_id=worker, name="w1"))
-    try:
-        await backend.enqueue([Assignment(task, worker, "w1", "test", capacity=100)])
-        [claimed] = await backend.claim(worker, 1, 30.0)
-    finally:
-        await backend.close()
+    task = claimed = await sqlite_file_with_a_claimed_task(db, worker)
     with sqlite3.connect(db) as conn:  # as the release before progress left it: schema version 3
         conn.execute("ALTER TABLE tasks DROP COLUMN progress_message")
         conn.execute("ALTER TABLE tasks DROP COLUMN progress")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-import time
-import uuid
 from pathlib import Path
 
-from mesh_core.backends.contracts import Assignment, Completion
+from mesh_core.backends.contracts import Completion
 from mesh_core.backends.sqlite import SqliteBackend
 from mesh_core.backends.sqlite.store import SCHEMA_VERSION
-from mesh_core.model import NodeInfo, Task, TaskStatus
+from mesh_core.model import NodeInfo, TaskStatus
+
+from .conftest import sqlite_file_with_a_claimed_task
 
 
 def _indexes(db: Path) -> set[str]:
@@ -20,14 +20,7 @@ def _indexes(db: Path) -> set[str]:
 
 async def test_a_file_from_schema_5_loses_the_index_nothing_reads_and_its_results_still_read(tmp_path: Path) -> None:
     db, worker = tmp_path / "old.db", "w" * 32
-    first = Task(uuid.uuid4().hex, "echo", None, submitter_id=worker, submitted_at=time.time())
-    backend = SqliteBackend(str(db))
-    await backend.open(NodeInfo(node_id=worker, name="w1"))
-    try:
-        await backend.enqueue([Assignment(first, worker, "w1", "test", capacity=100)])
-        [claimed] = await backend.claim(worker, 1, 30.0)
-    finally:
-        await backend.close()
+    claimed = await sqlite_file_with_a_claimed_task(db, worker)
     assert "tasks_finished" not in _indexes(db)
     with sqlite3.connect(db) as conn:  # as schema 5 left it: tasks (submitter_id, finished_at) indexed
         conn.execute("CREATE INDEX tasks_finished ON tasks (submitter_id, finished_at)")
@@ -41,8 +34,8 @@ async def test_a_file_from_schema_5_loses_the_index_nothing_reads_and_its_result
             # the trigger that fills the result feed has the same name, and stays
             assert conn.execute("SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='tasks_finished'").fetchone()
         _, cursor = await backend.finished_for(worker, None)
-        assert await backend.complete([Completion(first.task_id, claimed.attempt, worker, TaskStatus.SUCCEEDED)])
+        assert await backend.complete([Completion(claimed.task_id, claimed.attempt, worker, TaskStatus.SUCCEEDED)])
         done, _ = await backend.finished_for(worker, cursor)
-        assert [(f.task_id, f.status) for f in done] == [(first.task_id, TaskStatus.SUCCEEDED)]
+        assert [(f.task_id, f.status) for f in done] == [(claimed.task_id, TaskStatus.SUCCEEDED)]
     finally:
         await backend.close()
