@@ -126,14 +126,18 @@ class TaskContext:
 
     Subtasks inherit the task's trace id and context; ``cancelled`` turns true
     when someone asked for this attempt to stop (a long handler may check it).
+    A handler whose side effect must not be stopped half-way calls ``commit``
+    before it starts it.
     """
 
     def __init__(self, task: Task, node: NodePort, cancelled: Callable[[], bool] = lambda: False,
-                 report: Callable[[TaskProgress], None] | None = None) -> None:
+                 report: Callable[[TaskProgress], None] | None = None,
+                 commit: Callable[[], bool] | None = None) -> None:
         self.task = task
         self._node = node
         self._cancelled = cancelled
         self._report = report
+        self._commit = commit
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Say how far this task is: ``fraction`` from 0 to 1 and a short message (at most 200 characters).
@@ -175,6 +179,15 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         return self._cancelled()
+
+    def commit(self) -> bool:
+        """Pass the point of no return: from now on a cancel no longer stops this attempt, and its outcome is
+        recorded as it ends (a write applied is reported applied, never cancelled behind it). False when a
+        cancel was asked already: the handler should then stop without its side effect. A timeout or the
+        node's own stop still end it."""
+        if self._commit is None:
+            return not self.cancelled
+        return self._commit()
 
     async def submit(self, task_type: str, payload: Any = None, *, priority: TaskPriority | str | None = None,
                      **kwargs: Any) -> str:

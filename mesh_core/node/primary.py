@@ -11,20 +11,21 @@ when it dies, and a standby that sees it active again stops renewing and acts
 as primary no longer once its own lease would have lapsed, after which the
 preferred node takes the lease (never two primaries at once). A write is forwarded to the primary as an internal
 task, so it survives a failover like any task does; a forwarded write that
-fails is cancelled, so it is never applied behind its caller's back.
+fails is cancelled, so it is never applied behind its caller's back: the
+primary commits to a write before applying it (``TaskContext.commit``), and a
+cancel that comes later leaves it to end succeeded, which its caller is told.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import time
 import uuid
 from typing import Any
 
 from ..backends.contracts import MembershipMedium
-from ..errors import MeshError, SyncTimeout, TaskFailed, TaskTimeout
+from ..errors import MeshError, SyncTimeout, TaskFailed, TaskNotFound, TaskTimeout
 from ..handlers import TaskContext, make_spec
 from ..membership import preferred_hub
 from ..model import NodeInfo, NodeStatus, NodeType, Task, TaskStatus
@@ -42,6 +43,9 @@ FORWARD_RETRIES = 20  # a forwarded write survives this many failed attempts (fa
 # each hold the other primary (a moment of an election) would otherwise hand it back and forth without end, a new
 # task per hop; past this the hop fails, and the task's retries find the primary once the election settles.
 FORWARD_HOPS_MAX = 2
+# A withdrawn write's node confirms the cancel (its final state) within this many task leases: a live one at once,
+# a dead one once its lease lapses and a sweeper ends the task.
+WITHDRAW_LEASES = 2
 _FORWARDED = contextvars.ContextVar("forwarded_hops", default=0)  # hops behind the forwarded write being applied
 
 
@@ -147,11 +151,32 @@ class Primary:
         return True
 
     async def _withdraw(self, task_id: str, key: str, failure: MeshError) -> None:
-        """Cancel a forwarded write that failed or took too long; raise unless it succeeded meanwhile."""
-        with contextlib.suppress(MeshError):
-            await self.tasks.cancel(task_id)
-        states = await self.tasks.transport.task_states([task_id])
-        if states.get(task_id) is TaskStatus.SUCCEEDED:
+        """Cancel a forwarded write that failed or took too long; return when it succeeded after all.
+
+        The answer is the task's final state: a write whose handler passed its point of no return when the
+        cancel came is applied and ends succeeded, and the caller is told so. Raises SyncTimeout saying it was
+        withdrawn when the task ended without applying it, or when its node did not confirm the cancel within
+        two leases (a node stopped or cut off), that it is withdrawn unless that node had begun to apply it."""
+        deadline = time.monotonic() + WITHDRAW_LEASES * self.ctx.timings.task_lease_s
+        while True:  # a cancel the owner did not receive (a call that failed under load) is asked again
+            try:
+                await self.tasks.cancel(task_id)
+                break
+            except TaskNotFound:
+                break  # not known anywhere reachable now: its final state, if any comes, decides below
+            except MeshError:
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(min(0.2, self.ctx.config.heartbeat_interval_seconds))
+        try:
+            task = await self.results.wait_task(task_id, timeout=max(0.1, deadline - time.monotonic()))
+        except MeshError as exc:
+            self.ctx.problem("memory_withdrawals_unconfirmed", f"write to {key!r}: {exc.message}")
+            raise SyncTimeout(f"write to {key!r} was not applied by a memory primary in time ({failure.message}) "
+                              "and was withdrawn, but the node holding it has not confirmed it stopped: it is "
+                              "not applied unless that node had already begun to apply it", missing=["primary"],
+                              hint=f"read {key!r} before writing it again") from None
+        if task.status is TaskStatus.SUCCEEDED:
             return
         raise SyncTimeout(f"write to {key!r} was not applied by a memory primary: {failure.message}",
                           missing=["primary"], hint="it was withdrawn and will not be applied; retry it")
@@ -160,6 +185,9 @@ class Primary:
         hops = payload.get("hops", 1)  # a node of before the count sent none: one hop
         if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= FORWARD_HOPS_MAX:
             hops = FORWARD_HOPS_MAX  # a count that makes no sense: handed on no further
+        if not ctx.commit():  # withdrawn by its caller before it was applied: end cancelled, write nothing
+            raise SyncTimeout(f"write to {payload.get('key')!r} was withdrawn before it was applied",
+                              missing=["primary"])
         token = _FORWARDED.set(hops)
         try:
             key = await self.memory.write(payload["memory_type"], payload["value"], payload.get("priority", 5),

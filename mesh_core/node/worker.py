@@ -38,12 +38,26 @@ class Running:
     cancelled: bool = False
     refused: bool = False  # not signed with the mesh's api_key: never run, failed without retry
     recording: bool = False  # its outcome is being recorded: fencing decides now, a renewal no longer does
+    committed: bool = False  # the handler passed its point of no return (TaskContext.commit): a cancel waits
     started: float = field(default_factory=time.monotonic)
     progress: TaskProgress | None = None  # the handler's latest report, not yet carried by a renewal
 
     def report(self, progress: TaskProgress) -> None:
         """Keep the latest report; the next renewal carries it (a handler may report often, it costs no write)."""
         self.progress = progress
+
+    def commit(self) -> bool:
+        """The handler's point of no return: True unless a cancel was asked first (see TaskContext.commit)."""
+        if self.cancelled:
+            return False
+        self.committed = True
+        return True
+
+    @property
+    def stoppable(self) -> bool:
+        """A cancel may still stop it: neither past its point of no return nor with its outcome being recorded
+        (cancelling a recording would lose an outcome that was decided)."""
+        return not (self.cancelled or self.committed or self.recording)
 
 
 class Worker:
@@ -147,7 +161,7 @@ class Worker:
                 continue
             for task_id, attempt in asked:
                 entry = self.running.get(task_id)
-                if entry and entry.task.attempt == attempt and not entry.cancelled and entry.job:
+                if entry and entry.task.attempt == attempt and entry.stoppable and entry.job:
                     entry.cancelled = True
                     entry.job.cancel()
 
@@ -228,8 +242,8 @@ class Worker:
                 raise PermissionError(f"refused by {ctx.name}: {why}")
             if spec is None:
                 raise UnknownTaskType(f"node {ctx.name} has no handler for {task.task_type!r}")
-            args = (task.payload, TaskContext(task, self.port, lambda: entry.cancelled, entry.report)) \
-                if spec.takes_context else (task.payload,)
+            args = (task.payload, TaskContext(task, self.port, lambda: entry.cancelled, entry.report,
+                                              entry.commit)) if spec.takes_context else (task.payload,)
             async with asyncio.timeout(timeout):
                 if spec.is_async:
                     result = await spec.fn(*args)

@@ -412,6 +412,33 @@ async def test_cancel_queued_at_once_and_running_cooperatively(cluster: Cluster)
     await eventually(lambda: _async(not w.services.worker.running), timeout=2)
 
 
+async def test_a_cancel_after_the_handler_committed_lets_it_finish_succeeded(cluster: Cluster) -> None:
+    # A handler past its point of no return (TaskContext.commit) is not stopped half-way by a cancel: its outcome
+    # is recorded as it ends, so a side effect it made is never reported cancelled.
+    from mesh_core.handlers import make_spec
+
+    w = await cluster.node("w1", concurrency=1)
+    committed, go_on = asyncio.Event(), asyncio.Event()
+
+    async def effect(payload: Any, ctx: Any) -> str:
+        assert ctx.commit()
+        committed.set()
+        await go_on.wait()
+        return "made"
+
+    w.services.ctx.handlers.add(make_spec("sleep", effect, {"basic_processing"}))
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 30})
+    await asyncio.wait_for(committed.wait(), 5)
+    assert await client.cancel_task(task_id) == {task_id: "cancelling"}
+    await eventually(lambda: _async(bool(w.services.worker.running) and w.services.worker.running[task_id].committed))
+    await asyncio.sleep(0.3)  # the cancel reached the worker meanwhile (woken at once), and was not obeyed
+    assert not w.services.worker.running[task_id].cancelled
+    go_on.set()
+    task = await client.wait_task(task_id, timeout=5)
+    assert task.status is TaskStatus.SUCCEEDED and task.result == "made"
+
+
 async def test_critical_task_never_waits_behind_normal_ones(cluster: Cluster) -> None:
     w = await cluster.node("w1", concurrency=1)
     client = await cluster.client()

@@ -338,6 +338,31 @@ async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_appli
     assert await w.recall("later") == "applied"
 
 
+async def test_a_forwarded_write_withdrawn_while_it_is_being_applied_is_reported_applied(cluster: Cluster) -> None:
+    # The primary applied the write and is still busy with it (pushing it to its peers) when the client's patience
+    # runs out and it withdraws the write: the cancel must not stop it half-way and call it withdrawn. The handler
+    # committed before it began, so the attempt ends succeeded and the client is told the write was applied.
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    w = await cluster.node("w", **ms)
+    await eventually(lambda: _is(w.memory_primary == w.node_id), timeout=5)
+    memory = w.services.primary.memory
+    wait = w.services.ctx.timings.forwarded_write_wait_s
+    write = memory.write
+
+    async def applied_then_slow(*args: Any, **kwargs: Any) -> Any:
+        key = await write(*args, **kwargs)
+        await asyncio.sleep(wait + 0.5)  # past the client's patience, within its wait for the withdrawal's answer
+        return key
+
+    memory.write = applied_then_slow
+    client = await cluster.client(**ms)
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 1), timeout=5)
+    await client.sync_memory_item("fact", "kept", key="raced")  # returns: the write was applied, and it says so
+    memory.write = write
+    assert await w.recall("raced") == "kept"
+    assert client.services.ctx.counters["memory_withdrawals_unconfirmed"] == 0
+
+
 async def test_peer_to_peer_relays_an_entry_a_node_already_held_so_the_walk_reaches_the_rest(cluster: Cluster) -> None:
     # With a fanout of 1 the gossip is one walk; a node on it that already held the entry (pulled by a catch-up
     # or anti-entropy) must still pass it on, or the nodes after it on the path never get it (no anti-entropy
