@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +119,46 @@ async def test_a_clients_read_asks_two_workers_and_the_rest_only_when_they_diffe
     await cluster.crash(next(w for w in workers if w.node_id == second))
     await client.sync_memory_item("fact", "still read", key="gone")
     assert mem.counters["memory_client_reads_widened"] == 2
+
+
+async def test_a_stalled_worker_does_not_hold_up_a_clients_writes_and_reads(cluster: Cluster) -> None:
+    # A worker alive to the failure detector but answering nothing of memory (paused, overloaded, cut off on that
+    # stream, and not yet declared so) held every client write for CLIENT_WRITE_WAIT_SECONDS, and a read whose
+    # calls to it hang held the read until its call timed out (PEER_CALL_SECONDS), write after write.
+    from mesh_core.backends.grpc.memory.base import CLIENT_WRITE_WAIT_SECONDS
+
+    a, b = await cluster.node("a"), await cluster.node("b")
+    client = await cluster.client()
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    mem = backend_of(client)
+    _stop_memory_loop(b)  # b takes the pushes and never applies or acknowledges them; it stays active
+    started = time.monotonic()
+    for i in range(5):
+        await client.sync_memory_item("fact", i, key=f"w{i}")
+    took = time.monotonic() - started
+    assert took < CLIENT_WRITE_WAIT_SECONDS, took  # was 5 x CLIENT_WRITE_WAIT_SECONDS: each waited for b's ack
+    assert mem.counters["memory_writes_past_slow_peers"] == 5 and mem.counters["memory_client_writes_unheld"] == 0
+    assert mem._slow_to_answer(b.node_id, time.monotonic()) and not mem._slow_to_answer(a.node_id, time.monotonic())
+    assert backend_of(client).status_of(b.node_id).value == "active"
+    assert [s.value for s in _replica(a).siblings("fact", "w4")] == [4]
+
+    # b's read calls hang as a paused process's do: a read gets a's answer and does not wait for b's call
+    pull = mem._try_pull
+
+    async def hangs_on_b(peer_id: str, request: Any, timeout: float = 2.0) -> Any:
+        if peer_id == b.node_id:
+            await asyncio.sleep(timeout)
+            return None
+        return await pull(peer_id, request, timeout)
+
+    mem._try_pull = hangs_on_b
+    mem._pushed.clear()  # forget b's unacknowledged pushes: only its reads tell it is slow from here
+    started = time.monotonic()
+    assert await client.recall("w3") == 3
+    first_read = time.monotonic() - started
+    assert first_read < 1.0 < 2.0, first_read  # a's answer, then READ_HEDGE_SECONDS: not b's 2 s call
+    assert mem._slow_to_answer(b.node_id, time.monotonic())  # its read was cut short: asked last next time
+    assert await client.recall("w2") == 2
 
 
 async def _acked_by(writer: Any, peer: Any) -> bool:

@@ -141,6 +141,10 @@ class GrpcCore(Backend):
     def _declared_dead(self) -> None:
         """The membership part heard that others declared this node dead (the tasks part acts on it)."""
 
+    def _back_from_away(self) -> None:
+        """This node was away: the membership part heard that others held it suspect or dead, or its own loop
+        stood still for ``AWAY_SECONDS`` (paused, suspended, stalled). The memory part catches up at once."""
+
     async def _close_parts(self) -> None:
         """The parts stop here, before the wire closes."""
 

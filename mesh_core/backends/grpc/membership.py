@@ -44,6 +44,7 @@ from .tls import Credentials, check_plaintext_listen, tls_files
 from .wire import Peer, Wire
 
 TICK_SECONDS = 0.02  # the detector's clock advances at least this often
+AWAY_SECONDS = 1.0  # the detector's loop stood still this long: this process was away (stopped, suspended)
 LEAVE_SPREAD_SECONDS = 0.5  # a leaving node keeps gossiping this long at most
 JOIN_WAIT_SECONDS = 2.0  # open() waits this long at most for a seed to answer (the join goes on after)
 CLIENT_CLOCK_WAIT_SECONDS = 0.5  # … and a client this much longer for every live seed's answer (its clock votes)
@@ -314,6 +315,9 @@ class GrpcMembership(GrpcCore):
                 # missed meanwhile say more about it than about its peers, so it stretches its own timeouts.
                 node.health.add(1)
                 self.counters["swim_late_ticks"] += 1
+            if now - last >= AWAY_SECONDS:  # stopped, suspended: what was pushed here meanwhile may be lost
+                self.counters["swim_away"] += 1
+                self._back_from_away()
             last = now
             try:
                 self._send(node.tick(now))
@@ -418,16 +422,19 @@ class GrpcMembership(GrpcCore):
         if self.wire is not None and self.wire.tls is not None:
             messages = [self._certified_only(peer, message) for message in messages]
         now = time.monotonic()
-        doomed = False
+        doomed = doubted = False
         for message in messages:
-            doomed = doomed or any(u.node == self.node_id and u.kind is swim.Kind.DEAD
-                                   and u.incarnation >= node.incarnation for u in message.updates)
+            about_me = [u.kind for u in message.updates if u.node == self.node_id and u.incarnation >= node.incarnation]
+            doomed = doomed or swim.Kind.DEAD in about_me
+            doubted = doubted or swim.Kind.SUSPECT in about_me or swim.Kind.DEAD in about_me
             before = node.counters["swim_refused"]
             self._send(node.receive(message, now))
             if node.counters["swim_refused"] != before:  # the detector's own edge check refused it
                 self.refuse("swim_refused", who, f"grpc membership: refused a message from {peer.name or who[:12]}: "
                                                  f"{node.last_refusal}")
         self._publish_changes()
+        if doubted:
+            self._back_from_away()
         if doomed:
             self.counters["declared_dead"] += 1
             self._declared_dead()

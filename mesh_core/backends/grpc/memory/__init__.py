@@ -50,10 +50,13 @@ A one-shot client keeps no log worth the name: it is pushed nothing, and reads k
 from the live workers (a key's newest entries from two of them, the others only when those two differ or one
 does not answer: ``_pull_keys_now``). Its write is stored once a worker's node applied it (nothing the client queued
 survives its exit): ``publish_memory`` waits for the acks of the workers it pushed to (every one, or at
-least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy) and raises
-``BackendUnavailable`` when none took it. The master_slave primary's own writes (the ones forwarded to it
-are acknowledged to their writers once they return) likewise wait, up to ``node_timeout_seconds``, for
-the live workers to apply them, so a primary killed right after does not take them with it.
+least one by ``CLIENT_WRITE_WAIT_SECONDS``; the others get it from those by anti-entropy; once one holds it, not
+for one that has owed an ack for ``PEER_STALLED_SECONDS``: paused or cut off, it would hold every write until it is
+declared dead) and raises ``BackendUnavailable`` when none took it. The master_slave primary's own writes (the
+ones forwarded to it are acknowledged to their writers once they return) likewise wait, up to
+``node_timeout_seconds``, for the live workers to apply them, so a primary killed right after does not take them
+with it. A node back from away (held suspect or dead by others, or its loop stood still) catches up with every
+live worker at once.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class GrpcMemory(MemoryEntropy):
         super().__init__(*args, **kwargs)
         self._worker = True
         self._pushed: dict[str, _Pushed] = {}
+        self._read_missed: dict[str, float] = {}
         self._from_peers: dict[str, _Received] = {}
         self._accounted = 0  # highest local cursor whose pushes are registered in ``_pushed``
         self._own_ack = 0  # how far this node's own node has applied its log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ MAX_CLAIM_SECONDS = 3600.0  # a primary claim's lease longer than this (or not a
 PULL_KEYS = 10_000  # keys one Pull may name
 READ_REPLICAS = 2  # workers a client's read of keys asks first (the others when their answers differ)
 READ_HEDGE_SECONDS = 0.2  # … and the others at once too when those have not both answered by then
+# A peer that has owed this node an answer this long (a push not acknowledged, a key read not answered) while others
+# answer is stalled (paused, overloaded, cut off, not yet declared so): a client's write does not wait for its ack
+# once another worker holds the write, and a client's read asks it last and does not wait for it.
+PEER_STALLED_SECONDS = 1.0
 RELAYED_KEPT = 16_384  # peer_to_peer: entries remembered as relayed here (one relayed again later: hops bound it)
 MISSED_REPAIR_SECONDS = 5.0  # entries missing from a peer's pushes keep anti-entropy rounds frequent this long
 REFUSED_KEPT = 256  # refusals per sender waiting for the next ack (further ones are counted only)
@@ -69,6 +74,20 @@ class _Pushed:
     checking: bool = False  # a check that the peer holds them since is under way (``_confirm_held``) …
     check_after: float = 0.0  # … and the next one starts no sooner than this (monotonic)
     confirming: tuple[int, int, int] | None = None  # (seq, cursor, blocks): that seq's ack clears up to cursor
+    owed_since: float | None = None  # monotonic time since when the peer owes an ack of pushes (None: owes none)
+
+    def owe(self, now: float) -> None:
+        """Pushes were sent that the peer has to acknowledge."""
+        if self.owed_since is None:
+            self.owed_since = now
+
+    def answered(self, now: float) -> None:
+        """The peer acknowledged pushes: what it still owes is owed from now on."""
+        self.owed_since = now if self.in_flight else None
+
+    def stalled(self, now: float) -> bool:
+        """It has owed an ack for longer than ``PEER_STALLED_SECONDS``."""
+        return self.owed_since is not None and now - self.owed_since > PEER_STALLED_SECONDS
 
     def block(self, cursor: int) -> None:
         self.blocked = cursor if self.blocked is None else min(self.blocked, cursor)
@@ -83,6 +102,7 @@ class _Pushed:
         """The peer's node applied every push up to ``seq`` (refusals were ``block``-ed first)."""
         while self.in_flight and self.in_flight[0][0] <= seq:
             self.in_flight.popleft()
+        self.answered(time.monotonic())
         if self.confirming is not None and self.confirming[0] <= seq:
             _, cursor, blocks = self.confirming
             self.confirming = None
@@ -104,6 +124,8 @@ class _Pushed:
             self.blocked = None
         while self.in_flight and self.in_flight[0][2] <= cursor:
             self.in_flight.popleft()
+        if not self.in_flight:
+            self.owed_since = None
 
 
 @dataclass
@@ -167,9 +189,17 @@ class MemoryState(GrpcCore):
     _relayed_marks: set[int]
     _relayed_order: deque[int]
     _key_pulls: Coalescer[tuple[str | None, str, bool], list[bytes]]
+    _read_missed: dict[str, float]  # peer → monotonic time a key read asked of it went unanswered or was cut short
     _recent: dict[int, bytes]
     _recent_bytes: int
     _recent_head: int
+
+    def _slow_to_answer(self, peer_id: str, now: float) -> bool:
+        """Whether ``peer_id`` has owed this node an ack of pushes for ``PEER_STALLED_SECONDS``, or left a key read
+        unanswered within that time: paused, overloaded or cut off, not yet declared so."""
+        pushed = self._pushed.get(peer_id)
+        return (pushed is not None and pushed.stalled(now)) \
+            or now - self._read_missed.get(peer_id, -PEER_STALLED_SECONDS) < PEER_STALLED_SECONDS
 
     async def _newer(self, found: Sequence[tuple[Any, MemoryItem]]) -> list[tuple[Any, MemoryItem]]:
         """The entries newer than what this log holds from their origin for their key (the rest is known here)."""

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -42,6 +42,8 @@ from .base import (
     frame_mark,
 )
 from .push import MemoryPush
+
+_KeyAnswer = dict[tuple[str | None, str], list[bytes]] | None  # one peer's frames by (memory type or None, key)
 
 
 class MemoryEntropy(MemoryPush):
@@ -198,6 +200,24 @@ class MemoryEntropy(MemoryPush):
     def _pulling(self, peer_id: str) -> bool:
         lock = self._pull_locks.get(peer_id)
         return lock is not None and lock.locked()
+
+    def _back_from_away(self) -> None:
+        """This node was away (others held it suspect or dead, or its loop stood still), and entries pushed
+        meanwhile may have been dropped on the way (a full queue to it) with no later push to show the gap.
+        Catch up with every live worker now (at most every ``GAP_REPAIR_SECONDS`` per peer), not at the next
+        round, which may be ``sync_interval_seconds`` away."""
+        super()._back_from_away()
+        if not self._worker or self._closed:
+            return
+        now = time.monotonic()
+        for info in self.live_peers(workers_only=True):
+            peer_id = info.node_id
+            if self._pulling(peer_id) or now - self._gap_repaired_at.get(peer_id, -GAP_REPAIR_SECONDS) \
+                    < GAP_REPAIR_SECONDS:
+                continue
+            self._gap_repaired_at[peer_id] = now
+            self.counters["memory_catch_ups_after_away"] += 1
+            self.spawn(self._catch_up(peer_id), "memory-catch-up")
 
     def _gap_seen(self, peer_id: str) -> None:
         """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every
@@ -418,27 +438,42 @@ class MemoryEntropy(MemoryPush):
         Newest entries are asked of ``READ_REPLICAS`` workers first (active ones, picked by the first key: the
         same for every client); the other live workers are asked only for the keys on which those answers differ
         (one is behind: it joined late, an entry is on its way), or for all of them when one did not answer (or not
-        within ``READ_HEDGE_SECONDS``: then they are asked meanwhile, not after its call timed out). A key
+        within ``READ_HEDGE_SECONDS``: then they are asked meanwhile, not after its call timed out, and the read
+        ends once two answered or that long after the first answer; a worker slow to answer is asked last). A key
         that agrees there is what any worker holds but for entries still on their way to both, which a write built
         on it meets as a concurrent sibling, as a worker's own write does. Versions (history) are asked of every
         live worker: a key's history is the union of theirs."""
         peers = [p.node_id for p in self.live_peers(workers_only=True)]
         if not wanted or not peers:
             return [[] for _ in wanted]
-        if any(versions for _, _, versions in wanted):
+        now = time.monotonic()
+        history = any(versions for _, _, versions in wanted)
+        if history:
             first = peers
         else:
-            ranked = read_order(wanted[0][1], peers)
-            first = sorted(ranked, key=lambda p: self.status_of(p) is not NodeStatus.ACTIVE)[:READ_REPLICAS]
-        rest = [p for p in peers if p not in first]
-        asked = asyncio.ensure_future(self._ask_keys(first, wanted))
-        if rest:
-            done, _ = await asyncio.wait({asked}, timeout=READ_HEDGE_SECONDS)
-            if not done:  # one of them is slow (paused, overloaded, gone): the others are asked meanwhile
+            ranked = sorted(read_order(wanted[0][1], peers), key=lambda p: self.status_of(p) is not NodeStatus.ACTIVE)
+            prompt = [p for p in ranked if not self._slow_to_answer(p, now)]
+            if len(prompt) < min(READ_REPLICAS, len(ranked)):
+                # Fewer than two answer promptly: every live worker is asked at once, and the read ends when the
+                # prompt ones answered (or READ_HEDGE_SECONDS after the first answer).
                 self.counters["memory_client_reads_widened"] += 1
-                first_answers, rest_answers = await asyncio.gather(asked, self._ask_keys(rest, wanted))
-                return _merged_answers(wanted, first_answers + rest_answers)
-        answers = await asked
+                asked = {p: asyncio.ensure_future(self._ask_keys([p], wanted)) for p in ranked}
+                found = await self._first_answers(asked, max(1, len(prompt)), patience=READ_HEDGE_SECONDS)
+                return _merged_answers(wanted, found)
+            first = prompt[:READ_REPLICAS]
+        rest = [p for p in peers if p not in first]
+        asked = {p: asyncio.ensure_future(self._ask_keys([p], wanted)) for p in first}
+        if rest:
+            done, _ = await asyncio.wait(asked.values(), timeout=READ_HEDGE_SECONDS)
+            if len(done) < len(asked) or any(f.result()[0] is None for f in done):
+                # One of them is slow or gone (paused, overloaded, cut off): the others are asked meanwhile. The read
+                # ends once READ_REPLICAS of all of them answered, or READ_HEDGE_SECONDS after the first answer: not
+                # when the slow one's call times out.
+                self.counters["memory_client_reads_widened"] += 1
+                asked.update((p, asyncio.ensure_future(self._ask_keys([p], wanted))) for p in rest)
+                found = await self._first_answers(asked, READ_REPLICAS, patience=READ_HEDGE_SECONDS)
+                return _merged_answers(wanted, found)
+        answers = await self._first_answers(asked, len(asked), patience=None if history else READ_HEDGE_SECONDS)
         if rest:
             heard = [a for a in answers if a is not None]
             differ = wanted if len(heard) < len(first) else \
@@ -448,8 +483,38 @@ class MemoryEntropy(MemoryPush):
                 answers += await self._ask_keys(rest, differ)
         return _merged_answers(wanted, answers)
 
+    async def _first_answers(self, asked: Mapping[str, asyncio.Future[list[_KeyAnswer]]], enough: int,
+                             patience: float | None = None) -> list[_KeyAnswer]:
+        """The answers of the peers ``asked`` (one read each) once ``enough`` of them answered, or every one ended,
+        or (with ``patience``) that many seconds after the first answer; the reads still under way then are cut
+        short, and their peers noted as slow to answer (``_slow_to_answer``) when the read took READ_HEDGE_SECONDS
+        or more, as are the peers that did not answer."""
+        pending = set(asked.values())
+        answers: list[_KeyAnswer] = []
+        until: float | None = None
+        started = time.monotonic()
+        try:
+            while pending and sum(a is not None for a in answers) < enough:
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                answers += [f.result()[0] for f in done]
+                if until is None and patience is not None and any(a is not None for a in answers):
+                    until = time.monotonic() + patience
+        finally:
+            now = time.monotonic()
+            late = now - started >= READ_HEDGE_SECONDS  # a read cut short sooner was only not among the first
+            for peer, future in asked.items():
+                if (future in pending and late) or (future.done() and not future.cancelled()
+                                                    and future.exception() is None and future.result()[0] is None):
+                    self._read_missed[peer] = now
+                if future in pending:
+                    future.cancel()
+        return answers
+
     async def _ask_keys(self, peers: Sequence[str], wanted: Sequence[tuple[str | None, str, bool]]
-                        ) -> list[dict[tuple[str | None, str], list[bytes]] | None]:
+                        ) -> list[_KeyAnswer]:
         """Per peer, the frames it holds of ``wanted`` by ``(memory_type, key)`` and ``(None, key)``; None when it
         did not answer. One Pull per peer and kind of read (at most ``PULL_KEYS`` keys each)."""
         groups: dict[tuple[str | None, bool], list[str]] = {}

@@ -25,6 +25,7 @@ from .base import (
     MAX_CLAIM_SECONDS,
     MAX_EPOCH,
     MISSED_REPAIR_SECONDS,
+    PEER_STALLED_SECONDS,
     RELAYED_KEPT,
     SENDERS_KEPT,
     _Pushed,
@@ -38,17 +39,24 @@ class MemoryPush(MemoryPrimary):
 
     async def _held_by_workers(self, targets: list[str], cursor: int, wait: float, *, required: bool) -> None:
         """Wait until every live worker of ``targets`` applied this node's log up to ``cursor``, at most ``wait``
-        seconds (a worker that stops being live meanwhile is not waited for). ``required`` (a client, whose
-        write dies with it): past ``wait`` one must have, else ``BackendUnavailable``."""
+        seconds (a worker that stops being live meanwhile is not waited for, nor, once another holds the entries,
+        one that has owed an ack for ``PEER_STALLED_SECONDS``: paused or cut off, not yet declared so).
+        ``required`` (a client, whose write dies with it): past ``wait`` one must have, else
+        ``BackendUnavailable``."""
         deadline = time.monotonic() + wait
         while True:
+            now = time.monotonic()
             targets = [t for t in targets if self.status_of(t) in LIVE]
-            held = [t for t in targets if self._pushed[t].ack(self._accounted) >= cursor]
+            held = {t for t in targets if self._pushed[t].ack(self._accounted) >= cursor}
             # A worker that missed an earlier entry (pushed while it was lost, as in a network cut) acks nothing
-            # past it until anti-entropy repairs it: waiting for it would hold every write for ``wait``.
-            gapless = [t for t in targets if (self._pushed[t].blocked or cursor + 1) > cursor]
-            left = deadline - time.monotonic()
-            if targets and (len(held) == len(targets) or (held and (left <= 0 or set(gapless) <= set(held)))):
+            # past it until anti-entropy repairs it: waiting for it would hold every write for ``wait``. Nor is a
+            # stalled one waited for: every write would wait for it until it is declared dead.
+            awaited = [t for t in targets if t not in held and (self._pushed[t].blocked or cursor + 1) > cursor
+                       and not self._pushed[t].stalled(now)]
+            left = deadline - now
+            if targets and held and (left <= 0 or not awaited):
+                if len(held) < len(targets):
+                    self.counters["memory_writes_past_slow_peers"] += 1
                 return
             if left <= 0 or not targets:
                 if not required:
@@ -57,8 +65,11 @@ class MemoryPush(MemoryPrimary):
                 self.counters["memory_client_writes_unheld"] += 1
                 raise BackendUnavailable("no live worker of the mesh acknowledged this client's memory write"
                                          if targets else "this client knows no live worker to hand its memory write")
+            # woken by the next ack, or when the first awaited peer would count as stalled
+            owed = [self._pushed[t].owed_since for t in awaited]
+            stall_at = min((o + PEER_STALLED_SECONDS for o in owed if o is not None), default=math.inf)
             self._ack_heard.clear()
-            await wait_event(self._ack_heard, left)
+            await wait_event(self._ack_heard, max(0.001, min(left, stall_at - now + 0.001)))
 
     def _push(self, origin: str, entries: Sequence[tuple[str, str, bytes]], cursor: int, *,
               gossip: bool) -> list[str]:
@@ -116,6 +127,7 @@ class MemoryPush(MemoryPrimary):
         if sent:
             pushed.next_seq += len(parts)
             pushed.in_flight.append((pushed.next_seq - 1, first, last))
+            pushed.owe(time.monotonic())
         else:
             self.counters["memory_push_dropped"] += len(parts)
             pushed.block(first)
