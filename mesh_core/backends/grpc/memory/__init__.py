@@ -62,6 +62,7 @@ live worker at once.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -123,6 +124,7 @@ class GrpcMemory(MemoryEntropy):
         self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
         self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
         self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
+        self._away_repaired_at = -math.inf  # see ``_back_from_away``
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first

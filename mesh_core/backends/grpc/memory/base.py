@@ -185,6 +185,7 @@ class MemoryState(GrpcCore):
     _pull_locks: dict[str, asyncio.Lock]
     _appending_pulled: asyncio.Lock
     _gap_repaired_at: dict[str, float]
+    _away_repaired_at: float  # monotonic time of the last catch-up after this node was away (``_back_from_away``)
     _ack_heard: asyncio.Event
     _relayed_marks: set[int]
     _relayed_order: deque[int]

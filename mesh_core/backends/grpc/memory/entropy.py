@@ -204,20 +204,22 @@ class MemoryEntropy(MemoryPush):
     def _back_from_away(self) -> None:
         """This node was away (others held it suspect or dead, or its loop stood still), and entries pushed
         meanwhile may have been dropped on the way (a full queue to it) with no later push to show the gap.
-        Catch up with every live worker now (at most every ``GAP_REPAIR_SECONDS`` per peer), not at the next
-        round, which may be ``sync_interval_seconds`` away."""
+        Catch up now with one active worker (the others, away too perhaps, lack the same), not at the next round,
+        which may be ``sync_interval_seconds`` away; and rounds with every peer come every second for a while
+        (``_missed_until``), for what that one lacks too. At most every ``GAP_REPAIR_SECONDS``."""
         super()._back_from_away()
         if not self._worker or self._closed:
             return
         now = time.monotonic()
-        for info in self.live_peers(workers_only=True):
-            peer_id = info.node_id
-            if self._pulling(peer_id) or now - self._gap_repaired_at.get(peer_id, -GAP_REPAIR_SECONDS) \
-                    < GAP_REPAIR_SECONDS:
-                continue
-            self._gap_repaired_at[peer_id] = now
-            self.counters["memory_catch_ups_after_away"] += 1
-            self.spawn(self._catch_up(peer_id), "memory-catch-up")
+        self._missed_until = now + MISSED_REPAIR_SECONDS
+        peers = [info.node_id for info in self.live_peers(workers_only=True)
+                 if self.status_of(info.node_id) is NodeStatus.ACTIVE and not self._slow_to_answer(info.node_id, now)]
+        if not peers or any(self._pulling(p) for p in peers) \
+                or now - self._away_repaired_at < GAP_REPAIR_SECONDS:
+            return
+        self._away_repaired_at = now
+        self.counters["memory_catch_ups_after_away"] += 1
+        self.spawn(self._catch_up(peers[0]), "memory-catch-up")
 
     def _gap_seen(self, peer_id: str) -> None:
         """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every
