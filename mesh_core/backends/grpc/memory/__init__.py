@@ -94,7 +94,7 @@ __all__ = ["IN_FLIGHT_LIMIT", "PRIMARY_LEASE", "GrpcMemory"]
 
 class GrpcMemory(MemoryEntropy):
     """MemoryLog over the Memory streams, with Digest/Pull anti-entropy and a fenced memory primary: the parts
-    (``primary``, ``push``, ``entropy``) over ``base.MemoryState``, and the log's own methods here."""
+    (``primary``, ``push``, ``reads``, ``entropy``) over ``base.MemoryState``, and the log's own methods here."""
 
     acks_awaited = True  # strong writes, a client's and the primary's wait for the peers' acks
 
