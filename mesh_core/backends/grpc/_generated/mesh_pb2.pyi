@@ -143,7 +143,7 @@ class StateSync(_message.Message):
     def __init__(self, join: _Optional[bool] = ..., reply_wanted: _Optional[bool] = ..., members: _Optional[_Iterable[_Union[Gossip, _Mapping]]] = ..., wall_time: _Optional[float] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
-    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results", "finished_acks")
+    __slots__ = ("hello", "offers", "accepts", "renewals", "renewed", "results", "result_acks", "cancels", "backups", "backup_acks", "handovers", "submits", "submit_results", "finished", "moves", "move_results", "finished_acks", "released")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OFFERS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class TaskMessage(_message.Message):
     MOVES_FIELD_NUMBER: _ClassVar[int]
     MOVE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_ACKS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     offers: _containers.RepeatedCompositeFieldContainer[TaskOffer]
     accepts: _containers.RepeatedCompositeFieldContainer[TaskAccept]
@@ -178,7 +179,8 @@ class TaskMessage(_message.Message):
     moves: _containers.RepeatedCompositeFieldContainer[MoveRequest]
     move_results: _containers.RepeatedCompositeFieldContainer[MoveResult]
     finished_acks: _containers.RepeatedCompositeFieldContainer[FinishedAck]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[MoveRequest, _Mapping]]] = ..., move_results: _Optional[_Iterable[_Union[MoveResult, _Mapping]]] = ..., finished_acks: _Optional[_Iterable[_Union[FinishedAck, _Mapping]]] = ...) -> None: ...
+    released: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., offers: _Optional[_Iterable[_Union[TaskOffer, _Mapping]]] = ..., accepts: _Optional[_Iterable[_Union[TaskAccept, _Mapping]]] = ..., renewals: _Optional[_Iterable[_Union[LeaseRenewal, _Mapping]]] = ..., renewed: _Optional[_Iterable[_Union[LeaseRenewed, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[CancelAttempt, _Mapping]]] = ..., backups: _Optional[_Iterable[_Union[BackupRecord, _Mapping]]] = ..., backup_acks: _Optional[_Iterable[_Union[BackupAck, _Mapping]]] = ..., handovers: _Optional[_Iterable[_Union[Handover, _Mapping]]] = ..., submits: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ..., submit_results: _Optional[_Iterable[_Union[SubmissionResult, _Mapping]]] = ..., finished: _Optional[_Iterable[_Union[FinishedTask, _Mapping]]] = ..., moves: _Optional[_Iterable[_Union[MoveRequest, _Mapping]]] = ..., move_results: _Optional[_Iterable[_Union[MoveResult, _Mapping]]] = ..., finished_acks: _Optional[_Iterable[_Union[FinishedAck, _Mapping]]] = ..., released: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FinishedAck(_message.Message):
     __slots__ = ("task_id", "refused")

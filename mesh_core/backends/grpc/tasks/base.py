@@ -61,7 +61,9 @@ class TasksBase(GrpcCore):
         self._renewals: OrderedDict[int, dict[str, int]] = OrderedDict()  # renewal asked → the attempts it named
         self._renewals_to: dict[int, str] = {}  # renewal asked → the owner asked
         self._copies_held = 0  # copies of other owners' tasks in grpc_backups, as of the last change
-        self._taken_from: dict[str, list[str]] = {}  # owner → the tasks this node took over from it (told on return)
+        # owner → the tasks this node took over from it, until the owner, back, says it let them go (``released``)
+        self._taken_from: dict[str, dict[str, None]] = {}
+        self._superseded_told: dict[str, float] = {}  # owner → when it was last told of them (monotonic)
         self._own_depth = 0  # tasks assigned to or running on this node in its own store, as of its last heartbeat
         self._rebackup_due = False
         self._recording: set[tuple[str, int]] = set()  # attempts whose outcome or move is being recorded now

@@ -114,6 +114,8 @@ class TasksOwner(TasksTakeover):
             await asyncio.sleep(REOFFER_SECONDS / 2)
             if self._deferred:
                 self._settle_deferred()
+            if self._taken_from:
+                self._tell_superseded_again()
             now = time.monotonic()
             for sent in list(self._unaccepted.values()):
                 if self.status_of(sent.worker_id) not in LIVE:

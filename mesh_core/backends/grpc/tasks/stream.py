@@ -133,6 +133,9 @@ class TasksStream(TasksWorker):
             mine = set(await self.store.task_states(superseded))
             if mine:
                 await self._drop_owned(mine)
+            self._send_to(peer.node_id, pb.TaskMessage(released=superseded))  # told no more
+        if env.released:
+            self._released(peer, env.released)
         if env.submits:  # storing waits for the backup's copy too
             self.spawn(self._take_submissions(peer, env.submits), f"submits-from-{peer.name}")
         for result in env.submit_results:

@@ -27,6 +27,7 @@ from .backup import TasksCopies
 from .records import _FINAL, _GONE, FEED_KEPT, IN_CHUNK
 
 MAJORITY_TIMEOUT = 1.0  # seconds a worker has to answer this node before a takeover (``_reaches_majority``)
+SUPERSEDED_RETELL_SECONDS = 2.0  # an owner back from the dead is told again of its taken-over tasks this often
 
 
 class TasksTakeover(TasksCopies):
@@ -298,12 +299,38 @@ class TasksTakeover(TasksCopies):
 
     def _tell_superseded(self, owner_id: str) -> None:
         """An owner whose tasks this node took over is back (it was only cut off or stopped): tell it which are
-        this node's now, so it drops its own records of them (finished ones too: one owner answers per task)."""
-        taken = self._taken_from.pop(owner_id, None)
-        if taken:
-            self._send_to(owner_id, pb.TaskMessage(handovers=[
-                pb.Handover(task_id=task_id, owner_id=self.node_id, previous_owner_id=owner_id,
-                            why="taken over while you were declared dead") for task_id in taken]))
+        this node's now, so it drops its own records of them (finished ones too: one owner answers per task).
+        Told again every ``SUPERSEDED_RETELL_SECONDS`` while it is live, until it says it let them go
+        (``_released``): a notice lost on the way would leave the task with two owners of record."""
+        taken = self._taken_from.get(owner_id)
+        if not taken:
+            return
+        self._superseded_told[owner_id] = time.monotonic()
+        self._send_to(owner_id, pb.TaskMessage(handovers=[
+            pb.Handover(task_id=task_id, owner_id=self.node_id, previous_owner_id=owner_id,
+                        why="taken over while you were declared dead") for task_id in taken]))
+
+    def _tell_superseded_again(self) -> None:
+        """Tell each live owner whose tasks this node took over, and that has not said it let them go, again (or
+        for the first time: it came back before the takeover was done)."""
+        now = time.monotonic()
+        for owner_id in list(self._taken_from):
+            told = self._superseded_told.get(owner_id)
+            if self.status_of(owner_id) in LIVE and (told is None or now - told >= SUPERSEDED_RETELL_SECONDS):
+                if told is not None:
+                    self.counters["superseded_retold"] += 1
+                self._tell_superseded(owner_id)
+
+    def _released(self, peer: Peer, task_ids: Sequence[str]) -> None:
+        """A previous owner let these tasks go: it is told of them no more."""
+        taken = self._taken_from.get(peer.node_id)
+        if taken is None:
+            return
+        for task_id in task_ids:
+            taken.pop(task_id, None)
+        if not taken:
+            del self._taken_from[peer.node_id]
+            self._superseded_told.pop(peer.node_id, None)
 
     async def _adopt(self, owner_id: str, owner_name: str, rows: Sequence[tuple[Any, bytes]]) -> None:
         tasks = []
@@ -329,8 +356,8 @@ class TasksTakeover(TasksCopies):
             self._owned.pop(t.task_id, None)
         added = await self.store.adopt(tasks, self._lease_seconds)
         if tasks and len(self._taken_from) < 4096:
-            taken = self._taken_from.setdefault(owner_id, [])
-            taken.extend(t.task_id for t in tasks[:100_000 - len(taken)])
+            taken = self._taken_from.setdefault(owner_id, {})
+            taken.update(dict.fromkeys(t.task_id for t in tasks[:100_000 - len(taken)]))
         if tasks:
             log.info("took over %d task(s) of %s (%d new here)", len(tasks), owner_name, added)
             self.counters["tasks_taken_over"] += added
