@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual import events, on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import var
@@ -78,6 +78,7 @@ class MeshApp(App[int]):
         Binding("l", "focus_pane('log')", "Log", show=False),
         Binding("pageup", "scroll_output(-1)", "Scroll output up", show=False),
         Binding("pagedown", "scroll_output(1)", "Scroll output down", show=False),
+        Binding("ctrl+z", "suspend_node", "Suspend to the shell", show=False),
     ]
 
     # Screen classes for small terminals (see styles/app.tcss).
@@ -154,6 +155,16 @@ class MeshApp(App[int]):
         with contextlib.suppress(Exception):
             self.query_one(EventLog).add_note(self.clock(), "leaving the mesh…", "bold")
         self._leave_and_exit()
+
+    async def action_suspend_node(self) -> None:
+        """Ctrl-Z: back to the shell as in any terminal program, ``fg`` brings the cockpit back. The process stops
+        only once the node holds nothing the other nodes wait for (``MeshSource.stop_process``): stopped inside a
+        write to a shared SQLite file it would freeze every node on that file."""
+        try:
+            with self.suspend():
+                await self.source.stop_process()
+        except SuspendNotSupported:
+            self.notify("this terminal cannot suspend the cockpit", severity="warning")
 
     @work(group="engine", exit_on_error=False)
     async def _leave_and_exit(self) -> None:

@@ -9,6 +9,8 @@ shared command code (``status_data``, ``run_command``).
 from __future__ import annotations
 
 import abc
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -57,6 +59,10 @@ class MeshSource(abc.ABC):
     async def resolve_conflict(self, conflict: Conflict, choice: str, value: Any = None) -> str:
         """Settle a conflict: ``keep-left``/``keep-right``/``merge``, or ``edit`` with ``value``; a sentence back."""
 
+    async def stop_process(self) -> None:
+        """Ctrl-Z: stop this process (it returns once continued). A source with no node of its own stops at once."""
+        os.kill(os.getpid(), signal.SIGSTOP)
+
 
 class EngineSource(MeshSource):
     """A real node: wraps an ``AgentMeshManager`` whose lifecycle the app owns."""
@@ -82,6 +88,10 @@ class EngineSource(MeshSource):
         if self._started and not self._stopped:
             self._stopped = True
             await self.mesh.stop()
+
+    async def stop_process(self) -> None:
+        """Stopped only once the node holds nothing the other nodes wait for (a write lock on a shared file)."""
+        await self.mesh.stop_process()
 
     async def events(self) -> AsyncIterator[Event]:  # type: ignore[override]
         async for event in self.mesh.subscribe():

@@ -76,3 +76,51 @@ def test_the_binary_starts_shows_the_panes_takes_a_command_and_quits_as_left(ses
     assert status.returncode == 0, status.stderr
     nodes = {n["name"]: n["status"] for n in json.loads(status.stdout)["nodes"]}
     assert nodes.get("tmux-node") == "left"
+
+
+def test_ctrl_z_suspends_to_the_shell_between_two_writes_and_fg_brings_the_cockpit_back(tmp_path: Path) -> None:
+    """In a shell with job control, as a user runs it: Ctrl-Z leaves the screen to the shell and stops the process
+    (through the headless node's stop at rest, tests/cluster/test_ctrl_z.py: not holding the shared file's write
+    lock), ``fg`` continues it with its panes back."""
+    import psutil
+
+    from mesh_core.backends.sqlite.locks import write_lock_holder
+
+    name = f"mesh-tui-test-{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "mesh.db"
+    command = " ".join(shlex.quote(a) for a in (
+        sys.executable, "-m", "mesh_tui", "--db", str(db), "--state-dir", str(tmp_path / "state"), "--name", "z-node"))
+    started = tmux("new-session", "-d", "-s", name, "-x", "160", "-y", "48",
+                   "env COLUMNS=160 LINES=48 TERM=xterm-256color PS1='shell$ ' bash --norc --noprofile -i")
+    assert started.returncode == 0, started.stderr
+
+    def screen() -> str:
+        return tmux("capture-pane", "-p", "-t", name).stdout
+
+    def node() -> psutil.Process | None:
+        for p in psutil.process_iter(["cmdline"]):
+            if "z-node" in (p.info["cmdline"] or []) and "mesh_tui" in (p.info["cmdline"] or []):
+                return p
+        return None
+
+    try:
+        wait(lambda: "shell$" in screen(), 10, "the shell prompt", screen)
+        tmux("send-keys", "-t", name, "-l", command)
+        tmux("send-keys", "-t", name, "Enter")
+        wait(lambda: all(p in screen() for p in ("This node", "Nodes (1)", "z-node")), 20, "the cockpit", screen)
+        proc = node()
+        assert proc is not None
+        for _ in range(3):
+            tmux("send-keys", "-t", name, "C-z")
+            wait(lambda: proc.status() == psutil.STATUS_STOPPED, 10, "the process stopped", screen)
+            wait(lambda: "Stopped" in screen() and "This node" not in screen(), 10, "the shell's job notice", screen)
+            holder = write_lock_holder(str(db))
+            assert holder is None or holder.pid != proc.pid, "stopped holding the shared file's write lock"
+            tmux("send-keys", "-t", name, "-l", "fg")
+            tmux("send-keys", "-t", name, "Enter")
+            wait(lambda: proc.status() != psutil.STATUS_STOPPED, 10, "the process continued", screen)
+            wait(lambda: all(p in screen() for p in ("This node", "Nodes (1)")), 10, "the cockpit back", screen)
+        tmux("send-keys", "-t", name, "q")
+        wait(lambda: not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, 15, "the app quitting", screen)
+    finally:
+        tmux("kill-session", "-t", name)
