@@ -384,9 +384,21 @@ class ReplicaStore:
 
     def key_state(self, memory_type: str, key: str) -> KeyState:
         """The key's rows as they are now (siblings, sources, history, conflicts), to undo a change with."""
-        return KeyState(memory_type, key, {
-            table: self._db.execute(f"SELECT * FROM {table} WHERE memory_type=? AND key=?",
-                                    (memory_type, key)).fetchall() for table in KEY_TABLES})
+        return self.key_states([(memory_type, key)])[0]
+
+    def key_states(self, names: Sequence[tuple[str, str]]) -> list[KeyState]:
+        """``key_state`` of each of ``names`` (``(memory_type, key)``), in one read per table and chunk of keys."""
+        rows: dict[tuple[str, str], dict[str, list[tuple[Any, ...]]]] = {
+            name: {table: [] for table in KEY_TABLES} for name in names}
+        for table in KEY_TABLES:
+            for memory_type, chunk in key_chunks(names):
+                cursor = self._db.execute(f"SELECT * FROM {table} WHERE memory_type=? AND key IN"
+                                          f" ({','.join('?' * len(chunk))})", (memory_type, *chunk))
+                columns = [c[0] for c in cursor.description]
+                at_type, at_key = columns.index("memory_type"), columns.index("key")
+                for row in cursor:
+                    rows[(row[at_type], row[at_key])][table].append(row)
+        return [KeyState(memory_type, key, rows[(memory_type, key)]) for memory_type, key in names]
 
     def restore(self, state: KeyState) -> list[str]:
         """Put the key's rows back exactly as ``state`` holds them, atomically; returns the ids of the conflicts
@@ -464,7 +476,7 @@ class ReplicaStore:
     def settle_conflicts(self, opened: Sequence[tuple[str, str, str, str, str, tuple[str, ...]]],
                          closed: Sequence[tuple[str, str]]) -> None:
         """Record conflicts opened (``(id, memory_type, key, strategy, reason, disagreements)``), then close
-        ``(id, choice)``, in one go (``open_conflict`` opens one; see ``close_conflicts``)."""
+        ``(id, choice)``, in one go (``open_conflict`` opens one; see ``close_conflicts_of``)."""
         now = time.time()
         if opened:
             self._db.executemany(
@@ -476,14 +488,22 @@ class ReplicaStore:
             self._db.executemany("UPDATE conflicts SET closed_at=?, choice=? WHERE conflict_id=?",
                                  [(now, choice, cid) for cid, choice in closed])
 
-    def close_conflicts(self, memory_type: str, key: str, choice: str, keep: str | None = None) -> list[str]:
-        """Close the key's open conflicts (but ``keep``); returns the ids closed."""
-        rows = self._db.execute("SELECT conflict_id FROM conflicts WHERE memory_type=? AND key=? AND closed_at IS NULL",
-                                (memory_type, key)).fetchall()
-        closed = [r[0] for r in rows if r[0] != keep]
-        for conflict_id in closed:
-            self._db.execute("UPDATE conflicts SET closed_at=?, choice=? WHERE conflict_id=?",
-                             (time.time(), choice, conflict_id))
+    def close_conflicts_of(self, names: Sequence[tuple[str, str]], choice: str) -> list[tuple[str, str]]:
+        """Close every open conflict of ``names`` (``(memory_type, key)``); returns ``(conflict id, key)`` of each
+        closed, key by key in the order of ``names``."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for memory_type, chunk in key_chunks(names):
+            for conflict_id, key in self._db.execute(
+                    "SELECT conflict_id, key FROM conflicts WHERE memory_type=? AND closed_at IS NULL AND key IN"
+                    f" ({','.join('?' * len(chunk))})", (memory_type, *chunk)):
+                found.setdefault((memory_type, key), []).append(conflict_id)
+        if not found:
+            return []
+        closed = [(conflict_id, key) for memory_type, key in dict.fromkeys(names)
+                  for conflict_id in found.get((memory_type, key), [])]
+        now = time.time()
+        self._db.executemany("UPDATE conflicts SET closed_at=?, choice=? WHERE conflict_id=?",
+                             [(now, choice, conflict_id) for conflict_id, _ in closed])
         return closed
 
     def conflicts(self, *, include_closed: bool = False) -> list[dict[str, Any]]:

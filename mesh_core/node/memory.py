@@ -44,7 +44,7 @@ from ..memory.resolve import (
     merge_items,
     resolve_manually,
 )
-from ..memory.store import KeyState, Mark, ReplicaStore, item_from_wire, item_to_wire
+from ..memory.store import KeyChange, KeyState, Mark, ReplicaStore, item_from_wire, item_to_wire
 from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .backpressure import WriterBackpressure
@@ -157,16 +157,26 @@ class MemoryService:
         async with self._turn(memory_type, keys):
             if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
                 self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
-            await self._commit([self._local_item(memory_type, key, values[key], priority) for key in keys],
+            await self._commit(self._local_items(memory_type, {key: values[key] for key in keys}, priority),
                                "local write")
         return keys
 
     def _local_item(self, memory_type: str, key: str, value: Any, priority: int,
                     tombstone: bool = False) -> tuple[MemoryItem, list[MemoryItem]]:
         """A new write of this node to ``key`` over what the replica holds, with the key's visible siblings."""
-        siblings, sources = self.store.state(memory_type, key)
-        draft = MemoryItem(memory_type, key, value, {}, self.hlc.now(), self.ctx.node_id, priority, tombstone)
-        return local_write(sources or siblings, draft, self.ctx.node_id), siblings
+        return self._local_items(memory_type, {key: value}, priority, tombstone)[0]
+
+    def _local_items(self, memory_type: str, values: Mapping[str, Any], priority: int,
+                     tombstone: bool = False) -> list[tuple[MemoryItem, list[MemoryItem]]]:
+        """``_local_item`` for each key of ``values``, the keys' states read together."""
+        states = self.store.states([(memory_type, key) for key in values])
+        node_id = self.ctx.node_id
+        out = []
+        for key, value in values.items():
+            siblings, sources = states.get((memory_type, key), ([], []))
+            draft = MemoryItem(memory_type, key, value, {}, self.hlc.now(), node_id, priority, tombstone)
+            out.append((local_write(sources or siblings, draft, node_id), siblings))
+        return out
 
     async def _write_local(self, item: MemoryItem, why: str) -> None:
         async with self._turn(item.memory_type, [item.key]):
@@ -209,14 +219,11 @@ class MemoryService:
         then publish them; returns the medium's position. A write that is neither stored by the medium nor
         queued here leaves no trace: each key returns to its state before it (an undo record, not a transaction
         held open across the publish, since the sync loop commits to the same replica meanwhile)."""
-        stored: list[tuple[MemoryItem, bytes]] = []
-        before: list[KeyState] = []
-        closed: list[tuple[str, str]] = []
         with self._replica_write(), self.store.batch():
-            for item, siblings in writes:
-                before.append(self.store.key_state(item.memory_type, item.key))
-                stored.append((item, self._store_local(item, why, siblings)))
-                closed += [(cid, item.key) for cid in self.store.close_conflicts(item.memory_type, item.key, why)]
+            names = [(item.memory_type, item.key) for item, _ in writes]
+            before = self.store.key_states(names)
+            stored = self._store_local(writes, why)
+            closed = self.store.close_conflicts_of(names, why)
         try:
             position = await self._ship(stored, why)
         except MeshError:  # neither stored by the medium nor queued here: the caller hears the write failed
@@ -227,16 +234,25 @@ class MemoryService:
         self.backpressure.written(position, len(stored))
         return position
 
-    def _store_local(self, item: MemoryItem, why: str, siblings: list[MemoryItem]) -> bytes:
-        """Make ``item`` this replica's state of its key, replacing ``siblings``; returns its frame for the mesh."""
-        frame = self.frame_of(item)
+    def _store_local(self, writes: list[tuple[MemoryItem, list[MemoryItem]]], why: str
+                     ) -> list[tuple[MemoryItem, bytes]]:
+        """Make each item this replica's state of its key, replacing the key's visible siblings, in one change of
+        the replica (keys apart: each key once); returns each item with its frame for the mesh."""
         limit = self.ctx.config.memory_sync.max_item_bytes
-        if len(frame) > limit:
-            raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes {limit}")
-        self.hlc.update(item.hlc)
+        stored = []
+        for item, _ in writes:
+            frame = self.frame_of(item)
+            if len(frame) > limit:
+                raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
+                                          f"{limit}")
+            stored.append((item, frame))
+        for item, _ in writes:
+            self.hlc.update(item.hlc)
         # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
-        self.store.replace_siblings(item.memory_type, item.key, (item,), tuple(siblings), why, sources=(item,))
-        return frame
+        self.store.replace_many([KeyChange(item.memory_type, item.key, (item,), (item,),
+                                           tuple((sibling, why) for sibling in siblings))
+                                 for item, siblings in writes])
+        return stored
 
     def _undo(self, before: list[KeyState], refused: list[MemoryItem]) -> None:
         """Return each key to its state before a refused write, keeping what others wrote to it meanwhile

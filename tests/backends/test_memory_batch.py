@@ -140,3 +140,39 @@ async def test_a_version_vector_counting_with_a_bool_is_refused_alone(cluster: C
     assert memory.apply_frames([memory.frame_of(bad), memory.frame_of(fresh)]) == 1
     assert c.counters["corrupt_memory_frames"] == 1
     assert (await c.recall_item("k")).value == 1 and (await c.recall_item("fresh")).value == "new"
+
+
+async def test_a_batch_of_local_writes_settles_each_keys_conflict_and_leaves_other_types_alone(
+        cluster: Cluster) -> None:
+    """``sync_memory_items`` stores its writes as one change of the replica: each key's open conflict closes as a
+    lone write's would, and a key of the same name under another type keeps its value and its conflict."""
+    w1 = await cluster.node("w1", **{"memory_sync.conflict_resolution_strategy": "manual"})
+    await _quiet(w1)
+    memory = w1.services.memory
+    for memory_type in ("fact", "note"):
+        for key in ("a", "b"):  # two other writers, concurrent on every key: a conflict each
+            memory.apply_frames([memory.frame_of(MemoryItem(memory_type, key, f"{origin[0]} {memory_type} {key}",
+                                                            {origin: 1}, memory.hlc.now(), origin))
+                                 for origin in ("a" * 32, "b" * 32)])
+    assert sorted((c.memory_type, c.key) for c in w1.conflicts()) == [("fact", "a"), ("fact", "b"), ("note", "a"),
+                                                                       ("note", "b")]
+    settled: list[str] = []
+
+    async def watch() -> None:
+        async for event in w1.subscribe():
+            if isinstance(event, ConflictResolved):
+                settled.append(event.key)
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    await w1.sync_memory_items("fact", {"a": "settled a", "b": "settled b"})
+    await asyncio.sleep(0.05)
+    watcher.cancel()
+    assert sorted(settled) == ["a", "b"]
+    assert sorted((c.memory_type, c.key) for c in w1.conflicts()) == [("note", "a"), ("note", "b")]
+    for key in ("a", "b"):
+        fact = await w1.recall_item(key, "fact")
+        assert fact.value == f"settled {key}" and not fact.siblings
+        note = await w1.recall_item(key, "note")
+        assert len(note.siblings) == 2  # still in conflict, untouched
+        filed = memory.store.history("fact", key)  # the values it replaced, in the replica's history
+        assert sorted(h["value"] for h in filed) == [f"a fact {key}", f"b fact {key}"]

@@ -186,7 +186,7 @@ def test_restore_puts_back_siblings_sources_history_and_conflicts(tmp_path: Path
         newer = MemoryItem("fact", "k", "refused", {"a": 6}, 200, "a")
         with store.batch():
             store.replace_siblings("fact", "k", (newer,), (versions[-1],), "local write", sources=(newer,))
-            assert store.close_conflicts("fact", "k", "local write") == ["c-old"]
+            assert store.close_conflicts_of([("fact", "k")], "local write") == [("c-old", "k")]
             store.open_conflict("c-new", "fact", "k", "manual", "arrived meanwhile", ())
         assert store.key_state("fact", "k") != before
         assert store.restore(before) == ["c-new"]
