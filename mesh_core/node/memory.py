@@ -21,6 +21,7 @@ from typing import Any
 from .. import codec
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..clock import HybridLogicalClock
+from ..coalesce import Coalescer
 from ..errors import (
     BackendError,
     BackendUnavailable,
@@ -59,6 +60,9 @@ Forwarder = Callable[[str, Any, int, str, bool], Awaitable[bool]]
 REFUSED = "write refused by the medium"  # why a conflict closed when the write that opened it is undone
 
 
+Framed = tuple[MemoryItem, list[MemoryItem], bytes]  # a local write, the key's visible siblings it replaces, its frame
+
+
 @dataclasses.dataclass
 class _Turn:
     """One key's turn among local writes: the lock, and how many writes hold it or wait for it."""
@@ -82,6 +86,9 @@ class MemoryService:
         self._host = socket.gethostname()
         self._turns: dict[KeyName, _Turn] = {}  # keys local writes hold or wait for (see ``_turn``)
         self.backpressure = WriterBackpressure(ctx, members)  # held by max_lag_items
+        # Local writes made in one event-loop pass (concurrent callers, each holding its keys' turns) are stored in
+        # one replica change and published together; a batch does not wait for the one before it.
+        self._local_writes: Coalescer[Framed, Any] = Coalescer(self._commit_local_writes, overlap=True)
 
     @property
     def log(self) -> MemoryLog:
@@ -140,8 +147,8 @@ class MemoryService:
         async with self._turn(memory_type, [key]):
             if not self.ctx.is_worker:
                 await self.catch_up(key, memory_type)
-            position = await self._commit([self._local_item(memory_type, key, memory_data, priority, tombstone)],
-                                          "local write")
+            position = (await self._local_writes(self._framed(
+                [self._local_item(memory_type, key, memory_data, priority, tombstone)])))[0]
         await self._settle(key, position)
         return key
 
@@ -157,8 +164,8 @@ class MemoryService:
         async with self._turn(memory_type, keys):
             if not self.ctx.is_worker:  # a client's replica is empty: learn what each key holds first
                 self.apply_frames(await self.log.memory_for_keys(memory_type, keys))
-            await self._commit(self._local_items(memory_type, {key: values[key] for key in keys}, priority),
-                               "local write")
+            await self._local_writes(self._framed(self._local_items(memory_type, {key: values[key] for key in keys},
+                                                                    priority)))
         return keys
 
     def _local_item(self, memory_type: str, key: str, value: Any, priority: int,
@@ -180,7 +187,8 @@ class MemoryService:
 
     async def _write_local(self, item: MemoryItem, why: str) -> None:
         async with self._turn(item.memory_type, [item.key]):
-            position = await self._commit([(item, self.store.siblings(item.memory_type, item.key))], why)
+            position = await self._commit(self._framed([(item, self.store.siblings(item.memory_type, item.key))]),
+                                          why)
         await self._settle(item.key, position)
 
     async def _settle(self, key: str, position: Any) -> None:
@@ -214,13 +222,30 @@ class MemoryService:
         a write still being published is left out: it may yet be refused and undone."""
         return [s for s in self.store.own_sources(self.ctx.node_id) if (s.memory_type, s.key) not in self._turns]
 
-    async def _commit(self, writes: list[tuple[MemoryItem, list[MemoryItem]]], why: str) -> Any:
+    def _framed(self, writes: list[tuple[MemoryItem, list[MemoryItem]]]) -> list[Framed]:
+        """Each local write with its frame for the mesh; raises FrameTooLarge for one over ``max_item_bytes`` (before
+        it joins other writes: its caller alone hears of it)."""
+        limit = self.ctx.config.memory_sync.max_item_bytes
+        out = []
+        for item, siblings in writes:
+            frame = self.frame_of(item)
+            if len(frame) > limit:
+                raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
+                                          f"{limit}")
+            out.append((item, siblings, frame))
+        return out
+
+    async def _commit_local_writes(self, writes: list[Framed]) -> list[Any]:
+        position = await self._commit(writes, "local write")
+        return [position] * len(writes)
+
+    async def _commit(self, writes: list[Framed], why: str) -> Any:
         """Store local writes (each with the key's visible siblings it replaces) in the replica in one commit,
         then publish them; returns the medium's position. A write that is neither stored by the medium nor
         queued here leaves no trace: each key returns to its state before it (an undo record, not a transaction
         held open across the publish, since the sync loop commits to the same replica meanwhile)."""
         with self._replica_write(), self.store.batch():
-            names = [(item.memory_type, item.key) for item, _ in writes]
+            names = [(item.memory_type, item.key) for item, _, _ in writes]
             before = self.store.key_states(names)
             stored = self._store_local(writes, why)
             closed = self.store.close_conflicts_of(names, why)
@@ -234,25 +259,16 @@ class MemoryService:
         self.backpressure.written(position, len(stored))
         return position
 
-    def _store_local(self, writes: list[tuple[MemoryItem, list[MemoryItem]]], why: str
-                     ) -> list[tuple[MemoryItem, bytes]]:
+    def _store_local(self, writes: list[Framed], why: str) -> list[tuple[MemoryItem, bytes]]:
         """Make each item this replica's state of its key, replacing the key's visible siblings, in one change of
         the replica (keys apart: each key once); returns each item with its frame for the mesh."""
-        limit = self.ctx.config.memory_sync.max_item_bytes
-        stored = []
-        for item, _ in writes:
-            frame = self.frame_of(item)
-            if len(frame) > limit:
-                raise codec.FrameTooLarge(f"memory item {item.key!r} is {len(frame)} bytes, over max_item_bytes "
-                                          f"{limit}")
-            stored.append((item, frame))
-        for item, _ in writes:
+        for item, _, _ in writes:
             self.hlc.update(item.hlc)
         # The clock is saved on sync and stop; after a crash it restarts above the replica's newest stamp.
         self.store.replace_many([KeyChange(item.memory_type, item.key, (item,), (item,),
                                            tuple((sibling, why) for sibling in siblings))
-                                 for item, siblings in writes])
-        return stored
+                                 for item, siblings, _ in writes])
+        return [(item, frame) for item, _, frame in writes]
 
     def _undo(self, before: list[KeyState], refused: list[MemoryItem]) -> None:
         """Return each key to its state before a refused write, keeping what others wrote to it meanwhile

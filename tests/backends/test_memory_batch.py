@@ -1,11 +1,14 @@
 """A node applies what it pulls as one batch (``MemoryService.apply_frames``): conflicts opened and closed within
-the batch, events only for a subscriber that asked, and a bad frame in the middle refused alone."""
+the batch, events only for a subscriber that asked, and a bad frame in the middle refused alone. Its own writes go
+in batches too: a call's items, and the concurrent calls of one event-loop pass, as one replica change."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import replace
+from typing import Any
 
 from mesh_core import AgentMeshManager
 from mesh_core.clock import LOGICAL_BITS
@@ -176,3 +179,29 @@ async def test_a_batch_of_local_writes_settles_each_keys_conflict_and_leaves_oth
         assert len(note.siblings) == 2  # still in conflict, untouched
         filed = memory.store.history("fact", key)  # the values it replaced, in the replica's history
         assert sorted(h["value"] for h in filed) == [f"a fact {key}", f"b fact {key}"]
+
+
+async def test_concurrent_local_writes_share_one_publish_and_a_bad_one_fails_alone(cluster: Cluster) -> None:
+    """Local writes made in one event-loop pass are stored in one replica change and published together; one that
+    cannot be written (too large, not encodable) fails for its caller alone, before it joins the others."""
+    a = await cluster.node("a", **{"memory_sync.max_item_bytes": 4096})
+    memory = a.services.memory
+    publish = memory.log.publish_memory
+    published: list[int] = []
+
+    async def counting(origin: str, entries: Any, broadcast: bool = True) -> Any:
+        published.append(len(entries))
+        return await publish(origin, entries, broadcast=broadcast)
+
+    memory.log.publish_memory = counting  # type: ignore[method-assign]
+    writes = [a.sync_memory_item("fact", {"n": n}, key=f"k{n}") for n in range(20)]
+    writes += [a.sync_memory_item("fact", os.urandom(10_000), key="too-large"),
+               a.sync_memory_item("fact", object(), key="not-encodable")]
+    done = await asyncio.gather(*writes, return_exceptions=True)
+    assert done[:20] == [f"k{n}" for n in range(20)]
+    assert isinstance(done[20], Exception) and "max_item_bytes" in str(done[20])
+    assert isinstance(done[21], Exception) and "cannot be encoded" in str(done[21])
+    assert sum(published) == 20 and len(published) < 20  # shared publishes (one, when the loop is not busy)
+    for n in range(20):
+        assert await a.recall(f"k{n}") == {"n": n}
+    assert memory.store.siblings("fact", "too-large") == [] and memory.store.siblings("fact", "not-encodable") == []

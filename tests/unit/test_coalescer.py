@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from mesh_core.backends.shared import Coalescer
+from mesh_core.coalesce import Coalescer
 
 
 class Gate:

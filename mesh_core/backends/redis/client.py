@@ -45,12 +45,13 @@ from redis.exceptions import (
 
 from ... import codec
 from ...addresses import split_host_port
+from ...coalesce import Coalescer
 from ...config import RedisConfig
 from ...errors import BackendError, BackendUnavailable, ConfigError, MeshError
 from ...model import NodeInfo
 from ...security import without_password
 from ..contracts import Assignment, Completion, Enqueued, Quarantined, Topic
-from ..shared import Coalescer, SharedStoreBackend
+from ..shared import SharedStoreBackend
 from . import scripts as lua
 from . import tls
 

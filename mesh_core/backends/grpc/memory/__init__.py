@@ -68,10 +68,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from ....coalesce import Coalescer
 from ....membership import Change
 from ....memory.digest import BucketDigests
 from ....model import NodeInfo, NodeRole, NodeStatus
-from ...shared import Coalescer
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer

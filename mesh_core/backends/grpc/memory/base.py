@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 
 from .... import codec
+from ....coalesce import Coalescer
 from ....errors import CodecError
 from ....memory.digest import BucketDigests
 from ....memory.store import item_from_wire
 from ....model import MemoryItem
-from ...shared import Coalescer
 from .._generated import mesh_pb2 as pb
 from ..core import GrpcCore, log
 from ..wire import Peer, Wire

@@ -19,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .... import codec
+from ....coalesce import Coalescer
 from ....model import Task, TaskProgress, TaskStatus
 from ...contracts import Completion, Reassignment, Topic
-from ...shared import Coalescer, CorruptRecord, shortened
+from ...shared import CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
