@@ -60,3 +60,22 @@ def test_a_preload_that_fakes_the_boot_clock_too_is_caught_and_the_kernel_read_i
     seen = _probe(["env", f"LD_PRELOAD={libfaketime()}", "FAKETIME=+300s"])  # every clock faked, boot clock too
     _on_the_kernel_clock(seen)
     assert not seen["fast"]
+
+
+@needs_proc
+def test_a_process_held_up_between_two_readings_is_not_taken_for_a_faked_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check reads the kernel's uptime between two readings of the boot clock: a process preempted for longer
+    than the tolerance between them (a loaded machine) keeps the fast clock (it was distrusted for good)."""
+    from mesh_core.backends.sqlite import clock
+
+    kernel = clock.uptime
+
+    def held_up() -> float | None:
+        time.sleep(clock.TRUST_ERROR + 0.15)  # descheduled here
+        return kernel()
+
+    check = clock._BootClock()
+    monkeypatch.setattr(clock, "uptime", held_up)
+    now = check()
+    assert check.trusted, "a late read of the kernel's clock was taken for a faked boot clock"
+    assert abs(now - (kernel() or 0.0)) < 0.05

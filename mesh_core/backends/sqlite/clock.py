@@ -58,11 +58,14 @@ class _BootClock:
             if kernel is None:  # no /proc: nothing to check against
                 self.checked_at = now
                 return now
-            if abs(now - kernel) > TRUST_ERROR:  # faked (a preload shifts or scales it): the kernel's from now on
-                self.trusted = False
+            # The kernel's reading is taken between two of the boot clock: a process preempted between two reads
+            # (a loaded machine) sees them apart by the time it waited, with the kernel's inside the bracket.
+            after = time.clock_gettime(_BOOTTIME)  # type: ignore[arg-type]
+            if not now - TRUST_ERROR <= kernel <= after + TRUST_ERROR:
+                self.trusted = False  # faked (a preload shifts or scales it): the kernel's from now on
                 return kernel
-            self.checked_at = now
-            return now
+            self.checked_at = after
+            return after
 
     def _slow(self) -> float:
         kernel = uptime()
