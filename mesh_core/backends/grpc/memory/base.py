@@ -22,7 +22,7 @@ from ....memory.store import item_from_wire
 from ....model import MemoryItem
 from .._generated import mesh_pb2 as pb
 from ..core import GrpcCore, log
-from ..wire import Peer, Wire
+from ..wire import Peer, Wire, closed_under_call
 
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
@@ -296,5 +296,13 @@ def _chunks(frames: list[bytes], bucket: int | None) -> list[pb.PullChunk]:
     return out
 
 
-def _log_call(method: str, address: str, exc: grpc.aio.AioRpcError) -> None:
-    log.debug("grpc memory: %s to %s failed: %s %s", method, address, exc.code(), exc.details())
+def peer_call_failed(counters: Any, method: str, address: str, exc: grpc.aio.AioRpcError | asyncio.CancelledError
+                     ) -> None:
+    """A memory call to a peer that failed: an RPC error, or cancelled because the peer was declared dead mid-call
+    (counted and logged); any other cancellation is this node's own and is raised again."""
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        if not closed_under_call():
+            raise exc
+    else:
+        log.debug("grpc memory: %s to %s failed: %s %s", method, address, exc.code(), exc.details())
+    counters["memory_peer_calls_failed"] += 1

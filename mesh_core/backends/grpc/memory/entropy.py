@@ -19,7 +19,6 @@ from ....model import MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
-from ..wire import closed_under_call
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,
     CONFIRM_RANGE_MAX,
@@ -34,9 +33,9 @@ from .base import (
     PULL_PAGES,
     RECENT_KEPT,
     _chunks,
-    _log_call,
     _unique,
     frame_mark,
+    peer_call_failed,
 )
 from .reads import MemoryReads
 
@@ -380,14 +379,8 @@ class MemoryEntropy(MemoryReads):
                 pb.DigestRequest(caller=wire.hello(), digests=digests, log=log), timeout=PEER_CALL_SECONDS,
                 metadata=wire.metadata())
             return reply
-        except grpc.aio.AioRpcError as exc:
-            self.counters["memory_peer_calls_failed"] += 1
-            _log_call("Digest", address, exc)
-            return None
-        except asyncio.CancelledError:
-            if not closed_under_call():
-                raise
-            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            peer_call_failed(self.counters, "Digest", address, exc)
             return None
 
     async def _serve_digest(self, request: pb.DigestRequest, context: Any) -> pb.DigestReply:

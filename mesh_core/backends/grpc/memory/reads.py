@@ -14,8 +14,7 @@ from ....errors import CodecError
 from ....memory.store import item_from_wire
 from ....model import NodeStatus
 from .._generated import mesh_pb2 as pb
-from ..wire import closed_under_call
-from .base import PEER_CALL_SECONDS, PULL_KEYS, READ_HEDGE_SECONDS, READ_REPLICAS, _log_call, _unique
+from .base import PEER_CALL_SECONDS, PULL_KEYS, READ_HEDGE_SECONDS, READ_REPLICAS, _unique, peer_call_failed
 from .push import MemoryPush
 
 _KeyAnswer = dict[tuple[str | None, str], list[bytes]] | None  # one peer's frames by (memory type or None, key)
@@ -47,14 +46,8 @@ class MemoryReads(MemoryPush):
             async for chunk in wire.stub(address).Pull(asked, timeout=timeout, metadata=wire.metadata()):
                 frames.extend(chunk.frames)
                 more = chunk.more
-        except grpc.aio.AioRpcError as exc:
-            self.counters["memory_peer_calls_failed"] += 1
-            _log_call("Pull", address, exc)
-            return None
-        except asyncio.CancelledError:
-            if not closed_under_call():
-                raise
-            self.counters["memory_peer_calls_failed"] += 1  # the peer was declared dead mid-call
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            peer_call_failed(self.counters, "Pull", address, exc)
             return None
         return frames, more
 
