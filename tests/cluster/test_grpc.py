@@ -366,6 +366,47 @@ def test_a_node_stopped_briefly_catches_up_the_pushes_it_lost_at_once(tmp_path: 
         c.stop()
 
 
+def test_writes_a_killed_primary_acknowledged_while_a_worker_was_paused_reach_it_at_once(tmp_path: Path) -> None:
+    # master_slave: a worker is paused (too briefly to be suspected) while the primary acknowledges writes,
+    # which it does once the other worker holds them. The primary is killed as the paused worker comes back,
+    # with pushes to it lost on the way. Back from away, that worker catches up with a live peer: not the dead
+    # primary, which it still holds active and which cannot answer, but the one that holds the writes; and
+    # whichever takes the primary role catches up with the others. Either way within seconds, not at the next
+    # anti-entropy round (a minute away here): the old code tried the dead primary alone, and the worker waited.
+    sync_interval = 60.0
+    c = mesh_testing.Cluster(tmp_path, "grpc", settings={
+        "heartbeat_interval_seconds": 1.0, "suspect_after_seconds": 3.0, "node_timeout_seconds": 5.0,
+        "sync_interval_seconds": sync_interval, "shutdown_grace_seconds": 1.0,
+        "memory_sync": {"strategy": "master_slave", "conflict_resolution_strategy": "latest_wins"}})
+    try:
+        nodes = {name: c.start(name) for name in ("p1", "p2", "p3")}
+        _all_active(nodes["p1"], list(nodes))
+        ids = {node.node_id: node for node in nodes.values()}
+        primary_id, _ = until(lambda: len({n.status()["local"]["memory_primary"] for n in nodes.values()}) == 1
+                              and nodes["p1"].status()["local"]["memory_primary"], timeout=15)
+        primary = ids[primary_id]
+        follower, paused = [n for n in nodes.values() if n is not primary]
+        for i in range(10):
+            assert follower.command(f"/mesh_remember before-{i:02d} {i}")["ok"]
+        paused.kill(signal.SIGSTOP)
+        try:
+            for i in range(10, 20):  # acknowledged while `paused` cannot hold them
+                assert follower.command(f"/mesh_remember before-{i:02d} {i}", timeout=10)["ok"]
+            primary.kill(signal.SIGKILL)
+        finally:
+            paused.kill(signal.SIGCONT)
+        back = time.monotonic()
+        wanted = {f"before-{i:02d}" for i in range(20)}
+        until(lambda: (k := replica_keys(paused, "before-*")) is not None and wanted <= k, timeout=sync_interval / 6)
+        print(f"\nthe paused worker held every acknowledged write {time.monotonic() - back:.2f} s after SIGCONT")
+        assert _recall(paused, "before-15") == 15
+        for i in range(3):  # and the mesh goes on writing through the new primary
+            assert follower.command(f"/mesh_remember after-{i} {i}", timeout=30)["ok"]
+        until(lambda: (k := replica_keys(paused, "after-*")) is not None and len(k) == 3, timeout=10)
+    finally:
+        c.stop()
+
+
 # -- 6. a network cut, in namespaces the test makes -------------------------------------------------------------
 
 NO_NETNS = unavailable()

@@ -55,8 +55,10 @@ for one that has owed an ack for ``PEER_STALLED_SECONDS``: paused or cut off, it
 declared dead) and raises ``BackendUnavailable`` when none took it. The master_slave primary's own writes (the
 ones forwarded to it are acknowledged to their writers once they return) likewise wait, up to
 ``node_timeout_seconds``, for the live workers to apply them, so a primary killed right after does not take them
-with it. A node back from away (held suspect or dead by others, or its loop stood still) catches up with every
-live worker at once.
+with it. A node back from away (held suspect or dead by others, or its loop stood still) catches up at once with
+the first active worker that answers (one may have died meanwhile, unnoticed yet: a killed primary), and a node
+that takes the primary role with every active worker: its predecessor acknowledged writes once a worker held
+them, perhaps not this one.
 """
 
 from __future__ import annotations

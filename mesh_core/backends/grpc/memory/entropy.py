@@ -105,12 +105,26 @@ class MemoryEntropy(MemoryReads):
                 await pulls
         return await self.store.memory_bucket(bucket)
 
-    async def _catch_up(self, peer_id: str) -> None:
-        """Compare this log with a peer that came alive and pull what differs (then wake this node)."""
+    async def _catch_up(self, peer_id: str) -> bool:
+        """Compare this log with a peer that came alive and pull what differs (then wake this node); False when
+        the peer did not answer."""
         reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
-        if reply is not None and reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
+        if reply is None:
+            return False
+        if reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
             self.counters["memory_caught_up"] += 1
             self._deliver(TOPIC_MEMORY)
+        return True
+
+    async def _catch_up_with_one(self, peers: Sequence[str]) -> None:
+        """Catch up with the first of ``peers`` that answers: one may be dead and not yet known so (a primary
+        killed while this node was away), and then another still holds what it pushed."""
+        for peer_id in peers:
+            if self._closed:
+                return
+            if self.status_of(peer_id) in LIVE and await self._catch_up(peer_id):
+                return
+            self.counters["memory_catch_ups_unanswered"] += 1
 
     async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
         """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
@@ -198,9 +212,10 @@ class MemoryEntropy(MemoryReads):
     def _back_from_away(self) -> None:
         """This node was away (others held it suspect or dead, or its loop stood still), and entries pushed
         meanwhile may have been dropped on the way (a full queue to it) with no later push to show the gap.
-        Catch up now with one active worker (the others, away too perhaps, lack the same), not at the next round,
-        which may be ``sync_interval_seconds`` away; and rounds with every peer come every second for a while
-        (``_missed_until``), for what that one lacks too. At most every ``GAP_REPAIR_SECONDS``."""
+        Catch up now with one active worker (the others, away too perhaps, lack the same; the next one when it
+        does not answer), not at the next round, which may be ``sync_interval_seconds`` away; and rounds with every
+        peer come every second for a while (``_missed_until``), for what that one lacks too. At most every
+        ``GAP_REPAIR_SECONDS``."""
         super()._back_from_away()
         if not self._worker or self._closed:
             return
@@ -213,7 +228,21 @@ class MemoryEntropy(MemoryReads):
             return
         self._away_repaired_at = now
         self.counters["memory_catch_ups_after_away"] += 1
-        self.spawn(self._catch_up(peers[0]), "memory-catch-up")
+        self.spawn(self._catch_up_with_one(peers), "memory-catch-up")
+
+    def _primary_taken(self) -> None:
+        """This node took the memory primary role: it catches up with every active worker at once. Its predecessor
+        acknowledged a write once a worker held it, not this one perhaps (it was paused, or its push was lost
+        when the predecessor died), and the writes it orders from now on should follow those, not wait for
+        the next anti-entropy round to meet them."""
+        super()._primary_taken()
+        if not self._worker or self._closed:
+            return
+        peers = [info.node_id for info in self.live_peers(workers_only=True)
+                 if self.status_of(info.node_id) is NodeStatus.ACTIVE and not self._pulling(info.node_id)]
+        for peer_id in peers:
+            self.spawn(self._catch_up(peer_id), "memory-catch-up")
+        self.counters["memory_catch_ups_as_primary"] += len(peers)
 
     def _gap_seen(self, peer_id: str) -> None:
         """A gap in ``peer_id``'s pushes: the next rounds come soon, and a catch-up with it starts now (at most every

@@ -28,9 +28,14 @@ class MemoryPrimary(MemoryState):
             self._claim = claim = _Claim(holder, claim.epoch + 1)
             self.counters["memory_primary_epochs"] += 1
             log.info("grpc memory: %s takes the memory primary role at epoch %d", holder[:12], claim.epoch)
+            if holder == self.node_id:
+                self._primary_taken()
         claim.until, claim.lease_seconds = now + ttl, ttl
         self._announce(claim)
         return holder
+
+    def _primary_taken(self) -> None:
+        """This node just took the primary role at a new epoch (the anti-entropy part catches up)."""
 
     def _primary_candidate(self, holder: str) -> str:
         """Who should hold the role when it is free: the configured primary, else a coordination hub, else the
