@@ -289,6 +289,10 @@ class SharedStoreBackend(contracts.Backend):
             raise CorruptRecord(f"memory frame: {exc}") from None
         return bytes(frame)
 
+    def started_counts(self) -> dict[str, int]:
+        """What became of the tasks the medium started for this node at enqueue (``StartedTasks``)."""
+        return self._started.describe()
+
     def describe(self) -> dict[str, Any]:
         quarantined = {k: v for k, v in self.counters.items() if k.startswith("quarantined_")}
         return {"backend": self.name, "corrupt_values": self.corrupt_values, "refused_records": self.refused_records,

@@ -85,7 +85,8 @@ class GrpcCore(Backend):
         make_dirs(folder, own_leaf=True)  # 0700 (grpc.db in it is 0600: the SqliteBackend default)
         self._store_dir = folder
         store = SqliteBackend(str(folder / "grpc.db"), limits=self.limits)
-        store.start_at_enqueue = False  # this node's own file: its tasks go to workers as offers
+        store.start_at_enqueue = False  # this node's own file: its tasks go to other workers as offers
+        store.start_own = True  # … and the ones routed to this node start at enqueue (``TasksWorker.claim``)
         store.on_signal(self._deliver)  # its own wake-ups (results of this node's tasks) reach this node
         store.report_to(self.found_problem)
         await store.open(local)

@@ -176,7 +176,7 @@ class RedisBackend(RedisTasks, RedisMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "url": self._where(), "tls": tls.describe(self.cfg), "prefix": self.prefix,
-                "reconnects": self.reconnects, **self._started.describe(), **self.availability()}
+                "reconnects": self.reconnects, **self.started_counts(), **self.availability()}
 
 
 def _beat_of(seen: float) -> int:

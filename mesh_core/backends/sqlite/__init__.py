@@ -238,7 +238,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         return await self._write(hold)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits, **self._started.describe()}
+        return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits, **self.started_counts()}
 
     async def at_rest(self, fn: Callable[[], None]) -> None:
         # Every connection of this process to the file is held between two calls: the read thread parked (a

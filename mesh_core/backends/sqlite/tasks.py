@@ -104,6 +104,11 @@ class SqliteTasks(SqliteQuarantine):
         self._complete_stamped = Coalescer(self._complete_rows)
         # Off for a store that is one node's own (grpc_mesh): its owner hands work to workers itself.
         self.start_at_enqueue = True
+        # grpc_mesh (a node's own file): a task an enqueue routes to this very node is started by that enqueue too,
+        # within the slots this node's worker had free at its last claim (``own_slots``), and handed to the worker
+        # in memory: no claim, no second write, no wait for the claim loop's next pass
+        self.start_own = False
+        self._own_free: tuple[int, float, float] | None = None  # slots, lease, good until (machine clock)
         self._slots_said: tuple[int, float, float] | None = None  # slots, lease, when to say them again
         self._lost_checked = 0.0  # when started tasks left unanswered were last looked for (machine clock)
 
@@ -119,6 +124,29 @@ class SqliteTasks(SqliteQuarantine):
         conn.execute("INSERT OR REPLACE INTO grants (node_id, slots, lease, fresh_until) VALUES (?,?,?,?)",
                      (node_id, *said, clock + GRANT_FRESH))
         self._slots_said = (*said, clock + GRANT_FRESH / 2)
+
+    def own_slots(self, free: int, lease_seconds: float) -> None:
+        """What this node's worker can take now, as its claim just found (``start_own``): an enqueue may start that
+        many tasks here, with this lease, for GRANT_FRESH seconds (until the next claim says again)."""
+        self._own_free = (free, lease_seconds, machine_clock() + GRANT_FRESH)
+
+    def _own_room(self, queued: dict[str, int], clock: float) -> tuple[str, list[float]] | None:
+        """This node and [free slots, lease, 0] when an enqueue may start tasks routed here (``start_own``): its
+        worker said so at its last claim, within GRANT_FRESH, and nothing waits for it in its inbox (those go
+        first)."""
+        said, own = self._own_free, self._local.node_id if self._local else None
+        if not self.start_own or said is None or own is None or queued.get(own):
+            return None
+        slots, lease, fresh = said
+        return (own, [slots, lease, 0]) if slots > 0 and lease > 0 and fresh > clock else None
+
+    def _own_started(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Tasks an enqueue started on this node: handed to its worker here (no wake-up to send), their slots
+        taken from what its last claim left free."""
+        if self._own_free is not None:
+            slots, lease, fresh = self._own_free
+            self._own_free = (slots - len(rows), lease, fresh)
+        self._started_arrived([(t, 0.0) for t in self._tasks(rows)])
 
     def _started_here(self, packed: bytes) -> None:
         """Rows of tasks an enqueue started for this node, in its wake-up."""
@@ -187,6 +215,9 @@ class SqliteTasks(SqliteQuarantine):
             if any(a.node_id is None for a in items):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             free = free_slots(conn, targets, self._local, clock, depth, queued) if self.start_at_enqueue else {}
+            own = self._own_room(queued, clock)
+            if own is not None and own[0] in targets:
+                free[own[0]] = own[1]
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,
@@ -222,7 +253,11 @@ class SqliteTasks(SqliteQuarantine):
                 accepted.append(Enqueued.STORED if ok else Enqueued.EXISTS)
             return accepted
         accepted = await self._write(insert)
+        own_id = self._local.node_id if self._local else None
         for node_id, stored in started.items():
+            if node_id == own_id:
+                self._own_started(stored)
+                continue
             for part in datagrams(stored):
                 self._send_started(node_id, codec.pack([granted_at, part]))
         self._signal((a.node_id for a, ok in zip(items, accepted, strict=True)
@@ -245,7 +280,8 @@ class SqliteTasks(SqliteQuarantine):
             now, clock = time.time(), machine_clock()
             nonlocal handed_again
             again: list[Task] = []
-            if self.start_at_enqueue and clock >= self._lost_checked + unanswered_after(lease_seconds) / 2:
+            starts = self.start_at_enqueue or self.start_own
+            if starts and clock >= self._lost_checked + unanswered_after(lease_seconds) / 2:
                 # Started tasks left unanswered: looked for twice per unanswered_after at most, not on every claim.
                 self._lost_checked = clock
                 unanswered = clock - unanswered_after(lease_seconds)

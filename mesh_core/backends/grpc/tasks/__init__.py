@@ -64,6 +64,7 @@ class GrpcTasks(TasksStream):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["task_copies_held"] = self._copies_held  # what this node would take over if their owners died
+        out.update(self.store.started_counts())  # own tasks started at enqueue (``SqliteTasks.start_own``)
         return out
 
     # -- load -----------------------------------------------------------------------------------------------

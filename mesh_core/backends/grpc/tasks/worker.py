@@ -93,6 +93,7 @@ class TasksWorker(TasksReads):
                 self._started(task.task_id, task.attempt, node_id, task.started_at)
         room = limit - len(tasks)
         if room <= 0 or not self._inbox:
+            self.store.own_slots(max(0, room), lease_seconds)
             return tasks
         now = time.monotonic()
         due = sorted((o for o in self._inbox.values() if o.due_at <= now),
@@ -109,6 +110,7 @@ class TasksWorker(TasksReads):
             tasks.append(task)
         for owner, parts in accepts.items():
             self._send_to(owner, pb.TaskMessage(accepts=parts))
+        self.store.own_slots(max(0, limit - len(tasks)), lease_seconds)
         return tasks
 
     async def next_due(self, node_id: str) -> float | None:

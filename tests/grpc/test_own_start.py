@@ -1,0 +1,80 @@
+"""grpc_mesh: a task routed to the worker that owns it starts at enqueue (``SqliteTasks.start_own``).
+
+A client hands each task to the worker it routed it to, which owns it and usually runs it itself. That owner's enqueue
+starts the task in the same write that stores it (running, its lease granted, its attempt on record) within the slots
+its worker had free at its last claim, and hands it to the worker in memory: no claim, no second write. A worker with
+no free slot gets no more than it can run: the task waits in its inbox for a claim, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mesh_core import AgentMeshManager
+from mesh_core.model import TaskStatus
+
+from ..backends.conftest import Cluster, eventually
+from .conftest import backend_of
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def _owner_and_client(cluster: Cluster, handler: Any, **worker: Any) -> tuple[AgentMeshManager,
+                                                                                   AgentMeshManager]:
+    """w1 serving ``only_w1`` (so every task is routed to it, and it owns them), w2 as its backup, and a client
+    that knows w1 serves it; w1's worker has claimed once (it said what it can take)."""
+    w1 = await cluster.node("w1", **worker)
+    w2 = await cluster.node("w2")
+    w1.register_handler("only_w1", handler)
+    client = await cluster.client()
+    b1 = backend_of(w1)
+    await eventually(lambda: _async(b1._backup_peer() == backend_of(w2).node_id))
+    await eventually(lambda: _async(any(n.node_id == w1.node_id and "only_w1" in n.task_types
+                                        for n in client.services.members.workers())))
+    await eventually(lambda: _async(b1.store._own_free is not None))
+    return w1, client
+
+
+async def test_a_task_routed_to_its_owner_starts_at_enqueue_and_runs_without_a_claim(cluster: Cluster) -> None:
+    ran: list[int] = []
+
+    async def only_w1(payload: Any) -> Any:
+        ran.append(payload["n"])
+        return payload
+
+    w1, client = await _owner_and_client(cluster, only_w1)
+    for n in range(3):
+        task = await client.wait_task(await client.submit_task("only_w1", {"n": n}), timeout=5)
+        assert task.status is TaskStatus.SUCCEEDED and task.result == {"n": n} and task.attempt == 1
+        assert task.node_name == "w1"
+    assert ran == [0, 1, 2]
+    full = await client.get_task(task.task_id)
+    assert [(a.attempt, a.node_name) for a in full.attempts] == [(1, "w1")] and full.started_at
+    info = w1.backend_info()
+    assert info["tasks_started_in_wakeups"] == 3 and info["tasks_handed_again"] == 0
+
+
+async def test_an_owner_with_no_free_slot_starts_nothing_more_the_task_waits_for_a_claim(cluster: Cluster) -> None:
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    async def only_w1(payload: Any) -> Any:
+        ran.append(payload["n"])
+        await gate.wait()
+        return payload
+
+    w1, client = await _owner_and_client(cluster, only_w1, concurrency=1)
+    first = await client.submit_task("only_w1", {"n": 1})
+    await eventually(lambda: _async(ran == [1]), timeout=5)
+    second = await client.submit_task("only_w1", {"n": 2})
+    await asyncio.sleep(0.3)
+    assert (await client.get_task(second)).status is TaskStatus.ASSIGNED and ran == [1]
+    gate.set()
+    for task_id in (first, second):
+        task = await client.wait_task(task_id, timeout=5)
+        assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1
+    assert ran == [1, 2]
+    assert w1.backend_info()["tasks_started_in_wakeups"] == 1  # the second one came by a claim
