@@ -137,6 +137,8 @@ class Results:
                 done, self._cursor = await self.transport.finished_for(
                     ctx.node_id, self._cursor, RESULTS_POLL_SECONDS if blocking else 0.0)
                 ready = self._settle(done)
+                if done and blocking:  # the waiters just answered run before the next read is sent (it waits)
+                    await asyncio.sleep(0)
                 if time.monotonic() - last_sweep >= RESULTS_POLL_SECONDS:
                     last_sweep = time.monotonic()
                     ready += await self._sweep_waiters(ready)

@@ -54,6 +54,7 @@ from ..contracts import Assignment, Completion, Enqueued, Quarantined, Topic
 from ..shared import SharedStoreBackend
 from . import scripts as lua
 from . import tls
+from .prompt import prompt
 
 log = logging.getLogger("mesh.redis")
 ALL = "all"
@@ -152,12 +153,15 @@ class RedisClient(SharedStoreBackend):
         if cfg.mode == "sentinel":
             self._sentinel = Sentinel([_address(a) for a in cfg.sentinels],
                                       sentinel_kwargs={**socket, "password": cfg.sentinel_password})
-            return self._sentinel.master_for(cfg.service, connection_pool_class=BlockingSentinelPool, db=cfg.db,
-                                             **common)
+            client = self._sentinel.master_for(cfg.service, connection_pool_class=BlockingSentinelPool, db=cfg.db,
+                                               **common)
+            client.connection_pool.connection_class = prompt(client.connection_pool.connection_class)
+            return client
         if cfg.url:
             pool = aioredis.BlockingConnectionPool.from_url(cfg.url, **common)
         else:
             pool = aioredis.BlockingConnectionPool(host=cfg.host, port=cfg.port, db=cfg.db, **common)
+        pool.connection_class = prompt(pool.connection_class)  # each command written in its caller's task
         return aioredis.Redis(connection_pool=pool)
 
     def _server_options(self) -> dict[str, Any]:
