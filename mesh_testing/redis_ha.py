@@ -170,9 +170,14 @@ class RedisSentinelSet:
         server.start()
 
         def synced() -> bool:
+            primary = self.primary_port()
             with _client(server.port) as c:
                 info = c.info("replication")
-                return info.get("role") == "slave" and info.get("master_link_status") == "up"
+                if info.get("role") == "slave" and info.get("master_port") == primary:
+                    return bool(info.get("master_link_status") == "up")
+                if primary != server.port:  # a sentinel still named the old primary when it started: follow now
+                    c.replicaof("127.0.0.1", primary)
+                return False
         _until("the old primary back as a replica in sync", synced, timeout)
 
     def cleanup(self) -> None:
