@@ -27,9 +27,9 @@ from ..shared import (
     Coalescer,
     attempts_from_rows,
 )
-from ..started import GRANT_FRESH, unanswered_after
+from ..started import unanswered_after
 from .clock import machine_clock
-from .quarantine import SqliteQuarantine, task_removal
+from .quarantine import task_removal
 from .started import (
     AGAIN_SQL,
     NEVER_RAN_SQL,
@@ -40,6 +40,7 @@ from .started import (
     datagrams,
     free_slots,
 )
+from .starting import SqliteStarting
 from .store import bounded, fitting
 
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
@@ -89,93 +90,13 @@ CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
 CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
 
-class SqliteTasks(SqliteQuarantine):
-    """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store.
-
-    Started at enqueue: a task for another node with a free slot and nothing queued is started by the enqueue
-    itself (running, its lease granted, its attempt on record) and its row is that node's wake-up, so the worker
-    runs it without a claim. The node's last claim said what it can take (``grants``: slots, lease, good for
-    GRANT_FRESH s); a wake-up lost on the way, or too late to run (``StartedTasks``), is made good by a later claim
-    (``granted``, after ``unanswered_after`` the lease), or ends the task cancelled if its cancel was asked meanwhile.
-    """
+class SqliteTasks(SqliteStarting):
+    """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store (tasks
+    started at enqueue: ``SqliteStarting``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._complete_stamped = Coalescer(self._complete_rows)
-        # Off for a store that is one node's own (grpc_mesh): its owner hands work to workers itself.
-        self.start_at_enqueue = True
-        # grpc_mesh (a node's own file): a task an enqueue routes to this very node is started by that enqueue too,
-        # within the slots this node's worker had free at its last claim (``own_slots``), and handed to the worker
-        # in memory: no claim, no second write, no wait for the claim loop's next pass
-        self.start_own = False
-        self._own_free: tuple[int, float, float] | None = None  # slots, lease, good until (machine clock)
-        self._slots_said: tuple[int, float, float] | None = None  # slots, lease, when to say them again
-        self._lost_checked = 0.0  # when started tasks left unanswered were last looked for (machine clock)
-
-    def _say_slots(self, conn: sqlite3.Connection, node_id: str, free: int, lease_seconds: float,
-                   clock: float) -> None:
-        """Tell enqueuers what this node can take (``grants``), its inbox being empty: the slots still free plus
-        those running. Written when that changed or half its time is up, not on every claim."""
-        running = conn.execute("SELECT count(*) FROM tasks WHERE node_id=? AND status='running'",
-                               (node_id,)).fetchone()[0]
-        said = (free + running, lease_seconds)
-        if self._slots_said is not None and self._slots_said[:2] == said and clock < self._slots_said[2]:
-            return
-        conn.execute("INSERT OR REPLACE INTO grants (node_id, slots, lease, fresh_until) VALUES (?,?,?,?)",
-                     (node_id, *said, clock + GRANT_FRESH))
-        self._slots_said = (*said, clock + GRANT_FRESH / 2)
-
-    def own_slots(self, free: int, lease_seconds: float) -> None:
-        """What this node's worker can take now, as its claim just found (``start_own``): an enqueue may start that
-        many tasks here, with this lease, for GRANT_FRESH seconds (until the next claim says again)."""
-        self._own_free = (free, lease_seconds, machine_clock() + GRANT_FRESH)
-
-    def _own_room(self, queued: dict[str, int], clock: float) -> tuple[str, list[float]] | None:
-        """This node and [free slots, lease, 0] when an enqueue may start tasks routed here (``start_own``): its
-        worker said so at its last claim, within GRANT_FRESH, and nothing waits for it in its inbox (those go
-        first)."""
-        said, own = self._own_free, self._local.node_id if self._local else None
-        if not self.start_own or said is None or own is None or queued.get(own):
-            return None
-        slots, lease, fresh = said
-        return (own, [slots, lease, 0]) if slots > 0 and lease > 0 and fresh > clock else None
-
-    def _own_started(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Tasks an enqueue started on this node: handed to its worker here (no wake-up to send), their slots
-        taken from what its last claim left free."""
-        if self._own_free is not None:
-            slots, lease, fresh = self._own_free
-            self._own_free = (slots - len(rows), lease, fresh)
-        self._started_arrived([(t, 0.0) for t in self._tasks(rows)])
-
-    def _started_here(self, packed: bytes) -> None:
-        """Rows of tasks an enqueue started for this node, in its wake-up."""
-        try:
-            granted_at, rows = codec.unpack(packed)
-            if not isinstance(granted_at, float) or not isinstance(rows, list) or not all(
-                    isinstance(r, list) and len(r) == len(TASK_FIELDS) for r in rows):
-                raise ValueError("not a time and task rows")
-        except (codec.CodecError, ValueError, TypeError) as exc:
-            self.refuse("started-task wake-up", exc)  # their leases were granted all the same: a claim hands them on
-            return
-        age = machine_clock() - granted_at
-        self._started_arrived([(t, age) for t in self._tasks(rows)])
-
-    def _tasks(self, rows: Iterable[Sequence[Any]]) -> list[Task]:
-        """Task rows (``TASK_FIELDS``) as Tasks; an unreadable row is queued for the quarantine (``_settle_aside``).
-
-        Lease and retry times come in the reader's wall-clock frame (its now plus the time left on the machine
-        clock), as ``MeshSnapshot.clock`` is: whatever the reader's wall clock says, the time left is right."""
-        tasks = self.readable("task row", rows,
-                              lambda r: self.task_from_fields(dict(zip(TASK_FIELDS, r, strict=True))),
-                              aside=lambda r: ("task", r[0], task_removal(r[0])))
-        shift = time.time() - machine_clock()
-        for t in tasks:
-            if t.lease_expires is not None:
-                t.lease_expires += shift
-            if t.not_before > 0:
-                t.not_before += shift
-        return tasks
 
     async def _enqueue_batch(self, items: list[Assignment]) -> list[Enqueued]:
         limits = self.limits
@@ -215,9 +136,7 @@ class SqliteTasks(SqliteQuarantine):
             if any(a.node_id is None for a in items):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             free = free_slots(conn, targets, self._local, clock, depth, queued) if self.start_at_enqueue else {}
-            own = self._own_room(queued, clock)
-            if own is not None and own[0] in targets:
-                free[own[0]] = own[1]
+            free.update(self._own_room(targets, queued, clock))
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,

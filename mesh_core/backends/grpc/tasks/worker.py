@@ -92,14 +92,19 @@ class TasksWorker(TasksReads):
             if task.started_at is not None:
                 self._started(task.task_id, task.attempt, node_id, task.started_at)
         room = limit - len(tasks)
-        if room <= 0 or not self._inbox:
-            self.store.own_slots(max(0, room), lease_seconds)
-            return tasks
+        if room > 0 and self._inbox:
+            tasks += self._accept_due(node_id, room)
+        self.store.own_slots(max(0, limit - len(tasks)), lease_seconds)  # what an enqueue may start here
+        return tasks
+
+    def _accept_due(self, node_id: str, room: int) -> list[Task]:
+        """Up to ``room`` due offers, by priority, accepted (their owners told, their leases start there)."""
         now = time.monotonic()
         due = sorted((o for o in self._inbox.values() if o.due_at <= now),
                      key=lambda o: (-int(o.task.priority), o.arrival))[:room]
         accepts: dict[str, list[pb.TaskAccept]] = {}
         wall = time.time()
+        tasks = []
         for offer in due:
             task = offer.task
             del self._inbox[(task.task_id, task.attempt)]
@@ -110,7 +115,6 @@ class TasksWorker(TasksReads):
             tasks.append(task)
         for owner, parts in accepts.items():
             self._send_to(owner, pb.TaskMessage(accepts=parts))
-        self.store.own_slots(max(0, limit - len(tasks)), lease_seconds)
         return tasks
 
     async def next_due(self, node_id: str) -> float | None:
