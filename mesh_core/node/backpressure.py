@@ -2,11 +2,12 @@
 replica has not applied more than that many of its earlier writes, instead of lag that grows without bound.
 
 The writer keeps the log position of each of its own writes; the replicas already post how far they applied
-the log (their acks, on every medium). Only when more than ``max_lag_items`` items may be unapplied does a write
-read the acks (at most every ``LAG_POLL_SECONDS``, however many writes wait) and drop what the slowest active
-worker has applied; past ``max_lag_wait_seconds`` it is refused (``ReplicasBehind``, naming the replicas). A
-replica that is not active (suspect, dead, gone) holds no one back. The same state is the sync lag the metrics
-show (``lag``).
+the log (their acks, on every medium). When more than ``max_lag_items`` items may be unapplied, a write reads the
+acks (at most every ``LAG_POLL_SECONDS``, however many writes wait: one read serves all that waited for it) and
+drops what the slowest active worker has applied; past ``max_lag_wait_seconds`` it is refused (``ReplicasBehind``,
+naming the replicas). Past half the limit one write looks ahead of time (the others go on), so writers meet the
+limit together only when replicas are behind, not because nobody looked. A replica that is not active (suspect,
+dead, gone) holds no one back. The same state is the sync lag the metrics show (``lag``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class WriterBackpressure:
         self._unapplied_items = 0
         self._behind: list[str] = []  # the replicas that had not applied the oldest of them, when last looked
         self._looked_at = -LAG_POLL_SECONDS
+        self._looks = 0  # reads of the acks so far
         self._lock = asyncio.Lock()
 
     def written(self, position: Any, items: int) -> None:
@@ -58,7 +60,11 @@ class WriterBackpressure:
         """Before a write: wait while the slowest active replica has not applied more than ``max_lag_items`` of
         this node's writes, at most ``max_lag_wait_seconds``, then refuse it (``ReplicasBehind``)."""
         cfg = self.ctx.config.memory_sync
-        if not cfg.max_lag_items or self._unapplied_items <= cfg.max_lag_items:
+        if not cfg.max_lag_items:
+            return
+        if self._unapplied_items <= cfg.max_lag_items:
+            if self._unapplied_items > cfg.max_lag_items // 2 and not self._lock.locked():
+                await self._look()  # this write pays a read now and then; the ones meanwhile do not wait for it
             return
         counters = self.ctx.counters
         deadline = time.monotonic() + cfg.max_lag_wait_seconds
@@ -90,12 +96,14 @@ class WriterBackpressure:
     async def _look(self) -> None:
         """Drop the writes every active replica has applied (one look at the acks at a time, at most every
         LAG_POLL_SECONDS, however many writes wait)."""
+        looks = self._looks
         async with self._lock:
-            if time.monotonic() - self._looked_at < LAG_POLL_SECONDS:
-                return
+            if self._looks != looks or time.monotonic() - self._looked_at < LAG_POLL_SECONDS:
+                return  # looked while this one waited for the lock: reading again would only read the same
             log: MemoryLog = self.ctx.backend
             acks = await log.memory_acks()
             self._looked_at = time.monotonic()
+            self._looks += 1
             replicas = {m.info.node_id: m.info.name for m in self.members.members()
                         if m.status is NodeStatus.ACTIVE and m.info.role is NodeRole.WORKER
                         and m.info.node_id != self.ctx.node_id}

@@ -32,6 +32,7 @@ from ..errors import (
     UsageError,
 )
 from ..events import ConflictOpened, ConflictResolved, MemoryChanged
+from ..memory.digest import bucket_of
 from ..memory.history import earlier_versions, pick_version
 from ..memory.resolve import (
     SIBLING_WARNING,
@@ -381,28 +382,34 @@ class MemoryService:
         return codec.encode(wire, self.ctx.limits)
 
     # -- others' writes ------------------------------------------------------------------------------
-    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
-                     ) -> int:
+    def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (),
+                     folded: dict[int, set[int]] | None = None) -> int:
         """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
-        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` holds only once this commit did)."""
+        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` gets its hashes once this commit held)."""
         if not frames:
             return 0
+        these: dict[int, set[int]] | None = {} if folded is not None else None
         with self.store.batch():
-            return self.fold_frames(frames, held=held, folded=folded)
+            changed = self.fold_frames(frames, held=held, folded=these)
+        if folded is not None and these:
+            for bucket, marks in these.items():
+                folded.setdefault(bucket, set()).update(marks)
+        return changed
 
     def apply_frame(self, frame: bytes) -> bool:
         """One entry: a batch of one."""
         return self.apply_frames([frame]) > 0
 
-    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (), folded: set[int] | None = None
-                    ) -> int:
+    def fold_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (),
+                    folded: dict[int, set[int]] | None = None) -> int:
         """Apply entries inside the caller's replica transaction (``store.batch``); returns how many changed it.
 
         ``held``: marks ``(memory_type, key, origin, hlc)`` that were in this replica's frontier a moment ago. An
         entry among them is one the fold would ignore (the same original, or one a later write here dominates):
         it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held).
-        ``folded``: gets ``hash(frame)`` of each frame that was read, trusted and folded with a stamp this clock
-        has reached; folding it again changes nothing and counts nothing (not so a refused or clamped one)."""
+        ``folded``: gets ``hash(frame)``, under the frame's bucket, of each frame that was read, trusted and folded
+        with a stamp this clock has reached; folding it again changes nothing and counts nothing (not so a refused or
+        clamped one), so anti-entropy need not decode it again."""
         node_id = self.ctx.node_id
         pairs = [(frame, item) for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
         items = [item for _, item in pairs]
@@ -413,7 +420,9 @@ class MemoryService:
             self.members.merge_clock(self.hlc, stamp, origin)
         if folded is not None:
             reached = self.hlc.last
-            folded.update(hash(frame) for frame, item in pairs if item.hlc <= reached)
+            for frame, item in pairs:
+                if item.hlc <= reached:
+                    folded.setdefault(bucket_of(item.memory_type, item.key), set()).add(hash(frame))
         if held:
             items = [item for item in items if (item.memory_type, item.key, item.origin, item.hlc) not in held]
         return self._fold(items)

@@ -8,6 +8,7 @@ was away) is repaired by comparing bucket digests and pulling what differs.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from ..backends.contracts import TOPIC_MEMORY, MemoryLog
 from ..errors import BackendError
 from ..memory.digest import BUCKETS, bucket_of, differing
+from ..memory.store import Mark
 from ..model import MemoryItem
 from .context import NodeContext
 from .membership import MembershipService
@@ -28,6 +30,11 @@ MEMORY_POLL_SECONDS = 1.0  # the memory loop's safety net when a wake-up is miss
 # often instead of every sync_interval_seconds: the node that missed them pulls them, and the writer sees it hold
 # them (its writers' backpressure and strong writes wait on that).
 REPAIR_EVERY_SECONDS = 1.0
+# An anti-entropy round rests this many times each bucket's work after it: a round over a big replica under steady
+# writes (every bucket differs: peers' digests are a round old) spreads over a few seconds instead of taking the
+# node's CPU at once.
+ANTI_ENTROPY_REST = 3.0
+FOLDED_KEPT_MAX = 250_000  # frame hashes kept for anti-entropy between its rounds (some 15 MB at most)
 
 
 class MemorySync:
@@ -42,9 +49,9 @@ class MemorySync:
         self._acked_at = 0.0
         self._horizon_checked_at = -HORIZON_CHECK_SECONDS
         self._bootstrapped = False  # this replica has loaded every key's newest entries once
-        # per bucket: hash(frame) of the frames of its last anti-entropy pull that were folded here (a pull reads
-        # the whole bucket; what was folded already is not read again)
-        self._pulled: dict[int, set[int]] = {}
+        # per bucket: hash(frame) of frames folded here (read from the log, or by the bucket's last anti-entropy
+        # pull) that the bucket may still hold. A pull reads the bucket whole: these it need not decode again.
+        self._folded: dict[int, set[int]] = {}
         self._reading = asyncio.Lock()
 
     @property
@@ -72,13 +79,16 @@ class MemorySync:
         while True:
             frames, cursor = await self.log.read_memory(self.cursor, batch)
             if frames:
+                folded: dict[int, set[int]] | None = {} if self._keeps_folded() else None
                 with store.batch():  # the items, the cursor and the clock in one commit
                     seen += len(frames)
-                    applied += self.memory.fold_frames(frames)
+                    applied += self.memory.fold_frames(frames, folded=folded)
                     store.set_meta("memory_cursor", str(cursor or 0))
                     store.set_meta("hlc", str(self.memory.hlc.last))
                 # only past a commit that held: a failed one (disk full) is read again, not skipped
                 self.cursor = cursor
+                for bucket, marks in (folded or {}).items():
+                    self._folded.setdefault(bucket, set()).update(marks)
             if len(frames) < batch:
                 break
         # strong writers wait for acks, and so does a master_slave primary on a medium with no shared store (its
@@ -111,7 +121,7 @@ class MemorySync:
         the log's older entries may be compacted away (``compact``)."""
         applied = 0
         for bucket in range(BUCKETS):
-            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket))
+            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket), folded=self._folded)
         self.memory.store.set_meta("memory_bootstrapped", "1")
         self._bootstrapped = True
         return applied
@@ -143,9 +153,13 @@ class MemorySync:
             if peer != node_id and peer in active:
                 buckets |= differing(mine, theirs)
         applied = resent = 0
+        for bucket in [b for b in self._folded if b not in buckets]:
+            del self._folded[bucket]  # the same here as everywhere: nothing to skip in it until it differs again
         # Peers' digests are as old as their last round: under steady writes most buckets differ and most of what
-        # a bucket holds is held here already. That is left out before the fold (it would be ignored).
-        held = set(store.frontier_marks()) if buckets else set()
+        # a bucket holds is here already. A frame folded here before (``_folded``) is not decoded again. When most
+        # of a bucket is new to it (the first round after a start), the frontier's marks are read once, and a frame
+        # they hold is left out before the fold (it would be ignored); a few new ones are folded as they are.
+        held: set[Mark] | None = None
         # This node's writes to re-send, read once per round and grouped by bucket (its writes after this read were
         # stored by the medium before they returned: nothing to re-send of those). Re-sending one a pulled entry
         # has since dominated costs nothing: its receivers ignore it.
@@ -153,16 +167,21 @@ class MemorySync:
         for s in self.memory.own_sources() if buckets else ():
             own.setdefault(bucket_of(s.memory_type, s.key), []).append(s)
         for bucket in sorted(buckets):
+            started = time.monotonic()
             frames = await self.log.memory_bucket(bucket)
-            pulled = self._pulled.get(bucket, set())
+            known = self._folded.get(bucket, set())
             marks_of = [hash(frame) for frame in frames]
-            folded: set[int] = set()
-            applied += self.memory.apply_frames([f for f, h in zip(frames, marks_of, strict=True) if h not in pulled],
-                                                held=held, folded=folded)
-            self._pulled[bucket] = folded | {h for h in marks_of if h in pulled}  # what the bucket still holds
+            unknown = [f for f, h in zip(frames, marks_of, strict=True) if h not in known]
+            folded: dict[int, set[int]] = {}
+            if unknown:
+                if held is None and len(unknown) * 10 > len(frames):
+                    held = set(store.frontier_marks())
+                applied += self.memory.apply_frames(unknown, held=held or (), folded=folded)
+            # what the bucket still holds: the superseded frames the log brought are forgotten here
+            self._folded[bucket] = folded.get(bucket, set()) | {h for h in marks_of if h in known}
             # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
             # writers may wait on the acks) between its buckets, not after the whole round.
-            await self.sync_now()
+            await self._rest((time.monotonic() - started) * ANTI_ENTROPY_REST)
             mine_here = own.get(bucket)
             if mine_here:
                 await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))
@@ -171,6 +190,20 @@ class MemorySync:
         if buckets:
             await self.log.put_digests(node_id, store.digests())
         return {"buckets": len(buckets), "applied": applied, "resent": resent}
+
+    async def _rest(self, seconds: float) -> None:
+        """Between two buckets of an anti-entropy round: read the log, and go on reading it as it wakes for
+        ``seconds`` (the round is background work, not a burst that holds up the node and its neighbours)."""
+        deadline = time.monotonic() + seconds
+        await self.sync_now()
+        while (left := deadline - time.monotonic()) > 0 and not self.ctx.closing:
+            await self.ctx.wait_wake(TOPIC_MEMORY, left)
+            await self.sync_now()
+
+    def _keeps_folded(self) -> bool:
+        """Whether a log read adds what it folded to ``_folded`` (bounded: past FOLDED_KEPT_MAX, the next anti-entropy
+        round decodes what it does not know, as one after a restart does)."""
+        return sum(map(len, self._folded.values())) < FOLDED_KEPT_MAX
 
     async def compact(self) -> int:
         """Drop memory log entries that every active node has applied (the sweeping node does this).
@@ -194,7 +227,9 @@ class MemorySync:
     async def loop(self) -> None:
         ctx = self.ctx
         cfg = ctx.config
-        last_round = time.monotonic()
+        # The first round comes at a random point of the first interval, so nodes started together (a service
+        # manager at boot, a test) do not all run their rounds at the same moments.
+        last_round = time.monotonic() - random.uniform(0, cfg.sync_interval_seconds)
         while not ctx.closing:
             # Wake-ups make this immediate; the short poll covers a missed one.
             await ctx.wait_wake(TOPIC_MEMORY, min(MEMORY_POLL_SECONDS, cfg.sync_interval_seconds))

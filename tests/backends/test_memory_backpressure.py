@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -110,3 +111,36 @@ async def test_the_lag_behind_a_stalled_replica_is_a_metric_and_goes_back_to_zer
     async def caught_up() -> bool:
         return (await scraped()) == {"mesh_memory_sync_lag_items": 0, "mesh_memory_sync_lag_seconds": 0}
     await eventually(caught_up, timeout=10)
+
+
+async def test_one_look_at_the_acks_releases_every_held_write(cluster: Cluster) -> None:
+    """Writes held together wait for one read of the acks, not one each. On a busy node (each pass of its event loop
+    25 ms here) a read each in turn, as the held writes got the lock one pass after another, kept the last of 64
+    writes waiting for all the others' reads (120-370 ms in ``bench memory``'s sustained run)."""
+    writer, replica = await pair(cluster, wait=60.0)
+    log = writer.services.ctx.backend
+    read_acks = log.memory_acks
+    backpressure = writer.services.memory.backpressure
+    needless = []  # reads made while this node's writes were within the limit already
+
+    async def counted_acks() -> dict[str, object]:
+        needless.append(backpressure._unapplied_items <= LAG)
+        return await read_acks()
+
+    async def busy_loop() -> None:
+        while True:
+            time.sleep(0.025)  # noqa: ASYNC251 - the point: a loop pass that takes a while
+            await asyncio.sleep(0)
+    log.memory_acks = counted_acks  # type: ignore[method-assign]
+    async with stalled(replica):
+        await write(writer, 0, LAG + 1)
+        held = [asyncio.create_task(write(writer, 100 + i, 1)) for i in range(8)]
+        await eventually(lambda: _async(writer.counters["memory_writes_held_back"] >= 8))
+        assert not any(task.done() for task in held)
+        needless.clear()
+        busy = asyncio.create_task(busy_loop())
+    try:
+        await asyncio.wait_for(asyncio.gather(*held), 30)
+    finally:
+        busy.cancel()
+    assert needless.count(True) <= 1, needless  # the read that released them (each waiter read again before)
