@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from ..backends.contracts import MemoryLog
-from ..errors import ReplicasBehind
+from ..errors import BackendError, ReplicasBehind
 from ..model import NodeRole, NodeStatus
 from .context import NodeContext
 from .membership import MembershipService
@@ -64,7 +64,10 @@ class WriterBackpressure:
             return
         if self._unapplied_items <= cfg.max_lag_items:
             if self._unapplied_items > cfg.max_lag_items // 2 and not self._lock.locked():
-                await self._look()  # this write pays a read now and then; the ones meanwhile do not wait for it
+                try:
+                    await self._look()  # this write pays a read now and then; the ones meanwhile do not wait for it
+                except BackendError:
+                    pass  # a look ahead of time only: the write meets the medium's trouble itself (outbox or error)
             return
         counters = self.ctx.counters
         deadline = time.monotonic() + cfg.max_lag_wait_seconds

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesh_core import AgentMeshManager
-from mesh_core.errors import MemoryNotFound, ReplicasBehind
+from mesh_core.errors import BackendUnavailable, MemoryNotFound, ReplicasBehind
 from mesh_core.model import NodeStatus
 
 from .conftest import Cluster, eventually
@@ -144,3 +144,17 @@ async def test_one_look_at_the_acks_releases_every_held_write(cluster: Cluster) 
     finally:
         busy.cancel()
     assert needless.count(True) <= 1, needless  # the read that released them (each waiter read again before)
+
+
+async def test_a_look_ahead_that_fails_leaves_the_write_to_the_medium(cluster: Cluster) -> None:
+    """Past half the limit a write reads the acks ahead of time; when that read fails, the write goes on and meets
+    the medium itself (stored here, or queued in the outbox while the medium is away), not a look it did not need."""
+    writer, replica = await pair(cluster, wait=60.0)
+    async with stalled(replica):
+        await write(writer, 0, LAG // 2 + 1)
+
+        async def refused() -> dict[str, object]:
+            raise BackendUnavailable("memory acks: the medium did not answer")
+        writer.services.ctx.backend.memory_acks = refused  # type: ignore[method-assign]
+        await writer.sync_memory_item("fact", "still", key="still")
+    assert await writer.recall("still") == "still"
