@@ -19,7 +19,7 @@ from mesh_core.memory.digest import bucket_of
 from mesh_core.memory.resolve import local_write
 from mesh_core.model import MemoryItem
 
-from .conftest import STORE_BACKENDS, Cluster, eventually
+from .conftest import STORE_BACKENDS, Cluster
 
 
 def _write(origin: AgentMeshManager, value: object, seen: list[MemoryItem], key: str = "k") -> MemoryItem:
@@ -220,9 +220,11 @@ async def test_anti_entropy_decodes_only_what_the_log_did_not_bring(cluster: Clu
     b = await cluster.node("b")
     c = await cluster.node("c")
     await _quiet(b)  # b keeps its replica as it is: its digests differ from c's in every bucket written below
+    await _quiet(c)  # c reads the log when told, and runs no anti-entropy round of its own meanwhile
     for i in range(200):
         await a.sync_memory_item("fact", i, key=f"k{i}")
-    await eventually(lambda: c.services.memory.count() == 200)
+    await c.services.sync.sync_now()
+    assert c.services.memory.count() == 200
     await b.services.ctx.backend.put_digests(b.node_id, b.services.memory.store.digests())
     memory = c.services.memory
     decoded = []
