@@ -385,16 +385,11 @@ class MemoryService:
     def apply_frames(self, frames: Sequence[bytes], *, held: Collection[Mark] = (),
                      folded: dict[int, set[int]] | None = None) -> int:
         """Apply pulled entries (a log read, a bucket, a key's newest) in one replica commit; returns how many
-        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` gets its hashes once this commit held)."""
+        changed it. ``held`` and ``folded``: see ``fold_frames`` (``folded`` counts only once this returned)."""
         if not frames:
             return 0
-        these: dict[int, set[int]] | None = {} if folded is not None else None
         with self.store.batch():
-            changed = self.fold_frames(frames, held=held, folded=these)
-        if folded is not None and these:
-            for bucket, marks in these.items():
-                folded.setdefault(bucket, set()).update(marks)
-        return changed
+            return self.fold_frames(frames, held=held, folded=folded)
 
     def apply_frame(self, frame: bytes) -> bool:
         """One entry: a batch of one."""
@@ -407,9 +402,8 @@ class MemoryService:
         ``held``: marks ``(memory_type, key, origin, hlc)`` that were in this replica's frontier a moment ago. An
         entry among them is one the fold would ignore (the same original, or one a later write here dominates):
         it is left out before the keys' states are read (an anti-entropy round pulls whole buckets, mostly held).
-        ``folded``: gets ``hash(frame)``, under the frame's bucket, of each frame that was read, trusted and folded
-        with a stamp this clock has reached; folding it again changes nothing and counts nothing (not so a refused or
-        clamped one), so anti-entropy need not decode it again."""
+        ``folded``: gets ``hash(frame)`` by bucket of each frame read, trusted and folded with a stamp this clock
+        has reached; folding it again changes nothing and counts nothing (not so a refused or clamped one)."""
         node_id = self.ctx.node_id
         pairs = [(frame, item) for frame in frames if (item := self._item_of(frame, skip_origin=node_id)) is not None]
         items = [item for _, item in pairs]

@@ -87,8 +87,7 @@ class MemorySync:
                     store.set_meta("hlc", str(self.memory.hlc.last))
                 # only past a commit that held: a failed one (disk full) is read again, not skipped
                 self.cursor = cursor
-                for bucket, marks in (folded or {}).items():
-                    self._folded.setdefault(bucket, set()).update(marks)
+                self._remember(folded)
             if len(frames) < batch:
                 break
         # strong writers wait for acks, and so does a master_slave primary on a medium with no shared store (its
@@ -121,7 +120,9 @@ class MemorySync:
         the log's older entries may be compacted away (``compact``)."""
         applied = 0
         for bucket in range(BUCKETS):
-            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket), folded=self._folded)
+            folded: dict[int, set[int]] = {}
+            applied += self.memory.apply_frames(await self.log.memory_bucket(bucket), folded=folded)
+            self._remember(folded)
         self.memory.store.set_meta("memory_bootstrapped", "1")
         self._bootstrapped = True
         return applied
@@ -201,6 +202,11 @@ class MemorySync:
         while (left := deadline - time.monotonic()) > 0 and not self.ctx.closing:
             await self.ctx.wait_wake(TOPIC_MEMORY, left)
             await self.sync_now()
+
+    def _remember(self, folded: dict[int, set[int]] | None) -> None:
+        """Add to ``_folded`` what a fold just committed (after the commit: a failed one is read again, not skipped)."""
+        for bucket, marks in (folded or {}).items():
+            self._folded.setdefault(bucket, set()).update(marks)
 
     def _keeps_folded(self) -> bool:
         """Whether a log read adds what it folded to ``_folded`` (bounded: past FOLDED_KEPT_MAX, the next anti-entropy
