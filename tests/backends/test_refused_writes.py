@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ class Refusal:
         self.server: RedisServer | None = None
         self.disk: Path | None = None
         self.filler: Path | None = None
+        self.pin: sqlite3.Connection | None = None
         if backend == "redis":
             self.server = RedisServer().start()
             self.cluster = Cluster(root, "redis", self.server.url, settings=SETTINGS)
@@ -58,13 +61,14 @@ class Refusal:
             self.cluster.db = self.disk / "mesh.db"  # the medium on the small disk; the replicas are not
             self.cluster.write_config(SETTINGS)
 
-    def begin(self) -> None:
+    async def begin(self) -> None:
         if self.server is not None:
             with redis.Redis.from_url(self.server.url) as admin:
                 admin.config_set("maxmemory-policy", "noeviction")
                 admin.config_set("maxmemory", 1)
         else:
             assert self.disk is not None
+            self.pin = await _pin_wal(self.disk / "mesh.db")
             self.filler = _fill(self.disk)
 
     def end(self) -> None:
@@ -72,6 +76,9 @@ class Refusal:
             with redis.Redis.from_url(self.server.url) as admin:
                 admin.config_set("maxmemory", 0)
         elif self.filler is not None:
+            assert self.pin is not None
+            self.pin.close()
+            self.pin = None
             self.filler.unlink()
             self.filler = None
 
@@ -84,6 +91,26 @@ class Refusal:
                 self.server.cleanup()
             if self.disk is not None:
                 _unmount(self.disk)
+
+
+async def _pin_wal(db: Path) -> sqlite3.Connection:
+    """Make every later write to ``db`` need new disk blocks, so a full disk refuses each one, however small.
+
+    A WAL file keeps its blocks when SQLite restarts it (up to ``journal_size_limit``), so on a full disk a write
+    that fits in blocks the WAL already has is taken and stored: a tombstone, say, or a frame lz4 makes small. The
+    WAL is cut to nothing first; then a read transaction is held over frames it has, and while a reader uses
+    the WAL SQLite appends to it and never restarts it.
+    """
+    pin = sqlite3.connect(db, timeout=10, isolation_level=None)
+    pin.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    wal = db.with_name(db.name + "-wal")
+    deadline = time.monotonic() + 10
+    while wal.stat().st_size == 0:  # the nodes' heartbeats write within a fraction of a second
+        assert time.monotonic() < deadline, "no write reached the mesh file's WAL"
+        await asyncio.sleep(0.01)
+    pin.execute("BEGIN")
+    pin.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    return pin
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -133,7 +160,7 @@ async def test_a_refused_write_leaves_no_trace_in_the_writer_or_the_mesh(refusal
         await eventually(lambda key=key, value=value: _is(w2, key, value), timeout=30, interval=0.1)
     before = {key: _rows(w1, key) for key in ("k", "b1", "b2", "f")}
 
-    refusal.begin()
+    await refusal.begin()
     try:
         await _refused(lambda: w1.sync_memory_item("fact", BIG, key="k"))
         await _refused(lambda: w1.sync_memory_items("fact", {"b1": BIG, "b2": BIG}))
