@@ -491,6 +491,34 @@ async def test_a_pull_that_failed_is_tried_again_within_seconds_not_at_the_next_
     assert served["frames"] <= 300 + 10, served
 
 
+async def test_a_round_that_leaves_its_pull_running_asks_for_no_other_round_unless_the_pull_fails(
+        cluster: Cluster) -> None:
+    """A round does not wait for its pulls while this node's log holds entries it has not read (under steady writes
+    it always does). Such a round used to ask for the next one a second later regardless, and each of those asked
+    for the next: rounds every second over the whole replica, on every node, for as long as writes went on. Now
+    only a pull that failed asks for one (``_pull_gap``)."""
+    a, b, served = await _a_node_that_missed_a_clients_writes(cluster, held=200, missed=200)
+    _stop_memory_loop(b)  # b's log gets entries it does not read: a's writes, pushed to it
+    await a.sync_memory_items("fact", {f"u{i}": i for i in range(20)})
+    gb = backend_of(b)
+    await eventually(lambda: _is(gb._recent_head > gb._own_ack), timeout=5)
+    served.update(calls=0, refuse=0)
+    await b.services.sync.anti_entropy()
+    assert gb.counters["memory_round_pulls_unawaited"] == 1
+    await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 200), timeout=15)  # b's reads of its log
+    assert not gb.repair_wanted  # the pull brought what differed: the next round comes at sync_interval_seconds
+
+    served["refuse"] = 1  # the same with a pull that is refused: that one asks for the next round soon
+    await a.sync_memory_items("fact", {f"v{i}": i for i in range(20)})
+    await eventually(lambda: _is(gb._recent_head > gb._own_ack), timeout=5)
+    gb._differs = {a.node_id: {bucket_of("fact", "v0")}}  # as a's digests would show once it published them
+    calls = served["calls"]
+    assert await gb.memory_bucket(bucket_of("fact", "v0")) is not None
+    await eventually(lambda: _is(served["calls"] > calls), timeout=5)
+    assert gb.counters["memory_round_pulls_unawaited"] == 2
+    await eventually(lambda: _is(gb.repair_wanted), timeout=5)
+
+
 async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_for_a_round(
         cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     a = await cluster.node("a", sync_interval_seconds=60)

@@ -98,8 +98,10 @@ class MemoryEntropy(MemoryReads):
                 self.counters["memory_round_pulls_left_to_catch_up"] += len(busy)
                 self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
             if self._recent_head > self._own_ack:
+                # Not awaited, not followed up either: a pull that fails or stops short brings the next round soon
+                # itself (``_pull_gap``). One that works needs no other round: under steady writes the log always
+                # holds unread entries, and every round would have asked for the next a second later.
                 self.counters["memory_round_pulls_unawaited"] += 1
-                self._missed_until = time.monotonic() + MISSED_REPAIR_SECONDS
                 self.spawn(pulls, "memory-round-pull")
             else:
                 await pulls
