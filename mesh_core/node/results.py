@@ -47,7 +47,10 @@ class Results:
             return False
         self._own[task.task_id] = task
         self._generation += 1
-        self.ctx.wake(TOPIC_RESULTS)
+        if self.transport.blocking_results:  # the loop, idle without waiters, starts its blocking read
+            self.ctx.wake(TOPIC_RESULTS)
+        # Otherwise the task's own wake-up starts the read that finds it: one now would find nothing (the task is
+        # not even stored), and it would run on this loop ahead of the submit's write.
         return True
 
     def untrack(self, task_id: str) -> None:
@@ -73,7 +76,8 @@ class Results:
         fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(fut)
         self._generation += 1
-        self.ctx.wake(TOPIC_RESULTS)
+        if self.transport.blocking_results or task_id not in self._own:  # an own task's wake-up will come (track)
+            self.ctx.wake(TOPIC_RESULTS)
         try:
             if task_id not in self._own:
                 # Registered before this check, so a result landing now is seen by one or the other.
