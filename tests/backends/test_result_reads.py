@@ -8,7 +8,10 @@ landing) starts the read that finds it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from mesh_core.node.results import RESULTS_POLL_SECONDS
 
 from .conftest import Cluster
 
@@ -28,10 +31,12 @@ async def test_an_own_task_costs_one_read_of_the_feed_not_three(cluster: Cluster
         return await finished_for(*args, **kwargs)
     transport.finished_for = counted
     n = 40
+    start = time.monotonic()
     for i in range(n):
         task = await client.wait_task(await client.submit_task("echo", {"n": i}), timeout=10)
         assert task.result == {"n": i}
+    polls = (time.monotonic() - start) / RESULTS_POLL_SECONDS + 2  # the loop's safety-net reads (a loaded machine)
     if transport.blocking_results:  # Redis: the read itself waits for the next entry, one outstanding at a time
-        assert reads <= 2 * n + 5, reads
-    else:  # one read per result, and the loop's poll (every RESULTS_POLL_SECONDS) now and then
-        assert reads <= n + 5, reads
+        assert reads <= 2 * n + polls, reads
+    else:  # one read per result
+        assert reads <= n + polls, reads
