@@ -503,10 +503,16 @@ async def test_a_round_that_leaves_its_pull_running_asks_for_no_other_round_unle
     gb = backend_of(b)
     await eventually(lambda: _is(gb._recent_head > gb._own_ack), timeout=5)
     served.update(calls=0, refuse=0)
+    asked_before = gb._missed_until  # when b last wanted rounds soon (its start, a gap: none of this round's doing)
     await b.services.sync.anti_entropy()
     assert gb.counters["memory_round_pulls_unawaited"] == 1
-    await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 200), timeout=15)  # b's reads of its log
-    assert not gb.repair_wanted  # the pull brought what differed: the next round comes at sync_interval_seconds
+
+    async def caught_up() -> bool:
+        await b.services.sync.sync_now()  # b's loop is stopped: the test reads b's log in its place
+        return len(list(_replica(b).keys("m*"))) == 200
+    await eventually(caught_up, timeout=15)
+    # The pull brought what differed, and asked for no round soon: the next comes at sync_interval_seconds.
+    assert gb._missed_until == asked_before
 
     served["refuse"] = 1  # the same with a pull that is refused: that one asks for the next round soon
     await a.sync_memory_items("fact", {f"v{i}": i for i in range(20)})
