@@ -216,10 +216,11 @@ async def _retry(mesh: AgentMeshManager, args: Args) -> CommandResult:
 @command("/mesh_sync", "Pull every memory change not yet applied here, now", surfaces=IN_A_NODE)
 async def _sync(mesh: AgentMeshManager, args: Args) -> CommandResult:
     moved = await mesh.sync_now()
-    repaired = await mesh.anti_entropy() if mesh.is_worker else {"buckets": 0, "applied": 0, "resent": 0}
+    repaired = await mesh.anti_entropy() if mesh.is_worker else {"buckets": 0, "read": 0, "applied": 0, "resent": 0}
     moved.update({f"anti_entropy_{k}": v for k, v in repaired.items()})
     return CommandResult(f"🔄 Memory sync: {moved['seen']} entries read, {moved['applied']} applied; anti-entropy: "
-                         f"{repaired['buckets']} differing buckets, {repaired['applied']} repaired here, "
+                         f"{repaired['buckets']} differing buckets ({repaired['read']} read: a peer may hold "
+                         f"something new there), {repaired['applied']} repaired here, "
                          f"{repaired['resent']} re-sent; {mesh.memory_count()} items in the local replica.", moved)
 
 

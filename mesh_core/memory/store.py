@@ -22,7 +22,7 @@ from ..checkpoints import Checkpointer, writes_apart
 from ..errors import CodecError
 from ..files import PRIVATE_FILE, prepare_sqlite_file
 from ..model import MemoryItem
-from .digest import BucketDigests
+from .digest import BucketDigests, bucket_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -238,6 +238,14 @@ class ReplicaStore:
             self._digests.add(self.frontier_marks())
         return self._digests.as_dict()
 
+    def held_lately(self, bucket: int, digest: str | None) -> bool:
+        """Whether a peer's ``digest`` of ``bucket`` is one this frontier had now or lately (``BucketDigests.had``):
+        then the peer holds nothing there that this replica lacks."""
+        if self._digests is None:
+            self.digests()
+        assert self._digests is not None
+        return self._digests.had(bucket, digest)
+
     def _frontiers(self, names: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[Mark], list[Mark]]]:
         """``(sources, items)`` marks of each of ``names`` (keys with no rows left out); its frontier is the first
         when it has any, else the second (as ``frontier_marks``)."""
@@ -272,8 +280,7 @@ class ReplicaStore:
             gone += old_sources or old_items
             # new sources are stored as such, or (equal to the siblings) as the items: the same marks either way
             came += [(s.memory_type, s.key, s.origin, s.hlc) for s in change.sources or change.siblings]
-        digests.remove(gone)
-        digests.add(came)
+        digests.replace(gone, came)
 
     def own_sources(self, origin: str) -> list[MemoryItem]:
         """``origin``'s writes in the frontier (sources, else the visible items, as ``frontier_marks``)."""
@@ -412,8 +419,9 @@ class ReplicaStore:
             if self._digests is not None:
                 old_sources, old_items = self._frontiers([(state.memory_type, state.key)]).get(
                     (state.memory_type, state.key), ([], []))
-                self._digests.remove(old_sources or old_items)
-                self._digests.add((r[0], r[1], r[2], r[3]) for r in state.rows["sources"] or state.rows["items"])
+                self._digests.replace(old_sources or old_items,
+                                      [(r[0], r[1], r[2], r[3]) for r in state.rows["sources"] or state.rows["items"]])
+                self._digests.forget(bucket_of(state.memory_type, state.key))
             for table in KEY_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE memory_type=? AND key=?", (state.memory_type, state.key))
                 for row in state.rows[table]:

@@ -151,10 +151,16 @@ class MemorySync:
         mine = store.digests()  # kept by the replica as it changes: no rehash of the frontier per round
         await self.log.put_digests(node_id, mine)
         active = self.members.active_ids()
-        buckets: set[int] = set()
+        buckets: set[int] = set()  # differ from some peer's: this node's own writes there are re-sent
+        pulled: set[int] = set()  # ... and some peer's digest is not one this replica had lately: read and folded
         for peer, theirs in (await self.log.peer_digests()).items():
             if peer != node_id and peer in active:
-                buckets |= differing(mine, theirs)
+                for bucket in differing(mine, theirs):
+                    buckets.add(bucket)
+                    # Under steady writes every bucket differs, each replica a moment behind another: a peer whose
+                    # digest this one had lately holds nothing there it lacks, and the bucket is not read for it.
+                    if bucket not in pulled and not store.held_lately(bucket, theirs.get(bucket)):
+                        pulled.add(bucket)
         applied = resent = 0
         for bucket in [b for b in self._folded if b not in buckets]:
             del self._folded[bucket]  # the same here as everywhere: nothing to skip in it until it differs again
@@ -170,6 +176,11 @@ class MemorySync:
         for s in self.memory.own_sources() if buckets else ():
             own.setdefault(bucket_of(s.memory_type, s.key), []).append(s)
         for bucket in sorted(buckets):
+            mine_here = own.get(bucket)
+            if bucket not in pulled:
+                if mine_here:
+                    resent += await self._resend(mine_here)
+                continue
             started = time.monotonic()
             frames = await self.log.memory_bucket(bucket)
             known = self._folded.get(bucket, set())
@@ -185,14 +196,16 @@ class MemorySync:
             # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
             # writers may wait on the acks) between its buckets, not after the whole round.
             await self._rest((time.monotonic() - started) * ANTI_ENTROPY_REST if paced else 0.0)
-            mine_here = own.get(bucket)
             if mine_here:
-                await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))
-                                                        for s in mine_here])
-                resent += len(mine_here)
+                resent += await self._resend(mine_here)
         if buckets:
             await self.log.put_digests(node_id, store.digests())
-        return {"buckets": len(buckets), "applied": applied, "resent": resent}
+        return {"buckets": len(buckets), "read": len(pulled), "applied": applied, "resent": resent}
+
+    async def _resend(self, own: list[MemoryItem]) -> int:
+        """Publish this node's own writes of a bucket again (anti-entropy: the medium may have lost them)."""
+        await self.log.publish_memory(self.ctx.node_id, [(s.memory_type, s.key, self.memory.frame_of(s)) for s in own])
+        return len(own)
 
     async def _rest(self, seconds: float) -> None:
         """Between two buckets of an anti-entropy round: read the log, and go on reading it as it wakes for

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh_core.memory.digest import BucketDigests, digests, line_hash
+from mesh_core.memory.digest import LATELY_KEPT, BucketDigests, bucket_of, digests, line_hash
 from mesh_core.memory.resolve import STRATEGIES, fold_batch, local_write
 from mesh_core.memory.store import KeyState, ReplicaStore
 from mesh_core.model import MemoryItem
@@ -127,3 +127,31 @@ def test_a_bucket_digest_is_a_sum_that_lines_leave_as_they_came() -> None:
     kept.remove(lines)
     assert kept.as_dict() == {}  # an emptied bucket is left out, as one never filled
     assert line_hash("fact", "k", "n1", 1) != line_hash("fact", "k", "n1", 2)
+
+
+def test_a_digest_this_replica_had_lately_is_known_and_one_it_never_had_is_not() -> None:
+    kept = BucketDigests()
+    kept.add([])
+    lines = [("fact", f"k{i}", "n1", i) for i in range(300)]
+    snapshots = []
+    for start in range(0, 300, 50):  # batches, as a log read applies them; a peer published after the third
+        kept.replace([], lines[start:start + 50])
+        snapshots.append(kept.as_dict())
+    behind = snapshots[2]
+    assert all(kept.had(bucket, digest) for bucket, digest in behind.items())
+    assert kept.had(5, None)  # a peer's empty bucket holds nothing this one lacks
+    # a peer that holds a line this replica never had: its digest was never this replica's
+    other = BucketDigests()
+    other.add([*lines[:100], ("fact", "k0", "n2", 7)])
+    bucket = bucket_of("fact", "k0")
+    assert not kept.had(bucket, other.as_dict()[bucket])
+    assert not kept.had(bucket, "not hex")
+    # a replaced line: the sum before the replacement is still one this replica had (the peer holds the old line)
+    before = kept.as_dict()[bucket]
+    kept.replace([("fact", "k0", "n1", 0)], [("fact", "k0", "n1", 1000)])
+    assert kept.had(bucket, before)
+    kept.forget(bucket)  # an undone change: the sums it passed through are not vouched for any more
+    assert not kept.had(bucket, before) and kept.had(bucket, kept.as_dict()[bucket])
+    for i in range(LATELY_KEPT + 10):  # bounded: the oldest go first
+        kept.replace([], [("fact", "k0", f"x{i}", i)])
+    assert len(kept.lately[bucket]) == LATELY_KEPT
