@@ -152,7 +152,7 @@ async def test_compaction_drops_a_big_log_a_chunk_per_transaction(tmp_path: Path
 
         async def counted(fn, **kw):  # type: ignore[no-untyped-def]
             nonlocal transactions
-            transactions += 1
+            transactions += "compact_memory" in fn.__qualname__  # the node's own loops write meanwhile (heartbeats)
             return await write(fn, **kw)
         monkeypatch.setattr(log, "_write", counted)
         assert await log.compact_memory(last) == 249  # every entry before the last
