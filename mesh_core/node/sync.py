@@ -63,6 +63,10 @@ class MemorySync:
         store = self.memory.store
         self.cursor = store.get_meta("memory_cursor")
         self._bootstrapped = store.get_meta("memory_bootstrapped") is not None
+        # The digests followed from the start (one pass over the frontier, which the first round would make anyway):
+        # the states the replica goes through are remembered, and the first round already reads only the buckets
+        # where a peer may hold something new, not the whole replica.
+        store.digests()
 
     async def sync_now(self) -> dict[str, int]:
         """Pull every memory entry not yet applied here; returns what moved (one reader at a time: the loop,
