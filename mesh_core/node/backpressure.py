@@ -86,6 +86,8 @@ class WriterBackpressure:
                                      f"behind this node's writes after {cfg.max_lag_wait_seconds:g} s",
                                      behind=list(self._behind))
             await asyncio.sleep(LAG_POLL_SECONDS)
+            if self._unapplied_items <= cfg.max_lag_items:
+                return  # another write's look, while this one slept, released it: no read of its own
 
     async def lag(self) -> ReplicaLag | None:
         """How far the slowest active replica is behind this node's own writes: the items not applied yet, the age
