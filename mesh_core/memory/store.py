@@ -233,18 +233,19 @@ class ReplicaStore:
     def digests(self) -> dict[int, str]:
         """The anti-entropy digests of the frontier (``digest.digests(self.frontier_marks())``), as kept by every
         change since they were first computed: no read of the replica."""
-        if self._digests is None:
-            self._digests = BucketDigests()
-            self._digests.add(self.frontier_marks())
-        return self._digests.as_dict()
+        return self._followed_digests().as_dict()
 
     def held_lately(self, bucket: int, digest: str | None) -> bool:
         """Whether a peer's ``digest`` of ``bucket`` is one this frontier had now or lately (``BucketDigests.had``):
         then the peer holds nothing there that this replica lacks."""
+        return self._followed_digests().had(bucket, digest)
+
+    def _followed_digests(self) -> BucketDigests:
+        """The digests every change keeps from here on, computed from the frontier when first asked for."""
         if self._digests is None:
-            self.digests()
-        assert self._digests is not None
-        return self._digests.had(bucket, digest)
+            self._digests = BucketDigests()
+            self._digests.add(self.frontier_marks())
+        return self._digests
 
     def _frontiers(self, names: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[Mark], list[Mark]]]:
         """``(sources, items)`` marks of each of ``names`` (keys with no rows left out); its frontier is the first
