@@ -19,7 +19,8 @@ from typing import Any
 
 import psutil
 
-POLL_SECONDS = 0.02  # how often a waiter looks at the log file again
+POLL_SECONDS = 0.02  # how often a waiter looks at the log file again, at most
+FIRST_LOOK_SECONDS = 0.001  # its first look again: a command's reply takes a few ms (then twice as long each time)
 
 
 def clean_env() -> dict[str, str]:
@@ -148,6 +149,7 @@ class NodeProcess:
         deadline = time.monotonic() + timeout
         looked = 0
         exited = False
+        pause = FIRST_LOOK_SECONDS
         while True:
             lines = self.lines
             for line in lines[looked:]:
@@ -158,7 +160,8 @@ class NodeProcess:
                 raise AssertionError(f"{self.name}: no matching event within {timeout} s "
                                      f"(exit {self.proc.poll()}); stderr={self.stderr[-2000:]!r}")
             exited = self.proc.poll() is not None  # one more read after it exits: its last lines
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
 
     # -- talking to it -----------------------------------------------------------------------
     def command(self, line: str, timeout: float = 10) -> dict[str, Any]:
@@ -168,6 +171,7 @@ class NodeProcess:
         self.proc.stdin.flush()
         want = self._replies_taken
         deadline = time.monotonic() + timeout
+        pause = FIRST_LOOK_SECONDS
         while True:
             self.lines  # noqa: B018 - reading the log collects the replies
             if len(self._replies) > want:
@@ -176,7 +180,8 @@ class NodeProcess:
             if time.monotonic() > deadline:
                 self._replies_taken += 1  # its reply, when it comes, is this command's: never the next one's
                 raise AssertionError(f"{self.name}: no reply to {line!r} within {timeout} s")
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
 
     def status(self) -> dict[str, Any]:
         reply = self.command("/mesh_status")

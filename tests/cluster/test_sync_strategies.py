@@ -107,8 +107,11 @@ def test_history_is_replicated_and_rollback_works_from_a_one_shot_cli(cluster: C
 
 
 def test_a_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
-    # Slow failure detection, so the one-shot client (slow to start on a loaded machine) still sees w active.
-    ms = _config(cluster, "ms.yaml", {"suspect_after_seconds": 3.0, "node_timeout_seconds": 4.0},
+    # Failure detection slow enough that the one-shot client (slow to start on a loaded machine) still sees w active,
+    # with heartbeats often enough that w's last one is fresh when it stops. The write then waits six timeouts for
+    # the primary and two leases for the cancel (``Timings``): 3 s keeps that at ~24 s.
+    ms = _config(cluster, "ms.yaml", {"heartbeat_interval_seconds": 0.5, "suspect_after_seconds": 2.5,
+                                      "node_timeout_seconds": 3.0},
                  strategy="master_slave", conflict_resolution_strategy="latest_wins")
     w = cluster.start("w", "--config", ms)
     until(lambda: w.status()["local"]["memory_primary"] == w.node_id, timeout=10)

@@ -236,7 +236,6 @@ async def test_envelopes_queued_while_the_peer_is_down_all_arrive_once_it_is_bac
         await a.stop()
 
 
-@pytest.mark.slow
 async def test_a_peer_down_for_twenty_seconds_is_reached_within_a_redial_of_its_return() -> None:
     """While a peer is down, the channel's own connection attempts back off; bounded by the wire's redial limit
     (``REDIAL_MAX``), not gRPC's default that grows to two minutes (measured here: reached 7.9 and 8.7 s after the
