@@ -60,3 +60,24 @@ async def test_a_node_joins_through_a_live_member_when_its_first_seed_is_dead(cl
     c = await cluster.node("c")  # seeds: a (dead), b
     await eventually(lambda: _statuses(c).get("b") is NodeStatus.ACTIVE, timeout=10)
     await eventually(lambda: _statuses(b).get("c") is NodeStatus.ACTIVE, timeout=10)
+
+
+async def test_a_graceful_stop_told_every_member_goes_without_waiting_out_the_gossip(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a mesh small enough that the leave's fanout reaches every live member directly, a stop waits only for
+    those messages to be sent, not for the rumour's gossip rounds (it took the whole LEAVE_SPREAD_SECONDS, 0.5 s,
+    on every worker's stop); each member holds the node as left, never dead."""
+    from mesh_core.backends.grpc import membership
+
+    monkeypatch.setattr(membership, "LEAVE_SPREAD_SECONDS", 30.0)
+    a = await cluster.node("a")
+    b = await cluster.node("b")
+    c = await cluster.node("c")
+    for mesh in (a, b, c):
+        await eventually(lambda m=mesh: all(_statuses(m).get(n) is NodeStatus.ACTIVE for n in "abc"), timeout=10)
+    swim = c.services.ctx.backend.swim
+    await c.stop()
+    cluster.nodes.remove(c)
+    assert swim.pending_updates(), "the stop waited until its rumours were gossiped out"
+    for mesh in (a, b):
+        await eventually(lambda m=mesh: _statuses(m).get("c") is NodeStatus.LEFT, timeout=5)

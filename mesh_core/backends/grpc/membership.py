@@ -167,10 +167,22 @@ class GrpcMembership(GrpcCore):
             return
         self.info = replace(node, left=True)
         self.swim.update_info(self.info)
-        self._send(self.swim.leave(time.monotonic()))
+        messages = self.swim.leave(time.monotonic())
+        self._send(messages)
+        # Told directly (the usual small mesh: the leave's fanout covers every live member), it only waits for
+        # those messages to leave its queues; else it gossips on until the rumour is spread or time is up.
+        told = {m.to for m in messages}
+        everyone = all(m.addr in told for m in self.swim.members()
+                       if m.node_id != self.node_id and m.status in LIVE)
+        wire = self.wire
         deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
-        while self.swim.pending_updates() and time.monotonic() < deadline:
-            await asyncio.sleep(TICK_SECONDS)
+        while time.monotonic() < deadline:
+            if everyone:
+                if wire is None or not any(wire.queued(to, "membership") for to in told):
+                    return
+            elif not self.swim.pending_updates():
+                return
+            await asyncio.sleep(TICK_SECONDS / 4 if everyone else TICK_SECONDS)
 
     async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
         now = time.monotonic()
