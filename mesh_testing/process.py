@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,15 @@ import psutil
 
 POLL_SECONDS = 0.02  # how often a waiter looks at the log file again, at most
 FIRST_LOOK_SECONDS = 0.001  # its first look again: a command's reply takes a few ms (then twice as long each time)
+
+
+def _pauses() -> Iterator[float]:
+    """A waiter's sleeps between two looks at the log: ``FIRST_LOOK_SECONDS``, then twice as long each time, up to
+    ``POLL_SECONDS``."""
+    pause = FIRST_LOOK_SECONDS
+    while True:
+        yield pause
+        pause = min(2 * pause, POLL_SECONDS)
 
 
 def clean_env() -> dict[str, str]:
@@ -149,7 +158,7 @@ class NodeProcess:
         deadline = time.monotonic() + timeout
         looked = 0
         exited = False
-        pause = FIRST_LOOK_SECONDS
+        pauses = _pauses()
         while True:
             lines = self.lines
             for line in lines[looked:]:
@@ -160,8 +169,7 @@ class NodeProcess:
                 raise AssertionError(f"{self.name}: no matching event within {timeout} s "
                                      f"(exit {self.proc.poll()}); stderr={self.stderr[-2000:]!r}")
             exited = self.proc.poll() is not None  # one more read after it exits: its last lines
-            time.sleep(pause)
-            pause = min(2 * pause, POLL_SECONDS)
+            time.sleep(next(pauses))
 
     # -- talking to it -----------------------------------------------------------------------
     def command(self, line: str, timeout: float = 10) -> dict[str, Any]:
@@ -171,7 +179,7 @@ class NodeProcess:
         self.proc.stdin.flush()
         want = self._replies_taken
         deadline = time.monotonic() + timeout
-        pause = FIRST_LOOK_SECONDS
+        pauses = _pauses()
         while True:
             self.lines  # noqa: B018 - reading the log collects the replies
             if len(self._replies) > want:
@@ -180,8 +188,7 @@ class NodeProcess:
             if time.monotonic() > deadline:
                 self._replies_taken += 1  # its reply, when it comes, is this command's: never the next one's
                 raise AssertionError(f"{self.name}: no reply to {line!r} within {timeout} s")
-            time.sleep(pause)
-            pause = min(2 * pause, POLL_SECONDS)
+            time.sleep(next(pauses))
 
     def status(self) -> dict[str, Any]:
         reply = self.command("/mesh_status")

@@ -38,13 +38,14 @@ def line_hash(memory_type: str, key: str, origin: str, stamp: int) -> int:
 
 class BucketDigests:
     """Per bucket the sum of its lines' hashes and how many lines it holds, updated line by line; and the sums each
-    bucket had after its last ``LATELY_KEPT`` changes (``had``)."""
+    bucket had after its last ``kept`` changes (``had``; 0: none kept, for digests nobody asks that of)."""
 
-    __slots__ = ("counts", "lately", "sums")
+    __slots__ = ("counts", "kept", "lately", "sums")
 
-    def __init__(self, buckets: int = BUCKETS) -> None:
+    def __init__(self, buckets: int = BUCKETS, kept: int = LATELY_KEPT) -> None:
         self.sums = [0] * buckets
         self.counts = [0] * buckets
+        self.kept = kept
         self.lately: list[dict[int, None]] = [{} for _ in range(buckets)]  # oldest first
 
     def add(self, lines: Iterable[Line]) -> None:
@@ -67,7 +68,7 @@ class BucketDigests:
 
     def had(self, bucket: int, digest: str | None) -> bool:
         """Whether ``digest`` (``as_dict``'s form; None: the bucket empty) is this bucket's now or after one of its
-        last ``LATELY_KEPT`` changes. A replica whose digest it is holds nothing in the bucket this one lacks: its
+        last ``kept`` changes. A replica whose digest it is holds nothing in the bucket this one lacks: its
         lines are ones this frontier held, or ones a later write here replaced."""
         if digest is None:
             return True
@@ -88,13 +89,15 @@ class BucketDigests:
         return touched
 
     def _remember(self, buckets: Iterable[int]) -> None:
+        if not self.kept:
+            return
         for bucket in buckets:
             if not self.counts[bucket]:
                 continue
             lately, value = self.lately[bucket], self.sums[bucket]
             lately.pop(value, None)  # the newest last
             lately[value] = None
-            if len(lately) > LATELY_KEPT:
+            if len(lately) > self.kept:
                 del lately[next(iter(lately))]
 
     def as_dict(self) -> dict[int, str]:
@@ -104,7 +107,7 @@ class BucketDigests:
 
 def digests(sources: Iterable[Line], buckets: int = BUCKETS) -> dict[int, str]:
     """``(memory_type, key, origin, hlc)`` of every frontier write → bucket → digest (empty buckets left out)."""
-    out = BucketDigests(buckets)
+    out = BucketDigests(buckets, kept=0)
     out.add(sources)
     return out.as_dict()
 

@@ -180,36 +180,30 @@ class MemorySync:
         for s in self.memory.own_sources() if buckets else ():
             own.setdefault(bucket_of(s.memory_type, s.key), []).append(s)
         for bucket in sorted(buckets):
+            if bucket in pulled:
+                started = time.monotonic()
+                frames = await self.log.memory_bucket(bucket)
+                known = self._folded.get(bucket, set())
+                marks_of = [hash(frame) for frame in frames]
+                unknown = [f for f, h in zip(frames, marks_of, strict=True) if h not in known]
+                folded: dict[int, set[int]] = {}
+                if unknown:
+                    if held is None and len(unknown) * 10 > len(frames):
+                        held = set(store.frontier_marks())
+                    applied += self.memory.apply_frames(unknown, held=held or (), folded=folded)
+                # what the bucket still holds: the superseded frames the log brought are forgotten here
+                self._folded[bucket] = folded.get(bucket, set()) | {h for h in marks_of if h in known}
+                # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
+                # writers may wait on the acks) between its buckets, not after the whole round.
+                await self._rest((time.monotonic() - started) * ANTI_ENTROPY_REST if paced else 0.0)
             mine_here = own.get(bucket)
-            if bucket not in pulled:
-                if mine_here:
-                    resent += await self._resend(mine_here)
-                continue
-            started = time.monotonic()
-            frames = await self.log.memory_bucket(bucket)
-            known = self._folded.get(bucket, set())
-            marks_of = [hash(frame) for frame in frames]
-            unknown = [f for f, h in zip(frames, marks_of, strict=True) if h not in known]
-            folded: dict[int, set[int]] = {}
-            if unknown:
-                if held is None and len(unknown) * 10 > len(frames):
-                    held = set(store.frontier_marks())
-                applied += self.memory.apply_frames(unknown, held=held or (), folded=folded)
-            # what the bucket still holds: the superseded frames the log brought are forgotten here
-            self._folded[bucket] = folded.get(bucket, set()) | {h for h in marks_of if h in known}
-            # A round over a big replica takes a while: what arrived meanwhile is applied (and acknowledged:
-            # writers may wait on the acks) between its buckets, not after the whole round.
-            await self._rest((time.monotonic() - started) * ANTI_ENTROPY_REST if paced else 0.0)
             if mine_here:
-                resent += await self._resend(mine_here)
+                await self.log.publish_memory(node_id, [(s.memory_type, s.key, self.memory.frame_of(s))
+                                                        for s in mine_here])
+                resent += len(mine_here)
         if buckets:
             await self.log.put_digests(node_id, store.digests())
         return {"buckets": len(buckets), "read": len(pulled), "applied": applied, "resent": resent}
-
-    async def _resend(self, own: list[MemoryItem]) -> int:
-        """Publish this node's own writes of a bucket again (anti-entropy: the medium may have lost them)."""
-        await self.log.publish_memory(self.ctx.node_id, [(s.memory_type, s.key, self.memory.frame_of(s)) for s in own])
-        return len(own)
 
     async def _rest(self, seconds: float) -> None:
         """Between two buckets of an anti-entropy round: read the log, and go on reading it as it wakes for

@@ -145,8 +145,12 @@ class GrpcMembership(GrpcCore):
             return
         messages = node.leave(time.monotonic())
         self._send(messages)
-        deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
-        while any(wire.queued(m.to, "membership") for m in messages) and time.monotonic() < deadline:
+        await self._until_sent(wire, {m.to for m in messages}, time.monotonic() + LEAVE_SPREAD_SECONDS)
+
+    @staticmethod
+    async def _until_sent(wire: Wire, told: set[str], deadline: float) -> None:
+        """Until the membership messages queued for ``told`` have left this node's send queues, or ``deadline``."""
+        while any(wire.queued(to, "membership") for to in told) and time.monotonic() < deadline:
             await asyncio.sleep(TICK_SECONDS / 4)
         await asyncio.sleep(TICK_SECONDS)  # taken from the queue is not yet written to the stream
 
@@ -172,17 +176,13 @@ class GrpcMembership(GrpcCore):
         # Told directly (the usual small mesh: the leave's fanout covers every live member), it only waits for
         # those messages to leave its queues; else it gossips on until the rumour is spread or time is up.
         told = {m.to for m in messages}
-        everyone = all(m.addr in told for m in self.swim.members()
-                       if m.node_id != self.node_id and m.status in LIVE)
-        wire = self.wire
         deadline = time.monotonic() + LEAVE_SPREAD_SECONDS
-        while time.monotonic() < deadline:
-            if everyone:
-                if wire is None or not any(wire.queued(to, "membership") for to in told):
-                    return
-            elif not self.swim.pending_updates():
-                return
-            await asyncio.sleep(TICK_SECONDS / 4 if everyone else TICK_SECONDS)
+        if all(m.addr in told for m in self.swim.members() if m.node_id != self.node_id and m.status in LIVE):
+            if self.wire is not None:
+                await self._until_sent(self.wire, told, deadline)
+            return
+        while self.swim.pending_updates() and time.monotonic() < deadline:
+            await asyncio.sleep(TICK_SECONDS)
 
     async def snapshot(self, stamp_window: float = 0.0) -> MeshSnapshot:
         now = time.monotonic()

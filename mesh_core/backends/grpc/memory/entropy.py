@@ -384,7 +384,7 @@ class MemoryEntropy(MemoryReads):
             return rows
         rows = await self.store._read(read)
         if stale is None:
-            self._log_sums, self._log_marks, self._log_entries = BucketDigests(), {}, {}
+            self._log_sums, self._log_marks, self._log_entries = BucketDigests(kept=0), {}, {}
         sums, marks, entries = self._log_sums, self._log_marks, self._log_entries
         gone: list[Line] = []
         for memory_type, key in stale or ():
