@@ -9,7 +9,7 @@ import pytest
 
 from .conftest import Cluster, NodeProcess, until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
 
 def test_a_task_id_names_one_request_from_the_cli(cluster: Cluster) -> None:

@@ -23,7 +23,7 @@ from mesh_core.model import NodeType, TaskStatus
 from .conftest import Cluster, NodeProcess, until
 from .test_cluster import _client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
 RELAY_PLUGIN = textwrap.dedent('''
     """Lets a test make the general node itself submit a task and wait for it."""

@@ -19,7 +19,7 @@ from mesh_testing import RedisServer
 
 from .conftest import Cluster, until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
 
 def _redis_cluster(tmp_path: Path, url: str) -> Cluster:

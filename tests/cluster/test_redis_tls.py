@@ -23,7 +23,7 @@ from mesh_testing import Cluster, NoTlsSupport, RedisServer, ServerTls, until
 
 from .conftest import HEARTBEAT, SUSPECT, TIMEOUT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
 PASSWORD = "tls-test-secret"
 

@@ -44,7 +44,7 @@ from mesh_testing import NodeProcess, RedisServer, ServerTls, eventually
 
 from ..backends.conftest import FAST
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
 KEY = "matrix-key"
 # The guards (a, the client cli-*), the valid peer v, the key and certificate intruders' allowed name i, the node
