@@ -589,3 +589,37 @@ async def test_a_worker_repaired_after_missing_a_clients_pushes_holds_the_client
     # frame appended after a newer one of its key would stand as the key's newest in b's log).
     for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(101)]:
         assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key
+
+
+async def test_a_node_back_from_away_catches_up_with_every_active_worker_not_only_the_first(
+        cluster: Cluster) -> None:
+    """A node back from away catches up with each active worker in turn. It caught up with the first that answered
+    only, and when that one had also missed some of a client's pushes (its queue full under load, as in a CI run of
+    ``tests/cluster/test_grpc.py``), the node lacked them until anti-entropy rounds a minute away: its repair rounds
+    compare digests as its peers last published them, and the one holding the writes had published none since."""
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    c = await cluster.node("c", sync_interval_seconds=60)
+    client = await cluster.client()
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 3
+                                 and all(len(backend_of(n).live_peers(workers_only=True)) == 2 for n in (a, b, c))),
+                     timeout=10)
+    mem = backend_of(client)
+    wire, send = mem.wire, mem.wire.send
+    away = {(mem.address_of(n.node_id), "memory") for n in (b, c)}
+
+    def only_to_a(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) not in away and bool(send(address, kind, envelope))
+    wire.send = only_to_a  # b and c lose every push of these: c is away, b's queue overflows
+    await client.sync_memory_items("fact", {f"w{i}": i for i in range(200)})
+    await eventually(lambda: _is(len(list(_replica(a).keys("w*"))) == 200), timeout=10)
+    await cluster.crash(client)  # nobody resends them
+    gc = backend_of(c)
+    listed = gc.live_peers
+
+    def b_first(*, workers_only: bool = False) -> list[Any]:  # c asks b first (the lowest node id is asked first)
+        return sorted(listed(workers_only=workers_only), key=lambda info: info.node_id != b.node_id)
+    gc.live_peers = b_first
+    gc._back_from_away()  # as when c's loop stood still
+    await eventually(lambda: _is(len(list(_replica(c).keys("w*"))) == 200), timeout=10)
+    assert gc.counters["memory_catch_ups_after_away"] == 1

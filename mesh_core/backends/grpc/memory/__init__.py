@@ -56,7 +56,8 @@ declared dead) and raises ``BackendUnavailable`` when none took it. The master_s
 ones forwarded to it are acknowledged to their writers once they return) likewise wait, up to
 ``node_timeout_seconds``, for the live workers to apply them, so a primary killed right after does not take them
 with it. A node back from away (held suspect or dead by others, or its loop stood still) catches up at once with
-the first active worker that answers (one may have died meanwhile, unnoticed yet: a killed primary), and a node
+each active worker in turn (one may have died meanwhile, unnoticed yet: a killed primary; one may have missed
+entries too, its queue full under load: the next holds them, and only what is still missing moves), and a node
 that takes the primary role with every active worker: its predecessor acknowledged writes once a worker held
 them, perhaps not this one.
 """

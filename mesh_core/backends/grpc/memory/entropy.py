@@ -118,15 +118,16 @@ class MemoryEntropy(MemoryReads):
             self._deliver(TOPIC_MEMORY)
         return True
 
-    async def _catch_up_with_one(self, peers: Sequence[str]) -> None:
-        """Catch up with the first of ``peers`` that answers: one may be dead and not yet known so (a primary
-        killed while this node was away), and then another still holds what it pushed."""
+    async def _catch_up_with_each(self, peers: Sequence[str]) -> None:
+        """Catch up with each of ``peers`` in turn. One may be dead and not yet known so (a primary killed while
+        this node was away): it is counted and the next asked. One may have missed entries too (pushes to it
+        dropped, its queue full under load), which the next one holds. Each catch-up after the first names what this
+        log holds by then, so only what is still missing moves."""
         for peer_id in peers:
             if self._closed:
                 return
-            if self.status_of(peer_id) in LIVE and await self._catch_up(peer_id):
-                return
-            self.counters["memory_catch_ups_unanswered"] += 1
+            if self.status_of(peer_id) not in LIVE or not await self._catch_up(peer_id):
+                self.counters["memory_catch_ups_unanswered"] += 1
 
     async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
         """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
@@ -214,10 +215,10 @@ class MemoryEntropy(MemoryReads):
     def _back_from_away(self) -> None:
         """This node was away (others held it suspect or dead, or its loop stood still), and entries pushed
         meanwhile may have been dropped on the way (a full queue to it) with no later push to show the gap.
-        Catch up now with one active worker (the others, away too perhaps, lack the same; the next one when it
-        does not answer), not at the next round, which may be ``sync_interval_seconds`` away; and rounds with every
-        peer come every second for a while (``_missed_until``), for what that one lacks too. At most every
-        ``GAP_REPAIR_SECONDS``."""
+        Catch up now with each active worker in turn, not at the next round, which may be
+        ``sync_interval_seconds`` away. Not with the first alone: that one may lack entries too, and the rounds
+        that come every second for a while (``_missed_until``) compare the digests peers last published, which
+        may be older than the writes. At most every ``GAP_REPAIR_SECONDS``."""
         super()._back_from_away()
         if not self._worker or self._closed:
             return
@@ -230,7 +231,7 @@ class MemoryEntropy(MemoryReads):
             return
         self._away_repaired_at = now
         self.counters["memory_catch_ups_after_away"] += 1
-        self.spawn(self._catch_up_with_one(peers), "memory-catch-up")
+        self.spawn(self._catch_up_with_each(peers), "memory-catch-up")
 
     def _primary_taken(self) -> None:
         """This node took the memory primary role: it catches up with every active worker at once. Its predecessor
