@@ -30,6 +30,8 @@ from mesh_core.memory.resolve import frontier, local_write
 from mesh_core.model import MemoryItem
 from mesh_testing import Cluster
 
+from .report import machine_pace
+
 
 def writes(items: int, writers: int, overwrites: float, seed: int = 7) -> list[MemoryItem]:
     """``items`` original writes by ``writers`` nodes, in the order a log delivers them."""
@@ -97,16 +99,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", action="store_true", help="a subscriber takes per-item events")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
+    pace = machine_pace()
     items = writes(args.items, args.writers, args.overwrites)
     rounds = [asyncio.run(one_round(items, args.batch, args.events)) for _ in range(args.rounds)]
     cpu = statistics.median(r["cpu_us_per_item"] for r in rounds)
     rate = statistics.median(r["items_per_second"] for r in rounds)
     figures: dict[str, Any] = {
         "options": vars(args), "cpu_us_per_item": cpu, "items_per_second": rate, "rounds": rounds,
-        "cpus": os.cpu_count() or 0, "python": platform.python_version(), "load_average": list(os.getloadavg())}
+        "cpus": os.cpu_count() or 0, "python": platform.python_version(), "load_average": list(os.getloadavg()),
+        "pace_us": pace}
     print(f"memory apply, {args.items} entries from {args.writers} writers ({args.overwrites:.0%} rewrites), "
           f"batches of {args.batch}{', per-item events' if args.events else ''}: {cpu} µs CPU per item, "
-          f"{rate:,.0f} items/s (median of {args.rounds}; rounds {[r['cpu_us_per_item'] for r in rounds]} µs)")
+          f"{rate:,.0f} items/s (median of {args.rounds}; rounds {[r['cpu_us_per_item'] for r in rounds]} µs); "
+          f"machine pace {pace} µs per unit (bench.report.machine_pace: compare runs in proportion to it)")
     if not args.no_save:
         out = Path(__file__).parent / "results" / f"apply-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
         out.write_text(json.dumps(figures, indent=2))

@@ -9,6 +9,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,36 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
         "load_average": load_average(),
+        "pace_us": machine_pace(),
     }
     info.update(_git())
     return info
+
+
+PACE_UNITS = 2000  # memory items through the reference work per repetition
+
+
+def machine_pace(repeats: int = 5) -> float:
+    """How fast this machine runs the engine's kind of work now: µs of CPU per unit of a fixed pure-Python piece
+    (a memory item framed and unframed by ``codec``, its version vector compared and folded in a dict), the best
+    of ``repeats``. This 2-core machine's speed swung 2× within hours (``bench.apply`` 89.6 then 44.0 µs per item
+    on the same code): figures from two runs compare only in proportion to their paces."""
+    from mesh_core import codec
+    from mesh_core.clock import Ordering, compare_vectors
+
+    items = [{"t": "fact", "k": f"k{i}", "v": {"i": i, "text": "x" * 40}, "vv": {"a" * 32: i, "b" * 32: i // 2},
+              "h": i << 16, "o": "a" * 32, "p": 5, "d": False} for i in range(PACE_UNITS)]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        held: dict[str, dict[str, int]] = {}
+        for item in items:
+            got = codec.decode(codec.encode(item))
+            old = held.get(got["k"])
+            if old is None or compare_vectors(got["vv"], old) is not Ordering.BEFORE:
+                held[got["k"]] = dict(sorted(got["vv"].items()))
+        best = min(best, time.process_time() - start)
+    return round(best / PACE_UNITS * 1e6, 2)
 
 
 def load_average() -> list[float] | None:
@@ -657,6 +685,7 @@ def render(data: dict[str, Any]) -> str:
              f"redis-server {(data.get('redis_server') or {}).get('version', '-')} "
              f"({(data.get('redis_server') or {}).get('binary', '-')}); "
              f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}; "
+             f"pace {info.get('pace_us', '-')} µs per unit (lower: a faster machine, see report.machine_pace); "
              f"{data.get('total_seconds')} s in all"]
     header = ["measure", "n", "tasks/s", "p50 ms", "p99 ms", "notes"]
 
