@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     data["total_seconds"] = round(time.monotonic() - started, 2)
     data["summary"] = report.summary(data)
     data["load_average_end"] = report.load_average()
+    data["pace_us_end"] = report.machine_pace()
     path = None
     if not args.no_save:  # saved first: a figure measured is never lost to a fault in the printing
         path = report.save(args.which + ("-quick" if args.quick else ""), data, args.out)

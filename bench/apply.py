@@ -102,16 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     pace = machine_pace()
     items = writes(args.items, args.writers, args.overwrites)
     rounds = [asyncio.run(one_round(items, args.batch, args.events)) for _ in range(args.rounds)]
+    pace_end = machine_pace()
     cpu = statistics.median(r["cpu_us_per_item"] for r in rounds)
     rate = statistics.median(r["items_per_second"] for r in rounds)
     figures: dict[str, Any] = {
         "options": vars(args), "cpu_us_per_item": cpu, "items_per_second": rate, "rounds": rounds,
         "cpus": os.cpu_count() or 0, "python": platform.python_version(), "load_average": list(os.getloadavg()),
-        "pace_us": pace}
+        "pace_us": pace, "pace_us_end": pace_end}
     print(f"memory apply, {args.items} entries from {args.writers} writers ({args.overwrites:.0%} rewrites), "
           f"batches of {args.batch}{', per-item events' if args.events else ''}: {cpu} µs CPU per item, "
           f"{rate:,.0f} items/s (median of {args.rounds}; rounds {[r['cpu_us_per_item'] for r in rounds]} µs); "
-          f"machine pace {pace} µs per unit (bench.report.machine_pace: compare runs in proportion to it)")
+          f"machine pace {pace} → {pace_end} µs per unit (bench.report.machine_pace: compare runs in proportion to it)")
     if not args.no_save:
         out = Path(__file__).parent / "results" / f"apply-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
         out.write_text(json.dumps(figures, indent=2))

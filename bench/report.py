@@ -54,12 +54,14 @@ PACE_UNITS = 2000  # memory items through the reference work per repetition
 def machine_pace(repeats: int = 5) -> float:
     """How fast this machine runs the engine's kind of work now: µs of CPU per unit of a fixed pure-Python piece
     (a memory item framed and unframed by ``codec``, its version vector compared and folded in a dict), the best
-    of ``repeats``. This 2-core machine's speed swung 2× within hours (``bench.apply`` 89.6 then 44.0 µs per item
-    on the same code): figures from two runs compare only in proportion to their paces."""
+    of ``repeats`` (about 0.1 s in all). This 2-core machine's speed swung 2× within hours (``bench.apply`` 89.6
+    then 44.0 µs per item on the same code), and by half that within minutes: figures from two runs compare only in
+    proportion to their paces, read at the start and the end of each run."""
     from mesh_core import codec
     from mesh_core.clock import Ordering, compare_vectors
 
-    items = [{"t": "fact", "k": f"k{i}", "v": {"i": i, "text": "x" * 40}, "vv": {"a" * 32: i, "b" * 32: i // 2},
+    # 200 keys, each written ten times: all but the first write of a key is compared with the one held
+    items = [{"t": "fact", "k": f"k{i % 200}", "v": {"i": i, "text": "x" * 40}, "vv": {"a" * 32: i, "b" * 32: i // 2},
               "h": i << 16, "o": "a" * 32, "p": 5, "d": False} for i in range(PACE_UNITS)]
     best = float("inf")
     for _ in range(repeats):
@@ -685,7 +687,8 @@ def render(data: dict[str, Any]) -> str:
              f"redis-server {(data.get('redis_server') or {}).get('version', '-')} "
              f"({(data.get('redis_server') or {}).get('binary', '-')}); "
              f"load average at start {info.get('load_average')}, end {data.get('load_average_end')}; "
-             f"pace {info.get('pace_us', '-')} µs per unit (lower: a faster machine, see report.machine_pace); "
+             f"pace at start {info.get('pace_us', '-')}, end {data.get('pace_us_end', '-')} µs per unit "
+             f"(lower: a faster machine, see report.machine_pace); "
              f"{data.get('total_seconds')} s in all"]
     header = ["measure", "n", "tasks/s", "p50 ms", "p99 ms", "notes"]
 

@@ -16,5 +16,5 @@ def test_the_pace_is_cpu_per_unit_and_steady_from_one_call_to_the_next() -> None
 def test_every_bench_header_names_the_pace_of_its_run() -> None:
     info = report.machine_info()
     assert info["pace_us"] > 0
-    text = report.render({"mode": "tasks", "machine": info})
-    assert f"pace {info['pace_us']} µs per unit" in text.splitlines()[0]
+    text = report.render({"mode": "tasks", "machine": info, "pace_us_end": 7.5})
+    assert f"pace at start {info['pace_us']}, end 7.5 µs per unit" in text.splitlines()[0]
