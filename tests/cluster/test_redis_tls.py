@@ -19,8 +19,9 @@ from mesh_core import certs
 from mesh_core.backends.hybrid import probe_redis
 from mesh_core.certs import CertPaths
 from mesh_core.config import RedisConfig
-from mesh_testing import Cluster, NoTlsSupport, RedisServer, ServerTls, until
+from mesh_testing import Cluster, RedisServer, ServerTls, until
 
+from ..conftest import start_tls_redis
 from .conftest import HEARTBEAT, SUSPECT, TIMEOUT
 
 pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
@@ -56,12 +57,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_server(pki: Pki) -> Iterator[RedisServer]:
     """A TLS-only server (no plaintext port) that requires a client certificate from the mesh CA and a password."""
     tls = ServerTls(pki.good.node_cert("redis"), pki.good.node_key("redis"), pki.good.ca_cert, auth_clients=True)
-    server = RedisServer(tls=tls, extra=("--requirepass", PASSWORD))
-    try:
-        server.start()
-    except NoTlsSupport as exc:
-        server.cleanup()
-        pytest.skip(str(exc))
+    server = start_tls_redis(RedisServer(tls=tls, extra=("--requirepass", PASSWORD)))
     try:
         yield server
     finally:

@@ -43,6 +43,7 @@ from mesh_core.security import ORIGIN_NAME, memory_parts, node_parts, sign
 from mesh_testing import NodeProcess, RedisServer, ServerTls, eventually
 
 from ..backends.conftest import FAST
+from ..conftest import start_tls_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.untimed]  # judged by outcome, not by time: run with the fast part
 
@@ -196,12 +197,7 @@ def redis_pki(tmp_path_factory: pytest.TempPathFactory) -> RedisPki:
 @pytest.fixture(scope="module")
 def tls_redis(redis_pki: RedisPki) -> Iterator[RedisServer]:
     good = redis_pki.good
-    server = RedisServer(tls=ServerTls(good.node_cert("redis"), good.node_key("redis"), good.ca_cert))
-    try:
-        server.start()
-    except mesh_testing.NoTlsSupport as exc:
-        server.cleanup()
-        pytest.skip(str(exc))
+    server = start_tls_redis(RedisServer(tls=ServerTls(good.node_cert("redis"), good.node_key("redis"), good.ca_cert)))
     try:
         yield server
     finally:
