@@ -18,6 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
+from mesh_core.backends.grpc.memory.base import runs_of_bytes
 from mesh_core.backends.grpc.memory.reads import read_order
 from mesh_core.errors import BackendUnavailable, SyncTimeout
 from mesh_core.memory.digest import bucket_of
@@ -549,12 +550,13 @@ async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_f
     assert bb.counters["memory_gap_repairs"] >= 1 and await b.recall("g7") == 7
 
 
-async def test_a_worker_repaired_after_missing_a_clients_pushes_holds_the_client_back_no_longer(
+async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_client_without_anti_entropy(
         cluster: Cluster) -> None:
-    """A worker that lost some of a client's pushes (a full queue; a pause, as in the bench's catch-up) and got
-    them by anti-entropy is counted as having applied them: the client, which runs no anti-entropy round of its
-    own, checks that the worker holds them. Before, the client's ack of it stayed below them for good, and its
-    backpressure counted every later write as unapplied there until it refused writes (ReplicasBehind)."""
+    """A worker that lost some of a client's pushes (a full queue, a pause) and was never away is pushed them again
+    by the client, which finds them missing there (asked by their keys) and knows them: no anti-entropy round is
+    needed (here none comes for a minute). Before, the worker waited for the rounds, up to two sync intervals, and
+    the client's ack of it stayed below them meanwhile, its backpressure counting every later write as unapplied
+    there (ReplicasBehind past ``max_lag_items``)."""
     a = await cluster.node("a", sync_interval_seconds=60)
     b = await cluster.node("b", sync_interval_seconds=60)
     client = await cluster.client(**{"memory_sync.max_lag_items": 50, "memory_sync.max_lag_wait_seconds": 3})
@@ -572,22 +574,51 @@ async def test_a_worker_repaired_after_missing_a_clients_pushes_holds_the_client
 
     async def b_counted() -> bool:
         return bool(mem.cursor_reached((await mem.memory_acks()).get(b.node_id), missed))
-    await client.sync_memory_items("fact", {"n0": 0})
-    await asyncio.sleep(1.5)  # b is checked (and found lacking them): its ack stays below them
-    assert not await b_counted()
-    assert not list(_replica(b).keys("m*"))
+    assert not await b_counted() and len(list(_replica(a).keys("m*"))) == 30
+    # The client checks b again each second while b lacks them (its first check came as it pushed them, when b
+    # still got nothing), with no further write to start it.
+    await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 30), timeout=5)
+    await eventually(b_counted, timeout=5)
+    # (a check that came while b still got nothing pushed them again in vain: counted as dropped)
+    assert mem.counters["memory_push_resent"] >= 30 and mem.counters["memory_push_unconfirmed"] >= 1
+    assert backend_of(b).counters["memory_caught_up"] == 0  # no pull brought them
+    for start in range(0, 100, 10):  # 30 + 100 over the limit of 50, were b still counted behind
+        await client.sync_memory_items("fact", {f"n{i}": i for i in range(start, start + 10)})
+    assert client.counters["memory_writes_held_too_long"] == 0
+    # What was pushed again was appended there once: b's log holds each write once (an older frame appended after a
+    # newer one of its key would stand as the key's newest in b's log).
+    for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(100)]:
+        assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key
 
+
+async def test_a_worker_that_got_missed_pushes_by_anti_entropy_holds_the_client_back_no_longer(
+        cluster: Cluster) -> None:
+    """A worker that lost a client's pushes and got them by anti-entropy first is confirmed holding them: the
+    client's check finds nothing lacking, pushes the newest of them again named as held (appended nowhere twice)
+    and its ack clears the client's count of what the worker lacked."""
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    client = await cluster.client()
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    mem = backend_of(client)
+    wire, b_address = mem.wire, mem.address_of(b.node_id)
+    send = wire.send
+
+    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
+    wire.send = not_to_b
+    await client.sync_memory_items("fact", {f"m{i}": i for i in range(30)})
+    _, missed = await mem.read_memory(None, 10_000)
     await a.anti_entropy()  # a's digests are published; b's round pulls what it lacks from a
     await b.anti_entropy()
     assert len(list(_replica(b).keys("m*"))) == 30
-    for start in range(1, 101, 10):  # 30 + 100 over the limit of 50, were b still counted behind
-        await client.sync_memory_items("fact", {f"n{i}": i for i in range(start, start + 10)})
-    await eventually(b_counted, timeout=5)
-    assert client.counters["memory_writes_held_too_long"] == 0
-    assert mem.counters["memory_push_confirmed"] >= 1
-    # The entry pushed again for the check was not appended there again: b's log holds each write once (an older
-    # frame appended after a newer one of its key would stand as the key's newest in b's log).
-    for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(101)]:
+    wire.send = send
+    resent = mem.counters["memory_push_resent"]  # by checks while b still got nothing
+    await client.sync_memory_items("fact", {"n0": 0})
+    await eventually(lambda: _is(mem.counters["memory_push_confirmed"] >= 1), timeout=5)
+    assert mem.counters["memory_push_resent"] == resent
+    await eventually(lambda: _is(mem.cursor_reached(mem._pushed[b.node_id].ack(mem._accounted), missed)), timeout=5)
+    for key in [f"m{i}" for i in range(30)]:
         assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key
 
 
@@ -623,3 +654,11 @@ async def test_a_node_back_from_away_catches_up_with_every_active_worker_not_onl
     gc._back_from_away()  # as when c's loop stood still
     await eventually(lambda: _is(len(list(_replica(c).keys("w*"))) == 200), timeout=10)
     assert gc.counters["memory_catch_ups_after_away"] == 1
+
+
+def test_runs_of_bytes_keep_order_fill_each_run_up_to_the_limit_and_never_leave_a_thing_out() -> None:
+    """What ``_confirm_held`` pushes again and a Pull answers go out in runs of about a limit of bytes."""
+    assert runs_of_bytes([], len, 10) == []
+    assert runs_of_bytes([b"abcd", b"ef", b"ghij", b"k"], len, 6) == [[b"abcd", b"ef"], [b"ghij", b"k"]]
+    assert runs_of_bytes([b"x" * 20, b"y"], len, 6) == [[b"x" * 20], [b"y"]]  # one past the limit is a run alone
+    assert runs_of_bytes([b"ab"] * 5, len, 100) == [[b"ab"] * 5]

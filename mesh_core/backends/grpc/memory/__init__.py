@@ -20,10 +20,12 @@ What grpc adds is how entries reach the other logs:
   pushed to that peer at or below it was acknowledged as applied (entries it never pushed there, such as
   those it received from others, do not hold it back). An entry the peer never got (its send queue was
   full, the stream broke, the peer refused it, the peer was not live) holds that peer's ack below it until
-  an anti-entropy exchange shows the peer's digests equal to this node's, or until this node finds the peer's log
-  holding its own entries since then (asked by their keys, at most every second while the peer is active: a
-  client runs no anti-entropy round, and steady writes seldom leave digests equal) and one of them, pushed again,
-  is acknowledged: the peer's node then applied what its log held before it (``_confirm_held``). So
+  an anti-entropy exchange shows the peer's digests equal to this node's, or until this node checks the peer's log
+  for its own entries since then (asked by their keys, every second while the peer is active and lacks some: a
+  client runs no anti-entropy round, and steady writes seldom leave digests equal), pushes again the ones it lacks
+  (or, lacking none, the newest), named as held so that nothing is appended twice, and that push is acknowledged:
+  the peer's node then applied what its log held, these included (``_confirm_held``; master_slave leaves them to
+  anti-entropy, as the log does not keep the epoch an entry was pushed with). So
   ``cursor_reached(acks[peer], position of a write)`` means: the peer's node applied that write.
 - **Bounded queues.** The wire refuses a push when the peer's stream queue is full, and a peer with
   ``IN_FLIGHT_LIMIT`` pushes unacknowledged gets no more; either way the push is counted

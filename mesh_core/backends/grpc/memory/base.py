@@ -8,9 +8,9 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -23,6 +23,8 @@ from ....model import MemoryItem
 from .._generated import mesh_pb2 as pb
 from ..core import GrpcCore, log
 from ..wire import Peer, Wire, closed_under_call
+
+T = TypeVar("T")
 
 PRIMARY_LEASE = "memory-primary"  # the lease name node/primary.py holds
 IN_FLIGHT_LIMIT = 1024  # pushes to one peer awaiting its ack; past it the peer catches up by anti-entropy
@@ -282,18 +284,20 @@ def frame_mark(frame: bytes) -> int:
 
 
 def _chunks(frames: list[bytes], bucket: int | None) -> list[pb.PullChunk]:
-    out: list[pb.PullChunk] = []
-    batch: list[bytes] = []
-    size = 0
-    for frame in frames:
-        if batch and size + len(frame) > PULL_CHUNK_BYTES:
-            out.append(pb.PullChunk(bucket=bucket, frames=batch))
-            batch, size = [], 0
-        batch.append(frame)
-        size += len(frame)
-    if batch:
-        out.append(pb.PullChunk(bucket=bucket, frames=batch))
-    return out
+    return [pb.PullChunk(bucket=bucket, frames=run) for run in runs_of_bytes(frames, len, PULL_CHUNK_BYTES)]
+
+
+def runs_of_bytes(things: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
+    """``things`` in order, in runs of about ``limit`` bytes (``size`` each; a run holds at least one)."""
+    runs: list[list[T]] = []
+    total = 0
+    for thing in things:
+        if not runs or (runs[-1] and total + size(thing) > limit):
+            runs.append([])
+            total = 0
+        runs[-1].append(thing)
+        total += size(thing)
+    return runs
 
 
 def peer_call_failed(counters: Any, method: str, address: str, exc: grpc.aio.AioRpcError | asyncio.CancelledError

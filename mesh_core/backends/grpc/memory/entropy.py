@@ -36,6 +36,7 @@ from .base import (
     _unique,
     frame_mark,
     peer_call_failed,
+    runs_of_bytes,
 )
 from .reads import MemoryReads
 
@@ -275,13 +276,16 @@ class MemoryEntropy(MemoryReads):
     async def _confirm_held(self, peer_id: str) -> None:
         """Whether ``peer_id``, which missed pushes from ``blocked`` on (a full queue, a pause, a cut), holds this
         node's own entries since then (each, or a newer one of the key from this node), asked by their keys as a
-        client reads. If it does, the newest of them is pushed to it again, named as held (``seen_by``: the peer appends
-        nothing): its ack means the peer's node applied what its log held then, and so the ack goes past them
-        (``_Pushed.confirm_at``). A peer that lacks some
-        is left to anti-entropy (which brings them) and checked again later; so is one whose log this node compacted
-        past ``blocked``, and a check during which a push went missing again. This is how a writer that runs no
-        anti-entropy round (a client) sees a peer repaired, and one that does need not wait for equal digests,
-        which steady writes seldom give; the entries of others it relayed are left to their writers' accounting."""
+        client reads. The ones it lacks are pushed to it again (all of them, in envelopes of a quarter of the largest
+        message), or, when it lacks none, the newest; named as held (``seen_by``), they are appended there only where
+        its log lacks them, and relayed nowhere. The ack of that push means the peer's node applied what its log held
+        then, these included, and so the ack goes past them (``_Pushed.confirm_at``). A push refused on the way, a
+        check during which a push went missing again, a log compacted past ``blocked`` or a range past
+        ``CONFIRM_RANGE_MAX`` are left to the next check (every ``CONFIRM_SECONDS`` while the peer lacks some) and to
+        anti-entropy; so are master_slave's entries (their fencing epoch is not kept in the log). This is how a writer
+        that runs no anti-entropy round (a client) gets a peer repaired, and one that does need not wait for its
+        rounds or for equal digests, which steady writes seldom give; the entries of others it relayed are left to
+        their writers' accounting."""
         pushed = self._pushed.get(peer_id)
         if pushed is None:
             return
@@ -299,20 +303,31 @@ class MemoryEntropy(MemoryReads):
                 return  # not answered, or a push missed meanwhile: the next check
             if lacking:
                 self.counters["memory_push_unconfirmed"] += 1
-                return
-            self.counters["memory_push_confirmed"] += 1
-            if not own:
-                pushed.clear_through(head)
-                return
-            # Named as held by both, the peer checks it against its log and appends nothing (an older frame appended
-            # again would stand as the key's newest there): it is acked once its node applied what its log holds.
-            item, frame = max(own.values(), key=lambda found: found[0].hlc)
-            part = pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key, frame=frame,
-                                  seen_by=[self.node_id, peer_id])
-            if self._send_entries(peer_id, [part], start, head):
-                pushed.confirm_at(pushed.next_seq - 1, head, blocks)
+                if self.config.memory_sync.strategy == "master_slave":
+                    return  # an entry's fencing epoch is not in the log: anti-entropy brings them
+            else:
+                self.counters["memory_push_confirmed"] += 1
+                if not own:
+                    pushed.clear_through(head)
+                    return
+            # Named as held by both, the peer appends only what its log lacks (``_newer``: an older frame appended
+            # again would stand as the key's newest there) and relays nothing; its ack of the last envelope means its
+            # node applied what its log then held, these included. So the entries it lacks are pushed again (the
+            # writer knows them: no wait for anti-entropy rounds, which a client does not run), or, when it lacks
+            # none, the newest one only.
+            again = [own[name] for name in lacking] or [max(own.values(), key=lambda found: found[0].hlc)]
+            self.counters["memory_push_resent"] += len(lacking)
+            limit = self.wire.max_message_bytes // 4 if self.wire is not None else PULL_PAGE_BYTES
+            for batch in runs_of_bytes(again, lambda found: len(found[1]), limit):
+                parts = [pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key,
+                                        frame=frame, seen_by=[self.node_id, peer_id]) for item, frame in batch]
+                if not self._send_entries(peer_id, parts, start, head):
+                    return  # counted and blocked again: the next check
+            pushed.confirm_at(pushed.next_seq - 1, head, blocks)
         finally:
             pushed.checking = False
+            if pushed.blocked is not None and not self._closed:  # checked again, with or without a push to start it
+                asyncio.get_running_loop().call_later(CONFIRM_SECONDS, self._confirm_blocked)
 
     async def _own_entries(self, start: int, head: int) -> dict[tuple[str, str], tuple[MemoryItem, bytes]]:
         """This node's own newest entry per key among its log's cursors ``start``..``head``."""
@@ -469,3 +484,4 @@ class MemoryEntropy(MemoryReads):
                 frames = [f for key in keys for f in await self.store.memory_for_key(None, key)]
             chunks += _chunks(frames, None)
         return chunks
+
