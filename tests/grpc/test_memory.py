@@ -550,6 +550,25 @@ async def test_a_gap_in_a_peers_pushes_brings_the_lost_entries_without_waiting_f
     assert bb.counters["memory_gap_repairs"] >= 1 and await b.recall("g7") == 7
 
 
+async def _client_cut_from_b(cluster: Cluster, **client_config: Any) -> tuple[Any, Any, Any, Callable[[], None]]:
+    """Workers a and b (no anti-entropy round for a minute) and a client whose memory pushes to b are lost until
+    the returned ``heal()``."""
+    a = await cluster.node("a", sync_interval_seconds=60)
+    b = await cluster.node("b", sync_interval_seconds=60)
+    client = await cluster.client(**client_config)
+    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    wire = backend_of(client).wire
+    b_address, send = backend_of(client).address_of(b.node_id), wire.send
+
+    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
+
+    def heal() -> None:
+        wire.send = send
+    wire.send = not_to_b
+    return a, b, client, heal
+
+
 async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_client_without_anti_entropy(
         cluster: Cluster) -> None:
     """A worker that lost some of a client's pushes (a full queue, a pause) and was never away is pushed them again
@@ -557,19 +576,11 @@ async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_cl
     needed (here none comes for a minute). Before, the worker waited for the rounds, up to two sync intervals, and
     the client's ack of it stayed below them meanwhile, its backpressure counting every later write as unapplied
     there (ReplicasBehind past ``max_lag_items``)."""
-    a = await cluster.node("a", sync_interval_seconds=60)
-    b = await cluster.node("b", sync_interval_seconds=60)
-    client = await cluster.client(**{"memory_sync.max_lag_items": 50, "memory_sync.max_lag_wait_seconds": 3})
-    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    a, b, client, heal = await _client_cut_from_b(
+        cluster, **{"memory_sync.max_lag_items": 50, "memory_sync.max_lag_wait_seconds": 3})
     mem = backend_of(client)
-    wire, b_address = mem.wire, mem.address_of(b.node_id)
-    send = wire.send
-
-    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
-    wire.send = not_to_b
     await client.sync_memory_items("fact", {f"m{i}": i for i in range(30)})  # a took them, b never got them
-    wire.send = send
+    heal()
     _, missed = await mem.read_memory(None, 10_000)
 
     async def b_counted() -> bool:
@@ -596,23 +607,14 @@ async def test_a_worker_that_got_missed_pushes_by_anti_entropy_holds_the_client_
     """A worker that lost a client's pushes and got them by anti-entropy first is confirmed holding them: the
     client's check finds nothing lacking, pushes the newest of them again named as held (appended nowhere twice)
     and its ack clears the client's count of what the worker lacked."""
-    a = await cluster.node("a", sync_interval_seconds=60)
-    b = await cluster.node("b", sync_interval_seconds=60)
-    client = await cluster.client()
-    await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
+    a, b, client, heal = await _client_cut_from_b(cluster)
     mem = backend_of(client)
-    wire, b_address = mem.wire, mem.address_of(b.node_id)
-    send = wire.send
-
-    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
-    wire.send = not_to_b
     await client.sync_memory_items("fact", {f"m{i}": i for i in range(30)})
     _, missed = await mem.read_memory(None, 10_000)
     await a.anti_entropy()  # a's digests are published; b's round pulls what it lacks from a
     await b.anti_entropy()
     assert len(list(_replica(b).keys("m*"))) == 30
-    wire.send = send
+    heal()
     resent = mem.counters["memory_push_resent"]  # by checks while b still got nothing
     await client.sync_memory_items("fact", {"n0": 0})
     await eventually(lambda: _is(mem.counters["memory_push_confirmed"] >= 1), timeout=5)
