@@ -18,7 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.backends.grpc.memory.base import runs_of_bytes
+from mesh_core.backends.grpc.memory.base import RESEND_MAX, runs_of_bytes
 from mesh_core.backends.grpc.memory.reads import read_order
 from mesh_core.errors import BackendUnavailable, SyncTimeout
 from mesh_core.memory.digest import bucket_of
@@ -600,6 +600,23 @@ async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_cl
     # newer one of its key would stand as the key's newest in b's log).
     for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(100)]:
         assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key
+
+
+async def test_a_worker_that_missed_many_of_a_clients_pushes_is_left_to_anti_entropy(cluster: Cluster) -> None:
+    """More than ``RESEND_MAX`` missed entries come of a pause or a cut, and the peer's catch-up pulls each of them
+    once: the client does not push them all again on top of it (it did, and the bench's catch-up slowed down)."""
+    a, b, client, heal = await _client_cut_from_b(cluster)
+    mem = backend_of(client)
+    await client.sync_memory_items("fact", {f"m{i}": i for i in range(RESEND_MAX + 1)})
+    _, missed = await mem.read_memory(None, 100_000)
+    heal()
+    await eventually(lambda: _is(mem.counters["memory_push_resends_left_to_entropy"] >= 2), timeout=5)
+    assert mem.counters["memory_push_resent"] == 0 and not list(_replica(b).keys("m*"))
+    await a.anti_entropy()
+    await b.anti_entropy()
+    assert len(list(_replica(b).keys("m*"))) == RESEND_MAX + 1
+    await eventually(lambda: _is(mem.cursor_reached(mem._pushed[b.node_id].ack(mem._accounted), missed)), timeout=5)
+    assert mem.counters["memory_push_resent"] == 0
 
 
 async def test_a_worker_that_got_missed_pushes_by_anti_entropy_holds_the_client_back_no_longer(

@@ -23,9 +23,10 @@ What grpc adds is how entries reach the other logs:
   an anti-entropy exchange shows the peer's digests equal to this node's, or until this node checks the peer's log
   for its own entries since then (asked by their keys, every second while the peer is active and lacks some: a
   client runs no anti-entropy round, and steady writes seldom leave digests equal), pushes again the ones it lacks
-  (or, lacking none, the newest), named as held so that nothing is appended twice, and that push is acknowledged:
-  the peer's node then applied what its log held, these included (``_confirm_held``; master_slave leaves them to
-  anti-entropy, as the log does not keep the epoch an entry was pushed with). So
+  when they are few (``RESEND_MAX``; more are left to the peer's catch-up) or, lacking none, the newest, named as
+  held so that nothing is appended twice, and that push is acknowledged: the peer's node then applied what its log
+  held, these included (``_confirm_held``; master_slave leaves them to anti-entropy, as the log does not keep the
+  epoch an entry was pushed with). So
   ``cursor_reached(acks[peer], position of a write)`` means: the peer's node applied that write.
 - **Bounded queues.** The wire refuses a push when the peer's stream queue is full, and a peer with
   ``IN_FLIGHT_LIMIT`` pushes unacknowledged gets no more; either way the push is counted

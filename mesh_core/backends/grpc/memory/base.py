@@ -58,6 +58,9 @@ GAP_REPAIR_SECONDS = 1.0  # a gap in a peer's pushes brings a catch-up with it a
 # over at most CONFIRM_RANGE_MAX cursors of this node's log (a longer absence is left to anti-entropy's digests).
 CONFIRM_SECONDS = 1.0
 CONFIRM_RANGE_MAX = 50_000
+# … and pushes again the entries it lacks when they are this many at most: a few pushes lost to a full queue under
+# load. More come of a pause or a cut, after which the peer's catch-up pulls them, each once, from any holder.
+RESEND_MAX = 512
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it

@@ -32,6 +32,7 @@ from .base import (
     PULL_PAGE_BYTES,
     PULL_PAGES,
     RECENT_KEPT,
+    RESEND_MAX,
     _chunks,
     _unique,
     frame_mark,
@@ -280,7 +281,8 @@ class MemoryEntropy(MemoryReads):
         message), or, when it lacks none, the newest; named as held (``seen_by``), they are appended there only where
         its log lacks them, and relayed nowhere. The ack of that push means the peer's node applied what its log held
         then, these included, and so the ack goes past them (``_Pushed.confirm_at``). A push refused on the way, a
-        check during which a push went missing again, a log compacted past ``blocked`` or a range past
+        check during which a push went missing again, more than ``RESEND_MAX`` entries lacking (a long absence: the
+        peer's own catch-up pulls them), a log compacted past ``blocked`` or a range past
         ``CONFIRM_RANGE_MAX`` are left to the next check (every ``CONFIRM_SECONDS`` while the peer lacks some) and to
         anti-entropy; so are master_slave's entries (their fencing epoch is not kept in the log). This is how a writer
         that runs no anti-entropy round (a client) gets a peer repaired, and one that does need not wait for its
@@ -303,6 +305,9 @@ class MemoryEntropy(MemoryReads):
                 return  # not answered, or a push missed meanwhile: the next check
             if lacking:
                 self.counters["memory_push_unconfirmed"] += 1
+                if len(lacking) > RESEND_MAX:
+                    self.counters["memory_push_resends_left_to_entropy"] += 1
+                    return  # a long absence: the peer's catch-up pulls only what it lacks, once, from any holder
                 if self.config.memory_sync.strategy == "master_slave":
                     return  # an entry's fencing epoch is not in the log: anti-entropy brings them
             else:
