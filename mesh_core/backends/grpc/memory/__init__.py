@@ -60,9 +60,10 @@ ones forwarded to it are acknowledged to their writers once they return) likewis
 ``node_timeout_seconds``, for the live workers to apply them, so a primary killed right after does not take them
 with it. A node back from away (held suspect or dead by others, or its loop stood still) catches up at once with
 each active worker in turn (one may have died meanwhile, unnoticed yet: a killed primary; one may have missed
-entries too, its queue full under load: the next holds them, and only what is still missing moves), and a node
-that takes the primary role with every active worker: its predecessor acknowledged writes once a worker held
-them, perhaps not this one.
+entries too, its queue full under load: the next holds them, and only what is still missing moves); so does a
+node that holds a peer which pushed to it dead or gone (its last pushes, lost on the way here, show no gap when
+no later push comes: the workers it reached hold them), and a node that takes the primary role catches up with
+every active worker: its predecessor acknowledged writes once a worker held them, perhaps not this one.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class GrpcMemory(MemoryEntropy):
         self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
         self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
         self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
-        self._away_repaired_at = -math.inf  # see ``_back_from_away``
+        self._caught_up_all_at = -math.inf  # see ``_catch_up_with_all``
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)
         self._relayed_marks: set[int] = set()  # entries relayed here (see ``_first_relay``) …
         self._relayed_order: deque[int] = deque()  # … oldest first
@@ -255,6 +256,8 @@ class GrpcMemory(MemoryEntropy):
         if node_id == self.node_id:
             return
         if change.new not in LIVE:
+            if node_id in self._from_peers:
+                self._writer_gone(node_id)
             pushed = self._pushed.get(node_id)
             if pushed is not None and pushed.in_flight:
                 pushed.block(pushed.in_flight[0][1])

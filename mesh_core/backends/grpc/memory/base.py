@@ -190,7 +190,7 @@ class MemoryState(GrpcCore):
     _pull_locks: dict[str, asyncio.Lock]
     _appending_pulled: asyncio.Lock
     _gap_repaired_at: dict[str, float]
-    _away_repaired_at: float  # monotonic time of the last catch-up after this node was away (``_back_from_away``)
+    _caught_up_all_at: float  # monotonic time of the last catch-up with every active worker (``_catch_up_with_all``)
     _ack_heard: asyncio.Event
     _relayed_marks: set[int]
     _relayed_order: deque[int]

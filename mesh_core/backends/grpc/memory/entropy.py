@@ -220,8 +220,21 @@ class MemoryEntropy(MemoryReads):
         Catch up now with each active worker in turn, not at the next round, which may be
         ``sync_interval_seconds`` away. Not with the first alone: that one may lack entries too, and the rounds
         that come every second for a while (``_missed_until``) compare the digests peers last published, which
-        may be older than the writes. At most every ``GAP_REPAIR_SECONDS``."""
+        may be older than the writes."""
         super()._back_from_away()
+        self._catch_up_with_all("memory_catch_ups_after_away")
+
+    def _writer_gone(self, peer_id: str) -> None:
+        """``peer_id``, which pushed entries here, is dead or has left. A last push of its that this node lost (its
+        queue here full, the stream broken) shows no gap here, as no later push comes; the workers it reached
+        hold it (a client's write returns once one has applied it). Catch up with each of them now, not at the
+        next round, which may be ``sync_interval_seconds`` away (a killed master_slave primary's last writes)."""
+        self._catch_up_with_all("memory_catch_ups_after_writer_gone")
+
+    def _catch_up_with_all(self, counter: str) -> None:
+        """Catch up with each active worker that answers promptly, in turn (``_catch_up_with_each``), at once and
+        soon again by rounds (``_missed_until``); not while a pull is under way, and at most every
+        ``GAP_REPAIR_SECONDS``. Counted under ``counter``."""
         if not self._worker or self._closed:
             return
         now = time.monotonic()
@@ -229,10 +242,10 @@ class MemoryEntropy(MemoryReads):
         peers = [info.node_id for info in self.live_peers(workers_only=True)
                  if self.status_of(info.node_id) is NodeStatus.ACTIVE and not self._slow_to_answer(info.node_id, now)]
         if not peers or any(self._pulling(p) for p in peers) \
-                or now - self._away_repaired_at < GAP_REPAIR_SECONDS:
+                or now - self._caught_up_all_at < GAP_REPAIR_SECONDS:
             return
-        self._away_repaired_at = now
-        self.counters["memory_catch_ups_after_away"] += 1
+        self._caught_up_all_at = now
+        self.counters[counter] += 1
         self.spawn(self._catch_up_with_each(peers), "memory-catch-up")
 
     def _primary_taken(self) -> None:
