@@ -290,10 +290,11 @@ class MemoryEntropy(MemoryReads):
     async def _confirm_held(self, peer_id: str) -> None:
         """Whether ``peer_id``, which missed pushes from ``blocked`` on (a full queue, a pause, a cut), holds this
         node's own entries since then (each, or a newer one of the key from this node), asked by their keys as a
-        client reads. The ones it lacks are pushed to it again (all of them, in envelopes of a quarter of the largest
-        message), or, when it lacks none, the newest; named as held (``seen_by``), they are appended there only where
-        its log lacks them, and relayed nowhere. The ack of that push means the peer's node applied what its log held
-        then, these included, and so the ack goes past them (``_Pushed.confirm_at``). A push refused on the way, a
+        client reads. The ones it lacks are pushed to it again (up to ``RESEND_MAX``, in envelopes of a quarter of the
+        largest message), or, when it lacks none, the newest; named as held (``seen_by``), they are appended there
+        only where its log lacks them, and relayed nowhere. The ack of that push means the peer's node applied what
+        its log held then, these included, and so the ack goes past them (``_Pushed.confirm_at``). A push refused on
+        the way, a
         check during which a push went missing again, more than ``RESEND_MAX`` entries lacking (a long absence: the
         peer's own catch-up pulls them), a log compacted past ``blocked`` or a range past
         ``CONFIRM_RANGE_MAX`` are left to the next check (every ``CONFIRM_SECONDS`` while the peer lacks some) and to
