@@ -56,7 +56,7 @@ from ..shared import GAUGE_SECONDS, MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord, 
 from .clock import machine_clock, wall_reference
 from .locks import write_lock_holder
 from .memory import SqliteMemory
-from .store import _wake_address, _WakeProtocol, bounded, fitting
+from .store import _wake_address, _WakeReader, bounded, fitting
 from .tasks import SqliteTasks
 
 # Read when a backend is made, from this module, so a test can shorten it.
@@ -101,15 +101,14 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(address)
         sock.setblocking(False)
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _WakeProtocol(self._deliver, self._started_here), sock=sock)
+        self._wake = _WakeReader(sock, self._deliver, self._started_here)
         self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._send_sock.setblocking(False)
 
     async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
             if self._local is not None:
                 address = _wake_address(self.path, self._local.node_id)
                 if isinstance(address, str) and os.path.exists(address):
