@@ -425,6 +425,22 @@ async def test_peer_to_peer_relays_an_entry_a_node_already_held_so_the_walk_reac
     assert backend_of(b).counters["memory_relayed"] == 1
 
 
+def _lose_memory_pushes(sender: Any, *receivers: Any) -> Callable[[], None]:
+    """From now on every memory push of ``sender`` to ``receivers`` (and every push of it again) is lost on the way,
+    as to a full queue; returns ``heal()``, which ends that."""
+    mem = backend_of(sender)
+    wire, send = mem.wire, mem.wire.send
+    lost = {(mem.address_of(r.node_id), "memory") for r in receivers}
+
+    def lossy(address: str, kind: str, envelope: Any) -> bool:
+        return (address, kind) not in lost and bool(send(address, kind, envelope))
+
+    def heal() -> None:
+        wire.send = send
+    wire.send = lossy
+    return heal
+
+
 async def _a_node_that_missed_a_clients_writes(cluster: Cluster, held: int,
                                                missed: int) -> tuple[Any, Any, dict[str, int]]:
     """Workers ``a`` and ``b`` (no anti-entropy round of their own for a minute) hold ``held`` items a client wrote;
@@ -438,12 +454,7 @@ async def _a_node_that_missed_a_clients_writes(cluster: Cluster, held: int,
     for start in range(0, held, 100):
         await client.sync_memory_items("fact", {f"h{i}": i for i in range(start, min(held, start + 100))})
     await eventually(lambda: _is(len(list(_replica(b).keys("h*"))) == held), timeout=20)
-    wire, b_address = backend_of(client).wire, backend_of(client).address_of(b.node_id)
-    send = wire.send
-
-    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
-    wire.send = not_to_b
+    _lose_memory_pushes(client, b)
     for start in range(0, missed, 100):
         await client.sync_memory_items("fact", {f"m{i}": i for i in range(start, min(missed, start + 100))})
     await eventually(lambda: _is(len(list(_replica(a).keys("m*"))) == missed), timeout=20)
@@ -557,16 +568,7 @@ async def _client_cut_from_b(cluster: Cluster, **client_config: Any) -> tuple[An
     b = await cluster.node("b", sync_interval_seconds=60)
     client = await cluster.client(**client_config)
     await eventually(lambda: _is(len(backend_of(client).live_peers(workers_only=True)) == 2), timeout=5)
-    wire = backend_of(client).wire
-    b_address, send = backend_of(client).address_of(b.node_id), wire.send
-
-    def not_to_b(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) != (b_address, "memory") and bool(send(address, kind, envelope))
-
-    def heal() -> None:
-        wire.send = send
-    wire.send = not_to_b
-    return a, b, client, heal
+    return a, b, client, _lose_memory_pushes(client, b)
 
 
 async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_client_without_anti_entropy(
@@ -660,15 +662,9 @@ async def test_a_node_back_from_away_catches_up_with_every_active_worker_not_onl
     ``tests/cluster/test_grpc.py``), the node lacked them until anti-entropy rounds a minute away: its repair rounds
     compare digests as its peers last published them, and the one holding the writes had published none since."""
     a, b, c, client = await _three_workers_and_a_client(cluster)
-    mem = backend_of(client)
-    wire, send = mem.wire, mem.wire.send
-    away = {(mem.address_of(n.node_id), "memory") for n in (b, c)}
-
-    def only_to_a(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) not in away and bool(send(address, kind, envelope))
     # b and c lose every push of these (c is away, b's queue overflows), and every push of them again: nobody
     # resends them (the client stays: with the writer gone, b and c would catch up on that account)
-    wire.send = only_to_a
+    _lose_memory_pushes(client, b, c)
     await client.sync_memory_items("fact", {f"w{i}": i for i in range(200)})
     await eventually(lambda: _is(len(list(_replica(a).keys("w*"))) == 200), timeout=10)
     gc = backend_of(c)
@@ -690,12 +686,7 @@ async def test_a_writer_that_dies_after_a_push_was_lost_here_is_caught_up_from_t
     a, b, c, client = await _three_workers_and_a_client(cluster)
     await client.sync_memory_items("fact", {"first": 0})  # c hears from the writer: it is one that pushed here
     await eventually(lambda: _is(len(list(_replica(c).keys("first"))) == 1), timeout=5)
-    mem = backend_of(client)
-    wire, send, c_address = mem.wire, mem.wire.send, mem.address_of(c.node_id)
-
-    def not_to_c(address: str, kind: str, envelope: Any) -> bool:
-        return (address, kind) != (c_address, "memory") and bool(send(address, kind, envelope))
-    wire.send = not_to_c
+    _lose_memory_pushes(client, c)
     await client.sync_memory_items("fact", {f"last{i}": i for i in range(40)})
     await eventually(lambda: _is(all(len(list(_replica(n).keys("last*"))) == 40 for n in (a, b))), timeout=5)
     await cluster.crash(client)  # nobody pushes them to c again, and no later push shows c the gap

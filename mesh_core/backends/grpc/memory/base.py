@@ -295,7 +295,7 @@ def runs_of_bytes(things: Sequence[T], size: Callable[[T], int], limit: int) -> 
     runs: list[list[T]] = []
     total = 0
     for thing in things:
-        if not runs or (runs[-1] and total + size(thing) > limit):
+        if not runs or total + size(thing) > limit:
             runs.append([])
             total = 0
         runs[-1].append(thing)

@@ -334,10 +334,12 @@ class MemoryEntropy(MemoryReads):
             # node applied what its log then held, these included. So the entries it lacks are pushed again (the
             # writer knows them: no wait for anti-entropy rounds, which a client does not run), or, when it lacks
             # none, the newest one only.
+            wire = self.wire
+            if wire is None:
+                return  # closing
             again = [own[name] for name in lacking] or [max(own.values(), key=lambda found: found[0].hlc)]
             self.counters["memory_push_resent"] += len(lacking)
-            limit = self.wire.max_message_bytes // 4 if self.wire is not None else PULL_PAGE_BYTES
-            for batch in runs_of_bytes(again, lambda found: len(found[1]), limit):
+            for batch in runs_of_bytes(again, lambda found: len(found[1]), wire.max_message_bytes // 4):
                 parts = [pb.MemoryEntry(origin_id=item.origin, memory_type=item.memory_type, key=item.key,
                                         frame=frame, seen_by=[self.node_id, peer_id]) for item, frame in batch]
                 if not self._send_entries(peer_id, parts, start, head):
