@@ -8,14 +8,18 @@ import asyncio
 import os
 import socket
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from mesh_core import AgentMeshManager
+from mesh_core import AgentMeshManager, codec
 from mesh_core.backends.redis.tasks import RedisTasks
+from mesh_core.backends.shared import TASK_FIELDS
+from mesh_core.backends.sqlite.clock import machine_clock
+from mesh_core.backends.sqlite.started import TASK_COLUMNS
 from mesh_core.backends.sqlite.store import _wake_address
 from mesh_core.backends.sqlite.tasks import SqliteTasks
 from mesh_core.model import TaskStatus
@@ -160,6 +164,45 @@ async def test_a_garbage_started_wakeup_is_refused_counted_and_work_goes_on(clus
     await eventually(lambda: w1.backend_info()["refused_records"] >= len(GARBAGE), timeout=5)
     task = await client.wait_task(await client.submit_task("echo", {"still": "fine"}), timeout=5)
     assert task.status is TaskStatus.SUCCEEDED and task.result == {"still": "fine"}
+
+
+async def test_a_started_task_wakeup_from_a_process_that_may_not_use_the_file_is_refused(tmp_path: Any) -> None:
+    """Linux's abstract sockets have no file mode: without the sender check, any local user could make a worker
+    run a task by sending it a started-task wake-up, while the database file (mode 0600) keeps them out."""
+    if os.geteuid() != 0:
+        pytest.skip("sending as another user needs root (CI runs as root)")
+    async with Cluster(tmp_path, "sqlite") as cluster:
+        w1, client, runs = await _counting_mesh(cluster)
+        done = await client.wait_task(await client.submit_task("counted", {"n": 1}), timeout=5)
+        assert done.status is TaskStatus.SUCCEEDED
+        with sqlite3.connect(cluster.db) as conn:  # a real started-task row, made into a task nobody submitted
+            row = list(conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id=?", (done.task_id,)).fetchone())
+        fields = {name: at for at, name in enumerate(TASK_FIELDS)}
+        row[fields["task_id"]] = uuid.uuid4().hex
+        row[fields["payload"]] = codec.encode({"n": 99}, codec.CodecLimits())
+        row[fields["status"]], row[fields["result"]], row[fields["finished_at"]] = "running", None, None
+
+        def forged() -> bytes:  # granted now: a wake-up older than its lease allows is not run from (it is late)
+            return b"T" + codec.pack([machine_clock(), [row]])
+        address = _wake_address(str(cluster.db), w1.node_id)
+        assert isinstance(address, bytes)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: another user, sending only
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(forged(), address)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        await eventually(lambda: w1.backend_info()["wakeups_refused"] == 1, timeout=5)
+        await asyncio.sleep(0.3)
+        assert runs == [1]  # not run
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # the same from a process that may use
+            sock.sendto(forged(), address)                              # the file (as it could store the task)
+        await eventually(lambda: runs == [1, 99], timeout=5)
+        assert w1.backend_info()["wakeups_refused"] == 1
 
 
 async def test_a_task_cancelled_before_its_late_wakeup_never_runs(cluster: Cluster,

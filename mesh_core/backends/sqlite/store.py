@@ -22,6 +22,7 @@ import random
 import select
 import socket
 import sqlite3
+import struct
 import sys
 import tempfile
 import time
@@ -252,6 +253,21 @@ def _wake_address(db_path: str, node_id: str) -> str | bytes:
 
 WAKE_BUFFER_BYTES = 256 * 1024  # the largest wake-up datagram read whole (the senders' stay under ~130 KB)
 WAKE_READS_PER_PASS = 64  # datagrams read per readiness callback at most: the loop's other work is not held up
+WAKEUPS_REFUSED_LOGGED = 1000  # a refused wake-up is logged once per this many (the first one too)
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_PASSES_CREDENTIALS = hasattr(socket, "SO_PASSCRED") and hasattr(socket, "SCM_CREDENTIALS")
+
+
+def may_use_file(path: str) -> Callable[[int, int], bool]:
+    """Whether a process of (uid, gid) may read and write ``path`` as its mode says now (root may): what a wake-up
+    that carries tasks or results must come from, since it stands for what that process could store in the file."""
+    st = os.stat(path)
+    own = os.geteuid()
+
+    def may(uid: int, gid: int) -> bool:
+        return (uid in (0, own) or (uid == st.st_uid and st.st_mode & 0o600 == 0o600)
+                or (gid == st.st_gid and st.st_mode & 0o060 == 0o060) or st.st_mode & 0o006 == 0o006)
+    return may
 
 
 class _WakeReader:
@@ -260,12 +276,25 @@ class _WakeReader:
     asyncio's datagram transport reads each datagram with ``recvfrom(256 KB)``: a fresh 256 KB buffer per read,
     which glibc maps and unmaps (three system calls and a page fault per wake-up, some 20 µs of CPU here, on every
     process, for every task event). Here a readiness callback reads what is waiting, up to ``WAKE_READS_PER_PASS``
-    datagrams, each copied out at its own size."""
+    datagrams, each copied out at its own size.
 
-    def __init__(self, sock: socket.socket, deliver: Callable[[str], None], started: Callable[[bytes], None]) -> None:
+    A wake-up is a topic byte (a hint: the node reads the file) or, after a ``carriers`` prefix, records (tasks
+    started for it, results for it) it takes without reading the file. Linux's abstract sockets have no file
+    mode, so any local process can send to one: with ``trusted``, a datagram that carries records is taken only
+    from a sender the kernel vouches for (``SO_PASSCRED``) as one that may use the file; another is ``refused``
+    (its records stay in the file, where a read finds them)."""
+
+    def __init__(self, sock: socket.socket, deliver: Callable[[str], None],
+                 carriers: Mapping[bytes, Callable[[bytes], None]], *,
+                 trusted: Callable[[int, int], bool] | None = None, refused: Callable[[], None] | None = None) -> None:
         self._sock = sock
         self._deliver = deliver
-        self._started = started
+        self._carriers = carriers
+        self._trusted = trusted if _PASSES_CREDENTIALS else None
+        self._refused = refused
+        if self._trusted is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self._ancillary = socket.CMSG_SPACE(_CREDENTIALS.size) if self._trusted is not None else 0
         self._buffer = bytearray(WAKE_BUFFER_BYTES)
         self._view = memoryview(self._buffer)
         self._loop = asyncio.get_running_loop()
@@ -278,17 +307,27 @@ class _WakeReader:
     def _ready(self) -> None:
         for _ in range(WAKE_READS_PER_PASS):
             try:
-                size = self._sock.recv_into(self._buffer)
+                if self._trusted is None:
+                    size, sender = self._sock.recv_into(self._buffer), None
+                else:
+                    size, ancillary, _, _ = self._sock.recvmsg_into([self._buffer], self._ancillary)
+                    sender = next((_CREDENTIALS.unpack_from(data)[1:] for level, kind, data in ancillary
+                                   if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+                                   and len(data) >= _CREDENTIALS.size), (-1, -1))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # a hint only: the node polls anyway
                 log.debug("wake-up socket: %s", exc)
                 return
-            self.datagram_received(bytes(self._view[:size]))
+            self.datagram_received(bytes(self._view[:size]), sender)
 
-    def datagram_received(self, data: bytes) -> None:
-        if data[:1] == STARTED:
-            self._started(data[1:])
+    def datagram_received(self, data: bytes, sender: tuple[int, int] | None = None) -> None:
+        carrier = self._carriers.get(data[:1])
+        if carrier is not None:
+            if self._trusted is None or (sender is not None and self._trusted(*sender)):
+                carrier(data[1:])
+            elif self._refused is not None:
+                self._refused()
             return
         for byte in data[:8]:
             topic = BYTE_TOPICS.get(byte)
@@ -318,6 +357,7 @@ class SqliteStore(SharedStoreBackend):
         self._peer_ids: list[str] = []
         self._addresses: dict[str, str | bytes] = {}
         self.lock_waits = 0
+        self.wakeups_refused = 0  # wake-ups carrying records from a process that may not use the file
         self._on_thread = [0, 0]  # calls handed to the write (0) and read (1) threads and not done yet
         self.lock_give_up_seconds = lock_give_up_seconds
 
@@ -443,6 +483,12 @@ class SqliteStore(SharedStoreBackend):
                 self._send_sock.sendto(payload, address)
             except OSError:
                 pass  # peer gone or its buffer full: a hint only, it polls anyway
+
+    def _wakeup_refused(self) -> None:
+        self.wakeups_refused += 1
+        if self.wakeups_refused % WAKEUPS_REFUSED_LOGGED == 1:
+            log.warning("%d wake-up(s) carrying tasks or results refused: sent by a process that may not use %s "
+                        "(their records stay in the file)", self.wakeups_refused, self.path)
 
     def _send_started(self, node_id: str, packed: bytes) -> None:
         """Tasks started for ``node_id`` at enqueue, as its wake-up (lost or refused: its next claim finds them)."""
