@@ -56,7 +56,7 @@ from ..shared import GAUGE_SECONDS, MAX_LIST_BYTES, NODE_FIELDS, CorruptRecord, 
 from .clock import machine_clock, wall_reference
 from .locks import write_lock_holder
 from .memory import SqliteMemory
-from .store import STARTED, _wake_address, _WakeReader, bounded, fitting, may_use_file
+from .store import FINISHED, STARTED, _wake_address, _WakeReader, bounded, fitting, may_use_file
 from .tasks import SqliteTasks
 
 # Read when a backend is made, from this module, so a test can shorten it.
@@ -103,7 +103,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
         if isinstance(address, str):  # a socket file (not Linux): who may send to it, as who may use the database
             os.chmod(address, self.file_mode)
         sock.setblocking(False)
-        self._wake = _WakeReader(sock, self._deliver, {STARTED: self._started_here},
+        self._wake = _WakeReader(sock, self._deliver, {STARTED: self._started_here, FINISHED: self._finished_here},
                                  trusted=may_use_file(self.path), refused=self._wakeup_refused)
         self._send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._send_sock.setblocking(False)
@@ -241,7 +241,7 @@ class SqliteBackend(SqliteTasks, SqliteMemory):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": self.path, "lock_waits": self.lock_waits,
-                "wakeups_refused": self.wakeups_refused, **self.started_counts()}
+                "wakeups_refused": self.wakeups_refused, **self.started_counts(), **self.feed_counts()}
 
     async def at_rest(self, fn: Callable[[], None]) -> None:
         # Every connection of this process to the file is held between two calls: the read thread parked (a

@@ -127,6 +127,7 @@ TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.M
                                   Topic.CANCEL: b"c"}
 BYTE_TOPICS = {v[0]: k for k, v in TOPIC_BYTES.items()}
 STARTED = b"T"  # a wake-up that is the tasks an enqueue started for the node: the rest is their rows, packed
+FINISHED = b"F"  # a wake-up that is the node's new result-feed entries (``finishing``)
 
 R = TypeVar("R")
 
@@ -490,17 +491,19 @@ class SqliteStore(SharedStoreBackend):
             log.warning("%d wake-up(s) carrying tasks or results refused: sent by a process that may not use %s "
                         "(their records stay in the file)", self.wakeups_refused, self.path)
 
-    def _send_started(self, node_id: str, packed: bytes) -> None:
-        """Tasks started for ``node_id`` at enqueue, as its wake-up (lost or refused: its next claim finds them)."""
+    def _send_records(self, node_id: str, datagram: bytes) -> bool:
+        """A wake-up that carries records (``STARTED``, ``FINISHED``); False when it could not be sent (the node's
+        socket is gone or full: its records stay in the file, where its next read finds them)."""
         if self._send_sock is None:
-            return
+            return False
         try:
             address = self._addresses.get(node_id)
             if address is None:
                 address = self._addresses[node_id] = _wake_address(self.path, node_id)
-            self._send_sock.sendto(STARTED + packed, address)
+            self._send_sock.sendto(datagram, address)
         except OSError:
-            pass
+            return False
+        return True
 
     def _broadcast(self, topic: str) -> None:
         self._signal(self._peer_ids, topic)

@@ -17,9 +17,8 @@ from typing import Any
 from ... import codec
 from ...model import Task, TaskProgress, TaskStatus
 from ...tasks import TASK_MOVES, Move, check_target, sql_sources
-from ..contracts import Assignment, Completion, Enqueued, Finished, Quarantined, Reassignment, Topic
+from ..contracts import Assignment, Completion, Enqueued, Quarantined, Reassignment, Topic
 from ..shared import (
-    FINISHED_FIELDS,
     MAX_LIST_BYTES,
     MAX_TEXT_CHARS,
     STATUSES,
@@ -29,6 +28,7 @@ from ..shared import (
 )
 from ..started import unanswered_after
 from .clock import machine_clock
+from .finishing import SqliteFinishing
 from .quarantine import task_removal
 from .started import (
     AGAIN_SQL,
@@ -40,8 +40,7 @@ from .started import (
     datagrams,
     free_slots,
 )
-from .starting import SqliteStarting
-from .store import bounded, fitting
+from .store import STARTED, bounded, fitting
 
 # Fenced moves: each statement checks the source statuses that mesh_core.tasks.TASK_MOVES allows.
 CLAIM_SQL = (
@@ -51,7 +50,7 @@ CLAIM_SQL = (
 COMPLETE_SQL = (
     "UPDATE tasks SET status=?, result=?, error=?, finished_at=?, lease_expires=NULL"
     f" WHERE task_id=? AND attempt=? AND node_id=? AND status IN ({sql_sources(Move.COMPLETE)})"
-    " RETURNING submitter_id")
+    " RETURNING submitter_id, node_name")
 CANCELLED_SQL = (  # a task whose cancel was asked for ends cancelled instead of moving on
     "UPDATE tasks SET status='cancelled', finished_at=?, lease_expires=NULL,"
     " error=coalesce(?, 'cancelled') WHERE task_id=? AND attempt=? AND node_id IS ?"
@@ -90,7 +89,7 @@ CANCEL_QUEUED_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_QUEUED].sources}
 CANCEL_REQUEST_FROM = {s.value for s in TASK_MOVES[Move.CANCEL_REQUEST].sources}
 
 
-class SqliteTasks(SqliteStarting):
+class SqliteTasks(SqliteFinishing):
     """The TaskTransport part of ``sqlite_local``: every task statement, each one transaction on the store (tasks
     started at enqueue: ``SqliteStarting``)."""
 
@@ -178,7 +177,7 @@ class SqliteTasks(SqliteStarting):
                 self._own_started(stored)
                 continue
             for part in datagrams(stored):
-                self._send_started(node_id, codec.pack([granted_at, part]))
+                self._send_records(node_id, STARTED + codec.pack([granted_at, part]))
         self._signal((a.node_id for a, ok in zip(items, accepted, strict=True)
                       if ok and a.node_id and a.node_id not in started), Topic.TASKS)
         return accepted
@@ -344,21 +343,25 @@ class SqliteTasks(SqliteStarting):
         return await self._complete_stamped(completions)
 
     async def _complete_rows(self, items: list[Completion]) -> list[float | None]:
-        def record(conn: sqlite3.Connection) -> tuple[list[float | None], set[str]]:
+        feed: dict[str, list[list[Any]]] = {}  # submitter → its new feed entries, sent after the commit
+
+        def record(conn: sqlite3.Connection) -> list[float | None]:
+            feed.clear()  # a retried transaction starts again
             now = time.time()
             done: list[float | None] = []
-            submitters = set()
             for c in items:
                 row = conn.execute(COMPLETE_SQL, (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt,
                                                   c.node_id)).fetchone()
                 if row is not None:
                     conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
                                  (now, c.error, c.task_id, c.attempt))
-                    submitters.add(row[0])
+                    if row[0]:
+                        feed.setdefault(row[0], []).append(
+                            self.feed_entry(*self._feed_place(conn, row[0]), c, row[1], now))
                 done.append(now if row is not None else None)
-            return done, submitters
-        done, submitters = await self._write(record)
-        self._signal(submitters, Topic.RESULTS)
+            return done
+        done = await self._write(record)
+        self._signal(self._send_feed(feed), Topic.RESULTS)
         return done
 
     async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
@@ -457,22 +460,6 @@ class SqliteTasks(SqliteStarting):
         if ok and node_id:
             self._signal([node_id], Topic.TASKS)
         return ok
-
-    async def finished_for(self, submitter_id: str, after: int | None,
-                           wait: float = 0.0) -> tuple[list[Finished], int]:
-        def read(conn: sqlite3.Connection) -> tuple[list[Finished], int]:
-            if after is None:
-                top = conn.execute("SELECT coalesce(max(seq), 0) FROM finished").fetchone()[0]
-                return [], top
-            rows = conn.execute(
-                "SELECT f.seq, t.task_id, t.status, t.attempt, t.node_id, t.node_name, t.finished_at, t.result,"
-                " t.error FROM finished f JOIN tasks t ON t.task_id = f.task_id"
-                " WHERE f.submitter_id=? AND f.seq>? ORDER BY f.seq", (submitter_id, after)).fetchall()
-            out = self.readable("result feed entry", rows,
-                                lambda r: self.finished_from_fields(dict(zip(FINISHED_FIELDS, r[1:], strict=True))),
-                                aside=lambda r: ("task", r[1], task_removal(r[1])))
-            return out, (rows[-1][0] if rows else after)
-        return await self._read_settled(read, inline=True)  # what a waiting submitter reads next: a hot path
 
     async def prune(self, tasks_kept: int, dead_letters_kept: int, limit: int = 5000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
