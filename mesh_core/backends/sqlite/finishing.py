@@ -37,6 +37,11 @@ class SqliteFinishing(SqliteStarting):
             self._feed.news = True  # a bare wake-up: some feed entry did not come with it
         super()._deliver(topic)
 
+    def _feeds_in_wakeups(self, submitter_id: str) -> bool:
+        """Whether ``submitter_id``'s feed entries go in wake-ups: on a file the mesh shares, anyone's; on one node's
+        own file (grpc_mesh), only that node's (the others hear of their tasks over the wire)."""
+        return self.start_at_enqueue or (self._local is not None and submitter_id == self._local.node_id)
+
     def _feed_place(self, conn: sqlite3.Connection, submitter_id: str) -> tuple[int, int]:
         """Inside the write that just made ``submitter_id``'s newest feed entry: (prev, seq) of it."""
         seqs = conn.execute(FEED_PLACE_SQL, (submitter_id,)).fetchall()

@@ -344,9 +344,11 @@ class SqliteTasks(SqliteFinishing):
 
     async def _complete_rows(self, items: list[Completion]) -> list[float | None]:
         feed: dict[str, list[list[Any]]] = {}  # submitter → its new feed entries, sent after the commit
+        submitters: set[str] = set()  # … and every submitter with a new entry (those not sent one: a bare wake-up)
 
         def record(conn: sqlite3.Connection) -> list[float | None]:
             feed.clear()  # a retried transaction starts again
+            submitters.clear()
             now = time.time()
             done: list[float | None] = []
             for c in items:
@@ -355,13 +357,16 @@ class SqliteTasks(SqliteFinishing):
                 if row is not None:
                     conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
                                  (now, c.error, c.task_id, c.attempt))
-                    if row[0]:
-                        feed.setdefault(row[0], []).append(
-                            self.feed_entry(*self._feed_place(conn, row[0]), c, row[1], now))
+                    submitter = row[0]
+                    if submitter:
+                        submitters.add(submitter)
+                        if self._feeds_in_wakeups(submitter):
+                            feed.setdefault(submitter, []).append(
+                                self.feed_entry(*self._feed_place(conn, submitter), c, row[1], now))
                 done.append(now if row is not None else None)
             return done
         done = await self._write(record)
-        self._signal(self._send_feed(feed), Topic.RESULTS)
+        self._signal(self._send_feed(feed) | (submitters - feed.keys()), Topic.RESULTS)
         return done
 
     async def _move_batch(self, moves: Sequence[Reassignment]) -> list[bool]:
