@@ -422,6 +422,25 @@ def attempts_from_rows(rows: Iterable[Sequence[Any]]) -> list[Attempt]:
     return out
 
 
+def with_current_attempt(recorded: Iterable[Attempt], task: Task) -> list[Attempt]:
+    """The attempts on record plus the task's current one, which the task's own fields hold: a medium records an
+    attempt apart only when it ends other than by success, or the task moves on from it. A record of the current
+    attempt that lacks its end (made by an earlier release) takes it from the task."""
+    out = {a.attempt: a for a in recorded}
+    if task.started_at:
+        final = task.status.is_final
+        end = task.finished_at if final else None
+        error = task.error if final and task.status is not TaskStatus.SUCCEEDED else None
+        had = out.get(task.attempt)
+        if had is None:
+            out[task.attempt] = Attempt(task.attempt, task.node_id or "", task.node_name or "", task.started_at, end,
+                                        error)
+        elif had.finished_at is None and end is not None:
+            out[task.attempt] = Attempt(had.attempt, had.node_id, had.node_name, had.started_at, end,
+                                        had.error or error)
+    return [out[k] for k in sorted(out)]
+
+
 def shortened(text: str, limit: int = REASON_CHARS) -> str:
     """``text`` cut to about ``limit`` characters, saying how long it was: a reason or key read from a medium
     may carry a value of any size."""

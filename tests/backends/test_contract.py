@@ -395,6 +395,12 @@ async def test_dead_letter_is_replayed(cluster: Cluster) -> None:
     assert (await client.get_task(task_id)).status is TaskStatus.DEAD_LETTER
     assert await client.retry_task(task_id) == "w1"
     assert await client.wait_for(task_id, timeout=10) == {"attempt": 3, "failed_before": 2}
+    # every attempt on record as it ended, the replayed-after one too; the last one's end is the task's
+    task = await client.get_task(task_id)
+    assert [(a.attempt, a.node_name, a.error) for a in task.attempts] == [
+        (1, "w1", "DiagnosticFailure: until replay"), (2, "w1", "DiagnosticFailure: until replay"), (3, "w1", None)]
+    assert all(a.started_at and a.finished_at and a.finished_at >= a.started_at for a in task.attempts)
+    assert task.attempts[-1].finished_at == task.finished_at
 
 
 async def test_cancel_queued_at_once_and_running_cooperatively(cluster: Cluster) -> None:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from mesh_core import TaskFailed
 from mesh_core.backends.contracts import Completion
+from mesh_core.backends.shared import with_current_attempt
 from mesh_core.backends.sqlite import SqliteBackend
 from mesh_core.backends.sqlite.store import SCHEMA_VERSION
-from mesh_core.model import NodeInfo, TaskStatus
+from mesh_core.model import Attempt, NodeInfo, Task, TaskStatus
+from mesh_testing import Cluster
 
-from .conftest import sqlite_file_with_a_claimed_task
+from .conftest import eventually, sqlite_file_with_a_claimed_task
+
+
+async def _is(value: bool) -> bool:
+    return value
 
 
 def _indexes(db: Path) -> set[str]:
@@ -76,3 +85,35 @@ async def test_a_file_from_schema_6_writes_fewer_b_trees_per_enqueue_and_keeps_i
     again = SqliteBackend(str(db))  # opened again: nothing to do
     await again.open(NodeInfo(node_id=worker, name="w1"))
     await again.close()
+
+
+async def test_a_task_that_simply_succeeds_keeps_its_attempt_in_its_own_row(tmp_path: Path) -> None:
+    """Its attempt is the task's own fields (node, started, finished): no row apart is written for it, one b-tree
+    fewer at enqueue and at completion; one that ends other than by success, or is moved on from, is on record."""
+    async with Cluster(tmp_path, "sqlite") as cluster:
+        await cluster.node("w1")
+        client = await cluster.client()
+        await eventually(lambda: _is(any(m.info.name == "w1" for m in client.members())), timeout=5)
+        ok = await client.wait_task(await client.submit_task("echo", {}), timeout=5)
+        with pytest.raises(TaskFailed):
+            await client.wait_for(await client.submit_task("fail", {"message": "no"}, max_retries=0), timeout=5)
+        with sqlite3.connect(cluster.db) as conn:
+            on_record = dict(conn.execute("SELECT task_id, count(*) FROM attempts GROUP BY task_id").fetchall())
+        assert ok.task_id not in on_record and len(on_record) == 1  # the failed one's attempt is
+        full = await client.get_task(ok.task_id)
+        assert [(a.attempt, a.node_name, a.error) for a in full.attempts] == [(1, "w1", None)]
+        assert full.attempts[0].started_at == full.started_at and full.attempts[0].finished_at == full.finished_at
+
+
+def test_the_current_attempt_is_read_from_the_task_and_completes_an_older_record_of_it() -> None:
+    task = Task(task_id="t", task_type="x", status=TaskStatus.FAILED, attempt=2, node_id="n2", node_name="w2",
+                started_at=20.0, finished_at=25.0, error="boom")
+    first = Attempt(1, "n1", "w1", 10.0, 12.0, "re-routed")
+    assert with_current_attempt([first], task) == [first, Attempt(2, "n2", "w2", 20.0, 25.0, "boom")]
+    # a record of the current attempt from an earlier release, written when it started
+    assert with_current_attempt([first, Attempt(2, "n2", "w2", 20.0, None, None)], task)[1] == Attempt(
+        2, "n2", "w2", 20.0, 25.0, "boom")
+    running = Task(task_id="t", task_type="x", status=TaskStatus.RUNNING, attempt=1, node_id="n1", node_name="w1",
+                   started_at=5.0)
+    assert with_current_attempt([], running) == [Attempt(1, "n1", "w1", 5.0, None, None)]
+    assert with_current_attempt([], Task(task_id="t", task_type="x")) == []  # never started: no attempt yet

@@ -11,7 +11,7 @@ import msgpack
 from ... import codec
 from ...model import Attempt, Task, TaskProgress, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
-from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows
+from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows, with_current_attempt
 from .client import RedisClient, _s
 
 INDEXED_STATES = {"pending", "failed", "dead_letter", "cancelled"}  # as INDEXED in the scripts
@@ -268,10 +268,4 @@ def _attempts(raw: dict[bytes, bytes], task: Task) -> list[Attempt]:
             rows.append((int(attempt), *codec.unpack(blob)))
         except (codec.CodecError, ValueError, TypeError):
             continue  # an unreadable record of a past attempt: the task itself still reads
-    out = {a.attempt: a for a in attempts_from_rows(r for r in rows if len(r) == 6)}
-    if task.started_at and task.attempt not in out:
-        final = task.status.is_final
-        out[task.attempt] = Attempt(task.attempt, task.node_id or "", task.node_name or "", task.started_at,
-                                    task.finished_at if final else None,
-                                    task.error if final and task.status is not TaskStatus.SUCCEEDED else None)
-    return [out[k] for k in sorted(out)]
+    return with_current_attempt(attempts_from_rows(r for r in rows if len(r) == 6), task)

@@ -25,6 +25,7 @@ from ..shared import (
     TASK_FIELDS,
     Coalescer,
     attempts_from_rows,
+    with_current_attempt,
 )
 from ..started import unanswered_after
 from .clock import machine_clock
@@ -153,8 +154,6 @@ class SqliteTasks(SqliteFinishing):
                     if stored is not None:
                         slot[0] -= 1
                         slot[2] += weight
-                        conn.execute("INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name,"
-                                     " started_at) VALUES (?,1,?,?,?)", (row[0], a.node_id, a.node_name, now))
                         conn.execute("INSERT OR REPLACE INTO granted (task_id, node_id, attempt, at) VALUES (?,?,1,?)",
                                      (row[0], a.node_id, clock))
                         started.setdefault(a.node_id or "", []).append(stored)
@@ -213,9 +212,6 @@ class SqliteTasks(SqliteFinishing):
             rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, room)).fetchall()
             if self.start_at_enqueue and len(rows) < room:
                 self._say_slots(conn, node_id, room - len(rows), lease_seconds, clock)
-            conn.executemany(
-                "INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
-                " VALUES (?,?,?,?,?)", [(r[1], r[8], node_id, r[7], now) for r in rows])
             seqs = {r[1]: r[0] for r in rows}
             found = [(known(r[1]), r) for r in rows] if known is not None else []
             held = [(t, r) for t, r in found if t is not None and _as_stored(t, r)]
@@ -248,8 +244,6 @@ class SqliteTasks(SqliteFinishing):
                     f" AND node_id=? AND status IN ({sql_sources(Move.CLAIM)}) RETURNING node_name",
                     (stamp, until, task_id, attempt, node_id)).fetchone()
                 if row is not None:
-                    conn.execute("INSERT OR REPLACE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
-                                 " VALUES (?,?,?,?,?)", (task_id, attempt, node_id, row[0], stamp))
                     started.add(task_id)
             return started
         if not held:
@@ -354,9 +348,7 @@ class SqliteTasks(SqliteFinishing):
             for c in items:
                 row = conn.execute(COMPLETE_SQL, (c.status.value, c.result_frame, c.error, now, c.task_id, c.attempt,
                                                   c.node_id)).fetchone()
-                if row is not None:
-                    conn.execute("UPDATE attempts SET finished_at=?, error=? WHERE task_id=? AND attempt=?",
-                                 (now, c.error, c.task_id, c.attempt))
+                if row is not None:  # the attempt ended in the task's own fields: no record apart
                     submitter = row[0]
                     if submitter:
                         submitters.add(submitter)
@@ -374,6 +366,9 @@ class SqliteTasks(SqliteFinishing):
             now, clock = time.time(), machine_clock()
             ok, targets, submitters = [], set(), set()
             for m in moves:
+                # the attempt it moves on from, as it started (put on record below if the move is made)
+                began = conn.execute("SELECT node_id, node_name, started_at FROM tasks WHERE task_id=? AND attempt=?"
+                                     " AND started_at IS NOT NULL", (m.task_id, m.expected_attempt)).fetchone()
                 row = conn.execute(CANCELLED_SQL, (now, m.error, m.task_id, m.expected_attempt,
                                                    m.expected_node)).fetchone()
                 if row is not None:
@@ -392,6 +387,9 @@ class SqliteTasks(SqliteFinishing):
                         _due(clock, m.delay),
                         m.error, m.task_id, m.expected_attempt, m.expected_node)).fetchone()
                 if row is not None:
+                    if began is not None:
+                        conn.execute("INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at)"
+                                     " VALUES (?,?,?,?,?)", (m.task_id, m.expected_attempt, *began))
                     conn.execute(
                         "UPDATE attempts SET finished_at=coalesce(finished_at, ?), error=coalesce(?, error)"
                         " WHERE task_id=? AND attempt=?", (now, m.error, m.task_id, m.expected_attempt))
@@ -459,6 +457,11 @@ class SqliteTasks(SqliteFinishing):
 
     async def replay(self, task_id: str, node_id: str | None, node_name: str | None, why: str) -> bool:
         def replay(conn: sqlite3.Connection) -> bool:
+            # the attempt it starts again after is put on record, as it ended (its fields are reset)
+            conn.execute("INSERT OR IGNORE INTO attempts (task_id, attempt, node_id, node_name, started_at,"
+                         " finished_at, error) SELECT task_id, attempt, node_id, node_name, started_at, finished_at,"
+                         " error FROM tasks WHERE task_id=? AND started_at IS NOT NULL AND status IN"
+                         f" ({sql_sources(Move.REPLAY)})", (task_id,))
             cur = conn.execute(REPLAY_SQL, ("assigned" if node_id else "pending", node_id, node_name, why, task_id))
             return cur.rowcount == 1
         ok = await self._write(replay)
@@ -511,9 +514,9 @@ class SqliteTasks(SqliteFinishing):
             by_id: dict[str, Task] = {t.task_id: t for t in out}
             if attempts:
                 for t in out:
-                    t.attempts = attempts_from_rows(conn.execute(
+                    t.attempts = with_current_attempt(attempts_from_rows(conn.execute(
                         "SELECT attempt, node_id, node_name, started_at, finished_at, error FROM attempts"
-                        " WHERE task_id=? ORDER BY attempt", (t.task_id,)).fetchall())
+                        " WHERE task_id=? ORDER BY attempt", (t.task_id,)).fetchall()), t)
             return [by_id[i] for i in ids if i in by_id]
         return await self._read_settled(read)
 
