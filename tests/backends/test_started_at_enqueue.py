@@ -24,7 +24,9 @@ from mesh_core.backends.sqlite.store import _wake_address
 from mesh_core.backends.sqlite.tasks import SqliteTasks
 from mesh_core.model import TaskStatus
 from mesh_testing import eventually
+from mesh_testing.users import NOBODY, send_as
 
+from ..conftest import require_another_user
 from .conftest import STORE_BACKENDS, Cluster, cluster_for
 
 GARBAGE = (b"", b"\xc1\xc1", b"\x92\xa1x\x01", b"\x93\xa1x\x90\x90", b"\x92\xa1x\x91\x01",
@@ -169,8 +171,7 @@ async def test_a_garbage_started_wakeup_is_refused_counted_and_work_goes_on(clus
 async def test_a_started_task_wakeup_from_a_process_that_may_not_use_the_file_is_refused(tmp_path: Any) -> None:
     """Linux's abstract sockets have no file mode: without the sender check, any local user could make a worker
     run a task by sending it a started-task wake-up, while the database file (mode 0600) keeps them out."""
-    if os.geteuid() != 0:
-        pytest.skip("sending as another user needs root (CI runs as root)")
+    require_another_user()
     async with Cluster(tmp_path, "sqlite") as cluster:
         w1, client, runs = await _counting_mesh(cluster)
         done = await client.wait_task(await client.submit_task("counted", {"n": 1}), timeout=5)
@@ -186,16 +187,7 @@ async def test_a_started_task_wakeup_from_a_process_that_may_not_use_the_file_is
             return b"T" + codec.pack([machine_clock(), [row]])
         address = _wake_address(str(cluster.db), w1.node_id)
         assert isinstance(address, bytes)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: another user, sending only
-            try:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(forged(), address)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+        send_as(NOBODY, address, forged())
         await eventually(lambda: w1.backend_info()["wakeups_refused"] == 1, timeout=5)
         await asyncio.sleep(0.3)
         assert runs == [1]  # not run

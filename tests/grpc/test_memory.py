@@ -18,8 +18,9 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.backends.grpc.memory.base import RESEND_MAX, runs_of_bytes
+from mesh_core.backends.grpc.memory.base import RESEND_MAX
 from mesh_core.backends.grpc.memory.reads import read_order
+from mesh_core.backends.shared import runs_of_bytes
 from mesh_core.errors import BackendUnavailable, SyncTimeout
 from mesh_core.memory.digest import bucket_of
 from mesh_core.model import MemoryItem

@@ -16,6 +16,9 @@ import pytest
 from mesh_core.backends.contracts import Topic
 from mesh_core.backends.sqlite.started import DATAGRAM_BYTES
 from mesh_core.backends.sqlite.store import STARTED, TOPIC_BYTES, WAKE_READS_PER_PASS, _WakeReader, may_use_file
+from mesh_testing.users import NOBODY, send_as
+
+from ..conftest import require_another_user
 
 
 async def test_the_wake_reader_reads_every_waiting_datagram_whole_and_in_order() -> None:
@@ -44,9 +47,6 @@ async def test_the_wake_reader_reads_every_waiting_datagram_whole_and_in_order()
     assert receiver.fileno() == -1
 
 
-NOBODY = 65534
-
-
 async def _read_until(seen: list, n: int) -> None:
     for _ in range(200):
         if len(seen) >= n:
@@ -54,58 +54,56 @@ async def _read_until(seen: list, n: int) -> None:
         await asyncio.sleep(0.01)
 
 
-def _send_as(uid: int, address: bytes, *datagrams: bytes) -> None:
-    """Send ``datagrams`` to ``address`` from a forked process of ``uid`` (and gid): it only sends and exits."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            for d in datagrams:
-                s.sendto(d, address)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                           reason="abstract sockets and SO_PASSCRED are Linux's (elsewhere the socket is a file)")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux abstract sockets and SO_PASSCRED")
-async def test_a_wake_up_carrying_records_is_taken_only_from_a_sender_the_kernel_vouches_for() -> None:
-    address = b"\0agent-mesh-test/" + uuid.uuid4().hex.encode()
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(address)
-    receiver.setblocking(False)
-    topics: list[str] = []
-    started: list[bytes] = []
-    asked: list[tuple[int, int]] = []
-    refused: list[None] = []
+class _Reader:
+    """A wake reader on a fresh abstract address that trusts this process's user only, and what it took."""
 
-    def trusted(uid: int, gid: int) -> bool:
-        asked.append((uid, gid))
+    def __init__(self) -> None:
+        self.address = b"\0agent-mesh-test/" + uuid.uuid4().hex.encode()
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(self.address)
+        receiver.setblocking(False)
+        self.topics: list[str] = []
+        self.started: list[bytes] = []
+        self.asked: list[tuple[int, int]] = []
+        self.refused: list[None] = []
+        self.reader = _WakeReader(receiver, self.topics.append, {STARTED: self.started.append},
+                                  trusted=self.trusted, refused=lambda: self.refused.append(None))
+
+    def trusted(self, uid: int, gid: int) -> bool:
+        self.asked.append((uid, gid))
         return uid == os.geteuid()
-    reader = _WakeReader(receiver, topics.append, {STARTED: started.append}, trusted=trusted,
-                         refused=lambda: refused.append(None))
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+
+@LINUX
+async def test_a_wake_up_carrying_records_from_a_sender_the_kernel_vouches_for_is_taken() -> None:
+    r = _Reader()
     try:
-        sender.sendto(STARTED + b"mine", address)
-        sender.sendto(TOPIC_BYTES[Topic.TASKS], address)
-        await _read_until(topics, 1)
-        assert started == [b"mine"] and topics == [Topic.TASKS]
-        assert asked == [(os.geteuid(), os.getegid())]  # the kernel's word on who sent it, not the datagram's
-        if os.geteuid() != 0:
-            return  # only root can send as another user; CI runs as root
-        _send_as(NOBODY, address, STARTED + b"forged", TOPIC_BYTES[Topic.RESULTS])
-        await _read_until(topics, 2)
-        assert started == [b"mine"] and len(refused) == 1  # its records are not taken, and it is counted
-        assert topics == [Topic.TASKS, Topic.RESULTS]  # a bare wake-up is a hint: the node reads the file, which
-        # only those who may use it can write
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(STARTED + b"mine", r.address)
+            sender.sendto(TOPIC_BYTES[Topic.TASKS], r.address)
+        await _read_until(r.topics, 1)
+        assert r.started == [b"mine"] and r.topics == [Topic.TASKS]
+        assert r.asked == [(os.geteuid(), os.getegid())]  # the kernel's word on who sent it, not the datagram's
     finally:
-        reader.close()
-        sender.close()
+        r.reader.close()
+
+
+@LINUX
+async def test_a_wake_up_carrying_records_from_another_user_is_refused() -> None:
+    require_another_user()
+    r = _Reader()
+    try:
+        send_as(NOBODY, r.address, STARTED + b"forged", TOPIC_BYTES[Topic.RESULTS])
+        await _read_until(r.topics, 1)
+        assert r.started == [] and len(r.refused) == 1  # its records are not taken, and it is counted
+        assert r.topics == [Topic.RESULTS]  # a bare wake-up is a hint: the node reads the file, which only those
+        # who may use it can write
+    finally:
+        r.reader.close()
 
 
 def test_who_may_send_records_follows_the_database_files_mode(tmp_path: Path) -> None:
@@ -113,14 +111,13 @@ def test_who_may_send_records_follows_the_database_files_mode(tmp_path: Path) ->
     path.write_bytes(b"")
     owner, group = 4242, 4343
     os.chmod(path, 0o600)
-    if os.geteuid() == 0:
-        os.chown(path, owner, group)
-        may = may_use_file(str(path))
-        assert may(owner, 1) and may(0, 0) and not may(1, group) and not may(NOBODY, NOBODY)
-        os.chmod(path, 0o660)
-        may = may_use_file(str(path))
-        assert may(1, group) and not may(NOBODY, NOBODY)
-        os.chmod(path, 0o666)
-        assert may_use_file(str(path))(NOBODY, NOBODY)
+    assert may_use_file(str(path))(os.geteuid(), os.getegid())  # this process itself, whatever the mode
+    require_another_user()  # to give the file to another owner
+    os.chown(path, owner, group)
     may = may_use_file(str(path))
-    assert may(os.geteuid(), os.getegid())  # this process itself, whatever the mode
+    assert may(owner, 1) and may(0, 0) and not may(1, group) and not may(NOBODY, NOBODY)
+    os.chmod(path, 0o660)
+    may = may_use_file(str(path))
+    assert may(1, group) and not may(NOBODY, NOBODY)
+    os.chmod(path, 0o666)
+    assert may_use_file(str(path))(NOBODY, NOBODY)

@@ -11,7 +11,7 @@ from typing import Any
 from ... import codec
 from ..contracts import Completion, Finished, Topic
 from ..feed import FeedFromWakeups
-from ..shared import FINISHED_FIELDS
+from ..shared import FINISHED_FIELDS, runs_of_bytes
 from .quarantine import task_removal
 from .started import DATAGRAM_BYTES
 from .starting import SqliteStarting
@@ -65,16 +65,8 @@ class SqliteFinishing(SqliteStarting):
             if submitter_id == own:
                 self._results_arrived(self._entries(rows))
                 continue
-            part: list[list[Any]] = []
-            size = 0
-            for row in rows:
-                weight = len(row[8] or b"") + 512
-                if part and size + weight > DATAGRAM_BYTES:
-                    unsent |= self._send_part(submitter_id, part)
-                    part, size = [], 0
-                part.append(row)
-                size += weight
-            unsent |= self._send_part(submitter_id, part)
+            for part in runs_of_bytes(rows, lambda row: len(row[8] or b"") + 512, DATAGRAM_BYTES):
+                unsent |= self._send_part(submitter_id, part)
         return unsent
 
     def _send_part(self, submitter_id: str, rows: list[list[Any]]) -> set[str]:

@@ -4,11 +4,11 @@ of their own."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...model import NodeInfo
-from ..shared import TASK_FIELDS
+from ..shared import TASK_FIELDS, runs_of_bytes
 
 TASK_COLUMNS = ", ".join(TASK_FIELDS)  # the columns are named as the Task's fields
 START_MAX_BYTES = 48 * 1024  # a larger task (payload and context) is not started at enqueue: it would not fit a wake-up
@@ -47,16 +47,6 @@ def free_slots(conn: sqlite3.Connection, targets: Sequence[str], local: NodeInfo
     return free
 
 
-def datagrams(rows: Sequence[Sequence[Any]]) -> Iterable[Sequence[Sequence[Any]]]:
+def datagrams(rows: Sequence[Sequence[Any]]) -> list[list[Sequence[Any]]]:
     """Started task rows cut into parts that each fit one wake-up datagram (the payload and context dominate)."""
-    part: list[Sequence[Any]] = []
-    size = 0
-    for row in rows:
-        weight = len(row[2] or b"") + len(row[13] or b"") + 1024
-        if part and size + weight > DATAGRAM_BYTES:
-            yield part
-            part, size = [], 0
-        part.append(row)
-        size += weight
-    if part:
-        yield part
+    return runs_of_bytes(rows, lambda row: len(row[2] or b"") + len(row[13] or b"") + 1024, DATAGRAM_BYTES)

@@ -477,14 +477,8 @@ class SqliteStore(SharedStoreBackend):
                 continue
             if node_id == own:
                 self._deliver(topic)
-                continue
-            try:
-                address = self._addresses.get(node_id)
-                if address is None:
-                    address = self._addresses[node_id] = _wake_address(self.path, node_id)
-                self._send_sock.sendto(payload, address)
-            except OSError:
-                pass  # peer gone or its buffer full: a hint only, it polls anyway
+            else:
+                self._send_records(node_id, payload)  # not sent (peer gone, buffer full): a hint only, it polls
 
     def _wakeup_refused(self) -> None:
         self.wakeups_refused += 1
@@ -493,8 +487,8 @@ class SqliteStore(SharedStoreBackend):
                         "(their records stay in the file)", self.wakeups_refused, self.path)
 
     def _send_records(self, node_id: str, datagram: bytes) -> bool:
-        """A wake-up that carries records (``STARTED``, ``FINISHED``); False when it could not be sent (the node's
-        socket is gone or full: its records stay in the file, where its next read finds them)."""
+        """A wake-up to ``node_id``: a topic byte, or records (``STARTED``, ``FINISHED``); False when it could not be
+        sent (the node's socket is gone or full: its records stay in the file, where its next read finds them)."""
         if self._send_sock is None:
             return False
         try:

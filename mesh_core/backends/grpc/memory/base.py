@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from ....errors import CodecError
 from ....memory.digest import BucketDigests
 from ....memory.store import item_from_wire
 from ....model import MemoryItem
+from ...shared import runs_of_bytes
 from .._generated import mesh_pb2 as pb
 from ..core import GrpcCore, log
 from ..wire import Peer, Wire, closed_under_call
@@ -288,19 +289,6 @@ def frame_mark(frame: bytes) -> int:
 
 def _chunks(frames: list[bytes], bucket: int | None) -> list[pb.PullChunk]:
     return [pb.PullChunk(bucket=bucket, frames=run) for run in runs_of_bytes(frames, len, PULL_CHUNK_BYTES)]
-
-
-def runs_of_bytes(things: Sequence[T], size: Callable[[T], int], limit: int) -> list[list[T]]:
-    """``things`` in order, in runs of about ``limit`` bytes (``size`` each; a run holds at least one)."""
-    runs: list[list[T]] = []
-    total = 0
-    for thing in things:
-        if not runs or total + size(thing) > limit:
-            runs.append([])
-            total = 0
-        runs[-1].append(thing)
-        total += size(thing)
-    return runs
 
 
 def peer_call_failed(counters: Any, method: str, address: str, exc: grpc.aio.AioRpcError | asyncio.CancelledError

@@ -17,6 +17,7 @@ from ....memory.digest import BUCKETS, BucketDigests, Line, bucket_of, differing
 from ....memory.store import item_from_wire, key_chunks
 from ....model import MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
+from ...shared import runs_of_bytes
 from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from .base import (
@@ -37,7 +38,6 @@ from .base import (
     _unique,
     frame_mark,
     peer_call_failed,
-    runs_of_bytes,
 )
 from .reads import MemoryReads
 
