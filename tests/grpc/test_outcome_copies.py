@@ -125,3 +125,58 @@ async def test_a_client_acknowledges_an_outcome_only_when_its_owner_asks(cluster
     assert not set(seen + seen_other) & {*forwarded, ""}
     assert (backend_of(lone).counters["task_outcomes_forwarded"]
             + backend_of(other).counters["task_outcomes_forwarded"]) == 10
+
+
+def _answers_after_outcomes(mesh: Any) -> list[str]:
+    """Hold each submission answer that reaches ``mesh`` until an outcome has come for it (the order the backup's
+    forwarding gives now and then, its path being one hop shorter than the owner's answer), for tasks submitted
+    one at a time; returns the task ids of the outcomes in the order they came. An envelope with both (merged on
+    the way) goes as it is: its outcome is taken before the answer's waiter resumes."""
+    wire = backend_of(mesh).wire
+    dispatch = wire.dispatch
+    held: list[tuple[Peer, Any]] = []
+    came: list[str] = []
+    answered = 0
+
+    def reordering(kind: str, peer: Peer, envelope: Any) -> None:
+        nonlocal answered
+        if kind != "tasks":
+            dispatch(kind, peer, envelope)
+            return
+        if envelope.submit_results and not envelope.finished and len(came) <= answered:
+            held.append((peer, envelope))  # its outcome has not come yet
+            return
+        dispatch(kind, peer, envelope)
+        came.extend(codec.decode(item.entry)["task_id"] for item in envelope.finished)
+        answered += len(envelope.submit_results)
+        while held and len(came) > answered:
+            later = held.pop(0)
+            answered += len(later[1].submit_results)
+            dispatch(kind, *later)
+    wire.dispatch = reordering
+    return came
+
+
+async def test_an_outcome_that_comes_before_the_submission_is_answered_leaves_nothing_to_hand_on(
+        cluster: Cluster) -> None:
+    """The backup forwards an outcome as soon as it holds it, so a client may hear how a task ended before its
+    owner's answer to the submission. That answer must not make the task unfinished again: the client kept it
+    among the submissions to hand on for ever, and handed it on (to run again) when its owner went."""
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    client = await cluster.client()
+    b1, b2, cb = backend_of(w1), backend_of(w2), backend_of(client)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    await eventually(lambda: _async(any(n.node_id == w1.node_id and "echo" in n.task_types
+                                        for n in client.services.members.workers())))
+    came = _answers_after_outcomes(client)
+    ids = []
+    for i in range(10):  # one at a time: each is answered only once its outcome came
+        ids.append(await client.submit_task("echo", {"i": i}))
+        assert (await client.wait_task(ids[-1], timeout=15)).status is TaskStatus.SUCCEEDED
+    assert came == ids  # every outcome came before (or with) its answer: the case is covered
+    assert not cb._submitted and not cb._ended_unanswered
+    owners = {t.node_id for t in await client.get_tasks(ids)}
+    for owner in owners:  # its owner goes: nothing of this client's is handed on
+        cb._rehome(owner)
+    assert cb.counters["tasks_rehomed"] == 0

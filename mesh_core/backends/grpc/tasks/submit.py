@@ -22,7 +22,7 @@ from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
 from .owner import TasksOwner
-from .records import _GONE, INBOUND_LIMIT, _delay_ok
+from .records import _GONE, FEED_KEPT, INBOUND_LIMIT, _delay_ok
 
 SUBMIT_TIMEOUT = 10.0  # a client waits this long for a worker to store its submission
 
@@ -76,7 +76,10 @@ class TasksSubmit(TasksOwner):
             outcome, error = answer
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
-            if outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
+            ended = a.task.task_id in self._ended_unanswered  # its outcome came first (see ``_ended_unanswered``)
+            if ended:
+                del self._ended_unanswered[a.task.task_id]
+            elif outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
                 self._submitted[a.task.task_id] = (targets[index], frames[index])
             out.append(Enqueued(outcome))
         return out
@@ -211,7 +214,10 @@ class TasksSubmit(TasksOwner):
                 acks.append(pb.FinishedAck(task_id=finished.task_id))
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
-            self._submitted.pop(finished.task_id, None)
+            if self._submitted.pop(finished.task_id, None) is None:  # its owner's answer is yet to come
+                self._ended_unanswered[finished.task_id] = None
+                while len(self._ended_unanswered) > FEED_KEPT:  # answers that never came: the oldest forgotten
+                    self._ended_unanswered.popitem(last=False)
         if acks:
             self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
