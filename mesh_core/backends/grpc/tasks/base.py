@@ -59,6 +59,7 @@ class TasksBase(GrpcCore):
         # outcome as soon as it holds it, which can be sooner): that answer must not make them unfinished again,
         # or they would stay in ``_submitted`` for ever and be handed on (run again) when their owner goes
         self._ended_unanswered: OrderedDict[str, None] = OrderedDict()
+        self._answering: dict[str, tuple[int, str]] = {}  # client: task → (request id, owner) of its submission asked
         # client: task → the owner it was handed away from; kept after the task ended (the old owner's late outcome
         # is refused then too: a task handed on ends once for its submitter), the oldest forgotten past FEED_KEPT
         self._rehomed: OrderedDict[str, str] = OrderedDict()
@@ -86,6 +87,9 @@ class TasksBase(GrpcCore):
         # OWNED_KEPT (one never claimed here: moved, offered to another worker).
         self._claimable: OrderedDict[str, None] = OrderedDict()
         self._early_copies = 0  # clients' copies waiting for this node to hold their owner gone too
+        # clients' submissions this node runs itself, waiting for their first copy: the outcome's when the task
+        # ends soon enough (``TasksOwner._first_copies``); resolved once the backup answered for it
+        self._first_copy: dict[str, asyncio.Future[None]] = {}
         # Envelope parts posted to a peer during this event-loop pass (``_post``): sent as one envelope at its end,
         # so concurrent submissions and copies travel together (one protobuf message, one queue entry per peer).
         self._posts: dict[str, dict[str, list[Any]]] = {}

@@ -35,7 +35,20 @@ from .records import _FINAL, _NOBODY, _STATUSES, BACKUP_TIMEOUT, DONE_KEPT, _End
 from .takeover import TasksTakeover
 
 REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
+# A client's submission that this node runs itself at once waits this long for its outcome, whose copy is then the
+# task's first (one copy and one write on the backup, where a provisional copy, its confirmation and the outcome's
+# took two or three); one not ended by then is copied as stored. Its submitter hears of the outcome from the backup
+# as soon as the backup holds it, which answers the submission too (``TasksSubmit._take_finished``).
+FIRST_COPY_WINDOW = 0.005
 OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
+
+
+def _as_stored(assignments: Sequence[Assignment]) -> list[Task]:
+    """The records of ``assignments`` as ``enqueue`` stores them (what ``_enqueue_batch`` writes of each)."""
+    return [replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING, node_id=a.node_id,
+                    node_name=a.node_name, why=a.why, attempt=1, failures=0, started_at=None, finished_at=None,
+                    lease_expires=None, not_before=0.0, result=None, error=None, attempts=[])
+            for a in assignments]
 
 
 class TasksOwner(TasksTakeover):
@@ -50,13 +63,12 @@ class TasksOwner(TasksTakeover):
         With ``ahead`` (a client's submissions: the client keeps each task it is told is stored, and hands it on
         if this node goes, ``_rehome``), the copies go out as provisional while this node stores the tasks, so the
         two writes overlap; then each copy is confirmed (stored here) or dropped (refused here: ``EXISTS`` or
-        ``FULL``). A provisional copy is never taken over, so a refused submission never gets a second owner."""
+        ``FULL``). A provisional copy is never taken over, so a refused submission never gets a second owner.
+        A task routed to this node itself with no hold-back gets no provisional copy: its first copy is its
+        outcome's, when it ends within ``FIRST_COPY_WINDOW``, else the task as stored (``_first_copies``)."""
         # the records as the store will hold them (what ``_enqueue_batch`` writes of each), kept before the write:
         # this node's claim loop may take one as soon as it is committed
-        routed = [replace(a.task, status=TaskStatus.ASSIGNED if a.node_id else TaskStatus.PENDING,
-                          node_id=a.node_id, node_name=a.node_name, why=a.why, attempt=1, failures=0,
-                          started_at=None, finished_at=None, lease_expires=None, not_before=0.0, result=None,
-                          error=None, attempts=[]) for a in assignments]
+        routed = _as_stored(assignments)
         kept = [t for t in routed if len(self._owned) < OWNED_KEPT and self._owned.setdefault(t.task_id, t) is t]
         if ahead:  # decoded from the submission here: this node's own records
             for task in kept:
@@ -65,27 +77,64 @@ class TasksOwner(TasksTakeover):
             while len(self._claimable) > OWNED_KEPT:
                 self._claimable.popitem(last=False)
         unbacked: set[str] = set()
-        copying = self._send_copies(routed, unbacked, provisional=True) if ahead else None
+        # registered before the write: this node may run the task and record its outcome before the write returns
+        quick = {t.task_id: asyncio.get_running_loop().create_future() for a, t in zip(assignments, routed, strict=True)
+                 if ahead and a.node_id == self.node_id and not a.delay and t.task_id not in self._first_copy}
+        self._first_copy.update(quick)
+        copying = self._send_copies([t for t in routed if t.task_id not in quick], unbacked,
+                                    provisional=True) if ahead else None
         try:
             outcomes = await self.store.enqueue(assignments)
         except BaseException:
             self._forget_kept(kept)
+            self._forget_first_copies(quick)
             if copying is not None:
                 self._settle_provisional(copying, set())
             raise
         stored = [(a, t) for a, t, o in zip(assignments, routed, outcomes, strict=True) if o is Enqueued.STORED]
         self._forget_kept([t for t, o in zip(routed, outcomes, strict=True) if o is not Enqueued.STORED])
+        self._forget_first_copies({t.task_id: quick[t.task_id] for t, o in zip(routed, outcomes, strict=True)
+                                   if o is not Enqueued.STORED and t.task_id in quick})
         if copying is not None:
             self._settle_provisional(copying, {t.task_id for _, t in stored})
         if stored:
             if copying is not None:
-                await self._copied(copying, unbacked)
+                await asyncio.gather(self._copied(copying, unbacked),
+                                     self._first_copies([a for a, _ in stored if a.task.task_id in quick], quick,
+                                                        unbacked))
             else:
                 await self._back_up([t for _, t in stored])
             for a, task in stored:
                 if a.node_id and a.node_id != self.node_id:
                     self._offer(a.node_id, task, a.delay)
         return outcomes
+
+    async def _first_copies(self, stored: Sequence[Assignment], waits: dict[str, asyncio.Future[None]],
+                            unbacked: set[str]) -> None:
+        """The first copies of tasks this node runs itself (see ``_enqueue_owned``): their outcomes', copied by
+        ``_after_final``, for those that end within ``FIRST_COPY_WINDOW``; the others as the enqueue stored them
+        (as a provisional copy would have been). Returns once the backup answered for each (or the copy timed out,
+        counted as for any copy)."""
+        if not stored:
+            return
+        ids = [a.task.task_id for a in stored]
+        await asyncio.wait([waits[task_id] for task_id in ids], timeout=FIRST_COPY_WINDOW)
+        late = [a for a in stored if self._first_copy.get(a.task.task_id) is waits[a.task.task_id]]
+        if late:  # not ended yet (any later copy, the outcome's too, has a higher revision)
+            self._forget_first_copies({a.task.task_id: waits[a.task.task_id] for a in late})
+            self.counters["first_copies_as_stored"] += len(late)
+            await self._back_up(_as_stored(late), unbacked=unbacked)
+        under_way = [waits[task_id] for task_id in ids if not waits[task_id].done()]
+        if under_way:  # the outcome's copy is on its way: ``_after_final`` resolves these once it is answered
+            await asyncio.wait(under_way)
+
+    def _forget_first_copies(self, waits: dict[str, asyncio.Future[None]]) -> None:
+        """No first copy is awaited for these any more (resolved, so nothing waits on them for ever)."""
+        for task_id, future in waits.items():
+            if self._first_copy.get(task_id) is future:
+                del self._first_copy[task_id]
+            if not future.done():
+                future.set_result(None)
 
     def _forget_kept(self, tasks: Iterable[Task]) -> None:
         """Forget these records kept in memory (only these: another record of the same id stays)."""
@@ -246,7 +295,14 @@ class TasksOwner(TasksTakeover):
             self._owned.pop(e.task_id, None)
         unbacked: set[str] = set()
         forwarded: set[str] = set()
-        lost = await self._back_up(ended, unbacked=unbacked, forwarded=forwarded)
+        # the submissions waiting for this copy as their first (``_first_copies``) are answered once it is
+        firsts = {e.task_id: self._first_copy[e.task_id] for e in ended if e.task_id in self._first_copy}
+        for task_id in firsts:
+            del self._first_copy[task_id]
+        try:
+            lost = await self._back_up(ended, unbacked=unbacked, forwarded=forwarded)
+        finally:
+            self._forget_first_copies(firsts)
         by_submitter: dict[str, list[pb.FinishedTask]] = {}
         asked: dict[str, asyncio.Future[Any]] = {}
         for e in ended:

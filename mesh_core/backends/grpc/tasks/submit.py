@@ -49,6 +49,7 @@ class TasksSubmit(TasksOwner):
         targets: dict[int, str] = {}
         submissions: dict[int, pb.Submission] = {}
         frames: dict[int, bytes] = {}
+        task_ids = {index: a.task.task_id for index, a in enumerate(assignments)}
         for index, a in enumerate(assignments):
             target = a.node_id or self._any_worker()
             if target is None:
@@ -61,9 +62,13 @@ class TasksSubmit(TasksOwner):
             submissions[index] = pb.Submission(
                 task=frames[index], node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
                 capacity=a.capacity, delay_seconds=a.delay)
-            futures[index] = self._submit_to(target, submissions[index])
+            futures[index] = self._submit_to(target, submissions[index], a.task.task_id)
             targets[index] = target
-        answers = await self._wait_all_or_resubmit(futures, targets, submissions)
+        try:
+            answers = await self._wait_all_or_resubmit(futures, targets, submissions, task_ids)
+        finally:
+            for a in assignments:
+                self._answering.pop(a.task.task_id, None)
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
@@ -84,14 +89,16 @@ class TasksSubmit(TasksOwner):
             out.append(Enqueued(outcome))
         return out
 
-    def _submit_to(self, target: str, submission: pb.Submission) -> asyncio.Future[Any]:
+    def _submit_to(self, target: str, submission: pb.Submission, task_id: str) -> asyncio.Future[Any]:
         submission.request_id = next(self._requests)
         future = self._expect(("submit", submission.request_id), target)
+        self._answering[task_id] = (submission.request_id, target)  # its outcome, should it come first, answers it
         self._post(target, "submits", (submission,))  # with the other submissions of this loop pass
         return future
 
     async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
-                                    submissions: dict[int, pb.Submission]) -> dict[int, Any]:
+                                    submissions: dict[int, pb.Submission], task_ids: dict[int, str]
+                                    ) -> dict[int, Any]:
         deadline = time.monotonic() + SUBMIT_TIMEOUT
         while True:
             pending = [f for f in futures.values() if not f.done()]
@@ -99,13 +106,13 @@ class TasksSubmit(TasksOwner):
             if pending and remaining > 0:
                 # an answer, or ``_GONE`` from ``_member_change`` when the target dies or leaves: no polling
                 await asyncio.wait(pending, timeout=remaining)
-            if not self._resubmit_gone(futures, targets, submissions):
+            if not self._resubmit_gone(futures, targets, submissions, task_ids):
                 break
             deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
         return await self._wait_all(futures, 0)
 
     def _resubmit_gone(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
-                       submissions: dict[int, pb.Submission]) -> int:
+                       submissions: dict[int, pb.Submission], task_ids: dict[int, str]) -> int:
         """Send again, to the target's successor, each unanswered submission whose target is no live member
         (answered ``_GONE``, or not answered and gone); returns how many were sent again."""
         resent = 0
@@ -127,7 +134,8 @@ class TasksSubmit(TasksOwner):
             submission.node_id, submission.node_name = successor, info.name if info else ""
             submission.capacity = info.capacity if info else submission.capacity
             submission.why = f"resubmitted: {target[:12]} went before it answered"
-            futures[index], targets[index] = self._submit_to(successor, submission), successor
+            futures[index] = self._submit_to(successor, submission, task_ids[index])
+            targets[index] = successor
             self.counters["tasks_resubmitted"] += 1
             resent += 1
         return resent
@@ -212,6 +220,7 @@ class TasksSubmit(TasksOwner):
                 continue
             if entry.ack:
                 acks.append(pb.FinishedAck(task_id=finished.task_id))
+            self._answered_by_outcome(finished.task_id, entry.owner_id or peer.node_id)
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
             if self._submitted.pop(finished.task_id, None) is None:  # its owner's answer is yet to come
@@ -221,6 +230,20 @@ class TasksSubmit(TasksOwner):
         if acks:
             self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
+
+    def _answered_by_outcome(self, task_id: str, owner_id: str) -> None:
+        """An outcome of a task whose submission the client still waits to hear of, from the owner it was handed
+        to (or that owner's backup, which forwards only what it holds a copy of): the task was stored, by two
+        nodes, so that is the answer (``STORED``), one hop sooner than the owner's own (ignored when it comes)."""
+        asked = self._answering.pop(task_id, None)
+        if asked is None or asked[1] != owner_id:  # not waited for, or handed to another owner since
+            return
+        key = ("submit", asked[0])
+        self._waiting_on.pop(key, None)
+        future = self._waiting.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result((int(Enqueued.STORED), ""))
+            self.counters["submissions_answered_by_outcome"] += 1
 
     async def finished_for(self, submitter_id: str, after: Any, wait: float = 0.0) -> tuple[list[Finished], Any]:
         if not self._client_role:
