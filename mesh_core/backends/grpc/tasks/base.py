@@ -55,11 +55,11 @@ class TasksBase(GrpcCore):
         # and with it the backup copy and the push of the result to the submitter)
         self._adopted_from: set[str] = set()
         self._submitted: dict[str, tuple[str, bytes]] = {}  # client: unfinished submissions → (owner, task frame)
-        # client: tasks whose outcome came before their owner's answer to the submission (the backup forwards an
-        # outcome as soon as it holds it, which can be sooner): that answer must not make them unfinished again,
-        # or they would stay in ``_submitted`` for ever and be handed on (run again) when their owner goes
-        self._ended_unanswered: OrderedDict[str, None] = OrderedDict()
         self._answering: dict[str, tuple[int, str]] = {}  # client: task → (request id, owner) of its submission asked
+        # client: of those, the ones whose outcome came before the owner's answer (the backup forwards an outcome as
+        # soon as it holds it, which can be sooner): that answer must not make them unfinished again, or they would
+        # stay in ``_submitted`` for ever and be handed on (run again) when their owner goes
+        self._ended_unanswered: set[str] = set()
         # client: task → the owner it was handed away from; kept after the task ended (the old owner's late outcome
         # is refused then too: a task handed on ends once for its submitter), the oldest forgotten past FEED_KEPT
         self._rehomed: OrderedDict[str, str] = OrderedDict()

@@ -22,7 +22,7 @@ from .._generated import mesh_pb2 as pb
 from ..core import LIVE
 from ..wire import Peer
 from .owner import TasksOwner
-from .records import _GONE, FEED_KEPT, INBOUND_LIMIT, _delay_ok
+from .records import _GONE, INBOUND_LIMIT, _delay_ok
 
 SUBMIT_TIMEOUT = 10.0  # a client waits this long for a worker to store its submission
 
@@ -67,8 +67,10 @@ class TasksSubmit(TasksOwner):
         try:
             answers = await self._wait_all_or_resubmit(futures, targets, submissions, task_ids)
         finally:
-            for a in assignments:
-                self._answering.pop(a.task.task_id, None)
+            ended = {task_id for task_id in task_ids.values() if task_id in self._ended_unanswered}
+            self._ended_unanswered -= ended
+            for task_id in task_ids.values():
+                self._answering.pop(task_id, None)
         out = []
         for index, a in enumerate(assignments):
             answer = answers.get(index)
@@ -81,10 +83,8 @@ class TasksSubmit(TasksOwner):
             outcome, error = answer
             if error:
                 raise BackendUnavailable(f"grpc_mesh: the worker did not store the task: {error}")
-            ended = a.task.task_id in self._ended_unanswered  # its outcome came first (see ``_ended_unanswered``)
-            if ended:
-                del self._ended_unanswered[a.task.task_id]
-            elif outcome == Enqueued.STORED:  # kept until it ends: handed on if its owner goes before it has a copy
+            # kept until it ends (unless its outcome came first): handed on if its owner goes before it has a copy
+            if outcome == Enqueued.STORED and a.task.task_id not in ended:
                 self._submitted[a.task.task_id] = (targets[index], frames[index])
             out.append(Enqueued(outcome))
         return out
@@ -223,10 +223,7 @@ class TasksSubmit(TasksOwner):
             self._answered_by_outcome(finished.task_id, entry.owner_id or peer.node_id)
             self._feed_seq += 1
             self._feed.append((self._feed_seq, finished))
-            if self._submitted.pop(finished.task_id, None) is None:  # its owner's answer is yet to come
-                self._ended_unanswered[finished.task_id] = None
-                while len(self._ended_unanswered) > FEED_KEPT:  # answers that never came: the oldest forgotten
-                    self._ended_unanswered.popitem(last=False)
+            self._submitted.pop(finished.task_id, None)
         if acks:
             self._send_to(peer.node_id, pb.TaskMessage(finished_acks=acks))
         self._deliver(Topic.RESULTS)
@@ -236,7 +233,10 @@ class TasksSubmit(TasksOwner):
         to (or that owner's backup, which forwards only what it holds a copy of): the task was stored, by two
         nodes, so that is the answer (``STORED``), one hop sooner than the owner's own (ignored when it comes)."""
         asked = self._answering.pop(task_id, None)
-        if asked is None or asked[1] != owner_id:  # not waited for, or handed to another owner since
+        if asked is None:  # not waited for
+            return
+        self._ended_unanswered.add(task_id)  # whoever answers: the submission ended (``_hand_to_workers``)
+        if asked[1] != owner_id:  # handed to another owner since: that one answers
             return
         key = ("submit", asked[0])
         self._waiting_on.pop(key, None)
