@@ -257,7 +257,7 @@ class AgentMeshManager:
         if rejoin and ctx.identity is not None:
             ctx.identity.bump()
         ctx.enabled = True
-        s.worker.accepting = self.is_worker
+        s.worker.open_to_work(self.is_worker)
         await s.members.heartbeat()
         await s.members.refresh()
         ctx.wake(TOPIC_TASKS)

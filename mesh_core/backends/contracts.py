@@ -6,19 +6,15 @@
 
 A medium gives all three (``Backend``); the node's services each hold only the one they use.
 
-Backends move and store records; they make no policy decisions. Routing,
-retry and conflict decisions are made by the manager with the pure modules,
-and handed to the backend as already-decided, *fenced* operations: each one
-names the state it expects (task id + attempt number + node) and the backend
-applies it atomically only if that state still holds, so a stale actor can
-never overwrite a newer decision. That one rule gives exactly-once result
-recording on every medium. Which move may start from which status is declared
-once, in ``mesh_core.tasks.TASK_MOVES``; both media read their checks from it.
+Backends move and store records; they make no policy decisions. Routing, retry and conflict decisions are made by the
+manager with the pure modules, and handed to the backend as already-decided, *fenced* operations: each one names the
+state it expects (task id + attempt number + node) and the backend applies it atomically only if that state still
+holds, so a stale actor can never overwrite a newer decision. That one rule gives exactly-once result recording on
+every medium. Which move may start from which status is declared once, in ``mesh_core.tasks.TASK_MOVES``; both media
+read their checks from it.
 
-Each method's docstring says how the SQLite and Redis backends do it (and how
-the peer-to-peer gRPC backend will). What SQLite and Redis share (coalesced hot
-paths, decoding of stored records, the corrupt-value convention) lives in
-``shared.SharedStoreBackend``.
+Each method's docstring says how the SQLite, Redis and gRPC backends do it. What SQLite and Redis share (coalesced hot
+paths, decoding of stored records, the corrupt-value convention) lives in ``shared.SharedStoreBackend``.
 """
 
 from __future__ import annotations
@@ -56,6 +52,7 @@ TOPIC_MEMORY: str = Topic.MEMORY
 TOPIC_CANCEL: str = Topic.CANCEL
 
 SignalHandler = Callable[[str], None]
+StartedHandler = Callable[[], bool]  # see TaskTransport.on_started; False: left to the claim loop, woken for them
 ProblemSink = Callable[[str, str], None]  # (counter, detail)
 
 
@@ -219,12 +216,10 @@ class MembershipMedium(abc.ABC):
     async def open(self, local: NodeInfo) -> None:
         """Connect and start listening for wake-ups for ``local``.
 
-        SQLite: open the shared file (WAL; a locked file is waited for with
-        backoff), create or migrate the schema, bind a unix datagram socket
-        named after the node. Redis: a blocking connection pool, the Lua
-        scripts, and a pub/sub listener on the node's channel and the broadcast
-        one (resubscribed with backoff). gRPC: start this node's server and
-        dial the seed peers.
+        SQLite: open the shared file (WAL; a locked file is waited for with backoff), create or migrate the schema,
+        bind a unix datagram socket named after the node. Redis: a blocking connection pool, the Lua scripts, and a
+        pub/sub listener on the node's channel and the broadcast one (resubscribed with backoff). gRPC: start this
+        node's server and dial the seed peers.
         """
 
     @abc.abstractmethod
@@ -236,12 +231,10 @@ class MembershipMedium(abc.ABC):
         """Upsert ``node``'s record and refresh its presence on the judging clock.
 
         A heartbeat never undoes a leave of the same incarnation; a higher one rejoins.
-        SQLite: one UPSERT setting ``last_seen`` from the machine clock.
-        Redis: one script HSETs the record and stamps it with Redis ``TIME``
-        (Redis's clock judges liveness for everyone). Both wake every node when
-        the node joins or changes incarnation. gRPC: the
-        record is gossiped to peers, each of which stamps it with its own
-        monotonic clock on receipt.
+        SQLite: one UPSERT setting ``last_seen`` from the machine clock. Redis: one script HSETs the record and stamps
+        it with Redis ``TIME`` (Redis's clock judges liveness for everyone). Both wake every node when the node joins
+        or changes incarnation. gRPC: the record is gossiped to peers, each of which stamps it with its own monotonic
+        clock on receipt.
         """
 
     @abc.abstractmethod
@@ -318,28 +311,35 @@ class TaskTransport(abc.ABC):
 
         A node's depth counts the tasks assigned to it or running on it; ``node_id`` None is checked
         against the pending list. A task id already stored is left as it is (``EXISTS``, whatever the depth).
-        The capacity check and the insert are one atomic step. SQLite: one
-        ``BEGIN IMMEDIATE`` transaction for the batch. Redis: one Lua script
-        per batch checks each inbox's depth and ZADDs to it. gRPC: the target node's server
-        accepts or refuses. Concurrent callers share one batch; each target node is woken once.
+        The capacity check and the insert are one atomic step. SQLite: one ``BEGIN IMMEDIATE`` transaction for the
+        batch. Redis: one Lua script per batch checks each inbox's depth and ZADDs to it. gRPC: the target node's
+        server accepts or refuses. Concurrent callers share one batch; each target node is woken once.
         """
 
     @abc.abstractmethod
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         """Atomically start up to ``limit`` tasks assigned to ``node_id`` whose time has come.
 
-        Highest priority first, FIFO within a priority; each gets a lease of
-        ``lease_seconds`` on the medium's clock. SQLite: ``UPDATE … RETURNING``
-        under ``BEGIN IMMEDIATE``, with the attempt recorded. Redis: one Lua
-        script moves due tasks from the delayed set into the inbox, takes the
-        head of the inbox sorted set (scored by priority, then arrival), writes
-        the leases and returns the task hashes (no second round trip).
-        gRPC: the node's own inbox, which it holds itself. SQLite and Redis
-        also start a task at enqueue when its node has a free slot and nothing
-        queued (``StartedTasks``): it comes in the wake-up and is handed over
-        here first, without reading the medium, and each claim says how many
-        slots the node has and hands on a started task whose wake-up was lost.
+        Highest priority first, FIFO within a priority; each gets a lease of ``lease_seconds`` on the medium's clock.
+        SQLite: ``UPDATE … RETURNING`` under ``BEGIN IMMEDIATE``, with the attempt recorded. Redis: one Lua script
+        moves due tasks from the delayed set into the inbox, takes the head of the inbox sorted set (scored by
+        priority, then arrival), writes the leases and returns the task hashes (no second round trip). gRPC: the
+        node's own inbox, which it holds itself. SQLite and Redis also start a task at enqueue when its node has a
+        free slot and nothing queued (``StartedTasks``): it comes in the wake-up and is handed over here first,
+        without reading the medium, and each claim says how many slots the node has and hands on a started task whose
+        wake-up was lost.
         """
+
+    def on_started(self, handler: StartedHandler) -> None:
+        """Register the worker's ``handler`` for tasks started here at enqueue (gRPC: own tasks routed here), called as
+        their wake-up is read: with a free slot it takes them (``take_started``) and runs them, no claim loop pass
+        between. A medium that starts no task at enqueue ignores it."""
+        return None
+
+    def take_started(self) -> list[Task]:
+        """Tasks started here at enqueue that came and are still fresh, each attempt once, all of them (their leases
+        run): no I/O."""
+        return []
 
     @abc.abstractmethod
     async def next_due(self, node_id: str) -> float | None:
@@ -354,23 +354,20 @@ class TaskTransport(abc.ABC):
 
         ``progress`` (task id → the handler's latest report, validated) is stored with the task in the same
         write, only for an attempt still held: progress travels with the renewals, never on its own.
-        A task missing from the answer was taken away (re-routed); its
-        executor must stop working on it. SQLite: one conditional UPDATE per
-        task in one transaction. Redis: one script for the batch. gRPC: the owner's store, from the
-        ``LeaseRenewal``.
+        A task missing from the answer was taken away (re-routed); its executor must stop working on it. SQLite: one
+        conditional UPDATE per task in one transaction. Redis: one script for the batch. gRPC: the owner's store, from
+        the ``LeaseRenewal``.
         """
 
     @abc.abstractmethod
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         """Record each attempt's end if the attempt still holds its task (fencing).
 
-        False means the result was refused as stale. A status outside
-        ``TASK_MOVES[Move.COMPLETE].targets`` (succeeded, failed, cancelled) is
-        a caller's mistake: ValueError, nothing written. Concurrent callers
-        share one batch. SQLite: conditional UPDATEs in one transaction, then a
-        wake-up datagram to each submitter. Redis: one Lua compare-and-set per
-        batch that also appends each outcome to its submitter's result feed
-        (which wakes a submitter blocked on it). gRPC: the submitter-owned record.
+        False means the result was refused as stale. A status outside ``TASK_MOVES[Move.COMPLETE].targets``
+        (succeeded, failed, cancelled) is a caller's mistake: ValueError, nothing written. Concurrent callers share
+        one batch. SQLite: conditional UPDATEs in one transaction, then a wake-up datagram to each submitter. Redis:
+        one Lua compare-and-set per batch that also appends each outcome to its submitter's result feed (which wakes a
+        submitter blocked on it). gRPC: the submitter-owned record.
         """
 
     @abc.abstractmethod

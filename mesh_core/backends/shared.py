@@ -96,6 +96,7 @@ class SharedStoreBackend(contracts.Backend):
         self._states = Coalescer(self._states_batch)
         self._publish = Coalescer(self._publish_batch)
         self._started = StartedTasks()  # tasks the medium started for this node at enqueue, come in wake-ups
+        self._started_handler: contracts.StartedHandler | None = None  # the worker's (``on_started``)
 
     # -- tasks started at enqueue (``StartedTasks``) -----------------------------------------
     def _deliver(self, topic: str) -> None:
@@ -103,10 +104,19 @@ class SharedStoreBackend(contracts.Backend):
             self._started.inbox_news = True  # the inbox may hold work: the next claim reads the medium
         super()._deliver(topic)
 
+    def on_started(self, handler: contracts.StartedHandler) -> None:
+        self._started_handler = handler
+
+    def take_started(self) -> list[Task]:
+        return self._started.take_fresh()
+
     def _started_arrived(self, tasks: Sequence[tuple[Task, float | None]]) -> None:
-        """Tasks started for this node at enqueue, come in a wake-up, each with its age on the medium's clock."""
+        """Tasks started for this node at enqueue, come in a wake-up, each with its age on the medium's clock:
+        taken by the worker at once when it has room (``on_started``), else by the claim loop, woken for them (the
+        inbox has no news)."""
         self._started.arrived(tasks)
-        super()._deliver(contracts.Topic.TASKS)  # the claim loop takes them; the inbox has no news
+        if self._started_handler is None or not self._started_handler():
+            super()._deliver(contracts.Topic.TASKS)
 
     # -- the coalesced hot paths: each medium writes one batch method per kind -------------
     @abc.abstractmethod

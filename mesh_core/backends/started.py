@@ -56,19 +56,22 @@ class StartedTasks:
                 self.late += 1
 
     def take(self, limit: int) -> tuple[list[Task], int]:
-        """The started tasks that came and are still fresh (each attempt once, even past ``limit``: their lease is
-        running), and how many a claim of the medium may start besides them (0: no claim is needed now)."""
+        """The started tasks that came and are still fresh (``take_fresh``), and how many a claim of the medium may
+        start besides them (0: no claim is needed now)."""
+        started = self.take_fresh()
+        room = limit - len(started)
+        if room <= 0 or (started and not self.inbox_news):
+            return started, 0
+        self.inbox_news = False
+        return started, room
+
+    def take_fresh(self) -> list[Task]:
+        """The started tasks that came and are still fresh, each attempt once (all of them, past any limit: their
+        leases are running); a late one is counted and left to the medium."""
         waiting, self._waiting = self._waiting, []
         now = time.monotonic()
         started = [t for t, until in waiting if until > now]
         self.late += len(waiting) - len(started)
-        room = limit - len(started)
-        if room <= 0 or (started and not self.inbox_news):
-            return self._first(started), 0
-        self.inbox_news = False
-        return self._first(started), room
-
-    def _first(self, started: list[Task]) -> list[Task]:
         out = self.first_hands(started)
         self.in_wakeups += len(out)
         return out

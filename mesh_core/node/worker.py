@@ -205,10 +205,7 @@ class Worker:
                 ctx.backend_ok(False, str(exc))
                 ctx.problem("backend_errors", str(exc))
                 continue
-            for task in tasks:
-                entry = Running(task)
-                self.running[task.task_id] = entry
-                entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
+            self._start(tasks)
             self._more_waiting = len(tasks) == free
             if self._more_waiting:
                 ctx.wake(TOPIC_TASKS)
@@ -217,6 +214,27 @@ class Worker:
                     when = await self.transport.next_due(ctx.node_id)
                     if when is not None:
                         poll = min(CLAIM_POLL_SECONDS, max(0.001, when))
+
+    def open_to_work(self, accepting: bool) -> None:
+        """Take work from now on (``accepting``; a client takes none), tasks started here at enqueue as soon as
+        their wake-up is read."""
+        self.accepting = accepting
+        self.transport.on_started(self._take_started)
+
+    def _take_started(self) -> bool:
+        """Tasks the medium started here at enqueue, as their wake-up is read: run at once when this worker takes
+        work and has a free slot (the medium granted them against the slots its last claim said were free), else
+        left to the claim loop (False), which the wake-up then wakes."""
+        if not self.accepting or self.ctx.cut_off or len(self.running) >= self.ctx.config.concurrency:
+            return False
+        self._start(self.transport.take_started())
+        return True
+
+    def _start(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            entry = Running(task)
+            self.running[task.task_id] = entry
+            entry.job = asyncio.get_running_loop().create_task(self._execute(entry))
 
     async def _execute(self, entry: Running) -> None:
         ctx = self.ctx

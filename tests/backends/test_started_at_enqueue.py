@@ -117,6 +117,21 @@ async def test_an_idle_worker_runs_the_task_from_its_wakeup(cluster: Cluster) ->
     assert info["tasks_started_in_wakeups"] == 3 and info["tasks_handed_again"] == 0
 
 
+async def test_a_started_task_runs_as_its_wakeup_is_read_not_on_the_claim_loops_next_pass(cluster: Cluster) -> None:
+    """The worker takes a started task where its wake-up is read: with the claim loop stopped (as if its pass
+    were late), the task still runs at once from the wake-up, and nothing is handed on."""
+    w1, client, runs = await _counting_mesh(cluster)
+    for loop in w1.services.ctx.loops:
+        if loop.get_name() == "claim":
+            loop.cancel()  # the grant its last claim wrote stays good for GRANT_FRESH s: time for three tasks
+    for n in range(3):
+        task = await client.wait_task(await client.submit_task("counted", {"n": n}), timeout=5)
+        assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1 and task.node_name == "w1"
+    assert runs == [0, 1, 2]
+    info = w1.backend_info()
+    assert info["tasks_started_in_wakeups"] == 3 and info["tasks_handed_again"] == 0
+
+
 async def test_a_busy_worker_gets_no_more_than_its_slots_the_rest_queue(cluster: Cluster) -> None:
     w1 = await cluster.node("w1", concurrency=1)
     gate = asyncio.Event()

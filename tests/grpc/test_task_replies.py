@@ -54,9 +54,7 @@ async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task
     owner = await cluster.node("owner")
     backup = await cluster.node("backup")
     ob, bb = backend_of(owner), backend_of(backup)
-    for loop_task in owner.services.ctx.loops:  # this test claims, renews and completes in the worker's place
-        if loop_task.get_name() in ("claim", "heartbeat"):
-            loop_task.cancel()
+    _stand_in_for_the_worker(owner)  # this test claims, renews and completes in the worker's place
     await eventually(lambda: ob._backup_peer() == bb.node_id)
     task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 2}, submitter_id=ob.node_id,
                 submitted_at=time.time())
@@ -70,6 +68,15 @@ async def test_a_lease_renewal_during_the_recording_of_an_outcome_keeps_the_task
     assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == {task.task_id}
     assert await recording == [True]
     assert await ob.renew(ob.node_id, [(task.task_id, claimed.attempt)], 30.0) == set()  # recorded: gone now
+
+
+def _stand_in_for_the_worker(node: Any) -> None:
+    """The node's worker takes no task (not even one started for it at enqueue), and its claim and heartbeat loops
+    are stopped: the test claims, renews and completes in their place."""
+    node.services.worker.accepting = False
+    for loop_task in node.services.ctx.loops:
+        if loop_task.get_name() in ("claim", "heartbeat"):
+            loop_task.cancel()
 
 
 async def _final(backend: Any, task_id: str) -> bool:
@@ -99,9 +106,7 @@ async def test_a_renewal_with_a_bad_progress_renews_the_lease_and_ignores_the_re
     """Progress from a peer is validated at the edge: out of range → counted and dropped, the lease renewed."""
     owner = await cluster.node("owner")
     ob = backend_of(owner)
-    for loop_task in owner.services.ctx.loops:  # this test claims and renews in the worker's place
-        if loop_task.get_name() in ("claim", "heartbeat"):
-            loop_task.cancel()
+    _stand_in_for_the_worker(owner)  # this test claims and renews in the worker's place
     task = Task(task_id=uuid.uuid4().hex, task_type="echo", payload={"x": 3}, submitter_id=ob.node_id,
                 submitted_at=time.time())
     assert await ob.enqueue([Assignment(task, ob.node_id, "owner", "test", 1000)]) == [Enqueued.STORED]
