@@ -127,6 +127,23 @@ async def test_a_write_no_replica_confirms_in_time_is_an_error_and_counted(tmp_p
         await c.close()
 
 
+async def test_the_cluster_client_retries_a_failed_call_at_once() -> None:
+    """redis-py 8.2 waits its retry's backoff between a cluster call's retries (8.1 ignored it): with its default
+    backoff a call was held 3-4 s through a failover and then succeeded, so a node could see no outage at all (0 in
+    ``redis_outages``, never degraded). The node's client waits for nothing, on whatever version is installed."""
+    from redis.backoff import NoBackoff
+
+    from mesh_core.backends.redis import RedisBackend
+    from mesh_core.backends.redis.client import CLUSTER_RETRIES
+
+    client = RedisBackend(RedisConfig(cluster_nodes=("127.0.0.1:7000",)))._connect()  # no connection made yet
+    try:
+        assert isinstance(client.retry._backoff, NoBackoff)
+        assert client.retry.get_retries() == CLUSTER_RETRIES
+    finally:
+        await client.aclose()
+
+
 async def test_a_driver_fault_mid_failover_reads_as_unreachable_and_ours_stays_a_bug() -> None:
     """redis-py's cluster client can use a connection another task has just closed (its writer is None). Up to
     redis-py 8.1 that ends in an AttributeError inside the driver, which the client reads as the server unreachable

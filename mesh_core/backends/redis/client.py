@@ -4,7 +4,8 @@ Three ways to reach Redis (``RedisConfig.mode``): one server (``url`` or host/po
 Sentinel (``sentinels`` + ``service``: redis-py's Sentinel pool asks the sentinels for the primary on every new
 connection, and drops a connection that finds its server demoted, so a failover is followed by reconnecting);
 or Redis Cluster (``cluster_nodes``: ``RedisCluster`` follows MOVED replies and refreshes its slot map after a
-failover). Every key carries the hash tag ``{cluster}``, so all of them, and every script, live in one slot.
+failover, and retries a failed call at once, so a failover reaches the node as failing calls, not as a call held
+for seconds). Every key carries the hash tag ``{cluster}``, so all of them, and every script, live in one slot.
 Wake-ups use classic pub/sub, which Redis Cluster carries to every node over its bus: the scripts' PUBLISH reach
 a subscriber on any node (sharded pub/sub would need SPUBLISH in the scripts). The subscription is watched
 (``_listen``): a quiet node probes it by publishing on its own channel, and makes it again, counted in
@@ -71,6 +72,9 @@ PROBE = "probe"
 STARTED = b"T"  # a wake-up that is the tasks started for this node (ENQUEUE): the rest of it is their fields
 PROBE_QUIET_SECONDS = 2.0
 PROBE_WAIT_SECONDS = 3.0
+# Retries of a cluster call that failed (connection error, timeout, CLUSTERDOWN), sent at once as redis-py 8.1 did:
+# 8.2 waits its retry's backoff between them, and its default one held a call 3-4 s through a failover, unseen.
+CLUSTER_RETRIES = 10
 
 
 class MeshClusterPipeline(ClusterPipeline):
@@ -148,7 +152,7 @@ class RedisClient(SharedStoreBackend):
         socket = {k: common[k] for k in ("socket_timeout", "socket_connect_timeout")}
         if cfg.mode == "cluster":
             nodes = [ClusterNode(*_address(a)) for a in cfg.cluster_nodes]
-            return MeshRedisCluster(startup_nodes=nodes, **common)
+            return MeshRedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), CLUSTER_RETRIES), **common)
         common["timeout"] = cfg.socket_timeout_seconds  # the wait for a free connection
         if cfg.mode == "sentinel":
             self._sentinel = Sentinel([_address(a) for a in cfg.sentinels],
