@@ -331,9 +331,9 @@ class TaskTransport(abc.ABC):
         """
 
     def on_started(self, handler: StartedHandler) -> None:
-        """Register the worker's ``handler`` for tasks started here at enqueue (gRPC: own tasks routed here), called as
-        their wake-up is read: with a free slot it takes them (``take_started``) and runs them, no claim loop pass
-        between. A medium that starts no task at enqueue ignores it."""
+        """Register the worker's ``handler`` for tasks started here at enqueue (SQLite, Redis), called as their wake-up
+        is read: with a free slot it takes them (``take_started``) and runs them, no claim loop pass between. gRPC
+        (whose own tasks an enqueue starts here reach the claim loop) ignores it."""
         return None
 
     def take_started(self) -> list[Task]:

@@ -57,29 +57,6 @@ async def test_a_task_routed_to_its_owner_starts_at_enqueue_and_runs_without_a_c
     assert info["tasks_started_in_wakeups"] == 3 and info["tasks_handed_again"] == 0
 
 
-async def test_own_tasks_run_from_the_enqueue_with_no_claim_between_and_one_that_ends_frees_its_slot(
-        cluster: Cluster) -> None:
-    """The worker takes a started own task as the enqueue hands it over, not on its claim loop's next pass; a task
-    that ended frees its slot for the next enqueue without a claim. With the claim loop stopped (its grant good for
-    GRANT_FRESH s more), five tasks one after another on a worker of two slots all start at enqueue and run."""
-    ran: list[int] = []
-
-    async def only_w1(payload: Any) -> Any:
-        ran.append(payload["n"])
-        return payload
-
-    w1, client = await _owner_and_client(cluster, only_w1, concurrency=2)
-    for loop in w1.services.ctx.loops:
-        if loop.get_name() == "claim":
-            loop.cancel()
-    for n in range(5):
-        task = await client.wait_task(await client.submit_task("only_w1", {"n": n}), timeout=5)
-        assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1 and task.node_name == "w1"
-    assert ran == [0, 1, 2, 3, 4]
-    info = w1.backend_info()
-    assert info["tasks_started_in_wakeups"] == 5 and info["tasks_handed_again"] == 0
-
-
 async def test_an_owner_with_no_free_slot_starts_nothing_more_the_task_waits_for_a_claim(cluster: Cluster) -> None:
     gate = asyncio.Event()
     ran: list[int] = []

@@ -31,7 +31,7 @@ from ...config import MeshConfig
 from ...files import make_dirs
 from ...membership import Change
 from ...model import NodeInfo, NodeRole, NodeStatus
-from ..contracts import Backend, StartedHandler
+from ..contracts import Backend
 from ..sqlite import SqliteBackend
 
 log = logging.getLogger("mesh.grpc")
@@ -65,7 +65,6 @@ class GrpcCore(Backend):
         self._member_listeners: list[MemberListener] = []
         self._closed = False
         self._reported: set[tuple[str, str]] = set()
-        self._started_handler: StartedHandler | None = None  # the worker's, for own tasks started at enqueue
 
     # -- the private store ----------------------------------------------------------------------------
     @property
@@ -89,18 +88,9 @@ class GrpcCore(Backend):
         store.start_at_enqueue = False  # this node's own file: its tasks go to other workers as offers
         store.start_own = True  # … and the ones routed to this node start at enqueue (``TasksWorker.claim``)
         store.on_signal(self._deliver)  # its own wake-ups (results of this node's tasks) reach this node
-        if self._started_handler is not None:
-            store.on_started(self._started_handler)
         store.report_to(self.found_problem)
         await store.open(local)
         self.local = store
-
-    def on_started(self, handler: StartedHandler) -> None:
-        """Own tasks an enqueue started on this node (``start_own``) reach the worker as the store hands them
-        over (``TasksWorker.take_started``)."""
-        self._started_handler = handler
-        if self.local is not None:
-            self.local.on_started(handler)
 
     async def _close_store(self) -> None:
         if self.local is not None:

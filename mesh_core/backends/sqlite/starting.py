@@ -50,27 +50,27 @@ class SqliteStarting(SqliteQuarantine):
                      (node_id, *said, clock + GRANT_FRESH))
         self._slots_said = (*said, clock + GRANT_FRESH / 2)
 
-    def own_slots(self, slots: int, lease_seconds: float) -> None:
-        """The slots this node's worker has for its own tasks, as its claim just found (``start_own``; those not
-        taken by other owners' tasks): an enqueue may start here as many as are not taken by own tasks assigned or
-        running here, with this lease, for GRANT_FRESH seconds (until the next claim says again). An own task that
-        ends frees its slot at once, with no claim between."""
-        self._own_free = (slots, lease_seconds, machine_clock() + GRANT_FRESH)
+    def own_slots(self, free: int, lease_seconds: float) -> None:
+        """What this node's worker can take now, as its claim just found (``start_own``): an enqueue may start that
+        many tasks here, with this lease, for GRANT_FRESH seconds (until the next claim says again)."""
+        self._own_free = (free, lease_seconds, machine_clock() + GRANT_FRESH)
 
-    def _own_room(self, targets: Sequence[str], depth: dict[str | None, int], queued: dict[str, int],
-                  clock: float) -> dict[str, list[float]]:
+    def _own_room(self, targets: Sequence[str], queued: dict[str, int], clock: float) -> dict[str, list[float]]:
         """{this node: [free slots, lease, 0]} when an enqueue to ``targets`` may start tasks routed here
-        (``start_own``): its worker said so at its last claim, within GRANT_FRESH, it has a slot its own tasks
-        (``depth``) leave free, and nothing waits for it in its inbox (those go first); else nothing."""
+        (``start_own``): its worker said so at its last claim, within GRANT_FRESH, and nothing waits for it in its
+        inbox (those go first); else nothing."""
         said, own = self._own_free, self._local.node_id if self._local else None
         if not self.start_own or said is None or own is None or own not in targets or queued.get(own):
             return {}
         slots, lease, fresh = said
-        room = slots - depth.get(own, 0)
-        return {own: [room, lease, 0]} if room > 0 and lease > 0 and fresh > clock else {}
+        return {own: [slots, lease, 0]} if slots > 0 and lease > 0 and fresh > clock else {}
 
     def _own_started(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Tasks an enqueue started on this node: handed to its worker here (no wake-up to send)."""
+        """Tasks an enqueue started on this node: handed to its worker here (no wake-up to send), their slots
+        taken from what its last claim left free."""
+        if self._own_free is not None:
+            slots, lease, fresh = self._own_free
+            self._own_free = (slots - len(rows), lease, fresh)
         self._started_arrived([(t, 0.0) for t in self._tasks(rows)])
 
     def _started_here(self, packed: bytes) -> None:

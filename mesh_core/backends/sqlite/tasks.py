@@ -136,7 +136,7 @@ class SqliteTasks(SqliteFinishing):
             if any(a.node_id is None for a in items):
                 depth[None] = conn.execute("SELECT count(*) FROM tasks WHERE status='pending'").fetchone()[0]
             free = free_slots(conn, targets, self._local, clock, depth, queued) if self.start_at_enqueue else {}
-            free.update(self._own_room(targets, depth, queued, clock))
+            free.update(self._own_room(targets, queued, clock))
             accepted = []
             for a, row in zip(items, prepared, strict=True):
                 # a task stored already is EXISTS, full queue or not: looked up only when the queue is full (below,

@@ -84,23 +84,17 @@ class TasksWorker(TasksReads):
     async def claim(self, node_id: str, limit: int, lease_seconds: float) -> list[Task]:
         def known(task_id: str) -> Task | None:
             return self._owned.get(task_id) if task_id in self._claimable else None
-        tasks = self._taken(await self.store.claim(node_id, limit, lease_seconds, known if self._claimable else None)
-                            if limit > 0 else [], node_id)
+        tasks = await self.store.claim(node_id, limit, lease_seconds, known if self._claimable else None) \
+            if limit > 0 else []
+        for task in tasks:
+            self._claimable.pop(task.task_id, None)
+        for task in tasks:
+            if task.started_at is not None:
+                self._started(task.task_id, task.attempt, node_id, task.started_at)
         room = limit - len(tasks)
         if room > 0 and self._inbox:
             tasks += self._accept_due(node_id, room)
-        self.store.own_slots(self.config.concurrency - len(self._held), lease_seconds)  # what an enqueue may start
-        return tasks
-
-    def take_started(self) -> list[Task]:
-        return self._taken(self.store.take_started(), self.node_id)
-
-    def _taken(self, tasks: list[Task], node_id: str) -> list[Task]:
-        """Own tasks the store just started for this node's worker: started in memory too."""
-        for task in tasks:
-            self._claimable.pop(task.task_id, None)
-            if task.started_at is not None:
-                self._started(task.task_id, task.attempt, node_id, task.started_at)
+        self.store.own_slots(max(0, limit - len(tasks)), lease_seconds)  # what an enqueue may start here
         return tasks
 
     def _accept_due(self, node_id: str, room: int) -> list[Task]:
