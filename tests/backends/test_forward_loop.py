@@ -29,7 +29,10 @@ def _hold(mesh: Any, primary_id: str) -> Callable[[], None]:
 
 async def test_two_nodes_that_hold_each_other_primary_forward_a_write_a_bounded_number_of_times(
         cluster: Cluster) -> None:
-    ms = {"memory_sync": {"strategy": "master_slave", "conflict_resolution_strategy": "latest_wins"}}
+    # The write waits forwarded_write_wait_s (6 node timeouts) from its first forward, split included: at 2 s a
+    # loaded machine's slower split (a fresh-clone CI run took the 6 s of a 1 s timeout) leaves its retries room.
+    ms = {"memory_sync": {"strategy": "master_slave", "conflict_resolution_strategy": "latest_wins"},
+          "node_timeout_seconds": 2.0}
     a = await cluster.node("a", **ms)
     b = await cluster.node("b", **ms)
     await eventually(lambda: _is(all(any(n.node_id == other.node_id and FORWARD_WRITE in n.task_types
