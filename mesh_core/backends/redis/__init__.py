@@ -63,6 +63,10 @@ class RedisBackend(RedisTasks, RedisMemory):
             # redis-py can swallow a cancel mid-read; the loop also checks the flag every half second.
             await asyncio.wait({self._listener}, timeout=1.5)
             self._listener = None
+        for line in (self._line, self._reads):
+            if line is not None:
+                line.close()
+        self._line = self._reads = None
         if self._client is not None:
             await _close_quickly(self._client)
             self._client = None

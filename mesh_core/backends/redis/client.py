@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -55,6 +56,7 @@ from ..contracts import Assignment, Completion, Enqueued, Quarantined, Topic
 from ..shared import SharedStoreBackend
 from . import scripts as lua
 from . import tls
+from .lean import LeanLine, LeanPubSub, usable
 from .prompt import prompt
 
 log = logging.getLogger("mesh.redis")
@@ -124,6 +126,9 @@ class RedisClient(SharedStoreBackend):
         self._listener: asyncio.Task[None] | None = None
         self._local: NodeInfo | None = None
         self._scripts: dict[str, Any] = {}
+        self._line: LeanLine | None = None  # the scripts' own connection, on one server (``lean``)
+        self._reads: LeanLine | None = None  # and the result feed's blocking reads'
+        self._lean_tls: ssl.SSLContext | None = None
         self.reconnects = 0
         self._closing = False
         self._sentinel: Sentinel | None = None
@@ -325,7 +330,9 @@ class RedisClient(SharedStoreBackend):
 
     async def _script(self, name: str, *args: Any) -> Any:
         # The prefix as the one key names the slot: Redis Cluster runs the script on the node serving it.
-        raw = await self._call(self._scripts[name](keys=[self.prefix], args=[self.prefix, *args]))
+        line, keys, argv = self._line, [self.prefix], [self.prefix, *args]
+        raw = await self._call(line.script(self._scripts[name].script, keys, argv) if line is not None
+                               else self._scripts[name](keys=keys, args=argv))
         if name in PLAIN_SCRIPTS:
             return raw
         result, moved = raw
@@ -386,6 +393,9 @@ class RedisClient(SharedStoreBackend):
     def _register_scripts(self, client: aioredis.Redis) -> None:
         for name in SCRIPTS:
             self._scripts[name] = client.register_script(getattr(lua, name))
+        if usable(self.cfg):
+            self._lean_tls = tls.context(self.cfg)
+            self._line, self._reads = LeanLine(self.cfg, self._lean_tls), LeanLine(self.cfg, self._lean_tls)
 
     # -- wake-ups ------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -430,7 +440,9 @@ class RedisClient(SharedStoreBackend):
         own client retries nothing, so a failure comes back here to choose the server again."""
         client = self._client
         assert client is not None
-        if not isinstance(client, RedisCluster):
+        if self._line is not None:  # one server: the wake-ups read as they arrive, on a connection of their own
+            subscription = _Subscription(LeanPubSub(self.cfg, self._lean_tls), None, None)
+        elif not isinstance(client, RedisCluster):
             subscription = _Subscription(client.pubsub(ignore_subscribe_messages=True), None, None)
         else:
             await client.initialize()  # the map again if a failover tore it down

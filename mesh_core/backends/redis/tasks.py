@@ -13,6 +13,7 @@ from ...model import Attempt, Task, TaskProgress, TaskStatus
 from ..contracts import Assignment, Completion, Enqueued, Finished, Reassignment, Topic
 from ..shared import CORRUPT, STATUSES, CorruptRecord, attempts_from_rows, with_current_attempt
 from .client import RedisClient, _s
+from .lean import stream_reply
 
 INDEXED_STATES = {"pending", "failed", "dead_letter", "cancelled"}  # as INDEXED in the scripts
 LIST_SCAN = 100_000  # newest tasks looked through when listing succeeded ones
@@ -146,7 +147,13 @@ class RedisTasks(RedisClient):
             last = await self._call(self._client.xrevrange(feed, count=1))
             return [], (_s(last[0][0]) if last else "0-0")
         block = int(wait * 1000) if wait > 0 else None
-        answer = await self._call(self._client.xread({feed: after}, count=10_000, block=block))
+        reads = self._reads
+        if reads is not None:
+            ask = (b"XREAD", b"COUNT", 10_000, *((b"BLOCK", block) if block is not None else ()), b"STREAMS", feed,
+                   after)
+            answer = stream_reply(await self._call(reads.call(*ask)))
+        else:
+            answer = await self._call(self._client.xread({feed: after}, count=10_000, block=block))
         rows = answer[0][1] if answer else []
         if not rows:
             return [], after

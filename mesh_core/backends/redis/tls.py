@@ -45,6 +45,21 @@ def options(cfg: RedisConfig) -> dict[str, Any]:
     return out
 
 
+def context(cfg: RedisConfig) -> ssl.SSLContext | None:
+    """The client TLS context ``options`` asks redis-py for (the server's certificate required, its name checked
+    as ``tls_check_hostname`` says, the CA given or the system's, this node's certificate if given); None without
+    TLS. For a connection the backend makes itself (``lean``)."""
+    if not cfg.tls:
+        return None
+    check_files(cfg)
+    made = ssl.create_default_context(cafile=cfg.tls_ca_file)
+    made.check_hostname = cfg.tls_check_hostname
+    made.verify_mode = ssl.CERT_REQUIRED
+    if cfg.tls_cert_file:
+        made.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    return made
+
+
 def check_files(cfg: RedisConfig) -> None:
     """Load the CA, certificate and key as the TLS client will; a ``ConfigError`` saying which file is wrong."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
