@@ -130,6 +130,9 @@ async def test_a_reply_that_does_not_come_times_out_and_the_next_call_opens_agai
         assert 0.25 <= loop.time() - started < 2.5
         assert await line.call("PING") == b"PONG"
         assert line.opened == 2
+        # a command that waits on the server (XREAD BLOCK) says so: its reply is due that much later
+        assert await line.call("BLPOP", _key(), "0.6", blocks=0.6) is None
+        assert line.opened == 2
     finally:
         line.close()
 

@@ -111,7 +111,7 @@ class _Replies(asyncio.Protocol):
 
     def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
-        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()  # (call, due)
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self.timeout = timeout
@@ -146,25 +146,28 @@ class _Replies(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"Connection to Redis lost: {exc}" if exc else "Connection closed by Redis"))
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, blocks: float = 0.0) -> asyncio.Future[Any]:
+        """Write ``command``; its reply is due within the timeout, plus ``blocks`` seconds for a command that waits
+        on the server (``XREAD BLOCK``)."""
         assert self.transport is not None
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append((future, time.monotonic()))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((future, time.monotonic() + self.timeout + blocks))
         self.transport.write(command)
         if self._watch is None:
-            self._watch = asyncio.get_running_loop().call_later(self.timeout, self._check)
+            self._watch = loop.call_later(self.timeout + blocks, self._check)
         return future
 
     def _check(self) -> None:
-        """No reply for ``timeout`` to the oldest call: the connection is dropped (every caller hears it)."""
+        """The oldest call's reply is past due: the connection is dropped (every caller hears it)."""
         self._watch = None
         if not self.waiting:
             return
-        late = time.monotonic() - self.waiting[0][1]
-        if late >= self.timeout:
+        left = self.waiting[0][1] - time.monotonic()
+        if left <= 0:
             self._fail(RedisTimeoutError(f"Timeout reading from Redis: no reply in {self.timeout:g} s"))
         else:
-            self._watch = asyncio.get_running_loop().call_later(self.timeout - late, self._check)
+            self._watch = asyncio.get_running_loop().call_later(left, self._check)
 
     def _fail(self, exc: Exception) -> None:
         if self.lost is None:
@@ -193,13 +196,14 @@ class LeanLine:
         self._shas: dict[str, bytes] = {}
         self.opened = 0  # connections made (the first one and each one after a loss)
 
-    async def call(self, *args: Any) -> Any:
-        """One command's reply; an error reply raised as redis-py raises it."""
+    async def call(self, *args: Any, blocks: float = 0.0) -> Any:
+        """One command's reply; an error reply raised as redis-py raises it. ``blocks``: seconds the command may wait
+        on the server before it answers (its reply is due that much later)."""
         command = pack(args)
         replies = self._replies
         if replies is None or replies.lost is not None:
             replies = await self._open()
-        reply = await replies.send(command)
+        reply = await replies.send(command, blocks)
         if isinstance(reply, ResponseError):
             raise error_of(reply)
         return reply

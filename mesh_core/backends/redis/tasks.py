@@ -151,7 +151,7 @@ class RedisTasks(RedisClient):
         if reads is not None:
             ask = (b"XREAD", b"COUNT", 10_000, *((b"BLOCK", block) if block is not None else ()), b"STREAMS", feed,
                    after)
-            answer = stream_reply(await self._call(reads.call(*ask)))
+            answer = stream_reply(await self._call(reads.call(*ask, blocks=wait)))
         else:
             answer = await self._call(self._client.xread({feed: after}, count=10_000, block=block))
         rows = answer[0][1] if answer else []
