@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from ..model import Task
 
@@ -43,7 +43,7 @@ class StartedTasks:
         self._handed: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.in_wakeups = 0  # tasks run from a wake-up
         self.late = 0  # wake-ups too old to run: their tasks are left to a claim
-        self.handed_again = 0  # started tasks a claim handed on (their wake-up was lost or late)
+        self.handed_again = 0  # started tasks a claim handed on that this node had not had (wake-up lost or late)
 
     def arrived(self, tasks: Sequence[tuple[Task, float | None]]) -> None:
         """Tasks from a wake-up, each with its age on the medium's clock (None: unknown, so not run from here)."""
@@ -74,6 +74,16 @@ class StartedTasks:
         self.late += len(waiting) - len(started)
         out = self.first_hands(started)
         self.in_wakeups += len(out)
+        return out
+
+    def handed_on(self, claimed: Iterable[Task], again: Collection[str]) -> list[Task]:
+        """What a claim of the medium gave, each attempt once (``first_hands``). ``again``: the ids of the started
+        tasks it handed on as unanswered; only those this node had not taken from a wake-up count as handed again
+        (a wake-up lost or late). One it runs already is no news: its wake-up came, and the task outlived
+        ``unanswered_after`` (the medium answers a started task only when it ends)."""
+        out = self.first_hands(claimed)
+        if again:
+            self.handed_again += sum(1 for t in out if t.task_id in again)
         return out
 
     def first_hands(self, tasks: Iterable[Task]) -> list[Task]:

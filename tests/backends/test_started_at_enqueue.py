@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from mesh_core import AgentMeshManager, codec
 from mesh_core.backends.redis.tasks import RedisTasks
 from mesh_core.backends.shared import TASK_FIELDS
+from mesh_core.backends.started import unanswered_after
 from mesh_core.backends.sqlite.clock import machine_clock
 from mesh_core.backends.sqlite.started import TASK_COLUMNS
 from mesh_core.backends.sqlite.store import _wake_address
@@ -154,6 +155,31 @@ async def test_a_busy_worker_gets_no_more_than_its_slots_the_rest_queue(cluster:
     for task_id in (first, second):
         assert (await client.wait_task(task_id, timeout=5)).status is TaskStatus.SUCCEEDED
     assert runs == [1, 2] and w1.backend_info()["tasks_started_in_wakeups"] == 1
+
+
+async def test_a_started_task_that_outlives_the_unanswered_time_is_not_counted_as_handed_again(
+        cluster: Cluster) -> None:
+    """A task taken from its wake-up and still running when the worker's claim finds it unanswered (the medium
+    answers a started task when it ends) is handed back to the worker that runs it: no news, not counted as a
+    lost or late wake-up, and it runs once."""
+    w1, client, runs = await _counting_mesh(cluster)
+    gate = asyncio.Event()
+
+    async def long(payload: Any) -> Any:
+        runs.append(payload["n"])
+        await gate.wait()
+        return payload
+
+    w1.register_handler("long", long)
+    await _serves(client, w1, "long")
+    task_id = await client.submit_task("long", {"n": 1})
+    await eventually(lambda: runs == [1], timeout=5)
+    await asyncio.sleep(unanswered_after(w1.services.ctx.timings.task_lease_s) + 1.0)  # claims pass it by
+    gate.set()
+    task = await client.wait_task(task_id, timeout=5)
+    assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1 and runs == [1]
+    info = w1.backend_info()
+    assert info["tasks_started_in_wakeups"] == 1 and info["tasks_handed_again"] == 0
 
 
 async def test_a_lost_wakeup_is_made_good_by_a_claim_and_a_late_one_runs_nothing_twice(

@@ -68,11 +68,11 @@ class RedisTasks(RedisClient):
         if room:
             raw = await self._script("CLAIM", node_id, room, lease_seconds)
             self._due[node_id] = (float(_s(raw[0])), time.monotonic()) if raw[0] else None
-            self._started.handed_again += int(raw[1])
             self._server_time = (float(_s(raw[2])), time.monotonic())
-            tasks += self._started.first_hands(self.readable(
+            again = {_s(raw[i]) for i in range(3, min(len(raw), 3 + 2 * int(raw[1])), 2)}  # they come first
+            tasks += self._started.handed_on(self.readable(
                 "task hash", ((_s(raw[i]), _pairs(raw[i + 1])) for i in range(3, len(raw), 2)),
-                lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0]))))
+                lambda r: self._task(*r), aside=lambda r: ("task", r[0], ("task", r[0]))), again)
         await self._settle_aside()
         return tasks
 

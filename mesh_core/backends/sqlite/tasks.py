@@ -191,12 +191,12 @@ class SqliteTasks(SqliteFinishing):
         if not room:
             return tasks
         ended: list[str] = []  # submitters of started tasks cancelled before they ran
-        handed_again = 0
+        again_ids: set[str] = set()
 
         def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
             now, clock = time.time(), machine_clock()
-            nonlocal handed_again
             again: list[Task] = []
+            again_ids.clear()  # a run rolled back (the lock was busy) handed nothing
             starts = self.start_at_enqueue or self.start_own
             if starts and clock >= self._lost_checked + unanswered_after(lease_seconds) / 2:
                 # Started tasks left unanswered: looked for twice per unanswered_after at most, not on every claim.
@@ -207,7 +207,7 @@ class SqliteTasks(SqliteFinishing):
                     again = self._tasks(r[1:] for r in conn.execute(AGAIN_SQL, (clock + lease_seconds, node_id,
                                                                                 unanswered, node_id)).fetchall())
                     ended[:] = [r[0] for r in conn.execute(NEVER_RAN_SQL, (now, node_id, unanswered, node_id))]
-                    handed_again = len(again)
+                    again_ids.update(t.task_id for t in again)
                     conn.execute("DELETE FROM granted WHERE node_id=? AND at<?", (node_id, unanswered))
             rows = conn.execute(CLAIM_SQL, (now, clock + lease_seconds, node_id, clock, room)).fetchall()
             if self.start_at_enqueue and len(rows) < room:
@@ -226,9 +226,8 @@ class SqliteTasks(SqliteFinishing):
             return again + tasks, self._store_aside(conn, self.take_aside())
         claimed, moved = await self._write(claim)
         self.counted(moved)
-        self._started.handed_again += handed_again
         self._signal(ended, Topic.RESULTS)
-        return tasks + self._started.first_hands(claimed)
+        return tasks + self._started.handed_on(claimed, again_ids)
 
     async def start_offered(self, node_id: str, held: Sequence[tuple[str, int]], lease_seconds: float,
                             now: float | None = None) -> set[str]:
