@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mesh_core import AgentMeshManager
-from mesh_core.backends.redis.lean import LeanLine, error_of, pack, stream_reply, usable
+from mesh_core.backends.redis.lean import LeanLine, error_of, hash_reply, pack, stream_reply, usable
 from mesh_core.config import RedisConfig
 from mesh_core.model import TaskStatus
 from mesh_testing.redis_server import RedisServer
@@ -101,6 +101,28 @@ async def test_an_error_reply_fails_its_call_alone(line: LeanLine) -> None:
     assert good == b"OK" and after == b"v"
     assert type(bad) is ResponseError and "unknown command" in str(bad)
     assert line.opened == 1
+
+
+async def test_a_batch_answers_each_command_in_its_place_errors_included(line: LeanLine) -> None:
+    key, other = _key(), _key()
+    await line.call("SET", other, "a string")
+    got = await line.batch([("HSET", key, "f", "v"), ("HGETALL", other), ("HGETALL", key), ("NOPE",)])
+    assert got[0] == 1 and hash_reply(got[2]) == {b"f": b"v"}
+    assert type(got[1]) is ResponseError and str(got[1]).startswith("WRONGTYPE")
+    assert type(got[3]) is ResponseError and "unknown command" in str(got[3])
+    assert await line.call("PING") == b"PONG" and line.opened == 1  # still in step
+
+
+async def test_a_transaction_runs_its_commands_and_raises_the_first_error(line: LeanLine) -> None:
+    key, text = _key(), _key()
+    assert await line.transaction([("INCR", key), ("INCRBY", key, 5)]) == [1, 6]
+    await line.call("SET", text, "x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await line.transaction([("INCR", key), ("HSET", text, "f", "v")])
+    assert await line.call("GET", key) == b"7"  # MULTI runs the rest: as redis-py, the error is raised after
+    with pytest.raises(ResponseError, match="unknown command"):  # refused while queued: nothing runs (EXECABORT)
+        await line.transaction([("INCR", key), ("NOPE",)])
+    assert await line.call("GET", key) == b"7" and line.opened == 1
 
 
 async def test_a_caller_cancelled_mid_wait_leaves_the_replies_in_step(line: LeanLine) -> None:

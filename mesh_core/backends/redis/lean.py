@@ -30,7 +30,7 @@ import collections
 import hashlib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -75,6 +75,12 @@ def stream_reply(raw: Any) -> list[Any]:
     """An ``XREAD`` reply in redis-py's shape: ``[[stream, [(id, {field: value})]]]``, ``[]`` when nothing came."""
     return [[name, [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {})
                     for entry_id, fields in entries]] for name, entries in raw or ()]
+
+
+def hash_reply(raw: Any) -> Any:
+    """An ``HGETALL`` reply as redis-py gives it: a dict (redis-py's own already is one; an error stays the
+    exception it is)."""
+    return dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
 
 
 def _arg(value: Any) -> bytes:
@@ -158,6 +164,18 @@ class _Replies(asyncio.Protocol):
             self._watch = loop.call_later(self.timeout + blocks, self._check)
         return future
 
+    def send_many(self, commands: bytes, n: int) -> list[asyncio.Future[Any]]:
+        """Write ``n`` packed commands at once (no other caller's command between them); a future per reply."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        due = time.monotonic() + self.timeout
+        futures = [loop.create_future() for _ in range(n)]
+        self.waiting.extend((future, due) for future in futures)
+        self.transport.write(commands)
+        if self._watch is None:
+            self._watch = loop.call_later(self.timeout, self._check)
+        return futures
+
     def _check(self) -> None:
         """The oldest call's reply is past due: the connection is dropped (every caller hears it)."""
         self._watch = None
@@ -207,6 +225,31 @@ class LeanLine:
         if isinstance(reply, ResponseError):
             raise error_of(reply)
         return reply
+
+    async def batch(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The replies of ``commands``, sent in one write (a pipeline): each error reply as its exception, in its
+        place, not raised (redis-py's ``raise_on_error=False``)."""
+        packed = b"".join(pack(command) for command in commands)
+        replies = self._replies
+        if replies is None or replies.lost is not None:
+            replies = await self._open()
+        out = [await future for future in replies.send_many(packed, len(commands))]
+        return [error_of(r) if isinstance(r, ResponseError) else r for r in out]
+
+    async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in ``MULTI`` … ``EXEC``, sent in one write: their replies, the first error among them raised
+        (as redis-py's transaction pipeline raises it)."""
+        got = await self.batch([(b"MULTI",), *commands, (b"EXEC",)])
+        for reply in got:  # a command refused while queued (EXECABORT follows): that refusal says why
+            if isinstance(reply, Exception):
+                raise reply
+        results = got[-1]
+        if not isinstance(results, list):
+            raise ResponseError(f"the transaction was not run: EXEC answered {results!r}")
+        for reply in results:
+            if isinstance(reply, ResponseError):
+                raise error_of(reply)
+        return results
 
     async def script(self, body: str, keys: list[Any], args: list[Any]) -> Any:
         """``EVALSHA`` of ``body``; a server that does not hold it (``NOSCRIPT``) is given it, then asked again."""

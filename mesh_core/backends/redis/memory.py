@@ -11,6 +11,7 @@ from ...memory.digest import bucket_of
 from ..contracts import MEMORY_VERSIONS_KEPT, Topic
 from ..shared import CorruptRecord, MemoryEntry
 from .client import ALL, RedisClient, _s
+from .lean import hash_reply
 
 
 class RedisMemory(RedisClient):
@@ -19,18 +20,18 @@ class RedisMemory(RedisClient):
     async def _publish_batch(self, items: list[MemoryEntry]) -> list[str]:
         # One MULTI/EXEC for the batch, with the broadcast wake-up inside it.
         assert self._client is not None
-        pipe = self._client.pipeline(transaction=True)
+        commands: list[tuple[Any, ...]] = []
         for origin, memory_type, key, frame, _ in items:
-            pipe.xadd(self._key("memlog"), {"o": origin, "t": memory_type, "k": key, "f": frame})
-            pipe.hset(self._key("mk:", memory_type, "\0", key), origin, frame)
-            pipe.rpush(self._key("mv:", memory_type, "\0", key), frame)
-            pipe.ltrim(self._key("mv:", memory_type, "\0", key), -MEMORY_VERSIONS_KEPT, -1)
-            pipe.sadd(self._key("mtypes:", key), memory_type)
-            pipe.sadd(self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")
+            versions = self._key("mv:", memory_type, "\0", key)
+            commands += [("XADD", self._key("memlog"), "*", "o", origin, "t", memory_type, "k", key, "f", frame),
+                         ("HSET", self._key("mk:", memory_type, "\0", key), origin, frame),
+                         ("RPUSH", versions, frame), ("LTRIM", versions, -MEMORY_VERSIONS_KEPT, -1),
+                         ("SADD", self._key("mtypes:", key), memory_type),
+                         ("SADD", self._key("bk:", str(bucket_of(memory_type, key))), f"{memory_type}\0{key}")]
         if any(broadcast for *_, broadcast in items):
-            pipe.publish(self._key("wake:", ALL), Topic.MEMORY)
+            commands.append(("PUBLISH", self._key("wake:", ALL), Topic.MEMORY))
         try:
-            results = await self._call(pipe.execute())
+            results = await self._call(self._transaction(commands))
         except BackendError as exc:
             if "WRONGTYPE" not in str(exc) or not await self._memory_keys_set_right(items):
                 raise
@@ -105,12 +106,9 @@ class RedisMemory(RedisClient):
         assert self._client is not None
         if not wanted:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for memory_type, key in wanted:
-            pipe.hgetall(self._key("mk:", memory_type, "\0", key))
+        replies = await self._call(self._batch([("HGETALL", self._key("mk:", mt, "\0", key)) for mt, key in wanted]))
         frames: list[bytes] = []
-        for (memory_type, key), found in zip(wanted, await self._call(pipe.execute(raise_on_error=False)),
-                                             strict=True):
+        for (memory_type, key), found in zip(wanted, map(hash_reply, replies), strict=True):
             name = self._key("mk:", memory_type, "\0", key)
             if isinstance(found, Exception):
                 removal = [("delete", name)] + ([unlist(memory_type, key)] if unlist else [])
