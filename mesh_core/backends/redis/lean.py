@@ -1,4 +1,4 @@
-"""``LeanLine``: one pipelined connection to a single Redis server for the backend's scripts.
+"""``LeanLine``: one pipelined connection to a single Redis server for the backend's scripts and memory writes.
 
 Why: redis-py 8 spends some 140–170 µs of CPU on one ``EVALSHA`` round trip here (pool checkout, its
 observability hooks, a timeout context per read), against about 45 µs for this path, on the same loopback
@@ -17,8 +17,9 @@ connection is ``ConnectionError`` (every caller waiting on it hears it), a reply
 class redis-py gives that reply (``ReadOnlyError``, ``AuthenticationError`` …). ``NOSCRIPT`` (a restarted or
 flushed server) loads the script and runs it again.
 
-The backend has two: one for the scripts, one for the blocking ``XREAD`` of its result feed (a blocking read
-would hold the scripts behind it); and ``LeanPubSub`` reads its wake-ups. Used only for one server by url or
+The backend has two: one for the scripts and the memory writes (``batch``, ``transaction``), one for the blocking
+``XREAD`` of its result feed (a blocking read would hold the others behind it); and ``LeanPubSub`` reads its
+wake-ups. Used only for one server by url or
 host/port: Sentinel and Cluster keep redis-py's clients, which follow the primary and the slot map, and a url with
 query options this path does not take (``usable`` says) keeps them too.
 """
