@@ -17,6 +17,31 @@ from .lean import hash_reply
 class RedisMemory(RedisClient):
     """The memory stream, its acknowledgements and anti-entropy digests (the MemoryLog half of ``RedisBackend``)."""
 
+    async def _batch(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one round trip, each error reply as its exception in its place: on the backend's own
+        line when it has one, else a redis-py pipeline (whose replies have redis-py's shapes: see ``lean``)."""
+        if self._line is not None:
+            return await self._line.batch(commands)
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def _transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in MULTI … EXEC (the first error raised), on the own line or a redis-py pipeline (a cluster
+        pipeline takes PUBLISH through its own method, sent after it: see ``MeshClusterPipeline``)."""
+        if self._line is not None:
+            return await self._line.transaction(commands)
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=True)
+        for command in commands:
+            if command[0] == "PUBLISH":
+                pipe.publish(*command[1:])
+            else:
+                pipe.execute_command(*command)
+        return list(await pipe.execute())
+
     async def _publish_batch(self, items: list[MemoryEntry]) -> list[str]:
         # One MULTI/EXEC for the batch, with the broadcast wake-up inside it.
         assert self._client is not None
