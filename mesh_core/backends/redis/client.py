@@ -126,8 +126,8 @@ class RedisClient(SharedStoreBackend):
         self._listener: asyncio.Task[None] | None = None
         self._local: NodeInfo | None = None
         self._scripts: dict[str, Any] = {}
-        self._line: LeanLine | None = None  # the scripts' own connection, on one server (``lean``)
-        self._reads: LeanLine | None = None  # and the result feed's blocking reads'
+        self._line: LeanLine | None = None  # one server: the scripts' and memory writes' own connection (``lean``)
+        self._reads: LeanLine | None = None  # and the one of the result feed's blocking reads
         self._lean_tls: ssl.SSLContext | None = None
         self.reconnects = 0
         self._closing = False
@@ -394,7 +394,7 @@ class RedisClient(SharedStoreBackend):
         for name in SCRIPTS:
             self._scripts[name] = client.register_script(getattr(lua, name))
         if usable(self.cfg):
-            self._lean_tls = tls.context(self.cfg)
+            self._lean_tls = tls.client_context(self.cfg)
             self._line, self._reads = LeanLine(self.cfg, self._lean_tls), LeanLine(self.cfg, self._lean_tls)
 
     # -- wake-ups ------------------------------------------------------------------

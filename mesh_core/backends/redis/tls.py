@@ -45,7 +45,7 @@ def options(cfg: RedisConfig) -> dict[str, Any]:
     return out
 
 
-def context(cfg: RedisConfig) -> ssl.SSLContext | None:
+def client_context(cfg: RedisConfig) -> ssl.SSLContext | None:
     """The client TLS context ``options`` asks redis-py for (the server's certificate required, its name checked
     as ``tls_check_hostname`` says, the CA given or the system's, this node's certificate if given); None without
     TLS. For a connection the backend makes itself (``lean``)."""
