@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 from mesh_core import AgentMeshManager, codec
 from mesh_core.backends.redis.tasks import RedisTasks
 from mesh_core.backends.shared import TASK_FIELDS
-from mesh_core.backends.started import unanswered_after
 from mesh_core.backends.sqlite.clock import machine_clock
 from mesh_core.backends.sqlite.started import TASK_COLUMNS
 from mesh_core.backends.sqlite.store import _wake_address
 from mesh_core.backends.sqlite.tasks import SqliteTasks
+from mesh_core.backends.started import unanswered_after
 from mesh_core.model import TaskStatus
 from mesh_testing import eventually
 from mesh_testing.users import NOBODY, send_as
