@@ -40,20 +40,28 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterato
         yield c
 
 
-async def _slots_said(cluster: Cluster, node_id: str) -> None:
-    """Wait until the worker's claim has told the medium what it can take (it does on every claim)."""
+async def _slots_said(cluster: Cluster, node_id: str, *, anew: bool = False) -> None:
+    """Wait until the worker's claim has told the medium what it can take (it does on every claim). ``anew``: a claim
+    made after this call did, so the word is good for about ``GRANT_FRESH`` from now (an older one may be about to
+    lapse, and a task submitted then is queued, not started, on a loaded machine)."""
     if cluster.backend == "redis":
         raw = aioredis.Redis.from_url(cluster.redis_url or "")
+        key = f"mesh:{{{cluster.root.name}}}:grants"
         try:
-            await eventually(lambda: raw.hexists(f"mesh:{{{cluster.root.name}}}:grants", node_id), timeout=5)
+            before = await raw.hget(key, node_id) if anew else None
+
+            async def said_anew() -> bool:
+                return (await raw.hget(key, node_id)) not in (None, before)
+            await eventually(said_anew, timeout=5)
         finally:
             await raw.aclose()
         return
 
-    def said() -> bool:
+    def word() -> Any:
         with sqlite3.connect(cluster.db) as conn:
-            return conn.execute("SELECT 1 FROM grants WHERE node_id=?", (node_id,)).fetchone() is not None
-    await eventually(said, timeout=5)
+            return conn.execute("SELECT fresh_until FROM grants WHERE node_id=?", (node_id,)).fetchone()
+    before = word() if anew else None
+    await eventually(lambda: word() not in (None, before), timeout=5)
 
 
 async def _serves(client: AgentMeshManager, worker: AgentMeshManager, task_type: str) -> None:
@@ -109,6 +117,7 @@ async def test_an_idle_worker_runs_the_task_from_its_wakeup(cluster: Cluster) ->
     await _slots_said(cluster, w1.node_id)
     await _serves(client, w1, "echo")
     for n in range(3):
+        await _slots_said(cluster, w1.node_id, anew=True)
         task = await client.wait_task(await client.submit_task("echo", {"n": n}), timeout=5)
         assert task.status is TaskStatus.SUCCEEDED and task.result == {"n": n} and task.attempt == 1
         assert task.node_name == "w1" and task.finished_at
