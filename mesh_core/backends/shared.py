@@ -508,17 +508,13 @@ def _key_text(key: Any) -> str:
 def _int(value: Any, low: int = 0) -> int:
     """A stored whole number in ``[low, MAX_STORED_INT]``; ValueError/TypeError otherwise (a bool is no number)."""
     kind = type(value)
-    if kind is int or (kind is bytes and 0 < len(value) <= 20):  # what SQLite and Redis store: no other check applies
-        number = int(value)
-        if not low <= number <= MAX_STORED_INT:
-            raise ValueError(f"{number} is out of range")
-        return number
-    if isinstance(value, bool) or value is None:
-        raise TypeError(f"{_shown(value)} is not a whole number")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{_shown(value)} is not a whole number")
-    if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; int() would echo it whole
-        raise ValueError(f"{_shown(value)} is not a whole number")
+    if not (kind is int or (kind is bytes and 0 < len(value) <= 20)):  # what SQLite and Redis store needs no check
+        if isinstance(value, bool) or value is None:
+            raise TypeError(f"{_shown(value)} is not a whole number")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{_shown(value)} is not a whole number")
+        if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; int() would echo it whole
+            raise ValueError(f"{_shown(value)} is not a whole number")
     number = int(value)
     if not low <= number <= MAX_STORED_INT:
         raise ValueError(f"{number} is out of range")
@@ -553,17 +549,13 @@ def _free_text(value: Any) -> str | None:
 
 def _float_or_none(value: Any) -> float | None:
     kind = type(value)
-    if kind is float or (kind is bytes and 0 < len(value) <= 40):  # what SQLite and Redis store, checked the same
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{_shown(value)} is not a finite number")
-        return number
-    if value is None or value == "" or value == b"":
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"{_shown(value)} is not a number")
-    if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; float() would echo it whole
-        raise ValueError(f"{_shown(value)} is not a number")
+    if not (kind is float or (kind is bytes and 0 < len(value) <= 40)):  # what SQLite and Redis store needs no check
+        if value is None or value == "" or value == b"":
+            return None
+        if isinstance(value, bool):
+            raise TypeError(f"{_shown(value)} is not a number")
+        if isinstance(value, str | bytes) and len(value) > 40:  # no number is this long; float() would echo it whole
+            raise ValueError(f"{_shown(value)} is not a number")
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{_shown(value)} is not a finite number")

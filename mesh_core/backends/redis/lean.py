@@ -2,8 +2,8 @@
 
 Why: redis-py 8 spends some 140–170 µs of CPU on one ``EVALSHA`` round trip here (pool checkout, its
 observability hooks, a timeout context per read), against about 45 µs for this path, on the same loopback
-server (``/tmp`` microbench in bench/README.md, "Redis: the scripts' own connection"). Every task is two scripts
-(ENQUEUE on the submitter, COMPLETE on the worker) on the critical path of its round trip.
+server (``python -m bench.redis_client``; bench/README.md, "Redis: the backend's own connections"). Every task
+is two scripts (ENQUEUE on the submitter, COMPLETE on the worker) on the critical path of its round trip.
 
 What it is: an ``asyncio.Protocol`` that writes each command in the caller's task and parses replies with hiredis
 (redis-py's own optional parser). Calls made while others wait are pipelined on the one connection and answered in
@@ -153,28 +153,17 @@ class _Replies(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"Connection to Redis lost: {exc}" if exc else "Connection closed by Redis"))
 
-    def send(self, command: bytes, blocks: float = 0.0) -> asyncio.Future[Any]:
-        """Write ``command``; its reply is due within the timeout, plus ``blocks`` seconds for a command that waits
-        on the server (``XREAD BLOCK``)."""
+    def send(self, commands: bytes, n: int = 1, blocks: float = 0.0) -> list[asyncio.Future[Any]]:
+        """Write ``n`` packed commands at once (no other caller's command between them); a future per reply, due
+        within the timeout, plus ``blocks`` seconds for a command that waits on the server (``XREAD BLOCK``)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.waiting.append((future, time.monotonic() + self.timeout + blocks))
-        self.transport.write(command)
-        if self._watch is None:
-            self._watch = loop.call_later(self.timeout + blocks, self._check)
-        return future
-
-    def send_many(self, commands: bytes, n: int) -> list[asyncio.Future[Any]]:
-        """Write ``n`` packed commands at once (no other caller's command between them); a future per reply."""
-        assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        due = time.monotonic() + self.timeout
+        due = time.monotonic() + self.timeout + blocks
         futures = [loop.create_future() for _ in range(n)]
         self.waiting.extend((future, due) for future in futures)
         self.transport.write(commands)
         if self._watch is None:
-            self._watch = loop.call_later(self.timeout, self._check)
+            self._watch = loop.call_later(self.timeout + blocks, self._check)
         return futures
 
     def _check(self) -> None:
@@ -219,10 +208,7 @@ class LeanLine:
         """One command's reply; an error reply raised as redis-py raises it. ``blocks``: seconds the command may wait
         on the server before it answers (its reply is due that much later)."""
         command = pack(args)
-        replies = self._replies
-        if replies is None or replies.lost is not None:
-            replies = await self._open()
-        reply = await replies.send(command, blocks)
+        reply = await (await self._ready()).send(command, blocks=blocks)[0]
         if isinstance(reply, ResponseError):
             raise error_of(reply)
         return reply
@@ -231,10 +217,7 @@ class LeanLine:
         """The replies of ``commands``, sent in one write (a pipeline): each error reply as its exception, in its
         place, not raised (redis-py's ``raise_on_error=False``)."""
         packed = b"".join(pack(command) for command in commands)
-        replies = self._replies
-        if replies is None or replies.lost is not None:
-            replies = await self._open()
-        out = [await future for future in replies.send_many(packed, len(commands))]
+        out = [await future for future in (await self._ready()).send(packed, len(commands))]
         return [error_of(r) if isinstance(r, ResponseError) else r for r in out]
 
     async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -263,14 +246,18 @@ class LeanLine:
             await self.call(b"SCRIPT", b"LOAD", body)
             return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)
 
-    async def _open(self) -> _Replies:
-        """The connection, opened (with its handshake) by the first caller; the others wait for that one."""
+    async def _ready(self) -> _Replies:
+        """The connection, opened (with its handshake) if there is none or it was lost: by the first caller, the
+        others waiting for that one."""
+        replies = self._replies
+        if replies is not None and replies.lost is None:
+            return replies
         if self._opening is not None:
             return await asyncio.shield(self._opening)
         loop = asyncio.get_running_loop()
         self._opening = loop.create_future()
         try:
-            replies = await self._connect()
+            replies = await connect(self.cfg, self._ssl)
         except BaseException as exc:
             if not self._opening.done():
                 self._opening.set_exception(exc if isinstance(exc, Exception) else RedisConnectionError("cancelled"))
@@ -282,9 +269,6 @@ class LeanLine:
         self._replies = replies
         self.opened += 1
         return replies
-
-    async def _connect(self) -> _Replies:
-        return await connect(self.cfg, self._ssl)
 
     def close(self) -> None:
         replies, self._replies = self._replies, None
@@ -314,11 +298,11 @@ async def connect(cfg: RedisConfig, ssl_context: ssl.SSLContext | None) -> _Repl
         raise RedisConnectionError(f"Error connecting to Redis at {host}:{port}: {exc}") from exc
     try:
         if password:
-            reply = await replies.send(pack((b"AUTH", username, password) if username else (b"AUTH", password)))
+            reply = await replies.send(pack((b"AUTH", username, password) if username else (b"AUTH", password)))[0]
             if isinstance(reply, ResponseError):
                 raise AuthenticationError(str(reply))
         if db:
-            reply = await replies.send(pack((b"SELECT", db)))
+            reply = await replies.send(pack((b"SELECT", db)))[0]
             if isinstance(reply, ResponseError):
                 raise error_of(reply)
     except BaseException:
