@@ -189,7 +189,9 @@ class Results:
             if now - task.submitted_at < OWN_STALE_SECONDS or len(stale) >= 500:
                 break
             stale.append(task_id)
-        wanted = [i for i in self._waiters if i not in ready and i not in self._own]
+        # a waiter answered in this loop pass is still listed until its caller runs: not asked about again
+        wanted = [i for i, futures in self._waiters.items()
+                  if i not in ready and i not in self._own and not all(f.done() for f in futures)]
         states = await self.transport.task_states(list(dict.fromkeys(wanted + stale)))
         for task_id in stale:
             state = states.get(task_id)

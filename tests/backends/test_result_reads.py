@@ -8,6 +8,7 @@ landing) starts the read that finds it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -40,3 +41,37 @@ async def test_an_own_task_costs_one_read_of_the_feed_not_three(cluster: Cluster
         assert reads <= 2 * n + polls, reads
     else:  # one read per result
         assert reads <= n + polls, reads
+
+
+async def test_the_sweep_does_not_ask_about_a_waiter_answered_in_this_pass(cluster: Cluster) -> None:
+    """The periodic sweep asks the medium about waiters the feed did not answer. A waiter answered in the loop
+    pass the sweep runs in is still listed until its caller runs: under load (a batch of results settled just
+    before the sweep) it asked about hundreds of finished tasks, then read each one back (from every peer on gRPC),
+    for waiters already answered."""
+    await cluster.node("w")
+    client = await cluster.client()
+    answered_id = await client.submit_task("echo", {"n": 1})
+    await client.wait_task(answered_id, timeout=10)
+    other_id = await client.submit_task("echo", {"n": 2})  # finished, but waited for by a caller the feed missed
+    await client.wait_task(other_id, timeout=10)
+    results = client.services.results
+    transport: Any = client.services.ctx.backend
+    asked: list[str] = []
+    task_states = transport.task_states
+
+    async def counted(task_ids: Any) -> Any:
+        asked.extend(task_ids)
+        return await task_states(task_ids)
+    transport.task_states = counted
+    loop = asyncio.get_running_loop()
+    answered, waiting = loop.create_future(), loop.create_future()
+    answered.set_result(None)
+    results._waiters[answered_id] = [answered]
+    results._waiters[other_id] = [waiting]
+    try:
+        ready = await results._sweep_waiters([])
+    finally:
+        results._waiters.pop(answered_id, None)
+        results._waiters.pop(other_id, None)
+    assert answered_id not in asked
+    assert other_id in asked and ready == [other_id]
