@@ -24,6 +24,7 @@ _MASK = (1 << 64) - 1
 # Past digests kept per bucket (about 80 bytes each, at most ~5 MB for all 64): a peer's digest is up to a round
 # old, and at some 30 changes a second to a bucket (2,000 writes/s) this covers about half a minute.
 LATELY_KEPT = 1024
+_KEYED = hashlib.blake2b(digest_size=8, key=b"mesh-digest")  # copied per line: the key's block is hashed once
 
 
 def bucket_of(memory_type: str, key: str, buckets: int = BUCKETS) -> int:
@@ -32,8 +33,9 @@ def bucket_of(memory_type: str, key: str, buckets: int = BUCKETS) -> int:
 
 def line_hash(memory_type: str, key: str, origin: str, stamp: int) -> int:
     """A line's share of its bucket's digest: 64 bits of a keyed BLAKE2b."""
-    return int.from_bytes(hashlib.blake2b(f"{memory_type}\0{key}\0{origin}\0{stamp}".encode(), digest_size=8,
-                                          key=b"mesh-digest").digest(), "big")
+    h = _KEYED.copy()
+    h.update(f"{memory_type}\0{key}\0{origin}\0{stamp}".encode())
+    return int.from_bytes(h.digest(), "big")
 
 
 class BucketDigests:
