@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test test-fast chaos lint typecheck proto bench screenshots clean
+.PHONY: run test test-fast test-redis-floor chaos lint typecheck proto bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,22 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m mypy
 	$(PYTEST) -n 2 --dist loadgroup -m "not slow or untimed" --durations=15 $(ARGS) || [ $$? -eq 5 ]
 	$(PYTEST) -m "slow and not untimed" --durations=25 $(ARGS) || [ $$? -eq 5 ]
+	$(if $(ARGS),,$(MAKE) --no-print-directory test-redis-floor)
+
+## test-redis-floor: the Redis backend's tests again with redis-py at the lowest version pyproject.toml allows, in a
+## venv of their own (.venv-redis-floor); `make test` runs it last (without ARGS). Its asyncio cluster has pipeline
+## transactions from 6.2.
+REDIS_FLOOR = $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",.*/\1/p' pyproject.toml | head -n 1)
+FLOOR_VENV := .venv-redis-floor
+
+$(FLOOR_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[test]' 'redis==$(REDIS_FLOOR)'
+	touch $@
+
+test-redis-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not slow or untimed" \
+		-k redis tests/backends
 
 ## test-fast: everything but the slow multi-process tests, on two workers
 test-fast: $(VENV)/.test-installed

@@ -53,7 +53,9 @@ def _key() -> str:
     ("SET", "k", "v"), ("EVALSHA", b"\x00\xff", 1, -7, 0), ("X", 1.5, 1e-7, float("inf"), "ünï", b"", ""),
     ("HSET", bytearray(b"ab"), memoryview(b"cd"), 2**70)])
 def test_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
-    assert pack(args) == b"".join(aioredis.Connection().pack_command(*args))
+    # a bytearray or memoryview goes as its bytes (redis-py before 8 refuses them: compared as bytes)
+    as_bytes = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+    assert pack(args) == b"".join(aioredis.Connection().pack_command(*as_bytes))
 
 
 def test_what_redis_py_refuses_to_send_is_refused_alike() -> None:

@@ -98,7 +98,11 @@ class MeshClusterPipeline(ClusterPipeline):
 
 
 class MeshRedisCluster(RedisCluster):
-    """``RedisCluster`` whose pipelines take ``publish`` (see ``MeshClusterPipeline``)."""
+    """``RedisCluster`` with ``publish`` (redis-py's asyncio cluster has none before 8.0: the channel's slot picks
+    the node, and Redis Cluster carries the message to every node); its pipelines take it (``MeshClusterPipeline``)."""
+
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return await self.execute_command("PUBLISH", channel, message, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> MeshClusterPipeline:
         return MeshClusterPipeline(self, transaction)  # type: ignore[abstract]  # redis-py sets it at runtime
