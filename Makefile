@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test test-fast test-redis-floor chaos lint typecheck proto bench screenshots clean
+.PHONY: run test test-fast test-floors chaos lint typecheck proto bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,22 +33,25 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m mypy
 	$(PYTEST) -n 2 --dist loadgroup -m "not slow or untimed" --durations=15 $(ARGS) || [ $$? -eq 5 ]
 	$(PYTEST) -m "slow and not untimed" --durations=25 $(ARGS) || [ $$? -eq 5 ]
-	$(if $(ARGS),,$(MAKE) --no-print-directory test-redis-floor)
+	$(if $(ARGS),,$(MAKE) --no-print-directory test-floors)
 
-## test-redis-floor: the Redis backend's tests again with redis-py at the lowest version pyproject.toml allows, in a
-## venv of their own (.venv-redis-floor); `make test` runs it last (without ARGS). Its asyncio cluster has pipeline
-## transactions from 6.2.
-REDIS_FLOOR = $(shell sed -n 's/^ *"redis>=\([0-9.]*\)",.*/\1/p' pyproject.toml | head -n 1)
-FLOOR_VENV := .venv-redis-floor
+## test-floors: the Redis backend's tests and the cockpit's (its snapshots aside: they are drawn by one version) again
+## with redis-py, textual and rich at the lowest versions pyproject.toml allows, in a venv of their own (.venv-floors);
+## `make test` runs it last (without ARGS). The floors are what these pass on: redis-py's asyncio cluster has pipeline
+## transactions from 6.2, and the cockpit needs textual 6.
+floor = $(shell sed -n 's/^ *"$(1)>=\([0-9.]*\)",.*/\1/p' pyproject.toml | head -n 1)
+FLOORS = redis==$(call floor,redis) textual==$(call floor,textual) rich==$(call floor,rich)
+FLOOR_VENV := .venv-floors
+FLOOR_PYTEST := $(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 $(FLOOR_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(FLOOR_VENV)
-	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[test]' 'redis==$(REDIS_FLOOR)'
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[test]' $(FLOORS)
 	touch $@
 
-test-redis-floor: $(FLOOR_VENV)/.installed
-	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not slow or untimed" \
-		-k redis tests/backends
+test-floors: $(FLOOR_VENV)/.installed
+	$(FLOOR_PYTEST) -m "not slow or untimed" -k redis tests/backends
+	$(FLOOR_PYTEST) tests/tui/test_pilot.py tests/tui/test_pure.py tests/tui/test_errors.py
 
 ## test-fast: everything but the slow multi-process tests, on two workers
 test-fast: $(VENV)/.test-installed
