@@ -6,21 +6,20 @@ command leaves in a later event-loop pass, behind whatever else that pass holds,
 after that. Measured on an idle node (``bench tasks --backend redis``): 80–200 µs from the call to the bytes on the
 socket, per command, when Redis takes some 50 µs to run it. ``PromptWrites`` bounds the same write with
 ``asyncio.timeout`` in the caller's task instead: the same limit, the same errors (a write that times out or fails
-drops the connection, as redis-py does), no task and no pass. From Python 3.12 on, ``wait_for`` works this way
-itself, and redis-py's own method runs. Used for a single server and Sentinel; a Redis Cluster client makes its
-nodes' connections itself (redis-py's own class).
+drops the connection, as redis-py does), no task and no pass. It runs on every Python: from 3.12 on ``wait_for``
+makes no task, but redis-py writes with ``StreamWriter.writelines``, which there (3.12.1, 3.13.0) does not pause at
+the transport's high-water mark, so ``drain`` returns at once with everything buffered and a stalled write is never
+bounded; each part here goes through ``write``, which does pause. Used for a single server and Sentinel; a Redis
+Cluster client makes its nodes' connections itself (redis-py's own class).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-NEEDED = sys.version_info < (3, 12)  # wait_for makes a task per call before 3.12
 
 
 class PromptWrites:
@@ -32,7 +31,7 @@ class PromptWrites:
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         limit = self.socket_timeout
-        if not NEEDED or not limit:
+        if not limit:
             return await super().send_packed_command(command, check_health)  # type: ignore[misc]
         if not self.is_connected:  # connected as redis-py's own method connects (redis-py 5 has no health flag)
             opening = getattr(self, "connect_check_health", None)
@@ -44,7 +43,8 @@ class PromptWrites:
         parts = [command] if isinstance(command, bytes) else command
         try:
             async with asyncio.timeout(limit):
-                self._writer.writelines(parts)
+                for part in parts:  # not writelines: see the module's docstring
+                    self._writer.write(part)
                 await self._writer.drain()
         except TimeoutError:
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]
