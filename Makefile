@@ -36,16 +36,20 @@ test: $(VENV)/.test-installed
 	$(if $(ARGS),,$(MAKE) --no-print-directory test-floors)
 
 ## test-floors: the Redis backend's tests and the cockpit's (its snapshots aside: they are drawn by one version) again
-## with redis-py, textual and rich at the lowest versions pyproject.toml allows, in a venv of their own (.venv-floors);
-## `make test` runs it last (without ARGS). The floors are what these pass on: redis-py's asyncio cluster has pipeline
-## transactions from 6.2, and the cockpit needs textual 6.
+## with redis-py, textual and rich at the lowest versions pyproject.toml allows, on the newest Python 3.12+ found here
+## (FLOOR_PYTHON; else $(PYTHON)), in a venv of their own (.venv-floors); `make test` runs it last (without ARGS).
+## The floors are what these pass on: redis-py's asyncio cluster has pipeline transactions from 6.2, and the cockpit
+## needs textual 6. The newer Python found that its StreamWriter.writelines ignores flow control (backends/redis/prompt.py).
 floor = $(shell sed -n 's/^ *"$(1)>=\([0-9.]*\)",.*/\1/p' pyproject.toml | head -n 1)
 FLOORS = redis==$(call floor,redis) textual==$(call floor,textual) rich==$(call floor,rich)
 FLOOR_VENV := .venv-floors
 FLOOR_PYTEST := $(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+NEWEST_PYTHON := $(lastword $(sort $(wildcard /usr/bin/python3.1[2-9] /usr/local/bin/python3.1[2-9] \
+	$(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3.1[2-9])))
+FLOOR_PYTHON ?= $(or $(NEWEST_PYTHON),$(PYTHON))
 
 $(FLOOR_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet -e '.[test]' $(FLOORS)
 	touch $@
 
