@@ -91,6 +91,11 @@ class MeshClusterPipeline(ClusterPipeline):
         self._wakes.append((channel, message))
         return self
 
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if args and str(args[0]).upper() == "PUBLISH":  # a command list sent as is (``RedisMemory._transaction``)
+            return self.publish(*args[1:3])
+        return super().execute_command(*args, **kwargs)
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         out = await super().execute(raise_on_error, allow_redirections) if len(self) else []
         wakes, self._wakes = self._wakes, []

@@ -30,16 +30,13 @@ class RedisMemory(RedisClient):
 
     async def _transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``commands`` in MULTI … EXEC (the first error raised), on the own line or a redis-py pipeline (a cluster
-        pipeline takes PUBLISH through its own method, sent after it: see ``MeshClusterPipeline``)."""
+        pipeline sends a PUBLISH after it: see ``MeshClusterPipeline``)."""
         if self._line is not None:
             return await self._line.transaction(commands)
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
         for command in commands:
-            if command[0] == "PUBLISH":
-                pipe.publish(*command[1:])
-            else:
-                pipe.execute_command(*command)
+            pipe.execute_command(*command)
         return list(await pipe.execute())
 
     async def _publish_batch(self, items: list[MemoryEntry]) -> list[str]:

@@ -33,9 +33,8 @@ class PromptWrites:
         limit = self.socket_timeout
         if not limit:
             return await super().send_packed_command(command, check_health)  # type: ignore[misc]
-        if not self.is_connected:  # connected as redis-py's own method connects (redis-py 5 has no health flag)
-            opening = getattr(self, "connect_check_health", None)
-            await (opening(check_health=False) if opening is not None else self.connect())  # type: ignore[attr-defined]
+        if not self.is_connected:  # connected as redis-py's own method connects
+            await self.connect_check_health(check_health=False)  # type: ignore[attr-defined]
         if check_health:
             await self.check_health()  # type: ignore[attr-defined]
         if isinstance(command, str):
