@@ -13,32 +13,61 @@ ENQUEUE = COMMON + r"""
 -- is the node's wake-up ('T' + its id and fields), so the worker's first contact is running it (no claim). The
 -- node said what it can take at its last claim (``grants``: slots, lease seconds, good until); a wake-up lost
 -- on the way is made good by that claim (``granted``).
+-- Each command a script sends costs the server some µs besides its own work, so: the items are read (and a
+-- malformed one refused) before anything is written; their seqs come from one INCRBY; a node's queues are
+-- counted once per call (its depth and its free slots both come from that count); a task is written by one
+-- HSET, and the fields of one started here are the ones written (no read back).
 mesh_sets()
 hash_key(P .. 'grants')
 local t = now()
+local caller = ARGV[2]
+local items = {}
+for i = 3, #ARGV do
+  local a = cmsgpack.unpack(ARGV[i])
+  local cap, prio = tonumber(a[4]), tonumber(a[5])
+  if type(a[1]) ~= 'string' or type(a[2]) ~= 'string' or not cap or not prio_of(prio) then
+    return redis.error_reply('ENQUEUE: item ' .. (i - 2) .. ' is not a task')
+  end
+  table.insert(items, a)
+end
+local seq = redis.call('INCRBY', P .. 'seq', #items) - #items
 local out = {}
 local woken = {}
+local queues = {}  -- node -> {inbox, delayed, held} as counted at its first item (nothing written there before)
 local depths = {}
-local caller = ARGV[2]
 local slots = {}  -- node -> {free slots, lease seconds}, or false: it starts nothing here
 local pushed = {}  -- node -> {id, fields, id, fields, ...}: the tasks started for it
+local function queued(node)
+  local q = queues[node]
+  if q == nil then
+    q = {card('ZCARD', P .. 'inbox:' .. node), card('ZCARD', P .. 'delayed:' .. node),
+         card('SCARD', P .. 'held:' .. node)}
+    queues[node] = q
+  end
+  return q
+end
 local function slots_of(node)
+  -- A node's inbox and held set are written only once it has a slot answer here, so its first count holds.
   if slots[node] == nil then
     slots[node] = false
     local g = redis.call('HGET', P .. 'grants', node)
     local cap, lease, fresh
     if g then cap, lease, fresh = string.match(g, '^(%S+) (%S+) (%S+)$') end
     cap, lease, fresh = num(cap), num(lease), num(fresh)
-    if cap and lease and lease > 0 and fresh and fresh > t and node ~= caller
-        and card('ZCARD', P .. 'inbox:' .. node) == 0 then
-      local free = cap - card('SCARD', P .. 'held:' .. node)
+    local q = queued(node)
+    if cap and lease and lease > 0 and fresh and fresh > t and node ~= caller and q[1] == 0 then
+      local free = cap - q[3]
       if free > 0 then slots[node] = {free, lease} end
     end
   end
   return slots[node]
 end
-for i = 3, #ARGV do
-  local a = cmsgpack.unpack(ARGV[i])
+local function text(n)
+  -- a number as the text a script's number argument is stored as (every digit a double needs)
+  return string.format('%.17g', n)
+end
+for _, a in ipairs(items) do
+  seq = seq + 1
   local id, node, name, cap = a[1], a[2], a[3], tonumber(a[4])
   local prio, nb, why, spec = tonumber(a[5]), due_at(a[6], t), a[7], a[8]
   local sub, at, parent, sig = a[9], a[10], a[11], a[12] or ''
@@ -50,19 +79,28 @@ for i = 3, #ARGV do
     if node == '' then
       full = redis.call('ZCARD', P .. 'pending') >= cap
     else
-      depths[node] = depths[node] or depth(node)
+      if not depths[node] then
+        local q = queued(node)
+        depths[node] = q[1] + q[2] + q[3]
+      end
       full = depths[node] >= cap
     end
     if full then
       table.insert(out, 0)
     else
-      local seq = redis.call('INCR', P .. 'seq')
       local start = node ~= '' and nb == 0 and slots_of(node)
       if start and start[1] <= 0 then start = false end
       local status = (node == '') and 'pending' or (start and 'running' or 'assigned')
-      redis.call('HSET', h, 'spec', spec, 'node', node, 'node_name', name, 'attempt', 1, 'failures', 0,
-                 'prio', prio, 'seq', seq, 'submitter', sub, 'why', why, 'not_before', nb, 'submitted', at,
-                 'parent', parent, 'cancel', 0, 'status', status, 'sig', sig)
+      local fields = {'spec', spec, 'node', node, 'node_name', name, 'attempt', '1', 'failures', '0',
+                      'prio', text(prio), 'seq', text(seq), 'submitter', sub, 'why', why, 'not_before', text(nb),
+                      'submitted', at, 'parent', parent, 'cancel', '0', 'status', status, 'sig', sig}
+      if start then
+        table.insert(fields, 'started')
+        table.insert(fields, text(t))
+        table.insert(fields, 'lease')
+        table.insert(fields, text(t + start[2]))
+      end
+      redis.call('HSET', h, unpack(fields))
       index_status(id, nil, status, seq)
       redis.call('LPUSH', P .. 'tasks', id)  -- newest first; a list is cheaper than an index
       if parent ~= '' then redis.call('SADD', P .. 'ch:' .. parent, id) end
@@ -71,13 +109,12 @@ for i = 3, #ARGV do
       elseif start then
         start[1] = start[1] - 1
         depths[node] = depths[node] + 1
-        redis.call('HSET', h, 'started', t, 'lease', t + start[2])
         redis.call('SADD', P .. 'held:' .. node, id)
         redis.call('ZADD', P .. 'leases', t + start[2], id)
         redis.call('ZADD', P .. 'granted:' .. node, t, id)
         pushed[node] = pushed[node] or {}
         table.insert(pushed[node], id)
-        table.insert(pushed[node], redis.call('HGETALL', h))
+        table.insert(pushed[node], fields)  -- what HGETALL would give: the hash is new, these are its fields
       else
         depths[node] = depths[node] + 1
         place(id, node, prio, seq, nb, t)
