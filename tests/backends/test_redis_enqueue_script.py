@@ -1,5 +1,5 @@
-"""The Redis ENQUEUE script on its own, on a real redis-server: what it writes when an item is malformed, and the
-wake-up of a task it starts (the task's fields, as stored)."""
+"""The Redis ENQUEUE and COMPLETE scripts on their own, on a real redis-server: what they write when an item is
+malformed, and the wake-up of a task ENQUEUE starts (the task's fields, as stored)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from mesh_core.backends.redis.lua_tasks import ENQUEUE
+from mesh_core.backends.redis.lua_tasks import COMPLETE, ENQUEUE
 from mesh_core.backends.redis.tasks import _lua_pack
 from mesh_testing.redis_server import RedisServer
 
@@ -87,3 +87,20 @@ async def test_a_task_started_at_enqueue_is_pushed_with_the_fields_it_is_stored_
     finally:
         await pubsub.aclose()
         await asyncio.sleep(0)
+
+
+async def test_a_malformed_outcome_is_refused_before_any_outcome_is_recorded(raw: aioredis.Redis) -> None:
+    """COMPLETE reads every item first too: with a malformed second outcome, the first task is still running (its
+    worker, told the call failed, records it again and is not refused as if another had)."""
+    prefix = f"mesh:{{{uuid.uuid4().hex}}}:"
+    await raw.hset(f"{prefix}grants", WORKER, f"10 30 {time.time() + 3600}")
+    task_id = uuid.uuid4().hex
+    assert (await _enqueue(raw, prefix, _item(task_id)))[0] == [1]
+    outcome = _lua_pack([task_id, "1", WORKER, "succeeded", b"result", ""])
+    for bad in (b"\xc1", _lua_pack([task_id, 1, WORKER, "succeeded", b"", ""]), _lua_pack([task_id, "1"])):
+        with pytest.raises(ResponseError):
+            await raw.eval(COMPLETE, 0, prefix, outcome, bad)
+        assert await raw.hget(f"{prefix}t:{task_id}", "status") == b"running"
+        assert not await raw.exists(f"{prefix}fin:{CALLER}")
+    assert (await raw.eval(COMPLETE, 0, prefix, outcome))[0] == [CALLER.encode()]
+    assert await raw.hget(f"{prefix}t:{task_id}", "status") == b"succeeded"

@@ -226,11 +226,19 @@ return {kept, Q}
 
 COMPLETE = COMMON + lua_moves(Move.COMPLETE) + r"""
 -- ARGV: P, then per item one msgpack array of strings: id, attempt, node, status, result, error
+-- Every item is read (a malformed one refuses the call) before anything is written.
 mesh_sets()
 local t = now()
-local out = {}
+local items = {}
 for i = 2, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
+  for k = 1, 6 do
+    if type(a[k]) ~= 'string' then return redis.error_reply('COMPLETE: item ' .. (i - 1) .. ' is not an outcome') end
+  end
+  table.insert(items, a)
+end
+local out = {}
+for _, a in ipairs(items) do
   local id, att, node, st, res, err = a[1], a[2], a[3], a[4], a[5], a[6]
   local h = P .. 't:' .. id
   local f = tfields(id, 'status', 'node', 'attempt', 'seq', 'submitter', 'node_name')
