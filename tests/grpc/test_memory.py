@@ -18,7 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.backends.grpc.memory.base import RESEND_MAX
+from mesh_core.backends.grpc.memory.base import CONFIRM_WAIT_SECONDS, RESEND_MAX
 from mesh_core.backends.grpc.memory.reads import read_order
 from mesh_core.backends.shared import runs_of_bytes
 from mesh_core.errors import BackendUnavailable, SyncTimeout
@@ -603,6 +603,32 @@ async def test_a_worker_that_missed_a_clients_pushes_gets_them_again_from_the_cl
     # newer one of its key would stand as the key's newest in b's log).
     for key in [f"m{i}" for i in range(30)] + [f"n{i}" for i in range(100)]:
         assert len(await backend_of(b).store.memory_versions("fact", key)) == 1, key
+
+
+async def test_a_check_whose_push_is_lost_on_the_way_is_made_again(cluster: Cluster) -> None:
+    """The push that ends a check of a peer that missed entries is lost on the way (sent, never delivered: a
+    connection reset) and the client writes nothing more, so no later push brings an ack past it. After
+    ``CONFIRM_WAIT_SECONDS`` the check is void and the next one pushes again: the worker gets the entries and the
+    client counts it as holding them. Before, the check waited for that ack until the client's next write (for
+    good, were that write held back for this very peer by backpressure)."""
+    a, b, client, heal = await _client_cut_from_b(cluster)
+    mem = backend_of(client)
+    await client.sync_memory_items("fact", {f"m{i}": i for i in range(30)})  # a took them, b never got them
+    _, missed = await mem.read_memory(None, 10_000)
+    heal()  # and at once (no check can run in between) pushes to b vanish instead of being refused:
+    wire, send, b_at = mem.wire, mem.wire.send, mem.address_of(b.node_id)
+
+    def vanishing(address: str, kind: str, envelope: Any) -> bool:  # taken, and never delivered
+        return True if (address, kind) == (b_at, "memory") else bool(send(address, kind, envelope))
+    wire.send = vanishing
+    pushed = mem._pushed[b.node_id]
+    await eventually(lambda: _is(pushed.confirming is not None), timeout=10)  # its push went, and vanished
+    wire.send = send
+    assert not list(_replica(b).keys("m*"))
+    await eventually(lambda: _is(len(list(_replica(b).keys("m*"))) == 30), timeout=CONFIRM_WAIT_SECONDS + 5)
+    await eventually(lambda: _is(mem.cursor_reached(pushed.ack(mem._accounted), missed)), timeout=5)
+    assert mem.counters["memory_push_confirm_lapsed"] >= 1
+    assert backend_of(b).counters["memory_caught_up"] == 0  # the client's push brought them, no pull
 
 
 async def test_a_worker_that_missed_many_of_a_clients_pushes_is_left_to_anti_entropy(cluster: Cluster) -> None:

@@ -35,3 +35,16 @@ def test_an_entry_missed_again_during_the_check_voids_it() -> None:
     pushed.block(21)  # a push after the check went missing too
     pushed.acked_through(2)
     assert pushed.blocked == 11 and pushed.ack(30) == 10 and pushed.confirming is None
+
+
+def test_a_check_whose_push_is_not_acknowledged_in_time_is_void_and_a_late_ack_clears_nothing() -> None:
+    pushed = _pushed((1, 1, 10))
+    pushed.block(11)
+    blocks = pushed.blocks
+    pushed.in_flight.append((2, 11, 20))
+    pushed.confirm_at(2, 20, blocks)
+    assert not pushed.confirm_lapsed(pushed.confirm_by - 0.1) and pushed.confirming is not None
+    assert pushed.confirm_lapsed(pushed.confirm_by) and pushed.confirming is None
+    assert not pushed.confirm_lapsed(pushed.confirm_by + 10)  # nothing left to lapse
+    pushed.acked_through(2)  # the lost push's ack, had it come after all: the void check clears nothing
+    assert pushed.blocked == 11 and pushed.ack(30) == 10

@@ -109,6 +109,7 @@ class GrpcMemory(MemoryEntropy):
         super().__init__(*args, **kwargs)
         self._worker = True
         self._pushed: dict[str, _Pushed] = {}
+        self._confirm_timer: asyncio.TimerHandle | None = None  # a check's lapse, looked at (``_confirm_blocked``)
         self._read_missed: dict[str, float] = {}
         self._from_peers: dict[str, _Received] = {}
         self._accounted = 0  # highest local cursor whose pushes are registered in ``_pushed``

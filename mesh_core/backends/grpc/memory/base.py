@@ -58,6 +58,10 @@ GAP_REPAIR_SECONDS = 1.0  # a gap in a peer's pushes brings a catch-up with it a
 # A peer that missed pushes is checked for holding this node's entries since (``_confirm_held``) at most this often,
 # over at most CONFIRM_RANGE_MAX cursors of this node's log (a longer absence is left to anti-entropy's digests).
 CONFIRM_SECONDS = 1.0
+# … and the push that ends a check waits this long for the peer's ack: one lost on the way (and no later push, whose
+# ack would do) voids the check, and the next one starts, instead of the peer staying counted behind until this node
+# writes again (for good, were that write held back for it by backpressure).
+CONFIRM_WAIT_SECONDS = 3.0
 CONFIRM_RANGE_MAX = 50_000
 # … and pushes again the entries it lacks when they are this many at most: a few pushes lost to a full queue under
 # load. More come of a pause or a cut, after which the peer's catch-up pulls them, each once, from any holder.
@@ -80,6 +84,7 @@ class _Pushed:
     checking: bool = False  # a check that the peer holds them since is under way (``_confirm_held``) …
     check_after: float = 0.0  # … and the next one starts no sooner than this (monotonic)
     confirming: tuple[int, int, int] | None = None  # (seq, cursor, blocks): that seq's ack clears up to cursor
+    confirm_by: float = 0.0  # … when it comes before this (monotonic); else the check is void (``confirm_lapsed``)
     owed_since: float | None = None  # monotonic time since when the peer owes an ack of pushes (None: owes none)
 
     def owe(self, now: float) -> None:
@@ -103,6 +108,15 @@ class _Pushed:
         """The peer was found holding what this node pushed it up to ``cursor`` (when ``blocks`` entries had been
         found not got), and the entry of ``seq`` is pushed after that: its ack says the peer's node applied them."""
         self.confirming = (seq, cursor, blocks)
+        self.confirm_by = time.monotonic() + CONFIRM_WAIT_SECONDS
+
+    def confirm_lapsed(self, now: float) -> bool:
+        """The push that ended the check was not acknowledged by ``confirm_by``: lost on the way, with no later push
+        to bring an ack past it. The check is void (True), and the next one may start."""
+        if self.confirming is None or now < self.confirm_by:
+            return False
+        self.confirming = None
+        return True
 
     def acked_through(self, seq: int) -> None:
         """The peer's node applied every push up to ``seq`` (refusals were ``block``-ed first)."""
@@ -169,6 +183,7 @@ class MemoryState(GrpcCore):
     wire: Wire | None  # set by the membership part when it opens
     _worker: bool
     _pushed: dict[str, _Pushed]
+    _confirm_timer: asyncio.TimerHandle | None
     _from_peers: dict[str, _Received]
     _accounted: int
     _own_ack: int

@@ -281,11 +281,27 @@ class MemoryEntropy(MemoryReads):
         if self._closed:
             return
         now = time.monotonic()
+        lapses: list[float] = []  # when the checks whose last push is not acknowledged yet lapse
         for node_id, pushed in self._pushed.items():
+            if pushed.confirm_lapsed(now):
+                self.counters["memory_push_confirm_lapsed"] += 1
             if pushed.blocked is not None and not pushed.checking and pushed.confirming is None \
                     and now >= pushed.check_after and self.status_of(node_id) is NodeStatus.ACTIVE:
                 pushed.checking, pushed.check_after = True, now + CONFIRM_SECONDS
                 self.spawn(self._confirm_held(node_id), "memory-confirm")
+            elif pushed.blocked is not None and pushed.confirming is not None:
+                lapses.append(pushed.confirm_by)
+        if lapses:  # looked at again then, with or without a push or an ack to start it (one timer at a time)
+            timer = self._confirm_timer
+            if timer is None or timer.when() > min(lapses) + 0.01:
+                if timer is not None:
+                    timer.cancel()
+                loop = asyncio.get_running_loop()
+                self._confirm_timer = loop.call_at(loop.time() + max(0.0, min(lapses) - now), self._confirm_again)
+
+    def _confirm_again(self) -> None:
+        self._confirm_timer = None
+        self._confirm_blocked()
 
     async def _confirm_held(self, peer_id: str) -> None:
         """Whether ``peer_id``, which missed pushes from ``blocked`` on (a full queue, a pause, a cut), holds this
