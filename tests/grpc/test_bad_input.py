@@ -327,6 +327,8 @@ async def test_bad_memory_envelopes_are_refused_counted_and_never_appended(mesh:
                                                                            lease_seconds=1.0))),
         ("memory_claims_refused", pb.MemoryMessage(primary=pb.PrimaryClaim(node_id=raw.node_id, epoch=3,
                                                                            lease_seconds=math.inf))),
+        ("memory_claims_refused", pb.MemoryMessage(primary=pb.PrimaryClaim(node_id=raw.node_id, epoch=3,
+                                                                           lease_seconds=-1.0))),
     ]:
         before = mesh.count(counter)
         raw.send("memory", envelope)

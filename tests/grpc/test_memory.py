@@ -350,6 +350,32 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     assert not _replica(follower).siblings("fact", "split")  # not obeyed
 
 
+async def test_a_primary_that_sees_a_better_candidate_releases_the_role_and_the_candidate_takes_it_at_once(
+        cluster: Cluster) -> None:
+    """With no preference configured the lowest active id holds the role. A node that holds it while a lower one is
+    active (it took it while that one looked suspect: here its claim is set so, with a 30 s lease) releases it on its
+    next renewal and says so, and the candidate, which honours a live claim, takes it at the next epoch at once.
+    Before, the holder stopped renewing and held the candidate the primary while the candidate held the holder the
+    primary until the claim lapsed where it was heard (writes handed back and forth meanwhile): 30 s here."""
+    from mesh_core.backends.grpc.memory.base import _Claim
+
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
+    lowest = min(nodes, key=lambda n: n.node_id)
+    highest = max(nodes, key=lambda n: n.node_id)
+    await eventually(lambda: _is({backend_of(n).memory_epoch[0] for n in nodes} == {lowest.node_id}
+                                 and all(len(n.members()) == 3 for n in nodes)), timeout=5)
+    epoch = max(backend_of(n).memory_epoch[1] for n in nodes)
+    usurper = backend_of(highest)
+    usurper._claim = claim = _Claim(highest.node_id, epoch + 1, time.monotonic() + 30, 30.0)
+    usurper._announce(claim)
+    await eventually(lambda: _is(all(backend_of(n).memory_epoch[1] > epoch + 1 for n in nodes)
+                                 and {backend_of(n).memory_epoch[0] for n in nodes} == {lowest.node_id}), timeout=5)
+    assert usurper.counters["memory_primary_released"] >= 1
+    await lowest.sync_memory_item("fact", "through the lowest", key="after")
+    await eventually(lambda: _recall_is(highest, "after", "through the lowest"))
+
+
 async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:
     """The grpc form of the cluster test of the same name: there a stopped primary is seen active by a client
     reading the shared store; on grpc a one-shot client learns members only from live ones, so the primary here

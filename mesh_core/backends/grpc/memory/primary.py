@@ -23,6 +23,14 @@ class MemoryPrimary(MemoryState):
             return claim.node_id
         candidate = self._primary_candidate(holder)
         if candidate != holder:
+            if claim.node_id == holder == self.node_id and claim.until > now - claim.lease_seconds:
+                # This node's own claim, with a better candidate active (it took the role while that one looked
+                # suspect, or before it joined): released now, and said so until the candidate's claim is heard,
+                # as the candidate honours a live claim. Else each would hold the other the primary until the claim
+                # lapsed where the candidate heard it (writes handed back and forth meanwhile).
+                claim.until = min(claim.until, now)
+                self.counters["memory_primary_released"] += 1
+                self._announce(claim, lease_seconds=0.0)
             return candidate  # the candidate takes the role on its own next renewal
         if claim.node_id != holder or now >= claim.until:
             self._claim = claim = _Claim(holder, claim.epoch + 1)
@@ -49,14 +57,16 @@ class MemoryPrimary(MemoryState):
         ranked.sort(key=lambda r: (not (named and r[1] == named), r[2] is not NodeType.COORDINATION_HUB, r[0]))
         return ranked[0][0]
 
-    def _announce(self, claim: _Claim) -> None:
+    def _announce(self, claim: _Claim, *, lease_seconds: float | None = None) -> None:
+        """Tell every live worker of ``claim``, good for its lease (``lease_seconds``: 0 releases it)."""
         if self.wire is None:
             return
+        lease = claim.lease_seconds if lease_seconds is None else lease_seconds
         for info in self.live_peers(workers_only=True):
             address = self.address_of(info.node_id)
             if address:
                 self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
-                    node_id=claim.node_id, epoch=claim.epoch, lease_seconds=claim.lease_seconds)))
+                    node_id=claim.node_id, epoch=claim.epoch, lease_seconds=lease)))
 
     def _tell_claim(self, node_id: str) -> None:
         """Tell a node that claims the role with a weaker epoch (one restarted, which forgot it, or cut off) the

@@ -142,8 +142,9 @@ class MemoryPush(MemoryPrimary):
             claim = env.primary
             lease = claim.lease_seconds
             if claim.node_id != peer.node_id or not 0 < claim.epoch < MAX_EPOCH \
-                    or not (math.isfinite(lease) and 0 < lease <= MAX_CLAIM_SECONDS):
-                # a claim is announced by the claimant itself, at an epoch and for a time that make sense
+                    or not (math.isfinite(lease) and 0 <= lease <= MAX_CLAIM_SECONDS):
+                # a claim is announced (or released: for no time) by the claimant itself, at an epoch and for a time
+                # that make sense
                 self.refuse("memory_claims_refused", peer.node_id, f"grpc memory: a primary claim from "
                             f"{peer.name or '?'} for {claim.node_id[:12]!r} at epoch {claim.epoch} for {lease} s")
             else:
