@@ -18,7 +18,7 @@ import pytest
 
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.memory import IN_FLIGHT_LIMIT
-from mesh_core.backends.grpc.memory.base import CONFIRM_WAIT_SECONDS, RESEND_MAX
+from mesh_core.backends.grpc.memory.base import CONFIRM_WAIT_SECONDS, RESEND_MAX, _Claim
 from mesh_core.backends.grpc.memory.reads import read_order
 from mesh_core.backends.shared import runs_of_bytes
 from mesh_core.errors import BackendUnavailable, SyncTimeout
@@ -350,6 +350,16 @@ async def test_the_memory_primary_is_one_node_with_an_epoch_and_a_deposed_one_is
     assert not _replica(follower).siblings("fact", "split")  # not obeyed
 
 
+async def _master_slave_of_three(cluster: Cluster) -> tuple[list[Any], Any]:
+    """Three master_slave nodes once they agree on the primary, the lowest id (no preference configured); and it."""
+    ms = {"memory_sync": {"strategy": "master_slave"}}
+    nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
+    lowest = min(nodes, key=lambda n: n.node_id)
+    await eventually(lambda: _is({backend_of(n).memory_epoch[0] for n in nodes} == {lowest.node_id}
+                                 and all(len(n.members()) == 3 for n in nodes)), timeout=5)
+    return nodes, lowest
+
+
 async def test_a_primary_that_sees_a_better_candidate_releases_the_role_and_the_candidate_takes_it_at_once(
         cluster: Cluster) -> None:
     """With no preference configured the lowest active id holds the role. A node that holds it while a lower one is
@@ -357,14 +367,8 @@ async def test_a_primary_that_sees_a_better_candidate_releases_the_role_and_the_
     next renewal and says so, and the candidate, which honours a live claim, takes it at the next epoch at once.
     Before, the holder stopped renewing and held the candidate the primary while the candidate held the holder the
     primary until the claim lapsed where it was heard (writes handed back and forth meanwhile): 30 s here."""
-    from mesh_core.backends.grpc.memory.base import _Claim
-
-    ms = {"memory_sync": {"strategy": "master_slave"}}
-    nodes = [await cluster.node(f"m{i}", **ms) for i in range(3)]
-    lowest = min(nodes, key=lambda n: n.node_id)
+    nodes, lowest = await _master_slave_of_three(cluster)
     highest = max(nodes, key=lambda n: n.node_id)
-    await eventually(lambda: _is({backend_of(n).memory_epoch[0] for n in nodes} == {lowest.node_id}
-                                 and all(len(n.members()) == 3 for n in nodes)), timeout=5)
     epoch = max(backend_of(n).memory_epoch[1] for n in nodes)
     usurper = backend_of(highest)
     usurper._claim = claim = _Claim(highest.node_id, epoch + 1, time.monotonic() + 30, 30.0)
@@ -374,6 +378,24 @@ async def test_a_primary_that_sees_a_better_candidate_releases_the_role_and_the_
     assert usurper.counters["memory_primary_released"] >= 1
     await lowest.sync_memory_item("fact", "through the lowest", key="after")
     await eventually(lambda: _recall_is(highest, "after", "through the lowest"))
+
+
+async def test_a_node_with_a_stale_claim_learns_the_primary_from_it_and_refuses_nothing(cluster: Cluster) -> None:
+    """A node that claims the role at an old epoch (restarted, or cut off) is told the current claim by its holder
+    (at once, and at every renewal), not by the others: a claim is taken from its claimant only, so the others'
+    relays of it were refused there and counted as bad messages (``memory_claims_refused``) in a healthy mesh."""
+    nodes, lowest = await _master_slave_of_three(cluster)
+    holder = backend_of(lowest)
+    holder._claim = _Claim(lowest.node_id, 5, time.monotonic() + 1, 1.0)
+    holder._announce(holder._claim)
+    await eventually(lambda: _is({backend_of(n).memory_epoch for n in nodes} == {(lowest.node_id, 5)}), timeout=5)
+    stale = backend_of(max(nodes, key=lambda n: n.node_id))
+    stale._claim = claim = _Claim(stale.node_id, 2, time.monotonic() + 30, 30.0)
+    stale._announce(claim)
+    await eventually(lambda: _is(stale.memory_epoch == (lowest.node_id, 5)), timeout=5)
+    await asyncio.sleep(0.5)
+    assert stale.counters["memory_claims_refused"] == 0
+    assert {backend_of(n).memory_epoch for n in nodes} == {(lowest.node_id, 5)}
 
 
 async def test_a_clients_forwarded_write_that_fails_is_withdrawn_and_never_applied_later(cluster: Cluster) -> None:

@@ -69,10 +69,12 @@ class MemoryPrimary(MemoryState):
                     node_id=claim.node_id, epoch=claim.epoch, lease_seconds=lease)))
 
     def _tell_claim(self, node_id: str) -> None:
-        """Tell a node that claims the role with a weaker epoch (one restarted, which forgot it, or cut off) the
-        strongest claim heard here, with what is left of its lease: it takes the role again above that epoch."""
+        """Tell a node that claims the role with a weaker epoch (one restarted, which forgot it, or cut off) this
+        node's own claim, with what is left of its lease: it takes the role again above that epoch. Only its own: a
+        node takes a claim from its claimant only (one relayed would be refused there, and counted as a bad message);
+        a claim of another node reaches it from that node, which announces it at every renewal."""
         claim, address = self._claim, self.address_of(node_id)
-        if self.wire is not None and address and claim.node_id:
+        if self.wire is not None and address and claim.node_id == self.node_id:
             left = max(0.0, claim.until - time.monotonic())
             self.wire.send(address, "memory", pb.MemoryMessage(primary=pb.PrimaryClaim(
                 node_id=claim.node_id, epoch=claim.epoch, lease_seconds=left)))
