@@ -45,7 +45,11 @@ What grpc adds is how entries reach the other logs:
 - **master_slave.** The ``memory-primary`` lease is a claim fenced by an epoch: a live holder keeps it
   while it renews (each renewal is announced to every live worker); when it lapses or its holder is not
   live, the candidate (the configured primary, else a coordination hub, else the lowest node id among live
-  workers) takes it with an epoch one above the highest it has heard. The primary's entries carry its
+  workers) takes it with an epoch one above the highest it has heard. A holder that sees a better candidate
+  live (it took the role while that one looked suspect) releases its claim and announces it released (a claim
+  for no time), so the candidate, which honours a live claim, takes it at its next renewal instead of each
+  holding the other the primary until the claim lapses. A claim is taken from its claimant only (a stale
+  claimant is told the current claim by its holder). The primary's entries carry its
   epoch; a replica refuses entries of a claim weaker (epoch, then node id) than the strongest it heard,
   so two primaries after a partition cannot both be obeyed where the newer one was heard.
 
