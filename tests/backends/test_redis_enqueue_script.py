@@ -47,8 +47,9 @@ async def test_a_malformed_item_is_refused_before_anything_is_written(raw: aiore
     listed nor counted, and the caller, told the batch failed, would find it 'already stored' on a retry)."""
     prefix = f"mesh:{{{uuid.uuid4().hex}}}:"
     good = uuid.uuid4().hex
-    for bad in (b"\xc1", _lua_pack(["x"]), _item(uuid.uuid4().hex, capacity="many"),
-                _item(uuid.uuid4().hex, prio="7")):
+    no_why = _lua_pack([uuid.uuid4().hex, WORKER, "w1", "100", "1", "0.0", None, b"spec", CALLER, "1.0", "", ""])
+    for bad in (b"\xc1", _lua_pack(7), _lua_pack(["x"]), _item(uuid.uuid4().hex, capacity="many"),
+                _item(uuid.uuid4().hex, prio="7"), no_why):
         with pytest.raises(ResponseError):
             await _enqueue(raw, prefix, _item(good), bad)
         assert await raw.keys(prefix + "*") == []

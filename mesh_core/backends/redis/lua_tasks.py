@@ -24,10 +24,10 @@ local caller = ARGV[2]
 local items = {}
 for i = 3, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
-  local cap, prio = tonumber(a[4]), tonumber(a[5])
-  if type(a[1]) ~= 'string' or type(a[2]) ~= 'string' or not cap or not prio_of(prio) then
-    return redis.error_reply('ENQUEUE: item ' .. (i - 2) .. ' is not a task')
-  end
+  local ok = type(a) == 'table' and tonumber(a[4]) and prio_of(tonumber(a[5]))
+    and (a[12] == nil or type(a[12]) == 'string')
+  for k = 1, 11 do ok = ok and type(a[k]) == 'string' end
+  if not ok then return redis.error_reply('ENQUEUE: item ' .. (i - 2) .. ' is not a task') end
   table.insert(items, a)
 end
 local seq = redis.call('INCRBY', P .. 'seq', #items) - #items
@@ -232,9 +232,9 @@ local t = now()
 local items = {}
 for i = 2, #ARGV do
   local a = cmsgpack.unpack(ARGV[i])
-  for k = 1, 6 do
-    if type(a[k]) ~= 'string' then return redis.error_reply('COMPLETE: item ' .. (i - 1) .. ' is not an outcome') end
-  end
+  local ok = type(a) == 'table'
+  for k = 1, 6 do ok = ok and type(a[k]) == 'string' end
+  if not ok then return redis.error_reply('COMPLETE: item ' .. (i - 1) .. ' is not an outcome') end
   table.insert(items, a)
 end
 local out = {}

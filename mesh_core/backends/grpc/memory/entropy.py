@@ -292,12 +292,12 @@ class MemoryEntropy(MemoryReads):
             elif pushed.blocked is not None and pushed.confirming is not None:
                 lapses.append(pushed.confirm_by)
         if lapses:  # looked at again then, with or without a push or an ack to start it (one timer at a time)
-            timer = self._confirm_timer
-            if timer is None or timer.when() > min(lapses) + 0.01:
+            loop = asyncio.get_running_loop()
+            due, timer = loop.time() + max(0.0, min(lapses) - now), self._confirm_timer
+            if timer is None or timer.when() > due + 0.01:
                 if timer is not None:
                     timer.cancel()
-                loop = asyncio.get_running_loop()
-                self._confirm_timer = loop.call_at(loop.time() + max(0.0, min(lapses) - now), self._confirm_again)
+                self._confirm_timer = loop.call_at(due, self._confirm_again)
 
     def _confirm_again(self) -> None:
         self._confirm_timer = None
