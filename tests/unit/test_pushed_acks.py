@@ -26,23 +26,25 @@ def test_a_confirmed_peer_is_acked_past_what_it_missed_once_the_check_entry_is_a
     assert pushed.blocked is None and pushed.confirming is None and pushed.ack(45) == 45
 
 
-def test_an_entry_missed_again_during_the_check_voids_it() -> None:
+def _checking_after_a_miss() -> _Pushed:
+    """Cursors 1..10 pushed in flight, 11.. never got; a check found the peer holding them and pushed seq 2 (11..20)."""
     pushed = _pushed((1, 1, 10))
     pushed.block(11)
     blocks = pushed.blocks
     pushed.in_flight.append((2, 11, 20))
     pushed.confirm_at(2, 20, blocks)
+    return pushed
+
+
+def test_an_entry_missed_again_during_the_check_voids_it() -> None:
+    pushed = _checking_after_a_miss()
     pushed.block(21)  # a push after the check went missing too
     pushed.acked_through(2)
     assert pushed.blocked == 11 and pushed.ack(30) == 10 and pushed.confirming is None
 
 
 def test_a_check_whose_push_is_not_acknowledged_in_time_is_void_and_a_late_ack_clears_nothing() -> None:
-    pushed = _pushed((1, 1, 10))
-    pushed.block(11)
-    blocks = pushed.blocks
-    pushed.in_flight.append((2, 11, 20))
-    pushed.confirm_at(2, 20, blocks)
+    pushed = _checking_after_a_miss()
     assert not pushed.confirm_lapsed(pushed.confirm_by - 0.1) and pushed.confirming is not None
     assert pushed.confirm_lapsed(pushed.confirm_by) and pushed.confirming is None
     assert not pushed.confirm_lapsed(pushed.confirm_by + 10)  # nothing left to lapse

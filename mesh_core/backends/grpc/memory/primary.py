@@ -28,8 +28,9 @@ class MemoryPrimary(MemoryState):
                 # suspect, or before it joined): released now, and said so until the candidate's claim is heard,
                 # as the candidate honours a live claim. Else each would hold the other the primary until the claim
                 # lapsed where the candidate heard it (writes handed back and forth meanwhile).
-                claim.until = min(claim.until, now)
-                self.counters["memory_primary_released"] += 1
+                if claim.until > now:
+                    claim.until = now
+                    self.counters["memory_primary_released"] += 1
                 self._announce(claim, lease_seconds=0.0)
             return candidate  # the candidate takes the role on its own next renewal
         if claim.node_id != holder or now >= claim.until:
