@@ -26,6 +26,20 @@ local function num(v)
   if n and n == n and n > -math.huge and n < math.huge then return n end
   return nil
 end
+local function read_items(first, texts, fits)
+  -- The items (one msgpack array per argument from ARGV[first] on), every one read before the script writes
+  -- anything: its first ``texts`` values strings and ``fits(item)``, when given, true. Else nil and the number of the
+  -- first item that is not (a malformed one half way would leave the items before it half written).
+  local items = {}
+  for i = first, #ARGV do
+    local a = cmsgpack.unpack(ARGV[i])
+    local ok = type(a) == 'table' and (fits == nil or fits(a))
+    for k = 1, texts do ok = ok and type(a[k]) == 'string' end
+    if not ok then return nil, i - first + 1 end
+    table.insert(items, a)
+  end
+  return items
+end
 local function prio_of(v)
   local n = num(v)
   if n and n >= 0 and n <= 3 and n % 1 == 0 then return n end

@@ -21,15 +21,10 @@ mesh_sets()
 hash_key(P .. 'grants')
 local t = now()
 local caller = ARGV[2]
-local items = {}
-for i = 3, #ARGV do
-  local a = cmsgpack.unpack(ARGV[i])
-  local ok = type(a) == 'table' and tonumber(a[4]) and prio_of(tonumber(a[5]))
-    and (a[12] == nil or type(a[12]) == 'string')
-  for k = 1, 11 do ok = ok and type(a[k]) == 'string' end
-  if not ok then return redis.error_reply('ENQUEUE: item ' .. (i - 2) .. ' is not a task') end
-  table.insert(items, a)
-end
+local items, bad = read_items(3, 11, function(a)
+  return tonumber(a[4]) and prio_of(tonumber(a[5])) and (a[12] == nil or type(a[12]) == 'string')
+end)
+if not items then return redis.error_reply('ENQUEUE: item ' .. bad .. ' is not a task') end
 local seq = redis.call('INCRBY', P .. 'seq', #items) - #items
 local out = {}
 local woken = {}
@@ -229,14 +224,8 @@ COMPLETE = COMMON + lua_moves(Move.COMPLETE) + r"""
 -- Every item is read (a malformed one refuses the call) before anything is written.
 mesh_sets()
 local t = now()
-local items = {}
-for i = 2, #ARGV do
-  local a = cmsgpack.unpack(ARGV[i])
-  local ok = type(a) == 'table'
-  for k = 1, 6 do ok = ok and type(a[k]) == 'string' end
-  if not ok then return redis.error_reply('COMPLETE: item ' .. (i - 1) .. ' is not an outcome') end
-  table.insert(items, a)
-end
+local items, bad = read_items(2, 6)
+if not items then return redis.error_reply('COMPLETE: item ' .. bad .. ' is not an outcome') end
 local out = {}
 for _, a in ipairs(items) do
   local id, att, node, st, res, err = a[1], a[2], a[3], a[4], a[5], a[6]
