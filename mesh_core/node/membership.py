@@ -206,6 +206,10 @@ class MembershipService:
     def active_ids(self) -> set[str]:
         return {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
 
+    def live_ids(self) -> set[str]:
+        """Active and suspect nodes: every node that may still be alive (a suspect one is only late so far)."""
+        return {m.info.node_id for m in self.table.members() if m.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT)}
+
     def workers(self) -> list[NodeInfo]:
         """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is
         down (restarting after a failure, as its heartbeat says) gets no new work while another can take it."""

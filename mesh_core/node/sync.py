@@ -77,7 +77,10 @@ class MemorySync:
     async def _read_log(self) -> dict[str, int]:
         store = self.memory.store
         applied = seen = 0
-        if not self._bootstrapped or await self._behind_horizon():
+        if not self._bootstrapped:
+            applied += await self._bootstrap()
+        elif await self._behind_horizon():  # away past compaction: every key's newest entries again (counted)
+            self.ctx.counters["memory_rebootstraps"] += 1
             applied += await self._bootstrap()
         batch = max(MIN_PULL_BATCH, self.ctx.config.memory_sync.max_sync_batch_size)
         while True:
@@ -225,13 +228,15 @@ class MemorySync:
         return sum(map(len, self._folded.values())) < FOLDED_KEPT_MAX
 
     async def compact(self) -> int:
-        """Drop memory log entries that every active node has applied (the sweeping node does this).
+        """Drop memory log entries that every live node has applied (the sweeping node does this).
 
-        A node that was away, or joins later, gets what was dropped from anti-entropy, which reads the
-        newest entry per key and origin.
+        A suspect node counts: it may only be late (paused, swapping, a long GC), and a node that finds the log
+        compacted past its cursor reads every key's newest entries again (``_bootstrap``), not just what it
+        missed. A node that was away, dead or gone, or joins later, gets what was dropped that way, which reads
+        the newest entry per key and origin.
         """
         acks = await self.log.memory_acks()
-        cursors = [acks.get(node_id) for node_id in self.members.active_ids()]
+        cursors = [acks.get(node_id) for node_id in self.members.live_ids()]
         if not cursors or any(c is None for c in cursors):
             return 0  # someone has applied nothing yet: keep everything for it
         low = cursors[0]

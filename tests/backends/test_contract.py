@@ -727,6 +727,35 @@ async def test_a_node_back_from_an_absence_past_compaction_converges_without_wai
     assert await b.recall("k19") == 19 and await b.recall("seen") == "before"
 
 
+@pytest.mark.parametrize("cluster", STORE_BACKENDS, indirect=True)
+async def test_compaction_keeps_the_log_a_suspect_node_has_not_read_and_it_catches_up_from_there(
+        cluster: Cluster) -> None:
+    # A node paused for a moment (suspect: maybe alive) is still to read the log. Compacting past it sent it back,
+    # once it went on, to re-read every key of the mesh's memory (its bootstrap) instead of the entries it missed.
+    patient = {"suspect_after_seconds": 0.5, "node_timeout_seconds": 60.0, "sync_interval_seconds": 3600}
+    a = await cluster.node("a", **patient)
+    b = await cluster.node("b", **patient)
+    await a.sync_memory_item("fact", "before", key="seen")
+    await eventually(lambda: _async(_replica(b).siblings("fact", "seen") != []))
+    paused = [t for t in b.services.ctx.loops if t.get_name() in ("heartbeat", "memory")]
+    for loop_task in paused:
+        loop_task.cancel()
+    await eventually(lambda: _async(statuses(a).get("b") == "suspect"), timeout=5)
+    await a.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
+    log = a.services.ctx.backend
+
+    async def a_acked_its_writes() -> bool:
+        await a.sync_now()
+        return log.cursor_reached((await log.memory_acks()).get(a.node_id), a.services.sync.cursor)
+    await eventually(a_acked_its_writes)  # acks go out at most every ACK_EVERY_SECONDS
+    await a.compact_memory()
+    sync = b.services.sync
+    horizon = await log.memory_horizon()
+    assert horizon is None or log.cursor_reached(sync.cursor, horizon)
+    assert (await sync.sync_now())["applied"] == 20  # from the log, where it stopped
+    assert b.counters["memory_rebootstraps"] == 0 and await b.recall("k19") == 19
+
+
 async def _finished(mesh, ids) -> bool:
     return all(t.status.is_final for t in await mesh.services.ctx.backend.get_tasks(ids, with_attempts=False))
 
