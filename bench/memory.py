@@ -62,12 +62,14 @@ class LogTail:
 
 
 def _applied(tails: dict[str, LogTail], written: dict[str, float], since: float) -> dict[str, dict[str, Any]]:
-    """Per node: how many of ``written`` it applied, and how fast from ``since`` to its last one."""
+    """Per node: how many of ``written`` it applied, and how fast from ``since`` to its last one (and when its first
+    one came: what a node resumed from a pause spent waking before it applied anything)."""
     per_node = {}
     for name, tail in tails.items():
         got = [tail.seen[k] for k in written if k in tail.seen]
         last = max(got) if got else since
         per_node[name] = {"applied": len(got), "seconds": round(last - since, 3),
+                          "first_seconds": round(min(got) - since, 3) if got else None,
                           "items_per_second": round(len(got) / (last - since), 1) if last > since else 0.0}
     return per_node
 
@@ -148,20 +150,26 @@ async def _burst(mesh: AgentMeshManager, n: int, inflight: int, prefix: str = "b
 
 
 async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, LogTail], opts: MemoryOptions,
-                    meter: CpuMeter) -> dict[str, Any]:
+                    meter: CpuMeter, *, one: bool = False) -> dict[str, Any]:
     """How fast nodes apply a backlog: write ``catch_up`` items with the workers paused, then resume them.
 
     grpc has no store: a client's write is held by the workers that applied it, and with every worker paused
     there is none to take it (the write fails, as it must). So on grpc one worker stays up and holds the
     backlog, as the shared store does on the other media; the paused ones catch it up from it (and from the
-    client's pushes) on resume, and only they are measured."""
-    out: dict[str, Any] = {"items": opts.catch_up}
-    kept = cluster.processes[:1] if opts.backend == "grpc" else []
+    client's pushes) on resume, and only they are measured.
+
+    With ``one``, only the last worker is paused and the others apply the writes as they come: the rate at
+    which a node that was away catches up, with the machine's cores to itself (with every worker paused, they
+    resume together and share the cores: that measures how many replicas the machine holds as much as how fast
+    a node applies)."""
+    out: dict[str, Any] = {"items": opts.catch_up, "paused_nodes": "one" if one else "all"}
+    # paused one: the last; paused together: all, but on grpc one stays up to hold the backlog
+    kept = cluster.processes[:-1] if one else cluster.processes[:1] if opts.backend == "grpc" else []
     paused = [node for node in cluster.processes if node not in kept]
     for node in paused:
         node.kill(signal.SIGSTOP)
     try:
-        written, start, end_writes = await _burst(mesh, opts.catch_up, opts.burst_inflight, prefix="c")
+        written, start, end_writes = await _burst(mesh, opts.catch_up, opts.burst_inflight, prefix="o" if one else "c")
     finally:
         resumed = time.time()
         for node in paused:
@@ -279,6 +287,11 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
             log(f"{tag}: catch-up of {opts.catch_up} queued items at "
                 f"{result['catch_up']['applied_items_per_second']} items/s per node (slowest node); the writer "
                 f"counts {result['catch_up']['writer_lag_after']['items']} items unapplied after")
+            cluster.check_alive()
+            result["catch_up_one"] = await _catch_up(cluster, mesh, tails, opts, meter, one=True)
+            log(f"{tag}: catch-up of {opts.catch_up} items by one paused node (the others live) at "
+                f"{result['catch_up_one']['applied_items_per_second']} items/s; the writer counts "
+                f"{result['catch_up_one']['writer_lag_after']['items']} items unapplied after")
         # last: the batched run leaves the nodes with the biggest replicas
         if opts.batch > 1 and opts.sustained_s:
             log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "

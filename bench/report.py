@@ -422,6 +422,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
             out[f"memory_{backend}_batched_items_per_second"] = mem["sustained_batched"]["applied_items_per_second"]
         if "catch_up" in mem:
             out[f"memory_{backend}_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
+        if "catch_up_one" in mem:
+            out[f"memory_{backend}_catch_up_one_items_per_second"] = mem["catch_up_one"]["applied_items_per_second"]
     return out
 
 
@@ -772,10 +774,13 @@ def render(data: dict[str, Any]) -> str:
                          _f(lag.get("p99_ms")),
                          f"written {_f(b.get('writes_per_second'), 0)}/s; applied on all {nodes} nodes (slowest); "
                          "lag = write→visible on all nodes"])
-        c = mem.get("catch_up")
-        if c:
-            rows.append([f"{backend}: catch-up after pause", _f(c.get("items")),
-                         _f(c.get("applied_items_per_second"), 0), "-", "-", "applied per node (slowest)"])
+        catch_ups = (("catch_up", "catch-up after pause", "paused together: applied per node (slowest)"),
+                     ("catch_up_one", "catch-up of one paused node", "the others live"))
+        for phase, what, note in catch_ups:
+            c = mem.get(phase)
+            if c:
+                rows.append([f"{backend}: {what}", _f(c.get("items")), _f(c.get("applied_items_per_second"), 0),
+                             "-", "-", note])
         for phase in ("burst", "sustained", "sustained_batched"):
             if mem.get(phase):
                 notes.append(f"  {backend} {phase}: CPU (cores) {_cores(mem[phase].get('cpu_utilisation'))}")
