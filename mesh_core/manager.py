@@ -446,7 +446,8 @@ class AgentMeshManager:
         return await self.services.sync.flush_outbox()
 
     async def compact_memory(self) -> int:
-        """Drop memory log entries every active node has applied (the sweeping node does this by itself)."""
+        """Drop memory log entries every live node (active or suspect) has applied (the sweeping node does this by
+        itself)."""
         return await self.services.sync.compact()
 
     async def catch_up(self, key: str, memory_type: str | None = None) -> None:

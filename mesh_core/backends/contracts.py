@@ -573,8 +573,8 @@ class MemoryLog(abc.ABC):
 
     @abc.abstractmethod
     async def compact_memory(self, applied_everywhere: Any) -> int:
-        """Drop memory stream entries before cursor ``applied_everywhere`` (every active node has applied them);
-        returns how many went. The newest entry per (key, origin) stays for ``memory_bucket`` and
+        """Drop memory stream entries before cursor ``applied_everywhere`` (every live node, active or suspect, has
+        applied them); returns how many went. The newest entry per (key, origin) stays for ``memory_bucket`` and
         ``memory_for_key``, so a node that was away converges by anti-entropy.
 
         SQLite: DELETE from the log below the cursor (a per-key table keeps the latest). Redis: XTRIM MINID
