@@ -55,6 +55,9 @@ class GrpcTasks(TasksStream):
             if "final" not in columns:  # a store from before copies were pruned
                 conn.execute("ALTER TABLE grpc_backups ADD COLUMN final INTEGER NOT NULL DEFAULT -1")
             conn.execute("CREATE INDEX IF NOT EXISTS grpc_backups_by_revision ON grpc_backups (owner_id, revision)")
+            # retention looks for copies by their state (ended, dead letters, not known yet): without this it read
+            # the state of every copy of an owner, each retention pass (``TasksReads._prune_copies``)
+            conn.execute("CREATE INDEX IF NOT EXISTS grpc_backups_by_final ON grpc_backups (owner_id, final, revision)")
         await self.store._write(create)
         await self._count_copies()
         self.on_member_change(self._member_change)
