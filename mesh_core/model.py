@@ -31,6 +31,8 @@ class NodeStatus(enum.StrEnum):
     LEFT = "left"
 
 
+LIVE = (NodeStatus.ACTIVE, NodeStatus.SUSPECT)  # may still be alive: a suspect node is only late so far
+
 STATUS_LIGHTS = {
     NodeStatus.ACTIVE: "🟢",
     NodeStatus.SUSPECT: "🟡",

@@ -39,7 +39,7 @@ from ..clock import HybridLogicalClock, clock_refusal, own_clock_offset
 from ..errors import BackendError, ClockSkewed
 from ..events import NodeJoined, NodeStatusChanged
 from ..membership import Change, DetectorConfig, Member, MembershipTable, sweeper
-from ..model import NodeInfo, NodeRole, NodeStatus, Task
+from ..model import LIVE, NodeInfo, NodeRole, NodeStatus, Task
 from ..routing import AffinityBook, AffinityStats
 from ..security import NOT_ALLOWED, Trust, memory_origin, memory_parts, node_parts, sign, task_parts, task_submitter
 from .context import TOPIC_RECORD, NodeContext, log
@@ -208,7 +208,7 @@ class MembershipService:
 
     def live_ids(self) -> set[str]:
         """Active and suspect nodes: every node that may still be alive (a suspect one is only late so far)."""
-        return {m.info.node_id for m in self.table.members() if m.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT)}
+        return {m.info.node_id for m in self.table.members() if m.status in LIVE}
 
     def workers(self) -> list[NodeInfo]:
         """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is

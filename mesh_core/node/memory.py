@@ -47,7 +47,7 @@ from ..memory.resolve import (
     resolve_manually,
 )
 from ..memory.store import KeyChange, KeyState, Mark, ReplicaStore, item_from_wire, item_to_wire
-from ..model import Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
+from ..model import LIVE, Conflict, MemoryItem, NodeRole, NodeStatus, Recollection
 from ..security import ORIGIN_HOST, ORIGIN_NAME, memory_parts, sign
 from .backpressure import WriterBackpressure
 from .context import NodeContext
@@ -354,7 +354,7 @@ class MemoryService:
         timeout = self.ctx.config.memory_sync.strong_timeout_seconds
         deadline = time.monotonic() + timeout
         waiting = {m.info.node_id: m.info.name for m in self.members.members()
-                   if m.status in (NodeStatus.ACTIVE, NodeStatus.SUSPECT) and m.info.role is NodeRole.WORKER
+                   if m.status in LIVE and m.info.role is NodeRole.WORKER
                    and m.info.node_id != self.ctx.node_id}
         while True:
             if position is not None and waiting:

@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ..membership import Change
-from ..model import NodeInfo, NodeStatus
+from ..model import LIVE, NodeInfo, NodeStatus
 from .config import SwimConfig, retransmit_limit
 from .gossip import BroadcastQueue
 from .messages import Ack, Gossip, Kind, Message, Nack, Ping, PingReq, Sync, Update, invalid
 from .probe import Health, Probe, ProbeRing, Relay
-from .table import LIVE, MemberTable, SwimMember
+from .table import MemberTable, SwimMember
 
 
 class SwimNode:

@@ -14,7 +14,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .table import LIVE, Suspicion, SwimMember
+from ..model import LIVE
+from .table import Suspicion, SwimMember
 
 
 @dataclass

@@ -16,14 +16,13 @@ import math
 from dataclasses import dataclass
 
 from ..membership import Change
-from ..model import NodeInfo, NodeStatus
+from ..model import LIVE, NodeInfo, NodeStatus
 from .config import SwimConfig, mesh_scale
 from .messages import Kind, Update
 
 _STATUS = {Kind.ALIVE: NodeStatus.ACTIVE, Kind.SUSPECT: NodeStatus.SUSPECT,
            Kind.DEAD: NodeStatus.DEAD, Kind.LEFT: NodeStatus.LEFT}
 _KIND = {status: kind for kind, status in _STATUS.items()}
-LIVE = (NodeStatus.ACTIVE, NodeStatus.SUSPECT)
 
 
 @dataclass

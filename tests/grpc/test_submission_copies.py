@@ -15,6 +15,7 @@ from typing import Any
 from mesh_core import codec
 from mesh_core.backends.contracts import Assignment, Enqueued
 from mesh_core.backends.grpc.tasks import task_fields
+from mesh_core.backends.sqlite.store import _write_transaction
 from mesh_core.model import Task, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
@@ -200,10 +201,7 @@ async def _prune_steps(backend: Any, owner: str, copies: int, monkeypatch: Any) 
         conn = sqlite3.connect(backend.store.path, isolation_level=None)
         conn.set_progress_handler(count, 100)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            out = fn(conn)
-            conn.execute("COMMIT")
-            return out
+            return _write_transaction(conn, fn)
         finally:
             conn.close()
     with monkeypatch.context() as patch:

@@ -36,7 +36,6 @@ from ..sqlite import SqliteBackend
 
 log = logging.getLogger("mesh.grpc")
 
-LIVE = (NodeStatus.ACTIVE, NodeStatus.SUSPECT)
 MemberListener = Callable[[Change], None]
 # the counters of bad input from peers that ``describe`` shows (with every wire_handler_errors_* and refused_calls_*)
 SHOWN_REFUSALS = frozenset({

@@ -32,13 +32,13 @@ from ... import swim
 from ...clock import mesh_clock_reference, peer_clock_sample
 from ...config import advertise_address
 from ...membership import Change
-from ...model import NodeInfo, NodeRole, NodeStatus
+from ...model import LIVE, NodeInfo, NodeRole, NodeStatus
 from ...security import Trust, node_parts, sign
 from ...waits import wait_event
 from ..contracts import MeshSnapshot, Topic
 from ..shared import node_from_fields, shortened
 from ._generated import mesh_pb2 as pb
-from .core import LIVE, SHOWN_REFUSALS, GrpcCore
+from .core import SHOWN_REFUSALS, GrpcCore
 from .records import envelope_of, messages_of
 from .tls import Credentials, check_plaintext_listen, tls_files
 from .wire import Peer, Wire

@@ -82,9 +82,8 @@ from typing import Any
 from ....coalesce import Coalescer
 from ....membership import Change
 from ....memory.digest import BucketDigests
-from ....model import NodeInfo, NodeRole, NodeStatus
+from ....model import LIVE, NodeInfo, NodeRole, NodeStatus
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,

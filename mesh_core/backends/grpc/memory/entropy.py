@@ -15,11 +15,10 @@ from .... import codec
 from ....errors import CodecError
 from ....memory.digest import BUCKETS, BucketDigests, Line, bucket_of, differing
 from ....memory.store import item_from_wire, key_chunks
-from ....model import MemoryItem, NodeStatus
+from ....model import LIVE, MemoryItem, NodeStatus
 from ...contracts import TOPIC_MEMORY
 from ...shared import runs_of_bytes
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from .base import (
     CLIENT_PULL_FRESH_SECONDS,
     CONFIRM_RANGE_MAX,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from ....model import NodeStatus, NodeType
+from ....model import LIVE, NodeStatus, NodeType
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE, log
+from ..core import log
 from .base import MemoryState, _Claim
 
 

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from .... import codec
 from ....errors import BackendUnavailable, CodecError
 from ....memory.store import item_from_wire
-from ....model import MemoryItem, NodeInfo
+from ....model import LIVE, MemoryItem, NodeInfo
 from ....waits import wait_event
 from ...contracts import TOPIC_MEMORY
 from ...shared import shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .base import (
     IN_FLIGHT_LIMIT,

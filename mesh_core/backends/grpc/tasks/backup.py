@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .... import codec
-from ....model import NodeStatus, Task
+from ....model import LIVE, NodeStatus, Task
 from ...shared import CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .base import TasksBase
 from .records import _FINAL, BACKUP_TIMEOUT, IN_CHUNK, CopyRow, _Copying, _Ended, _final_value, copy_header, plan_copies

@@ -25,11 +25,10 @@ from dataclasses import replace
 from typing import Any
 
 from .... import codec
-from ....model import Attempt, NodeStatus, Task, TaskStatus
+from ....model import LIVE, Attempt, NodeStatus, Task, TaskStatus
 from ...contracts import Assignment, Completion, Enqueued, Reassignment, Topic
 from ...shared import shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .records import _FINAL, _NOBODY, _STATUSES, BACKUP_TIMEOUT, DONE_KEPT, _Ended, _move_of, _Sent, task_fields
 from .takeover import TasksTakeover

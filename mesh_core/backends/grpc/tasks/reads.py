@@ -18,11 +18,11 @@ from typing import Any
 import grpc
 
 from .... import codec
-from ....model import Task, TaskStatus
+from ....model import LIVE, Task, TaskStatus
 from ....tasks import further_along
 from ...shared import CorruptRecord
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE, log
+from ..core import log
 from ..wire import closed_under_call
 from .records import IN_CHUNK, _final_of
 from .submit import TasksSubmit

@@ -15,11 +15,10 @@ from typing import Any
 
 from .... import codec
 from ....errors import BackendUnavailable
-from ....model import NodeStatus, TaskStatus
+from ....model import LIVE, NodeStatus, TaskStatus
 from ...contracts import Assignment, Enqueued, Finished, Topic
 from ...shared import FINISHED_FIELDS, CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .owner import TasksOwner
 from .records import _GONE, INBOUND_LIMIT, _delay_ok

@@ -17,11 +17,11 @@ from typing import Any
 
 from .... import codec
 from ....membership import Change
-from ....model import NodeRole, NodeStatus, TaskStatus
+from ....model import LIVE, NodeRole, NodeStatus, TaskStatus
 from ...contracts import Topic
 from ...shared import CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE, log
+from ..core import log
 from ..wire import Peer
 from .backup import TasksCopies
 from .records import _FINAL, _GONE, FEED_KEPT, IN_CHUNK

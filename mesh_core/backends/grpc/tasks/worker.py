@@ -20,11 +20,10 @@ from typing import Any
 
 from .... import codec
 from ....coalesce import Coalescer
-from ....model import Task, TaskProgress, TaskStatus
+from ....model import LIVE, Task, TaskProgress, TaskStatus
 from ...contracts import Completion, Reassignment, Topic
 from ...shared import CorruptRecord, shortened
 from .._generated import mesh_pb2 as pb
-from ..core import LIVE
 from ..wire import Peer
 from .reads import TasksReads
 from .records import _OUTCOMES, DONE_KEPT, _delay_ok, _move_fields, _Offer
