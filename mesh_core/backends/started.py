@@ -41,6 +41,9 @@ class StartedTasks:
         self.inbox_news = True  # a 'tasks' wake-up came since the medium was last claimed from (or none was yet)
         self.lease: float | None = None  # the lease the worker's claims ask for (the medium grants the same)
         self._handed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Started tasks taken from a wake-up that the medium has not been told of: the next claim tells it first
+        # (``answers``), so that its look for unanswered wake-ups never hands on, or ends, a task this node runs.
+        self._answers: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.in_wakeups = 0  # tasks run from a wake-up
         self.late = 0  # wake-ups too old to run: their tasks are left to a claim
         self.handed_again = 0  # started tasks a claim handed on that this node had not had (wake-up lost or late)
@@ -74,7 +77,23 @@ class StartedTasks:
         self.late += len(waiting) - len(started)
         out = self.first_hands(started)
         self.in_wakeups += len(out)
+        self._answers.update(((t.task_id, t.attempt), None) for t in out)
+        while len(self._answers) > HANDED_KEPT:
+            self._answers.popitem(last=False)
         return out
+
+    def answers(self) -> list[tuple[str, int]]:
+        """The started attempts taken from wake-ups since the medium was last told (forgotten here: a claim that
+        fails gives them back with ``not_told``). A claim tells the medium before it looks for unanswered ones:
+        else a task whose cancel was asked while it ran here (past its point of no return, so it went on) was
+        ended "cancelled before it ran" by that look, and its outcome refused."""
+        out = list(self._answers)
+        self._answers.clear()
+        return out
+
+    def not_told(self, answers: Sequence[tuple[str, int]]) -> None:
+        """``answers`` did not reach the medium (its claim failed): told with the next claim."""
+        self._answers.update((a, None) for a in answers)
 
     def handed_on(self, claimed: Iterable[Task], again: Collection[str]) -> list[Task]:
         """What a claim of the medium gave, each attempt once (``first_hands``). ``again``: the ids of the started

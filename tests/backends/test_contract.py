@@ -445,6 +445,36 @@ async def test_a_cancel_after_the_handler_committed_lets_it_finish_succeeded(clu
     assert task.status is TaskStatus.SUCCEEDED and task.result == "made"
 
 
+async def test_a_task_cancelled_as_it_runs_past_its_point_of_no_return_is_not_ended_by_a_later_claim(
+        cluster: Cluster) -> None:
+    # The task is started at enqueue (its wake-up carries it), its cancel asked while it runs past its point of no
+    # return. The worker's claims go on (a free slot, polled): they looked for started tasks whose wake-up was not
+    # answered, took this one for never run and ended it "cancelled before it ran", so its real outcome was refused.
+    from mesh_core.backends.started import GRANT_LOST
+    from mesh_core.handlers import make_spec
+    from mesh_core.node.worker import CLAIM_POLL_SECONDS
+
+    w = await cluster.node("w1", concurrency=2)
+    committed, go_on = asyncio.Event(), asyncio.Event()
+
+    async def effect(payload: Any, ctx: Any) -> str:
+        assert ctx.commit()
+        committed.set()
+        await go_on.wait()
+        return "made"
+
+    w.services.ctx.handlers.add(make_spec("sleep", effect, {"basic_processing"}))
+    client = await cluster.client()
+    task_id = await client.submit_task("sleep", {"seconds": 30})
+    await asyncio.wait_for(committed.wait(), 5)
+    assert await client.cancel_task(task_id) == {task_id: "cancelling"}
+    await asyncio.sleep(GRANT_LOST + 3 * CLAIM_POLL_SECONDS)  # claims looked for unanswered wake-ups meanwhile
+    assert (await client.get_task(task_id)).status is TaskStatus.RUNNING
+    go_on.set()
+    task = await client.wait_task(task_id, timeout=5)
+    assert task.status is TaskStatus.SUCCEEDED and task.result == "made" and task.attempt == 1
+
+
 async def test_critical_task_never_waits_behind_normal_ones(cluster: Cluster) -> None:
     w = await cluster.node("w1", concurrency=1)
     client = await cluster.client()

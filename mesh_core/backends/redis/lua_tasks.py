@@ -129,13 +129,14 @@ return {out, Q}
 """
 
 CLAIM = COMMON + lua_moves(Move.CLAIM, Move.CANCELLED) + r"""
--- ARGV: P, node, limit, lease_seconds. Returns in how many seconds the earliest task still held back becomes
--- due ('' when none), how many of the tasks that follow are handed on again, this server's time, then id,
--- {field, value, ...} per task (those handed on again first). Also says what this node can take (``grants``,
--- for ENQUEUE to start tasks here) and hands on again the tasks started here whose wake-up has not been answered
--- for GRANT_LOST seconds or a quarter of the lease (a pub/sub message is not delivered for sure, and a late one
--- is not run): the worker drops one it already runs. One whose cancel was asked meanwhile ends cancelled: it
--- never ran.
+-- ARGV: P, node, limit, lease_seconds, then the ids of the tasks started here whose wake-up this node took since
+-- its last claim (answered first: none of them is handed on again nor ended as never run below). Returns in how
+-- many seconds the earliest task still held back becomes due ('' when none), how many of the tasks that follow
+-- are handed on again, this server's time, then id, {field, value, ...} per task (those handed on again first).
+-- Also says what this node can take (``grants``, for ENQUEUE to start tasks here) and hands on again the tasks
+-- started here whose wake-up has not been answered for GRANT_LOST seconds or a quarter of the lease (a pub/sub
+-- message is not delivered for sure, and a late one is not run): the worker drops one it already runs. One whose
+-- cancel was asked meanwhile ends cancelled: it never ran.
 local node, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 mesh_sets()
 hash_key(P .. 'grants')
@@ -143,6 +144,9 @@ local t = now()
 local slots = limit + card('SCARD', P .. 'held:' .. node)
 redis.call('HSET', P .. 'grants', node, tostring(slots) .. ' ' .. tostring(lease) .. ' ' .. tostring(t + GRANT_FRESH))
 local again = {}
+for i = 5, #ARGV, 500 do
+  redis.call('ZREM', P .. 'granted:' .. node, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
 if card('ZCARD', P .. 'granted:' .. node) > 0 then
   local unanswered = t - math.min(GRANT_LOST, lease / 4)  -- well before the lease granted with it lapses
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'granted:' .. node, '-inf', unanswered)) do
