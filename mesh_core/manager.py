@@ -374,8 +374,8 @@ class AgentMeshManager:
         return await self.services.tasks.prune()
 
     def running_tasks(self) -> list[Task]:
-        """Tasks this node is running now."""
-        return [entry.task for entry in self.services.worker.running.values()]
+        """Tasks whose handler runs on this node now (not those whose outcome is being recorded)."""
+        return [entry.task for entry in self.services.worker.running.values() if not entry.recording]
 
     # -- memory ----------------------------------------------------------------------------------------------------
     async def sync_memory_item(self, memory_type: str, memory_data: Any, priority: int = 5,

@@ -33,7 +33,7 @@ class NodeServices:
         self.sync = MemorySync(ctx, self.members, self.memory)
         self.primary = Primary(ctx, self.members, self.tasks, self.results, self.memory, self.sync)
         members = self.members
-        members.running = lambda: len(self.worker.running)
+        members.running = lambda: self.worker.executing  # an outcome being recorded is no load
         members.metric_sources += [self.worker.metrics, self.memory.metrics, ctx.loop_metrics]
         members.heartbeat_hooks.append(self.worker.renew_leases)
         members.sweep_hooks += [(0.0, self.tasks.sweep), (PRUNE_EVERY_SECONDS, self.tasks.prune),

@@ -13,6 +13,7 @@ from typing import Any
 
 from mesh_core import AgentMeshManager
 from mesh_core.model import TaskStatus
+from mesh_core.node.worker import RECORDING_PER_SLOT
 
 from ..backends.conftest import Cluster, eventually
 from .conftest import backend_of
@@ -78,3 +79,38 @@ async def test_an_owner_with_no_free_slot_starts_nothing_more_the_task_waits_for
         assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1
     assert ran == [1, 2]
     assert w1.backend_info()["tasks_started_in_wakeups"] == 1  # the second one came by a claim
+
+
+async def test_a_handler_slot_is_free_while_the_outcome_before_waits_for_the_backup(cluster: Cluster) -> None:
+    """With one slot, further tasks run while the outcomes before them wait for their copies on the backup: recording
+    holds no handler (``Worker._free``), up to ``RECORDING_PER_SLOT`` outcomes a slot; the next task then waits. All
+    are recorded once, when the backup answers; the heartbeat's load counts only handlers that run."""
+    ran: list[int] = []
+    hold = asyncio.Event()
+
+    async def only_w1(payload: Any) -> Any:
+        ran.append(payload["n"])
+        return payload
+
+    w1, client = await _owner_and_client(cluster, only_w1, concurrency=1)
+    w2 = next(m for m in cluster.nodes if m.node_id not in (w1.node_id, client.node_id))
+    backup = backend_of(w2)
+    keep = backup._keep_backups
+
+    async def slow_keep(peer: Any, records: Any) -> None:
+        await hold.wait()  # the backup's copies wait: w1's outcomes wait for their acks
+        await keep(peer, records)
+    backup._keep_backups = slow_keep
+    in_hand = 1 + RECORDING_PER_SLOT
+    submits = [asyncio.create_task(client.submit_task("only_w1", {"n": n})) for n in range(in_hand + 2)]
+    await eventually(lambda: _async(len(ran) == in_hand), timeout=5)
+    await asyncio.sleep(0.3)
+    worker = w1.services.worker
+    assert len(ran) == in_hand and worker._recording == in_hand and worker.executing == 0
+    assert w1.running_tasks() == [] and w1.services.members.running() == 0
+    hold.set()
+    for submit in submits:
+        task = await client.wait_task(await submit, timeout=5)
+        assert task.status is TaskStatus.SUCCEEDED and task.attempt == 1
+    assert sorted(ran) == list(range(in_hand + 2))
+    await eventually(lambda: _async(worker.running == {} and worker._recording == 0), timeout=5)
