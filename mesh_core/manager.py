@@ -126,6 +126,11 @@ class AgentMeshManager:
         """What the status block shows about the medium: its name, where it is, its own counters."""
         return self._ctx.backend.describe()
 
+    def backend_counters(self) -> dict[str, int]:
+        """Every counter of the medium (``backend_info`` shows the ones an operator looks at first): refusals of a
+        peer's input counted each time, pushes dropped, catch-ups, tasks resubmitted or taken over, ..."""
+        return dict(self._ctx.backend.counters) if self._ctx.has_backend else {}
+
     async def stop_process(self) -> None:
         """Stop this process (SIGSTOP) at a moment it holds nothing the other nodes wait for, and return once it is
         continued: what a terminal's Ctrl-Z should do. A process stopped inside a write to a shared SQLite file

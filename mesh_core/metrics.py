@@ -153,6 +153,12 @@ class NodeCollector:
         for kind, n in sorted(mesh.counters.items()):
             problems.add_metric([kind], n)
         yield problems
+        events = CounterMetricFamily("mesh_backend_events", "The medium's own counters, by kind: each refusal of what "
+                                                            "a peer sent (mesh_problems counts a peer's first), what "
+                                                            "it dropped, resent, took over, ...", labels=["kind"])
+        for kind, n in sorted(mesh.backend_counters().items()):
+            events.add_metric([kind], n)
+        yield events
 
         restarts = CounterMetricFamily("mesh_loop_restarts", "Restarts of each supervised loop", labels=["loop"])
         up = GaugeMetricFamily("mesh_loop_up", "1 while the supervised loop runs", labels=["loop"])
