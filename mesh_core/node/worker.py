@@ -30,8 +30,8 @@ RECORD_RETRY_MAX_SECONDS = 2.0  # the longest pause between attempts to record a
 LATENCY_SMOOTHING = 0.1  # weight of the newest task in the average response time
 # Tasks whose handler ended may wait for their outcome to be recorded (on grpc_mesh, a round trip to the backup
 # peer) without holding a handler's slot: up to this many per slot, and this many bytes of results in all.
-# Holding the slot left handlers idle: on grpc_mesh at 1,024 in flight every one of the 64 slots was recording, and
-# tasks/s rose 15-27 % when they no longer were (bench tasks --backend grpc).
+# Holding the slot left handlers idle: on grpc_mesh at 1,024 in flight every one of the 64 slots was recording;
+# without it, tasks/s rose 6-35 % at 1,024 in flight and 3-19 % at 256 (bench tasks --backend grpc, bench/README).
 RECORDING_PER_SLOT = 4
 RECORDING_BYTES = 64 * 1024 * 1024
 
