@@ -136,6 +136,8 @@ class Primary:
                    "so it is not handed on again")
             self.ctx.problem("memory_forwards_refused", why)
             raise SyncTimeout(why, missing=["primary"], hint="its task is retried as the election settles")
+        if primary is not None:
+            await self._until_it_serves(primary)
         exclude = set() if primary is None else {m.info.node_id for m in self.members.members()} - {primary}
         payload = {"memory_type": memory_type, "value": value, "priority": priority, "key": key,
                    "tombstone": tombstone, "hops": hops}
@@ -149,6 +151,18 @@ class Primary:
         if self.ctx.is_worker:
             await self.sync.sync_now()  # read your own write
         return True
+
+    async def _until_it_serves(self, primary: str) -> None:
+        """Wait, up to ``primary_wait_s``, until this node's view has the primary serving forwarded writes. A node
+        that just started is active with the record it joined with, which lists no task types until its first
+        heartbeat as a worker: a primary elected in that second made every forwarded write fail at once, as if
+        every node were full. Past the wait, routing refuses it as before."""
+        deadline = time.monotonic() + self.ctx.timings.primary_wait_s
+        while not any(n.node_id == primary and FORWARD_WRITE in n.task_types for n in self.members.workers()):
+            if time.monotonic() > deadline or not self._alive(primary):
+                return
+            await asyncio.sleep(min(0.05, self.ctx.config.heartbeat_interval_seconds))
+            await self.members.refresh()
 
     async def _withdraw(self, task_id: str, key: str, failure: MeshError) -> None:
         """Cancel a forwarded write that failed or took too long; return when it succeeded after all.

@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from mesh_core.node.primary import FORWARD_HOPS_MAX, FORWARD_WRITE
 
-from .conftest import Cluster, eventually
+from .conftest import STORE_BACKENDS, Cluster, eventually
 
 
 async def _is(value: Any) -> Any:
@@ -50,3 +52,30 @@ async def test_two_nodes_that_hold_each_other_primary_forward_a_write_a_bounded_
         u()
     await asyncio.wait_for(write, a.services.ctx.timings.forwarded_write_wait_s)  # retried: through once agreed
     assert await a.recall("looped") == "split"
+
+
+# On the media with a shared store the record b heartbeats is the one a reads; gRPC's gossip may bring a back a
+# fuller record of b it held (tests/cluster/test_grpc.py starts three processes and writes at once, which met it).
+@pytest.mark.parametrize("cluster", STORE_BACKENDS, indirect=True)
+async def test_a_write_waits_for_a_new_primary_s_record_to_list_the_forwarded_write_handler(cluster: Cluster) -> None:
+    # A node that just started is active with the record it joined with, which lists no task types until its first
+    # heartbeat as a worker. A write forwarded to such a primary in that moment failed at once ("every node that can
+    # run '_memory_write' is full", seen in a fresh-clone CI run); now it waits for the record, then goes through.
+    from dataclasses import replace
+
+    ms = {"memory_sync": {"strategy": "master_slave", "conflict_resolution_strategy": "latest_wins"}}
+    a = await cluster.node("a", **ms)
+    b = await cluster.node("b", **ms)
+    _hold(a, b.node_id)
+    _hold(b, b.node_id)
+    members = b.services.members
+    as_joined = members.local_info
+    members.local_info = lambda: replace(as_joined(), task_types=frozenset())  # b's heartbeats list no handler
+    await eventually(lambda: _is(any(n.node_id == b.node_id and not n.task_types
+                                     for n in a.services.members.workers())), timeout=10)
+    write = asyncio.ensure_future(a.sync_memory_item("fact", "early", key="first-write"))
+    await asyncio.sleep(0.5)
+    assert not write.done()  # it waits: it did not fail at once
+    del members.local_info  # b's next heartbeat lists its handlers
+    await asyncio.wait_for(write, a.services.ctx.timings.primary_wait_s)
+    assert await a.recall("first-write") == "early"

@@ -387,7 +387,8 @@ def test_writes_a_killed_primary_acknowledged_while_a_worker_was_paused_reach_it
         primary = ids[primary_id]
         follower, paused = [n for n in nodes.values() if n is not primary]
         for i in range(10):
-            assert follower.command(f"/mesh_remember before-{i:02d} {i}")["ok"]
+            reply = follower.command(f"/mesh_remember before-{i:02d} {i}")
+            assert reply["ok"], reply
         paused.kill(signal.SIGSTOP)
         try:
             for i in range(10, 20):  # acknowledged while `paused` cannot hold them
