@@ -17,7 +17,7 @@ from mesh_core import codec
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.tasks import task_fields
 from mesh_core.backends.grpc.wire import Peer
-from mesh_core.model import TaskStatus
+from mesh_core.model import NodeStatus, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
 from .conftest import backend_of
@@ -213,3 +213,23 @@ async def test_a_task_its_owner_runs_at_once_has_one_copy_and_its_outcome_answer
     assert cb.counters["submissions_answered_by_outcome"] == len(ids)
     assert b1.counters["first_copies_as_stored"] + b2.counters["first_copies_as_stored"] == 0
     assert not (cb._submitted or cb._answering or cb._ended_unanswered or b1._first_copy or b2._first_copy)
+
+
+async def test_a_client_joining_copies_nothing_again(cluster: Cluster) -> None:
+    """Only a worker can be a backup: a client (each one-shot command is one) becoming active starts no re-copy of
+    the tasks without a copy yet. It did, and under load it copied every task its owner ran at once (a fresh-clone
+    CI run saw a running task's extra copy in the test above)."""
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    await asyncio.sleep(0.3)  # the workers' own joins are settled
+    rebackups: list[str] = []
+    for backend in (b1, b2):
+        backend._rebackup_soon = lambda backend=backend: rebackups.append(backend.node_id)
+    client = await cluster.client()
+    await eventually(lambda: _async(all(b.status_of(client.node_id) is NodeStatus.ACTIVE for b in (b1, b2))))
+    await asyncio.sleep(0.3)
+    assert rebackups == []
+    await cluster.node("w3")  # a worker does: it may be the backup now
+    await eventually(lambda: _async(len(rebackups) >= 2), timeout=5)

@@ -73,8 +73,11 @@ class TasksTakeover(TasksCopies):
             if change.new in (NodeStatus.DEAD, NodeStatus.LEFT):
                 self._rehome(node.node_id)
             return
-        if change.new is NodeStatus.ACTIVE or node.node_id in self._backup_of.values():
-            self._rebackup_soon()  # a new peer may be the backup now; a backup that went has to be replaced
+        worker_came = change.new is NodeStatus.ACTIVE and node.role is NodeRole.WORKER
+        if worker_came or node.node_id in self._backup_of.values():
+            # a new worker may be the backup now; a backup that went has to be replaced (a client is never one: each
+            # one-shot command joining made every running task without a copy yet be copied, for nothing)
+            self._rebackup_soon()
         if change.new not in (NodeStatus.DEAD, NodeStatus.LEFT):
             self._settle_deferred()
             if change.new is NodeStatus.ACTIVE:
