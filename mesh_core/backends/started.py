@@ -83,17 +83,16 @@ class StartedTasks:
         return out
 
     def answers(self) -> list[tuple[str, int]]:
-        """The started attempts taken from wake-ups since the medium was last told (forgotten here: a claim that
-        fails gives them back with ``not_told``). A claim tells the medium before it looks for unanswered ones:
-        else a task whose cancel was asked while it ran here (past its point of no return, so it went on) was
-        ended "cancelled before it ran" by that look, and its outcome refused."""
-        out = list(self._answers)
-        self._answers.clear()
-        return out
+        """The started attempts taken from wake-ups that the medium has not been told of (``told`` forgets them).
+        A claim tells the medium before it looks for unanswered ones: else a task whose cancel was asked while it
+        ran here (past its point of no return, so it went on) was ended "cancelled before it ran" by that look,
+        and its outcome refused."""
+        return list(self._answers)
 
-    def not_told(self, answers: Sequence[tuple[str, int]]) -> None:
-        """``answers`` did not reach the medium (its claim failed): told with the next claim."""
-        self._answers.update((a, None) for a in answers)
+    def told(self, answers: Sequence[tuple[str, int]]) -> None:
+        """The medium holds ``answers`` answered now (a claim committed them)."""
+        for answer in answers:
+            self._answers.pop(answer, None)
 
     def handed_on(self, claimed: Iterable[Task], again: Collection[str]) -> list[Task]:
         """What a claim of the medium gave, each attempt once (``first_hands``). ``again``: the ids of the started

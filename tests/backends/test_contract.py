@@ -418,12 +418,12 @@ async def test_cancel_queued_at_once_and_running_cooperatively(cluster: Cluster)
     await eventually(lambda: _async(not w.services.worker.running), timeout=2)
 
 
-async def test_a_cancel_after_the_handler_committed_lets_it_finish_succeeded(cluster: Cluster) -> None:
-    # A handler past its point of no return (TaskContext.commit) is not stopped half-way by a cancel: its outcome
-    # is recorded as it ends, so a side effect it made is never reported cancelled.
+async def _committed_and_cancelled(cluster: Cluster, concurrency: int) -> tuple[Any, Any, str, asyncio.Event]:
+    """A worker ``w1`` running a "sleep" task whose handler passed its point of no return (TaskContext.commit) and
+    waits for the returned event, and a client that asked to cancel it: (worker, client, task id, go on)."""
     from mesh_core.handlers import make_spec
 
-    w = await cluster.node("w1", concurrency=1)
+    w = await cluster.node("w1", concurrency=concurrency)
     committed, go_on = asyncio.Event(), asyncio.Event()
 
     async def effect(payload: Any, ctx: Any) -> str:
@@ -437,6 +437,13 @@ async def test_a_cancel_after_the_handler_committed_lets_it_finish_succeeded(clu
     task_id = await client.submit_task("sleep", {"seconds": 30})
     await asyncio.wait_for(committed.wait(), 5)
     assert await client.cancel_task(task_id) == {task_id: "cancelling"}
+    return w, client, task_id, go_on
+
+
+async def test_a_cancel_after_the_handler_committed_lets_it_finish_succeeded(cluster: Cluster) -> None:
+    # A handler past its point of no return (TaskContext.commit) is not stopped half-way by a cancel: its outcome
+    # is recorded as it ends, so a side effect it made is never reported cancelled.
+    w, client, task_id, go_on = await _committed_and_cancelled(cluster, concurrency=1)
     await eventually(lambda: _async(bool(w.services.worker.running) and w.services.worker.running[task_id].committed))
     await asyncio.sleep(0.3)  # the cancel reached the worker meanwhile (woken at once), and was not obeyed
     assert not w.services.worker.running[task_id].cancelled
@@ -451,23 +458,9 @@ async def test_a_task_cancelled_as_it_runs_past_its_point_of_no_return_is_not_en
     # return. The worker's claims go on (a free slot, polled): they looked for started tasks whose wake-up was not
     # answered, took this one for never run and ended it "cancelled before it ran", so its real outcome was refused.
     from mesh_core.backends.started import GRANT_LOST
-    from mesh_core.handlers import make_spec
     from mesh_core.node.worker import CLAIM_POLL_SECONDS
 
-    w = await cluster.node("w1", concurrency=2)
-    committed, go_on = asyncio.Event(), asyncio.Event()
-
-    async def effect(payload: Any, ctx: Any) -> str:
-        assert ctx.commit()
-        committed.set()
-        await go_on.wait()
-        return "made"
-
-    w.services.ctx.handlers.add(make_spec("sleep", effect, {"basic_processing"}))
-    client = await cluster.client()
-    task_id = await client.submit_task("sleep", {"seconds": 30})
-    await asyncio.wait_for(committed.wait(), 5)
-    assert await client.cancel_task(task_id) == {task_id: "cancelling"}
+    _, client, task_id, go_on = await _committed_and_cancelled(cluster, concurrency=2)
     await asyncio.sleep(GRANT_LOST + 3 * CLAIM_POLL_SECONDS)  # claims looked for unanswered wake-ups meanwhile
     assert (await client.get_task(task_id)).status is TaskStatus.RUNNING
     go_on.set()

@@ -67,11 +67,8 @@ class RedisTasks(RedisClient):
         tasks, room = self._started.take(limit)
         if room:
             answered = self._started.answers()
-            try:
-                raw = await self._script("CLAIM", node_id, room, lease_seconds, *(t for t, _ in answered))
-            except BaseException:
-                self._started.not_told(answered)
-                raise
+            raw = await self._script("CLAIM", node_id, room, lease_seconds, *(t for t, _ in answered))
+            self._started.told(answered)
             self._due[node_id] = (float(_s(raw[0])), time.monotonic()) if raw[0] else None
             self._server_time = (float(_s(raw[2])), time.monotonic())
             again = {_s(raw[i]) for i in range(3, min(len(raw), 3 + 2 * int(raw[1])), 2)}  # they come first

@@ -193,17 +193,21 @@ class SqliteTasks(SqliteFinishing):
         ended: list[str] = []  # submitters of started tasks cancelled before they ran
         again_ids: set[str] = set()
         answered = self._started.answers()
+        told: list[tuple[str, int]] = []
 
         def claim(conn: sqlite3.Connection) -> tuple[list[Task], list[Quarantined]]:
             now, clock = time.time(), machine_clock()
             again: list[Task] = []
             again_ids.clear()  # a run rolled back (the lock was busy) handed nothing
             starts = self.start_at_enqueue or self.start_own
-            if answered:  # wake-ups this node took: answered, so the look below never takes them for lost
-                conn.executemany("DELETE FROM granted WHERE task_id=? AND node_id=? AND attempt=?",
-                                 [(task_id, node_id, attempt) for task_id, attempt in answered])
+            told.clear()  # a run rolled back told nothing
             if starts and clock >= self._lost_checked + unanswered_after(lease_seconds) / 2:
                 # Started tasks left unanswered: looked for twice per unanswered_after at most, not on every claim.
+                # The wake-ups this node took are answered first, so the look never takes them for lost (told
+                # only here: the look itself drops every row older than it, answered or not).
+                conn.executemany("DELETE FROM granted WHERE task_id=? AND node_id=? AND attempt=?",
+                                 [(task_id, node_id, attempt) for task_id, attempt in answered])
+                told[:] = answered
                 self._lost_checked = clock
                 unanswered = clock - unanswered_after(lease_seconds)
                 if conn.execute("SELECT 1 FROM granted WHERE node_id=? AND at<? LIMIT 1",
@@ -228,11 +232,8 @@ class SqliteTasks(SqliteFinishing):
                       for t, r in held]
             tasks.sort(key=lambda t: (-t.priority, seqs[t.task_id]))
             return again + tasks, self._store_aside(conn, self.take_aside())
-        try:
-            claimed, moved = await self._write(claim)
-        except BaseException:
-            self._started.not_told(answered)
-            raise
+        claimed, moved = await self._write(claim)
+        self._started.told(told)
         self.counted(moved)
         self._signal(ended, Topic.RESULTS)
         return tasks + self._started.handed_on(claimed, again_ids)
