@@ -28,7 +28,7 @@ from mesh_core.config import MeshConfig
 from mesh_core.events import Event, NodeJoined, NodeStatusChanged, TaskUpdated
 from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
-from mesh_core.model import NodeRole
+from mesh_core.model import NodeRole, short_id
 
 from .engine import EngineSource, MeshSource
 from .messages import (
@@ -242,7 +242,7 @@ class MeshApp(App[int]):
         try:
             task = await self.source.task(task_id)
         except Exception as exc:
-            self.post_message(EngineTrouble("task", f"cannot load task {task_id[:12]}: {exc}"))
+            self.post_message(EngineTrouble("task", f"cannot load task {short_id(task_id)}: {exc}"))
             return
         self.push_screen(TaskDetailScreen(task))
 

@@ -26,10 +26,10 @@ from mesh_core.errors import MeshError
 from mesh_core.events import Event
 from mesh_core.heap import settle_after_start
 from mesh_core.manager import AgentMeshManager
-from mesh_core.model import NodeRole
+from mesh_core.model import NodeRole, short_id
 from mesh_core.supervision import one_line
 
-_HEX_ID = re.compile(r"[0-9a-f]{32}")  # task and node ids are shortened to 12 characters
+_HEX_ID = re.compile(r"[0-9a-f]{32}")  # node ids show their first 12 characters, task ids their short_id
 # What json.dumps(data, default=str, separators=(",", ":")) writes, without building an encoder per line.
 _JSON_LINE = json.JSONEncoder(default=str, separators=(",", ":"))
 
@@ -46,15 +46,15 @@ def format_event(event: Event, fmt: str) -> str:
         return _JSON_LINE.encode(data)
     at = data.pop("at")
     kind = data.pop("event")
-    fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if v not in (None, "", ()))
+    fields = " ".join(f"{k}={_short(v, k == 'task_id')}" for k, v in data.items() if v not in (None, "", ()))
     return f"{_stamp(at)} {kind:<18} {fields}"
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, task: bool = False) -> str:
     if isinstance(value, str) and len(value) == 32 and _HEX_ID.fullmatch(value):
-        return value[:12]
+        return short_id(value) if task else value[:12]
     if isinstance(value, (list, tuple)):
-        return ",".join(_short(v) for v in value)
+        return ",".join(_short(v, task) for v in value)
     text = str(value)
     return json.dumps(text) if " " in text else text
 

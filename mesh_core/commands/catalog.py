@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import NODE_TYPES
 from ..errors import MeshError
-from ..model import Task, TaskPriority, TaskStatus
+from ..model import Task, TaskPriority, TaskStatus, short_id
 from .registry import (
     IN_A_NODE,
     LINE,
@@ -110,7 +110,7 @@ async def _wait_reporting(mesh: AgentMeshManager, task_id: str, timeout: float |
 def _finished(task: Task) -> CommandResult:
     data = task_outcome(task)
     if task.status is TaskStatus.SUCCEEDED:
-        return CommandResult(f"✅ {task.task_id[:12]} {task.task_type} succeeded on {task.node_name or '-'}"
+        return CommandResult(f"✅ {short_id(task.task_id)} {task.task_type} succeeded on {task.node_name or '-'}"
                              f" (attempt {task.attempt}): {as_json(task.result)}", data, bare=as_json(task.result))
     return CommandResult(f"task {task.task_id} {task.status.value}: {task.error}", data, ok=False, exit_code=1)
 
@@ -197,7 +197,7 @@ async def _tasks(mesh: AgentMeshManager, args: Args) -> CommandResult:
          Arg("task_id", metavar="TASK_ID"))
 async def _cancel(mesh: AgentMeshManager, args: Args) -> CommandResult:
     outcomes = await mesh.cancel_task(args.task_id)
-    return CommandResult("\n".join(f"🛑 {task_id[:12]}: {outcome}" for task_id, outcome in outcomes.items()),
+    return CommandResult("\n".join(f"🛑 {short_id(task_id)}: {outcome}" for task_id, outcome in outcomes.items()),
                          outcomes, bare="\n".join(f"{task_id}: {outcome}" for task_id, outcome in outcomes.items()))
 
 
@@ -207,7 +207,7 @@ async def _retry(mesh: AgentMeshManager, args: Args) -> CommandResult:
     where = await mesh.retry_task(args.task_id)
     if args.wait:
         return _finished(await _wait_reporting(mesh, args.task_id, None, args))
-    return CommandResult(f"🔁 {args.task_id[:12]} replayed on {where}.",
+    return CommandResult(f"🔁 {short_id(args.task_id)} replayed on {where}.",
                          {"task_id": args.task_id, "node_name": where}, bare=where)
 
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import STATUS_LIGHTS, NodeStatus
+from ..model import STATUS_LIGHTS, NodeStatus, short_id
 
 RULE = "=" * 50
 
@@ -167,7 +167,7 @@ def render_agents(d: dict[str, Any]) -> str:
 
 def render_tree(tree: dict[str, Any], depth: int = 0) -> list[str]:
     t = tree["task"]
-    line = (f"{'  ' * depth}{'└─ ' if depth else ''}{t.task_id[:12]} {t.task_type} {t.status.value}"
+    line = (f"{'  ' * depth}{'└─ ' if depth else ''}{short_id(t.task_id)} {t.task_type} {t.status.value}"
             f" on {t.node_name or '-'} (attempt {t.attempt})")
     out = [line]
     for child in tree["children"]:
@@ -181,7 +181,7 @@ def render_tasks(tasks: list[dict[str, Any]]) -> str:
     lines = ["📋 Tasks (newest first)", "=" * 60]
     for t in tasks:
         where = t["node_name"] or "-"
-        lines.append(f"  {t['task_id'][:12]}  {t['task_type']:<14} {t['status']:<11} {t['priority']:<8}"
+        lines.append(f"  {short_id(t['task_id'])}  {t['task_type']:<14} {t['status']:<11} {t['priority']:<8}"
                      f" on {where:<16} attempt {t['attempts']}  {t['why']}")
     return "\n".join(lines)
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-import uuid
 from typing import Any
 
 from ..backends.contracts import MembershipMedium
 from ..errors import MeshError, SyncTimeout, TaskFailed, TaskNotFound, TaskTimeout
 from ..handlers import TaskContext, make_spec
 from ..membership import preferred_hub
-from ..model import NodeInfo, NodeStatus, NodeType, Task, TaskStatus
+from ..model import NodeInfo, NodeStatus, NodeType, Task, TaskStatus, new_task_id
 from .context import NodeContext
 from .membership import MembershipService
 from .memory import MemoryService
@@ -141,7 +140,7 @@ class Primary:
         exclude = set() if primary is None else {m.info.node_id for m in self.members.members()} - {primary}
         payload = {"memory_type": memory_type, "value": value, "priority": priority, "key": key,
                    "tombstone": tombstone, "hops": hops}
-        task = Task(task_id=uuid.uuid4().hex, task_type=FORWARD_WRITE, payload=payload,
+        task = Task(task_id=new_task_id(), task_type=FORWARD_WRITE, payload=payload,
                     submitter_id=self.ctx.node_id, submitted_at=time.time(), max_retries=FORWARD_RETRIES, context={})
         await self.tasks.enqueue_routed(task, exclude)
         try:

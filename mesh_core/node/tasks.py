@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -18,7 +17,7 @@ from .. import codec
 from ..backends.contracts import Assignment, Enqueued, Reassignment, TaskTransport
 from ..errors import MeshError, NoCapacity, TaskIdInUse, TaskNotFound, UnknownTaskType, UsageError
 from ..events import TaskUpdated
-from ..model import NodeInfo, NodeType, Task, TaskPriority, TaskStatus
+from ..model import NodeInfo, NodeType, Task, TaskPriority, TaskStatus, new_task_id
 from ..routing import RouteDecision, RouteRequest, route
 from ..security import SUBMITTER_HOST, SUBMITTER_NAME, sign, task_parts
 from ..tasks import classify_stranded
@@ -118,7 +117,7 @@ class TaskService:
         if timeout_s is not None and timeout_s <= 0:
             raise UsageError(f"timeout_s must be a number above 0, not {timeout_s!r}")
         keyed = task_id is not None  # the caller's own id is an idempotency key
-        task_id = task_id or uuid.uuid4().hex
+        task_id = task_id or new_task_id()
         context = dict(context or {})
         context.setdefault("trace_id", task_id)
         retries = ctx.config.task_distribution.max_task_retries if max_retries is None else max_retries

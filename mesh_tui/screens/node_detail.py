@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from mesh_core.commands import render_agent
+from mesh_core.model import short_id
 
 from ..messages import TaskChosen
 from ..state import TASK_STYLES, MeshState, age
@@ -65,7 +66,7 @@ class NodeDetailScreen(ModalScreen[None]):
         agent.update(Text("\n".join(render_agent(dict(node), local=local))))
         tasks = state.tasks_on(self.node_id)[:50]
         rows = {t.task_id: (
-            spec(t.task_id[:12], TASK_STYLES.get(t.status.value, ""), t.submitted_at),
+            spec(short_id(t.task_id), TASK_STYLES.get(t.status.value, ""), t.submitted_at),
             spec(t.task_type), spec(t.status.value, TASK_STYLES.get(t.status.value, "")),
             spec(t.priority.name.lower()), spec(f"{t.attempt:>3}"), spec(f"{age(state.now - t.submitted_at)} ago"),
             spec(t.error or t.why or "", "red" if t.error else "dim"),

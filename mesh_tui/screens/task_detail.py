@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from mesh_core.model import Task
+from mesh_core.model import Task, short_id
 
 from ..messages import TaskAction
 from ..state import PRIORITY_STYLES, TASK_STYLES, stamp
@@ -94,7 +94,7 @@ class TaskDetailScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         box = self.query_one("#task-box")
-        box.border_title = f"Task {self.task_data.task_id[:12]} · {self.task_data.task_type}"
+        box.border_title = f"Task {short_id(self.task_data.task_id)} · {self.task_data.task_type}"
         box.border_subtitle = "x cancel · R retry · escape closes"
         box.focus()
 

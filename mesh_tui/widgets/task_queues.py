@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import DataTable, TabbedContent, TabPane
 
-from mesh_core.model import Task
+from mesh_core.model import Task, short_id
 
 from ..messages import TaskAction, TaskChosen
 from ..state import PRIORITY_STYLES, TASK_STYLES, TASK_VIEWS, MeshState, age
@@ -58,7 +58,7 @@ def task_cells(task: Task, view: str, now: float) -> tuple[Spec, ...]:
     failed = view in ("failed", "dead_letter")
     detail = task.error if failed and task.error else task.why
     return (
-        spec(task.task_id[:12], TASK_STYLES.get(task.status.value, ""), task.submitted_at),
+        spec(short_id(task.task_id), TASK_STYLES.get(task.status.value, ""), task.submitted_at),
         spec(task.task_type),
         spec(priority, PRIORITY_STYLES.get(priority, ""), int(task.priority)),
         spec(task.node_name or "-"),

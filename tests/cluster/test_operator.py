@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mesh_core import AgentMeshManager
 from mesh_core.events import TaskUpdated
 from mesh_core.metrics import CONTENT_TYPE
-from mesh_core.model import NodeRole
+from mesh_core.model import NodeRole, short_id
 from mesh_testing import eventually, free_port
 from mesh_tui.engine import EngineSource
 
@@ -213,7 +213,7 @@ def test_events_prints_the_mesh_then_exits_and_follow_streams_until_sigterm(tmp_
                     proc.kill()
         assert follow.returncode == 0, err
         assert follow_text.returncode == 0 and not text_err, text_err  # Ctrl-C: a clean exit, no traceback
-        assert f"TaskUpdated task_id={task_id[:12]} task_type=echo status=succeeded" in " ".join(text_out.split())
+        assert f"TaskUpdated task_id={short_id(task_id)} task_type=echo status=succeeded" in " ".join(text_out.split())
         events = [json.loads(line) for line in out.splitlines()]
         finished = [e for e in events if e["event"] == "TaskUpdated" and e["task_id"] == task_id]
         assert [e["status"] for e in finished][-1] == "succeeded" and finished[-1]["node_name"] == "w1"

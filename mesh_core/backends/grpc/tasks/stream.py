@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from ....model import TaskProgress
+from ....model import TaskProgress, short_id
 from ...contracts import Topic
 from ...shared import shortened
 from .._generated import mesh_pb2 as pb
@@ -81,7 +81,7 @@ class TasksStream(TasksWorker):
                 reports[h.task_id] = TaskProgress.checked(h.progress, h.progress_message)
             except ValueError as exc:
                 self.refuse("refused_progress", peer.node_id,
-                            f"grpc tasks: progress of {h.task_id[:12]} from {peer.name or '?'} ignored: {exc}")
+                            f"grpc tasks: progress of {short_id(h.task_id)} from {peer.name or '?'} ignored: {exc}")
         return reports
 
     async def _handle(self, peer: Peer, env: pb.TaskMessage) -> None:
