@@ -1,4 +1,5 @@
-"""``settle_after_start``: what the process holds is frozen, and garbage made afterwards is still collected."""
+"""``settle_after_start``: what the process holds is frozen, the young generation grows before a pass, and garbage
+made afterwards is still collected."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ held = [[i] for i in range(5000)]  # start-up state: lives as long as the proces
 settle_after_start()
 frozen = gc.get_freeze_count()
 assert frozen >= 5000, frozen
+assert gc.get_threshold() == (20_000, 10, 10), gc.get_threshold()  # young passes far apart, the older as default
 class Node:
     pass
 a, b = Node(), Node()
@@ -19,6 +21,14 @@ a.peer, b.peer = b, a  # a cycle made after start: garbage once dropped
 del a, b
 assert gc.collect() >= 2
 assert gc.get_freeze_count() == frozen
+import weakref
+freed = []
+for _ in range(30_000):  # cycles dropped as they are made: the collector's own young passes free them
+    a, b = Node(), Node()
+    a.peer, b.peer = b, a
+    weakref.finalize(a, freed.append, 1)
+    del a, b
+assert len(freed) >= 20_000, len(freed)
 print("ok")
 """
 
