@@ -30,5 +30,5 @@ def settle_after_start() -> None:
     let the young generation grow to ``YOUNG_OBJECTS`` between passes (the older ones keep their defaults)."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(max(YOUNG_OBJECTS, gc.get_threshold()[0]), older, oldest)
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(YOUNG_OBJECTS, young), older, oldest)

@@ -24,7 +24,8 @@ def test_ids_made_one_after_another_sort_in_the_order_they_were_made_and_never_r
 
 def test_the_short_id_of_made_ids_tells_apart_ids_made_in_the_same_instant() -> None:
     made = [new_task_id() for _ in range(2_000)]
-    assert len({t[:12] for t in made}) < 100  # their starts are the time: ids made together start alike
+    # their starts are the time (to 256 µs): ids made together start alike, unless 2,000 took over 0.1 s to make
+    assert len({t[:12] for t in made}) < len(made) // 4
     assert len({short_id(t) for t in made}) == len(made)
     assert all(len(short_id(t)) == 12 and t.endswith(short_id(t)) for t in made)
 
