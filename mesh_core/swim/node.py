@@ -26,6 +26,9 @@ from .messages import Ack, Gossip, Kind, Message, Nack, Ping, PingReq, Sync, Upd
 from .probe import Health, Probe, ProbeRing, Relay
 from .table import MemberTable, SwimMember
 
+STRANGER_SECONDS = 1.0  # a sender not in the table is asked for a full exchange at most this often
+STRANGERS_KEPT = 256  # strangers asked lately, remembered at once (past it, until some of them age out)
+
 
 class SwimNode:
     """One node's SWIM state machine; see ``mesh_core.swim`` for the protocol."""
@@ -48,6 +51,7 @@ class SwimNode:
         self._next_gossip = now
         self._next_sync = now + cfg.sync_interval * rng.uniform(0.5, 1.0)
         self._relays: dict[int, Relay] = {}
+        self._strangers: dict[str, float] = {}  # address of a sender not in the table → when it may be asked again
         self.counters: Counter[str] = Counter()  # swim_refused: messages that failed validation
         self.last_refusal = ""  # why the last refused message was refused (for the driver's log)
         self._seq = 0
@@ -208,6 +212,8 @@ class SwimNode:
         if doubted and not isinstance(message, Ping):
             out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, refutation))
         sender = self._table.members.get(message.sender)
+        if sender is None and not isinstance(message, Sync):
+            out.extend(self._ask_stranger(message.sender_addr, now))
         if sender is not None and sender.node_id in self._table.suspicions:
             self._table.suspicions[sender.node_id].heard(now)
         if sender is not None and sender.status is NodeStatus.SUSPECT and not isinstance(message, Ping):
@@ -215,6 +221,21 @@ class SwimNode:
             rumour = Update(Kind.SUSPECT, sender.node_id, sender.incarnation, self.node_id)
             out.append(Gossip(message.sender_addr, self.node_id, self.addr, 0, (rumour,)))
         return out
+
+    def _ask_stranger(self, addr: str, now: float) -> list[Message]:
+        """A full exchange with a sender this node has no record of: a member whose join (or return after it was
+        forgotten) reached it in no rumour, which every rumour's loss can bring about. Its answer holds its own
+        alive, so the member is known after one exchange instead of at the next random sync; at most once per
+        ``STRANGER_SECONDS`` per address (a stranger pings this node every few probe rounds)."""
+        if now < self._strangers.get(addr, 0.0) or self.me.status is not NodeStatus.ACTIVE:
+            return []
+        if len(self._strangers) >= STRANGERS_KEPT:
+            self._strangers = {a: until for a, until in self._strangers.items() if until > now}
+            if len(self._strangers) >= STRANGERS_KEPT:
+                return []
+        self._strangers[addr] = now + STRANGER_SECONDS
+        self.counters["swim_stranger_syncs"] += 1
+        return [self._sync_message(addr, reply=False)]
 
     def _forget(self, now: float) -> None:
         for node_id in self._table.forget(now):
