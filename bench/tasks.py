@@ -57,17 +57,16 @@ class Trace:
 
 
 async def _round_trip(mesh: AgentMeshManager, payload: Any, timeout: float,
-                      trace: Trace | None = None) -> tuple[float, float, TaskStatus]:
-    """(submit seconds, submit→final seconds, final status) of one echo task."""
+                      trace: Trace | None = None) -> tuple[float, TaskStatus]:
+    """(submit→final seconds, final status) of one echo task, by ``run_task``: submit, then wait for the outcome
+    (what AutoGen's ``send_message`` and each peer's submit-and-get do)."""
     wall0 = time.time()
     t0 = time.perf_counter()
-    task_id = await mesh.submit_task("echo", payload)
+    task = await mesh.run_task("echo", payload, timeout=timeout)
     t1 = time.perf_counter()
-    task = await mesh.wait_task(task_id, timeout)
-    t2 = time.perf_counter()
     if trace is not None:
-        trace.marks[task_id] = (wall0, wall0 + (t2 - t0))
-    return t1 - t0, t2 - t0, task.status
+        trace.marks[task.task_id] = (wall0, wall0 + (t1 - t0))
+    return t1 - t0, task.status
 
 
 def _breakdown(cluster: Cluster, trace: Trace) -> dict[str, Any]:
@@ -128,22 +127,21 @@ class RedisStats:
 
 
 async def _latency(mesh: AgentMeshManager, n: int, timeout: float, trace: Trace) -> dict[str, Any]:
-    submit, total, failed = [], [], 0
+    total: list[float] = []
+    failed = 0
     started = time.perf_counter()
     for i in range(n):
-        s, t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
-        submit.append(s)
+        t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
         total.append(t)
         failed += status is not TaskStatus.SUCCEEDED
     wall = time.perf_counter() - started
     return {"round_trips": n, "failed": failed, "wall_seconds": round(wall, 3),
-            "round_trip": summary_ms(total), "submit_call": summary_ms(submit)}
+            "round_trip": summary_ms(total)}
 
 
 async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: float,
                       budget_s: float, trace: Trace) -> dict[str, Any]:
     total: list[float] = []
-    submit: list[float] = []
     failed = errors = 0
     next_i = 0
     last_done = 0.0
@@ -157,14 +155,13 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
             i = next_i
             next_i += 1
             try:
-                s, t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
+                t, status = await _round_trip(mesh, {"i": i}, timeout, trace)
             except (MeshError, TimeoutError) as exc:
                 errors += 1
                 if len(error_samples) < 5:
                     error_samples.append(f"{type(exc).__name__}: {exc}")
                 continue
             last_done = time.perf_counter()
-            submit.append(s)
             total.append(t)
             failed += status is not TaskStatus.SUCCEEDED
 
@@ -174,7 +171,7 @@ async def _throughput(mesh: AgentMeshManager, n: int, inflight: int, timeout: fl
     return {"tasks_requested": n, "tasks_finished": done, "failed": failed, "errors": errors,
             "error_samples": error_samples, "truncated_by_budget": done + errors < n, "inflight": inflight,
             "wall_seconds": round(wall, 3), "tasks_per_second": round(done / wall, 1) if wall > 0 else 0.0,
-            "latency_under_load": summary_ms(total), "submit_call_under_load": summary_ms(submit), "shape": "waiters"}
+            "latency_under_load": summary_ms(total), "shape": "waiters"}
 
 
 async def _window(mesh: AgentMeshManager, n: int, inflight: int, timeout: float, budget_s: float,

@@ -338,6 +338,17 @@ class AgentMeshManager:
             required_capabilities=required_capabilities, timeout_s=timeout_s, context=context, task_id=task_id,
             max_retries=max_retries, queue=queue)
 
+    async def run_task(self, task_type: str, payload: Any = None, *, timeout: float | None = None,
+                       **options: Any) -> Task:
+        """``submit_task`` then ``wait_task``: the task once it is final (whatever its final status). ``options``
+        are ``submit_task``'s; ``timeout`` bounds the wait (TaskTimeout).
+
+        The medium knows the caller waits for the outcome: on grpc_mesh the owner that runs the task itself may
+        answer the submission with its outcome when it ends within a second, so its backup gets one copy of the
+        task instead of two (see ``owner.AWAITED_COPY_WINDOW``)."""
+        task_id = await self.services.tasks.submit(task_type, payload, awaited=True, **options)
+        return await self.services.results.wait_task(task_id, timeout)
+
     async def wait_task(self, task_id: str, timeout: float | None = None) -> Task:
         """Wait until the task is final and return it (whatever its final status)."""
         return await self.services.results.wait_task(task_id, timeout)

@@ -71,7 +71,9 @@ class Assignment:
     ``node_id`` None stores it in the mesh-wide pending list instead, which
     holds at most ``capacity`` tasks (bounded backpressure queue). ``delay``:
     the task is held back that many seconds on the medium's clock (the task's
-    own ``not_before`` is not read: the medium stamps it).
+    own ``not_before`` is not read: the medium stamps it). ``awaited``: the
+    submitter waits for the outcome (``run_task``), so a medium may answer the
+    submission with it (gRPC: the task's one copy, see ``AWAITED_COPY_WINDOW``).
     """
 
     task: Task
@@ -80,6 +82,7 @@ class Assignment:
     why: str
     capacity: int
     delay: float = 0.0
+    awaited: bool = False
 
 
 @dataclass(frozen=True)

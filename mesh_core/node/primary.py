@@ -142,7 +142,7 @@ class Primary:
                    "tombstone": tombstone, "hops": hops}
         task = Task(task_id=new_task_id(), task_type=FORWARD_WRITE, payload=payload,
                     submitter_id=self.ctx.node_id, submitted_at=time.time(), max_retries=FORWARD_RETRIES, context={})
-        await self.tasks.enqueue_routed(task, exclude)
+        await self.tasks.enqueue_routed(task, exclude, awaited=True)
         try:
             await self.results.wait_for(task.task_id, timeout=self.ctx.timings.forwarded_write_wait_s)
         except (TaskTimeout, TaskFailed) as exc:

@@ -111,8 +111,9 @@ class TaskService:
                      preferred_node_types: Iterable[NodeType | str] = (),
                      required_capabilities: Iterable[str] = (), timeout_s: float | None = None,
                      context: dict[str, Any] | None = None, task_id: str | None = None,
-                     max_retries: int | None = None, queue: bool = False) -> str:
-        """Route and store one task; returns its id (see ``AgentMeshManager.submit_task``)."""
+                     max_retries: int | None = None, queue: bool = False, awaited: bool = False) -> str:
+        """Route and store one task; returns its id (see ``AgentMeshManager.submit_task``). ``awaited``: the
+        caller waits for its outcome next (``AgentMeshManager.run_task``)."""
         ctx = self.ctx
         if timeout_s is not None and timeout_s <= 0:
             raise UsageError(f"timeout_s must be a number above 0, not {timeout_s!r}")
@@ -131,7 +132,7 @@ class TaskService:
         tracked = self.results.track(task)
         try:
             try:
-                outcome = await self.enqueue_routed(task, set(), queue=queue)
+                outcome = await self.enqueue_routed(task, set(), queue=queue, awaited=awaited)
             except (NoCapacity, UnknownTaskType):
                 if keyed and await self._stored_as(task) is not None:
                     outcome = Enqueued.EXISTS  # the same request again, while the mesh is full: the first answers
@@ -178,9 +179,10 @@ class TaskService:
         if key:
             task.signature = sign(key, *task_parts(task))
 
-    async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False) -> Enqueued:
+    async def enqueue_routed(self, task: Task, exclude: set[str], *, queue: bool = False,
+                             awaited: bool = False) -> Enqueued:
         """Route ``task`` (never to ``exclude``) and store it, signed; backpressure as in ``submit``. ``EXISTS``
-        when its id was already stored (nothing changed)."""
+        when its id was already stored (nothing changed). ``awaited``: see ``Assignment``."""
         self.sign(task)  # internal tasks (forwarded memory writes) too
         task_id, task_type = task.task_id, task.task_type
         if not self.members.workers():
@@ -222,7 +224,7 @@ class TaskService:
             # medium sets the counts again, an id that already existed included.
             self.members.note_queued(decision.node_id)
             accepted = (await self.transport.enqueue([Assignment(task, decision.node_id, decision.node_name,
-                                                                 decision.why, capacity)]))[0]
+                                                                 decision.why, capacity, awaited=awaited)]))[0]
             if accepted is Enqueued.EXISTS:
                 return accepted
             if accepted:

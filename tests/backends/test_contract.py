@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mesh_core import AgentMeshManager, NoCapacity, TaskFailed, TaskIdInUse, TaskNotFound, UnknownTaskType
+from mesh_core import AgentMeshManager, NoCapacity, TaskFailed, TaskIdInUse, TaskNotFound, TaskTimeout, UnknownTaskType
 from mesh_core.errors import BackendUnavailable, UsageError
 from mesh_core.model import NodeStatus, NodeType, TaskStatus
 
@@ -108,6 +108,20 @@ async def test_submit_and_wait_from_a_client(cluster: Cluster) -> None:
     task = await client.get_task(task_id)
     assert task.status is TaskStatus.SUCCEEDED and task.node_name == "w1" and task.attempt == 1
     assert "least_loaded" in task.why
+
+
+async def test_run_task_submits_and_returns_the_final_task(cluster: Cluster) -> None:
+    """``run_task``: submit, then the task once final (whatever its status), with ``submit_task``'s options; its
+    ``timeout`` bounds the wait."""
+    await cluster.node("w1")
+    client = await cluster.client()
+    task = await client.run_task("echo", {"hello": "run"}, timeout=5, context={"k": "v"})
+    assert task.status is TaskStatus.SUCCEEDED and task.result == {"hello": "run"} and task.node_name == "w1"
+    assert (await client.get_task(task.task_id)).context["k"] == "v"
+    failed = await client.run_task("fail", {"message": "no"}, timeout=5, max_retries=0)
+    assert failed.status in (TaskStatus.FAILED, TaskStatus.DEAD_LETTER) and "no" in (failed.error or "")
+    with pytest.raises(TaskTimeout):
+        await client.run_task("sleep", {"seconds": 5}, timeout=0.2)
 
 
 async def test_clients_are_not_workers(cluster: Cluster) -> None:

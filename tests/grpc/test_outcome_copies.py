@@ -233,3 +233,72 @@ async def test_a_client_joining_copies_nothing_again(cluster: Cluster) -> None:
     assert rebackups == []
     await cluster.node("w3")  # a worker does: it may be the backup now
     await eventually(lambda: _async(len(rebackups) >= 2), timeout=5)
+
+
+async def _slow_pair(cluster: Cluster, seconds: float) -> tuple[Any, Any, Any, list[tuple[str, bool, bool, str]]]:
+    """w1 and w2 (each the other's backup) serving ``slow`` (a handler that takes ``seconds``), a client that knows
+    both serve it, and the list of every copy either backup is sent: (task id, provisional, confirmed or deleted,
+    status of the record)."""
+    async def slow(payload: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return payload
+
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    for w in (w1, w2):
+        w.register_handler("slow", slow)
+    client = await cluster.client()
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    await eventually(lambda: _async(all(any(n.node_id == w.node_id and "slow" in n.task_types
+                                            for n in client.services.members.workers()) for w in (w1, w2))))
+    copies: list[tuple[str, bool, bool, str]] = []
+    for backend in (b1, b2):
+        def keeping(peer: Peer, records: Any, keep: Any = backend._keep_backups) -> Any:
+            for r in records:
+                copies.append((r.task_id, r.provisional, r.confirmed or r.deleted,
+                               codec.decode(r.record)["status"] if r.record else ""))
+            return keep(peer, records)
+        backend._keep_backups = keeping
+    return client, b1, b2, copies
+
+
+async def test_a_task_its_submitter_waits_for_is_copied_once_though_it_ends_after_the_short_window(
+        cluster: Cluster, monkeypatch: Any) -> None:
+    """``run_task`` tells the owner that its submitter waits for the outcome: a task that ends after
+    ``FIRST_COPY_WINDOW`` but within ``AWAITED_COPY_WINDOW`` (made long here, whatever the machine's load) is
+    copied once, as its outcome, which answers the submission. The same tasks by ``submit_task`` are each copied
+    as stored first (the submitter hears at once that it is stored), then as their outcome."""
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.owner.AWAITED_COPY_WINDOW", 10.0)
+    client, b1, b2, copies = await _slow_pair(cluster, 0.1)
+    ran = await asyncio.gather(*(client.run_task("slow", {"i": i}, timeout=15) for i in range(6)))
+    assert all(t.status is TaskStatus.SUCCEEDED for t in ran)
+    assert sorted(copies) == sorted((t.task_id, False, False, "succeeded") for t in ran)
+    assert b1.counters["first_copies_as_stored"] + b2.counters["first_copies_as_stored"] == 0
+    assert backend_of(client).counters["submissions_answered_by_outcome"] == len(ran)
+
+    copies.clear()
+    ids = await asyncio.gather(*(client.submit_task("slow", {"j": i}) for i in range(6)))
+    assert all(t.status is TaskStatus.SUCCEEDED for t in [await client.wait_task(i, timeout=15) for i in ids])
+    await eventually(lambda: _async(len(copies) == 2 * len(ids)))
+    assert sorted(copies) == sorted([(i, False, False, "assigned") for i in ids]
+                                    + [(i, False, False, "succeeded") for i in ids])
+    assert b1.counters["first_copies_as_stored"] + b2.counters["first_copies_as_stored"] == len(ids)
+
+
+async def test_a_waited_for_task_still_running_after_its_window_is_copied_as_stored_and_acknowledged(
+        cluster: Cluster, monkeypatch: Any) -> None:
+    """The awaited window bounds how long a submission goes unanswered: a task still running when it closes is
+    copied as stored, and its submitter is answered (it keeps the task to hand on until the task ends)."""
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.owner.AWAITED_COPY_WINDOW", 0.3)
+    client, b1, b2, copies = await _slow_pair(cluster, 2.0)
+    cb = backend_of(client)
+    running = asyncio.ensure_future(client.run_task("slow", {"long": True}, timeout=15))
+    await eventually(lambda: _async(len(cb._submitted) == 1))  # answered: stored, with a copy, while it runs
+    assert not running.done()
+    assert [c[3] for c in copies] == ["assigned"]
+    task = await running
+    assert task.status is TaskStatus.SUCCEEDED and task.result == {"long": True}
+    await eventually(lambda: _async([c[3] for c in copies] == ["assigned", "succeeded"]))
+    assert b1.counters["first_copies_as_stored"] + b2.counters["first_copies_as_stored"] == 1
+    assert not cb._submitted

@@ -207,7 +207,7 @@ class MoveResult(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., applied: _Optional[bool] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("request_id", "task", "node_id", "node_name", "why", "capacity", "delay_seconds", "adopt", "previous_owner_id")
+    __slots__ = ("request_id", "task", "node_id", "node_name", "why", "capacity", "delay_seconds", "adopt", "previous_owner_id", "awaited")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,7 @@ class Submission(_message.Message):
     DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ADOPT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    AWAITED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     task: bytes
     node_id: str
@@ -226,7 +227,8 @@ class Submission(_message.Message):
     delay_seconds: float
     adopt: bool
     previous_owner_id: str
-    def __init__(self, request_id: _Optional[int] = ..., task: _Optional[bytes] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ..., capacity: _Optional[int] = ..., delay_seconds: _Optional[float] = ..., adopt: _Optional[bool] = ..., previous_owner_id: _Optional[str] = ...) -> None: ...
+    awaited: bool
+    def __init__(self, request_id: _Optional[int] = ..., task: _Optional[bytes] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., why: _Optional[str] = ..., capacity: _Optional[int] = ..., delay_seconds: _Optional[float] = ..., adopt: _Optional[bool] = ..., previous_owner_id: _Optional[str] = ..., awaited: _Optional[bool] = ...) -> None: ...
 
 class SubmissionResult(_message.Message):
     __slots__ = ("request_id", "outcome", "error")

@@ -9,8 +9,9 @@ apart by the backup and never taken over, until the owner confirms it (it stored
 no later than the submitter's answer (which also waits for the backup's acks of the provisional copies): a one-shot
 client that exits at once leaves its task with two holders unless the owner dies between those two writes and never
 comes back. A submission the owner runs itself at once gets no provisional copy: its first copy is its outcome's when
-it ends within ``owner.FIRST_COPY_WINDOW`` (one copy and one write here instead of two or three), else the task as
-stored; the submitter is answered only after that copy either way.
+it ends within ``owner.FIRST_COPY_WINDOW`` (``AWAITED_COPY_WINDOW`` when its submitter waits for the outcome anyway:
+``run_task``), one copy and one write here instead of two or three, else the task as stored; the submitter is answered
+only after that copy either way.
 """
 
 from __future__ import annotations

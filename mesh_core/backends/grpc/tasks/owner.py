@@ -39,6 +39,10 @@ REOFFER_SECONDS = 2.0  # an offer not accepted this long is offered again
 # took two or three); one not ended by then is copied as stored. Its submitter hears of the outcome from the backup
 # as soon as the backup holds it, which answers the submission too (``TasksSubmit._take_finished``).
 FIRST_COPY_WINDOW = 0.005
+# … and this long when its submitter waits for the outcome anyway (``run_task``): the submission's answer then costs
+# the caller nothing, and a task queued here behind others (a busy node) still gets one copy instead of two. Well
+# below the client's SUBMIT_TIMEOUT; until the copy, the client keeps the task and hands it on if this node goes.
+AWAITED_COPY_WINDOW = 1.0
 OWNED_KEPT = 20_000  # unfinished own tasks kept in memory as stored, so their outcome needs no read of the store
 
 
@@ -64,7 +68,8 @@ class TasksOwner(TasksTakeover):
         two writes overlap; then each copy is confirmed (stored here) or dropped (refused here: ``EXISTS`` or
         ``FULL``). A provisional copy is never taken over, so a refused submission never gets a second owner.
         A task routed to this node itself with no hold-back gets no provisional copy: its first copy is its
-        outcome's, when it ends within ``FIRST_COPY_WINDOW``, else the task as stored (``_first_copies``)."""
+        outcome's, when it ends within ``FIRST_COPY_WINDOW`` (``AWAITED_COPY_WINDOW`` when its submitter waits for
+        the outcome), else the task as stored (``_first_copies``)."""
         # the records as the store will hold them (what ``_enqueue_batch`` writes of each), kept before the write:
         # this node's claim loop may take one as soon as it is committed
         routed = _as_stored(assignments)
@@ -98,9 +103,11 @@ class TasksOwner(TasksTakeover):
             self._settle_provisional(copying, {t.task_id for _, t in stored})
         if stored:
             if copying is not None:
+                first = [a for a, _ in stored if a.task.task_id in quick]
                 await asyncio.gather(self._copied(copying, unbacked),
-                                     self._first_copies([a for a, _ in stored if a.task.task_id in quick], quick,
-                                                        unbacked))
+                                     self._first_copies([a for a in first if not a.awaited], quick, unbacked),
+                                     self._first_copies([a for a in first if a.awaited], quick, unbacked,
+                                                        window=AWAITED_COPY_WINDOW))
             else:
                 await self._back_up([t for _, t in stored])
             for a, task in stored:
@@ -109,15 +116,15 @@ class TasksOwner(TasksTakeover):
         return outcomes
 
     async def _first_copies(self, stored: Sequence[Assignment], waits: dict[str, asyncio.Future[None]],
-                            unbacked: set[str]) -> None:
+                            unbacked: set[str], window: float = FIRST_COPY_WINDOW) -> None:
         """The first copies of tasks this node runs itself (see ``_enqueue_owned``): their outcomes', copied by
-        ``_after_final``, for those that end within ``FIRST_COPY_WINDOW``; the others as the enqueue stored them
-        (as a provisional copy would have been). Returns once the backup answered for each (or the copy timed out,
+        ``_after_final``, for those that end within ``window``; the others as the enqueue stored them (as a
+        provisional copy would have been). Returns once the backup answered for each (or the copy timed out,
         counted as for any copy)."""
         if not stored:
             return
         ids = [a.task.task_id for a in stored]
-        await asyncio.wait([waits[task_id] for task_id in ids], timeout=FIRST_COPY_WINDOW)
+        await asyncio.wait([waits[task_id] for task_id in ids], timeout=window)
         late = [a for a in stored if self._first_copy.get(a.task.task_id) is waits[a.task.task_id]]
         if late:  # not ended yet (any later copy, the outcome's too, has a higher revision)
             self._forget_first_copies({a.task.task_id: waits[a.task.task_id] for a in late})

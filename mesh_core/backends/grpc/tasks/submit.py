@@ -60,7 +60,7 @@ class TasksSubmit(TasksOwner):
                 node_name=a.node_name, why=a.why, attempt=1))
             submissions[index] = pb.Submission(
                 task=frames[index], node_id=a.node_id or "", node_name=a.node_name or "", why=a.why,
-                capacity=a.capacity, delay_seconds=a.delay)
+                capacity=a.capacity, delay_seconds=a.delay, awaited=a.awaited)
             futures[index] = self._submit_to(target, submissions[index], a.task.task_id)
             targets[index] = target
         try:
@@ -185,7 +185,7 @@ class TasksSubmit(TasksOwner):
                 answers.append(pb.SubmissionResult(request_id=sub.request_id, outcome=0, error=shortened(str(exc))))
                 continue
             assignments.append((sub.request_id, Assignment(task, sub.node_id or None, sub.node_name or None, sub.why,
-                                                           sub.capacity, max(0.0, sub.delay_seconds))))
+                                                           sub.capacity, max(0.0, sub.delay_seconds), sub.awaited)))
         if assignments:
             try:
                 outcomes = await self._enqueue_owned([a for _, a in assignments], ahead=True)
