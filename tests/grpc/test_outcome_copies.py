@@ -302,3 +302,37 @@ async def test_a_waited_for_task_still_running_after_its_window_is_copied_as_sto
     await eventually(lambda: _async([c[3] for c in copies] == ["assigned", "succeeded"]))
     assert b1.counters["first_copies_as_stored"] + b2.counters["first_copies_as_stored"] == 1
     assert not cb._submitted
+
+
+async def test_a_submission_nobody_waits_on_is_answered_at_once_beside_one_that_is_waited_on(
+        cluster: Cluster, monkeypatch: Any) -> None:
+    """A client's submissions of one loop pass travel in one envelope: the owner answers those whose submitter waits
+    for the outcome (``run_task``) apart, so a plain ``submit_task`` beside them is not held up by their window."""
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.owner.AWAITED_COPY_WINDOW", 10.0)
+
+    async def only_w1(payload: Any) -> Any:
+        await asyncio.sleep(2.0)
+        return payload
+
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    w1.register_handler("only_w1", only_w1)
+    client = await cluster.client()
+    b1 = backend_of(w1)
+    await eventually(lambda: _async(b1._backup_peer() == backend_of(w2).node_id))
+    await eventually(lambda: _async(any(n.node_id == w1.node_id and "only_w1" in n.task_types
+                                        for n in client.services.members.workers())))
+    sizes: list[int] = []
+    take = b1._take_submissions
+
+    def taking(peer: Peer, submits: Any) -> Any:
+        sizes.append(len(submits))
+        return take(peer, submits)
+    b1._take_submissions = taking
+    waited = asyncio.ensure_future(client.run_task("only_w1", {"w": 1}, timeout=15))
+    started = time.monotonic()
+    task_id = await client.submit_task("only_w1", {"w": 0})
+    assert time.monotonic() - started < 1.5 and not waited.done()
+    assert sizes == [2]  # one envelope held both
+    assert (await waited).status is TaskStatus.SUCCEEDED
+    assert (await client.wait_task(task_id, timeout=15)).status is TaskStatus.SUCCEEDED

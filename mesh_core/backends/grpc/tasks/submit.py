@@ -174,7 +174,8 @@ class TasksSubmit(TasksOwner):
             submits = [s for s in submits if not s.adopt]
             if not submits:
                 return
-        assignments, answers = [], []
+        assignments: list[tuple[int, Assignment]] = []
+        answers: list[pb.SubmissionResult] = []
         for sub in submits:
             try:
                 task = self._task_of(sub.task)
@@ -186,14 +187,22 @@ class TasksSubmit(TasksOwner):
                 continue
             assignments.append((sub.request_id, Assignment(task, sub.node_id or None, sub.node_name or None, sub.why,
                                                            sub.capacity, max(0.0, sub.delay_seconds), sub.awaited)))
-        if assignments:
-            try:
-                outcomes = await self._enqueue_owned([a for _, a in assignments], ahead=True)
-                answers += [pb.SubmissionResult(request_id=r, outcome=int(o))
-                            for (r, _), o in zip(assignments, outcomes, strict=True)]
-            except Exception as exc:
-                answers += [pb.SubmissionResult(request_id=r, outcome=0, error=str(exc) or type(exc).__name__)
-                            for r, _ in assignments]
+        if answers:
+            self._send_to(peer.node_id, pb.TaskMessage(submit_results=answers))
+        # Answered apart: a submission its client waits on may be answered up to AWAITED_COPY_WINDOW later
+        # (with its outcome), and must not hold up the others that came in the same envelope.
+        await asyncio.gather(*(self._store_submissions(peer, group) for group in (
+            [(r, a) for r, a in assignments if not a.awaited], [(r, a) for r, a in assignments if a.awaited]) if group))
+
+    async def _store_submissions(self, peer: Peer, assignments: Sequence[tuple[int, Assignment]]) -> None:
+        """Store and copy a client's submissions (``_enqueue_owned``), then answer each."""
+        try:
+            outcomes = await self._enqueue_owned([a for _, a in assignments], ahead=True)
+            answers = [pb.SubmissionResult(request_id=r, outcome=int(o))
+                       for (r, _), o in zip(assignments, outcomes, strict=True)]
+        except Exception as exc:
+            answers = [pb.SubmissionResult(request_id=r, outcome=0, error=str(exc) or type(exc).__name__)
+                       for r, _ in assignments]
         self._send_to(peer.node_id, pb.TaskMessage(submit_results=answers))
 
     def _take_finished(self, peer: Peer, entries: Sequence[pb.FinishedTask]) -> None:
