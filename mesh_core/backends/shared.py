@@ -226,8 +226,12 @@ class SharedStoreBackend(contracts.Backend):
             task_id = _text_or_none(f["task_id"])
             if not task_id:
                 raise ValueError("no task id")
+            frame, corrupt = f["payload"], self.corrupt_values
+            payload = self.stored_value(frame)
             return Task(
-                task_id=task_id, task_type=_text(f["task_type"]), payload=self.stored_value(f["payload"]),
+                task_id=task_id, task_type=_text(f["task_type"]), payload=payload,
+                # the frame it was read from, checked and decoded: storing or copying the task again reuses it
+                payload_frame=frame if type(frame) is bytes and frame and self.corrupt_values == corrupt else None,
                 priority=TaskPriority(_int(f["priority"])), status=STATUSES[f["status"]],
                 node_id=_text_or_none(f["node_id"]), node_name=_text_or_none(f["node_name"]),
                 attempt=_int(f["attempt"] or 1, 1), failures=_int(f["failures"] or 0),

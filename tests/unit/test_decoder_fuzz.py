@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from mesh_core import codec
 from mesh_core.backends.shared import (
+    CORRUPT,
     FINISHED_FIELDS,
     NODE_FIELDS,
     TASK_FIELDS,
@@ -117,6 +118,18 @@ def test_task_decoder_refuses_with_corrupt_record_or_gives_a_typed_task(data: st
     for stamp in (task.submitted_at, task.not_before, task.started_at, task.finished_at, task.lease_expires,
                   task.timeout_s):
         assert stamp is None or math.isfinite(stamp)
+    # the frame kept for storing or copying the task again is the one its payload was decoded from
+    assert task.payload_frame is None or codec.decode(task.payload_frame) == task.payload
+
+
+def test_a_read_task_keeps_the_frame_of_its_payload_and_a_corrupt_one_none() -> None:
+    fields = {name: TYPICAL_TASK.get(name) for name in TASK_FIELDS}
+    task = EDGE.task_from_fields(fields)
+    assert task.payload == {"n": 1} and task.payload_frame is TYPICAL_TASK["payload"]
+    assert task.encoded_payload(codec.DEFAULT_LIMITS) is TYPICAL_TASK["payload"]  # not encoded again
+    spoiled = EDGE.task_from_fields(fields | {"payload": TYPICAL_TASK["payload"][:-1] + b"x"})
+    assert CORRUPT in spoiled.payload and spoiled.payload_frame is None
+    assert EDGE.task_from_fields(fields | {"payload": None}).payload_frame is None
 
 
 @settings(max_examples=400)
