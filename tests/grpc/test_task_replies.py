@@ -19,6 +19,7 @@ import pytest
 from mesh_core.backends.contracts import Assignment, Completion, Enqueued
 from mesh_core.backends.grpc._generated import mesh_pb2 as pb
 from mesh_core.backends.grpc.wire import Peer
+from mesh_core.errors import BackendUnavailable
 from mesh_core.model import Task, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
@@ -173,3 +174,21 @@ async def test_a_caller_that_gives_up_on_a_hung_close_is_answered_and_the_port_i
             s.bind(("127.0.0.1", port))
     finally:
         release.set()
+
+
+async def test_a_submission_nobody_answers_fails_once_its_deadline_passes(cluster: Cluster,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timer per submission: the reoffer loop answers each one unanswered past its deadline (SUBMIT_TIMEOUT after
+    it was asked) with "not stored", and forgets it."""
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.submit.SUBMIT_TIMEOUT", 0.3)
+    worker = await cluster.node("w")
+    client = await cluster.client()
+    wb, cb = backend_of(worker), backend_of(client)
+    await eventually(lambda: any(n.node_id == wb.node_id and "echo" in n.task_types
+                                 for n in client.services.members.workers()))
+    wb.wire.on_stream("tasks", lambda peer, env: None)  # the worker hears no submission
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="no worker answered a submission within 0.3 s"):
+        await client.submit_task("echo", {"x": 3})
+    assert 0.3 <= time.monotonic() - started < 5.0
+    assert not cb._submit_deadlines and not [key for key in cb._waiting if key[0] == "submit"]

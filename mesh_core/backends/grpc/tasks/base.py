@@ -60,6 +60,8 @@ class TasksBase(GrpcCore):
         # soon as it holds it, which can be sooner): that answer must not make them unfinished again, or they would
         # stay in ``_submitted`` for ever and be handed on (run again) when their owner goes
         self._ended_unanswered: set[str] = set()
+        # client: request id of each submission asked → when its answer is late (monotonic; ``_expire_submissions``)
+        self._submit_deadlines: dict[int, float] = {}
         # client: task → the owner it was handed away from; kept after the task ended (the old owner's late outcome
         # is refused then too: a task handed on ends once for its submitter), the oldest forgotten past FEED_KEPT
         self._rehomed: OrderedDict[str, str] = OrderedDict()
@@ -158,6 +160,21 @@ class TasksBase(GrpcCore):
         future = self._waiting.pop(key, None)
         if future is not None and not future.done():
             future.set_result(value)
+
+    def _expire_submissions(self, now: float) -> None:
+        """Answer None (not stored: "no worker answered") each submission asked past its deadline
+        (``TasksSubmit._submit_to``) and not answered yet; forget the deadlines of those answered or given up.
+        Run about once a second (``_reoffer_loop``)."""
+        for request_id, deadline in list(self._submit_deadlines.items()):
+            key = ("submit", request_id)
+            future = self._waiting.get(key)
+            if future is None or future.done():
+                del self._submit_deadlines[request_id]
+            elif now >= deadline:
+                del self._submit_deadlines[request_id]
+                self._waiting.pop(key, None)
+                self._waiting_on.pop(key, None)
+                future.set_result(None)
 
     async def _wait_all(self, futures: dict[Any, asyncio.Future[Any]], timeout: float) -> dict[Any, Any]:
         """The answers that came within ``timeout`` (the others are forgotten)."""

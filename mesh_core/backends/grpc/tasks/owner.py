@@ -172,6 +172,8 @@ class TasksOwner(TasksTakeover):
             if self._taken_from:
                 self._tell_superseded_again()
             now = time.monotonic()
+            if self._submit_deadlines:
+                self._expire_submissions(now)
             for sent in list(self._unaccepted.values()):
                 if self.status_of(sent.worker_id) not in LIVE:
                     continue  # the sweeper routes it elsewhere when the worker is declared dead

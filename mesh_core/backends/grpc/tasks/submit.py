@@ -91,6 +91,7 @@ class TasksSubmit(TasksOwner):
     def _submit_to(self, target: str, submission: pb.Submission, task_id: str) -> asyncio.Future[Any]:
         submission.request_id = next(self._requests)
         future = self._expect(("submit", submission.request_id), target)
+        self._submit_deadlines[submission.request_id] = time.monotonic() + SUBMIT_TIMEOUT
         self._answering[task_id] = (submission.request_id, target)  # its outcome, should it come first, answers it
         self._post(target, "submits", (submission,))  # with the other submissions of this loop pass
         return future
@@ -98,16 +99,15 @@ class TasksSubmit(TasksOwner):
     async def _wait_all_or_resubmit(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
                                     submissions: dict[int, pb.Submission], task_ids: dict[int, str]
                                     ) -> dict[int, Any]:
-        deadline = time.monotonic() + SUBMIT_TIMEOUT
         while True:
             pending = [f for f in futures.values() if not f.done()]
-            remaining = deadline - time.monotonic()
-            if pending and remaining > 0:
-                # an answer, or ``_GONE`` from ``_member_change`` when the target dies or leaves: no polling
-                await asyncio.wait(pending, timeout=remaining)
+            if pending:
+                # an answer, ``_GONE`` from ``_member_change`` when the target dies or leaves, or None from
+                # ``_expire_submissions`` past SUBMIT_TIMEOUT: no polling, and no timer per submission (one each, at
+                # thousands a second, filled the loop's timer heap with cancelled ones for ten seconds)
+                await asyncio.wait(pending)
             if not self._resubmit_gone(futures, targets, submissions, task_ids):
                 break
-            deadline = max(deadline, time.monotonic() + SUBMIT_TIMEOUT)
         return await self._wait_all(futures, 0)
 
     def _resubmit_gone(self, futures: dict[int, asyncio.Future[Any]], targets: dict[int, str],
