@@ -336,3 +336,23 @@ async def test_a_submission_nobody_waits_on_is_answered_at_once_beside_one_that_
     assert sizes == [2]  # one envelope held both
     assert (await waited).status is TaskStatus.SUCCEEDED
     assert (await client.wait_task(task_id, timeout=15)).status is TaskStatus.SUCCEEDED
+
+
+async def test_an_owners_result_feed_holds_its_own_submissions_only(cluster: Cluster) -> None:
+    """An owner's file keeps a result feed for the node's own submissions, which its waiters read; a client hears of
+    its tasks over the wire, so the tasks it handed to an owner add nothing to that feed."""
+    w1 = await cluster.node("w1")
+    w2 = await cluster.node("w2")
+    client = await cluster.client()
+    b1, b2 = backend_of(w1), backend_of(w2)
+    await eventually(lambda: _async(b1._backup_peer() == b2.node_id and b2._backup_peer() == b1.node_id))
+    await eventually(lambda: _async(all(any(n.node_id == w.node_id and "echo" in n.task_types
+                                            for n in client.services.members.workers()) for w in (w1, w2))))
+    own = [await w1.run_task("echo", {"own": i}, timeout=15) for i in range(3)]
+    theirs = [await client.run_task("echo", {"theirs": i}, timeout=15) for i in range(6)]
+    assert all(t.status is TaskStatus.SUCCEEDED for t in own + theirs)
+    for backend in (b1, b2):
+        rows = await backend.store._read(lambda c: c.execute("SELECT submitter_id, task_id FROM finished").fetchall())
+        assert {submitter for submitter, _ in rows} <= {backend.node_id}
+    feed1 = await b1.store._read(lambda c: c.execute("SELECT task_id FROM finished").fetchall())
+    assert {t.task_id for t in own} <= {task_id for (task_id,) in feed1}

@@ -43,6 +43,21 @@ from .locks import write_lock_holder
 
 log = logging.getLogger("mesh.sqlite")
 
+
+def finished_trigger(submitter_id: str | None = None) -> str:
+    """The trigger that adds each task moving into a final state to ``finished`` (the result feeds), whichever
+    statement moved it. With ``submitter_id``: only that submitter's tasks, for a file one node alone writes and
+    reads (grpc_mesh), whose feed serves that node only: the others hear of their tasks over the wire, and an entry
+    for each of them cost every completion an insert and its index (a third of the ``UPDATE``)."""
+    only = "" if submitter_id is None else "NEW.submitter_id = '" + submitter_id.replace("'", "''") + "' AND "
+    return ("CREATE TRIGGER IF NOT EXISTS tasks_finished AFTER UPDATE OF status ON tasks\n"
+            f"WHEN {only}NEW.status IN ('succeeded','failed','dead_letter','cancelled')\n"
+            " AND OLD.status NOT IN ('succeeded','failed','dead_letter','cancelled')\n"
+            "BEGIN\n"
+            "    INSERT INTO finished (submitter_id, task_id) VALUES (NEW.submitter_id, NEW.task_id);\n"
+            "END")
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, name TEXT NOT NULL, node_type TEXT NOT NULL, role TEXT NOT NULL,
@@ -76,13 +91,8 @@ CREATE TABLE IF NOT EXISTS finished (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, submitter_id TEXT, task_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS finished_submitter ON finished (submitter_id, seq);
--- One place records every move into a final state, whichever statement made it.
-CREATE TRIGGER IF NOT EXISTS tasks_finished AFTER UPDATE OF status ON tasks
-WHEN NEW.status IN ('succeeded','failed','dead_letter','cancelled')
- AND OLD.status NOT IN ('succeeded','failed','dead_letter','cancelled')
-BEGIN
-    INSERT INTO finished (submitter_id, task_id) VALUES (NEW.submitter_id, NEW.task_id);
-END;
+-- One place records every move into a final state, whichever statement made it (``finished_trigger``).
+{finished_trigger};
 CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT, node_name TEXT,
     started_at REAL, finished_at REAL, error TEXT, PRIMARY KEY (task_id, attempt)
@@ -119,7 +129,7 @@ CREATE TABLE IF NOT EXISTS grants (node_id TEXT PRIMARY KEY, slots INTEGER NOT N
 CREATE TABLE IF NOT EXISTS granted (task_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, attempt INTEGER NOT NULL,
     at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS granted_node ON granted (node_id, at);
-"""
+""".replace("{finished_trigger}", finished_trigger())
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
 SCHEMA_VERSION = 7

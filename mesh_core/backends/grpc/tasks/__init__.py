@@ -26,6 +26,7 @@ import contextlib
 import sqlite3
 from typing import Any
 
+from ...sqlite.store import finished_trigger
 from .records import BACKUPS_SQL, task_fields
 from .stream import TasksStream
 
@@ -58,6 +59,10 @@ class GrpcTasks(TasksStream):
             # retention looks for copies by their state (ended, dead letters, not known yet): without this it read
             # the state of every copy of an owner, each retention pass (``TasksReads._prune_copies``)
             conn.execute("CREATE INDEX IF NOT EXISTS grpc_backups_by_final ON grpc_backups (owner_id, final, revision)")
+            # this file's result feed serves this node's own submissions only (made again at each start: the
+            # node's id is the state folder's, but a file may be moved)
+            conn.execute("DROP TRIGGER IF EXISTS tasks_finished")
+            conn.execute(finished_trigger(self.node_id))
         await self.store._write(create)
         await self._count_copies()
         self.on_member_change(self._member_change)

@@ -191,8 +191,13 @@ class TasksWorker(TasksReads):
             held = [c for c in completions if c.task_id in self._held]
             parts = [(part, batch) for part, batch in ((own, self._completing_owned), (held, self._completing_held))
                      if part]
-            # both end before ``_recording`` lets go of their attempts, even when one fails
-            answers = await asyncio.gather(*(batch(part) for part, batch in parts), return_exceptions=True)
+            # both end before ``_recording`` lets go of their attempts, even when one fails (one part, as nearly
+            # always: a worker records one outcome per call, awaited as it is, with no task made to gather it)
+            if len(parts) == 1:
+                part, batch = parts[0]
+                answers: list[Any] = [await batch(part)]
+            else:
+                answers = await asyncio.gather(*(batch(part) for part, batch in parts), return_exceptions=True)
             recorded: dict[tuple[str, int], bool] = {}
             for (part, _), answer in zip(parts, answers, strict=True):
                 if isinstance(answer, BaseException):
