@@ -356,3 +356,22 @@ async def test_an_owners_result_feed_holds_its_own_submissions_only(cluster: Clu
         assert {submitter for submitter, _ in rows} <= {backend.node_id}
     feed1 = await b1.store._read(lambda c: c.execute("SELECT task_id FROM finished").fetchall())
     assert {t.task_id for t in own} <= {task_id for (task_id,) in feed1}
+
+
+async def test_waited_for_tasks_whose_owner_dies_before_copying_them_end_once_elsewhere(
+        cluster: Cluster, monkeypatch: Any) -> None:
+    """An owner holding ``run_task`` submissions unanswered (their window open, no copy anywhere) dies: the client,
+    which kept each task, hands it to the next worker, and each call returns the task's one outcome from there."""
+    monkeypatch.setattr("mesh_core.backends.grpc.tasks.owner.AWAITED_COPY_WINDOW", 10.0)
+    client, b1, b2, copies = await _slow_pair(cluster, 1.5)
+    cb = backend_of(client)
+    calls = [asyncio.ensure_future(client.run_task("slow", {"i": i}, timeout=30)) for i in range(6)]
+    # some of them held by w1, unanswered (awaited: no copy until they end)
+    await eventually(lambda: _async(any(target == b1.node_id for _, target in cb._answering.values())))
+    victim = next(m for m in cluster.nodes if backend_of(m) is b1)
+    await cluster.crash(victim)
+    finals = await asyncio.gather(*calls)
+    assert all(t.status is TaskStatus.SUCCEEDED for t in finals)
+    assert {t.node_id for t in finals} == {b2.node_id}  # those that w1 ran ended with it: they ran again on w2
+    assert cb.counters["tasks_resubmitted"] >= 1
+    assert len({t.task_id for t in finals}) == 6
