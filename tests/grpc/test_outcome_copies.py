@@ -20,7 +20,7 @@ from mesh_core.backends.grpc.wire import Peer
 from mesh_core.model import NodeStatus, TaskStatus
 
 from ..backends.conftest import Cluster, eventually
-from .conftest import backend_of
+from .conftest import backend_of, owner_and_client
 
 
 async def _async(value: Any) -> Any:
@@ -314,14 +314,8 @@ async def test_a_submission_nobody_waits_on_is_answered_at_once_beside_one_that_
         await asyncio.sleep(2.0)
         return payload
 
-    w1 = await cluster.node("w1")
-    w2 = await cluster.node("w2")
-    w1.register_handler("only_w1", only_w1)
-    client = await cluster.client()
+    w1, client = await owner_and_client(cluster, only_w1)
     b1 = backend_of(w1)
-    await eventually(lambda: _async(b1._backup_peer() == backend_of(w2).node_id))
-    await eventually(lambda: _async(any(n.node_id == w1.node_id and "only_w1" in n.task_types
-                                        for n in client.services.members.workers())))
     sizes: list[int] = []
     take = b1._take_submissions
 

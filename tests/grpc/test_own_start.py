@@ -11,32 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mesh_core import AgentMeshManager
 from mesh_core.model import TaskStatus
 from mesh_core.node.worker import RECORDING_PER_SLOT
 
 from ..backends.conftest import Cluster, eventually
-from .conftest import backend_of
+from .conftest import backend_of, owner_and_client
 
 
 async def _async(value: Any) -> Any:
     return value
-
-
-async def _owner_and_client(cluster: Cluster, handler: Any, **worker: Any) -> tuple[AgentMeshManager,
-                                                                                   AgentMeshManager]:
-    """w1 serving ``only_w1`` (so every task is routed to it, and it owns them), w2 as its backup, and a client
-    that knows w1 serves it; w1's worker has claimed once (it said what it can take)."""
-    w1 = await cluster.node("w1", **worker)
-    w2 = await cluster.node("w2")
-    w1.register_handler("only_w1", handler)
-    client = await cluster.client()
-    b1 = backend_of(w1)
-    await eventually(lambda: _async(b1._backup_peer() == backend_of(w2).node_id))
-    await eventually(lambda: _async(any(n.node_id == w1.node_id and "only_w1" in n.task_types
-                                        for n in client.services.members.workers())))
-    await eventually(lambda: _async(b1.store._own_free is not None))
-    return w1, client
 
 
 async def test_a_task_routed_to_its_owner_starts_at_enqueue_and_runs_without_a_claim(cluster: Cluster) -> None:
@@ -46,7 +29,7 @@ async def test_a_task_routed_to_its_owner_starts_at_enqueue_and_runs_without_a_c
         ran.append(payload["n"])
         return payload
 
-    w1, client = await _owner_and_client(cluster, only_w1)
+    w1, client = await owner_and_client(cluster, only_w1)
     for n in range(3):
         task = await client.wait_task(await client.submit_task("only_w1", {"n": n}), timeout=5)
         assert task.status is TaskStatus.SUCCEEDED and task.result == {"n": n} and task.attempt == 1
@@ -67,7 +50,7 @@ async def test_an_owner_with_no_free_slot_starts_nothing_more_the_task_waits_for
         await gate.wait()
         return payload
 
-    w1, client = await _owner_and_client(cluster, only_w1, concurrency=1)
+    w1, client = await owner_and_client(cluster, only_w1, concurrency=1)
     first = await client.submit_task("only_w1", {"n": 1})
     await eventually(lambda: _async(ran == [1]), timeout=5)
     second = await client.submit_task("only_w1", {"n": 2})
@@ -92,7 +75,7 @@ async def test_a_handler_slot_is_free_while_the_outcome_before_waits_for_the_bac
         ran.append(payload["n"])
         return payload
 
-    w1, client = await _owner_and_client(cluster, only_w1, concurrency=1)
+    w1, client = await owner_and_client(cluster, only_w1, concurrency=1)
     w2 = next(m for m in cluster.nodes if m.node_id not in (w1.node_id, client.node_id))
     backup = backend_of(w2)
     keep = backup._keep_backups

@@ -103,11 +103,9 @@ class TasksOwner(TasksTakeover):
             self._settle_provisional(copying, {t.task_id for _, t in stored})
         if stored:
             if copying is not None:
-                first = [a for a, _ in stored if a.task.task_id in quick]
                 await asyncio.gather(self._copied(copying, unbacked),
-                                     self._first_copies([a for a in first if not a.awaited], quick, unbacked),
-                                     self._first_copies([a for a in first if a.awaited], quick, unbacked,
-                                                        window=AWAITED_COPY_WINDOW))
+                                     self._first_copies([a for a, _ in stored if a.task.task_id in quick], quick,
+                                                        unbacked))
             else:
                 await self._back_up([t for _, t in stored])
             for a, task in stored:
@@ -116,14 +114,16 @@ class TasksOwner(TasksTakeover):
         return outcomes
 
     async def _first_copies(self, stored: Sequence[Assignment], waits: dict[str, asyncio.Future[None]],
-                            unbacked: set[str], window: float = FIRST_COPY_WINDOW) -> None:
+                            unbacked: set[str]) -> None:
         """The first copies of tasks this node runs itself (see ``_enqueue_owned``): their outcomes', copied by
-        ``_after_final``, for those that end within ``window``; the others as the enqueue stored them (as a
-        provisional copy would have been). Returns once the backup answered for each (or the copy timed out,
-        counted as for any copy)."""
+        ``_after_final``, for those that end within the window (``AWAITED_COPY_WINDOW`` when every submitter
+        waits for its outcome: ``TasksSubmit._take_submissions`` stores those apart; else ``FIRST_COPY_WINDOW``);
+        the others as the enqueue stored them (as a provisional copy would have been). Returns once the backup
+        answered for each (or the copy timed out, counted as for any copy)."""
         if not stored:
             return
         ids = [a.task.task_id for a in stored]
+        window = AWAITED_COPY_WINDOW if all(a.awaited for a in stored) else FIRST_COPY_WINDOW
         await asyncio.wait([waits[task_id] for task_id in ids], timeout=window)
         late = [a for a in stored if self._first_copy.get(a.task.task_id) is waits[a.task.task_id]]
         if late:  # not ended yet (any later copy, the outcome's too, has a higher revision)
