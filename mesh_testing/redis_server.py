@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -85,10 +86,40 @@ class ServerTls:
         return context
 
 
+PORTS_FROM = 20_000  # free_port's lowest pick: above the ports services commonly listen on
+_handed_out: set[int] = set()
+_rng = random.Random()  # its own, seeded from the OS: two test processes do not walk the same ports in step
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux; the IANA range elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49_152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, below the kernel's range for outgoing connections.
+
+    A port the kernel picks (a bind to port 0) is in that range, where any process's outgoing connection (a node
+    dialling its peers, a test's client) may take it before the caller's server binds it: a node then failed to
+    start with "address already in use" now and then. Below the range only another listener can take it. Never
+    the same port twice in a process."""
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = _rng.randrange(PORTS_FROM, low) if low - PORTS_FROM >= 1000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 between {PORTS_FROM} and {low}")
 
 
 class RedisServer:
