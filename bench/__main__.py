@@ -34,7 +34,7 @@ from .cluster import BenchError, PinnedRedisServer, redis_binary, redis_version_
 
 PARTS = ("tasks", "memory", "peers", "algorithms", "grpcpeers", "swim", "scale", "all")
 QUICK_TASKS = {"latency_n": 100, "throughput_n": 2000, "warmup": 20}
-QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "sustained_s": 2.0, "workers": 3}
+QUICK_MEMORY = {"writes": 50, "burst": 300, "catch_up": 300, "catch_up_away": False, "sustained_s": 2.0, "workers": 3}
 QUICK_PEERS = {"latency_n": 50, "n": 1000, "warmup": 20}
 QUICK_ALGORITHMS = {"latency_n": 50, "throughput_n": 1000, "warmup": 10, "rounds": 1}
 QUICK_GRPC = {"latency_n": 100, "n": 2000, "warmup": 20}

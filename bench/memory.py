@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mesh_core.manager import AgentMeshManager
+from mesh_core.model import LIVE
+from mesh_core.node.tasks import PRUNE_EVERY_SECONDS
 from mesh_testing import Cluster, JsonLog, RedisServer
 
 from .cluster import CpuMeter, worker_mesh
@@ -39,6 +41,7 @@ class MemoryOptions:
     burst: int = 2000
     burst_inflight: int = 64
     catch_up: int = 2000  # items written while the workers are paused (SIGSTOP), then applied on resume
+    catch_up_away: bool = True  # also: one node paused until declared dead, then a compaction period more
     sustained_s: float = 8.0  # seconds of continuous writing with burst_inflight writes in flight (0 skips)
     batch: int = 100  # the batched sustained run: items per sync_memory_items call (0 skips that run)
     batch_inflight: int = 4  # batches in flight in that run
@@ -149,8 +152,19 @@ async def _burst(mesh: AgentMeshManager, n: int, inflight: int, prefix: str = "b
     return written, start, time.time()
 
 
+async def _declared_away(mesh: AgentMeshManager, name: str, timeout: float = 30.0) -> float:
+    """Wait until ``mesh`` holds node ``name`` dead (or gone); returns how long that took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        await mesh.mesh_view()
+        if all(m.status not in LIVE for m in mesh.members() if m.info.name == name):
+            break
+        await asyncio.sleep(0.2)
+    return round(time.monotonic() - start, 3)
+
+
 async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, LogTail], opts: MemoryOptions,
-                    meter: CpuMeter, *, one: bool = False) -> dict[str, Any]:
+                    meter: CpuMeter, *, one: bool = False, away: bool = False) -> dict[str, Any]:
     """How fast nodes apply a backlog: write ``catch_up`` items with the workers paused, then resume them.
 
     grpc has no store: a client's write is held by the workers that applied it, and with every worker paused
@@ -161,7 +175,12 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
     With ``one``, only the last worker is paused and the others apply the writes as they come: the rate at
     which a node that was away catches up, with the machine's cores to itself (with every worker paused, they
     resume together and share the cores: that measures how many replicas the machine holds as much as how fast
-    a node applies)."""
+    a node applies).
+
+    With ``away`` (and ``one``), the paused node stays paused until the others declared it dead, and then for
+    one compaction period (``PRUNE_EVERY_SECONDS``) more: a node back from a pause, a restart or a cut link,
+    which catches up from the log where it stopped as long as ``memory_sync.keep_log_for_absent_seconds`` keeps
+    its place there (else from every key's newest entries: its bootstrap)."""
     out: dict[str, Any] = {"items": opts.catch_up, "paused_nodes": "one" if one else "all"}
     # paused one: the last; paused together: all, but on grpc one stays up to hold the backlog
     kept = cluster.processes[:-1] if one else cluster.processes[:1] if opts.backend == "grpc" else []
@@ -169,7 +188,11 @@ async def _catch_up(cluster: Cluster, mesh: AgentMeshManager, tails: dict[str, L
     for node in paused:
         node.kill(signal.SIGSTOP)
     try:
-        written, start, end_writes = await _burst(mesh, opts.catch_up, opts.burst_inflight, prefix="o" if one else "c")
+        written, start, end_writes = await _burst(mesh, opts.catch_up, opts.burst_inflight,
+                                                  prefix="d" if away else "o" if one else "c")
+        if away:
+            out["declared_dead_after_seconds"] = await _declared_away(mesh, paused[0].name)
+            await asyncio.sleep(PRUNE_EVERY_SECONDS + 1.0)  # the sweeping node compacts the log meanwhile
     finally:
         resumed = time.time()
         for node in paused:
@@ -292,6 +315,12 @@ async def run(opts: MemoryOptions, log: Any = print, redis: RedisServer | None =
             log(f"{tag}: catch-up of {opts.catch_up} items by one paused node (the others live) at "
                 f"{result['catch_up_one']['applied_items_per_second']} items/s; the writer counts "
                 f"{result['catch_up_one']['writer_lag_after']['items']} items unapplied after")
+            cluster.check_alive()
+            if opts.catch_up_away:
+                log(f"{tag}: catch-up of {opts.catch_up} items by one node back after it was declared dead ...")
+                back = result["catch_up_away"] = await _catch_up(cluster, mesh, tails, opts, meter, one=True, away=True)
+                log(f"{tag}: catch-up of {opts.catch_up} items by one node back after it was declared dead (away "
+                    f"{back['paused_seconds']} s) at {back['applied_items_per_second']} items/s")
         # last: the batched run leaves the nodes with the biggest replicas
         if opts.batch > 1 and opts.sustained_s:
             log(f"{tag}: sustained batches of {opts.batch} for {opts.sustained_s:g} s, "

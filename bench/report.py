@@ -424,6 +424,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
             out[f"memory_{backend}_catch_up_items_per_second"] = mem["catch_up"]["applied_items_per_second"]
         if "catch_up_one" in mem:
             out[f"memory_{backend}_catch_up_one_items_per_second"] = mem["catch_up_one"]["applied_items_per_second"]
+        if "catch_up_away" in mem:
+            out[f"memory_{backend}_catch_up_away_items_per_second"] = mem["catch_up_away"]["applied_items_per_second"]
     return out
 
 
@@ -775,10 +777,14 @@ def render(data: dict[str, Any]) -> str:
                          f"written {_f(b.get('writes_per_second'), 0)}/s; applied on all {nodes} nodes (slowest); "
                          "lag = write→visible on all nodes"])
         catch_ups = (("catch_up", "catch-up after pause", "paused together: applied per node (slowest)"),
-                     ("catch_up_one", "catch-up of one paused node", "the others live"))
+                     ("catch_up_one", "catch-up of one paused node", "the others live"),
+                     ("catch_up_away", "catch-up of one node back from dead", "away"))
         for phase, what, note in catch_ups:
             c = mem.get(phase)
             if c:
+                if phase == "catch_up_away":
+                    note = (f"away {c.get('paused_seconds')} s (declared dead after "
+                            f"{c.get('declared_dead_after_seconds')} s)")
                 rows.append([f"{backend}: {what}", _f(c.get("items")), _f(c.get("applied_items_per_second"), 0),
                              "-", "-", note])
         for phase in ("burst", "sustained", "sustained_batched"):

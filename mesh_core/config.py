@@ -214,6 +214,10 @@ class MemorySyncConfig:
     # many of its earlier writes (0: never waits), at most max_lag_wait_seconds, then fails (ReplicasBehind)
     max_lag_items: int = field(default=10_000, metadata=_non_negative())
     max_lag_wait_seconds: float = field(default=10.0, metadata=_positive())
+    # Compaction keeps the log entries a node that is away (declared dead, or stopped) has not applied, for this
+    # long after its last heartbeat: back within it, the node applies only what it missed; later, it reads every
+    # key's newest entries again (its bootstrap). 0: only nodes that may be alive (active, suspect) keep theirs.
+    keep_log_for_absent_seconds: float = field(default=300.0, metadata=_non_negative())
     primary: str | None = None  # master_slave: the primary's node name; unset = whoever holds the lease
     source_priority: tuple[str, ...] = ()  # node ids, names or node types, best first (source_priority strategy)
 
@@ -453,6 +457,7 @@ ENV_KEYS: dict[str, str] = {
     "MESH_CONFLICT_STRATEGY": "memory_sync.conflict_resolution_strategy",
     "MESH_MEMORY_MAX_LAG_ITEMS": "memory_sync.max_lag_items",
     "MESH_MEMORY_MAX_LAG_WAIT_SECONDS": "memory_sync.max_lag_wait_seconds",
+    "MESH_MEMORY_KEEP_LOG_FOR_ABSENT_SECONDS": "memory_sync.keep_log_for_absent_seconds",
 }
 
 # keys whose relative paths are resolved against the folder of the file that set them

@@ -210,6 +210,12 @@ class MembershipService:
         """Active and suspect nodes: every node that may still be alive (a suspect one is only late so far)."""
         return {m.info.node_id for m in self.table.members() if m.status in LIVE}
 
+    def away_ids(self, within: float) -> set[str]:
+        """Nodes not live (declared dead, or stopped) whose last heartbeat this node saw under ``within`` seconds
+        ago: away for a moment so far (a restart, a pause, a cut link), maybe back soon."""
+        now = time.monotonic()
+        return {m.info.node_id for m in self.table.members() if m.status not in LIVE and now - m.beat_at < within}
+
     def workers(self) -> list[NodeInfo]:
         """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is
         down (restarting after a failure, as its heartbeat says) gets no new work while another can take it."""

@@ -230,15 +230,19 @@ class MemorySync:
     async def compact(self) -> int:
         """Drop memory log entries that every live node has applied (the sweeping node does this).
 
-        A suspect node counts: it may only be late (paused, swapping, a long GC), and a node that finds the log
-        compacted past its cursor reads every key's newest entries again (``_bootstrap``), not just what it
-        missed. A node that was away, dead or gone, or joins later, gets what was dropped that way, which reads
-        the newest entry per key and origin.
+        A node that finds the log compacted past its cursor reads every key's newest entries again
+        (``_bootstrap``): the whole memory, not just what it missed. So a suspect node counts (it may only be
+        late: paused, swapping, a long GC), and so does one away (declared dead, or stopped) for less than
+        ``memory_sync.keep_log_for_absent_seconds`` since its last heartbeat (a restart, a longer pause, a cut
+        link), when it has applied anything. A node away longer, or one that joins later, gets what was dropped
+        by that bootstrap, which reads the newest entry per key and origin.
         """
         acks = await self.log.memory_acks()
         cursors = [acks.get(node_id) for node_id in self.members.live_ids()]
         if not cursors or any(c is None for c in cursors):
             return 0  # someone has applied nothing yet: keep everything for it
+        keep = self.ctx.config.memory_sync.keep_log_for_absent_seconds
+        cursors += [acks[node_id] for node_id in self.members.away_ids(keep) if acks.get(node_id) is not None]
         low = cursors[0]
         for cursor in cursors[1:]:
             if not self.log.cursor_reached(cursor, low):

@@ -748,13 +748,26 @@ async def test_a_batch_of_writes_reaches_every_node_and_is_all_or_nothing(cluste
     assert _replica(a).siblings("fact", "fine") == []  # nothing of a refused batch is kept
 
 
+async def _applied_and_acked(node: AgentMeshManager, log_of: AgentMeshManager) -> None:
+    """Wait until ``node`` has applied the log ``log_of`` holds and posted its ack (at most every
+    ACK_EVERY_SECONDS): from then on compaction counts its place."""
+    log = log_of.services.ctx.backend
+    _, last = await log.read_memory(None, 100_000)
+
+    async def acked() -> bool:
+        await node.sync_now()
+        return log.cursor_reached((await log.memory_acks()).get(node.node_id), last)
+    await eventually(acked, timeout=10)
+
+
 async def test_a_node_back_from_an_absence_past_compaction_converges_without_waiting_for_anti_entropy(
         cluster: Cluster) -> None:
     quiet = {"sync_interval_seconds": 60}  # anti-entropy would take a minute: the stream and the horizon must do
-    a = await cluster.node("a", **quiet)
+    # a keeps the log b has not applied for half a second after b's last heartbeat, then compacts past it
+    a = await cluster.node("a", **quiet, **{"memory_sync.keep_log_for_absent_seconds": 0.5})
     b = await cluster.node("b", **quiet)
     await a.sync_memory_item("fact", "before", key="seen")
-    await eventually(lambda: _async(_replica(b).siblings("fact", "seen") != []))
+    await _applied_and_acked(b, a)
     await b.stop()  # away; its replica and cursor stay on disk
     await a.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
     await eventually(a.compact_memory)  # b is gone: a alone decides what every active node has applied
@@ -762,6 +775,30 @@ async def test_a_node_back_from_an_absence_past_compaction_converges_without_wai
     b = await cluster.node("b", **quiet)
     await eventually(lambda: _async(len(list(_replica(b).keys("k*"))) == 20), timeout=5)
     assert await b.recall("k19") == 19 and await b.recall("seen") == "before"
+    if cluster.backend != "grpc":  # no shared log there: b pulls from its peers' copies (tests/grpc/test_memory.py)
+        assert b.counters["memory_rebootstraps"] == 1  # every key's newest entries again: what it missed was gone
+
+
+async def test_a_node_away_for_a_moment_applies_only_the_log_it_missed(cluster: Cluster) -> None:
+    # A node stopped (a restart, an upgrade) or declared dead (a pause, a cut link) that is back within
+    # memory_sync.keep_log_for_absent_seconds keeps its place in the log. Compacting past it at once sent it, on
+    # its return, to re-read every key of the mesh's memory (its bootstrap) instead of the entries it missed.
+    quiet = {"sync_interval_seconds": 3600}
+    a = await cluster.node("a", **quiet)
+    b = await cluster.node("b", **quiet)
+    await a.sync_memory_items("fact", {f"old{i}": i for i in range(30)})
+    await _applied_and_acked(b, a)
+    await b.stop()
+    await eventually(lambda: _async(statuses(a).get("b") not in ("active", "suspect", None)), timeout=10)
+    await a.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
+    await _applied_and_acked(a, a)
+    await a.compact_memory()
+    log = a.services.ctx.backend
+    horizon = await log.memory_horizon()
+    assert horizon is None or log.cursor_reached(b.services.sync.cursor, horizon)
+    b = await cluster.node("b", **quiet)
+    await eventually(lambda: _async(len(list(_replica(b).keys("k*"))) == 20), timeout=5)
+    assert b.counters["memory_rebootstraps"] == 0 and await b.recall("k19") == 19 and await b.recall("old3") == 3
 
 
 @pytest.mark.parametrize("cluster", STORE_BACKENDS, indirect=True)

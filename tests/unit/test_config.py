@@ -196,6 +196,7 @@ ENV_SAMPLES = {
     "memory_sync.conflict_resolution_strategy": ("version_vector", "version_vector"),
     "memory_sync.max_lag_items": ("500", 500),
     "memory_sync.max_lag_wait_seconds": ("2.5", 2.5),
+    "memory_sync.keep_log_for_absent_seconds": ("0", 0.0),
 }
 # what a key needs beside it to be valid: the TLS files need a rediss:// url (and a key, its certificate)
 ENV_CONTEXT = {
