@@ -755,6 +755,36 @@ async def test_a_node_back_from_away_catches_up_with_every_active_worker_not_onl
     assert gc.counters["memory_catch_ups_after_away"] == 1
 
 
+async def test_a_node_that_missed_entries_every_peer_holds_moves_them_once_not_once_per_peer(
+        cluster: Cluster) -> None:
+    """c missed a client's writes that a and b both hold. Its round pulled from a and b at once, and a catch-up and
+    the peers' pull-backs when it came back from away did too: each pull named what c held when it began, so every
+    peer sent all of them, and c decoded each copy, read the entry back from its log and decoded it again to find it
+    known (0.35 s of its loop per 10,000 entries and peer, while its node waited to apply the first copy). Now a
+    round pulls from its peers in turn, catch-ups and pull-backs one at a time, and a frame c holds already is dropped
+    by its mark before it is decoded."""
+    a, b, c, client = await _three_workers_and_a_client(cluster)
+    _lose_memory_pushes(client, c)
+    await client.sync_memory_items("fact", {f"r{i}": i for i in range(300)})
+    await eventually(lambda: _is(all(len(list(_replica(n).keys("r*"))) == 300 for n in (a, b))), timeout=10)
+    await a.anti_entropy()  # their digests are published for c's round
+    await b.anti_entropy()
+    gc = backend_of(c)
+    await c.anti_entropy()  # one round: a and b both differ from c
+    assert len(list(_replica(c).keys("r*"))) == 300
+    assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
+
+    _lose_memory_pushes(client, c)
+    await client.sync_memory_items("fact", {f"s{i}": i for i in range(300)})
+    await eventually(lambda: _is(all(len(list(_replica(n).keys("s*"))) == 300 for n in (a, b))), timeout=10)
+    before = gc.counters["memory_pulled_frames"]
+    gc._back_from_away()  # as when c's loop stood still, and a and b saw it come back at once
+    await asyncio.gather(backend_of(a)._catch_up(c.node_id), backend_of(b)._catch_up(c.node_id))
+    await eventually(lambda: _is(len(list(_replica(c).keys("s*"))) == 300), timeout=10)
+    await eventually(lambda: _is(not gc._catching_up.locked()), timeout=10)
+    assert gc.counters["memory_pulled_frames"] - before <= 300 + 10, gc.counters
+
+
 async def test_a_writer_that_dies_after_a_push_was_lost_here_is_caught_up_from_the_workers_it_reached(
         cluster: Cluster) -> None:
     """A writer's last pushes lost on the way to c (its queue full) show c no gap when no later push comes: the

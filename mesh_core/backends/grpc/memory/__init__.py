@@ -39,7 +39,9 @@ What grpc adds is how entries reach the other logs:
   (``Digest`` with ``log``) and the differing buckets pulled, so a node back from an absence converges
   without waiting for ``sync_interval_seconds``. A Pull of buckets names what the puller holds of them (``have``:
   8 bytes per entry, from the log digests' pass), so what moves is what it lacks, not the buckets, in pages of
-  ``PULL_PAGE_BYTES`` asked back to back; one pull per peer at a time. A pull that failed, a gap in a peer's pushes
+  ``PULL_PAGE_BYTES`` asked back to back; one pull per peer at a time, a round's peers in turn, and catch-ups and
+  pull-backs one at a time, each naming what the ones before brought (a pulled frame the log holds already is
+  dropped unread). A pull that failed, a gap in a peer's pushes
   (which also starts a catch-up with that peer at once) or a round that left a peer to a running pull bring rounds
   every second (``repair_wanted``) until the digests agree.
 - **master_slave.** The ``memory-primary`` lease is a claim fenced by an epoch: a live holder keeps it
@@ -134,6 +136,7 @@ class GrpcMemory(MemoryEntropy):
         self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)
         self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
         self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
+        self._catching_up = asyncio.Lock()  # one catch-up or pull-back at a time: each names what the last brought
         self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
         self._caught_up_all_at = -math.inf  # see ``_catch_up_with_all``
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)

@@ -205,6 +205,7 @@ class MemoryState(GrpcCore):
     _missed_until: float
     _pull_locks: dict[str, asyncio.Lock]
     _appending_pulled: asyncio.Lock
+    _catching_up: asyncio.Lock
     _gap_repaired_at: dict[str, float]
     _caught_up_all_at: float  # monotonic time of the last catch-up with every active worker (``_catch_up_with_all``)
     _ack_heard: asyncio.Event

@@ -110,13 +110,16 @@ class MemoryEntropy(MemoryReads):
 
     async def _catch_up(self, peer_id: str) -> bool:
         """Compare this log with a peer that came alive and pull what differs (then wake this node); False when
-        the peer did not answer."""
-        reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
-        if reply is None:
-            return False
-        if reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
-            self.counters["memory_caught_up"] += 1
-            self._deliver(TOPIC_MEMORY)
+        the peer did not answer. One catch-up or pull-back at a time (``_catching_up``): a node back from away
+        catches up with each worker while each of them, seeing it back, asks it to pull back, and each after the
+        first names what the ones before brought."""
+        async with self._catching_up:
+            reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
+            if reply is None:
+                return False
+            if reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
+                self.counters["memory_caught_up"] += 1
+                self._deliver(TOPIC_MEMORY)
         return True
 
     async def _catch_up_with_each(self, peers: Sequence[str]) -> None:
@@ -132,20 +135,28 @@ class MemoryEntropy(MemoryReads):
 
     async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
         """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
-        if await self._pull_into_log([peer_id], buckets):
-            self.counters["memory_caught_up"] += 1
-            self._deliver(TOPIC_MEMORY)
+        async with self._catching_up:
+            if await self._pull_into_log([peer_id], buckets):
+                self.counters["memory_caught_up"] += 1
+                self._deliver(TOPIC_MEMORY)
 
     async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
         """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
         return await self._pull_into_log_from(dict.fromkeys(peers, buckets))
 
     async def _pull_into_log_from(self, wanted: dict[str, list[int]]) -> int:
-        """Pull from each peer its buckets in ``wanted`` (concurrently) and append what is newer here; how many."""
-        wanted = {p: buckets for p, buckets in wanted.items() if buckets}
-        if not wanted:
-            return 0
-        return sum(await asyncio.gather(*(self._pull_gap(p, buckets) for p, buckets in wanted.items())))
+        """Pull from each peer its buckets in ``wanted`` and append what is newer here; how many.
+
+        One peer after the other, active and prompt ones first: each pull names what this log holds when it begins,
+        so what the first brought does not move again from the next. Pulled at once, a node that missed what every
+        peer holds was sent it by each of them."""
+        now = time.monotonic()
+        order = sorted((p for p, buckets in wanted.items() if buckets),
+                       key=lambda p: (self.status_of(p) is not NodeStatus.ACTIVE, self._slow_to_answer(p, now)))
+        appended = 0
+        for peer_id in order:
+            appended += await self._pull_gap(peer_id, wanted[peer_id])
+        return appended
 
     async def _pull_gap(self, peer_id: str, buckets: list[int]) -> int:
         """Pull from ``peer_id`` the frames of ``buckets`` this log lacks, page after page, and append what is newer
@@ -193,17 +204,30 @@ class MemoryEntropy(MemoryReads):
         return groups
 
     async def _append_pulled(self, frames: Sequence[bytes]) -> int:
-        """Append the pulled frames newer than this log holds (one at a time: two pulls never both append one
-        entry); how many."""
-        found: list[tuple[Any, MemoryItem]] = []
-        for frame in _unique(frames):
-            try:
-                found.append((frame, item_from_wire(codec.decode(frame, self.limits))))
-            except CodecError as exc:
-                self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
-        if not found:
-            return 0
+        """Append the pulled frames newer than this log holds (one pull at a time: two pulls never both append one
+        entry); how many.
+
+        The frames this log holds already, byte for byte, are dropped first by their marks, undecoded: two pulls
+        from two peers (a catch-up and a peer's pull-back, when a node comes back) name the same ``have`` and bring
+        the same frames, and the second one's were decoded, then read back and decoded from the log to be found
+        known: 0.35 s of the loop for 10,000 entries, while the node waited to apply the first one's."""
         async with self._appending_pulled:
+            await self._log_digests_now()  # the marks follow the log: what another pull just appended is in them
+            held: set[int] = set().union(*self._log_marks.values())
+            found: list[tuple[Any, MemoryItem]] = []
+            known = 0
+            for frame in _unique(frames):
+                if frame_mark(frame) in held:
+                    known += 1
+                    continue
+                try:
+                    found.append((frame, item_from_wire(codec.decode(frame, self.limits))))
+                except CodecError as exc:
+                    self.found_problem("memory_frames_refused", f"pulled memory frame refused: {exc}")
+            if known:
+                self.counters["memory_pulled_frames_held"] += known
+            if not found:
+                return 0
             fresh = await self._newer(found)
             if await self._append(fresh) is None:
                 return 0
