@@ -206,15 +206,17 @@ class MembershipService:
     def active_ids(self) -> set[str]:
         return {m.info.node_id for m in self.table.members() if m.status is NodeStatus.ACTIVE}
 
-    def live_ids(self) -> set[str]:
+    def live_ids(self, *, workers_only: bool = False) -> set[str]:
         """Active and suspect nodes: every node that may still be alive (a suspect one is only late so far)."""
-        return {m.info.node_id for m in self.table.members() if m.status in LIVE}
+        return {m.info.node_id for m in self.table.members()
+                if m.status in LIVE and not (workers_only and m.info.role is not NodeRole.WORKER)}
 
-    def away_ids(self, within: float) -> set[str]:
-        """Nodes not live (declared dead, or stopped) whose last heartbeat this node saw under ``within`` seconds
+    def away_worker_ids(self, within: float) -> set[str]:
+        """Workers not live (declared dead, or stopped) whose last heartbeat this node saw under ``within`` seconds
         ago: away for a moment so far (a restart, a pause, a cut link), maybe back soon."""
         now = time.monotonic()
-        return {m.info.node_id for m in self.table.members() if m.status not in LIVE and now - m.beat_at < within}
+        return {m.info.node_id for m in self.table.members()
+                if m.status not in LIVE and m.info.role is NodeRole.WORKER and now - m.beat_at < within}
 
     def workers(self) -> list[NodeInfo]:
         """Active worker nodes, as the router sees them (rebuilt once per view): a node whose claim loop is

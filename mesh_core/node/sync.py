@@ -238,11 +238,12 @@ class MemorySync:
         by that bootstrap, which reads the newest entry per key and origin.
         """
         acks = await self.log.memory_acks()
-        cursors = [acks.get(node_id) for node_id in self.members.live_ids()]
+        # workers only: a client (a one-shot command, an observer) reads no log and acks none
+        cursors = [acks.get(node_id) for node_id in self.members.live_ids(workers_only=True)]
         if not cursors or any(c is None for c in cursors):
             return 0  # someone has applied nothing yet: keep everything for it
         keep = self.ctx.config.memory_sync.keep_log_for_absent_seconds
-        cursors += [acks[node_id] for node_id in self.members.away_ids(keep) if acks.get(node_id) is not None]
+        cursors += [acks[node_id] for node_id in self.members.away_worker_ids(keep) if acks.get(node_id) is not None]
         low = cursors[0]
         for cursor in cursors[1:]:
             if not self.log.cursor_reached(cursor, low):

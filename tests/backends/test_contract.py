@@ -727,6 +727,22 @@ async def test_compaction_drops_applied_log_entries_and_a_late_node_still_conver
     assert len(list(_replica(client).keys("*"))) == 30 and await client.recall("k0") == "second version"
 
 
+async def test_a_live_client_does_not_hold_compaction_back(cluster: Cluster) -> None:
+    # A client (a one-shot command, an observer's cockpit) reads no log and acks none. While one was live, the
+    # compaction of grpc_mesh nodes waited for its ack: no node's log was ever compacted while a cockpit stayed open.
+    a = await cluster.node("a", sync_interval_seconds=3600)
+    b = await cluster.node("b", sync_interval_seconds=3600)
+    client = await cluster.client()
+    await client.sync_memory_items("fact", {f"k{i}": i for i in range(30)})
+    for node in (a, b):
+        await eventually(lambda node=node: _async(len(list(_replica(node).keys("k*"))) == 30), timeout=10)
+        await _applied_and_acked(node, node)
+    await _applied_and_acked(a, b)
+    await _applied_and_acked(b, a)
+    dropped = await a.compact_memory() + await b.compact_memory()
+    assert dropped >= 29, (dropped, a.counters, b.counters)
+
+
 async def test_a_batch_of_writes_reaches_every_node_and_is_all_or_nothing(cluster: Cluster) -> None:
     a = await cluster.node("a")
     b = await cluster.node("b")

@@ -785,6 +785,23 @@ async def test_a_node_that_missed_entries_every_peer_holds_moves_them_once_not_o
     assert gc.counters["memory_pulled_frames"] - before <= 300 + 10, gc.counters
 
 
+async def test_a_long_running_client_drops_from_its_log_what_every_worker_applied(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's log (its own writes: it is pushed nothing) is read by no node, and a client runs no sweep: every
+    write a long-running client (an observer, an application) made stayed in its file until it stopped."""
+    from mesh_core.backends.grpc import memory
+    monkeypatch.setattr(memory, "CLIENT_COMPACT_SECONDS", 0.0)
+    a, b, c, client = await _three_workers_and_a_client(cluster)
+    log = backend_of(client)
+    for start in range(0, 300, 100):
+        await client.sync_memory_items("fact", {f"k{i}": i for i in range(start, start + 100)})
+    await client.sync_memory_item("fact", "last", key="last")
+    await eventually(lambda: _is(log.counters["memory_log_compacted"] >= 300), timeout=10)
+    left, _ = await log.store.read_memory(None, 10_000)
+    assert len(left) <= 1
+    assert await a.recall("k299") == 299 and await client.recall("k7") == 7
+
+
 async def test_a_writer_that_dies_after_a_push_was_lost_here_is_caught_up_from_the_workers_it_reached(
         cluster: Cluster) -> None:
     """A writer's last pushes lost on the way to c (its queue full) show c no gap when no later push comes: the
