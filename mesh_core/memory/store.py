@@ -61,6 +61,7 @@ KeyRows = tuple[list[MemoryItem], list[MemoryItem]]  # a key's (siblings, source
 Mark = tuple[str, str, str, int]  # a frontier write: (memory_type, key, origin, hlc)
 KEYS_PER_READ = 400  # keys one ``states`` query asks for (SQLite's bound parameters stay few)
 READ_MARKS_KEPT = 50_000  # keys whose frontier marks ``states`` keeps for the next change at most
+COUNT_EXACT_SECONDS = 10.0  # after changes ``count`` did not follow, its exact count is read again at most this often
 
 
 def key_chunks(names: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
@@ -170,7 +171,9 @@ class ReplicaStore:
         if path:
             writes_apart(self._db)
             self._checkpoints = Checkpointer(self.path)
-        self._count: int | None = None
+        self._count: int | None = None  # distinct keys, as ``count`` last knew them (None: to be read)
+        self._count_stale = False  # changed since in ways it did not follow: read again at the next chance
+        self._counted_at = 0.0  # monotonic time of the last exact count
         self._outbox_empty: bool | None = None  # None: not looked yet
         # The frontier's anti-entropy digests, kept as writes change it; None: to be computed from the whole
         # frontier (not yet since open, or a rolled-back change left the running sums wrong)
@@ -260,28 +263,32 @@ class ReplicaStore:
                 out.setdefault((mt, key), ([], []))[table].append((mt, key, origin, hlc))
         return out
 
-    def _follow(self, changes: Sequence[KeyUpdate]) -> None:
+    def _follow(self, changes: Sequence[KeyUpdate]) -> int | None:
         """Move the kept digests from the changed keys' frontiers as stored now (as ``states`` just read them, else
-        read here) to the ones ``changes`` make."""
+        read here) to the ones ``changes`` make. Returns how many keys the changes add (or take away) when it
+        followed them, else None."""
         digests, read = self._digests, self._read_marks
         self._read_marks = {}  # out of date once the change is made
         if digests is None:
-            return
+            return None
         names = [(c.memory_type, c.key) for c in changes]
         if len(set(names)) < len(names):  # a key changed twice in one call: not followed, recomputed when asked
             self._digests = None
-            return
+            return None
         before = self._frontiers([n for c, n in zip(changes, names, strict=True) if not c.fresh and n not in read])
         gone: list[Mark] = []
         came: list[Mark] = []
+        keys = 0
         for change, name in zip(changes, names, strict=True):
             old_sources, old_items = ([], []) if change.fresh else read.get(name) or before.get(name, ([], []))
+            keys += bool(change.siblings) - bool(old_items)
             if change.sources is None and old_sources:  # its sources, its frontier, stay
                 continue
             gone += old_sources or old_items
             # new sources are stored as such, or (equal to the siblings) as the items: the same marks either way
             came += [(s.memory_type, s.key, s.origin, s.hlc) for s in change.sources or change.siblings]
         digests.replace(gone, came)
+        return keys
 
     def own_sources(self, origin: str) -> list[MemoryItem]:
         """``origin``'s writes in the frontier (sources, else the visible items, as ``frontier_marks``)."""
@@ -300,10 +307,14 @@ class ReplicaStore:
             " GROUP BY memory_type, key ORDER BY key", (like,))
 
     def count(self) -> int:
-        """Distinct keys held; recounted only after a write (the heartbeat asks every second)."""
-        if self._count is None:
+        """Distinct keys held (the heartbeat asks every second). Writes add the keys they create (``fresh``) as
+        they go; the exact count is read again at most every ``COUNT_EXACT_SECONDS`` after other changes. It used to
+        be read again at the first ask after every write: a scan of the whole replica under steady writes, every
+        second, on the loop (some 30 ms a heartbeat at 35,000 keys, growing with the memory)."""
+        if self._count is None or (self._count_stale and time.monotonic() - self._counted_at >= COUNT_EXACT_SECONDS):
             self._count = self._db.execute(
                 "SELECT count(*) FROM (SELECT DISTINCT memory_type, key FROM items)").fetchone()[0]
+            self._count_stale, self._counted_at = False, time.monotonic()
         return self._count
 
     def history(self, memory_type: str, key: str) -> list[dict[str, Any]]:
@@ -352,7 +363,6 @@ class ReplicaStore:
         if not changes:
             return
         db = self._db
-        self._count = None
         packed: dict[int, tuple[Any, ...]] = {}  # one encoding per item, shared by both tables
 
         def row(s: MemoryItem) -> tuple[Any, ...]:
@@ -365,7 +375,7 @@ class ReplicaStore:
 
         now = time.time()
         with self._savepoint():
-            self._follow(changes)
+            keys = self._follow(changes)
             old = [(c.memory_type, c.key) for c in changes if not c.fresh]
             old_sources = [(c.memory_type, c.key) for c in changes if not c.fresh and c.sources is not None]
             if old:
@@ -389,6 +399,12 @@ class ReplicaStore:
                                " LIMIT 1 OFFSET ?)",
                                [(c.memory_type, c.key, c.memory_type, c.key, self.history_size)
                                 for c in changes if c.losers])
+        if self._count is not None:
+            if keys is not None:  # the keys that had rows were read to follow the digests: the count follows too
+                self._count += keys
+            else:  # a fresh key with rows now is one more; any other change may move it
+                self._count += sum(1 for c in changes if c.fresh and c.siblings)
+                self._count_stale = self._count_stale or any(not c.fresh or not c.siblings for c in changes)
 
     def key_state(self, memory_type: str, key: str) -> KeyState:
         """The key's rows as they are now (siblings, sources, history, conflicts), to undo a change with."""
@@ -444,14 +460,15 @@ class ReplicaStore:
         try:
             yield
         except BaseException:
-            self._digests, self._read_marks = None, {}  # they followed changes now undone: computed afresh when asked
+            # they followed changes now undone: computed afresh when asked
+            self._digests, self._read_marks, self._count = None, {}, None
             for statement in undo:
                 self._db.execute(statement)
             raise
         try:
             self._db.execute(commit)
         except BaseException:
-            self._digests, self._read_marks = None, {}
+            self._digests, self._read_marks, self._count = None, {}, None
             raise
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------

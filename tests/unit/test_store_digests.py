@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mesh_core.memory.digest import LATELY_KEPT, BucketDigests, bucket_of, digests, line_hash
 from mesh_core.memory.resolve import STRATEGIES, fold_batch, local_write
-from mesh_core.memory.store import KeyState, ReplicaStore
+from mesh_core.memory.store import COUNT_EXACT_SECONDS, KeyState, ReplicaStore
 from mesh_core.model import MemoryItem
 from tests.unit.test_convergence import RANKING, op
 from tests.unit.test_fold_batch import one_by_one, writes_for
@@ -91,8 +91,29 @@ def test_kept_digests_equal_a_computation_from_the_frontier(ops: list[tuple[bool
                     store.close()
                     store = ReplicaStore(path)
                 assert agrees(store), what
+                # the key count follows the keys writes create; past changes it did not follow, it reads them again
+                exact = store._db.execute("SELECT count(DISTINCT memory_type || '/' || key) FROM items").fetchone()[0]
+                assert store.count() == exact or store._count_stale, what
+                store._counted_at -= COUNT_EXACT_SECONDS
+                assert store.count() == exact, what
         finally:
             store.close()
+
+
+def test_the_key_count_is_not_read_again_at_every_ask_under_steady_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat asks for the key count every second. It was read again (a scan of the whole replica) at the
+    first ask after any write: under steady writes, every second, on the node's loop."""
+    store = ReplicaStore(None)
+    counts: list[str] = []
+    store._db.set_trace_callback(lambda sql: counts.append(sql) if "DISTINCT memory_type, key" in sql else None)
+    writes = [MemoryItem(memory_type="fact", key=f"k{i % 50}", value=i, origin="o", hlc=10**9 + i, vv={"o": i + 1})
+              for i in range(200)]
+    asked = []
+    for start in range(0, 200, 10):
+        apply_batch(store, writes[start:start + 10], lambda _: "latest_wins")
+        asked.append(store.count())
+    assert asked[-1] == 50 and asked[:5] == [10, 20, 30, 40, 50]  # new keys counted as they come, not read
+    assert len(counts) <= 2, counts  # the first ask, and one more once the rewrites of keys made it stale
 
 
 @settings(max_examples=80, deadline=None)
