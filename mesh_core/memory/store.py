@@ -307,10 +307,10 @@ class ReplicaStore:
             " GROUP BY memory_type, key ORDER BY key", (like,))
 
     def count(self) -> int:
-        """Distinct keys held (the heartbeat asks every second). Writes add the keys they create (``fresh``) as
-        they go; the exact count is read again at most every ``COUNT_EXACT_SECONDS`` after other changes. It used to
-        be read again at the first ask after every write: a scan of the whole replica under steady writes, every
-        second, on the loop (some 30 ms a heartbeat at 35,000 keys, growing with the memory)."""
+        """Distinct keys held (the heartbeat asks every second). Changes add and remove the keys they make and empty
+        as they go (``replace_many``); after changes it could not follow, the exact count is read again at most every
+        ``COUNT_EXACT_SECONDS``. It used to be read again at the first ask after every write: a scan of the whole
+        replica under steady writes, every second, on the loop (7 ms at 35,000 keys, 190 ms at 1,000,000)."""
         if self._count is None or (self._count_stale and time.monotonic() - self._counted_at >= COUNT_EXACT_SECONDS):
             self._count = self._db.execute(
                 "SELECT count(*) FROM (SELECT DISTINCT memory_type, key FROM items)").fetchone()[0]

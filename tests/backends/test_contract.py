@@ -833,11 +833,7 @@ async def test_compaction_keeps_the_log_a_suspect_node_has_not_read_and_it_catch
     await eventually(lambda: _async(statuses(a).get("b") == "suspect"), timeout=5)
     await a.sync_memory_items("fact", {f"k{i}": i for i in range(20)})
     log = a.services.ctx.backend
-
-    async def a_acked_its_writes() -> bool:
-        await a.sync_now()
-        return log.cursor_reached((await log.memory_acks()).get(a.node_id), a.services.sync.cursor)
-    await eventually(a_acked_its_writes)  # acks go out at most every ACK_EVERY_SECONDS
+    await _applied_and_acked(a, a)  # acks go out at most every ACK_EVERY_SECONDS
     await a.compact_memory()
     sync = b.services.sync
     horizon = await log.memory_horizon()
