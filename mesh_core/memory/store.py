@@ -25,12 +25,12 @@ from ..model import MemoryItem
 from .digest import BucketDigests, bucket_of
 
 SCHEMA = """
+-- Keyed by the key first: a lookup by key alone needs no index of its own, one b-tree fewer written per item.
 CREATE TABLE IF NOT EXISTS items (
     memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, hlc INTEGER NOT NULL,
     value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL, tombstone INTEGER NOT NULL,
-    checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin, hlc)
+    checksum INTEGER NOT NULL, PRIMARY KEY (key, memory_type, origin, hlc)
 );
-CREATE INDEX IF NOT EXISTS items_key ON items (key);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,
     hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, strategy TEXT, replaced_at REAL NOT NULL
@@ -155,6 +155,26 @@ def item_from_wire(data: Any) -> MemoryItem:
     return item
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a replica an earlier release made up to date, in one transaction: ``items`` keyed by the key first,
+    without the key index it needed before."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE name='items'").fetchone()
+    if row is None or "PRIMARY KEY (key," in row[0]:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE items RENAME TO items_old")
+        db.execute("DROP INDEX IF EXISTS items_key")
+        db.execute(next(s for s in SCHEMA.split(";") if "EXISTS items (" in s))
+        db.execute("INSERT OR REPLACE INTO items SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone,"
+                   " checksum FROM items_old")
+        db.execute("DROP TABLE items_old")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class ReplicaStore:
     def __init__(self, path: str | None, history_size: int = 20) -> None:
         self.path = path or ":memory:"
@@ -166,6 +186,7 @@ class ReplicaStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
         # The replica is written on the event loop: its WAL checkpoints (and their fsyncs) run on their own thread.
         self._checkpoints: Checkpointer | None = None
         if path:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mesh_core import TaskFailed
+from mesh_core import TaskFailed, codec
 from mesh_core.backends.contracts import Completion
 from mesh_core.backends.shared import with_current_attempt
 from mesh_core.backends.sqlite import SqliteBackend
 from mesh_core.backends.sqlite.store import SCHEMA_VERSION
-from mesh_core.model import Attempt, NodeInfo, Task, TaskStatus
+from mesh_core.memory.digest import bucket_of
+from mesh_core.memory.store import item_to_wire
+from mesh_core.model import Attempt, MemoryItem, NodeInfo, Task, TaskStatus
 from mesh_testing import Cluster
 
 from .conftest import eventually, sqlite_file_with_a_claimed_task
@@ -117,3 +119,57 @@ def test_the_current_attempt_is_read_from_the_task_and_completes_an_older_record
                    started_at=5.0)
     assert with_current_attempt([], running) == [Attempt(1, "n1", "w1", 5.0, None, None)]
     assert with_current_attempt([], Task(task_id="t", task_type="x")) == []  # never started: no attempt yet
+
+
+def _frame(key: str, origin: str, hlc: int) -> bytes:
+    return codec.encode(item_to_wire(MemoryItem("fact", key, {"v": hlc}, {origin: hlc}, hlc, origin)))
+
+
+async def test_a_file_from_schema_7_writes_fewer_b_trees_per_memory_write_and_keeps_its_memory(tmp_path: Path
+                                                                                               ) -> None:
+    """The log's two indexes that no query read are gone, and ``memory_latest`` is keyed by the key first (its own
+    key index gone): a memory write inserts into four b-trees of the file, not seven. What the file held reads as
+    before, by key, by key and type, by bucket and as versions."""
+    db, worker = tmp_path / "old.db", "w" * 32
+    await sqlite_file_with_a_claimed_task(db, worker)
+    frames = {key: _frame(key, "o1", 1) for key in ("a", "b", "c")}
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    await backend.publish_memory("o1", [("fact", key, frame) for key, frame in frames.items()])
+    await backend.close()
+    with sqlite3.connect(db) as conn:  # as schema 7 left it
+        conn.execute("CREATE INDEX memory_key ON memory_log (key, memory_type)")
+        conn.execute("CREATE INDEX memory_bucket ON memory_log (bucket, seq)")
+        conn.execute("DROP TABLE memory_latest")
+        conn.execute("CREATE TABLE memory_latest (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
+                     " frame BLOB NOT NULL, bucket INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin))"
+                     " WITHOUT ROWID")
+        conn.execute("CREATE INDEX memory_latest_bucket ON memory_latest (bucket)")
+        conn.execute("CREATE INDEX memory_latest_key ON memory_latest (key)")
+        conn.executemany("INSERT INTO memory_latest VALUES ('fact', ?, 'o1', ?, ?)",
+                         [(key, frame, bucket_of("fact", key)) for key, frame in frames.items()])
+        conn.execute("PRAGMA user_version=7")
+    backend = SqliteBackend(str(db))
+    await backend.open(NodeInfo(node_id=worker, name="w1"))
+    try:
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            indexes = {r[0]: r[1] for r in conn.execute(
+                "SELECT name, tbl_name FROM sqlite_master WHERE type='index' AND name NOT LIKE 'sqlite_autoindex%'")}
+            assert [n for n, t in indexes.items() if t.startswith("memory_")] == ["memory_latest_bucket"]
+            assert "PRIMARY KEY (key, memory_type, origin)" in _sql(db, "memory_latest")
+            assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name='memory_latest_old'").fetchone()
+            plan = conn.execute("EXPLAIN QUERY PLAN SELECT frame FROM memory_latest WHERE key=?", ("a",)).fetchall()
+            assert "PRIMARY KEY (key=?)" in str(plan)
+        await backend.publish_memory("o2", [("fact", "a", _frame("a", "o2", 2)), ("fact", "d", _frame("d", "o2", 2))])
+        assert sorted(await backend.memory_for_key(None, "a")) == sorted([frames["a"], _frame("a", "o2", 2)])
+        assert await backend.memory_for_key("fact", "b") == [frames["b"]]
+        assert sorted(await backend.memory_for_keys("fact", ["c", "d", "e"])) == sorted([frames["c"],
+                                                                                        _frame("d", "o2", 2)])
+        assert frames["c"] in await backend.memory_bucket(bucket_of("fact", "c"))
+        assert await backend.memory_versions(None, "a") == [frames["a"], _frame("a", "o2", 2)]
+        # a second write of the same key and origin replaces its newest entry
+        await backend.publish_memory("o1", [("fact", "b", _frame("b", "o1", 3))])
+        assert await backend.memory_for_key("fact", "b") == [_frame("b", "o1", 3)]
+    finally:
+        await backend.close()

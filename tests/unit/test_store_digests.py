@@ -6,6 +6,7 @@ different orders and batches have equal digests."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -176,3 +177,38 @@ def test_a_digest_this_replica_had_lately_is_known_and_one_it_never_had_is_not()
     for i in range(LATELY_KEPT + 10):  # bounded: the oldest go first
         kept.replace([], [("fact", "k0", f"x{i}", i)])
     assert len(kept.lately[bucket]) == LATELY_KEPT
+
+
+def test_a_replica_an_earlier_release_made_is_keyed_by_the_key_first_and_keeps_its_items(tmp_path: Path) -> None:
+    """``items`` was keyed by (type, key, ...) with an index of its key beside: three b-trees written per item. A
+    replica from then is rebuilt at open, keyed by the key first (two b-trees), with every item and digest kept."""
+    path = str(tmp_path / "replica.db")
+    store = ReplicaStore(path)
+    writes = [MemoryItem(memory_type=t, key=f"k{i}", value=i, origin="o", hlc=10**9 + 2 * i + n, vv={"o": 2 * i + n})
+              for i in range(30) for n, t in enumerate(("fact", "note"))]
+    apply_batch(store, writes, lambda _: "latest_wins")
+    held, marks = {(i.memory_type, i.key): i for i in writes}, store.digests()
+    store.close()
+    with sqlite3.connect(path) as conn:  # as an earlier release left it
+        conn.execute("ALTER TABLE items RENAME TO items_new")
+        conn.execute("CREATE TABLE items (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
+                     " hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL,"
+                     " tombstone INTEGER NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin,"
+                     " hlc))")
+        conn.execute("CREATE INDEX items_key ON items (key)")
+        conn.execute("INSERT INTO items SELECT * FROM items_new")
+        conn.execute("DROP TABLE items_new")
+    store = ReplicaStore(path)
+    try:
+        schema = dict(store._db.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name LIKE 'items%'"))
+        assert set(schema) == {"items", "sqlite_autoindex_items_1"}
+        assert "PRIMARY KEY (key, memory_type, origin, hlc)" in schema["items"]
+        assert store.count() == 60 and store.digests() == marks
+        assert [(i.memory_type, i.value) for i in store.find("k7")] == [("note", 7)]  # its newest type
+        assert store.siblings("note", "k3") == [held[("note", "k3")]]
+        apply_batch(store, [replace(held[("fact", "k3")], value="new", hlc=2 * 10**9, vv={"o": 100})],
+                    lambda _: "latest_wins")
+        assert [i.value for i in store.siblings("fact", "k3")] == ["new"] and agrees(store)
+    finally:
+        store.close()
+    ReplicaStore(path).close()  # opened again: nothing to do

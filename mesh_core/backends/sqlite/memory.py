@@ -121,7 +121,7 @@ class SqliteMemory(SqliteQuarantine):
         return frames
 
     async def memory_versions(self, memory_type: str | None, key: str) -> list[bytes]:
-        # The types come from memory_latest's key index when none is given.
+        # The types come from memory_latest (keyed by the key first) when none is given.
         types = "memory_type=?" if memory_type is not None else \
             "memory_type IN (SELECT memory_type FROM memory_latest WHERE key=?)"
         args = (key if memory_type is None else memory_type, key)

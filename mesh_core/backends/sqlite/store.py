@@ -101,14 +101,13 @@ CREATE TABLE IF NOT EXISTS memory_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, memory_type TEXT NOT NULL,
     key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
 );
-CREATE INDEX IF NOT EXISTS memory_key ON memory_log (key, memory_type);
 -- The newest entry per (key, origin): what anti-entropy and key catch-up read, so the log can be compacted.
+-- Keyed by the key first: a lookup by key alone (its types) needs no index of its own to write.
 CREATE TABLE IF NOT EXISTS memory_latest (
     memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL, frame BLOB NOT NULL, bucket INTEGER NOT NULL,
-    PRIMARY KEY (memory_type, key, origin)
+    PRIMARY KEY (key, memory_type, origin)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_latest_bucket ON memory_latest (bucket);
-CREATE INDEX IF NOT EXISTS memory_latest_key ON memory_latest (key);
 -- Every key's newest published versions (its replicated history), kept through compaction.
 CREATE TABLE IF NOT EXISTS memory_versions (
     memory_type TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL,
@@ -132,7 +131,7 @@ CREATE INDEX IF NOT EXISTS granted_node ON granted (node_id, at);
 """.replace("{finished_trigger}", finished_trigger())
 
 # Bumped whenever SCHEMA or _migrate changes: a file at this version is opened without taking the write lock.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 TOPIC_BYTES: dict[str, bytes] = {Topic.TASKS: b"t", Topic.RESULTS: b"r", Topic.MEMBERS: b"m", Topic.MEMORY: b"y",
                                   Topic.CANCEL: b"c"}
@@ -514,6 +513,12 @@ class SqliteStore(SharedStoreBackend):
         self._signal(self._peer_ids, topic)
 
 
+def _table_sql(conn: sqlite3.Connection, name: str) -> str:
+    """How ``name`` was created (its ``CREATE`` statement as stored in the file), or "" when it does not exist."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name=?", (name,)).fetchone()
+    return str(row[0]) if row and row[0] else ""
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Add columns that later releases introduced to a file made by an earlier one."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
@@ -534,7 +539,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "WHERE" not in (conn.execute("SELECT sql FROM sqlite_master WHERE name='tasks_parent'").fetchone() or ("",))[0]:
         conn.execute("DROP INDEX IF EXISTS tasks_parent")
         conn.execute("CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL")
-    if "WITHOUT ROWID" not in conn.execute("SELECT sql FROM sqlite_master WHERE name='granted'").fetchone()[0]:
+    if "WITHOUT ROWID" not in _table_sql(conn, "granted"):
         conn.execute("ALTER TABLE granted RENAME TO granted_old")
         conn.execute("DROP INDEX IF EXISTS granted_node")
         for statement in SCHEMA_STATEMENTS:
@@ -546,7 +551,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS tasks_finished")
     if "bucket" not in {row[1] for row in conn.execute("PRAGMA table_info(memory_log)")}:
         conn.execute("ALTER TABLE memory_log ADD COLUMN bucket INTEGER")
-    conn.execute("CREATE INDEX IF NOT EXISTS memory_bucket ON memory_log (bucket, seq)")
+    # Every memory write is one b-tree insert per index, at a random place for most (a page of the commit each):
+    # the log is read by its seq alone, and memory_latest by its key first (schema 8).
+    conn.execute("DROP INDEX IF EXISTS memory_bucket")
+    conn.execute("DROP INDEX IF EXISTS memory_key")
+    if "PRIMARY KEY (key," not in _table_sql(conn, "memory_latest"):
+        conn.execute("ALTER TABLE memory_latest RENAME TO memory_latest_old")
+        conn.execute("DROP INDEX IF EXISTS memory_latest_bucket")
+        conn.execute("DROP INDEX IF EXISTS memory_latest_key")
+        for statement in SCHEMA_STATEMENTS:
+            if "EXISTS memory_latest " in statement or "EXISTS memory_latest_bucket " in statement:
+                conn.execute(statement)
+        conn.execute("INSERT OR REPLACE INTO memory_latest (memory_type, key, origin, frame, bucket)"
+                     " SELECT memory_type, key, origin, frame, bucket FROM memory_latest_old")
+        conn.execute("DROP TABLE memory_latest_old")
     # Leases and retry times were stamped with each process's wall clock; now on the machine clock (uptime,
     # far below 1e9 s): move a file's old stamps over once.
     shift = time.time() - machine_clock()
