@@ -103,6 +103,8 @@ class MemoryService:
 
     def open(self, path: str | None) -> None:
         self.replica = ReplicaStore(path, self.ctx.config.memory_sync.history_size)
+        if self.replica.not_upgraded:
+            self.ctx.problem("replica_errors", f"memory replica {path}: {self.replica.not_upgraded}")
         self.hlc = HybridLogicalClock(last=max(int(self.replica.get_meta("hlc") or 0), self.replica.max_hlc()),
                                       max_offset_ms=round(self.ctx.config.max_clock_offset_seconds * 1000))
 

@@ -211,4 +211,33 @@ def test_a_replica_an_earlier_release_made_is_keyed_by_the_key_first_and_keeps_i
         assert [i.value for i in store.siblings("fact", "k3")] == ["new"] and agrees(store)
     finally:
         store.close()
-    ReplicaStore(path).close()  # opened again: nothing to do
+    with sqlite3.connect(path) as conn:  # an earlier release opens it again: its schema adds the key index back
+        conn.execute("CREATE INDEX IF NOT EXISTS items_key ON items (key)")
+    store = ReplicaStore(path)  # and this one drops it
+    try:
+        assert not store._db.execute("SELECT 1 FROM sqlite_master WHERE name='items_key'").fetchone()
+        assert store.count() == 60
+    finally:
+        store.close()
+
+
+def test_a_replica_that_cannot_be_rebuilt_stays_as_it_was_and_says_why(tmp_path: Path) -> None:
+    """The rebuild needs room for a second copy of the items (a full disk refuses it) and a free name: refused, the
+    replica stays as an earlier release made it, which reads and writes as before, and the node is told why."""
+    path = str(tmp_path / "replica.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE items (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
+                     " hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL,"
+                     " tombstone INTEGER NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin,"
+                     " hlc))")
+        conn.execute("CREATE INDEX items_key ON items (key)")
+        conn.execute("CREATE TABLE items_old (x)")  # in the way of the rebuild
+    store = ReplicaStore(path)
+    try:
+        assert store.not_upgraded and "items_old" in store.not_upgraded
+        assert store._db.execute("SELECT 1 FROM sqlite_master WHERE name='items_key'").fetchone()  # rolled back
+        item = MemoryItem(memory_type="fact", key="k", value=1, origin="o", hlc=10**9, vv={"o": 1})
+        apply_batch(store, [item], lambda _: "latest_wins")
+        assert store.find("k") == [item] and store.count() == 1 and agrees(store)
+    finally:
+        store.close()
