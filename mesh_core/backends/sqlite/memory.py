@@ -50,8 +50,8 @@ class SqliteMemory(SqliteQuarantine):
 
         def append(conn: sqlite3.Connection) -> tuple[list[int], list[str]]:
             seqs = [conn.execute(
-                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at, bucket) VALUES (?,?,?,?,?,?)",
-                (origin, mt, key, frame, now, bucket_of(mt, key))).lastrowid or 0
+                "INSERT INTO memory_log (origin, memory_type, key, frame, created_at) VALUES (?,?,?,?,?)",
+                (origin, mt, key, frame, now)).lastrowid or 0
                 for origin, mt, key, frame, _ in items]
             conn.executemany(
                 "INSERT INTO memory_latest (memory_type, key, origin, frame, bucket) VALUES (?,?,?,?,?)"

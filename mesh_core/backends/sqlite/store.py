@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT, node_name TEXT,
     started_at REAL, finished_at REAL, error TEXT, PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
+-- Read by seq alone (``bucket``: written by releases before schema 8, read by none).
 CREATE TABLE IF NOT EXISTS memory_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, memory_type TEXT NOT NULL,
     key TEXT NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, bucket INTEGER
