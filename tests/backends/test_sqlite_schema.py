@@ -16,6 +16,7 @@ from mesh_core.memory.digest import bucket_of
 from mesh_core.memory.store import item_to_wire
 from mesh_core.model import Attempt, MemoryItem, NodeInfo, Task, TaskStatus
 from mesh_testing import Cluster
+from tests.unit.test_store_digests import old_items_table
 
 from .conftest import eventually, sqlite_file_with_a_claimed_task
 
@@ -173,3 +174,16 @@ async def test_a_file_from_schema_7_writes_fewer_b_trees_per_memory_write_and_ke
         assert await backend.memory_for_key("fact", "b") == [_frame("b", "o1", 3)]
     finally:
         await backend.close()
+
+
+async def test_a_node_whose_replica_cannot_be_rebuilt_starts_and_counts_why(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, "sqlite") as cluster:
+        folder = cluster.state / "nodes" / "w1"
+        folder.mkdir(parents=True)
+        with sqlite3.connect(folder / "memory.db") as conn:
+            old_items_table(conn)
+            conn.execute("CREATE TABLE items_old (x)")  # in the way of the rebuild
+        node = await cluster.node("w1")
+        assert node.services.ctx.counters["replica_errors"] == 1
+        await node.sync_memory_item("fact", {"v": 1}, key="k")
+        assert (await node.recall_item("k")).value == {"v": 1}

@@ -179,6 +179,14 @@ def test_a_digest_this_replica_had_lately_is_known_and_one_it_never_had_is_not()
     assert len(kept.lately[bucket]) == LATELY_KEPT
 
 
+def old_items_table(conn: sqlite3.Connection) -> None:
+    """``items`` as releases before schema 8 made it: keyed by (type, key, ...), with an index of its key beside."""
+    conn.execute("CREATE TABLE items (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
+                 " hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL,"
+                 " tombstone INTEGER NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin, hlc))")
+    conn.execute("CREATE INDEX items_key ON items (key)")
+
+
 def test_a_replica_an_earlier_release_made_is_keyed_by_the_key_first_and_keeps_its_items(tmp_path: Path) -> None:
     """``items`` was keyed by (type, key, ...) with an index of its key beside: three b-trees written per item. A
     replica from then is rebuilt at open, keyed by the key first (two b-trees), with every item and digest kept."""
@@ -191,11 +199,7 @@ def test_a_replica_an_earlier_release_made_is_keyed_by_the_key_first_and_keeps_i
     store.close()
     with sqlite3.connect(path) as conn:  # as an earlier release left it
         conn.execute("ALTER TABLE items RENAME TO items_new")
-        conn.execute("CREATE TABLE items (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
-                     " hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL,"
-                     " tombstone INTEGER NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin,"
-                     " hlc))")
-        conn.execute("CREATE INDEX items_key ON items (key)")
+        old_items_table(conn)
         conn.execute("INSERT INTO items SELECT * FROM items_new")
         conn.execute("DROP TABLE items_new")
     store = ReplicaStore(path)
@@ -223,14 +227,11 @@ def test_a_replica_an_earlier_release_made_is_keyed_by_the_key_first_and_keeps_i
 
 def test_a_replica_that_cannot_be_rebuilt_stays_as_it_was_and_says_why(tmp_path: Path) -> None:
     """The rebuild needs room for a second copy of the items (a full disk refuses it) and a free name: refused, the
-    replica stays as an earlier release made it, which reads and writes as before, and the node is told why."""
+    replica stays as an earlier release made it, which reads and writes as before, and says why (a node counts it:
+    ``test_a_node_whose_replica_cannot_be_rebuilt_starts_and_counts_why``)."""
     path = str(tmp_path / "replica.db")
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE items (memory_type TEXT NOT NULL, key TEXT NOT NULL, origin TEXT NOT NULL,"
-                     " hlc INTEGER NOT NULL, value BLOB NOT NULL, vv TEXT NOT NULL, priority INTEGER NOT NULL,"
-                     " tombstone INTEGER NOT NULL, checksum INTEGER NOT NULL, PRIMARY KEY (memory_type, key, origin,"
-                     " hlc))")
-        conn.execute("CREATE INDEX items_key ON items (key)")
+        old_items_table(conn)
         conn.execute("CREATE TABLE items_old (x)")  # in the way of the rebuild
     store = ReplicaStore(path)
     try:
