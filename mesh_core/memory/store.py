@@ -494,8 +494,9 @@ class ReplicaStore:
         except BaseException:
             # they followed changes now undone: computed afresh when asked
             self._digests, self._read_marks, self._count = None, {}, None
-            for statement in undo:
-                self._db.execute(statement)
+            if self._db.in_transaction:  # not when SQLite rolled back by itself (a full disk mid-statement)
+                for statement in undo:
+                    self._db.execute(statement)
             raise
         try:
             self._db.execute(commit)

@@ -24,7 +24,7 @@ from mesh_core import AgentMeshManager
 from mesh_core.backends import sqlite as sqlite_backend
 from mesh_core.errors import BackendError, BackendUnavailable, MemoryNotFound
 from mesh_core.memory.store import ReplicaStore
-from mesh_core.model import MemoryItem, NodeStatus
+from mesh_core.model import MemoryItem, NodeInfo, NodeStatus
 from mesh_testing import Cluster, RedisServer, eventually
 from tests.backends.test_durable_ack import Outage
 from tests.cli.test_durable_writes import _fill, _mount_tmpfs, _unmount
@@ -257,3 +257,40 @@ async def test_a_write_that_arrives_while_a_refused_one_is_published_is_kept(
     finally:
         outage.cleanup()
         await cluster.close()
+
+
+def test_a_write_a_full_disk_refuses_mid_statement_says_so(tmp_path: Path) -> None:
+    """A write bigger than what the disk has left is refused in the middle of its statement, and SQLite rolls the
+    transaction back by itself. The error said "cannot rollback - no transaction is active" (the ROLLBACK after it
+    failed), hiding why: it names the full disk now, in the mesh file and in a replica, and the next write works."""
+    if os.geteuid() != 0:
+        pytest.skip("a full filesystem needs root (to mount a small tmpfs)")
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "2m")
+    try:
+        async def mesh_file() -> None:
+            backend = sqlite_backend.SqliteBackend(str(disk / "mesh.db"))
+            await backend.open(NodeInfo(node_id="w" * 32, name="w1"))
+            try:
+                with pytest.raises(BackendError, match="disk is full"):
+                    await backend._write(lambda c: c.execute("INSERT INTO leases VALUES ('big', ?, 0)",
+                                                             (os.urandom(3_000_000).hex(),)))
+                await backend._write(lambda c: c.execute("INSERT INTO leases VALUES ('small', 'n1', 0)"))
+            finally:
+                await backend.close()
+        asyncio.run(mesh_file())
+        (disk / "mesh.db").unlink()
+        for leftover in disk.glob("mesh.db-*"):
+            leftover.unlink()
+        store = ReplicaStore(str(disk / "memory.db"))
+        try:
+            big = MemoryItem("fact", "big", os.urandom(3_000_000).hex(), {"o": 1}, 10**9, "o")
+            with pytest.raises(sqlite3.OperationalError, match="disk is full"), store.batch():
+                store.replace_siblings("fact", "big", (big,), (), "test", fresh=True)
+            small = MemoryItem("fact", "small", 1, {"o": 2}, 10**9 + 1, "o")
+            store.replace_siblings("fact", "small", (small,), (), "test", fresh=True)
+            assert store.find("small") == [small] and store.find("big") == []
+        finally:
+            store.close()
+    finally:
+        _unmount(disk)

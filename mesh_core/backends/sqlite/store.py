@@ -242,7 +242,10 @@ def _write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connectio
     try:
         result = fn(conn)
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has rolled back by itself after some errors (a full disk in the middle of a statement): a
+        # ROLLBACK then fails, and its "no transaction is active" would hide why the write was refused
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
