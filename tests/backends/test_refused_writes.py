@@ -294,3 +294,35 @@ def test_a_write_a_full_disk_refuses_mid_statement_says_so(tmp_path: Path) -> No
             store.close()
     finally:
         _unmount(disk)
+
+
+def test_a_read_whose_sort_a_full_disk_refuses_says_so(tmp_path: Path) -> None:
+    """A read that sorts more than SQLite's cache holds spills to a temporary file; on a full disk that fails, and
+    SQLite ends the read transaction by itself. The COMMIT after it failed with "cannot commit - no transaction is
+    active", which hid why; it names the full disk now, and the next read works."""
+    if os.geteuid() != 0:
+        pytest.skip("a full filesystem needs root (to mount a small tmpfs)")
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "1m")
+
+    async def read() -> None:
+        backend = sqlite_backend.SqliteBackend(str(tmp_path / "mesh.db"))
+        await backend.open(NodeInfo(node_id="w" * 32, name="w1"))
+        try:
+            await backend._write(lambda c: c.executemany("INSERT INTO leases VALUES (?, ?, 0)", (
+                (f"l{i}", os.urandom(100).hex()) for i in range(40_000))))
+            with sqlite3.connect(":memory:") as conn:  # where every connection of this process puts temporary files
+                conn.execute(f"PRAGMA temp_store_directory='{disk}'")
+            try:
+                with pytest.raises(BackendError, match="disk is full"):
+                    await backend._read(lambda c: c.execute("SELECT holder FROM leases ORDER BY holder").fetchall())
+            finally:
+                with sqlite3.connect(":memory:") as conn:
+                    conn.execute("PRAGMA temp_store_directory=''")
+            assert len(await backend._read(lambda c: c.execute("SELECT name FROM leases").fetchall())) == 40_000
+        finally:
+            await backend.close()
+    try:
+        asyncio.run(read())
+    finally:
+        _unmount(disk)

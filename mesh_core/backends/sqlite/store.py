@@ -476,7 +476,8 @@ class SqliteStore(SharedStoreBackend):
             try:
                 return fn(conn)
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:  # not after an error SQLite rolled back by itself (see _write_transaction)
+                    conn.execute("COMMIT")
         return await self._run(tx, reader=True, inline=inline)
 
     # -- wake-ups --------------------------------------------------------------
