@@ -75,9 +75,13 @@ async def test_a_graceful_stop_told_every_member_goes_without_waiting_out_the_go
     c = await cluster.node("c")
     for mesh in (a, b, c):
         await eventually(lambda m=mesh: all(_statuses(m).get(n) is NodeStatus.ACTIVE for n in "abc"), timeout=10)
-    swim = c.services.ctx.backend.swim
+    # Its rumours never finish spreading here: a stop that waited for the gossip rounds takes the 30 s. (Asking
+    # whether they were still pending after the stop failed in CI: on a slow host the rest of the stop took long
+    # enough for them to be gossiped out anyway.)
+    monkeypatch.setattr(c.services.ctx.backend.swim, "pending_updates", lambda: 1)
+    started = time.monotonic()
     await c.stop()
     cluster.nodes.remove(c)
-    assert swim.pending_updates(), "the stop waited until its rumours were gossiped out"
+    assert time.monotonic() - started < 10, "the stop waited for the leave's gossip rounds"
     for mesh in (a, b):
         await eventually(lambda m=mesh: _statuses(m).get("c") is NodeStatus.LEFT, timeout=5)
