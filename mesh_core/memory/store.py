@@ -158,34 +158,6 @@ def item_from_wire(data: Any) -> MemoryItem:
     return item
 
 
-def _migrate(db: sqlite3.Connection) -> str | None:
-    """Bring a replica an earlier release made up to date, in one transaction: ``items`` keyed by the key first,
-    without the key index it needed before. When the file refuses (a full disk: the rebuild needs room for a second
-    copy of the items), it stays as it was, which works with one b-tree more to write per item: returns why."""
-    row = db.execute("SELECT sql FROM sqlite_master WHERE name='items'").fetchone()
-    started = time.monotonic()
-    try:
-        if row is None or "PRIMARY KEY (key," in row[0]:
-            db.execute("DROP INDEX IF EXISTS items_key")  # made again by an earlier release that opened it since
-            return None
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("ALTER TABLE items RENAME TO items_old")
-        db.execute("DROP INDEX IF EXISTS items_key")
-        db.execute(next(s for s in SCHEMA.split(";") if "EXISTS items (" in s))
-        db.execute("INSERT OR REPLACE INTO items SELECT memory_type, key, origin, hlc, value, vv, priority, tombstone,"
-                   " checksum FROM items_old")
-        db.execute("DROP TABLE items_old")
-        db.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        return f"its items could not be keyed by the key first ({exc}); it works as it is, a little slower to write"
-    # once per replica: about 0.5 s per 200,000 items here
-    log.info("memory replica: items keyed by the key first, once for this release (%.1f s)",
-             time.monotonic() - started)
-    return None
-
-
 class ReplicaStore:
     def __init__(self, path: str | None, history_size: int = 20) -> None:
         self.path = path or ":memory:"
@@ -197,7 +169,6 @@ class ReplicaStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self.not_upgraded = _migrate(self._db)  # why the file stayed as an earlier release made it, if it did
         # The replica is written on the event loop: its WAL checkpoints (and their fsyncs) run on their own thread.
         self._checkpoints: Checkpointer | None = None
         if path:
@@ -212,6 +183,35 @@ class ReplicaStore:
         self._digests: BucketDigests | None = None
         # the frontier marks ``states`` read of each key since the last change (what the change then replaces)
         self._read_marks: dict[tuple[str, str], tuple[list[Mark], list[Mark]]] = {}
+        self.not_upgraded = self._upgrade()  # why the file stayed as an earlier release made it, if it did
+
+    def _upgrade(self) -> str | None:
+        """Bring a replica an earlier release made up to date, in one transaction: ``items`` keyed by the key first,
+        without the key index it needed before. When the file refuses (a full disk: the rebuild needs room for a
+        second copy of the items), it stays as it was, which works with one b-tree more to write per item: returns
+        why."""
+        db = self._db
+        row = db.execute("SELECT sql FROM sqlite_master WHERE name='items'").fetchone()
+        started = time.monotonic()
+        try:
+            if row is None or "PRIMARY KEY (key," in row[0]:
+                db.execute("DROP INDEX IF EXISTS items_key")  # made again by an earlier release that opened it since
+                return None
+            with self.batch():
+                db.execute("ALTER TABLE items RENAME TO items_old")
+                db.execute("DROP INDEX IF EXISTS items_key")
+                db.execute(next(s for s in SCHEMA.split(";") if "EXISTS items (" in s))
+                db.execute("INSERT OR REPLACE INTO items SELECT memory_type, key, origin, hlc, value, vv, priority,"
+                           " tombstone, checksum FROM items_old")
+                db.execute("DROP TABLE items_old")
+        except sqlite3.Error as exc:
+            if db.in_transaction:  # a refused COMMIT leaves it open
+                db.execute("ROLLBACK")
+            return f"its items could not be keyed by the key first ({exc}); it works as it is, a little slower to write"
+        # once per replica: about 0.5 s per 200,000 items here
+        log.info("memory replica: items keyed by the key first, once for this release (%.1f s)",
+                 time.monotonic() - started)
+        return None
 
     def close(self) -> None:
         if self._checkpoints is not None:
