@@ -732,6 +732,14 @@ async def _three_workers_and_a_client(cluster: Cluster) -> tuple[Any, Any, Any, 
     return a, b, c, client
 
 
+async def _writes_c_misses(client: Any, others: tuple[Any, ...], c: Any, prefix: str) -> None:
+    """300 writes of ``client`` (keys ``prefix0``…) that ``others`` apply and ``c`` misses: its pushes to c are lost
+    from now on."""
+    _lose_memory_pushes(client, c)
+    await client.sync_memory_items("fact", {f"{prefix}{i}": i for i in range(300)})
+    await eventually(lambda: _is(all(len(list(_replica(n).keys(f"{prefix}*"))) == 300 for n in others)), timeout=10)
+
+
 async def test_a_node_back_from_away_catches_up_with_every_active_worker_not_only_the_first(
         cluster: Cluster) -> None:
     """A node back from away catches up with each active worker in turn. It caught up with the first that answered
@@ -764,9 +772,7 @@ async def test_a_node_that_missed_entries_every_peer_holds_moves_them_once_not_o
     round pulls from its peers in turn, catch-ups and pull-backs one at a time, and a frame c holds already is dropped
     by its mark before it is decoded."""
     a, b, c, client = await _three_workers_and_a_client(cluster)
-    _lose_memory_pushes(client, c)
-    await client.sync_memory_items("fact", {f"r{i}": i for i in range(300)})
-    await eventually(lambda: _is(all(len(list(_replica(n).keys("r*"))) == 300 for n in (a, b))), timeout=10)
+    await _writes_c_misses(client, (a, b), c, "r")
     await a.anti_entropy()  # their digests are published for c's round
     await b.anti_entropy()
     gc = backend_of(c)
@@ -774,15 +780,31 @@ async def test_a_node_that_missed_entries_every_peer_holds_moves_them_once_not_o
     assert len(list(_replica(c).keys("r*"))) == 300
     assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
 
-    _lose_memory_pushes(client, c)
-    await client.sync_memory_items("fact", {f"s{i}": i for i in range(300)})
-    await eventually(lambda: _is(all(len(list(_replica(n).keys("s*"))) == 300 for n in (a, b))), timeout=10)
+    await _writes_c_misses(client, (a, b), c, "s")
     before = gc.counters["memory_pulled_frames"]
     gc._back_from_away()  # as when c's loop stood still, and a and b saw it come back at once
     await asyncio.gather(backend_of(a)._catch_up(c.node_id), backend_of(b)._catch_up(c.node_id))
     await eventually(lambda: _is(len(list(_replica(c).keys("s*"))) == 300), timeout=10)
     await eventually(lambda: _is(not gc._catching_up.locked()), timeout=10)
     assert gc.counters["memory_pulled_frames"] - before <= 300 + 10, gc.counters
+
+
+async def test_a_round_while_a_catch_up_is_under_way_leaves_its_pulls_to_it(cluster: Cluster) -> None:
+    """c missed a client's writes that a and b both hold, and comes back from away (its loop stood still: a late
+    tick) as its round begins. The catch-up pulled from a while the round pulled from b, each naming what c held
+    when it began, so every entry moved twice (CI on a stalled host: 600 frames for 300). The catch-up goes to
+    each worker in turn anyway: the round leaves its pulls to it, and the next round comes soon."""
+    a, b, c, client = await _three_workers_and_a_client(cluster)
+    await _writes_c_misses(client, (a, b), c, "r")
+    await a.anti_entropy()  # their digests are published for c's round
+    await b.anti_entropy()
+    gc = backend_of(c)
+    gc._back_from_away()  # a catch-up with a, then b, starts
+    await c.anti_entropy()
+    await eventually(lambda: _is(len(list(_replica(c).keys("r*"))) == 300), timeout=10)
+    await eventually(lambda: _is(not gc._catching_up.locked()), timeout=10)
+    assert gc.counters["memory_caught_up"] >= 1, gc.counters
+    assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
 
 
 async def test_a_long_running_client_drops_from_its_log_what_every_worker_applied(

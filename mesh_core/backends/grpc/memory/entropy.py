@@ -80,10 +80,13 @@ class MemoryEntropy(MemoryReads):
                 self._client_pulled_at = time.monotonic()
         elif any(bucket in buckets for buckets in self._differs.values()):
             # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
-            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. A peer
-            # this node is pulling from already (a catch-up) is left to that pull, which brings what it lacks: the
-            # round (and the node's reading of its log, which waits for it) does not queue behind it; the next
-            # round comes soon and pulls what may be left. Nor does the round wait for its pulls while the log holds
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. While a
+            # catch-up or a pull-back is under way, every pull is left to it: it goes to the workers in turn, each
+            # pull naming what the ones before brought, where a round pulling from b while it pulls from a named
+            # what the log held before either, and each entry moved twice. The round (and the node's reading of its
+            # log, which waits for it) does not queue behind it; the next round comes soon and pulls what may be
+            # left. A peer this node is pulling from already (a round's unawaited pull) is left to that pull, which
+            # brings what it lacks. Nor does the round wait for its pulls while the log holds
             # entries this node has not read yet (a catch-up just brought them): the node reads them between the
             # round's buckets, and the pulls' own entries when they land (a wake-up), not after the slowest peer.
             # While the log is small enough that one Pull names all it holds (``PULL_HAVE_MAX``), a peer whose digests
@@ -93,7 +96,7 @@ class MemoryEntropy(MemoryReads):
             wanted = {p: list(range(BUCKETS)) if held <= PULL_HAVE_MAX else sorted(buckets)
                       for p, buckets in self._differs.items() if buckets and self.status_of(p) in LIVE}
             self._differs = {}
-            busy = [p for p in wanted if self._pulling(p)]
+            busy = list(wanted) if self._catching_up.locked() else [p for p in wanted if self._pulling(p)]
             pulls = self._pull_into_log_from({p: b for p, b in wanted.items() if p not in busy})
             if busy:
                 self.counters["memory_round_pulls_left_to_catch_up"] += len(busy)
