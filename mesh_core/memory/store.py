@@ -205,8 +205,6 @@ class ReplicaStore:
                            " tombstone, checksum FROM items_old")
                 db.execute("DROP TABLE items_old")
         except sqlite3.Error as exc:
-            if db.in_transaction:  # a refused COMMIT leaves it open
-                db.execute("ROLLBACK")
             return f"its items could not be keyed by the key first ({exc}); it works as it is, a little slower to write"
         # once per replica: about 0.5 s per 200,000 items here
         log.info("memory replica: items keyed by the key first, once for this release (%.1f s)",
@@ -491,17 +489,16 @@ class ReplicaStore:
         self._db.execute(begin)
         try:
             yield
+            self._db.execute(commit)
         except BaseException:
             # they followed changes now undone: computed afresh when asked
             self._digests, self._read_marks, self._count = None, {}, None
-            if self._db.in_transaction:  # not when SQLite rolled back by itself (a full disk mid-statement)
+            # SQLite rolls back by itself after some errors (a full disk mid-statement or at the commit), and keeps
+            # the transaction open after others (a refused COMMIT can): left open, the next write's BEGIN failed, and
+            # the next COMMIT that worked would have stored the refused change with its own
+            if self._db.in_transaction:
                 for statement in undo:
                     self._db.execute(statement)
-            raise
-        try:
-            self._db.execute(commit)
-        except BaseException:
-            self._digests, self._read_marks, self._count = None, {}, None
             raise
 
     # -- conflicts: open until a person (or a write that saw every sibling) settles them --------

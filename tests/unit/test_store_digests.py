@@ -242,3 +242,33 @@ def test_a_replica_that_cannot_be_rebuilt_stays_as_it_was_and_says_why(tmp_path:
         assert store.find("k") == [item] and store.count() == 1 and agrees(store)
     finally:
         store.close()
+
+
+def test_a_commit_refused_with_the_transaction_left_open_is_undone_and_the_next_write_works(tmp_path: Path) -> None:
+    """SQLite keeps a transaction open after some refused COMMITs (here: a deferred constraint that a table in the
+    same file checks at the commit). The replica's next BEGIN then failed with "cannot start a transaction within a
+    transaction" at every write until a restart, and the refused change would have gone out with the next commit
+    that worked. It is undone now, for a batch and for a change alone."""
+    store = ReplicaStore(str(tmp_path / "replica.db"))
+    db = store._db
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    try:
+        refused = MemoryItem(memory_type="fact", key="refused", value=1, origin="o", hlc=10**9, vv={"o": 1})
+        for all_or_nothing in (store.batch, store._savepoint):
+            with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), all_or_nothing():
+                apply_batch(store, [refused], lambda _: "latest_wins")
+                db.execute("INSERT INTO child VALUES (7)")  # refused at the commit
+            assert not db.in_transaction
+        later = MemoryItem(memory_type="fact", key="later", value=2, origin="o", hlc=10**9 + 1, vv={"o": 2})
+        apply_batch(store, [later], lambda _: "latest_wins")
+        assert store.find("refused") == [] and store.find("later") == [later]
+        assert store.count() == 1 and agrees(store)
+    finally:
+        store.close()
+    store = ReplicaStore(str(tmp_path / "replica.db"))
+    try:
+        assert store.find("refused") == [] and store.count() == 1
+    finally:
+        store.close()
