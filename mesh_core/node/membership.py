@@ -90,6 +90,8 @@ class MembershipService:
         self.metric_sources: list[Callable[[], dict[str, Any]]] = []
         self.heartbeat_hooks: list[Hook] = []  # after each heartbeat (lease renewal, primary election)
         self.sweep_hooks: list[tuple[float, Hook]] = []  # on the sweeping node: (every seconds, hook)
+        # on a client, where each node keeps its own store (a client's own log): (every seconds, hook)
+        self.client_sweep_hooks: list[tuple[float, Hook]] = []
         self._swept_at: dict[int, float] = {}
         self._skew: dict[str, tuple[float, float]] = {}  # node id → (seconds ahead, monotonic time of last clamp)
         self.clock_offset: float | None = None  # this node's wall clock off the medium's, past the bound
@@ -368,15 +370,18 @@ class MembershipService:
 
     # -- loops ---------------------------------------------------------------------------------------
     async def view_loop(self) -> None:
-        """Refresh the view; on the sweeping node, run the sweep hooks each at its own period."""
+        """Refresh the view; on the sweeping node, run the sweep hooks each at its own period (on a client, where
+        each node keeps its own store, the client's)."""
         ctx = self.ctx
         period = min(0.5, ctx.config.heartbeat_interval_seconds / 2)
+        hooks = self.sweep_hooks if ctx.is_worker else self.client_sweep_hooks if self.medium.sweeps_own_tasks else []
         while not ctx.closing:
             await ctx.wait_wake(TOPIC_MEMBERS, period)
             try:
                 await self.refresh()
-                if ctx.is_worker and ctx.enabled and self.is_sweeper():
-                    for index, (every, hook) in enumerate(self.sweep_hooks):
+                # a worker sweeps while it takes part (enabled); a client never joins
+                if hooks and (ctx.enabled or not ctx.is_worker) and self.is_sweeper():
+                    for index, (every, hook) in enumerate(hooks):
                         if time.monotonic() - self._swept_at.get(index, -every) >= every:
                             self._swept_at[index] = time.monotonic()
                             await hook()

@@ -38,6 +38,9 @@ class NodeServices:
         members.heartbeat_hooks.append(self.worker.renew_leases)
         members.sweep_hooks += [(0.0, self.tasks.sweep), (PRUNE_EVERY_SECONDS, self.tasks.prune),
                                 (PRUNE_EVERY_SECONDS, self.sync.compact)]
+        # A client's own log (grpc_mesh: each node keeps one) holds its writes, which no node reads: what every worker
+        # applied is dropped, so a long-running client (an observer, an application) does not keep every write it made.
+        members.client_sweep_hooks.append((PRUNE_EVERY_SECONDS, self.sync.compact))
         if config.memory_sync.strategy == "master_slave":
             self.primary.install()
             if ctx.is_worker:

@@ -807,18 +807,17 @@ async def test_a_round_while_a_catch_up_is_under_way_leaves_its_pulls_to_it(clus
     assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
 
 
-async def test_a_long_running_client_drops_from_its_log_what_every_worker_applied(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_long_running_client_drops_from_its_log_what_every_worker_applied(cluster: Cluster) -> None:
     """A client's log (its own writes: it is pushed nothing) is read by no node, and a client runs no sweep: every
-    write a long-running client (an observer, an application) made stayed in its file until it stopped."""
-    from mesh_core.backends.grpc import memory
-    monkeypatch.setattr(memory, "CLIENT_COMPACT_SECONDS", 0.0)
+    write a long-running client (an observer, an application) made stayed in its file until it stopped. It now
+    compacts its own log as a worker does (``MemorySync.compact``, every ``PRUNE_EVERY_SECONDS``)."""
     a, b, c, client = await _three_workers_and_a_client(cluster)
     log = backend_of(client)
     for start in range(0, 300, 100):
         await client.sync_memory_items("fact", {f"k{i}": i for i in range(start, start + 100)})
     await client.sync_memory_item("fact", "last", key="last")
-    await eventually(lambda: _is(log.counters["memory_log_compacted"] >= 300), timeout=10)
+    counters = client.services.ctx.counters
+    await eventually(lambda: _is(counters["memory_log_compacted"] >= 300), timeout=15)
     left, _ = await log.store.read_memory(None, 10_000)
     assert len(left) <= 1
     assert await a.recall("k299") == 299 and await client.recall("k7") == 7

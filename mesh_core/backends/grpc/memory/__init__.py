@@ -88,7 +88,6 @@ from ....model import LIVE, NodeInfo, NodeRole, NodeStatus
 from .._generated import mesh_pb2 as pb
 from ..wire import Peer
 from .base import (
-    CLIENT_COMPACT_SECONDS,
     CLIENT_PULL_FRESH_SECONDS,
     CLIENT_WRITE_WAIT_SECONDS,
     IN_FLIGHT_LIMIT,
@@ -133,7 +132,6 @@ class GrpcMemory(MemoryEntropy):
         self._digesting = asyncio.Lock()  # held while the log's digests (and marks) are recomputed
         self._stale_keys: set[tuple[str, str]] | None = None  # keys appended to since; None: the whole log to read
         self._client_pulled_at = -CLIENT_PULL_FRESH_SECONDS
-        self._client_compacted_at = -CLIENT_COMPACT_SECONDS
         self._claim = _Claim()
         self._missed_until = 0.0  # entries pushed here went missing lately: repair rounds until then (monotonic)
         self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
@@ -179,25 +177,12 @@ class GrpcMemory(MemoryEntropy):
         reached = self._push(origin, entries, cursor, gossip=not broadcast)
         if not self._worker:
             await self._held_by_workers(reached, cursor, CLIENT_WRITE_WAIT_SECONDS, required=True)
-            if time.monotonic() - self._client_compacted_at >= CLIENT_COMPACT_SECONDS:
-                self._client_compacted_at = time.monotonic()
-                self.spawn(self._compact_client_log(), "memory-client-compact")
         elif origin == self.node_id and self.config.memory_sync.strategy == "master_slave" \
                 and self._claim.node_id == self.node_id and reached:
             # The primary acknowledges the writes forwarded to it: they must outlive it (a kill -9 right after)
             # in the replicas, not only in its own log, as they outlive it in a shared store.
             await self._held_by_workers(reached, cursor, self.config.node_timeout_seconds, required=False)
         return cursor
-
-    async def _compact_client_log(self) -> None:
-        """A client's log holds its own writes only, and no node reads it (a client runs no sweep): what every
-        live worker applied is dropped, so a long-running client (an observer, an application) does not grow its
-        file by every write it ever made."""
-        workers = [info.node_id for info in self.live_peers(workers_only=True)]
-        acks = await self.memory_acks()
-        cursors = [int(acks[node_id]) for node_id in workers if acks.get(node_id) is not None]
-        if workers and len(cursors) == len(workers):
-            self.counters["memory_log_compacted"] += await self.compact_memory(min(cursors))
 
     async def read_memory(self, after: Any, limit: int) -> tuple[list[bytes], Any]:
         return await self._read_recent(after, limit)

@@ -69,7 +69,6 @@ RESEND_MAX = 512
 CLIENT_PULL_FRESH_SECONDS = 2.0  # a client's pull of every bucket serves its bootstrap's 64 bucket reads
 OWN_ACK_STORED_SECONDS = 0.5  # this node's own ack is written to its private store at most this often
 CLIENT_WRITE_WAIT_SECONDS = 5.0  # a client's write waits this long for every worker it pushed to to apply it
-CLIENT_COMPACT_SECONDS = 5.0  # a client drops from its log what every live worker applied, at most this often
 RECENT_KEPT = 4096  # entries this node appended lately, kept for its node's next log read (no read of the store)
 RECENT_BYTES = 16 * 1024 * 1024  # … and at most this many bytes of them
 
@@ -202,7 +201,6 @@ class MemoryState(GrpcCore):
     _digesting: asyncio.Lock
     _stale_keys: set[tuple[str, str]] | None
     _client_pulled_at: float
-    _client_compacted_at: float
     _claim: _Claim
     _missed_until: float
     _pull_locks: dict[str, asyncio.Lock]
