@@ -807,6 +807,26 @@ async def test_a_round_while_a_catch_up_is_under_way_leaves_its_pulls_to_it(clus
     assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
 
 
+async def test_a_catch_up_with_one_peer_does_not_hold_up_a_rounds_pulls_from_the_others(cluster: Cluster) -> None:
+    """A catch-up with a alone (a gap in its pushes, say), queued behind another that is slow to answer: the round
+    leaves a to it and still pulls what c missed from b at once, and the catch-up with a then moves nothing."""
+    a, b, c, client = await _three_workers_and_a_client(cluster)
+    await _writes_c_misses(client, (a, b), c, "r")
+    await a.anti_entropy()  # their digests are published for c's round
+    await b.anti_entropy()
+    gc = backend_of(c)
+    async with gc._catching_up:  # another catch-up under way, slow to end
+        queued = asyncio.ensure_future(gc._catch_up(a.node_id))
+        await asyncio.sleep(0)
+        assert a.node_id in gc._catch_ups_due
+        await c.anti_entropy()
+        await eventually(lambda: _is(len(list(_replica(c).keys("r*"))) == 300), timeout=10)
+        assert gc.counters["memory_round_pulls_left_to_catch_up"] == 1, gc.counters
+    assert await queued
+    assert gc.counters["memory_pulled_frames"] <= 300 + 10, gc.counters
+    assert not gc._catch_ups_due
+
+
 async def test_a_long_running_client_drops_from_its_log_what_every_worker_applied(cluster: Cluster) -> None:
     """A client's log (its own writes: it is pushed nothing) is read by no node, and a client runs no sweep: every
     write a long-running client (an observer, an application) made stayed in its file until it stopped. It now

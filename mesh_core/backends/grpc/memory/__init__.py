@@ -137,6 +137,7 @@ class GrpcMemory(MemoryEntropy):
         self._pull_locks: dict[str, asyncio.Lock] = {}  # live peer → held while pulling from it (one pull at a time)
         self._appending_pulled = asyncio.Lock()  # pulled entries are checked against the log and appended in turn
         self._catching_up = asyncio.Lock()  # one catch-up or pull-back at a time: each names what the last brought
+        self._catch_ups_due = {}
         self._gap_repaired_at: dict[str, float] = {}  # live peer → when a gap in its pushes last brought a catch-up
         self._caught_up_all_at = -math.inf  # see ``_catch_up_with_all``
         self._ack_heard = asyncio.Event()  # set by every ack (a client's write waits on them)

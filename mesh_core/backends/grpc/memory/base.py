@@ -206,6 +206,7 @@ class MemoryState(GrpcCore):
     _pull_locks: dict[str, asyncio.Lock]
     _appending_pulled: asyncio.Lock
     _catching_up: asyncio.Lock
+    _catch_ups_due: dict[str, int]  # peer → catch-ups and pull-backs queued or under way that will pull from it
     _gap_repaired_at: dict[str, float]
     _caught_up_all_at: float  # monotonic time of the last catch-up with every active worker (``_catch_up_with_all``)
     _ack_heard: asyncio.Event

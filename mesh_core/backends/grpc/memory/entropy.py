@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -80,13 +81,14 @@ class MemoryEntropy(MemoryReads):
                 self._client_pulled_at = time.monotonic()
         elif any(bucket in buckets for buckets in self._differs.values()):
             # The node asks for the differing buckets one by one: the first ask pulls all of them, one Pull per
-            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. While a
-            # catch-up or a pull-back is under way, every pull is left to it: it goes to the workers in turn, each
-            # pull naming what the ones before brought, where a round pulling from b while it pulls from a named
-            # what the log held before either, and each entry moved twice. The round (and the node's reading of its
-            # log, which waits for it) does not queue behind it; the next round comes soon and pulls what may be
-            # left. A peer this node is pulling from already (a round's unawaited pull) is left to that pull, which
-            # brings what it lacks. Nor does the round wait for its pulls while the log holds
+            # peer (its differing buckets), so a round costs one call per peer, not one per bucket and peer. A peer
+            # that a catch-up or pull-back will pull from (queued or under way) is left to it: a catch-up goes to the
+            # workers in turn, each pull naming what the ones before brought, where a round pulling from b while it
+            # pulled from a named what the log held before either, and each entry moved twice. The others are
+            # pulled: a catch-up with one slow peer does not hold up the repair from the rest. A peer this node is
+            # pulling from already (a round's unawaited pull) is left to that pull, which brings what it lacks. The
+            # round (and the node's reading of its log, which waits for it) does not queue behind them; the next
+            # round comes soon and pulls what may be left. Nor does the round wait for its pulls while the log holds
             # entries this node has not read yet (a catch-up just brought them): the node reads them between the
             # round's buckets, and the pulls' own entries when they land (a wake-up), not after the slowest peer.
             # While the log is small enough that one Pull names all it holds (``PULL_HAVE_MAX``), a peer whose digests
@@ -96,7 +98,7 @@ class MemoryEntropy(MemoryReads):
             wanted = {p: list(range(BUCKETS)) if held <= PULL_HAVE_MAX else sorted(buckets)
                       for p, buckets in self._differs.items() if buckets and self.status_of(p) in LIVE}
             self._differs = {}
-            busy = list(wanted) if self._catching_up.locked() else [p for p in wanted if self._pulling(p)]
+            busy = [p for p in wanted if self._pulling(p) or p in self._catch_ups_due]
             pulls = self._pull_into_log_from({p: b for p, b in wanted.items() if p not in busy})
             if busy:
                 self.counters["memory_round_pulls_left_to_catch_up"] += len(busy)
@@ -116,32 +118,50 @@ class MemoryEntropy(MemoryReads):
         the peer did not answer. One catch-up or pull-back at a time (``_catching_up``): a node back from away
         catches up with each worker while each of them, seeing it back, asks it to pull back, and each after the
         first names what the ones before brought."""
-        async with self._catching_up:
-            reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
-            if reply is None:
-                return False
-            if reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
-                self.counters["memory_caught_up"] += 1
-                self._deliver(TOPIC_MEMORY)
+        with self._catching_up_with([peer_id]):
+            async with self._catching_up:
+                reply = await self._call_digest(peer_id, await self._log_digests_now(), log=True)
+                if reply is None:
+                    return False
+                if reply.differing and await self._pull_into_log([peer_id], sorted(reply.differing)):
+                    self.counters["memory_caught_up"] += 1
+                    self._deliver(TOPIC_MEMORY)
         return True
+
+    @contextlib.contextmanager
+    def _catching_up_with(self, peers: Sequence[str]) -> Iterator[None]:
+        """While a catch-up or pull-back will pull from ``peers`` (queued behind another, or under way): a round
+        leaves them to it (``memory_bucket``)."""
+        due = self._catch_ups_due
+        for peer_id in peers:
+            due[peer_id] = due.get(peer_id, 0) + 1
+        try:
+            yield
+        finally:
+            for peer_id in peers:
+                due[peer_id] -= 1
+                if not due[peer_id]:
+                    del due[peer_id]
 
     async def _catch_up_with_each(self, peers: Sequence[str]) -> None:
         """Catch up with each of ``peers`` in turn. One may be dead and not yet known so (a primary killed while
         this node was away): it is counted and the next asked. One may have missed entries too (pushes to it
         dropped, its queue full under load), which the next one holds. Each catch-up after the first names what this
         log holds by then, so only what is still missing moves."""
-        for peer_id in peers:
-            if self._closed:
-                return
-            if self.status_of(peer_id) not in LIVE or not await self._catch_up(peer_id):
-                self.counters["memory_catch_ups_unanswered"] += 1
+        with self._catching_up_with(peers):
+            for peer_id in peers:
+                if self._closed:
+                    return
+                if self.status_of(peer_id) not in LIVE or not await self._catch_up(peer_id):
+                    self.counters["memory_catch_ups_unanswered"] += 1
 
     async def _pull_back(self, peer_id: str, buckets: list[int]) -> None:
         """Pull the buckets a catching-up peer found different from it (the other half of ``_catch_up``)."""
-        async with self._catching_up:
-            if await self._pull_into_log([peer_id], buckets):
-                self.counters["memory_caught_up"] += 1
-                self._deliver(TOPIC_MEMORY)
+        with self._catching_up_with([peer_id]):
+            async with self._catching_up:
+                if await self._pull_into_log([peer_id], buckets):
+                    self.counters["memory_caught_up"] += 1
+                    self._deliver(TOPIC_MEMORY)
 
     async def _pull_into_log(self, peers: Sequence[str], buckets: list[int]) -> int:
         """Pull ``buckets`` from ``peers`` and append to this log what is newer than it holds; how many."""
