@@ -10,7 +10,10 @@ the flag wins when both are given.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -36,6 +39,49 @@ def pytest_configure(config):
     # only discovered during collection; it keeps ``--hypothesis-profile`` authoritative.
     cli_profile = config.getoption("hypothesis_profile", default=None)
     settings.load_profile(cli_profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
+
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--mount"]
+
+
+@functools.cache
+def _namespaces_allowed() -> bool:
+    """Whether this process may make a user and mount namespace of its own (most kernels let any user)."""
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class InANamespace(pytest.Item):
+    """A test that mounts a small filesystem of its own (``@pytest.mark.mounts``: a full disk), collected by a
+    process that may not mount: the same test run by a child pytest in a user and mount namespace of its own
+    (``unshare --map-root-user --mount``), where it is root and its mounts are its own. It passes or fails with that
+    run, so the test runs for every user, not only root (as CI runs)."""
+
+    def runtest(self) -> None:
+        done = subprocess.run([*UNSHARE, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "-p", "no:xdist", self.nodeid], cwd=self.config.rootpath, capture_output=True,
+                              text=True, timeout=600)
+        summary = done.stdout.strip().rsplit("\n", 1)[-1]  # one that skips there proves nothing either
+        if done.returncode != 0 or "passed" not in summary or "skipped" in summary:
+            pytest.fail(f"in a user and mount namespace of its own:\n{done.stdout[-6000:]}{done.stderr[-2000:]}",
+                        pytrace=False)
+
+    def reportinfo(self) -> tuple[object, int | None, str]:
+        return self.path, None, self.name
+
+
+def _mounts_in_namespaces(items: list[pytest.Item]) -> None:
+    """Not root: a test marked ``mounts`` runs in a namespace where it is (``InANamespace``); where the kernel
+    allows no such namespace it stays as it is and says why it skips."""
+    if os.geteuid() == 0:
+        return
+    for index, item in enumerate(items):
+        if item.get_closest_marker("mounts") is not None and _namespaces_allowed():
+            moved = InANamespace.from_parent(item.parent, name=item.name)
+            moved.own_markers = list(item.own_markers)
+            items[index] = moved
 
 
 def require_another_user() -> None:
@@ -97,3 +143,4 @@ def pytest_collection_modifyitems(config, items):
         if _HA_FIXTURES & set(getattr(item, "fixturenames", ())) or (
                 module is not None and module.__name__.rsplit(".", 1)[-1] in _HA_MODULES):
             item.add_marker(pytest.mark.xdist_group("redis_ha"))
+    _mounts_in_namespaces(items)

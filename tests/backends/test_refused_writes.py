@@ -53,7 +53,7 @@ class Refusal:
             self.cluster = Cluster(root, "redis", self.server.url, settings=SETTINGS)
         else:
             if os.geteuid() != 0:
-                pytest.skip("a full filesystem for the mesh file needs root (to mount a small tmpfs)")
+                pytest.skip("a full filesystem for the mesh file needs root or a user namespace (tests/conftest.py)")
             self.disk = root / "disk"
             _mount_tmpfs(self.disk, "8m")
             (root / "mesh").mkdir()
@@ -148,6 +148,7 @@ def _sees_active(watcher: AgentMeshManager, other: AgentMeshManager) -> bool:
     return watcher.status_of(other.node_id) is NodeStatus.ACTIVE
 
 
+@pytest.mark.mounts
 async def test_a_refused_write_leaves_no_trace_in_the_writer_or_the_mesh(refusal: Refusal) -> None:
     cluster = refusal.cluster
     w1 = await cluster.node("w1")
@@ -259,12 +260,13 @@ async def test_a_write_that_arrives_while_a_refused_one_is_published_is_kept(
         await cluster.close()
 
 
+@pytest.mark.mounts
 def test_a_write_a_full_disk_refuses_mid_statement_says_so(tmp_path: Path) -> None:
     """A write bigger than what the disk has left is refused in the middle of its statement, and SQLite rolls the
     transaction back by itself. The error said "cannot rollback - no transaction is active" (the ROLLBACK after it
     failed), hiding why: it names the full disk now, in the mesh file and in a replica, and the next write works."""
     if os.geteuid() != 0:
-        pytest.skip("a full filesystem needs root (to mount a small tmpfs)")
+        pytest.skip("a full filesystem needs root, or a user namespace (see tests/conftest.py)")
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "2m")
     try:
@@ -296,12 +298,13 @@ def test_a_write_a_full_disk_refuses_mid_statement_says_so(tmp_path: Path) -> No
         _unmount(disk)
 
 
+@pytest.mark.mounts
 def test_a_read_whose_sort_a_full_disk_refuses_says_so(tmp_path: Path) -> None:
     """A read that sorts more than SQLite's cache holds spills to a temporary file; on a full disk that fails, and
     SQLite ends the read transaction by itself. The COMMIT after it failed with "cannot commit - no transaction is
     active", which hid why; it names the full disk now, and the next read works."""
     if os.geteuid() != 0:
-        pytest.skip("a full filesystem needs root (to mount a small tmpfs)")
+        pytest.skip("a full filesystem needs root, or a user namespace (see tests/conftest.py)")
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "1m")
 
